@@ -1,0 +1,88 @@
+"""Exceptions, each carrying the HTTP status and error code the API answers with.
+
+SSETasksError
+ ├── BadRequest               400 malformed request (JSON, query, Last-Event-ID header)
+ ├── PayloadTooLarge          413 body over the hub's ``max_body_size``
+ ├── UnsupportedMediaType     415 body is not ``application/json``
+ ├── InvalidRequest           422 body or params of the wrong shape
+ ├── NotFound                 404 unknown task id or task name
+ ├── TaskGone                 410 a finished task that has expired
+ ├── TaskFinished             409 cancelling a task that already reached a terminal state
+ ├── Unavailable              503 queue full, too many streams, hub shutting down
+ └── TaskCancelled            raised inside a task function when it is cancelled
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SSETasksError(Exception):
+    """Base class of every error sse_tasks raises on purpose."""
+
+    status_code = 500
+    code = "error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON error body: ``{"error": {"code": …, "message": …}}``."""
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class BadRequest(SSETasksError):
+    status_code = 400
+    code = "bad_request"
+
+
+class PayloadTooLarge(SSETasksError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(SSETasksError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class InvalidRequest(SSETasksError):
+    status_code = 422
+    code = "invalid_request"
+
+
+class NotFound(SSETasksError):
+    status_code = 404
+    code = "not_found"
+
+
+class TaskGone(SSETasksError):
+    status_code = 410
+    code = "gone"
+
+
+class TaskFinished(SSETasksError):
+    status_code = 409
+    code = "already_finished"
+
+
+class Unavailable(SSETasksError):
+    """503 with ``Retry-After``; ``code`` says why.
+
+    Codes: ``queue_full``, ``too_many_streams``, ``shutting_down``, ``not_running``.
+    """
+
+    status_code = 503
+
+    def __init__(self, message: str, *, code: str, retry_after: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+        self.code = code
+
+
+class TaskCancelled(SSETasksError):
+    """Raised by ``TaskContext.progress()``/``check()`` once the task has been cancelled."""
+
+    status_code = 409
+    code = "cancelled"

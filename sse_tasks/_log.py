@@ -1,0 +1,103 @@
+"""The process-local event log: a bounded, totally ordered ring that every stream reads.
+
+Subscribers keep only a cursor (an absolute position) into the ring, so an idle or
+stalled subscriber costs no memory per event: a publisher appends once and wakes all
+waiters with one event. A subscriber that falls further behind than the ring holds
+is told so (``position < first``) and resyncs from snapshots.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from typing import Any
+
+import anyio
+
+from ._models import TaskEvent
+
+
+class EventLog:
+    """A bounded ring of :class:`TaskEvent`, ordered by ``event.key``."""
+
+    def __init__(self, maxlen: int = 10_000) -> None:
+        if maxlen < 1:
+            raise ValueError("maxlen must be at least 1")
+        self.maxlen = maxlen
+        self._events: list[TaskEvent] = []
+        self._keys: list[Any] = []
+        self._first = 0  # absolute position of self._events[0]
+        self._waiter: anyio.Event | None = None
+        self.closed = False
+
+    @property
+    def first(self) -> int:
+        """Absolute position of the oldest event still held."""
+        return self._first
+
+    @property
+    def head(self) -> int:
+        """Absolute position the next event will get."""
+        return self._first + len(self._events)
+
+    @property
+    def last(self) -> TaskEvent | None:
+        return self._events[-1] if self._events else None
+
+    def append(self, event: TaskEvent) -> None:
+        """Add ``event`` (its key must exceed every key held) and wake the waiters."""
+        self._events.append(event)
+        self._keys.append(event.key)
+        overflow = len(self._events) - self.maxlen
+        if overflow > 0:
+            # Trim in chunks so trimming stays amortised O(1) per append.
+            drop = max(overflow, self.maxlen // 8)
+            del self._events[:drop]
+            del self._keys[:drop]
+            self._first += drop
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake every waiter (new events, or the log is closing)."""
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.wake()
+
+    def read(self, position: int, limit: int | None = None) -> list[TaskEvent]:
+        """Up to ``limit`` events from ``position`` on; ``position`` must be ``>= first``."""
+        start = position - self._first
+        return self._events[start : None if limit is None else start + limit]
+
+    def reopen(self) -> None:
+        self.closed = False
+
+    def position_after(self, key: Any) -> int | None:
+        """Position of the first event whose key exceeds ``key``.
+
+        None when the ring no longer reaches back that far (events after ``key`` may
+        have been trimmed), so the caller must resync.
+        """
+        if self._keys and key > self._keys[-1]:
+            return None  # an id from the future: not from this log
+        index = bisect_right(self._keys, key)
+        if index == 0 and self._first > 0:
+            # Everything held is newer than ``key``; whatever followed ``key`` may be lost
+            # unless ``key`` is exactly the last event trimmed, which we cannot know.
+            return None
+        return self._first + index
+
+    async def wait(self, position: int) -> None:
+        """Return once an event exists at ``position`` or the log is closing/woken."""
+        if position < self.head or self.closed:
+            return
+        waiter = self._waiter
+        if waiter is None:
+            waiter = self._waiter = anyio.Event()
+        await waiter.wait()
+
+    def __len__(self) -> int:
+        return len(self._events)

@@ -1,0 +1,169 @@
+"""Task snapshots, states and events, and their JSON and SSE encodings."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from . import _json
+
+
+class TaskState(str, enum.Enum):
+    """Lifecycle of a task: ``queued`` → ``running`` → one terminal state."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """True for ``succeeded``, ``failed`` and ``cancelled``: these never change again."""
+        return self in _TERMINAL
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_TERMINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+
+#: Event types, in the order a task can emit them.
+EVENT_TYPES = (
+    "task.queued",
+    "task.running",
+    "task.progress",
+    "task.succeeded",
+    "task.failed",
+    "task.cancelled",
+)
+#: The SSE event type that tells a client to drop what it holds and resync.
+RESET_EVENT = "reset"
+
+
+def utcnow() -> str:
+    """The current UTC time in the snapshot's ISO 8601 form (microseconds, ``Z``)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One run of a task function, as every client sees it.
+
+    ``event_id`` and ``event_type`` name the last event applied to this snapshot;
+    they are set by the broker when the snapshot is stored.
+    """
+
+    id: str
+    name: str
+    state: TaskState = TaskState.QUEUED
+    progress: float | None = None
+    message: str | None = None
+    result: Any = None
+    error: dict[str, str] | None = None
+    created_at: str = field(default_factory=utcnow)
+    started_at: str | None = None
+    finished_at: str | None = None
+    event_id: str | None = None
+    event_type: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state.terminal
+
+    def evolve(self, **changes: Any) -> Task:
+        """A copy with ``changes`` applied (snapshots are immutable)."""
+        return replace(self, **changes)
+
+    def to_dict(self, root_path: str = "") -> dict[str, Any]:
+        """The public JSON snapshot; links are relative to ``root_path`` (the mount point)."""
+        base = f"{root_path}/tasks/{self.id}"
+        return {
+            "id": self.id,
+            "name": self.name,
+            "state": self.state.value,
+            "progress": self.progress,
+            "message": self.message,
+            "result": self.result,
+            "error": self.error,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "links": {"self": base, "events": f"{base}/events"},
+        }
+
+    def to_record(self) -> dict[str, Any]:
+        """Everything a broker stores, links excluded (they depend on the mount)."""
+        data = self.to_dict()
+        del data["links"]
+        data["event_id"] = self.event_id
+        data["event_type"] = self.event_type
+        return data
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> Task:
+        """Inverse of :meth:`to_record`."""
+        return cls(
+            id=data["id"],
+            name=data["name"],
+            state=TaskState(data["state"]),
+            progress=data.get("progress"),
+            message=data.get("message"),
+            result=data.get("result"),
+            error=data.get("error"),
+            created_at=data["created_at"],
+            started_at=data.get("started_at"),
+            finished_at=data.get("finished_at"),
+            event_id=data.get("event_id"),
+            event_type=data.get("event_type"),
+        )
+
+
+class TaskEvent:
+    """One change of one task: an ordered id, a type and the full snapshot after it.
+
+    The SSE frame is encoded once per mount point and shared by every subscriber.
+    """
+
+    __slots__ = ("_frames", "id", "key", "task", "type")
+
+    def __init__(self, id: str, key: Any, type: str, task: Task) -> None:
+        self.id = id
+        #: Sortable form of ``id`` (brokers decide what it is).
+        self.key = key
+        self.type = type
+        self.task = task
+        self._frames: dict[str, bytes] = {}
+
+    @property
+    def state_change(self) -> bool:
+        """False only for ``task.progress``: those may be coalesced, the rest never."""
+        return self.type != "task.progress"
+
+    def frame(self, root_path: str = "") -> bytes:
+        """The encoded SSE frame (cached per ``root_path``)."""
+        frame = self._frames.get(root_path)
+        if frame is None:
+            frame = encode_frame(self.id, self.type, self.task.to_dict(root_path))
+            self._frames[root_path] = frame
+        return frame
+
+    def __repr__(self) -> str:
+        return f"TaskEvent(id={self.id!r}, type={self.type!r}, task={self.task.id!r})"
+
+
+def encode_frame(event_id: str | None, event_type: str, data: Any) -> bytes:
+    """One SSE frame. JSON escapes CR, LF and NUL, so payload text cannot forge fields."""
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return b"".join((head.encode(), b"event: ", event_type.encode(), b"\ndata: ", _json.dumps(data), b"\n\n"))
+
+
+def reset_frame(reason: str) -> bytes:
+    """The ``event: reset`` frame sent before a resync."""
+    return encode_frame(None, RESET_EVENT, {"reason": reason})
+
+
+def event_type_for(state: TaskState) -> str:
+    return f"task.{state.value}"

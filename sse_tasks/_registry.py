@@ -1,0 +1,142 @@
+"""Registered task functions and the check of client params against their signatures."""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+from ._errors import InvalidRequest
+
+TaskFunction = Callable[..., Any]
+
+_EMPTY = inspect.Parameter.empty
+
+
+@dataclass(frozen=True)
+class RegisteredTask:
+    """A task function with what the hub needs to check and run it."""
+
+    name: str
+    func: TaskFunction
+    is_async: bool
+    params: tuple[inspect.Parameter, ...]
+    hints: Mapping[str, Any]
+    accepts_any: bool  # has **kwargs
+    timeout: float | None
+
+    @classmethod
+    def build(cls, func: TaskFunction, name: str | None, timeout: float | None) -> RegisteredTask:
+        """Inspect ``func``; raises ``TypeError`` if it cannot take a context first."""
+        if not callable(func):
+            raise TypeError(f"task function must be callable, not {func!r}")
+        signature = inspect.signature(func)
+        parameters = list(signature.parameters.values())
+        if not parameters or parameters[0].kind not in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            raise TypeError(
+                f"task function {func.__qualname__} must take the TaskContext as its first argument"
+            )
+        try:
+            hints = typing.get_type_hints(func)
+        except Exception:  # unresolvable annotations: check presence only
+            hints = {}
+        rest = parameters[1:]
+        for param in rest:
+            if param.kind is inspect.Parameter.VAR_POSITIONAL:
+                raise TypeError(f"task function {func.__qualname__} cannot take *{param.name}")
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be positive")
+        return cls(
+            name=name or func.__name__,
+            func=func,
+            is_async=_is_async(func),
+            params=tuple(p for p in rest if p.kind is not inspect.Parameter.VAR_KEYWORD),
+            hints=hints,
+            accepts_any=any(p.kind is inspect.Parameter.VAR_KEYWORD for p in rest),
+            timeout=timeout,
+        )
+
+    def validate(self, params: Any) -> dict[str, Any]:
+        """Check JSON ``params`` against the signature; raises :class:`InvalidRequest`."""
+        if not isinstance(params, dict):
+            raise InvalidRequest("'params' must be a JSON object")
+        known = {p.name: p for p in self.params}
+        errors: list[str] = []
+        for key in params:
+            if key not in known and not self.accepts_any:
+                errors.append(f"unexpected param {key!r}")
+        for name, param in known.items():
+            if name not in params:
+                if param.default is _EMPTY:
+                    errors.append(f"missing param {name!r}")
+                continue
+            hint = self.hints.get(name, Any)
+            if not _matches(params[name], hint):
+                errors.append(f"param {name!r} must be {_describe(hint)}")
+        if errors:
+            raise InvalidRequest(f"task {self.name!r}: " + "; ".join(errors))
+        return dict(params)
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Map positional and keyword arguments (after the context) to params by name."""
+        names = [p.name for p in self.params if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+        if len(args) > len(names):
+            raise TypeError(f"{self.name}() takes {len(names)} positional params, got {len(args)}")
+        params = dict(zip(names, args, strict=False))
+        for key, value in kwargs.items():
+            if key in params:
+                raise TypeError(f"{self.name}() got multiple values for {key!r}")
+            params[key] = value
+        return params
+
+
+def _is_async(func: TaskFunction) -> bool:
+    # Callable objects count by their __call__; partials by what they wrap.
+    target = getattr(func, "func", func)
+    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
+        getattr(target, "__call__", None)  # noqa: B004 - the method itself, not callability
+    )
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Does a decoded JSON value fit a type hint? Unknown hints accept anything."""
+    if hint is Any or hint is inspect.Parameter.empty:
+        return True
+    if hint is None or hint is type(None):
+        return value is None
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if origin is Literal:
+        return any(value == arg and type(value) is type(arg) for arg in typing.get_args(hint))
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint in (list, tuple) or origin in (list, tuple, set, frozenset) or hint in (set, frozenset):
+        if not isinstance(value, list):
+            return False
+        args = typing.get_args(hint)
+        if origin is list and args:
+            return all(_matches(item, args[0]) for item in value)
+        return True
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            return False
+        args = typing.get_args(hint)
+        return not args or all(_matches(item, args[1]) for item in value.values())
+    return True
+
+
+def _describe(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

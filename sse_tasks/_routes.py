@@ -1,0 +1,216 @@
+"""The HTTP API: Starlette routes, request checks and JSON errors."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from . import _json
+from ._errors import (
+    BadRequest,
+    InvalidRequest,
+    PayloadTooLarge,
+    SSETasksError,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from ._models import TaskState
+from ._streams import Resume, Selection, StreamPlan, global_stream, task_stream
+
+if TYPE_CHECKING:
+    from ._hub import TaskHub
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+_MAX_LIST = 1000
+_MAX_SELECTED = 1000
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class _JSON(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return _json.dumps(content)
+
+
+def error_response(exc: SSETasksError) -> Response:
+    return _JSON(exc.to_dict(), status_code=exc.status_code, headers=exc.headers)
+
+
+def _guard(endpoint: Endpoint) -> Endpoint:
+    """Turn every ``SSETasksError`` into its JSON error response."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except SSETasksError as exc:
+            return error_response(exc)
+
+    guarded.__name__ = endpoint.__name__
+    guarded.__doc__ = endpoint.__doc__
+    return guarded
+
+
+def _root(request: Request) -> str:
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request body as JSON, checked for type and size before it is decoded."""
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaType("send the body as Content-Type: application/json")
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise BadRequest("Content-Length is not a number")
+        if int(length) > limit:
+            raise PayloadTooLarge(f"body is larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"body is larger than {limit} bytes")
+    try:
+        return _json.loads(bytes(body))
+    except ValueError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+
+
+def _query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise InvalidRequest(f"{name!r} must be an integer from {low} to {high}")
+    return int(raw)
+
+
+def _last_event_id(request: Request) -> str | None:
+    # The header is what EventSource sends on reconnect, so it beats the URL's.
+    return request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+
+
+def build_routes(hub: TaskHub) -> list[BaseRoute]:
+    """The hub's routes, relative to wherever they are mounted."""
+
+    def stream_response(body: Any) -> Response:
+        return EventSourceResponse(
+            body,
+            headers=_SSE_HEADERS,
+            ping=hub.heartbeat,
+            sep="\n",
+            ping_message_factory=lambda: ServerSentEvent(comment="ping", sep="\n"),
+            send_timeout=hub.send_timeout,
+            shutdown_event=hub._server_exiting,
+            shutdown_grace_period=hub.shutdown_grace + 5.0,
+        )
+
+    def check_stream_capacity() -> None:
+        if hub.open_streams >= hub.max_streams:
+            raise Unavailable(f"too many open streams ({hub.max_streams})", code="too_many_streams")
+        if hub.closing:
+            raise Unavailable("the hub is shutting down", code="shutting_down")
+
+    async def create_task(request: Request) -> Response:
+        """Submit a task: 202 with its snapshot and ``Location``."""
+        body = await read_json(request, hub.max_body_size)
+        if not isinstance(body, dict):
+            raise InvalidRequest('body must be a JSON object like {"name": …, "params": {…}}')
+        unknown = set(body) - {"name", "params"}
+        if unknown:
+            raise InvalidRequest(f"unknown fields: {', '.join(sorted(map(repr, unknown)))}")
+        name = body.get("name")
+        if not isinstance(name, str):
+            raise InvalidRequest("'name' must be a string naming a registered task")
+        task = await hub.submit_json(name, body.get("params", {}))
+        root = _root(request)
+        return _JSON(
+            task.to_dict(root),
+            status_code=202,
+            headers={"Location": f"{root}/tasks/{task.id}"},
+        )
+
+    async def list_tasks(request: Request) -> Response:
+        """Snapshots, newest first, and the log position to stream from."""
+        raw_state = request.query_params.get("state")
+        try:
+            state = TaskState(raw_state) if raw_state is not None else None
+        except ValueError:
+            choices = ", ".join(s.value for s in TaskState)
+            raise InvalidRequest(f"'state' must be one of {choices}") from None
+        limit = _query_int(request, "limit", 100, 1, _MAX_LIST)
+        cursor = await hub.broker.cursor()  # before the list: replays, never misses
+        tasks = await hub.list_tasks(state=state, name=request.query_params.get("name"), limit=limit)
+        root = _root(request)
+        return _JSON({"tasks": [t.to_dict(root) for t in tasks], "cursor": cursor})
+
+    async def tasks(request: Request) -> Response:
+        if request.method == "POST":
+            return await create_task(request)
+        return await list_tasks(request)
+
+    async def task_detail(request: Request) -> Response:
+        """``GET``: the snapshot. ``DELETE``: cancel it (202), 409 if already finished."""
+        task_id = request.path_params["task_id"]
+        if request.method == "DELETE":
+            task = await hub.cancel(task_id)
+            return _JSON(task.to_dict(_root(request)), status_code=202)
+        task = await hub.get(task_id)
+        return _JSON(task.to_dict(_root(request)))
+
+    async def task_events(request: Request) -> Response:
+        """SSE stream of one task; 204 when resuming at or past its terminal event."""
+        check_stream_capacity()
+        plan = StreamPlan(hub, Selection(), _root(request))
+        task = await hub.get(request.path_params["task_id"])
+        plan.selection = Selection(task_ids=frozenset({task.id}))
+        plan.single = task
+        resume = Resume(hub, _last_event_id(request))
+        if resume.valid and task.terminal and task.event_id is not None:
+            if resume.key >= hub.broker.parse_event_id(task.event_id):
+                return Response(status_code=204)
+        return stream_response(task_stream(plan, resume))
+
+    async def events(request: Request) -> Response:
+        """SSE stream of all tasks, or those chosen by ``?task=`` and ``?name=``."""
+        check_stream_capacity()
+        ids = request.query_params.getlist("task")
+        if len(ids) > _MAX_SELECTED:
+            raise InvalidRequest(f"at most {_MAX_SELECTED} 'task' ids per stream")
+        selection = Selection(task_ids=frozenset(ids) if ids else None, name=request.query_params.get("name"))
+        plan = StreamPlan(hub, selection, _root(request))
+        return stream_response(global_stream(plan, Resume(hub, _last_event_id(request))))
+
+    return [
+        Route("/tasks", _guard(tasks), methods=["GET", "POST"]),
+        Route("/tasks/{task_id}", _guard(task_detail), methods=["GET", "DELETE"]),
+        Route("/tasks/{task_id}/events", _guard(task_events), methods=["GET"]),
+        Route("/events", _guard(events), methods=["GET"]),
+    ]
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    body = {"error": {"code": codes.get(exc.status_code, "http_error"), "message": exc.detail}}
+    return _JSON(body, status_code=exc.status_code, headers=exc.headers)
+
+
+def build_app(hub: TaskHub, routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """A Starlette app serving the hub's routes (plus ``routes``), run by the hub's lifespan.
+
+    Mounted under another app, that app's lifespan must enter the hub instead.
+    """
+    return Starlette(
+        routes=[*hub.routes, *routes],
+        exception_handlers={HTTPException: _http_error},
+        lifespan=hub.lifespan,
+    )

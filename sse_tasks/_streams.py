@@ -1,0 +1,244 @@
+"""From the event log to SSE bytes: first snapshot, resume, resync, coalescing, end.
+
+Each stream is an async generator of pre-encoded chunks that ``EventSourceResponse``
+sends as they come. A stream holds only a cursor into the shared :class:`EventLog`;
+when it is behind it takes everything pending (up to ``_BATCH`` events) in one chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._models import Task, TaskEvent, encode_frame, reset_frame
+
+if TYPE_CHECKING:
+    from ._hub import TaskHub
+
+_BATCH = 512  # events per chunk: bounds what one slow stream holds in its send buffer
+_MAX_ID_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which tasks a stream covers: all, some ids, and/or one task name."""
+
+    task_ids: frozenset[str] | None = None
+    name: str | None = None
+
+    @property
+    def everything(self) -> bool:
+        return self.task_ids is None and self.name is None
+
+    def covers(self, task: Task) -> bool:
+        return (self.task_ids is None or task.id in self.task_ids) and (
+            self.name is None or task.name == self.name
+        )
+
+
+class Resume:
+    """A client's ``Last-Event-ID``, parsed by the broker."""
+
+    def __init__(self, hub: TaskHub, raw: str | None) -> None:
+        self.raw = raw
+        self.given = raw is not None
+        self.key: Any = None
+        if raw is not None and len(raw) <= _MAX_ID_LENGTH:
+            self.key = hub.broker.parse_event_id(raw)
+
+    @property
+    def valid(self) -> bool:
+        return self.key is not None
+
+
+class StreamPlan:
+    """What a stream does before it follows the log (decided before the response starts)."""
+
+    def __init__(self, hub: TaskHub, selection: Selection, root_path: str) -> None:
+        self.hub = hub
+        self.selection = selection
+        self.root_path = root_path
+        self.single: Task | None = None  # the task of a per-task stream
+        self.backlog: list[TaskEvent] = []  # history from the broker, older than the log
+        self.mark()
+
+    def mark(self) -> None:
+        """Take the log's position now: no event after it can be missed."""
+        log = self.hub.broker.log
+        self.position = log.head
+        last = log.last
+        self.marker = last.id if last is not None else None
+
+
+def retry_frame(hub: TaskHub) -> bytes:
+    return f"retry: {hub.retry}\n\n".encode()
+
+
+async def task_stream(plan: StreamPlan, resume: Resume) -> AsyncIterator[bytes]:
+    """One task: its snapshot (or the missed events), each change, end after the terminal one."""
+    hub, task = plan.hub, plan.single
+    assert task is not None
+    hub.open_streams += 1
+    try:
+        yield retry_frame(hub)
+        position: int | None = None
+        if resume.valid:
+            position = await _resume_position(hub, resume.key, plan)
+        seen: dict[str, Any] = {}
+        if position is None:
+            if resume.given:
+                yield reset_frame(_reset_reason(resume))
+            yield encode_frame(task.event_id, task.event_type or "", task.to_dict(plan.root_path))
+            if task.terminal:
+                return
+            seen[task.id] = _key(hub, task)
+            position = plan.position
+        async for chunk in _follow(plan, position, seen, until_terminal=True):
+            yield chunk
+    finally:
+        hub.open_streams -= 1
+
+
+async def global_stream(plan: StreamPlan, resume: Resume) -> AsyncIterator[bytes]:
+    """Many tasks on one connection: live from now, or resumed, or resynced."""
+    hub = plan.hub
+    hub.open_streams += 1
+    try:
+        yield retry_frame(hub)
+        position = plan.position
+        seen: dict[str, Any] = {}
+        if resume.given:
+            resumed = await _resume_position(hub, resume.key, plan) if resume.valid else None
+            if resumed is None:
+                yield await _resync(plan, _reset_reason(resume), seen)
+            else:
+                position = resumed
+        async for chunk in _follow(plan, position, seen, until_terminal=False):
+            yield chunk
+    finally:
+        hub.open_streams -= 1
+
+
+def _reset_reason(resume: Resume) -> str:
+    if not resume.valid:
+        return "unknown or malformed Last-Event-ID"
+    return "history no longer reaches back to Last-Event-ID"
+
+
+def _key(hub: TaskHub, task: Task) -> Any:
+    return hub.broker.parse_event_id(task.event_id) if task.event_id else None
+
+
+async def _resume_position(hub: TaskHub, key: Any, plan: StreamPlan) -> int | None:
+    """Where in the log to continue after ``key``; None means resync."""
+    log = hub.broker.log
+    position = log.position_after(key)
+    if position is not None:
+        return position
+    backlog = await hub.broker.events_after(key)
+    if backlog is None:
+        return None
+    plan.backlog = backlog
+    last = backlog[-1].key if backlog else key
+    return log.position_after(last)
+
+
+async def _resync(plan: StreamPlan, reason: str, seen: dict[str, Any]) -> bytes:
+    """``event: reset`` then the current snapshot of every covered task, oldest change first.
+
+    Snapshots carry the id of the newest event before the stream's position, so a
+    client that reconnects after them resumes exactly there; live events a snapshot
+    already includes are skipped through ``seen``.
+    """
+    hub, selection = plan.hub, plan.selection
+    marker = plan.marker or await hub.broker.cursor()
+    if selection.task_ids is not None:
+        tasks = [t for t in [await hub.broker.get(i) for i in selection.task_ids] if t]
+    else:
+        tasks = await hub.broker.list_tasks(name=selection.name, limit=max(hub.broker.log.maxlen, 10_000))
+    keyed = sorted(
+        ((k, t) for t in tasks if selection.covers(t) and (k := _key(hub, t)) is not None),
+        key=lambda item: item[0],
+    )
+    parts = [reset_frame(reason)]
+    for key, task in keyed:
+        seen[task.id] = key
+        parts.append(encode_frame(marker, task.event_type or "", task.to_dict(plan.root_path)))
+    return b"".join(parts)
+
+
+def coalesce(events: list[TaskEvent]) -> list[TaskEvent]:
+    """Drop each progress event that a later event of the same task supersedes."""
+    later: set[str] = set()
+    kept: list[TaskEvent] = []
+    for event in reversed(events):
+        task_id = event.task.id
+        if event.state_change or task_id not in later:
+            kept.append(event)
+        later.add(task_id)
+    kept.reverse()
+    return kept
+
+
+async def _follow(
+    plan: StreamPlan, position: int, seen: dict[str, Any], *, until_terminal: bool
+) -> AsyncIterator[bytes]:
+    hub, selection, root = plan.hub, plan.selection, plan.root_path
+    log = hub.broker.log
+    backlog = plan.backlog
+    single = plan.single.id if until_terminal and plan.single else None
+    while True:
+        if backlog:
+            events, backlog = backlog, []
+        elif position < log.first:
+            # This stream fell further behind than the log holds: resync it.
+            seen.clear()
+            plan.mark()
+            position = plan.position
+            if single is not None:
+                task = await hub.broker.get(single)
+                if task is None:
+                    return
+                yield reset_frame("fell behind the retained history") + encode_frame(
+                    task.event_id, task.event_type or "", task.to_dict(root)
+                )
+                if task.terminal:
+                    return
+                seen[single] = _key(hub, task)
+            else:
+                yield await _resync(plan, "fell behind the retained history", seen)
+            continue
+        else:
+            events = log.read(position, _BATCH)
+            if not events:
+                if log.closed:
+                    return
+                await log.wait(position)
+                continue
+            position += len(events)
+            if log.head - position + len(events) > hub.coalesce_after:
+                events = coalesce(events)
+        if selection.everything and not seen:
+            yield b"".join([event.frame(root) for event in events])
+            continue
+        parts: list[bytes] = []
+        finished = False
+        for event in events:
+            task = event.task
+            if not selection.covers(task):
+                continue
+            if seen:
+                seen_key = seen.get(task.id)
+                if seen_key is not None:
+                    if event.key <= seen_key:
+                        continue
+                    del seen[task.id]
+            parts.append(event.frame(root))
+            if single is not None and task.terminal:
+                finished = True
+                break
+        if parts:
+            yield b"".join(parts)
+        if finished:
+            return

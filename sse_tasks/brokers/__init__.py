@@ -1,0 +1,35 @@
+"""Brokers hold task state and the event log; chosen by URL (``memory://``, ``redis://…``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+from .base import Broker, EventObserver
+from .memory import MemoryBroker
+
+__all__ = ["Broker", "EventObserver", "MemoryBroker", "broker_from_url"]
+
+ENV_VAR = "SSE_TASKS_BROKER"
+
+
+def broker_from_url(url: str | None = None, **options: Any) -> Broker:
+    """The broker for ``url`` (default: ``$SSE_TASKS_BROKER``, else ``memory://``).
+
+    Raises ``ValueError`` for an unknown scheme.
+    """
+    url = url or os.environ.get(ENV_VAR) or "memory://"
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        return MemoryBroker(**options)
+    if scheme in ("redis", "rediss", "unix"):
+        try:
+            from .redis import RedisBroker  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as exc:  # pragma: no cover - depends on the extra
+            raise ValueError(
+                f"broker {url!r} needs the redis extra: pip install 'sse-tasks[redis]' ({exc})"
+            ) from exc
+        broker: Broker = RedisBroker(url, **options)
+        return broker
+    raise ValueError(f"unknown broker URL {url!r}: use memory:// or redis://host:port/db")

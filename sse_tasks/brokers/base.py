@@ -1,0 +1,64 @@
+"""The small interface every broker implements."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any
+
+from .._log import EventLog
+from .._models import Task, TaskEvent, TaskState
+
+EventObserver = Callable[[TaskEvent], None]
+
+
+class Broker(abc.ABC):
+    """Stores task snapshots and the totally ordered event log.
+
+    Every event a broker accepts, from this process or another, ends up appended to
+    :attr:`log` in order; streams read from there. :meth:`publish` is a
+    compare-and-set: a task that is already terminal never changes again.
+    """
+
+    #: Local fan-out ring; brokers append every event here in order.
+    log: EventLog
+
+    async def start(self, observer: EventObserver) -> None:  # noqa: B027 - optional hook
+        """Connect; from now on call ``observer(event)`` for each event appended to :attr:`log`."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; the hub calls it once on shutdown."""
+
+    @abc.abstractmethod
+    def parse_event_id(self, event_id: str) -> Any | None:
+        """The sortable key of ``event_id``, or None if it is malformed or not from this log."""
+
+    @abc.abstractmethod
+    async def cursor(self) -> str:
+        """The id of the newest event (a position a stream can resume after)."""
+
+    @abc.abstractmethod
+    async def publish(self, task: Task, event_type: str) -> TaskEvent | None:
+        """Store ``task`` and append its event.
+
+        Returns None, changing nothing, if the stored task is terminal (or unknown and
+        ``event_type`` is not ``task.queued``).
+        """
+
+    @abc.abstractmethod
+    async def get(self, task_id: str) -> Task | None:
+        """The current snapshot, or None if unknown or expired."""
+
+    @abc.abstractmethod
+    async def expired(self, task_id: str) -> bool:
+        """True if ``task_id`` existed and has expired (the API answers 410)."""
+
+    @abc.abstractmethod
+    async def list_tasks(
+        self, *, state: TaskState | None = None, name: str | None = None, limit: int = 100
+    ) -> list[Task]:
+        """Snapshots, newest first."""
+
+    async def events_after(self, key: Any) -> list[TaskEvent] | None:
+        """History older than :attr:`log` holds; None when it does not reach back to ``key``."""
+        return None
