@@ -438,6 +438,9 @@ class TaskHub:
             assert self._task_group is not None
             self._task_group.cancel_scope.cancel()
             await self._exit_stack.__aexit__(None, None, None)
+            if self._send is not None and self._receive is not None:
+                self._send.close()
+                self._receive.close()
             self._send = self._receive = None
 
     @contextlib.asynccontextmanager

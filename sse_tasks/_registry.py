@@ -42,11 +42,8 @@ class RegisteredTask:
             raise TypeError(
                 f"task function {func.__qualname__} must take the TaskContext as its first argument"
             )
-        try:
-            hints = typing.get_type_hints(func)
-        except Exception:  # unresolvable annotations: check presence only
-            hints = {}
         rest = parameters[1:]
+        hints = _resolve_hints(func, rest)
         for param in rest:
             if param.kind is inspect.Parameter.VAR_POSITIONAL:
                 raise TypeError(f"task function {func.__qualname__} cannot take *{param.name}")
@@ -94,6 +91,28 @@ class RegisteredTask:
                 raise TypeError(f"{self.name}() got multiple values for {key!r}")
             params[key] = value
         return params
+
+
+def _resolve_hints(func: TaskFunction, params: list[inspect.Parameter]) -> dict[str, Any]:
+    """Type hints of ``params``; one that cannot be resolved (e.g. a name imported only
+    under ``TYPE_CHECKING``) is left out rather than spoiling the others."""
+    try:
+        return typing.get_type_hints(func)
+    except Exception:  # noqa: BLE001 - resolve one by one below
+        pass
+    namespace = getattr(inspect.unwrap(func), "__globals__", {})
+    hints: dict[str, Any] = {}
+    for param in params:
+        annotation = param.annotation
+        if annotation is _EMPTY:
+            continue
+        if isinstance(annotation, str):
+            try:
+                annotation = eval(annotation, namespace)  # noqa: S307 - the function's own annotation
+            except Exception:  # noqa: BLE001
+                continue
+        hints[param.name] = annotation
+    return hints
 
 
 def _is_async(func: TaskFunction) -> bool:

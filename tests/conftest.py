@@ -1,0 +1,173 @@
+"""Shared fixtures: brokers (memory and a real redis-server), hubs, live servers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from _support import LiveServer, free_port, serve_in_thread
+
+from sse_tasks import TaskHub
+from sse_tasks._routes import build_app
+from sse_tasks.demo import register_demo_tasks
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # uvicorn and sse-starlette run on asyncio
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real redis-server on a free loopback port for the whole session.
+
+    Uses ``$SSE_TASKS_TEST_REDIS`` if set (a server started by ``.ci/run``).
+    """
+    given = os.environ.get("SSE_TASKS_TEST_REDIS")
+    if given:
+        yield given
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="sse-tasks-redis-")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    import socket
+
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        raise RuntimeError("redis-server did not start")
+    yield url
+    proc.terminate()
+    proc.wait(10)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _redis_available() -> bool:
+    try:
+        import sse_tasks.brokers.redis  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(params=["memory", "redis"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """Each test using it runs on ``memory://`` and on a real Redis."""
+    if request.param == "memory":
+        return "memory://"
+    if not _redis_available():
+        pytest.skip("the redis broker is not available")
+    url: str = request.getfixturevalue("redis_url")
+    db = request.getfixturevalue("redis_db")
+    return url.rsplit("/", 1)[0] + f"/{db}"
+
+
+@pytest.fixture
+def redis_db(redis_url: str) -> Iterator[int]:
+    """A flushed Redis database for one test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield 0
+    client.flushdb()
+    client.close()
+
+
+HubFactory = Callable[..., TaskHub]
+
+
+@pytest.fixture
+def make_hub(broker_url: str) -> HubFactory:
+    """``make_hub(**options)``: a TaskHub on the test's broker with the demo tasks registered."""
+
+    def make(**options: Any) -> TaskHub:
+        options.setdefault("shutdown_grace", 1.0)
+        hub = TaskHub(options.pop("broker", broker_url), **options)
+        register_demo_tasks(hub)
+        return hub
+
+    return make
+
+
+@pytest.fixture
+def hub(make_hub: HubFactory) -> TaskHub:
+    return make_hub()
+
+
+@pytest.fixture
+async def running_hub(hub: TaskHub) -> AsyncIterator[TaskHub]:
+    """The hub, entered (its runner started) for an in-process test."""
+    async with hub:
+        yield hub
+
+
+@pytest.fixture
+async def client(running_hub: TaskHub) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client (request/response only: ASGITransport buffers whole bodies)."""
+    transport = httpx.ASGITransport(app=build_app(running_hub))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+ServerFactory = Callable[..., LiveServer]
+
+
+@pytest.fixture
+def live_server() -> Iterator[Callable[..., LiveServer]]:
+    """``live_server(hub, app=None)``: serve on a real loopback port; stopped after the test."""
+    with _ServerStack() as stack:
+        yield stack.start
+
+
+class _ServerStack:
+    def __init__(self) -> None:
+        self._contexts: list[Any] = []
+
+    def start(self, hub: TaskHub, app: Any = None, **config: Any) -> LiveServer:
+        context = serve_in_thread(app or build_app(hub), hub, **config)
+        server = context.__enter__()
+        self._contexts.append(context)
+        return server
+
+    def __enter__(self) -> _ServerStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for context in reversed(self._contexts):
+            context.__exit__(None, None, None)
+
+
+@pytest.fixture
+def server(hub: TaskHub, live_server: Callable[..., LiveServer]) -> LiveServer:
+    """The test's hub served by a real uvicorn on 127.0.0.1."""
+    return live_server(hub)
+
+
+@pytest.fixture
+async def http(server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of :func:`server` over real sockets."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        yield client
