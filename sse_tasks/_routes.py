@@ -95,7 +95,8 @@ def _query_int(request: Request, name: str, default: int, low: int, high: int) -
 
 def _last_event_id(request: Request) -> str | None:
     # The header is what EventSource sends on reconnect, so it beats the URL's.
-    return request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    # An empty value means none (the spec's initial last event ID is the empty string).
+    return request.headers.get("last-event-id") or request.query_params.get("last_event_id") or None
 
 
 def build_routes(hub: TaskHub) -> list[BaseRoute]:

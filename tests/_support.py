@@ -42,9 +42,7 @@ class LiveServer:
 def serve_in_thread(app: Any, hub: TaskHub | None = None, **config: Any) -> Iterator[LiveServer]:
     """Serve ``app`` on 127.0.0.1; on exit shut the hub down (ending streams), then the server."""
     port = free_port()
-    cfg = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **config
-    )
+    cfg = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **config)
     server = uvicorn.Server(cfg)
     live = LiveServer(f"http://127.0.0.1:{port}", server, threading.Thread(target=lambda: None))
 
@@ -52,6 +50,11 @@ def serve_in_thread(app: Any, hub: TaskHub | None = None, **config: Any) -> Iter
         loop = asyncio.new_event_loop()
         live.loop = loop
         loop.run_until_complete(server.serve())
+        # sse-starlette leaves a shutdown watcher task per loop: end it before closing.
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.close()
 
     live.thread = threading.Thread(target=run, daemon=True)

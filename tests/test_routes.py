@@ -32,8 +32,17 @@ async def test_submit_answers_202_with_location_and_snapshot(client: httpx.Async
     assert task["name"] == "sleep"
     assert task["state"] in ("queued", "running", "succeeded")
     assert set(task) >= {
-        "id", "name", "state", "progress", "message", "result", "error",
-        "created_at", "started_at", "finished_at", "links",
+        "id",
+        "name",
+        "state",
+        "progress",
+        "message",
+        "result",
+        "error",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "links",
     }
     assert task["links"] == {"self": f"/tasks/{task['id']}", "events": f"/tasks/{task['id']}/events"}
     assert task["created_at"].endswith("Z")
