@@ -98,7 +98,7 @@ def _resolve_hints(func: TaskFunction, params: list[inspect.Parameter]) -> dict[
     under ``TYPE_CHECKING``) is left out rather than spoiling the others."""
     try:
         return typing.get_type_hints(func)
-    except Exception:  # noqa: BLE001 - resolve one by one below
+    except Exception:
         pass
     namespace = getattr(inspect.unwrap(func), "__globals__", {})
     hints: dict[str, Any] = {}
@@ -109,7 +109,7 @@ def _resolve_hints(func: TaskFunction, params: list[inspect.Parameter]) -> dict[
         if isinstance(annotation, str):
             try:
                 annotation = eval(annotation, namespace)  # noqa: S307 - the function's own annotation
-            except Exception:  # noqa: BLE001
+            except Exception:
                 continue
         hints[param.name] = annotation
     return hints

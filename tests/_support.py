@@ -73,7 +73,7 @@ def serve_in_thread(app: Any, hub: TaskHub | None = None, **config: Any) -> Iter
         if hub is not None and live.loop is not None and live.loop.is_running():
             try:
                 live.call(hub.shutdown())
-            except Exception:  # noqa: BLE001 - best effort; the server exit below still runs
+            except Exception:
                 pass
         server.should_exit = True
         live.thread.join(30)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -10,9 +9,9 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _support import LiveServer, collect, sse_events, task_events
+from _support import LiveServer, collect, task_events
 
-from sse_tasks import TaskContext, TaskHub
+from sse_tasks import TaskHub
 
 pytestmark = pytest.mark.anyio
 
