@@ -98,7 +98,7 @@ def _resolve_hints(func: TaskFunction, params: list[inspect.Parameter]) -> dict[
     under ``TYPE_CHECKING``) is left out rather than spoiling the others."""
     try:
         return typing.get_type_hints(func)
-    except Exception:
+    except Exception:  # noqa: S110 - resolve them one by one below
         pass
     namespace = getattr(inspect.unwrap(func), "__globals__", {})
     hints: dict[str, Any] = {}
@@ -109,7 +109,7 @@ def _resolve_hints(func: TaskFunction, params: list[inspect.Parameter]) -> dict[
         if isinstance(annotation, str):
             try:
                 annotation = eval(annotation, namespace)  # noqa: S307 - the function's own annotation
-            except Exception:
+            except Exception:  # noqa: S112 - unresolvable: left unchecked
                 continue
         hints[param.name] = annotation
     return hints
