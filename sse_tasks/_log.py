@@ -4,6 +4,9 @@ Subscribers keep only a cursor (an absolute position) into the ring, so an idle 
 stalled subscriber costs no memory per event: a publisher appends once and wakes all
 waiters with one event. A subscriber that falls further behind than the ring holds
 is told so (``position < first``) and resyncs from snapshots.
+
+A log may join a longer history part way (a broker whose history lives elsewhere):
+:meth:`restart` forgets what it holds and records the key it continues after.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ class EventLog:
         self._events: list[TaskEvent] = []
         self._keys: list[Any] = []
         self._first = 0  # absolute position of self._events[0]
+        # The log holds every event after key ``_base`` (None: its whole history),
+        # from position ``_base_position`` on, until the ring trims.
+        self._base: Any = None
+        self._base_position = 0
         self._waiter: anyio.Event | None = None
         self.closed = False
 
@@ -42,6 +49,30 @@ class EventLog:
     @property
     def last(self) -> TaskEvent | None:
         return self._events[-1] if self._events else None
+
+    @property
+    def floor(self) -> Any:
+        """The oldest key :meth:`position_after` accepts (None: any key, nothing was lost)."""
+        if self._first > self._base_position:
+            return self._keys[0]
+        return self._base
+
+    @property
+    def newest(self) -> Any:
+        """The key of the newest event held or, with none held since :meth:`restart`, its base."""
+        return self._keys[-1] if self._keys else self._base
+
+    def restart(self, base: Any) -> None:
+        """Forget every event: the history now continues after key ``base``.
+
+        Every reader finds itself behind (``position < first``) and resyncs.
+        """
+        position = self.head + 1
+        self._events.clear()
+        self._keys.clear()
+        self._first = self._base_position = position
+        self._base = base
+        self.wake()
 
     def append(self, event: TaskEvent) -> None:
         """Add ``event`` (its key must exceed every key held) and wake the waiters."""
@@ -81,10 +112,13 @@ class EventLog:
         None when the ring no longer reaches back that far (events after ``key`` may
         have been trimmed), so the caller must resync.
         """
-        if self._keys and key > self._keys[-1]:
-            return None  # an id from the future: not from this log
+        newest = self.newest
+        if newest is not None and key > newest:
+            return None  # an id from the future: not from this log (or not read yet)
+        if self._base is not None and key < self._base:
+            return None  # older than anything this log has held
         index = bisect_right(self._keys, key)
-        if index == 0 and self._first > 0:
+        if index == 0 and self._first > self._base_position:
             # Everything held is newer than ``key``; whatever followed ``key`` may be lost
             # unless ``key`` is exactly the last event trimmed, which we cannot know.
             return None
