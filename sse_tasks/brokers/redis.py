@@ -265,6 +265,8 @@ class RedisBroker(Broker):
         self._connected_since: float | None = None
         self._owned: set[str] = set()  # unfinished tasks queued by this process
         self._closing = False
+        self._writes = 0  # publishes in flight: close() lets them finish
+        self._writes_done = anyio.Event()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -295,7 +297,11 @@ class RedisBroker(Broker):
             logger.warning("Redis at %s is unreachable; retrying in the background", self._where)
 
     async def close(self) -> None:
+        """Stop the reader and the lease keeper; let writes in flight finish (a few seconds at most)."""
         self._closing = True
+        with anyio.move_on_after(5.0, shield=True):
+            while self._writes:
+                await self._writes_done.wait()
         group, self._group = self._group, None
         client, self._redis = self._redis, None
         try:
@@ -495,7 +501,15 @@ class RedisBroker(Broker):
     # -- tasks -------------------------------------------------------------------
 
     async def publish(self, task: Task, event_type: str) -> TaskEvent | None:
-        return await self._publish(task, event_type)
+        if self._writes == 0:
+            self._writes_done = anyio.Event()
+        self._writes += 1
+        try:
+            return await self._publish(task, event_type)
+        finally:
+            self._writes -= 1
+            if self._writes == 0:
+                self._writes_done.set()
 
     async def _publish(self, task: Task, event_type: str, *, lapsed_only: bool = False) -> TaskEvent | None:
         record = task.to_record()
