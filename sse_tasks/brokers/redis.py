@@ -148,20 +148,32 @@ return {event_id, 0}
 """
 )
 
+# ``intact``: 1 if nothing after stream id ARGV[2] was trimmed. Trimming removes the
+# oldest entries, so that holds while the entry itself is still there (or, for 0-0,
+# while nothing was ever trimmed). An id that is not there may have been trimmed.
 _STREAM_INFO = """
-local head, deleted = '0-0', '0-0'
+local head, intact = '0-0', 1
 if redis.call('EXISTS', KEYS[2]) == 1 then
   local info = redis.call('XINFO', 'STREAM', KEYS[2])
+  local length, added = 0, -1
   for i = 1, #info, 2 do
     if info[i] == 'last-generated-id' then head = info[i + 1] end
-    if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
+    if info[i] == 'length' then length = info[i + 1] end
+    if info[i] == 'entries-added' then added = info[i + 1] end
   end
+  if ARGV[2] == '0-0' then
+    if added ~= length then intact = 0 end
+  elseif #redis.call('XRANGE', KEYS[2], ARGV[2], ARGV[2]) == 0 then
+    intact = 0
+  end
+elseif ARGV[2] ~= '0-0' then
+  intact = 0
 end
 """
 
 _SYNC = (
     """
--- KEYS: epoch events   ARGV: a new epoch, used if there is none yet
+-- KEYS: epoch events   ARGV: a new epoch (used if there is none yet), the reader's position
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   epoch = ARGV[1]
@@ -170,18 +182,18 @@ end
 """
     + _STREAM_INFO
     + """
-return {epoch, head, deleted}
+return {epoch, head, intact}
 """
 )
 
 _HISTORY = (
     """
--- KEYS: epoch events   ARGV: after (exclusive) up_to (inclusive) count
+-- KEYS: epoch events   ARGV: up_to (inclusive) after (exclusive) count
 """
     + _STREAM_INFO
     + """
-local entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[1], ARGV[2], 'COUNT', ARGV[3])
-return {redis.call('GET', KEYS[1]) or '', deleted, entries}
+local entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[2], ARGV[1], 'COUNT', ARGV[3])
+return {redis.call('GET', KEYS[1]) or '', intact, entries}
 """
 )
 
@@ -363,15 +375,14 @@ class RedisBroker(Broker):
         The reader also checks that nothing after its position was trimmed while it
         was away; if something was, the log restarts and every stream resyncs.
         """
-        reply = await self._call(
-            self._sync_script(self._keys.sync, [secrets.token_hex(4)], client=client or self._db)
-        )
-        epoch, head, deleted = (_text(part) for part in reply)
+        args = [secrets.token_hex(4), self._read_from]
+        reply = await self._call(self._sync_script(self._keys.sync, args, client=client or self._db))
+        epoch, head, intact = (_text(part) for part in reply)
         if epoch != self._epoch:
             if self._epoch is not None:
                 logger.warning("Redis holds a different history (flushed or replaced): streams resync")
             self._adopt(epoch, head)
-        elif reader and _key(deleted) > _key(self._read_from):
+        elif reader and intact != "1":
             logger.warning("events were trimmed while this process could not read them: streams resync")
             self._adopt(epoch, head)
         return epoch, head
@@ -467,11 +478,11 @@ class RedisBroker(Broker):
             return None
         reply = await self._call(
             self._history_script(
-                self._keys.sync, [_stream_id(key), _stream_id(floor), self.history + 1], client=self._db
+                self._keys.sync, [_stream_id(floor), _stream_id(key), self.history + 1], client=self._db
             )
         )
-        epoch, deleted, entries = reply
-        if _text(epoch) != self._epoch or _key(deleted) > key or generation != self._generation:
+        epoch, intact, entries = reply
+        if _text(epoch) != self._epoch or intact != 1 or generation != self._generation:
             return None  # another history, or some of what followed ``key`` was trimmed
         events = []
         for stream_id, flat in entries:

@@ -1,0 +1,572 @@
+"""The redis:// broker across real processes, against real redis-servers.
+
+Servers are ``sse-tasks serve`` subprocesses or uvicorn threads with hubs of their
+own; each test that restarts or flushes Redis gets a redis-server of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from _support import LiveServer, SSEEvent, collect, free_port, sse_events, task_events
+
+from sse_tasks import TaskHub
+from sse_tasks.demo import register_demo_tasks
+
+redis = pytest.importorskip("redis")
+from sse_tasks.brokers.redis import RedisBroker  # noqa: E402
+
+pytestmark = pytest.mark.anyio
+
+TERMINAL = ("task.succeeded", "task.failed", "task.cancelled")
+
+
+# -- redis-servers and server processes -----------------------------------------------
+
+
+class RedisServer:
+    """A redis-server of a test's own, which it may stop, restart and flush."""
+
+    def __init__(self, *extra: str) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed")
+        self.binary = binary
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="sse-tasks-redis-")
+        self.extra = extra
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir]
+        args += ["--save", "", "--appendonly", "no", *self.extra]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with redis.Redis(port=self.port, socket_timeout=1) as client:
+                    client.ping()
+                    return
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def client(self) -> Any:
+        return redis.Redis(port=self.port, socket_timeout=5)
+
+    def stop(self, *, save: bool) -> None:
+        """Shut down (saving the data first when ``save``): connections drop at once."""
+        with self.client() as client:
+            try:
+                client.shutdown(save=save, nosave=not save)
+            except redis.exceptions.ConnectionError:
+                pass
+        assert self.proc is not None
+        self.proc.wait(10)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    server = RedisServer("--stream-node-max-entries", "10")
+    yield server
+    server.close()
+
+
+class ServerProcess:
+    """``sse-tasks serve`` in a subprocess of its own."""
+
+    def __init__(self, broker: str, *extra: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [sys.executable, "-m", "sse_tasks", "serve", "--broker", broker, "--port", str(self.port)]
+        self.proc = subprocess.Popen(
+            [*args, "--heartbeat", "1", "--log-level", "warning", *extra],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sse-tasks serve exited with {self.proc.returncode}")
+            try:
+                if httpx.get(self.url + "/tasks", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        self.proc.kill()
+        raise RuntimeError("sse-tasks serve did not start")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def shared_redis() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def two_servers(shared_redis: RedisServer) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Servers A and B: two processes sharing one Redis."""
+    broker = shared_redis.url + "?lease=2"
+    a = ServerProcess(broker)
+    try:
+        b = ServerProcess(broker)
+    except BaseException:
+        a.stop()
+        raise
+    yield a, b
+    for server in (a, b):
+        server.stop()
+
+
+def redis_hub(url: str, **options: Any) -> TaskHub:
+    options.setdefault("shutdown_grace", 1.0)
+    hub = TaskHub(url, **options)
+    register_demo_tasks(hub)
+    return hub
+
+
+# -- helpers -----------------------------------------------------------------------
+
+
+async def submit(http: httpx.AsyncClient, name: str, **params: Any) -> dict[str, Any]:
+    response = await http.post("/tasks", json={"name": name, "params": params})
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
+    """Poll a condition the servers expose no event for (bounded)."""
+    with anyio.fail_after(timeout):
+        while not await predicate():
+            await anyio.sleep(0.02)
+
+
+async def state_of(http: httpx.AsyncClient, task_id: str) -> str:
+    return str((await http.get(f"/tasks/{task_id}")).json()["state"])
+
+
+def ids_and_types(events: list[SSEEvent]) -> list[tuple[str | None, str | None]]:
+    return [(e.id, e.event) for e in events]
+
+
+def assert_ordered_without_duplicates(events: list[SSEEvent]) -> None:
+    ids = [e.id for e in events]
+    assert len(set(ids)) == len(ids)
+    keys = [tuple(int(part) for part in (e.id or "").split("-")[1:]) for e in events]
+    assert keys == sorted(keys)
+
+
+class Follower:
+    """Reads an SSE stream in the background, collecting its events."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str, headers: dict[str, str] | None = None) -> None:
+        self.client, self.url, self.headers = client, url, headers
+        self.events: list[SSEEvent] = []
+        self.opened = anyio.Event()
+        self.ended = anyio.Event()
+        self.status: int | None = None
+
+    async def run(self, until: Callable[[SSEEvent], bool] | None = None) -> None:
+        try:
+            async with self.client.stream("GET", self.url, headers=self.headers) as response:
+                self.status = response.status_code
+                self.opened.set()
+                async for event in sse_events(response):
+                    self.events.append(event)
+                    if until is not None and until(event):
+                        break
+        finally:
+            self.opened.set()
+            self.ended.set()
+
+    def of(self, task_id: str) -> list[SSEEvent]:
+        return [e for e in task_events(self.events) if e.json()["id"] == task_id]
+
+
+@pytest.fixture
+async def clients(
+    two_servers: tuple[ServerProcess, ServerProcess],
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    a, b = two_servers
+    async with httpx.AsyncClient(base_url=a.url, timeout=30) as on_a:
+        async with httpx.AsyncClient(base_url=b.url, timeout=30) as on_b:
+            yield on_a, on_b
+
+
+# -- two processes, one Redis -----------------------------------------------------------
+
+
+async def test_submit_on_a_follow_list_and_cancel_on_b(
+    clients: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    on_a, on_b = clients
+    everything = Follower(on_b, "/events")
+    async with anyio.create_task_group() as group:
+        group.start_soon(everything.run)
+        await everything.opened.wait()
+        assert everything.status == 200
+
+        counted = await submit(on_a, "count", n=5, interval=0.05)
+        _, followed = await collect(on_b, f"/tasks/{counted['id']}/events")
+        changes = task_events(followed)
+        assert changes[-1].event == "task.succeeded"
+        assert changes[-1].json()["result"] == {"count": 5}
+        assert_ordered_without_duplicates(changes)
+
+        slow = await submit(on_a, "sleep", seconds=30)
+        await wait_for(lambda: _is(on_b, slow["id"], "running"))
+        listed = (await on_b.get("/tasks", params={"state": "running"})).json()["tasks"]
+        assert slow["id"] in [t["id"] for t in listed]
+        stream = Follower(on_b, f"/tasks/{slow['id']}/events")
+        group.start_soon(stream.run)
+        await stream.opened.wait()
+        cancelled = await on_b.delete(f"/tasks/{slow['id']}")
+        assert cancelled.status_code == 202
+        assert cancelled.json()["state"] == "cancelled"
+        with anyio.fail_after(10):
+            await stream.ended.wait()
+        assert task_events(stream.events)[-1].event == "task.cancelled"
+        assert (await on_a.get(f"/tasks/{slow['id']}")).json()["state"] == "cancelled"
+        assert (await on_b.delete(f"/tasks/{slow['id']}")).status_code == 409
+
+        # The live stream on B carried everything A's tasks did, in order.
+        await wait_for(lambda: _has(everything, slow["id"], "task.cancelled"))
+        group.cancel_scope.cancel()
+    seen_live = ids_and_types(everything.of(counted["id"]))
+    assert seen_live[0][1] == "task.queued"
+    assert seen_live[seen_live.index(ids_and_types(changes)[0]) :] == ids_and_types(changes)
+    assert [e.event for e in everything.of(slow["id"])] == ["task.queued", "task.running", "task.cancelled"]
+
+
+async def _is(http: httpx.AsyncClient, task_id: str, state: str) -> bool:
+    return await state_of(http, task_id) == state
+
+
+async def _has(follower: Follower, task_id: str, event_type: str) -> bool:
+    return event_type in [e.event for e in follower.of(task_id)]
+
+
+async def test_resume_on_another_process_sends_exactly_the_missed_events(
+    clients: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    on_a, on_b = clients
+    cursor = (await on_a.get("/tasks")).json()["cursor"]
+    task = await submit(on_a, "count", n=8, interval=0.05)
+    # Everything the task did, read on B from a cursor A handed out before it existed.
+    _, whole = await collect(
+        on_b, f"/events?task={task['id']}&last_event_id={cursor}", until=lambda e: e.event in TERMINAL
+    )
+    full = task_events(whole)
+    assert [e.event for e in full][:2] == ["task.queued", "task.running"]
+    assert full[-1].event == "task.succeeded"
+    assert not [e for e in whole if e.event == "reset"]
+    assert_ordered_without_duplicates(full)
+
+    # Read the start on A, disconnect, resume on B: exactly the rest.
+    url = f"/tasks/{task['id']}/events"
+    _, head = await collect(on_a, url + f"?last_event_id={cursor}", limit=4)
+    seen = task_events(head)
+    assert ids_and_types(seen) == ids_and_types(full[: len(seen)])
+    _, rest = await collect(on_b, url, headers={"last-event-id": seen[-1].id or ""})
+    assert ids_and_types(task_events(rest)) == ids_and_types(full[len(seen) :])
+    assert not [e for e in rest if e.event == "reset"]
+    _, rest_global = await collect(
+        on_b,
+        f"/events?task={task['id']}",
+        headers={"last-event-id": seen[-1].id or ""},
+        until=lambda e: e.event in TERMINAL,
+    )
+    assert ids_and_types(task_events(rest_global)) == ids_and_types(full[len(seen) :])
+    # At or past the terminal event, the per-task stream answers 204 on any process.
+    response = await on_a.get(url, headers={"last-event-id": full[-1].id or ""})
+    assert response.status_code == 204
+
+
+async def test_history_older_than_the_local_ring_comes_from_redis(
+    private_redis: RedisServer, live_server: Callable[..., LiveServer]
+) -> None:
+    first = live_server(redis_hub(private_redis.url, progress_interval=0))
+    async with httpx.AsyncClient(base_url=first.url, timeout=30) as on_first:
+        cursor = (await on_first.get("/tasks")).json()["cursor"]
+        task = await submit(on_first, "count", n=30, interval=0.01)
+        _, whole = await collect(on_first, f"/tasks/{task['id']}/events?last_event_id={cursor}")
+        full = task_events(whole)
+        assert full[-1].event == "task.succeeded"
+        assert len(full) > 10
+
+    # A process started afterwards holds none of it locally: resuming reads Redis.
+    later = live_server(redis_hub(private_redis.url, history=1000))
+    async with httpx.AsyncClient(base_url=later.url, timeout=30) as on_later:
+        url = f"/events?task={task['id']}&last_event_id={full[5].id}"
+        _, rest = await collect(on_later, url, until=lambda e: e.event in TERMINAL)
+        assert ids_and_types(task_events(rest)) == ids_and_types(full[6:])
+        assert not [e for e in rest if e.event == "reset"]
+
+
+async def test_cursor_older_than_the_retained_history_resyncs(
+    private_redis: RedisServer, live_server: Callable[..., LiveServer]
+) -> None:
+    server = live_server(redis_hub(private_redis.url, progress_interval=0, history=20))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        cursor = (await http.get("/tasks")).json()["cursor"]
+        task = await submit(http, "count", n=150, interval=0.002)
+        _, whole = await collect(http, f"/tasks/{task['id']}/events")
+        assert task_events(whole)[-1].event == "task.succeeded"
+        with private_redis.client() as client:
+            oldest = client.xrange("sse_tasks:events", count=1)[0][0].decode()
+            assert client.xlen("sse_tasks:events") < 100  # MAXLEN ~ 20 trimmed the stream
+        assert stream_key(oldest) > stream_key(cursor.split("-", 1)[1]), "nothing was trimmed"
+        url = f"/events?last_event_id={cursor}"
+        _, events = await collect(http, url, until=lambda e: e.event in TERMINAL)
+        assert events[1].event == "reset"
+        assert [e.json()["state"] for e in task_events(events)] == ["succeeded"]
+
+
+def stream_key(stream_id: str) -> tuple[int, int]:
+    ms, seq = stream_id.split("-")
+    return int(ms), int(seq)
+
+
+# -- one reader per process ------------------------------------------------------------
+
+
+async def test_a_thousand_subscribers_use_a_handful_of_redis_connections(
+    private_redis: RedisServer, live_server: Callable[..., LiveServer]
+) -> None:
+    hub = redis_hub(private_redis.url, max_streams=2000)
+    server = live_server(hub)
+    host, port = "127.0.0.1", int(server.url.rsplit(":", 1)[1])
+    streams: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        for _ in range(1000):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"GET /events HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n")
+            streams.append((reader, writer))
+        with anyio.fail_after(30):
+            while hub.open_streams < 1000:
+                await anyio.sleep(0.05)
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            task = await submit(http, "fail", message="fan-out")
+
+        async def received(reader: asyncio.StreamReader) -> bool:
+            await reader.readuntil(b"event: task.failed")
+            return True
+
+        with anyio.fail_after(30):
+            results = await asyncio.gather(*(received(reader) for reader, _ in streams))
+        assert all(results)
+        name = f"sse-tasks-{hub.broker.worker_id}"  # type: ignore[attr-defined]
+        with private_redis.client() as client:
+            mine = [c for c in client.client_list() if c["name"] == name]
+        assert 1 <= len(mine) <= 4, f"{len(mine)} Redis connections for 1000 streams"
+        assert task["name"] == "fail"
+    finally:
+        for _, writer in streams:
+            writer.close()
+
+
+# -- failures ------------------------------------------------------------------------
+
+
+async def test_tasks_of_a_killed_worker_fail_with_worker_lost(
+    private_redis: RedisServer, live_server: Callable[..., LiveServer]
+) -> None:
+    lease = 1.0
+    survivor = live_server(redis_hub(private_redis.url + f"?lease={lease}"))
+    victim = ServerProcess(private_redis.url + f"?lease={lease}")
+    try:
+        async with httpx.AsyncClient(base_url=victim.url, timeout=30) as on_victim:
+            running = await submit(on_victim, "sleep", seconds=60)
+            other = await submit(on_victim, "count", n=1000, interval=0.05)
+        async with httpx.AsyncClient(base_url=survivor.url, timeout=30) as http:
+            await wait_for(lambda: _is(http, running["id"], "running"))
+            await wait_for(lambda: _is(http, other["id"], "running"))
+            follow = Follower(http, f"/tasks/{running['id']}/events")
+            async with anyio.create_task_group() as group:
+                group.start_soon(follow.run)
+                await follow.opened.wait()
+                victim.proc.send_signal(signal.SIGKILL)
+                victim.proc.wait(10)
+                killed_at = time.monotonic()
+                with anyio.fail_after(lease * 3 + 2):
+                    await follow.ended.wait()
+                elapsed = time.monotonic() - killed_at
+            final = task_events(follow.events)[-1]
+            assert final.event == "task.failed"
+            assert final.json()["error"]["type"] == "WorkerLost"
+            assert elapsed <= lease * 2 + 1
+            await wait_for(lambda: _is(http, other["id"], "failed"))
+            assert (await http.get(f"/tasks/{other['id']}")).json()["error"]["type"] == "WorkerLost"
+    finally:
+        victim.stop()
+
+
+async def test_streams_survive_a_redis_restart_and_catch_up(
+    private_redis: RedisServer, live_server: Callable[..., LiveServer]
+) -> None:
+    server = live_server(redis_hub(private_redis.url))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        task = await submit(http, "count", n=20, interval=0.1)
+        one = Follower(http, f"/tasks/{task['id']}/events")
+        everything = Follower(http, "/events")
+        async with anyio.create_task_group() as group:
+            group.start_soon(one.run)
+            group.start_soon(everything.run, lambda e: e.event in TERMINAL)
+            await wait_for(lambda: _progressed(one))
+            private_redis.stop(save=True)
+            refused = await http.post("/tasks", json={"name": "fail"})
+            assert refused.status_code == 503
+            assert refused.json()["error"]["code"] == "broker_unavailable"
+            assert refused.headers["retry-after"].isdigit()
+            assert (await http.get(f"/tasks/{task['id']}")).status_code == 503
+            await anyio.sleep(0.3)  # the outage: the task keeps running meanwhile
+            private_redis.start()
+            with anyio.fail_after(15):
+                await one.ended.wait()
+                await everything.ended.wait()
+    for follower in (one, everything):
+        got = task_events(follower.events)
+        assert got[-1].event == "task.succeeded"
+        assert got[-1].json()["result"] == {"count": 20}
+        assert not [e for e in follower.events if e.event == "reset"]
+        assert_ordered_without_duplicates(got)
+    assert (await _fresh_get(server, task["id"]))["state"] == "succeeded"
+
+
+async def _progressed(follower: Follower) -> bool:
+    return len([e for e in follower.events if e.event == "task.progress"]) >= 2
+
+
+async def _fresh_get(server: LiveServer, task_id: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        return dict((await http.get(f"/tasks/{task_id}")).json())
+
+
+async def test_a_flushed_redis_resyncs_streams_never_continues_them(
+    private_redis: RedisServer, live_server: Callable[..., LiveServer]
+) -> None:
+    server = live_server(redis_hub(private_redis.url))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        before = await submit(http, "fail", message="before")
+        _, done = await collect(http, f"/tasks/{before['id']}/events")
+        old_id = task_events(done)[-1].id or ""
+        live = Follower(http, "/events")
+        async with anyio.create_task_group() as group:
+            group.start_soon(live.run, lambda e: e.event == "task.failed")
+            await live.opened.wait()
+            with private_redis.client() as client:
+                client.flushall()
+            after = await submit(http, "fail", message="after")
+            with anyio.fail_after(10):
+                await live.ended.wait()
+        # The open stream was told to drop what it held, then went on in the new history.
+        kinds = [e.event for e in live.events if e.event]
+        assert "reset" in kinds
+        assert task_events(live.events)[-1].json()["id"] == after["id"]
+        cursor = (await http.get("/tasks")).json()["cursor"]
+        assert cursor.split("-")[0] != old_id.split("-")[0]
+        # An id from the old history resyncs; the flushed task is gone.
+        url = f"/events?last_event_id={old_id}"
+        _, resumed = await collect(http, url, until=lambda e: e.event in TERMINAL)
+        assert resumed[1].event == "reset"
+        assert [e.json()["id"] for e in task_events(resumed)] == [after["id"]]
+        assert (await http.get(f"/tasks/{before['id']}/events")).status_code == 404
+
+
+# -- retention -----------------------------------------------------------------------
+
+
+async def test_finished_tasks_expire_after_retention_and_beyond_max_tasks(private_redis: RedisServer) -> None:
+    hub = redis_hub(private_redis.url, retention=0.5, max_tasks=2)
+    async with hub:
+        tasks = [await hub.submit("fail") for _ in range(3)]
+
+        async def all_finished() -> bool:
+            states = [(await hub.broker.get(t.id)) for t in tasks[1:]]
+            return all(s is not None and s.terminal for s in states)
+
+        await wait_for(all_finished)
+        assert await hub.broker.get(tasks[0].id) is None  # over max_tasks: expired first
+        assert await hub.broker.expired(tasks[0].id)
+        with private_redis.client() as client:
+            ttl = client.pttl(f"sse_tasks:task:{tasks[2].id}")
+        assert 0 < ttl <= 500
+
+        async def expired() -> bool:
+            return await hub.broker.get(tasks[2].id) is None
+
+        await wait_for(expired, timeout=5)
+        assert await hub.broker.expired(tasks[2].id)
+        assert [t.id for t in await hub.list_tasks()] == []
+        assert not await hub.broker.expired("never-existed")
+
+
+def test_options_come_from_keywords_then_the_url() -> None:
+    broker = RedisBroker("redis://127.0.0.1:1/3?lease=2.5&history=50&prefix=app&socket_timeout=3", history=70)
+    assert (broker.lease, broker.history, broker.prefix) == (2.5, 70, "app")
+    assert broker.url == "redis://127.0.0.1:1/3?socket_timeout=3"
+    with pytest.raises(ValueError, match="lease"):
+        RedisBroker("redis://127.0.0.1:1/0?lease=soon")
+    with pytest.raises(ValueError):
+        RedisBroker("redis://127.0.0.1:1/0", lease=0)
+
+
+async def test_submissions_get_503_while_redis_is_unreachable() -> None:
+    hub = redis_hub(f"redis://127.0.0.1:{free_port()}/0")
+    async with hub:
+        transport = httpx.ASGITransport(app=hub.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            response = await http.post("/tasks", json={"name": "fail"})
+            assert response.status_code == 503
+            assert response.json()["error"]["code"] == "broker_unavailable"
+            assert (await http.get("/tasks")).status_code == 503
+
+
+# -- the command line --------------------------------------------------------------------
+
+
+async def test_serve_with_several_workers(private_redis: RedisServer) -> None:
+    server = ServerProcess(private_redis.url, "--workers", "2")
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            tasks = [await submit(http, "count", n=3, interval=0.02) for _ in range(6)]
+            for task in tasks:
+                _, events = await collect(http, f"/tasks/{task['id']}/events")
+                assert task_events(events)[-1].event == "task.succeeded"
+            listed = (await http.get("/tasks", params={"state": "succeeded"})).json()["tasks"]
+            assert {t["id"] for t in tasks} <= {t["id"] for t in listed}
+        with private_redis.client() as client:
+            workers = {c["name"] for c in client.client_list() if c["name"].startswith("sse-tasks-")}
+        assert len(workers) == 2
+    finally:
+        server.stop()
+    assert server.proc.returncode is not None
