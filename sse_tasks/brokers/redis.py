@@ -274,6 +274,7 @@ class RedisBroker(Broker):
         self._read_from = "0-0"  # stream id the reader continues after
         self._generation = 0  # bumped whenever the log restarts
         self._ready = anyio.Event()
+        self._tried = anyio.Event()
         self._connected_since: float | None = None
         self._owned: set[str] = set()  # unfinished tasks queued by this process
         self._closing = False
@@ -290,7 +291,8 @@ class RedisBroker(Broker):
         """
         self._observer = observer
         self._closing = False
-        self._ready = anyio.Event()
+        self._ready = anyio.Event()  # connected once
+        self._tried = anyio.Event()  # the first attempt to connect is over
         self.log.reopen()
         self._redis = self._client(self.max_connections, socket_timeout=5.0)
         self._publish_script = self._redis.register_script(_PUBLISH)
@@ -303,8 +305,8 @@ class RedisBroker(Broker):
         self._group = group
         group.start_soon(self._read)
         group.start_soon(self._keep_leases)
-        with anyio.move_on_after(3.0):
-            await self._ready.wait()
+        with anyio.move_on_after(5.0):
+            await self._tried.wait()
         if not self._ready.is_set():
             logger.warning("Redis at %s is unreachable; retrying in the background", self._where)
 
@@ -407,6 +409,7 @@ class RedisBroker(Broker):
                         logger.info("reconnected to Redis at %s", self._where)
                     self._connected_since = time.monotonic()
                     self._ready.set()
+                    self._tried.set()
                     delay = _MIN_BACKOFF
                     await self._follow(reader)
                 except (Unavailable, *_UNREACHABLE) as exc:
@@ -414,6 +417,7 @@ class RedisBroker(Broker):
                         logger.warning("lost Redis at %s (%s); reconnecting", self._where, exc)
                 except Exception:
                     logger.exception("the Redis stream reader failed; restarting it")
+                self._tried.set()
                 self._connected_since = None
                 await anyio.sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF)
