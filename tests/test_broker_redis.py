@@ -564,9 +564,14 @@ async def test_serve_with_several_workers(private_redis: RedisServer) -> None:
                 assert task_events(events)[-1].event == "task.succeeded"
             listed = (await http.get("/tasks", params={"state": "succeeded"})).json()["tasks"]
             assert {t["id"] for t in tasks} <= {t["id"] for t in listed}
-        with private_redis.client() as client:
-            workers = {c["name"] for c in client.client_list() if c["name"].startswith("sse-tasks-")}
-        assert len(workers) == 2
+
+        async def both_workers_connected() -> bool:
+            # Each worker process follows the stream on a connection named after it.
+            with private_redis.client() as client:
+                names = {c["name"] for c in client.client_list() if c["name"].startswith("sse-tasks-")}
+            return len(names) == 2
+
+        await wait_for(both_workers_connected, timeout=20)
     finally:
         server.stop()
     assert server.proc.returncode is not None
