@@ -462,6 +462,26 @@ async def test_streams_survive_a_redis_restart_and_catch_up(
     assert (await _fresh_get(server, task["id"]))["state"] == "succeeded"
 
 
+async def test_a_final_event_lost_to_a_long_outage_ends_worker_lost(
+    private_redis: RedisServer, live_server: Callable[..., LiveServer]
+) -> None:
+    hub = redis_hub(private_redis.url + "?lease=1&outage_grace=0.3")
+    server = live_server(hub)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        task = await submit(http, "sleep", seconds=0.5)
+        await wait_for(lambda: _is(http, task["id"], "running"))
+        private_redis.stop(save=True)
+
+        async def run_over() -> bool:
+            return hub.running == 0  # finished; its final event could not be stored
+
+        await wait_for(run_over)
+        private_redis.start()
+        await wait_for(lambda: _is(http, task["id"], "failed"))
+        final = (await http.get(f"/tasks/{task['id']}")).json()
+        assert final["error"]["type"] == "WorkerLost"
+
+
 async def _progressed(follower: Follower) -> bool:
     return len([e for e in follower.events if e.event == "task.progress"]) >= 2
 

@@ -276,6 +276,7 @@ class RedisBroker(Broker):
         self._ready = anyio.Event()
         self._tried = anyio.Event()
         self._connected_since: float | None = None
+        self._down_since: float | None = None  # when Redis stopped answering
         self._owned: set[str] = set()  # unfinished tasks queued by this process
         self._closing = False
         self._writes = 0  # publishes in flight: close() lets them finish
@@ -408,6 +409,7 @@ class RedisBroker(Broker):
                     if delay > _MIN_BACKOFF:
                         logger.info("reconnected to Redis at %s", self._where)
                     self._connected_since = time.monotonic()
+                    self._down_since = None
                     self._ready.set()
                     self._tried.set()
                     delay = _MIN_BACKOFF
@@ -419,6 +421,8 @@ class RedisBroker(Broker):
                     logger.exception("the Redis stream reader failed; restarting it")
                 self._tried.set()
                 self._connected_since = None
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
                 await anyio.sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF)
         finally:
@@ -558,14 +562,20 @@ class RedisBroker(Broker):
         ]
         # Only the runner of a task retries: a submission or a remote cancel fails fast.
         retry = task.id in self._owned and event_type != "task.queued" and not lapsed_only
-        give_up = time.monotonic() + (self.outage_grace if event_type != "task.progress" else math.inf)
+        grace = self.outage_grace if event_type != "task.progress" else math.inf
         delay = _MIN_BACKOFF
         while True:
             try:
                 reply = await self._publish_script(publish_keys, args, client=self._db)
+                self._down_since = None
                 break
             except _UNREACHABLE as exc:
-                if not retry or self._closing or time.monotonic() >= give_up:
+                now = time.monotonic()
+                if self._down_since is None:
+                    self._down_since = now
+                # The grace counts from the start of the outage, so many writes waiting
+                # one after another (a shutdown) do not wait ``outage_grace`` each.
+                if not retry or self._closing or now - self._down_since >= grace:
                     if retry:
                         self._owned.discard(task.id)  # its lease lapses: WorkerLost, later
                         logger.error("giving up on %s of task %s: Redis unreachable", event_type, task.id)
