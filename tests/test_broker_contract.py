@@ -1,0 +1,88 @@
+"""The Broker interface, proven on every broker (memory:// and a real Redis)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+
+from sse_tasks import Task, TaskEvent, TaskHub, TaskState
+from sse_tasks.brokers import Broker
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def broker(broker_url: str) -> AsyncIterator[Broker]:
+    hub = TaskHub(broker_url)  # only for the broker's lifecycle: start, observer, close
+    async with hub:
+        yield hub.broker
+
+
+async def until_logged(broker: Broker, event: TaskEvent) -> None:
+    """Wait until ``event`` reached the local log (a shared broker reads it back)."""
+    with anyio.fail_after(5):
+        while broker.log.last is None or broker.log.last.key < event.key:
+            await broker.log.wait(broker.log.head)
+
+
+async def publish(broker: Broker, task: Task, event_type: str) -> TaskEvent:
+    event = await broker.publish(task, event_type)
+    assert event is not None
+    return event
+
+
+async def test_publish_is_a_compare_and_set(broker: Broker) -> None:
+    task = Task(id="t1", name="job")
+    assert await broker.publish(task.evolve(state=TaskState.RUNNING), "task.running") is None  # unknown
+    queued = await publish(broker, task, "task.queued")
+    assert queued.task.event_id == queued.id and queued.task.event_type == "task.queued"
+    running = await publish(broker, queued.task.evolve(state=TaskState.RUNNING), "task.running")
+    done = await publish(broker, running.task.evolve(state=TaskState.SUCCEEDED, result=[1]), "task.succeeded")
+    assert queued.key < running.key < done.key
+    late = running.task.evolve(state=TaskState.CANCELLED)
+    assert await broker.publish(late, "task.cancelled") is None  # terminal never changes
+    stored = await broker.get("t1")
+    assert stored is not None
+    assert (stored.state, stored.result, stored.event_id) == (TaskState.SUCCEEDED, [1], done.id)
+
+
+async def test_every_event_reaches_the_log_in_order(broker: Broker) -> None:
+    events = [await publish(broker, Task(id=f"t{i}", name="job"), "task.queued") for i in range(20)]
+    await until_logged(broker, events[-1])
+    logged = broker.log.read(broker.log.position_after(events[0].key) or 0)
+    assert [e.id for e in logged] == [e.id for e in events[1:]]
+    assert await broker.cursor() == events[-1].id
+    assert broker.parse_event_id(events[-1].id) == events[-1].key
+
+
+@pytest.mark.parametrize("bad", ["", "x", "0", "1-2", "1-2-3", "-", "--", "a-b-c-d", "\u0663-1-1"])
+async def test_foreign_and_malformed_ids_do_not_parse(broker: Broker, bad: str) -> None:
+    await publish(broker, Task(id="t", name="job"), "task.queued")
+    assert broker.parse_event_id(bad) is None
+
+
+async def test_list_is_newest_first_and_filtered(broker: Broker) -> None:
+    made: list[Task] = []
+    for i, name in enumerate(["a", "b", "a", "b"]):
+        made.append((await publish(broker, Task(id=f"t{i}", name=name), "task.queued")).task)
+    failed = made[1].evolve(state=TaskState.FAILED, error={"type": "E", "message": "m"})
+    await publish(broker, failed, "task.failed")
+    assert [t.id for t in await broker.list_tasks()] == ["t3", "t2", "t1", "t0"]
+    assert [t.id for t in await broker.list_tasks(name="a")] == ["t2", "t0"]
+    assert [t.id for t in await broker.list_tasks(state=TaskState.FAILED)] == ["t1"]
+    assert [t.id for t in await broker.list_tasks(limit=2)] == ["t3", "t2"]
+    assert await broker.get("nope") is None
+    assert not await broker.expired("nope")
+
+
+async def test_the_observer_sees_every_event(broker_url: str) -> None:
+    seen: list[Any] = []
+    hub = TaskHub(broker_url)
+    hub._observe = lambda event: seen.append(event.id)  # type: ignore[method-assign]
+    async with hub:
+        events = [await publish(hub.broker, Task(id=f"t{i}", name="job"), "task.queued") for i in range(5)]
+        await until_logged(hub.broker, events[-1])
+    assert seen == [e.id for e in events]
