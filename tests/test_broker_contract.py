@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import anyio
 import pytest
 
-from sse_tasks import Task, TaskEvent, TaskHub, TaskState
-from sse_tasks.brokers import Broker
+from sse_tasks import Task, TaskEvent, TaskState
+from sse_tasks.brokers import Broker, broker_from_url
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
 async def broker(broker_url: str) -> AsyncIterator[Broker]:
-    hub = TaskHub(broker_url)  # only for the broker's lifecycle: start, observer, close
-    async with hub:
-        yield hub.broker
+    broker = broker_from_url(broker_url)
+    await broker.start(lambda event: None)
+    try:
+        yield broker
+    finally:
+        await broker.close()
 
 
 async def until_logged(broker: Broker, event: TaskEvent) -> None:
@@ -79,10 +81,12 @@ async def test_list_is_newest_first_and_filtered(broker: Broker) -> None:
 
 
 async def test_the_observer_sees_every_event(broker_url: str) -> None:
-    seen: list[Any] = []
-    hub = TaskHub(broker_url)
-    hub._observe = lambda event: seen.append(event.id)  # type: ignore[method-assign]
-    async with hub:
-        events = [await publish(hub.broker, Task(id=f"t{i}", name="job"), "task.queued") for i in range(5)]
-        await until_logged(hub.broker, events[-1])
+    seen: list[str] = []
+    broker = broker_from_url(broker_url)
+    await broker.start(lambda event: seen.append(event.id))
+    try:
+        events = [await publish(broker, Task(id=f"t{i}", name="job"), "task.queued") for i in range(5)]
+        await until_logged(broker, events[-1])
+    finally:
+        await broker.close()
     assert seen == [e.id for e in events]
