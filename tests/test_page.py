@@ -147,10 +147,8 @@ def test_one_event_source_for_every_task_including_others(page: Page, site: Live
     streams: list[str] = []
     page.on("request", lambda request: streams.append(request.url) if "/events" in request.url else None)
     open_page(page, site.url + "/")
-    ids = [
-        httpx.post(site.url + "/tasks", json={"name": "count", "params": {"n": 3, "interval": 0.01}}).json()["id"]
-        for _ in range(3)
-    ]
+    body = {"name": "count", "params": {"n": 3, "interval": 0.01}}
+    ids = [httpx.post(site.url + "/tasks", json=body).json()["id"] for _ in range(3)]
     for task_id in ids:
         expect(page.locator(f'li.task[data-id="{task_id}"] .task-state')).to_have_text("succeeded")
     assert len(streams) == 1
