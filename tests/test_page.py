@@ -13,7 +13,8 @@ import httpx
 import pytest
 from _support import LiveServer
 from starlette.applications import Starlette
-from starlette.routing import Mount
+from starlette.responses import FileResponse
+from starlette.routing import Mount, Route
 
 from sse_tasks import TaskHub
 from sse_tasks._routes import build_app
@@ -199,3 +200,18 @@ def test_screenshot(page: Page, site: LiveServer) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "page.png"), full_page=True)
     assert (ARTIFACTS / "page.png").stat().st_size > 10_000
+
+
+def test_the_embedding_example_follows_a_task(page: Page, live_server: Callable[..., LiveServer]) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "embed.html"
+
+    async def embed(request: Any) -> FileResponse:
+        return FileResponse(example)
+
+    hub = demo_hub()
+    app = build_app(hub, [Route("/embed.html", embed)])
+    server = live_server(hub, app)
+    page.goto(server.url + "/embed.html")
+    page.get_by_role("button", name="Start a count").click()
+    expect(page.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100", timeout=15_000)
+    expect(page.get_by_role("status")).to_contain_text('succeeded 100 % step 10 of 10 — result {"count":10}')
