@@ -287,6 +287,8 @@ class AsyncClient(_Base):
                             if not event.event.startswith("task."):
                                 continue  # ``reset`` is followed by the snapshot itself
                             task = _task(event.json(), event)
+                            if task.event_id is not None and task.event_id == last_event_id:
+                                continue  # the snapshot after a reset may be the one we have
                             last_event_id = task.event_id or last_event_id
                             failures, followed = 0, True
                             yield task
@@ -385,6 +387,8 @@ class Client(_Base):
                             if not event.event.startswith("task."):
                                 continue
                             task = _task(event.json(), event)
+                            if task.event_id is not None and task.event_id == last_event_id:
+                                continue  # the snapshot after a reset may be the one we have
                             last_event_id = task.event_id or last_event_id
                             failures, followed = 0, True
                             yield task

@@ -167,6 +167,13 @@ class HubBehindRestartingServer:
             self.entered.set()
             await self.release.wait()
 
+    async def _cancel_the_rest(self) -> None:
+        # sse-starlette leaves a shutdown watcher task per loop: end it before closing.
+        rest = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+
     def start(self) -> None:
         config = uvicorn.Config(
             build_app(self.hub),
@@ -194,6 +201,7 @@ class HubBehindRestartingServer:
             self.stop()
         self.loop.call_soon_threadsafe(self.release.set)
         self.hub_run.result(30)
+        asyncio.run_coroutine_threadsafe(self._cancel_the_rest(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
