@@ -51,7 +51,7 @@ def test_watch_in_a_pipe_prints_one_line_per_change_and_exits_0(server: LiveServ
     lines = done.stdout.splitlines()
     task_id = url.rsplit("/", 1)[1]
     assert all(task_id in line for line in lines)
-    assert any(line.endswith("% step 9 of 10") and " running " in line for line in lines)
+    assert any(" running " in line and "% step " in line for line in lines)
     assert lines[-1].startswith(f"count {task_id} succeeded in ")
     assert lines[-1].endswith(': {"count": 10}')
     assert "\x1b[" not in done.stdout  # no terminal codes in a pipe

@@ -110,6 +110,7 @@ def test_count_reaches_100_percent_and_succeeds(page: Page, site: LiveServer) ->
     expect(row.locator(".task-percent")).to_have_text("100 %")
     expect(row.locator(".task-message")).to_have_text("step 5 of 5")
     expect(row.locator(".task-outcome")).to_have_text('Result: {"count":5}')
+    expect(page.locator("#announcer")).to_contain_text("succeeded")
     expect(row.get_by_role("button", name=re.compile("^Cancel"))).to_be_hidden()
 
 

@@ -125,6 +125,10 @@ function apply(task, eventId, fromList) {
     entries.set(task.id, entry);
     insertRow(entry);
   } else {
+    // Announce endings, not every progress step (a live list would be far too chatty).
+    if (isTerminal(task) && !isTerminal(entry.task)) {
+      $("#announcer").textContent = `${task.name} ${task.id} ${task.state}`;
+    }
     entry.task = task;
     entry.eventId = eventId;
     entry.fromList = entry.fromList && fromList;
