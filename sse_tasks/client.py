@@ -19,6 +19,7 @@ exactly once.
 from __future__ import annotations
 
 import builtins
+import json
 import random
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -100,6 +101,15 @@ def error_from_response(response: httpx.Response) -> SSETasksError:
     return APIError(message, status_code=status, code=code or "error")
 
 
+def _event_task(event: ServerSentEvent) -> Task:
+    try:
+        data = json.loads(event.data)
+    except ValueError:
+        message = f"the server sent an event that is not JSON: {event.data[:200]!r}"
+        raise APIError(message, status_code=200) from None
+    return _task(data, event)
+
+
 def _task(data: Any, event: ServerSentEvent | None = None) -> Task:
     if not isinstance(data, dict):
         raise APIError("the server answered something that is not a task snapshot", status_code=200)
@@ -172,14 +182,19 @@ class _Base:
             raise error_from_response(response)
         return response
 
-    def _gone(self, task_id: str, exc: SSETasksError) -> SSETasksError:
-        """A task that vanished while followed: say why that usually happens."""
-        exc.message = (
-            f"task {task_id!r} is no longer known to the server; it may have restarted "
-            f"with an in-memory broker ({exc.message})"
-        )
-        exc.args = (exc.message,)
-        return exc
+    def _refusal(self, task_id: str, response: httpx.Response, followed: bool) -> Unavailable:
+        """The 503 to retry after; raises any other error answer to a stream request."""
+        error = error_from_response(response)
+        if isinstance(error, Unavailable):
+            return error
+        if followed and response.status_code in (404, 410):
+            # It was there a moment ago: say why that usually happens.
+            error.message = (
+                f"task {task_id!r} is no longer known to the server; it may have restarted "
+                f"with an in-memory broker ({error.message})"
+            )
+            error.args = (error.message,)
+        raise error
 
     def _unreachable(self, action: str, exc: Exception) -> ConnectionFailed:
         return ConnectionFailed(f"cannot {action} at {self.base_url}: {exc or type(exc).__name__}")
@@ -275,18 +290,14 @@ class AsyncClient(_Base):
                         return
                     if response.status_code >= 400:
                         await response.aread()
-                        error = error_from_response(response)
-                        if not isinstance(error, Unavailable):
-                            raise self._gone(task_id, error) if followed and response.status_code in (
-                                404,
-                                410,
-                            ) else error
-                        retry_after = float(error.headers.get("Retry-After", "1"))
+                        refusal = self._refusal(task_id, response, followed)
+                        retry_after = float(refusal.headers.get("Retry-After", "1"))
+                        error_text = refusal.message
                     else:
                         async for event in source.aiter_sse():
                             if not event.event.startswith("task."):
                                 continue  # ``reset`` is followed by the snapshot itself
-                            task = _task(event.json(), event)
+                            task = _event_task(event)
                             if task.event_id is not None and task.event_id == last_event_id:
                                 continue  # the snapshot after a reset may be the one we have
                             last_event_id = task.event_id or last_event_id
@@ -294,7 +305,7 @@ class AsyncClient(_Base):
                             yield task
                             if task.terminal:
                                 return
-                    error_text = "the stream ended before the task did"
+                        error_text = "the stream ended before the task did"
             except httpx.TransportError as exc:
                 error_text = str(exc) or type(exc).__name__
             failures += 1
@@ -375,18 +386,14 @@ class Client(_Base):
                         return
                     if response.status_code >= 400:
                         response.read()
-                        error = error_from_response(response)
-                        if not isinstance(error, Unavailable):
-                            raise self._gone(task_id, error) if followed and response.status_code in (
-                                404,
-                                410,
-                            ) else error
-                        retry_after = float(error.headers.get("Retry-After", "1"))
+                        refusal = self._refusal(task_id, response, followed)
+                        retry_after = float(refusal.headers.get("Retry-After", "1"))
+                        error_text = refusal.message
                     else:
                         for event in source.iter_sse():
                             if not event.event.startswith("task."):
                                 continue
-                            task = _task(event.json(), event)
+                            task = _event_task(event)
                             if task.event_id is not None and task.event_id == last_event_id:
                                 continue  # the snapshot after a reset may be the one we have
                             last_event_id = task.event_id or last_event_id
@@ -394,7 +401,7 @@ class Client(_Base):
                             yield task
                             if task.terminal:
                                 return
-                    error_text = "the stream ended before the task did"
+                        error_text = "the stream ended before the task did"
             except httpx.TransportError as exc:
                 error_text = str(exc) or type(exc).__name__
             failures += 1

@@ -280,3 +280,13 @@ def test_follow_says_clearly_when_a_restarted_in_memory_server_forgot_the_task()
     finally:
         proc.kill()
         proc.wait(10)
+
+
+async def test_follow_retries_a_refused_stream_then_gives_up(live_server: Any) -> None:
+    hub = TaskHub("memory://", max_streams=0, shutdown_grace=0.2)
+    register_demo_tasks(hub)
+    server = live_server(hub)
+    async with AsyncClient(server.url, retries=1, backoff=0.01) as client:
+        task = await client.submit("sleep", seconds=0)
+        with pytest.raises(ConnectionFailed, match=r"after 1 retries: too many open streams"):
+            [s async for s in client.follow(task.id)]
