@@ -166,6 +166,7 @@ def watch(url: str, headers: tuple[str, ...], retries: int) -> None:
     succeeded, 1 failed, 2 cancelled or unreachable.
     """
     import sys
+    from urllib.parse import parse_qsl, urlsplit
 
     from ._watch import watch_task
     from .client import Client, split_task_url
@@ -174,7 +175,9 @@ def watch(url: str, headers: tuple[str, ...], retries: int) -> None:
         base, task_id = split_task_url(url)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="URL") from None
-    with Client(base, headers=_client_headers(headers), retries=retries) as client:
+    params = dict(parse_qsl(urlsplit(url).query))  # e.g. an access token: keep it
+    params.pop("last_event_id", None)
+    with Client(base, headers=_client_headers(headers), params=params, retries=retries) as client:
         sys.exit(watch_task(client, task_id, sys.stdout))
 
 

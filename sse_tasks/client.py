@@ -129,6 +129,7 @@ class _Base:
         base_url: str,
         *,
         headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
         timeout: float = _DEFAULT_TIMEOUT,
         stream_timeout: float | None = 60.0,
         retries: int = 5,
@@ -142,6 +143,7 @@ class _Base:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self._headers = dict(headers or {})
+        self._params = dict(params or {})
         self._timeout = timeout
         # A stream is silent between heartbeats (15 s by default): a longer silence
         # means a dead connection, which ``follow`` then replaces.
@@ -203,10 +205,10 @@ class _Base:
 class AsyncClient(_Base):
     """Asynchronous client of one sse-tasks server.
 
-    Arguments: ``base_url`` (where the hub is mounted), ``headers`` sent with every
-    request (e.g. ``Authorization``), ``timeout`` per request, ``stream_timeout`` (the
-    longest silence on a stream before it counts as broken), and ``retries``,
-    ``backoff`` and ``max_backoff`` (seconds) for ``follow``'s reconnections.
+    Arguments: ``base_url`` (where the hub is mounted), ``headers`` and query ``params``
+    sent with every request (e.g. ``Authorization``, a token), ``timeout`` per request,
+    ``stream_timeout`` (the longest silence on a stream before it counts as broken), and
+    ``retries``, ``backoff`` and ``max_backoff`` (seconds) for ``follow``'s reconnections.
     ``http`` lets you bring your own ``httpx.AsyncClient`` (its base URL is ignored).
     """
 
@@ -229,7 +231,12 @@ class AsyncClient(_Base):
     async def _request(self, method: str, path: str, action: str, **kwargs: Any) -> httpx.Response:
         try:
             response = await self._http.request(
-                method, self.base_url + path, headers=self._headers, timeout=self._timeout, **kwargs
+                method,
+                self.base_url + path,
+                headers=self._headers,
+                params={**self._params, **kwargs.pop("params", {})},
+                timeout=self._timeout,
+                **kwargs,
             )
         except httpx.TransportError as exc:
             raise self._unreachable(action, exc) from exc
@@ -282,6 +289,7 @@ class AsyncClient(_Base):
                     "GET",
                     self.base_url + path,
                     headers={**self._headers, **self._stream_headers(last_event_id)},
+                    params=self._params,
                     timeout=self._stream_timeout,
                 ) as source:
                     response = source.response
@@ -338,7 +346,12 @@ class Client(_Base):
     def _request(self, method: str, path: str, action: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(
-                method, self.base_url + path, headers=self._headers, timeout=self._timeout, **kwargs
+                method,
+                self.base_url + path,
+                headers=self._headers,
+                params={**self._params, **kwargs.pop("params", {})},
+                timeout=self._timeout,
+                **kwargs,
             )
         except httpx.TransportError as exc:
             raise self._unreachable(action, exc) from exc
@@ -378,6 +391,7 @@ class Client(_Base):
                     "GET",
                     self.base_url + path,
                     headers={**self._headers, **self._stream_headers(last_event_id)},
+                    params=self._params,
                     timeout=self._stream_timeout,
                 ) as source:
                     response = source.response

@@ -187,3 +187,29 @@ def test_parse_params() -> None:
     }
     with pytest.raises(ValueError, match="expected key=value"):
         parse_params(("=5",))
+
+
+def test_watch_keeps_the_url_query_for_every_request(live_server: Callable[..., LiveServer]) -> None:
+    """A task URL carrying an access token (``?token=…``) works for the whole follow."""
+    from starlette.responses import JSONResponse
+
+    from sse_tasks._routes import build_app
+
+    hub = TaskHub("memory://", shutdown_grace=0.5)
+    register_demo_tasks(hub)
+    inner = build_app(hub)
+
+    async def needs_token(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and b"token=s3cret" not in scope["query_string"]:
+            forbidden = {"error": {"code": "forbidden", "message": "token required"}}
+            await JSONResponse(forbidden, status_code=403)(scope, receive, send)
+            return
+        await inner(scope, receive, send)
+
+    server = live_server(hub, needs_token)
+    response = httpx.post(f"{server.url}/tasks?token=s3cret", json={"name": "fail", "params": {}})
+    url = f"{server.url}/tasks/{response.json()['id']}"
+    assert run("watch", url + "?token=s3cret").returncode == 1
+    refused = run("watch", url)
+    assert refused.returncode == 2
+    assert "token required" in refused.stderr
