@@ -6,6 +6,7 @@ import threading
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from sse_tasks import (
@@ -280,3 +281,74 @@ async def test_finished_tasks_expire_then_gone(make_hub: Any) -> None:
         assert (await hub.get(ids[2])).state is TaskState.FAILED
         with pytest.raises(NotFound):
             await hub.get("never-existed")
+
+
+async def test_concurrency_limit(make_hub: Any) -> None:
+    hub: TaskHub = make_hub(concurrency=2)
+    running = 0
+    peak = 0
+    gate = anyio.Event()
+    two_running = anyio.Event()
+
+    @hub.task
+    async def hold(ctx: TaskContext) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        if running == 2:
+            two_running.set()
+        await gate.wait()
+        running -= 1
+
+    async with hub:
+        tasks = [await hub.submit(hold) for _ in range(5)]
+        await two_running.wait()
+        states = [(await hub.get(t.id)).state for t in tasks]
+        assert states.count(TaskState.RUNNING) == 2
+        assert states.count(TaskState.QUEUED) == 3
+        gate.set()
+        for task in tasks:
+            assert (await finished(hub, task.id)).state is TaskState.SUCCEEDED
+    assert peak == 2
+
+
+async def test_progress_is_rate_limited_but_latest_value_published(make_hub: Any) -> None:
+    hub: TaskHub = make_hub(progress_interval=0.3)
+    reported = anyio.Event()
+    release = anyio.Event()
+
+    @hub.task
+    async def chatty(ctx: TaskContext) -> None:
+        for i in range(1, 1001):
+            ctx.progress(i / 1000, f"{i}")
+            if i % 100 == 0:
+                await anyio.lowlevel.checkpoint()
+        reported.set()
+        await release.wait()
+
+    async with hub:
+        position = hub.broker.log.head
+        task = await hub.submit(chatty)
+        await reported.wait()
+        # Within one interval the latest value must come out, without the task doing more.
+        log = hub.broker.log
+        with anyio.fail_after(5):
+            while True:
+                events = [e for e in log.read(position) if e.type == "task.progress"]
+                if events and events[-1].task.message == "1000":
+                    break
+                await log.wait(log.head)
+        release.set()
+        done = await finished(hub, task.id)
+    assert len(events) < 20  # 1000 calls, a handful of events
+    assert events[-1].task.progress == 1.0
+    assert done.state is TaskState.SUCCEEDED
+
+
+async def test_finished_tasks_expire_after_retention(make_hub: Any) -> None:
+    hub: TaskHub = make_hub(retention=0)
+    async with hub:
+        task = await hub.submit("fail")
+        await finished(hub, task.id)
+        with pytest.raises(TaskGone):
+            await hub.get(task.id)

@@ -325,3 +325,21 @@ async def test_each_event_is_encoded_once_for_all_subscribers(
     assert len(results) == 20
     assert all([e.event for e in r] == ["task.queued", "task.running", "task.failed"] for r in results)
     assert sorted(calls) == ["task.failed", "task.queued", "task.running"]
+
+
+async def test_streams_are_never_compressed(make_hub: Any, live_server: Callable[..., LiveServer]) -> None:
+    from starlette.middleware.gzip import GZipMiddleware
+
+    from sse_tasks._routes import build_app
+
+    hub = make_hub()
+    server = live_server(hub, GZipMiddleware(build_app(hub), minimum_size=1))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        task = await submit(http, "fail", message="x" * 2000)
+        headers = {"accept-encoding": "gzip"}
+        async with http.stream("GET", f"/tasks/{task['id']}/events", headers=headers) as response:
+            body = await response.aread()
+        listing = await http.get("/tasks", headers=headers)
+    assert "content-encoding" not in response.headers
+    assert b"event: task.failed" in body
+    assert listing.headers.get("content-encoding") == "gzip"  # the middleware does work
