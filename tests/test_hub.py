@@ -218,6 +218,7 @@ async def test_background_form_runs_only_when_called(running_hub: TaskHub) -> No
         return name
 
     tracked = await running_hub.background(print_msg, "Ithome")
+    assert tracked.is_async  # Starlette must call it on the loop, not in a thread
     assert tracked.task.state is TaskState.QUEUED
     assert (await running_hub.get(tracked.id)).state is TaskState.QUEUED
     assert not ran.is_set()
@@ -352,3 +353,31 @@ async def test_finished_tasks_expire_after_retention(make_hub: Any) -> None:
         await finished(hub, task.id)
         with pytest.raises(TaskGone):
             await hub.get(task.id)
+
+
+async def test_progress_from_a_thread_the_task_started(make_hub: Any) -> None:
+    hub: TaskHub = make_hub(progress_interval=0)
+
+    @hub.task
+    def spawns(ctx: TaskContext) -> str:
+        helper = threading.Thread(target=ctx.progress, args=(0.5, "from my own thread"))
+        helper.start()
+        helper.join(10)
+        return "ok"
+
+    async with hub:
+        position = hub.broker.log.head
+        task = await hub.submit(spawns)
+        done = await finished(hub, task.id)
+        messages = [e.task.message for e in hub.broker.log.read(position) if e.type == "task.progress"]
+    assert done.state is TaskState.SUCCEEDED
+    assert done.message == "from my own thread"
+    assert messages in ([], ["from my own thread"])
+
+
+async def test_a_hub_can_run_again_after_shutdown(make_hub: Any) -> None:
+    hub: TaskHub = make_hub()
+    for _ in range(2):
+        async with hub:
+            task = await hub.submit("sleep", seconds=0)
+            assert (await finished(hub, task.id)).state is TaskState.SUCCEEDED
