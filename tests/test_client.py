@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import threading
@@ -246,8 +247,10 @@ async def test_follow_resumes_across_a_server_restart(restarting: HubBehindResta
 
 
 def start_server_process(port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSE_TASKS_")}  # the demo, memory://
     proc = subprocess.Popen(
         [sys.executable, "-m", "sse_tasks", "serve", "--port", str(port), "--log-level", "warning"],
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
