@@ -132,7 +132,7 @@ def test_cancel_a_sleep(page: Page, site: LiveServer) -> None:
 
 def test_reload_mid_task_continues_without_duplicates(page: Page, site: LiveServer) -> None:
     open_page(page, site.url + "/")
-    row = start(page, "count", **{"Steps": 20, "Seconds between steps": 0.1})
+    row = start(page, "count", **{"Steps": 15, "Seconds between steps": 0.1})
     expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", re.compile(r"^[1-9]\d?$"))
     task_id = row.locator(".task-id").inner_text()
 
@@ -196,7 +196,7 @@ def test_screenshot(page: Page, site: LiveServer) -> None:
     expect(cancelled.locator(".task-state")).to_have_text("running")
     cancelled.get_by_role("button", name=re.compile("^Cancel")).click()
     expect(cancelled.locator(".task-state")).to_have_text("cancelled")
-    running = start(page, "count", **{"Steps": 10, "Seconds between steps": 1})
+    running = start(page, "count", **{"Steps": 10, "Seconds between steps": 0.5})
     expect(running.get_by_role("progressbar")).to_have_attribute("aria-valuenow", re.compile("^[1-9]"))
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "page.png"), full_page=True)
