@@ -69,8 +69,7 @@ async def test_submit_get_list_cancel_and_follow(server: LiveServer) -> None:
 async def test_follow_a_finished_task_yields_its_final_snapshot(server: LiveServer) -> None:
     async with AsyncClient(server.url) as client:
         task = await client.submit("fail", message="nope")
-        while not (await client.get(task.id)).terminal:
-            await anyio.sleep(0.01)
+        [s async for s in client.follow(task.id)]  # until it has finished
         snapshots = [s async for s in client.follow(task.id)]
         assert len(snapshots) == 1
         assert snapshots[0].state is TaskState.FAILED
@@ -92,8 +91,7 @@ async def test_error_answers_raise_the_matching_exception(server: LiveServer) ->
         with pytest.raises(NotFound):
             [s async for s in client.follow("missing")]
         done = await client.submit("fail")
-        while not (await client.get(done.id)).terminal:
-            await anyio.sleep(0.01)
+        [s async for s in client.follow(done.id)]  # until it has finished
         with pytest.raises(TaskFinished):
             await client.cancel(done.id)
 
