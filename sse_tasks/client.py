@@ -85,7 +85,11 @@ def error_from_response(response: httpx.Response) -> SSETasksError:
     except (ValueError, KeyError, TypeError):
         code, message = "", response.text[:200] or response.reason_phrase
     message = f"{message} ({response.request.method} {response.request.url} → {status})"
-    candidates = [c for c in _error_classes() if c.status_code == status and c is not TaskCancelled]
+    candidates = [
+        c
+        for c in _error_classes()
+        if c.status_code == status and c not in (TaskCancelled, APIError, ConnectionFailed)
+    ]
     chosen = next((c for c in candidates if c.code == code), None)
     if chosen is None and len(candidates) == 1:
         chosen = candidates[0]

@@ -291,3 +291,27 @@ async def test_follow_retries_a_refused_stream_then_gives_up(live_server: Any) -
         task = await client.submit("sleep", seconds=0)
         with pytest.raises(ConnectionFailed, match=r"after 1 retries: too many open streams"):
             [s async for s in client.follow(task.id)]
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "expected"),
+    [
+        (400, "bad_request", "BadRequest"),
+        (404, "not_found", "NotFound"),
+        (409, "already_finished", "TaskFinished"),
+        (410, "gone", "TaskGone"),
+        (413, "payload_too_large", "PayloadTooLarge"),
+        (415, "unsupported_media_type", "UnsupportedMediaType"),
+        (422, "invalid_request", "InvalidRequest"),
+        (503, "queue_full", "Unavailable"),
+        (405, "method_not_allowed", "APIError"),
+        (500, "error", "APIError"),
+    ],
+)
+def test_error_codes_map_to_exceptions(status: int, code: str, expected: str) -> None:
+    request = httpx.Request("POST", "http://x/tasks")
+    body = {"error": {"code": code, "message": "why"}}
+    error = error_from_response(httpx.Response(status, json=body, request=request))
+    assert type(error).__name__ == expected
+    assert (error.status_code, error.code) == (status, code)
+    assert error.message == f"why (POST http://x/tasks → {status})"
