@@ -38,12 +38,13 @@ retried write that had in fact succeeded is not applied twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import secrets
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -53,6 +54,7 @@ from anyio.abc import TaskGroup
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript
 
 from .. import _json
 from .._errors import Unavailable
@@ -281,6 +283,12 @@ class RedisBroker(Broker):
         self._closing = False
         self._writes = 0  # publishes in flight: close() lets them finish
         self._writes_done = anyio.Event()
+        self._scripts_loaded = False
+        self._publish_script: AsyncScript
+        self._sync_script: AsyncScript
+        self._history_script: AsyncScript
+        self._renew_script: AsyncScript
+        self._lapsed_script: AsyncScript
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -296,11 +304,6 @@ class RedisBroker(Broker):
         self._tried = anyio.Event()  # the first attempt to connect is over
         self.log.reopen()
         self._redis = self._client(self.max_connections, socket_timeout=5.0)
-        self._publish_script = self._redis.register_script(_PUBLISH)
-        self._sync_script = self._redis.register_script(_SYNC)
-        self._history_script = self._redis.register_script(_HISTORY)
-        self._renew_script = self._redis.register_script(_RENEW)
-        self._lapsed_script = self._redis.register_script(_LAPSED)
         group = anyio.create_task_group()
         await group.__aenter__()
         self._group = group
@@ -340,7 +343,28 @@ class RedisBroker(Broker):
             # fails once. Every write is idempotent (tokens), so a retry is safe.
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
         )
-        return Redis.from_pool(pool)
+        client = Redis.from_pool(pool)
+        if not self._scripts_loaded:  # scripts run on any client; they need one to be made
+            self._publish_script = client.register_script(_PUBLISH)
+            self._sync_script = client.register_script(_SYNC)
+            self._history_script = client.register_script(_HISTORY)
+            self._renew_script = client.register_script(_RENEW)
+            self._lapsed_script = client.register_script(_LAPSED)
+            self._scripts_loaded = True
+        return client
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Redis]:
+        """The running broker's client or, outside the lifespan, a client for this call."""
+        if self._redis is not None:
+            yield self._redis
+            return
+        client = self._client(1, socket_timeout=5.0)
+        try:
+            yield client
+        finally:
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
 
     @property
     def _where(self) -> str:
@@ -379,7 +403,11 @@ class RedisBroker(Broker):
         was away; if something was, the log restarts and every stream resyncs.
         """
         args = [secrets.token_hex(4), self._read_from]
-        reply = await self._call(self._sync_script(self._keys.sync, args, client=client or self._db))
+        if client is None:
+            async with self._connection() as db:
+                reply = await self._call(self._sync_script(self._keys.sync, args, client=db))
+        else:
+            reply = await self._call(self._sync_script(self._keys.sync, args, client=client))
         epoch, head, intact = (_text(part) for part in reply)
         if epoch != self._epoch:
             if self._epoch is not None:
@@ -484,11 +512,9 @@ class RedisBroker(Broker):
             return [] if await self._catch_up(key, generation) else None
         if floor is None or key >= floor:
             return None
-        reply = await self._call(
-            self._history_script(
-                self._keys.sync, [_stream_id(floor), _stream_id(key), self.history + 1], client=self._db
-            )
-        )
+        args: list[str | int] = [_stream_id(floor), _stream_id(key), self.history + 1]
+        async with self._connection() as db:
+            reply = await self._call(self._history_script(self._keys.sync, args, client=db))
         epoch, intact, entries = reply
         if _text(epoch) != self._epoch or intact != 1 or generation != self._generation:
             return None  # another history, or some of what followed ``key`` was trimmed
@@ -566,7 +592,8 @@ class RedisBroker(Broker):
         delay = _MIN_BACKOFF
         while True:
             try:
-                reply = await self._publish_script(publish_keys, args, client=self._db)
+                async with self._connection() as db:
+                    reply = await self._publish_script(publish_keys, args, client=db)
                 self._down_since = None
                 break
             except _UNREACHABLE as exc:
@@ -601,7 +628,8 @@ class RedisBroker(Broker):
         return TaskEvent(event_id, _key(stream_id), event_type, stored)
 
     async def get(self, task_id: str) -> Task | None:
-        fields = await self._call(self._db.hmget(self._keys.task(task_id), ["d", "i", "t"]))
+        async with self._connection() as db:
+            fields = await self._call(db.hmget(self._keys.task(task_id), ["d", "i", "t"]))
         task = _task(fields)
         if task is not None:
             await self._check_epoch([task])
@@ -609,7 +637,7 @@ class RedisBroker(Broker):
 
     async def expired(self, task_id: str) -> bool:
         keys = self._keys
-        async with self._db.pipeline(transaction=False) as pipe:
+        async with self._connection() as db, db.pipeline(transaction=False) as pipe:
             pipe.exists(keys.task(task_id))
             pipe.zscore(keys.expired, task_id)
             pipe.zscore(keys.tasks, task_id)
@@ -626,14 +654,15 @@ class RedisBroker(Broker):
         found: list[Task] = []
         start = 0
         while len(found) < limit:
-            ids = await self._call(self._db.zrevrange(keys.tasks, start, start + page - 1))
-            if not ids:
-                break
-            start += len(ids)
-            async with self._db.pipeline(transaction=False) as pipe:
-                for task_id in ids:
-                    pipe.hmget(keys.task(_text(task_id)), ["s", "m", "d", "i", "t"])
-                rows = await self._call(pipe.execute())
+            async with self._connection() as db:
+                ids = await self._call(db.zrevrange(keys.tasks, start, start + page - 1))
+                if not ids:
+                    break
+                start += len(ids)
+                async with db.pipeline(transaction=False) as pipe:
+                    for task_id in ids:
+                        pipe.hmget(keys.task(_text(task_id)), ["s", "m", "d", "i", "t"])
+                    rows = await self._call(pipe.execute())
             for row in rows:
                 if row[2] is None:
                     continue  # expired, not yet swept from the index
