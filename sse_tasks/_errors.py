@@ -85,7 +85,8 @@ class TaskFinished(SSETasksError):
 class Unavailable(SSETasksError):
     """503 with ``Retry-After``; ``code`` says why.
 
-    Codes: ``queue_full``, ``too_many_streams``, ``shutting_down``, ``not_running``.
+    Codes: ``queue_full``, ``too_many_streams``, ``shutting_down``, ``not_running``,
+    ``broker_unavailable`` (Redis unreachable).
     """
 
     status_code = 503
