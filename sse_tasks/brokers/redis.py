@@ -300,6 +300,7 @@ class RedisBroker(Broker):
         """
         self._observer = observer
         self._closing = False
+        self._epoch = None  # the reader's first sync adopts Redis's history from its head
         self._ready = anyio.Event()  # connected once
         self._tried = anyio.Event()  # the first attempt to connect is over
         self.log.reopen()
