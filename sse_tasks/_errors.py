@@ -2,6 +2,10 @@
 
 SSETasksError
  ├── BadRequest               400 malformed request (JSON, query, Last-Event-ID header)
+ ├── Unauthorized             401 the authorization hook wants credentials
+ ├── Forbidden                403 the authorization hook refused (a task the caller may
+ │                                not read answers 404 NotFound instead)
+ ├── RequestTimeout           408 the request body did not arrive in time
  ├── PayloadTooLarge          413 body over the hub's ``max_body_size``
  ├── UnsupportedMediaType     415 body is not ``application/json``
  ├── InvalidRequest           422 body or params of the wrong shape
@@ -38,6 +42,28 @@ class BadRequest(SSETasksError):
     code = "bad_request"
 
 
+class Unauthorized(SSETasksError):
+    """401: raise it from an authorization hook; ``WWW-Authenticate`` defaults to ``Bearer``."""
+
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(
+        self, message: str = "authentication required", *, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message, headers=headers or {"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(SSETasksError):
+    status_code = 403
+    code = "forbidden"
+
+
+class RequestTimeout(SSETasksError):
+    status_code = 408
+    code = "request_timeout"
+
+
 class PayloadTooLarge(SSETasksError):
     status_code = 413
     code = "payload_too_large"
@@ -71,7 +97,8 @@ class TaskFinished(SSETasksError):
 class Unavailable(SSETasksError):
     """503 with ``Retry-After``; ``code`` says why.
 
-    Codes: ``queue_full``, ``too_many_streams``, ``shutting_down``, ``not_running``.
+    Codes: ``queue_full``, ``too_many_streams``, ``too_many_streams_per_client``,
+    ``shutting_down``, ``not_running``.
     """
 
     status_code = 503
