@@ -67,7 +67,7 @@ def test_tokens_verify_only_their_own_task_until_they_expire() -> None:
     tokens = TaskTokens(SECRET, ttl=60, clock=clock)
     token = tokens.issue("abc")
     assert tokens.verify(token) == "abc"
-    task_id, expires, signature = token.split(".")
+    _, expires, signature = token.split(".")
     assert tokens.verify(f"abd.{expires}.{signature}") is None  # another task
     assert tokens.verify(f"abc.{int(expires) + 1000}.{signature}") is None  # extended
     assert tokens.verify(f"abc.{expires}.{signature[:-1]}x") is None  # tampered
