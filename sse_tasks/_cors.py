@@ -26,9 +26,10 @@ def _check_origin(origin: str) -> str:
     if (
         parts.scheme not in ("http", "https")
         or not parts.netloc
+        or "*" in parts.netloc
         or origin != f"{parts.scheme}://{parts.netloc}"
     ):
-        raise ValueError(f"CORS origin {origin!r} must be exactly scheme://host[:port]")
+        raise ValueError(f"CORS origin {origin!r} must be exactly scheme://host[:port] (no wildcards)")
     return origin
 
 
