@@ -54,7 +54,8 @@ def serve_in_thread(app: Any, hub: TaskHub | None = None, **config: Any) -> Iter
         pending = asyncio.all_tasks(loop)
         for task in pending:
             task.cancel()
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        if pending:  # gather() of nothing needs a current loop, which this thread lacks
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.close()
 
     live.thread = threading.Thread(target=run, daemon=True)
