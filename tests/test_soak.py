@@ -83,6 +83,7 @@ class Soak:
     resumes: int = 0
     cancels: int = 0
     refused: int = 0
+    errors: int = 0  # transport errors (a loaded 2-core machine): retried like a real client
     stop: anyio.Event = field(default_factory=anyio.Event)  # no new work
     done: anyio.Event = field(default_factory=anyio.Event)  # every task has its final state
 
@@ -107,16 +108,19 @@ async def submitter(http: httpx.AsyncClient, soak: Soak) -> None:
         {"name": "fail", "params": {"message": "soak"}},
     ]
     while not soak.stop.is_set():
-        response = await http.post("/tasks", json=random.choice(choices))
-        if response.status_code == 202:
-            task_id = response.json()["id"]
-            soak.submitted.append(task_id)
-            if random.random() < 0.2:
-                await anyio.sleep(random.uniform(0, 0.5))
-                if (await http.delete(f"/tasks/{task_id}")).status_code == 202:
-                    soak.cancels += 1
-        else:
-            soak.refused += 1
+        try:
+            response = await http.post("/tasks", json=random.choice(choices))
+            if response.status_code == 202:
+                task_id = response.json()["id"]
+                soak.submitted.append(task_id)
+                if random.random() < 0.2:
+                    await anyio.sleep(random.uniform(0, 0.5))
+                    if (await http.delete(f"/tasks/{task_id}")).status_code == 202:
+                        soak.cancels += 1
+            else:
+                soak.refused += 1
+        except httpx.TransportError:
+            soak.errors += 1
         await anyio.sleep(random.uniform(0.05, 0.15))
 
 
@@ -127,23 +131,27 @@ async def follow(http: httpx.AsyncClient, url: str, soak: Soak, until_terminal: 
     while True:
         headers = {"last-event-id": last_id} if last_id else {}
         soak.connects += 1
-        async with http.stream("GET", url, headers=headers) as response:
-            if response.status_code == 204:
-                return seen
-            if response.status_code != 200:
-                soak.refused += 1
-                await anyio.sleep(0.5)
-                continue
-            async for event in sse_events(response):
-                if event.id:
-                    last_id = event.id
-                found = state_of(event)
-                if found:
-                    seen[found[0]] = found[1]
-                    if found[0] == until_terminal:
-                        return seen
-                if until_terminal is None and soak.watched_all(seen):
+        try:
+            async with http.stream("GET", url, headers=headers) as response:
+                if response.status_code == 204:
                     return seen
+                if response.status_code != 200:
+                    soak.refused += 1
+                    await anyio.sleep(0.5)
+                    continue
+                async for event in sse_events(response):
+                    if event.id:
+                        last_id = event.id
+                    found = state_of(event)
+                    if found:
+                        seen[found[0]] = found[1]
+                        if found[0] == until_terminal:
+                            return seen
+                    if until_terminal is None and soak.watched_all(seen):
+                        return seen
+        except httpx.TransportError:
+            soak.errors += 1
+            await anyio.sleep(0.5)
         if until_terminal is None and soak.done.is_set() and soak.watched_all(seen):
             return seen
         soak.resumes += 1
@@ -172,15 +180,18 @@ async def dropper(http: httpx.AsyncClient, soak: Soak) -> None:
         )
         headers = {"last-event-id": last_id} if last_id and url == "/events" else {}
         soak.connects += 1
-        async with http.stream("GET", url, headers=headers) as response:
-            if response.status_code == 200:
-                wanted = random.randint(0, 4)
-                with anyio.move_on_after(1):
-                    async for event in sse_events(response):
-                        last_id = event.id or last_id
-                        wanted -= 1
-                        if wanted < 0:
-                            break
+        try:
+            async with http.stream("GET", url, headers=headers) as response:
+                if response.status_code == 200:
+                    wanted = random.randint(0, 4)
+                    with anyio.move_on_after(1):
+                        async for event in sse_events(response):
+                            last_id = event.id or last_id
+                            wanted -= 1
+                            if wanted < 0:
+                                break
+        except httpx.TransportError:
+            soak.errors += 1
         soak.drops += 1  # leaving the block closes the connection mid-stream
         await anyio.sleep(random.uniform(0.5, 1.5))
 
@@ -257,7 +268,7 @@ async def test_soak(soak_server: Server) -> None:
     summary = (
         f"soak {elapsed:.0f}s: {len(soak.submitted)} tasks ({soak.cancels} cancelled by clients), "
         f"{soak.connects} stream connects, {soak.drops} dropped mid-stream, {soak.resumes} resumes, "
-        f"{soak.refused} refused, {len(soak.followed)} follows to the end; "
+        f"{soak.refused} refused, {soak.errors} transport errors, {len(soak.followed)} follows to the end; "
         f"events delivered {numbers['sse_tasks_events_delivered_total']:.0f}, "
         f"resets {numbers['sse_tasks_resets_sent_total']:.0f}; "
         f"server RSS {rss_before:.1f} MB after warm-up -> {rss_after:.1f} MB after; open streams 0"
