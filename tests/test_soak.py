@@ -276,6 +276,7 @@ async def test_soak(soak_server: Server) -> None:
     print(summary)  # the numbers to quote (run with -s)
     assert len(soak.submitted) > 5 * SECONDS and len(soak.followed) > 5 * SECONDS, summary
     assert soak.drops > 20 * SECONDS, summary
+    assert soak.errors <= max(10, soak.connects // 20), summary
     assert set(final.values()) <= {"succeeded", "failed", "cancelled"}
     for task_id, seen in soak.followed:
         assert seen == final[task_id], (task_id, seen, final[task_id])
