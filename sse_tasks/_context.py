@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 
 from ._errors import TaskCancelled
 
@@ -30,6 +31,8 @@ class TaskContext:
         self._cancelled = False
         self._dirty = anyio.Event()
         self._loop_thread = threading.get_ident()
+        # Lets threads the task function starts itself report progress too.
+        self._token = anyio.lowlevel.current_token()
 
     @property
     def cancelled(self) -> bool:
@@ -63,7 +66,7 @@ class TaskContext:
         if threading.get_ident() == self._loop_thread:
             dirty.set()
         else:
-            anyio.from_thread.run_sync(dirty.set)
+            anyio.from_thread.run_sync(dirty.set, token=self._token)
 
     # -- used by the hub ---------------------------------------------------------
 

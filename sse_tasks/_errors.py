@@ -38,6 +38,8 @@ class SSETasksError(Exception):
 
 
 class BadRequest(SSETasksError):
+    """Malformed request: invalid JSON, header or query value (400)."""
+
     status_code = 400
     code = "bad_request"
 
@@ -65,31 +67,43 @@ class RequestTimeout(SSETasksError):
 
 
 class PayloadTooLarge(SSETasksError):
+    """The body exceeds the hub's ``max_body_size`` (413)."""
+
     status_code = 413
     code = "payload_too_large"
 
 
 class UnsupportedMediaType(SSETasksError):
+    """The body is not ``application/json`` (415)."""
+
     status_code = 415
     code = "unsupported_media_type"
 
 
 class InvalidRequest(SSETasksError):
+    """A body or params of the wrong shape, or params the task does not accept (422)."""
+
     status_code = 422
     code = "invalid_request"
 
 
 class NotFound(SSETasksError):
+    """No task with that id, or no task function with that name (404)."""
+
     status_code = 404
     code = "not_found"
 
 
 class TaskGone(SSETasksError):
+    """The task finished and has expired (410)."""
+
     status_code = 410
     code = "gone"
 
 
 class TaskFinished(SSETasksError):
+    """The task already reached a terminal state and cannot be cancelled (409)."""
+
     status_code = 409
     code = "already_finished"
 

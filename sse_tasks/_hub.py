@@ -73,7 +73,7 @@ class TrackedTask(BackgroundTask):
     """
 
     def __init__(self, hub: TaskHub, job: _Job) -> None:
-        super().__init__(hub._start_job, job)
+        super().__init__(hub._start_job_async, job)
         self.task = job.task
 
     @property
@@ -311,6 +311,10 @@ class TaskHub:
             return  # cancelled by shutdown already
         self._send.send_nowait(job)
 
+    async def _start_job_async(self, job: _Job) -> None:
+        # Async so Starlette calls it on the loop, not in a worker thread.
+        self._start_job(job)
+
     def _forget(self, job: _Job) -> None:
         if self._jobs.pop(job.task.id, None) is not None:
             self._job_done()
@@ -496,6 +500,7 @@ class TaskHub:
             self._closing = False
             self._closed = anyio.Event()
             self._server_exiting = anyio.Event()
+            self.broker.log.reopen()
             await self.broker.start(self._observe)
             self._exit_stack.push_async_callback(self.broker.close)
             self._send, self._receive = anyio.create_memory_object_stream[_Job](math.inf)

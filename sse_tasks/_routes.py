@@ -224,9 +224,9 @@ def build_routes(hub: TaskHub) -> list[BaseRoute]:
         plan.selection = Selection(task_ids=frozenset({task.id}))
         plan.single = task
         resume = Resume(hub, _last_event_id(request))
-        if resume.valid and task.terminal and task.event_id is not None:
-            if resume.key >= hub.broker.parse_event_id(task.event_id):
-                return Response(status_code=204)
+        terminal_key = hub.broker.parse_event_id(task.event_id or "") if task.terminal else None
+        if resume.valid and terminal_key is not None and resume.key >= terminal_key:
+            return Response(status_code=204)  # tells EventSource to stop reconnecting
         return stream_response(request, task_stream(plan, resume))
 
     async def events(request: Request) -> Response:

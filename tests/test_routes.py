@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import httpx
 import pytest
 
@@ -207,3 +208,22 @@ async def test_hub_not_running_is_503(hub: TaskHub) -> None:
     transport = httpx.ASGITransport(app=build_app(hub))
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         assert_error(await client.post("/tasks", json={"name": "fail"}), 503, "not_running")
+
+
+async def test_expired_task_is_410(make_hub: object) -> None:
+    from sse_tasks._routes import build_app
+
+    hub: TaskHub = make_hub(retention=0)  # type: ignore[operator]
+    async with hub:
+        transport = httpx.ASGITransport(app=build_app(hub))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            task = (await client.post("/tasks", json={"name": "fail"})).json()
+            log = hub.broker.log
+            with anyio.fail_after(10):
+                while not (log.last and log.last.type == "task.failed"):
+                    await log.wait(log.head)
+            gone = await client.get(f"/tasks/{task['id']}")
+            assert gone is not None
+            assert_error(gone, 410, "gone")
+            assert_error(await client.get(f"/tasks/{task['id']}/events"), 410, "gone")
+            assert_error(await client.delete(f"/tasks/{task['id']}"), 410, "gone")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -179,3 +180,166 @@ async def test_global_stream_is_live_and_narrowed_by_task_and_name(
     assert results["name"][-1].event == "task.failed"
     assert {e.json()["name"] for e in results["name"]} == {"fail"}
     assert results["all"][0].json()["id"] == b["id"]  # live events only, from connect on
+
+
+async def test_global_stream_from_list_cursor_misses_nothing(hub: TaskHub, http: httpx.AsyncClient) -> None:
+    before = await submit(http, "sleep", seconds=30)
+    listing = (await http.get("/tasks")).json()
+    # Things happen between the first paint and the subscription...
+    await http.delete(f"/tasks/{before['id']}")
+    failed = await submit(http, "fail")
+    _, events = await collect(
+        http,
+        f"/events?last_event_id={listing['cursor']}",
+        until=lambda e: e.event == "task.failed",
+    )
+    seen = [(e.json()["id"], e.event) for e in task_events(events)]
+    assert (before["id"], "task.cancelled") in seen
+    assert (failed["id"], "task.queued") in seen
+    assert seen[-1] == (failed["id"], "task.failed")
+    assert "reset" not in [e.event for e in events]
+
+
+async def test_global_stream_resume_exact_in_order_no_duplicates(
+    hub: TaskHub, http: httpx.AsyncClient
+) -> None:
+    cursor = (await http.get("/tasks")).json()["cursor"]
+    ids = [(await submit(http, "fail", message=str(i)))["id"] for i in range(6)]
+    everything = [
+        e
+        for e in task_events(
+            (
+                await collect(
+                    http,
+                    f"/events?last_event_id={cursor}",
+                    until=lambda e: e.event == "task.failed" and e.json()["id"] == ids[-1],
+                )
+            )[1]
+        )
+    ]
+    # Disconnect after a few events, resume from the last one seen.
+    cut = everything[4].id
+    _, rest = await collect(
+        http,
+        "/events",
+        headers={"last-event-id": cut},
+        until=lambda e: e.event == "task.failed" and e.json()["id"] == ids[-1],
+    )
+    assert [e.id for e in task_events(rest)] == [e.id for e in everything[5:]]
+
+
+async def test_resume_older_than_history_resets_with_snapshots(
+    make_hub: Any, live_server: Callable[..., LiveServer]
+) -> None:
+    hub = make_hub(history=8)
+    server = live_server(hub)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        old = (await http.get("/tasks")).json()["cursor"]
+        tasks = [await submit(http, "fail", message=str(i)) for i in range(6)]
+        last = tasks[-1]["id"]
+        await collect(http, f"/tasks/{last}/events")  # wait until the last one failed
+        _, events = await collect(http, f"/events?last_event_id={old}", until=lambda e: False, limit=8)
+        kinds = [e.event for e in events if e.event]
+        assert kinds[0] == "reset"
+        snapshots = task_events(events)
+        assert {e.json()["id"] for e in snapshots} == {t["id"] for t in tasks}
+        assert all(e.json()["state"] == "failed" for e in snapshots)
+        # Resyncing a per-task stream works the same way.
+        _, single = await collect(http, f"/tasks/{tasks[0]['id']}/events?last_event_id={old}")
+        assert [e.event for e in single if e.event] == ["reset", "task.failed"]
+
+
+async def test_heartbeat_comments_keep_the_stream_alive(
+    make_hub: Any, live_server: Callable[..., LiveServer]
+) -> None:
+    server = live_server(make_hub(heartbeat=0.2))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        _, events = await collect(http, "/events", until=lambda e: "ping" in e.comments)
+    assert events[-1].comments == ["ping"]
+    assert events[-1].event is None and events[-1].data == ""
+
+
+async def test_dropped_clients_are_released(hub: TaskHub, server: LiveServer) -> None:
+    async def open_and_drop(i: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
+        path = "/events" if i % 2 else "/events?name=count"
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        await writer.drain()
+        assert b"200 OK" in await reader.readuntil(b"\r\n")
+        await reader.readuntil(b"retry: 2000\n\n")
+        return_writers.append(writer)
+
+    return_writers: list[asyncio.StreamWriter] = []
+    async with anyio.create_task_group() as group:
+        for i in range(300):
+            group.start_soon(open_and_drop, i)
+    assert hub.open_streams == 300
+    for writer in return_writers:
+        writer.close()
+    await wait_for(lambda: hub.open_streams == 0)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        task = await submit(http, "sleep", seconds=0)
+        _, events = await collect(http, f"/tasks/{task['id']}/events")
+        assert task_events(events)[-1].event == "task.succeeded"
+
+
+async def test_too_many_streams_is_503(make_hub: Any, live_server: Callable[..., LiveServer]) -> None:
+    hub = make_hub(max_streams=2)
+    server = live_server(hub)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        async with http.stream("GET", "/events"), http.stream("GET", "/events"):
+            rejected = await http.get("/events")
+            assert rejected.status_code == 503
+            assert rejected.json()["error"]["code"] == "too_many_streams"
+            assert rejected.headers["retry-after"]
+        await wait_for(lambda: hub.open_streams == 0)
+        async with http.stream("GET", "/events") as again:
+            assert again.status_code == 200
+
+
+async def test_each_event_is_encoded_once_for_all_subscribers(
+    hub: TaskHub, server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sse_tasks import _models
+
+    calls: list[str] = []
+    real = _models.encode_frame
+
+    def counting(event_id: str | None, event_type: str, data: Any) -> bytes:
+        calls.append(event_type)
+        return real(event_id, event_type, data)
+
+    monkeypatch.setattr(_models, "encode_frame", counting)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        results: list[list[Any]] = []
+
+        async def follow() -> None:
+            _, events = await collect(http, "/events", until=lambda e: e.event == "task.failed")
+            results.append(task_events(events))
+
+        async with anyio.create_task_group() as group:
+            for _ in range(20):
+                group.start_soon(follow)
+            await wait_for(lambda: hub.open_streams == 20)
+            await submit(http, "fail")
+    assert len(results) == 20
+    assert all([e.event for e in r] == ["task.queued", "task.running", "task.failed"] for r in results)
+    assert sorted(calls) == ["task.failed", "task.queued", "task.running"]
+
+
+async def test_streams_are_never_compressed(make_hub: Any, live_server: Callable[..., LiveServer]) -> None:
+    from starlette.middleware.gzip import GZipMiddleware
+
+    from sse_tasks._routes import build_app
+
+    hub = make_hub()
+    server = live_server(hub, GZipMiddleware(build_app(hub), minimum_size=1))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        task = await submit(http, "fail", message="x" * 2000)
+        headers = {"accept-encoding": "gzip"}
+        async with http.stream("GET", f"/tasks/{task['id']}/events", headers=headers) as response:
+            body = await response.aread()
+        listing = await http.get("/tasks", headers=headers)
+    assert "content-encoding" not in response.headers
+    assert b"event: task.failed" in body
+    assert listing.headers.get("content-encoding") == "gzip"  # the middleware does work

@@ -1,0 +1,49 @@
+"""The classic FastAPI ``BackgroundTasks`` example, made observable.
+
+Before::
+
+    @app.get("/")
+    async def hello(background_tasks: BackgroundTasks):
+        print("Hi")
+        background_tasks.add_task(print_msg, "Ithome")
+        return {"msg": "Hello World"}
+
+The response still arrives at once and the greeting still prints 5 s later, but now
+the response carries the task, and ``curl -N localhost:8000/jobs/tasks/<id>/events``
+(or a browser ``EventSource``) is told when it starts, how far along it is and when it
+is done.
+
+Run:  uvicorn examples.background_tasks:app
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from fastapi import BackgroundTasks, FastAPI
+
+from sse_tasks import TaskContext, TaskHub
+
+hub = TaskHub()
+app = FastAPI(lifespan=hub.lifespan)
+app.mount("/jobs", hub.app)
+
+GREETING_SECONDS = 5.0
+
+
+async def print_msg(ctx: TaskContext, name: str) -> str:
+    steps = 10
+    for i in range(steps):
+        await anyio.sleep(GREETING_SECONDS / steps)
+        ctx.progress((i + 1) / steps, f"greeting in {GREETING_SECONDS * (steps - i - 1) / steps:.1f} s")
+    print(f"Hello {name}~")
+    return f"Hello {name}~"
+
+
+@app.get("/")
+async def hello(background_tasks: BackgroundTasks) -> dict[str, Any]:
+    print("Hi")
+    tracked = await hub.background(print_msg, "Ithome")
+    background_tasks.add_task(tracked)  # runs after the response is sent, like add_task
+    return {"msg": "Hello World", "task": tracked.task.to_dict("/jobs")}

@@ -1,0 +1,383 @@
+"""TaskHub: registration, running (async and threads), cancellation, timeouts, shutdown."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from sse_tasks import (
+    InvalidRequest,
+    NotFound,
+    Task,
+    TaskContext,
+    TaskFinished,
+    TaskGone,
+    TaskHub,
+    TaskState,
+    Unavailable,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def finished(hub: TaskHub, task_id: str, timeout: float = 10) -> Task:
+    """Follow the hub's own event log until the task is terminal."""
+    log = hub.broker.log
+    position = log.head
+    task = await hub.get(task_id)
+    with anyio.fail_after(timeout):
+        while not task.terminal:
+            await log.wait(position)
+            for event in log.read(position):
+                if event.task.id == task_id:
+                    task = event.task
+            position = log.head
+    return task
+
+
+def test_register_rejects_bad_functions(hub: TaskHub) -> None:
+    with pytest.raises(TypeError, match="TaskContext"):
+        hub.register(lambda: None)
+    with pytest.raises(TypeError, match=r"\*args"):
+        hub.register(lambda ctx, *args: None, name="star")
+    with pytest.raises(ValueError, match="already registered"):
+        hub.register(lambda ctx: None, name="sleep")
+    with pytest.raises(ValueError, match="timeout"):
+        hub.register(lambda ctx: None, name="t", timeout=0)
+
+
+async def test_params_are_checked_against_signature_before_queueing(running_hub: TaskHub) -> None:
+    @running_hub.task(name="typed")
+    def typed(ctx: TaskContext, a: int, b: list[str] | None = None, *, c: bool = False) -> None:
+        pass
+
+    for bad in ({}, {"a": "1"}, {"a": 1, "b": [1]}, {"a": 1, "c": 1}, {"a": 1, "z": 0}, [1]):
+        with pytest.raises(InvalidRequest):
+            await running_hub.submit_json("typed", bad)
+    assert await running_hub.list_tasks() == []
+    with pytest.raises(NotFound):
+        await running_hub.submit("missing")
+    task = await running_hub.submit("typed", a=1, b=["x"], c=True)
+    assert (await finished(running_hub, task.id)).state is TaskState.SUCCEEDED
+
+
+async def test_sync_task_runs_in_a_thread_and_reports_progress(make_hub: Any) -> None:
+    hub: TaskHub = make_hub(progress_interval=0)
+    seen_threads: list[int] = []
+
+    @hub.task
+    def crunch(ctx: TaskContext, steps: int) -> int:
+        seen_threads.append(threading.get_ident())
+        for i in range(steps):
+            ctx.progress((i + 1) / steps, f"{i + 1}/{steps}")
+        return steps
+
+    async with hub:
+        position = hub.broker.log.head
+        task = await hub.submit(crunch, steps=50)
+        done = await finished(hub, task.id)
+        progress = [e.task.progress for e in hub.broker.log.read(position) if e.type == "task.progress"]
+    assert seen_threads and seen_threads[0] != threading.get_ident()
+    assert done.state is TaskState.SUCCEEDED and done.result == 50
+    assert progress and progress == sorted(progress)
+    assert done.message == "50/50"
+
+
+async def test_cancel_async_task_in_place(running_hub: TaskHub) -> None:
+    started = anyio.Event()
+    cleaned = anyio.Event()
+
+    @running_hub.task
+    async def waits(ctx: TaskContext) -> None:
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cleaned.set()
+
+    task = await running_hub.submit(waits)
+    await started.wait()
+    cancelled = await running_hub.cancel(task.id)
+    assert cancelled.state is TaskState.CANCELLED
+    with anyio.fail_after(5):
+        await cleaned.wait()
+    assert (await running_hub.get(task.id)).state is TaskState.CANCELLED
+    with pytest.raises(TaskFinished):
+        await running_hub.cancel(task.id)
+
+
+async def test_cancel_sync_task_raises_at_next_progress(running_hub: TaskHub) -> None:
+    started = threading.Event()
+    release = threading.Event()
+    outcome: list[str] = []
+
+    @running_hub.task
+    def loops(ctx: TaskContext) -> None:
+        started.set()
+        release.wait(10)
+        try:
+            ctx.progress(0.5)
+        except Exception as exc:
+            outcome.append(type(exc).__name__)
+            raise
+
+    task = await running_hub.submit(loops)
+    await anyio.to_thread.run_sync(started.wait, 10)
+    assert (await running_hub.cancel(task.id)).state is TaskState.CANCELLED
+    release.set()
+    with anyio.fail_after(10):
+        while not outcome:
+            await anyio.sleep(0.01)
+    assert outcome == ["TaskCancelled"]
+    assert (await running_hub.get(task.id)).state is TaskState.CANCELLED
+
+
+async def test_cancel_queued_task_never_runs(make_hub: Any) -> None:
+    hub: TaskHub = make_hub(concurrency=1)
+    ran: list[str] = []
+    gate = anyio.Event()
+
+    @hub.task
+    async def first(ctx: TaskContext) -> None:
+        await gate.wait()
+
+    @hub.task
+    async def second(ctx: TaskContext) -> None:
+        ran.append("second")
+
+    async with hub:
+        blocker = await hub.submit(first)
+        queued = await hub.submit(second)
+        assert (await hub.cancel(queued.id)).state is TaskState.CANCELLED
+        gate.set()
+        await finished(hub, blocker.id)
+        follow_up = await hub.submit(second)
+        await finished(hub, follow_up.id)
+    assert ran == ["second"]  # only the follow-up ran
+    assert (await hub.broker.get(queued.id)) is not None
+
+
+async def test_failures_timeouts_and_bad_results(make_hub: Any) -> None:
+    hub: TaskHub = make_hub()
+
+    @hub.task(timeout=0.2)
+    async def slow(ctx: TaskContext) -> None:
+        await anyio.sleep(30)
+
+    @hub.task(timeout=0.2)
+    def slow_sync(ctx: TaskContext) -> None:
+        for _ in range(3000):
+            ctx.check()
+            threading.Event().wait(0.01)
+
+    @hub.task
+    async def odd(ctx: TaskContext) -> object:
+        return object()
+
+    @hub.task
+    async def boom(ctx: TaskContext) -> None:
+        raise KeyError("missing")
+
+    async with hub:
+        results = {}
+        for fn in (slow, slow_sync, odd, boom):
+            task = await hub.submit(fn)
+            results[fn.__name__] = await finished(hub, task.id)
+        survivor = await hub.submit("sleep", seconds=0)
+        assert (await finished(hub, survivor.id)).state is TaskState.SUCCEEDED
+    assert results["slow"].error == {"type": "TimeoutError", "message": "task exceeded its 0.2 s timeout"}
+    assert results["slow_sync"].error is not None
+    assert results["slow_sync"].error["type"] == "TimeoutError"
+    assert results["odd"].state is TaskState.FAILED
+    assert results["odd"].error is not None and results["odd"].error["type"] == "TypeError"
+    assert results["boom"].error == {"type": "KeyError", "message": "'missing'"}
+    assert all(r.state is TaskState.FAILED for r in results.values())
+
+
+async def test_progress_rejects_out_of_range(running_hub: TaskHub) -> None:
+    @running_hub.task
+    async def bad(ctx: TaskContext) -> None:
+        ctx.progress(1.5)
+
+    task = await running_hub.submit(bad)
+    done = await finished(running_hub, task.id)
+    assert done.error is not None and done.error["type"] == "ValueError"
+
+
+async def test_background_form_runs_only_when_called(running_hub: TaskHub) -> None:
+    ran = anyio.Event()
+    got: list[str] = []
+
+    async def print_msg(ctx: TaskContext, name: str) -> str:
+        got.append(f"Hello {name}~")
+        ran.set()
+        return name
+
+    tracked = await running_hub.background(print_msg, "Ithome")
+    assert tracked.is_async  # Starlette must call it on the loop, not in a thread
+    assert tracked.task.state is TaskState.QUEUED
+    assert (await running_hub.get(tracked.id)).state is TaskState.QUEUED
+    assert not ran.is_set()
+    await tracked()  # what Starlette does after sending the response
+    done = await finished(running_hub, tracked.id)
+    assert got == ["Hello Ithome~"]
+    assert done.name == "print_msg" and done.result == "Ithome"
+
+
+async def test_shutdown_cancels_running_and_queued_then_refuses(make_hub: Any) -> None:
+    hub: TaskHub = make_hub(concurrency=1, shutdown_grace=0.1)
+    started = anyio.Event()
+
+    @hub.task
+    async def forever(ctx: TaskContext) -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    async with hub:
+        running = await hub.submit(forever)
+        queued = await hub.submit(forever)
+        await started.wait()
+        with anyio.fail_after(10):
+            await hub.shutdown()
+        for task_id in (running.id, queued.id):
+            task = await hub.get(task_id)
+            assert task.state is TaskState.CANCELLED
+            assert task.message == "server shutting down"
+        with pytest.raises(Unavailable) as refused:
+            await hub.submit(forever)
+        assert refused.value.code == "shutting_down"
+        assert hub.broker.log.closed
+
+
+async def test_shutdown_lets_tasks_finish_within_grace(make_hub: Any) -> None:
+    hub: TaskHub = make_hub(shutdown_grace=10)
+    started = anyio.Event()
+
+    @hub.task
+    async def short(ctx: TaskContext) -> None:
+        started.set()
+        await anyio.sleep(0.2)
+
+    async with hub:
+        task = await hub.submit(short)
+        await started.wait()
+        await hub.shutdown()
+        assert (await hub.get(task.id)).state is TaskState.SUCCEEDED
+
+
+async def test_finished_tasks_expire_then_gone(make_hub: Any) -> None:
+    hub: TaskHub = make_hub(max_tasks=2)
+    async with hub:
+        ids = []
+        for _ in range(3):
+            task = await hub.submit("fail")
+            await finished(hub, task.id)
+            ids.append(task.id)
+        with pytest.raises(TaskGone):
+            await hub.get(ids[0])
+        assert (await hub.get(ids[2])).state is TaskState.FAILED
+        with pytest.raises(NotFound):
+            await hub.get("never-existed")
+
+
+async def test_concurrency_limit(make_hub: Any) -> None:
+    hub: TaskHub = make_hub(concurrency=2)
+    running = 0
+    peak = 0
+    gate = anyio.Event()
+    two_running = anyio.Event()
+
+    @hub.task
+    async def hold(ctx: TaskContext) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        if running == 2:
+            two_running.set()
+        await gate.wait()
+        running -= 1
+
+    async with hub:
+        tasks = [await hub.submit(hold) for _ in range(5)]
+        await two_running.wait()
+        states = [(await hub.get(t.id)).state for t in tasks]
+        assert states.count(TaskState.RUNNING) == 2
+        assert states.count(TaskState.QUEUED) == 3
+        gate.set()
+        for task in tasks:
+            assert (await finished(hub, task.id)).state is TaskState.SUCCEEDED
+    assert peak == 2
+
+
+async def test_progress_is_rate_limited_but_latest_value_published(make_hub: Any) -> None:
+    hub: TaskHub = make_hub(progress_interval=0.3)
+    reported = anyio.Event()
+    release = anyio.Event()
+
+    @hub.task
+    async def chatty(ctx: TaskContext) -> None:
+        for i in range(1, 1001):
+            ctx.progress(i / 1000, f"{i}")
+            if i % 100 == 0:
+                await anyio.lowlevel.checkpoint()
+        reported.set()
+        await release.wait()
+
+    async with hub:
+        position = hub.broker.log.head
+        task = await hub.submit(chatty)
+        await reported.wait()
+        # Within one interval the latest value must come out, without the task doing more.
+        log = hub.broker.log
+        with anyio.fail_after(5):
+            while True:
+                events = [e for e in log.read(position) if e.type == "task.progress"]
+                if events and events[-1].task.message == "1000":
+                    break
+                await log.wait(log.head)
+        release.set()
+        done = await finished(hub, task.id)
+    assert len(events) < 20  # 1000 calls, a handful of events
+    assert events[-1].task.progress == 1.0
+    assert done.state is TaskState.SUCCEEDED
+
+
+async def test_finished_tasks_expire_after_retention(make_hub: Any) -> None:
+    hub: TaskHub = make_hub(retention=0)
+    async with hub:
+        task = await hub.submit("fail")
+        await finished(hub, task.id)
+        with pytest.raises(TaskGone):
+            await hub.get(task.id)
+
+
+async def test_progress_from_a_thread_the_task_started(make_hub: Any) -> None:
+    hub: TaskHub = make_hub(progress_interval=0)
+
+    @hub.task
+    def spawns(ctx: TaskContext) -> str:
+        helper = threading.Thread(target=ctx.progress, args=(0.5, "from my own thread"))
+        helper.start()
+        helper.join(10)
+        return "ok"
+
+    async with hub:
+        position = hub.broker.log.head
+        task = await hub.submit(spawns)
+        done = await finished(hub, task.id)
+        messages = [e.task.message for e in hub.broker.log.read(position) if e.type == "task.progress"]
+    assert done.state is TaskState.SUCCEEDED
+    assert done.message == "from my own thread"
+    assert messages in ([], ["from my own thread"])
+
+
+async def test_a_hub_can_run_again_after_shutdown(make_hub: Any) -> None:
+    hub: TaskHub = make_hub()
+    for _ in range(2):
+        async with hub:
+            task = await hub.submit("sleep", seconds=0)
+            assert (await finished(hub, task.id)).state is TaskState.SUCCEEDED

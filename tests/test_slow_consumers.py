@@ -1,0 +1,80 @@
+"""A client that stops reading must not slow the task, other subscribers or memory."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import httpx
+import pytest
+from _support import LiveServer, collect, task_events
+
+from sse_tasks import TaskContext, TaskHub
+
+pytestmark = pytest.mark.anyio
+
+STEPS = 10_000
+PADDING = "x" * 1500  # ~17 MB of events: far more than socket buffers hold
+
+
+async def test_stalled_reader_does_not_block_and_still_gets_state_changes(
+    make_hub: Any, live_server: Callable[..., LiveServer]
+) -> None:
+    hub: TaskHub = make_hub(progress_interval=0, history=50_000)
+
+    @hub.task
+    async def spam(ctx: TaskContext) -> str:
+        for i in range(STEPS):
+            ctx.progress((i + 1) / STEPS, PADDING)
+            await anyio.lowlevel.checkpoint()
+        return "done"
+
+    server = live_server(hub)
+    port = int(server.url.rsplit(":", 1)[1])
+
+    # A raw socket with a tiny receive buffer that reads the headers, then nothing.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(b"GET /events HTTP/1.1\r\nHost: t\r\n\r\n")
+    await writer.drain()
+    await reader.readuntil(b"retry: 2000\n\n")
+
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+        task = (await http.post("/tasks", json={"name": "spam"})).json()
+        # Another subscriber sees the whole task through while the stalled one is stuck.
+        _, events = await collect(
+            http, f"/tasks/{task['id']}/events", until=lambda e: e.event == "task.succeeded"
+        )
+    assert task_events(events)[-1].event == "task.succeeded"
+    published = hub.broker.log.head
+
+    # Now the stalled client reads: it gets every state change, in order, with its
+    # backlog of progress coalesced rather than buffered for it.
+    seen: list[str] = []
+    progress = 0
+    last_fraction = -1.0
+    with anyio.fail_after(60):
+        while "task.succeeded" not in seen:
+            line = (await reader.readline()).decode()
+            assert line, "stream closed early"
+            if line.startswith("event: "):
+                kind = line[len("event: ") :].strip()
+                if kind == "task.progress":
+                    progress += 1
+                else:
+                    seen.append(kind)
+            elif line.startswith("data: ") and '"progress":' in line:
+                fraction = float(line.split('"progress":', 1)[1].split(",", 1)[0].replace("null", "-1"))
+                assert fraction >= last_fraction
+                last_fraction = fraction
+    writer.close()
+    assert seen == ["task.queued", "task.running", "task.succeeded"]
+    assert progress < published - 3  # coalesced: fewer progress events than were published
+    assert last_fraction == 1.0
