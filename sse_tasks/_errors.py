@@ -45,7 +45,8 @@ class BadRequest(SSETasksError):
 
 
 class Unauthorized(SSETasksError):
-    """401: raise it from an authorization hook; ``WWW-Authenticate`` defaults to ``Bearer``."""
+    """Credentials are missing or wrong (401); raise it from an authorization hook.
+    ``WWW-Authenticate`` defaults to ``Bearer``."""
 
     status_code = 401
     code = "unauthorized"
@@ -57,11 +58,16 @@ class Unauthorized(SSETasksError):
 
 
 class Forbidden(SSETasksError):
+    """The authorization hook refused the action (403); a task the caller may not
+    read answers :class:`NotFound` instead, so its existence is not revealed."""
+
     status_code = 403
     code = "forbidden"
 
 
 class RequestTimeout(SSETasksError):
+    """The body did not arrive within the hub's ``body_timeout`` (408)."""
+
     status_code = 408
     code = "request_timeout"
 
