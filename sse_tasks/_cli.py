@@ -146,7 +146,7 @@ def main() -> None:
 @click.option("--metrics/--no-metrics", default=None, help="Serve /metrics (needs sse-tasks[metrics]).")
 @click.option("--max-streams", type=click.IntRange(min=0), help="Open streams per process (default 10000).")
 @click.option(
-    "--max-streams-per-client", type=click.IntRange(min=1), help="Open streams per address (default 100)."
+    "--max-streams-per-client", type=click.IntRange(min=1), help="Open streams per address (default: none)."
 )
 @click.option(
     "--max-stream-lifetime", type=click.FloatRange(min=1), help="End streams after SECONDS (clients resume)."

@@ -102,7 +102,8 @@ class TaskHub:
         coalesce_after: a stream this many events behind merges each task's pending
             progress events into the latest.
         max_streams_per_client: open SSE streams per client address (``request.client``;
-            behind a proxy run uvicorn with ``--forwarded-allow-ips``); None: no limit.
+            behind a proxy run uvicorn with ``--forwarded-allow-ips``); None (default):
+            no limit, since a misconfigured proxy makes every client one address.
         max_stream_lifetime: seconds after which the server ends a stream (spread
             by up to 10 %); the client resumes with ``Last-Event-ID``. None: never.
         body_timeout: seconds a ``POST /tasks`` body may take to arrive (408 after).
@@ -133,7 +134,7 @@ class TaskHub:
         send_timeout: float | None = 30.0,
         retry: int = 2000,
         coalesce_after: int = 256,
-        max_streams_per_client: int | None = 100,
+        max_streams_per_client: int | None = None,
         max_stream_lifetime: float | None = None,
         body_timeout: float | None = 10.0,
         authorize: Authorizer | None = None,

@@ -53,7 +53,9 @@ def soak_server(broker_url: str) -> Iterator[Server]:
         "--metrics", "--max-streams-per-client", "100000", "--max-stream-lifetime", "5",
         "--heartbeat", "2", "--log-level", "warning",
     ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Settings other tests' in-process `serve` calls left in os.environ must not leak in.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSE_TASKS_")}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
