@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from ._errors import Forbidden, NotFound, SSETasksError, TaskGone
+from ._errors import Forbidden, NotFound, TaskGone
 from ._models import Task
 
 if TYPE_CHECKING:
@@ -267,7 +267,6 @@ __all__ = [
     "Decision",
     "Gate",
     "RedactTokens",
-    "SSETasksError",
     "TaskFilter",
     "TaskTokens",
     "owner_only",
