@@ -70,10 +70,13 @@ async def bounded(body: AsyncIterator[bytes], deadline: float, stats: HubStats) 
     """``body``'s chunks until it ends or ``deadline`` passes; counts the frames sent."""
     try:
         while True:
-            with anyio.CancelScope(deadline=deadline) as scope:
+            if deadline == math.inf:
                 chunk = await body.__anext__()
-            if scope.cancelled_caught:
-                return
+            else:
+                with anyio.CancelScope(deadline=deadline) as scope:
+                    chunk = await body.__anext__()
+                if scope.cancelled_caught:
+                    return
             stats.count_frames(chunk)
             yield chunk
     except StopAsyncIteration:
