@@ -171,9 +171,14 @@ class Gate:
 
     def __init__(self, hub: TaskHub) -> None:
         self.hub = hub
-        self.authorize: Authorizer | None = hub.authorize
-        if self.authorize is None and hub.tokens is not None:
-            self.authorize = tokens_only
+
+    @property
+    def authorize(self) -> Authorizer | None:
+        """The hub's hook; :func:`tokens_only` when it has tokens but no hook (read live)."""
+        hub = self.hub
+        if hub.authorize is None and hub.tokens is not None:
+            return tokens_only
+        return hub.authorize
 
     @property
     def open(self) -> bool:
@@ -184,7 +189,8 @@ class Gate:
         self, action: Action, request: Request, task: Task | None = None, name: str | None = None
     ) -> Decision:
         """The hook's answer (``True`` when there is no hook)."""
-        if self.authorize is None:
+        authorize = self.authorize
+        if authorize is None:
             return True
         hub = self.hub
         access = Access(
@@ -195,7 +201,7 @@ class Gate:
             task=task,
             name=name,
         )
-        decision = self.authorize(access)
+        decision = authorize(access)
         if inspect.isawaitable(decision):
             decision = await decision
         return decision
