@@ -21,14 +21,19 @@ from ._errors import (
 from ._hub import TaskHub, TrackedTask
 from ._models import Task, TaskEvent, TaskState
 from .brokers import Broker, MemoryBroker, broker_from_url
+from .client import APIError, AsyncClient, Client, ConnectionFailed
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "APIError",
     "Access",
+    "AsyncClient",
     "BadRequest",
     "Broker",
     "CORSMiddleware",
+    "Client",
+    "ConnectionFailed",
     "Forbidden",
     "InvalidRequest",
     "MemoryBroker",

@@ -1,4 +1,4 @@
-"""The ``sse-tasks`` command: ``serve`` (and, with the client, ``watch`` and ``submit``)."""
+"""The ``sse-tasks`` command: ``serve``, ``watch`` and ``submit``."""
 
 from __future__ import annotations
 
@@ -225,3 +225,103 @@ def serve(
         timeout_keep_alive=timeout_keep_alive,
         limit_concurrency=limit_concurrency,
     )
+
+
+def _client_headers(headers: tuple[str, ...]) -> dict[str, str]:
+    parsed: dict[str, str] = {}
+    for header in headers:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"expected 'Name: value', got {header!r}", param_hint="--header")
+        parsed[name.strip()] = value.strip()
+    return parsed
+
+
+_header_option = click.option(
+    "--header",
+    "-H",
+    "headers",
+    multiple=True,
+    metavar="'NAME: VALUE'",
+    help="Send this header with every request (e.g. Authorization). Repeatable.",
+)
+_retries_option = click.option(
+    "--retries",
+    default=5,
+    show_default=True,
+    type=click.IntRange(0, 1000),
+    help="Reconnection attempts in a row before giving up.",
+)
+
+
+@main.command()
+@click.argument("url")
+@_header_option
+@_retries_option
+def watch(url: str, headers: tuple[str, ...], retries: int) -> None:
+    """Follow one task until it ends: a progress bar on a terminal, one line per change otherwise.
+
+    URL is the task's URL (http://host/tasks/ID) or its events URL. Exit code: 0
+    succeeded, 1 failed, 2 cancelled or unreachable.
+    """
+    import sys
+    from urllib.parse import parse_qsl, urlsplit
+
+    from ._watch import watch_task
+    from .client import Client, split_task_url
+
+    try:
+        base, task_id = split_task_url(url)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="URL") from None
+    params = dict(parse_qsl(urlsplit(url).query))  # e.g. an access token: keep it
+    params.pop("last_event_id", None)
+    with Client(base, headers=_client_headers(headers), params=params, retries=retries) as client:
+        sys.exit(watch_task(client, task_id, sys.stdout))
+
+
+@main.command()
+@click.argument("url")
+@click.argument("name")
+@click.argument("params", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option("--watch", "then_watch", is_flag=True, help="Then follow the task like 'sse-tasks watch'.")
+@click.option("--json", "as_json", is_flag=True, help="Print the task's snapshot as JSON, not its URL.")
+@_header_option
+@_retries_option
+def submit(
+    url: str,
+    name: str,
+    params: tuple[str, ...],
+    then_watch: bool,
+    as_json: bool,
+    headers: tuple[str, ...],
+    retries: int,
+) -> None:
+    """Start task NAME on the server at URL (where /tasks is) and print the task's URL.
+
+    Each VALUE is read as JSON when it parses (n=5, flag=true, items='[1, 2]'), else as
+    a string (message=hello). With --watch, follow it; the exit code is then watch's.
+    """
+    import json
+    import sys
+
+    from ._errors import SSETasksError
+    from ._watch import EXIT_UNREACHABLE, parse_params, watch_task
+    from .client import Client
+
+    try:
+        values = parse_params(params)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="KEY=VALUE") from None
+    with Client(url, headers=_client_headers(headers), retries=retries) as client:
+        try:
+            task = client.submit(name, values)
+        except SSETasksError as exc:
+            click.echo(f"sse-tasks: {exc.message}", err=True)
+            sys.exit(EXIT_UNREACHABLE)
+        if as_json:
+            click.echo(json.dumps(task.to_dict(), separators=(",", ":")))
+        else:
+            click.echo(f"{client.base_url}/tasks/{task.id}")
+        if then_watch:
+            sys.exit(watch_task(client, task.id, sys.stdout))

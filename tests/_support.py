@@ -54,7 +54,7 @@ def serve_in_thread(app: Any, hub: TaskHub | None = None, **config: Any) -> Iter
         pending = asyncio.all_tasks(loop)
         for task in pending:
             task.cancel()
-        if pending:  # gather() of nothing needs a current loop, which this thread lacks
+        if pending:  # gather() of nothing needs a current loop, which this thread has not
             loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.close()
 

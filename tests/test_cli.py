@@ -131,5 +131,8 @@ def test_workers_need_a_shared_broker() -> None:
 def test_app_option_must_name_a_hub() -> None:
     from click.testing import CliRunner
 
-    result = CliRunner().invoke(main, ["serve", "--app", "os:path"])
+    # serve exports its options as SSE_TASKS_* for its workers: restore them afterwards,
+    # or every later `sse-tasks serve` subprocess would inherit --app os:path.
+    restore = {f"SSE_TASKS_{key}": None for key in ("APP", "BROKER", "HEARTBEAT", "DEMO")}
+    result = CliRunner().invoke(main, ["serve", "--app", "os:path"], env=restore)
     assert result.exit_code != 0

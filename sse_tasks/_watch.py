@@ -1,0 +1,167 @@
+"""What ``sse-tasks watch`` and ``submit`` print: a live bar on a terminal, lines in a pipe."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from typing import IO, Any, Protocol
+
+from ._errors import SSETasksError
+from ._models import Task, TaskState
+from .client import Client
+
+#: Exit codes of ``sse-tasks watch``: the task's outcome, usable in scripts.
+EXIT_CODES = {TaskState.SUCCEEDED: 0, TaskState.FAILED: 1, TaskState.CANCELLED: 2}
+EXIT_UNREACHABLE = 2
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``key=value`` pairs; a value is JSON when it parses as JSON, else a string.
+
+    Raises ``ValueError`` for a pair without ``=``.
+    """
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected key=value, got {pair!r}")
+        try:
+            params[key] = json.loads(raw)
+        except ValueError:
+            params[key] = raw
+    return params
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    if start is None:
+        return None
+    parse = datetime.fromisoformat
+    finish = parse(end.replace("Z", "+00:00")) if end else None
+    if finish is None:
+        return None
+    return (finish - parse(start.replace("Z", "+00:00"))).total_seconds()
+
+
+def outcome(task: Task) -> str:
+    """One line saying how a finished task ended."""
+    took = _seconds(task.started_at or task.created_at, task.finished_at)
+    timing = f" in {took:.1f}s" if took is not None else ""
+    if task.state is TaskState.SUCCEEDED:
+        return f"{task.name} {task.id} succeeded{timing}: {json.dumps(task.result)}"
+    if task.state is TaskState.FAILED:
+        error = task.error or {}
+        kind, message = error.get("type", "Error"), error.get("message", "")
+        return f"{task.name} {task.id} failed{timing}: {kind}: {message}"
+    return f"{task.name} {task.id} {task.state}{timing}" + (f": {task.message}" if task.message else "")
+
+
+class View(Protocol):
+    def update(self, task: Task) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class LineView:
+    """One line per change, for pipes and logs."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+        self.last: tuple[Any, ...] | None = None
+
+    def update(self, task: Task) -> None:
+        if task.terminal:
+            line = outcome(task)
+        else:
+            percent = f" {task.progress * 100:.0f}%" if task.progress is not None else ""
+            line = f"{task.name} {task.id} {task.state}{percent}"
+            if task.message:
+                line += f" {task.message}"
+        key = (task.state, task.progress, task.message)
+        if key != self.last:
+            self.last = key
+            print(line, file=self.out, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class BarView:
+    """A live ``rich`` progress bar with the task's state and message."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            SpinnerColumn,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.console = Console()
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[state]}"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[message]}"),
+            console=self.console,
+        )
+        self.bar: Any = None
+
+    def update(self, task: Task) -> None:
+        total = None if task.progress is None and task.state is TaskState.RUNNING else 100.0
+        completed = (task.progress or 0.0) * 100
+        if task.state is TaskState.SUCCEEDED:
+            completed = 100.0
+        if self.bar is None:
+            self.progress.start()
+            self.bar = self.progress.add_task(task.name, total=total, state="", message="")
+        self.progress.update(
+            self.bar, total=total, completed=completed, state=str(task.state), message=task.message or ""
+        )
+        if task.terminal:
+            self.close()
+            style = {TaskState.SUCCEEDED: "green", TaskState.FAILED: "red"}.get(task.state, "yellow")
+            self.console.print(outcome(task), style=style, markup=False, highlight=False)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def make_view(out: IO[str]) -> View:
+    """A progress bar when ``out`` is a terminal and ``rich`` is installed, else lines."""
+    if not out.isatty():
+        return LineView(out)
+    try:
+        return BarView()
+    except ImportError:
+        print(
+            "sse-tasks: install the 'cli' extra (pip install 'sse-tasks[cli]') for a progress bar",
+            file=sys.stderr,
+        )
+        return LineView(out)
+
+
+def watch_task(client: Client, task_id: str, out: IO[str]) -> int:
+    """Follow ``task_id`` to its end, showing each change; the exit code of its outcome."""
+    view = make_view(out)
+    last: Task | None = None
+    try:
+        for task in client.follow(task_id):
+            last = task
+            view.update(task)
+    except SSETasksError as exc:
+        view.close()
+        print(f"sse-tasks: {exc.message}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        view.close()
+        return 130
+    if last is None:  # pragma: no cover - follow always yields a terminal snapshot
+        return EXIT_UNREACHABLE
+    return EXIT_CODES.get(last.state, EXIT_UNREACHABLE)

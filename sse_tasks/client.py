@@ -1,0 +1,430 @@
+"""A Python client for an sse-tasks server: submit, get, list, cancel and follow tasks.
+
+    async with AsyncClient("http://localhost:8000") as client:
+        task = await client.submit("count", n=5)
+        async for snapshot in client.follow(task.id):
+            print(snapshot.state, snapshot.progress, snapshot.message)
+
+``Client`` is the same API, synchronous. ``base_url`` is where the hub is mounted (the
+URL that ``/tasks`` and ``/events`` are relative to).
+
+Error answers raise the :mod:`sse_tasks` exception of their code (``NotFound``,
+``InvalidRequest``, ``TaskFinished``, ``Unavailable``, …; :class:`APIError` for any
+other), and a server that cannot be reached raises :class:`ConnectionFailed`.
+``follow`` survives dropped connections and server restarts: it reconnects with
+``Last-Event-ID`` (bounded retries, exponential backoff), so it yields every change
+exactly once.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import anyio
+import httpx
+from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
+
+from ._errors import SSETasksError, TaskCancelled, Unavailable
+from ._models import Task, TaskState
+
+__all__ = ["APIError", "AsyncClient", "Client", "ConnectionFailed", "split_task_url"]
+
+_DEFAULT_TIMEOUT = 10.0
+
+
+class APIError(SSETasksError):
+    """An error answer that no more specific exception describes (see ``status_code``)."""
+
+    def __init__(self, message: str, *, status_code: int, code: str = "error") -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+
+
+class ConnectionFailed(SSETasksError):
+    """The server could not be reached (or ``follow`` ran out of reconnection attempts)."""
+
+    code = "unreachable"
+
+
+def split_task_url(url: str) -> tuple[str, str]:
+    """``(base_url, task_id)`` of a task URL (``…/tasks/<id>``) or its events URL.
+
+    Raises ``ValueError`` if ``url`` names no task.
+    """
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    if path.endswith("/events"):
+        path = path[: -len("/events")]
+    base, sep, task_id = path.rpartition("/tasks/")
+    if not sep or not task_id or "/" in task_id or parts.scheme not in ("http", "https"):
+        raise ValueError(f"not a task URL (http://host/…/tasks/<id>): {url!r}")
+    return urlunsplit((parts.scheme, parts.netloc, base, "", "")), task_id
+
+
+def _error_classes() -> Iterator[type[SSETasksError]]:
+    stack = list(SSETasksError.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        yield cls
+        stack.extend(cls.__subclasses__())
+
+
+def error_from_response(response: httpx.Response) -> SSETasksError:
+    """The exception for an error answer ``{"error": {"code": …, "message": …}}``."""
+    status = response.status_code
+    try:
+        error = response.json()["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = "", response.text[:200] or response.reason_phrase
+    message = f"{message} ({response.request.method} {response.request.url} → {status})"
+    candidates = [
+        c
+        for c in _error_classes()
+        if c.status_code == status and c not in (TaskCancelled, APIError, ConnectionFailed)
+    ]
+    chosen = next((c for c in candidates if c.code == code), None)
+    if chosen is None and len(candidates) == 1:
+        chosen = candidates[0]
+    if status == 503:
+        retry_after = response.headers.get("retry-after", "1")
+        seconds = int(retry_after) if retry_after.isdigit() else 1
+        return Unavailable(message, code=code or "unavailable", retry_after=seconds)
+    if chosen is not None:
+        try:
+            return chosen(message)
+        except TypeError:  # a subclass with its own constructor
+            pass
+    return APIError(message, status_code=status, code=code or "error")
+
+
+def _event_task(event: ServerSentEvent) -> Task:
+    try:
+        data = json.loads(event.data)
+    except ValueError:
+        message = f"the server sent an event that is not JSON: {event.data[:200]!r}"
+        raise APIError(message, status_code=200) from None
+    return _task(data, event)
+
+
+def _task(data: Any, event: ServerSentEvent | None = None) -> Task:
+    if not isinstance(data, dict):
+        raise APIError("the server answered something that is not a task snapshot", status_code=200)
+    try:
+        record = {**data, "state": TaskState(data["state"])}
+        if event is not None:
+            record["event_id"] = event.id or None
+            record["event_type"] = event.event
+        return Task.from_record(record)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise APIError(f"the server answered a malformed task snapshot: {exc}", status_code=200) from None
+
+
+class _Base:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        timeout: float = _DEFAULT_TIMEOUT,
+        stream_timeout: float | None = 60.0,
+        retries: int = 5,
+        backoff: float = 0.5,
+        max_backoff: float = 10.0,
+    ) -> None:
+        if retries < 0 or backoff < 0 or max_backoff < 0:
+            raise ValueError("retries, backoff and max_backoff must be >= 0")
+        self.base_url = base_url.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._headers = dict(headers or {})
+        self._params = dict(params or {})
+        self._timeout = timeout
+        # A stream is silent between heartbeats (15 s by default): a longer silence
+        # means a dead connection, which ``follow`` then replaces.
+        self._stream_timeout = httpx.Timeout(timeout, read=stream_timeout)
+
+    def _delay(self, failures: int, retry_after: float = 0.0) -> float:
+        """Exponential backoff with jitter, at least what the server asked for."""
+        delay = min(self.max_backoff, self.backoff * 2.0 ** (failures - 1))
+        return max(retry_after, delay * (0.5 + random.random() / 2))  # noqa: S311
+
+    def _task_path(self, task_id: str) -> str:
+        return f"/tasks/{quote(task_id, safe='')}"
+
+    def _stream_headers(self, last_event_id: str | None) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        return headers
+
+    @staticmethod
+    def _list_params(state: str | TaskState | None, name: str | None, limit: int | None) -> dict[str, str]:
+        params: dict[str, str] = {}
+        if state is not None:
+            params["state"] = str(state)
+        if name is not None:
+            params["name"] = name
+        if limit is not None:
+            params["limit"] = str(limit)
+        return params
+
+    @staticmethod
+    def _submit_body(name: str, params: Mapping[str, Any] | None, extra: dict[str, Any]) -> dict[str, Any]:
+        return {"name": name, "params": {**(params or {}), **extra}}
+
+    @staticmethod
+    def _check(response: httpx.Response) -> httpx.Response:
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        return response
+
+    def _refusal(self, task_id: str, response: httpx.Response, followed: bool) -> Unavailable:
+        """The 503 to retry after; raises any other error answer to a stream request."""
+        error = error_from_response(response)
+        if isinstance(error, Unavailable):
+            return error
+        if followed and response.status_code in (404, 410):
+            # It was there a moment ago: say why that usually happens.
+            error.message = (
+                f"task {task_id!r} is no longer known to the server; it may have restarted "
+                f"with an in-memory broker ({error.message})"
+            )
+            error.args = (error.message,)
+        raise error
+
+    def _unreachable(self, action: str, exc: Exception) -> ConnectionFailed:
+        return ConnectionFailed(f"cannot {action} at {self.base_url}: {exc or type(exc).__name__}")
+
+
+class AsyncClient(_Base):
+    """Asynchronous client of one sse-tasks server.
+
+    Arguments: ``base_url`` (where the hub is mounted), ``headers`` and query ``params``
+    sent with every request (e.g. ``Authorization``, a token), ``timeout`` per request,
+    ``stream_timeout`` (the longest silence on a stream before it counts as broken), and
+    ``retries``, ``backoff`` and ``max_backoff`` (seconds) for ``follow``'s reconnections.
+    ``http`` lets you bring your own ``httpx.AsyncClient`` (its base URL is ignored).
+    """
+
+    def __init__(self, base_url: str, *, http: httpx.AsyncClient | None = None, **options: Any) -> None:
+        super().__init__(base_url, **options)
+        self._owns_http = http is None
+        self._http = http or httpx.AsyncClient()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections (only those of an ``httpx.AsyncClient`` it created)."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def _request(self, method: str, path: str, action: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._http.request(
+                method,
+                self.base_url + path,
+                headers=self._headers,
+                params={**self._params, **kwargs.pop("params", {})},
+                timeout=self._timeout,
+                **kwargs,
+            )
+        except httpx.TransportError as exc:
+            raise self._unreachable(action, exc) from exc
+        return self._check(response)
+
+    async def submit(self, name: str, params: Mapping[str, Any] | None = None, /, **kwargs: Any) -> Task:
+        """Start task ``name`` with ``params`` (a mapping and/or keywords); its first snapshot.
+
+        Raises ``NotFound`` (no such task name), ``InvalidRequest`` (params the function
+        does not accept), ``Unavailable`` (queue full, shutting down).
+        """
+        body = self._submit_body(name, params, kwargs)
+        response = await self._request("POST", "/tasks", f"submit {name!r}", json=body)
+        return _task(response.json())
+
+    async def get(self, task_id: str) -> Task:
+        """The task's current snapshot. Raises ``NotFound`` (or ``TaskGone`` once expired)."""
+        response = await self._request("GET", self._task_path(task_id), f"get task {task_id!r}")
+        return _task(response.json())
+
+    async def list(
+        self, *, state: str | TaskState | None = None, name: str | None = None, limit: int | None = None
+    ) -> builtins.list[Task]:
+        """Snapshots of the server's tasks, newest first, optionally filtered."""
+        params = self._list_params(state, name, limit)
+        response = await self._request("GET", "/tasks", "list tasks", params=params)
+        return [_task(item) for item in response.json()["tasks"]]
+
+    async def cancel(self, task_id: str) -> Task:
+        """Cancel the task; its snapshot. Raises ``TaskFinished`` if it already ended."""
+        response = await self._request("DELETE", self._task_path(task_id), f"cancel task {task_id!r}")
+        return _task(response.json())
+
+    async def follow(self, task_id: str, *, last_event_id: str | None = None) -> AsyncIterator[Task]:
+        """Yield the task's snapshot, then one per change, ending with the terminal one.
+
+        Reconnects with ``Last-Event-ID`` when the connection drops or the server
+        restarts, at most ``retries`` times in a row, waiting with exponential backoff.
+        Raises ``NotFound`` if the task is unknown (or forgotten by a restarted
+        server) and ``ConnectionFailed`` when the retries are used up.
+        """
+        path = self._task_path(task_id) + "/events"
+        failures = 0
+        followed = False
+        while True:
+            retry_after = 0.0
+            try:
+                async with aconnect_sse(
+                    self._http,
+                    "GET",
+                    self.base_url + path,
+                    headers={**self._headers, **self._stream_headers(last_event_id)},
+                    params=self._params,
+                    timeout=self._stream_timeout,
+                ) as source:
+                    response = source.response
+                    if response.status_code == 204:  # resumed at or past its terminal event
+                        yield await self.get(task_id)
+                        return
+                    if response.status_code >= 400:
+                        await response.aread()
+                        refusal = self._refusal(task_id, response, followed)
+                        retry_after = float(refusal.headers.get("Retry-After", "1"))
+                        error_text = refusal.message
+                    else:
+                        async for event in source.aiter_sse():
+                            if not event.event.startswith("task."):
+                                continue  # ``reset`` is followed by the snapshot itself
+                            task = _event_task(event)
+                            if task.event_id is not None and task.event_id == last_event_id:
+                                continue  # the snapshot after a reset may be the one we have
+                            last_event_id = task.event_id or last_event_id
+                            failures, followed = 0, True
+                            yield task
+                            if task.terminal:
+                                return
+                        error_text = "the stream ended before the task did"
+            except httpx.TransportError as exc:
+                error_text = str(exc) or type(exc).__name__
+            failures += 1
+            if failures > self.retries:
+                raise ConnectionFailed(
+                    f"lost task {task_id!r} at {self.base_url} after {self.retries} retries: {error_text}"
+                )
+            await anyio.sleep(self._delay(failures, retry_after))
+
+
+class Client(_Base):
+    """Synchronous client of one sse-tasks server: the same API as :class:`AsyncClient`."""
+
+    def __init__(self, base_url: str, *, http: httpx.Client | None = None, **options: Any) -> None:
+        super().__init__(base_url, **options)
+        self._owns_http = http is None
+        self._http = http or httpx.Client()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections (only those of an ``httpx.Client`` it created)."""
+        if self._owns_http:
+            self._http.close()
+
+    def _request(self, method: str, path: str, action: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(
+                method,
+                self.base_url + path,
+                headers=self._headers,
+                params={**self._params, **kwargs.pop("params", {})},
+                timeout=self._timeout,
+                **kwargs,
+            )
+        except httpx.TransportError as exc:
+            raise self._unreachable(action, exc) from exc
+        return self._check(response)
+
+    def submit(self, name: str, params: Mapping[str, Any] | None = None, /, **kwargs: Any) -> Task:
+        """See :meth:`AsyncClient.submit`."""
+        body = self._submit_body(name, params, kwargs)
+        return _task(self._request("POST", "/tasks", f"submit {name!r}", json=body).json())
+
+    def get(self, task_id: str) -> Task:
+        """See :meth:`AsyncClient.get`."""
+        return _task(self._request("GET", self._task_path(task_id), f"get task {task_id!r}").json())
+
+    def list(
+        self, *, state: str | TaskState | None = None, name: str | None = None, limit: int | None = None
+    ) -> builtins.list[Task]:
+        """See :meth:`AsyncClient.list`."""
+        params = self._list_params(state, name, limit)
+        response = self._request("GET", "/tasks", "list tasks", params=params)
+        return [_task(item) for item in response.json()["tasks"]]
+
+    def cancel(self, task_id: str) -> Task:
+        """See :meth:`AsyncClient.cancel`."""
+        return _task(self._request("DELETE", self._task_path(task_id), f"cancel task {task_id!r}").json())
+
+    def follow(self, task_id: str, *, last_event_id: str | None = None) -> Iterator[Task]:
+        """See :meth:`AsyncClient.follow`."""
+        path = self._task_path(task_id) + "/events"
+        failures = 0
+        followed = False
+        while True:
+            retry_after = 0.0
+            try:
+                with connect_sse(
+                    self._http,
+                    "GET",
+                    self.base_url + path,
+                    headers={**self._headers, **self._stream_headers(last_event_id)},
+                    params=self._params,
+                    timeout=self._stream_timeout,
+                ) as source:
+                    response = source.response
+                    if response.status_code == 204:
+                        yield self.get(task_id)
+                        return
+                    if response.status_code >= 400:
+                        response.read()
+                        refusal = self._refusal(task_id, response, followed)
+                        retry_after = float(refusal.headers.get("Retry-After", "1"))
+                        error_text = refusal.message
+                    else:
+                        for event in source.iter_sse():
+                            if not event.event.startswith("task."):
+                                continue
+                            task = _event_task(event)
+                            if task.event_id is not None and task.event_id == last_event_id:
+                                continue  # the snapshot after a reset may be the one we have
+                            last_event_id = task.event_id or last_event_id
+                            failures, followed = 0, True
+                            yield task
+                            if task.terminal:
+                                return
+                        error_text = "the stream ended before the task did"
+            except httpx.TransportError as exc:
+                error_text = str(exc) or type(exc).__name__
+            failures += 1
+            if failures > self.retries:
+                raise ConnectionFailed(
+                    f"lost task {task_id!r} at {self.base_url} after {self.retries} retries: {error_text}"
+                )
+            time.sleep(self._delay(failures, retry_after))

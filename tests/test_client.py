@@ -1,0 +1,317 @@
+"""The Python client against real servers, including restarts in the middle of ``follow``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import uvicorn
+from _support import LiveServer, free_port
+
+from sse_tasks import (
+    AsyncClient,
+    Client,
+    ConnectionFailed,
+    InvalidRequest,
+    NotFound,
+    Task,
+    TaskFinished,
+    TaskHub,
+    TaskState,
+)
+from sse_tasks._routes import build_app
+from sse_tasks.client import APIError, error_from_response, split_task_url
+from sse_tasks.demo import register_demo_tasks
+
+pytestmark = pytest.mark.anyio
+
+
+def assert_in_order(snapshots: list[Task]) -> None:
+    """Each change once, in order, ending with the one terminal snapshot."""
+    ids = [s.event_id for s in snapshots]
+    assert None not in ids
+    assert len(set(ids)) == len(ids), f"duplicates: {ids}"
+    progress = [s.progress for s in snapshots if s.progress is not None]
+    assert progress == sorted(progress)
+    assert [s.terminal for s in snapshots] == [False] * (len(snapshots) - 1) + [True]
+
+
+async def test_submit_get_list_cancel_and_follow(server: LiveServer) -> None:
+    async with AsyncClient(server.url) as client:
+        task = await client.submit("count", n=5, interval=0.01)
+        assert task.name == "count"
+        assert task.state in (TaskState.QUEUED, TaskState.RUNNING)
+        snapshots = [s async for s in client.follow(task.id)]
+        assert_in_order(snapshots)
+        assert snapshots[-1].state is TaskState.SUCCEEDED
+        assert snapshots[-1].result == {"count": 5}
+        assert snapshots[-1].progress == 1.0
+        assert (await client.get(task.id)).state is TaskState.SUCCEEDED
+
+        sleeper = await client.submit("sleep", {"seconds": 30})
+        cancelled = await client.cancel(sleeper.id)
+        assert cancelled.state is TaskState.CANCELLED
+        listed = await client.list()
+        assert [t.id for t in listed] == [sleeper.id, task.id]
+        assert [t.id for t in await client.list(state="succeeded")] == [task.id]
+        assert [t.id for t in await client.list(name="sleep", limit=1)] == [sleeper.id]
+
+
+async def test_follow_a_finished_task_yields_its_final_snapshot(server: LiveServer) -> None:
+    async with AsyncClient(server.url) as client:
+        task = await client.submit("fail", message="nope")
+        [s async for s in client.follow(task.id)]  # until it has finished
+        snapshots = [s async for s in client.follow(task.id)]
+        assert len(snapshots) == 1
+        assert snapshots[0].state is TaskState.FAILED
+        assert snapshots[0].error == {"type": "RuntimeError", "message": "nope"}
+        # Resuming past the terminal event: the server answers 204, the client the snapshot.
+        again = [s async for s in client.follow(task.id, last_event_id=snapshots[0].event_id)]
+        assert [s.state for s in again] == [TaskState.FAILED]
+
+
+async def test_error_answers_raise_the_matching_exception(server: LiveServer) -> None:
+    async with AsyncClient(server.url) as client:
+        with pytest.raises(NotFound, match="no-such-task"):
+            await client.submit("no-such-task")
+        with pytest.raises(InvalidRequest) as invalid:
+            await client.submit("count", n="many")
+        assert invalid.value.status_code == 422
+        with pytest.raises(NotFound):
+            await client.get("missing")
+        with pytest.raises(NotFound):
+            [s async for s in client.follow("missing")]
+        done = await client.submit("fail")
+        [s async for s in client.follow(done.id)]  # until it has finished
+        with pytest.raises(TaskFinished):
+            await client.cancel(done.id)
+
+
+def test_unmapped_and_non_json_errors() -> None:
+    request = httpx.Request("GET", "http://x/tasks")
+    body = {"error": {"code": "teapot", "message": "no"}}
+    teapot = error_from_response(httpx.Response(418, json=body, request=request))
+    assert isinstance(teapot, APIError)
+    assert (teapot.status_code, teapot.code) == (418, "teapot")
+    answer = httpx.Response(503, text="busy", headers={"Retry-After": "7"}, request=request)
+    busy = error_from_response(answer)
+    assert busy.status_code == 503
+    assert busy.headers["Retry-After"] == "7"
+
+
+async def test_unreachable_server_raises_connection_failed() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    async with AsyncClient(url, retries=2, backoff=0.01) as client:
+        with pytest.raises(ConnectionFailed, match="cannot submit"):
+            await client.submit("sleep")
+        with pytest.raises(ConnectionFailed, match="after 2 retries"):
+            [s async for s in client.follow("abc")]
+
+
+def test_sync_client(server: LiveServer) -> None:
+    with Client(server.url) as client:
+        task = client.submit("count", {"n": 3}, interval=0.01)
+        snapshots = list(client.follow(task.id))
+        assert_in_order(snapshots)
+        assert snapshots[-1].result == {"count": 3}
+        assert client.get(task.id).state is TaskState.SUCCEEDED
+        assert [t.id for t in client.list()] == [task.id]
+        with pytest.raises(TaskFinished):
+            client.cancel(task.id)
+        with pytest.raises(NotFound):
+            list(client.follow("missing"))
+
+
+def test_split_task_url() -> None:
+    assert split_task_url("http://h:1/tasks/abc") == ("http://h:1", "abc")
+    assert split_task_url("https://h/jobs/tasks/abc/events") == ("https://h/jobs", "abc")
+    assert split_task_url("http://h/tasks/abc/") == ("http://h", "abc")
+    for bad in ("http://h/", "http://h/tasks/", "ftp://h/tasks/a", "http://h/tasks/a/b/c"):
+        with pytest.raises(ValueError, match="not a task URL"):
+            split_task_url(bad)
+
+
+class HubBehindRestartingServer:
+    """A hub that keeps running on its loop while uvicorn servers in front of it stop and start.
+
+    This is what a deployment with a shared broker looks like to a client: the server it
+    was connected to goes away, another one answers on the same address, the tasks go on.
+    """
+
+    def __init__(self, hub: TaskHub) -> None:
+        self.hub = hub
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.entered = threading.Event()
+        self.hub_run = asyncio.run_coroutine_threadsafe(self._run_hub(), self.loop)
+        assert self.entered.wait(10)
+        self.server: uvicorn.Server | None = None
+        self.serving: Any = None
+
+    async def _run_hub(self) -> None:
+        self.release = asyncio.Event()
+        async with self.hub:
+            self.entered.set()
+            await self.release.wait()
+
+    async def _cancel_the_rest(self) -> None:
+        # sse-starlette leaves a shutdown watcher task per loop: end it before closing.
+        rest = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+
+    def start(self) -> None:
+        config = uvicorn.Config(
+            build_app(self.hub),
+            host="127.0.0.1",
+            port=self.port,
+            lifespan="off",
+            log_level="warning",
+            timeout_graceful_shutdown=0.2,
+        )
+        self.server = uvicorn.Server(config)
+        self.serving = asyncio.run_coroutine_threadsafe(self.server.serve(), self.loop)
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            assert not self.serving.done(), self.serving.exception()
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        assert self.server is not None
+        self.server.should_exit = True
+        self.serving.result(10)
+
+    def close(self) -> None:
+        if self.server is not None and not self.serving.done():
+            self.stop()
+        self.loop.call_soon_threadsafe(self.release.set)
+        self.hub_run.result(30)
+        asyncio.run_coroutine_threadsafe(self._cancel_the_rest(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def restarting() -> Iterator[HubBehindRestartingServer]:
+    hub = TaskHub("memory://", shutdown_grace=0.2)
+    register_demo_tasks(hub)
+    keeper = HubBehindRestartingServer(hub)
+    keeper.start()
+    yield keeper
+    keeper.close()
+
+
+async def test_follow_resumes_across_a_server_restart(restarting: HubBehindRestartingServer) -> None:
+    resumed_from: list[str] = []
+
+    async def record(request: httpx.Request) -> None:
+        if "last-event-id" in request.headers:
+            resumed_from.append(request.headers["last-event-id"])
+
+    http = httpx.AsyncClient(event_hooks={"request": [record]})
+    async with http, AsyncClient(restarting.url, http=http, backoff=0.05, retries=100) as client:
+        task = await client.submit("count", n=40, interval=0.05)
+        snapshots: list[Task] = []
+        async for snapshot in client.follow(task.id):
+            snapshots.append(snapshot)
+            if len(snapshots) == 3:
+
+                def restart() -> None:
+                    restarting.stop()
+                    time.sleep(0.3)  # nobody listening: the client's reconnections fail
+                    restarting.start()
+
+                await anyio.to_thread.run_sync(restart)
+    assert resumed_from, "the client never reconnected"
+    assert resumed_from[0] in [s.event_id for s in snapshots]
+    assert_in_order(snapshots)
+    assert snapshots[-1].state is TaskState.SUCCEEDED
+    assert snapshots[-1].result == {"count": 40}
+
+
+def start_server_process(port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSE_TASKS_")}  # the demo, memory://
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sse_tasks", "serve", "--port", str(port), "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/tasks", timeout=1)
+            return proc
+        except httpx.TransportError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("sse-tasks serve did not start")
+
+
+def test_follow_says_clearly_when_a_restarted_in_memory_server_forgot_the_task() -> None:
+    port = free_port()
+    proc = start_server_process(port)
+    try:
+        with Client(f"http://127.0.0.1:{port}", backoff=0.05, retries=200) as client:
+            task = client.submit("sleep", seconds=60)
+            follow = client.follow(task.id)
+            first = next(follow)
+            assert first.id == task.id
+            proc.kill()
+            proc.wait(10)
+            proc = start_server_process(port)
+            with pytest.raises(NotFound, match="no longer known to the server; it may have restarted"):
+                for _ in follow:
+                    pass
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+async def test_follow_retries_a_refused_stream_then_gives_up(live_server: Any) -> None:
+    hub = TaskHub("memory://", max_streams=0, shutdown_grace=0.2)
+    register_demo_tasks(hub)
+    server = live_server(hub)
+    async with AsyncClient(server.url, retries=1, backoff=0.01) as client:
+        task = await client.submit("sleep", seconds=0)
+        with pytest.raises(ConnectionFailed, match=r"after 1 retries: too many open streams"):
+            [s async for s in client.follow(task.id)]
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "expected"),
+    [
+        (400, "bad_request", "BadRequest"),
+        (404, "not_found", "NotFound"),
+        (409, "already_finished", "TaskFinished"),
+        (410, "gone", "TaskGone"),
+        (413, "payload_too_large", "PayloadTooLarge"),
+        (415, "unsupported_media_type", "UnsupportedMediaType"),
+        (422, "invalid_request", "InvalidRequest"),
+        (503, "queue_full", "Unavailable"),
+        (405, "method_not_allowed", "APIError"),
+        (500, "error", "APIError"),
+    ],
+)
+def test_error_codes_map_to_exceptions(status: int, code: str, expected: str) -> None:
+    request = httpx.Request("POST", "http://x/tasks")
+    body = {"error": {"code": code, "message": "why"}}
+    error = error_from_response(httpx.Response(status, json=body, request=request))
+    assert type(error).__name__ == expected
+    assert (error.status_code, error.code) == (status, code)
+    assert error.message == f"why (POST http://x/tasks → {status})"

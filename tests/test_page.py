@@ -1,0 +1,233 @@
+"""The demo page in a real headless Chromium against a real uvicorn serving the demo app."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from _support import LiveServer
+from starlette.applications import Starlette
+from starlette.responses import FileResponse
+from starlette.routing import Mount, Route
+
+from sse_tasks import TaskHub
+from sse_tasks._routes import build_app
+from sse_tasks.demo import register_demo_tasks
+from sse_tasks.demo.page import page_routes
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')"
+)
+Page = sync_api.Page
+expect = sync_api.expect
+
+CHROMIUM = os.environ.get("SSE_TASKS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+if not os.path.exists(CHROMIUM):
+    pytest.skip(
+        f"chromium is not installed at {CHROMIUM} (apt-get install chromium; scripts/test does)",
+        allow_module_level=True,
+    )
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # root in CI
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+expect.set_options(timeout=10_000)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1000, "height": 760})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def demo_hub() -> TaskHub:
+    hub = TaskHub("memory://", shutdown_grace=0.5)
+    register_demo_tasks(hub)
+    return hub
+
+
+@pytest.fixture
+def site(live_server: Callable[..., LiveServer]) -> LiveServer:
+    """The demo app (API at the root, page at /), as ``sse-tasks serve`` runs it."""
+    hub = demo_hub()
+    return live_server(hub, build_app(hub, page_routes()))
+
+
+def row_of(page: Page, name: str) -> Any:
+    """The newest task row of ``name``."""
+    return page.locator("li.task", has=page.locator(".task-name", has_text=re.compile(f"^{name}$"))).first
+
+
+def start(page: Page, name: str, **fields: Any) -> Any:
+    for label, value in fields.items():
+        page.get_by_label(label, exact=True).fill(str(value))
+    page.get_by_role("button", name=f"Start {name}").click()
+    row = row_of(page, name)
+    expect(row).to_be_visible()
+    return row
+
+
+def open_page(page: Page, url: str) -> None:
+    page.goto(url)
+    expect(page.locator("#connection")).to_have_text("Live")
+
+
+def test_count_reaches_100_percent_and_succeeds(page: Page, site: LiveServer) -> None:
+    open_page(page, site.url + "/")
+    row = start(page, "count", **{"Steps": 5, "Seconds between steps": 0.05})
+    bar = row.get_by_role("progressbar")
+    expect(bar).to_have_attribute("aria-valuenow", "100")
+    expect(bar).to_have_attribute("aria-valuemin", "0")
+    expect(bar).to_have_attribute("aria-valuemax", "100")
+    expect(row.locator(".task-state")).to_have_text("succeeded")
+    expect(row.locator(".task-percent")).to_have_text("100 %")
+    expect(row.locator(".task-message")).to_have_text("step 5 of 5")
+    expect(row.locator(".task-outcome")).to_have_text('Result: {"count":5}')
+    expect(page.locator("#announcer")).to_contain_text("succeeded")
+    expect(row.get_by_role("button", name=re.compile("^Cancel"))).to_be_hidden()
+
+
+def test_failure_shows_the_error(page: Page, site: LiveServer) -> None:
+    open_page(page, site.url + "/")
+    row = start(page, "fail", **{"Error message": "disk on fire"})
+    expect(row.locator(".task-state")).to_have_text("failed")
+    expect(row.locator(".task-outcome")).to_have_text("RuntimeError: disk on fire")
+
+
+def test_cancel_a_sleep(page: Page, site: LiveServer) -> None:
+    open_page(page, site.url + "/")
+    row = start(page, "sleep", Seconds=60)
+    expect(row.locator(".task-state")).to_have_text("running")
+    row.get_by_role("button", name=re.compile("^Cancel sleep")).click()
+    expect(row.locator(".task-state")).to_have_text("cancelled")
+    expect(row.get_by_role("button", name=re.compile("^Cancel"))).to_be_hidden()
+
+
+def test_reload_mid_task_continues_without_duplicates(page: Page, site: LiveServer) -> None:
+    open_page(page, site.url + "/")
+    row = start(page, "count", **{"Steps": 15, "Seconds between steps": 0.1})
+    expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", re.compile(r"^[1-9]\d?$"))
+    task_id = row.locator(".task-id").inner_text()
+
+    page.reload()
+    expect(page.locator("#connection")).to_have_text("Live")
+    rows = page.locator(f'li.task[data-id="{task_id}"]')
+    expect(rows).to_have_count(1)
+    expect(rows.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
+    expect(rows.locator(".task-state")).to_have_text("succeeded")
+    expect(page.locator("li.task")).to_have_count(1)
+
+
+def test_one_event_source_for_every_task_including_others(page: Page, site: LiveServer) -> None:
+    streams: list[str] = []
+    page.on("request", lambda request: streams.append(request.url) if "/events" in request.url else None)
+    open_page(page, site.url + "/")
+    body = {"name": "count", "params": {"n": 3, "interval": 0.01}}
+    ids = [httpx.post(site.url + "/tasks", json=body).json()["id"] for _ in range(3)]
+    for task_id in ids:
+        expect(page.locator(f'li.task[data-id="{task_id}"] .task-state')).to_have_text("succeeded")
+    assert len(streams) == 1
+    assert "last_event_id=" in streams[0]  # subscribed from the list's cursor
+
+
+def test_backs_off_and_retries_when_the_stream_is_refused(page: Page, site: LiveServer) -> None:
+    refused: list[str] = []
+
+    def refuse_once(route: Any) -> None:
+        if not refused:
+            refused.append(route.request.url)
+            route.fulfill(status=503, headers={"Retry-After": "1"}, body="busy")
+        else:
+            route.continue_()
+
+    page.route(re.compile(r"/events(\?|$)"), refuse_once)
+    page.goto(site.url + "/")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "offline")
+    expect(page.locator("#connection")).to_have_text("Live")
+    row = start(page, "count", **{"Steps": 3, "Seconds between steps": 0.01})
+    expect(row.locator(".task-state")).to_have_text("succeeded")
+    assert refused
+
+
+def test_works_under_a_mount_prefix(page: Page, live_server: Callable[..., LiveServer]) -> None:
+    hub = demo_hub()
+    app = Starlette(routes=[Mount("/ops/jobs", routes=[*hub.routes, *page_routes()])], lifespan=hub.lifespan)
+    server = live_server(hub, app)
+    open_page(page, server.url + "/ops/jobs/")
+    row = start(page, "count", **{"Steps": 2, "Seconds between steps": 0.01})
+    expect(row.locator(".task-state")).to_have_text("succeeded")
+
+
+def test_screenshot(page: Page, site: LiveServer) -> None:
+    """A page with every kind of task, saved as test-artifacts/page.png."""
+    open_page(page, site.url + "/")
+    done = start(page, "count", **{"Steps": 5, "Seconds between steps": 0.1})
+    expect(done.locator(".task-state")).to_have_text("succeeded")
+    failed = start(page, "fail", **{"Error message": "could not reach the printer"})
+    expect(failed.locator(".task-state")).to_have_text("failed")
+    cancelled = start(page, "sleep", Seconds=60)
+    expect(cancelled.locator(".task-state")).to_have_text("running")
+    cancelled.get_by_role("button", name=re.compile("^Cancel")).click()
+    expect(cancelled.locator(".task-state")).to_have_text("cancelled")
+    running = start(page, "count", **{"Steps": 10, "Seconds between steps": 0.5})
+    expect(running.get_by_role("progressbar")).to_have_attribute("aria-valuenow", re.compile("^[1-9]"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "page.png"), full_page=True)
+    assert (ARTIFACTS / "page.png").stat().st_size > 10_000
+
+
+def test_the_embedding_example_follows_a_task(page: Page, live_server: Callable[..., LiveServer]) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "embed.html"
+
+    async def embed(request: Any) -> FileResponse:
+        return FileResponse(example)
+
+    hub = demo_hub()
+    app = build_app(hub, [Route("/embed.html", embed)])
+    server = live_server(hub, app)
+    page.goto(server.url + "/embed.html")
+    page.get_by_role("button", name="Start a count").click()
+    expect(page.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100", timeout=15_000)
+    expect(page.get_by_role("status")).to_contain_text('succeeded 100 % step 10 of 10 — result {"count":10}')
+
+
+def test_a_cursor_the_server_cannot_resume_from_resets_the_list(page: Page, site: LiveServer) -> None:
+    """``event: reset`` makes the page drop what it holds and take the snapshots that follow."""
+    body = {"name": "count", "params": {"n": 2, "interval": 0.01}}
+    task_id = httpx.post(site.url + "/tasks", json=body).json()["id"]
+    stale = {"tasks": [{"id": "ghost", "name": "sleep", "state": "running", "progress": None,
+                        "message": None, "result": None, "error": None,
+                        "created_at": "2026-01-01T00:00:00.000000Z",
+                        "started_at": "2026-01-01T00:00:00.000000Z", "finished_at": None}],
+             "cursor": "from-another-server-1"}
+    page.route(re.compile(r"/tasks\?"), lambda route: route.fulfill(json=stale))
+    page.goto(site.url + "/")
+    expect(page.locator(f'li.task[data-id="{task_id}"] .task-state')).to_have_text("succeeded")
+    expect(page.locator('li.task[data-id="ghost"]')).to_have_count(0)

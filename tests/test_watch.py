@@ -1,0 +1,215 @@
+"""``sse-tasks watch`` and ``submit`` as a shell user runs them: in a terminal and in a pipe."""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+import pty
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from _support import LiveServer, free_port
+
+from sse_tasks import TaskHub
+from sse_tasks._watch import LineView, make_view, parse_params
+from sse_tasks.demo import register_demo_tasks
+
+CLI = [sys.executable, "-m", "sse_tasks"]
+
+
+@pytest.fixture
+def server(live_server: Callable[..., LiveServer]) -> LiveServer:
+    """The demo tasks on a memory hub: these tests are about the command, not the broker."""
+    hub = TaskHub("memory://", shutdown_grace=0.5)
+    register_demo_tasks(hub)
+    return live_server(hub)
+
+
+def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def submit(server: LiveServer, name: str, **params: Any) -> str:
+    response = httpx.post(f"{server.url}/tasks", json={"name": name, "params": params})
+    assert response.status_code == 202, response.text
+    return f"{server.url}/tasks/{response.json()['id']}"
+
+
+def test_watch_in_a_pipe_prints_one_line_per_change_and_exits_0(server: LiveServer) -> None:
+    url = submit(server, "count", n=10, interval=0.15)
+    done = run("watch", url)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    task_id = url.rsplit("/", 1)[1]
+    assert all(task_id in line for line in lines)
+    assert any(" running " in line and "% step " in line for line in lines)
+    assert lines[-1].startswith(f"count {task_id} succeeded in ")
+    assert lines[-1].endswith(': {"count": 10}')
+    assert "\x1b[" not in done.stdout  # no terminal codes in a pipe
+
+
+def test_watch_accepts_the_events_url_and_exits_1_on_failure(server: LiveServer) -> None:
+    url = submit(server, "fail", message="no paper")
+    done = run("watch", url + "/events")
+    assert done.returncode == 1
+    assert "failed" in done.stdout
+    assert "RuntimeError: no paper" in done.stdout
+
+
+def test_watch_exits_2_when_the_task_is_cancelled(server: LiveServer) -> None:
+    url = submit(server, "sleep", seconds=60)
+    with subprocess.Popen([*CLI, "watch", url], stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # watching now
+        assert "sleep" in first
+        assert httpx.delete(url).status_code == 202
+        rest = proc.stdout.read()
+        assert proc.wait(30) == 2
+    assert "cancelled" in rest
+
+
+def test_watch_exits_2_when_unreachable_or_unknown(server: LiveServer) -> None:
+    nobody = run("watch", f"http://127.0.0.1:{free_port()}/tasks/abc", "--retries", "1")
+    assert nobody.returncode == 2
+    assert "lost task 'abc'" in nobody.stderr
+    unknown = run("watch", f"{server.url}/tasks/nope")
+    assert unknown.returncode == 2
+    assert "no task with id 'nope'" in unknown.stderr
+    not_a_task = run("watch", f"{server.url}/somewhere")
+    assert not_a_task.returncode == 2
+    assert "not a task URL" in not_a_task.stderr
+
+
+def read_terminal(master: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> bytes:
+    output = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the other side closed
+                break
+            if not chunk:
+                break
+            output += chunk
+        elif proc.poll() is not None:
+            break
+    return output
+
+
+def test_watch_on_a_terminal_shows_a_progress_bar(server: LiveServer) -> None:
+    url = submit(server, "count", n=10, interval=0.1)
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "COLUMNS", "LINES")}
+    env["TERM"] = "xterm-256color"
+    with subprocess.Popen(
+        [*CLI, "watch", url], stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True
+    ) as proc:
+        os.close(slave)
+        try:
+            output = read_terminal(master, proc)
+        finally:
+            os.close(master)
+        assert proc.wait(30) == 0
+    text = output.decode("utf-8", "replace")
+    assert "━" in text  # rich's bar
+    assert "\x1b[" in text  # drawn in place with terminal codes
+    assert "step 10 of 10" in text
+    assert "100%" in text
+    assert "succeeded" in text
+
+
+def test_without_rich_a_terminal_gets_lines_and_a_hint(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setitem(sys.modules, "rich.console", None)
+    view = make_view(Terminal())
+    assert isinstance(view, LineView)
+    assert "pip install 'sse-tasks[cli]'" in capsys.readouterr().err
+
+
+def test_submit_prints_the_task_url(server: LiveServer) -> None:
+    done = run("submit", server.url, "sleep", "seconds=0")
+    assert done.returncode == 0, done.stderr
+    url = done.stdout.strip()
+    assert url.startswith(f"{server.url}/tasks/")
+    assert httpx.get(url).json()["name"] == "sleep"
+    as_json = run("submit", server.url, "fail", "message=hello world", "--json")
+    assert as_json.returncode == 0
+    assert '"name":"fail"' in as_json.stdout
+
+
+def test_submit_and_watch(server: LiveServer) -> None:
+    ok = run("submit", server.url, "count", "n=2", "interval=0.01", "--watch")
+    assert ok.returncode == 0, ok.stderr
+    assert 'succeeded in' in ok.stdout
+    assert ok.stdout.rstrip().endswith('{"count": 2}')
+    failed = run("submit", server.url, "fail", "message=out of ink", "--watch")
+    assert failed.returncode == 1
+    assert "RuntimeError: out of ink" in failed.stdout
+
+
+def test_submit_errors(server: LiveServer) -> None:
+    unknown = run("submit", server.url, "nope")
+    assert unknown.returncode == 2
+    assert "nope" in unknown.stderr
+    invalid = run("submit", server.url, "count", "n=lots")
+    assert invalid.returncode == 2
+    assert "422" in invalid.stderr
+    malformed = run("submit", server.url, "count", "n")
+    assert malformed.returncode == 2
+    assert "expected key=value" in malformed.stderr
+
+
+def test_parse_params() -> None:
+    assert parse_params(("n=5", "interval=0.5", "flag=true", "message=hi there", "empty=", "items=[1]")) == {
+        "n": 5,
+        "interval": 0.5,
+        "flag": True,
+        "message": "hi there",
+        "empty": "",
+        "items": [1],
+    }
+    with pytest.raises(ValueError, match="expected key=value"):
+        parse_params(("=5",))
+
+
+def test_watch_keeps_the_url_query_for_every_request(live_server: Callable[..., LiveServer]) -> None:
+    """A task URL carrying an access token (``?token=…``) works for the whole follow."""
+    from starlette.responses import JSONResponse
+
+    from sse_tasks._routes import build_app
+
+    hub = TaskHub("memory://", shutdown_grace=0.5)
+    register_demo_tasks(hub)
+    inner = build_app(hub)
+
+    async def needs_token(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and b"token=s3cret" not in scope["query_string"]:
+            forbidden = {"error": {"code": "forbidden", "message": "token required"}}
+            await JSONResponse(forbidden, status_code=403)(scope, receive, send)
+            return
+        await inner(scope, receive, send)
+
+    server = live_server(hub, needs_token)
+    response = httpx.post(f"{server.url}/tasks?token=s3cret", json={"name": "fail", "params": {}})
+    url = f"{server.url}/tasks/{response.json()['id']}"
+    assert run("watch", url + "?token=s3cret").returncode == 1
+    refused = run("watch", url)
+    assert refused.returncode == 2
+    assert "token required" in refused.stderr
