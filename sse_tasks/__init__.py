@@ -1,15 +1,20 @@
 """sse_tasks: run work after the response and stream every status change over SSE."""
 
+from ._auth import Access, RedactTokens, TaskTokens, owner_only, tokens_only
 from ._context import TaskContext
+from ._cors import CORSMiddleware
 from ._errors import (
     BadRequest,
+    Forbidden,
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
+    RequestTimeout,
     SSETasksError,
     TaskCancelled,
     TaskFinished,
     TaskGone,
+    Unauthorized,
     Unavailable,
     UnsupportedMediaType,
 )
@@ -22,15 +27,20 @@ __version__ = "0.1.0"
 
 __all__ = [
     "APIError",
+    "Access",
     "AsyncClient",
     "BadRequest",
     "Broker",
+    "CORSMiddleware",
     "Client",
     "ConnectionFailed",
+    "Forbidden",
     "InvalidRequest",
     "MemoryBroker",
     "NotFound",
     "PayloadTooLarge",
+    "RedactTokens",
+    "RequestTimeout",
     "SSETasksError",
     "Task",
     "TaskCancelled",
@@ -40,8 +50,12 @@ __all__ = [
     "TaskGone",
     "TaskHub",
     "TaskState",
+    "TaskTokens",
     "TrackedTask",
+    "Unauthorized",
     "Unavailable",
     "UnsupportedMediaType",
     "broker_from_url",
+    "owner_only",
+    "tokens_only",
 ]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 from typing import Any
 
 import click
 
+from ._auth import TaskTokens
+from ._cors import check_cors
 from ._hub import TaskHub
 
 _ENV = "SSE_TASKS_"
@@ -36,17 +39,31 @@ def create_server_app(
     demo: bool | None = None,
     broker: str | None = None,
     heartbeat: float | None = None,
+    **hub_options: Any,
 ) -> Any:
-    """The ASGI app ``sse-tasks serve`` runs: the hub's API at the root, the demo page at ``/``."""
+    """The ASGI app ``sse-tasks serve`` runs: the hub's API at the root, the demo page at ``/``.
+
+    ``hub_options`` (``tokens``, ``cors_origins``, ``metrics``, …) override the hub's
+    settings; None values are ignored.
+    """
     from ._routes import build_app
     from .demo import register_demo_tasks
     from .demo.page import page_routes
 
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {k: v for k, v in hub_options.items() if v is not None}
     if heartbeat is not None:
         options["heartbeat"] = heartbeat
+    if isinstance(options.get("tokens"), str):
+        options["tokens"] = TaskTokens(options["tokens"])
+    if "cors_origins" in options:
+        options["cors_origins"] = tuple(
+            check_cors(options["cors_origins"], options.get("cors_credentials", False))
+        )
     if app:
         hub = load_hub(app)
+        per_client = options.pop("max_streams_per_client", None)
+        if per_client is not None:
+            hub.client_streams.limit = per_client
         for key, value in options.items():
             setattr(hub, key, value)
     else:
@@ -60,14 +77,42 @@ def create_server_app(
 
 def _app_from_env() -> Any:
     """Factory for ``uvicorn --factory`` (used with ``--workers``): options from the environment."""
-    heartbeat = os.environ.get(_ENV + "HEARTBEAT")
-    demo = os.environ.get(_ENV + "DEMO")
+    env = os.environ
+
+    def number(key: str, kind: type[float] | type[int] = float) -> Any:
+        raw = env.get(_ENV + key)
+        return kind(raw) if raw else None
+
+    def flag(key: str) -> bool | None:
+        raw = env.get(_ENV + key)
+        return None if raw is None else raw.lower() in ("1", "true", "yes")
+
+    origins = env.get(_ENV + "CORS_ORIGIN")
     return create_server_app(
-        app=os.environ.get(_ENV + "APP") or None,
-        demo=None if demo is None else demo.lower() in ("1", "true", "yes"),
-        broker=os.environ.get(_ENV + "BROKER") or None,
-        heartbeat=float(heartbeat) if heartbeat else None,
+        app=env.get(_ENV + "APP") or None,
+        demo=flag("DEMO"),
+        broker=env.get(_ENV + "BROKER") or None,
+        heartbeat=number("HEARTBEAT"),
+        tokens=env.get(_ENV + "TOKEN_SECRET") or None,
+        cors_origins=origins.split() if origins else None,
+        cors_credentials=flag("CORS_CREDENTIALS"),
+        metrics=flag("METRICS"),
+        max_streams=number("MAX_STREAMS", int),
+        max_streams_per_client=number("MAX_STREAMS_PER_CLIENT", int),
+        max_stream_lifetime=number("MAX_STREAM_LIFETIME"),
     )
+
+
+def log_config(log_level: str) -> dict[str, Any]:
+    """uvicorn's logging setup with ``token=…`` redacted from the access log."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_tokens"] = {"()": "sse_tasks._auth.RedactTokens"}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact_tokens")
+    config["loggers"]["sse_tasks"] = {"handlers": ["default"], "level": log_level.upper(), "propagate": False}
+    return config
 
 
 @click.group(context_settings={"auto_envvar_prefix": "SSE_TASKS", "help_option_names": ["-h", "--help"]})
@@ -89,6 +134,32 @@ def main() -> None:
     "--heartbeat", type=click.FloatRange(min=0), help="Seconds between SSE heartbeats (default 15)."
 )
 @click.option("--log-level", default="info", show_default=True)
+@click.option(
+    "--token-secret",
+    metavar="SECRET",
+    help="Issue per-task tokens signed with this secret (prefer $SSE_TASKS_TOKEN_SECRET).",
+)
+@click.option("--cors-origin", multiple=True, metavar="ORIGIN", help="Allow this exact origin (repeatable).")
+@click.option(
+    "--cors-credentials/--no-cors-credentials", default=None, help="Allow cookies for those origins."
+)
+@click.option("--metrics/--no-metrics", default=None, help="Serve /metrics (needs sse-tasks[metrics]).")
+@click.option("--max-streams", type=click.IntRange(min=0), help="Open streams per process (default 10000).")
+@click.option(
+    "--max-streams-per-client", type=click.IntRange(min=1), help="Open streams per address (default: none)."
+)
+@click.option(
+    "--max-stream-lifetime", type=click.FloatRange(min=1), help="End streams after SECONDS (clients resume)."
+)
+@click.option(
+    "--timeout-keep-alive",
+    default=5,
+    show_default=True,
+    help="Close idle keep-alive connections after SECONDS.",
+)
+@click.option(
+    "--limit-concurrency", type=click.IntRange(min=1), help="Connections before uvicorn answers 503."
+)
 def serve(
     app: str | None,
     demo: bool | None,
@@ -98,6 +169,15 @@ def serve(
     workers: int,
     heartbeat: float | None,
     log_level: str,
+    token_secret: str | None,
+    cors_origin: tuple[str, ...],
+    cors_credentials: bool | None,
+    metrics: bool | None,
+    max_streams: int | None,
+    max_streams_per_client: int | None,
+    max_stream_lifetime: float | None,
+    timeout_keep_alive: int,
+    limit_concurrency: int | None,
 ) -> None:
     """Serve the task API (/tasks, /events) and, in demo mode, a live page at /.
 
@@ -111,9 +191,25 @@ def serve(
             "--workers > 1 needs a shared broker: each memory:// worker would see only its "
             "own tasks. Use --broker redis://host:port/db."
         )
-    settings = {"APP": app, "BROKER": broker_url, "HEARTBEAT": heartbeat}
-    if demo is not None:
-        settings["DEMO"] = "1" if demo else "0"
+    try:
+        check_cors(cors_origin, bool(cors_credentials))
+        if token_secret:
+            TaskTokens(token_secret)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    settings: dict[str, Any] = {
+        "APP": app,
+        "BROKER": broker_url,
+        "HEARTBEAT": heartbeat,
+        "TOKEN_SECRET": token_secret,
+        "CORS_ORIGIN": " ".join(cors_origin) or None,
+        "MAX_STREAMS": max_streams,
+        "MAX_STREAMS_PER_CLIENT": max_streams_per_client,
+        "MAX_STREAM_LIFETIME": max_stream_lifetime,
+    }
+    for key, value in (("DEMO", demo), ("CORS_CREDENTIALS", cors_credentials), ("METRICS", metrics)):
+        if value is not None:
+            settings[key] = "1" if value else "0"
     for key, value in settings.items():
         if value is not None:
             os.environ[_ENV + key] = str(value)
@@ -124,7 +220,10 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level,
+        log_config=log_config(log_level),
         timeout_graceful_shutdown=None,
+        timeout_keep_alive=timeout_keep_alive,
+        limit_concurrency=limit_concurrency,
     )
 
 

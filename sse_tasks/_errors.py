@@ -2,6 +2,10 @@
 
 SSETasksError
  ├── BadRequest               400 malformed request (JSON, query, Last-Event-ID header)
+ ├── Unauthorized             401 the authorization hook wants credentials
+ ├── Forbidden                403 the authorization hook refused (a task the caller may
+ │                                not read answers 404 NotFound instead)
+ ├── RequestTimeout           408 the request body did not arrive in time
  ├── PayloadTooLarge          413 body over the hub's ``max_body_size``
  ├── UnsupportedMediaType     415 body is not ``application/json``
  ├── InvalidRequest           422 body or params of the wrong shape
@@ -38,6 +42,34 @@ class BadRequest(SSETasksError):
 
     status_code = 400
     code = "bad_request"
+
+
+class Unauthorized(SSETasksError):
+    """Credentials are missing or wrong (401); raise it from an authorization hook.
+    ``WWW-Authenticate`` defaults to ``Bearer``."""
+
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(
+        self, message: str = "authentication required", *, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message, headers=headers or {"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(SSETasksError):
+    """The authorization hook refused the action (403); a task the caller may not
+    read answers :class:`NotFound` instead, so its existence is not revealed."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class RequestTimeout(SSETasksError):
+    """The body did not arrive within the hub's ``body_timeout`` (408)."""
+
+    status_code = 408
+    code = "request_timeout"
 
 
 class PayloadTooLarge(SSETasksError):
@@ -85,8 +117,8 @@ class TaskFinished(SSETasksError):
 class Unavailable(SSETasksError):
     """503 with ``Retry-After``; ``code`` says why.
 
-    Codes: ``queue_full``, ``too_many_streams``, ``shutting_down``, ``not_running``,
-    ``broker_unavailable`` (Redis unreachable).
+    Codes: ``queue_full``, ``too_many_streams``, ``too_many_streams_per_client``,
+    ``shutting_down``, ``not_running``, ``broker_unavailable`` (Redis unreachable).
     """
 
     status_code = 503

@@ -7,6 +7,7 @@ import functools
 import logging
 import math
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -18,8 +19,12 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from starlette.background import BackgroundTask
 
 from . import _json
+from ._auth import Authorizer, Identify, TaskTokens
 from ._context import TaskContext
+from ._cors import check_cors
 from ._errors import NotFound, SSETasksError, TaskCancelled, TaskFinished, TaskGone, Unavailable
+from ._limits import ClientSlots
+from ._metrics import HubStats
 from ._models import Task, TaskEvent, TaskState, utcnow
 from ._registry import RegisteredTask, TaskFunction
 from .brokers import Broker, broker_from_url
@@ -48,6 +53,7 @@ class _Run:
     def __init__(self, ctx: TaskContext) -> None:
         self.ctx = ctx
         self.scope = anyio.CancelScope()
+        self.started = time.monotonic()
         self.cancelled = False
         self.cancel_reason: str | None = None
 
@@ -95,6 +101,21 @@ class TaskHub:
         retry: reconnection delay in milliseconds sent to clients (``retry:``).
         coalesce_after: a stream this many events behind merges each task's pending
             progress events into the latest.
+        max_streams_per_client: open SSE streams per client address (``request.client``;
+            behind a proxy run uvicorn with ``--forwarded-allow-ips``); None (default):
+            no limit, since a misconfigured proxy makes every client one address.
+        max_stream_lifetime: seconds after which the server ends a stream (spread
+            by up to 10 %); the client resumes with ``Last-Event-ID``. None: never.
+        body_timeout: seconds a ``POST /tasks`` body may take to arrive (408 after).
+        authorize: the authorization hook (see :mod:`sse_tasks._auth`): called with an
+            :class:`Access` on every request; returns a bool or a ``Task -> bool`` filter.
+        identify: ``request -> caller id``; the caller who submits becomes ``task.owner``.
+        tokens: per-task capability tokens; a string is taken as the secret of
+            ``TaskTokens(secret)``. Without ``authorize``, a task is then visible only
+            with its token.
+        cors_origins: exact origins allowed cross-origin access to :attr:`app`.
+        cors_credentials: allow those origins cookies and ``Authorization``.
+        metrics: serve ``GET /metrics`` (Prometheus; needs the ``metrics`` extra).
         broker_options: passed to the broker when ``broker`` is a URL (e.g.
             ``history``, ``retention``, ``max_tasks``).
     """
@@ -113,10 +134,25 @@ class TaskHub:
         send_timeout: float | None = 30.0,
         retry: int = 2000,
         coalesce_after: int = 256,
+        max_streams_per_client: int | None = None,
+        max_stream_lifetime: float | None = None,
+        body_timeout: float | None = 10.0,
+        authorize: Authorizer | None = None,
+        identify: Identify | None = None,
+        tokens: TaskTokens | str | None = None,
+        cors_origins: tuple[str, ...] | list[str] = (),
+        cors_credentials: bool = False,
+        metrics: bool = False,
         **broker_options: Any,
     ) -> None:
         if concurrency < 1 or max_queued < 0 or max_streams < 0 or max_body_size < 1:
             raise ValueError("concurrency, max_queued, max_streams and max_body_size must be positive")
+        if max_streams_per_client is not None and max_streams_per_client < 1:
+            raise ValueError("max_streams_per_client must be positive or None")
+        if (max_stream_lifetime is not None and max_stream_lifetime <= 0) or (
+            body_timeout is not None and body_timeout <= 0
+        ):
+            raise ValueError("max_stream_lifetime and body_timeout must be positive or None")
         if heartbeat < 0 or progress_interval < 0 or shutdown_grace < 0 or retry < 0:
             raise ValueError("heartbeat, progress_interval, shutdown_grace and retry must be >= 0")
         self.broker: Broker = (
@@ -132,9 +168,21 @@ class TaskHub:
         self.send_timeout = send_timeout
         self.retry = retry
         self.coalesce_after = coalesce_after
+        self.max_stream_lifetime = max_stream_lifetime
+        self.body_timeout = body_timeout
+        self.authorize = authorize
+        self.identify = identify
+        self.tokens = TaskTokens(tokens) if isinstance(tokens, str) else tokens
+        self.cors_origins = tuple(check_cors(cors_origins, cors_credentials))
+        self.cors_credentials = cors_credentials
+        self.metrics = metrics
         self.registry: dict[str, RegisteredTask] = {}
         #: Open SSE streams in this process.
         self.open_streams = 0
+        #: Open SSE streams per client address.
+        self.client_streams = ClientSlots(max_streams_per_client)
+        #: Counters for ``/metrics`` (see :class:`sse_tasks._metrics.HubStats`).
+        self.stats = HubStats()
         self._task_group: TaskGroup | None = None
         self._send: MemoryObjectSendStream[_Job] | None = None
         self._receive: MemoryObjectReceiveStream[_Job] | None = None
@@ -206,10 +254,13 @@ class TaskHub:
         """
         return await self.submit_json(func_or_name, params)
 
-    async def submit_json(self, func_or_name: TaskFunction | str, params: Any) -> Task:
-        """Like :meth:`submit`, with ``params`` as decoded JSON (checked before anything is queued)."""
+    async def submit_json(
+        self, func_or_name: TaskFunction | str, params: Any, *, owner: str | None = None
+    ) -> Task:
+        """Like :meth:`submit`, with ``params`` as decoded JSON (checked before anything is
+        queued); ``owner`` is recorded as ``task.owner`` for the authorization hook."""
         registered = self._resolve(func_or_name)
-        job = await self._create(registered, registered.validate(params))
+        job = await self._create(registered, registered.validate(params), owner)
         self._start_job(job)
         return job.task
 
@@ -226,7 +277,9 @@ class TaskHub:
         params = registered.bind(args, kwargs)
         return TrackedTask(self, await self._create(registered, params))
 
-    async def _create(self, registered: RegisteredTask, params: dict[str, Any]) -> _Job:
+    async def _create(
+        self, registered: RegisteredTask, params: dict[str, Any], owner: str | None = None
+    ) -> _Job:
         if self._send is None or self._closing:
             raise Unavailable(
                 "the hub is shutting down"
@@ -236,7 +289,7 @@ class TaskHub:
             )
         if len(self._jobs) - len(self._runs) >= self.max_queued:
             raise Unavailable(f"the queue is full ({self.max_queued} tasks)", code="queue_full")
-        task = Task(id=secrets.token_urlsafe(12), name=registered.name)
+        task = Task(id=secrets.token_urlsafe(12), name=registered.name, owner=owner)
         job = _Job(task, registered, params)
         self._jobs[task.id] = job
         self._job_added()
@@ -249,6 +302,7 @@ class TaskHub:
             self._forget(job)
             raise RuntimeError("broker refused a new task")
         job.task = event.task
+        self.stats.tasks["queued"] += 1
         logger.info("task queued id=%s name=%s", task.id, task.name)
         return job
 
@@ -312,10 +366,32 @@ class TaskHub:
         # A terminal event must be published even while the caller is being cancelled.
         with anyio.CancelScope(shield=True):
             event = await self.broker.publish(final, f"task.{state.value}")
+        if event is not None:
+            self._log_finished(final)
         return event
+
+    def _log_finished(self, task: Task) -> None:
+        """Count and log a task that reached its terminal state (no payloads at INFO)."""
+        state = task.state.value
+        self.stats.tasks[state] += 1
+        run = self._runs.get(task.id)
+        if run is None:  # never ran here (cancelled while queued, or runs on another worker)
+            logger.info("task %s id=%s name=%s", state, task.id, task.name)
+            return
+        duration = time.monotonic() - run.started
+        self.stats.observe_duration(task.name, state, duration)
+        if task.state is TaskState.FAILED:
+            error_type = (task.error or {}).get("type", "")
+            logger.warning(
+                "task failed id=%s name=%s duration=%.3fs error=%s", task.id, task.name, duration, error_type
+            )
+            logger.debug("task failed id=%s error=%r", task.id, task.error)
+        else:
+            logger.info("task %s id=%s name=%s duration=%.3fs", state, task.id, task.name, duration)
 
     def _observe(self, event: TaskEvent) -> None:
         """Every event reaches here; a cancellation made elsewhere stops the local run."""
+        self.stats.events_published[event.type] += 1
         if event.type == "task.cancelled":
             run = self._runs.get(event.task.id)
             if run is not None:
@@ -345,6 +421,8 @@ class TaskHub:
             started = await self.broker.publish(task, "task.running")
             if started is None:
                 return  # cancelled while queued
+            run.started = time.monotonic()
+            self.stats.tasks["running"] += 1
             logger.info("task started id=%s name=%s", task.id, task.name)
             await self._run(job, started.task, run)
         finally:
@@ -387,7 +465,6 @@ class TaskHub:
         if message is not None:
             changes.setdefault("message", message)
         await self._finish(task, outcome, **changes)
-        logger.info("task %s id=%s name=%s", outcome.value, task.id, task.name)
 
     async def _call(self, registered: RegisteredTask, ctx: TaskContext, params: dict[str, Any]) -> Any:
         if registered.is_async:
@@ -494,6 +571,11 @@ class TaskHub:
     def running(self) -> int:
         """Tasks executing in this process now."""
         return len(self._runs)
+
+    @property
+    def queued(self) -> int:
+        """Tasks waiting to run in this process now."""
+        return len(self._jobs) - len(self._runs)
 
     # -- HTTP ------------------------------------------------------------------------
 

@@ -53,7 +53,8 @@ class Task:
     """One run of a task function, as every client sees it.
 
     ``event_id`` and ``event_type`` name the last event applied to this snapshot;
-    they are set by the broker when the snapshot is stored.
+    they are set by the broker when the snapshot is stored. ``owner`` is who submitted
+    it (for the authorization hook); it is stored but never part of the public JSON.
     """
 
     id: str
@@ -68,6 +69,7 @@ class Task:
     finished_at: str | None = None
     event_id: str | None = None
     event_type: str | None = None
+    owner: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -100,6 +102,8 @@ class Task:
         del data["links"]
         data["event_id"] = self.event_id
         data["event_type"] = self.event_type
+        if self.owner is not None:
+            data["owner"] = self.owner
         return data
 
     @classmethod
@@ -118,6 +122,7 @@ class Task:
             finished_at=data.get("finished_at"),
             event_id=data.get("event_id"),
             event_type=data.get("event_type"),
+            owner=data.get("owner"),
         )
 
 

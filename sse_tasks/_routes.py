@@ -5,22 +5,29 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from . import _json
+from ._auth import Gate
 from ._errors import (
     BadRequest,
     InvalidRequest,
     PayloadTooLarge,
+    RequestTimeout,
     SSETasksError,
     Unavailable,
     UnsupportedMediaType,
 )
+from ._limits import bounded, lifetime_deadline
+from ._metrics import HubStats
 from ._models import TaskState
 from ._streams import Resume, Selection, StreamPlan, global_stream, task_stream
 
@@ -31,6 +38,7 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 _MAX_LIST = 1000
 _MAX_SELECTED = 1000
+_MAX_SCAN = 10_000  # tasks scanned for a filtered GET /tasks
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -43,13 +51,15 @@ def error_response(exc: SSETasksError) -> Response:
     return _JSON(exc.to_dict(), status_code=exc.status_code, headers=exc.headers)
 
 
-def _guard(endpoint: Endpoint) -> Endpoint:
-    """Turn every ``SSETasksError`` into its JSON error response."""
+def _guard(endpoint: Endpoint, stats: HubStats | None = None) -> Endpoint:
+    """Turn every ``SSETasksError`` into its JSON error response (counted by code)."""
 
     async def guarded(request: Request) -> Response:
         try:
             return await endpoint(request)
         except SSETasksError as exc:
+            if stats is not None:
+                stats.rejected[exc.code] += 1
             return error_response(exc)
 
     guarded.__name__ = endpoint.__name__
@@ -61,8 +71,11 @@ def _root(request: Request) -> str:
     return str(request.scope.get("root_path", "")).rstrip("/")
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The request body as JSON, checked for type and size before it is decoded."""
+async def read_json(request: Request, limit: int, time_limit: float | None = None) -> Any:
+    """The request body as JSON, checked for type and size before it is decoded.
+
+    Raises :class:`RequestTimeout` if the body takes longer than ``time_limit`` seconds.
+    """
     content_type = request.headers.get("content-type", "")
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
@@ -74,10 +87,13 @@ async def read_json(request: Request, limit: int) -> Any:
         if int(length) > limit:
             raise PayloadTooLarge(f"body is larger than {limit} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"body is larger than {limit} bytes")
+    with anyio.move_on_after(time_limit) as deadline:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise PayloadTooLarge(f"body is larger than {limit} bytes")
+    if deadline.cancelled_caught:
+        raise RequestTimeout(f"the body did not arrive within {time_limit:g} s")
     try:
         return _json.loads(bytes(body))
     except ValueError as exc:
@@ -99,12 +115,31 @@ def _last_event_id(request: Request) -> str | None:
     return request.headers.get("last-event-id") or request.query_params.get("last_event_id") or None
 
 
+class _Stream(EventSourceResponse):
+    """An SSE response that gives back its client's stream slot however it ends."""
+
+    release: Callable[[], None] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.release is not None:
+                self.release()
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
 def build_routes(hub: TaskHub) -> list[BaseRoute]:
     """The hub's routes, relative to wherever they are mounted."""
+    gate = Gate(hub)
 
-    def stream_response(body: Any) -> Response:
-        return EventSourceResponse(
-            body,
+    def stream_response(request: Request, body: Any) -> Response:
+        release = hub.client_streams.acquire(_client(request))
+        response = _Stream(
+            bounded(body, lifetime_deadline(hub.max_stream_lifetime), hub.stats),
             headers=_SSE_HEADERS,
             ping=hub.heartbeat,
             sep="\n",
@@ -113,6 +148,8 @@ def build_routes(hub: TaskHub) -> list[BaseRoute]:
             shutdown_event=hub._server_exiting,
             shutdown_grace_period=hub.shutdown_grace + 5.0,
         )
+        response.release = release
+        return response
 
     def check_stream_capacity() -> None:
         if hub.open_streams >= hub.max_streams:
@@ -121,8 +158,8 @@ def build_routes(hub: TaskHub) -> list[BaseRoute]:
             raise Unavailable("the hub is shutting down", code="shutting_down")
 
     async def create_task(request: Request) -> Response:
-        """Submit a task: 202 with its snapshot and ``Location``."""
-        body = await read_json(request, hub.max_body_size)
+        """Submit a task: 202 with its snapshot, ``Location`` and (with tokens) its token."""
+        body = await read_json(request, hub.max_body_size, hub.body_timeout)
         if not isinstance(body, dict):
             raise InvalidRequest('body must be a JSON object like {"name": …, "params": {…}}')
         unknown = set(body) - {"name", "params"}
@@ -131,10 +168,15 @@ def build_routes(hub: TaskHub) -> list[BaseRoute]:
         name = body.get("name")
         if not isinstance(name, str):
             raise InvalidRequest("'name' must be a string naming a registered task")
-        task = await hub.submit_json(name, body.get("params", {}))
+        await gate.require("submit", request, name=name)
+        owner = hub.identify(request) if hub.identify is not None else None
+        task = await hub.submit_json(name, body.get("params", {}), owner=owner)
         root = _root(request)
+        answer = task.to_dict(root)
+        if hub.tokens is not None:
+            answer["token"] = hub.tokens.issue(task.id)
         return _JSON(
-            task.to_dict(root),
+            answer,
             status_code=202,
             headers={"Location": f"{root}/tasks/{task.id}"},
         )
@@ -148,8 +190,14 @@ def build_routes(hub: TaskHub) -> list[BaseRoute]:
             choices = ", ".join(s.value for s in TaskState)
             raise InvalidRequest(f"'state' must be one of {choices}") from None
         limit = _query_int(request, "limit", 100, 1, _MAX_LIST)
+        visible = await gate.visible("list", request)
         cursor = await hub.broker.cursor()  # before the list: replays, never misses
-        tasks = await hub.list_tasks(state=state, name=request.query_params.get("name"), limit=limit)
+        name = request.query_params.get("name")
+        if visible is None:
+            tasks = await hub.list_tasks(state=state, name=name, limit=limit)
+        else:
+            scanned = await hub.list_tasks(state=state, name=name, limit=_MAX_SCAN)
+            tasks = [t for t in scanned if visible(t)][:limit]
         root = _root(request)
         return _JSON({"tasks": [t.to_dict(root) for t in tasks], "cursor": cursor})
 
@@ -162,23 +210,24 @@ def build_routes(hub: TaskHub) -> list[BaseRoute]:
         """``GET``: the snapshot. ``DELETE``: cancel it (202), 409 if already finished."""
         task_id = request.path_params["task_id"]
         if request.method == "DELETE":
+            await gate.task("cancel", request, task_id)
             task = await hub.cancel(task_id)
             return _JSON(task.to_dict(_root(request)), status_code=202)
-        task = await hub.get(task_id)
+        task = await gate.task("read", request, task_id)
         return _JSON(task.to_dict(_root(request)))
 
     async def task_events(request: Request) -> Response:
         """SSE stream of one task; 204 when resuming at or past its terminal event."""
         check_stream_capacity()
         plan = StreamPlan(hub, Selection(), _root(request))
-        task = await hub.get(request.path_params["task_id"])
+        task = await gate.task("follow", request, request.path_params["task_id"])
         plan.selection = Selection(task_ids=frozenset({task.id}))
         plan.single = task
         resume = Resume(hub, _last_event_id(request))
         terminal_key = hub.broker.parse_event_id(task.event_id or "") if task.terminal else None
         if resume.valid and terminal_key is not None and resume.key >= terminal_key:
             return Response(status_code=204)  # tells EventSource to stop reconnecting
-        return stream_response(task_stream(plan, resume))
+        return stream_response(request, task_stream(plan, resume))
 
     async def events(request: Request) -> Response:
         """SSE stream of all tasks, or those chosen by ``?task=`` and ``?name=``."""
@@ -186,16 +235,32 @@ def build_routes(hub: TaskHub) -> list[BaseRoute]:
         ids = request.query_params.getlist("task")
         if len(ids) > _MAX_SELECTED:
             raise InvalidRequest(f"at most {_MAX_SELECTED} 'task' ids per stream")
-        selection = Selection(task_ids=frozenset(ids) if ids else None, name=request.query_params.get("name"))
+        visible = await gate.visible("follow", request)  # on every (re)connect
+        selection = Selection(
+            task_ids=frozenset(ids) if ids else None, name=request.query_params.get("name"), visible=visible
+        )
         plan = StreamPlan(hub, selection, _root(request))
-        return stream_response(global_stream(plan, Resume(hub, _last_event_id(request))))
+        return stream_response(request, global_stream(plan, Resume(hub, _last_event_id(request))))
 
-    return [
-        Route("/tasks", _guard(tasks), methods=["GET", "POST"]),
-        Route("/tasks/{task_id}", _guard(task_detail), methods=["GET", "DELETE"]),
-        Route("/tasks/{task_id}/events", _guard(task_events), methods=["GET"]),
-        Route("/events", _guard(events), methods=["GET"]),
+    async def openapi(request: Request) -> Response:
+        """This API as an OpenAPI 3.1 document."""
+        from ._openapi import openapi_document
+
+        return _JSON(openapi_document(hub, _root(request)))
+
+    stats = hub.stats
+    routes: list[BaseRoute] = [
+        Route("/tasks", _guard(tasks, stats), methods=["GET", "POST"]),
+        Route("/tasks/{task_id}", _guard(task_detail, stats), methods=["GET", "DELETE"]),
+        Route("/tasks/{task_id}/events", _guard(task_events, stats), methods=["GET"]),
+        Route("/events", _guard(events, stats), methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
     ]
+    if hub.metrics:
+        from ._metrics import metrics_route
+
+        routes.append(metrics_route(hub))
+    return routes
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -210,8 +275,16 @@ def build_app(hub: TaskHub, routes: Sequence[BaseRoute] = ()) -> Starlette:
 
     Mounted under another app, that app's lifespan must enter the hub instead.
     """
+    middleware = []
+    if hub.cors_origins:
+        from ._cors import CORSMiddleware
+
+        middleware.append(
+            Middleware(CORSMiddleware, origins=hub.cors_origins, credentials=hub.cors_credentials)
+        )
     return Starlette(
         routes=[*hub.routes, *routes],
+        middleware=middleware,
         exception_handlers={HTTPException: _http_error},
         lifespan=hub.lifespan,
     )

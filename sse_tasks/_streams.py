@@ -7,7 +7,7 @@ when it is behind it takes everything pending (up to ``_BATCH`` events) in one c
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,18 +22,22 @@ _MAX_ID_LENGTH = 256
 
 @dataclass(frozen=True)
 class Selection:
-    """Which tasks a stream covers: all, some ids, and/or one task name."""
+    """Which tasks a stream covers: all, some ids, and/or one task name, and of those
+    only what ``visible`` (the authorization hook's filter for this caller) allows."""
 
     task_ids: frozenset[str] | None = None
     name: str | None = None
+    visible: Callable[[Task], bool] | None = None
 
     @property
     def everything(self) -> bool:
-        return self.task_ids is None and self.name is None
+        return self.task_ids is None and self.name is None and self.visible is None
 
     def covers(self, task: Task) -> bool:
-        return (self.task_ids is None or task.id in self.task_ids) and (
-            self.name is None or task.name == self.name
+        return (
+            (self.task_ids is None or task.id in self.task_ids)
+            and (self.name is None or task.name == self.name)
+            and (self.visible is None or bool(self.visible(task)))
         )
 
 
@@ -218,7 +222,9 @@ async def _follow(
                 continue
             position += len(events)
             if log.head - position + len(events) > hub.coalesce_after:
+                pending = len(events)
                 events = coalesce(events)
+                hub.stats.progress_coalesced += pending - len(events)
         if selection.everything and not seen:
             yield b"".join([event.frame(root) for event in events])
             continue

@@ -1,0 +1,281 @@
+"""Who may do what to which task: the authorization hook and per-task capability tokens.
+
+The hub asks one hook, ``authorize(access)``, on every request — every stream
+(re)connect and resume included, never only at submit. It answers:
+
+- ``True``: allowed; ``False``: denied;
+- or a predicate ``Task -> bool``: the tasks this caller may act on. For one task it
+  is applied to that task; for ``GET /tasks`` and ``/events`` it filters what the
+  caller sees, snapshot by snapshot and event by event (so it must be cheap and sync).
+
+The hook may be ``async`` and may raise :class:`Unauthorized` or :class:`Forbidden`
+for a specific answer. A task the caller may not ``read`` answers exactly like a
+missing one (404), so probing ids teaches nothing.
+
+With :class:`TaskTokens` each ``202`` carries a signed, expiring token for its task,
+accepted as ``Authorization: Bearer``, a cookie or ``?token=`` (repeatable); without a
+hook, a task is then visible only with its token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import inspect
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from ._errors import Forbidden, NotFound, TaskGone
+from ._models import Task
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from ._hub import TaskHub
+
+Action = Literal["submit", "read", "follow", "list", "cancel"]
+TaskFilter = Callable[[Task], bool]
+Decision = bool | TaskFilter
+Authorizer = Callable[["Access"], Decision | Awaitable[Decision]]
+Identify = Callable[["Request"], str | None]
+
+_MAX_TOKENS = 64  # tokens looked at per request: bounds the HMAC work a request can cause
+_MAX_TOKEN_LENGTH = 512
+_TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+@dataclass(frozen=True)
+class Access:
+    """One question to the authorization hook.
+
+    Attributes:
+        action: ``submit``, ``read`` (``GET /tasks/<id>``), ``follow`` (a stream),
+            ``list`` (``GET /tasks``) or ``cancel``.
+        request: the Starlette request.
+        caller: what the hub's ``identify(request)`` returned (None without it).
+        tokens: ids of the tasks whose valid, unexpired token the request carries.
+        task: the task acted on; None for ``submit``, ``list`` and ``/events``.
+        name: the task name being submitted (``submit`` only).
+    """
+
+    action: Action
+    request: Request
+    caller: str | None = None
+    tokens: frozenset[str] = frozenset()
+    task: Task | None = None
+    name: str | None = None
+
+
+def tokens_only(access: Access) -> Decision:
+    """The default hook with :class:`TaskTokens`: anyone may submit; a task is visible
+    only to requests carrying its token."""
+    if access.action == "submit":
+        return True
+    tokens = access.tokens
+    return lambda task: task.id in tokens
+
+
+def owner_only(access: Access) -> Decision:
+    """A ready hook: identified callers submit; each sees and cancels only its own tasks
+    (``task.owner == caller``), or a task whose token it presents."""
+    caller = access.caller
+    if access.action == "submit":
+        return caller is not None
+    tokens = access.tokens
+    return lambda task: (caller is not None and task.owner == caller) or task.id in tokens
+
+
+class TaskTokens:
+    """Signed, expiring capability tokens, each scoped to one task (HMAC-SHA256).
+
+    Args:
+        secret: the signing key (at least 16 bytes), or several: the first signs,
+            all verify (rotate by prepending a new one).
+        ttl: seconds a token stays valid.
+        cookie: name of the cookie a token is also accepted from.
+        clock: seconds since the epoch (tests pass a fake one).
+
+    Raises ``ValueError`` for a short secret or a non-positive ``ttl``.
+    """
+
+    def __init__(
+        self,
+        secret: str | bytes | Iterable[str | bytes],
+        *,
+        ttl: float = 3600.0,
+        cookie: str = "sse_tasks_token",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        given = [secret] if isinstance(secret, (str, bytes)) else list(secret)
+        keys = [s.encode() if isinstance(s, str) else bytes(s) for s in given]
+        if not keys or any(len(k) < 16 for k in keys):
+            raise ValueError("token secrets must be at least 16 bytes")
+        if ttl <= 0:
+            raise ValueError("ttl must be positive")
+        self._keys = keys
+        self.ttl = ttl
+        self.cookie = cookie
+        self.clock = clock
+
+    def issue(self, task_id: str) -> str:
+        """A token for ``task_id``, valid for ``ttl`` seconds from now."""
+        expires = int(self.clock() + self.ttl)
+        return f"{task_id}.{expires}.{self._sign(self._keys[0], task_id, expires)}"
+
+    def verify(self, token: str) -> str | None:
+        """The task id ``token`` grants, or None if it is malformed, forged or expired."""
+        if len(token) > _MAX_TOKEN_LENGTH:
+            return None
+        parts = token.split(".")
+        if len(parts) != 3:
+            return None
+        task_id, raw_expires, signature = parts
+        if not _TASK_ID.fullmatch(task_id) or not raw_expires.isdigit() or len(raw_expires) > 12:
+            return None
+        expires = int(raw_expires)
+        valid = False
+        for key in self._keys:  # check every key: no early exit leaks which one matched
+            valid |= hmac.compare_digest(self._sign(key, task_id, expires), signature)
+        if not valid or expires <= self.clock():
+            return None
+        return task_id
+
+    def from_request(self, request: Request) -> frozenset[str]:
+        """Task ids proven by the request's tokens (bearer header, cookie, ``?token=``)."""
+        found: list[str] = []
+        authorization = request.headers.get("authorization", "")
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            found.append(credentials.strip())
+        cookie = request.cookies.get(self.cookie)
+        if cookie:
+            found.append(cookie)
+        found.extend(request.query_params.getlist("token"))
+        granted = (self.verify(token) for token in found[:_MAX_TOKENS])
+        return frozenset(task_id for task_id in granted if task_id is not None)
+
+    @staticmethod
+    def _sign(key: bytes, task_id: str, expires: int) -> str:
+        message = f"sse-tasks/1:{task_id}:{expires}".encode()
+        digest = hmac.new(key, message, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+class Gate:
+    """Puts the hub's hook (and tokens) to work for the routes."""
+
+    def __init__(self, hub: TaskHub) -> None:
+        self.hub = hub
+
+    @property
+    def authorize(self) -> Authorizer | None:
+        """The hub's hook; :func:`tokens_only` when it has tokens but no hook (read live)."""
+        hub = self.hub
+        if hub.authorize is None and hub.tokens is not None:
+            return tokens_only
+        return hub.authorize
+
+    @property
+    def open(self) -> bool:
+        """True without a hook or tokens: everything is allowed."""
+        return self.authorize is None
+
+    async def decide(
+        self, action: Action, request: Request, task: Task | None = None, name: str | None = None
+    ) -> Decision:
+        """The hook's answer (``True`` when there is no hook)."""
+        authorize = self.authorize
+        if authorize is None:
+            return True
+        hub = self.hub
+        access = Access(
+            action=action,
+            request=request,
+            caller=hub.identify(request) if hub.identify is not None else None,
+            tokens=hub.tokens.from_request(request) if hub.tokens is not None else frozenset(),
+            task=task,
+            name=name,
+        )
+        decision = authorize(access)
+        if inspect.isawaitable(decision):
+            decision = await decision
+        return decision
+
+    async def require(self, action: Action, request: Request, name: str | None = None) -> None:
+        """Allow ``submit`` (and only ``True`` allows it) or raise :class:`Forbidden`."""
+        if await self.decide(action, request, name=name) is not True:
+            raise Forbidden(f"not allowed to {action} here")
+
+    async def task(self, action: Action, request: Request, task_id: str) -> Task:
+        """The task, if the caller may ``action`` it; otherwise the same 404 as a missing one."""
+        if self.open:
+            return await self.hub.get(task_id)
+        not_found = NotFound(f"no task with id {task_id!r}")
+        try:
+            task = await self.hub.get(task_id)
+        except (NotFound, TaskGone):
+            raise not_found from None  # 410 would confirm the id once existed
+        if _allows(await self.decide(action, request, task), task):
+            return task
+        self.hub.stats.denied += 1
+        if action != "read" and _allows(await self.decide("read", request, task), task):
+            raise Forbidden(f"not allowed to {action} task {task_id!r}")
+        raise not_found
+
+    async def visible(self, action: Action, request: Request) -> TaskFilter | None:
+        """For ``list`` and ``/events``: a filter, None for all; raises :class:`Forbidden`."""
+        decision = await self.decide(action, request)
+        if decision is True:
+            return None
+        if decision is False:
+            raise Forbidden(f"not allowed to {action} tasks")
+        return decision
+
+
+def _allows(decision: Decision, task: Task) -> bool:
+    if isinstance(decision, bool):
+        return decision
+    return bool(decision(task))
+
+
+_TOKEN_IN_URL = re.compile(r"((?:^|[?&;])token=)[^&;\s\"]*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with every ``token=…`` query value replaced by ``[redacted]``."""
+    return _TOKEN_IN_URL.sub(r"\1[redacted]", text) if "token=" in text.lower() else text
+
+
+class RedactTokens(logging.Filter):
+    """A logging filter that removes ``token=…`` from log lines (uvicorn's access log).
+
+    ``logging.getLogger("uvicorn.access").addFilter(RedactTokens())``; ``sse-tasks serve``
+    installs it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        return True
+
+
+__all__ = [
+    "Access",
+    "Action",
+    "Authorizer",
+    "Decision",
+    "Gate",
+    "RedactTokens",
+    "TaskFilter",
+    "TaskTokens",
+    "owner_only",
+    "redact",
+    "tokens_only",
+]

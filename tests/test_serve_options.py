@@ -1,0 +1,50 @@
+"""``sse-tasks serve``'s security and limit options reach the hub it serves."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from sse_tasks._cli import _app_from_env, main
+
+pytestmark = pytest.mark.anyio
+
+SECRET = "serve-secret-of-enough-length"
+
+
+async def test_environment_configures_tokens_cors_metrics_and_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {
+        "SSE_TASKS_TOKEN_SECRET": SECRET,
+        "SSE_TASKS_CORS_ORIGIN": "https://a.example https://b.example",
+        "SSE_TASKS_CORS_CREDENTIALS": "1",
+        "SSE_TASKS_METRICS": "1",
+        "SSE_TASKS_MAX_STREAMS_PER_CLIENT": "7",
+        "SSE_TASKS_MAX_STREAM_LIFETIME": "600",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("SSE_TASKS_APP", raising=False)
+    app = _app_from_env()
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://serve") as client:
+            created = await client.post("/tasks", json={"name": "fail"})
+            assert created.status_code == 202 and created.json()["token"]
+            assert (await client.get(f"/tasks/{created.json()['id']}")).status_code == 404
+            assert (await client.get("/metrics")).status_code == 200
+            cors = await client.get("/tasks", headers={"origin": "https://b.example"})
+            assert cors.headers["access-control-allow-credentials"] == "true"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--cors-origin", "*", "--cors-credentials"],
+        ["--cors-origin", "a.example"],
+        ["--token-secret", "short"],
+    ],
+)
+def test_unsafe_options_are_refused_before_serving(args: list[str]) -> None:
+    result = CliRunner().invoke(main, ["serve", *args])
+    assert result.exit_code == 2
+    assert "Error" in result.output
