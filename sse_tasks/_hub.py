@@ -390,9 +390,10 @@ class TaskHub:
             logger.info("task %s id=%s name=%s duration=%.3fs", state, task.id, task.name, duration)
 
     def _observe(self, event: TaskEvent) -> None:
-        """Every event reaches here; a cancellation made elsewhere stops the local run."""
+        """Every event reaches here; a task finished elsewhere (cancelled from another
+        worker, or failed as ``WorkerLost`` after a missed lease) stops its local run."""
         self.stats.events_published[event.type] += 1
-        if event.type == "task.cancelled":
+        if event.task.terminal:
             run = self._runs.get(event.task.id)
             if run is not None:
                 run.cancel()
