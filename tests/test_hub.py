@@ -381,3 +381,30 @@ async def test_a_hub_can_run_again_after_shutdown(make_hub: Any) -> None:
         async with hub:
             task = await hub.submit("sleep", seconds=0)
             assert (await finished(hub, task.id)).state is TaskState.SUCCEEDED
+
+
+async def test_a_task_finished_elsewhere_stops_its_local_run(running_hub: TaskHub) -> None:
+    started = anyio.Event()
+    stopped = anyio.Event()
+
+    @running_hub.task
+    async def long(ctx: TaskContext) -> None:
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            stopped.set()
+
+    task = await running_hub.submit(long)
+    await started.wait()
+    current = await running_hub.get(task.id)
+    # What a surviving worker publishes when it thinks this one has died.
+    lost = current.evolve(
+        state=TaskState.FAILED, error={"type": "WorkerLost", "message": "lease expired"}
+    )
+    assert await running_hub.broker.publish(lost, "task.failed") is not None
+    with anyio.fail_after(10):
+        await stopped.wait()
+    final = await running_hub.get(task.id)
+    assert final.state is TaskState.FAILED
+    assert final.error == {"type": "WorkerLost", "message": "lease expired"}
