@@ -73,7 +73,9 @@ def baseline_app() -> Starlette:
 
     async def publish(request: Request) -> Response:
         body: dict[str, Any] = (await request.json()).get("params", {})
-        task = asyncio.create_task(run(int(body.get("n", 1)), float(body.get("interval", 0)), int(body.get("size", 100))))
+        task = asyncio.create_task(
+            run(int(body.get("n", 1)), float(body.get("interval", 0)), int(body.get("size", 100)))
+        )
         publishers.add(task)
         task.add_done_callback(publishers.discard)
         return JSONResponse({"id": str(id(task))}, status_code=202)

@@ -395,7 +395,16 @@ def environment() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    packages = ["sse-tasks", "starlette", "sse-starlette", "uvicorn", "uvloop", "httptools", "anyio", "orjson"]
+    packages = [
+        "sse-tasks",
+        "starlette",
+        "sse-starlette",
+        "uvicorn",
+        "uvloop",
+        "httptools",
+        "anyio",
+        "orjson",
+    ]
     versions = {}
     for name in packages:
         try:
@@ -424,15 +433,22 @@ def main(argv: list[str] | None = None) -> int:
         if scenario not in SCENARIOS:
             parser.error(f"unknown scenario {scenario!r}")
     env = environment()
-    print(f"{env['nproc']} CPUs ({env['cpu']}), Python {env['python']}, " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()))
+    print(
+        f"{env['nproc']} CPUs ({env['cpu']}), Python {env['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+    )
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    results = asyncio.run(run_all(QUICK if args.quick else FULL, scenarios, max(1, args.repeat), not args.no_pin))
+    results = asyncio.run(
+        run_all(QUICK if args.quick else FULL, scenarios, max(1, args.repeat), not args.no_pin)
+    )
     if args.json:
         scale = QUICK if args.quick else FULL
-        args.json.write_text(json.dumps({"environment": env, "scale": asdict(scale), "results": results}, indent=2))
+        args.json.write_text(
+            json.dumps({"environment": env, "scale": asdict(scale), "results": results}, indent=2)
+        )
     return 0
