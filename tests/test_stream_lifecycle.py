@@ -1,0 +1,115 @@
+"""How a stream lives and ends: heartbeats, disconnects, stuck clients, server exit."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+
+import anyio
+import anyio.lowlevel
+import httpx
+import pytest
+from _support import LiveServer, collect
+from sse_starlette.sse import AppStatus
+
+from sse_tasks import TaskContext, TaskHub
+
+pytestmark = pytest.mark.anyio
+
+HubFactory = Callable[..., TaskHub]
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for a condition the server exposes no event for (bounded)."""
+    with anyio.fail_after(timeout):
+        while not predicate():
+            await anyio.sleep(0.02)
+
+
+async def test_idle_stream_gets_heartbeats(
+    make_hub: HubFactory, live_server: Callable[..., LiveServer]
+) -> None:
+    server = live_server(make_hub(heartbeat=0.2))
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        started = time.monotonic()
+        _, events = await collect(http, "/events", until=lambda e: "ping" in e.comments)
+        assert events[-1].comments == ["ping"]
+        # No ping before three quarters of the interval, and not later than it (with slack).
+        assert 0.15 <= time.monotonic() - started < 2.0
+
+
+async def test_heartbeat_zero_sends_no_pings(
+    make_hub: HubFactory, live_server: Callable[..., LiveServer]
+) -> None:
+    server = live_server(make_hub(heartbeat=0))
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        with anyio.move_on_after(0.5):
+            await collect(http, "/events", until=lambda e: "ping" in e.comments)
+            pytest.fail("a ping was sent with heartbeat=0")
+
+
+async def test_client_disconnect_frees_the_stream(
+    make_hub: HubFactory, live_server: Callable[..., LiveServer]
+) -> None:
+    hub = make_hub()
+    server = live_server(hub)
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        async with http.stream("GET", "/events") as response:
+            assert response.status_code == 200
+            await wait_for(lambda: hub.open_streams == 1)
+    await wait_for(lambda: hub.open_streams == 0, timeout=5)
+
+
+async def test_head_answers_headers_without_a_stream(
+    make_hub: HubFactory, live_server: Callable[..., LiveServer]
+) -> None:
+    hub = make_hub()
+    server = live_server(hub)
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        response = await http.head("/events")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert hub.open_streams == 0
+
+
+async def test_a_client_that_stops_reading_is_dropped(
+    make_hub: HubFactory, live_server: Callable[..., LiveServer]
+) -> None:
+    hub = make_hub(send_timeout=0.3, progress_interval=0)
+
+    @hub.task
+    async def flood(ctx: TaskContext, n: int = 400) -> None:
+        for i in range(n):
+            ctx.progress(i / n, "x" * 65536 + str(i))
+            await anyio.lowlevel.checkpoint()
+
+    server = live_server(hub)
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as stuck:
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.sendall(b"GET /events HTTP/1.1\r\nHost: test\r\n\r\n")
+        await wait_for(lambda: hub.open_streams == 1)
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            task = (await http.post("/tasks", json={"name": "flood"})).json()
+            # Everyone else still sees the whole task while the stuck stream is cut off.
+            _, events = await collect(http, f"/tasks/{task['id']}/events", limit=10_000)
+            assert events[-1].event == "task.succeeded"
+        await wait_for(lambda: hub.open_streams == 0, timeout=10)
+
+
+async def test_server_exit_ends_tasks_and_streams(
+    make_hub: HubFactory, live_server: Callable[..., LiveServer]
+) -> None:
+    hub = make_hub(shutdown_grace=0.2)
+    server = live_server(hub)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            task = (await http.post("/tasks", json={"name": "sleep", "params": {"seconds": 30}})).json()
+            with anyio.fail_after(10):
+                async with http.stream("GET", f"/tasks/{task['id']}/events") as response:
+                    AppStatus.should_exit = True  # what uvicorn's signal handler sets
+                    body = (await response.aread()).decode()
+        assert "event: task.cancelled" in body
+    finally:
+        AppStatus.should_exit = False
