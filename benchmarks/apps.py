@@ -108,6 +108,7 @@ def sse_tasks_app() -> Starlette:
             # the client counts what arrives and stops at the task's terminal event.
             ctx.progress((i + 1) / n, payload(i, size))
             await asyncio.sleep(interval)
+        ctx.progress(1.0, "done")  # so the terminal snapshot carries no timestamp
 
     @hub.task
     async def noop(ctx: TaskContext) -> None:

@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import platform
-import re
 import resource
 import signal
 import socket
@@ -45,12 +44,13 @@ class Scale:
     submit_connections: int
     submit_seconds: float
     latency_tasks: int
+    fanout_paced: tuple[int, float]  # (messages, seconds between them)
     timeout: float = 55.0
 
 
-FULL = Scale(1000, 200, 100, 5000, (5000, 10_000), 32, 3.0, 200)
-QUICK = Scale(300, 100, 50, 1000, (1000, 2000), 16, 1.5, 50)
-SMOKE = Scale(4, 5, 3, 20, (10, 20), 2, 0.3, 3, timeout=20.0)
+FULL = Scale(1000, 200, 100, 5000, (5000, 10_000), 32, 3.0, 200, (40, 0.2))
+QUICK = Scale(300, 100, 50, 1000, (1000, 2000), 16, 1.5, 50, (20, 0.1))
+SMOKE = Scale(4, 5, 3, 20, (10, 20), 2, 0.3, 3, (3, 0.01), timeout=20.0)
 
 SCENARIOS = ("fanout", "throughput", "idle", "submit", "latency")
 
@@ -156,45 +156,91 @@ def _trigger(messages: int, interval: float = 0.0, name: str = "publish") -> byt
 # -- scenarios ------------------------------------------------------------------------
 
 
-async def fanout(server: Server, subscribers: int, messages: int, timeout: float) -> dict[str, Any]:
-    """``subscribers`` streams on ``/events``; one publisher emits ``messages`` as fast as it can."""
-    expected = subscribers * messages
-    latencies: list[int] = []
-    received = 0
+async def fanout(
+    server: Server, subscribers: int, messages: int, timeout: float, paced: tuple[int, float] = (0, 0.0)
+) -> dict[str, Any]:
+    """``subscribers`` streams on ``/events``; a publisher emits ``messages`` as fast as it can.
 
-    def on_match(found: list[bytes], now: int) -> None:
-        nonlocal received
-        received += len(found)
-        latencies.extend([now - int(stamp) for stamp in found])
+    With ``paced=(count, interval)`` a paced publisher runs first, one message every
+    ``interval`` seconds, slow enough for both apps to keep up: its latencies are the
+    time one message takes to reach every subscriber, not the time a burst queues.
+    """
+    chunks: list[tuple[int, int, int, int]] = []
 
-    streams = await client.subscribe(server.port, subscribers, on_match=on_match, timeout=timeout)
+    def on_match(count: int, first: int, last: int, now: int) -> None:
+        chunks.append((count, first, last, now))
+
+    streams = await client.subscribe(
+        server.port,
+        subscribers,
+        client.MESSAGE[server.app],
+        client.END[server.app],
+        on_match=on_match,
+        timeout=timeout,
+    )
+    result: dict[str, Any] = {}
     try:
         await asyncio.sleep(0.3)
         trigger = await client.connect(server.port)
-        window = Window(server)
-        response = await trigger.post("/tasks", _trigger(messages))
-        if client.status(response) != 202:
-            raise RuntimeError(f"publish failed: {response[:300]!r}")
-        ended, _ = await asyncio.wait([s.ended for s in streams], timeout=timeout)
-        end = max(f.result() for f in ended) if len(ended) == len(streams) else None
-        measured = window.close(end)
+        if paced[0]:
+            slow = await _publish(server, trigger, streams, chunks, paced[0], paced[1], timeout)
+            result.update({f"paced_{key}": value for key, value in slow.items()})
+            chunks.clear()
+        result.update(await _publish(server, trigger, streams, chunks, messages, 0.0, timeout))
         trigger.close()
     finally:
         await client.close_all(streams)
+    return result
+
+
+async def _publish(
+    server: Server,
+    trigger: client.Connection,
+    streams: list[client.Subscriber],
+    chunks: list[tuple[int, int, int, int]],
+    messages: int,
+    interval: float,
+    timeout: float,
+) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    for stream in streams:
+        stream.ended = loop.create_future()
+    window = Window(server)
+    response = await trigger.post("/tasks", _trigger(messages, interval))
+    if client.status(response) != 202:
+        raise RuntimeError(f"publish failed: {response[:300]!r}")
+    ended, _ = await asyncio.wait([s.ended for s in streams], timeout=timeout)
+    end = max(f.result() for f in ended) if len(ended) == len(streams) else None
+    measured = window.close(end)
+    received = sum(count for count, *_ in chunks)
     return {
         "deliveries": received,
-        "expected": expected,
+        "expected": len(streams) * messages,
         "complete": end is not None,
         "deliveries_per_s": received / measured["seconds"],
         "server_us_per_delivery": 1e6 * measured["server_cpu"] / max(received, 1),
-        **percentiles(latencies),
+        **percentiles(latencies(chunks)),
         **measured,
     }
 
 
+def latencies(chunks: list[tuple[int, int, int, int]]) -> list[int]:
+    """Per-message latency: exact for the first and last message of each chunk, between them
+    interpolated (see ``client``)."""
+    samples: list[int] = []
+    for count, first, last, now in chunks:
+        if count == 1:
+            samples.append(now - first)
+        else:
+            step = (last - first) / (count - 1)
+            samples.extend([now - first - int(step * j) for j in range(count)])
+    return samples
+
+
 async def idle(server: Server, counts: tuple[int, ...], timeout: float) -> dict[str, Any]:
     """Hold idle ``/events`` streams; server RSS growth per stream."""
-    warm = await client.subscribe(server.port, 200, timeout=timeout)
+    marker = client.MESSAGE[server.app]
+    warm = await client.subscribe(server.port, 200, marker, timeout=timeout)
     await client.close_all(warm)
     await asyncio.sleep(0.5)
     base = server.rss()
@@ -202,7 +248,7 @@ async def idle(server: Server, counts: tuple[int, ...], timeout: float) -> dict[
     streams: list[client.Subscriber] = []
     try:
         for count in sorted(counts):
-            streams += await client.subscribe(server.port, count - len(streams), timeout=timeout)
+            streams += await client.subscribe(server.port, count - len(streams), marker, timeout=timeout)
             await asyncio.sleep(1.0)
             result[f"kib_per_stream_{count}"] = (server.rss() - base) / count / 1024
     finally:
@@ -240,19 +286,17 @@ async def submit(server: Server, path: str, body: bytes, connections: int, secon
     return {"answers_per_s": answered / measured["seconds"], "failed": failed, **measured}
 
 
-TERMINAL = re.compile(rb"event: (task\.succeeded|tick)\n")
-
-
 async def latency(server: Server, tasks: int, timeout: float) -> dict[str, Any]:
     """One task at a time: from sending ``POST /tasks`` to a follower on ``/events`` seeing its end."""
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[int] | None = None
 
-    def on_match(found: list[bytes], now: int) -> None:
+    def on_match(count: int, first: int, last: int, now: int) -> None:
         if waiter is not None and not waiter.done():
             waiter.set_result(now)
 
-    (follower,) = await client.subscribe(server.port, 1, pattern=TERMINAL, on_match=on_match)
+    terminal = client.END[server.app] if server.app == "sse_tasks" else b"event: tick\n"
+    (follower,) = await client.subscribe(server.port, 1, terminal, on_match=on_match)
     conn = await client.connect(server.port)
     samples: list[int] = []
     body = b'{"name": "noop", "params": {}}'
@@ -281,7 +325,9 @@ def scenario_runners(name: str, scale: Scale) -> dict[str, dict[str, Runner]]:
     """For a scenario: {app: {variant: runner}}."""
     t = scale.timeout
     if name == "fanout":
-        run: Runner = lambda s: fanout(s, scale.fanout_subscribers, scale.fanout_messages, t)  # noqa: E731
+        run: Runner = lambda s: fanout(  # noqa: E731
+            s, scale.fanout_subscribers, scale.fanout_messages, t, scale.fanout_paced
+        )
         return {app: {"": run} for app in APPS}
     if name == "throughput":
         run = lambda s: fanout(s, scale.throughput_subscribers, scale.throughput_messages, t)  # noqa: E731
@@ -340,16 +386,19 @@ async def run_all(
 _ROWS: dict[str, list[tuple[str, str, bool]]] = {
     # (metric, label, higher is better)
     "fanout": [
-        ("deliveries_per_s", "deliveries/s", True),
-        ("p50_ms", "latency p50 ms", False),
-        ("p99_ms", "latency p99 ms", False),
-        ("server_us_per_delivery", "server CPU µs/delivery", False),
+        ("deliveries_per_s", "burst: deliveries/s", True),
+        ("server_us_per_delivery", "burst: server CPU µs/delivery", False),
+        ("p50_ms", "burst: latency p50 ms", False),
+        ("p99_ms", "burst: latency p99 ms", False),
+        ("paced_p50_ms", "paced: latency p50 ms", False),
+        ("paced_p99_ms", "paced: latency p99 ms", False),
+        ("paced_server_us_per_delivery", "paced: server CPU µs/delivery", False),
     ],
     "idle": [],
     "submit": [("answers_per_s", "answers/s", True)],
     "latency": [("p50_ms", "POST→terminal p50 ms", False), ("p99_ms", "POST→terminal p99 ms", False)],
 }
-_ROWS["throughput"] = _ROWS["fanout"]
+_ROWS["throughput"] = _ROWS["fanout"][:4]
 
 
 def rows(scenario: str, result: dict[str, dict[str, Any]]) -> list[tuple[str, float, float]]:
@@ -379,9 +428,11 @@ def print_scenario(scenario: str, result: dict[str, dict[str, Any]]) -> None:
         if "server_cpu_pct" in r:
             cpu = f"server CPU {r['server_cpu_pct']:.0f}%, client CPU {r['client_cpu_pct']:.0f}%"
         extra = ""
-        if "deliveries" in r:
-            extra = f"; {r['deliveries']:.0f} of {r['expected']} messages delivered"
-            extra += "" if r["complete"] else " (TIMED OUT)"
+        for prefix in ("paced_", ""):
+            if f"{prefix}deliveries" in r:
+                got, wanted = r[prefix + "deliveries"], r[prefix + "expected"]
+                extra += f"; {prefix or 'burst_'}delivered {got:.0f}/{wanted}"
+                extra += "" if r[prefix + "complete"] else " (TIMED OUT)"
         print(f"  [{label}] {cpu}{extra}")
     sys.stdout.flush()
 
