@@ -7,16 +7,24 @@ is told so (``position < first``) and resyncs from snapshots.
 
 A log may join a longer history part way (a broker whose history lives elsewhere):
 :meth:`restart` forgets what it holds and records the key it continues after.
+
+Waking is deferred while events keep coming (see :meth:`EventLog.append`), so that a
+stream takes a burst in one write instead of one write per event.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from bisect import bisect_right
 from typing import Any
 
 import anyio
 
 from ._models import TaskEvent
+
+#: Longest a wake-up is held back while a publisher keeps appending, in seconds.
+COALESCE_WINDOW = 0.002
 
 
 class EventLog:
@@ -34,6 +42,8 @@ class EventLog:
         self._base: Any = None
         self._base_position = 0
         self._waiter: anyio.Event | None = None
+        self._wake_deadline: float | None = None  # a deferred wake-up is scheduled
+        self._appended = False
         self.closed = False
 
     @property
@@ -85,10 +95,37 @@ class EventLog:
             del self._events[:drop]
             del self._keys[:drop]
             self._first += drop
+        self._appended = True
+        if self._waiter is not None and self._wake_deadline is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # not on asyncio: no deferral
+                self.wake()
+                return
+            # Wake the streams once the loop has gone round without a new event (or
+            # after COALESCE_WINDOW at most). A publisher that appends on every turn of
+            # the loop (a task reporting progress as fast as it can) would otherwise
+            # have every stream write each event alone: a write per event per stream
+            # is most of the cost of a fan-out. Sparse events wait one turn, no more.
+            self._wake_deadline = time.monotonic() + COALESCE_WINDOW
+            # The first check runs early in the next turn, before the publisher could
+            # append again: it only looks again, so each later check covers a whole turn.
+            self._appended = True
+            loop.call_soon(self._deferred_wake, loop)
+
+    def _deferred_wake(self, loop: asyncio.AbstractEventLoop) -> None:
+        deadline = self._wake_deadline
+        if deadline is None:
+            return  # woken meanwhile
+        if self._appended and not self.closed and time.monotonic() < deadline:
+            self._appended = False
+            loop.call_soon(self._deferred_wake, loop)
+            return
         self.wake()
 
     def wake(self) -> None:
         """Wake every waiter (new events, or the log is closing)."""
+        self._wake_deadline = None
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
