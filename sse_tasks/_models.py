@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+import functools
+import time
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from . import _json
@@ -45,7 +46,15 @@ RESET_EVENT = "reset"
 
 def utcnow() -> str:
     """The current UTC time in the snapshot's ISO 8601 form (microseconds, ``Z``)."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # Three per task: datetime.now().strftime() was 7 % of the server's CPU in the
+    # submit benchmark; the formatted second is cached, the microseconds appended.
+    second, micro = divmod(time.time_ns() // 1000, 1_000_000)
+    return f"{_utc_second(second)}.{micro:06d}Z"
+
+
+@functools.lru_cache(maxsize=1)
+def _utc_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +86,11 @@ class Task:
 
     def evolve(self, **changes: Any) -> Task:
         """A copy with ``changes`` applied (snapshots are immutable)."""
-        return replace(self, **changes)
+        # Not dataclasses.replace(): it is about three times slower, and a task's
+        # events make six copies (half the CPU of MemoryBroker.publish when profiled).
+        values = {name: getattr(self, name) for name in _TASK_FIELDS}
+        values.update(changes)
+        return Task(**values)
 
     def to_dict(self, root_path: str = "") -> dict[str, Any]:
         """The public JSON snapshot; links are relative to ``root_path`` (the mount point)."""
@@ -124,6 +137,9 @@ class Task:
             event_type=data.get("event_type"),
             owner=data.get("owner"),
         )
+
+
+_TASK_FIELDS = tuple(f.name for f in fields(Task))
 
 
 class TaskEvent:
