@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -33,6 +34,8 @@ class TaskContext:
         self._loop_thread = threading.get_ident()
         # Lets threads the task function starts itself report progress too.
         self._token = anyio.lowlevel.current_token()
+        #: Set by the hub while the task runs: starts the task's progress publisher.
+        self._start_pump: Callable[[], object] | None = None
 
     @property
     def cancelled(self) -> bool:
@@ -64,11 +67,17 @@ class TaskContext:
         if dirty.is_set():
             return  # the hub has not picked up the previous value yet; it reads the latest
         if threading.get_ident() == self._loop_thread:
-            dirty.set()
+            self._notify()
         else:
-            anyio.from_thread.run_sync(dirty.set, token=self._token)
+            anyio.from_thread.run_sync(self._notify, token=self._token)
 
     # -- used by the hub ---------------------------------------------------------
+
+    def _notify(self) -> None:
+        start, self._start_pump = self._start_pump, None
+        if start is not None:
+            start()  # the first report: most tasks never make one, so no publisher until now
+        self._dirty.set()
 
     def _latest(self) -> tuple[float | None, str | None]:
         with self._lock:

@@ -436,7 +436,9 @@ class TaskHub:
         result: Any = None
         with run.scope:
             async with anyio.create_task_group() as pump_group:
-                pump_group.start_soon(self._pump, task, run)
+                # Started by the first progress(): spawning and cancelling a publisher
+                # was half the cost of running a task that never reports progress.
+                run.ctx._start_pump = functools.partial(pump_group.start_soon, self._pump, task, run)
                 try:
                     with anyio.move_on_after(registered.timeout or math.inf) as deadline:
                         result = await self._call(registered, run.ctx, job.params)
@@ -448,7 +450,9 @@ class TaskHub:
                 except Exception as exc:
                     changes["error"] = _error(exc)
                 finally:
-                    pump_group.cancel_scope.cancel()
+                    if run.ctx._start_pump is None:  # the publisher was started
+                        pump_group.cancel_scope.cancel()
+                    run.ctx._start_pump = None
         if run.cancelled:
             outcome, changes = TaskState.CANCELLED, {}
             if run.cancel_reason:
