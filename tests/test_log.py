@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from sse_tasks import Task, TaskEvent
@@ -63,3 +64,49 @@ async def test_close_wakes_waiters() -> None:
         await anyio.wait_all_tasks_blocked()
         log.close()
     assert log.closed
+
+
+async def test_a_lone_event_wakes_the_waiter_within_a_few_turns() -> None:
+    log = EventLog()
+    woken = anyio.Event()
+
+    async def waiter() -> None:
+        await log.wait(0)
+        woken.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(waiter)
+        await anyio.lowlevel.checkpoint()
+        log.append(event(1))
+        for _ in range(5):
+            await anyio.lowlevel.checkpoint()
+        assert woken.is_set()
+
+
+async def test_a_busy_publisher_is_read_in_batches_without_waiting_for_it_to_stop() -> None:
+    log = EventLog()
+    batches: list[int] = []
+    publishing = True
+
+    async def reader() -> None:
+        position = 0
+        while publishing or position < log.head:
+            await log.wait(position)
+            batch = log.read(position)
+            batches.append(len(batch))
+            position += len(batch)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(reader)
+        await anyio.lowlevel.checkpoint()
+        with anyio.move_on_after(0.3):
+            n = 0
+            while True:  # one event per turn of the loop, like a task reporting progress
+                n += 1
+                log.append(event(n))
+                await anyio.lowlevel.checkpoint()
+        publishing = False
+        log.close()
+    assert sum(batches) == n
+    assert len(batches) > 5  # woken while the publisher was still going (every ~2 ms)
+    assert max(batches) > 1  # and each time it took what had piled up
