@@ -181,13 +181,11 @@ async def fanout(
     result: dict[str, Any] = {}
     try:
         await asyncio.sleep(0.3)
-        trigger = await client.connect(server.port)
         if paced[0]:
-            slow = await _publish(server, trigger, streams, chunks, paced[0], paced[1], timeout)
+            slow = await _publish(server, streams, chunks, paced[0], paced[1], timeout)
             result.update({f"paced_{key}": value for key, value in slow.items()})
             chunks.clear()
-        result.update(await _publish(server, trigger, streams, chunks, messages, 0.0, timeout))
-        trigger.close()
+        result.update(await _publish(server, streams, chunks, messages, 0.0, timeout))
     finally:
         await client.close_all(streams)
     return result
@@ -195,7 +193,6 @@ async def fanout(
 
 async def _publish(
     server: Server,
-    trigger: client.Connection,
     streams: list[client.Subscriber],
     chunks: list[tuple[int, int, int, int]],
     messages: int,
@@ -205,8 +202,10 @@ async def _publish(
     loop = asyncio.get_running_loop()
     for stream in streams:
         stream.ended = loop.create_future()
+    trigger = await client.connect(server.port)  # a fresh one: keep-alive ends after 5 s
     window = Window(server)
     response = await trigger.post("/tasks", _trigger(messages, interval))
+    trigger.close()
     if client.status(response) != 202:
         raise RuntimeError(f"publish failed: {response[:300]!r}")
     ended, _ = await asyncio.wait([s.ended for s in streams], timeout=timeout)
