@@ -160,6 +160,13 @@ def main() -> None:
 @click.option(
     "--limit-concurrency", type=click.IntRange(min=1), help="Connections before uvicorn answers 503."
 )
+@click.option(
+    "--header-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="Close a connection whose request line and headers take longer than SECONDS.",
+)
 def serve(
     app: str | None,
     demo: bool | None,
@@ -178,12 +185,15 @@ def serve(
     max_stream_lifetime: float | None,
     timeout_keep_alive: int,
     limit_concurrency: int | None,
+    header_timeout: float,
 ) -> None:
     """Serve the task API (/tasks, /events) and, in demo mode, a live page at /.
 
     Every option can also be set as SSE_TASKS_<OPTION> (e.g. SSE_TASKS_BROKER).
     """
     import uvicorn
+
+    from ._protocol import HeaderTimeoutProtocol
 
     broker_url = broker or os.environ.get(_ENV + "BROKER") or "memory://"
     if workers > 1 and broker_url.startswith("memory:"):
@@ -206,6 +216,7 @@ def serve(
         "MAX_STREAMS": max_streams,
         "MAX_STREAMS_PER_CLIENT": max_streams_per_client,
         "MAX_STREAM_LIFETIME": max_stream_lifetime,
+        "HEADER_TIMEOUT": header_timeout,
     }
     for key, value in (("DEMO", demo), ("CORS_CREDENTIALS", cors_credentials), ("METRICS", metrics)):
         if value is not None:
@@ -224,6 +235,7 @@ def serve(
         timeout_graceful_shutdown=None,
         timeout_keep_alive=timeout_keep_alive,
         limit_concurrency=limit_concurrency,
+        http=HeaderTimeoutProtocol,
     )
 
 
