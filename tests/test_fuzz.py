@@ -8,6 +8,7 @@ loop, through ``ASGITransport``); streams over a real socket with short deadline
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ FUZZ = settings(
     max_examples=100,
     deadline=None,
     database=None,
+    # CI replays the same examples every run (a red CI must be reproducible); a local
+    # run explores new ones.
+    derandomize=bool(os.environ.get("CI")),
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
