@@ -75,6 +75,11 @@ class StreamPlan:
         self.marker = last.id if last is not None else None
 
 
+def snapshot_frame(task: Task, root_path: str, event_id: str | None = None) -> bytes:
+    """A task's current snapshot as a frame typed as its last event (and, by default, numbered so)."""
+    return encode_frame(event_id or task.event_id, task.event_type or "", task.to_dict(root_path))
+
+
 def retry_frame(hub: TaskHub) -> bytes:
     return f"retry: {hub.retry}\n\n".encode()
 
@@ -93,7 +98,7 @@ async def task_stream(plan: StreamPlan, resume: Resume) -> AsyncIterator[bytes]:
         if position is None:
             if resume.given:
                 yield reset_frame(_reset_reason(resume))
-            yield encode_frame(task.event_id, task.event_type or "", task.to_dict(plan.root_path))
+            yield snapshot_frame(task, plan.root_path)
             if task.terminal:
                 return
             seen[task.id] = _key(hub, task)
@@ -168,7 +173,7 @@ async def _resync(plan: StreamPlan, reason: str, seen: dict[str, Any]) -> bytes:
     parts = [reset_frame(reason)]
     for key, task in keyed:
         seen[task.id] = key
-        parts.append(encode_frame(marker, task.event_type or "", task.to_dict(plan.root_path)))
+        parts.append(snapshot_frame(task, plan.root_path, marker))
     return b"".join(parts)
 
 
@@ -204,9 +209,7 @@ async def _follow(
                 task = await hub.broker.get(single)
                 if task is None:
                     return
-                yield reset_frame("fell behind the retained history") + encode_frame(
-                    task.event_id, task.event_type or "", task.to_dict(root)
-                )
+                yield reset_frame("fell behind the retained history") + snapshot_frame(task, root)
                 if task.terminal:
                     return
                 seen[single] = _key(hub, task)

@@ -87,3 +87,53 @@ async def test_stalled_reader_does_not_block_and_still_gets_state_changes(
     assert seen == ["task.queued", "task.running", "task.succeeded"]
     assert progress < published - 3  # coalesced: fewer progress events than were published
     assert last_fraction == 1.0
+
+
+@pytest.mark.parametrize("path", ["task", "/events"])
+async def test_a_stream_that_falls_behind_the_history_is_resynced(
+    make_hub: Any, live_server: Callable[..., LiveServer], path: str
+) -> None:
+    # A tiny history and big events: the stalled stream's position is trimmed away.
+    hub: TaskHub = make_hub(progress_interval=0, history=16, send_timeout=None)
+    release = anyio.Event()
+
+    @hub.task
+    async def burst(ctx: TaskContext) -> str:
+        await release.wait()
+        for i in range(200):
+            ctx.progress((i + 1) / 200, "y" * 131072)
+            # Paced so even a slower broker publishes (nearly) every report: 26 MB in all.
+            await anyio.sleep(0.002)
+        return "done"
+
+    server = live_server(hub)
+    port = int(server.url.rsplit(":", 1)[1])
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+        task = (await http.post("/tasks", json={"name": "burst"})).json()
+        url = f"/tasks/{task['id']}/events" if path == "task" else "/events"
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        sock.setblocking(False)
+        reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 22)
+        try:
+            writer.write(f"GET {url} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            await writer.drain()
+            await reader.readuntil(b"retry: 2000\n\n")
+            release.set()
+            _, events = await collect(http, f"/tasks/{task['id']}/events")
+            assert task_events(events)[-1].event == "task.succeeded"
+            kinds: list[str] = []
+            with anyio.fail_after(60):
+                while "task.succeeded" not in kinds:
+                    line = (await reader.readline()).decode()
+                    assert line, "stream closed early"
+                    if line.startswith("event: "):
+                        kinds.append(line[len("event: ") :].strip())
+        finally:
+            writer.close()
+    # It fell behind (perhaps more than once, the task kept going): each time a reset,
+    # then the task's current snapshot, and in the end the terminal event.
+    assert "reset" in kinds
+    assert kinds[-1] == "task.succeeded"
+    assert all(kinds[i + 1].startswith("task.") for i, kind in enumerate(kinds) if kind == "reset")
