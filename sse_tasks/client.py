@@ -105,6 +105,17 @@ def error_from_response(response: httpx.Response) -> SSETasksError:
     return APIError(message, status_code=status, code=code or "error")
 
 
+def _new_snapshot(event: ServerSentEvent, last_event_id: str | None) -> Task | None:
+    """The task an event carries, or None for ``reset`` (the snapshot follows it) and for
+    the snapshot after a reset that repeats the one we already have."""
+    if not event.event.startswith("task."):
+        return None
+    task = _event_task(event)
+    if task.event_id is not None and task.event_id == last_event_id:
+        return None
+    return task
+
+
 def _event_task(event: ServerSentEvent) -> Task:
     try:
         data = json.loads(event.data)
@@ -187,6 +198,13 @@ class _Base:
         if response.status_code >= 400:
             raise error_from_response(response)
         return response
+
+    def _give_up_after(self, failures: int, task_id: str, error_text: str) -> None:
+        """Raise ``ConnectionFailed`` once ``failures`` in a row exceed ``retries``."""
+        if failures > self.retries:
+            raise ConnectionFailed(
+                f"lost task {task_id!r} at {self.base_url} after {self.retries} retries: {error_text}"
+            )
 
     def _refusal(self, task_id: str, response: httpx.Response, followed: bool) -> Unavailable:
         """The 503 to retry after; raises any other error answer to a stream request."""
@@ -307,11 +325,9 @@ class AsyncClient(_Base):
                         error_text = refusal.message
                     else:
                         async for event in source.aiter_sse():
-                            if not event.event.startswith("task."):
-                                continue  # ``reset`` is followed by the snapshot itself
-                            task = _event_task(event)
-                            if task.event_id is not None and task.event_id == last_event_id:
-                                continue  # the snapshot after a reset may be the one we have
+                            task = _new_snapshot(event, last_event_id)
+                            if task is None:
+                                continue
                             last_event_id = task.event_id or last_event_id
                             failures, followed = 0, True
                             yield task
@@ -321,10 +337,7 @@ class AsyncClient(_Base):
             except httpx.TransportError as exc:
                 error_text = str(exc) or type(exc).__name__
             failures += 1
-            if failures > self.retries:
-                raise ConnectionFailed(
-                    f"lost task {task_id!r} at {self.base_url} after {self.retries} retries: {error_text}"
-                )
+            self._give_up_after(failures, task_id, error_text)
             await anyio.sleep(self._delay(failures, retry_after))
 
 
@@ -409,11 +422,9 @@ class Client(_Base):
                         error_text = refusal.message
                     else:
                         for event in source.iter_sse():
-                            if not event.event.startswith("task."):
+                            task = _new_snapshot(event, last_event_id)
+                            if task is None:
                                 continue
-                            task = _event_task(event)
-                            if task.event_id is not None and task.event_id == last_event_id:
-                                continue  # the snapshot after a reset may be the one we have
                             last_event_id = task.event_id or last_event_id
                             failures, followed = 0, True
                             yield task
@@ -423,8 +434,5 @@ class Client(_Base):
             except httpx.TransportError as exc:
                 error_text = str(exc) or type(exc).__name__
             failures += 1
-            if failures > self.retries:
-                raise ConnectionFailed(
-                    f"lost task {task_id!r} at {self.base_url} after {self.retries} retries: {error_text}"
-                )
+            self._give_up_after(failures, task_id, error_text)
             time.sleep(self._delay(failures, retry_after))
