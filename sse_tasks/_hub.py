@@ -16,6 +16,7 @@ import anyio
 import anyio.to_thread
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 
 from . import _json
@@ -27,6 +28,7 @@ from ._limits import ClientSlots
 from ._metrics import HubStats
 from ._models import Task, TaskEvent, TaskState, utcnow
 from ._registry import RegisteredTask, TaskFunction
+from ._response import StreamMonitor
 from .brokers import Broker, broker_from_url
 
 if TYPE_CHECKING:
@@ -194,7 +196,8 @@ class TaskHub:
         self._idle.set()
         self._closing = False
         self._closed: anyio.Event | None = None
-        self._server_exiting: anyio.Event | None = None
+        #: Heartbeats and send timeouts of this process's open streams.
+        self.stream_monitor = StreamMonitor(self)
         self._routes: list[BaseRoute] | None = None
 
     # -- registration ----------------------------------------------------------
@@ -505,14 +508,14 @@ class TaskHub:
             self._task_group = await self._exit_stack.enter_async_context(anyio.create_task_group())
             self._closing = False
             self._closed = anyio.Event()
-            self._server_exiting = anyio.Event()
             self.broker.log.reopen()
             await self.broker.start(self._observe)
             self._exit_stack.push_async_callback(self.broker.close)
             self._send, self._receive = anyio.create_memory_object_stream[_Job](math.inf)
             for _ in range(self.concurrency):
                 self._task_group.start_soon(self._worker)
-            self._task_group.start_soon(self._watch_server_exit, self._server_exiting)
+            self._task_group.start_soon(self.stream_monitor.run)
+            self._task_group.start_soon(self._watch_server_exit)
         except BaseException:
             await self._exit_stack.__aexit__(None, None, None)
             raise
@@ -536,12 +539,15 @@ class TaskHub:
         async with self:
             yield
 
-    async def _watch_server_exit(self, exiting: anyio.Event) -> None:
-        # Set by sse-starlette on every open stream when the server begins to exit,
-        # before the server waits for those streams: end the tasks first, so the
-        # streams carry their final events and then close.
-        await exiting.wait()
+    async def _watch_server_exit(self) -> None:
+        # sse-starlette sees the server begin to exit (SIGTERM) before the server
+        # waits for open connections: end the tasks first, so the streams carry their
+        # final events and then close; cut whatever stream is still open 5 s later.
+        await EventSourceResponse._listen_for_exit_signal()
         await self.shutdown()
+        with anyio.move_on_after(5.0):
+            await self.stream_monitor.wait_empty()
+        self.stream_monitor.abort_all()
 
     async def shutdown(self) -> None:
         """Stop accepting (503), give running tasks ``shutdown_grace`` seconds, cancel

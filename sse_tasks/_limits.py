@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import anyio
 
 from ._errors import Unavailable
-from ._metrics import HubStats
 
 
 class ClientSlots:
@@ -64,25 +63,3 @@ def lifetime_deadline(lifetime: float | None) -> float:
         return math.inf
     spread = lifetime * 0.1 * random.random()  # noqa: S311 - jitter, not a secret
     return anyio.current_time() + lifetime - spread
-
-
-async def bounded(body: AsyncIterator[bytes], deadline: float, stats: HubStats) -> AsyncIterator[bytes]:
-    """``body``'s chunks until it ends or ``deadline`` passes; counts the frames sent."""
-    try:
-        while True:
-            if deadline == math.inf:
-                chunk = await body.__anext__()
-            else:
-                with anyio.CancelScope(deadline=deadline) as scope:
-                    chunk = await body.__anext__()
-                if scope.cancelled_caught:
-                    return
-            stats.count_frames(chunk)
-            yield chunk
-    except StopAsyncIteration:
-        return
-    finally:
-        aclose = getattr(body, "aclose", None)
-        if aclose is not None:
-            with anyio.CancelScope(shield=True):
-                await aclose()

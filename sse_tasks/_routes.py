@@ -6,14 +6,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
 
 from . import _json
 from ._auth import Gate
@@ -26,9 +24,10 @@ from ._errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from ._limits import bounded, lifetime_deadline
+from ._limits import lifetime_deadline
 from ._metrics import HubStats
 from ._models import TaskState
+from ._response import SSEStream
 from ._streams import Resume, Selection, StreamPlan, global_stream, task_stream
 
 if TYPE_CHECKING:
@@ -115,19 +114,6 @@ def _last_event_id(request: Request) -> str | None:
     return request.headers.get("last-event-id") or request.query_params.get("last_event_id") or None
 
 
-class _Stream(EventSourceResponse):
-    """An SSE response that gives back its client's stream slot however it ends."""
-
-    release: Callable[[], None] | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            if self.release is not None:
-                self.release()
-
-
 def _client(request: Request) -> str:
     return request.client.host if request.client is not None else "unknown"
 
@@ -137,19 +123,13 @@ def build_routes(hub: TaskHub) -> list[BaseRoute]:
     gate = Gate(hub)
 
     def stream_response(request: Request, body: Any) -> Response:
-        release = hub.client_streams.acquire(_client(request))
-        response = _Stream(
-            bounded(body, lifetime_deadline(hub.max_stream_lifetime), hub.stats),
+        return SSEStream(
+            body,
+            monitor=hub.stream_monitor,
             headers=_SSE_HEADERS,
-            ping=hub.heartbeat,
-            sep="\n",
-            ping_message_factory=lambda: ServerSentEvent(comment="ping", sep="\n"),
-            send_timeout=hub.send_timeout,
-            shutdown_event=hub._server_exiting,
-            shutdown_grace_period=hub.shutdown_grace + 5.0,
+            deadline=lifetime_deadline(hub.max_stream_lifetime),
+            release=hub.client_streams.acquire(_client(request)),
         )
-        response.release = release
-        return response
 
     def check_stream_capacity() -> None:
         if hub.open_streams >= hub.max_streams:

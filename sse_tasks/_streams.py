@@ -1,8 +1,9 @@
 """From the event log to SSE bytes: first snapshot, resume, resync, coalescing, end.
 
-Each stream is an async generator of pre-encoded chunks that ``EventSourceResponse``
-sends as they come. A stream holds only a cursor into the shared :class:`EventLog`;
-when it is behind it takes everything pending (up to ``_BATCH`` events) in one chunk.
+Each stream is an async generator of pre-encoded chunks that :class:`SSEStream` sends
+as they come. A stream holds only a cursor into the shared :class:`EventLog`; when it
+is behind it takes everything pending (up to ``_BATCH`` events) in one chunk. Woken
+with nothing for it, a stream yields ``b""``: the response's chance to send a heartbeat.
 """
 
 from __future__ import annotations
@@ -222,6 +223,8 @@ async def _follow(
                 if log.closed:
                     return
                 await log.wait(position)
+                if position >= log.head:
+                    yield b""  # woken with nothing new (a heartbeat is due, or closing)
                 continue
             position += len(events)
             if log.head - position + len(events) > hub.coalesce_after:
@@ -247,7 +250,6 @@ async def _follow(
             if single is not None and task.terminal:
                 finished = True
                 break
-        if parts:
-            yield b"".join(parts)
+        yield b"".join(parts)  # b"" when nothing was for this stream: see the module doc
         if finished:
             return

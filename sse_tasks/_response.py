@@ -1,0 +1,193 @@
+"""The SSE response: each stream in its request's task, one monitor per hub for the rest.
+
+``EventSourceResponse`` runs a task group of four tasks per connection (body, ping,
+exit-signal listener, disconnect listener) and arms a timer around every send. For a
+hub holding thousands of streams that is most of an idle stream's memory and, with
+small writes, a third of the CPU per delivery (see ``benchmarks/README.md``). So
+:class:`SSEStream` keeps what ``EventSourceResponse`` gives (headers, ``HEAD`` and
+websocket handling, sse-starlette's server-exit detection) and changes only the
+layout per connection:
+
+- the body runs in the request's own task, inside one cancel scope whose deadline is
+  the stream's lifetime;
+- one small task per stream waits for the client's disconnect and cancels that scope;
+- one :class:`StreamMonitor` per hub sends heartbeats to streams that have been quiet
+  and cancels a stream whose send has blocked longer than ``send_timeout``, checking
+  every stream a few times per interval instead of arming a timer per send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING
+
+import anyio
+from sse_starlette import EventSourceResponse
+from starlette.types import Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from ._hub import TaskHub
+
+logger = logging.getLogger("sse_tasks")
+
+PING = b": ping\n\n"
+
+
+class StreamMonitor:
+    """Heartbeats and send timeouts for every open stream of one hub.
+
+    A stream that has sent nothing for ``heartbeat`` seconds gets ``: ping``; when any
+    does, every stream quiet for three quarters of that gets one too, so that idle
+    streams fall into step and are woken together once per interval.
+    """
+
+    def __init__(self, hub: TaskHub) -> None:
+        self.hub = hub  # settings are read live: they may change until the hub runs
+        self.streams: set[SSEStream] = set()
+        self._emptied: anyio.Event | None = None
+
+    def add(self, stream: SSEStream) -> None:
+        self.streams.add(stream)
+
+    def discard(self, stream: SSEStream) -> None:
+        self.streams.discard(stream)
+        if not self.streams and self._emptied is not None:
+            self._emptied.set()
+            self._emptied = None
+
+    async def wait_empty(self) -> None:
+        """Return once no stream is open."""
+        if self.streams:
+            if self._emptied is None:
+                self._emptied = anyio.Event()
+            await self._emptied.wait()
+
+    @property
+    def tick(self) -> float:
+        """Seconds between checks (``inf``: nothing to check)."""
+        periods = [p for p in (self.hub.heartbeat, self.hub.send_timeout) if p]
+        return max(min(periods) / 4, 0.01) if periods else math.inf
+
+    async def run(self) -> None:
+        """Check every open stream each :attr:`tick` until cancelled."""
+        tick = self.tick
+        if tick == math.inf:
+            await anyio.sleep_forever()
+        while True:
+            await anyio.sleep(tick)
+            self.check(time.monotonic())
+
+    def check(self, now: float) -> None:
+        """Cut streams stuck in a send; mark quiet ones for a heartbeat and wake them."""
+        send_timeout, heartbeat = self.hub.send_timeout, self.hub.heartbeat
+        if send_timeout:
+            since = now - send_timeout
+            stuck = [s for s in self.streams if s.sending_since is not None and s.sending_since <= since]
+            for stream in stuck:
+                stream.abort(timed_out=True)
+        if heartbeat and any(now - s.last_sent >= heartbeat for s in self.streams):
+            quiet = now - heartbeat * 0.75
+            for stream in self.streams:
+                if stream.last_sent <= quiet:
+                    stream.ping_due = True
+            self.hub.broker.log.wake()  # each stream's body yields b"" when woken with nothing new
+
+    def abort_all(self) -> None:
+        """End every open stream now (the server is exiting and the grace is over)."""
+        for stream in list(self.streams):
+            stream.abort()
+
+    def __len__(self) -> int:
+        return len(self.streams)
+
+
+class SSEStream(EventSourceResponse):
+    """An ``EventSourceResponse`` whose body runs in the request's task (see module doc).
+
+    The body yields pre-encoded chunks; an empty chunk means "woken with nothing to
+    send", the moment a due heartbeat goes out.
+    """
+
+    def __init__(
+        self,
+        body: AsyncIterator[bytes],
+        *,
+        monitor: StreamMonitor,
+        headers: Mapping[str, str],
+        deadline: float = math.inf,
+        release: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(body, headers=headers, ping=0, sep="\n", send_timeout=monitor.hub.send_timeout)
+        self.monitor = monitor
+        self.deadline = deadline
+        self.release = release
+        self.last_sent = time.monotonic()
+        self.sending_since: float | None = None
+        self.ping_due = False
+        self._scope: anyio.CancelScope | None = None
+        self._timed_out = False
+
+    def abort(self, *, timed_out: bool = False) -> None:
+        """Stop the stream (from another task): a disconnect, a stuck send, server exit."""
+        self._timed_out = self._timed_out or timed_out
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            if scope["type"] == "http" and scope["method"] != "HEAD":
+                await self._stream(receive, send)
+            else:  # HEAD and websocket denial: sse-starlette's handling, no body
+                await super().__call__(scope, receive, send)
+        finally:
+            if self.release is not None:
+                self.release()
+
+    async def _stream(self, receive: Receive, send: Send) -> None:
+        body = self.body_iterator
+        assert isinstance(body, AsyncIterator)
+        cancel = self._scope = anyio.CancelScope(deadline=self.deadline)
+        listener = asyncio.ensure_future(self._listen_for_disconnect(receive))
+        monitor = self.monitor
+        count_frames = monitor.hub.stats.count_frames
+        monitor.add(self)
+        try:
+            with cancel:
+                await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+                async for chunk in body:
+                    if not chunk:
+                        if not self.ping_due:
+                            continue
+                        chunk = PING
+                    else:
+                        count_frames(chunk)
+                    self.ping_due = False
+                    self.sending_since = time.monotonic()
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    self.last_sent = time.monotonic()
+                    self.sending_since = None
+            if self._timed_out:
+                # The server closes the connection when the response is left unfinished.
+                logger.warning("dropped a stream whose client read nothing for %ss", self.send_timeout)
+                return
+            if self.active:  # the body ended, its lifetime passed or the server exits
+                with anyio.move_on_after(self.send_timeout or math.inf):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            monitor.discard(self)
+            listener.cancel()
+            # Suspended at a yield (cancelled mid-send): run its cleanup before leaving.
+            with anyio.move_on_after(self._cleanup_timeout, shield=True):
+                await body.aclose()  # type: ignore[attr-defined]
+
+    async def _listen_for_disconnect(self, receive: Receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.active = False
+                self.abort()
+                return
