@@ -93,7 +93,8 @@ class TaskHub:
         max_queued: tasks waiting to run before submissions get 503.
         max_streams: open SSE streams before new ones get 503.
         max_body_size: largest ``POST /tasks`` body in bytes (413 beyond).
-        heartbeat: seconds between ``: ping`` comments on idle streams.
+        heartbeat: seconds a stream may stay quiet before it gets a ``: ping``
+            comment (0: never).
         progress_interval: minimum seconds between two published progress events of
             one task (0 publishes every call); the latest value is always published.
         shutdown_grace: seconds running tasks get to finish on shutdown before they
