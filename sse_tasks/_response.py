@@ -151,13 +151,14 @@ class SSEStream(EventSourceResponse):
         body = self.body_iterator
         assert isinstance(body, AsyncIterator)
         cancel = self._scope = anyio.CancelScope(deadline=self.deadline)
-        listener = asyncio.ensure_future(self._listen_for_disconnect(receive))
+        listener = asyncio.ensure_future(self._watch_disconnect(receive))
         monitor = self.monitor
         count_frames = monitor.hub.stats.count_frames
         monitor.add(self)
         try:
             with cancel:
-                await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+                start = {"type": "http.response.start", "status": self.status_code}
+                await send({**start, "headers": self.raw_headers})
                 async for chunk in body:
                     if not chunk:
                         if not self.ping_due:
@@ -184,7 +185,7 @@ class SSEStream(EventSourceResponse):
             with anyio.move_on_after(self._cleanup_timeout, shield=True):
                 await body.aclose()  # type: ignore[attr-defined]
 
-    async def _listen_for_disconnect(self, receive: Receive) -> None:
+    async def _watch_disconnect(self, receive: Receive) -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
