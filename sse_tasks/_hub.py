@@ -180,8 +180,6 @@ class TaskHub:
         self.cors_credentials = cors_credentials
         self.metrics = metrics
         self.registry: dict[str, RegisteredTask] = {}
-        #: Open SSE streams in this process.
-        self.open_streams = 0
         #: Open SSE streams per client address.
         self.client_streams = ClientSlots(max_streams_per_client)
         #: Counters for ``/metrics`` (see :class:`sse_tasks._metrics.HubStats`).
@@ -578,6 +576,11 @@ class TaskHub:
     def closing(self) -> bool:
         """True once shutdown has begun: submissions are refused and streams end."""
         return self._closing
+
+    @property
+    def open_streams(self) -> int:
+        """Open SSE streams in this process."""
+        return len(self.stream_monitor)
 
     @property
     def running(self) -> int:

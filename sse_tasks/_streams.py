@@ -89,45 +89,37 @@ async def task_stream(plan: StreamPlan, resume: Resume) -> AsyncIterator[bytes]:
     """One task: its snapshot (or the missed events), each change, end after the terminal one."""
     hub, task = plan.hub, plan.single
     assert task is not None
-    hub.open_streams += 1
-    try:
-        yield retry_frame(hub)
-        position: int | None = None
-        if resume.valid:
-            position = await _resume_position(hub, resume.key, plan)
-        seen: dict[str, Any] = {}
-        if position is None:
-            if resume.given:
-                yield reset_frame(_reset_reason(resume))
-            yield snapshot_frame(task, plan.root_path)
-            if task.terminal:
-                return
-            seen[task.id] = _key(hub, task)
-            position = plan.position
-        async for chunk in _follow(plan, position, seen, until_terminal=True):
-            yield chunk
-    finally:
-        hub.open_streams -= 1
+    yield retry_frame(hub)
+    position: int | None = None
+    if resume.valid:
+        position = await _resume_position(hub, resume.key, plan)
+    seen: dict[str, Any] = {}
+    if position is None:
+        if resume.given:
+            yield reset_frame(_reset_reason(resume))
+        yield snapshot_frame(task, plan.root_path)
+        if task.terminal:
+            return
+        seen[task.id] = _key(hub, task)
+        position = plan.position
+    async for chunk in _follow(plan, position, seen, until_terminal=True):
+        yield chunk
 
 
 async def global_stream(plan: StreamPlan, resume: Resume) -> AsyncIterator[bytes]:
     """Many tasks on one connection: live from now, or resumed, or resynced."""
     hub = plan.hub
-    hub.open_streams += 1
-    try:
-        yield retry_frame(hub)
-        position = plan.position
-        seen: dict[str, Any] = {}
-        if resume.given:
-            resumed = await _resume_position(hub, resume.key, plan) if resume.valid else None
-            if resumed is None:
-                yield await _resync(plan, _reset_reason(resume), seen)
-            else:
-                position = resumed
-        async for chunk in _follow(plan, position, seen, until_terminal=False):
-            yield chunk
-    finally:
-        hub.open_streams -= 1
+    yield retry_frame(hub)
+    position = plan.position
+    seen: dict[str, Any] = {}
+    if resume.given:
+        resumed = await _resume_position(hub, resume.key, plan) if resume.valid else None
+        if resumed is None:
+            yield await _resync(plan, _reset_reason(resume), seen)
+        else:
+            position = resumed
+    async for chunk in _follow(plan, position, seen, until_terminal=False):
+        yield chunk
 
 
 def _reset_reason(resume: Resume) -> str:
