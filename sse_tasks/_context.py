@@ -12,6 +12,7 @@ import anyio.from_thread
 import anyio.lowlevel
 
 from ._errors import TaskCancelled
+from ._text import clean_text
 
 
 class TaskContext:
@@ -62,7 +63,7 @@ class TaskContext:
             fraction = float(fraction)
         with self._lock:
             self._progress = fraction
-            self._message = None if message is None else str(message)
+            self._message = None if message is None else clean_text(str(message))
         dirty = self._dirty
         if dirty.is_set():
             return  # the hub has not picked up the previous value yet; it reads the latest

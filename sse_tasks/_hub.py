@@ -29,6 +29,7 @@ from ._metrics import HubStats
 from ._models import Task, TaskEvent, TaskState, utcnow
 from ._registry import RegisteredTask, TaskFunction
 from ._response import StreamMonitor
+from ._text import clean_text
 from .brokers import Broker, broker_from_url
 
 if TYPE_CHECKING:
@@ -291,6 +292,8 @@ class TaskHub:
             )
         if len(self._jobs) - len(self._runs) >= self.max_queued:
             raise Unavailable(f"the queue is full ({self.max_queued} tasks)", code="queue_full")
+        if owner is not None:
+            owner = clean_text(str(owner))
         task = Task(id=secrets.token_urlsafe(12), name=registered.name, owner=owner)
         job = _Job(task, registered, params)
         self._jobs[task.id] = job
@@ -367,7 +370,17 @@ class TaskHub:
         final = task.evolve(state=state, finished_at=utcnow(), **changes)
         # A terminal event must be published even while the caller is being cancelled.
         with anyio.CancelScope(shield=True):
-            event = await self.broker.publish(final, f"task.{state.value}")
+            try:
+                event = await self.broker.publish(final, f"task.{state.value}")
+            except (TypeError, ValueError) as exc:
+                # Text is cleaned where it enters, so this is a bug; still, a task must
+                # never stay running because its final snapshot cannot be encoded.
+                logger.error("task %s: final snapshot not encodable (%s); failing it", task.id, exc)
+                error = {"type": "EncodingError", "message": "the task's final state could not be encoded"}
+                final = task.evolve(
+                    state=TaskState.FAILED, finished_at=utcnow(), error=error, message=None, result=None
+                )
+                event = await self.broker.publish(final, "task.failed")
         if event is not None:
             self._log_finished(final)
         return event
@@ -616,7 +629,11 @@ class TaskHub:
 
 def _error(exc: BaseException) -> dict[str, str]:
     """The public form of an exception: its type name and message, never a traceback."""
-    return {"type": type(exc).__name__, "message": str(exc)}
+    try:
+        message = str(exc)
+    except Exception:  # a broken __str__ must not keep the task from finishing
+        message = "(the exception's message could not be read)"
+    return {"type": clean_text(type(exc).__name__), "message": clean_text(message)}
 
 
 __all__ = ["SSETasksError", "TaskHub", "TrackedTask"]

@@ -1,9 +1,18 @@
-"""Compact JSON in one place: orjson when installed (the ``speed`` extra), else the stdlib."""
+"""Compact JSON in one place: orjson when installed (the ``speed`` extra), else the stdlib.
+
+Both paths accept and refuse the same documents: strict UTF-8, no NaN or Infinity, no
+number that overflows a double, no lone surrogate (I-JSON, RFC 7493). Text with a
+lone surrogate cannot be encoded as UTF-8, so one accepted here would break every
+answer that carries it.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
+
+from ._text import has_lone_surrogate
 
 _orjson: Any
 try:  # pragma: no cover - exercised in whichever environment has it
@@ -12,29 +21,74 @@ except ImportError:  # pragma: no cover
     _orjson = None
 
 
+class LoneSurrogate(ValueError):
+    """A JSON string escapes half of a UTF-16 surrogate pair (``"\\ud800"``): not encodable."""
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
 def dumps(value: Any) -> bytes:
-    """Encode ``value`` as compact UTF-8 JSON; raises ``TypeError``/``ValueError`` if it is not JSON-able."""
+    """Encode ``value`` as compact UTF-8 JSON; raises ``TypeError``/``ValueError`` if it is not JSON-able
+    (including NaN, Infinity and strings with a lone surrogate)."""
     if _orjson is not None:
         try:
             encoded: bytes = _orjson.dumps(value)
-            return encoded
         except _orjson.JSONEncodeError as exc:
             raise TypeError(str(exc)) from None
+        if b"null" in encoded and _has_nan(value):
+            raise ValueError("NaN and Infinity are not valid JSON")
+        return encoded
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
+def _has_nan(value: Any) -> bool:
+    # orjson writes NaN and Infinity as null; the stdlib refuses them. Refuse them both ways.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return False
+
+
 def loads(data: bytes | str) -> Any:
-    """Decode strict JSON (no NaN/Infinity); raises ``ValueError`` on anything malformed."""
+    """Decode strict JSON; raises :class:`LoneSurrogate` for a lone surrogate escape and
+    ``ValueError`` for anything else malformed (invalid UTF-8, NaN, 1e400, bad syntax)."""
     if _orjson is not None:
         try:
             return _orjson.loads(data)
-        except _orjson.JSONDecodeError as exc:
-            raise ValueError(str(exc)) from None
+        except _orjson.JSONDecodeError:
+            pass  # classify the error the same way as without orjson
+    return _loads_stdlib(data)
+
+
+def _loads_stdlib(data: bytes | str) -> Any:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        try:
+            text = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"not valid UTF-8 at byte {exc.start}") from None
+    else:
+        text = data
     try:
-        return json.loads(data, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+    # Strict UTF-8 bytes hold no surrogate: only an escape (or text given as str) can.
+    if (text is data or "\\u" in text) and has_lone_surrogate(value):
+        raise LoneSurrogate("a string holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text")
+    return value

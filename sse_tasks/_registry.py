@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Union
 
 from ._errors import InvalidRequest
+from ._text import clean_text
 
 TaskFunction = Callable[..., Any]
 
@@ -49,8 +50,11 @@ class RegisteredTask:
                 raise TypeError(f"task function {func.__qualname__} cannot take *{param.name}")
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be positive")
+        name = name or func.__name__
+        if not isinstance(name, str) or not 0 < len(name) <= 200 or clean_text(name) != name:
+            raise ValueError(f"task name {name!r} must be 1 to 200 characters of text")
         return cls(
-            name=name or func.__name__,
+            name=name,
             func=func,
             is_async=_is_async(func),
             params=tuple(p for p in rest if p.kind is not inspect.Parameter.VAR_KEYWORD),

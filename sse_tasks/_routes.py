@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -9,7 +10,7 @@ import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
@@ -29,9 +30,12 @@ from ._metrics import HubStats
 from ._models import TaskState
 from ._response import SSEStream
 from ._streams import Resume, Selection, StreamPlan, global_stream, task_stream
+from ._text import ascii_int
 
 if TYPE_CHECKING:
     from ._hub import TaskHub
+
+logger = logging.getLogger("sse_tasks")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -60,6 +64,13 @@ def _guard(endpoint: Endpoint, stats: HubStats | None = None) -> Endpoint:
             if stats is not None:
                 stats.rejected[exc.code] += 1
             return error_response(exc)
+        except ClientDisconnect:
+            # The client left while sending its body: nobody reads the answer, and
+            # anyone could flood the log with these, so DEBUG only.
+            logger.debug("client disconnected before its request body arrived")
+            if stats is not None:
+                stats.rejected["client_disconnected"] += 1
+            return Response(status_code=400)
 
     guarded.__name__ = endpoint.__name__
     guarded.__doc__ = endpoint.__doc__
@@ -79,11 +90,12 @@ async def read_json(request: Request, limit: int, time_limit: float | None = Non
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise UnsupportedMediaType("send the body as Content-Type: application/json")
-    length = request.headers.get("content-length")
-    if length is not None:
-        if not length.isdigit():
+    raw_length = request.headers.get("content-length")
+    if raw_length is not None:
+        length = ascii_int(raw_length.strip(), 19)
+        if length is None:
             raise BadRequest("Content-Length is not a number")
-        if int(length) > limit:
+        if length > limit:
             raise PayloadTooLarge(f"body is larger than {limit} bytes")
     body = bytearray()
     with anyio.move_on_after(time_limit) as deadline:
@@ -95,6 +107,8 @@ async def read_json(request: Request, limit: int, time_limit: float | None = Non
         raise RequestTimeout(f"the body did not arrive within {time_limit:g} s")
     try:
         return _json.loads(bytes(body))
+    except _json.LoneSurrogate as exc:
+        raise InvalidRequest(f"body holds text that is not Unicode: {exc}") from None
     except ValueError as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
 
@@ -103,9 +117,10 @@ def _query_int(request: Request, name: str, default: int, low: int, high: int) -
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    value = ascii_int(raw, len(str(high)))
+    if value is None or not low <= value <= high:
         raise InvalidRequest(f"{name!r} must be an integer from {low} to {high}")
-    return int(raw)
+    return value
 
 
 def _last_event_id(request: Request) -> str | None:

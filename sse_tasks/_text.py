@@ -1,0 +1,57 @@
+"""Untrusted text and numbers: lone surrogates made safe, digits parsed strictly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def clean_text(text: str) -> str:
+    """``text`` with each lone UTF-16 surrogate replaced by U+FFFD, so it encodes as UTF-8.
+
+    A surrogate pair written as two code points becomes the character it encodes.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def clean_value(value: Any) -> Any:
+    """``value`` (decoded JSON) with every string, keys included, passed through :func:`clean_text`."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_value(k): clean_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_value(item) for item in value]
+    return value
+
+
+def has_lone_surrogate(value: Any) -> bool:
+    """True if a string in ``value`` (decoded JSON, keys included) holds a lone surrogate."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def ascii_int(raw: str, max_digits: int = 18) -> int | None:
+    """``raw`` as a non-negative integer if it is 1 to ``max_digits`` ASCII digits, else None.
+
+    ``str.isdigit()`` alone accepts "²" and other digits ``int()`` refuses or reads
+    differently ("١٢" is 12), so every number a client sends is parsed here.
+    """
+    if not (0 < len(raw) <= max_digits and raw.isascii() and raw.isdigit()):
+        return None
+    return int(raw)
