@@ -13,6 +13,10 @@ the response carries the task, and ``curl -N localhost:8000/jobs/tasks/<id>/even
 (or a browser ``EventSource``) is told when it starts, how far along it is and when it
 is done.
 
+If the hub cannot take the task (its queue is full, the server is shutting down), the
+endpoint answers the hub's ``503 {"error": {"code": …, "message": …}}`` with
+``Retry-After``, not a 500.
+
 Run:  uvicorn examples.background_tasks:app
 """
 
@@ -21,15 +25,21 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-from fastapi import BackgroundTasks, FastAPI
+from fastapi import BackgroundTasks, FastAPI, Request
+from fastapi.responses import JSONResponse
 
-from sse_tasks import TaskContext, TaskHub
+from sse_tasks import SSETasksError, TaskContext, TaskHub
 
 hub = TaskHub()
 app = FastAPI(lifespan=hub.lifespan)
 app.mount("/jobs", hub.app)
 
 GREETING_SECONDS = 5.0
+
+
+@app.exception_handler(SSETasksError)
+async def sse_tasks_error(request: Request, exc: SSETasksError) -> JSONResponse:
+    return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers)
 
 
 async def print_msg(ctx: TaskContext, name: str) -> str:

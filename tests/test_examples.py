@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
+import anyio
 import httpx
 import pytest
 from _support import collect, serve_in_thread, task_events
@@ -66,3 +71,115 @@ async def test_fastapi_example() -> None:
             bad = await http.post("/tasks", json={"name": "report", "params": {"rows": "x"}})
     assert task_events(events)[-1].json()["result"] == {"rows": 3}
     assert bad.status_code == 422
+
+
+@asynccontextmanager
+async def in_process(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of ``app`` with the app's own lifespan entered (which runs its hub)."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as http:
+            yield http
+
+
+# (example module, method, its own endpoint that starts a task, where its hub is mounted)
+ENDPOINTS = [
+    ("starlette_mount", "POST", "/api/imports", "/api"),
+    ("fastapi_app", "POST", "/reports", ""),
+    ("background_tasks", "GET", "/", "/jobs"),
+]
+ROWS_ENDPOINTS = [e for e in ENDPOINTS if e[0] != "background_tasks"]  # the ones that take ?rows=
+each_endpoint = pytest.mark.parametrize(
+    ("example", "method", "path", "mount"), ENDPOINTS, ids=[e[0] for e in ENDPOINTS]
+)
+each_rows_endpoint = pytest.mark.parametrize(
+    ("example", "method", "path", "mount"), ROWS_ENDPOINTS, ids=[e[0] for e in ROWS_ENDPOINTS]
+)
+
+# Query values as they travel, percent-encoded. "%ED%A0%80" is what a lone surrogate
+# (U+D800) would be in UTF-8: what a client sends when it encodes one anyway.
+BAD_ROWS = {
+    "not a number": "abc",
+    "empty": "",
+    "negative": "-5",
+    "zero": "0",
+    "a fraction": "2.5",
+    "1e400": "1e400",
+    "10**30": str(10**30),
+    "5,000 digits": "9" * 5000,
+    "superscript two": quote("²"),
+    "arabic-indic three": quote("٣"),
+    "lone surrogate": "%ED%A0%80",
+    "NUL": "%00",
+}
+
+
+async def count_tasks(http: httpx.AsyncClient, mount: str) -> int:
+    response = await http.get(f"{mount}/tasks", params={"limit": 1000})
+    assert response.status_code == 200
+    return len(response.json()["tasks"])
+
+
+@each_rows_endpoint
+async def test_example_endpoints_refuse_bad_rows_with_422(
+    example: str, method: str, path: str, mount: str
+) -> None:
+    module = load(example)
+    async with in_process(module.app) as http:  # type: ignore[attr-defined]
+        before = await count_tasks(http, mount)
+        for label, raw in BAD_ROWS.items():
+            response = await http.request(method, f"{path}?rows={raw}")
+            assert response.status_code == 422, (label, response.status_code, response.text)
+            error = response.json()["error"]
+            assert error["code"] == "invalid_request", label
+            assert "rows" in error["message"], label
+            assert "Location" not in response.headers
+        assert await count_tasks(http, mount) == before  # nothing was queued
+
+
+@each_rows_endpoint
+async def test_example_endpoints_accept_rows_in_range(
+    example: str, method: str, path: str, mount: str
+) -> None:
+    module = load(example)
+    async with in_process(module.app) as http:  # type: ignore[attr-defined]
+        response = await http.request(method, f"{path}?rows=1")
+        assert response.status_code == 202, response.text
+        task = response.json()
+        assert response.headers["location"] == task["links"]["self"]
+        with anyio.fail_after(20):  # the per-task stream ends after the terminal event
+            events = await http.get(task["links"]["events"])
+    assert '"state":"succeeded"' in events.text
+
+
+@each_endpoint
+async def test_example_endpoints_pass_on_the_hubs_refusal(
+    example: str, method: str, path: str, mount: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full queue is the hub's 503 with Retry-After in its error shape, not a 500."""
+    module = load(example)
+    monkeypatch.setattr(module.hub, "max_queued", 0)  # type: ignore[attr-defined]
+    async with in_process(module.app) as http:  # type: ignore[attr-defined]
+        response = await http.request(method, path)
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "queue_full"
+    assert response.headers["retry-after"].isdigit()
+
+
+@pytest.mark.parametrize(
+    ("example", "mount", "name"), [("starlette_mount", "/api", "import_rows"), ("fastapi_app", "", "report")]
+)
+@pytest.mark.parametrize("rows", [0, -1, 10_001, 10**15])
+async def test_example_tasks_check_their_range_when_submitted_to_the_hub(
+    example: str, mount: str, name: str, rows: int
+) -> None:
+    """``POST /tasks`` bypasses the example's endpoint: the task refuses rows out of range."""
+    module = load(example)
+    async with in_process(module.app) as http:  # type: ignore[attr-defined]
+        response = await http.post(f"{mount}/tasks", json={"name": name, "params": {"rows": rows}})
+        assert response.status_code == 202, response.text
+        with anyio.fail_after(20):  # the per-task stream ends after the terminal event
+            await http.get(response.json()["links"]["events"])
+        task = (await http.get(response.json()["links"]["self"])).json()
+    assert task["state"] == "failed"
+    assert task["error"] == {"type": "ValueError", "message": "rows must be from 1 to 10000"}
