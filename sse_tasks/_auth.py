@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Literal
 
 from ._errors import Forbidden, NotFound, TaskGone
 from ._models import Task
+from ._text import ascii_int
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -135,9 +136,9 @@ class TaskTokens:
         if len(parts) != 3:
             return None
         task_id, raw_expires, signature = parts
-        if not _TASK_ID.fullmatch(task_id) or not raw_expires.isdigit() or len(raw_expires) > 12:
+        expires = ascii_int(raw_expires, 12)
+        if not _TASK_ID.fullmatch(task_id) or expires is None:
             return None
-        expires = int(raw_expires)
         valid = False
         for key in self._keys:  # check every key: no early exit leaks which one matched
             valid |= hmac.compare_digest(self._sign(key, task_id, expires), signature)

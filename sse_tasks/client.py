@@ -32,6 +32,7 @@ from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
 from ._errors import SSETasksError, TaskCancelled, Unavailable
 from ._models import Task, TaskState
+from ._text import ascii_int
 
 __all__ = ["APIError", "AsyncClient", "Client", "ConnectionFailed", "split_task_url"]
 
@@ -94,8 +95,7 @@ def error_from_response(response: httpx.Response) -> SSETasksError:
     if chosen is None and len(candidates) == 1:
         chosen = candidates[0]
     if status == 503:
-        retry_after = response.headers.get("retry-after", "1")
-        seconds = int(retry_after) if retry_after.isdigit() else 1
+        seconds = _retry_after(response.headers)
         return Unavailable(message, code=code or "unavailable", retry_after=seconds)
     if chosen is not None:
         try:
@@ -321,7 +321,7 @@ class AsyncClient(_Base):
                     if response.status_code >= 400:
                         await response.aread()
                         refusal = self._refusal(task_id, response, followed)
-                        retry_after = float(refusal.headers.get("Retry-After", "1"))
+                        retry_after = _retry_after(refusal.headers)
                         error_text = refusal.message
                     else:
                         async for event in source.aiter_sse():
@@ -418,7 +418,7 @@ class Client(_Base):
                     if response.status_code >= 400:
                         response.read()
                         refusal = self._refusal(task_id, response, followed)
-                        retry_after = float(refusal.headers.get("Retry-After", "1"))
+                        retry_after = _retry_after(refusal.headers)
                         error_text = refusal.message
                     else:
                         for event in source.iter_sse():
@@ -436,3 +436,8 @@ class Client(_Base):
             failures += 1
             self._give_up_after(failures, task_id, error_text)
             time.sleep(self._delay(failures, retry_after))
+
+
+def _retry_after(headers: Mapping[str, str]) -> int:
+    """Seconds from a ``Retry-After`` header (1 when it is missing or not a number of seconds)."""
+    return ascii_int(headers.get("retry-after", headers.get("Retry-After", "1")).strip(), 6) or 1

@@ -9,6 +9,7 @@ from typing import Any
 
 from .._log import EventLog
 from .._models import Task, TaskEvent, TaskState
+from .._text import ascii_int
 from .base import Broker, EventObserver
 
 
@@ -43,9 +44,7 @@ class MemoryBroker(Broker):
 
     def parse_event_id(self, event_id: str) -> Any | None:
         epoch, _, seq = event_id.partition("-")
-        if epoch != self._epoch or not seq.isdecimal() or len(seq) > 18:
-            return None
-        return int(seq)
+        return ascii_int(seq) if epoch == self._epoch else None
 
     async def cursor(self) -> str:
         return f"{self._epoch}-{self._seq}"
