@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from ._errors import Forbidden, NotFound, TaskGone
+from ._errors import Forbidden, NotFound, TaskGone, Unavailable
 from ._models import Task
 from ._text import ascii_int
 
@@ -215,10 +215,10 @@ class Gate:
     async def task(self, action: Action, request: Request, task_id: str) -> Task:
         """The task, if the caller may ``action`` it; otherwise the same 404 as a missing one."""
         if self.open:
-            return await self.hub.get(task_id)
+            return await self._get(action, task_id)
         not_found = NotFound(f"no task with id {task_id!r}")
         try:
-            task = await self.hub.get(task_id)
+            task = await self._get(action, task_id)
         except (NotFound, TaskGone):
             raise not_found from None  # 410 would confirm the id once existed
         if _allows(await self.decide(action, request, task), task):
@@ -227,6 +227,17 @@ class Gate:
         if action != "read" and _allows(await self.decide("read", request, task), task):
             raise Forbidden(f"not allowed to {action} task {task_id!r}")
         raise not_found
+
+    async def _get(self, action: Action, task_id: str) -> Task:
+        try:
+            return await self.hub.get(task_id)
+        except Unavailable:
+            # A cancel reaching the process that runs the task works in a broker
+            # outage: that process knows the task (and its owner) itself.
+            local = self.hub.local_task(task_id) if action == "cancel" else None
+            if local is None:
+                raise
+            return local
 
     async def visible(self, action: Action, request: Request) -> TaskFilter | None:
         """For ``list`` and ``/events``: a filter, None for all; raises :class:`Forbidden`."""

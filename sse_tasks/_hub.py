@@ -48,6 +48,7 @@ class _Job:
     task: Task
     registered: RegisteredTask
     params: dict[str, Any]
+    cancelled: bool = False  # cancelled while queued, without the broker (an outage)
 
 
 class _Run:
@@ -59,6 +60,8 @@ class _Run:
         self.started = time.monotonic()
         self.cancelled = False
         self.cancel_reason: str | None = None
+        self.task: Task | None = None  # the running snapshot, once published
+        self.ended = False  # its outcome is decided: too late to cancel
 
     def cancel(self, reason: str | None = None) -> None:
         if not self.cancelled:
@@ -358,13 +361,45 @@ class TaskHub:
         Raises :class:`NotFound`/:class:`TaskGone`, or :class:`TaskFinished` if it
         already reached a terminal state.
         """
-        task = await self.get(task_id)
+        try:
+            task = await self.get(task_id)
+        except Unavailable:
+            # The broker is unreachable: a task this process runs is still cancelled
+            # here, at once; its final event is retried until the broker answers.
+            local = self._cancel_locally(task_id)
+            if local is None:
+                raise
+            return local
         while not task.terminal:
             event = await self._finish(task, TaskState.CANCELLED)
             if event is not None:
                 return event.task
             task = await self.get(task_id)
         raise TaskFinished(f"task {task_id!r} already {task.state.value}")
+
+    def local_task(self, task_id: str) -> Task | None:
+        """The snapshot of a task queued or running in this process, as it knows it
+        (no broker call); None if it is not here."""
+        job = self._jobs.get(task_id)
+        if job is None:
+            return None
+        run = self._runs.get(task_id)
+        return run.task if run is not None and run.task is not None else job.task
+
+    def _cancel_locally(self, task_id: str) -> Task | None:
+        """Cancel a task queued or running in this process without asking the broker;
+        its ``cancelled`` snapshot as this process knows it, or None if it is not here."""
+        task = self.local_task(task_id)
+        if task is None:
+            return None
+        run = self._runs.get(task_id)
+        if run is not None:
+            if run.ended:
+                return None
+            run.cancel()
+        else:
+            self._jobs[task_id].cancelled = True  # its worker publishes `cancelled` instead
+        return task.evolve(state=TaskState.CANCELLED, finished_at=utcnow())
 
     async def _finish(self, task: Task, state: TaskState, **changes: Any) -> TaskEvent | None:
         final = task.evolve(state=state, finished_at=utcnow(), **changes)
@@ -419,7 +454,9 @@ class TaskHub:
         assert self._receive is not None
         async for job in self._receive:
             try:
-                if self._closing:
+                if job.cancelled:
+                    await self._finish(job.task, TaskState.CANCELLED)
+                elif self._closing:
                     await self._finish(job.task, TaskState.CANCELLED, message="server shutting down")
                 else:
                     await self._execute(job)
@@ -438,6 +475,7 @@ class TaskHub:
             if started is None:
                 return  # cancelled while queued
             run.started = time.monotonic()
+            run.task = started.task
             self.stats.tasks["running"] += 1
             logger.info("task started id=%s name=%s", task.id, task.name)
             await self._run(job, started.task, run)
@@ -468,6 +506,7 @@ class TaskHub:
                     if run.ctx._start_pump is None:  # the publisher was started
                         pump_group.cancel_scope.cancel()
                     run.ctx._start_pump = None
+        run.ended = True
         if run.cancelled:
             outcome, changes = TaskState.CANCELLED, {}
             if run.cancel_reason:

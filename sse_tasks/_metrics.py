@@ -140,7 +140,7 @@ class _Collector:
 
 
 def metrics_route(hub: TaskHub) -> Route:
-    """``GET /metrics`` in the Prometheus text format (needs ``pip install 'sse-tasks[metrics]'``)."""
+    """``GET /metrics`` in the Prometheus text format (needs the ``metrics`` extra)."""
     from starlette.responses import Response
     from starlette.routing import Route
 
@@ -148,7 +148,8 @@ def metrics_route(hub: TaskHub) -> Route:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     except ImportError as exc:  # pragma: no cover - depends on the extra
         raise RuntimeError(
-            f"/metrics needs the metrics extra: pip install 'sse-tasks[metrics]' ({exc})"
+            "/metrics needs the metrics extra: pip install 'sse-tasks[metrics]',"
+            f" or '.[metrics]' in a checkout ({exc})"
         ) from exc
     registry = CollectorRegistry(auto_describe=True)
     registry.register(_Collector(hub))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._models import TaskState
+
 if TYPE_CHECKING:
     from ._hub import TaskHub
 
@@ -32,7 +34,7 @@ def _json(schema: Any, description: str) -> dict[str, Any]:
 def openapi_document(hub: TaskHub, root_path: str = "") -> dict[str, Any]:
     """The document, with the registered task names and ``root_path`` as the server URL."""
     names = sorted(hub.registry)
-    states = ["queued", "running", "succeeded", "failed", "cancelled"]
+    states = [state.value for state in TaskState]
     return {
         "openapi": "3.1.0",
         "info": {"title": "sse-tasks", "version": "1"},
@@ -47,7 +49,7 @@ def openapi_document(hub: TaskHub, root_path: str = "") -> dict[str, Any]:
                     },
                     "responses": {
                         "202": _json(_TASK, "queued"),
-                        **_errors(400, 403, 404, 408, 413, 415, 422, 503),
+                        **_errors(400, 401, 403, 404, 408, 413, 415, 422, 503),
                     },
                 },
                 "get": {
@@ -73,7 +75,7 @@ def openapi_document(hub: TaskHub, root_path: str = "") -> dict[str, Any]:
                             },
                             "tasks",
                         ),
-                        **_errors(403, 422),
+                        **_errors(401, 403, 422, 503),
                     },
                 },
             },
@@ -81,11 +83,11 @@ def openapi_document(hub: TaskHub, root_path: str = "") -> dict[str, Any]:
                 "parameters": [_TASK_ID, _TOKEN],
                 "get": {
                     "summary": "A task's snapshot",
-                    "responses": {"200": _json(_TASK, "snapshot"), **_errors(404, 410)},
+                    "responses": {"200": _json(_TASK, "snapshot"), **_errors(401, 403, 404, 410, 503)},
                 },
                 "delete": {
                     "summary": "Cancel a task",
-                    "responses": {"202": _json(_TASK, "cancelled"), **_errors(403, 404, 409, 410)},
+                    "responses": {"202": _json(_TASK, "cancelled"), **_errors(401, 403, 404, 409, 410, 503)},
                 },
             },
             "/tasks/{task_id}/events": {
@@ -95,7 +97,7 @@ def openapi_document(hub: TaskHub, root_path: str = "") -> dict[str, Any]:
                     "responses": {
                         "200": {"description": "event stream", "content": _SSE},
                         "204": {"description": "resumed at or past the terminal event"},
-                        **_errors(403, 404, 410, 503),
+                        **_errors(401, 403, 404, 410, 503),
                     },
                 }
             },
@@ -114,7 +116,7 @@ def openapi_document(hub: TaskHub, root_path: str = "") -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": {"description": "event stream", "content": _SSE},
-                        **_errors(403, 422, 503),
+                        **_errors(401, 403, 404, 410, 422, 503),
                     },
                 }
             },

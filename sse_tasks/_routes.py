@@ -19,15 +19,17 @@ from ._auth import Gate
 from ._errors import (
     BadRequest,
     InvalidRequest,
+    NotFound,
     PayloadTooLarge,
     RequestTimeout,
     SSETasksError,
+    TaskGone,
     Unavailable,
     UnsupportedMediaType,
 )
 from ._limits import lifetime_deadline
 from ._metrics import HubStats
-from ._models import TaskState
+from ._models import Task, TaskState
 from ._response import SSEStream
 from ._streams import Resume, Selection, StreamPlan, global_stream, task_stream
 from ._text import ascii_int
@@ -152,6 +154,18 @@ def build_routes(hub: TaskHub) -> list[BaseRoute]:
         if hub.closing:
             raise Unavailable("the hub is shutting down", code="shutting_down")
 
+    async def known_task(task_id: str, visible: Callable[[Task], bool] | None) -> None:
+        """Raise :class:`NotFound` unless ``task_id`` names a task the caller may follow."""
+        try:
+            task = await hub.get(task_id)
+        except TaskGone:
+            if not gate.open:
+                raise NotFound(f"no task with id {task_id!r}") from None
+            raise
+        if visible is not None and not visible(task):
+            hub.stats.denied += 1
+            raise NotFound(f"no task with id {task_id!r}")
+
     async def create_task(request: Request) -> Response:
         """Submit a task: 202 with its snapshot, ``Location`` and (with tokens) its token."""
         body = await read_json(request, hub.max_body_size, hub.body_timeout)
@@ -222,7 +236,7 @@ def build_routes(hub: TaskHub) -> list[BaseRoute]:
         terminal_key = hub.broker.parse_event_id(task.event_id or "") if task.terminal else None
         if resume.valid and terminal_key is not None and resume.key >= terminal_key:
             return Response(status_code=204)  # tells EventSource to stop reconnecting
-        return stream_response(request, task_stream(plan, resume))
+        return stream_response(request, await task_stream(plan, resume))
 
     async def events(request: Request) -> Response:
         """SSE stream of all tasks, or those chosen by ``?task=`` and ``?name=``."""
@@ -231,11 +245,17 @@ def build_routes(hub: TaskHub) -> list[BaseRoute]:
         if len(ids) > _MAX_SELECTED:
             raise InvalidRequest(f"at most {_MAX_SELECTED} 'task' ids per stream")
         visible = await gate.visible("follow", request)  # on every (re)connect
+        name = request.query_params.get("name")
+        if name is not None and name not in hub.registry:
+            raise NotFound(f"no task named {name!r} is registered")
+        for task_id in dict.fromkeys(ids):
+            await known_task(task_id, visible)
         selection = Selection(
-            task_ids=frozenset(ids) if ids else None, name=request.query_params.get("name"), visible=visible
+            task_ids=frozenset(ids) if ids else None, name=name, visible=visible
         )
         plan = StreamPlan(hub, selection, _root(request))
-        return stream_response(request, global_stream(plan, Resume(hub, _last_event_id(request))))
+        body = await global_stream(plan, Resume(hub, _last_event_id(request)))
+        return stream_response(request, body)
 
     async def openapi(request: Request) -> Response:
         """This API as an OpenAPI 3.1 document."""

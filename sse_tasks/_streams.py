@@ -8,14 +8,18 @@ with nothing for it, a stream yields ``b""``: the response's chance to send a he
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._errors import Unavailable
 from ._models import Task, TaskEvent, encode_frame, reset_frame
 
 if TYPE_CHECKING:
     from ._hub import TaskHub
+
+logger = logging.getLogger("sse_tasks")
 
 _BATCH = 512  # events per chunk: bounds what one slow stream holds in its send buffer
 _MAX_ID_LENGTH = 256
@@ -86,40 +90,55 @@ def retry_frame(hub: TaskHub) -> bytes:
 
 
 async def task_stream(plan: StreamPlan, resume: Resume) -> AsyncIterator[bytes]:
-    """One task: its snapshot (or the missed events), each change, end after the terminal one."""
+    """One task: its snapshot (or the missed events), each change, end after the terminal one.
+
+    What needs the broker (history to resume from) is read here, before the response
+    starts, so an outage answers 503 instead of a stream that is cut at once.
+    """
     hub, task = plan.hub, plan.single
     assert task is not None
-    yield retry_frame(hub)
     position: int | None = None
     if resume.valid:
         position = await _resume_position(hub, resume.key, plan)
     seen: dict[str, Any] = {}
+    opening = [retry_frame(hub)]
     if position is None:
         if resume.given:
-            yield reset_frame(_reset_reason(resume))
-        yield snapshot_frame(task, plan.root_path)
+            opening.append(reset_frame(_reset_reason(resume)))
+        opening.append(snapshot_frame(task, plan.root_path))
         if task.terminal:
-            return
+            return _chunks(opening)
         seen[task.id] = _key(hub, task)
         position = plan.position
-    async for chunk in _follow(plan, position, seen, until_terminal=True):
-        yield chunk
+    return _chunks(opening, _follow(plan, position, seen, until_terminal=True))
 
 
 async def global_stream(plan: StreamPlan, resume: Resume) -> AsyncIterator[bytes]:
-    """Many tasks on one connection: live from now, or resumed, or resynced."""
+    """Many tasks on one connection: live from now, or resumed, or resynced.
+
+    The resume point and any resync snapshots are read before the response starts.
+    """
     hub = plan.hub
-    yield retry_frame(hub)
     position = plan.position
     seen: dict[str, Any] = {}
+    opening = [retry_frame(hub)]
     if resume.given:
         resumed = await _resume_position(hub, resume.key, plan) if resume.valid else None
         if resumed is None:
-            yield await _resync(plan, _reset_reason(resume), seen)
+            opening.append(await _resync(plan, _reset_reason(resume), seen))
         else:
             position = resumed
-    async for chunk in _follow(plan, position, seen, until_terminal=False):
-        yield chunk
+    return _chunks(opening, _follow(plan, position, seen, until_terminal=False))
+
+
+async def _chunks(opening: list[bytes], rest: AsyncIterator[bytes] | None = None) -> AsyncIterator[bytes]:
+    yield b"".join(opening)
+    if rest is not None:
+        try:
+            async for chunk in rest:
+                yield chunk
+        finally:
+            await rest.aclose()  # type: ignore[attr-defined]
 
 
 def _reset_reason(resume: Resume) -> str:
@@ -194,20 +213,28 @@ async def _follow(
         if backlog:
             events, backlog = backlog, []
         elif position < log.first:
-            # This stream fell further behind than the log holds: resync it.
+            # This stream fell further behind than the log holds (or the broker's
+            # history restarted, e.g. a flushed Redis): resync it.
             seen.clear()
             plan.mark()
             position = plan.position
-            if single is not None:
-                task = await hub.broker.get(single)
-                if task is None:
-                    return
-                yield reset_frame("fell behind the retained history") + snapshot_frame(task, root)
-                if task.terminal:
-                    return
-                seen[single] = _key(hub, task)
-            else:
-                yield await _resync(plan, "fell behind the retained history", seen)
+            try:
+                if single is not None:
+                    task = await hub.broker.get(single)
+                    if task is None:
+                        yield reset_frame("the task is no longer in the broker's history")
+                        return
+                    yield reset_frame("fell behind the retained history") + snapshot_frame(task, root)
+                    if task.terminal:
+                        return
+                    seen[single] = _key(hub, task)
+                else:
+                    yield await _resync(plan, "fell behind the retained history", seen)
+            except Unavailable:
+                # The client reconnects with its Last-Event-ID and is answered 503 until
+                # the broker is back; ending here loses nothing.
+                logger.warning("ended a stream that could not resync: the broker is unavailable")
+                return
             continue
         else:
             events = log.read(position, _BATCH)

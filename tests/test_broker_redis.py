@@ -525,29 +525,43 @@ async def test_a_flushed_redis_resyncs_streams_never_continues_them(
 # -- retention -----------------------------------------------------------------------
 
 
-async def test_finished_tasks_expire_after_retention_and_beyond_max_tasks(private_redis: RedisServer) -> None:
-    hub = redis_hub(private_redis.url, retention=0.5, max_tasks=2)
+async def test_finished_tasks_beyond_max_tasks_expire_oldest_first(private_redis: RedisServer) -> None:
+    hub = redis_hub(private_redis.url, retention=3600, max_tasks=2, concurrency=1)  # finish in order
     async with hub:
         tasks = [await hub.submit("fail") for _ in range(3)]
-
-        async def all_finished() -> bool:
-            states = [(await hub.broker.get(t.id)) for t in tasks[1:]]
-            return all(s is not None and s.terminal for s in states)
-
-        await wait_for(all_finished)
+        await _until_finished(hub, "failed", 3)
         assert await hub.broker.get(tasks[0].id) is None  # over max_tasks: expired first
         assert await hub.broker.expired(tasks[0].id)
+        for task in tasks[1:]:
+            stored = await hub.broker.get(task.id)
+            assert stored is not None and stored.state.value == "failed"
         with private_redis.client() as client:
             ttl = client.pttl(f"sse_tasks:task:{tasks[2].id}")
-        assert 0 < ttl <= 500
+        assert 0 < ttl <= 3_600_000
+        assert [t.id for t in await hub.list_tasks()] == [tasks[2].id, tasks[1].id]
+        assert not await hub.broker.expired("never-existed")
+
+
+async def test_finished_tasks_expire_after_retention(private_redis: RedisServer) -> None:
+    hub = redis_hub(private_redis.url, retention=0.2)
+    async with hub:
+        task = await hub.submit("fail")
+        # Its final event is counted once stored; the snapshot may already have expired.
+        await _until_finished(hub, "failed", 1)
 
         async def expired() -> bool:
-            return await hub.broker.get(tasks[2].id) is None
+            return await hub.broker.get(task.id) is None
 
-        await wait_for(expired, timeout=5)
-        assert await hub.broker.expired(tasks[2].id)
+        await wait_for(expired, timeout=10)
+        assert await hub.broker.expired(task.id)
         assert [t.id for t in await hub.list_tasks()] == []
-        assert not await hub.broker.expired("never-existed")
+
+
+async def _until_finished(hub: TaskHub, state: str, count: int) -> None:
+    async def finished() -> bool:
+        return hub.stats.tasks[state] >= count
+
+    await wait_for(finished)
 
 
 def test_options_come_from_keywords_then_the_url() -> None:
@@ -595,3 +609,75 @@ async def test_serve_with_several_workers(private_redis: RedisServer) -> None:
     finally:
         server.stop()
     assert server.proc.returncode is not None
+
+
+# -- outages decided before a stream starts, cancels that stay local ---------------------
+
+
+async def test_a_resync_during_an_outage_is_refused_before_the_stream_starts(
+    private_redis: RedisServer, live_server: Callable[..., LiveServer]
+) -> None:
+    server = live_server(redis_hub(private_redis.url))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        task = await submit(http, "fail")
+        _, done = await collect(http, f"/tasks/{task['id']}/events")
+        old_id = task_events(done)[-1].id or ""
+        await submit(http, "fail")
+        private_redis.stop(save=True)
+        for url, headers in [
+            ("/events", {"Last-Event-ID": "not-an-id"}),
+            ("/events?last_event_id=garbage", {}),
+            (f"/events?task={task['id']}", {"Last-Event-ID": "x"}),
+            (f"/tasks/{task['id']}/events", {"Last-Event-ID": old_id}),
+        ]:
+            response = await http.get(url, headers=headers)
+            assert response.status_code == 503, (url, response.text)
+            assert response.headers["content-type"].startswith("application/json")
+            assert response.json()["error"]["code"] == "broker_unavailable"
+            assert response.headers["retry-after"].isdigit()
+
+
+async def test_a_delete_during_an_outage_cancels_a_task_running_here(
+    private_redis: RedisServer, live_server: Callable[..., LiveServer]
+) -> None:
+    hub = redis_hub(private_redis.url)
+    server = live_server(hub)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        running = await submit(http, "sleep", seconds=60)
+        await wait_for(lambda: _is(http, running["id"], "running"))
+        private_redis.stop(save=True)
+        answer = await http.delete(f"/tasks/{running['id']}")
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["state"] == "cancelled"
+        # A task this process does not run cannot be cancelled without Redis.
+        elsewhere = await http.delete("/tasks/not-here")
+        assert elsewhere.status_code == 503
+        assert elsewhere.json()["error"]["code"] == "broker_unavailable"
+        private_redis.start()
+        # Stored once Redis answers (the retried final event), long before its 60 s end.
+        await wait_for(lambda: _is(http, running["id"], "cancelled"), timeout=15)
+        _, events = await collect(http, f"/tasks/{running['id']}/events")
+        assert [e.event for e in task_events(events)] == ["task.cancelled"]
+
+
+async def test_a_flush_resets_a_per_task_stream_then_ends_it(
+    private_redis: RedisServer, live_server: Callable[..., LiveServer]
+) -> None:
+    server = live_server(redis_hub(private_redis.url))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        task = await submit(http, "sleep", seconds=30)
+        follow = Follower(http, f"/tasks/{task['id']}/events")
+        async with anyio.create_task_group() as group:
+            group.start_soon(follow.run)
+            await follow.opened.wait()
+            await wait_for(lambda: _has_any(follow))
+            with private_redis.client() as client:
+                client.flushall()
+            with anyio.fail_after(15):
+                await follow.ended.wait()
+        assert follow.status == 200
+        assert [e.event for e in follow.events if e.event][-1] == "reset"
+
+
+async def _has_any(follower: Follower) -> bool:
+    return bool(task_events(follower.events))

@@ -85,3 +85,18 @@ async def test_openapi_document_names_every_route_and_task(client: httpx.AsyncCl
     assert set(document["paths"]) == {"/tasks", "/tasks/{task_id}", "/tasks/{task_id}/events", "/events"}
     names = document["components"]["schemas"]["Submit"]["properties"]["name"]["enum"]
     assert names == ["count", "fail", "sleep"]
+
+
+async def test_openapi_lists_the_refusals_every_operation_can_give(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    operations = {
+        (path, method): set(operation["responses"])
+        for path, item in paths.items()
+        for method, operation in item.items()
+        if method in ("get", "post", "delete")
+    }
+    # Any request may meet an unreachable broker or an authorization hook that wants credentials.
+    for key, statuses in operations.items():
+        assert {"401", "503"} <= statuses, key
+    assert "404" in operations[("/events", "get")]
+    assert {"404", "409", "410"} <= operations[("/tasks/{task_id}", "delete")]

@@ -227,3 +227,12 @@ async def test_expired_task_is_410(make_hub: object) -> None:
             assert_error(gone, 410, "gone")
             assert_error(await client.get(f"/tasks/{task['id']}/events"), 410, "gone")
             assert_error(await client.delete(f"/tasks/{task['id']}"), 410, "gone")
+
+
+async def test_events_of_an_unknown_task_or_name_answer_404(client: httpx.AsyncClient) -> None:
+    known = (await client.post("/tasks", json={"name": "sleep", "params": {"seconds": 30}})).json()
+    for url in ["/events?task=nope", f"/events?task={known['id']}&task=nope", "/events?name=nope"]:
+        response = await client.get(url)
+        assert_error(response, 404, "not_found")
+        assert "nope" in response.json()["error"]["message"]
+    await client.delete(f"/tasks/{known['id']}")

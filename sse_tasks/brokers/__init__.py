@@ -28,7 +28,8 @@ def broker_from_url(url: str | None = None, **options: Any) -> Broker:
             from .redis import RedisBroker  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:  # pragma: no cover - depends on the extra
             raise ValueError(
-                f"broker {url!r} needs the redis extra: pip install 'sse-tasks[redis]' ({exc})"
+                f"broker {url!r} needs the redis extra: pip install 'sse-tasks[redis]',"
+                f" or '.[redis]' in a checkout ({exc})"
             ) from exc
         broker: Broker = RedisBroker(url, **options)
         return broker
