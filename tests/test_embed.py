@@ -1,0 +1,153 @@
+"""examples/embed.html in a real headless Chromium, served from another origin than the hub.
+
+Two real uvicorn servers on two loopback ports (two origins): one serves the page, the
+other the hub, which allows the page's origin by CORS. The page learns where the hub is
+from ``?hub=``, so every URL it uses (``POST …/tasks`` and the snapshot's root-relative
+``links.events``) must be resolved against the hub, not against the page.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from _support import LiveServer, serve_in_thread
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse
+from starlette.routing import Mount, Route
+
+from sse_tasks import TaskHub
+from sse_tasks._routes import build_app
+from sse_tasks.demo import register_demo_tasks
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')"
+)
+Page = sync_api.Page
+expect = sync_api.expect
+
+CHROMIUM = os.environ.get("SSE_TASKS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+if not os.path.exists(CHROMIUM):
+    pytest.skip(
+        f"chromium is not installed at {CHROMIUM} (apt-get install chromium; scripts/test does)",
+        allow_module_level=True,
+    )
+
+EMBED = Path(__file__).resolve().parent.parent / "examples" / "embed.html"
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # root in CI
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+WAIT_MS = 15_000  # a 1 s task on a busy machine
+DONE = 'count: succeeded 100 % step 10 of 10 — result {"count":10}'
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Page]:
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def pages() -> Iterator[LiveServer]:
+    """The page's own origin: a plain Starlette app that serves embed.html and nothing else."""
+
+    async def embed(request: Request) -> FileResponse:
+        return FileResponse(EMBED, media_type="text/html")
+
+    with serve_in_thread(Starlette(routes=[Route("/embed.html", embed)])) as server:
+        yield server
+
+
+def start_hub(
+    live_server: Callable[..., LiveServer], *, cors_origins: list[str], mount: str = ""
+) -> tuple[LiveServer, str]:
+    """A hub with the demo tasks on its own origin; returns the server and the hub's base URL."""
+    hub = TaskHub("memory://", shutdown_grace=0.5, cors_origins=cors_origins)
+    register_demo_tasks(hub)
+    app = build_app(hub)
+    if mount:
+        app = Starlette(routes=[Mount(mount, app=hub.app)], lifespan=hub.lifespan)
+    server = live_server(hub, app)
+    return server, server.url + mount
+
+
+def open_embed(page: Page, pages: LiveServer, hub_url: str) -> None:
+    page.goto(f"{pages.url}/embed.html?{urlencode({'hub': hub_url})}")
+    page.get_by_role("button", name="Start a count").click()
+
+
+@pytest.mark.parametrize("mount", ["", "/jobs"], ids=["at the root", "mounted under /jobs"])
+def test_a_page_on_another_origin_follows_a_task_to_the_end(
+    page: Page, pages: LiveServer, live_server: Callable[..., LiveServer], mount: str
+) -> None:
+    hub, hub_url = start_hub(live_server, cors_origins=[pages.url], mount=mount)
+    assert hub.url != pages.url
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+
+    open_embed(page, pages, hub_url)
+
+    bar = page.get_by_role("progressbar")
+    expect(bar).to_have_attribute("aria-valuenow", "100", timeout=WAIT_MS)
+    expect(page.get_by_role("status")).to_have_text(DONE, timeout=WAIT_MS)
+    streams = [url for url in requests if url.endswith("/events")]
+    assert len(streams) == 1
+    assert re.fullmatch(re.escape(f"{hub.url}{mount}/tasks/") + r"[\w-]+/events", streams[0])
+    assert not [url for url in requests if url.startswith(pages.url) and "/tasks" in url]
+
+
+def test_a_refused_stream_is_reported_instead_of_waiting_forever(
+    page: Page, pages: LiveServer, live_server: Callable[..., LiveServer]
+) -> None:
+    """An ``EventSource`` gives up for good on a non-200 answer: the page says so."""
+    _, hub_url = start_hub(live_server, cors_origins=[pages.url])
+    page.route(
+        re.compile(r"/tasks/[\w-]+/events$"),
+        lambda route: route.fulfill(
+            status=503, headers={"Access-Control-Allow-Origin": pages.url, "Retry-After": "1"}, body="busy"
+        ),
+    )
+
+    open_embed(page, pages, hub_url)
+
+    expect(page.get_by_role("status")).to_have_text(
+        re.compile(r"^Error: the task's event stream was refused \(.*/events\)$"), timeout=WAIT_MS
+    )
+
+
+def test_a_hub_that_does_not_allow_the_page_origin_is_reported(
+    page: Page, pages: LiveServer, live_server: Callable[..., LiveServer]
+) -> None:
+    _, hub_url = start_hub(live_server, cors_origins=[])  # no CORS: the browser blocks the POST
+
+    open_embed(page, pages, hub_url)
+
+    expect(page.get_by_role("status")).to_have_text(
+        f"Error: cannot reach the hub at {hub_url}/tasks", timeout=WAIT_MS
+    )
