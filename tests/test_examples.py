@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import shutil
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +16,11 @@ import anyio
 import httpx
 import pytest
 from _support import collect, serve_in_thread, task_events
+from conftest import HubFactory, ServerFactory
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from sse_tasks import TaskHub
 
 pytestmark = pytest.mark.anyio
 
@@ -183,3 +190,38 @@ async def test_example_tasks_check_their_range_when_submitted_to_the_hub(
         task = (await http.get(response.json()["links"]["self"])).json()
     assert task["state"] == "failed"
     assert task["error"] == {"type": "ValueError", "message": "rows must be from 1 to 10000"}
+
+
+CURL_SH = Path(__file__).resolve().parents[1] / "examples" / "curl.sh"
+needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+
+
+async def run_curl_sh(*args: str) -> subprocess.CompletedProcess[bytes]:
+    with anyio.fail_after(30):
+        return await anyio.run_process(["bash", str(CURL_SH), *args], check=False)
+
+
+@needs_curl
+@pytest.mark.parametrize("mount", ["", "/jobs"], ids=["at the root", "mounted under /jobs"])
+async def test_curl_sh_follows_a_task_to_the_end(
+    make_hub: HubFactory, live_server: ServerFactory, mount: str
+) -> None:
+    hub = make_hub()
+    app = Starlette(routes=[Mount(mount, app=hub.app)], lifespan=hub.lifespan) if mount else None
+    server = live_server(hub, app)
+    done = await run_curl_sh(server.url + mount + "/")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.decode()
+    assert "event: task.succeeded" in out
+    assert '"result":{"count":5}' in out
+    assert f'"self":"{mount}/tasks/' in out
+
+
+@needs_curl
+async def test_curl_sh_reports_the_hubs_error(live_server: ServerFactory) -> None:
+    hub = TaskHub("memory://", shutdown_grace=0.5)  # no demo tasks: no "count"
+    server = live_server(hub)
+    done = await run_curl_sh(server.url)
+    assert done.returncode == 1
+    assert '"code":"not_found"' in done.stderr.decode()
+    assert done.stdout == b""
