@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sse_tasks import TaskContext, TaskHub
-from sse_tasks._routes import build_app
+from sse_tasks.web.routes import build_app
 
 APPS = ("baseline", "sse_tasks")
 

@@ -1,9 +1,7 @@
 """sse_tasks: run work after the response and stream every status change over SSE."""
 
-from ._auth import Access, RedactTokens, TaskTokens, owner_only, tokens_only
-from ._context import TaskContext
-from ._cors import CORSMiddleware
-from ._errors import (
+from ._core.context import TaskContext
+from ._core.errors import (
     BadRequest,
     Forbidden,
     InvalidRequest,
@@ -18,10 +16,12 @@ from ._errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from ._core.models import Task, TaskEvent, TaskState
 from ._hub import TaskHub, TrackedTask
-from ._models import Task, TaskEvent, TaskState
 from .brokers import Broker, MemoryBroker, broker_from_url
 from .client import APIError, AsyncClient, Client, ConnectionFailed
+from .web.auth import Access, RedactTokens, TaskTokens, owner_only, tokens_only
+from .web.cors import CORSMiddleware
 
 __version__ = "0.1.0"
 

@@ -19,18 +19,18 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 
-from . import _json
-from ._auth import Authorizer, Identify, TaskTokens
-from ._context import TaskContext
-from ._cors import check_cors
-from ._errors import NotFound, SSETasksError, TaskCancelled, TaskFinished, TaskGone, Unavailable
-from ._limits import ClientSlots
-from ._metrics import HubStats
-from ._models import Task, TaskEvent, TaskState, utcnow
-from ._registry import RegisteredTask, TaskFunction
-from ._response import StreamMonitor
-from ._text import clean_text
+from ._core import codec
+from ._core.context import TaskContext
+from ._core.errors import NotFound, SSETasksError, TaskCancelled, TaskFinished, TaskGone, Unavailable
+from ._core.models import Task, TaskEvent, TaskState, utcnow
+from ._core.registry import RegisteredTask, TaskFunction
+from ._core.text import clean_text
 from .brokers import Broker, broker_from_url
+from .web.auth import Authorizer, Identify, TaskTokens
+from .web.cors import check_cors
+from .web.limits import ClientSlots
+from .web.metrics import HubStats
+from .web.sse import StreamMonitor
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
@@ -513,7 +513,7 @@ class TaskHub:
                 changes["message"] = run.cancel_reason
         elif outcome is TaskState.SUCCEEDED:
             try:
-                _json.dumps(result)
+                codec.dumps(result)
             except (TypeError, ValueError) as exc:
                 outcome = TaskState.FAILED
                 changes["error"] = _error(TypeError(f"result is not JSON-serialisable: {exc}"))
@@ -650,7 +650,7 @@ class TaskHub:
     def routes(self) -> list[BaseRoute]:
         """The hub's Starlette routes (``/tasks``, ``/tasks/{id}``, …, ``/events``)."""
         if self._routes is None:
-            from ._routes import build_routes
+            from .web.routes import build_routes
 
             self._routes = build_routes(self)
         return self._routes
@@ -661,7 +661,7 @@ class TaskHub:
 
         It does not run the hub: enter the hub in the outer app's lifespan.
         """
-        from ._routes import build_app
+        from .web.routes import build_app
 
         return build_app(self)
 

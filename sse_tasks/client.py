@@ -30,9 +30,9 @@ import anyio
 import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
-from ._errors import SSETasksError, TaskCancelled, Unavailable
-from ._models import Task, TaskState
-from ._text import ascii_int
+from ._core.errors import SSETasksError, TaskCancelled, Unavailable
+from ._core.models import Task, TaskState
+from ._core.text import ascii_int
 
 __all__ = ["APIError", "AsyncClient", "Client", "ConnectionFailed", "split_task_url"]
 

@@ -150,3 +150,11 @@ async def collect(
 def task_events(events: list[SSEEvent]) -> list[SSEEvent]:
     """Only the ``task.*`` events (no retry/ping/reset frames)."""
     return [e for e in events if e.event and e.event.startswith("task.")]
+
+
+def with_routes(hub: TaskHub, routes: Any) -> Any:
+    """``hub.app`` at the root behind ``routes`` of another app, run by the hub's lifespan."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    return Starlette(routes=[*routes, Mount("/", hub.app)], lifespan=hub.lifespan)

@@ -15,8 +15,27 @@ import pytest
 from _support import LiveServer, free_port, serve_in_thread
 
 from sse_tasks import TaskHub
-from sse_tasks._routes import build_app
 from sse_tasks.demo import register_demo_tasks
+
+
+@pytest.fixture(autouse=True)
+def _restore_loggers() -> Iterator[None]:
+    """A server started in-process (``sse-tasks serve`` under CliRunner) configures the
+    ``sse_tasks`` loggers; put them back so later tests' ``caplog`` sees their records."""
+    import logging
+
+    names = ("sse_tasks", "sse_tasks.redis", "uvicorn", "uvicorn.error", "uvicorn.access")
+    saved = {}
+    for name in names:
+        logger = logging.getLogger(name)
+        saved[name] = (logger.level, logger.propagate, list(logger.handlers), logger.disabled)
+    yield
+    for name, (level, propagate, handlers, disabled) in saved.items():
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.propagate = propagate
+        logger.handlers[:] = handlers
+        logger.disabled = disabled
 
 
 @pytest.fixture
@@ -138,7 +157,7 @@ async def running_hub(hub: TaskHub) -> AsyncIterator[TaskHub]:
 @pytest.fixture
 async def client(running_hub: TaskHub) -> AsyncIterator[httpx.AsyncClient]:
     """An in-process client (request/response only: ASGITransport buffers whole bodies)."""
-    transport = httpx.ASGITransport(app=build_app(running_hub))
+    transport = httpx.ASGITransport(app=running_hub.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http
 
@@ -158,7 +177,7 @@ class _ServerStack:
         self._contexts: list[Any] = []
 
     def start(self, hub: TaskHub, app: Any = None, **config: Any) -> LiveServer:
-        context = serve_in_thread(app or build_app(hub), hub, **config)
+        context = serve_in_thread(app or hub.app, hub, **config)
         server = context.__enter__()
         self._contexts.append(context)
         return server

@@ -18,9 +18,8 @@ from _support import LiveServer, collect, task_events
 from conftest import HubFactory
 
 from sse_tasks import Access, Forbidden, RedactTokens, Task, TaskHub, TaskTokens, Unauthorized, owner_only
-from sse_tasks._auth import redact
-from sse_tasks._cli import log_config
-from sse_tasks._routes import build_app
+from sse_tasks.cli import log_config
+from sse_tasks.web.auth import redact
 
 pytestmark = pytest.mark.anyio
 
@@ -40,7 +39,7 @@ class Clock:
 @asynccontextmanager
 async def in_process(hub: TaskHub) -> AsyncIterator[httpx.AsyncClient]:
     async with hub:
-        transport = httpx.ASGITransport(app=build_app(hub))
+        transport = httpx.ASGITransport(app=hub.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from _support import free_port
 
-from sse_tasks._cli import main
+from sse_tasks.cli import main
 
 
 @pytest.fixture

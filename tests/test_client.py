@@ -28,7 +28,6 @@ from sse_tasks import (
     TaskHub,
     TaskState,
 )
-from sse_tasks._routes import build_app
 from sse_tasks.client import APIError, error_from_response, split_task_url
 from sse_tasks.demo import register_demo_tasks
 
@@ -175,7 +174,7 @@ class HubBehindRestartingServer:
 
     def start(self) -> None:
         config = uvicorn.Config(
-            build_app(self.hub),
+            self.hub.app,
             host="127.0.0.1",
             port=self.port,
             lifespan="off",

@@ -15,7 +15,6 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.routing import Mount
 
 from sse_tasks import CORSMiddleware, TaskHub
-from sse_tasks._routes import build_app
 
 pytestmark = pytest.mark.anyio
 
@@ -26,7 +25,7 @@ EVIL = "https://evil.example"
 @asynccontextmanager
 async def in_process(hub: TaskHub) -> AsyncIterator[httpx.AsyncClient]:
     async with hub:
-        transport = httpx.ASGITransport(app=build_app(hub))
+        transport = httpx.ASGITransport(app=hub.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client
 
@@ -111,7 +110,7 @@ async def test_sse_streams_keep_working_through_cors_and_gzip(
 ) -> None:
     hub = make_hub(cors_origins=[ALLOWED], cors_credentials=True)
     app = Starlette(
-        routes=[Mount("/jobs", build_app(hub))],
+        routes=[Mount("/jobs", hub.app)],
         middleware=[Middleware(GZipMiddleware, minimum_size=10)],
         lifespan=hub.lifespan,
     )

@@ -24,7 +24,6 @@ from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
 
 from sse_tasks import TaskHub
-from sse_tasks._routes import build_app
 from sse_tasks.demo import register_demo_tasks
 
 sync_api = pytest.importorskip(
@@ -90,7 +89,7 @@ def start_hub(
     """A hub with the demo tasks on its own origin; returns the server and the hub's base URL."""
     hub = TaskHub("memory://", shutdown_grace=0.5, cors_origins=cors_origins)
     register_demo_tasks(hub)
-    app = build_app(hub)
+    app = hub.app
     if mount:
         app = Starlette(routes=[Mount(mount, app=hub.app)], lifespan=hub.lifespan)
     server = live_server(hub, app)

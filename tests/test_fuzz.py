@@ -24,7 +24,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sse_tasks import TaskHub
-from sse_tasks._routes import build_app
 
 SECRET = "fuzzing-secret-of-enough-length"
 FUZZ = settings(
@@ -59,7 +58,7 @@ def target(
             tokens=SECRET, cors_origins=["https://ok.example"], cors_credentials=True, metrics=True
         )
     hub = make_hub(**options)
-    app = build_app(hub)
+    app = hub.app
     server = live_server(hub, app)
     ids, tokens = [], []
     with httpx.Client(base_url=server.url, timeout=10) as http:

@@ -14,7 +14,8 @@ import pytest
 from _support import LiveServer, collect, sse_events, task_events
 from conftest import HubFactory, ServerFactory
 
-from sse_tasks import TaskContext, TaskHub, _json
+from sse_tasks import TaskContext, TaskHub
+from sse_tasks._core import codec as _json
 
 pytestmark = pytest.mark.anyio
 
@@ -99,9 +100,8 @@ async def test_limit_accepts_ascii_digits_only(client: httpx.AsyncClient, value:
 
 @pytest.mark.parametrize("value", ["²", "١٢", "9" * 40, "-1", "1.0"])
 async def test_odd_content_length_is_a_bad_request(running_hub: TaskHub, value: str) -> None:
-    from sse_tasks._routes import build_app
 
-    app = build_app(running_hub)
+    app = running_hub.app
     sent: list[dict[str, Any]] = []
     headers = [(b"content-type", b"application/json"), (b"content-length", value.encode())]
     scope = {

@@ -7,7 +7,7 @@ import anyio.lowlevel
 import pytest
 
 from sse_tasks import Task, TaskEvent
-from sse_tasks._log import EventLog
+from sse_tasks._core.log import EventLog
 
 pytestmark = pytest.mark.anyio
 

@@ -11,13 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import LiveServer
+from _support import LiveServer, with_routes
 from starlette.applications import Starlette
 from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
 
 from sse_tasks import TaskHub
-from sse_tasks._routes import build_app
 from sse_tasks.demo import register_demo_tasks
 from sse_tasks.demo.page import page_routes
 
@@ -77,7 +76,7 @@ def demo_hub() -> TaskHub:
 def site(live_server: Callable[..., LiveServer]) -> LiveServer:
     """The demo app (API at the root, page at /), as ``sse-tasks serve`` runs it."""
     hub = demo_hub()
-    return live_server(hub, build_app(hub, page_routes()))
+    return live_server(hub, with_routes(hub, page_routes()))
 
 
 def row_of(page: Page, name: str) -> Any:
@@ -210,7 +209,7 @@ def test_the_embedding_example_follows_a_task(page: Page, live_server: Callable[
         return FileResponse(example)
 
     hub = demo_hub()
-    app = build_app(hub, [Route("/embed.html", embed)])
+    app = with_routes(hub, [Route("/embed.html", embed)])
     server = live_server(hub, app)
     page.goto(server.url + "/embed.html")
     page.get_by_role("button", name="Start a count").click()

@@ -13,8 +13,7 @@ import pytest
 from _support import free_port, serve_in_thread
 
 from sse_tasks import TaskHub
-from sse_tasks._protocol import ENV_VAR, HeaderTimeoutProtocol
-from sse_tasks._routes import build_app
+from sse_tasks.cli.protocol import ENV_VAR, HeaderTimeoutProtocol
 
 
 def closed_by_server(sock: socket.socket, within: float) -> bool:
@@ -35,7 +34,7 @@ def closed_by_server(sock: socket.socket, within: float) -> bool:
 def port(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     monkeypatch.setenv(ENV_VAR, "0.5")
     hub = TaskHub("memory://")  # the protocol is the same whatever the broker
-    with serve_in_thread(build_app(hub), hub, http=HeaderTimeoutProtocol) as server:
+    with serve_in_thread(hub.app, hub, http=HeaderTimeoutProtocol) as server:
         yield int(server.url.rsplit(":", 1)[1])
 
 

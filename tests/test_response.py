@@ -11,7 +11,7 @@ import pytest
 from _support import LiveServer, collect
 
 from sse_tasks import TaskContext, TaskHub
-from sse_tasks._response import StreamMonitor
+from sse_tasks.web.sse import StreamMonitor
 
 pytestmark = pytest.mark.anyio
 

@@ -101,11 +101,10 @@ async def test_body_size_is_judged_from_content_length_before_reading(
 
 
 async def test_body_limit_is_configurable(make_hub: object) -> None:
-    from sse_tasks._routes import build_app
 
     hub: TaskHub = make_hub(max_body_size=20)  # type: ignore[operator]
     async with hub:
-        transport = httpx.ASGITransport(app=build_app(hub))
+        transport = httpx.ASGITransport(app=hub.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             small = await client.post("/tasks", json={"name": "fail"})
             big = await client.post("/tasks", json={"name": "fail", "params": {"message": "x" * 20}})
@@ -170,7 +169,6 @@ async def test_queue_full_is_503_with_retry_after(make_hub: object) -> None:
     import anyio
 
     from sse_tasks import TaskContext
-    from sse_tasks._routes import build_app
 
     hub: TaskHub = make_hub(concurrency=1, max_queued=2)  # type: ignore[operator]
     started = anyio.Event()
@@ -181,7 +179,7 @@ async def test_queue_full_is_503_with_retry_after(make_hub: object) -> None:
         await anyio.sleep_forever()
 
     async with hub:
-        transport = httpx.ASGITransport(app=build_app(hub))
+        transport = httpx.ASGITransport(app=hub.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             first = await client.post("/tasks", json={"name": "block"})
             await started.wait()  # the only worker is busy: the next two wait in the queue
@@ -203,19 +201,17 @@ async def test_shutting_down_is_503(client: httpx.AsyncClient, running_hub: Task
 
 
 async def test_hub_not_running_is_503(hub: TaskHub) -> None:
-    from sse_tasks._routes import build_app
 
-    transport = httpx.ASGITransport(app=build_app(hub))
+    transport = httpx.ASGITransport(app=hub.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         assert_error(await client.post("/tasks", json={"name": "fail"}), 503, "not_running")
 
 
 async def test_expired_task_is_410(make_hub: object) -> None:
-    from sse_tasks._routes import build_app
 
     hub: TaskHub = make_hub(retention=0)  # type: ignore[operator]
     async with hub:
-        transport = httpx.ASGITransport(app=build_app(hub))
+        transport = httpx.ASGITransport(app=hub.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             task = (await client.post("/tasks", json={"name": "fail"})).json()
             log = hub.broker.log

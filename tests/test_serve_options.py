@@ -6,7 +6,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from sse_tasks._cli import _app_from_env, main
+from sse_tasks.cli import _app_from_env, main
 
 pytestmark = pytest.mark.anyio
 

@@ -300,7 +300,7 @@ async def test_too_many_streams_is_503(make_hub: Any, live_server: Callable[...,
 async def test_each_event_is_encoded_once_for_all_subscribers(
     hub: TaskHub, server: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sse_tasks import _models
+    from sse_tasks._core import models as _models
 
     calls: list[str] = []
     real = _models.encode_frame
@@ -330,10 +330,9 @@ async def test_each_event_is_encoded_once_for_all_subscribers(
 async def test_streams_are_never_compressed(make_hub: Any, live_server: Callable[..., LiveServer]) -> None:
     from starlette.middleware.gzip import GZipMiddleware
 
-    from sse_tasks._routes import build_app
 
     hub = make_hub()
-    server = live_server(hub, GZipMiddleware(build_app(hub), minimum_size=1))
+    server = live_server(hub, GZipMiddleware(hub.app, minimum_size=1))
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         task = await submit(http, "fail", message="x" * 2000)
         headers = {"accept-encoding": "gzip"}

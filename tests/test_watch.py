@@ -20,7 +20,7 @@ import pytest
 from _support import LiveServer, free_port
 
 from sse_tasks import TaskHub
-from sse_tasks._watch import LineView, make_view, parse_params
+from sse_tasks.cli.watch import LineView, make_view, parse_params
 from sse_tasks.demo import register_demo_tasks
 
 CLI = [sys.executable, "-m", "sse_tasks"]
@@ -193,11 +193,10 @@ def test_watch_keeps_the_url_query_for_every_request(live_server: Callable[..., 
     """A task URL carrying an access token (``?token=…``) works for the whole follow."""
     from starlette.responses import JSONResponse
 
-    from sse_tasks._routes import build_app
 
     hub = TaskHub("memory://", shutdown_grace=0.5)
     register_demo_tasks(hub)
-    inner = build_app(hub)
+    inner = hub.app
 
     async def needs_token(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and b"token=s3cret" not in scope["query_string"]:

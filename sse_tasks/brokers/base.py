@@ -6,8 +6,8 @@ import abc
 from collections.abc import Callable
 from typing import Any
 
-from .._log import EventLog
-from .._models import Task, TaskEvent, TaskState
+from .._core.log import EventLog
+from .._core.models import Task, TaskEvent, TaskState
 
 EventObserver = Callable[[TaskEvent], None]
 

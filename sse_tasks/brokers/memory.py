@@ -7,9 +7,9 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from .._log import EventLog
-from .._models import Task, TaskEvent, TaskState
-from .._text import ascii_int
+from .._core.log import EventLog
+from .._core.models import Task, TaskEvent, TaskState
+from .._core.text import ascii_int
 from .base import Broker, EventObserver
 
 

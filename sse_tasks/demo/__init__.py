@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 if TYPE_CHECKING:
-    from .._context import TaskContext
+    from .._core.context import TaskContext
     from .._hub import TaskHub
 
 __all__ = ["register_demo_tasks"]

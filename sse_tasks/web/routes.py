@@ -14,9 +14,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from . import _json
-from ._auth import Gate
-from ._errors import (
+from .._core import codec
+from .._core.errors import (
     BadRequest,
     InvalidRequest,
     NotFound,
@@ -27,15 +26,16 @@ from ._errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from ._limits import lifetime_deadline
-from ._metrics import HubStats
-from ._models import Task, TaskState
-from ._response import SSEStream
-from ._streams import Resume, Selection, StreamPlan, global_stream, task_stream
-from ._text import ascii_int
+from .._core.models import Task, TaskState
+from .._core.text import ascii_int
+from .auth import Gate
+from .limits import lifetime_deadline
+from .metrics import HubStats
+from .sse import SSEStream
+from .streams import Resume, Selection, StreamPlan, global_stream, task_stream
 
 if TYPE_CHECKING:
-    from ._hub import TaskHub
+    from .._hub import TaskHub
 
 logger = logging.getLogger("sse_tasks")
 
@@ -49,7 +49,7 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 class _JSON(JSONResponse):
     def render(self, content: Any) -> bytes:
-        return _json.dumps(content)
+        return codec.dumps(content)
 
 
 def error_response(exc: SSETasksError) -> Response:
@@ -108,8 +108,8 @@ async def read_json(request: Request, limit: int, time_limit: float | None = Non
     if deadline.cancelled_caught:
         raise RequestTimeout(f"the body did not arrive within {time_limit:g} s")
     try:
-        return _json.loads(bytes(body))
-    except _json.LoneSurrogate as exc:
+        return codec.loads(bytes(body))
+    except codec.LoneSurrogate as exc:
         raise InvalidRequest(f"body holds text that is not Unicode: {exc}") from None
     except ValueError as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
@@ -259,7 +259,7 @@ def build_routes(hub: TaskHub) -> list[BaseRoute]:
 
     async def openapi(request: Request) -> Response:
         """This API as an OpenAPI 3.1 document."""
-        from ._openapi import openapi_document
+        from .openapi import openapi_document
 
         return _JSON(openapi_document(hub, _root(request)))
 
@@ -272,7 +272,7 @@ def build_routes(hub: TaskHub) -> list[BaseRoute]:
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
     if hub.metrics:
-        from ._metrics import metrics_route
+        from .metrics import metrics_route
 
         routes.append(metrics_route(hub))
     return routes
@@ -292,7 +292,7 @@ def build_app(hub: TaskHub, routes: Sequence[BaseRoute] = ()) -> Starlette:
     """
     middleware = []
     if hub.cors_origins:
-        from ._cors import CORSMiddleware
+        from .cors import CORSMiddleware
 
         middleware.append(
             Middleware(CORSMiddleware, origins=hub.cors_origins, credentials=hub.cors_credentials)

@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
-from ._auth import TaskTokens
-from ._cors import check_cors
-from ._hub import TaskHub
+from .._hub import TaskHub
+from ..web.auth import TaskTokens
+from ..web.cors import check_cors
 
 _ENV = "SSE_TASKS_"
 
@@ -46,9 +46,9 @@ def create_server_app(
     ``hub_options`` (``tokens``, ``cors_origins``, ``metrics``, …) override the hub's
     settings; None values are ignored.
     """
-    from ._routes import build_app
-    from .demo import register_demo_tasks
-    from .demo.page import page_routes
+    from ..demo import register_demo_tasks
+    from ..demo.page import page_routes
+    from ..web.routes import build_app
 
     options: dict[str, Any] = {k: v for k, v in hub_options.items() if v is not None}
     if heartbeat is not None:
@@ -193,7 +193,7 @@ def serve(
     """
     import uvicorn
 
-    from ._protocol import HeaderTimeoutProtocol
+    from .protocol import HeaderTimeoutProtocol
 
     broker_url = broker or os.environ.get(_ENV + "BROKER") or "memory://"
     if workers > 1 and broker_url.startswith("memory:"):
@@ -279,8 +279,8 @@ def watch(url: str, headers: tuple[str, ...], retries: int) -> None:
     import sys
     from urllib.parse import parse_qsl, urlsplit
 
-    from ._watch import watch_task
-    from .client import Client, split_task_url
+    from ..client import Client, split_task_url
+    from .watch import watch_task
 
     try:
         base, task_id = split_task_url(url)
@@ -317,9 +317,9 @@ def submit(
     import json
     import sys
 
-    from ._errors import SSETasksError
-    from ._watch import EXIT_UNREACHABLE, parse_params, watch_task
-    from .client import Client
+    from .._core.errors import SSETasksError
+    from ..client import Client
+    from .watch import EXIT_UNREACHABLE, parse_params, watch_task
 
     try:
         values = parse_params(params)

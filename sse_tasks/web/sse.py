@@ -30,7 +30,7 @@ from sse_starlette import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from ._hub import TaskHub
+    from .._hub import TaskHub
 
 logger = logging.getLogger("sse_tasks")
 

@@ -30,14 +30,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from ._errors import Forbidden, NotFound, TaskGone, Unavailable
-from ._models import Task
-from ._text import ascii_int
+from .._core.errors import Forbidden, NotFound, TaskGone, Unavailable
+from .._core.models import Task
+from .._core.text import ascii_int
 
 if TYPE_CHECKING:
     from starlette.requests import Request
 
-    from ._hub import TaskHub
+    from .._hub import TaskHub
 
 Action = Literal["submit", "read", "follow", "list", "cancel"]
 TaskFilter = Callable[[Task], bool]

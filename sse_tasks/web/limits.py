@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import anyio
 
-from ._errors import Unavailable
+from .._core.errors import Unavailable
 
 
 class ClientSlots:

@@ -56,11 +56,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 
-from .. import _json
-from .._errors import Unavailable
-from .._log import EventLog
-from .._models import Task, TaskEvent, TaskState, utcnow
-from .base import Broker, EventObserver
+from ..._core import codec
+from ..._core.errors import Unavailable
+from ..._core.log import EventLog
+from ..._core.models import Task, TaskEvent, TaskState, utcnow
+from ..base import Broker, EventObserver
 
 __all__ = ["RedisBroker"]
 
@@ -487,7 +487,7 @@ class RedisBroker(Broker):
         event_id = f"{self._epoch}-{sid}"
         try:
             event_type = _text(fields[b"t"])
-            record = _json.loads(fields[b"d"])
+            record = codec.loads(fields[b"d"])
             task = Task.from_record({**record, "event_id": event_id, "event_type": event_type})
         except (KeyError, ValueError, TypeError):
             logger.error("skipping malformed stream entry %s", sid)
@@ -566,7 +566,7 @@ class RedisBroker(Broker):
             event_type,
             task.state.value,
             task.name,
-            _json.dumps(record),
+            codec.dumps(record),
             "1" if task.terminal else "0",
             secrets.token_hex(4),
             self.history,
@@ -744,7 +744,7 @@ def _task(fields: list[Any]) -> Task | None:
     data, event_id, event_type = fields
     if data is None:
         return None
-    record = _json.loads(data)
+    record = codec.loads(data)
     return Task.from_record({**record, "event_id": _text(event_id), "event_type": _text(event_type)})
 
 

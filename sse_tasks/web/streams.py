@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._errors import Unavailable
-from ._models import Task, TaskEvent, encode_frame, reset_frame
+from .._core.errors import Unavailable
+from .._core.models import Task, TaskEvent, encode_frame, reset_frame
 
 if TYPE_CHECKING:
-    from ._hub import TaskHub
+    from .._hub import TaskHub
 
 logger = logging.getLogger("sse_tasks")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._models import TaskState
+from .._core.models import TaskState
 
 if TYPE_CHECKING:
-    from ._hub import TaskHub
+    from .._hub import TaskHub
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _TASK = {"$ref": "#/components/schemas/Task"}

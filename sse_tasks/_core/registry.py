@@ -9,8 +9,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
-from ._errors import InvalidRequest
-from ._text import clean_text
+from .errors import InvalidRequest
+from .text import clean_text
 
 TaskFunction = Callable[..., Any]
 

@@ -11,8 +11,8 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
-from ._errors import TaskCancelled
-from ._text import clean_text
+from .errors import TaskCancelled
+from .text import clean_text
 
 
 class TaskContext:

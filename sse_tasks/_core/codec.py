@@ -12,7 +12,7 @@ import json
 import math
 from typing import Any
 
-from ._text import has_lone_surrogate
+from .text import has_lone_surrogate
 
 _orjson: Any
 try:  # pragma: no cover - exercised in whichever environment has it

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from . import _json
+from . import codec
 
 
 class TaskState(str, enum.Enum):
@@ -178,7 +178,7 @@ class TaskEvent:
 def encode_frame(event_id: str | None, event_type: str, data: Any) -> bytes:
     """One SSE frame. JSON escapes CR, LF and NUL, so payload text cannot forge fields."""
     head = f"id: {event_id}\n" if event_id is not None else ""
-    return b"".join((head.encode(), b"event: ", event_type.encode(), b"\ndata: ", _json.dumps(data), b"\n\n"))
+    return b"".join((head.encode(), b"event: ", event_type.encode(), b"\ndata: ", codec.dumps(data), b"\n\n"))
 
 
 def reset_frame(reason: str) -> bytes:

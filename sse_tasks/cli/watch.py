@@ -7,9 +7,9 @@ import sys
 from datetime import datetime
 from typing import IO, Any, Protocol
 
-from ._errors import SSETasksError
-from ._models import Task, TaskState
-from .client import Client
+from .._core.errors import SSETasksError
+from .._core.models import Task, TaskState
+from ..client import Client
 
 #: Exit codes of ``sse-tasks watch``: the task's outcome, usable in scripts.
 EXIT_CODES = {TaskState.SUCCEEDED: 0, TaskState.FAILED: 1, TaskState.CANCELLED: 2}

@@ -21,7 +21,7 @@ from typing import Any
 
 import anyio
 
-from ._models import TaskEvent
+from .models import TaskEvent
 
 #: Longest a wake-up is held back while a publisher keeps appending, in seconds.
 COALESCE_WINDOW = 0.002

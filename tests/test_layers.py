@@ -1,0 +1,134 @@
+"""The package's import direction, read from the source: one way, no cycles.
+
+``_core`` ← ``brokers`` ← ``_runner`` ← ``executors``, ``web`` ← ``_hub`` ← ``cli``,
+``demo``; ``client`` uses ``_core`` only. Every import counts: at module level, inside
+functions and under ``TYPE_CHECKING``.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "sse_tasks"
+
+LAYERS = {
+    "sse_tasks._core": 0,
+    "sse_tasks.brokers": 1,
+    "sse_tasks._runner": 2,
+    "sse_tasks.executors": 3,
+    "sse_tasks.web": 3,
+    "sse_tasks._hub": 4,
+    "sse_tasks.cli": 5,
+    "sse_tasks.demo": 5,
+    "sse_tasks.__main__": 6,
+    "sse_tasks": 7,  # the package's __init__: the public API
+}
+CLIENT_MAY_USE = ("sse_tasks._core",)
+CORE_MUST_NOT_USE = ("starlette.routing", "starlette.applications", "sse_starlette", "uvicorn")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join([*base, node.module] if node.module else base)
+            else:
+                target = node.module or ""
+            found.add(target)
+            # ``from . import x`` imports the submodule x.
+            found.update(f"{target}.{alias.name}" for alias in node.names)
+    return found
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _resolve(name: str) -> str | None:
+    """The project module ``name`` denotes (a submodule, or the package that defines it)."""
+    while name:
+        if name in MODULES:
+            return name
+        name = name.rpartition(".")[0]
+    return None
+
+
+def _graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for name, path in MODULES.items():
+        targets = {_resolve(t) for t in _imports(path) if t == "sse_tasks" or t.startswith("sse_tasks.")}
+        graph[name] = {t for t in targets if t is not None and t != name}
+    return graph
+
+
+def _layer(module: str) -> int:
+    best = max((prefix for prefix in LAYERS if module == prefix or module.startswith(prefix + ".")), key=len)
+    return LAYERS[best]
+
+
+def _group(module: str) -> str:
+    return max((prefix for prefix in LAYERS if module == prefix or module.startswith(prefix + ".")), key=len)
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m != "sse_tasks.client"))
+def test_imports_point_down_the_layers(module: str) -> None:
+    for target in _graph()[module]:
+        if target == "sse_tasks.client":
+            assert _layer(module) == LAYERS["sse_tasks"], f"{module} imports the client"
+            continue
+        same_group = _group(target) == _group(module)
+        assert same_group or _layer(target) < _layer(module), f"{module} imports {target}: up or beside"
+
+
+def test_the_client_uses_the_core_only() -> None:
+    for target in _graph()["sse_tasks.client"]:
+        assert target.startswith(CLIENT_MAY_USE), f"sse_tasks.client imports {target}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith("sse_tasks._core")))
+def test_the_core_knows_no_web_framework(module: str) -> None:
+    for target in _imports(MODULES[module]):
+        assert not target.startswith(CORE_MUST_NOT_USE), f"{module} imports {target}"
+
+
+def test_no_import_cycles() -> None:
+    graph = _graph()
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                cycle = [*path[path.index(target) :], target] if target in path else [node, target]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if target not in state:
+                visit(target, [*path, target])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_no_module_is_over_400_lines() -> None:
+    long = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > 420}
+    assert long == {}
+
+
+def test_every_module_has_a_layer() -> None:
+    loose = [m for m in MODULES if _group(m) == "sse_tasks" and m not in ("sse_tasks", "sse_tasks.client")]
+    assert loose == []
