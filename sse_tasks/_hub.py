@@ -1,74 +1,31 @@
-"""TaskHub: the registry, submission, cancellation, the runner and its lifespan."""
+"""TaskHub: the facade users know — the runner and the web layer behind one object.
+
+The runner (:mod:`sse_tasks._runner`) creates, runs and stops tasks; the web layer
+(:mod:`sse_tasks.web`) serves them. A hub builds both from its arguments, validated
+once, and enters both in one lifespan.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import logging
-import math
-import secrets
-import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar, overload
 
-import anyio
-import anyio.to_thread
-from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from sse_starlette import EventSourceResponse
+from starlette.applications import Starlette
 from starlette.background import BackgroundTask
+from starlette.routing import BaseRoute
 
-from ._core import codec
-from ._core.context import TaskContext
-from ._core.errors import NotFound, SSETasksError, TaskCancelled, TaskFinished, TaskGone, Unavailable
-from ._core.models import Task, TaskEvent, TaskState, utcnow
+from ._core.models import Task, TaskState
 from ._core.registry import RegisteredTask, TaskFunction
-from ._core.text import clean_text
+from ._core.stats import HubStats
+from ._runner import InProcessExecutor, Job, Runner
 from .brokers import Broker, broker_from_url
 from .web.auth import Authorizer, Identify, TaskTokens
-from .web.cors import check_cors
 from .web.limits import ClientSlots
-from .web.metrics import HubStats
-from .web.sse import StreamMonitor
-
-if TYPE_CHECKING:
-    from starlette.routing import BaseRoute
-    from starlette.types import ASGIApp
-
-logger = logging.getLogger("sse_tasks")
+from .web.service import WebService
+from .web.settings import WebSettings
 
 F = TypeVar("F", bound=TaskFunction)
-
-_MAX_ID_LENGTH = 128
-
-
-@dataclass
-class _Job:
-    task: Task
-    registered: RegisteredTask
-    params: dict[str, Any]
-    cancelled: bool = False  # cancelled while queued, without the broker (an outage)
-
-
-class _Run:
-    """A task executing in this process."""
-
-    def __init__(self, ctx: TaskContext) -> None:
-        self.ctx = ctx
-        self.scope = anyio.CancelScope()
-        self.started = time.monotonic()
-        self.cancelled = False
-        self.cancel_reason: str | None = None
-        self.task: Task | None = None  # the running snapshot, once published
-        self.ended = False  # its outcome is decided: too late to cancel
-
-    def cancel(self, reason: str | None = None) -> None:
-        if not self.cancelled:
-            self.cancelled = True
-            self.cancel_reason = reason
-        self.ctx._cancel()
-        self.scope.cancel()
 
 
 class TrackedTask(BackgroundTask):
@@ -78,13 +35,18 @@ class TrackedTask(BackgroundTask):
     so the response can carry its id, and it runs after the response is sent.
     """
 
-    def __init__(self, hub: TaskHub, job: _Job) -> None:
-        super().__init__(hub._start_job_async, job)
+    def __init__(self, runner: Runner, job: Job) -> None:
+        super().__init__(_start, runner, job)
         self.task = job.task
 
     @property
     def id(self) -> str:
         return self.task.id
+
+
+async def _start(runner: Runner, job: Job) -> None:
+    # Async so Starlette calls it on the loop, not in a worker thread.
+    runner.start(job)
 
 
 class TaskHub:
@@ -152,58 +114,62 @@ class TaskHub:
         metrics: bool = False,
         **broker_options: Any,
     ) -> None:
-        if concurrency < 1 or max_queued < 0 or max_streams < 0 or max_body_size < 1:
-            raise ValueError("concurrency, max_queued, max_streams and max_body_size must be positive")
-        if max_streams_per_client is not None and max_streams_per_client < 1:
-            raise ValueError("max_streams_per_client must be positive or None")
-        if (max_stream_lifetime is not None and max_stream_lifetime <= 0) or (
-            body_timeout is not None and body_timeout <= 0
-        ):
-            raise ValueError("max_stream_lifetime and body_timeout must be positive or None")
-        if heartbeat < 0 or progress_interval < 0 or shutdown_grace < 0 or retry < 0:
-            raise ValueError("heartbeat, progress_interval, shutdown_grace and retry must be >= 0")
+        settings = WebSettings(
+            max_streams=max_streams,
+            max_body_size=max_body_size,
+            heartbeat=heartbeat,
+            send_timeout=send_timeout,
+            retry=retry,
+            coalesce_after=coalesce_after,
+            max_streams_per_client=max_streams_per_client,
+            max_stream_lifetime=max_stream_lifetime,
+            body_timeout=body_timeout,
+            authorize=authorize,
+            identify=identify,
+            tokens=TaskTokens(tokens) if isinstance(tokens, str) else tokens,
+            cors_origins=tuple(cors_origins),
+            cors_credentials=cors_credentials,
+            metrics=metrics,
+        )
+        executor = InProcessExecutor(concurrency, progress_interval)
         self.broker: Broker = (
             broker if isinstance(broker, Broker) else broker_from_url(broker, **broker_options)
         )
-        self.concurrency = concurrency
-        self.max_queued = max_queued
-        self.max_streams = max_streams
-        self.max_body_size = max_body_size
-        self.heartbeat = heartbeat
-        self.progress_interval = progress_interval
-        self.shutdown_grace = shutdown_grace
-        self.send_timeout = send_timeout
-        self.retry = retry
-        self.coalesce_after = coalesce_after
-        self.max_stream_lifetime = max_stream_lifetime
-        self.body_timeout = body_timeout
-        self.authorize = authorize
-        self.identify = identify
-        self.tokens = TaskTokens(tokens) if isinstance(tokens, str) else tokens
-        self.cors_origins = tuple(check_cors(cors_origins, cors_credentials))
-        self.cors_credentials = cors_credentials
-        self.metrics = metrics
-        self.registry: dict[str, RegisteredTask] = {}
-        #: Open SSE streams per client address.
-        self.client_streams = ClientSlots(max_streams_per_client)
-        #: Counters for ``/metrics`` (see :class:`sse_tasks._metrics.HubStats`).
+        #: Counters for ``/metrics`` (see :class:`sse_tasks._core.stats.HubStats`).
         self.stats = HubStats()
-        self._task_group: TaskGroup | None = None
-        self._send: MemoryObjectSendStream[_Job] | None = None
-        self._receive: MemoryObjectReceiveStream[_Job] | None = None
-        self._runs: dict[str, _Run] = {}
-        # Jobs not finished: queued, running, or waiting for their response to be sent.
-        self._jobs: dict[str, _Job] = {}
-        self._active = 0
-        self._idle = anyio.Event()
-        self._idle.set()
-        self._closing = False
-        self._closed: anyio.Event | None = None
-        #: Heartbeats and send timeouts of this process's open streams.
-        self.stream_monitor = StreamMonitor(self)
-        self._routes: list[BaseRoute] | None = None
+        self._runner = Runner(
+            self.broker,
+            executor=executor,
+            max_queued=max_queued,
+            shutdown_grace=shutdown_grace,
+            stats=self.stats,
+        )
+        self._web = WebService(self._runner, settings)
 
-    # -- registration ----------------------------------------------------------
+    # -- settings ------------------------------------------------------------------
+
+    @property
+    def settings(self) -> WebSettings:
+        """The web layer's settings (frozen); change them with :meth:`configure`."""
+        return self._web.settings
+
+    def configure(self, **changes: Any) -> None:
+        """Change web settings (``heartbeat=…``, ``cors_origins=…``, …) before the hub runs
+        and before its routes are built; validated like the constructor's arguments.
+
+        Raises ``TypeError`` for an unknown name, ``ValueError`` for a bad value and
+        ``RuntimeError`` once the hub runs or its routes exist.
+        """
+        if self._runner.group is not None or self._web.built:
+            raise RuntimeError("configure() a hub before it runs and before its routes are built")
+        self._web = WebService(self._runner, self._web.settings.replace(**changes))
+
+    # -- registration ----------------------------------------------------------------
+
+    @property
+    def registry(self) -> dict[str, RegisteredTask]:
+        """Registered task functions by name."""
+        return self._runner.registry
 
     @overload
     def task(self, func: F) -> F: ...
@@ -218,9 +184,11 @@ class TaskHub:
     ) -> Any:
         """Register a task function (decorator): ``@hub.task`` or ``@hub.task(name=…, timeout=…)``.
 
-        The function takes a :class:`TaskContext` first, then keyword params that
-        clients send as JSON. Raises ``TypeError``/``ValueError`` for a bad function
-        or a duplicate name.
+        ``name`` (default: the function's ``__name__``) is what clients send;
+        ``timeout`` (seconds) fails a run that takes longer with ``TimeoutError``.
+        The function gets a :class:`TaskContext` where it declares a parameter
+        annotated ``TaskContext``; its other parameters are the params clients send
+        as JSON. Raises ``TypeError``/``ValueError`` for a bad function or a duplicate name.
         """
 
         def register(func: TaskFunction) -> TaskFunction:
@@ -233,24 +201,9 @@ class TaskHub:
         self, func: TaskFunction, *, name: str | None = None, timeout: float | None = None
     ) -> RegisteredTask:
         """Register ``func`` under ``name`` (default: its ``__name__``)."""
-        registered = RegisteredTask.build(func, name, timeout)
-        if registered.name in self.registry:
-            raise ValueError(f"a task named {registered.name!r} is already registered")
-        self.registry[registered.name] = registered
-        return registered
+        return self._runner.register(func, name=name, timeout=timeout)
 
-    def _resolve(self, func_or_name: TaskFunction | str) -> RegisteredTask:
-        if isinstance(func_or_name, str):
-            registered = self.registry.get(func_or_name)
-            if registered is None:
-                raise NotFound(f"no task named {func_or_name!r} is registered")
-            return registered
-        for registered in self.registry.values():
-            if registered.func is func_or_name:
-                return registered
-        return RegisteredTask.build(func_or_name, None, None)
-
-    # -- submitting --------------------------------------------------------------
+    # -- submitting, reading, cancelling ------------------------------------------------
 
     async def submit(self, func_or_name: TaskFunction | str, /, **params: Any) -> Task:
         """Queue a run and return its snapshot at once; the work runs in the hub.
@@ -258,17 +211,14 @@ class TaskHub:
         Raises :class:`NotFound` (unknown name), :class:`InvalidRequest` (params do
         not fit the signature) or :class:`Unavailable` (queue full, shutting down).
         """
-        return await self.submit_json(func_or_name, params)
+        return await self._runner.submit_json(func_or_name, params)
 
     async def submit_json(
         self, func_or_name: TaskFunction | str, params: Any, *, owner: str | None = None
     ) -> Task:
         """Like :meth:`submit`, with ``params`` as decoded JSON (checked before anything is
         queued); ``owner`` is recorded as ``task.owner`` for the authorization hook."""
-        registered = self._resolve(func_or_name)
-        job = await self._create(registered, registered.validate(params), owner)
-        self._start_job(job)
-        return job.task
+        return await self._runner.submit_json(func_or_name, params, owner=owner)
 
     async def background(self, func_or_name: TaskFunction | str, /, *args: Any, **kwargs: Any) -> TrackedTask:
         """A tracked ``BackgroundTask``: the task is created now and runs after the response.
@@ -279,310 +229,39 @@ class TaskHub:
             background_tasks.add_task(tracked)      # or Response(background=tracked)
             return JSONResponse(tracked.task.to_dict(), status_code=202)
         """
-        registered = self._resolve(func_or_name)
+        registered = self._runner.resolve(func_or_name)
         params = registered.bind(args, kwargs)
-        return TrackedTask(self, await self._create(registered, params))
-
-    async def _create(
-        self, registered: RegisteredTask, params: dict[str, Any], owner: str | None = None
-    ) -> _Job:
-        if self._send is None or self._closing:
-            raise Unavailable(
-                "the hub is shutting down"
-                if self._closing
-                else "the hub is not running (enter it in the app's lifespan)",
-                code="shutting_down" if self._closing else "not_running",
-            )
-        if len(self._jobs) - len(self._runs) >= self.max_queued:
-            raise Unavailable(f"the queue is full ({self.max_queued} tasks)", code="queue_full")
-        if owner is not None:
-            owner = clean_text(str(owner))
-        task = Task(id=secrets.token_urlsafe(12), name=registered.name, owner=owner)
-        job = _Job(task, registered, params)
-        self._jobs[task.id] = job
-        self._job_added()
-        try:
-            event = await self.broker.publish(task, "task.queued")
-        except BaseException:
-            self._forget(job)
-            raise
-        if event is None:  # pragma: no cover - a fresh id cannot be terminal
-            self._forget(job)
-            raise RuntimeError("broker refused a new task")
-        job.task = event.task
-        self.stats.tasks["queued"] += 1
-        logger.info("task queued id=%s name=%s", task.id, task.name)
-        return job
-
-    def _start_job(self, job: _Job) -> None:
-        assert self._send is not None
-        if self._closing:
-            return  # cancelled by shutdown already
-        self._send.send_nowait(job)
-
-    async def _start_job_async(self, job: _Job) -> None:
-        # Async so Starlette calls it on the loop, not in a worker thread.
-        self._start_job(job)
-
-    def _forget(self, job: _Job) -> None:
-        if self._jobs.pop(job.task.id, None) is not None:
-            self._job_done()
-
-    def _job_added(self) -> None:
-        self._active += 1
-        if self._idle.is_set():
-            self._idle = anyio.Event()
-
-    def _job_done(self) -> None:
-        self._active -= 1
-        if self._active == 0:
-            self._idle.set()
-
-    # -- reading and cancelling ------------------------------------------------------
+        return TrackedTask(self._runner, await self._runner.create(registered, params))
 
     async def get(self, task_id: str) -> Task:
         """The task's snapshot; raises :class:`NotFound` or :class:`TaskGone` (expired)."""
-        task = await self.broker.get(task_id) if len(task_id) <= _MAX_ID_LENGTH else None
-        if task is None:
-            if len(task_id) <= _MAX_ID_LENGTH and await self.broker.expired(task_id):
-                raise TaskGone(f"task {task_id!r} has finished and expired")
-            raise NotFound(f"no task with id {task_id!r}")
-        return task
+        return await self._runner.get(task_id)
 
     async def list_tasks(
         self, *, state: TaskState | None = None, name: str | None = None, limit: int = 100
     ) -> list[Task]:
         """Snapshots, newest first, optionally filtered by state and name."""
-        return await self.broker.list_tasks(state=state, name=name, limit=limit)
+        return await self._runner.list_tasks(state=state, name=name, limit=limit)
 
     async def cancel(self, task_id: str) -> Task:
         """Cancel a queued or running task; returns the ``cancelled`` snapshot.
 
-        Raises :class:`NotFound`/:class:`TaskGone`, or :class:`TaskFinished` if it
-        already reached a terminal state.
+        Raises :class:`NotFound`/:class:`TaskGone`, :class:`TaskFinished` if it already
+        reached a terminal state, or :class:`Unavailable` if the broker is unreachable
+        and the task does not run in this process.
         """
-        try:
-            task = await self.get(task_id)
-        except Unavailable:
-            # The broker is unreachable: a task this process runs is still cancelled
-            # here, at once; its final event is retried until the broker answers.
-            local = self._cancel_locally(task_id)
-            if local is None:
-                raise
-            return local
-        while not task.terminal:
-            event = await self._finish(task, TaskState.CANCELLED)
-            if event is not None:
-                return event.task
-            task = await self.get(task_id)
-        raise TaskFinished(f"task {task_id!r} already {task.state.value}")
+        return await self._runner.cancel(task_id)
 
-    def local_task(self, task_id: str) -> Task | None:
-        """The snapshot of a task queued or running in this process, as it knows it
-        (no broker call); None if it is not here."""
-        job = self._jobs.get(task_id)
-        if job is None:
-            return None
-        run = self._runs.get(task_id)
-        return run.task if run is not None and run.task is not None else job.task
-
-    def _cancel_locally(self, task_id: str) -> Task | None:
-        """Cancel a task queued or running in this process without asking the broker;
-        its ``cancelled`` snapshot as this process knows it, or None if it is not here."""
-        task = self.local_task(task_id)
-        if task is None:
-            return None
-        run = self._runs.get(task_id)
-        if run is not None:
-            if run.ended:
-                return None
-            run.cancel()
-        else:
-            self._jobs[task_id].cancelled = True  # its worker publishes `cancelled` instead
-        return task.evolve(state=TaskState.CANCELLED, finished_at=utcnow())
-
-    async def _finish(self, task: Task, state: TaskState, **changes: Any) -> TaskEvent | None:
-        final = task.evolve(state=state, finished_at=utcnow(), **changes)
-        # A terminal event must be published even while the caller is being cancelled.
-        with anyio.CancelScope(shield=True):
-            try:
-                event = await self.broker.publish(final, f"task.{state.value}")
-            except (TypeError, ValueError) as exc:
-                # Text is cleaned where it enters, so this is a bug; still, a task must
-                # never stay running because its final snapshot cannot be encoded.
-                logger.error("task %s: final snapshot not encodable (%s); failing it", task.id, exc)
-                error = {"type": "EncodingError", "message": "the task's final state could not be encoded"}
-                final = task.evolve(
-                    state=TaskState.FAILED, finished_at=utcnow(), error=error, message=None, result=None
-                )
-                event = await self.broker.publish(final, "task.failed")
-        if event is not None:
-            self._log_finished(final)
-        return event
-
-    def _log_finished(self, task: Task) -> None:
-        """Count and log a task that reached its terminal state (no payloads at INFO)."""
-        state = task.state.value
-        self.stats.tasks[state] += 1
-        run = self._runs.get(task.id)
-        if run is None:  # never ran here (cancelled while queued, or runs on another worker)
-            logger.info("task %s id=%s name=%s", state, task.id, task.name)
-            return
-        duration = time.monotonic() - run.started
-        self.stats.observe_duration(task.name, state, duration)
-        if task.state is TaskState.FAILED:
-            error_type = (task.error or {}).get("type", "")
-            logger.warning(
-                "task failed id=%s name=%s duration=%.3fs error=%s", task.id, task.name, duration, error_type
-            )
-            logger.debug("task failed id=%s error=%r", task.id, task.error)
-        else:
-            logger.info("task %s id=%s name=%s duration=%.3fs", state, task.id, task.name, duration)
-
-    def _observe(self, event: TaskEvent) -> None:
-        """Every event reaches here; a task finished elsewhere (cancelled from another
-        worker, or failed as ``WorkerLost`` after a missed lease) stops its local run."""
-        self.stats.events_published[event.type] += 1
-        if event.task.terminal:
-            run = self._runs.get(event.task.id)
-            if run is not None:
-                run.cancel()
-
-    # -- running ---------------------------------------------------------------------
-
-    async def _worker(self) -> None:
-        assert self._receive is not None
-        async for job in self._receive:
-            try:
-                if job.cancelled:
-                    await self._finish(job.task, TaskState.CANCELLED)
-                elif self._closing:
-                    await self._finish(job.task, TaskState.CANCELLED, message="server shutting down")
-                else:
-                    await self._execute(job)
-            except Exception:  # the broker failed: log it, keep the worker alive
-                logger.exception("task %s could not be run", job.task.id)
-            finally:
-                self._forget(job)
-
-    async def _execute(self, job: _Job) -> None:
-        task = job.task.evolve(state=TaskState.RUNNING, started_at=utcnow())
-        ctx = TaskContext(task.id, task.name, job.params)
-        run = _Run(ctx)
-        self._runs[task.id] = run
-        try:
-            started = await self.broker.publish(task, "task.running")
-            if started is None:
-                return  # cancelled while queued
-            run.started = time.monotonic()
-            run.task = started.task
-            self.stats.tasks["running"] += 1
-            logger.info("task started id=%s name=%s", task.id, task.name)
-            await self._run(job, started.task, run)
-        finally:
-            del self._runs[task.id]
-
-    async def _run(self, job: _Job, task: Task, run: _Run) -> None:
-        registered = job.registered
-        outcome = TaskState.FAILED
-        changes: dict[str, Any] = {}
-        result: Any = None
-        with run.scope:
-            async with anyio.create_task_group() as pump_group:
-                # Started by the first progress(): spawning and cancelling a publisher
-                # was half the cost of running a task that never reports progress.
-                run.ctx._start_pump = functools.partial(pump_group.start_soon, self._pump, task, run)
-                try:
-                    with anyio.move_on_after(registered.timeout or math.inf) as deadline:
-                        result = await self._call(registered, run.ctx, job.params)
-                    if deadline.cancelled_caught:
-                        raise TimeoutError(f"task exceeded its {registered.timeout:g} s timeout")
-                    outcome = TaskState.SUCCEEDED
-                except TaskCancelled:
-                    outcome = TaskState.CANCELLED
-                except Exception as exc:
-                    changes["error"] = _error(exc)
-                finally:
-                    if run.ctx._start_pump is None:  # the publisher was started
-                        pump_group.cancel_scope.cancel()
-                    run.ctx._start_pump = None
-        run.ended = True
-        if run.cancelled:
-            outcome, changes = TaskState.CANCELLED, {}
-            if run.cancel_reason:
-                changes["message"] = run.cancel_reason
-        elif outcome is TaskState.SUCCEEDED:
-            try:
-                codec.dumps(result)
-            except (TypeError, ValueError) as exc:
-                outcome = TaskState.FAILED
-                changes["error"] = _error(TypeError(f"result is not JSON-serialisable: {exc}"))
-            else:
-                changes = {"result": result, "progress": 1.0}
-        progress, message = run.ctx._latest()
-        changes.setdefault("progress", progress)
-        if message is not None:
-            changes.setdefault("message", message)
-        await self._finish(task, outcome, **changes)
-
-    async def _call(self, registered: RegisteredTask, ctx: TaskContext, params: dict[str, Any]) -> Any:
-        if registered.is_async:
-            return await registered.func(ctx, **params)
-        call = functools.partial(registered.func, ctx, **params)
-        try:
-            return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
-        except anyio.get_cancelled_exc_class():
-            ctx._cancel()  # the thread stops at its next progress()/check()
-            raise
-
-    async def _pump(self, task: Task, run: _Run) -> None:
-        """Publish the latest progress, at most once per ``progress_interval``."""
-        while True:
-            progress, message = await run.ctx._wait_dirty()
-            event = await self.broker.publish(
-                task.evolve(progress=progress, message=message), "task.progress"
-            )
-            if event is None:  # finished elsewhere (cancelled from another worker)
-                run.cancel()
-                return
-            if self.progress_interval:
-                await anyio.sleep(self.progress_interval)
-
-    # -- lifespan --------------------------------------------------------------------
+    # -- lifespan ------------------------------------------------------------------------
 
     async def __aenter__(self) -> TaskHub:
-        if self._send is not None:
-            raise RuntimeError("this TaskHub is already running")
-        self._exit_stack = contextlib.AsyncExitStack()
-        await self._exit_stack.__aenter__()
-        try:
-            self._task_group = await self._exit_stack.enter_async_context(anyio.create_task_group())
-            self._closing = False
-            self._closed = anyio.Event()
-            self.broker.log.reopen()
-            await self.broker.start(self._observe)
-            self._exit_stack.push_async_callback(self.broker.close)
-            self._send, self._receive = anyio.create_memory_object_stream[_Job](math.inf)
-            for _ in range(self.concurrency):
-                self._task_group.start_soon(self._worker)
-            self._task_group.start_soon(self.stream_monitor.run)
-            self._task_group.start_soon(self._watch_server_exit)
-        except BaseException:
-            await self._exit_stack.__aexit__(None, None, None)
-            raise
+        await self._runner.__aenter__()
+        assert self._runner.group is not None
+        self._runner.group.start_soon(self._web.run)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        try:
-            await self.shutdown()
-        finally:
-            assert self._task_group is not None
-            self._task_group.cancel_scope.cancel()
-            await self._exit_stack.__aexit__(None, None, None)
-            if self._send is not None and self._receive is not None:
-                self._send.close()
-                self._receive.close()
-            self._send = self._receive = None
+        await self._runner.__aexit__(*exc_info)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:
@@ -590,89 +269,56 @@ class TaskHub:
         async with self:
             yield
 
-    async def _watch_server_exit(self) -> None:
-        # sse-starlette sees the server begin to exit (SIGTERM) before the server
-        # waits for open connections: end the tasks first, so the streams carry their
-        # final events and then close; cut whatever stream is still open 5 s later.
-        await EventSourceResponse._listen_for_exit_signal()
-        await self.shutdown()
-        with anyio.move_on_after(5.0):
-            await self.stream_monitor.wait_empty()
-        self.stream_monitor.abort_all()
-
     async def shutdown(self) -> None:
         """Stop accepting (503), give running tasks ``shutdown_grace`` seconds, cancel
         the rest (and everything still queued), publish their final events, then end
         every stream. Idempotent; returns when done."""
-        if self._closed is None:
-            return
-        if self._closing:
-            await self._closed.wait()
-            return
-        self._closing = True
-        logger.info("shutting down: %d tasks active", self._active)
-        for job in list(self._jobs.values()):
-            if job.task.id not in self._runs:
-                self._forget(job)
-                await self._finish(job.task, TaskState.CANCELLED, message="server shutting down")
-        with anyio.move_on_after(self.shutdown_grace):
-            await self._idle.wait()
-        for run in list(self._runs.values()):
-            run.cancel("server shutting down")
-        with anyio.move_on_after(max(self.shutdown_grace, 5.0)):
-            await self._idle.wait()
-        self.broker.log.close()
-        self._closed.set()
+        await self._runner.shutdown()
 
     @property
     def closing(self) -> bool:
         """True once shutdown has begun: submissions are refused and streams end."""
-        return self._closing
-
-    @property
-    def open_streams(self) -> int:
-        """Open SSE streams in this process."""
-        return len(self.stream_monitor)
+        return self._runner.closing
 
     @property
     def running(self) -> int:
         """Tasks executing in this process now."""
-        return len(self._runs)
+        return self._runner.running
 
     @property
     def queued(self) -> int:
         """Tasks waiting to run in this process now."""
-        return len(self._jobs) - len(self._runs)
+        return self._runner.queued
 
-    # -- HTTP ------------------------------------------------------------------------
+    @property
+    def open_streams(self) -> int:
+        """Open SSE streams in this process."""
+        return len(self._web.monitor)
+
+    @property
+    def client_streams(self) -> ClientSlots:
+        """Open SSE streams per client address."""
+        return self._web.client_streams
+
+    # -- HTTP ----------------------------------------------------------------------------
 
     @property
     def routes(self) -> list[BaseRoute]:
-        """The hub's Starlette routes (``/tasks``, ``/tasks/{id}``, …, ``/events``)."""
-        if self._routes is None:
-            from .web.routes import build_routes
-
-            self._routes = build_routes(self)
-        return self._routes
+        """The hub's Starlette routes (``/tasks``, ``/tasks/{id}``, …, ``/events``), to add
+        to another app's routes; they carry the CORS middleware when ``cors_origins`` is set."""
+        return self._web.routes
 
     @property
-    def app(self) -> ASGIApp:
+    def app(self) -> Starlette:
         """An ASGI app serving :attr:`routes`, to ``Mount`` under any prefix.
 
-        It does not run the hub: enter the hub in the outer app's lifespan.
+        Mounted, it does not run the hub: enter the hub in the outer app's lifespan.
         """
-        from .web.routes import build_app
+        return self._web.app(self.lifespan)
 
-        return build_app(self)
-
-
-def _error(exc: BaseException) -> dict[str, str]:
-    """The public form of an exception: its type name and message, never a traceback."""
-    try:
-        message = str(exc)
-    except Exception:  # a broken __str__ must not keep the task from finishing
-        message = "(the exception's message could not be read)"
-    return {"type": clean_text(type(exc).__name__), "message": clean_text(message)}
+    def app_with(self, routes: Sequence[BaseRoute]) -> Starlette:
+        """Like :attr:`app`, with ``routes`` of your own beside the hub's (e.g. a page at ``/``)."""
+        return self._web.app(self.lifespan, routes)
 
 
-__all__ = ["SSETasksError", "TaskHub", "TrackedTask"]
+__all__ = ["TaskHub", "TrackedTask"]

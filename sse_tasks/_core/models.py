@@ -40,8 +40,18 @@ EVENT_TYPES = (
     "task.failed",
     "task.cancelled",
 )
+#: Longest task id the API looks up (ids are 16 URL-safe characters; tokens allow 128).
+MAX_TASK_ID_LENGTH = 128
+#: Longest ``Last-Event-ID`` the API parses.
+MAX_EVENT_ID_LENGTH = 256
+
 #: The SSE event type that tells a client to drop what it holds and resync.
 RESET_EVENT = "reset"
+
+
+def task_path(task_id: str, root_path: str = "") -> str:
+    """The task's URL path under the hub's mount point (its ``links.self``)."""
+    return f"{root_path}/tasks/{task_id}"
 
 
 def utcnow() -> str:
@@ -94,7 +104,7 @@ class Task:
 
     def to_dict(self, root_path: str = "") -> dict[str, Any]:
         """The public JSON snapshot; links are relative to ``root_path`` (the mount point)."""
-        base = f"{root_path}/tasks/{self.id}"
+        base = task_path(self.id, root_path)
         return {
             "id": self.id,
             "name": self.name,

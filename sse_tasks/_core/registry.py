@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import types
 import typing
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
+from .context import TaskContext
 from .errors import InvalidRequest
 from .text import clean_text
 
@@ -29,25 +32,45 @@ class RegisteredTask:
     accepts_any: bool  # has **kwargs
     timeout: float | None
 
+    context_param: str | None = None  # the parameter annotated TaskContext, if any
+    context_positional: bool = False  # that parameter is positional-only
+
     @classmethod
     def build(cls, func: TaskFunction, name: str | None, timeout: float | None) -> RegisteredTask:
-        """Inspect ``func``; raises ``TypeError`` if it cannot take a context first."""
+        """Inspect ``func``; raises ``TypeError`` for a signature clients cannot call.
+
+        The function is handed a :class:`TaskContext` only through a parameter annotated
+        ``TaskContext`` (any position, any name); every other parameter is a param.
+        """
         if not callable(func):
             raise TypeError(f"task function must be callable, not {func!r}")
-        signature = inspect.signature(func)
-        parameters = list(signature.parameters.values())
-        if not parameters or parameters[0].kind not in (
-            inspect.Parameter.POSITIONAL_ONLY,
-            inspect.Parameter.POSITIONAL_OR_KEYWORD,
-        ):
-            raise TypeError(
-                f"task function {func.__qualname__} must take the TaskContext as its first argument"
+        parameters = list(inspect.signature(func).parameters.values())
+        hints = _resolve_hints(func, parameters)
+        context = [p for p in parameters if _is_context(p, hints)]
+        if not context and parameters and _is_legacy_context(parameters[0]):
+            warnings.warn(
+                f"task function {func.__qualname__}: annotate its first parameter as "
+                f"'{parameters[0].name}: TaskContext' (an unannotated context is deprecated)",
+                DeprecationWarning,
+                stacklevel=4,
             )
-        rest = parameters[1:]
-        hints = _resolve_hints(func, rest)
+            context = [parameters[0]]
+        if len(context) > 1:
+            raise TypeError(f"task function {func.__qualname__} takes more than one TaskContext")
+        rest = [p for p in parameters if p not in context]
         for param in rest:
             if param.kind is inspect.Parameter.VAR_POSITIONAL:
                 raise TypeError(f"task function {func.__qualname__} cannot take *{param.name}")
+            if param.kind is inspect.Parameter.POSITIONAL_ONLY:
+                raise TypeError(f"task function {func.__qualname__}: param {param.name!r} is positional-only")
+        if (
+            context
+            and context[0].kind is inspect.Parameter.POSITIONAL_ONLY
+            and parameters[0] is not context[0]
+        ):
+            raise TypeError(
+                f"task function {func.__qualname__}: a positional-only TaskContext must come first"
+            )
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be positive")
         name = name or func.__name__
@@ -58,10 +81,20 @@ class RegisteredTask:
             func=func,
             is_async=_is_async(func),
             params=tuple(p for p in rest if p.kind is not inspect.Parameter.VAR_KEYWORD),
-            hints=hints,
+            hints={k: v for k, v in hints.items() if not context or k != context[0].name},
             accepts_any=any(p.kind is inspect.Parameter.VAR_KEYWORD for p in rest),
             timeout=timeout,
+            context_param=context[0].name if context else None,
+            context_positional=bool(context) and context[0].kind is inspect.Parameter.POSITIONAL_ONLY,
         )
+
+    def call_with(self, context: Any, params: dict[str, Any]) -> Callable[[], Any]:
+        """A call of the function with ``params`` (and ``context``, where it asks for one)."""
+        if self.context_param is None:
+            return functools.partial(self.func, **params)
+        if self.context_positional:
+            return functools.partial(self.func, context, **params)
+        return functools.partial(self.func, **params, **{self.context_param: context})
 
     def validate(self, params: Any) -> dict[str, Any]:
         """Check JSON ``params`` against the signature; raises :class:`InvalidRequest`."""
@@ -117,6 +150,24 @@ def _resolve_hints(func: TaskFunction, params: list[inspect.Parameter]) -> dict[
                 continue
         hints[param.name] = annotation
     return hints
+
+
+def _is_context(param: inspect.Parameter, hints: Mapping[str, Any]) -> bool:
+    """Is ``param`` annotated ``TaskContext`` (also as an unresolvable string, e.g. a name
+    imported only under ``TYPE_CHECKING``)?"""
+    hint = hints.get(param.name, param.annotation)
+    if hint is TaskContext:
+        return True
+    if isinstance(hint, str):
+        return hint.rpartition(".")[2].strip("'\" ") == "TaskContext"
+    return False
+
+
+def _is_legacy_context(param: inspect.Parameter) -> bool:
+    # Before contexts were injected by annotation, every task took one first, usually
+    # named ctx; such functions keep working (with a warning) rather than 422 on "ctx".
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return param.kind in positional and param.annotation is _EMPTY and param.name in ("ctx", "context")
 
 
 def _is_async(func: TaskFunction) -> bool:

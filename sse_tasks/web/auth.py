@@ -37,7 +37,7 @@ from .._core.text import ascii_int
 if TYPE_CHECKING:
     from starlette.requests import Request
 
-    from .._hub import TaskHub
+    from .._runner import Runner
 
 Action = Literal["submit", "read", "follow", "list", "cancel"]
 TaskFilter = Callable[[Task], bool]
@@ -170,16 +170,18 @@ class TaskTokens:
 class Gate:
     """Puts the hub's hook (and tokens) to work for the routes."""
 
-    def __init__(self, hub: TaskHub) -> None:
-        self.hub = hub
-
-    @property
-    def authorize(self) -> Authorizer | None:
-        """The hub's hook; :func:`tokens_only` when it has tokens but no hook (read live)."""
-        hub = self.hub
-        if hub.authorize is None and hub.tokens is not None:
-            return tokens_only
-        return hub.authorize
+    def __init__(
+        self,
+        runner: Runner,
+        authorize: Authorizer | None = None,
+        identify: Identify | None = None,
+        tokens: TaskTokens | None = None,
+    ) -> None:
+        self.runner = runner
+        #: The hub's hook; :func:`tokens_only` when it has tokens but no hook.
+        self.authorize = tokens_only if authorize is None and tokens is not None else authorize
+        self.identify = identify
+        self.tokens = tokens
 
     @property
     def open(self) -> bool:
@@ -193,12 +195,11 @@ class Gate:
         authorize = self.authorize
         if authorize is None:
             return True
-        hub = self.hub
         access = Access(
             action=action,
             request=request,
-            caller=hub.identify(request) if hub.identify is not None else None,
-            tokens=hub.tokens.from_request(request) if hub.tokens is not None else frozenset(),
+            caller=self.identify(request) if self.identify is not None else None,
+            tokens=self.tokens.from_request(request) if self.tokens is not None else frozenset(),
             task=task,
             name=name,
         )
@@ -223,18 +224,18 @@ class Gate:
             raise not_found from None  # 410 would confirm the id once existed
         if _allows(await self.decide(action, request, task), task):
             return task
-        self.hub.stats.denied += 1
+        self.runner.stats.denied += 1
         if action != "read" and _allows(await self.decide("read", request, task), task):
             raise Forbidden(f"not allowed to {action} task {task_id!r}")
         raise not_found
 
     async def _get(self, action: Action, task_id: str) -> Task:
         try:
-            return await self.hub.get(task_id)
+            return await self.runner.get(task_id)
         except Unavailable:
             # A cancel reaching the process that runs the task works in a broker
             # outage: that process knows the task (and its owner) itself.
-            local = self.hub.local_task(task_id) if action == "cancel" else None
+            local = self.runner.local_task(task_id) if action == "cancel" else None
             if local is None:
                 raise
             return local

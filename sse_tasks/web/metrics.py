@@ -1,93 +1,36 @@
-"""Counters the hub keeps (plain ints, always on) and their Prometheus form at ``/metrics``.
+"""The hub's counters (:class:`~sse_tasks._core.stats.HubStats`) in Prometheus form at ``/metrics``.
 
-The hub only adds to :class:`HubStats`; ``prometheus-client`` (the ``metrics`` extra)
-is imported when ``/metrics`` is enabled and reads the numbers at scrape time, so
-nothing Prometheus-related sits on the hot path and each hub has its own registry.
+``prometheus-client`` (the ``metrics`` extra) is imported when ``/metrics`` is
+enabled and reads the numbers at scrape time, so nothing Prometheus-related sits on
+the hot path and each hub has its own registry.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
-from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
+
+from .._core.stats import DURATION_BUCKETS
 
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
-    from starlette.routing import Route
 
-    from .._hub import TaskHub
-
-#: Upper bounds (seconds) of the task duration histogram's buckets.
-DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, math.inf)
-
-
-class Histogram:
-    """Bucket counts (not cumulative), sum and count of observed values."""
-
-    __slots__ = ("buckets", "count", "sum")
-
-    def __init__(self) -> None:
-        self.buckets = [0] * len(DURATION_BUCKETS)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        self.buckets[bisect.bisect_left(DURATION_BUCKETS, value)] += 1
-        self.sum += value
-        self.count += 1
-
-
-class HubStats:
-    """What one hub has done in this process, for ``/metrics`` and tests."""
-
-    def __init__(self) -> None:
-        #: Tasks this process moved into each state (``queued`` … ``cancelled``).
-        self.tasks: Counter[str] = Counter()
-        #: Run time of finished tasks by ``(name, state)``.
-        self.durations: dict[tuple[str, str], Histogram] = {}
-        #: Events appended to this process's log, by type (with Redis: every worker's).
-        self.events_published: Counter[str] = Counter()
-        #: Event frames written to SSE clients (``reset`` frames included).
-        self.events_delivered = 0
-        #: ``event: reset`` frames sent (a client resynced from snapshots).
-        self.resets_sent = 0
-        #: Progress events dropped because a later one of the same task superseded them.
-        self.progress_coalesced = 0
-        #: Error answers by code (``not_found``, ``queue_full``, ``forbidden``, …).
-        self.rejected: Counter[str] = Counter()
-        #: Requests the authorization hook refused for one task (answered 404 or 403).
-        self.denied = 0
-
-    def observe_duration(self, name: str, state: str, seconds: float) -> None:
-        histogram = self.durations.get((name, state))
-        if histogram is None:
-            histogram = self.durations[(name, state)] = Histogram()
-        histogram.observe(seconds)
-
-    def count_frames(self, chunk: bytes) -> None:
-        """Count the event frames in an SSE chunk about to be sent.
-
-        Every frame has exactly one ``data:`` line and JSON escapes newlines, so a
-        payload cannot forge either pattern.
-        """
-        self.events_delivered += chunk.count(b"\ndata: ")
-        if b"event: reset\n" in chunk:
-            self.resets_sent += chunk.count(b"event: reset\n")
-
+    from .._runner import Runner
+    from .sse import StreamMonitor
 
 class _Collector:
     """A prometheus-client custom collector reading one hub at scrape time."""
 
-    def __init__(self, hub: TaskHub) -> None:
-        self.hub = hub
+    def __init__(self, runner: Runner, monitor: StreamMonitor) -> None:
+        self.runner = runner
+        self.monitor = monitor
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-        hub, stats = self.hub, self.hub.stats
+        runner, stats = self.runner, self.runner.stats
         tasks = CounterMetricFamily(
             "sse_tasks_tasks", "Tasks this process moved into each state.", labels=["state"]
         )
@@ -97,8 +40,8 @@ class _Collector:
         active = GaugeMetricFamily(
             "sse_tasks_tasks_active", "Tasks queued or running in this process.", labels=["state"]
         )
-        active.add_metric(["queued"], hub.queued)
-        active.add_metric(["running"], hub.running)
+        active.add_metric(["queued"], runner.queued)
+        active.add_metric(["running"], runner.running)
         yield active
         durations = HistogramMetricFamily(
             "sse_tasks_task_duration_seconds", "Run time of finished tasks.", labels=["name", "state"]
@@ -110,7 +53,7 @@ class _Collector:
                 buckets.append(("+Inf" if math.isinf(bound) else repr(bound), cumulative))
             durations.add_metric([name, state], buckets, histogram.sum)
         yield durations
-        yield GaugeMetricFamily("sse_tasks_open_streams", "Open SSE streams.", value=hub.open_streams)
+        yield GaugeMetricFamily("sse_tasks_open_streams", "Open SSE streams.", value=len(self.monitor))
         published = CounterMetricFamily(
             "sse_tasks_events_published", "Events entering this process's event log.", labels=["type"]
         )
@@ -139,10 +82,9 @@ class _Collector:
         )
 
 
-def metrics_route(hub: TaskHub) -> Route:
+def metrics_endpoint(runner: Runner, monitor: StreamMonitor) -> Callable[[Request], Awaitable[Response]]:
     """``GET /metrics`` in the Prometheus text format (needs the ``metrics`` extra)."""
     from starlette.responses import Response
-    from starlette.routing import Route
 
     try:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -152,9 +94,9 @@ def metrics_route(hub: TaskHub) -> Route:
             f" or '.[metrics]' in a checkout ({exc})"
         ) from exc
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(_Collector(hub))
+    registry.register(_Collector(runner, monitor))
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    return Route("/metrics", metrics, methods=["GET"])
+    return metrics

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .._core.models import TaskState
+from .._core.models import MAX_TASK_ID_LENGTH, TaskState
 
 if TYPE_CHECKING:
-    from .._hub import TaskHub
+    from collections.abc import Iterable
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _TASK = {"$ref": "#/components/schemas/Task"}
-_TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 128}}
+_TASK_ID = {
+    "name": "task_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "maxLength": MAX_TASK_ID_LENGTH},
+}
 _LAST_EVENT_ID = [
     {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
     {"name": "last_event_id", "in": "query", "schema": {"type": "string"}},
@@ -31,9 +36,9 @@ def _json(schema: Any, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def openapi_document(hub: TaskHub, root_path: str = "") -> dict[str, Any]:
+def openapi_document(task_names: Iterable[str], root_path: str = "") -> dict[str, Any]:
     """The document, with the registered task names and ``root_path`` as the server URL."""
-    names = sorted(hub.registry)
+    names = sorted(task_names)
     states = [state.value for state in TaskState]
     return {
         "openapi": "3.1.0",

@@ -13,11 +13,13 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Lifespan
 
 from .._core import codec
 from .._core.errors import (
     BadRequest,
     InvalidRequest,
+    MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     RequestTimeout,
@@ -26,16 +28,20 @@ from .._core.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from .._core.models import Task, TaskState
+from .._core.models import Task, TaskState, task_path
+from .._core.stats import HubStats
 from .._core.text import ascii_int
 from .auth import Gate
+from .cors import CORSMiddleware
 from .limits import lifetime_deadline
-from .metrics import HubStats
 from .sse import SSEStream
 from .streams import Resume, Selection, StreamPlan, global_stream, task_stream
 
 if TYPE_CHECKING:
-    from .._hub import TaskHub
+    from .._runner import Runner
+    from .limits import ClientSlots
+    from .settings import WebSettings
+    from .sse import StreamMonitor
 
 logger = logging.getLogger("sse_tasks")
 
@@ -60,6 +66,8 @@ def _guard(endpoint: Endpoint, stats: HubStats | None = None) -> Endpoint:
     """Turn every ``SSETasksError`` into its JSON error response (counted by code)."""
 
     async def guarded(request: Request) -> Response:
+        if request.method == "OPTIONS":  # not a preflight (CORS answers those)
+            return error_response(MethodNotAllowed("OPTIONS is only for CORS preflights"))
         try:
             return await endpoint(request)
         except SSETasksError as exc:
@@ -135,40 +143,51 @@ def _client(request: Request) -> str:
     return request.client.host if request.client is not None else "unknown"
 
 
-def build_routes(hub: TaskHub) -> list[BaseRoute]:
-    """The hub's routes, relative to wherever they are mounted."""
-    gate = Gate(hub)
+def build_routes(
+    runner: Runner,
+    settings: WebSettings,
+    monitor: StreamMonitor,
+    client_streams: ClientSlots,
+    *,
+    cors_per_route: bool = False,
+) -> list[BaseRoute]:
+    """The hub's routes, relative to wherever they are mounted.
+
+    With ``cors_per_route`` each route carries the CORS middleware itself (for routes
+    mounted into another app); otherwise :func:`build_app` wraps the whole app.
+    """
+    gate = Gate(runner, settings.authorize, settings.identify, settings.tokens)
 
     def stream_response(request: Request, body: Any) -> Response:
         return SSEStream(
             body,
-            monitor=hub.stream_monitor,
+            monitor=monitor,
             headers=_SSE_HEADERS,
-            deadline=lifetime_deadline(hub.max_stream_lifetime),
-            release=hub.client_streams.acquire(_client(request)),
+            deadline=lifetime_deadline(settings.max_stream_lifetime),
+            release=client_streams.acquire(_client(request)),
         )
 
     def check_stream_capacity() -> None:
-        if hub.open_streams >= hub.max_streams:
-            raise Unavailable(f"too many open streams ({hub.max_streams})", code="too_many_streams")
-        if hub.closing:
+        if len(monitor) >= settings.max_streams:
+            raise Unavailable(f"too many open streams ({settings.max_streams})", code="too_many_streams")
+        if runner.closing:
             raise Unavailable("the hub is shutting down", code="shutting_down")
 
     async def known_task(task_id: str, visible: Callable[[Task], bool] | None) -> None:
         """Raise :class:`NotFound` unless ``task_id`` names a task the caller may follow."""
         try:
-            task = await hub.get(task_id)
+            task = await runner.get(task_id)
         except TaskGone:
             if not gate.open:
                 raise NotFound(f"no task with id {task_id!r}") from None
             raise
         if visible is not None and not visible(task):
-            hub.stats.denied += 1
+            runner.stats.denied += 1
             raise NotFound(f"no task with id {task_id!r}")
 
     async def create_task(request: Request) -> Response:
         """Submit a task: 202 with its snapshot, ``Location`` and (with tokens) its token."""
-        body = await read_json(request, hub.max_body_size, hub.body_timeout)
+        body = await read_json(request, settings.max_body_size, settings.body_timeout)
         if not isinstance(body, dict):
             raise InvalidRequest('body must be a JSON object like {"name": …, "params": {…}}')
         unknown = set(body) - {"name", "params"}
@@ -178,16 +197,16 @@ def build_routes(hub: TaskHub) -> list[BaseRoute]:
         if not isinstance(name, str):
             raise InvalidRequest("'name' must be a string naming a registered task")
         await gate.require("submit", request, name=name)
-        owner = hub.identify(request) if hub.identify is not None else None
-        task = await hub.submit_json(name, body.get("params", {}), owner=owner)
+        owner = settings.identify(request) if settings.identify is not None else None
+        task = await runner.submit_json(name, body.get("params", {}), owner=owner)
         root = _root(request)
         answer = task.to_dict(root)
-        if hub.tokens is not None:
-            answer["token"] = hub.tokens.issue(task.id)
+        if settings.tokens is not None:
+            answer["token"] = settings.tokens.issue(task.id)
         return _JSON(
             answer,
             status_code=202,
-            headers={"Location": f"{root}/tasks/{task.id}"},
+            headers={"Location": task_path(task.id, root)},
         )
 
     async def list_tasks(request: Request) -> Response:
@@ -200,12 +219,12 @@ def build_routes(hub: TaskHub) -> list[BaseRoute]:
             raise InvalidRequest(f"'state' must be one of {choices}") from None
         limit = _query_int(request, "limit", 100, 1, _MAX_LIST)
         visible = await gate.visible("list", request)
-        cursor = await hub.broker.cursor()  # before the list: replays, never misses
+        cursor = await runner.cursor()  # before the list: replays, never misses
         name = request.query_params.get("name")
         if visible is None:
-            tasks = await hub.list_tasks(state=state, name=name, limit=limit)
+            tasks = await runner.list_tasks(state=state, name=name, limit=limit)
         else:
-            scanned = await hub.list_tasks(state=state, name=name, limit=_MAX_SCAN)
+            scanned = await runner.list_tasks(state=state, name=name, limit=_MAX_SCAN)
             tasks = [t for t in scanned if visible(t)][:limit]
         root = _root(request)
         return _JSON({"tasks": [t.to_dict(root) for t in tasks], "cursor": cursor})
@@ -220,7 +239,7 @@ def build_routes(hub: TaskHub) -> list[BaseRoute]:
         task_id = request.path_params["task_id"]
         if request.method == "DELETE":
             await gate.task("cancel", request, task_id)
-            task = await hub.cancel(task_id)
+            task = await runner.cancel(task_id)
             return _JSON(task.to_dict(_root(request)), status_code=202)
         task = await gate.task("read", request, task_id)
         return _JSON(task.to_dict(_root(request)))
@@ -228,12 +247,12 @@ def build_routes(hub: TaskHub) -> list[BaseRoute]:
     async def task_events(request: Request) -> Response:
         """SSE stream of one task; 204 when resuming at or past its terminal event."""
         check_stream_capacity()
-        plan = StreamPlan(hub, Selection(), _root(request))
+        plan = StreamPlan(runner, settings, Selection(), _root(request))
         task = await gate.task("follow", request, request.path_params["task_id"])
         plan.selection = Selection(task_ids=frozenset({task.id}))
         plan.single = task
-        resume = Resume(hub, _last_event_id(request))
-        terminal_key = hub.broker.parse_event_id(task.event_id or "") if task.terminal else None
+        resume = Resume(runner, _last_event_id(request))
+        terminal_key = runner.parse_event_id(task.event_id or "") if task.terminal else None
         if resume.valid and terminal_key is not None and resume.key >= terminal_key:
             return Response(status_code=204)  # tells EventSource to stop reconnecting
         return stream_response(request, await task_stream(plan, resume))
@@ -246,36 +265,47 @@ def build_routes(hub: TaskHub) -> list[BaseRoute]:
             raise InvalidRequest(f"at most {_MAX_SELECTED} 'task' ids per stream")
         visible = await gate.visible("follow", request)  # on every (re)connect
         name = request.query_params.get("name")
-        if name is not None and name not in hub.registry:
+        if name is not None and name not in runner.registry:
             raise NotFound(f"no task named {name!r} is registered")
         for task_id in dict.fromkeys(ids):
             await known_task(task_id, visible)
         selection = Selection(
             task_ids=frozenset(ids) if ids else None, name=name, visible=visible
         )
-        plan = StreamPlan(hub, selection, _root(request))
-        body = await global_stream(plan, Resume(hub, _last_event_id(request)))
+        plan = StreamPlan(runner, settings, selection, _root(request))
+        body = await global_stream(plan, Resume(runner, _last_event_id(request)))
         return stream_response(request, body)
 
     async def openapi(request: Request) -> Response:
         """This API as an OpenAPI 3.1 document."""
         from .openapi import openapi_document
 
-        return _JSON(openapi_document(hub, _root(request)))
+        return _JSON(openapi_document(runner.registry, _root(request)))
 
-    stats = hub.stats
-    routes: list[BaseRoute] = [
-        Route("/tasks", _guard(tasks, stats), methods=["GET", "POST"]),
-        Route("/tasks/{task_id}", _guard(task_detail, stats), methods=["GET", "DELETE"]),
-        Route("/tasks/{task_id}/events", _guard(task_events, stats), methods=["GET"]),
-        Route("/events", _guard(events, stats), methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
+    stats = runner.stats
+    endpoints: list[tuple[str, Endpoint, list[str]]] = [
+        ("/tasks", _guard(tasks, stats), ["GET", "POST"]),
+        ("/tasks/{task_id}", _guard(task_detail, stats), ["GET", "DELETE"]),
+        ("/tasks/{task_id}/events", _guard(task_events, stats), ["GET"]),
+        ("/events", _guard(events, stats), ["GET"]),
+        ("/openapi.json", openapi, ["GET"]),
     ]
-    if hub.metrics:
-        from .metrics import metrics_route
+    if settings.metrics:
+        from .metrics import metrics_endpoint
 
-        routes.append(metrics_route(hub))
-    return routes
+        endpoints.append(("/metrics", metrics_endpoint(runner, monitor), ["GET"]))
+    if not (cors_per_route and settings.cors_origins):
+        return [Route(path, endpoint, methods=methods) for path, endpoint, methods in endpoints]
+    cors = [cors_middleware(settings)]
+    # The middleware answers preflights itself; any other OPTIONS gets 405 (see _guard).
+    return [
+        Route(path, endpoint, methods=[*methods, "OPTIONS"], middleware=cors)
+        for path, endpoint, methods in endpoints
+    ]
+
+
+def cors_middleware(settings: WebSettings) -> Middleware:
+    return Middleware(CORSMiddleware, origins=settings.cors_origins, credentials=settings.cors_credentials)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -285,21 +315,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _JSON(body, status_code=exc.status_code, headers=exc.headers)
 
 
-def build_app(hub: TaskHub, routes: Sequence[BaseRoute] = ()) -> Starlette:
-    """A Starlette app serving the hub's routes (plus ``routes``), run by the hub's lifespan.
+def build_app(routes: Sequence[BaseRoute], settings: WebSettings, lifespan: Lifespan[Starlette]) -> Starlette:
+    """A Starlette app serving ``routes`` (built without per-route CORS), run by ``lifespan``.
 
     Mounted under another app, that app's lifespan must enter the hub instead.
     """
-    middleware = []
-    if hub.cors_origins:
-        from .cors import CORSMiddleware
-
-        middleware.append(
-            Middleware(CORSMiddleware, origins=hub.cors_origins, credentials=hub.cors_credentials)
-        )
     return Starlette(
-        routes=[*hub.routes, *routes],
-        middleware=middleware,
+        routes=list(routes),
+        middleware=[cors_middleware(settings)] if settings.cors_origins else [],
         exception_handlers={HTTPException: _http_error},
-        lifespan=hub.lifespan,
+        lifespan=lifespan,
     )

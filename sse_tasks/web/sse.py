@@ -23,14 +23,12 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import TYPE_CHECKING
 
 import anyio
 from sse_starlette import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
-if TYPE_CHECKING:
-    from .._hub import TaskHub
+from .._core.stats import HubStats
 
 logger = logging.getLogger("sse_tasks")
 
@@ -45,8 +43,17 @@ class StreamMonitor:
     streams fall into step and are woken together once per interval.
     """
 
-    def __init__(self, hub: TaskHub) -> None:
-        self.hub = hub  # settings are read live: they may change until the hub runs
+    def __init__(
+        self,
+        heartbeat: float,
+        send_timeout: float | None,
+        wake: Callable[[], None],
+        stats: HubStats | None = None,
+    ) -> None:
+        self.heartbeat = heartbeat
+        self.send_timeout = send_timeout
+        self.wake = wake  # wakes every stream's body (it yields b"" when woken with nothing new)
+        self.stats = stats or HubStats()
         self.streams: set[SSEStream] = set()
         self._emptied: anyio.Event | None = None
 
@@ -69,7 +76,7 @@ class StreamMonitor:
     @property
     def tick(self) -> float:
         """Seconds between checks (``inf``: nothing to check)."""
-        periods = [p for p in (self.hub.heartbeat, self.hub.send_timeout) if p]
+        periods = [p for p in (self.heartbeat, self.send_timeout) if p]
         return max(min(periods) / 4, 0.01) if periods else math.inf
 
     async def run(self) -> None:
@@ -83,7 +90,7 @@ class StreamMonitor:
 
     def check(self, now: float) -> None:
         """Cut streams stuck in a send; mark quiet ones for a heartbeat and wake them."""
-        send_timeout, heartbeat = self.hub.send_timeout, self.hub.heartbeat
+        send_timeout, heartbeat = self.send_timeout, self.heartbeat
         if send_timeout:
             since = now - send_timeout
             stuck = [s for s in self.streams if s.sending_since is not None and s.sending_since <= since]
@@ -94,7 +101,7 @@ class StreamMonitor:
             for stream in self.streams:
                 if stream.last_sent <= quiet:
                     stream.ping_due = True
-            self.hub.broker.log.wake()  # each stream's body yields b"" when woken with nothing new
+            self.wake()
 
     def abort_all(self) -> None:
         """End every open stream now (the server is exiting and the grace is over)."""
@@ -121,7 +128,7 @@ class SSEStream(EventSourceResponse):
         deadline: float = math.inf,
         release: Callable[[], None] | None = None,
     ) -> None:
-        super().__init__(body, headers=headers, ping=0, sep="\n", send_timeout=monitor.hub.send_timeout)
+        super().__init__(body, headers=headers, ping=0, sep="\n", send_timeout=monitor.send_timeout)
         self.monitor = monitor
         self.deadline = deadline
         self.release = release
@@ -153,7 +160,7 @@ class SSEStream(EventSourceResponse):
         cancel = self._scope = anyio.CancelScope(deadline=self.deadline)
         listener = asyncio.ensure_future(self._watch_disconnect(receive))
         monitor = self.monitor
-        count_frames = monitor.hub.stats.count_frames
+        count_frames = monitor.stats.count_frames
         monitor.add(self)
         try:
             with cancel:
@@ -192,3 +199,11 @@ class SSEStream(EventSourceResponse):
                 self.active = False
                 self.abort()
                 return
+
+
+async def wait_for_server_exit() -> None:
+    """Return when the server begins to exit (SIGTERM, Ctrl-C): sse-starlette's watcher.
+
+    The one place its private API is used; ``pyproject.toml`` bounds its version.
+    """
+    await EventSourceResponse._listen_for_exit_signal()

@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._core.errors import Unavailable
-from .._core.models import Task, TaskEvent, encode_frame, reset_frame
+from .._core.models import MAX_EVENT_ID_LENGTH, Task, TaskEvent, encode_frame, reset_frame
 
 if TYPE_CHECKING:
-    from .._hub import TaskHub
+    from .._runner import Runner
+    from .settings import WebSettings
 
 logger = logging.getLogger("sse_tasks")
 
 _BATCH = 512  # events per chunk: bounds what one slow stream holds in its send buffer
-_MAX_ID_LENGTH = 256
 
 
 @dataclass(frozen=True)
@@ -49,12 +49,12 @@ class Selection:
 class Resume:
     """A client's ``Last-Event-ID``, parsed by the broker."""
 
-    def __init__(self, hub: TaskHub, raw: str | None) -> None:
+    def __init__(self, runner: Runner, raw: str | None) -> None:
         self.raw = raw
         self.given = raw is not None
         self.key: Any = None
-        if raw is not None and len(raw) <= _MAX_ID_LENGTH:
-            self.key = hub.broker.parse_event_id(raw)
+        if raw is not None and len(raw) <= MAX_EVENT_ID_LENGTH:
+            self.key = runner.parse_event_id(raw)
 
     @property
     def valid(self) -> bool:
@@ -64,8 +64,9 @@ class Resume:
 class StreamPlan:
     """What a stream does before it follows the log (decided before the response starts)."""
 
-    def __init__(self, hub: TaskHub, selection: Selection, root_path: str) -> None:
-        self.hub = hub
+    def __init__(self, runner: Runner, settings: WebSettings, selection: Selection, root_path: str) -> None:
+        self.runner = runner
+        self.settings = settings
         self.selection = selection
         self.root_path = root_path
         self.single: Task | None = None  # the task of a per-task stream
@@ -74,7 +75,7 @@ class StreamPlan:
 
     def mark(self) -> None:
         """Take the log's position now: no event after it can be missed."""
-        log = self.hub.broker.log
+        log = self.runner.log
         self.position = log.head
         last = log.last
         self.marker = last.id if last is not None else None
@@ -85,8 +86,8 @@ def snapshot_frame(task: Task, root_path: str, event_id: str | None = None) -> b
     return encode_frame(event_id or task.event_id, task.event_type or "", task.to_dict(root_path))
 
 
-def retry_frame(hub: TaskHub) -> bytes:
-    return f"retry: {hub.retry}\n\n".encode()
+def retry_frame(retry: int) -> bytes:
+    return f"retry: {retry}\n\n".encode()
 
 
 async def task_stream(plan: StreamPlan, resume: Resume) -> AsyncIterator[bytes]:
@@ -95,20 +96,20 @@ async def task_stream(plan: StreamPlan, resume: Resume) -> AsyncIterator[bytes]:
     What needs the broker (history to resume from) is read here, before the response
     starts, so an outage answers 503 instead of a stream that is cut at once.
     """
-    hub, task = plan.hub, plan.single
+    runner, task = plan.runner, plan.single
     assert task is not None
     position: int | None = None
     if resume.valid:
-        position = await _resume_position(hub, resume.key, plan)
+        position = await _resume_position(runner, resume.key, plan)
     seen: dict[str, Any] = {}
-    opening = [retry_frame(hub)]
+    opening = [retry_frame(plan.settings.retry)]
     if position is None:
         if resume.given:
             opening.append(reset_frame(_reset_reason(resume)))
         opening.append(snapshot_frame(task, plan.root_path))
         if task.terminal:
             return _chunks(opening)
-        seen[task.id] = _key(hub, task)
+        seen[task.id] = _key(runner, task)
         position = plan.position
     return _chunks(opening, _follow(plan, position, seen, until_terminal=True))
 
@@ -118,12 +119,12 @@ async def global_stream(plan: StreamPlan, resume: Resume) -> AsyncIterator[bytes
 
     The resume point and any resync snapshots are read before the response starts.
     """
-    hub = plan.hub
+    runner = plan.runner
     position = plan.position
     seen: dict[str, Any] = {}
-    opening = [retry_frame(hub)]
+    opening = [retry_frame(plan.settings.retry)]
     if resume.given:
-        resumed = await _resume_position(hub, resume.key, plan) if resume.valid else None
+        resumed = await _resume_position(runner, resume.key, plan) if resume.valid else None
         if resumed is None:
             opening.append(await _resync(plan, _reset_reason(resume), seen))
         else:
@@ -147,17 +148,17 @@ def _reset_reason(resume: Resume) -> str:
     return "history no longer reaches back to Last-Event-ID"
 
 
-def _key(hub: TaskHub, task: Task) -> Any:
-    return hub.broker.parse_event_id(task.event_id) if task.event_id else None
+def _key(runner: Runner, task: Task) -> Any:
+    return runner.parse_event_id(task.event_id) if task.event_id else None
 
 
-async def _resume_position(hub: TaskHub, key: Any, plan: StreamPlan) -> int | None:
+async def _resume_position(runner: Runner, key: Any, plan: StreamPlan) -> int | None:
     """Where in the log to continue after ``key``; None means resync."""
-    log = hub.broker.log
+    log = runner.log
     position = log.position_after(key)
     if position is not None:
         return position
-    backlog = await hub.broker.events_after(key)
+    backlog = await runner.events_after(key)
     if backlog is None:
         return None
     plan.backlog = backlog
@@ -172,14 +173,14 @@ async def _resync(plan: StreamPlan, reason: str, seen: dict[str, Any]) -> bytes:
     client that reconnects after them resumes exactly there; live events a snapshot
     already includes are skipped through ``seen``.
     """
-    hub, selection = plan.hub, plan.selection
-    marker = plan.marker or await hub.broker.cursor()
+    runner, selection = plan.runner, plan.selection
+    marker = plan.marker or await runner.cursor()
     if selection.task_ids is not None:
-        tasks = [t for t in [await hub.broker.get(i) for i in selection.task_ids] if t]
+        tasks = [t for t in [await runner.find(i) for i in selection.task_ids] if t]
     else:
-        tasks = await hub.broker.list_tasks(name=selection.name, limit=max(hub.broker.log.maxlen, 10_000))
+        tasks = await runner.list_tasks(name=selection.name, limit=max(runner.log.maxlen, 10_000))
     keyed = sorted(
-        ((k, t) for t in tasks if selection.covers(t) and (k := _key(hub, t)) is not None),
+        ((k, t) for t in tasks if selection.covers(t) and (k := _key(runner, t)) is not None),
         key=lambda item: item[0],
     )
     parts = [reset_frame(reason)]
@@ -205,8 +206,9 @@ def coalesce(events: list[TaskEvent]) -> list[TaskEvent]:
 async def _follow(
     plan: StreamPlan, position: int, seen: dict[str, Any], *, until_terminal: bool
 ) -> AsyncIterator[bytes]:
-    hub, selection, root = plan.hub, plan.selection, plan.root_path
-    log = hub.broker.log
+    runner, selection, root = plan.runner, plan.selection, plan.root_path
+    log = runner.log
+    coalesce_after, stats = plan.settings.coalesce_after, runner.stats
     backlog = plan.backlog
     single = plan.single.id if until_terminal and plan.single else None
     while True:
@@ -220,14 +222,14 @@ async def _follow(
             position = plan.position
             try:
                 if single is not None:
-                    task = await hub.broker.get(single)
+                    task = await runner.find(single)
                     if task is None:
                         yield reset_frame("the task is no longer in the broker's history")
                         return
                     yield reset_frame("fell behind the retained history") + snapshot_frame(task, root)
                     if task.terminal:
                         return
-                    seen[single] = _key(hub, task)
+                    seen[single] = _key(runner, task)
                 else:
                     yield await _resync(plan, "fell behind the retained history", seen)
             except Unavailable:
@@ -246,10 +248,10 @@ async def _follow(
                     yield b""  # woken with nothing new (a heartbeat is due, or closing)
                 continue
             position += len(events)
-            if log.head - position + len(events) > hub.coalesce_after:
+            if log.head - position + len(events) > coalesce_after:
                 pending = len(events)
                 events = coalesce(events)
-                hub.stats.progress_coalesced += pending - len(events)
+                stats.progress_coalesced += pending - len(events)
         if selection.everything and not seen:
             yield b"".join([event.frame(root) for event in events])
             continue

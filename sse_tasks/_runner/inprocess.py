@@ -1,0 +1,181 @@
+"""The default executor: task functions run in this process, in the hub's task group."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .._core import codec
+from .._core.errors import TaskCancelled
+from .._core.models import Task, TaskState
+from .executor import Executor
+from .job import Job, Publisher, error_of
+from .run import Run
+
+logger = logging.getLogger("sse_tasks")
+
+
+class InProcessExecutor(Executor):
+    """Runs ``concurrency`` jobs at once on this event loop (plain ``def`` in worker threads).
+
+    Progress is published at most once per ``progress_interval`` seconds per task (the
+    latest value always); a job's ``timeout`` fails it with ``TimeoutError``.
+    """
+
+    def __init__(self, concurrency: int = 16, progress_interval: float = 0.1) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be positive")
+        if progress_interval < 0:
+            raise ValueError("progress_interval must be >= 0")
+        self.concurrency = concurrency
+        self.progress_interval = progress_interval
+        self._runs: dict[str, Run] = {}
+        self._publisher: Publisher | None = None
+        self._done: Callable[[Job], None] = lambda job: None
+        self._send: MemoryObjectSendStream[Job] | None = None
+        self._closing = False
+
+    async def start(self, publisher: Publisher, done: Callable[[Job], None], group: TaskGroup) -> None:
+        self._publisher, self._done, self._closing = publisher, done, False
+        send, receive = anyio.create_memory_object_stream[Job](math.inf)
+        self._send = send
+        group.start_soon(self._serve, receive)
+
+    def submit(self, job: Job) -> None:
+        if self._send is None:
+            raise RuntimeError("the executor is not running")
+        self._send.send_nowait(job)
+
+    def begin_shutdown(self) -> None:
+        self._closing = True
+
+    def cancel(self, task_id: str, reason: str | None = None) -> bool:
+        run = self._runs.get(task_id)
+        if run is None or run.ended:
+            return False
+        run.cancel(reason)
+        return True
+
+    def running_task(self, task_id: str) -> Task | None:
+        run = self._runs.get(task_id)
+        return None if run is None else (run.task or run.job.task)
+
+    def running_ids(self) -> list[str]:
+        return list(self._runs)
+
+    @property
+    def running(self) -> int:
+        return len(self._runs)
+
+    async def _serve(self, receive: MemoryObjectReceiveStream[Job]) -> None:
+        try:
+            async with anyio.create_task_group() as workers:
+                for _ in range(self.concurrency):
+                    workers.start_soon(self._worker, receive.clone())
+        finally:
+            receive.close()
+            if self._send is not None:
+                self._send.close()
+                self._send = None
+
+    async def _worker(self, receive: MemoryObjectReceiveStream[Job]) -> None:
+        publisher = self._publisher
+        assert publisher is not None
+        async for job in receive:
+            try:
+                if job.cancelled:
+                    await publisher.finish(job.task, TaskState.CANCELLED)
+                elif self._closing:
+                    await publisher.finish(job.task, TaskState.CANCELLED, message="server shutting down")
+                else:
+                    await self._execute(job, publisher)
+            except Exception:  # the broker failed: log it, keep the worker alive
+                logger.exception("task %s could not be run", job.task.id)
+            finally:
+                self._done(job)
+
+    async def _execute(self, job: Job, publisher: Publisher) -> None:
+        run = Run(job)
+        self._runs[job.task.id] = run
+        try:
+            started = await publisher.running(job.task)
+            if started is None:
+                return  # cancelled while queued
+            run.task = started.task
+            await self._run(run, started.task, publisher)
+        finally:
+            del self._runs[job.task.id]
+
+    async def _run(self, run: Run, task: Task, publisher: Publisher) -> None:
+        registered = run.job.registered
+        outcome = TaskState.FAILED
+        changes: dict[str, Any] = {}
+        result: Any = None
+        with run.scope:
+            async with anyio.create_task_group() as pump_group:
+                # Started by the first progress(): spawning and cancelling a publisher
+                # was half the cost of running a task that never reports progress.
+                run.start_publisher = functools.partial(pump_group.start_soon, self._pump, task, run)
+                try:
+                    with anyio.move_on_after(registered.timeout or math.inf) as deadline:
+                        result = await self._call(run)
+                    if deadline.cancelled_caught:
+                        raise TimeoutError(f"task exceeded its {registered.timeout:g} s timeout")
+                    outcome = TaskState.SUCCEEDED
+                except TaskCancelled:
+                    outcome = TaskState.CANCELLED
+                except Exception as exc:
+                    changes["error"] = error_of(exc)
+                finally:
+                    if run.start_publisher is None:  # the publisher was started
+                        pump_group.cancel_scope.cancel()
+                    run.start_publisher = None
+        run.ended = True
+        if run.cancelled:
+            outcome, changes = TaskState.CANCELLED, {}
+            if run.cancel_reason:
+                changes["message"] = run.cancel_reason
+        elif outcome is TaskState.SUCCEEDED:
+            try:
+                codec.dumps(result)
+            except (TypeError, ValueError) as exc:
+                outcome = TaskState.FAILED
+                changes["error"] = error_of(TypeError(f"result is not JSON-serialisable: {exc}"))
+            else:
+                changes = {"result": result, "progress": 1.0}
+        progress, message = run.latest()
+        changes.setdefault("progress", progress)
+        if message is not None:
+            changes.setdefault("message", message)
+        await publisher.finish(task, outcome, started=run.started, **changes)
+
+    async def _call(self, run: Run) -> Any:
+        registered = run.job.registered
+        call = registered.call_with(run.context, run.job.params)
+        if registered.is_async:
+            return await call()
+        try:
+            return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+        except anyio.get_cancelled_exc_class():
+            run.cancel()  # the thread stops at its next progress()/check()
+            raise
+
+    async def _pump(self, task: Task, run: Run) -> None:
+        """Publish the latest progress, at most once per ``progress_interval``."""
+        publisher = self._publisher
+        assert publisher is not None
+        while True:
+            progress, message = await run.next_report()
+            if await publisher.progress(task, progress, message) is None:
+                run.cancel()  # finished elsewhere (cancelled from another worker)
+                return
+            if self.progress_interval:
+                await anyio.sleep(self.progress_interval)

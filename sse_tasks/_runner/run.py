@@ -1,0 +1,78 @@
+"""One execution of a job in this process: the sink behind its :class:`TaskContext`."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+
+from .._core.context import TaskContext
+from .._core.models import Task
+from .job import Job
+
+
+class Run:
+    """A job running here: its cancel scope, its latest progress and whether it was cancelled.
+
+    ``report()`` may be called from any thread; the progress publisher is woken on the
+    event loop, and started by the first report (most tasks never make one).
+    """
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.scope = anyio.CancelScope()
+        self.started = time.monotonic()
+        self.task: Task | None = None  # the running snapshot, once published
+        self.cancel_reason: str | None = None
+        self.ended = False  # its outcome is decided: too late to cancel
+        self.context = TaskContext(job.task.id, job.task.name, job.params, self)
+        self._cancelled = False
+        self._lock = threading.Lock()
+        self._progress: float | None = None
+        self._message: str | None = None
+        self._dirty = anyio.Event()
+        self._loop_thread = threading.get_ident()
+        self._token = anyio.lowlevel.current_token()
+        #: Starts the progress publisher; set while the task runs, None once started.
+        self.start_publisher: Callable[[], object] | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def cancel(self, reason: str | None = None) -> None:
+        """Stop the task: async code at once, a worker thread at its next ``progress()``/``check()``."""
+        if not self._cancelled:
+            self._cancelled = True
+            self.cancel_reason = reason
+        self.scope.cancel()
+
+    def report(self, progress: float | None, message: str | None) -> None:
+        with self._lock:
+            self._progress, self._message = progress, message
+        if self._dirty.is_set():
+            return  # not picked up yet: the publisher reads the latest value
+        if threading.get_ident() == self._loop_thread:
+            self._notify()
+        else:
+            anyio.from_thread.run_sync(self._notify, token=self._token)
+
+    def _notify(self) -> None:
+        start, self.start_publisher = self.start_publisher, None
+        if start is not None:
+            start()
+        self._dirty.set()
+
+    def latest(self) -> tuple[float | None, str | None]:
+        with self._lock:
+            return self._progress, self._message
+
+    async def next_report(self) -> tuple[float | None, str | None]:
+        """Wait for a report newer than the last one taken; the latest value."""
+        await self._dirty.wait()
+        self._dirty = anyio.Event()
+        return self.latest()
