@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import importlib
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,25 +13,75 @@ from ._auth import TaskTokens
 from ._cors import check_cors
 from ._hub import TaskHub
 
+if TYPE_CHECKING:
+    from .brokers import Broker
+
 _ENV = "SSE_TASKS_"
+
+
+class ConfigError(click.ClickException):
+    """A setting that cannot work here, told in one line: ``Error: …``, exit status 2.
+
+    For what click's own checks cannot see (a missing extra, an app that does not
+    import); a malformed value is a ``click.BadParameter`` instead.
+    """
+
+    exit_code = 2
 
 
 def load_hub(spec: str) -> TaskHub:
     """Import ``module:attribute`` and return the TaskHub it names (or a factory's result)."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
-        raise click.BadParameter(f"expected module:attribute, got {spec!r}", param_hint="--app")
+        raise click.BadParameter(f"expected module:attribute, got {spec!r}", param_hint="'--app'")
     try:
         target: Any = importlib.import_module(module_name)
-        for part in attribute.split("."):
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise ConfigError(
+                f"--app {spec!r}: no module named {module_name!r} here: run from the directory "
+                f"that holds it, or install its package"
+            ) from exc
+        raise ConfigError(f"--app {spec!r}: importing {module_name!r} failed: {exc}") from exc
+    except ImportError as exc:
+        raise ConfigError(f"--app {spec!r}: importing {module_name!r} failed: {exc}") from exc
+    for part in attribute.split("."):
+        try:
             target = getattr(target, part)
-    except (ImportError, AttributeError) as exc:
-        raise click.BadParameter(f"cannot load {spec!r}: {exc}", param_hint="--app") from exc
+        except AttributeError:
+            raise ConfigError(
+                f"--app {spec!r}: {module_name!r} has no attribute {attribute!r}: "
+                f"name the TaskHub, e.g. {module_name}:hub"
+            ) from None
     if not isinstance(target, TaskHub) and callable(target):
         target = target()
     if not isinstance(target, TaskHub):
-        raise click.BadParameter(f"{spec!r} is not a TaskHub", param_hint="--app")
+        raise ConfigError(
+            f"--app {spec!r} is a {type(target).__name__}, not a TaskHub "
+            f"(name a TaskHub, or a function that returns one)"
+        )
     return target
+
+
+def _broker(url: str | None) -> Broker:
+    """The broker for ``url``; a bad URL or a missing extra is a one-line error."""
+    from .brokers import broker_from_url
+
+    try:
+        return broker_from_url(url)
+    except ValueError as exc:
+        if isinstance(exc.__cause__, ImportError):
+            raise ConfigError(str(exc)) from exc
+        raise click.BadParameter(str(exc), param_hint="'--broker'") from exc
+
+
+def _check_metrics() -> None:
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            f"/metrics (--metrics) needs the metrics extra: pip install 'sse-tasks[metrics]' ({exc})"
+        ) from exc
 
 
 def create_server_app(
@@ -67,11 +117,13 @@ def create_server_app(
         for key, value in options.items():
             setattr(hub, key, value)
     else:
-        hub = TaskHub(broker, **options)
+        hub = TaskHub(_broker(broker), **options)
     if demo is None:
         demo = app is None
     if demo:
         register_demo_tasks(hub)
+    if hub.metrics:
+        _check_metrics()
     return build_app(hub, page_routes() if demo else ())
 
 
@@ -133,7 +185,12 @@ def main() -> None:
 @click.option(
     "--heartbeat", type=click.FloatRange(min=0), help="Seconds between SSE heartbeats (default 15)."
 )
-@click.option("--log-level", default="info", show_default=True)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug", "trace"], case_sensitive=False),
+)
 @click.option(
     "--token-secret",
     metavar="SECRET",
@@ -155,6 +212,7 @@ def main() -> None:
     "--timeout-keep-alive",
     default=5,
     show_default=True,
+    type=click.IntRange(min=0),
     help="Close idle keep-alive connections after SECONDS.",
 )
 @click.option(
@@ -224,9 +282,15 @@ def serve(
     for key, value in settings.items():
         if value is not None:
             os.environ[_ENV + key] = str(value)
+    # Build the app here, so a setting that cannot work (a missing extra, an --app that
+    # does not import) is one line before anything starts, not a traceback per worker.
+    # One process serves this app; --workers each build their own from the environment.
+    served: Any = _app_from_env()
+    if workers > 1:
+        served = "sse_tasks._cli:_app_from_env"
     uvicorn.run(
-        "sse_tasks._cli:_app_from_env",
-        factory=True,
+        served,
+        factory=workers > 1,
         host=host,
         port=port,
         workers=workers,
