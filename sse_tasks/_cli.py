@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import importlib
 import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -29,11 +30,26 @@ class ConfigError(click.ClickException):
     exit_code = 2
 
 
+def _cwd_on_path() -> None:
+    """Put the current directory first on ``sys.path``, as uvicorn does for its app.
+
+    ``python -m`` does so already; the ``sse-tasks`` script starts with its own
+    directory there instead, so ``--app examples.fastapi_app:hub`` would not import.
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def load_hub(spec: str) -> TaskHub:
-    """Import ``module:attribute`` and return the TaskHub it names (or a factory's result)."""
+    """Import ``module:attribute`` and return the TaskHub it names (or a factory's result).
+
+    The module is looked for in the current directory first, as uvicorn does.
+    """
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise click.BadParameter(f"expected module:attribute, got {spec!r}", param_hint="'--app'")
+    _cwd_on_path()
     try:
         target: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -253,6 +269,7 @@ def serve(
 
     from ._protocol import HeaderTimeoutProtocol
 
+    _cwd_on_path()  # before uvicorn spawns --workers: they inherit sys.path
     broker_url = broker or os.environ.get(_ENV + "BROKER") or "memory://"
     if workers > 1 and broker_url.startswith("memory:"):
         raise click.UsageError(

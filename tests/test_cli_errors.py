@@ -1,18 +1,23 @@
 """``sse-tasks serve`` with a setting that cannot work: one line naming the fix, exit 2.
 
-The command runs in a real process, as the ``sse-tasks`` script runs it. A missing
-extra is simulated by an import blocker in that process, so these tests do not depend
-on what is installed.
+The command runs in a real process, as the ``sse-tasks`` script runs it (the current
+directory is not on ``sys.path`` by itself). A missing extra is simulated by an import
+blocker in that process, so these tests do not depend on what is installed.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from _support import free_port
 
 # Runs the CLI like the console script does: sys.path[0] is not the current directory
 # (for ``-c`` it would be ""), and modules named in $BLOCK_IMPORTS cannot be imported.
@@ -134,3 +139,70 @@ def test_an_app_that_does_not_load(app_dir: Path, spec: str, says: str) -> None:
 )
 def test_a_bad_option_value(args: list[str], says: str) -> None:
     assert says in error_line(cli("serve", *args))
+
+
+def wait_until_serving(proc: subprocess.Popen[bytes], url: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the server exited"
+        try:
+            if httpx.get(url + "/tasks", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)  # polling a server that is starting, bounded by the deadline
+    raise AssertionError("the server did not answer GET /tasks")
+
+
+@pytest.fixture
+def serve_in(app_dir: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes started by a test (and their --workers), ended afterwards."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: workers left behind, if any
+        except ProcessLookupError:
+            pass
+        proc.wait(10)
+
+
+def start(started: list[subprocess.Popen[bytes]], cwd: Path, *args: str) -> str:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUN_CLI, "serve", "--port", str(port), *args],
+        cwd=cwd,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    started.append(proc)
+    url = f"http://127.0.0.1:{port}"
+    wait_until_serving(proc, url)
+    return url
+
+
+def test_an_app_in_the_current_directory(app_dir: Path, serve_in: list[subprocess.Popen[bytes]]) -> None:
+    url = start(serve_in, app_dir, "--app", "tinyapp:hub")
+    assert httpx.get(url + "/tasks", timeout=10).json()["tasks"] == []
+
+
+def test_the_examples_from_the_repository_root(serve_in: list[subprocess.Popen[bytes]]) -> None:
+    root = Path(__file__).resolve().parent.parent
+    url = start(serve_in, root, "--app", "examples.starlette_mount:hub")
+    assert httpx.get(url + "/tasks", timeout=10).status_code == 200
+
+
+def test_workers_import_an_app_from_the_current_directory(
+    app_dir: Path, serve_in: list[subprocess.Popen[bytes]], redis_url: str, redis_db: int
+) -> None:
+    # Only the workers serve: an answer means a worker imported tinyapp by itself.
+    url = start(serve_in, app_dir, "--app", "tinyapp:hub", "--workers", "2", "--broker", redis_url)
+    assert httpx.get(url + "/tasks", timeout=10).status_code == 200
