@@ -189,7 +189,9 @@ def main() -> None:
     """Run work after the response and stream its status over Server-Sent Events."""
 
 
-@main.command()
+# Subcommands would read SSE_TASKS_SERVE_<OPTION>: serve's options are SSE_TASKS_<OPTION>,
+# the names its worker processes read too.
+@main.command(context_settings={"auto_envvar_prefix": "SSE_TASKS"})
 @click.option("--app", "app", metavar="MODULE:HUB", help="Serve this TaskHub (default: the demo).")
 @click.option(
     "--demo/--no-demo", default=None, help="Register the demo tasks and page (default when no --app)."
