@@ -243,6 +243,13 @@ def main() -> None:
     type=click.FloatRange(min=0.01),
     help="Close a connection whose request line and headers take longer than SECONDS.",
 )
+@click.option(
+    "--max-header-size",
+    default=64 * 1024,
+    show_default=True,
+    type=click.IntRange(min=1024),
+    help="Answer 431 and close a connection whose request line and headers exceed BYTES.",
+)
 def serve(
     app: str | None,
     demo: bool | None,
@@ -262,6 +269,7 @@ def serve(
     timeout_keep_alive: int,
     limit_concurrency: int | None,
     header_timeout: float,
+    max_header_size: int,
 ) -> None:
     """Serve the task API (/tasks, /events) and, in demo mode, a live page at /.
 
@@ -294,6 +302,7 @@ def serve(
         "MAX_STREAMS_PER_CLIENT": max_streams_per_client,
         "MAX_STREAM_LIFETIME": max_stream_lifetime,
         "HEADER_TIMEOUT": header_timeout,
+        "MAX_HEADER_SIZE": max_header_size,
     }
     for key, value in (("DEMO", demo), ("CORS_CREDENTIALS", cors_credentials), ("METRICS", metrics)):
         if value is not None:

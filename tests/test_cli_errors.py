@@ -134,6 +134,7 @@ def test_an_app_that_does_not_load(app_dir: Path, spec: str, says: str) -> None:
     [
         (["--port", "http"], "'--port'"),
         (["--log-level", "loud"], "'--log-level'"),
+        (["--max-header-size", "10"], "'--max-header-size'"),
         (["--timeout-keep-alive", "-1"], "'--timeout-keep-alive'"),
     ],
 )
