@@ -371,8 +371,8 @@ def watch(url: str, headers: tuple[str, ...], retries: int) -> None:
     import sys
     from urllib.parse import parse_qsl, urlsplit
 
-    from ._watch import watch_task
-    from .client import Client, split_task_url
+    from ._watch import WatchClient, watch_task
+    from .client import split_task_url
 
     try:
         base, task_id = split_task_url(url)
@@ -380,7 +380,7 @@ def watch(url: str, headers: tuple[str, ...], retries: int) -> None:
         raise click.BadParameter(str(exc), param_hint="URL") from None
     params = dict(parse_qsl(urlsplit(url).query))  # e.g. an access token: keep it
     params.pop("last_event_id", None)
-    with Client(base, headers=_client_headers(headers), params=params, retries=retries) as client:
+    with WatchClient(base, headers=_client_headers(headers), params=params, retries=retries) as client:
         sys.exit(watch_task(client, task_id, sys.stdout))
 
 
@@ -410,14 +410,13 @@ def submit(
     import sys
 
     from ._errors import SSETasksError
-    from ._watch import EXIT_UNREACHABLE, parse_params, watch_task
-    from .client import Client
+    from ._watch import EXIT_UNREACHABLE, WatchClient, parse_params, watch_task
 
     try:
         values = parse_params(params)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="KEY=VALUE") from None
-    with Client(url, headers=_client_headers(headers), retries=retries) as client:
+    with WatchClient(url, headers=_client_headers(headers), retries=retries) as client:
         try:
             task = client.submit(name, values)
         except SSETasksError as exc:
