@@ -1,17 +1,23 @@
-"""The two servers under test, with the same routes the load client drives.
+"""The Python servers under test, with the same routes the load client drives.
 
-Both apps serve, under uvicorn with the same flags:
+Every app serves:
 
 - ``GET /events``: an SSE stream of everything published;
-- a publisher, started by a POST, emitting ``n`` messages whose text carries
+- ``POST /tasks``: a server-side publisher emitting ``n`` messages whose text carries
   ``ts=<time.monotonic_ns()>`` (publish time) so the client can measure latency, then
   an end marker (``event: end``; for sse_tasks the task's ``task.succeeded``);
-- ``POST /bare``: a bare Starlette JSON endpoint (decode the body, answer 202 with JSON),
-  the yardstick for ``POST /tasks``.
+- ``POST /publish`` (the peers): the request body, a client's message, goes to every
+  subscriber as one event. sse_tasks has no such route: its publish is ``POST /tasks``
+  of the demo task ``fail`` (three events: ``queued``, ``running``, ``failed``);
+- ``POST /bare``: a bare JSON endpoint (decode the body, answer 202 with JSON), the
+  yardstick for ``POST /tasks``.
 
-``baseline`` is what people write with sse-starlette: one unbounded ``asyncio.Queue``
+``sse-starlette`` is what people write with Starlette: one unbounded ``asyncio.Queue``
 per subscriber, the publisher putting each message into every queue, and
-``EventSourceResponse`` encoding a dict per event per subscriber.
+``EventSourceResponse`` encoding a dict per event per subscriber. ``aiohttp-sse`` is
+the same design on aiohttp (``sse_response``, its defaults). Both run under the server
+their users run them with (uvicorn with uvloop and httptools; ``aiohttp.web`` on uvloop).
+nchan is an nginx module (``benchmarks/nchan.py``).
 """
 
 from __future__ import annotations
@@ -28,9 +34,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sse_tasks import TaskContext, TaskHub
-from sse_tasks.web.routes import build_app
+from sse_tasks.demo import register_demo_tasks
 
-APPS = ("baseline", "sse_tasks")
+#: Apps run under uvicorn; ``aiohttp-sse`` runs under ``aiohttp.web`` (``aiohttp_app``).
+UVICORN_APPS = ("sse-starlette", "sse_tasks")
+APPS = (*UVICORN_APPS, "aiohttp-sse")
 
 
 def payload(i: int, size: int) -> str:
@@ -44,7 +52,7 @@ async def bare(request: Request) -> Response:
     return JSONResponse({"ok": True, "echo": body}, status_code=202)
 
 
-def baseline_app() -> Starlette:
+def sse_starlette_app() -> Starlette:
     subscribers: set[asyncio.Queue[dict[str, str]]] = set()
     publishers: set[asyncio.Task[None]] = set()
 
@@ -61,17 +69,17 @@ def baseline_app() -> Starlette:
 
         return EventSourceResponse(stream(), sep="\n")
 
+    def broadcast(message: dict[str, str]) -> None:
+        for queue in list(subscribers):
+            queue.put_nowait(message)
+
     async def run(n: int, interval: float, size: int) -> None:
         for i in range(n):
-            message = {"event": "tick", "data": payload(i, size)}
-            for queue in list(subscribers):
-                queue.put_nowait(message)
+            broadcast({"event": "tick", "data": payload(i, size)})
             await asyncio.sleep(interval)
-        end = {"event": "end", "data": "{}"}
-        for queue in list(subscribers):
-            queue.put_nowait(end)
+        broadcast({"event": "end", "data": "{}"})
 
-    async def publish(request: Request) -> Response:
+    async def tasks(request: Request) -> Response:
         body: dict[str, Any] = (await request.json()).get("params", {})
         task = asyncio.create_task(
             run(int(body.get("n", 1)), float(body.get("interval", 0)), int(body.get("size", 100)))
@@ -80,25 +88,32 @@ def baseline_app() -> Starlette:
         task.add_done_callback(publishers.discard)
         return JSONResponse({"id": str(id(task))}, status_code=202)
 
+    async def publish(request: Request) -> Response:
+        broadcast({"event": "tick", "data": (await request.body()).decode()})
+        return JSONResponse({"subscribers": len(subscribers)}, status_code=202)
+
     return Starlette(
         routes=[
             Route("/events", events),
-            Route("/tasks", publish, methods=["POST"]),
+            Route("/tasks", tasks, methods=["POST"]),
+            Route("/publish", publish, methods=["POST"]),
             Route("/bare", bare, methods=["POST"]),
         ]
     )
 
 
-def sse_tasks_app() -> Starlette:
+def sse_tasks_app(broker: str = "memory://") -> Starlette:
     # Every progress call published (no rate limit) and delivered (no coalescing), so
-    # both apps deliver exactly the same number of messages.
+    # every app delivers the same messages.
     hub = TaskHub(
+        broker,
         progress_interval=0,
         coalesce_after=1 << 30,
         max_queued=1 << 20,
         max_streams=1 << 20,
         history=20_000,
     )
+    register_demo_tasks(hub)  # ``fail``: the client publish of the closed and light scenarios
 
     @hub.task
     async def publish(ctx: TaskContext, n: int = 1, interval: float = 0.0, size: int = 100) -> None:
@@ -114,12 +129,12 @@ def sse_tasks_app() -> Starlette:
     async def noop(ctx: TaskContext) -> None:
         return None
 
-    return build_app(hub, routes=[Route("/bare", bare, methods=["POST"])])
+    return Starlette(routes=[*hub.routes, Route("/bare", bare, methods=["POST"])], lifespan=hub.lifespan)
 
 
-def make_app(name: str) -> Starlette:
-    if name == "baseline":
-        return baseline_app()
+def make_app(name: str, broker: str = "memory://") -> Starlette:
+    if name == "sse-starlette":
+        return sse_starlette_app()
     if name == "sse_tasks":
-        return sse_tasks_app()
-    raise ValueError(f"unknown app {name!r}; choose from {', '.join(APPS)}")
+        return sse_tasks_app(broker)
+    raise ValueError(f"unknown app {name!r}; choose from {', '.join(UVICORN_APPS)}")

@@ -8,7 +8,8 @@ the last's, and each is taken by linear interpolation between the two (exact for
 message, and publish times within a chunk are evenly spread by a steady publisher).
 A regular expression per message costs the client as much CPU as the server spends
 delivering it. The HTTP/1.1 request client is just as thin (keep-alive,
-``Content-Length`` bodies).
+``Content-Length`` bodies). Chunked transfer encoding (uvicorn, aiohttp) needs no
+decoding: a chunk's size line falls between two frames and holds no marker.
 """
 
 from __future__ import annotations
@@ -19,25 +20,47 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-#: What precedes a message's ``<monotonic ns>`` publish time, per app.
-MESSAGE = {"baseline": b"data: ts=", "sse_tasks": b'"message":"ts='}
-#: The publisher is done: its last event, per app.
-END = {"baseline": b"event: end\n", "sse_tasks": b"event: task.succeeded\n"}
+#: What precedes a message's ``<monotonic ns>`` publish time: the progress messages of
+#: the server-side publisher (``POST /tasks``), per system.
+MESSAGE = {
+    "sse-starlette": b"data: ts=",
+    "aiohttp-sse": b"data: ts=",
+    "sse_tasks": b'"message":"ts=',
+    "sse_tasks+redis": b'"message":"ts=',
+}
+#: The server-side publisher is done: its last event, per system.
+END = {
+    "sse-starlette": b"event: end\n",
+    "aiohttp-sse": b"event: end\n",
+    "sse_tasks": b"event: task.succeeded\n",
+    "sse_tasks+redis": b"event: task.succeeded\n",
+}
+#: The final event of one client publish (``POST /publish``; sse_tasks: the ``task.failed``
+#: of a ``fail`` task whose message is the publish time), up to its timestamp.
+FINAL = {
+    "sse-starlette": b"data: ts=",
+    "aiohttp-sse": b"data: ts=",
+    "nchan": b"data: ts=",
+    "sse_tasks": b'"error":{"type":"RuntimeError","message":"ts=',
+    "sse_tasks+redis": b'"error":{"type":"RuntimeError","message":"ts=',
+}
 _CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
 
 #: ``on_match(count, first_publish_ns, last_publish_ns, received_ns)``
 OnMessages = Callable[[int, int, int, int], None]
 
 
+_DIGITS = re.compile(rb"\d*")
+
+
 def _stamp(buffer: bytes, at: int) -> int:
-    end = at
-    while buffer[end : end + 1].isdigit():
-        end += 1
-    return int(buffer[at:end]) if end > at else 0
+    digits = _DIGITS.match(buffer, at).group()  # type: ignore[union-attr]  # \d* always matches
+    return int(digits) if digits else 0
 
 
 class Subscriber(asyncio.Protocol):
-    """One SSE stream: counts the messages that start with ``marker``, notes when ``end`` arrives."""
+    """One SSE stream: counts the messages that start with ``marker``; ``ended`` is set when
+    ``end`` arrives, or when ``expect`` messages have (see :meth:`expect`)."""
 
     def __init__(self, path: str, marker: bytes, end: bytes | None, on_match: OnMessages | None) -> None:
         self.request = f"GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n".encode()
@@ -51,6 +74,12 @@ class Subscriber(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.tail = b""
         self.count = 0
+        self.target: int | None = None
+
+    def expect(self, messages: int) -> None:
+        """From now on, ``ended`` is set once ``messages`` more have arrived."""
+        self.ended = asyncio.get_running_loop().create_future()
+        self.target = self.count + messages
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -77,6 +106,8 @@ class Subscriber(asyncio.Protocol):
                 first = _stamp(buffer, buffer.find(marker, 0, stop) + size)
                 last = _stamp(buffer, buffer.rfind(marker, 0, stop) + size) if count > 1 else first
                 self.on_match(count, first, last, time.monotonic_ns())
+            if self.target is not None and self.count >= self.target and not self.ended.done():
+                self.ended.set_result(time.monotonic_ns())
         if self.end is not None and not self.ended.done():
             if buffer.find(self.end, max(0, stop - 4096), stop) >= 0:
                 self.ended.set_result(time.monotonic_ns())
@@ -161,13 +192,13 @@ class Connection(asyncio.Protocol):
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(exc or ConnectionError("connection closed"))
 
-    async def post(self, path: str, body: bytes) -> bytes:
+    async def post(self, path: str, body: bytes, content_type: bytes = b"application/json") -> bytes:
         """Send one POST and return the raw response (status line, headers, body)."""
         assert self.transport is not None
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(
-            b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body)
+            b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: %s\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (path.encode(), content_type, len(body), body)
         )
         return await self.waiter
 

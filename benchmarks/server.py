@@ -1,28 +1,16 @@
-"""One server under test: ``python -m benchmarks.server APP PORT [--cpu N]``.
+"""One Python server under test: ``python -m benchmarks.server APP PORT [--cpu N] [--broker URL]``.
 
-uvicorn with uvloop and httptools (``uvicorn[standard]``), no access log, pinned to
-one CPU when ``--cpu`` is given.
+uvicorn with uvloop and httptools (``uvicorn[standard]``), no access log; aiohttp-sse
+under ``aiohttp.web`` on uvloop. Pinned to one CPU when ``--cpu`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 
-import uvicorn
-
-from .apps import APPS, make_app
-
-
-def raise_nofile() -> int:
-    """Raise the open-files limit to its hard maximum (10,000 sockets need it)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = 1 << 20
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
+from .apps import APPS
+from .systems import raise_nofile
 
 
 def main() -> None:
@@ -30,12 +18,23 @@ def main() -> None:
     parser.add_argument("app", choices=APPS)
     parser.add_argument("port", type=int)
     parser.add_argument("--cpu", type=int, default=None)
+    parser.add_argument("--broker", default="memory://", help="sse_tasks only")
     args = parser.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
     raise_nofile()
+    if args.app == "aiohttp-sse":
+        from .aiohttp_app import serve
+
+        serve(args.port)
+        return
+
+    import uvicorn
+
+    from .apps import make_app
+
     uvicorn.run(
-        make_app(args.app),
+        make_app(args.app, args.broker),
         host="127.0.0.1",
         port=args.port,
         loop="uvloop",

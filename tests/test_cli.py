@@ -133,6 +133,8 @@ def test_app_option_must_name_a_hub() -> None:
 
     # serve exports its options as SSE_TASKS_* for its workers: restore them afterwards,
     # or every later `sse-tasks serve` subprocess would inherit --app os:path.
-    restore = {f"SSE_TASKS_{key}": None for key in ("APP", "BROKER", "HEARTBEAT", "DEMO")}
+    keys = ("APP", "BROKER", "HEARTBEAT", "DEMO", "HEADER_TIMEOUT", "MAX_HEADER_SIZE")
+    restore = {f"SSE_TASKS_{key}": None for key in keys}
     result = CliRunner().invoke(main, ["serve", "--app", "os:path"], env=restore)
-    assert result.exit_code != 0
+    assert result.exit_code == 2
+    assert "not a TaskHub" in result.output

@@ -163,13 +163,13 @@ async def test_example_endpoints_accept_rows_in_range(
 async def test_example_endpoints_pass_on_the_hubs_refusal(
     example: str, method: str, path: str, mount: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A full queue is the hub's 503 with Retry-After in its error shape, not a 500."""
+    """A hub that refuses (here: shutting down) is its 503 with Retry-After in its error shape, not a 500."""
     module = load(example)
-    monkeypatch.setattr(module.hub, "max_queued", 0)  # type: ignore[attr-defined]
     async with in_process(module.app) as http:  # type: ignore[attr-defined]
+        await module.hub.shutdown()  # type: ignore[attr-defined]
         response = await http.request(method, path)
     assert response.status_code == 503, response.text
-    assert response.json()["error"]["code"] == "queue_full"
+    assert response.json()["error"]["code"] == "shutting_down"
     assert response.headers["retry-after"].isdigit()
 
 

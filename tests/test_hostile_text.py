@@ -228,6 +228,6 @@ async def test_a_surrogate_in_the_owner_is_cleaned(make_hub: HubFactory) -> None
 def test_a_task_name_must_be_text(make_hub: HubFactory) -> None:
     hub = make_hub()
     with pytest.raises(ValueError, match="must be 1 to 200 characters"):
-        hub.register(lambda ctx: None, name="bad\ud800")
+        hub.register(lambda: None, name="bad\ud800")
     with pytest.raises(ValueError, match="must be 1 to 200 characters"):
-        hub.register(lambda ctx: None, name="x" * 201)
+        hub.register(lambda: None, name="x" * 201)

@@ -40,14 +40,20 @@ async def finished(hub: TaskHub, task_id: str, timeout: float = 10) -> Task:
 
 
 def test_register_rejects_bad_functions(hub: TaskHub) -> None:
-    with pytest.raises(TypeError, match="TaskContext"):
-        hub.register(lambda: None)
+    def two_contexts(a: TaskContext, b: TaskContext) -> None: ...
+    def star(ctx: TaskContext, *args: int) -> None: ...
+    def positional(ctx: TaskContext, n: int, /) -> None: ...
+
+    with pytest.raises(TypeError, match="more than one TaskContext"):
+        hub.register(two_contexts)
     with pytest.raises(TypeError, match=r"\*args"):
-        hub.register(lambda ctx, *args: None, name="star")
+        hub.register(star)
+    with pytest.raises(TypeError, match="positional-only"):
+        hub.register(positional)
     with pytest.raises(ValueError, match="already registered"):
-        hub.register(lambda ctx: None, name="sleep")
+        hub.register(lambda: None, name="sleep")
     with pytest.raises(ValueError, match="timeout"):
-        hub.register(lambda ctx: None, name="t", timeout=0)
+        hub.register(lambda: None, name="t", timeout=0)
 
 
 async def test_params_are_checked_against_signature_before_queueing(running_hub: TaskHub) -> None:

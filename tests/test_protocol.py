@@ -1,4 +1,4 @@
-"""The request-head deadline that ``sse-tasks serve`` runs uvicorn with (slowloris)."""
+"""The request-head deadline and size limit that ``sse-tasks serve`` runs uvicorn with."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from _support import free_port, serve_in_thread
 
 from sse_tasks import TaskHub
-from sse_tasks.cli.protocol import ENV_VAR, HeaderTimeoutProtocol
+from sse_tasks.cli.protocol import ENV_VAR, MAX_HEADER_SIZE_ENV_VAR, HeaderTimeoutProtocol
 
 
 def closed_by_server(sock: socket.socket, within: float) -> bool:
@@ -33,6 +33,7 @@ def closed_by_server(sock: socket.socket, within: float) -> bool:
 @pytest.fixture
 def port(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     monkeypatch.setenv(ENV_VAR, "0.5")
+    monkeypatch.delenv(MAX_HEADER_SIZE_ENV_VAR, raising=False)
     hub = TaskHub("memory://")  # the protocol is the same whatever the broker
     with serve_in_thread(hub.app, hub, http=HeaderTimeoutProtocol) as server:
         yield int(server.url.rsplit(":", 1)[1])
@@ -55,27 +56,141 @@ def test_complete_requests_and_long_streams_are_not_cut(port: int) -> None:
         assert not closed_by_server(client, within=1.5)
 
 
-def test_serve_uses_the_deadline() -> None:
+@pytest.fixture
+def sized_port(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """The default size limit (64 KiB), with a head deadline far beyond any test's wait."""
+    monkeypatch.setenv(ENV_VAR, "600")
+    monkeypatch.delenv(MAX_HEADER_SIZE_ENV_VAR, raising=False)
+    hub = TaskHub("memory://", max_body_size=1024 * 1024)
+    with serve_in_thread(hub.app, hub, http=HeaderTimeoutProtocol) as server:
+        yield int(server.url.rsplit(":", 1)[1])
+
+
+def request(name: bytes = b"X-Big", size: int = 0, method: bytes = b"GET", body: bytes = b"") -> bytes:
+    head = method + b" /tasks HTTP/1.1\r\nHost: t\r\n"
+    if size:
+        head += name + b": " + b"a" * size + b"\r\n"
+    if body:
+        head += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+    return head + b"\r\n" + body
+
+
+def answer(sock: socket.socket, within: float = 10) -> bytes:
+    """What the server sends until it closes ``sock`` or ends one response (b"" if it reset)."""
+    sock.settimeout(within)
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+            head, sep, body = data.partition(b"\r\n\r\n")
+            length = [line for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")]
+            if sep and length and len(body) >= int(length[0].split(b":")[1]):
+                return data
+    except (ConnectionResetError, BrokenPipeError):
+        return data
+
+
+def send(sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.sendall(data)
+    except (ConnectionResetError, BrokenPipeError):
+        pass  # the server stopped reading: what it said is in answer()
+
+
+def refused(data: bytes) -> bool:
+    """A 431, or closed without an answer (a reset can overtake the 431 in flight)."""
+    return data == b"" or data.startswith(b"HTTP/1.1 431 ")
+
+
+def test_a_head_that_grows_past_the_limit_is_cut(sized_port: int) -> None:
+    with socket.create_connection(("127.0.0.1", sized_port)) as sock:
+        send(sock, request(size=100_000)[:-4])  # a 100 KB header line that never ends
+        assert refused(answer(sock))  # well before the 600 s head deadline
+    with socket.create_connection(("127.0.0.1", sized_port)) as sock:
+        send(sock, request())
+        assert answer(sock).startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_complete_head_over_the_limit_is_refused(sized_port: int) -> None:
+    with socket.create_connection(("127.0.0.1", sized_port)) as sock:
+        send(sock, request(size=100_000))
+        assert refused(answer(sock))
+    with socket.create_connection(("127.0.0.1", sized_port)) as sock:
+        many = b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 1000) for i in range(100))
+        send(sock, request().replace(b"Host: t\r\n", b"Host: t\r\n" + many))
+        assert refused(answer(sock))
+
+
+def test_heads_under_the_limit_and_large_bodies_are_served(sized_port: int) -> None:
+    with socket.create_connection(("127.0.0.1", sized_port)) as sock:
+        send(sock, request(size=10_000))
+        assert answer(sock).startswith(b"HTTP/1.1 200 ")
+        # The same connection, kept alive: its next head is measured on its own.
+        send(sock, request(size=60_000))
+        assert answer(sock).startswith(b"HTTP/1.1 200 ")
+        send(sock, request(size=100_000))
+        assert refused(answer(sock))
+    with socket.create_connection(("127.0.0.1", sized_port)) as sock:
+        # Head and a 300 KB body in one go: the body does not count.
+        send(sock, request(method=b"POST", body=b'{"name": "%s"}' % (b"x" * 300_000)))
+        data = answer(sock)
+        assert data.startswith(b"HTTP/1.1 404 "), data[:100]  # no task of that name
+
+
+def test_a_kept_alive_connection_cannot_grow_an_endless_head(sized_port: int) -> None:
+    with socket.create_connection(("127.0.0.1", sized_port)) as sock:
+        send(sock, request())
+        assert answer(sock).startswith(b"HTTP/1.1 200 ")
+        send(sock, request(size=100_000)[:-4])
+        for _ in range(4):  # more than one read of the server's (256 KiB), never finished
+            send(sock, b"a" * 100_000)
+        assert refused(answer(sock))
+
+
+def start_serve(*options: str) -> tuple[subprocess.Popen[bytes], socket.socket, int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SSE_TASKS_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sse_tasks", "serve", "--port", str(port), "--header-timeout", "0.5"],
+        [sys.executable, "-m", "sse_tasks", "serve", "--port", str(port), *options],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return proc, socket.create_connection(("127.0.0.1", port)), port
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                proc.wait(10)
+                raise AssertionError("server did not start") from None
+            time.sleep(0.05)
+
+
+def test_serve_uses_the_deadline() -> None:
+    proc, sock, _ = start_serve("--header-timeout", "0.5")
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                sock = socket.create_connection(("127.0.0.1", port))
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.05)
         with sock:
             sock.sendall(b"GET / HTTP/1.1\r\n")
             assert closed_by_server(sock, within=10)
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_serve_uses_the_size_limit() -> None:
+    proc, sock, port = start_serve("--max-header-size", "2048", "--header-timeout", "600")
+    try:
+        with sock:
+            send(sock, request(size=4000)[:-4])
+            assert refused(answer(sock))
+        with socket.create_connection(("127.0.0.1", port)) as small:
+            send(small, request(size=1000))
+            assert answer(small).startswith(b"HTTP/1.1 200 ")
     finally:
         proc.kill()
         proc.wait(10)

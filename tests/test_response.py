@@ -32,7 +32,8 @@ class FakeStream:
 
 
 def monitor_with(hub: TaskHub, *streams: FakeStream) -> StreamMonitor:
-    monitor = StreamMonitor(hub)
+    settings = hub.settings
+    monitor = StreamMonitor(settings.heartbeat, settings.send_timeout, hub.broker.log.wake)
     monitor.streams.update(streams)  # type: ignore[arg-type]
     return monitor
 
@@ -64,9 +65,11 @@ def test_a_send_blocked_past_the_timeout_is_cut() -> None:
 
 
 def test_the_tick_follows_the_shortest_period() -> None:
-    assert StreamMonitor(TaskHub(heartbeat=8.0, send_timeout=30.0)).tick == 2.0
-    assert StreamMonitor(TaskHub(heartbeat=0, send_timeout=2.0)).tick == 0.5
-    assert StreamMonitor(TaskHub(heartbeat=0, send_timeout=None)).tick == float("inf")
+    def wake() -> None: ...
+
+    assert StreamMonitor(8.0, 30.0, wake).tick == 2.0
+    assert StreamMonitor(0, 2.0, wake).tick == 0.5
+    assert StreamMonitor(0, None, wake).tick == float("inf")
 
 
 async def test_a_filtered_stream_gets_heartbeats_while_other_tasks_keep_the_hub_busy(

@@ -48,3 +48,19 @@ def test_unsafe_options_are_refused_before_serving(args: list[str]) -> None:
     result = CliRunner().invoke(main, ["serve", *args])
     assert result.exit_code == 2
     assert "Error" in result.output
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("MAX_HEADER_SIZE", "10"), ("HEADER_TIMEOUT", "0"), ("PORT", "http"), ("WORKERS", "0")],
+)
+def test_options_are_read_from_the_environment_and_checked(name: str, value: str) -> None:
+    """SSE_TASKS_<OPTION>, not click's default SSE_TASKS_SERVE_<OPTION>."""
+    # Were the variable not read, the bogus broker would stop serve before it listens;
+    # serve exports its settings for its workers: put them back afterwards.
+    exported = ("APP", "BROKER", "HEARTBEAT", "DEMO", "METRICS", "HEADER_TIMEOUT", "MAX_HEADER_SIZE")
+    env: dict[str, str | None] = {f"SSE_TASKS_{key}": None for key in exported}
+    env[f"SSE_TASKS_{name}"] = value
+    result = CliRunner().invoke(main, ["serve", "--broker", "bogus://x"], env=env)
+    assert result.exit_code == 2
+    assert f"'--{name.lower().replace('_', '-')}'" in result.output

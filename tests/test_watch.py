@@ -89,6 +89,71 @@ def test_watch_exits_2_when_unreachable_or_unknown(server: LiveServer) -> None:
     assert "not a task URL" in not_a_task.stderr
 
 
+def test_watch_says_it_is_retrying_before_it_gives_up() -> None:
+    base = f"http://127.0.0.1:{free_port()}"  # nothing listens: refused at once
+    with subprocess.Popen(
+        [*CLI, "watch", base + "/tasks/abc"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stderr is not None
+        try:
+            first = proc.stderr.readline()
+            # Said after the first refusal, with 5 retries (at least 7.75 s of backoff) to go.
+            assert proc.poll() is None, proc.stderr.read()
+            assert first.startswith(f"sse-tasks: {base}: "), first
+            assert "retrying in " in first and "(retry 1 of 5)" in first, first
+        finally:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_watch_in_a_pipe_keeps_connection_notes_off_stdout() -> None:
+    nobody = run("watch", f"http://127.0.0.1:{free_port()}/tasks/abc", "--retries", "2")
+    assert nobody.returncode == 2
+    assert nobody.stdout == ""
+    notes = nobody.stderr.splitlines()
+    assert len(notes) == 3, nobody.stderr
+    assert "(retry 1 of 2)" in notes[0] and "(retry 2 of 2)" in notes[1]
+    assert "lost task 'abc'" in notes[2] and "after 2 retries" in notes[2]
+
+
+def test_watch_without_retries_says_only_the_error() -> None:
+    nobody = run("watch", f"http://127.0.0.1:{free_port()}/tasks/abc", "--retries", "0")
+    assert nobody.returncode == 2
+    assert nobody.stdout == ""
+    assert len(nobody.stderr.splitlines()) == 1 and "lost task 'abc'" in nobody.stderr
+
+
+def open_terminal() -> tuple[int, int, dict[str, str]]:
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "COLUMNS", "LINES")}
+    env["TERM"] = "xterm-256color"
+    return master, slave, env
+
+
+def test_watch_on_a_terminal_says_where_it_connects_and_retries() -> None:
+    base = f"http://127.0.0.1:{free_port()}"
+    master, slave, env = open_terminal()
+    with subprocess.Popen(
+        [*CLI, "watch", base + "/tasks/abc", "--retries", "1"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        close_fds=True,
+    ) as proc:
+        os.close(slave)
+        try:
+            output = read_terminal(master, proc)
+        finally:
+            os.close(master)
+        assert proc.wait(30) == 2
+    text = output.decode("utf-8", "replace")
+    assert f"connecting to {base}" in text
+    assert "retrying in " in text and "(retry 1 of 1)" in text
+    assert "lost task 'abc'" in text
+
+
 def read_terminal(master: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> bytes:
     output = b""
     deadline = time.monotonic() + timeout
@@ -109,10 +174,7 @@ def read_terminal(master: int, proc: subprocess.Popen[bytes], timeout: float = 3
 
 def test_watch_on_a_terminal_shows_a_progress_bar(server: LiveServer) -> None:
     url = submit(server, "count", n=10, interval=0.1)
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
-    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "COLUMNS", "LINES")}
-    env["TERM"] = "xterm-256color"
+    master, slave, env = open_terminal()
     with subprocess.Popen(
         [*CLI, "watch", url], stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True
     ) as proc:
@@ -157,7 +219,7 @@ def test_submit_prints_the_task_url(server: LiveServer) -> None:
 def test_submit_and_watch(server: LiveServer) -> None:
     ok = run("submit", server.url, "count", "n=2", "interval=0.01", "--watch")
     assert ok.returncode == 0, ok.stderr
-    assert 'succeeded in' in ok.stdout
+    assert "succeeded in" in ok.stdout
     assert ok.stdout.rstrip().endswith('{"count": 2}')
     failed = run("submit", server.url, "fail", "message=out of ink", "--watch")
     assert failed.returncode == 1

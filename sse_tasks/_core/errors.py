@@ -5,7 +5,6 @@ SSETasksError
  ├── Unauthorized             401 the authorization hook wants credentials
  ├── Forbidden                403 the authorization hook refused (a task the caller may
  │                                not read answers 404 NotFound instead)
- ├── MethodNotAllowed         405 a method the route does not take
  ├── RequestTimeout           408 the request body did not arrive in time
  ├── PayloadTooLarge          413 body over the hub's ``max_body_size``
  ├── UnsupportedMediaType     415 body is not ``application/json``
@@ -64,13 +63,6 @@ class Forbidden(SSETasksError):
 
     status_code = 403
     code = "forbidden"
-
-
-class MethodNotAllowed(SSETasksError):
-    """The route does not take this method (405)."""
-
-    status_code = 405
-    code = "method_not_allowed"
 
 
 class RequestTimeout(SSETasksError):

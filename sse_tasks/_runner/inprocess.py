@@ -77,11 +77,12 @@ class InProcessExecutor(Executor):
 
     async def _serve(self, receive: MemoryObjectReceiveStream[Job]) -> None:
         try:
+            with receive:
+                clones = [receive.clone() for _ in range(self.concurrency)]
             async with anyio.create_task_group() as workers:
-                for _ in range(self.concurrency):
-                    workers.start_soon(self._worker, receive.clone())
+                for clone in clones:
+                    workers.start_soon(self._worker, clone)
         finally:
-            receive.close()
             if self._send is not None:
                 self._send.close()
                 self._send = None
@@ -89,18 +90,19 @@ class InProcessExecutor(Executor):
     async def _worker(self, receive: MemoryObjectReceiveStream[Job]) -> None:
         publisher = self._publisher
         assert publisher is not None
-        async for job in receive:
-            try:
-                if job.cancelled:
-                    await publisher.finish(job.task, TaskState.CANCELLED)
-                elif self._closing:
-                    await publisher.finish(job.task, TaskState.CANCELLED, message="server shutting down")
-                else:
-                    await self._execute(job, publisher)
-            except Exception:  # the broker failed: log it, keep the worker alive
-                logger.exception("task %s could not be run", job.task.id)
-            finally:
-                self._done(job)
+        async with receive:
+            async for job in receive:
+                try:
+                    if job.cancelled:
+                        await publisher.finish(job.task, TaskState.CANCELLED)
+                    elif self._closing:
+                        await publisher.finish(job.task, TaskState.CANCELLED, message="server shutting down")
+                    else:
+                        await self._execute(job, publisher)
+                except Exception:  # the broker failed: log it, keep the worker alive
+                    logger.exception("task %s could not be run", job.task.id)
+                finally:
+                    self._done(job)
 
     async def _execute(self, job: Job, publisher: Publisher) -> None:
         run = Run(job)
@@ -139,7 +141,7 @@ class InProcessExecutor(Executor):
                         pump_group.cancel_scope.cancel()
                     run.start_publisher = None
         run.ended = True
-        if run.cancelled:
+        if run.cancel_requested:
             outcome, changes = TaskState.CANCELLED, {}
             if run.cancel_reason:
                 changes["message"] = run.cancel_reason
@@ -155,7 +157,7 @@ class InProcessExecutor(Executor):
         changes.setdefault("progress", progress)
         if message is not None:
             changes.setdefault("message", message)
-        await publisher.finish(task, outcome, started=run.started, **changes)
+        await publisher.finish(task, outcome, **changes)
 
     async def _call(self, run: Run) -> Any:
         registered = run.job.registered
@@ -165,7 +167,7 @@ class InProcessExecutor(Executor):
         try:
             return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
         except anyio.get_cancelled_exc_class():
-            run.cancel()  # the thread stops at its next progress()/check()
+            run.halt()  # the thread stops at its next progress()/check()
             raise
 
     async def _pump(self, task: Task, run: Run) -> None:

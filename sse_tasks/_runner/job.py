@@ -36,12 +36,14 @@ class Publisher:
     def __init__(self, broker: Broker, stats: HubStats) -> None:
         self.broker = broker
         self.stats = stats
+        self._started: dict[str, float] = {}  # monotonic start of tasks running here
 
     async def running(self, task: Task) -> TaskEvent | None:
         event = await self.broker.publish(
             task.evolve(state=TaskState.RUNNING, started_at=utcnow()), "task.running"
         )
         if event is not None:
+            self._started[task.id] = time.monotonic()
             self.stats.tasks["running"] += 1
             logger.info("task started id=%s name=%s", task.id, task.name)
         return event
@@ -49,17 +51,22 @@ class Publisher:
     async def progress(self, task: Task, progress: float | None, message: str | None) -> TaskEvent | None:
         return await self.broker.publish(task.evolve(progress=progress, message=message), "task.progress")
 
-    async def finish(
-        self, task: Task, state: TaskState, *, started: float | None = None, **changes: Any
-    ) -> TaskEvent | None:
-        """Publish the terminal ``state``, even while the caller is being cancelled.
-
-        ``started`` (monotonic) is when the task began running here, for its duration.
-        """
+    async def finish(self, task: Task, state: TaskState, **changes: Any) -> TaskEvent | None:
+        """Publish the terminal ``state``, even while the caller is being cancelled."""
         final = task.evolve(state=state, finished_at=utcnow(), **changes)
+        try:
+            event = await self._finish(task, final)
+        finally:
+            started = self._started.pop(task.id, None)
+        if event is not None:
+            self._log_finished(event.task, started)
+        return event
+
+    async def _finish(self, task: Task, final: Task) -> TaskEvent | None:
+        event: TaskEvent | None = None
         with anyio.CancelScope(shield=True):
             try:
-                event = await self.broker.publish(final, event_type_for(state))
+                event = await self.broker.publish(final, event_type_for(final.state))
             except (TypeError, ValueError) as exc:
                 # Text is cleaned where it enters, so this is a bug; still, a task must
                 # never stay running because its final snapshot cannot be encoded.
@@ -69,8 +76,6 @@ class Publisher:
                     state=TaskState.FAILED, finished_at=utcnow(), error=error, message=None, result=None
                 )
                 event = await self.broker.publish(final, "task.failed")
-        if event is not None:
-            self._log_finished(event.task, started)
         return event
 
     def _log_finished(self, task: Task, started: float | None) -> None:

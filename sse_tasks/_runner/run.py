@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 
 import anyio
@@ -25,12 +24,12 @@ class Run:
     def __init__(self, job: Job) -> None:
         self.job = job
         self.scope = anyio.CancelScope()
-        self.started = time.monotonic()
         self.task: Task | None = None  # the running snapshot, once published
         self.cancel_reason: str | None = None
         self.ended = False  # its outcome is decided: too late to cancel
         self.context = TaskContext(job.task.id, job.task.name, job.params, self)
-        self._cancelled = False
+        self.cancel_requested = False  # cancelled (DELETE, shutdown, finished elsewhere)
+        self._halted = False
         self._lock = threading.Lock()
         self._progress: float | None = None
         self._message: str | None = None
@@ -42,14 +41,22 @@ class Run:
 
     @property
     def cancelled(self) -> bool:
-        return self._cancelled
+        """What the task's context sees: True once its work should stop."""
+        return self._halted
 
     def cancel(self, reason: str | None = None) -> None:
-        """Stop the task: async code at once, a worker thread at its next ``progress()``/``check()``."""
-        if not self._cancelled:
-            self._cancelled = True
+        """Cancel the task (it ends ``cancelled``): async code stops at once, a worker
+        thread at its next ``progress()``/``check()``."""
+        if not self.cancel_requested:
+            self.cancel_requested = True
             self.cancel_reason = reason
+        self._halted = True
         self.scope.cancel()
+
+    def halt(self) -> None:
+        """Make a worker thread stop at its next ``progress()``/``check()`` (e.g. after a
+        timeout), without deciding the task's outcome."""
+        self._halted = True
 
     def report(self, progress: float | None, message: str | None) -> None:
         with self._lock:

@@ -2,117 +2,12 @@
 
 from __future__ import annotations
 
-import copy
-import importlib
-import os
-from typing import Any
-
 import click
 
-from .._hub import TaskHub
-from ..web.auth import TaskTokens
-from ..web.cors import check_cors
+from .app import _app_from_env, create_server_app, load_hub, log_config
+from .serve import serve
 
-_ENV = "SSE_TASKS_"
-
-
-def load_hub(spec: str) -> TaskHub:
-    """Import ``module:attribute`` and return the TaskHub it names (or a factory's result)."""
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise click.BadParameter(f"expected module:attribute, got {spec!r}", param_hint="--app")
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as exc:
-        raise click.BadParameter(f"cannot load {spec!r}: {exc}", param_hint="--app") from exc
-    if not isinstance(target, TaskHub) and callable(target):
-        target = target()
-    if not isinstance(target, TaskHub):
-        raise click.BadParameter(f"{spec!r} is not a TaskHub", param_hint="--app")
-    return target
-
-
-def create_server_app(
-    app: str | None = None,
-    demo: bool | None = None,
-    broker: str | None = None,
-    heartbeat: float | None = None,
-    **hub_options: Any,
-) -> Any:
-    """The ASGI app ``sse-tasks serve`` runs: the hub's API at the root, the demo page at ``/``.
-
-    ``hub_options`` (``tokens``, ``cors_origins``, ``metrics``, …) override the hub's
-    settings; None values are ignored.
-    """
-    from ..demo import register_demo_tasks
-    from ..demo.page import page_routes
-    from ..web.routes import build_app
-
-    options: dict[str, Any] = {k: v for k, v in hub_options.items() if v is not None}
-    if heartbeat is not None:
-        options["heartbeat"] = heartbeat
-    if isinstance(options.get("tokens"), str):
-        options["tokens"] = TaskTokens(options["tokens"])
-    if "cors_origins" in options:
-        options["cors_origins"] = tuple(
-            check_cors(options["cors_origins"], options.get("cors_credentials", False))
-        )
-    if app:
-        hub = load_hub(app)
-        per_client = options.pop("max_streams_per_client", None)
-        if per_client is not None:
-            hub.client_streams.limit = per_client
-        for key, value in options.items():
-            setattr(hub, key, value)
-    else:
-        hub = TaskHub(broker, **options)
-    if demo is None:
-        demo = app is None
-    if demo:
-        register_demo_tasks(hub)
-    return build_app(hub, page_routes() if demo else ())
-
-
-def _app_from_env() -> Any:
-    """Factory for ``uvicorn --factory`` (used with ``--workers``): options from the environment."""
-    env = os.environ
-
-    def number(key: str, kind: type[float] | type[int] = float) -> Any:
-        raw = env.get(_ENV + key)
-        return kind(raw) if raw else None
-
-    def flag(key: str) -> bool | None:
-        raw = env.get(_ENV + key)
-        return None if raw is None else raw.lower() in ("1", "true", "yes")
-
-    origins = env.get(_ENV + "CORS_ORIGIN")
-    return create_server_app(
-        app=env.get(_ENV + "APP") or None,
-        demo=flag("DEMO"),
-        broker=env.get(_ENV + "BROKER") or None,
-        heartbeat=number("HEARTBEAT"),
-        tokens=env.get(_ENV + "TOKEN_SECRET") or None,
-        cors_origins=origins.split() if origins else None,
-        cors_credentials=flag("CORS_CREDENTIALS"),
-        metrics=flag("METRICS"),
-        max_streams=number("MAX_STREAMS", int),
-        max_streams_per_client=number("MAX_STREAMS_PER_CLIENT", int),
-        max_stream_lifetime=number("MAX_STREAM_LIFETIME"),
-    )
-
-
-def log_config(log_level: str) -> dict[str, Any]:
-    """uvicorn's logging setup with ``token=…`` redacted from the access log."""
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config.setdefault("filters", {})["redact_tokens"] = {"()": "sse_tasks._auth.RedactTokens"}
-    for handler in config["handlers"].values():
-        handler.setdefault("filters", []).append("redact_tokens")
-    config["loggers"]["sse_tasks"] = {"handlers": ["default"], "level": log_level.upper(), "propagate": False}
-    return config
+__all__ = ["_app_from_env", "create_server_app", "load_hub", "log_config", "main"]
 
 
 @click.group(context_settings={"auto_envvar_prefix": "SSE_TASKS", "help_option_names": ["-h", "--help"]})
@@ -121,122 +16,7 @@ def main() -> None:
     """Run work after the response and stream its status over Server-Sent Events."""
 
 
-@main.command()
-@click.option("--app", "app", metavar="MODULE:HUB", help="Serve this TaskHub (default: the demo).")
-@click.option(
-    "--demo/--no-demo", default=None, help="Register the demo tasks and page (default when no --app)."
-)
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--broker", metavar="URL", help="memory:// (default) or redis://host:port/db.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
-@click.option(
-    "--heartbeat", type=click.FloatRange(min=0), help="Seconds between SSE heartbeats (default 15)."
-)
-@click.option("--log-level", default="info", show_default=True)
-@click.option(
-    "--token-secret",
-    metavar="SECRET",
-    help="Issue per-task tokens signed with this secret (prefer $SSE_TASKS_TOKEN_SECRET).",
-)
-@click.option("--cors-origin", multiple=True, metavar="ORIGIN", help="Allow this exact origin (repeatable).")
-@click.option(
-    "--cors-credentials/--no-cors-credentials", default=None, help="Allow cookies for those origins."
-)
-@click.option("--metrics/--no-metrics", default=None, help="Serve /metrics (needs sse-tasks[metrics]).")
-@click.option("--max-streams", type=click.IntRange(min=0), help="Open streams per process (default 10000).")
-@click.option(
-    "--max-streams-per-client", type=click.IntRange(min=1), help="Open streams per address (default: none)."
-)
-@click.option(
-    "--max-stream-lifetime", type=click.FloatRange(min=1), help="End streams after SECONDS (clients resume)."
-)
-@click.option(
-    "--timeout-keep-alive",
-    default=5,
-    show_default=True,
-    help="Close idle keep-alive connections after SECONDS.",
-)
-@click.option(
-    "--limit-concurrency", type=click.IntRange(min=1), help="Connections before uvicorn answers 503."
-)
-@click.option(
-    "--header-timeout",
-    default=10.0,
-    show_default=True,
-    type=click.FloatRange(min=0.01),
-    help="Close a connection whose request line and headers take longer than SECONDS.",
-)
-def serve(
-    app: str | None,
-    demo: bool | None,
-    host: str,
-    port: int,
-    broker: str | None,
-    workers: int,
-    heartbeat: float | None,
-    log_level: str,
-    token_secret: str | None,
-    cors_origin: tuple[str, ...],
-    cors_credentials: bool | None,
-    metrics: bool | None,
-    max_streams: int | None,
-    max_streams_per_client: int | None,
-    max_stream_lifetime: float | None,
-    timeout_keep_alive: int,
-    limit_concurrency: int | None,
-    header_timeout: float,
-) -> None:
-    """Serve the task API (/tasks, /events) and, in demo mode, a live page at /.
-
-    Every option can also be set as SSE_TASKS_<OPTION> (e.g. SSE_TASKS_BROKER).
-    """
-    import uvicorn
-
-    from .protocol import HeaderTimeoutProtocol
-
-    broker_url = broker or os.environ.get(_ENV + "BROKER") or "memory://"
-    if workers > 1 and broker_url.startswith("memory:"):
-        raise click.UsageError(
-            "--workers > 1 needs a shared broker: each memory:// worker would see only its "
-            "own tasks. Use --broker redis://host:port/db."
-        )
-    try:
-        check_cors(cors_origin, bool(cors_credentials))
-        if token_secret:
-            TaskTokens(token_secret)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    settings: dict[str, Any] = {
-        "APP": app,
-        "BROKER": broker_url,
-        "HEARTBEAT": heartbeat,
-        "TOKEN_SECRET": token_secret,
-        "CORS_ORIGIN": " ".join(cors_origin) or None,
-        "MAX_STREAMS": max_streams,
-        "MAX_STREAMS_PER_CLIENT": max_streams_per_client,
-        "MAX_STREAM_LIFETIME": max_stream_lifetime,
-        "HEADER_TIMEOUT": header_timeout,
-    }
-    for key, value in (("DEMO", demo), ("CORS_CREDENTIALS", cors_credentials), ("METRICS", metrics)):
-        if value is not None:
-            settings[key] = "1" if value else "0"
-    for key, value in settings.items():
-        if value is not None:
-            os.environ[_ENV + key] = str(value)
-    uvicorn.run(
-        "sse_tasks._cli:_app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        log_config=log_config(log_level),
-        timeout_graceful_shutdown=None,
-        timeout_keep_alive=timeout_keep_alive,
-        limit_concurrency=limit_concurrency,
-        http=HeaderTimeoutProtocol,
-    )
+main.add_command(serve)
 
 
 def _client_headers(headers: tuple[str, ...]) -> dict[str, str]:
@@ -279,8 +59,8 @@ def watch(url: str, headers: tuple[str, ...], retries: int) -> None:
     import sys
     from urllib.parse import parse_qsl, urlsplit
 
-    from ..client import Client, split_task_url
-    from .watch import watch_task
+    from ..client import split_task_url
+    from .watch import WatchClient, watch_task
 
     try:
         base, task_id = split_task_url(url)
@@ -288,7 +68,7 @@ def watch(url: str, headers: tuple[str, ...], retries: int) -> None:
         raise click.BadParameter(str(exc), param_hint="URL") from None
     params = dict(parse_qsl(urlsplit(url).query))  # e.g. an access token: keep it
     params.pop("last_event_id", None)
-    with Client(base, headers=_client_headers(headers), params=params, retries=retries) as client:
+    with WatchClient(base, headers=_client_headers(headers), params=params, retries=retries) as client:
         sys.exit(watch_task(client, task_id, sys.stdout))
 
 
@@ -318,14 +98,13 @@ def submit(
     import sys
 
     from .._core.errors import SSETasksError
-    from ..client import Client
-    from .watch import EXIT_UNREACHABLE, parse_params, watch_task
+    from .watch import EXIT_UNREACHABLE, WatchClient, parse_params, watch_task
 
     try:
         values = parse_params(params)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="KEY=VALUE") from None
-    with Client(url, headers=_client_headers(headers), retries=retries) as client:
+    with WatchClient(url, headers=_client_headers(headers), retries=retries) as client:
         try:
             task = client.submit(name, values)
         except SSETasksError as exc:

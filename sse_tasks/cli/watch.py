@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from typing import IO, Any, Protocol
 
@@ -56,7 +57,37 @@ def outcome(task: Task) -> str:
     return f"{task.name} {task.id} {task.state}{timing}" + (f": {task.message}" if task.message else "")
 
 
+def note(message: str) -> None:
+    """A line on stderr about the connection (never stdout: that is the task's output)."""
+    print(f"sse-tasks: {message}", file=sys.stderr, flush=True)
+
+
+class WatchClient(Client):
+    """A :class:`Client` whose ``follow`` says why it waits before each reconnection.
+
+    Without this, an unreachable server means seconds of silence (the backoff) before
+    the final error. ``on_retry`` gets one line per retry; by default it goes to stderr.
+    """
+
+    def __init__(self, base_url: str, **options: Any) -> None:
+        super().__init__(base_url, **options)
+        self.on_retry: Callable[[str], None] = note
+        self._failure = ""
+
+    def _give_up_after(self, failures: int, task_id: str, error_text: str) -> None:
+        super()._give_up_after(failures, task_id, error_text)  # raises when out of retries
+        self._failure = error_text
+
+    def _delay(self, failures: int, retry_after: float = 0.0) -> float:
+        delay = super()._delay(failures, retry_after)
+        retry = f"retry {failures} of {self.retries}"
+        self.on_retry(f"{self.base_url}: {self._failure}; retrying in {delay:.1f} s ({retry})")
+        return delay
+
+
 class View(Protocol):
+    def connecting(self, url: str) -> None: ...
+
     def update(self, task: Task) -> None: ...
 
     def close(self) -> None: ...
@@ -68,6 +99,9 @@ class LineView:
     def __init__(self, out: IO[str]) -> None:
         self.out = out
         self.last: tuple[Any, ...] | None = None
+
+    def connecting(self, url: str) -> None:
+        pass  # quiet in scripts: only trouble (a retry, the final error) goes to stderr
 
     def update(self, task: Task) -> None:
         if task.terminal:
@@ -112,6 +146,12 @@ class BarView:
             console=self.console,
         )
         self.bar: Any = None
+        self.seen = False  # a snapshot arrived: the bar is the task's, not "connecting"
+
+    def connecting(self, url: str) -> None:
+        """Say what it is doing until the first snapshot (retries print above the bar)."""
+        self.progress.start()
+        self.bar = self.progress.add_task(f"connecting to {url}", total=None, state="", message="")
 
     def update(self, task: Task) -> None:
         total = None if task.progress is None and task.state is TaskState.RUNNING else 100.0
@@ -121,8 +161,14 @@ class BarView:
         if self.bar is None:
             self.progress.start()
             self.bar = self.progress.add_task(task.name, total=total, state="", message="")
+        self.seen = True
         self.progress.update(
-            self.bar, total=total, completed=completed, state=str(task.state), message=task.message or ""
+            self.bar,
+            description=task.name,
+            total=total,
+            completed=completed,
+            state=str(task.state),
+            message=task.message or "",
         )
         if task.terminal:
             self.close()
@@ -130,6 +176,9 @@ class BarView:
             self.console.print(outcome(task), style=style, markup=False, highlight=False)
 
     def close(self) -> None:
+        if self.bar is not None and not self.seen:  # never connected: no empty bar left behind
+            self.progress.remove_task(self.bar)
+            self.bar = None
         self.progress.stop()
 
 
@@ -148,8 +197,12 @@ def make_view(out: IO[str]) -> View:
 
 
 def watch_task(client: Client, task_id: str, out: IO[str]) -> int:
-    """Follow ``task_id`` to its end, showing each change; the exit code of its outcome."""
+    """Follow ``task_id`` to its end, showing each change; the exit code of its outcome.
+
+    With a :class:`WatchClient`, each reconnection is announced on stderr as it waits.
+    """
     view = make_view(out)
+    view.connecting(client.base_url)
     last: Task | None = None
     try:
         for task in client.follow(task_id):

@@ -19,7 +19,6 @@ from .._core import codec
 from .._core.errors import (
     BadRequest,
     InvalidRequest,
-    MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     RequestTimeout,
@@ -67,7 +66,8 @@ def _guard(endpoint: Endpoint, stats: HubStats | None = None) -> Endpoint:
 
     async def guarded(request: Request) -> Response:
         if request.method == "OPTIONS":  # not a preflight (CORS answers those)
-            return error_response(MethodNotAllowed("OPTIONS is only for CORS preflights"))
+            body = {"error": {"code": "method_not_allowed", "message": "OPTIONS is only for CORS preflights"}}
+            return _JSON(body, status_code=405)
         try:
             return await endpoint(request)
         except SSETasksError as exc:

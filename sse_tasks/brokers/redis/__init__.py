@@ -43,180 +43,32 @@ import logging
 import math
 import os
 import secrets
-import time
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
-import redis.exceptions
 from anyio.abc import TaskGroup
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.commands.core import AsyncScript
 
 from ..._core import codec
 from ..._core.errors import Unavailable
 from ..._core.log import EventLog
-from ..._core.models import Task, TaskEvent, TaskState, utcnow
+from ..._core.models import Task, TaskEvent, TaskState
 from ..base import Broker, EventObserver
+from .keys import Keys
+from .leases import LeaseKeeper
+from .link import UNREACHABLE, Link, call, unavailable
+from .reader import BLOCK_MS, MAX_BACKOFF, MIN_BACKOFF, StreamKey, StreamReader, key, text
+from .scripts import Scripts
 
 __all__ = ["RedisBroker"]
 
 logger = logging.getLogger("sse_tasks.redis")
 
-T = TypeVar("T")
-StreamKey = tuple[int, int]
-
-_UNREACHABLE = (
-    redis.exceptions.ConnectionError,  # includes BusyLoadingError (restarting)
-    redis.exceptions.TimeoutError,
-    redis.exceptions.ReadOnlyError,  # a replica during failover
-    OSError,
-)
 _URL_OPTIONS = ("history", "retention", "max_tasks", "lease", "outage_grace", "prefix", "max_connections")
-_BATCH = 1000  # stream entries per XREAD
-_BLOCK_MS = 1000  # an idle reader checks the epoch this often
-_MIN_BACKOFF = 0.05
-_MAX_BACKOFF = 1.0
-_CATCH_UP = 5.0  # seconds a resuming stream waits for this process to read up to its id
-_SWEEP_BATCH = 100
-
-# Both scripts read Redis's clock (TIME), so hosts with skewed clocks agree on leases.
-_NOW = """
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-"""
-
-_PUBLISH = (
-    _NOW
-    + """
--- KEYS: epoch events task tasks seq finished expired leases
--- ARGV: id type state name data terminal epoch? history retention_ms max_tasks lease_ms
---       token lapsed_only prefix
-local id = ARGV[1]
-local current = redis.call('HMGET', KEYS[3], 's', 'n', 'i')
-if current[1] then
-  if current[2] == ARGV[12] then return {current[3], 1} end
-  if current[1] == 'succeeded' or current[1] == 'failed' or current[1] == 'cancelled' then
-    return false
-  end
-  if ARGV[2] == 'task.queued' then return false end
-elseif ARGV[2] ~= 'task.queued' then
-  return false
-end
-if ARGV[13] == '1' then
-  local deadline = redis.call('ZSCORE', KEYS[8], id)
-  if not deadline or tonumber(deadline) > now then return false end
-end
-local epoch = redis.call('GET', KEYS[1])
-if not epoch then
-  epoch = ARGV[7]
-  redis.call('SET', KEYS[1], epoch)
-end
-local sid = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*',
-  'e', epoch, 't', ARGV[2], 'd', ARGV[5])
-local event_id = epoch .. '-' .. sid
-redis.call('HSET', KEYS[3], 's', ARGV[3], 'm', ARGV[4], 'd', ARGV[5], 'i', event_id,
-  't', ARGV[2], 'n', ARGV[12])
-local retention = tonumber(ARGV[9])
-local max_tasks = tonumber(ARGV[10])
-if ARGV[2] == 'task.queued' then
-  redis.call('ZADD', KEYS[4], redis.call('INCR', KEYS[5]), id)
-  redis.call('ZADD', KEYS[8], now + tonumber(ARGV[11]), id)
-elseif ARGV[6] == '1' then
-  redis.call('ZREM', KEYS[8], id)
-  redis.call('ZADD', KEYS[6], now, id)
-  redis.call('PEXPIRE', KEYS[3], retention)
-  local gone = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now - retention, 'LIMIT', 0, 100)
-  local over = redis.call('ZCARD', KEYS[6]) - max_tasks
-  if over > 0 then
-    for _, old in ipairs(redis.call('ZRANGE', KEYS[6], 0, over - 1)) do
-      table.insert(gone, old)
-    end
-  end
-  for _, old in ipairs(gone) do
-    redis.call('DEL', ARGV[14] .. ':task:' .. old)
-    redis.call('ZREM', KEYS[4], old)
-    redis.call('ZREM', KEYS[6], old)
-    redis.call('ZADD', KEYS[7], now, old)
-  end
-  redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -(max_tasks + 1))
-else
-  redis.call('ZADD', KEYS[8], 'XX', now + tonumber(ARGV[11]), id)
-end
-return {event_id, 0}
-"""
-)
-
-# ``intact``: 1 if nothing after stream id ARGV[2] was trimmed. Trimming removes the
-# oldest entries, so that holds while the entry itself is still there (or, for 0-0,
-# while nothing was ever trimmed). An id that is not there may have been trimmed.
-_STREAM_INFO = """
-local head, intact = '0-0', 1
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  local info = redis.call('XINFO', 'STREAM', KEYS[2])
-  local length, added = 0, -1
-  for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then head = info[i + 1] end
-    if info[i] == 'length' then length = info[i + 1] end
-    if info[i] == 'entries-added' then added = info[i + 1] end
-  end
-  if ARGV[2] == '0-0' then
-    if added ~= length then intact = 0 end
-  elseif #redis.call('XRANGE', KEYS[2], ARGV[2], ARGV[2]) == 0 then
-    intact = 0
-  end
-elseif ARGV[2] ~= '0-0' then
-  intact = 0
-end
-"""
-
-_SYNC = (
-    """
--- KEYS: epoch events   ARGV: a new epoch (used if there is none yet), the reader's position
-local epoch = redis.call('GET', KEYS[1])
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('SET', KEYS[1], epoch)
-end
-"""
-    + _STREAM_INFO
-    + """
-return {epoch, head, intact}
-"""
-)
-
-_HISTORY = (
-    """
--- KEYS: epoch events   ARGV: up_to (inclusive) after (exclusive) count
-"""
-    + _STREAM_INFO
-    + """
-local entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[2], ARGV[1], 'COUNT', ARGV[3])
-return {redis.call('GET', KEYS[1]) or '', intact, entries}
-"""
-)
-
-_RENEW = (
-    _NOW
-    + """
--- KEYS: leases   ARGV: lease_ms id...
-for i = 2, #ARGV do
-  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i])
-end
-return #ARGV - 1
-"""
-)
-
-_LAPSED = (
-    _NOW
-    + """
--- KEYS: leases   ARGV: limit
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-"""
-)
 
 
 class RedisBroker(Broker):
@@ -268,27 +120,21 @@ class RedisBroker(Broker):
         self.log = EventLog(self.history)
         #: Names this process's Redis connections (``CLIENT LIST``: ``sse-tasks-<id>``).
         self.worker_id = f"{os.getpid()}-{secrets.token_hex(3)}"
-        self._keys = _Keys(self.prefix)
+        self._keys = Keys(self.prefix)
+        self._scripts = Scripts()
+        self._link = Link()
+        self._reader = StreamReader(
+            self.log, self._keys, self._scripts, self._link, self._connection, self._observed, self._where
+        )
+        self._leases = LeaseKeeper(
+            self.lease, self._keys, self._scripts, self._link, self.get, self._fail_lapsed
+        )
         self._observer: EventObserver | None = None
         self._redis: Redis | None = None
         self._group: TaskGroup | None = None
-        self._epoch: str | None = None
-        self._read_from = "0-0"  # stream id the reader continues after
-        self._generation = 0  # bumped whenever the log restarts
-        self._ready = anyio.Event()
-        self._tried = anyio.Event()
-        self._connected_since: float | None = None
-        self._down_since: float | None = None  # when Redis stopped answering
-        self._owned: set[str] = set()  # unfinished tasks queued by this process
         self._closing = False
         self._writes = 0  # publishes in flight: close() lets them finish
         self._writes_done = anyio.Event()
-        self._scripts_loaded = False
-        self._publish_script: AsyncScript
-        self._sync_script: AsyncScript
-        self._history_script: AsyncScript
-        self._renew_script: AsyncScript
-        self._lapsed_script: AsyncScript
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -300,19 +146,17 @@ class RedisBroker(Broker):
         """
         self._observer = observer
         self._closing = False
-        self._epoch = None  # the reader's first sync adopts Redis's history from its head
-        self._ready = anyio.Event()  # connected once
-        self._tried = anyio.Event()  # the first attempt to connect is over
+        self._reader.reset()
         self.log.reopen()
         self._redis = self._client(self.max_connections, socket_timeout=5.0)
         group = anyio.create_task_group()
         await group.__aenter__()
         self._group = group
-        group.start_soon(self._read)
-        group.start_soon(self._keep_leases)
+        group.start_soon(self._reader.run, self._client(1, socket_timeout=BLOCK_MS / 1000 + 10.0))
+        group.start_soon(self._leases.run, self._redis)
         with anyio.move_on_after(5.0):
-            await self._tried.wait()
-        if not self._ready.is_set():
+            await self._reader.tried.wait()
+        if not self._reader.ready.is_set():
             logger.warning("Redis at %s is unreachable; retrying in the background", self._where)
 
     async def close(self) -> None:
@@ -344,15 +188,7 @@ class RedisBroker(Broker):
             # fails once. Every write is idempotent (tokens), so a retry is safe.
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
         )
-        client = Redis.from_pool(pool)
-        if not self._scripts_loaded:  # scripts run on any client; they need one to be made
-            self._publish_script = client.register_script(_PUBLISH)
-            self._sync_script = client.register_script(_SYNC)
-            self._history_script = client.register_script(_HISTORY)
-            self._renew_script = client.register_script(_RENEW)
-            self._lapsed_script = client.register_script(_LAPSED)
-            self._scripts_loaded = True
-        return client
+        return Redis.from_pool(pool)
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Redis]:
@@ -372,177 +208,26 @@ class RedisBroker(Broker):
         parts = urlsplit(self.url)
         return f"{parts.hostname or parts.path}:{parts.port or ''}".rstrip(":")
 
-    @property
-    def _db(self) -> Redis:
-        if self._redis is None:
-            raise Unavailable("the hub is not running (enter it in the app's lifespan)", code="not_running")
-        return self._redis
-
-    async def _call(self, awaitable: Awaitable[T]) -> T:
-        """Await a Redis command; unreachable Redis becomes :class:`Unavailable` (503)."""
-        try:
-            return await awaitable
-        except _UNREACHABLE as exc:
-            raise _unavailable(exc) from None
-
-    # -- ids ---------------------------------------------------------------------
+    # -- ids and history -------------------------------------------------------------
 
     def parse_event_id(self, event_id: str) -> StreamKey | None:
-        epoch, _, stream_id = event_id.partition("-")
-        if epoch != self._epoch:
-            return None
-        return _stream_key(stream_id)
+        return self._reader.parse_event_id(event_id)
 
     async def cursor(self) -> str:
-        epoch, head = await self._sync()
+        epoch, head = await self._reader.sync()
         return f"{epoch}-{head}"
 
-    async def _sync(self, client: Redis | None = None, *, reader: bool = False) -> tuple[str, str]:
-        """Read the history's epoch and head; adopt a new history if Redis has one.
-
-        The reader also checks that nothing after its position was trimmed while it
-        was away; if something was, the log restarts and every stream resyncs.
-        """
-        args = [secrets.token_hex(4), self._read_from]
-        if client is None:
-            async with self._connection() as db:
-                reply = await self._call(self._sync_script(self._keys.sync, args, client=db))
-        else:
-            reply = await self._call(self._sync_script(self._keys.sync, args, client=client))
-        epoch, head, intact = (_text(part) for part in reply)
-        if epoch != self._epoch:
-            if self._epoch is not None:
-                logger.warning("Redis holds a different history (flushed or replaced): streams resync")
-            self._adopt(epoch, head)
-        elif reader and intact != "1":
-            logger.warning("events were trimmed while this process could not read them: streams resync")
-            self._adopt(epoch, head)
-        return epoch, head
-
-    def _adopt(self, epoch: str, head: str) -> None:
-        self._epoch = epoch
-        self._read_from = head
-        self._generation += 1
-        self.log.restart(_key(head))
-
-    # -- the stream reader -----------------------------------------------------------
-
-    async def _read(self) -> None:
-        """Follow the stream into :attr:`log`; reconnect with backoff, resume from the last id."""
-        reader = self._client(1, socket_timeout=_BLOCK_MS / 1000 + 10.0)
-        delay = _MIN_BACKOFF
-        try:
-            while True:
-                try:
-                    await self._sync(reader, reader=True)
-                    if delay > _MIN_BACKOFF:
-                        logger.info("reconnected to Redis at %s", self._where)
-                    self._connected_since = time.monotonic()
-                    self._down_since = None
-                    self._ready.set()
-                    self._tried.set()
-                    delay = _MIN_BACKOFF
-                    await self._follow(reader)
-                except (Unavailable, *_UNREACHABLE) as exc:
-                    if self._connected_since is not None or delay == _MIN_BACKOFF:
-                        logger.warning("lost Redis at %s (%s); reconnecting", self._where, exc)
-                except Exception:
-                    logger.exception("the Redis stream reader failed; restarting it")
-                self._tried.set()
-                self._connected_since = None
-                if self._down_since is None:
-                    self._down_since = time.monotonic()
-                await anyio.sleep(delay)
-                delay = min(delay * 2, _MAX_BACKOFF)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await reader.aclose()
-
-    async def _follow(self, reader: Redis) -> None:
-        keys = self._keys
-        while True:
-            generation = self._generation
-            reply = await reader.execute_command(  # type: ignore[no-untyped-call]
-                "XREAD", "COUNT", _BATCH, "BLOCK", _BLOCK_MS, "STREAMS", keys.events, self._read_from
-            )
-            if generation != self._generation:
-                continue  # the log restarted meanwhile: read on from its new base
-            if not reply:
-                epoch = await reader.get(keys.epoch)
-                if epoch is None or _text(epoch) != self._epoch:
-                    await self._sync(reader, reader=True)
-                continue
-            for stream_id, fields in reply[0][1]:
-                self._read_from = _text(stream_id)
-                if _text(fields.get(b"e", b"")) != self._epoch:
-                    await self._sync(reader, reader=True)
-                    break
-                event = self._event(stream_id, fields)
-                if event is not None:
-                    self.log.append(event)
-                    self._observed(event)
-
-    def _event(self, stream_id: bytes | str, fields: dict[bytes, bytes]) -> TaskEvent | None:
-        sid = _text(stream_id)
-        event_id = f"{self._epoch}-{sid}"
-        try:
-            event_type = _text(fields[b"t"])
-            record = codec.loads(fields[b"d"])
-            task = Task.from_record({**record, "event_id": event_id, "event_type": event_type})
-        except (KeyError, ValueError, TypeError):
-            logger.error("skipping malformed stream entry %s", sid)
-            return None
-        return TaskEvent(event_id, _key(sid), event_type, task)
+    async def events_after(self, key: Any) -> list[TaskEvent] | None:
+        return await self._reader.events_after(key, self.history)
 
     def _observed(self, event: TaskEvent) -> None:
         if event.task.terminal:
-            self._owned.discard(event.task.id)
+            self._leases.owned.discard(event.task.id)
         if self._observer is not None:
             try:
                 self._observer(event)
             except Exception:
                 logger.exception("event observer failed on %r", event)
-
-    async def events_after(self, key: Any) -> list[TaskEvent] | None:
-        log = self.log
-        newest, floor, generation = log.newest, log.floor, self._generation
-        if newest is None:
-            return None
-        if key > newest:
-            # Newer than this process has read (written through another one): wait for it.
-            return [] if await self._catch_up(key, generation) else None
-        if floor is None or key >= floor:
-            return None
-        args: list[str | int] = [_stream_id(floor), _stream_id(key), self.history + 1]
-        async with self._connection() as db:
-            reply = await self._call(self._history_script(self._keys.sync, args, client=db))
-        epoch, intact, entries = reply
-        if _text(epoch) != self._epoch or intact != 1 or generation != self._generation:
-            return None  # another history, or some of what followed ``key`` was trimmed
-        events = []
-        for stream_id, flat in entries:
-            fields = dict(zip(flat[::2], flat[1::2], strict=True))
-            if _text(fields.get(b"e", b"")) != self._epoch:
-                return None
-            event = self._event(stream_id, fields)
-            if event is not None:
-                events.append(event)
-        if not events or events[-1].key != floor:
-            return None
-        return events
-
-    async def _catch_up(self, key: StreamKey, generation: int) -> bool:
-        """Wait (bounded) until the reader has appended the event ``key``; False if it never will."""
-        _, head = await self._sync()
-        if key > _key(head):
-            return False  # never written in this history
-        with anyio.move_on_after(_CATCH_UP):
-            while generation == self._generation and not self.log.closed:
-                newest = self.log.newest
-                if newest is not None and newest >= key:
-                    return True
-                await self.log.wait(self.log.head)
-        return False
 
     # -- tasks -------------------------------------------------------------------
 
@@ -557,83 +242,74 @@ class RedisBroker(Broker):
             if self._writes == 0:
                 self._writes_done.set()
 
+    async def _fail_lapsed(self, failed: Task) -> TaskEvent | None:
+        return await self._publish(failed, "task.failed", lapsed_only=True)
+
     async def _publish(self, task: Task, event_type: str, *, lapsed_only: bool = False) -> TaskEvent | None:
         record = task.to_record()
         del record["event_id"], record["event_type"]
-        keys = self._keys
-        args = [
-            task.id,
-            event_type,
-            task.state.value,
-            task.name,
-            codec.dumps(record),
-            "1" if task.terminal else "0",
-            secrets.token_hex(4),
-            self.history,
-            max(0, round(self.retention * 1000)),
-            self.max_tasks,
-            max(1, round(self.lease * 1000)),
-            secrets.token_hex(8),  # makes a retried write idempotent
-            "1" if lapsed_only else "0",
-            self.prefix,
-        ]
-        publish_keys = [
-            keys.epoch,
-            keys.events,
-            keys.task(task.id),
-            keys.tasks,
-            keys.seq,
-            keys.finished,
-            keys.expired,
-            keys.leases,
-        ]
+        args = {
+            "id": task.id,
+            "type": event_type,
+            "state": task.state.value,
+            "name": task.name,
+            "data": codec.dumps(record),
+            "terminal": "1" if task.terminal else "0",
+            "new_epoch": secrets.token_hex(4),
+            "history": self.history,
+            "retention_ms": max(0, round(self.retention * 1000)),
+            "max_tasks": self.max_tasks,
+            "lease_ms": self._leases.lease_ms,
+            "token": secrets.token_hex(8),  # makes a retried write idempotent
+            "lapsed_only": "1" if lapsed_only else "0",
+            "prefix": self.prefix,
+        }
+        keys = self._keys.publish(task.id)
+        owned = self._leases.owned
         # Only the runner of a task retries: a submission or a remote cancel fails fast.
-        retry = task.id in self._owned and event_type != "task.queued" and not lapsed_only
+        retry = task.id in owned and event_type != "task.queued" and not lapsed_only
         grace = self.outage_grace if event_type != "task.progress" else math.inf
-        delay = _MIN_BACKOFF
+        delay = MIN_BACKOFF
         while True:
             try:
                 async with self._connection() as db:
-                    reply = await self._publish_script(publish_keys, args, client=db)
-                self._down_since = None
+                    reply = await self._scripts.publish(db, keys, args)
+                self._link.answered()
                 break
-            except _UNREACHABLE as exc:
-                now = time.monotonic()
-                if self._down_since is None:
-                    self._down_since = now
+            except UNREACHABLE as exc:
                 # The grace counts from the start of the outage, so many writes waiting
                 # one after another (a shutdown) do not wait ``outage_grace`` each.
-                if not retry or self._closing or now - self._down_since >= grace:
+                if not retry or self._closing or self._link.failed() >= grace:
                     if retry:
-                        self._owned.discard(task.id)  # its lease lapses: WorkerLost, later
+                        owned.discard(task.id)  # its lease lapses: WorkerLost, later
                         logger.error("giving up on %s of task %s: Redis unreachable", event_type, task.id)
-                    raise _unavailable(exc) from None
+                    raise unavailable(exc) from None
                 await anyio.sleep(delay)
-                delay = min(delay * 2, _MAX_BACKOFF)
+                delay = min(delay * 2, MAX_BACKOFF)
         if reply is None:
-            self._owned.discard(task.id)
+            owned.discard(task.id)
             return None
-        event_id = _text(reply[0])
+        event_id = text(reply[0])
         if not lapsed_only:
             if event_type == "task.queued":
-                self._owned.add(task.id)
+                owned.add(task.id)
             elif task.terminal:
-                self._owned.discard(task.id)
+                owned.discard(task.id)
         epoch, _, stream_id = event_id.partition("-")
-        if epoch != self._epoch:
+        if epoch != self._reader.epoch:
             try:
-                await self._sync()  # Redis has a new history: adopt it now
+                await self._reader.sync()  # Redis has a new history: adopt it now
             except Unavailable:
                 pass  # the reader adopts it once it reconnects
         stored = task.evolve(event_id=event_id, event_type=event_type)
-        return TaskEvent(event_id, _key(stream_id), event_type, stored)
+        return TaskEvent(event_id, key(stream_id), event_type, stored)
 
     async def get(self, task_id: str) -> Task | None:
         async with self._connection() as db:
-            fields = await self._call(db.hmget(self._keys.task(task_id), ["d", "i", "t"]))
+            fields = await call(db.hmget(self._keys.task(task_id), ["d", "i", "t"]))
         task = _task(fields)
         if task is not None:
-            await self._check_epoch([task])
+            await self._reader.check_epoch([task])
         return task
 
     async def expired(self, task_id: str) -> bool:
@@ -642,7 +318,7 @@ class RedisBroker(Broker):
             pipe.exists(keys.task(task_id))
             pipe.zscore(keys.expired, task_id)
             pipe.zscore(keys.tasks, task_id)
-            exists, expired, indexed = await self._call(pipe.execute())
+            exists, expired, indexed = await call(pipe.execute())
         return not exists and (expired is not None or indexed is not None)
 
     async def list_tasks(
@@ -656,14 +332,14 @@ class RedisBroker(Broker):
         start = 0
         while len(found) < limit:
             async with self._connection() as db:
-                ids = await self._call(db.zrevrange(keys.tasks, start, start + page - 1))
+                ids = await call(db.zrevrange(keys.tasks, start, start + page - 1))
                 if not ids:
                     break
                 start += len(ids)
                 async with db.pipeline(transaction=False) as pipe:
                     for task_id in ids:
-                        pipe.hmget(keys.task(_text(task_id)), ["s", "m", "d", "i", "t"])
-                    rows = await self._call(pipe.execute())
+                        pipe.hmget(keys.task(text(task_id)), ["s", "m", "d", "i", "t"])
+                    rows = await call(pipe.execute())
             for row in rows:
                 if row[2] is None:
                     continue  # expired, not yet swept from the index
@@ -674,69 +350,8 @@ class RedisBroker(Broker):
                     found.append(task)
                     if len(found) >= limit:
                         break
-        await self._check_epoch(found)
+        await self._reader.check_epoch(found)
         return found
-
-    async def _check_epoch(self, tasks: list[Task]) -> None:
-        """A snapshot from a history this process has not adopted yet makes it adopt it now."""
-        prefix = f"{self._epoch}-"
-        if any(task.event_id and not task.event_id.startswith(prefix) for task in tasks):
-            await self._sync()
-
-    # -- leases ------------------------------------------------------------------
-
-    async def _keep_leases(self) -> None:
-        """Renew the leases of this process's tasks; fail tasks whose worker is gone."""
-        while True:
-            await anyio.sleep(self.lease / 4)
-            try:
-                if self._owned:
-                    lease_ms = max(1, round(self.lease * 1000))
-                    await self._renew_script([self._keys.leases], [lease_ms, *self._owned], client=self._db)
-                since = self._connected_since
-                if since is not None and time.monotonic() - since >= self.lease:
-                    await self._sweep()
-            except (Unavailable, *_UNREACHABLE):
-                pass  # the reader reports outages
-            except Exception:
-                logger.exception("lease upkeep failed")
-
-    async def _sweep(self) -> None:
-        leases = self._keys.leases
-        lapsed = await self._lapsed_script([leases], [_SWEEP_BATCH], client=self._db)
-        for raw in lapsed:
-            task_id = _text(raw)
-            if task_id in self._owned:
-                continue  # this process is alive: its renewal is merely late
-            task = await self.get(task_id)
-            if task is None or task.terminal:
-                await self._db.zrem(leases, task_id)  # stale: that task never changes again
-                continue
-            error = {
-                "type": "WorkerLost",
-                "message": "the worker running this task stopped; its lease lapsed",
-            }
-            failed = task.evolve(state=TaskState.FAILED, finished_at=utcnow(), error=error)
-            if await self._publish(failed, "task.failed", lapsed_only=True) is not None:
-                logger.warning("task %s failed: its worker stopped renewing its lease", task_id)
-
-
-class _Keys:
-    """Key names under one prefix."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self.epoch = f"{prefix}:epoch"
-        self.events = f"{prefix}:events"
-        self.tasks = f"{prefix}:tasks"
-        self.seq = f"{prefix}:seq"
-        self.finished = f"{prefix}:finished"
-        self.expired = f"{prefix}:expired"
-        self.leases = f"{prefix}:leases"
-        self.sync = [self.epoch, self.events]
-
-    def task(self, task_id: str) -> str:
-        return f"{self.prefix}:task:{task_id}"
 
 
 def _task(fields: list[Any]) -> Task | None:
@@ -745,36 +360,7 @@ def _task(fields: list[Any]) -> Task | None:
     if data is None:
         return None
     record = codec.loads(data)
-    return Task.from_record({**record, "event_id": _text(event_id), "event_type": _text(event_type)})
-
-
-def _stream_key(stream_id: str) -> StreamKey | None:
-    ms, _, seq = stream_id.partition("-")
-    if not (ms.isascii() and ms.isdigit() and seq.isascii() and seq.isdigit()):
-        return None
-    if len(ms) > 20 or len(seq) > 20:
-        return None
-    return int(ms), int(seq)
-
-
-def _key(stream_id: str | bytes) -> StreamKey:
-    key = _stream_key(_text(stream_id))
-    if key is None:
-        raise ValueError(f"not a stream id: {stream_id!r}")
-    return key
-
-
-def _stream_id(key: StreamKey) -> str:
-    return f"{key[0]}-{key[1]}"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _unavailable(exc: BaseException) -> Unavailable:
-    message = f"the task broker (Redis) is unreachable: {exc}"
-    return Unavailable(message, code="broker_unavailable", retry_after=2)
+    return Task.from_record({**record, "event_id": text(event_id), "event_type": text(event_type)})
 
 
 def _split_options(url: str) -> tuple[str, dict[str, str]]:

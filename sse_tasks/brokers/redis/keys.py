@@ -1,0 +1,35 @@
+"""Key names under one prefix (see the broker's module docstring for what each holds)."""
+
+from __future__ import annotations
+
+
+class Keys:
+    """Every key of one broker, under ``prefix``."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.epoch = f"{prefix}:epoch"
+        self.events = f"{prefix}:events"
+        self.tasks = f"{prefix}:tasks"
+        self.seq = f"{prefix}:seq"
+        self.finished = f"{prefix}:finished"
+        self.expired = f"{prefix}:expired"
+        self.leases = f"{prefix}:leases"
+        #: The keys of ``sync.lua`` and ``history.lua``.
+        self.history = {"epoch": self.epoch, "events": self.events}
+
+    def task(self, task_id: str) -> str:
+        return f"{self.prefix}:task:{task_id}"
+
+    def publish(self, task_id: str) -> dict[str, str]:
+        """The keys of ``publish.lua`` for one task."""
+        return {
+            "epoch": self.epoch,
+            "events": self.events,
+            "task": self.task(task_id),
+            "tasks": self.tasks,
+            "seq": self.seq,
+            "finished": self.finished,
+            "expired": self.expired,
+            "leases": self.leases,
+        }

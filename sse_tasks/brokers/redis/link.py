@@ -1,0 +1,63 @@
+"""What Redis being unreachable means: which errors, the 503 they become, since when."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import redis.exceptions
+
+from ..._core.errors import Unavailable
+
+T = TypeVar("T")
+
+#: Errors that mean Redis cannot be reached now (not that a command is wrong).
+UNREACHABLE = (
+    redis.exceptions.ConnectionError,  # includes BusyLoadingError (restarting)
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,  # a replica during failover
+    OSError,
+)
+
+
+def unavailable(exc: BaseException) -> Unavailable:
+    """The 503 an unreachable Redis answers (``broker_unavailable``, ``Retry-After: 2``)."""
+    message = f"the task broker (Redis) is unreachable: {exc}"
+    return Unavailable(message, code="broker_unavailable", retry_after=2)
+
+
+async def call(awaitable: Awaitable[T]) -> T:
+    """Await a Redis command; unreachable Redis becomes :class:`Unavailable` (503)."""
+    try:
+        return await awaitable
+    except UNREACHABLE as exc:
+        raise unavailable(exc) from None
+
+
+class Link:
+    """Since when this process has been connected to Redis, or cut off from it."""
+
+    def __init__(self) -> None:
+        self.connected_since: float | None = None
+        self.down_since: float | None = None
+
+    def up(self) -> None:
+        self.connected_since = time.monotonic()
+        self.down_since = None
+
+    def answered(self) -> None:
+        """A command went through (the reader may still be reconnecting)."""
+        self.down_since = None
+
+    def down(self) -> None:
+        """The reader lost its connection."""
+        self.connected_since = None
+        self.failed()
+
+    def failed(self) -> float:
+        """A command could not reach Redis: seconds since the outage began (noted once)."""
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = now
+        return now - self.down_since

@@ -1,0 +1,53 @@
+-- Store a task's snapshot and append its event, as one compare-and-set: a task that
+-- is terminal never changes again; only task.queued may create one.
+-- KEYS: epoch events task tasks seq finished expired leases
+-- ARGV: id type state name data terminal new_epoch history retention_ms max_tasks lease_ms token lapsed_only prefix
+-- include: clock
+local current = redis.call('HMGET', task, 's', 'n', 'i')
+if current[1] then
+  if current[2] == token then return {current[3], 1} end  -- a retried write already stored
+  if current[1] == 'succeeded' or current[1] == 'failed' or current[1] == 'cancelled' then
+    return false
+  end
+  if type == 'task.queued' then return false end
+elseif type ~= 'task.queued' then
+  return false
+end
+if lapsed_only == '1' then
+  local deadline = redis.call('ZSCORE', leases, id)
+  if not deadline or tonumber(deadline) > now then return false end
+end
+local history_epoch = redis.call('GET', epoch)
+if not history_epoch then
+  history_epoch = new_epoch
+  redis.call('SET', epoch, history_epoch)
+end
+local sid = redis.call('XADD', events, 'MAXLEN', '~', history, '*', 'e', history_epoch, 't', type, 'd', data)
+local event_id = history_epoch .. '-' .. sid
+redis.call('HSET', task, 's', state, 'm', name, 'd', data, 'i', event_id, 't', type, 'n', token)
+local retention = tonumber(retention_ms)
+if type == 'task.queued' then
+  redis.call('ZADD', tasks, redis.call('INCR', seq), id)
+  redis.call('ZADD', leases, now + tonumber(lease_ms), id)
+elseif terminal == '1' then
+  redis.call('ZREM', leases, id)
+  redis.call('ZADD', finished, now, id)
+  redis.call('PEXPIRE', task, retention)
+  local gone = redis.call('ZRANGEBYSCORE', finished, '-inf', now - retention, 'LIMIT', 0, 100)
+  local over = redis.call('ZCARD', finished) - tonumber(max_tasks)
+  if over > 0 then
+    for _, old in ipairs(redis.call('ZRANGE', finished, 0, over - 1)) do
+      table.insert(gone, old)
+    end
+  end
+  for _, old in ipairs(gone) do
+    redis.call('DEL', prefix .. ':task:' .. old)
+    redis.call('ZREM', tasks, old)
+    redis.call('ZREM', finished, old)
+    redis.call('ZADD', expired, now, old)
+  end
+  redis.call('ZREMRANGEBYRANK', expired, 0, -(tonumber(max_tasks) + 1))
+else
+  redis.call('ZADD', leases, 'XX', now + tonumber(lease_ms), id)
+end
+return {event_id, 0}

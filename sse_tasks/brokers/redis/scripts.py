@@ -1,0 +1,79 @@
+"""The broker's Lua scripts, loaded from the ``.lua`` files beside this module.
+
+Each file names its keys and arguments in its header (``-- KEYS: a b``, ``-- ARGV: x y``,
+``...`` last for a variable rest) and may pull in a shared fragment with
+``-- include: name``. The loader turns the names into Lua locals, so a script reads
+``task`` and ``lease_ms`` rather than ``KEYS[3]`` and ``ARGV[11]``, and callers pass
+keyword arguments checked against the header.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+
+@functools.cache
+def _text(name: str) -> str:
+    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+
+
+class Script:
+    """One Lua script with named keys and arguments."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.keys: tuple[str, ...] = ()
+        self.args: tuple[str, ...] = ()
+        self.variadic = False
+        body: list[str] = []
+        for line in _text(name).splitlines():
+            head, _, rest = line.partition(":")
+            if head == "-- KEYS":
+                self.keys = tuple(rest.split())
+            elif head == "-- ARGV":
+                names = rest.split()
+                self.variadic = bool(names) and names[-1] == "..."
+                self.args = tuple(n for n in names if n != "...")
+            elif head == "-- include":
+                body.append(_text(rest.strip()))
+                continue
+            body.append(line)
+        prologue = [_locals(self.keys, "KEYS"), _locals(self.args, "ARGV")]
+        self.source = "\n".join([*filter(None, prologue), *body]) + "\n"
+        self._script: AsyncScript | None = None
+
+    async def __call__(
+        self, client: Redis, keys: Mapping[str, str], args: Mapping[str, Any], rest: Sequence[Any] = ()
+    ) -> Any:
+        """Run on ``client``; ``keys`` and ``args`` by the names in the header."""
+        if set(keys) != set(self.keys) or set(args) != set(self.args) or (rest and not self.variadic):
+            raise TypeError(f"{self.name}.lua takes KEYS {self.keys} and ARGV {self.args}")
+        if self._script is None:
+            self._script = client.register_script(self.source)
+        key_list = [keys[name] for name in self.keys]
+        arg_list = [args[name] for name in self.args]
+        return await self._script(key_list, [*arg_list, *rest], client=client)
+
+
+def _locals(names: Sequence[str], table: str) -> str:
+    if not names:
+        return ""
+    values = ", ".join(f"{table}[{i}]" for i in range(1, len(names) + 1))
+    return f"local {', '.join(names)} = {values}"
+
+
+class Scripts:
+    """The scripts one broker runs (each registers with Redis on first use)."""
+
+    def __init__(self) -> None:
+        self.publish = Script("publish")
+        self.sync = Script("sync")
+        self.history = Script("history")
+        self.renew = Script("renew")
+        self.lapsed = Script("lapsed")

@@ -1,0 +1,181 @@
+"""What ``sse-tasks serve`` serves: the hub it loads or makes, checked, as an ASGI app.
+
+Every configuration error here is a :class:`ConfigError`: one line, exit status 2.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from .._hub import TaskHub
+from ..web.auth import TaskTokens
+
+if TYPE_CHECKING:
+    from ..brokers import Broker
+
+ENV = "SSE_TASKS_"
+
+
+class ConfigError(click.ClickException):
+    """A setting that cannot work here, told in one line: ``Error: …``, exit status 2.
+
+    For what click's own checks cannot see (a missing extra, an app that does not
+    import); a malformed value is a ``click.BadParameter`` instead.
+    """
+
+    exit_code = 2
+
+
+def _cwd_on_path() -> None:
+    """Put the current directory first on ``sys.path``, as uvicorn does for its app.
+
+    ``python -m`` does so already; the ``sse-tasks`` script starts with its own
+    directory there instead, so ``--app examples.fastapi_app:hub`` would not import.
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+def load_hub(spec: str) -> TaskHub:
+    """Import ``module:attribute`` and return the TaskHub it names (or a factory's result).
+
+    The module is looked for in the current directory first, as uvicorn does.
+    """
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise click.BadParameter(f"expected module:attribute, got {spec!r}", param_hint="'--app'")
+    _cwd_on_path()
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise ConfigError(
+                f"--app {spec!r}: no module named {module_name!r} here: run from the directory "
+                f"that holds it, or install its package"
+            ) from exc
+        raise ConfigError(f"--app {spec!r}: importing {module_name!r} failed: {exc}") from exc
+    except ImportError as exc:
+        raise ConfigError(f"--app {spec!r}: importing {module_name!r} failed: {exc}") from exc
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ConfigError(
+                f"--app {spec!r}: {module_name!r} has no attribute {attribute!r}: "
+                f"name the TaskHub, e.g. {module_name}:hub"
+            ) from None
+    if not isinstance(target, TaskHub) and callable(target):
+        target = target()
+    if not isinstance(target, TaskHub):
+        raise ConfigError(
+            f"--app {spec!r} is a {type(target).__name__}, not a TaskHub "
+            f"(name a TaskHub, or a function that returns one)"
+        )
+    return target
+
+
+def _broker(url: str | None) -> Broker:
+    """The broker for ``url``; a bad URL or a missing extra is a one-line error."""
+    from ..brokers import broker_from_url
+
+    try:
+        return broker_from_url(url)
+    except ValueError as exc:
+        if isinstance(exc.__cause__, ImportError):
+            raise ConfigError(str(exc)) from exc
+        raise click.BadParameter(str(exc), param_hint="'--broker'") from exc
+
+
+def _check_metrics() -> None:
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            f"/metrics (--metrics) needs the metrics extra: pip install 'sse-tasks[metrics]' ({exc})"
+        ) from exc
+
+
+def create_server_app(
+    app: str | None = None,
+    demo: bool | None = None,
+    broker: str | None = None,
+    heartbeat: float | None = None,
+    **hub_options: Any,
+) -> Any:
+    """The ASGI app ``sse-tasks serve`` runs: the hub's API at the root, the demo page at ``/``.
+
+    ``hub_options`` (``tokens``, ``cors_origins``, ``metrics``, …) override the hub's
+    settings; None values are ignored.
+    """
+    from ..demo import register_demo_tasks
+    from ..demo.page import page_routes
+
+    options: dict[str, Any] = {k: v for k, v in hub_options.items() if v is not None}
+    if heartbeat is not None:
+        options["heartbeat"] = heartbeat
+    if isinstance(options.get("tokens"), str):
+        options["tokens"] = TaskTokens(options["tokens"])
+    if "cors_origins" in options:
+        options["cors_origins"] = tuple(options["cors_origins"])
+    if app:
+        hub = load_hub(app)
+        try:
+            hub.configure(**options)  # validated like the constructor's arguments
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ConfigError(f"--app {app!r}: {exc}") from None
+    else:
+        hub = TaskHub(_broker(broker), **options)
+    if demo is None:
+        demo = app is None
+    if demo:
+        register_demo_tasks(hub)
+    if hub.settings.metrics:
+        _check_metrics()
+    return hub.app_with(page_routes() if demo else ())
+
+
+def _app_from_env() -> Any:
+    """Factory for ``uvicorn --factory`` (used with ``--workers``): options from the environment."""
+    env = os.environ
+
+    def number(key: str, kind: type[float] | type[int] = float) -> Any:
+        raw = env.get(ENV + key)
+        return kind(raw) if raw else None
+
+    def flag(key: str) -> bool | None:
+        raw = env.get(ENV + key)
+        return None if raw is None else raw.lower() in ("1", "true", "yes")
+
+    origins = env.get(ENV + "CORS_ORIGIN")
+    return create_server_app(
+        app=env.get(ENV + "APP") or None,
+        demo=flag("DEMO"),
+        broker=env.get(ENV + "BROKER") or None,
+        heartbeat=number("HEARTBEAT"),
+        tokens=env.get(ENV + "TOKEN_SECRET") or None,
+        cors_origins=origins.split() if origins else None,
+        cors_credentials=flag("CORS_CREDENTIALS"),
+        metrics=flag("METRICS"),
+        max_streams=number("MAX_STREAMS", int),
+        max_streams_per_client=number("MAX_STREAMS_PER_CLIENT", int),
+        max_stream_lifetime=number("MAX_STREAM_LIFETIME"),
+    )
+
+
+def log_config(log_level: str) -> dict[str, Any]:
+    """uvicorn's logging setup with ``token=…`` redacted from the access log."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_tokens"] = {"()": "sse_tasks.web.auth.RedactTokens"}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact_tokens")
+    config["loggers"]["sse_tasks"] = {"handlers": ["default"], "level": log_level.upper(), "propagate": False}
+    return config

@@ -1,0 +1,209 @@
+"""``sse-tasks serve`` with a setting that cannot work: one line naming the fix, exit 2.
+
+The command runs in a real process, as the ``sse-tasks`` script runs it (the current
+directory is not on ``sys.path`` by itself). A missing extra is simulated by an import
+blocker in that process, so these tests do not depend on what is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from _support import free_port
+
+# Runs the CLI like the console script does: sys.path[0] is not the current directory
+# (for ``-c`` it would be ""), and modules named in $BLOCK_IMPORTS cannot be imported.
+RUN_CLI = """
+import os, sys
+del sys.path[0]
+blocked = set(filter(None, os.environ.get("BLOCK_IMPORTS", "").split(",")))
+
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in blocked:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Blocker())
+for name in list(sys.modules):
+    if name.partition(".")[0] in blocked:
+        del sys.modules[name]
+from sse_tasks.cli import main
+main(prog_name="sse-tasks")
+"""
+
+APP = """
+from sse_tasks import TaskHub
+
+hub = TaskHub()
+NOT_A_HUB = 42
+"""
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSE_TASKS_")}
+    return {**env, **extra}
+
+
+def cli(
+    *args: str, block: tuple[str, ...] = (), cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", RUN_CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=cwd,
+        env=clean_env(BLOCK_IMPORTS=",".join(block), **(env or {})),
+    )
+
+
+def error_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The one ``Error: …`` line of a refused command (click's usage lines aside)."""
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stdout == ""
+    usage = ("Usage: ", "Try '")
+    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith(usage)]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("Error: "), done.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    (tmp_path / "tinyapp.py").write_text(APP)
+    return tmp_path
+
+
+def test_a_redis_broker_without_the_redis_package() -> None:
+    for workers in ("1", "2"):
+        done = cli(
+            "serve",
+            "--port",
+            "0",
+            "--broker",
+            "redis://127.0.0.1:1/0",
+            "--workers",
+            workers,
+            block=("redis",),
+        )
+        line = error_line(done)
+        assert "redis://127.0.0.1:1/0" in line
+        assert "pip install 'sse-tasks[redis]'" in line
+
+
+def test_an_unknown_broker() -> None:
+    line = error_line(cli("serve", "--port", "0", "--broker", "bogus://x"))
+    assert "'bogus://x'" in line and "memory://" in line and "redis://" in line
+    from_env = error_line(cli("serve", "--port", "0", env={"SSE_TASKS_BROKER": "bogus://y"}))
+    assert "'bogus://y'" in from_env
+
+
+def test_metrics_without_prometheus_client() -> None:
+    line = error_line(cli("serve", "--port", "0", "--metrics", block=("prometheus_client",)))
+    assert "pip install 'sse-tasks[metrics]'" in line
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("no_such_module_here:hub", "no module named 'no_such_module_here'"),
+        ("tinyapp:nope", "has no attribute 'nope'"),
+        ("tinyapp:NOT_A_HUB", "not a TaskHub"),
+        ("tinyapp", "expected module:attribute"),
+    ],
+)
+def test_an_app_that_does_not_load(app_dir: Path, spec: str, says: str) -> None:
+    line = error_line(cli("serve", "--port", "0", "--app", spec, env={"PYTHONPATH": str(app_dir)}))
+    assert says in line
+    assert spec in line
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--port", "http"], "'--port'"),
+        (["--log-level", "loud"], "'--log-level'"),
+        (["--max-header-size", "10"], "'--max-header-size'"),
+        (["--timeout-keep-alive", "-1"], "'--timeout-keep-alive'"),
+    ],
+)
+def test_a_bad_option_value(args: list[str], says: str) -> None:
+    assert says in error_line(cli("serve", *args))
+
+
+def wait_until_serving(proc: subprocess.Popen[bytes], url: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the server exited"
+        try:
+            if httpx.get(url + "/tasks", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)  # polling a server that is starting, bounded by the deadline
+    raise AssertionError("the server did not answer GET /tasks")
+
+
+@pytest.fixture
+def serve_in(app_dir: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes started by a test (and their --workers), ended afterwards."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: workers left behind, if any
+        except ProcessLookupError:
+            pass
+        proc.wait(10)
+
+
+def start(started: list[subprocess.Popen[bytes]], cwd: Path, *args: str) -> str:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUN_CLI, "serve", "--port", str(port), *args],
+        cwd=cwd,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    started.append(proc)
+    url = f"http://127.0.0.1:{port}"
+    wait_until_serving(proc, url)
+    return url
+
+
+def test_an_app_in_the_current_directory(app_dir: Path, serve_in: list[subprocess.Popen[bytes]]) -> None:
+    url = start(serve_in, app_dir, "--app", "tinyapp:hub")
+    assert httpx.get(url + "/tasks", timeout=10).json()["tasks"] == []
+
+
+def test_the_examples_from_the_repository_root(serve_in: list[subprocess.Popen[bytes]]) -> None:
+    root = Path(__file__).resolve().parent.parent
+    url = start(serve_in, root, "--app", "examples.starlette_mount:hub")
+    assert httpx.get(url + "/tasks", timeout=10).status_code == 200
+
+
+def test_workers_import_an_app_from_the_current_directory(
+    app_dir: Path, serve_in: list[subprocess.Popen[bytes]], redis_url: str, redis_db: int
+) -> None:
+    # Only the workers serve: an answer means a worker imported tinyapp by itself.
+    url = start(serve_in, app_dir, "--app", "tinyapp:hub", "--workers", "2", "--broker", redis_url)
+    assert httpx.get(url + "/tasks", timeout=10).status_code == 200
