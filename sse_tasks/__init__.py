@@ -18,6 +18,7 @@ from ._core.errors import (
 )
 from ._core.models import Task, TaskEvent, TaskState
 from ._hub import TaskHub, TrackedTask
+from ._runner import Executor, InProcessExecutor
 from .brokers import Broker, MemoryBroker, broker_from_url
 from .client import APIError, AsyncClient, Client, ConnectionFailed
 from .web.auth import Access, RedactTokens, TaskTokens, owner_only, tokens_only
@@ -34,7 +35,9 @@ __all__ = [
     "CORSMiddleware",
     "Client",
     "ConnectionFailed",
+    "Executor",
     "Forbidden",
+    "InProcessExecutor",
     "InvalidRequest",
     "MemoryBroker",
     "NotFound",

@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute
 from ._core.models import Task, TaskState
 from ._core.registry import RegisteredTask, TaskFunction
 from ._core.stats import HubStats
-from ._runner import InProcessExecutor, Job, Runner
+from ._runner import Executor, InProcessExecutor, Job, Runner
 from .brokers import Broker, broker_from_url
 from .web.auth import Authorizer, Identify, TaskTokens
 from .web.limits import ClientSlots
@@ -85,6 +85,8 @@ class TaskHub:
         cors_origins: exact origins allowed cross-origin access to :attr:`app`.
         cors_credentials: allow those origins cookies and ``Authorization``.
         metrics: serve ``GET /metrics`` (Prometheus; needs the ``metrics`` extra).
+        executor: where the work runs (default: :class:`InProcessExecutor` with
+            ``concurrency`` and ``progress_interval``, which then do not apply).
         broker_options: passed to the broker when ``broker`` is a URL (e.g.
             ``history``, ``retention``, ``max_tasks``).
     """
@@ -112,6 +114,7 @@ class TaskHub:
         cors_origins: tuple[str, ...] | list[str] = (),
         cors_credentials: bool = False,
         metrics: bool = False,
+        executor: Executor | None = None,
         **broker_options: Any,
     ) -> None:
         settings = WebSettings(
@@ -131,7 +134,8 @@ class TaskHub:
             cors_credentials=cors_credentials,
             metrics=metrics,
         )
-        executor = InProcessExecutor(concurrency, progress_interval)
+        if executor is None:
+            executor = InProcessExecutor(concurrency, progress_interval)
         self.broker: Broker = (
             broker if isinstance(broker, Broker) else broker_from_url(broker, **broker_options)
         )

@@ -9,6 +9,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -158,3 +159,6 @@ def with_routes(hub: TaskHub, routes: Any) -> Any:
     from starlette.routing import Mount
 
     return Starlette(routes=[*routes, Mount("/", hub.app)], lifespan=hub.lifespan)
+
+#: The repository's root (the checkout the tests run from).
+ROOT = Path(__file__).resolve().parent.parent

@@ -31,15 +31,6 @@ class TaskState(str, enum.Enum):
 
 _TERMINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
 
-#: Event types, in the order a task can emit them.
-EVENT_TYPES = (
-    "task.queued",
-    "task.running",
-    "task.progress",
-    "task.succeeded",
-    "task.failed",
-    "task.cancelled",
-)
 #: Longest task id the API looks up (ids are 16 URL-safe characters; tokens allow 128).
 MAX_TASK_ID_LENGTH = 128
 #: Longest ``Last-Event-ID`` the API parses.
@@ -197,4 +188,5 @@ def reset_frame(reason: str) -> bytes:
 
 
 def event_type_for(state: TaskState) -> str:
+    """The type of the event that moves a task into ``state`` (``task.<state>``)."""
     return f"task.{state.value}"

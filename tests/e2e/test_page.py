@@ -6,12 +6,11 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from _support import LiveServer, with_routes
+from _support import ROOT, LiveServer, with_routes
 from starlette.applications import Starlette
 from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
@@ -33,7 +32,7 @@ if not os.path.exists(CHROMIUM):
         allow_module_level=True,
     )
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM_ARGS = [
     "--no-sandbox",  # root in CI
     "--disable-gpu",
@@ -203,7 +202,7 @@ def test_screenshot(page: Page, site: LiveServer) -> None:
 
 
 def test_the_embedding_example_follows_a_task(page: Page, live_server: Callable[..., LiveServer]) -> None:
-    example = Path(__file__).resolve().parent.parent / "examples" / "embed.html"
+    example = ROOT / "examples" / "embed.html"
 
     async def embed(request: Any) -> FileResponse:
         return FileResponse(example)

@@ -8,14 +8,13 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import anyio
 import httpx
 import pytest
-from _support import collect, serve_in_thread, task_events
+from _support import ROOT, collect, serve_in_thread, task_events
 from conftest import HubFactory, ServerFactory
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -24,7 +23,7 @@ from sse_tasks import TaskHub
 
 pytestmark = pytest.mark.anyio
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(ROOT))
 
 
 def load(name: str) -> object:
@@ -192,7 +191,7 @@ async def test_example_tasks_check_their_range_when_submitted_to_the_hub(
     assert task["error"] == {"type": "ValueError", "message": "rows must be from 1 to 10000"}
 
 
-CURL_SH = Path(__file__).resolve().parents[1] / "examples" / "curl.sh"
+CURL_SH = ROOT / "examples" / "curl.sh"
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 
 

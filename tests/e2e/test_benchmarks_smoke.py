@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
-from pathlib import Path
 
 import pytest
+from _support import ROOT
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(ROOT))
+
 
 from benchmarks import run, systems
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _support import free_port
+from _support import ROOT, free_port
 
 # Runs the CLI like the console script does: sys.path[0] is not the current directory
 # (for ``-c`` it would be ""), and modules named in $BLOCK_IMPORTS cannot be imported.
@@ -196,7 +196,7 @@ def test_an_app_in_the_current_directory(app_dir: Path, serve_in: list[subproces
 
 
 def test_the_examples_from_the_repository_root(serve_in: list[subprocess.Popen[bytes]]) -> None:
-    root = Path(__file__).resolve().parent.parent
+    root = ROOT
     url = start(serve_in, root, "--app", "examples.starlette_mount:hub")
     assert httpx.get(url + "/tasks", timeout=10).status_code == 200
 

@@ -12,12 +12,11 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from _support import LiveServer, serve_in_thread
+from _support import ROOT, LiveServer, serve_in_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse
@@ -39,7 +38,7 @@ if not os.path.exists(CHROMIUM):
         allow_module_level=True,
     )
 
-EMBED = Path(__file__).resolve().parent.parent / "examples" / "embed.html"
+EMBED = ROOT / "examples" / "embed.html"
 CHROMIUM_ARGS = [
     "--no-sandbox",  # root in CI
     "--disable-gpu",
