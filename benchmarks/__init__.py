@@ -1,4 +1,5 @@
-"""Benchmarks: sse_tasks against a plain Starlette + sse-starlette broadcast app.
+"""Benchmarks: sse_tasks (memory:// and redis://) against nchan, aiohttp-sse and a plain
+Starlette + sse-starlette broadcast app, in the same run.
 
 Run ``python -m benchmarks`` (``--quick`` for a short run); see ``benchmarks/README.md``.
 """
