@@ -8,10 +8,11 @@ Before::
         background_tasks.add_task(print_msg, "Ithome")
         return {"msg": "Hello World"}
 
-The response still arrives at once and the greeting still prints 5 s later, but now
-the response carries the task, and ``curl -N localhost:8000/jobs/tasks/<id>/events``
-(or a browser ``EventSource``) is told when it starts, how far along it is and when it
-is done.
+``print_msg`` itself is unchanged. The response still arrives at once and the greeting
+still prints 5 s later, but now the response carries the task, and
+``curl -N localhost:8000/jobs/tasks/<id>/events`` (or a browser ``EventSource``) is
+told when it starts and when it is done. ``GET /progress`` runs the richer version,
+which also tells how far along it is.
 
 If the hub cannot take the task (its queue is full, the server is shutting down), the
 endpoint answers the hub's ``503 {"error": {"code": …, "message": …}}`` with
@@ -22,6 +23,7 @@ Run:  uvicorn examples.background_tasks:app
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import anyio
@@ -42,7 +44,14 @@ async def sse_tasks_error(request: Request, exc: SSETasksError) -> JSONResponse:
     return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers)
 
 
-async def print_msg(ctx: TaskContext, name: str) -> str:
+def print_msg(name: str) -> None:
+    """The starting example's own function, unchanged: tracked queued → running → succeeded."""
+    time.sleep(GREETING_SECONDS)
+    print(f"Hello {name}~")
+
+
+async def print_msg_with_progress(ctx: TaskContext, name: str) -> str:
+    """The same, telling how far along it is: it asks for a context by annotating one."""
     steps = 10
     for i in range(steps):
         await anyio.sleep(GREETING_SECONDS / steps)
@@ -54,6 +63,13 @@ async def print_msg(ctx: TaskContext, name: str) -> str:
 @app.get("/")
 async def hello(background_tasks: BackgroundTasks) -> dict[str, Any]:
     print("Hi")
-    tracked = await hub.background(print_msg, "Ithome")
+    tracked = await hub.background(print_msg, "Ithome")  # was: add_task(print_msg, "Ithome")
     background_tasks.add_task(tracked)  # runs after the response is sent, like add_task
+    return {"msg": "Hello World", "task": tracked.task.to_dict("/jobs")}
+
+
+@app.get("/progress")
+async def hello_with_progress(background_tasks: BackgroundTasks) -> dict[str, Any]:
+    tracked = await hub.background(print_msg_with_progress, "Ithome")
+    background_tasks.add_task(tracked)
     return {"msg": "Hello World", "task": tracked.task.to_dict("/jobs")}

@@ -1,6 +1,6 @@
 """sse_tasks: run work after the response and stream every status change over SSE."""
 
-from ._core.context import TaskContext
+from ._core.context import TaskContext, current_task
 from ._core.errors import (
     BadRequest,
     Forbidden,
@@ -59,6 +59,7 @@ __all__ = [
     "Unavailable",
     "UnsupportedMediaType",
     "broker_from_url",
+    "current_task",
     "owner_only",
     "tokens_only",
 ]

@@ -6,6 +6,7 @@ task provides (the in-process executor's run, or a worker hook of another engine
 
 from __future__ import annotations
 
+import contextvars
 import math
 from typing import Any, Protocol
 
@@ -64,3 +65,21 @@ class TaskContext:
                 raise ValueError(f"progress fraction must be in [0, 1], not {fraction!r}")
             fraction = float(fraction)
         self._sink.report(fraction, None if message is None else clean_text(str(message)))
+
+
+#: The context of the task running in this context (asyncio task, or the worker thread
+#: of a plain ``def``, which anyio gives a copy of the caller's context variables).
+CURRENT: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar("sse_tasks_task", default=None)
+
+
+def current_task() -> TaskContext:
+    """The :class:`TaskContext` of the task running here, from anywhere inside it.
+
+    Works in an ``async def`` task and in the worker thread of a plain ``def``; a thread
+    the task starts itself gets it only if started with a copy of the context
+    (``contextvars.copy_context().run``). Raises ``RuntimeError`` outside a task.
+    """
+    context = CURRENT.get()
+    if context is None:
+        raise RuntimeError("current_task() was called outside a running task")
+    return context

@@ -14,6 +14,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._core import codec
+from .._core.context import CURRENT
 from .._core.errors import TaskCancelled
 from .._core.models import Task, TaskState
 from .executor import Executor
@@ -162,13 +163,17 @@ class InProcessExecutor(Executor):
     async def _call(self, run: Run) -> Any:
         registered = run.job.registered
         call = registered.call_with(run.context, run.job.params)
-        if registered.is_async:
-            return await call()
+        token = CURRENT.set(run.context)  # current_task(), here and in the worker thread
         try:
-            return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
-        except anyio.get_cancelled_exc_class():
-            run.halt()  # the thread stops at its next progress()/check()
-            raise
+            if registered.is_async:
+                return await call()
+            try:
+                return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+            except anyio.get_cancelled_exc_class():
+                run.halt()  # the thread stops at its next progress()/check()
+                raise
+        finally:
+            CURRENT.reset(token)
 
     async def _pump(self, task: Task, run: Run) -> None:
         """Publish the latest progress, at most once per ``progress_interval``."""

@@ -30,7 +30,9 @@ def load(name: str) -> object:
     return importlib.import_module(f"examples.{name}")
 
 
-async def test_background_tasks_example_is_observable(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_background_tasks_example_is_observable(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
     module = load("background_tasks")
     monkeypatch.setattr(module, "GREETING_SECONDS", 0.2)
     with serve_in_thread(module.app, module.hub) as server:  # type: ignore[attr-defined]
@@ -42,10 +44,18 @@ async def test_background_tasks_example_is_observable(monkeypatch: pytest.Monkey
             task = body["task"]
             assert task["links"]["events"] == f"/jobs/tasks/{task['id']}/events"
             _, events = await collect(http, task["links"]["events"])
+            # The starting example's unchanged function: no context, no progress, tracked.
+            changes = task_events(events)
+            assert [e.json()["state"] for e in changes][-2:] == ["running", "succeeded"]
+            assert changes[-1].json()["result"] is None
+            assert "Hello Ithome~" in capfd.readouterr().out
+
+            richer = (await http.get("/progress")).json()["task"]
+            _, events = await collect(http, richer["links"]["events"])
     changes = task_events(events)
     assert changes[-1].event == "task.succeeded"
     assert changes[-1].json()["result"] == "Hello Ithome~"
-    assert changes[-1].json()["links"]["self"] == f"/jobs/tasks/{task['id']}"
+    assert changes[-1].json()["links"]["self"] == f"/jobs/tasks/{richer['id']}"
     assert any(e.event == "task.progress" for e in changes)
 
 

@@ -127,3 +127,22 @@ async def test_sse_streams_keep_working_through_cors_and_gzip(
         assert task_events(events)[-1].event == "task.succeeded"
         listed = await http.get("/jobs/tasks", headers=headers)
         assert listed.headers["access-control-allow-origin"] == ALLOWED
+
+
+async def test_hub_routes_in_another_app_carry_cors(make_hub: HubFactory) -> None:
+    hub = make_hub(cors_origins=[ALLOWED])
+    app = Starlette(routes=[Mount("/jobs", routes=hub.routes)], lifespan=hub.lifespan)
+    async with hub:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            allowed = await client.options("/jobs/tasks", headers=preflight(ALLOWED))
+            assert allowed.status_code == 204
+            assert allowed.headers["access-control-allow-origin"] == ALLOWED
+            refused = await client.options("/jobs/tasks", headers=preflight(EVIL))
+            assert refused.status_code == 403
+            listed = await client.get("/jobs/tasks", headers={"origin": ALLOWED})
+            assert listed.status_code == 200
+            assert listed.headers["access-control-allow-origin"] == ALLOWED
+            plain = await client.options("/jobs/tasks")  # not a preflight: nothing to answer
+            assert plain.status_code == 405
+            assert plain.json()["error"]["code"] == "method_not_allowed"
