@@ -86,7 +86,10 @@ class TaskHub:
         cors_credentials: allow those origins cookies and ``Authorization``.
         metrics: serve ``GET /metrics`` (Prometheus; needs the ``metrics`` extra).
         executor: where the work runs (default: :class:`InProcessExecutor` with
-            ``concurrency`` and ``progress_interval``, which then do not apply).
+            ``concurrency``, ``progress_interval`` and the output bounds, which do not
+            apply to an executor given here).
+        max_output_bytes, max_output_chunks: output kept per task (1 MiB, 10,000
+            chunks); beyond either the task says so once and further output is dropped.
         broker_options: passed to the broker when ``broker`` is a URL (e.g.
             ``history``, ``retention``, ``max_tasks``).
     """
@@ -115,6 +118,8 @@ class TaskHub:
         cors_credentials: bool = False,
         metrics: bool = False,
         executor: Executor | None = None,
+        max_output_bytes: int = 1 << 20,
+        max_output_chunks: int = 10_000,
         **broker_options: Any,
     ) -> None:
         settings = WebSettings(
@@ -135,7 +140,12 @@ class TaskHub:
             metrics=metrics,
         )
         if executor is None:
-            executor = InProcessExecutor(concurrency, progress_interval)
+            executor = InProcessExecutor(
+                concurrency,
+                progress_interval,
+                max_output_bytes=max_output_bytes,
+                max_output_chunks=max_output_chunks,
+            )
         self.broker: Broker = (
             broker if isinstance(broker, Broker) else broker_from_url(broker, **broker_options)
         )

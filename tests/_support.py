@@ -149,8 +149,8 @@ async def collect(
 
 
 def task_events(events: list[SSEEvent]) -> list[SSEEvent]:
-    """Only the ``task.*`` events (no retry/ping/reset frames)."""
-    return [e for e in events if e.event and e.event.startswith("task.")]
+    """Only the events that carry a snapshot (``task.*`` but ``task.output``; no retry/ping/reset)."""
+    return [e for e in events if e.event and e.event.startswith("task.") and e.event != "task.output"]
 
 
 def with_routes(hub: TaskHub, routes: Any) -> Any:

@@ -13,6 +13,9 @@ from typing import Any, Protocol
 from .errors import TaskCancelled
 from .text import clean_text
 
+#: The levels of ``TaskContext.log``.
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
 
 class TaskSink(Protocol):
     """Where a running task's reports go. Both members must work from any thread."""
@@ -24,6 +27,10 @@ class TaskSink(Protocol):
 
     def report(self, progress: float | None, message: str | None) -> None:
         """Take the task's latest progress (already checked and cleaned)."""
+        ...
+
+    def output(self, kind: str, text: str, level: str | None) -> None:
+        """Take one chunk of output, in order (already checked and cleaned)."""
         ...
 
 
@@ -65,6 +72,23 @@ class TaskContext:
                 raise ValueError(f"progress fraction must be in [0, 1], not {fraction!r}")
             fraction = float(fraction)
         self._sink.report(fraction, None if message is None else clean_text(str(message)))
+
+    def output(self, text: str) -> None:
+        """Publish ``text`` as the next piece of the task's output (a ``task.output``
+        event of kind ``output``; ``GET /tasks/<id>/output`` joins these).
+
+        Ordered, never coalesced; beyond the hub's per-task bound the task says so once
+        and further output is not kept. Raises :class:`TaskCancelled` once cancelled.
+        """
+        self.check()
+        self._sink.output("output", clean_text(str(text)), None)
+
+    def log(self, text: str, level: str = "info") -> None:
+        """Publish a log line (a ``task.output`` event of kind ``log`` with ``level``)."""
+        self.check()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"level must be one of {', '.join(LOG_LEVELS)}, not {level!r}")
+        self._sink.output("log", clean_text(str(text)), level)
 
 
 #: The context of the task running in this context (asyncio task, or the worker thread

@@ -80,6 +80,7 @@ class Task:
     event_id: str | None = None
     event_type: str | None = None
     owner: str | None = None
+    output_chunks: int = 0
 
     @property
     def terminal(self) -> bool:
@@ -107,7 +108,8 @@ class Task:
             "created_at": self.created_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
-            "links": {"self": base, "events": f"{base}/events"},
+            "output_chunks": self.output_chunks,
+            "links": {"self": base, "events": f"{base}/events", "output": f"{base}/output"},
         }
 
     def to_record(self) -> dict[str, Any]:
@@ -137,10 +139,52 @@ class Task:
             event_id=data.get("event_id"),
             event_type=data.get("event_type"),
             owner=data.get("owner"),
+            output_chunks=data.get("output_chunks") or 0,
         )
 
 
 _TASK_FIELDS = tuple(f.name for f in fields(Task))
+
+OUTPUT_EVENT = "task.output"
+
+
+@dataclass(frozen=True, slots=True)
+class OutputChunk:
+    """One piece of a task's output: a log line or a part of its result text.
+
+    ``seq`` numbers a task's chunks from 0, logs and output together; ``event_id`` is
+    the id of the ``task.output`` event that carried it (set when stored).
+    """
+
+    task_id: str
+    seq: int
+    kind: str  # "log" or "output"
+    text: str
+    level: str | None = None
+    event_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event's JSON data: ``{"id", "seq", "kind", "level"?, "text"}``."""
+        data: dict[str, Any] = {"id": self.task_id, "seq": self.seq, "kind": self.kind}
+        if self.level is not None:
+            data["level"] = self.level
+        data["text"] = self.text
+        return data
+
+    def to_record(self) -> dict[str, Any]:
+        """What a broker stores: the data and the event id."""
+        return {**self.to_dict(), "event_id": self.event_id}
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> OutputChunk:
+        return cls(
+            task_id=data["id"],
+            seq=data["seq"],
+            kind=data["kind"],
+            text=data["text"],
+            level=data.get("level"),
+            event_id=data.get("event_id"),
+        )
 
 
 class TaskEvent:
@@ -149,14 +193,17 @@ class TaskEvent:
     The SSE frame is encoded once per mount point and shared by every subscriber.
     """
 
-    __slots__ = ("_frames", "id", "key", "task", "type")
+    __slots__ = ("_frames", "chunk", "id", "key", "task", "type")
 
-    def __init__(self, id: str, key: Any, type: str, task: Task) -> None:
+    def __init__(self, id: str, key: Any, type: str, task: Task, chunk: OutputChunk | None = None) -> None:
         self.id = id
         #: Sortable form of ``id`` (brokers decide what it is).
         self.key = key
         self.type = type
+        #: The task's snapshot after this event (for ``task.output``: as of the chunk).
         self.task = task
+        #: For ``task.output``: the chunk, which is the event's data.
+        self.chunk = chunk
         self._frames: dict[str, bytes] = {}
 
     @property
@@ -168,7 +215,8 @@ class TaskEvent:
         """The encoded SSE frame (cached per ``root_path``)."""
         frame = self._frames.get(root_path)
         if frame is None:
-            frame = encode_frame(self.id, self.type, self.task.to_dict(root_path))
+            data = self.chunk.to_dict() if self.chunk is not None else self.task.to_dict(root_path)
+            frame = encode_frame(self.id, self.type, data)
             self._frames[root_path] = frame
         return frame
 

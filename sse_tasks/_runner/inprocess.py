@@ -23,6 +23,8 @@ from .run import Run
 
 logger = logging.getLogger("sse_tasks")
 
+_OUTPUT_DRAIN = 30.0  # seconds a finished task waits for its output to be published
+
 
 class InProcessExecutor(Executor):
     """Runs ``concurrency`` jobs at once on this event loop (plain ``def`` in worker threads).
@@ -31,13 +33,24 @@ class InProcessExecutor(Executor):
     latest value always); a job's ``timeout`` fails it with ``TimeoutError``.
     """
 
-    def __init__(self, concurrency: int = 16, progress_interval: float = 0.1) -> None:
+    def __init__(
+        self,
+        concurrency: int = 16,
+        progress_interval: float = 0.1,
+        *,
+        max_output_bytes: int = 1 << 20,
+        max_output_chunks: int = 10_000,
+    ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be positive")
         if progress_interval < 0:
             raise ValueError("progress_interval must be >= 0")
+        if max_output_bytes < 0 or max_output_chunks < 0:
+            raise ValueError("max_output_bytes and max_output_chunks must be >= 0")
         self.concurrency = concurrency
         self.progress_interval = progress_interval
+        self.max_output_bytes = max_output_bytes
+        self.max_output_chunks = max_output_chunks
         self._runs: dict[str, Run] = {}
         self._publisher: Publisher | None = None
         self._done: Callable[[Job], None] = lambda job: None
@@ -106,7 +119,7 @@ class InProcessExecutor(Executor):
                     self._done(job)
 
     async def _execute(self, job: Job, publisher: Publisher) -> None:
-        run = Run(job)
+        run = Run(job, self.max_output_bytes, self.max_output_chunks)
         self._runs[job.task.id] = run
         try:
             started = await publisher.running(job.task)
@@ -127,6 +140,7 @@ class InProcessExecutor(Executor):
                 # Started by the first progress(): spawning and cancelling a publisher
                 # was half the cost of running a task that never reports progress.
                 run.start_publisher = functools.partial(pump_group.start_soon, self._pump, task, run)
+                run.start_output = functools.partial(pump_group.start_soon, self._output_pump, run, publisher)
                 try:
                     with anyio.move_on_after(registered.timeout or math.inf) as deadline:
                         result = await self._call(run)
@@ -138,9 +152,12 @@ class InProcessExecutor(Executor):
                 except Exception as exc:
                     changes["error"] = error_of(exc)
                 finally:
-                    if run.start_publisher is None:  # the publisher was started
+                    if run.start_output is None:  # output was reported: publish all of it first
+                        with anyio.CancelScope(shield=True), anyio.move_on_after(_OUTPUT_DRAIN):
+                            await run.output_drained()
+                    if run.start_publisher is None or run.start_output is None:
                         pump_group.cancel_scope.cancel()
-                    run.start_publisher = None
+                    run.start_publisher = run.start_output = None
         run.ended = True
         if run.cancel_requested:
             outcome, changes = TaskState.CANCELLED, {}
@@ -155,6 +172,7 @@ class InProcessExecutor(Executor):
             else:
                 changes = {"result": result, "progress": 1.0}
         progress, message = run.latest()
+        changes["output_chunks"] = run.output_chunks
         changes.setdefault("progress", progress)
         if message is not None:
             changes.setdefault("message", message)
@@ -181,8 +199,23 @@ class InProcessExecutor(Executor):
         assert publisher is not None
         while True:
             progress, message = await run.next_report()
-            if await publisher.progress(task, progress, message) is None:
+            latest = task.evolve(output_chunks=run.output_chunks)
+            if await publisher.progress(latest, progress, message) is None:
                 run.cancel()  # finished elsewhere (cancelled from another worker)
                 return
             if self.progress_interval:
                 await anyio.sleep(self.progress_interval)
+
+    async def _output_pump(self, run: Run, publisher: Publisher) -> None:
+        """Publish the task's output chunks in order, each exactly once."""
+        try:
+            while True:
+                for chunk in await run.next_output():
+                    if await publisher.output(run.task or run.job.task, chunk) is None:
+                        run.cancel()  # finished elsewhere: nothing more is kept
+                        return
+                run.output_published()
+        except Exception:  # the broker gave up (a long outage): the rest cannot be kept
+            logger.exception("task %s: output could not be published", run.job.task.id)
+        finally:
+            run.output_abandoned()

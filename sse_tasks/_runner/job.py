@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio
 
-from .._core.models import Task, TaskEvent, TaskState, event_type_for, utcnow
+from .._core.models import OutputChunk, Task, TaskEvent, TaskState, event_type_for, utcnow
 from .._core.registry import RegisteredTask
 from .._core.stats import HubStats
 from .._core.text import clean_text
@@ -50,6 +50,9 @@ class Publisher:
 
     async def progress(self, task: Task, progress: float | None, message: str | None) -> TaskEvent | None:
         return await self.broker.publish(task.evolve(progress=progress, message=message), "task.progress")
+
+    async def output(self, task: Task, chunk: OutputChunk) -> TaskEvent | None:
+        return await self.broker.publish_output(task, chunk)
 
     async def finish(self, task: Task, state: TaskState, **changes: Any) -> TaskEvent | None:
         """Publish the terminal ``state``, even while the caller is being cancelled."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable
 
 import anyio
@@ -10,7 +11,7 @@ import anyio.from_thread
 import anyio.lowlevel
 
 from .._core.context import TaskContext
-from .._core.models import Task
+from .._core.models import OutputChunk, Task
 from .job import Job
 
 
@@ -21,8 +22,10 @@ class Run:
     event loop, and started by the first report (most tasks never make one).
     """
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job, max_output_bytes: int = 1 << 20, max_output_chunks: int = 10_000) -> None:
         self.job = job
+        self.max_output_bytes = max_output_bytes
+        self.max_output_chunks = max_output_chunks
         self.scope = anyio.CancelScope()
         self.task: Task | None = None  # the running snapshot, once published
         self.cancel_reason: str | None = None
@@ -38,6 +41,16 @@ class Run:
         self._token = anyio.lowlevel.current_token()
         #: Starts the progress publisher; set while the task runs, None once started.
         self.start_publisher: Callable[[], object] | None = None
+        #: Starts the output publisher, likewise.
+        self.start_output: Callable[[], object] | None = None
+        self.output_chunks = 0  # chunks kept (numbered 0 on), the limit warning included
+        self._output_bytes = 0
+        self._output_full = False
+        self._pending: deque[OutputChunk] = deque()
+        self._output_waiting = False  # the publisher has been told about pending chunks
+        self._output_ready = anyio.Event()
+        self._output_drained = anyio.Event()
+        self._output_drained.set()
 
     @property
     def cancelled(self) -> bool:
@@ -83,3 +96,59 @@ class Run:
         await self._dirty.wait()
         self._dirty = anyio.Event()
         return self.latest()
+
+    # -- output ------------------------------------------------------------------------
+
+    def output(self, kind: str, text: str, level: str | None) -> None:
+        task_id = self.job.task.id
+        with self._lock:
+            if self._output_full:
+                return
+            size = len(text.encode())
+            full = self.output_chunks >= self.max_output_chunks
+            if full or self._output_bytes + size > self.max_output_bytes:
+                self._output_full = True
+                limits = f"{self.max_output_chunks} chunks or {self.max_output_bytes} bytes"
+                text = f"output limit reached ({limits}): further output is not kept"
+                kind, level = "log", "warning"
+            else:
+                self._output_bytes += size
+            self._pending.append(OutputChunk(task_id, self.output_chunks, kind, text, level))
+            self.output_chunks += 1
+            notify, self._output_waiting = not self._output_waiting, True
+        if notify:
+            if threading.get_ident() == self._loop_thread:
+                self._notify_output()
+            else:
+                anyio.from_thread.run_sync(self._notify_output, token=self._token)
+
+    def _notify_output(self) -> None:
+        start, self.start_output = self.start_output, None
+        if start is not None:
+            start()
+        self._output_drained = anyio.Event()
+        self._output_ready.set()
+
+    async def next_output(self) -> list[OutputChunk]:
+        """Wait for chunks not yet taken; all of them, in order."""
+        await self._output_ready.wait()
+        self._output_ready = anyio.Event()
+        with self._lock:
+            chunks = list(self._pending)
+            self._pending.clear()
+            self._output_waiting = False
+        return chunks
+
+    def output_published(self) -> None:
+        """The publisher has stored every chunk it took; drained if none are pending."""
+        with self._lock:
+            if not self._pending:
+                self._output_drained.set()
+
+    def output_abandoned(self) -> None:
+        """The publisher stopped: nothing more will be published, so nothing to wait for."""
+        self._output_drained.set()
+
+    async def output_drained(self) -> None:
+        """Return once every chunk reported so far has been published."""
+        await self._output_drained.wait()

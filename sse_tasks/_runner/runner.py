@@ -17,7 +17,7 @@ from anyio.abc import TaskGroup
 
 from .._core.errors import NotFound, TaskFinished, TaskGone, Unavailable
 from .._core.log import EventLog
-from .._core.models import MAX_TASK_ID_LENGTH, Task, TaskEvent, TaskState, utcnow
+from .._core.models import MAX_TASK_ID_LENGTH, OutputChunk, Task, TaskEvent, TaskState, utcnow
 from .._core.registry import RegisteredTask, TaskFunction
 from .._core.stats import HubStats
 from .._core.text import clean_text
@@ -222,6 +222,10 @@ class Runner:
     async def events_after(self, key: Any) -> list[TaskEvent] | None:
         """Events after ``key`` older than the log holds; None if history does not reach back."""
         return await self.broker.events_after(key)
+
+    async def output(self, task_id: str) -> list[OutputChunk]:
+        """The task's retained output chunks, in order."""
+        return await self.broker.output(task_id)
 
     async def cursor(self) -> str:
         """The id of the newest event (a position a stream can resume after)."""

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._core.log import EventLog
-from .._core.models import Task, TaskEvent, TaskState
+from .._core.models import OutputChunk, Task, TaskEvent, TaskState
 
 EventObserver = Callable[[TaskEvent], None]
 
@@ -58,6 +58,16 @@ class Broker(abc.ABC):
         self, *, state: TaskState | None = None, name: str | None = None, limit: int = 100
     ) -> list[Task]:
         """Snapshots, newest first."""
+
+    @abc.abstractmethod
+    async def publish_output(self, task: Task, chunk: OutputChunk) -> TaskEvent | None:
+        """Keep ``chunk`` with its task and append its ``task.output`` event; None, keeping
+        nothing, if the task is unknown or terminal. ``task`` is the caller's latest
+        snapshot of it (the returned event's ``task``)."""
+
+    @abc.abstractmethod
+    async def output(self, task_id: str) -> list[OutputChunk]:
+        """The task's retained chunks in order (with their event ids); [] if none or unknown."""
 
     async def events_after(self, key: Any) -> list[TaskEvent] | None:
         """History older than :attr:`log` holds; None when it does not reach back to ``key``."""

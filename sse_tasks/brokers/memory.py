@@ -8,7 +8,7 @@ from collections import OrderedDict
 from typing import Any
 
 from .._core.log import EventLog
-from .._core.models import Task, TaskEvent, TaskState
+from .._core.models import OUTPUT_EVENT, OutputChunk, Task, TaskEvent, TaskState
 from .._core.text import ascii_int
 from .base import Broker, EventObserver
 
@@ -35,6 +35,7 @@ class MemoryBroker(Broker):
         self._epoch = secrets.token_hex(3)
         self._seq = 0
         self._tasks: dict[str, Task] = {}
+        self._output: dict[str, list[OutputChunk]] = {}
         self._finished: OrderedDict[str, float] = OrderedDict()  # id -> monotonic finish time
         self._expired: OrderedDict[str, None] = OrderedDict()
         self._observer: EventObserver | None = None
@@ -69,6 +70,24 @@ class MemoryBroker(Broker):
             self._observer(event)
         return event
 
+    async def publish_output(self, task: Task, chunk: OutputChunk) -> TaskEvent | None:
+        current = self._tasks.get(chunk.task_id)
+        if current is None or current.terminal:
+            return None
+        self._seq += 1
+        event_id = f"{self._epoch}-{self._seq}"
+        stored = OutputChunk(chunk.task_id, chunk.seq, chunk.kind, chunk.text, chunk.level, event_id)
+        self._output.setdefault(chunk.task_id, []).append(stored)
+        event = TaskEvent(event_id, self._seq, OUTPUT_EVENT, current, stored)
+        self.log.append(event)
+        if self._observer is not None:
+            self._observer(event)
+        return event
+
+    async def output(self, task_id: str) -> list[OutputChunk]:
+        self._expire()
+        return list(self._output.get(task_id, ()))
+
     async def get(self, task_id: str) -> Task | None:
         self._expire()
         return self._tasks.get(task_id)
@@ -98,6 +117,7 @@ class MemoryBroker(Broker):
                 break
             del finished[task_id]
             del self._tasks[task_id]
+            self._output.pop(task_id, None)
             self._expired[task_id] = None
             if len(self._expired) > self.max_tasks:
                 self._expired.popitem(last=False)

@@ -1,10 +1,11 @@
-"""The demo tasks every sse-tasks server offers: ``sleep``, ``count`` and ``fail``."""
+"""The demo tasks every sse-tasks server offers: ``sleep``, ``count``, ``fail`` and ``generate``."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 
 if TYPE_CHECKING:
     from .._core.context import TaskContext
@@ -36,7 +37,38 @@ async def fail(ctx: TaskContext, message: str = "boom") -> None:
     raise RuntimeError(message)
 
 
+_WORDS = (
+    "the quick brown fox jumps over a lazy dog while seven wizards box and "
+    "five jolly judges quiz the sphinx of black quartz about its vow"
+).split()
+
+
+def word(i: int) -> str:
+    """The ``i``-th word of the text ``generate`` writes (deterministic)."""
+    return _WORDS[(i * 7 + i // len(_WORDS)) % len(_WORDS)]
+
+
+def generated_text(words: int) -> str:
+    """The whole text ``generate`` writes with ``words`` words."""
+    return "".join(f"{word(i)} " for i in range(words))
+
+
+async def generate(ctx: TaskContext, words: int = 50, delay: float = 0.05) -> dict[str, Any]:
+    """Write a deterministic text word by word (``ctx.output``), log a line every 10 words."""
+    if not 0 <= words <= 1_000_000 or not 0 <= delay <= 60:
+        raise ValueError("words must be from 0 to 1000000 and delay from 0 to 60")
+    for i in range(words):
+        if delay:
+            await anyio.sleep(delay)
+        elif i % 100 == 0:
+            await anyio.lowlevel.checkpoint()  # let the output be published as it is written
+        ctx.output(f"{word(i)} ")
+        if (i + 1) % 10 == 0:
+            ctx.log(f"{i + 1} of {words} words")
+    return {"words": words}
+
+
 def register_demo_tasks(hub: TaskHub) -> None:
-    """Register ``sleep``, ``count`` and ``fail`` on ``hub``."""
-    for func in (sleep, count, fail):
+    """Register ``sleep``, ``count``, ``fail`` and ``generate`` on ``hub``."""
+    for func in (sleep, count, fail, generate):
         hub.register(func)

@@ -133,6 +133,15 @@ def _query_int(request: Request, name: str, default: int, low: int, high: int) -
     return value
 
 
+def _query_flag(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return False
+    if raw.lower() not in ("0", "1", "true", "false", ""):
+        raise InvalidRequest(f"{name!r} must be 1 or 0")
+    return raw.lower() in ("1", "true", "")
+
+
 def _last_event_id(request: Request) -> str | None:
     # The header is what EventSource sends on reconnect, so it beats the URL's.
     # An empty value means none (the spec's initial last event ID is the empty string).
@@ -249,11 +258,12 @@ def build_routes(
         check_stream_capacity()
         plan = StreamPlan(runner, settings, Selection(), _root(request))
         task = await gate.task("follow", request, request.path_params["task_id"])
-        plan.selection = Selection(task_ids=frozenset({task.id}))
+        plan.selection = Selection(task_ids=frozenset({task.id}), output=True)
         plan.single = task
         resume = Resume(runner, _last_event_id(request))
         terminal_key = runner.parse_event_id(task.event_id or "") if task.terminal else None
-        if resume.valid and terminal_key is not None and resume.key >= terminal_key:
+        output_done = resume.output_seq is None or resume.output_seq + 1 >= task.output_chunks
+        if resume.valid and terminal_key is not None and resume.key >= terminal_key and output_done:
             return Response(status_code=204)  # tells EventSource to stop reconnecting
         return stream_response(request, await task_stream(plan, resume))
 
@@ -270,11 +280,21 @@ def build_routes(
         for task_id in dict.fromkeys(ids):
             await known_task(task_id, visible)
         selection = Selection(
-            task_ids=frozenset(ids) if ids else None, name=name, visible=visible
+            task_ids=frozenset(ids) if ids else None,
+            name=name,
+            visible=visible,
+            output=_query_flag(request, "output"),
         )
         plan = StreamPlan(runner, settings, selection, _root(request))
         body = await global_stream(plan, Resume(runner, _last_event_id(request)))
         return stream_response(request, body)
+
+    async def task_output(request: Request) -> Response:
+        """The task's retained output (its ``output`` chunks, joined) as ``text/plain``."""
+        task = await gate.task("read", request, request.path_params["task_id"])
+        chunks = await runner.output(task.id)
+        text = "".join(chunk.text for chunk in chunks if chunk.kind == "output")
+        return Response(text, media_type="text/plain; charset=utf-8")
 
     async def openapi(request: Request) -> Response:
         """This API as an OpenAPI 3.1 document."""
@@ -287,6 +307,7 @@ def build_routes(
         ("/tasks", _guard(tasks, stats), ["GET", "POST"]),
         ("/tasks/{task_id}", _guard(task_detail, stats), ["GET", "DELETE"]),
         ("/tasks/{task_id}/events", _guard(task_events, stats), ["GET"]),
+        ("/tasks/{task_id}/output", _guard(task_output, stats), ["GET"]),
         ("/events", _guard(events, stats), ["GET"]),
         ("/openapi.json", openapi, ["GET"]),
     ]

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._core.errors import Unavailable
-from .._core.models import MAX_EVENT_ID_LENGTH, Task, TaskEvent, encode_frame, reset_frame
+from .._core.models import MAX_EVENT_ID_LENGTH, OUTPUT_EVENT, Task, TaskEvent, encode_frame, reset_frame
+from .._core.text import ascii_int
 
 if TYPE_CHECKING:
     from .._runner import Runner
@@ -33,6 +34,8 @@ class Selection:
     task_ids: frozenset[str] | None = None
     name: str | None = None
     visible: Callable[[Task], bool] | None = None
+    #: Carry ``task.output`` events (per-task streams always do; ``/events`` with ``?output=1``).
+    output: bool = False
 
     @property
     def everything(self) -> bool:
@@ -47,14 +50,22 @@ class Selection:
 
 
 class Resume:
-    """A client's ``Last-Event-ID``, parsed by the broker."""
+    """A client's ``Last-Event-ID``, parsed by the broker.
+
+    A per-task stream numbers the output it replays from storage ``<event id>~<seq>``:
+    the client has the task as of that event, and its output up to chunk ``seq``.
+    """
 
     def __init__(self, runner: Runner, raw: str | None) -> None:
         self.raw = raw
         self.given = raw is not None
         self.key: Any = None
+        self.output_seq: int | None = None  # the last replayed chunk the client has
         if raw is not None and len(raw) <= MAX_EVENT_ID_LENGTH:
-            self.key = runner.parse_event_id(raw)
+            event_id, tilde, seq = raw.partition("~")
+            self.output_seq = ascii_int(seq) if tilde else None
+            if not tilde or self.output_seq is not None:
+                self.key = runner.parse_event_id(event_id)
 
     @property
     def valid(self) -> bool:
@@ -71,6 +82,7 @@ class StreamPlan:
         self.root_path = root_path
         self.single: Task | None = None  # the task of a per-task stream
         self.backlog: list[TaskEvent] = []  # history from the broker, older than the log
+        self.replayed: dict[str, int] = {}  # task id -> last output seq replayed from storage
         self.mark()
 
     def mark(self) -> None:
@@ -107,11 +119,27 @@ async def task_stream(plan: StreamPlan, resume: Resume) -> AsyncIterator[bytes]:
         if resume.given:
             opening.append(reset_frame(_reset_reason(resume)))
         opening.append(snapshot_frame(task, plan.root_path))
+        opening.append(await _replay_output(plan, task, after=-1))
         if task.terminal:
             return _chunks(opening)
         seen[task.id] = _key(runner, task)
         position = plan.position
+    elif resume.output_seq is not None:
+        # Resumed part way through a replay: the rest of it, then on from its base event.
+        opening.append(await _replay_output(plan, task, after=resume.output_seq, base=resume.raw))
+        if task.terminal:
+            return _chunks(opening)
     return _chunks(opening, _follow(plan, position, seen, until_terminal=True))
+
+
+async def _replay_output(plan: StreamPlan, task: Task, *, after: int, base: str | None = None) -> bytes:
+    """The task's stored output chunks after ``after``, numbered ``<base event>~<seq>``."""
+    chunks = [c for c in await plan.runner.output(task.id) if c.seq > after]
+    if not chunks:
+        return b""
+    base_id = (base or "").partition("~")[0] or task.event_id
+    plan.replayed[task.id] = chunks[-1].seq
+    return b"".join(encode_frame(f"{base_id}~{c.seq}", OUTPUT_EVENT, c.to_dict()) for c in chunks)
 
 
 async def global_stream(plan: StreamPlan, resume: Resume) -> AsyncIterator[bytes]:
@@ -226,7 +254,10 @@ async def _follow(
                     if task is None:
                         yield reset_frame("the task is no longer in the broker's history")
                         return
-                    yield reset_frame("fell behind the retained history") + snapshot_frame(task, root)
+                    plan.replayed.clear()
+                    replay = await _replay_output(plan, task, after=-1)
+                    reset = reset_frame("fell behind the retained history")
+                    yield reset + snapshot_frame(task, root) + replay
                     if task.terminal:
                         return
                     seen[single] = _key(runner, task)
@@ -252,15 +283,24 @@ async def _follow(
                 pending = len(events)
                 events = coalesce(events)
                 stats.progress_coalesced += pending - len(events)
-        if selection.everything and not seen:
+        if (
+            selection.everything
+            and not seen
+            and not plan.replayed
+            and (selection.output or not any(event.chunk is not None for event in events))
+        ):
             yield b"".join([event.frame(root) for event in events])
             continue
+        replayed = plan.replayed
         parts: list[bytes] = []
         finished = False
         for event in events:
             task = event.task
             if not selection.covers(task):
                 continue
+            chunk = event.chunk
+            if chunk is not None and (not selection.output or chunk.seq <= replayed.get(task.id, -1)):
+                continue  # output this stream does not carry, or replayed from storage already
             if seen:
                 seen_key = seen.get(task.id)
                 if seen_key is not None:

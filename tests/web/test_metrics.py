@@ -84,7 +84,7 @@ async def test_openapi_document_names_every_route_and_task(client: httpx.AsyncCl
     assert document["openapi"].startswith("3.")
     assert set(document["paths"]) == {"/tasks", "/tasks/{task_id}", "/tasks/{task_id}/events", "/events"}
     names = document["components"]["schemas"]["Submit"]["properties"]["name"]["enum"]
-    assert names == ["count", "fail", "sleep"]
+    assert names == ["count", "fail", "generate", "sleep"]
 
 
 async def test_openapi_lists_the_refusals_every_operation_can_give(client: httpx.AsyncClient) -> None:

@@ -45,7 +45,8 @@ async def test_submit_answers_202_with_location_and_snapshot(client: httpx.Async
         "finished_at",
         "links",
     }
-    assert task["links"] == {"self": f"/tasks/{task['id']}", "events": f"/tasks/{task['id']}/events"}
+    base = f"/tasks/{task['id']}"
+    assert task["links"] == {"self": base, "events": f"{base}/events", "output": f"{base}/output"}
     assert task["created_at"].endswith("Z")
 
 

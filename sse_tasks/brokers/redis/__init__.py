@@ -56,13 +56,13 @@ from redis.backoff import ExponentialBackoff
 from ..._core import codec
 from ..._core.errors import Unavailable
 from ..._core.log import EventLog
-from ..._core.models import Task, TaskEvent, TaskState
+from ..._core.models import OUTPUT_EVENT, OutputChunk, Task, TaskEvent, TaskState
 from ..base import Broker, EventObserver
 from .keys import Keys
 from .leases import LeaseKeeper
 from .link import UNREACHABLE, Link, call, unavailable
 from .reader import BLOCK_MS, MAX_BACKOFF, MIN_BACKOFF, StreamKey, StreamReader, key, text
-from .scripts import Scripts
+from .scripts import Script, Scripts
 
 __all__ = ["RedisBroker"]
 
@@ -269,23 +269,7 @@ class RedisBroker(Broker):
         # Only the runner of a task retries: a submission or a remote cancel fails fast.
         retry = task.id in owned and event_type != "task.queued" and not lapsed_only
         grace = self.outage_grace if event_type != "task.progress" else math.inf
-        delay = MIN_BACKOFF
-        while True:
-            try:
-                async with self._connection() as db:
-                    reply = await self._scripts.publish(db, keys, args)
-                self._link.answered()
-                break
-            except UNREACHABLE as exc:
-                # The grace counts from the start of the outage, so many writes waiting
-                # one after another (a shutdown) do not wait ``outage_grace`` each.
-                if not retry or self._closing or self._link.failed() >= grace:
-                    if retry:
-                        owned.discard(task.id)  # its lease lapses: WorkerLost, later
-                        logger.error("giving up on %s of task %s: Redis unreachable", event_type, task.id)
-                    raise unavailable(exc) from None
-                await anyio.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF)
+        reply = await self._write(task.id, event_type, self._scripts.publish, keys, args, retry, grace)
         if reply is None:
             owned.discard(task.id)
             return None
@@ -303,6 +287,71 @@ class RedisBroker(Broker):
                 pass  # the reader adopts it once it reconnects
         stored = task.evolve(event_id=event_id, event_type=event_type)
         return TaskEvent(event_id, key(stream_id), event_type, stored)
+
+    async def _write(
+        self,
+        task_id: str,
+        event_type: str,
+        script: Script,
+        keys: dict[str, str],
+        args: dict[str, Any],
+        retry: bool,
+        grace: float,
+    ) -> Any:
+        """Run a write script; while Redis is unreachable retry it (``retry``) with backoff
+        for up to ``grace`` seconds from the start of the outage, else raise 503."""
+        delay = MIN_BACKOFF
+        while True:
+            try:
+                async with self._connection() as db:
+                    reply = await script(db, keys, args)
+                self._link.answered()
+                return reply
+            except UNREACHABLE as exc:
+                # The grace counts from the start of the outage, so many writes waiting
+                # one after another (a shutdown) do not wait ``outage_grace`` each.
+                if not retry or self._closing or self._link.failed() >= grace:
+                    if retry:
+                        self._leases.owned.discard(task_id)  # its lease lapses: WorkerLost, later
+                        logger.error("giving up on %s of task %s: Redis unreachable", event_type, task_id)
+                    raise unavailable(exc) from None
+                await anyio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+
+    async def publish_output(self, task: Task, chunk: OutputChunk) -> TaskEvent | None:
+        if self._writes == 0:
+            self._writes_done = anyio.Event()
+        self._writes += 1
+        try:
+            args = {
+                "chunk": codec.dumps(chunk.to_dict()),
+                "history": self.history,
+                "token": secrets.token_hex(8),
+            }
+            keys = self._keys.publish_output(chunk.task_id)
+            retry = chunk.task_id in self._leases.owned
+            reply = await self._write(
+                chunk.task_id, OUTPUT_EVENT, self._scripts.output, keys, args, retry, self.outage_grace
+            )
+        finally:
+            self._writes -= 1
+            if self._writes == 0:
+                self._writes_done.set()
+        if reply is None:
+            return None
+        event_id = text(reply[0]).partition(" ")[0]
+        stream_id = event_id.partition("-")[2]
+        stored = OutputChunk(chunk.task_id, chunk.seq, chunk.kind, chunk.text, chunk.level, event_id)
+        return TaskEvent(event_id, key(stream_id), OUTPUT_EVENT, task, stored)
+
+    async def output(self, task_id: str) -> list[OutputChunk]:
+        async with self._connection() as db:
+            rows = await call(db.lrange(self._keys.output(task_id), 0, -1))
+        chunks = []
+        for row in rows:
+            event_id, _, data = text(row).partition(" ")
+            chunks.append(OutputChunk.from_record({**codec.loads(data), "event_id": event_id}))
+        return chunks
 
     async def get(self, task_id: str) -> Task | None:
         async with self._connection() as db:

@@ -21,6 +21,9 @@ class Keys:
     def task(self, task_id: str) -> str:
         return f"{self.prefix}:task:{task_id}"
 
+    def output(self, task_id: str) -> str:
+        return f"{self.prefix}:output:{task_id}"
+
     def publish(self, task_id: str) -> dict[str, str]:
         """The keys of ``publish.lua`` for one task."""
         return {
@@ -32,4 +35,14 @@ class Keys:
             "finished": self.finished,
             "expired": self.expired,
             "leases": self.leases,
+            "output": self.output(task_id),
+        }
+
+    def publish_output(self, task_id: str) -> dict[str, str]:
+        """The keys of ``output.lua`` for one task."""
+        return {
+            "epoch": self.epoch,
+            "events": self.events,
+            "task": self.task(task_id),
+            "output": self.output(task_id),
         }

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from ..._core import codec
 from ..._core.errors import Unavailable
 from ..._core.log import EventLog
-from ..._core.models import Task, TaskEvent
+from ..._core.models import OUTPUT_EVENT, OutputChunk, Task, TaskEvent
 from .keys import Keys
 from .link import UNREACHABLE, Link, call
 from .scripts import Scripts
@@ -165,10 +165,13 @@ class StreamReader:
             event_type = text(fields[b"t"])
             record = codec.loads(fields[b"d"])
             task = Task.from_record({**record, "event_id": event_id, "event_type": event_type})
+            chunk = None
+            if event_type == OUTPUT_EVENT:
+                chunk = OutputChunk.from_record({**codec.loads(fields[b"c"]), "event_id": event_id})
         except (KeyError, ValueError, TypeError):
             logger.error("skipping malformed stream entry %s", sid)
             return None
-        return TaskEvent(event_id, key(sid), event_type, task)
+        return TaskEvent(event_id, key(sid), event_type, task, chunk)
 
     # -- history older than the log ------------------------------------------------------
 

@@ -77,3 +77,4 @@ class Scripts:
         self.history = Script("history")
         self.renew = Script("renew")
         self.lapsed = Script("lapsed")
+        self.output = Script("output")

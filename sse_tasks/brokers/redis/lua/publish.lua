@@ -1,6 +1,6 @@
 -- Store a task's snapshot and append its event, as one compare-and-set: a task that
 -- is terminal never changes again; only task.queued may create one.
--- KEYS: epoch events task tasks seq finished expired leases
+-- KEYS: epoch events task tasks seq finished expired leases output
 -- ARGV: id type state name data terminal new_epoch history retention_ms max_tasks lease_ms token lapsed_only prefix
 -- include: clock
 local current = redis.call('HMGET', task, 's', 'n', 'i')
@@ -33,6 +33,7 @@ elseif terminal == '1' then
   redis.call('ZREM', leases, id)
   redis.call('ZADD', finished, now, id)
   redis.call('PEXPIRE', task, retention)
+  redis.call('PEXPIRE', output, retention)
   local gone = redis.call('ZRANGEBYSCORE', finished, '-inf', now - retention, 'LIMIT', 0, 100)
   local over = redis.call('ZCARD', finished) - tonumber(max_tasks)
   if over > 0 then
@@ -41,7 +42,7 @@ elseif terminal == '1' then
     end
   end
   for _, old in ipairs(gone) do
-    redis.call('DEL', prefix .. ':task:' .. old)
+    redis.call('DEL', prefix .. ':task:' .. old, prefix .. ':output:' .. old)
     redis.call('ZREM', tasks, old)
     redis.call('ZREM', finished, old)
     redis.call('ZADD', expired, now, old)

@@ -1,0 +1,207 @@
+"""Task output: ordered, replayed to per-task streams, resumable exactly, bounded, untrusted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from _support import SSEEvent, collect, sse_events, task_events
+from conftest import HubFactory, ServerFactory
+
+from sse_tasks import TaskContext, TaskHub
+from sse_tasks.demo import generated_text, word
+
+pytestmark = pytest.mark.anyio
+
+
+def outputs(events: list[SSEEvent]) -> list[dict[str, Any]]:
+    return [e.json() for e in events if e.event == "task.output"]
+
+
+def words_of(chunks: list[dict[str, Any]]) -> list[str]:
+    return [c["text"] for c in chunks if c["kind"] == "output"]
+
+
+async def submit(http: httpx.AsyncClient, name: str, **params: Any) -> dict[str, Any]:
+    response = await http.post("/tasks", json={"name": name, "params": params})
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
+@pytest.fixture
+async def http(make_hub: HubFactory, live_server: ServerFactory) -> Any:
+    server = live_server(make_hub())
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        yield client
+
+
+async def test_a_per_task_stream_carries_output_in_order_then_the_end(http: httpx.AsyncClient) -> None:
+    task = await submit(http, "generate", words=30, delay=0)
+    _, events = await collect(http, f"/tasks/{task['id']}/events")
+    chunks = outputs(events)
+    assert [c["seq"] for c in chunks] == list(range(33))  # 30 words and 3 log lines, numbered together
+    assert words_of(chunks) == [f"{word(i)} " for i in range(30)]
+    assert [c["text"] for c in chunks if c["kind"] == "log"] == [f"{n} of 30 words" for n in (10, 20, 30)]
+    assert all(c["level"] == "info" for c in chunks if c["kind"] == "log")
+    final = task_events(events)[-1]
+    assert final.event == "task.succeeded"
+    assert final.json()["output_chunks"] == 33
+    text = await http.get(f"/tasks/{task['id']}/output")
+    assert text.status_code == 200
+    assert text.headers["content-type"] == "text/plain; charset=utf-8"
+    assert text.text == generated_text(30)
+
+
+async def test_a_reload_mid_generation_shows_every_word_once(http: httpx.AsyncClient) -> None:
+    task = await submit(http, "generate", words=40, delay=0.02)
+    url = f"/tasks/{task['id']}/events"
+    _, first = await collect(http, url, until=lambda e: e.event == "task.output" and e.json()["seq"] >= 8)
+    assert len(outputs(first)) >= 9
+    _, reloaded = await collect(http, url)  # a new page: no Last-Event-ID
+    chunks = outputs(reloaded)
+    assert [c["seq"] for c in chunks] == list(range(44))
+    assert "".join(words_of(chunks)) == generated_text(40)
+
+
+async def test_resuming_inside_a_replay_sends_exactly_the_rest(http: httpx.AsyncClient) -> None:
+    task = await submit(http, "generate", words=20, delay=0)
+    url = f"/tasks/{task['id']}/events"
+    await collect(http, url)  # the task is done
+    _, replayed = await collect(http, url)
+    chunks = [e for e in replayed if e.event == "task.output"]
+    assert [c.json()["seq"] for c in chunks] == list(range(22))
+    middle = chunks[6]
+    _, rest = await collect(http, url, headers={"Last-Event-ID": middle.id or ""})
+    assert [c["seq"] for c in outputs(rest)] == list(range(7, 22))
+    assert not [e for e in rest if e.event == "reset"]
+    done = await http.get(url, headers={"Last-Event-ID": chunks[-1].id or ""})
+    assert done.status_code == 204
+    final_id = task_events(replayed)[-1].id or ""
+    assert (await http.get(url, headers={"Last-Event-ID": final_id})).status_code == 204
+
+
+async def test_a_reconnect_with_a_live_id_misses_and_repeats_nothing(http: httpx.AsyncClient) -> None:
+    task = await submit(http, "generate", words=30, delay=0.02)
+    url = f"/tasks/{task['id']}/events"
+    _, first = await collect(http, url, until=lambda e: e.event == "task.output" and e.json()["seq"] >= 5)
+    last = first[-1]
+    _, rest = await collect(http, url, headers={"Last-Event-ID": last.id or ""})
+    seqs = [c["seq"] for c in outputs(first)] + [c["seq"] for c in outputs(rest)]
+    assert seqs == list(range(33))
+
+
+async def test_the_global_stream_carries_output_only_when_asked(http: httpx.AsyncClient) -> None:
+    async def follow(url: str) -> list[SSEEvent]:
+        events: list[SSEEvent] = []
+        async with http.stream("GET", url) as response:
+            ready.set()
+            async for event in sse_events(response):
+                events.append(event)
+                if event.event == "task.succeeded":
+                    return events
+        return events
+
+    found: dict[str, list[SSEEvent]] = {}
+    async with anyio.create_task_group() as group:
+        for url in ("/events", "/events?output=1"):
+            ready = anyio.Event()
+
+            async def run(url: str = url) -> None:
+                found[url] = await follow(url)
+
+            group.start_soon(run)
+            await ready.wait()
+        await submit(http, "generate", words=5, delay=0)
+    assert outputs(found["/events"]) == []
+    assert words_of(outputs(found["/events?output=1"])) == [f"{word(i)} " for i in range(5)]
+    assert (await http.get("/events?output=maybe")).status_code == 422
+
+
+async def test_output_beyond_the_bound_is_dropped_after_one_warning(
+    make_hub: HubFactory, live_server: ServerFactory
+) -> None:
+    server = live_server(make_hub(max_output_chunks=5))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        task = await submit(http, "generate", words=20, delay=0)
+        _, events = await collect(http, f"/tasks/{task['id']}/events")
+        chunks = outputs(events)
+        assert [c["seq"] for c in chunks] == list(range(6))
+        assert chunks[-1]["kind"] == "log" and chunks[-1]["level"] == "warning"
+        assert "output limit reached" in chunks[-1]["text"]
+        assert task_events(events)[-1].event == "task.succeeded"
+        text = (await http.get(f"/tasks/{task['id']}/output")).text
+    assert text == "".join(c["text"] for c in chunks[:5] if c["kind"] == "output")
+
+
+async def test_untrusted_output_text_cannot_forge_sse_fields(
+    make_hub: HubFactory, live_server: ServerFactory
+) -> None:
+    hub = make_hub()
+    nasty = "a\nb\r\nevent: task.succeeded\ndata: {}\r\x00 \ud800 id: 9\n\n"
+
+    @hub.task
+    async def noisy(ctx: TaskContext) -> None:
+        ctx.output(nasty)
+        ctx.log(nasty, level="error")
+
+    server = live_server(hub)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        task = await submit(http, "noisy")
+        _, events = await collect(http, f"/tasks/{task['id']}/events")
+    kinds = [e.event for e in events if e.event]
+    # Live, or (finished before the stream opened) the snapshot and then the replay.
+    assert set(kinds) <= {"task.queued", "task.running", "task.output", "task.succeeded"}
+    assert kinds.count("task.succeeded") == 1
+    cleaned = nasty.replace("\ud800", "\ufffd")
+    assert [c["text"] for c in outputs(events)] == [cleaned, cleaned]
+
+
+async def test_output_is_guarded_by_tokens_like_snapshots(
+    make_hub: HubFactory, live_server: ServerFactory
+) -> None:
+    server = live_server(make_hub(tokens="a secret of at least sixteen bytes"))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        task = await submit(http, "generate", words=3, delay=0)
+        url = f"/tasks/{task['id']}/output"
+        assert (await http.get(url)).status_code == 404
+        _, events = await collect(http, f"/tasks/{task['id']}/events?token={task['token']}")
+        assert len(outputs(events)) == 3
+        answer = await http.get(url, params={"token": task["token"]})
+        assert answer.status_code == 200 and answer.text == generated_text(3)
+
+
+async def test_a_log_level_must_be_known(running_hub: TaskHub) -> None:
+    seen: list[BaseException] = []
+
+    @running_hub.task
+    async def bad_level(ctx: TaskContext) -> None:
+        try:
+            ctx.log("x", level="loud")
+        except ValueError as exc:
+            seen.append(exc)
+
+    task = await running_hub.submit("bad_level")
+    with anyio.fail_after(10):
+        while not (await running_hub.get(task.id)).terminal:
+            await running_hub.broker.log.wait(running_hub.broker.log.head)
+    assert len(seen) == 1
+
+
+async def test_a_follower_on_another_worker_replays_the_output(
+    broker_url: str, make_hub: HubFactory, live_server: ServerFactory
+) -> None:
+    if broker_url.startswith("memory"):
+        pytest.skip("one process: memory:// has no other worker")
+    worker_a = live_server(make_hub())
+    worker_b = live_server(make_hub())
+    async with httpx.AsyncClient(base_url=worker_a.url, timeout=30) as on_a:
+        task = await submit(on_a, "generate", words=25, delay=0.01)
+        _, seen_on_a = await collect(on_a, f"/tasks/{task['id']}/events")
+    async with httpx.AsyncClient(base_url=worker_b.url, timeout=30) as on_b:
+        _, replayed_on_b = await collect(on_b, f"/tasks/{task['id']}/events")
+        text = (await on_b.get(f"/tasks/{task['id']}/output")).text
+    assert [c["seq"] for c in outputs(seen_on_a)] == list(range(27))
+    assert outputs(replayed_on_b) == outputs(seen_on_a)
+    assert text == generated_text(25)
