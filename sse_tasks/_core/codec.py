@@ -1,7 +1,8 @@
 """Compact JSON in one place: orjson when installed (the ``speed`` extra), else the stdlib.
 
 Both paths accept and refuse the same documents: strict UTF-8, no NaN or Infinity, no
-number that overflows a double, no lone surrogate (I-JSON, RFC 7493). Text with a
+number that overflows a double, no lone surrogate (I-JSON, RFC 7493); integers are
+kept exact. Text with a
 lone surrogate cannot be encoded as UTF-8, so one accepted here would break every
 answer that carries it.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import sys
 from typing import Any
 
 from .text import has_lone_surrogate
@@ -27,6 +30,19 @@ class LoneSurrogate(ValueError):
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+#: A run of 20 digits: an integer orjson would read past 64 bits as a float (or a long
+#: decimal, or digits in a string): decoded by the stdlib instead, which keeps it exact.
+_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+_MAX_INTEGER = int(sys.float_info.max)
+
+
+def _bounded_int(text: str) -> int:
+    value = int(text)
+    if abs(value) > _MAX_INTEGER:
+        raise ValueError(f"integer {text[:20]}… overflows a double")
+    return value
 
 
 def _finite_float(text: str) -> float:
@@ -67,8 +83,8 @@ def _has_nan(value: Any) -> bool:
 
 def loads(data: bytes | str) -> Any:
     """Decode strict JSON; raises :class:`LoneSurrogate` for a lone surrogate escape and
-    ``ValueError`` for anything else malformed (invalid UTF-8, NaN, 1e400, bad syntax)."""
-    if _orjson is not None:
+    ``ValueError`` for anything else malformed (invalid UTF-8, NaN, 1e400, 10**400, bad syntax)."""
+    if _orjson is not None and not _LONG_DIGITS.search(data.encode() if isinstance(data, str) else data):
         try:
             return _orjson.loads(data)
         except _orjson.JSONDecodeError:
@@ -85,7 +101,9 @@ def _loads_stdlib(data: bytes | str) -> Any:
     else:
         text = data
     try:
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        value = json.loads(
+            text, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_bounded_int
+        )
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
     # Strict UTF-8 bytes hold no surrogate: only an escape (or text given as str) can.

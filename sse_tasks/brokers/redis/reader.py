@@ -224,12 +224,17 @@ class StreamReader:
 
 
 def stream_key(sid: str) -> StreamKey | None:
+    """The key of a stream id ``<ms>-<seq>``; None unless both parts fit Redis's 64 bits."""
     ms, _, seq = sid.partition("-")
     if not (ms.isascii() and ms.isdigit() and seq.isascii() and seq.isdigit()):
         return None
     if len(ms) > 20 or len(seq) > 20:
         return None
-    return int(ms), int(seq)
+    key = int(ms), int(seq)
+    return key if key[0] < _U64 and key[1] < _U64 else None
+
+
+_U64 = 2**64
 
 
 def key(sid: str | bytes) -> StreamKey:
