@@ -262,8 +262,9 @@ def build_routes(
         plan.single = task
         resume = Resume(runner, _last_event_id(request))
         terminal_key = runner.parse_event_id(task.event_id or "") if task.terminal else None
-        output_done = resume.output_seq is None or resume.output_seq + 1 >= task.output_chunks
-        if resume.valid and terminal_key is not None and resume.key >= terminal_key and output_done:
+        # Inside a replay (``<id>~<seq>``) the terminal snapshot is still to come: no 204.
+        plain = resume.output_seq is None
+        if resume.valid and plain and terminal_key is not None and resume.key >= terminal_key:
             return Response(status_code=204)  # tells EventSource to stop reconnecting
         return stream_response(request, await task_stream(plan, resume))
 

@@ -118,18 +118,26 @@ async def task_stream(plan: StreamPlan, resume: Resume) -> AsyncIterator[bytes]:
     if position is None:
         if resume.given:
             opening.append(reset_frame(_reset_reason(resume)))
-        opening.append(snapshot_frame(task, plan.root_path))
-        opening.append(await _replay_output(plan, task, after=-1))
+        opening.append(await _snapshot_and_output(plan, task, after=-1))
         if task.terminal:
             return _chunks(opening)
         seen[task.id] = _key(runner, task)
         position = plan.position
     elif resume.output_seq is not None:
         # Resumed part way through a replay: the rest of it, then on from its base event.
-        opening.append(await _replay_output(plan, task, after=resume.output_seq, base=resume.raw))
+        rest = await _replay_output(plan, task, after=resume.output_seq, base=resume.raw)
         if task.terminal:
-            return _chunks(opening)
+            return _chunks([*opening, rest, snapshot_frame(task, plan.root_path)])
+        opening.append(rest)
     return _chunks(opening, _follow(plan, position, seen, until_terminal=True))
+
+
+async def _snapshot_and_output(plan: StreamPlan, task: Task, *, after: int) -> bytes:
+    """The snapshot and the stored output: of a finished task the snapshot comes last, so
+    the terminal event is always a per-task stream's last (a client may stop there)."""
+    snapshot = snapshot_frame(task, plan.root_path)
+    replay = await _replay_output(plan, task, after=after)
+    return replay + snapshot if task.terminal else snapshot + replay
 
 
 async def _replay_output(plan: StreamPlan, task: Task, *, after: int, base: str | None = None) -> bytes:
@@ -255,9 +263,8 @@ async def _follow(
                         yield reset_frame("the task is no longer in the broker's history")
                         return
                     plan.replayed.clear()
-                    replay = await _replay_output(plan, task, after=-1)
-                    reset = reset_frame("fell behind the retained history")
-                    yield reset + snapshot_frame(task, root) + replay
+                    resynced = await _snapshot_and_output(plan, task, after=-1)
+                    yield reset_frame("fell behind the retained history") + resynced
                     if task.terminal:
                         return
                     seen[single] = _key(runner, task)

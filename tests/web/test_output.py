@@ -73,11 +73,14 @@ async def test_resuming_inside_a_replay_sends_exactly_the_rest(http: httpx.Async
     chunks = [e for e in replayed if e.event == "task.output"]
     assert [c.json()["seq"] for c in chunks] == list(range(22))
     middle = chunks[6]
+    # Of a finished task the snapshot comes last: the terminal event ends every per-task stream.
+    assert replayed[-1].event == "task.succeeded"
     _, rest = await collect(http, url, headers={"Last-Event-ID": middle.id or ""})
     assert [c["seq"] for c in outputs(rest)] == list(range(7, 22))
     assert not [e for e in rest if e.event == "reset"]
-    done = await http.get(url, headers={"Last-Event-ID": chunks[-1].id or ""})
-    assert done.status_code == 204
+    assert [e.event for e in task_events(rest)] == ["task.succeeded"]
+    _, tail = await collect(http, url, headers={"Last-Event-ID": chunks[-1].id or ""})
+    assert outputs(tail) == [] and [e.event for e in task_events(tail)] == ["task.succeeded"]
     final_id = task_events(replayed)[-1].id or ""
     assert (await http.get(url, headers={"Last-Event-ID": final_id})).status_code == 204
 
