@@ -208,3 +208,38 @@ async def test_a_follower_on_another_worker_replays_the_output(
     assert [c["seq"] for c in outputs(seen_on_a)] == list(range(27))
     assert outputs(replayed_on_b) == outputs(seen_on_a)
     assert text == generated_text(25)
+
+
+async def test_fast_output_reaches_many_followers_exactly_once_in_order(
+    make_hub: HubFactory, live_server: ServerFactory
+) -> None:
+    words, followers = 5_000, 20
+    server = live_server(make_hub())
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+        ready = 0
+        opened = anyio.Event()
+        task_id = ""
+        seqs: list[list[int]] = [[] for _ in range(followers)]
+
+        async def follow(index: int) -> None:
+            nonlocal ready
+            async with http.stream("GET", f"/tasks/{task_id}/events") as response:
+                ready += 1
+                if ready == followers:
+                    opened.set()
+                async for event in sse_events(response):
+                    if event.event == "task.output":
+                        seqs[index].append(event.json()["seq"])
+
+        # The followers attach while it generates: each gets the stored part replayed and
+        # the rest live, and must see every word once, in order.
+        task_id = (await submit(http, "generate", words=words, delay=0))["id"]
+        with anyio.fail_after(120):
+            async with anyio.create_task_group() as group:
+                for index in range(followers):
+                    group.start_soon(follow, index)
+                await opened.wait()
+        text = (await http.get(f"/tasks/{task_id}/output")).text
+    expected = list(range(words + words // 10))
+    assert all(got == expected for got in seqs)
+    assert text == generated_text(words)
