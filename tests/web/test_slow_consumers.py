@@ -89,6 +89,20 @@ async def test_stalled_reader_does_not_block_and_still_gets_state_changes(
     assert last_fraction == 1.0
 
 
+async def stalled_reader(port: int, url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw connection with a tiny receive buffer, on ``url``'s stream, that has read its
+    first frame and reads nothing more until the test does."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 22)
+    writer.write(f"GET {url} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    await writer.drain()
+    await reader.readuntil(b"retry: 2000\n\n")
+    return reader, writer
+
+
 @pytest.mark.parametrize("path", ["task", "/events"])
 async def test_a_stream_that_falls_behind_the_history_is_resynced(
     make_hub: Any, live_server: Callable[..., LiveServer], path: str
@@ -111,15 +125,8 @@ async def test_a_stream_that_falls_behind_the_history_is_resynced(
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
         task = (await http.post("/tasks", json={"name": "burst"})).json()
         url = f"/tasks/{task['id']}/events" if path == "task" else "/events"
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", port))
-        sock.setblocking(False)
-        reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 22)
+        reader, writer = await stalled_reader(port, url)
         try:
-            writer.write(f"GET {url} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
-            await writer.drain()
-            await reader.readuntil(b"retry: 2000\n\n")
             release.set()
             _, events = await collect(http, f"/tasks/{task['id']}/events")
             assert task_events(events)[-1].event == "task.succeeded"
@@ -159,15 +166,8 @@ async def test_a_stalled_follower_of_output_gets_it_all_in_order_or_a_reset_and_
     port = int(server.url.rsplit(":", 1)[1])
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
         task = (await http.post("/tasks", json={"name": "write"})).json()
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", port))
-        sock.setblocking(False)
-        reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 22)
+        reader, writer = await stalled_reader(port, f"/tasks/{task['id']}/events")
         try:
-            writer.write(f"GET /tasks/{task['id']}/events HTTP/1.1\r\nHost: t\r\n\r\n".encode())
-            await writer.drain()
-            await reader.readuntil(b"retry: 2000\n\n")
             release.set()
             # Another follower sees the whole task through while this one is stuck.
             _, events = await collect(http, f"/tasks/{task['id']}/events")
