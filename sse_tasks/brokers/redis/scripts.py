@@ -52,7 +52,8 @@ class Script:
         self, client: Redis, keys: Mapping[str, str], args: Mapping[str, Any], rest: Sequence[Any] = ()
     ) -> Any:
         """Run on ``client``; ``keys`` and ``args`` by the names in the header."""
-        if set(keys) != set(self.keys) or set(args) != set(self.args) or (rest and not self.variadic):
+        # Lengths here, names below (a missing one is a KeyError): this runs on every publish.
+        if len(keys) != len(self.keys) or len(args) != len(self.args) or (rest and not self.variadic):
             raise TypeError(f"{self.name}.lua takes KEYS {self.keys} and ARGV {self.args}")
         if self._script is None:
             self._script = client.register_script(self.source)
