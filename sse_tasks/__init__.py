@@ -16,7 +16,7 @@ from ._core.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from ._core.models import Task, TaskEvent, TaskState
+from ._core.models import OutputChunk, Task, TaskEvent, TaskState
 from ._hub import TaskHub, TrackedTask
 from ._runner import Executor, InProcessExecutor
 from .brokers import Broker, MemoryBroker, broker_from_url
@@ -41,6 +41,7 @@ __all__ = [
     "InvalidRequest",
     "MemoryBroker",
     "NotFound",
+    "OutputChunk",
     "PayloadTooLarge",
     "RedactTokens",
     "RequestTimeout",

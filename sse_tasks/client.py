@@ -13,30 +13,32 @@ Error answers raise the :mod:`sse_tasks` exception of their code (``NotFound``,
 other), and a server that cannot be reached raises :class:`ConnectionFailed`.
 ``follow`` survives dropped connections and server restarts: it reconnects with
 ``Last-Event-ID`` (bounded retries, exponential backoff), so it yields every change
-exactly once.
+exactly once; ``follow(id, output=True)`` also yields each :class:`OutputChunk` once.
 """
 
 from __future__ import annotations
 
 import builtins
-import json
+import functools
 import random
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any, Literal, TypeVar, overload
+from urllib.parse import quote
 
 import anyio
 import httpx
-from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
+from httpx_sse import aconnect_sse, connect_sse
 
 from ._core.errors import SSETasksError, TaskCancelled, Unavailable
-from ._core.models import Task, TaskState
+from ._core.following import Following, MalformedAnswer, split_task_url, task_from_data
+from ._core.models import OutputChunk, Task, TaskState
 from ._core.text import ascii_int
 
-__all__ = ["APIError", "AsyncClient", "Client", "ConnectionFailed", "split_task_url"]
+__all__ = ["APIError", "AsyncClient", "Client", "ConnectionFailed", "OutputChunk", "split_task_url"]
 
 _DEFAULT_TIMEOUT = 10.0
+_T = TypeVar("_T")
 
 
 class APIError(SSETasksError):
@@ -52,21 +54,6 @@ class ConnectionFailed(SSETasksError):
     """The server could not be reached (or ``follow`` ran out of reconnection attempts)."""
 
     code = "unreachable"
-
-
-def split_task_url(url: str) -> tuple[str, str]:
-    """``(base_url, task_id)`` of a task URL (``…/tasks/<id>``) or its events URL.
-
-    Raises ``ValueError`` if ``url`` names no task.
-    """
-    parts = urlsplit(url)
-    path = parts.path.rstrip("/")
-    if path.endswith("/events"):
-        path = path[: -len("/events")]
-    base, sep, task_id = path.rpartition("/tasks/")
-    if not sep or not task_id or "/" in task_id or parts.scheme not in ("http", "https"):
-        raise ValueError(f"not a task URL (http://host/…/tasks/<id>): {url!r}")
-    return urlunsplit((parts.scheme, parts.netloc, base, "", "")), task_id
 
 
 def _error_classes() -> Iterator[type[SSETasksError]]:
@@ -105,37 +92,15 @@ def error_from_response(response: httpx.Response) -> SSETasksError:
     return APIError(message, status_code=status, code=code or "error")
 
 
-def _new_snapshot(event: ServerSentEvent, last_event_id: str | None) -> Task | None:
-    """The task an event carries, or None for ``reset`` (the snapshot follows it) and for
-    the snapshot after a reset that repeats the one we already have."""
-    if not event.event.startswith("task."):
-        return None
-    task = _event_task(event)
-    if task.event_id is not None and task.event_id == last_event_id:
-        return None
-    return task
-
-
-def _event_task(event: ServerSentEvent) -> Task:
+def _answer(parse: Callable[..., _T], *args: Any) -> _T:
+    """``parse(*args)``: a snapshot or chunk, or ``APIError`` for what is neither."""
     try:
-        data = json.loads(event.data)
-    except ValueError:
-        message = f"the server sent an event that is not JSON: {event.data[:200]!r}"
-        raise APIError(message, status_code=200) from None
-    return _task(data, event)
+        return parse(*args)
+    except MalformedAnswer as exc:
+        raise APIError(str(exc), status_code=200) from None
 
 
-def _task(data: Any, event: ServerSentEvent | None = None) -> Task:
-    if not isinstance(data, dict):
-        raise APIError("the server answered something that is not a task snapshot", status_code=200)
-    try:
-        record = {**data, "state": TaskState(data["state"])}
-        if event is not None:
-            record["event_id"] = event.id or None
-            record["event_type"] = event.event
-        return Task.from_record(record)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise APIError(f"the server answered a malformed task snapshot: {exc}", status_code=200) from None
+_task: Callable[[Any], Task] = functools.partial(_answer, task_from_data)
 
 
 class _Base:
@@ -172,22 +137,18 @@ class _Base:
     def _task_path(self, task_id: str) -> str:
         return f"/tasks/{quote(task_id, safe='')}"
 
-    def _stream_headers(self, last_event_id: str | None) -> dict[str, str]:
-        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+    def _stream(self, task_id: str, last_event_id: str | None) -> dict[str, Any]:
+        """The request that opens the task's stream, resuming after ``last_event_id``."""
+        headers = {**self._headers, "Accept": "text/event-stream", "Cache-Control": "no-cache"}
         if last_event_id:
             headers["Last-Event-ID"] = last_event_id
-        return headers
+        url = self.base_url + self._task_path(task_id) + "/events"
+        return dict(method="GET", url=url, headers=headers, params=self._params, timeout=self._stream_timeout)
 
     @staticmethod
     def _list_params(state: str | TaskState | None, name: str | None, limit: int | None) -> dict[str, str]:
-        params: dict[str, str] = {}
-        if state is not None:
-            params["state"] = str(state)
-        if name is not None:
-            params["name"] = name
-        if limit is not None:
-            params["limit"] = str(limit)
-        return params
+        values = {"state": state, "name": name, "limit": limit}
+        return {key: str(value) for key, value in values.items() if value is not None}
 
     @staticmethod
     def _submit_body(name: str, params: Mapping[str, Any] | None, extra: dict[str, Any]) -> dict[str, Any]:
@@ -292,27 +253,44 @@ class AsyncClient(_Base):
         response = await self._request("DELETE", self._task_path(task_id), f"cancel task {task_id!r}")
         return _task(response.json())
 
-    async def follow(self, task_id: str, *, last_event_id: str | None = None) -> AsyncIterator[Task]:
+    async def output(self, task_id: str) -> str:
+        """The task's retained output text (its ``output`` chunks joined; no log lines)."""
+        path = self._task_path(task_id) + "/output"
+        return (await self._request("GET", path, f"get the output of task {task_id!r}")).text
+
+    @overload
+    def follow(
+        self, task_id: str, *, last_event_id: str | None = None, output: Literal[False] = False
+    ) -> AsyncIterator[Task]: ...
+
+    @overload
+    def follow(
+        self, task_id: str, *, last_event_id: str | None = None, output: bool
+    ) -> AsyncIterator[Task | OutputChunk]: ...
+
+    async def follow(
+        self, task_id: str, *, last_event_id: str | None = None, output: bool = False
+    ) -> AsyncIterator[Task | OutputChunk]:
         """Yield the task's snapshot, then one per change, ending with the terminal one.
+
+        With ``output=True``, also each :class:`OutputChunk` the task writes (its output
+        so far first, then as it comes), each once, in order, before the terminal
+        snapshot, which is always the last item.
 
         Reconnects with ``Last-Event-ID`` when the connection drops or the server
         restarts, at most ``retries`` times in a row, waiting with exponential backoff.
+        ``last_event_id`` resumes after an item's ``event_id`` from an earlier follow.
         Raises ``NotFound`` if the task is unknown (or forgotten by a restarted
         server) and ``ConnectionFailed`` when the retries are used up.
         """
-        path = self._task_path(task_id) + "/events"
+        following = Following(last_event_id, output=output)
         failures = 0
         followed = False
         while True:
             retry_after = 0.0
             try:
                 async with aconnect_sse(
-                    self._http,
-                    "GET",
-                    self.base_url + path,
-                    headers={**self._headers, **self._stream_headers(last_event_id)},
-                    params=self._params,
-                    timeout=self._stream_timeout,
+                    self._http, **self._stream(task_id, following.last_event_id)
                 ) as source:
                     response = source.response
                     if response.status_code == 204:  # resumed at or past its terminal event
@@ -324,15 +302,17 @@ class AsyncClient(_Base):
                         retry_after = _retry_after(refusal.headers)
                         error_text = refusal.message
                     else:
+                        received = False
                         async for event in source.aiter_sse():
-                            task = _new_snapshot(event, last_event_id)
-                            if task is None:
-                                continue
-                            last_event_id = task.event_id or last_event_id
-                            failures, followed = 0, True
-                            yield task
-                            if task.terminal:
+                            item = _answer(following.feed, event.event, event.id, event.data)
+                            if event.data:  # not the "retry:" that opens a stream
+                                failures, followed, received = 0, True, True
+                            if item is not None:
+                                yield item
+                            if following.finished:
                                 return
+                        if received:
+                            continue  # it ended after events (its lifetime, say): resume at once
                         error_text = "the stream ended before the task did"
             except httpx.TransportError as exc:
                 error_text = str(exc) or type(exc).__name__
@@ -395,22 +375,32 @@ class Client(_Base):
         """See :meth:`AsyncClient.cancel`."""
         return _task(self._request("DELETE", self._task_path(task_id), f"cancel task {task_id!r}").json())
 
-    def follow(self, task_id: str, *, last_event_id: str | None = None) -> Iterator[Task]:
+    def output(self, task_id: str) -> str:
+        """See :meth:`AsyncClient.output`."""
+        path = self._task_path(task_id) + "/output"
+        return self._request("GET", path, f"get the output of task {task_id!r}").text
+
+    @overload
+    def follow(
+        self, task_id: str, *, last_event_id: str | None = None, output: Literal[False] = False
+    ) -> Iterator[Task]: ...
+
+    @overload
+    def follow(
+        self, task_id: str, *, last_event_id: str | None = None, output: bool
+    ) -> Iterator[Task | OutputChunk]: ...
+
+    def follow(
+        self, task_id: str, *, last_event_id: str | None = None, output: bool = False
+    ) -> Iterator[Task | OutputChunk]:
         """See :meth:`AsyncClient.follow`."""
-        path = self._task_path(task_id) + "/events"
+        following = Following(last_event_id, output=output)
         failures = 0
         followed = False
         while True:
             retry_after = 0.0
             try:
-                with connect_sse(
-                    self._http,
-                    "GET",
-                    self.base_url + path,
-                    headers={**self._headers, **self._stream_headers(last_event_id)},
-                    params=self._params,
-                    timeout=self._stream_timeout,
-                ) as source:
+                with connect_sse(self._http, **self._stream(task_id, following.last_event_id)) as source:
                     response = source.response
                     if response.status_code == 204:
                         yield self.get(task_id)
@@ -421,15 +411,17 @@ class Client(_Base):
                         retry_after = _retry_after(refusal.headers)
                         error_text = refusal.message
                     else:
+                        received = False
                         for event in source.iter_sse():
-                            task = _new_snapshot(event, last_event_id)
-                            if task is None:
-                                continue
-                            last_event_id = task.event_id or last_event_id
-                            failures, followed = 0, True
-                            yield task
-                            if task.terminal:
+                            item = _answer(following.feed, event.event, event.id, event.data)
+                            if event.data:  # not the "retry:" that opens a stream
+                                failures, followed, received = 0, True, True
+                            if item is not None:
+                                yield item
+                            if following.finished:
                                 return
+                        if received:
+                            continue  # it ended after events (its lifetime, say): resume at once
                         error_text = "the stream ended before the task did"
             except httpx.TransportError as exc:
                 error_text = str(exc) or type(exc).__name__

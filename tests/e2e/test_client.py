@@ -23,13 +23,14 @@ from sse_tasks import (
     ConnectionFailed,
     InvalidRequest,
     NotFound,
+    OutputChunk,
     Task,
     TaskFinished,
     TaskHub,
     TaskState,
 )
 from sse_tasks.client import APIError, error_from_response, split_task_url
-from sse_tasks.demo import register_demo_tasks
+from sse_tasks.demo import generated_text, register_demo_tasks
 
 pytestmark = pytest.mark.anyio
 
@@ -128,6 +129,67 @@ def test_sync_client(server: LiveServer) -> None:
             client.cancel(task.id)
         with pytest.raises(NotFound):
             list(client.follow("missing"))
+
+
+def assert_generated(items: list[Task | OutputChunk], words: int, *, first_seq: int = 0) -> None:
+    """What following ``generate`` yields: every chunk once and in order, the terminal snapshot last."""
+    snapshots = [i for i in items if isinstance(i, Task)]
+    chunks = [i for i in items if isinstance(i, OutputChunk)]
+    assert len(snapshots) + len(chunks) == len(items)
+    last = items[-1]
+    assert isinstance(last, Task) and last.state is TaskState.SUCCEEDED, last
+    assert last.result == {"words": words}
+    assert_in_order(snapshots)
+    assert [c.seq for c in chunks] == list(range(first_seq, words + words // 10))
+    assert {c.task_id for c in chunks} == {last.id}
+    if first_seq == 0:
+        assert "".join(c.text for c in chunks if c.kind == "output") == generated_text(words)
+        logs = [(c.seq, c.level, c.text) for c in chunks if c.kind == "log"]
+        assert logs == [(11 * k - 1, "info", f"{10 * k} of {words} words") for k in range(1, words // 10 + 1)]
+    assert all(c.level is None for c in chunks if c.kind == "output")
+    assert None not in [c.event_id for c in chunks]
+
+
+async def test_follow_with_output_yields_every_chunk_once_then_the_terminal_snapshot(
+    server: LiveServer,
+) -> None:
+    async with AsyncClient(server.url) as client:
+        task = await client.submit("generate", words=30, delay=0.01)
+        live = [item async for item in client.follow(task.id, output=True)]
+        assert_generated(live, 30)
+        assert await client.output(task.id) == generated_text(30)
+
+        # Finished: its stored output replayed, then its snapshot.
+        replayed = [item async for item in client.follow(task.id, output=True)]
+        assert_generated(replayed, 30)
+        assert sum(isinstance(item, Task) for item in replayed) == 1
+        # Resumed after a chunk of that replay: the chunks after it, then the snapshot.
+        held = replayed[12]
+        assert isinstance(held, OutputChunk) and held.seq == 12
+        rest = [item async for item in client.follow(task.id, last_event_id=held.event_id, output=True)]
+        assert_generated(rest, 30, first_seq=13)
+        # Only snapshots unless asked (what callers of follow got before there was output).
+        assert [s.state async for s in client.follow(task.id)] == [TaskState.SUCCEEDED]
+
+
+def test_follow_with_output_loses_and_repeats_nothing_when_the_stream_is_cut(
+    make_hub: Any, live_server: Any
+) -> None:
+    server = live_server(make_hub(max_stream_lifetime=0.3))
+    resumed_from: list[str] = []
+
+    def record(request: httpx.Request) -> None:
+        if request.url.path.endswith("/events"):
+            resumed_from.append(request.headers.get("last-event-id", ""))
+
+    with httpx.Client(event_hooks={"request": [record]}) as http, Client(server.url, http=http) as client:
+        task = client.submit("generate", words=60, delay=0.02)
+        items = list(client.follow(task.id, output=True))
+    assert_generated(items, 60)
+    chunk_ids = {item.event_id for item in items if isinstance(item, OutputChunk)}
+    assert resumed_from[0] == ""
+    assert len(resumed_from) >= 3, resumed_from  # 1.2 s or more of generation, 0.3 s streams
+    assert chunk_ids & set(resumed_from[1:]), "no stream was cut in the middle of the output"
 
 
 def test_split_task_url() -> None:

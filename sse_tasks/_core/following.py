@@ -1,0 +1,118 @@
+"""What a follower of one task's SSE stream makes of its events (pure data, no I/O).
+
+The client's ``follow`` feeds every event it reads to a :class:`Following` and yields
+what comes back: each snapshot once, each output chunk once and in ``seq`` order, the
+terminal snapshot last (the server sends a finished task's stored output before it).
+It keeps the ``Last-Event-ID`` to reconnect with, which the server makes exact (inside
+a replay of stored output too). After a ``reset`` the server sends the current
+snapshot and replays the task's output from its first chunk: chunks already yielded
+are recognised by ``seq`` and skipped, so nothing held by the caller has to be dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .models import OUTPUT_EVENT, OutputChunk, Task, TaskState
+from .text import ascii_int
+
+__all__ = ["Following", "MalformedAnswer", "split_task_url", "task_from_data"]
+
+
+class MalformedAnswer(ValueError):
+    """The server answered something that is not what the HTTP contract says."""
+
+
+def split_task_url(url: str) -> tuple[str, str]:
+    """``(base_url, task_id)`` of a task URL (``…/tasks/<id>``) or its events URL.
+
+    Raises ``ValueError`` if ``url`` names no task.
+    """
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    if path.endswith("/events"):
+        path = path[: -len("/events")]
+    base, sep, task_id = path.rpartition("/tasks/")
+    if not sep or not task_id or "/" in task_id or parts.scheme not in ("http", "https"):
+        raise ValueError(f"not a task URL (http://host/…/tasks/<id>): {url!r}")
+    return urlunsplit((parts.scheme, parts.netloc, base, "", "")), task_id
+
+
+def task_from_data(data: Any, event_id: str | None = None, event_type: str | None = None) -> Task:
+    """A snapshot from its public JSON (and the event that carried it, if any)."""
+    if not isinstance(data, dict):
+        raise MalformedAnswer("the server answered something that is not a task snapshot")
+    try:
+        record = {**data, "state": TaskState(data["state"])}
+        if event_type is not None:
+            record["event_id"] = event_id or None
+            record["event_type"] = event_type
+        return Task.from_record(record)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise MalformedAnswer(f"the server answered a malformed task snapshot: {exc}") from None
+
+
+def chunk_from_data(data: Any, event_id: str | None) -> OutputChunk:
+    """An output chunk from a ``task.output`` event; ``event_id`` is the event's SSE id."""
+    try:
+        chunk = OutputChunk.from_record({**data, "event_id": event_id or None})
+    except (KeyError, TypeError) as exc:
+        raise MalformedAnswer(f"the server sent a malformed output chunk: {exc!r}") from None
+    valid = (
+        isinstance(chunk.task_id, str)
+        and type(chunk.seq) is int
+        and chunk.seq >= 0
+        and chunk.kind in ("log", "output")
+        and isinstance(chunk.text, str)
+        and (chunk.level is None or isinstance(chunk.level, str))
+    )
+    if not valid:
+        raise MalformedAnswer(f"the server sent a malformed output chunk: {data!r:.200}")
+    return chunk
+
+
+class Following:
+    """The state of one ``follow``: what was yielded, and where to resume.
+
+    ``last_event_id`` is what the caller passed (a snapshot's ``event_id`` or a
+    chunk's): with the id of a replayed chunk (``<event>~<seq>``) the chunks up to that
+    ``seq`` count as held. With ``output`` false, chunks are read and skipped.
+    """
+
+    def __init__(self, last_event_id: str | None, *, output: bool) -> None:
+        self.output = output
+        self.last_event_id = last_event_id
+        _, tilde, seq = (last_event_id or "").partition("~")
+        held = ascii_int(seq) if tilde else None
+        self.next_seq = held + 1 if held is not None else 0
+        # The snapshot the caller holds (of a finished task, a replayed chunk comes before it).
+        self.snapshot_id = None if tilde else last_event_id
+        self.finished = False  # the terminal snapshot has come: stop
+
+    def feed(self, event_type: str, event_id: str, data: str) -> Task | OutputChunk | None:
+        """What to yield for one event: None for a ``reset``, a repeat, or output not asked for."""
+        if event_type == OUTPUT_EVENT:
+            chunk = chunk_from_data(_json(data), event_id)
+            self.last_event_id = event_id or self.last_event_id
+            if chunk.seq < self.next_seq:
+                return None  # replayed after a reset: yielded already
+            self.next_seq = chunk.seq + 1
+            return chunk if self.output else None
+        if not event_type.startswith("task."):
+            return None  # "reset": the snapshot and the replayed output follow it
+        task = task_from_data(_json(data), event_id, event_type)
+        self.last_event_id = task.event_id or self.last_event_id
+        if task.event_id is not None and task.event_id == self.snapshot_id:
+            return None  # the snapshot after a reset, when it is the one already yielded
+        self.snapshot_id = task.event_id
+        self.finished = task.terminal  # the server's last event on a per-task stream
+        return task
+
+
+def _json(data: str) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise MalformedAnswer(f"the server sent an event that is not JSON: {data[:200]!r}") from None

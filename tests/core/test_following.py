@@ -1,0 +1,80 @@
+"""What ``follow`` yields for the events of a per-task stream, resets included."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from sse_tasks import OutputChunk, Task, TaskState
+from sse_tasks._core.following import Following, MalformedAnswer
+
+
+def snapshot(event_id: str, state: str = "running") -> tuple[str, str, str]:
+    data = {"id": "t", "name": "generate", "state": state, "created_at": "2026-01-01T00:00:00Z"}
+    return (f"task.{'succeeded' if state == 'succeeded' else 'started'}", event_id, json.dumps(data))
+
+
+def chunk(event_id: str, seq: int, kind: str = "output") -> tuple[str, str, str]:
+    data: dict[str, Any] = {"id": "t", "seq": seq, "kind": kind, "text": f"w{seq} "}
+    if kind == "log":
+        data["level"] = "info"
+    return ("task.output", event_id, json.dumps(data))
+
+
+def feed(following: Following, events: list[tuple[str, str, str]]) -> list[Task | OutputChunk]:
+    items = [following.feed(*event) for event in events]
+    return [item for item in items if item is not None]
+
+
+def test_a_reset_replays_nothing_twice_and_drops_nothing() -> None:
+    following = Following(None, output=True)
+    first = feed(following, [snapshot("5"), chunk("5~0", 0), chunk("5~1", 1), chunk("7", 2)])
+    assert [type(i).__name__ for i in first] == ["Task", "OutputChunk", "OutputChunk", "OutputChunk"]
+    assert following.last_event_id == "7"
+    # The server lost the history: reset, the current snapshot, the whole output again.
+    reset = ("reset", "7", '{"reason": "fell behind"}')
+    again = [reset, snapshot("9"), *(chunk(f"9~{n}", n) for n in range(5)), chunk("10", 5, "log")]
+    items = feed(following, [*again, snapshot("11", "succeeded")])
+    assert [i.seq for i in items if isinstance(i, OutputChunk)] == [3, 4, 5]
+    assert [i.event_id for i in items if isinstance(i, Task)] == ["9", "11"]
+    assert following.finished and following.last_event_id == "11"
+
+
+def test_the_snapshot_repeated_after_a_reset_is_not_yielded_again() -> None:
+    following = Following(None, output=False)
+    assert [i.event_id for i in feed(following, [snapshot("5"), chunk("6", 0)])] == ["5"]
+    assert feed(following, [("reset", "6", "{}"), snapshot("5"), chunk("5~0", 0)]) == []
+
+
+def test_resuming_after_a_replayed_chunk_counts_the_chunks_up_to_it_as_held() -> None:
+    following = Following("5~3", output=True)
+    items = feed(following, [chunk("5~3", 3), chunk("5~4", 4), snapshot("5", "succeeded")])
+    assert [getattr(i, "seq", None) for i in items] == [4, None]  # the terminal snapshot: not held yet
+    assert following.finished
+
+
+def test_without_output_chunks_are_skipped_but_still_resumed_after() -> None:
+    following = Following(None, output=False)
+    assert [i.state for i in feed(following, [snapshot("1"), chunk("2", 0)]) if isinstance(i, Task)] == [
+        TaskState.RUNNING
+    ]
+    assert following.last_event_id == "2"
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        ("task.output", "1", "not json"),
+        ("task.output", "1", '{"id": "t", "seq": "0", "kind": "output", "text": "x"}'),
+        ("task.output", "1", '{"id": "t", "seq": 0, "kind": "shout", "text": "x"}'),
+        ("task.output", "1", '{"id": "t", "seq": -1, "kind": "output", "text": "x"}'),
+        ("task.output", "1", '{"seq": 0, "kind": "output", "text": "x"}'),
+        ("task.started", "1", '{"id": "t", "state": "sideways"}'),
+        ("task.started", "1", "[]"),
+    ],
+)
+def test_malformed_events_are_refused(event: tuple[str, str, str]) -> None:
+    with pytest.raises(MalformedAnswer):
+        Following(None, output=True).feed(*event)
