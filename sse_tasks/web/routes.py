@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -49,6 +50,7 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 _MAX_LIST = 1000
 _MAX_SELECTED = 1000
 _MAX_SCAN = 10_000  # tasks scanned for a filtered GET /tasks
+_BROWSER_MODULE = Path(__file__).parent / "static" / "sse-tasks.js"
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -303,6 +305,14 @@ def build_routes(
 
         return _JSON(openapi_document(runner.registry, _root(request)))
 
+    async def browser_module(request: Request) -> Response:
+        """The browser module (an ES module): ``followTask`` and ``followTasks``."""
+        return Response(
+            _BROWSER_MODULE.read_bytes(),
+            media_type="text/javascript; charset=utf-8",
+            headers={"Cache-Control": "no-cache"},
+        )
+
     stats = runner.stats
     endpoints: list[tuple[str, Endpoint, list[str]]] = [
         ("/tasks", _guard(tasks, stats), ["GET", "POST"]),
@@ -311,6 +321,7 @@ def build_routes(
         ("/tasks/{task_id}/output", _guard(task_output, stats), ["GET"]),
         ("/events", _guard(events, stats), ["GET"]),
         ("/openapi.json", openapi, ["GET"]),
+        ("/sse-tasks.js", browser_module, ["GET"]),
     ]
     if settings.metrics:
         from .metrics import metrics_endpoint

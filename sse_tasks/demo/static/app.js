@@ -1,44 +1,20 @@
 // The sse-tasks demo page: start tasks, watch them live over ONE EventSource.
 //
-// First paint comes from GET tasks, whose `cursor` is the event log's position when the
-// list was taken; the stream then starts at that cursor (`events?last_event_id=…`), so
-// nothing that happens in between is missed. The browser resumes by itself with the
-// Last-Event-ID header after a dropped connection; when the server refuses the stream
-// (e.g. 503) EventSource gives up, so we back off and open a new one from the last id.
-//
-// Event ids are opaque: the server guarantees order and no duplicates within a stream
-// and across resumes. What the page must reconcile is the list against the replay that
-// follows it (the replay may start before the list was taken): a task never goes back
-// to an earlier state, a terminal task never changes, and a task that only the list
-// has shown never goes back in progress. All URLs are relative, so the page works
-// wherever the hub is mounted.
+// It uses the hub's browser module (../sse-tasks.js): first paint from GET tasks, then
+// the global stream from the list's cursor with the tasks' output on it, `reset`
+// handled, back-off when the stream is refused. What a task wrote before the page
+// subscribed (a reload half way through a generation) is replayed from its own stream,
+// so each output box shows the whole text once. All URLs the page itself uses are
+// relative, so it works wherever the hub is mounted.
 
-const EVENT_TYPES = [
-  "task.queued",
-  "task.running",
-  "task.progress",
-  "task.succeeded",
-  "task.failed",
-  "task.cancelled",
-];
-const RANK = { queued: 0, running: 1, succeeded: 2, failed: 2, cancelled: 2 };
-const MIN_RETRY_MS = 1000;
-const MAX_RETRY_MS = 30000;
+import { followTasks, isTerminal } from "../sse-tasks.js";
 
-/** @type {Map<string, {task: any, eventId: string | null, fromList: boolean, row: HTMLElement}>} */
+/** @type {Map<string, {task: any, row: HTMLElement}>} */
 const entries = new Map();
-let source = null;
-let resumeFrom = null; // the id to resume from when a new EventSource is needed
-let retryMs = MIN_RETRY_MS;
-let retryTimer = null;
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const list = $("#tasks");
 const template = $("#task-template");
-
-function isTerminal(task) {
-  return RANK[task.state] === 2;
-}
 
 function setConnection(state, text) {
   const el = $("#connection");
@@ -115,13 +91,13 @@ function insertRow(entry) {
   list.append(entry.row);
 }
 
-function apply(task, eventId, fromList) {
+function apply(task) {
   let entry = entries.get(task.id);
   if (!entry) {
     const row = template.content.firstElementChild.cloneNode(true);
     row.dataset.id = task.id;
     $(".task-cancel", row).addEventListener("click", () => cancelTask(task.id));
-    entry = { task, eventId, fromList, row };
+    entry = { task, row };
     entries.set(task.id, entry);
     insertRow(entry);
   } else {
@@ -130,11 +106,27 @@ function apply(task, eventId, fromList) {
       $("#announcer").textContent = `${task.name} ${task.id} ${task.state}`;
     }
     entry.task = task;
-    entry.eventId = eventId;
-    entry.fromList = entry.fromList && fromList;
   }
   render(entry);
   $("#empty").hidden = entries.size > 0;
+}
+
+/** One chunk of a task's output: text into its output box, log lines into its log. */
+function showOutput(chunk) {
+  const entry = entries.get(chunk.id);
+  if (!entry) return; // not listed (older than the first paint's limit)
+  if (chunk.kind === "output") {
+    const box = $(".task-output", entry.row);
+    box.append(chunk.text);
+    box.hidden = false;
+  } else {
+    const line = document.createElement("li");
+    line.className = `level-${chunk.level || "info"}`;
+    line.textContent = chunk.text;
+    const log = $(".task-log", entry.row);
+    log.append(line);
+    log.hidden = false;
+  }
 }
 
 function clearAll() {
@@ -143,70 +135,22 @@ function clearAll() {
   $("#empty").hidden = false;
 }
 
-/** True if `task` is older than what the page shows (or the same event again). */
-function isStale(entry, task, eventId) {
-  const current = entry.task;
-  if (eventId && entry.eventId === eventId) return true;
-  if (isTerminal(current)) return true;
-  if (RANK[task.state] < RANK[current.state]) return true;
-  if (entry.fromList && task.state === current.state && (task.progress ?? -1) < (current.progress ?? -1)) {
-    return true;
-  }
-  return false;
-}
-
 // --- the stream ------------------------------------------------------------------
 
-function onTaskEvent(event) {
-  const task = JSON.parse(event.data);
-  if (event.lastEventId) resumeFrom = event.lastEventId;
-  const entry = entries.get(task.id);
-  if (entry && isStale(entry, task, event.lastEventId)) return;
-  apply(task, event.lastEventId || null, false);
+function showStatus(state, retryIn) {
+  if (state === "live") setConnection("live", "Live");
+  else if (state === "reconnecting") setConnection("reconnecting", "Reconnecting…");
+  else if (state === "offline") setConnection("offline", `Offline — retrying in ${Math.round(retryIn / 1000)} s`);
 }
 
-function connect() {
-  clearTimeout(retryTimer);
-  const url = resumeFrom ? `events?last_event_id=${encodeURIComponent(resumeFrom)}` : "events";
-  source = new EventSource(url);
-  for (const type of EVENT_TYPES) source.addEventListener(type, onTaskEvent);
+followTasks({
+  output: true,
+  onUpdate: apply,
+  onOutput: showOutput,
   // The server could not resume: drop everything; the current snapshots follow.
-  source.addEventListener("reset", clearAll);
-  source.addEventListener("open", () => {
-    retryMs = MIN_RETRY_MS;
-    setConnection("live", "Live");
-  });
-  source.addEventListener("error", () => {
-    if (source.readyState === EventSource.CLOSED) {
-      source.close();
-      retryLater(connect);
-    } else {
-      setConnection("reconnecting", "Reconnecting…");
-    }
-  });
-}
-
-function retryLater(action) {
-  const delay = retryMs * (0.75 + Math.random() / 2);
-  retryMs = Math.min(retryMs * 2, MAX_RETRY_MS);
-  setConnection("offline", `Offline — retrying in ${Math.round(delay / 1000)} s`);
-  retryTimer = setTimeout(action, delay);
-}
-
-async function start() {
-  try {
-    const response = await fetch("tasks?limit=200", { headers: { Accept: "application/json" } });
-    if (!response.ok) throw new Error(`GET tasks answered ${response.status}`);
-    const body = await response.json();
-    clearAll();
-    for (const task of body.tasks) apply(task, null, true);
-    resumeFrom = body.cursor;
-  } catch (error) {
-    retryLater(start);
-    return;
-  }
-  connect();
-}
+  onReset: clearAll,
+  onStatus: showStatus,
+});
 
 // --- actions ---------------------------------------------------------------------
 
@@ -243,8 +187,7 @@ async function submitTask(form) {
       return;
     }
     const task = await response.json();
-    const entry = entries.get(task.id);
-    if (!entry) apply(task, null, true);
+    if (!entries.has(task.id)) apply(task); // the stream brings every change after this
   } catch (error) {
     showError(`Could not start ${form.dataset.task}: ${error.message}`);
   }
@@ -280,4 +223,3 @@ setInterval(() => {
   }
 }, 500);
 
-start();
