@@ -1,15 +1,20 @@
-"""What ``sse-tasks watch`` and ``submit`` print: a live bar on a terminal, lines in a pipe."""
+"""What ``sse-tasks watch`` and ``submit`` print: a live bar on a terminal, lines in a pipe.
+
+Both show the task's output and log lines as they come: on a terminal above the bar,
+in a pipe as they are (output text unchanged, each log line prefixed with its level).
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import IO, Any, Protocol
 
 from .._core.errors import SSETasksError
-from .._core.models import Task, TaskState
+from .._core.models import OutputChunk, Task, TaskState
 from ..client import Client
 
 #: Exit codes of ``sse-tasks watch``: the task's outcome, usable in scripts.
@@ -90,15 +95,41 @@ class View(Protocol):
 
     def update(self, task: Task) -> None: ...
 
+    def output(self, chunk: OutputChunk) -> None: ...
+
     def close(self) -> None: ...
 
 
+def log_line(chunk: OutputChunk) -> str:
+    """How a log chunk is shown: ``info: 10 of 50 words``."""
+    return f"{chunk.level or 'info'}: {chunk.text}"
+
+
 class LineView:
-    """One line per change, for pipes and logs."""
+    """One line per change and per log line, the output text as it is, for pipes and logs.
+
+    A line (a change, a log line) that comes after output text not ending in a newline
+    starts on a line of its own.
+    """
 
     def __init__(self, out: IO[str]) -> None:
         self.out = out
         self.last: tuple[Any, ...] | None = None
+        self.mid_line = False  # the output written so far does not end with a newline
+
+    def _line(self, line: str) -> None:
+        if self.mid_line:
+            self.out.write("\n")
+            self.mid_line = False
+        print(line, file=self.out, flush=True)
+
+    def output(self, chunk: OutputChunk) -> None:
+        if chunk.kind != "output":
+            self._line(log_line(chunk))
+        elif chunk.text:
+            self.out.write(chunk.text)
+            self.out.flush()
+            self.mid_line = not chunk.text.endswith("\n")
 
     def connecting(self, url: str) -> None:
         pass  # quiet in scripts: only trouble (a retry, the final error) goes to stderr
@@ -114,7 +145,7 @@ class LineView:
         key = (task.state, task.progress, task.message)
         if key != self.last:
             self.last = key
-            print(line, file=self.out, flush=True)
+            self._line(line)
 
     def close(self) -> None:
         pass
@@ -124,7 +155,7 @@ class BarView:
     """A live ``rich`` progress bar with the task's state and message."""
 
     def __init__(self) -> None:
-        from rich.console import Console
+        from rich.console import Console, RenderableType
         from rich.progress import (
             BarColumn,
             Progress,
@@ -133,9 +164,22 @@ class BarView:
             TextColumn,
             TimeElapsedColumn,
         )
+        from rich.text import Text
 
+        self.text = Text
+        view = self
+
+        class OutputProgress(Progress):
+            """The bar, below the line of output being written (finished lines go above)."""
+
+            def get_renderables(self) -> Iterable[RenderableType]:
+                if view.pending:
+                    yield Text(view.pending, overflow="ellipsis", no_wrap=True)
+                yield self.make_tasks_table(self.tasks)
+
+        self.pending = ""  # output text after its last complete line
         self.console = Console()
-        self.progress = Progress(
+        self.progress = OutputProgress(
             SpinnerColumn(),
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -175,7 +219,29 @@ class BarView:
             style = {TaskState.SUCCEEDED: "green", TaskState.FAILED: "red"}.get(task.state, "yellow")
             self.console.print(outcome(task), style=style, markup=False, highlight=False)
 
+    def output(self, chunk: OutputChunk) -> None:
+        """Output and log lines above the bar, as they come; the line being written, just above."""
+        print_plain = functools.partial(self.console.print, markup=False, highlight=False, soft_wrap=True)
+        if chunk.kind != "output":
+            self._flush()
+            print_plain(self.text(log_line(chunk), style="dim"))  # (a style= would dim the bar too)
+            return
+        *lines, self.pending = (self.pending + chunk.text).split("\n")
+        for line in lines:
+            print_plain(line)
+        width = max(self.console.width, 20)
+        while len(self.pending) > width:  # a long line: wrapped at a space, as it is written
+            cut = self.pending.rfind(" ", 0, width) + 1 or width
+            line, self.pending = self.pending[:cut], self.pending[cut:]
+            print_plain(line)
+
+    def _flush(self) -> None:
+        line, self.pending = self.pending, ""
+        if line:
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
     def close(self) -> None:
+        self._flush()
         if self.bar is not None and not self.seen:  # never connected: no empty bar left behind
             self.progress.remove_task(self.bar)
             self.bar = None
@@ -205,9 +271,12 @@ def watch_task(client: Client, task_id: str, out: IO[str]) -> int:
     view.connecting(client.base_url)
     last: Task | None = None
     try:
-        for task in client.follow(task_id):
-            last = task
-            view.update(task)
+        for item in client.follow(task_id, output=True):
+            if isinstance(item, OutputChunk):
+                view.output(item)
+            else:
+                last = item
+                view.update(item)
     except SSETasksError as exc:
         view.close()
         print(f"sse-tasks: {exc.message}", file=sys.stderr)

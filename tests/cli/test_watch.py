@@ -21,7 +21,7 @@ from _support import LiveServer, free_port
 
 from sse_tasks import TaskHub
 from sse_tasks.cli.watch import LineView, make_view, parse_params
-from sse_tasks.demo import register_demo_tasks
+from sse_tasks.demo import generated_text, register_demo_tasks, word
 
 CLI = [sys.executable, "-m", "sse_tasks"]
 
@@ -55,6 +55,41 @@ def test_watch_in_a_pipe_prints_one_line_per_change_and_exits_0(server: LiveServ
     assert lines[-1].startswith(f"count {task_id} succeeded in ")
     assert lines[-1].endswith(': {"count": 10}')
     assert "\x1b[" not in done.stdout  # no terminal codes in a pipe
+
+
+def words(start: int, stop: int) -> str:
+    return "".join(f"{word(i)} " for i in range(start, stop))
+
+
+def test_watch_in_a_pipe_prints_the_output_and_the_log_lines_as_they_come(server: LiveServer) -> None:
+    url = submit(server, "generate", words=25, delay=0.01)
+    task_id = url.rsplit("/", 1)[1]
+    done = run("watch", url)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines(keepends=True)
+    assert lines[-1].startswith(f"generate {task_id} succeeded in ")
+    assert lines[-1].endswith(': {"words": 25}\n')
+    status = [line for line in lines if line.startswith(f"generate {task_id} ")]
+    assert status[0].startswith(f"generate {task_id} ") and len(status) <= 4, status
+    # The text as it was written, each log line (with its level) on its own line where it came.
+    printed = "".join(line for line in lines if line not in status)
+    expected = (
+        f"{words(0, 10)}\ninfo: 10 of 25 words\n{words(10, 20)}\ninfo: 20 of 25 words\n{words(20, 25)}\n"
+    )
+    assert printed == expected
+    assert expected.replace("\n", "").replace("info: 10 of 25 words", "").replace(
+        "info: 20 of 25 words", ""
+    ) == generated_text(25)
+
+
+def test_watch_of_a_finished_task_prints_its_whole_output_then_how_it_ended(server: LiveServer) -> None:
+    url = submit(server, "generate", words=12, delay=0)
+    assert run("watch", url).returncode == 0  # now it has finished
+    again = run("watch", url)
+    assert again.returncode == 0, again.stderr
+    lines = again.stdout.splitlines()
+    assert lines[:-1] == [words(0, 10).rstrip("\n"), "info: 10 of 12 words", words(10, 12)]
+    assert " succeeded in " in lines[-1]
 
 
 def test_watch_accepts_the_events_url_and_exits_1_on_failure(server: LiveServer) -> None:
@@ -192,6 +227,26 @@ def test_watch_on_a_terminal_shows_a_progress_bar(server: LiveServer) -> None:
     assert "succeeded" in text
 
 
+def test_watch_on_a_terminal_prints_the_output_above_the_bar(server: LiveServer) -> None:
+    url = submit(server, "generate", words=30, delay=0.02)
+    master, slave, env = open_terminal()
+    with subprocess.Popen(
+        [*CLI, "watch", url], stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True
+    ) as proc:
+        os.close(slave)
+        try:
+            output = read_terminal(master, proc)
+        finally:
+            os.close(master)
+        assert proc.wait(30) == 0
+    text = output.decode("utf-8", "replace")
+    assert "━" in text and "succeeded" in text
+    for start in (0, 10, 20):  # each run of words between two log lines, on a line of its own
+        assert words(start, start + 10).rstrip() in text
+        assert f"info: {start + 10} of 30 words" in text
+    assert text.rindex("info: 30 of 30 words") < text.rindex("succeeded")
+
+
 def test_without_rich_a_terminal_gets_lines_and_a_hint(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -254,7 +309,6 @@ def test_parse_params() -> None:
 def test_watch_keeps_the_url_query_for_every_request(live_server: Callable[..., LiveServer]) -> None:
     """A task URL carrying an access token (``?token=…``) works for the whole follow."""
     from starlette.responses import JSONResponse
-
 
     hub = TaskHub("memory://", shutdown_grace=0.5)
     register_demo_tasks(hub)
