@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
+import struct
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,7 +19,7 @@ from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
 
 from sse_tasks import TaskHub
-from sse_tasks.demo import register_demo_tasks
+from sse_tasks.demo import generated_text, register_demo_tasks
 from sse_tasks.demo.page import page_routes
 
 sync_api = pytest.importorskip(
@@ -75,6 +78,13 @@ def demo_hub() -> TaskHub:
 def site(live_server: Callable[..., LiveServer]) -> LiveServer:
     """The demo app (API at the root, page at /), as ``sse-tasks serve`` runs it."""
     hub = demo_hub()
+    return live_server(hub, with_routes(hub, page_routes()))
+
+
+@pytest.fixture
+def demo_site(make_hub: Callable[..., TaskHub], live_server: Callable[..., LiveServer]) -> LiveServer:
+    """The demo app on the test's broker (``memory://`` and a real Redis)."""
+    hub = make_hub(shutdown_grace=0.5)
     return live_server(hub, with_routes(hub, page_routes()))
 
 
@@ -229,3 +239,150 @@ def test_a_cursor_the_server_cannot_resume_from_resets_the_list(page: Page, site
     page.goto(site.url + "/")
     expect(page.locator(f'li.task[data-id="{task_id}"] .task-state')).to_have_text("succeeded")
     expect(page.locator('li.task[data-id="ghost"]')).to_have_count(0)
+
+
+WORDS = 60
+GENERATE = {"Words": WORDS, "Seconds between words": 0.05}  # 3 s of output
+
+
+def started_generation(page: Page, site: LiveServer) -> tuple[str, Any]:
+    """Start ``generate`` from the form; once its first words are shown, its id and row."""
+    row = start(page, "generate", **GENERATE)
+    box = row.locator(".task-output")
+    expect(box).to_contain_text(generated_text(3).strip())
+    task_id = row.locator(".task-id").inner_text()
+    snapshot = httpx.get(f"{site.url}/tasks/{task_id}").json()
+    assert snapshot["state"] == "running", "the generation ended before the test could interrupt it"
+    return task_id, row
+
+
+def expect_the_whole_text_once(page: Page, task_id: str) -> None:
+    row = page.locator(f'li.task[data-id="{task_id}"]')
+    expect(row).to_have_count(1)
+    expect(row.locator(".task-state")).to_have_text("succeeded")
+    box = row.locator(".task-output")
+    expect(box).to_have_text(generated_text(WORDS))
+    assert box.text_content() == generated_text(WORDS)  # exact: no word twice, none missing
+    log = row.locator(".task-log li")
+    expect(log).to_have_text([f"{n} of {WORDS} words" for n in range(10, WORDS + 1, 10)])
+
+
+def test_generate_streams_its_output_into_the_task_row(page: Page, demo_site: LiveServer) -> None:
+    open_page(page, demo_site.url + "/")
+    row = start(page, "generate", Words=25, **{"Seconds between words": 0.01})
+    expect(row.locator(".task-state")).to_have_text("succeeded")
+    expect(row.locator(".task-output")).to_have_text(generated_text(25))
+    assert row.locator(".task-output").text_content() == generated_text(25)
+    expect(row.locator(".task-log li")).to_have_text(["10 of 25 words", "20 of 25 words"])
+    expect(row.locator(".task-outcome")).to_have_text('Result: {"words":25}')
+
+
+def test_a_reload_mid_generation_shows_the_whole_text_once(page: Page, demo_site: LiveServer) -> None:
+    open_page(page, demo_site.url + "/")
+    task_id, _ = started_generation(page, demo_site)
+
+    page.reload()
+
+    expect(page.locator("#connection")).to_have_text("Live")
+    expect_the_whole_text_once(page, task_id)
+
+
+class CuttableProxy:
+    """A TCP proxy on a loopback port in front of ``upstream``: ``cut()`` resets every
+    connection through it and refuses new ones until ``restore()``, as a network does."""
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.removeprefix("http://").split(":")
+        self.upstream = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.down = False
+        self.connections = 0
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            if self.down:
+                _reset(client)
+                continue
+            try:
+                server = socket.create_connection(self.upstream)
+            except OSError:
+                _reset(client)
+                continue
+            with self._lock:
+                self.connections += 1
+                self._open.update((client, server))
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with self._lock:
+                    self._open.discard(sock)
+                _reset(sock)
+
+    def cut(self) -> None:
+        self.down = True
+        with self._lock:
+            sockets, self._open = list(self._open), set()
+        for sock in sockets:
+            _reset(sock)
+
+    def restore(self) -> None:
+        self.down = False
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+def _reset(sock: socket.socket) -> None:
+    """Drop a connection: abortive close (SO_LINGER 0); the shutdown wakes the other
+    thread blocked reading it (closing alone would leave the connection up)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+@pytest.fixture
+def proxy(demo_site: LiveServer) -> Iterator[CuttableProxy]:
+    proxy = CuttableProxy(demo_site.url)
+    yield proxy
+    proxy.close()
+
+
+def test_a_connection_cut_mid_generation_ends_with_the_whole_text_once(
+    page: Page, demo_site: LiveServer, proxy: CuttableProxy
+) -> None:
+    streams: list[str] = []
+    page.on("request", lambda request: streams.append(request.url) if "/events" in request.url else None)
+    open_page(page, proxy.url + "/")
+    task_id, row = started_generation(page, demo_site)
+    shown = len(row.locator(".task-output").text_content() or "")
+    before = len(streams)
+
+    proxy.cut()
+    expect(page.locator("#connection")).not_to_have_text("Live")
+    assert len(row.locator(".task-output").text_content() or "") < len(generated_text(WORDS))
+    proxy.restore()
+
+    expect_the_whole_text_once(page, task_id)
+    expect(page.locator("#connection")).to_have_text("Live")
+    assert len(streams) > before  # the stream was opened again
+    assert shown > 0
