@@ -98,7 +98,9 @@ def pages() -> Iterator[LiveServer]:
 
 
 @pytest.fixture
-def hub_url(make_hub: Callable[..., TaskHub], live_server: Callable[..., LiveServer], pages: LiveServer) -> str:
+def hub_url(
+    make_hub: Callable[..., TaskHub], live_server: Callable[..., LiveServer], pages: LiveServer
+) -> str:
     """A hub with the demo tasks under /jobs on its own origin, allowing the page's."""
     hub = make_hub(shutdown_grace=0.5, cors_origins=[pages.url])
     app = Starlette(routes=[Mount(MOUNT, app=hub.app)], lifespan=hub.lifespan)
@@ -142,7 +144,9 @@ def assert_output_once_in_order(log: list[list[Any]], task_id: str, words: int) 
     chunks = outputs_of(log, task_id)
     assert [c[2] for c in chunks] == list(range(words + words // 10))  # output and log lines
     assert "".join(c[4] for c in chunks if c[3] == "output") == generated_text(words)
-    assert [c[4] for c in chunks if c[3] == "log"] == [f"{n} of {words} words" for n in range(10, words + 1, 10)]
+    assert [c[4] for c in chunks if c[3] == "log"] == [
+        f"{n} of {words} words" for n in range(10, words + 1, 10)
+    ]
 
 
 def test_the_module_is_served_as_javascript(hub_url: str, pages: LiveServer) -> None:
@@ -196,13 +200,17 @@ def test_follow_task_replays_a_finished_task(page: Page, pages: LiveServer, hub_
     task_id = submit(hub_url, 20, 0)
     wait_finished(hub_url, task_id)
     open_page(page, pages, hub_url)
-    page.evaluate("(id) => { window.follower = mod.followTask(`/jobs/tasks/${id}/events`, recorder()); }", task_id)
+    page.evaluate(
+        "(id) => { window.follower = mod.followTask(`/jobs/tasks/${id}/events`, recorder()); }", task_id
+    )
     log = wait_log(page, "log.some((e) => e[0] === 'done')")
     assert_output_once_in_order(log, task_id, 20)
     assert log[-2:] == [["update", task_id, "succeeded", "generate"], ["done", task_id, "succeeded"]]
 
 
-def test_follow_task_backs_off_while_the_stream_is_refused(page: Page, pages: LiveServer, hub_url: str) -> None:
+def test_follow_task_backs_off_while_the_stream_is_refused(
+    page: Page, pages: LiveServer, hub_url: str
+) -> None:
     refused: list[str] = []
 
     def refuse_twice(route: Any) -> None:
@@ -215,7 +223,9 @@ def test_follow_task_backs_off_while_the_stream_is_refused(page: Page, pages: Li
     page.route(re.compile(r"/tasks/[\w-]+/events(\?|$)"), refuse_twice)
     open_page(page, pages, hub_url)
     task_id = submit(hub_url, 12, 0.01)
-    page.evaluate("(id) => { window.follower = mod.followTask(`/jobs/tasks/${id}/events`, recorder()); }", task_id)
+    page.evaluate(
+        "(id) => { window.follower = mod.followTask(`/jobs/tasks/${id}/events`, recorder()); }", task_id
+    )
     log = wait_log(page, "log.some((e) => e[0] === 'done')")
     errors = [e for e in log if e[0] == "error"]
     assert len(errors) == 1
@@ -246,7 +256,9 @@ def test_follow_tasks_paints_follows_and_resets(page: Page, pages: LiveServer, h
     assert_output_once_in_order(log, later, 30)
     assert not [e for e in log if e[0] in ("reset", "error")]
     global_streams = [url for url in streams if "/jobs/events" in url]
-    assert len(global_streams) == 1 and "last_event_id=" in global_streams[0] and "output=1" in global_streams[0]
+    assert (
+        len(global_streams) == 1 and "last_event_id=" in global_streams[0] and "output=1" in global_streams[0]
+    )
 
 
 def test_follow_tasks_resets_after_an_unknown_cursor(page: Page, pages: LiveServer, hub_url: str) -> None:
@@ -264,8 +276,8 @@ def test_follow_tasks_resets_after_an_unknown_cursor(page: Page, pages: LiveServ
     page.evaluate("() => { window.follower = mod.followTasks({...recorder(), output: true}); }")
     log = wait_log(
         page,
-        f"log.some((e) => e[0] === 'reset') && "
-        f"log.slice(log.findIndex((e) => e[0] === 'reset')).filter((e) => e[0] === 'output').length === 11",
+        "log.some((e) => e[0] === 'reset') && "
+        "log.slice(log.findIndex((e) => e[0] === 'reset')).filter((e) => e[0] === 'output').length === 11",
     )
     reset_at = log.index(["reset"])
     assert log.count(["reset"]) == 1
