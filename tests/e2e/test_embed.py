@@ -23,7 +23,7 @@ from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
 
 from sse_tasks import TaskHub
-from sse_tasks.demo import register_demo_tasks
+from sse_tasks.demo import generated_text, register_demo_tasks
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')"
@@ -149,3 +149,25 @@ def test_a_hub_that_does_not_allow_the_page_origin_is_reported(
     expect(page.get_by_role("status")).to_have_text(
         f"Error: cannot reach the hub at {hub_url}/tasks", timeout=WAIT_MS
     )
+
+
+def test_a_page_on_another_origin_shows_a_generation_s_output(
+    page: Page, pages: LiveServer, live_server: Callable[..., LiveServer], make_hub: Callable[..., TaskHub]
+) -> None:
+    """The page imports the browser module from the hub and streams the task's output."""
+    hub = make_hub(shutdown_grace=0.5, cors_origins=[pages.url])
+    app = Starlette(routes=[Mount("/jobs", app=hub.app)], lifespan=hub.lifespan)
+    server = live_server(hub, app)
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+
+    page.goto(f"{pages.url}/embed.html?{urlencode({'hub': server.url + '/jobs'})}")
+    page.get_by_role("button", name="Start a generation").click()
+
+    expect(page.get_by_role("status")).to_have_text(
+        'generate: succeeded 100 %  — result {"words":40}', timeout=WAIT_MS
+    )
+    output = page.get_by_role("log", name="Output")
+    expect(output).to_have_text(generated_text(40), timeout=WAIT_MS)
+    assert output.text_content() == generated_text(40)
+    assert f"{server.url}/jobs/sse-tasks.js" in requests
