@@ -243,3 +243,33 @@ async def test_fast_output_reaches_many_followers_exactly_once_in_order(
     expected = list(range(words + words // 10))
     assert all(got == expected for got in seqs)
     assert text == generated_text(words)
+
+
+async def test_the_authorization_hook_filters_output_like_snapshots(
+    make_hub: HubFactory, live_server: ServerFactory
+) -> None:
+    from sse_tasks import owner_only
+
+    hub = make_hub(authorize=owner_only, identify=lambda request: request.headers.get("x-user"))
+    server = live_server(hub)
+    alice, bob = {"x-user": "alice"}, {"x-user": "bob"}
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        async with http.stream("GET", "/events?output=1", headers=bob) as watching:
+            assert watching.status_code == 200
+            secret = await http.post(
+                "/tasks", json={"name": "generate", "params": {"words": 5, "delay": 0}}, headers=alice
+            )
+            own = await http.post(
+                "/tasks", json={"name": "generate", "params": {"words": 3, "delay": 0}}, headers=bob
+            )
+            seen: list[SSEEvent] = []
+            async for event in sse_events(watching):
+                seen.append(event)
+                if event.event == "task.succeeded" and event.json()["id"] == own.json()["id"]:
+                    break
+        secret_id = secret.json()["id"]
+        assert [c["id"] for c in outputs(seen)] == [own.json()["id"]] * 3
+        assert all(e.json()["id"] != secret_id for e in seen if e.event and e.event.startswith("task."))
+        refused = await http.get(f"/tasks/{secret_id}/output", headers=bob)
+        assert refused.status_code == 404
+        assert (await http.get(f"/tasks/{secret_id}/output", headers=alice)).text == generated_text(5)
