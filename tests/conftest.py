@@ -201,3 +201,28 @@ async def http(server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
     """A client of :func:`server` over real sockets."""
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
         yield client
+
+
+# -- headless Chromium (the page tests import _browser, which skips them without it) ----------
+
+
+@pytest.fixture
+def page_options() -> dict[str, Any]:
+    """Options of the page's browser context (a module may override this fixture)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from _browser import launched
+
+    with launched() as browser:
+        yield browser
+
+
+@pytest.fixture
+def page(browser: Any, page_options: dict[str, Any]) -> Iterator[Any]:
+    from _browser import checked_page
+
+    with checked_page(browser, **page_options) as page:
+        yield page

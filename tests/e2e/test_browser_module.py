@@ -7,14 +7,13 @@ link it follows must resolve against the hub, not the page. On memory:// and red
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
+from _browser import Page
 from _support import LiveServer, serve_in_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -24,27 +23,6 @@ from starlette.routing import Mount, Route
 from sse_tasks import TaskHub
 from sse_tasks.demo import generated_text
 
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')"
-)
-Page = sync_api.Page
-
-CHROMIUM = os.environ.get("SSE_TASKS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-if not os.path.exists(CHROMIUM):
-    pytest.skip(
-        f"chromium is not installed at {CHROMIUM} (apt-get install chromium; scripts/test does)",
-        allow_module_level=True,
-    )
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # root in CI
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 WAIT_MS = 15_000
 MOUNT = "/jobs"
 
@@ -65,25 +43,6 @@ window.recorder = () => ({
 document.title = "ready";
 </script></body></html>
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Page]:
-    context = browser.new_context()
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 @pytest.fixture

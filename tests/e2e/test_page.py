@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import socket
 import struct
 import threading
@@ -13,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _browser import Page, expect
 from _support import ROOT, LiveServer, with_routes
 from starlette.applications import Starlette
 from starlette.responses import FileResponse
@@ -22,50 +21,14 @@ from sse_tasks import TaskHub
 from sse_tasks.demo import generated_text, register_demo_tasks
 from sse_tasks.demo.page import page_routes
 
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')"
-)
-Page = sync_api.Page
-expect = sync_api.expect
-
-CHROMIUM = os.environ.get("SSE_TASKS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-if not os.path.exists(CHROMIUM):
-    pytest.skip(
-        f"chromium is not installed at {CHROMIUM} (apt-get install chromium; scripts/test does)",
-        allow_module_level=True,
-    )
-
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # root in CI
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 expect.set_options(timeout=10_000)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
-def page(browser: Any) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1000, "height": 760})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+def page_options() -> dict[str, Any]:
+    return {"viewport": {"width": 1000, "height": 760}}
 
 
 def demo_hub() -> TaskHub:
