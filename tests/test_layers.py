@@ -26,6 +26,7 @@ LAYERS = {
     "sse_tasks.cli": 6,
     "sse_tasks.__main__": 7,
     "sse_tasks": 8,  # the package's __init__: the public API
+    "sse_tasks.celery": 8,  # public, beside it: needs the celery extra
 }
 CLIENT_MAY_USE = ("sse_tasks._core",)
 CORE_MUST_NOT_USE = ("starlette.routing", "starlette.applications", "sse_starlette", "uvicorn")

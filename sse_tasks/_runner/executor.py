@@ -10,16 +10,38 @@ more small class.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from anyio.abc import TaskGroup
 
 from .._core.models import Task
+from .._core.registry import TaskFunction
+from ..brokers import Broker
 from .job import Job, Publisher
 
 
 class Executor(abc.ABC):
     """Where the work of a queued task runs."""
+
+    #: False for an engine whose own workers run the work (and report and lease it
+    #: through the broker themselves): this process then neither leases nor retries it.
+    runs_here: bool = True
+
+    def bind(self, broker: Broker) -> None:  # noqa: B027 - optional hook
+        """Called once with the hub's broker; raise ``ValueError`` if this executor cannot use it."""
+
+    def registrations(self) -> Iterable[tuple[str, TaskFunction]]:
+        """Tasks the engine defines, registered on the hub as ``(name, function)`` (the
+        function's signature is what clients' params are checked against)."""
+        return ()
+
+    async def admit(self, job: Job) -> None:  # noqa: B027 - optional hook
+        """Called before the job's ``task.queued`` is stored: an engine with its own queue
+        sends the job here, and raises :class:`Unavailable` if it cannot (nothing is stored)."""
+
+    async def cancelled(self, task: Task) -> None:  # noqa: B027 - optional hook
+        """A client cancelled ``task`` (its ``cancelled`` event is stored): stop its work
+        wherever it runs. Work running here is stopped through :meth:`cancel` instead."""
 
     @abc.abstractmethod
     async def start(self, publisher: Publisher, done: Callable[[Job], None], group: TaskGroup) -> None:

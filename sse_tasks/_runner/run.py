@@ -10,6 +10,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
+from .._core.budget import OutputBudget
 from .._core.context import TaskContext
 from .._core.models import OutputChunk, Task
 from .job import Job
@@ -43,9 +44,7 @@ class Run:
         self.start_publisher: Callable[[], object] | None = None
         #: Starts the output publisher, likewise.
         self.start_output: Callable[[], object] | None = None
-        self.output_chunks = 0  # chunks kept (numbered 0 on), the limit warning included
-        self._output_bytes = 0
-        self._output_full = False
+        self._budget = OutputBudget(job.task.id, max_output_bytes, max_output_chunks)
         self._pending: deque[OutputChunk] = deque()
         self._output_waiting = False  # the publisher has been told about pending chunks
         self._output_ready = anyio.Event()
@@ -97,24 +96,19 @@ class Run:
         self._dirty = anyio.Event()
         return self.latest()
 
+    @property
+    def output_chunks(self) -> int:
+        """Chunks kept (numbered 0 on), the limit warning included."""
+        return self._budget.chunks
+
     # -- output ------------------------------------------------------------------------
 
     def output(self, kind: str, text: str, level: str | None) -> None:
-        task_id = self.job.task.id
         with self._lock:
-            if self._output_full:
+            chunk = self._budget.take(kind, text, level)
+            if chunk is None:
                 return
-            size = len(text.encode())
-            full = self.output_chunks >= self.max_output_chunks
-            if full or self._output_bytes + size > self.max_output_bytes:
-                self._output_full = True
-                limits = f"{self.max_output_chunks} chunks or {self.max_output_bytes} bytes"
-                text = f"output limit reached ({limits}): further output is not kept"
-                kind, level = "log", "warning"
-            else:
-                self._output_bytes += size
-            self._pending.append(OutputChunk(task_id, self.output_chunks, kind, text, level))
-            self.output_chunks += 1
+            self._pending.append(chunk)
             notify, self._output_waiting = not self._output_waiting, True
         if notify:
             if threading.get_ident() == self._loop_thread:

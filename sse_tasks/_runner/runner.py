@@ -49,6 +49,7 @@ class Runner:
             raise ValueError("max_queued and shutdown_grace must be >= 0")
         self.broker = broker
         self.executor = executor or InProcessExecutor()
+        self.executor.bind(broker)
         self.max_queued = max_queued
         self.shutdown_grace = shutdown_grace
         self.stats = stats or HubStats()
@@ -63,6 +64,8 @@ class Runner:
         self._closed: anyio.Event | None = None
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self.group: TaskGroup | None = None
+        for name, func in self.executor.registrations():
+            self.register(func, name=name)
 
     # -- registration ------------------------------------------------------------
 
@@ -117,15 +120,20 @@ class Runner:
         task = Task(id=secrets.token_urlsafe(12), name=registered.name, owner=owner)
         job = Job(task, registered, params)
         self._add(job)
+        runs_here = self.executor.runs_here
         try:
-            event = await self.broker.publish(task, "task.queued")
+            await self.executor.admit(job)
+            event = await self.broker.publish(task, "task.queued", leased=runs_here)
+            stored = event.task if event is not None else None
+            if stored is None and not runs_here:
+                stored = await self.broker.get(task.id)  # the engine's worker started it first
         except BaseException:
             self._forget(job)
             raise
-        if event is None:  # pragma: no cover - a fresh id cannot be terminal
+        if stored is None:  # pragma: no cover - a fresh id cannot be terminal
             self._forget(job)
             raise RuntimeError("broker refused a new task")
-        job.task = event.task
+        job.task = stored
         self.stats.tasks["queued"] += 1
         logger.info("task queued id=%s name=%s", task.id, task.name)
         return job
@@ -193,6 +201,7 @@ class Runner:
         while not task.terminal:
             event = await self.publisher.finish(task, TaskState.CANCELLED)
             if event is not None:
+                await self.executor.cancelled(event.task)
                 return event.task
             task = await self.get(task_id)
         raise TaskFinished(f"task {task_id!r} already {task.state.value}")
@@ -282,7 +291,8 @@ class Runner:
         for job in list(self._jobs.values()):
             if self.executor.running_task(job.task.id) is None:
                 self._forget(job)
-                await self.publisher.finish(job.task, TaskState.CANCELLED, message="server shutting down")
+                if self.executor.runs_here:  # else it is in the engine's queue: it runs there
+                    await self.publisher.finish(job.task, TaskState.CANCELLED, message="server shutting down")
         with anyio.move_on_after(self.shutdown_grace):
             await self._idle.wait()
         self.executor.cancel_all("server shutting down")

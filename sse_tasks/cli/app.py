@@ -109,12 +109,13 @@ def create_server_app(
     heartbeat: float | None = None,
     **hub_options: Any,
 ) -> Any:
-    """The ASGI app ``sse-tasks serve`` runs: the hub's API at the root, the demo page at ``/``.
+    """The ASGI app ``sse-tasks serve`` runs: the hub's API at the root, the demo page at ``/``
+    (by default without ``--app``, or when the app's hub has every demo task's name).
 
     ``hub_options`` (``tokens``, ``cors_origins``, ``metrics``, …) override the hub's
     settings; None values are ignored.
     """
-    from ..demo import register_demo_tasks
+    from ..demo import DEMO_TASKS, register_demo_tasks
     from ..demo.page import page_routes
 
     options: dict[str, Any] = {k: v for k, v in hub_options.items() if v is not None}
@@ -132,8 +133,8 @@ def create_server_app(
             raise ConfigError(f"--app {app!r}: {exc}") from None
     else:
         hub = TaskHub(_broker(broker), **options)
-    if demo is None:
-        demo = app is None
+    if demo is None:  # an app that offers the demo tasks itself (on Celery, say) gets the page
+        demo = app is None or all(name in hub.registry for name in DEMO_TASKS)
     if demo:
         register_demo_tasks(hub)
     if hub.settings.metrics:

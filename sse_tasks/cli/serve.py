@@ -17,7 +17,10 @@ from .app import ENV, _app_from_env, _cwd_on_path, log_config
 @click.command(context_settings={"auto_envvar_prefix": "SSE_TASKS"})
 @click.option("--app", "app", metavar="MODULE:HUB", help="Serve this TaskHub (default: the demo).")
 @click.option(
-    "--demo/--no-demo", default=None, help="Register the demo tasks and page (default when no --app)."
+    "--demo/--no-demo",
+    default=None,
+    help="Register the demo tasks the hub lacks and serve the page (default when no --app, or when "
+    "the app's hub has every demo task).",
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))

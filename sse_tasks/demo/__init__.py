@@ -11,7 +11,10 @@ if TYPE_CHECKING:
     from .._core.context import TaskContext
     from .._hub import TaskHub
 
-__all__ = ["register_demo_tasks"]
+__all__ = ["DEMO_TASKS", "register_demo_tasks"]
+
+#: The names every sse-tasks server offers (the demo page starts them).
+DEMO_TASKS = ("sleep", "count", "fail", "generate")
 
 
 async def sleep(ctx: TaskContext, seconds: float = 1.0) -> dict[str, Any]:
@@ -69,6 +72,7 @@ async def generate(ctx: TaskContext, words: int = 50, delay: float = 0.05) -> di
 
 
 def register_demo_tasks(hub: TaskHub) -> None:
-    """Register ``sleep``, ``count``, ``fail`` and ``generate`` on ``hub``."""
+    """Register ``sleep``, ``count``, ``fail`` and ``generate`` on ``hub`` (those it lacks)."""
     for func in (sleep, count, fail, generate):
-        hub.register(func)
+        if func.__name__ not in hub.registry:
+            hub.register(func)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .._runner import Runner
     from .sse import StreamMonitor
 
+
 class _Collector:
     """A prometheus-client custom collector reading one hub at scrape time."""
 

@@ -231,12 +231,12 @@ class RedisBroker(Broker):
 
     # -- tasks -------------------------------------------------------------------
 
-    async def publish(self, task: Task, event_type: str) -> TaskEvent | None:
+    async def publish(self, task: Task, event_type: str, *, leased: bool = True) -> TaskEvent | None:
         if self._writes == 0:
             self._writes_done = anyio.Event()
         self._writes += 1
         try:
-            return await self._publish(task, event_type)
+            return await self._publish(task, event_type, leased=leased)
         finally:
             self._writes -= 1
             if self._writes == 0:
@@ -245,10 +245,13 @@ class RedisBroker(Broker):
     async def _fail_lapsed(self, failed: Task) -> TaskEvent | None:
         return await self._publish(failed, "task.failed", lapsed_only=True)
 
-    async def _publish(self, task: Task, event_type: str, *, lapsed_only: bool = False) -> TaskEvent | None:
+    def publish_args(
+        self, task: Task, event_type: str, *, lease: str, requeue: bool = False, lapsed_only: bool = False
+    ) -> dict[str, Any]:
+        """The arguments of ``publish.lua`` (also written by worker hooks of other engines)."""
         record = task.to_record()
         del record["event_id"], record["event_type"]
-        args = {
+        return {
             "id": task.id,
             "type": event_type,
             "state": task.state.value,
@@ -260,14 +263,23 @@ class RedisBroker(Broker):
             "retention_ms": max(0, round(self.retention * 1000)),
             "max_tasks": self.max_tasks,
             "lease_ms": self._leases.lease_ms,
+            "lease": lease,
+            "requeue": "1" if requeue else "0",
             "token": secrets.token_hex(8),  # makes a retried write idempotent
             "lapsed_only": "1" if lapsed_only else "0",
             "prefix": self.prefix,
         }
+
+    async def _publish(
+        self, task: Task, event_type: str, *, lapsed_only: bool = False, leased: bool = True
+    ) -> TaskEvent | None:
+        queued = event_type == "task.queued"
+        lease = ("add" if leased else "none") if queued else "xx"
+        args = self.publish_args(task, event_type, lease=lease, lapsed_only=lapsed_only)
         keys = self._keys.publish(task.id)
         owned = self._leases.owned
         # Only the runner of a task retries: a submission or a remote cancel fails fast.
-        retry = task.id in owned and event_type != "task.queued" and not lapsed_only
+        retry = task.id in owned and not queued and not lapsed_only
         grace = self.outage_grace if event_type != "task.progress" else math.inf
         reply = await self._write(task.id, event_type, self._scripts.publish, keys, args, retry, grace)
         if reply is None:
@@ -275,7 +287,7 @@ class RedisBroker(Broker):
             return None
         event_id = text(reply[0])
         if not lapsed_only:
-            if event_type == "task.queued":
+            if queued and leased:
                 owned.add(task.id)
             elif task.terminal:
                 owned.discard(task.id)
@@ -323,11 +335,7 @@ class RedisBroker(Broker):
             self._writes_done = anyio.Event()
         self._writes += 1
         try:
-            args = {
-                "chunk": codec.dumps(chunk.to_dict()),
-                "history": self.history,
-                "token": secrets.token_hex(8),
-            }
+            args = self.output_args(chunk)
             keys = self._keys.publish_output(chunk.task_id)
             retry = chunk.task_id in self._leases.owned
             reply = await self._write(
@@ -343,6 +351,10 @@ class RedisBroker(Broker):
         stream_id = event_id.partition("-")[2]
         stored = OutputChunk(chunk.task_id, chunk.seq, chunk.kind, chunk.text, chunk.level, event_id)
         return TaskEvent(event_id, key(stream_id), OUTPUT_EVENT, task, stored)
+
+    def output_args(self, chunk: OutputChunk) -> dict[str, Any]:
+        """The arguments of ``output.lua``."""
+        return {"chunk": codec.dumps(chunk.to_dict()), "history": self.history, "token": secrets.token_hex(8)}
 
     async def output(self, task_id: str) -> list[OutputChunk]:
         async with self._connection() as db:

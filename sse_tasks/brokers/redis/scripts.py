@@ -14,8 +14,10 @@ from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
+import redis
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.commands.core import Script as SyncScript
 
 
 @functools.cache
@@ -47,19 +49,37 @@ class Script:
         prologue = [_locals(self.keys, "KEYS"), _locals(self.args, "ARGV")]
         self.source = "\n".join([*filter(None, prologue), *body]) + "\n"
         self._script: AsyncScript | None = None
+        self._sync_script: SyncScript | None = None
 
     async def __call__(
         self, client: Redis, keys: Mapping[str, str], args: Mapping[str, Any], rest: Sequence[Any] = ()
     ) -> Any:
         """Run on ``client``; ``keys`` and ``args`` by the names in the header."""
+        key_list, arg_list = self._lists(keys, args, rest)
+        if self._script is None:
+            self._script = client.register_script(self.source)
+        return await self._script(key_list, arg_list, client=client)
+
+    def run_sync(
+        self,
+        client: redis.Redis,
+        keys: Mapping[str, str],
+        args: Mapping[str, Any],
+        rest: Sequence[Any] = (),
+    ) -> Any:
+        """The same on a synchronous client (worker processes of other engines)."""
+        key_list, arg_list = self._lists(keys, args, rest)
+        if self._sync_script is None:
+            self._sync_script = client.register_script(self.source)
+        return self._sync_script(key_list, arg_list, client=client)
+
+    def _lists(
+        self, keys: Mapping[str, str], args: Mapping[str, Any], rest: Sequence[Any]
+    ) -> tuple[list[str], list[Any]]:
         # Lengths here, names below (a missing one is a KeyError): this runs on every publish.
         if len(keys) != len(self.keys) or len(args) != len(self.args) or (rest and not self.variadic):
             raise TypeError(f"{self.name}.lua takes KEYS {self.keys} and ARGV {self.args}")
-        if self._script is None:
-            self._script = client.register_script(self.source)
-        key_list = [keys[name] for name in self.keys]
-        arg_list = [args[name] for name in self.args]
-        return await self._script(key_list, [*arg_list, *rest], client=client)
+        return [keys[name] for name in self.keys], [*(args[name] for name in self.args), *rest]
 
 
 def _locals(names: Sequence[str], table: str) -> str:

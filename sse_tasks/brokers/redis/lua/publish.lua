@@ -1,7 +1,10 @@
 -- Store a task's snapshot and append its event, as one compare-and-set: a task that
--- is terminal never changes again; only task.queued may create one.
+-- is terminal never changes again; only task.queued may create one, and requeue=1 lets
+-- it return an unfinished task to queued (a retry on another engine's workers).
+-- lease: 'add' starts (or pushes) the task's lease, 'xx' pushes it only if it has one,
+-- 'none' leaves the task unleased (it waits in another engine's durable queue).
 -- KEYS: epoch events task tasks seq finished expired leases output
--- ARGV: id type state name data terminal new_epoch history retention_ms max_tasks lease_ms token lapsed_only prefix
+-- ARGV: id type state name data terminal new_epoch history retention_ms max_tasks lease_ms lease requeue token lapsed_only prefix
 -- include: clock
 local current = redis.call('HMGET', task, 's', 'n', 'i')
 if current[1] then
@@ -9,7 +12,7 @@ if current[1] then
   if current[1] == 'succeeded' or current[1] == 'failed' or current[1] == 'cancelled' then
     return false
   end
-  if type == 'task.queued' then return false end
+  if type == 'task.queued' and requeue ~= '1' then return false end
 elseif type ~= 'task.queued' then
   return false
 end
@@ -26,10 +29,10 @@ local sid = redis.call('XADD', events, 'MAXLEN', '~', history, '*', 'e', history
 local event_id = history_epoch .. '-' .. sid
 redis.call('HSET', task, 's', state, 'm', name, 'd', data, 'i', event_id, 't', type, 'n', token)
 local retention = tonumber(retention_ms)
-if type == 'task.queued' then
+if type == 'task.queued' and not current[1] then
   redis.call('ZADD', tasks, redis.call('INCR', seq), id)
-  redis.call('ZADD', leases, now + tonumber(lease_ms), id)
-elseif terminal == '1' then
+end
+if terminal == '1' then
   redis.call('ZREM', leases, id)
   redis.call('ZADD', finished, now, id)
   redis.call('PEXPIRE', task, retention)
@@ -48,6 +51,10 @@ elseif terminal == '1' then
     redis.call('ZADD', expired, now, old)
   end
   redis.call('ZREMRANGEBYRANK', expired, 0, -(tonumber(max_tasks) + 1))
+elseif lease == 'none' then
+  redis.call('ZREM', leases, id)
+elseif lease == 'add' then
+  redis.call('ZADD', leases, now + tonumber(lease_ms), id)
 else
   redis.call('ZADD', leases, 'XX', now + tonumber(lease_ms), id)
 end

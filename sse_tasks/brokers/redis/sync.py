@@ -1,0 +1,105 @@
+"""A blocking writer to a Redis broker's keys, for processes without an event loop.
+
+Worker processes of another engine (Celery) report the tasks they run through it: the
+same scripts, the same compare-and-set and the same leases as :class:`RedisBroker`,
+whose options (URL, prefix, history, retention, lease) it takes. Safe to share between
+threads; after a ``fork`` redis-py opens new connections in the child.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+
+from ..._core.models import OutputChunk, Task
+from . import RedisBroker, _task
+from .link import UNREACHABLE
+from .reader import MAX_BACKOFF, MIN_BACKOFF, text
+
+logger = logging.getLogger("sse_tasks.redis")
+
+_TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+class SyncWriter:
+    """Publishes state changes and output of tasks run by this process, blocking.
+
+    Writes are retried with backoff for up to ``retry_for`` seconds while Redis is
+    unreachable (each carries a token, so a retry that had in fact succeeded is not
+    applied twice); then ``redis`` errors propagate.
+    """
+
+    def __init__(self, broker: RedisBroker) -> None:
+        self.broker = broker
+        self._client: redis.Redis | None = None
+
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            self._client = redis.Redis.from_url(
+                self.broker.url,
+                socket_timeout=5.0,
+                socket_connect_timeout=2.0,
+                client_name=f"sse-tasks-{self.broker.worker_id}-sync",
+            )
+        return self._client
+
+    def publish(
+        self, task: Task, event_type: str, *, lease: str, requeue: bool = False, retry_for: float = 0.0
+    ) -> Task | None:
+        """Store ``task`` with its event (``publish.lua``); the stored snapshot, or None when
+        the compare-and-set refused it (the task is terminal, or unknown and not queued)."""
+        broker = self.broker
+        args = broker.publish_args(task, event_type, lease=lease, requeue=requeue)
+        keys = broker._keys.publish(task.id)
+        reply = self._retry(lambda: broker._scripts.publish.run_sync(self.client, keys, args), retry_for)
+        if reply is None:
+            return None
+        return task.evolve(event_id=text(reply[0]), event_type=event_type)
+
+    def publish_output(self, chunk: OutputChunk, *, retry_for: float = 0.0) -> str | None:
+        """Keep ``chunk`` and append its ``task.output`` event; its event id, or None if
+        the task is unknown or terminal."""
+        broker = self.broker
+        args = broker.output_args(chunk)
+        keys = broker._keys.publish_output(chunk.task_id)
+        reply = self._retry(lambda: broker._scripts.output.run_sync(self.client, keys, args), retry_for)
+        return None if reply is None else text(reply[0]).partition(" ")[0]
+
+    def get(self, task_id: str) -> Task | None:
+        """The stored snapshot, or None if unknown or expired."""
+        return _task(self.client.hmget(self.broker._keys.task(task_id), ["d", "i", "t"]))
+
+    def finished(self, task_id: str) -> bool:
+        """True if the stored task is terminal (cancelled by a client, failed as lost, …)."""
+        state = self.client.hget(self.broker._keys.task(task_id), "s")
+        return state is not None and text(state) in _TERMINAL
+
+    def renew(self, task_ids: Iterable[str]) -> None:
+        """Push the lease deadline of each task (those still leased)."""
+        ids = list(task_ids)
+        if ids:
+            leases = self.broker._keys.leases
+            lease_ms = self.broker._leases.lease_ms
+            self.broker._scripts.renew.run_sync(self.client, {"leases": leases}, {"lease_ms": lease_ms}, ids)
+
+    def _retry(self, write: Any, retry_for: float) -> Any:
+        deadline = time.monotonic() + retry_for
+        delay = MIN_BACKOFF
+        while True:
+            try:
+                return write()
+            except UNREACHABLE:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()

@@ -1,0 +1,1 @@
+"""Executors of other engines: their workers run the work, the hub streams its state."""

@@ -1,0 +1,132 @@
+"""The web side: a hub whose tasks are a Celery app's, sent to its workers."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterable
+
+import anyio
+import anyio.to_thread
+from anyio.abc import TaskGroup
+from celery import Celery
+
+from ..._core.errors import Unavailable
+from ..._core.models import Task
+from ..._core.registry import RegisteredTask, TaskFunction
+from ..._runner.executor import Executor
+from ..._runner.job import Job, Publisher
+from ...brokers import Broker
+from .worker import HUB_HEADER, OWNER_HEADER
+
+logger = logging.getLogger("sse_tasks.celery")
+
+
+class CeleryExecutor(Executor):
+    """Runs the hub's tasks on the workers of the Celery ``app``.
+
+    The hub offers the app's tasks by their Celery names (``tasks`` chooses some;
+    default all but Celery's own), checks params against each task's signature,
+    sends it with ``apply_async`` (the sse_tasks id is the Celery task id) and answers
+    503 if the Celery broker cannot take it. The workers report through
+    :func:`sse_tasks.celery.connect`, on the hub's Redis broker.
+
+    ``DELETE`` stores ``cancelled`` and revokes the task: a waiting one is discarded; a
+    running one stops at its next ``progress()``/``check()``, or at once with
+    ``terminate=True`` (SIGTERM to the prefork child running it: set it only when every
+    worker runs the prefork pool, which is the only one that can terminate a task).
+    """
+
+    runs_here = False
+
+    def __init__(
+        self,
+        app: Celery,
+        tasks: Iterable[str] | None = None,
+        *,
+        terminate: bool = False,
+        send_timeout: float = 10.0,
+    ) -> None:
+        if send_timeout <= 0:
+            raise ValueError("send_timeout must be positive")
+        self.app = app
+        self.terminate = terminate
+        self.send_timeout = send_timeout
+        self._chosen = None if tasks is None else tuple(tasks)
+        self._done: Callable[[Job], None] = lambda job: None
+
+    def bind(self, broker: Broker) -> None:
+        from ...brokers.redis import RedisBroker
+
+        if not isinstance(broker, RedisBroker):
+            raise ValueError(
+                "the Celery executor needs the hub on the Redis broker (redis://…): "
+                "its workers report through it"
+            )
+
+    def registrations(self) -> Iterable[tuple[str, TaskFunction]]:
+        tasks = self.app.tasks
+        if self._chosen is not None:
+            unknown = [name for name in self._chosen if name not in tasks]
+            if unknown:
+                raise ValueError(f"the Celery app has no task named {', '.join(map(repr, unknown))}")
+            return [(name, tasks[name].run) for name in self._chosen]
+        offered = []
+        for name in sorted(tasks):
+            if name.startswith("celery."):
+                continue
+            try:
+                RegisteredTask.build(tasks[name].run, name, None)
+            except (TypeError, ValueError) as exc:
+                logger.warning("Celery task %r is not offered by the hub: %s", name, exc)
+                continue
+            offered.append((name, tasks[name].run))
+        return offered
+
+    async def start(self, publisher: Publisher, done: Callable[[Job], None], group: TaskGroup) -> None:
+        self._done = done
+
+    async def admit(self, job: Job) -> None:
+        task = self.app.tasks[job.task.name]
+        headers = {HUB_HEADER: "1", OWNER_HEADER: job.task.owner or ""}
+        send = functools.partial(task.apply_async, kwargs=job.params, task_id=job.task.id, headers=headers)
+        try:
+            with anyio.fail_after(self.send_timeout):
+                await anyio.to_thread.run_sync(send, abandon_on_cancel=True)
+        except Exception as exc:
+            if not _unreachable(exc):
+                raise
+            raise Unavailable(
+                f"the Celery broker is unreachable: {exc}", code="executor_unavailable", retry_after=2
+            ) from None
+
+    def submit(self, job: Job) -> None:
+        self._done(job)  # sent already: it runs on a worker
+
+    async def cancelled(self, task: Task) -> None:
+        revoke = functools.partial(self.app.control.revoke, task.id, terminate=self.terminate)
+        try:
+            with anyio.fail_after(self.send_timeout):
+                await anyio.to_thread.run_sync(revoke, abandon_on_cancel=True)
+        except Exception as exc:
+            if not _unreachable(exc):
+                raise
+            # Stored as cancelled: a worker taking it later discards it (task_received).
+            logger.warning("task %s cancelled; revoking it in Celery failed: %s", task.id, exc)
+
+    def cancel(self, task_id: str, reason: str | None = None) -> bool:
+        return False  # nothing runs in this process
+
+    def running_task(self, task_id: str) -> Task | None:
+        return None
+
+    @property
+    def running(self) -> int:
+        return 0
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """True for what a Celery broker that cannot be reached raises."""
+    from kombu.exceptions import OperationalError
+
+    return isinstance(exc, (OperationalError, OSError, TimeoutError))

@@ -1,0 +1,230 @@
+"""A Celery task running in this worker process: the sink behind its :class:`TaskContext`.
+
+Everything here blocks (a worker thread has no event loop): progress is published from
+the task's own thread when it is due and otherwise by the :class:`Keeper` thread once it
+is, always the latest value; output is published in order as it is written; the final
+event carries the latest progress. Every publish is the broker's compare-and-set, so
+a late one (a progress report racing the task's end) cannot change a finished task.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..._core.budget import OutputBudget
+from ..._core.context import TaskContext
+from ..._core.models import Task, TaskState, event_type_for, utcnow
+from ...brokers.redis.link import UNREACHABLE
+from ...brokers.redis.sync import SyncWriter
+
+logger = logging.getLogger("sse_tasks.celery")
+
+
+class WorkerRun:
+    """One execution of a Celery task here; ``task`` is its latest stored snapshot."""
+
+    def __init__(
+        self,
+        task: Task,
+        params: dict[str, Any],
+        writer: SyncWriter,
+        *,
+        progress_interval: float,
+        check_interval: float,
+        outage_grace: float,
+        max_output_bytes: int,
+        max_output_chunks: int,
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.task = task
+        self._wake = wake  # tells the keeper that progress is pending
+        self.writer = writer
+        self.progress_interval = progress_interval
+        self.check_interval = check_interval
+        self.outage_grace = outage_grace
+        self.context = TaskContext(task.id, task.name, params, self)
+        self.token: contextvars.Token[TaskContext | None] | None = None
+        self.ended = False  # this attempt's outcome is published (or retried): nothing more
+        self._cancelled = False
+        self._checked = 0.0
+        self._lock = threading.Lock()
+        self._budget = OutputBudget(task.id, max_output_bytes, max_output_chunks)
+        self._progress: float | None = task.progress
+        self._message: str | None = task.message
+        self._pending = False
+        self._last = -math.inf  # monotonic time of the last progress publish
+
+    # -- the sink ------------------------------------------------------------------
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the stored task is terminal (a client cancelled it); read from Redis
+        at most every ``check_interval`` seconds."""
+        if self._cancelled or self.ended:
+            return self._cancelled
+        now = time.monotonic()
+        if now - self._checked >= self.check_interval:
+            self._checked = now
+            try:
+                self._cancelled = self.writer.finished(self.task.id)
+            except UNREACHABLE:
+                pass  # unknown: keep working
+        return self._cancelled
+
+    def report(self, progress: float | None, message: str | None) -> None:
+        with self._lock:
+            self._progress, self._message = progress, message
+            was_pending, self._pending = self._pending, True
+            if time.monotonic() >= self._last + self.progress_interval:
+                self._publish_progress()
+                return
+        if not was_pending:
+            self._wake()
+
+    def output(self, kind: str, text: str, level: str | None) -> None:
+        with self._lock:
+            chunk = self._budget.take(kind, text, level)
+            if chunk is None or self.ended:
+                return
+            try:
+                stored = self.writer.publish_output(chunk, retry_for=self.outage_grace)
+            except UNREACHABLE:
+                logger.warning("task %s: output dropped, Redis unreachable", self.task.id)
+                return
+            if stored is None:
+                self._cancelled = True  # terminal: the next check() raises
+
+    # -- driven by the keeper and the signals ----------------------------------------
+
+    def end(self, *, cancelled: bool) -> None:
+        """The stored task is already final: publish nothing more for this attempt."""
+        with self._lock:
+            self.ended, self._cancelled = True, cancelled
+
+    def due(self) -> float | None:
+        """When pending progress must be published (monotonic), or None if none is."""
+        return self._last + self.progress_interval if self._pending and not self.ended else None
+
+    def flush(self) -> None:
+        """Publish pending progress if it is due (the keeper calls this)."""
+        with self._lock:
+            if self._pending and not self.ended and time.monotonic() >= self._last + self.progress_interval:
+                self._publish_progress()
+
+    def _publish_progress(self) -> None:
+        self._pending = False
+        self._last = time.monotonic()
+        if self.ended:
+            return
+        snapshot = self.task.evolve(progress=self._progress, message=self._message)
+        try:
+            stored = self.writer.publish(snapshot, "task.progress", lease="xx")
+        except UNREACHABLE:
+            self._pending = True  # the latest value goes out once Redis answers
+            return
+        if stored is None:
+            self._cancelled = True
+        else:
+            self.task = stored
+
+    def finish(self, state: TaskState, **changes: Any) -> Task | None:
+        """Publish this attempt's final state (the latest progress with it)."""
+        with self._lock:
+            if self.ended:
+                return None
+            self.ended = True
+            self._pending = False
+            changes.setdefault("progress", self._progress)
+            changes.setdefault("message", self._message)
+            final = self.task.evolve(
+                state=state, finished_at=utcnow(), output_chunks=self._budget.chunks, **changes
+            )
+            return self._final(final, event_type_for(state))
+
+    def requeue(self, message: str) -> Task | None:
+        """This attempt ends in a retry: back to ``queued``, unleased, until a worker takes it."""
+        with self._lock:
+            if self.ended:
+                return None
+            self.ended = True
+            self._pending = False
+            queued = self.task.evolve(
+                state=TaskState.QUEUED,
+                message=message,
+                progress=None,
+                started_at=None,
+                output_chunks=self._budget.chunks,
+            )
+            try:
+                return self.writer.publish(
+                    queued, "task.queued", lease="none", requeue=True, retry_for=self.outage_grace
+                )
+            except UNREACHABLE:
+                logger.error("task %s: retry not published, Redis unreachable", self.task.id)
+                return None
+
+    def _final(self, final: Task, event_type: str) -> Task | None:
+        try:
+            return self.writer.publish(final, event_type, lease="xx", retry_for=self.outage_grace)
+        except UNREACHABLE:
+            # Its lease is no longer renewed: it ends failed (WorkerLost) once Redis answers.
+            logger.error("task %s: %s not published, Redis unreachable", final.id, final.state.value)
+            return None
+
+
+class Keeper:
+    """One thread per worker process: publishes progress when it falls due and renews the
+    leases of the tasks running here every ``lease / 4`` seconds.
+
+    Started on first use in each process (a forked pool child starts its own).
+    """
+
+    def __init__(self, runs: dict[str, WorkerRun], writer: SyncWriter, lease: float) -> None:
+        self.runs = runs
+        self.writer = writer
+        self.renew_every = lease / 4
+        self._cond = threading.Condition()
+        self._woken = False
+        self._pid: int | None = None
+
+    def ensure_started(self) -> None:
+        pid = os.getpid()
+        if self._pid != pid:
+            self._pid = pid
+            self._cond = threading.Condition()
+            thread = threading.Thread(target=self._loop, name="sse-tasks-keeper", daemon=True)
+            thread.start()
+
+    def wake(self) -> None:
+        with self._cond:
+            self._woken = True
+            self._cond.notify()
+
+    def _loop(self) -> None:
+        next_renewal = time.monotonic() + self.renew_every
+        while True:
+            runs = list(self.runs.values())
+            dues = [due for due in (run.due() for run in runs) if due is not None]
+            wake_at = min([next_renewal, *dues])
+            with self._cond:
+                timeout = wake_at - time.monotonic()
+                if timeout > 0 and not self._woken:
+                    self._cond.wait(timeout)
+                self._woken = False
+            try:
+                for run in runs:
+                    run.flush()
+                if time.monotonic() >= next_renewal:
+                    next_renewal = time.monotonic() + self.renew_every
+                    self.writer.renew(run.task.id for run in runs if not run.ended)
+            except UNREACHABLE:
+                pass  # progress stays pending; leases are renewed once Redis answers
+            except Exception:
+                logger.exception("sse_tasks keeper failed; continuing")

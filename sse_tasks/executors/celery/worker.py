@@ -1,0 +1,383 @@
+"""The Celery side: signal handlers that report every task of an app to the Redis broker.
+
+:func:`connect` is called once in the module that defines the Celery app, so it runs
+in every process that sends the app's tasks and in every worker:
+
+- a process that sends a task (``.delay()``, ``.apply_async()``, the hub) stores it
+  ``queued`` once its message is sent (``after_task_publish``);
+- the worker running it stores ``running`` (creating the task first if no hooked
+  sender stored it), progress from ``update_state`` or :func:`sse_tasks.current_task`,
+  output, and the outcome: ``succeeded`` with its result, ``failed`` with ``{type,
+  message}``, ``cancelled`` when revoked, back to ``queued`` (``retry 2 of 3``) before
+  a retry is sent;
+- while a task runs, its worker process renews its lease; a worker killed mid-task
+  leaves it ``failed`` (``WorkerLostError`` from Celery's main process, or
+  ``WorkerLost`` once the lease lapses).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery, signals
+from celery import states as celery_states
+from celery.backends.base import DisabledBackend
+
+from ..._core import codec
+from ..._core.context import CURRENT
+from ..._core.errors import TaskCancelled
+from ..._core.models import MAX_TASK_ID_LENGTH, Task, TaskState, event_type_for, utcnow
+from ..._core.text import clean_text
+from ..._runner.job import error_of
+from ...brokers.redis import RedisBroker
+from ...brokers.redis.link import UNREACHABLE
+from ...brokers.redis.sync import SyncWriter
+from .meta import progress_of
+from .run import Keeper, WorkerRun
+
+logger = logging.getLogger("sse_tasks.celery")
+
+#: Message headers the hub sets on the tasks it sends.
+HUB_HEADER = "sse_tasks_hub"  # the hub stores `queued` itself
+OWNER_HEADER = "sse_tasks_owner"  # who submitted it, for the authorization hook
+
+_SIGNALS = (
+    "after_task_publish",
+    "before_task_publish",
+    "task_received",
+    "task_prerun",
+    "task_success",
+    "task_failure",
+    "task_retry",
+    "task_revoked",
+    "task_postrun",
+)
+
+
+class CeleryHook:
+    """Reports every task of ``app`` through the Redis broker at ``broker``; made by :func:`connect`."""
+
+    def __init__(
+        self,
+        app: Celery,
+        broker: str | RedisBroker,
+        *,
+        progress_interval: float = 0.1,
+        check_interval: float = 0.1,
+        max_output_bytes: int = 1 << 20,
+        max_output_chunks: int = 10_000,
+    ) -> None:
+        if progress_interval < 0 or check_interval < 0:
+            raise ValueError("progress_interval and check_interval must be >= 0")
+        if max_output_bytes < 0 or max_output_chunks < 0:
+            raise ValueError("max_output_bytes and max_output_chunks must be >= 0")
+        self.app = app
+        self.broker = broker if isinstance(broker, RedisBroker) else RedisBroker(broker)
+        self.progress_interval = progress_interval
+        self.check_interval = check_interval
+        self.max_output_bytes = max_output_bytes
+        self.max_output_chunks = max_output_chunks
+        self.writer = SyncWriter(self.broker)
+        #: Tasks running in this process, by id.
+        self.runs: dict[str, WorkerRun] = {}
+        self.keeper = Keeper(self.runs, self.writer, self.broker.lease)
+        self._uid = f"sse_tasks-{secrets.token_hex(4)}"
+        self._connected = False
+
+    # -- wiring ----------------------------------------------------------------------
+
+    def connect(self) -> CeleryHook:
+        """Connect the signal handlers (idempotent)."""
+        if not self._connected:
+            for name in _SIGNALS:
+                handler = _guarded(getattr(self, f"_on_{name}"), name)
+                getattr(signals, name).connect(handler, weak=False, dispatch_uid=f"{self._uid}-{name}")
+            self._connected = True
+        return self
+
+    def disconnect(self) -> None:
+        """Disconnect the signal handlers."""
+        for name in _SIGNALS:
+            getattr(signals, name).disconnect(dispatch_uid=f"{self._uid}-{name}")
+        self._connected = False
+
+    def _ours(self, task: Any) -> bool:
+        return getattr(task, "app", None) is self.app and not str(task.name).startswith("celery.")
+
+    # -- senders -----------------------------------------------------------------------
+
+    def _on_after_task_publish(self, sender: Any = None, headers: Any = None, **_: Any) -> None:
+        """A task was sent: store it ``queued`` (the hub does so itself for its own)."""
+        headers = headers or {}
+        task_id, name = headers.get("id"), headers.get("task") or sender
+        if not _valid(task_id, name) or headers.get(HUB_HEADER) or headers.get("retries"):
+            return
+        if name not in self.app.tasks:
+            return
+        queued = Task(id=task_id, name=name, owner=_owner(headers.get(OWNER_HEADER)))
+        try:
+            self.writer.publish(queued, "task.queued", lease="none")
+        except UNREACHABLE as exc:
+            # The worker that runs it stores it then.
+            logger.warning("task %s sent; not stored as queued yet: Redis unreachable (%s)", task_id, exc)
+
+    def _on_before_task_publish(self, headers: Any = None, **_: Any) -> None:
+        """A task running here retries: store ``queued`` before its new message can run."""
+        headers = headers or {}
+        run = self.runs.get(str(headers.get("id")))
+        if run is not None and headers.get("retries"):
+            run.requeue(_retry_message(self.app, headers.get("task"), headers["retries"]))
+
+    # -- the worker's main process -------------------------------------------------------
+
+    def _on_task_received(self, request: Any = None, **_: Any) -> None:
+        """A task cancelled while it waited is discarded, like a revoked one."""
+        task_id = getattr(request, "id", None)
+        if not isinstance(task_id, str) or len(task_id) > MAX_TASK_ID_LENGTH:
+            return
+        try:
+            stored = self.writer.get(task_id)
+        except UNREACHABLE:
+            return
+        if stored is not None and stored.state is TaskState.CANCELLED:
+            from celery.worker import state as worker_state
+
+            worker_state.revoked.add(task_id)
+
+    def _on_task_revoked(
+        self,
+        sender: Any = None,
+        request: Any = None,
+        terminated: bool = False,
+        expired: bool = False,
+        **_: Any,
+    ) -> None:
+        if sender is not None and not self._ours(sender):
+            return
+        task_id = getattr(request, "id", None)
+        reason = "expired" if expired else "terminated" if terminated else "revoked"
+        run = self.runs.get(task_id) if isinstance(task_id, str) else None
+        if run is not None:
+            run.finish(TaskState.CANCELLED, message=reason)
+        elif isinstance(task_id, str):
+            self._finish_elsewhere(task_id, TaskState.CANCELLED, message=reason)
+
+    # -- the process that runs the task ------------------------------------------------
+
+    def _on_task_prerun(self, task_id: Any = None, task: Any = None, kwargs: Any = None, **_: Any) -> None:
+        if task is None or not self._ours(task) or not _valid(task_id, task.name):
+            return
+        self.keeper.ensure_started()
+        _hook_update_state(task, self)
+        stored = self._stored_or_queued(task_id, task)
+        run = WorkerRun(
+            stored or Task(id=task_id, name=task.name),
+            dict(kwargs or {}),
+            self.writer,
+            progress_interval=self.progress_interval,
+            check_interval=self.check_interval,
+            outage_grace=self.broker.outage_grace,
+            max_output_bytes=self.max_output_bytes,
+            max_output_chunks=self.max_output_chunks,
+            wake=self.keeper.wake,
+        )
+        run.token = CURRENT.set(run.context)
+        self.runs[task_id] = run
+        if stored is None:
+            return  # Redis unreachable: the task runs; its state is reported once it answers
+        if stored.terminal:  # cancelled while it waited: its check() raises at once
+            run.end(cancelled=stored.state is TaskState.CANCELLED)
+            return
+        running = stored.evolve(state=TaskState.RUNNING, started_at=utcnow())
+        try:
+            started = self.writer.publish(running, "task.running", lease="add", retry_for=1.0)
+        except UNREACHABLE:
+            logger.warning("task %s started; not stored as running: Redis unreachable", task_id)
+            return
+        if started is None:
+            run.end(cancelled=True)  # finished meanwhile (cancelled)
+        else:
+            run.task = started
+
+    def _stored_or_queued(self, task_id: str, task: Any) -> Task | None:
+        """The stored snapshot; a task no hooked sender stored is stored ``queued`` first."""
+        try:
+            stored = self.writer.get(task_id)
+            if stored is None:
+                owner = _owner(getattr(task.request, OWNER_HEADER, None))
+                queued = Task(id=task_id, name=task.name, owner=owner)
+                stored = self.writer.publish(queued, "task.queued", lease="none") or self.writer.get(task_id)
+        except UNREACHABLE:
+            return None
+        return stored
+
+    def _on_task_success(self, sender: Any = None, result: Any = None, **_: Any) -> None:
+        run = self._run_of(sender)
+        if run is None:
+            return
+        changes: dict[str, Any] = {"progress": 1.0}
+        try:
+            codec.dumps(result)
+        except (TypeError, ValueError):
+            kind = type(result).__name__
+            changes["message"] = f"the result ({kind}) is not JSON; it stays in Celery's backend"
+        else:
+            changes["result"] = result
+        run.finish(TaskState.SUCCEEDED, **changes)
+
+    def _on_task_failure(
+        self, sender: Any = None, task_id: Any = None, exception: Any = None, **_: Any
+    ) -> None:
+        if sender is not None and not self._ours(sender):
+            return
+        if not isinstance(task_id, str):
+            return
+        run = self.runs.get(task_id)
+        error = error_of(exception) if isinstance(exception, BaseException) else None
+        if run is not None:
+            if isinstance(exception, TaskCancelled) or run.cancelled:
+                run.finish(TaskState.CANCELLED)
+            else:
+                run.finish(TaskState.FAILED, error=error)
+        else:  # the worker's main process: the pool child was lost, or a hard time limit
+            self._finish_elsewhere(task_id, TaskState.FAILED, error=error)
+
+    def _on_task_retry(self, request: Any = None, **_: Any) -> None:
+        run = self.runs.get(str(getattr(request, "id", "")))
+        if run is not None and not run.ended:  # the retry was not sent through this process
+            retries = int(getattr(request, "retries", 0) or 0) + 1
+            run.requeue(_retry_message(self.app, getattr(request, "task", None), retries))
+
+    def _on_task_postrun(self, task_id: Any = None, state: Any = None, retval: Any = None, **_: Any) -> None:
+        run = self.runs.pop(task_id, None) if isinstance(task_id, str) else None
+        if run is None:
+            return
+        if not run.ended:
+            # Ignored or rejected by the task itself: Celery sent no outcome.
+            message = f"ended in Celery state {state}" if state else None
+            run.finish(TaskState.CANCELLED, message=message)
+        if run.token is not None:
+            try:
+                CURRENT.reset(run.token)
+            except ValueError:  # reset in another context than it was set in
+                CURRENT.set(None)
+
+    def _run_of(self, task: Any) -> WorkerRun | None:
+        if task is None or not self._ours(task):
+            return None
+        return self.runs.get(str(getattr(task.request, "id", "")))
+
+    def _finish_elsewhere(self, task_id: str, state: TaskState, **changes: Any) -> None:
+        """Publish the outcome of a task that does not run in this process."""
+        try:
+            stored = self.writer.get(task_id)
+            if stored is None or stored.terminal:
+                return
+            final = stored.evolve(state=state, finished_at=utcnow(), **changes)
+            self.writer.publish(final, event_type_for(state), lease="xx", retry_for=self.broker.outage_grace)
+        except UNREACHABLE:
+            logger.error("task %s: %s not published, Redis unreachable", task_id, state.value)
+
+    def update_state(self, task_id: str, state: Any, meta: Any) -> None:
+        """Take progress from Celery's ``update_state`` of a task running here."""
+        run = self.runs.get(task_id)
+        if run is None or state in celery_states.READY_STATES:
+            return
+        reported = progress_of(meta)
+        if reported is not None:
+            run.report(*reported)
+
+
+def connect(
+    app: Celery,
+    broker: str | RedisBroker | None = None,
+    *,
+    progress_interval: float = 0.1,
+    check_interval: float = 0.1,
+    max_output_bytes: int = 1 << 20,
+    max_output_chunks: int = 10_000,
+) -> CeleryHook:
+    """Report every task of the Celery ``app`` to the sse_tasks hub on the Redis ``broker``.
+
+    Call it once in the module that defines the app, so that every process sending its
+    tasks and every worker running them is hooked. ``broker`` is the hub's Redis URL
+    (default: ``$SSE_TASKS_BROKER``), with the same options as the hub's. Progress is
+    published at most once per ``progress_interval`` seconds per task (the latest value
+    always); a running task's ``current_task().check()`` sees a cancel within
+    ``check_interval`` seconds. Returns the hook; calling it again for the same app
+    returns the same hook.
+    """
+    existing = app.__dict__.get("_sse_tasks_hook")
+    if isinstance(existing, CeleryHook):
+        return existing
+    if broker is None:
+        import os
+
+        broker = os.environ.get("SSE_TASKS_BROKER") or ""
+    if isinstance(broker, str) and not broker.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(
+            f"sse_tasks.celery.connect needs the hub's Redis broker URL (redis://…), not {broker!r}"
+        )
+    hook = CeleryHook(
+        app,
+        broker,
+        progress_interval=progress_interval,
+        check_interval=check_interval,
+        max_output_bytes=max_output_bytes,
+        max_output_chunks=max_output_chunks,
+    )
+    app.__dict__["_sse_tasks_hook"] = hook
+    return hook.connect()
+
+
+def _hook_update_state(task: Any, hook: CeleryHook) -> None:
+    """Route the task's ``update_state`` through the hook (once per task object)."""
+    if "update_state" in vars(task):
+        return
+    original = type(task).update_state
+
+    @functools.wraps(original)
+    def update_state(task_id: str | None = None, state: Any = None, meta: Any = None, **kwargs: Any) -> None:
+        own = task_id is None or task_id == getattr(task.request, "id", None)
+        if own:
+            hook.update_state(task.request.id, state, meta)
+        if not (own and isinstance(task.backend, DisabledBackend)):
+            original(task, task_id, state, meta, **kwargs)
+
+    task.update_state = update_state
+
+
+def _guarded(handler: Callable[..., None], name: str) -> Callable[..., None]:
+    """A signal handler that never breaks the task or the sender (Celery would log a traceback)."""
+
+    @functools.wraps(handler)
+    def guarded(*args: Any, **kwargs: Any) -> None:
+        try:
+            handler(*args, **kwargs)
+        except Exception:
+            logger.exception("sse_tasks: the %s handler failed", name)
+
+    return guarded
+
+
+def _valid(task_id: Any, name: Any) -> bool:
+    return (
+        isinstance(task_id, str)
+        and 0 < len(task_id) <= MAX_TASK_ID_LENGTH
+        and isinstance(name, str)
+        and not name.startswith("celery.")
+    )
+
+
+def _owner(value: Any) -> str | None:
+    return clean_text(str(value)) if value else None
+
+
+def _retry_message(app: Celery, name: Any, retry: int) -> str:
+    task = app.tasks.get(name) if isinstance(name, str) else None
+    most = getattr(task, "max_retries", None)
+    return f"retry {retry} of {most}" if most is not None else f"retry {retry}"
