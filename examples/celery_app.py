@@ -69,7 +69,8 @@ def count(self: Any, n: int = 10, interval: float = 0.1) -> dict[str, Any]:
         raise ValueError("n must be from 0 to 100000 and interval from 0 to 3600")
     for i in range(1, n + 1):
         time.sleep(interval)
-        self.update_state(state="PROGRESS", meta={"current": i, "total": n, "description": f"step {i} of {n}"})
+        meta = {"current": i, "total": n, "description": f"step {i} of {n}"}
+        self.update_state(state="PROGRESS", meta=meta)
     return {"count": n}
 
 
@@ -97,7 +98,5 @@ def generate(words: int = 50, delay: float = 0.05) -> dict[str, Any]:
 # Web side: the hub offers these tasks by name and sends them to the workers.
 hub = TaskHub(
     broker=SSE_TASKS_BROKER,
-    executor=sse_tasks.celery.CeleryExecutor(
-        celery_app, terminate=celery_app.conf.worker_pool == "prefork"
-    ),
+    executor=sse_tasks.celery.CeleryExecutor(celery_app, terminate=celery_app.conf.worker_pool == "prefork"),
 )

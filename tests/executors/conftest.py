@@ -1,0 +1,176 @@
+"""Real Celery worker processes against the session's redis-server, and a hub in front of them.
+
+The hub's Redis is database 0 of the session's server (flushed for each test by
+``redis_db``); Celery's broker is database 1. The test process imports the same app
+(``tasks_app``), so ``.delay()`` from a test is a sender hooked like any other code.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+pytest.importorskip("celery")
+
+HERE = Path(__file__).resolve().parent
+READY_TIMEOUT = 60.0
+
+
+def _db(url: str, db: int) -> str:
+    base, _, _ = url.partition("?")
+    return base.rsplit("/", 1)[0] + f"/{db}"
+
+
+@pytest.fixture(scope="session")
+def celery_urls(redis_url: str) -> dict[str, str]:
+    """The environment of every worker and of the test process's app."""
+    return {"SSE_TASKS_BROKER": _db(redis_url, 0), "CELERY_BROKER_URL": _db(redis_url, 1)}
+
+
+@pytest.fixture(scope="session")
+def tasks_app(celery_urls: dict[str, str]) -> ModuleType:
+    """The test app, imported here as a sender (after the environment points it at the test Redis)."""
+    os.environ.update(celery_urls)
+    import tasks_app as module
+
+    return module
+
+
+@dataclass
+class Worker:
+    """One ``celery worker`` process (its own process group) and its log."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+    pool: str
+    stopped: bool = field(default=False)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, needle: str, timeout: float = READY_TIMEOUT) -> None:
+        """Wait until the worker's log shows ``needle`` (it exits: fail with the log)."""
+        deadline = time.monotonic() + timeout
+        while needle not in self.text():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"celery worker exited ({self.proc.returncode}):\n{self.text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"celery worker never logged {needle!r}:\n{self.text()[-3000:]}")
+            time.sleep(0.05)
+
+    def children(self) -> list[int]:
+        """Pids of the pool's child processes (prefork)."""
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
+        ).stdout
+        return [int(pid) for pid in out.split()]
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker: main process and pool children."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+        self.stopped = True
+
+    def stop(self) -> None:
+        if self.stopped or self.proc.poll() is not None:
+            self.stopped = True
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)  # warm shutdown
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self.stopped = True
+
+
+def start_worker(
+    env: dict[str, str], pool: str = "prefork", concurrency: int = 2, app: str = "tasks_app", cwd: Path = HERE
+) -> Worker:
+    log = Path(tempfile.mkstemp(prefix=f"celery-{pool}-", suffix=".log")[1])
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        app,
+        "worker",
+        f"--pool={pool}",
+        f"--concurrency={concurrency}",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "--loglevel=INFO",
+        f"--hostname={pool}-{os.getpid()}-{time.monotonic_ns()}@%h",
+    ]
+    path = os.pathsep.join([str(cwd), os.environ.get("PYTHONPATH", "")])
+    full_env = {**os.environ, **env, "PYTHONPATH": path}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            command, cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    worker = Worker(proc, log, pool)
+    try:
+        worker.wait_for(" ready.")
+    except BaseException:
+        worker.kill()
+        raise
+    return worker
+
+
+WorkerFactory = Callable[..., Worker]
+
+
+@pytest.fixture
+def celery_worker(celery_urls: dict[str, str]) -> Iterator[WorkerFactory]:
+    """``celery_worker(pool="prefork", concurrency=2, **env)``: a real worker, stopped after the test."""
+    workers: list[Worker] = []
+
+    def start(pool: str = "prefork", concurrency: int = 2, **env: str) -> Worker:
+        worker = start_worker({**celery_urls, **env}, pool, concurrency)
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture
+def celery_db(celery_urls: dict[str, str]) -> Iterator[None]:
+    """Celery's broker database, flushed before and after the test (no task left queued)."""
+    import redis
+
+    client = redis.Redis.from_url(celery_urls["CELERY_BROKER_URL"])
+    client.flushdb()
+    yield
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def celery_hub(tasks_app: ModuleType, celery_urls: dict[str, str], redis_db: int, celery_db: None) -> Any:
+    """``celery_hub(**executor_options)``: a TaskHub on database 0 whose tasks are the app's."""
+    from sse_tasks import TaskHub
+    from sse_tasks.celery import CeleryExecutor
+
+    def make(
+        *, broker: str | None = None, hub_options: dict[str, Any] | None = None, **options: Any
+    ) -> TaskHub:
+        executor = CeleryExecutor(tasks_app.app, **options)
+        url = broker or celery_urls["SSE_TASKS_BROKER"]
+        return TaskHub(url, executor=executor, **(hub_options or {}))
+
+    return make

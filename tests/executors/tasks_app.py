@@ -1,0 +1,109 @@
+"""The Celery app the Celery tests run in real worker processes.
+
+Configured from the environment the worker fixture sets: ``SSE_TASKS_BROKER`` (the
+hub's Redis, with its options) and ``CELERY_BROKER_URL``. No result backend: the
+hook must work without one (``update_state`` included).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+import sse_tasks.celery
+from sse_tasks import TaskCancelled, current_task
+
+app = Celery("sse_tasks_tests", broker=os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/1"))
+app.conf.update(
+    worker_prefetch_multiplier=1,
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+)
+hook = sse_tasks.celery.connect(app, os.environ.get("SSE_TASKS_BROKER", "redis://127.0.0.1:6379/0"))
+
+
+@app.task(name="add")
+def add(a: int, b: int = 1) -> int:
+    return a + b
+
+
+@app.task(name="fail")
+def fail(message: str = "boom") -> None:
+    raise RuntimeError(message)
+
+
+@app.task(name="steps")
+def steps(n: int = 5, interval: float = 0.0) -> dict[str, int]:
+    """Progress through our context."""
+    task = current_task()
+    for i in range(1, n + 1):
+        if interval:
+            time.sleep(interval)
+        task.progress(i / n, f"step {i} of {n}")
+    return {"n": n}
+
+
+@app.task(name="celery_progress", bind=True)
+def celery_progress(self: Any, n: int = 4, interval: float = 0.0) -> str:
+    """Progress the way celery-progress users report it."""
+    for i in range(1, n + 1):
+        if interval:
+            time.sleep(interval)
+        self.update_state(state="PROGRESS", meta={"current": i, "total": n, "description": f"{i}/{n}"})
+    return "done"
+
+
+@app.task(name="ours_progress", bind=True)
+def ours_progress(self: Any) -> None:
+    """update_state with sse_tasks' own keys."""
+    self.update_state(state="PROGRESS", meta={"progress": 0.25, "message": "a quarter"})
+    time.sleep(0.3)
+
+
+@app.task(name="talk")
+def talk(words: int = 5) -> int:
+    task = current_task()
+    for i in range(words):
+        task.output(f"w{i} ")
+    task.log("done talking", "warning")
+    return words
+
+
+@app.task(name="flaky", bind=True, max_retries=2)
+def flaky(self: Any) -> str:
+    """Fails until its third attempt."""
+    if self.request.retries < 2:
+        raise self.retry(exc=RuntimeError("not yet"), countdown=0.1)
+    return "third time"
+
+
+@app.task(name="not_json")
+def not_json() -> Any:
+    return {1, 2, 3}
+
+
+@app.task(name="wait")
+def wait(seconds: float = 60.0, marker: str = "") -> str:
+    """Sleeps, checking for a cancel; writes ``marker`` (a path) when it stops on one."""
+    deadline = time.monotonic() + seconds
+    task = current_task()
+    try:
+        while time.monotonic() < deadline:
+            task.check()
+            time.sleep(0.02)
+    except TaskCancelled:
+        if marker:
+            Path(marker).write_text("stopped")
+        raise
+    return "waited"
+
+
+@app.task(name="sleepy")
+def sleepy(seconds: float = 60.0) -> str:
+    """Sleeps without ever checking (only terminate stops it)."""
+    time.sleep(seconds)
+    return "slept"

@@ -1,0 +1,68 @@
+"""Every task of a hooked Celery app, sent from anywhere, shows its whole lifecycle on the hub."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+from _support import collect, task_events
+
+pytestmark = pytest.mark.anyio
+
+TERMINAL = {"task.succeeded", "task.failed", "task.cancelled"}
+
+
+def _ends(event: Any) -> bool:
+    return event.event in TERMINAL
+
+
+async def follow(url: str, task_id: str) -> list[Any]:
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        response, events = await collect(http, f"/tasks/{task_id}/events", until=_ends)
+        assert response.status_code == 200
+    return task_events(events)
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
+async def test_delay_from_any_code_streams_queued_running_progress_succeeded(
+    pool: str, tasks_app: ModuleType, celery_worker: Any, celery_hub: Any, live_server: Any
+) -> None:
+    celery_worker(pool)
+    hub = celery_hub()
+    server = live_server(hub)
+    result = tasks_app.steps.delay(n=3, interval=0.15)  # plain Celery, no hub involved
+    events = await follow(server.url, result.id)
+    types = [e.event for e in events]
+    assert types[0] in ("task.queued", "task.running")
+    assert types[-1] == "task.succeeded"
+    assert "task.running" in types
+    final = events[-1].json()
+    assert final["id"] == result.id  # the sse_tasks id is the Celery id
+    assert final["name"] == "steps"
+    assert final["result"] == {"n": 3}
+    assert final["progress"] == 1.0
+    assert final["started_at"] and final["finished_at"]
+    progress = [e.json()["progress"] for e in events if e.event == "task.progress"]
+    assert progress == sorted(progress) and progress  # reported, in order
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        stored = (await http.get(f"/tasks/{result.id}")).json()
+    assert stored["state"] == "succeeded"
+
+
+async def test_post_tasks_checks_params_sends_and_answers_the_snapshot(
+    celery_worker: Any, celery_hub: Any, live_server: Any
+) -> None:
+    celery_worker("threads")
+    server = live_server(celery_hub())
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        answer = await http.post("/tasks", json={"name": "add", "params": {"a": 2, "b": 3}})
+        assert answer.status_code == 202, answer.text
+        snapshot = answer.json()
+        assert snapshot["name"] == "add"
+        assert answer.headers["location"].endswith(f"/tasks/{snapshot['id']}")
+    events = await follow(server.url, snapshot["id"])
+    assert [e.event for e in events][-1] == "task.succeeded"
+    assert events[-1].json()["result"] == 5
+    assert events[0].json()["created_at"] == snapshot["created_at"]
