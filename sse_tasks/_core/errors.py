@@ -118,7 +118,8 @@ class Unavailable(SSETasksError):
     """503 with ``Retry-After``; ``code`` says why.
 
     Codes: ``queue_full``, ``too_many_streams``, ``too_many_streams_per_client``,
-    ``shutting_down``, ``not_running``, ``broker_unavailable`` (Redis unreachable).
+    ``shutting_down``, ``not_running``, ``broker_unavailable`` (Redis unreachable),
+    ``executor_unavailable`` (another engine, e.g. Celery's broker, cannot take the task).
     """
 
     status_code = 503
