@@ -201,10 +201,17 @@ class Runner:
         while not task.terminal:
             event = await self.publisher.finish(task, TaskState.CANCELLED)
             if event is not None:
-                await self.executor.cancelled(event.task)
+                if self.group is not None:  # stopping the work elsewhere must not delay the answer
+                    self.group.start_soon(self._stop_elsewhere, event.task)
                 return event.task
             task = await self.get(task_id)
         raise TaskFinished(f"task {task_id!r} already {task.state.value}")
+
+    async def _stop_elsewhere(self, task: Task) -> None:
+        try:
+            await self.executor.cancelled(task)
+        except Exception:
+            logger.exception("task %s cancelled; stopping its work failed", task.id)
 
     def _cancel_locally(self, task_id: str) -> Task | None:
         task = self.local_task(task_id)

@@ -193,14 +193,18 @@ class Keeper:
         self._cond = threading.Condition()
         self._woken = False
         self._pid: int | None = None
+        self._starting = threading.Lock()
 
     def ensure_started(self) -> None:
         pid = os.getpid()
-        if self._pid != pid:
-            self._pid = pid
-            self._cond = threading.Condition()
-            thread = threading.Thread(target=self._loop, name="sse-tasks-keeper", daemon=True)
-            thread.start()
+        if self._pid == pid:
+            return
+        with self._starting:  # pool threads start tasks at once
+            if self._pid != pid:
+                self._cond = threading.Condition()
+                thread = threading.Thread(target=self._loop, name="sse-tasks-keeper", daemon=True)
+                thread.start()
+                self._pid = pid
 
     def wake(self) -> None:
         with self._cond:

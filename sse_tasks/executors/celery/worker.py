@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +45,8 @@ logger = logging.getLogger("sse_tasks.celery")
 #: Message headers the hub sets on the tasks it sends.
 HUB_HEADER = "sse_tasks_hub"  # the hub stores `queued` itself
 OWNER_HEADER = "sse_tasks_owner"  # who submitted it, for the authorization hook
+
+_RECEIVED_CHECK_PAUSE = 5.0  # seconds without the received-task check after Redis failed
 
 _SIGNALS = (
     "after_task_publish",
@@ -86,6 +89,7 @@ class CeleryHook:
         self.runs: dict[str, WorkerRun] = {}
         self.keeper = Keeper(self.runs, self.writer, self.broker.lease)
         self._uid = f"sse_tasks-{secrets.token_hex(4)}"
+        self._check_received_after = 0.0
         self._connected = False
 
     # -- wiring ----------------------------------------------------------------------
@@ -139,9 +143,12 @@ class CeleryHook:
         task_id = getattr(request, "id", None)
         if not isinstance(task_id, str) or len(task_id) > MAX_TASK_ID_LENGTH:
             return
+        if time.monotonic() < self._check_received_after:
+            return  # Redis was unreachable a moment ago: do not stall the consumer on each message
         try:
             stored = self.writer.get(task_id)
         except UNREACHABLE:
+            self._check_received_after = time.monotonic() + _RECEIVED_CHECK_PAUSE
             return
         if stored is not None and stored.state is TaskState.CANCELLED:
             from celery.worker import state as worker_state
