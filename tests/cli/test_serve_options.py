@@ -64,3 +64,54 @@ def test_options_are_read_from_the_environment_and_checked(name: str, value: str
     result = CliRunner().invoke(main, ["serve", "--broker", "bogus://x"], env=env)
     assert result.exit_code == 2
     assert f"'--{name.lower().replace('_', '-')}'" in result.output
+
+
+def _module_with_hub(tmp_path: object, monkeypatch: pytest.MonkeyPatch, names: list[str], module: str) -> str:
+    """A module in ``tmp_path`` whose hub has tasks of ``names``."""
+    from pathlib import Path
+
+    lines = ["from sse_tasks import TaskHub", "hub = TaskHub()"]
+    for name in names:
+        lines += [f"@hub.task(name={name!r})", f"def task_{name}() -> str:", f"    return {name!r}"]
+    Path(str(tmp_path), f"{module}.py").write_text("\n".join(lines) + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return f"{module}:hub"
+
+
+async def test_an_app_with_every_demo_task_gets_the_demo_page_and_keeps_its_tasks(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sse_tasks.cli.app import create_server_app
+
+    app = create_server_app(
+        app=_module_with_hub(tmp_path, monkeypatch, ["sleep", "count", "fail", "generate"], "servedhub_demo")
+    )
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://serve") as client:
+            page = await client.get("/")
+            assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+            created = await client.post("/tasks", json={"name": "count"})
+            assert created.status_code == 202
+            # The app's own `count` (no params), not the demo's: n=3 does not fit it.
+            refused = await client.post("/tasks", json={"name": "count", "params": {"n": 3}})
+            assert refused.status_code == 422
+
+
+async def test_an_app_without_the_demo_tasks_gets_no_page_unless_asked(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sse_tasks.cli.app import create_server_app
+
+    app = create_server_app(app=_module_with_hub(tmp_path, monkeypatch, ["sleep"], "servedhub_plain"))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://serve") as client:
+            assert (await client.get("/")).status_code == 404
+    spec = _module_with_hub(tmp_path, monkeypatch, ["sleep"], "servedhub_asked")
+    asked = create_server_app(app=spec, demo=True)  # the demo tasks it lacks are added
+    async with asked.router.lifespan_context(asked):
+        transport = httpx.ASGITransport(app=asked)
+        async with httpx.AsyncClient(transport=transport, base_url="http://serve") as client:
+            assert (await client.get("/")).status_code == 200
+            assert (await client.post("/tasks", json={"name": "generate"})).status_code == 202
