@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -28,8 +30,16 @@ class CeleryExecutor(Executor):
     The hub offers the app's tasks by their Celery names (``tasks`` chooses some;
     default all but Celery's own), checks params against each task's signature,
     sends it with ``apply_async`` (the sse_tasks id is the Celery task id) and answers
-    503 if the Celery broker cannot take it. The workers report through
-    :func:`sse_tasks.celery.connect`, on the hub's Redis broker.
+    503 ``executor_unavailable`` if the Celery broker cannot take it. The workers report
+    through :func:`sse_tasks.celery.connect`, on the hub's Redis broker.
+
+    A send (or revoke) gives up within ``send_timeout`` seconds, and so does the thread
+    doing it: the hub sends over a connection pool of its own (to the app's broker, with
+    the app's options) whose socket operations time out after ``send_timeout / 5`` (on
+    the Redis transport; read and write timeouts on AMQP), retried twice. A broker that
+    refuses connections is reported at once, one that accepts and never answers within
+    ``send_timeout``, and no send is left blocked behind the 503 (it could otherwise
+    deliver the task long after the client was told it was not sent).
 
     ``DELETE`` stores ``cancelled`` and revokes the task: a waiting one is discarded; a
     running one stops at its next ``progress()``/``check()``, or at once with
@@ -54,6 +64,8 @@ class CeleryExecutor(Executor):
         self.send_timeout = send_timeout
         self._chosen = None if tasks is None else tuple(tasks)
         self._done: Callable[[Job], None] = lambda job: None
+        self._pool: Any = None
+        self._pool_lock = threading.Lock()
 
     def bind(self, broker: Broker) -> None:
         from ...brokers.redis import RedisBroker
@@ -89,7 +101,7 @@ class CeleryExecutor(Executor):
     async def admit(self, job: Job) -> None:
         task = self.app.tasks[job.task.name]
         headers = {HUB_HEADER: "1", OWNER_HEADER: job.task.owner or ""}
-        send = functools.partial(task.apply_async, kwargs=job.params, task_id=job.task.id, headers=headers)
+        send = functools.partial(self._send, task, kwargs=job.params, task_id=job.task.id, headers=headers)
         try:
             with anyio.fail_after(self.send_timeout):
                 await anyio.to_thread.run_sync(send, abandon_on_cancel=True)
@@ -100,11 +112,37 @@ class CeleryExecutor(Executor):
                 f"the Celery broker is unreachable: {exc}", code="executor_unavailable", retry_after=2
             ) from None
 
+    def _send(self, task: Any, **options: Any) -> None:
+        """``task.apply_async(**options)`` over a connection whose every wait is bounded (in a thread)."""
+        bound = self.send_timeout / 5
+        with self._connections().acquire(block=True, timeout=bound) as connection:
+            task.apply_async(connection=connection, retry_policy=_retry_policy(), **options)
+
+    def _revoke(self, task_id: str) -> None:
+        """Broadcast the revoke over a bounded connection (in a thread)."""
+        bound = self.send_timeout / 5
+        with self._connections().acquire(block=True, timeout=bound) as connection:
+            self.app.control.revoke(task_id, terminate=self.terminate, connection=connection)
+
+    def _connections(self) -> Any:
+        with self._pool_lock:
+            if self._pool is None:
+                bound = self.send_timeout / 5
+                connection = self.app.connection_for_write()
+                driver = connection.transport.driver_type
+                timeouts = _TIMEOUTS.get(driver, ())
+                if timeouts:
+                    connection.release()
+                    options = dict.fromkeys(timeouts, bound)
+                    connection = self.app.connection_for_write(transport_options=options)
+                self._pool = connection.Pool(limit=self.app.conf.broker_pool_limit or None)
+            return self._pool
+
     def submit(self, job: Job) -> None:
         self._done(job)  # sent already: it runs on a worker
 
     async def cancelled(self, task: Task) -> None:
-        revoke = functools.partial(self.app.control.revoke, task.id, terminate=self.terminate)
+        revoke = functools.partial(self._revoke, task.id)
         try:
             with anyio.fail_after(self.send_timeout):
                 await anyio.to_thread.run_sync(revoke, abandon_on_cancel=True)
@@ -123,6 +161,18 @@ class CeleryExecutor(Executor):
     @property
     def running(self) -> int:
         return 0
+
+
+#: Transport options that bound each socket operation, by kombu driver type.
+_TIMEOUTS: dict[str, tuple[str, ...]] = {
+    "redis": ("socket_timeout", "socket_connect_timeout"),
+    "amqp": ("read_timeout", "write_timeout"),
+}
+
+
+def _retry_policy() -> dict[str, float]:
+    """Two quick retries of a send (Celery's default is three, up to a second apart)."""
+    return {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
 
 def _unreachable(exc: BaseException) -> bool:
