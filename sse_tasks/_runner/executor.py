@@ -37,7 +37,9 @@ class Executor(abc.ABC):
 
     async def admit(self, job: Job) -> None:  # noqa: B027 - optional hook
         """Called before the job's ``task.queued`` is stored: an engine with its own queue
-        sends the job here, and raises :class:`Unavailable` if it cannot (nothing is stored)."""
+        sends the job here, and raises :class:`Unavailable` if it cannot (nothing is stored).
+        For such an engine (``runs_here`` False) the runner first checks that the broker
+        answers, so a broker outage refuses the job before it is sent."""
 
     async def cancelled(self, task: Task) -> None:  # noqa: B027 - optional hook
         """A client cancelled ``task`` (its ``cancelled`` event is stored): stop its work

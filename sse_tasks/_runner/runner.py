@@ -122,6 +122,10 @@ class Runner:
         self._add(job)
         runs_here = self.executor.runs_here
         try:
+            if not runs_here:
+                # The engine's queue takes the job before `queued` is stored: see that the
+                # broker answers first, so an outage refuses it (503) with nothing sent.
+                await self.broker.get(task.id)
             await self.executor.admit(job)
             event = await self.broker.publish(task, "task.queued", leased=runs_here)
             stored = event.task if event is not None else None
