@@ -107,3 +107,10 @@ def sleepy(seconds: float = 60.0) -> str:
     """Sleeps without ever checking (only terminate stops it)."""
     time.sleep(seconds)
     return "slept"
+
+
+@app.task(name="touch")
+def touch(marker: str) -> str:
+    """Writes ``marker`` (a path) as soon as it runs: proof that it ran."""
+    Path(marker).write_text("ran")
+    return "touched"
