@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 
+from ..._core import codec
 from ..._core.models import OutputChunk, Task
 from . import RedisBroker, _task
 from .link import UNREACHABLE
@@ -73,6 +74,15 @@ class SyncWriter:
     def get(self, task_id: str) -> Task | None:
         """The stored snapshot, or None if unknown or expired."""
         return _task(self.client.hmget(self.broker._keys.task(task_id), ["d", "i", "t"]))
+
+    def output(self, task_id: str) -> list[OutputChunk]:
+        """The task's stored output chunks, in order."""
+        rows: list[Any] = self.client.lrange(self.broker._keys.output(task_id), 0, -1)
+        chunks = []
+        for row in rows:
+            event_id, _, data = text(row).partition(" ")
+            chunks.append(OutputChunk.from_record({**codec.loads(data), "event_id": event_id}))
+        return chunks
 
     def finished(self, task_id: str) -> bool:
         """True if the stored task is terminal (cancelled by a client, failed as lost, …)."""

@@ -15,12 +15,12 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..._core.budget import OutputBudget
 from ..._core.context import TaskContext
-from ..._core.models import Task, TaskState, event_type_for, utcnow
+from ..._core.models import OutputChunk, Task, TaskState, event_type_for, utcnow
 from ...brokers.redis.link import UNREACHABLE
 from ...brokers.redis.sync import SyncWriter
 
@@ -41,6 +41,7 @@ class WorkerRun:
         outage_grace: float,
         max_output_bytes: int,
         max_output_chunks: int,
+        earlier_output: Sequence[OutputChunk] = (),
         wake: Callable[[], None] = lambda: None,
     ) -> None:
         self.task = task
@@ -55,7 +56,7 @@ class WorkerRun:
         self._cancelled = False
         self._checked = 0.0
         self._lock = threading.Lock()
-        self._budget = OutputBudget(task.id, max_output_bytes, max_output_chunks)
+        self._budget = _budget(task, max_output_bytes, max_output_chunks, earlier_output)
         self._progress: float | None = task.progress
         self._message: str | None = task.message
         self._pending = False
@@ -177,6 +178,20 @@ class WorkerRun:
             # Its lease is no longer renewed: it ends failed (WorkerLost) once Redis answers.
             logger.error("task %s: %s not published, Redis unreachable", final.id, final.state.value)
             return None
+
+
+def _budget(task: Task, max_bytes: int, max_chunks: int, earlier: Sequence[OutputChunk]) -> OutputBudget:
+    """The output budget of an attempt: a retry goes on from the output its earlier attempts
+    stored, so chunks keep one numbering and the bounds hold for the task, not per attempt."""
+    budget = OutputBudget(task.id, max_bytes, max_chunks)
+    for chunk in earlier:
+        budget.take(chunk.kind, chunk.text, chunk.level)
+    last = earlier[-1] if earlier else None
+    if last and last.level == "warning" and last.text.startswith("output limit reached"):
+        budget.full = True  # an earlier attempt said so: nothing more is kept
+    # Chunks an outage dropped were numbered all the same.
+    budget.chunks = max(budget.chunks, task.output_chunks, last.seq + 1 if last else 0)
+    return budget
 
 
 class Keeper:

@@ -31,7 +31,7 @@ from celery.backends.base import DisabledBackend
 from ..._core import codec
 from ..._core.context import CURRENT
 from ..._core.errors import TaskCancelled
-from ..._core.models import MAX_TASK_ID_LENGTH, Task, TaskState, event_type_for, utcnow
+from ..._core.models import MAX_TASK_ID_LENGTH, OutputChunk, Task, TaskState, event_type_for, utcnow
 from ..._core.text import clean_text
 from ..._runner.job import error_of
 from ...brokers.redis import RedisBroker
@@ -190,6 +190,7 @@ class CeleryHook:
             outage_grace=self.broker.outage_grace,
             max_output_bytes=self.max_output_bytes,
             max_output_chunks=self.max_output_chunks,
+            earlier_output=self._earlier_output(stored),
             wake=self.keeper.wake,
         )
         run.token = CURRENT.set(run.context)
@@ -209,6 +210,15 @@ class CeleryHook:
             run.end(cancelled=True)  # finished meanwhile (cancelled)
         else:
             run.task = started
+
+    def _earlier_output(self, stored: Task | None) -> list[OutputChunk]:
+        """The output earlier attempts of a retried task stored: this attempt goes on from it."""
+        if stored is None or not stored.output_chunks or stored.terminal:
+            return []
+        try:
+            return self.writer.output(stored.id)
+        except UNREACHABLE:
+            return []  # numbered on from the snapshot's count all the same
 
     def _stored_or_queued(self, task_id: str, task: Any) -> Task | None:
         """The stored snapshot; a task no hooked sender stored is stored ``queued`` first."""
