@@ -8,11 +8,13 @@ hook must work without one (``update_state`` included).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from celery.exceptions import Ignore
 
 import sse_tasks.celery
 from sse_tasks import TaskCancelled, current_task
@@ -23,7 +25,13 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )
-hook = sse_tasks.celery.connect(app, os.environ.get("SSE_TASKS_BROKER", "redis://127.0.0.1:6379/0"))
+if os.environ.get("TASKS_APP_QUEUE"):  # a worker that consumes this queue instead of the default
+    app.conf.task_default_queue = os.environ["TASKS_APP_QUEUE"]
+hook = sse_tasks.celery.connect(
+    app,
+    os.environ.get("SSE_TASKS_BROKER", "redis://127.0.0.1:6379/0"),
+    max_output_chunks=int(os.environ.get("TASKS_APP_MAX_OUTPUT_CHUNKS", "10000")),
+)
 
 
 @app.task(name="add")
@@ -114,3 +122,72 @@ def touch(marker: str) -> str:
     """Writes ``marker`` (a path) as soon as it runs: proof that it ran."""
     Path(marker).write_text("ran")
     return "touched"
+
+
+@app.task(name="burst", bind=True)
+def burst(self: Any, n: int = 1000, via: str = "context", quiet: bool = False, fail: bool = False) -> int:
+    """Reports progress ``n`` times as fast as it can (``i/n``, "report i of n"), through our
+    context or celery-progress's ``update_state``; then returns (or fails). ``quiet``: first
+    waits, without reporting again, until the last report is stored (10 s at most)."""
+    task = current_task()
+    for i in range(1, n + 1):
+        if via == "update_state":
+            meta = {"current": i, "total": n, "description": f"report {i} of {n}"}
+            self.update_state(state="PROGRESS", meta=meta)
+        else:
+            task.progress(i / n, f"report {i} of {n}")
+    deadline = time.monotonic() + 10
+    while quiet and not _stored_message(self.request.id, f"report {n} of {n}"):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the last report was never published")
+        time.sleep(0.01)
+    if fail:
+        raise RuntimeError("after the burst")
+    return n
+
+
+def _stored_message(task_id: str, message: str) -> bool:
+    stored = hook.writer.get(task_id)
+    return stored is not None and stored.message == message
+
+
+@app.task(name="racy")
+def racy(reports: int = 300, marker: str = "") -> str:
+    """Returns a third of the way through the reports a thread of its own makes through its
+    context (progress and output), so the rest race the task's end; writes ``marker`` (a
+    path) once the thread is done."""
+    task = current_task()
+    started = threading.Event()
+
+    def report() -> None:
+        try:
+            for i in range(reports):
+                task.progress(i / reports, f"late {i}")
+                task.output(f"late {i}\n")
+                if i == reports // 3:
+                    started.set()
+                time.sleep(0.001)
+        finally:
+            started.set()
+            if marker:
+                Path(marker).write_text("done")
+
+    threading.Thread(target=report, daemon=True).start()
+    started.wait(10)
+    return "raced"
+
+
+@app.task(name="flaky_talk", bind=True, max_retries=1)
+def flaky_talk(self: Any, words: int = 1) -> int:
+    """Writes ``words`` chunks of output on each attempt ("attempt r.i "); retries once."""
+    for i in range(words):
+        current_task().output(f"attempt {self.request.retries}.{i} ")
+    if self.request.retries < 1:
+        raise self.retry(exc=RuntimeError("again"), countdown=0.1)
+    return self.request.retries
+
+
+@app.task(name="ignored")
+def ignored() -> None:
+    """Tells Celery to ignore it (no outcome is recorded)."""
+    raise Ignore()
