@@ -6,7 +6,8 @@ Two commands, with a redis-server on 127.0.0.1:6379 (``pip install '.[celery]'``
     sse-tasks serve --app examples.celery_app:hub
 
 Then open http://127.0.0.1:8000/ (the demo page), or
-``curl -N -X POST localhost:8000/tasks -d '{"name":"count","params":{"n":20}}'``.
+``curl -X POST localhost:8000/tasks -H 'content-type: application/json'
+-d '{"name":"count","params":{"n":20}}'``, then ``curl -N`` its ``events`` link.
 Tasks sent from any code (``count.delay(n=5)``) show up there too.
 
 Environment:
@@ -51,8 +52,11 @@ celery_app.conf.update(
 # Worker side: every task of this app reports to the hub's Redis.
 sse_tasks.celery.connect(celery_app, SSE_TASKS_BROKER)
 
+# shared=False: Celery would otherwise add these generic names to every other Celery app
+# the same process defines, in place of that app's own tasks of the same name.
 
-@celery_app.task(name="sleep")
+
+@celery_app.task(name="sleep", shared=False)
 def sleep(seconds: float = 1.0) -> dict[str, Any]:
     """Wait ``seconds``; result ``{"slept": seconds}``."""
     if not 0 <= seconds <= 86_400:
@@ -61,7 +65,7 @@ def sleep(seconds: float = 1.0) -> dict[str, Any]:
     return {"slept": seconds}
 
 
-@celery_app.task(name="count", bind=True)
+@celery_app.task(name="count", bind=True, shared=False)
 def count(self: Any, n: int = 10, interval: float = 0.1) -> dict[str, Any]:
     """``n`` steps ``interval`` s apart, reported with Celery's own ``update_state`` in
     celery-progress's format; result ``{"count": n}``."""
@@ -74,13 +78,13 @@ def count(self: Any, n: int = 10, interval: float = 0.1) -> dict[str, Any]:
     return {"count": n}
 
 
-@celery_app.task(name="fail")
+@celery_app.task(name="fail", shared=False)
 def fail(message: str = "boom") -> None:
     """Raise ``RuntimeError(message)``."""
     raise RuntimeError(message)
 
 
-@celery_app.task(name="generate")
+@celery_app.task(name="generate", shared=False)
 def generate(words: int = 50, delay: float = 0.05) -> dict[str, Any]:
     """Write the demo's deterministic text word by word, a log line every 10 words."""
     if not 0 <= words <= 1_000_000 or not 0 <= delay <= 60:

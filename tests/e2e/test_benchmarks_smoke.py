@@ -76,3 +76,26 @@ def test_targets_without_peers_are_not_measured() -> None:
     submit = found["submit ≥ 0.7x a bare Starlette endpoint"]
     assert submit["met"] is False and submit["value"] == 0.5
     run.print_targets(run.targets(results))
+
+
+def test_the_celery_benchmark_runs() -> None:
+    """``python -m benchmarks.celery_tasks`` at a tiny scale: real workers, a real redis-server
+    (about 6 s; nothing timed)."""
+    pytest.importorskip("celery", reason="celery is not installed (pip install -e '.[test]')")
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    from benchmarks import celery_tasks
+
+    scale = celery_tasks.SMOKE
+    results = celery_tasks.run(scale, pin=False)
+    for pool in scale.pools:
+        runs = results["throughput"][pool]["runs"]
+        assert [r["hooks"] for r in runs] == [False, True] * scale.repeat  # alternately
+        assert all(r["tasks"] == scale.tasks and r["tasks_per_s"] > 0 for r in runs)
+    latency = results["latency"]
+    assert latency["tasks"] == scale.latency_tasks
+    assert latency["deliveries"] == scale.latency_tasks * scale.followers
+    assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+    celery_tasks.print_table(results)
