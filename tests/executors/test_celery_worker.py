@@ -452,7 +452,6 @@ async def test_a_task_sent_before_any_worker_stays_queued_without_a_lease_then_r
 
 PLAIN_SENDER = """
 import sys
-import time
 from celery import Celery
 
 app = Celery("plain", broker=sys.argv[1])  # no sse_tasks anywhere in this process
