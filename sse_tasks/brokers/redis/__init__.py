@@ -246,17 +246,25 @@ class RedisBroker(Broker):
         return await self._publish(failed, "task.failed", lapsed_only=True)
 
     def publish_args(
-        self, task: Task, event_type: str, *, lease: str, requeue: bool = False, lapsed_only: bool = False
+        self,
+        task: Task,
+        event_type: str,
+        *,
+        lease: str,
+        requeue: bool = False,
+        create: Task | None = None,
+        lapsed_only: bool = False,
     ) -> dict[str, Any]:
-        """The arguments of ``publish.lua`` (also written by worker hooks of other engines)."""
-        record = task.to_record()
-        del record["event_id"], record["event_type"]
+        """The arguments of ``publish.lua`` (also written by worker hooks of other engines).
+
+        ``create``: the task's ``queued`` snapshot, stored first if the task is unknown.
+        """
         return {
             "id": task.id,
             "type": event_type,
             "state": task.state.value,
             "name": task.name,
-            "data": codec.dumps(record),
+            "data": _data(task),
             "terminal": "1" if task.terminal else "0",
             "new_epoch": secrets.token_hex(4),
             "history": self.history,
@@ -265,6 +273,7 @@ class RedisBroker(Broker):
             "lease_ms": self._leases.lease_ms,
             "lease": lease,
             "requeue": "1" if requeue else "0",
+            "created": b"" if create is None else _data(create),
             "token": secrets.token_hex(8),  # makes a retried write idempotent
             "lapsed_only": "1" if lapsed_only else "0",
             "prefix": self.prefix,
@@ -413,6 +422,13 @@ class RedisBroker(Broker):
                         break
         await self._reader.check_epoch(found)
         return found
+
+
+def _data(task: Task) -> bytes:
+    """The snapshot JSON a stream entry and a task hash carry (no event id or type)."""
+    record = task.to_record()
+    del record["event_id"], record["event_type"]
+    return codec.dumps(record)
 
 
 def _task(fields: list[Any]) -> Task | None:

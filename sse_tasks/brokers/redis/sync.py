@@ -50,12 +50,20 @@ class SyncWriter:
         return self._client
 
     def publish(
-        self, task: Task, event_type: str, *, lease: str, requeue: bool = False, retry_for: float = 0.0
+        self,
+        task: Task,
+        event_type: str,
+        *,
+        lease: str,
+        requeue: bool = False,
+        create: Task | None = None,
+        retry_for: float = 0.0,
     ) -> Task | None:
         """Store ``task`` with its event (``publish.lua``); the stored snapshot, or None when
-        the compare-and-set refused it (the task is terminal, or unknown and not queued)."""
+        the compare-and-set refused it (the task is terminal, or unknown and neither queued
+        nor given its ``create`` snapshot, stored with a ``task.queued`` event first)."""
         broker = self.broker
-        args = broker.publish_args(task, event_type, lease=lease, requeue=requeue)
+        args = broker.publish_args(task, event_type, lease=lease, requeue=requeue, create=create)
         keys = broker._keys.publish(task.id)
         reply = self._retry(lambda: broker._scripts.publish.run_sync(self.client, keys, args), retry_for)
         if reply is None:
@@ -84,10 +92,14 @@ class SyncWriter:
             chunks.append(OutputChunk.from_record({**codec.loads(data), "event_id": event_id}))
         return chunks
 
+    def state(self, task_id: str) -> str | None:
+        """The stored task's state (``queued``, …), or None if unknown or expired."""
+        state = self.client.hget(self.broker._keys.task(task_id), "s")
+        return None if state is None else text(state)
+
     def finished(self, task_id: str) -> bool:
         """True if the stored task is terminal (cancelled by a client, failed as lost, …)."""
-        state = self.client.hget(self.broker._keys.task(task_id), "s")
-        return state is not None and text(state) in _TERMINAL
+        return self.state(task_id) in _TERMINAL
 
     def renew(self, task_ids: Iterable[str]) -> None:
         """Push the lease deadline of each task (those still leased)."""

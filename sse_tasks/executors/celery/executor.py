@@ -19,7 +19,7 @@ from ..._core.registry import RegisteredTask, TaskFunction
 from ..._runner.executor import Executor
 from ..._runner.job import Job, Publisher
 from ...brokers import Broker
-from .worker import HUB_HEADER, OWNER_HEADER
+from .worker import CREATED_HEADER, HUB_HEADER, OWNER_HEADER
 
 logger = logging.getLogger("sse_tasks.celery")
 
@@ -100,7 +100,7 @@ class CeleryExecutor(Executor):
 
     async def admit(self, job: Job) -> None:
         task = self.app.tasks[job.task.name]
-        headers = {HUB_HEADER: "1", OWNER_HEADER: job.task.owner or ""}
+        headers = {HUB_HEADER: "1", OWNER_HEADER: job.task.owner or "", CREATED_HEADER: job.task.created_at}
         send = functools.partial(self._send, task, kwargs=job.params, task_id=job.task.id, headers=headers)
         try:
             with anyio.fail_after(self.send_timeout):

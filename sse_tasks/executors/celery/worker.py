@@ -45,6 +45,7 @@ logger = logging.getLogger("sse_tasks.celery")
 #: Message headers the hub sets on the tasks it sends.
 HUB_HEADER = "sse_tasks_hub"  # the hub stores `queued` itself
 OWNER_HEADER = "sse_tasks_owner"  # who submitted it, for the authorization hook
+CREATED_HEADER = "sse_tasks_created"  # when it was sent: the worker builds its snapshot from it
 
 _RECEIVED_CHECK_PAUSE = 5.0  # seconds without the received-task check after Redis failed
 
@@ -122,7 +123,9 @@ class CeleryHook:
             return
         if name not in self.app.tasks:
             return
-        queued = Task(id=task_id, name=name, owner=_owner(headers.get(OWNER_HEADER)))
+        queued = Task(
+            id=task_id, name=name, owner=_owner(headers.get(OWNER_HEADER)), created_at=_created(headers)
+        )
         try:
             self.writer.publish(queued, "task.queued", lease="none")
         except UNREACHABLE as exc:
@@ -130,11 +133,16 @@ class CeleryHook:
             logger.warning("task %s sent; not stored as queued yet: Redis unreachable (%s)", task_id, exc)
 
     def _on_before_task_publish(self, headers: Any = None, **_: Any) -> None:
-        """A task running here retries: store ``queued`` before its new message can run."""
-        headers = headers or {}
-        run = self.runs.get(str(headers.get("id")))
-        if run is not None and headers.get("retries"):
-            run.requeue(_retry_message(self.app, headers.get("task"), headers["retries"]))
+        """Stamp a task's message with its creation time; a task running here that retries
+        is stored ``queued`` before its new message can run."""
+        if not isinstance(headers, dict):
+            return
+        if headers.get("retries"):
+            run = self.runs.get(str(headers.get("id")))
+            if run is not None:
+                run.requeue(_retry_message(self.app, headers.get("task"), headers["retries"]))
+        else:
+            headers.setdefault(CREATED_HEADER, utcnow())
 
     # -- the worker's main process -------------------------------------------------------
 
@@ -146,11 +154,11 @@ class CeleryHook:
         if time.monotonic() < self._check_received_after:
             return  # Redis was unreachable a moment ago: do not stall the consumer on each message
         try:
-            stored = self.writer.get(task_id)
+            state = self.writer.state(task_id)
         except UNREACHABLE:
             self._check_received_after = time.monotonic() + _RECEIVED_CHECK_PAUSE
             return
-        if stored is not None and stored.state is TaskState.CANCELLED:
+        if state == TaskState.CANCELLED.value:
             from celery.worker import state as worker_state
 
             worker_state.revoked.add(task_id)
@@ -180,9 +188,13 @@ class CeleryHook:
             return
         self.keeper.ensure_started()
         _hook_update_state(task, self)
-        stored = self._stored_or_queued(task_id, task)
+        request = task.request
+        first = not getattr(request, "retries", 0) and not (request.delivery_info or {}).get("redelivered")
+        # A first attempt needs nothing stored: its snapshot is in its message. A retry or
+        # a redelivery goes on from the stored one (its message, its output so far).
+        stored = None if first else self._stored_or_queued(task_id, task)
         run = WorkerRun(
-            stored or Task(id=task_id, name=task.name),
+            stored or _sent(task_id, task.name, request),
             dict(kwargs or {}),
             self.writer,
             progress_interval=self.progress_interval,
@@ -195,19 +207,22 @@ class CeleryHook:
         )
         run.token = CURRENT.set(run.context)
         self.runs[task_id] = run
-        if stored is None:
-            return  # Redis unreachable: the task runs; its state is reported once it answers
-        if stored.terminal:  # cancelled while it waited: its check() raises at once
+        if stored is not None and stored.terminal:  # cancelled while it waited: check() raises
             run.end(cancelled=stored.state is TaskState.CANCELLED)
             return
-        running = stored.evolve(state=TaskState.RUNNING, started_at=utcnow())
+        if stored is None and not first:
+            return  # Redis unreachable: the task runs; its state is reported once it answers
+        running = run.task.evolve(state=TaskState.RUNNING, started_at=utcnow())
         try:
-            started = self.writer.publish(running, "task.running", lease="add", retry_for=1.0)
+            # Created by this event if no hooked sender stored it; refused once it is final.
+            started = self.writer.publish(
+                running, "task.running", lease="add", create=run.task, retry_for=1.0
+            )
         except UNREACHABLE:
             logger.warning("task %s started; not stored as running: Redis unreachable", task_id)
             return
         if started is None:
-            run.end(cancelled=True)  # finished meanwhile (cancelled)
+            run.end(cancelled=True)  # finished while it waited (cancelled)
         else:
             run.task = started
 
@@ -387,6 +402,22 @@ def _valid(task_id: Any, name: Any) -> bool:
         and 0 < len(task_id) <= MAX_TASK_ID_LENGTH
         and isinstance(name, str)
         and not name.startswith("celery.")
+    )
+
+
+def _created(headers: Any) -> str:
+    created = headers.get(CREATED_HEADER) if isinstance(headers, dict) else None
+    return created if isinstance(created, str) and len(created) <= 40 else utcnow()
+
+
+def _sent(task_id: str, name: str, request: Any) -> Task:
+    """The ``queued`` snapshot of a task as its sender stored it, from its message."""
+    headers = {CREATED_HEADER: getattr(request, CREATED_HEADER, None)}
+    return Task(
+        id=task_id,
+        name=name,
+        owner=_owner(getattr(request, OWNER_HEADER, None)),
+        created_at=_created(headers),
     )
 
 

@@ -1,10 +1,12 @@
 -- Store a task's snapshot and append its event, as one compare-and-set: a task that
 -- is terminal never changes again; only task.queued may create one, and requeue=1 lets
--- it return an unfinished task to queued (a retry on another engine's workers).
+-- it return an unfinished task to queued (a retry on another engine's workers);
+-- created (a queued snapshot's JSON, or '') lets any event create the task, its
+-- task.queued event first (a worker that starts a task nobody stored).
 -- lease: 'add' starts (or pushes) the task's lease, 'xx' pushes it only if it has one,
 -- 'none' leaves the task unleased (it waits in another engine's durable queue).
 -- KEYS: epoch events task tasks seq finished expired leases output
--- ARGV: id type state name data terminal new_epoch history retention_ms max_tasks lease_ms lease requeue token lapsed_only prefix
+-- ARGV: id type state name data terminal new_epoch history retention_ms max_tasks lease_ms lease requeue created token lapsed_only prefix
 -- include: clock
 local current = redis.call('HMGET', task, 's', 'n', 'i')
 if current[1] then
@@ -13,7 +15,7 @@ if current[1] then
     return false
   end
   if type == 'task.queued' and requeue ~= '1' then return false end
-elseif type ~= 'task.queued' then
+elseif type ~= 'task.queued' and created == '' then
   return false
 end
 if lapsed_only == '1' then
@@ -25,11 +27,14 @@ if not history_epoch then
   history_epoch = new_epoch
   redis.call('SET', epoch, history_epoch)
 end
+if not current[1] and type ~= 'task.queued' then
+  redis.call('XADD', events, 'MAXLEN', '~', history, '*', 'e', history_epoch, 't', 'task.queued', 'd', created)
+end
 local sid = redis.call('XADD', events, 'MAXLEN', '~', history, '*', 'e', history_epoch, 't', type, 'd', data)
 local event_id = history_epoch .. '-' .. sid
 redis.call('HSET', task, 's', state, 'm', name, 'd', data, 'i', event_id, 't', type, 'n', token)
 local retention = tonumber(retention_ms)
-if type == 'task.queued' and not current[1] then
+if not current[1] then
   redis.call('ZADD', tasks, redis.call('INCR', seq), id)
 end
 if terminal == '1' then
