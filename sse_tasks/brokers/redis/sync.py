@@ -97,6 +97,22 @@ class SyncWriter:
         state = self.client.hget(self.broker._keys.task(task_id), "s")
         return None if state is None else text(state)
 
+    def cancelled_ids(self) -> list[str]:
+        """Ids of the retained tasks that ended ``cancelled`` (at most ``max_tasks``)."""
+        keys = self.broker._keys
+        ids = [text(raw) for raw in self.client.zrange(keys.finished, 0, -1)]
+        found: list[str] = []
+        for start in range(0, len(ids), 1000):
+            batch = ids[start : start + 1000]
+            with self.client.pipeline(transaction=False) as pipe:
+                for task_id in batch:
+                    pipe.hget(keys.task(task_id), "s")
+                states = pipe.execute()
+            found.extend(
+                task_id for task_id, state in zip(batch, states, strict=True) if state == b"cancelled"
+            )
+        return found
+
     def finished(self, task_id: str) -> bool:
         """True if the stored task is terminal (cancelled by a client, failed as lost, …)."""
         return self.state(task_id) in _TERMINAL

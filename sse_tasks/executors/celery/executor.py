@@ -149,7 +149,7 @@ class CeleryExecutor(Executor):
         except Exception as exc:
             if not _unreachable(exc):
                 raise
-            # Stored as cancelled: a worker taking it later discards it (task_received).
+            # Stored as cancelled: a worker started later discards it (it reads those at start).
             logger.warning("task %s cancelled; revoking it in Celery failed: %s", task.id, exc)
 
     def cancel(self, task_id: str, reason: str | None = None) -> bool:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -47,12 +46,10 @@ HUB_HEADER = "sse_tasks_hub"  # the hub stores `queued` itself
 OWNER_HEADER = "sse_tasks_owner"  # who submitted it, for the authorization hook
 CREATED_HEADER = "sse_tasks_created"  # when it was sent: the worker builds its snapshot from it
 
-_RECEIVED_CHECK_PAUSE = 5.0  # seconds without the received-task check after Redis failed
-
 _SIGNALS = (
     "after_task_publish",
     "before_task_publish",
-    "task_received",
+    "worker_init",
     "task_prerun",
     "task_success",
     "task_failure",
@@ -90,7 +87,6 @@ class CeleryHook:
         self.runs: dict[str, WorkerRun] = {}
         self.keeper = Keeper(self.runs, self.writer, self.broker.lease)
         self._uid = f"sse_tasks-{secrets.token_hex(4)}"
-        self._check_received_after = 0.0
         self._connected = False
 
     # -- wiring ----------------------------------------------------------------------
@@ -146,22 +142,19 @@ class CeleryHook:
 
     # -- the worker's main process -------------------------------------------------------
 
-    def _on_task_received(self, request: Any = None, **_: Any) -> None:
-        """A task cancelled while it waited is discarded, like a revoked one."""
-        task_id = getattr(request, "id", None)
-        if not isinstance(task_id, str) or len(task_id) > MAX_TASK_ID_LENGTH:
+    def _on_worker_init(self, sender: Any = None, **_: Any) -> None:
+        """Tasks cancelled while no worker heard the revoke are discarded like revoked ones."""
+        if getattr(sender, "app", self.app) is not self.app:
             return
-        if time.monotonic() < self._check_received_after:
-            return  # Redis was unreachable a moment ago: do not stall the consumer on each message
         try:
-            state = self.writer.state(task_id)
-        except UNREACHABLE:
-            self._check_received_after = time.monotonic() + _RECEIVED_CHECK_PAUSE
+            cancelled = self.writer.cancelled_ids()
+        except UNREACHABLE as exc:
+            logger.warning("could not read the tasks cancelled while they waited: %s", exc)
             return
-        if state == TaskState.CANCELLED.value:
+        if cancelled:
             from celery.worker import state as worker_state
 
-            worker_state.revoked.add(task_id)
+            worker_state.revoked.update(cancelled)
 
     def _on_task_revoked(
         self,
