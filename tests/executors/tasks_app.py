@@ -34,17 +34,17 @@ hook = sse_tasks.celery.connect(
 )
 
 
-@app.task(name="add")
+@app.task(shared=False, name="add")
 def add(a: int, b: int = 1) -> int:
     return a + b
 
 
-@app.task(name="fail")
+@app.task(shared=False, name="fail")
 def fail(message: str = "boom") -> None:
     raise RuntimeError(message)
 
 
-@app.task(name="steps")
+@app.task(shared=False, name="steps")
 def steps(n: int = 5, interval: float = 0.0) -> dict[str, int]:
     """Progress through our context."""
     task = current_task()
@@ -55,7 +55,7 @@ def steps(n: int = 5, interval: float = 0.0) -> dict[str, int]:
     return {"n": n}
 
 
-@app.task(name="celery_progress", bind=True)
+@app.task(shared=False, name="celery_progress", bind=True)
 def celery_progress(self: Any, n: int = 4, interval: float = 0.0) -> str:
     """Progress the way celery-progress users report it."""
     for i in range(1, n + 1):
@@ -65,14 +65,14 @@ def celery_progress(self: Any, n: int = 4, interval: float = 0.0) -> str:
     return "done"
 
 
-@app.task(name="ours_progress", bind=True)
+@app.task(shared=False, name="ours_progress", bind=True)
 def ours_progress(self: Any) -> None:
     """update_state with sse_tasks' own keys."""
     self.update_state(state="PROGRESS", meta={"progress": 0.25, "message": "a quarter"})
     time.sleep(0.3)
 
 
-@app.task(name="talk")
+@app.task(shared=False, name="talk")
 def talk(words: int = 5) -> int:
     task = current_task()
     for i in range(words):
@@ -81,7 +81,7 @@ def talk(words: int = 5) -> int:
     return words
 
 
-@app.task(name="flaky", bind=True, max_retries=2)
+@app.task(shared=False, name="flaky", bind=True, max_retries=2)
 def flaky(self: Any) -> str:
     """Fails until its third attempt."""
     if self.request.retries < 2:
@@ -89,12 +89,12 @@ def flaky(self: Any) -> str:
     return "third time"
 
 
-@app.task(name="not_json")
+@app.task(shared=False, name="not_json")
 def not_json() -> Any:
     return {1, 2, 3}
 
 
-@app.task(name="wait")
+@app.task(shared=False, name="wait")
 def wait(seconds: float = 60.0, marker: str = "") -> str:
     """Sleeps, checking for a cancel; writes ``marker`` (a path) when it stops on one."""
     deadline = time.monotonic() + seconds
@@ -110,21 +110,21 @@ def wait(seconds: float = 60.0, marker: str = "") -> str:
     return "waited"
 
 
-@app.task(name="sleepy")
+@app.task(shared=False, name="sleepy")
 def sleepy(seconds: float = 60.0) -> str:
     """Sleeps without ever checking (only terminate stops it)."""
     time.sleep(seconds)
     return "slept"
 
 
-@app.task(name="touch")
+@app.task(shared=False, name="touch")
 def touch(marker: str) -> str:
     """Writes ``marker`` (a path) as soon as it runs: proof that it ran."""
     Path(marker).write_text("ran")
     return "touched"
 
 
-@app.task(name="burst", bind=True)
+@app.task(shared=False, name="burst", bind=True)
 def burst(self: Any, n: int = 1000, via: str = "context", quiet: bool = False, fail: bool = False) -> int:
     """Reports progress ``n`` times as fast as it can (``i/n``, "report i of n"), through our
     context or celery-progress's ``update_state``; then returns (or fails). ``quiet``: first
@@ -151,7 +151,7 @@ def _stored_message(task_id: str, message: str) -> bool:
     return stored is not None and stored.message == message
 
 
-@app.task(name="racy")
+@app.task(shared=False, name="racy")
 def racy(reports: int = 300, marker: str = "") -> str:
     """Returns a third of the way through the reports a thread of its own makes through its
     context (progress and output), so the rest race the task's end; writes ``marker`` (a
@@ -177,7 +177,7 @@ def racy(reports: int = 300, marker: str = "") -> str:
     return "raced"
 
 
-@app.task(name="flaky_talk", bind=True, max_retries=1)
+@app.task(shared=False, name="flaky_talk", bind=True, max_retries=1)
 def flaky_talk(self: Any, words: int = 1) -> int:
     """Writes ``words`` chunks of output on each attempt ("attempt r.i "); retries once."""
     for i in range(words):
@@ -187,7 +187,7 @@ def flaky_talk(self: Any, words: int = 1) -> int:
     return self.request.retries
 
 
-@app.task(name="ignored")
+@app.task(shared=False, name="ignored")
 def ignored() -> None:
     """Tells Celery to ignore it (no outcome is recorded)."""
     raise Ignore()

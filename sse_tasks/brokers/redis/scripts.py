@@ -73,6 +73,23 @@ class Script:
             self._sync_script = client.register_script(self.source)
         return self._sync_script(key_list, arg_list, client=client)
 
+    def queue_sync(
+        self, pipe: redis.client.Pipeline, keys: Mapping[str, str], args: Mapping[str, Any]
+    ) -> None:
+        """Queue a run on a pipeline without redis-py's per-execute ``SCRIPT EXISTS`` round
+        trip; the caller loads the script (:meth:`load_sync`) if Redis answers NOSCRIPT."""
+        key_list, arg_list = self._lists(keys, args, ())
+        pipe.evalsha(self.sha, len(key_list), *key_list, *arg_list)
+
+    def load_sync(self, client: redis.Redis) -> None:
+        client.script_load(self.source)
+
+    @functools.cached_property
+    def sha(self) -> str:
+        import hashlib
+
+        return hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
+
     def _lists(
         self, keys: Mapping[str, str], args: Mapping[str, Any], rest: Sequence[Any]
     ) -> tuple[list[str], list[Any]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
@@ -69,6 +69,40 @@ class SyncWriter:
         if reply is None:
             return None
         return task.evolve(event_id=text(reply[0]), event_type=event_type)
+
+    def publish_many(
+        self, items: Sequence[tuple[Task, str, dict[str, Any]]], *, retry_for: float = 0.0
+    ) -> list[Task | None]:
+        """Publish several events in one round trip, in order (each its own compare-and-set;
+        ``items`` are ``(task, event_type, publish options)``); the stored snapshots."""
+        broker = self.broker
+        script = broker._scripts.publish
+        calls = [
+            (broker._keys.publish(task.id), broker.publish_args(task, event_type, **options))
+            for task, event_type, options in items
+        ]
+
+        def run() -> list[Any]:
+            with self.client.pipeline(transaction=False) as pipe:
+                for keys, args in calls:
+                    script.queue_sync(pipe, keys, args)
+                return list(pipe.execute(raise_on_error=False))
+
+        def write() -> list[Any]:
+            replies = run()
+            if any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
+                script.load_sync(self.client)  # Redis restarted or flushed its scripts
+                replies = run()
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            return replies
+
+        replies = self._retry(write, retry_for)
+        return [
+            None if reply is None else task.evolve(event_id=text(reply[0]), event_type=event_type)
+            for (task, event_type, _), reply in zip(items, replies, strict=True)
+        ]
 
     def publish_output(self, chunk: OutputChunk, *, retry_for: float = 0.0) -> str | None:
         """Keep ``chunk`` and append its ``task.output`` event; its event id, or None if

@@ -3,7 +3,9 @@
 Everything here blocks (a worker thread has no event loop): progress is published from
 the task's own thread when it is due and otherwise by the :class:`Keeper` thread once it
 is, always the latest value; output is published in order as it is written; the final
-event carries the latest progress. Every publish is the broker's compare-and-set, so
+event carries the latest progress. A first attempt's ``running`` waits ``start_delay``
+seconds (or until the task reports): a task that ends sooner stores ``running`` and its
+outcome in one round trip. Every publish is the broker's compare-and-set, so
 a late one (a progress report racing the task's end) cannot change a finished task.
 """
 
@@ -61,6 +63,41 @@ class WorkerRun:
         self._message: str | None = task.message
         self._pending = False
         self._last = -math.inf  # monotonic time of the last progress publish
+        self._start: tuple[Task, Task] | None = None  # (running, queued) not yet published
+        self._start_due = math.inf
+
+    def begin(self, running: Task, queued: Task, delay: float) -> None:
+        """Publish ``running`` within ``delay`` seconds (creating the task from ``queued``
+        if nobody stored it), or with the next event of this attempt if that comes first."""
+        with self._lock:
+            self._start = (running, queued)
+            self._start_due = time.monotonic() + delay
+        self._wake()
+
+    def _started(self) -> bool:
+        """Publish the pending ``running`` now (lock held); False if the task is already final."""
+        if self._start is None:
+            return not self.ended
+        running, queued = self._start
+        self._start = None
+        try:
+            stored = self.writer.publish(running, "task.running", lease="add", create=queued, retry_for=1.0)
+        except UNREACHABLE:
+            logger.warning("task %s started; not stored as running: Redis unreachable", running.id)
+            return True
+        if stored is None:  # finished while it waited (cancelled)
+            self.ended = self._cancelled = True
+            return False
+        self.task = stored
+        return True
+
+    def _with_start(self, item: tuple[Task, str, dict[str, Any]]) -> list[tuple[Task, str, dict[str, Any]]]:
+        """``item``, after the pending ``running`` if there is one (lock held)."""
+        if self._start is None:
+            return [item]
+        running, queued = self._start
+        self._start = None
+        return [(running, "task.running", {"lease": "add", "create": queued}), item]
 
     # -- the sink ------------------------------------------------------------------
 
@@ -81,6 +118,8 @@ class WorkerRun:
 
     def report(self, progress: float | None, message: str | None) -> None:
         with self._lock:
+            if not self._started():
+                return
             self._progress, self._message = progress, message
             was_pending, self._pending = self._pending, True
             if time.monotonic() >= self._last + self.progress_interval:
@@ -91,6 +130,8 @@ class WorkerRun:
 
     def output(self, kind: str, text: str, level: str | None) -> None:
         with self._lock:
+            if not self._started():
+                return
             chunk = self._budget.take(kind, text, level)
             if chunk is None or self.ended:
                 return
@@ -107,16 +148,24 @@ class WorkerRun:
     def end(self, *, cancelled: bool) -> None:
         """The stored task is already final: publish nothing more for this attempt."""
         with self._lock:
-            self.ended, self._cancelled = True, cancelled
+            self.ended, self._cancelled, self._start = True, cancelled, None
 
     def due(self) -> float | None:
-        """When pending progress must be published (monotonic), or None if none is."""
-        return self._last + self.progress_interval if self._pending and not self.ended else None
+        """When pending ``running`` or progress must be published (monotonic), or None."""
+        if self.ended:
+            return None
+        start = self._start_due if self._start is not None else math.inf
+        progress = self._last + self.progress_interval if self._pending else math.inf
+        due = min(start, progress)
+        return None if due == math.inf else due
 
     def flush(self) -> None:
-        """Publish pending progress if it is due (the keeper calls this)."""
+        """Publish the pending ``running`` and progress that are due (the keeper calls this)."""
         with self._lock:
-            if self._pending and not self.ended and time.monotonic() >= self._last + self.progress_interval:
+            now = time.monotonic()
+            if self._start is not None and now >= self._start_due and not self._started():
+                return
+            if self._pending and not self.ended and now >= self._last + self.progress_interval:
                 self._publish_progress()
 
     def _publish_progress(self) -> None:
@@ -147,7 +196,9 @@ class WorkerRun:
             final = self.task.evolve(
                 state=state, finished_at=utcnow(), output_chunks=self._budget.chunks, **changes
             )
-            return self._final(final, event_type_for(state))
+            if self._start is not None:
+                final = final.evolve(started_at=self._start[0].started_at)
+            return self._final(self._with_start((final, event_type_for(state), {"lease": "xx"})))
 
     def requeue(self, message: str) -> Task | None:
         """This attempt ends in a retry: back to ``queued``, unleased, until a worker takes it."""
@@ -163,20 +214,19 @@ class WorkerRun:
                 started_at=None,
                 output_chunks=self._budget.chunks,
             )
-            try:
-                return self.writer.publish(
-                    queued, "task.queued", lease="none", requeue=True, retry_for=self.outage_grace
-                )
-            except UNREACHABLE:
-                logger.error("task %s: retry not published, Redis unreachable", self.task.id)
-                return None
+            return self._final(self._with_start((queued, "task.queued", {"lease": "none", "requeue": True})))
 
-    def _final(self, final: Task, event_type: str) -> Task | None:
+    def _final(self, items: list[tuple[Task, str, dict[str, Any]]]) -> Task | None:
+        """Publish the attempt's last event (after its pending ``running``, in one round trip)."""
+        last = items[-1][0]
         try:
-            return self.writer.publish(final, event_type, lease="xx", retry_for=self.outage_grace)
+            if len(items) == 1:
+                task, event_type, options = items[0]
+                return self.writer.publish(task, event_type, retry_for=self.outage_grace, **options)
+            return self.writer.publish_many(items, retry_for=self.outage_grace)[-1]
         except UNREACHABLE:
             # Its lease is no longer renewed: it ends failed (WorkerLost) once Redis answers.
-            logger.error("task %s: %s not published, Redis unreachable", final.id, final.state.value)
+            logger.error("task %s: %s not published, Redis unreachable", last.id, last.state.value)
             return None
 
 

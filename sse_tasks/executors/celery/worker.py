@@ -69,17 +69,19 @@ class CeleryHook:
         *,
         progress_interval: float = 0.1,
         check_interval: float = 0.1,
+        start_delay: float = 0.05,
         max_output_bytes: int = 1 << 20,
         max_output_chunks: int = 10_000,
     ) -> None:
-        if progress_interval < 0 or check_interval < 0:
-            raise ValueError("progress_interval and check_interval must be >= 0")
+        if progress_interval < 0 or check_interval < 0 or start_delay < 0:
+            raise ValueError("progress_interval, check_interval and start_delay must be >= 0")
         if max_output_bytes < 0 or max_output_chunks < 0:
             raise ValueError("max_output_bytes and max_output_chunks must be >= 0")
         self.app = app
         self.broker = broker if isinstance(broker, RedisBroker) else RedisBroker(broker)
         self.progress_interval = progress_interval
         self.check_interval = check_interval
+        self.start_delay = start_delay
         self.max_output_bytes = max_output_bytes
         self.max_output_chunks = max_output_chunks
         self.writer = SyncWriter(self.broker)
@@ -203,14 +205,16 @@ class CeleryHook:
         if stored is not None and stored.terminal:  # cancelled while it waited: check() raises
             run.end(cancelled=stored.state is TaskState.CANCELLED)
             return
-        if stored is None and not first:
-            return  # Redis unreachable: the task runs; its state is reported once it answers
-        running = run.task.evolve(state=TaskState.RUNNING, started_at=utcnow())
-        try:
-            # Created by this event if no hooked sender stored it; refused once it is final.
-            started = self.writer.publish(
-                running, "task.running", lease="add", create=run.task, retry_for=1.0
+        if first:
+            run.begin(
+                run.task.evolve(state=TaskState.RUNNING, started_at=utcnow()), run.task, self.start_delay
             )
+            return
+        if stored is None:
+            return  # Redis unreachable: the task runs; its state is reported once it answers
+        running = stored.evolve(state=TaskState.RUNNING, started_at=utcnow())
+        try:
+            started = self.writer.publish(running, "task.running", lease="add", retry_for=1.0)
         except UNREACHABLE:
             logger.warning("task %s started; not stored as running: Redis unreachable", task_id)
             return
@@ -323,6 +327,7 @@ def connect(
     *,
     progress_interval: float = 0.1,
     check_interval: float = 0.1,
+    start_delay: float = 0.05,
     max_output_bytes: int = 1 << 20,
     max_output_chunks: int = 10_000,
 ) -> CeleryHook:
@@ -333,7 +338,9 @@ def connect(
     (default: ``$SSE_TASKS_BROKER``), with the same options as the hub's. Progress is
     published at most once per ``progress_interval`` seconds per task (the latest value
     always); a running task's ``current_task().check()`` sees a cancel within
-    ``check_interval`` seconds. Returns the hook; calling it again for the same app
+    ``check_interval`` seconds. A task's ``running`` is stored within ``start_delay``
+    seconds of its start (sooner if it reports): one that ends sooner stores ``running``
+    and its outcome in one round trip. Returns the hook; calling it again for the same app
     returns the same hook.
     """
     existing = app.__dict__.get("_sse_tasks_hook")
@@ -352,6 +359,7 @@ def connect(
         broker,
         progress_interval=progress_interval,
         check_interval=check_interval,
+        start_delay=start_delay,
         max_output_bytes=max_output_bytes,
         max_output_chunks=max_output_chunks,
     )
