@@ -68,17 +68,25 @@ def dumps(value: Any) -> bytes:
 
 def _has_nan(value: Any) -> bool:
     # orjson writes NaN and Infinity as null; the stdlib refuses them. Refuse them both ways.
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
+    kind = type(value)
+    if kind is float:
+        return not math.isfinite(value)
+    if kind is dict:
+        return any(type(item) not in _PLAIN and _has_nan(item) for item in value.values())
+    if kind is list or kind is tuple:
+        return any(type(item) not in _PLAIN and _has_nan(item) for item in value)
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_nan(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_nan(item) for item in value)
     return False
+
+
+# Types that hold no float; anything else (subclasses included) is looked into. orjson
+# refuses nesting deeper than 255, so the recursion stays shallow.
+_PLAIN = frozenset({str, int, bool, type(None)})
 
 
 def loads(data: bytes | str) -> Any:

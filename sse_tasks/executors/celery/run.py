@@ -44,10 +44,10 @@ class WorkerRun:
         max_output_bytes: int,
         max_output_chunks: int,
         earlier_output: Sequence[OutputChunk] = (),
-        wake: Callable[[], None] = lambda: None,
+        wake: Callable[[float], None] = lambda due: None,
     ) -> None:
         self.task = task
-        self._wake = wake  # tells the keeper that progress is pending
+        self._wake = wake  # tells the keeper when pending work falls due
         self.writer = writer
         self.progress_interval = progress_interval
         self.check_interval = check_interval
@@ -71,8 +71,8 @@ class WorkerRun:
         if nobody stored it), or with the next event of this attempt if that comes first."""
         with self._lock:
             self._start = (running, queued)
-            self._start_due = time.monotonic() + delay
-        self._wake()
+            self._start_due = due = time.monotonic() + delay
+        self._wake(due)
 
     def _started(self) -> bool:
         """Publish the pending ``running`` now (lock held); False if the task is already final."""
@@ -126,7 +126,7 @@ class WorkerRun:
                 self._publish_progress()
                 return
         if not was_pending:
-            self._wake()
+            self._wake(self._last + self.progress_interval)
 
     def output(self, kind: str, text: str, level: str | None) -> None:
         with self._lock:
@@ -257,6 +257,7 @@ class Keeper:
         self.renew_every = lease / 4
         self._cond = threading.Condition()
         self._woken = False
+        self._wake_at = -math.inf  # when the keeper wakes by itself (-inf: it is awake)
         self._pid: int | None = None
         self._starting = threading.Lock()
 
@@ -271,10 +272,15 @@ class Keeper:
                 thread.start()
                 self._pid = pid
 
-    def wake(self) -> None:
+    def wake(self, due: float) -> None:
+        """Work falls due at ``due`` (monotonic): wake the keeper if it would sleep past it.
+        Most calls cost no thread switch: under load the keeper wakes often by itself."""
         with self._cond:
-            self._woken = True
-            self._cond.notify()
+            if due < self._wake_at:
+                self._woken = True
+                self._cond.notify()
+            elif self._wake_at == -math.inf:
+                self._woken = True  # awake: it looks again before it sleeps
 
     def _loop(self) -> None:
         next_renewal = time.monotonic() + self.renew_every
@@ -285,8 +291,10 @@ class Keeper:
             with self._cond:
                 timeout = wake_at - time.monotonic()
                 if timeout > 0 and not self._woken:
+                    self._wake_at = wake_at
                     self._cond.wait(timeout)
                 self._woken = False
+                self._wake_at = -math.inf
             try:
                 for run in runs:
                     run.flush()
