@@ -50,6 +50,7 @@ BROKER_ENV = "BENCH_CELERY_BROKER"  # Celery's broker and result backend
 HUB_ENV = "BENCH_SSE_TASKS_BROKER"  # the hub's Redis; the hooks are connected when set
 STAMPS_ENV = "BENCH_SUCCESS_STAMPS"  # a Redis URL: the worker records task_success times there
 STAMPS_KEY = "bench:task_success_ns"
+WORK_ENV = "BENCH_WORK_MS"  # CPU milliseconds each task spends (default 0: a no-op)
 
 ROOT = Path(__file__).resolve().parent.parent
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -60,8 +61,15 @@ def make_app(broker: str) -> Celery:
     app = Celery("sse_tasks_bench", broker=broker, backend=broker, set_as_current=False)
     app.conf.update(broker_connection_retry_on_startup=True, worker_hijack_root_logger=False)
 
+    work = float(os.environ.get(WORK_ENV) or 0) / 1000
+
     @app.task(name="bench.noop", shared=False)
     def noop() -> None:
+        """Nothing, or ``--work-ms`` of CPU (a small real task)."""
+        if work:
+            end = time.thread_time() + work
+            while time.thread_time() < end:
+                pass
         return None
 
     return app
@@ -252,6 +260,8 @@ class Stack:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BENCH_", "CELERY_", "SSE_TASKS_"))}
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
         env[BROKER_ENV] = self.celery_url
+        if os.environ.get(WORK_ENV):
+            env[WORK_ENV] = os.environ[WORK_ENV]
         if hooks:
             env[HUB_ENV] = self.hub_url
         if stamps:
@@ -668,7 +678,12 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds to wait before each timed run for other processes to use < 25%% of a core (0: never)",
     )
     parser.add_argument("--json", type=Path, help="write environment and results here")
+    parser.add_argument(
+        "--work-ms", type=float, default=0.0, help="CPU milliseconds each task spends (default 0: no-op)"
+    )
     args = parser.parse_args(argv)  # fmt: skip
+    if args.work_ms:
+        os.environ[WORK_ENV] = str(args.work_ms)
     scale = QUICK if args.quick else FULL
     changes = {
         "tasks": args.tasks,
