@@ -63,6 +63,10 @@ def load_hub(spec: str) -> TaskHub:
         raise ConfigError(f"--app {spec!r}: importing {module_name!r} failed: {exc}") from exc
     except ImportError as exc:
         raise ConfigError(f"--app {spec!r}: importing {module_name!r} failed: {exc}") from exc
+    except Exception as exc:  # the module raised while it was imported (a bad setting, say)
+        raise ConfigError(
+            f"--app {spec!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
     for part in attribute.split("."):
         try:
             target = getattr(target, part)

@@ -120,7 +120,8 @@ def serve(
         raise click.UsageError(str(exc)) from None
     settings: dict[str, Any] = {
         "APP": app,
-        "BROKER": broker_url,
+        # Only when given: an --app module reading $SSE_TASKS_BROKER must not see a default.
+        "BROKER": broker,
         "HEARTBEAT": heartbeat,
         "TOKEN_SECRET": token_secret,
         "CORS_ORIGIN": " ".join(cors_origin) or None,

@@ -47,6 +47,18 @@ hub = TaskHub()
 NOT_A_HUB = 42
 """
 
+# An app that reads its settings from the environment, as the Celery example does: it
+# must see $SSE_TASKS_BROKER only as the user set it, and a refusal is one line.
+ENV_APP = """
+import os
+from sse_tasks import TaskHub
+
+broker = os.environ.get("SSE_TASKS_BROKER")
+if broker is not None and not broker.startswith("redis://"):
+    raise ValueError(f"this app needs a redis:// broker, not {broker!r}")
+hub = TaskHub()
+"""
+
 
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SSE_TASKS_")}
@@ -82,6 +94,7 @@ def error_line(done: subprocess.CompletedProcess[str]) -> str:
 @pytest.fixture
 def app_dir(tmp_path: Path) -> Path:
     (tmp_path / "tinyapp.py").write_text(APP)
+    (tmp_path / "envapp.py").write_text(ENV_APP)
     return tmp_path
 
 
@@ -127,6 +140,12 @@ def test_an_app_that_does_not_load(app_dir: Path, spec: str, says: str) -> None:
     line = error_line(cli("serve", "--port", "0", "--app", spec, env={"PYTHONPATH": str(app_dir)}))
     assert says in line
     assert spec in line
+
+
+def test_an_app_that_raises_while_imported(app_dir: Path) -> None:
+    env = {"PYTHONPATH": str(app_dir), "SSE_TASKS_BROKER": "memory://"}
+    line = error_line(cli("serve", "--port", "0", "--app", "envapp:hub", env=env))
+    assert "envapp" in line and "ValueError" in line and "needs a redis:// broker" in line
 
 
 @pytest.mark.parametrize(
@@ -206,4 +225,12 @@ def test_workers_import_an_app_from_the_current_directory(
 ) -> None:
     # Only the workers serve: an answer means a worker imported tinyapp by itself.
     url = start(serve_in, app_dir, "--app", "tinyapp:hub", "--workers", "2", "--broker", redis_url)
+    assert httpx.get(url + "/tasks", timeout=10).status_code == 200
+
+
+def test_an_app_sees_no_broker_it_was_not_given(
+    app_dir: Path, serve_in: list[subprocess.Popen[bytes]]
+) -> None:
+    # Without --broker, serve must not put its default (memory://) into the app's environment.
+    url = start(serve_in, app_dir, "--app", "envapp:hub")
     assert httpx.get(url + "/tasks", timeout=10).status_code == 200
