@@ -6,7 +6,7 @@ import asyncio
 import json
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +37,11 @@ class LiveServer:
         """Run a coroutine on the server's loop (e.g. ``hub.shutdown()``) and wait for it."""
         assert self.loop is not None
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+
+#: ``make_hub(**options)`` and ``live_server(hub, app=None)`` (fixtures in conftest.py).
+HubFactory = Callable[..., TaskHub]
+ServerFactory = Callable[..., LiveServer]
 
 
 @contextmanager
@@ -159,6 +164,7 @@ def with_routes(hub: TaskHub, routes: Any) -> Any:
     from starlette.routing import Mount
 
     return Starlette(routes=[*routes, Mount("/", hub.app)], lifespan=hub.lifespan)
+
 
 #: The repository's root (the checkout the tests run from).
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import LiveServer, free_port, serve_in_thread
+from _support import HubFactory, LiveServer, free_port, serve_in_thread
 
 from sse_tasks import TaskHub
 from sse_tasks.demo import register_demo_tasks
@@ -126,9 +126,6 @@ def redis_db(redis_url: str) -> Iterator[int]:
     client.close()
 
 
-HubFactory = Callable[..., TaskHub]
-
-
 @pytest.fixture
 def make_hub(broker_url: str) -> HubFactory:
     """``make_hub(**options)``: a TaskHub on the test's broker with the demo tasks registered."""
@@ -160,9 +157,6 @@ async def client(running_hub: TaskHub) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=running_hub.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http
-
-
-ServerFactory = Callable[..., LiveServer]
 
 
 @pytest.fixture

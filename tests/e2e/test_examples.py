@@ -14,8 +14,7 @@ from urllib.parse import quote
 import anyio
 import httpx
 import pytest
-from _support import ROOT, collect, serve_in_thread, task_events
-from conftest import HubFactory, ServerFactory
+from _support import ROOT, HubFactory, ServerFactory, collect, serve_in_thread, task_events
 from starlette.applications import Starlette
 from starlette.routing import Mount
 

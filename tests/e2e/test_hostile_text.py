@@ -11,8 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import LiveServer, collect, sse_events, task_events
-from conftest import HubFactory, ServerFactory
+from _support import HubFactory, LiveServer, ServerFactory, collect, sse_events, task_events
 
 from sse_tasks import TaskContext, TaskHub
 from sse_tasks._core import codec as _json

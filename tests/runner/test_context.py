@@ -8,7 +8,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import HubFactory
+from _support import HubFactory
 
 from sse_tasks import TaskContext, TaskHub, current_task
 

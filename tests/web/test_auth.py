@@ -14,8 +14,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _support import LiveServer, collect, task_events
-from conftest import HubFactory
+from _support import HubFactory, LiveServer, collect, task_events
 
 from sse_tasks import Access, Forbidden, RedactTokens, Task, TaskHub, TaskTokens, Unauthorized, owner_only
 from sse_tasks.cli import log_config

@@ -7,8 +7,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-from _support import LiveServer, collect, task_events
-from conftest import HubFactory
+from _support import HubFactory, LiveServer, collect, task_events
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware

@@ -26,8 +26,7 @@ from urllib.parse import parse_qsl, quote, unquote
 import anyio
 import httpx
 import pytest
-from _support import LiveServer
-from conftest import HubFactory
+from _support import HubFactory, LiveServer
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from _support import LiveServer
-from conftest import HubFactory
+from _support import HubFactory, LiveServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_fuzz import ANSWERS, Loud, Watcher, streams_closed

@@ -10,8 +10,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _support import LiveServer, collect, sse_events, task_events
-from conftest import HubFactory
+from _support import HubFactory, LiveServer, collect, sse_events, task_events
 
 from sse_tasks import TaskContext, TaskHub
 

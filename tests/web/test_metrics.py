@@ -7,8 +7,7 @@ from collections.abc import Callable
 import anyio
 import httpx
 import pytest
-from _support import LiveServer, collect, task_events
-from conftest import HubFactory
+from _support import HubFactory, LiveServer, collect, task_events
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.anyio

@@ -7,8 +7,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _support import SSEEvent, collect, sse_events, task_events
-from conftest import HubFactory, ServerFactory
+from _support import HubFactory, ServerFactory, SSEEvent, collect, sse_events, task_events
 
 from sse_tasks import TaskContext, TaskHub
 from sse_tasks.demo import generated_text, word

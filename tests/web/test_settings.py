@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from conftest import HubFactory
+from _support import HubFactory
 
 from sse_tasks import TaskHub, TaskTokens
 
