@@ -9,7 +9,9 @@ A log may join a longer history part way (a broker whose history lives elsewhere
 :meth:`restart` forgets what it holds and records the key it continues after.
 
 Waking is deferred while events keep coming (see :meth:`EventLog.append`), so that a
-stream takes a burst in one write instead of one write per event.
+stream takes a burst in one write instead of one write per event. A reader that
+fetches events from elsewhere (the Redis stream) can keep a pending wake-up back
+while it fetches more (:meth:`EventLog.hold`), up to the same deadline.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class EventLog:
         self._waiter: anyio.Event | None = None
         self._wake_deadline: float | None = None  # a deferred wake-up is scheduled
         self._appended = False
+        self._held = False  # a reader is fetching more events (see hold())
+        self._timer: asyncio.TimerHandle | None = None
         self.closed = False
 
     @property
@@ -114,18 +118,54 @@ class EventLog:
             loop.call_soon(self._deferred_wake, loop)
 
     def _deferred_wake(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
         deadline = self._wake_deadline
         if deadline is None:
             return  # woken meanwhile
-        if self._appended and not self.closed and time.monotonic() < deadline:
-            self._appended = False
-            loop.call_soon(self._deferred_wake, loop)
-            return
+        if not self.closed:
+            now = time.monotonic()
+            if self._held and now < deadline:
+                # A reader is fetching more: it wakes the streams when nothing came.
+                self._appended = False
+                self._timer = loop.call_later(deadline - now, self._deferred_wake, loop)
+                return
+            if self._appended and now < deadline:
+                self._appended = False
+                loop.call_soon(self._deferred_wake, loop)
+                return
         self.wake()
+
+    @property
+    def wake_pending(self) -> bool:
+        """Events were appended that the waiters have not been woken for yet."""
+        return self._wake_deadline is not None
+
+    def hold(self) -> float:
+        """Keep the pending wake-up back while the caller fetches more events.
+
+        Returns the seconds left until the wake-up's deadline (0.0: nothing is
+        pending, nothing is held). The caller then calls :meth:`release`; the
+        waiters are woken at the deadline in any case.
+        """
+        deadline = self._wake_deadline
+        left = 0.0 if deadline is None else deadline - time.monotonic()
+        if left <= 0:
+            return 0.0
+        self._held = True
+        return left
+
+    def release(self, *, wake: bool) -> None:
+        """End a :meth:`hold`; ``wake``: nothing more came, wake the waiters now."""
+        self._held = False
+        if wake and self._wake_deadline is not None:
+            self.wake()
 
     def wake(self) -> None:
         """Wake every waiter (new events, or the log is closing)."""
         self._wake_deadline = None
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None

@@ -7,6 +7,7 @@ import anyio.lowlevel
 import pytest
 
 from sse_tasks import Task, TaskEvent
+from sse_tasks._core import log as log_module
 from sse_tasks._core.log import EventLog
 
 pytestmark = pytest.mark.anyio
@@ -110,3 +111,65 @@ async def test_a_busy_publisher_is_read_in_batches_without_waiting_for_it_to_sto
     assert sum(batches) == n
     assert len(batches) > 5  # woken while the publisher was still going (every ~2 ms)
     assert max(batches) > 1  # and each time it took what had piled up
+
+
+async def test_a_hold_keeps_the_wake_up_back_until_released(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(log_module, "COALESCE_WINDOW", 30.0)  # no deadline within the test
+    log = EventLog()
+    woken = anyio.Event()
+
+    async def waiter() -> None:
+        await log.wait(0)
+        woken.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        assert log.hold() == 0.0  # nothing pending: nothing to hold
+        log.append(event(1))
+        assert log.wake_pending
+        left = log.hold()
+        assert 0 < left <= 30.0
+        for _ in range(5):  # turns that would have woken an unheld log
+            await anyio.lowlevel.checkpoint()
+        assert not woken.is_set()
+        log.release(wake=False)  # more came: still pending, deadline unchanged
+        log.append(event(2))
+        assert log.hold() > 0
+        log.release(wake=True)  # nothing more came
+        with anyio.fail_after(1):
+            await woken.wait()
+        assert not log.wake_pending
+        assert [e.key for e in log.read(0)] == [1, 2]
+
+
+async def test_a_held_wake_up_is_not_later_than_its_deadline() -> None:
+    log = EventLog()
+    woken = anyio.Event()
+
+    async def waiter() -> None:
+        await log.wait(0)
+        woken.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        log.append(event(1))
+        assert log.hold() > 0
+        with anyio.fail_after(1):  # never released: the deadline wakes the waiter
+            await woken.wait()
+        assert not log.wake_pending
+        assert log.hold() == 0.0
+        log.release(wake=True)  # a late release with nothing pending does nothing
+
+
+async def test_close_wakes_a_held_log_at_once() -> None:
+    log = EventLog()
+    async with anyio.create_task_group() as group:
+        group.start_soon(log.wait, 0)
+        await anyio.wait_all_tasks_blocked()
+        log.append(event(1))
+        assert log.hold() > 0
+        log.close()
+        with anyio.fail_after(1):
+            await log.wait(5)

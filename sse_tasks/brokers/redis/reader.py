@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -134,15 +135,27 @@ class StreamReader:
                 await client.aclose()
 
     async def _follow(self, client: Redis) -> None:
-        keys = self.keys
+        keys, log = self.keys, self.log
         while True:
             generation = self.generation
-            reply = await client.execute_command(  # type: ignore[no-untyped-call]
-                "XREAD", "COUNT", BATCH, "BLOCK", BLOCK_MS, "STREAMS", keys.events, self.read_from
-            )
+            # Events just appended: keep the streams' wake-up back while reading on, so
+            # that events written close together (a task's queued, running, failed) go
+            # out to each stream in one write; the log wakes them by its deadline anyway.
+            held = log.hold()
+            block = max(1, math.ceil(held * 1000)) if held else BLOCK_MS
+            try:
+                reply = await client.execute_command(  # type: ignore[no-untyped-call]
+                    "XREAD", "COUNT", BATCH, "BLOCK", block, "STREAMS", keys.events, self.read_from
+                )
+            except BaseException:
+                log.release(wake=True)
+                raise
+            log.release(wake=not reply)
             if generation != self.generation:
                 continue  # the log restarted meanwhile: read on from its new base
             if not reply:
+                if held:
+                    continue
                 epoch = await client.get(keys.epoch)
                 if epoch is None or text(epoch) != self.epoch:
                     await self.sync(client, reader=True)
