@@ -10,8 +10,9 @@ A log may join a longer history part way (a broker whose history lives elsewhere
 
 Waking is deferred while events keep coming (see :meth:`EventLog.append`), so that a
 stream takes a burst in one write instead of one write per event. A reader that
-fetches events from elsewhere (the Redis stream) can keep a pending wake-up back
-while it fetches more (:meth:`EventLog.hold`), up to the same deadline.
+fetches events from elsewhere (the Redis stream, where each arrives on its own) can
+hold a pending wake-up back while it fetches more (:meth:`EventLog.hold`): until a
+quiet spell, within a bound it sets.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class EventLog:
         self._wake_deadline: float | None = None  # a deferred wake-up is scheduled
         self._appended = False
         self._held = False  # a reader is fetching more events (see hold())
+        self._quiet = 0.0
+        self._wake_started = self._last_append = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self.closed = False
 
@@ -100,6 +103,8 @@ class EventLog:
             del self._keys[:drop]
             self._first += drop
         self._appended = True
+        if self._held:
+            self._last_append = time.monotonic()
         if self._waiter is not None and self._wake_deadline is None:
             try:
                 loop = asyncio.get_running_loop()
@@ -111,7 +116,8 @@ class EventLog:
             # the loop (a task reporting progress as fast as it can) would otherwise
             # have every stream write each event alone: a write per event per stream
             # is most of the cost of a fan-out. Sparse events wait one turn, no more.
-            self._wake_deadline = time.monotonic() + COALESCE_WINDOW
+            self._wake_started = self._last_append = time.monotonic()
+            self._wake_deadline = self._wake_started + COALESCE_WINDOW
             # The first check runs early in the next turn, before the publisher could
             # append again: it only looks again, so each later check covers a whole turn.
             self._appended = True
@@ -124,10 +130,14 @@ class EventLog:
             return  # woken meanwhile
         if not self.closed:
             now = time.monotonic()
-            if self._held and now < deadline:
-                # A reader is fetching more: it wakes the streams when nothing came.
-                self._appended = False
-                self._timer = loop.call_later(deadline - now, self._deferred_wake, loop)
+            if self._held:
+                # A reader is fetching more events: wait for a quiet spell (or the deadline).
+                wake_at = min(deadline, self._last_append + self._quiet)
+                if now < wake_at:
+                    self._appended = False
+                    self._timer = loop.call_later(wake_at - now, self._deferred_wake, loop)
+                    return
+                self.wake()
                 return
             if self._appended and now < deadline:
                 self._appended = False
@@ -140,25 +150,30 @@ class EventLog:
         """Events were appended that the waiters have not been woken for yet."""
         return self._wake_deadline is not None
 
-    def hold(self) -> float:
-        """Keep the pending wake-up back while the caller fetches more events.
+    def hold(self, window: float, quiet: float) -> None:
+        """Keep a pending wake-up back while the caller fetches more events from elsewhere.
 
-        Returns the seconds left until the wake-up's deadline (0.0: nothing is
-        pending, nothing is held). The caller then calls :meth:`release`; the
-        waiters are woken at the deadline in any case.
+        Until :meth:`release`, the waiters are woken once no event was appended for
+        ``quiet`` seconds, or ``window`` seconds after the first one waiting, whichever
+        comes first. Does nothing when no wake-up is pending.
         """
         deadline = self._wake_deadline
-        left = 0.0 if deadline is None else deadline - time.monotonic()
-        if left <= 0:
-            return 0.0
+        if deadline is None:
+            return
         self._held = True
-        return left
+        self._quiet = quiet
+        self._wake_deadline = max(deadline, self._wake_started + window)
 
-    def release(self, *, wake: bool) -> None:
-        """End a :meth:`hold`; ``wake``: nothing more came, wake the waiters now."""
+    def release(self) -> None:
+        """End a :meth:`hold`: a pending wake-up is back to waking after a turn without events."""
+        if not self._held:
+            return
         self._held = False
-        if wake and self._wake_deadline is not None:
-            self.wake()
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+            loop = asyncio.get_running_loop()
+            loop.call_soon(self._deferred_wake, loop)
 
     def wake(self) -> None:
         """Wake every waiter (new events, or the log is closing)."""

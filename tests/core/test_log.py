@@ -7,7 +7,6 @@ import anyio.lowlevel
 import pytest
 
 from sse_tasks import Task, TaskEvent
-from sse_tasks._core import log as log_module
 from sse_tasks._core.log import EventLog
 
 pytestmark = pytest.mark.anyio
@@ -113,37 +112,36 @@ async def test_a_busy_publisher_is_read_in_batches_without_waiting_for_it_to_sto
     assert max(batches) > 1  # and each time it took what had piled up
 
 
-async def test_a_hold_keeps_the_wake_up_back_until_released(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(log_module, "COALESCE_WINDOW", 30.0)  # no deadline within the test
+async def test_a_hold_keeps_the_wake_up_back_until_released() -> None:
     log = EventLog()
-    woken = anyio.Event()
+    woken_with: list[int] = []
 
     async def waiter() -> None:
         await log.wait(0)
-        woken.set()
+        woken_with.append(log.head)
 
     async with anyio.create_task_group() as group:
         group.start_soon(waiter)
         await anyio.wait_all_tasks_blocked()
-        assert log.hold() == 0.0  # nothing pending: nothing to hold
+        log.hold(30.0, 30.0)  # nothing pending: nothing held
+        log.release()
         log.append(event(1))
         assert log.wake_pending
-        left = log.hold()
-        assert 0 < left <= 30.0
-        for _ in range(5):  # turns that would have woken an unheld log
+        log.hold(30.0, 30.0)  # a reader fetching more (no deadline within the test)
+        for _ in range(5):  # turns that would have woken a log not held
             await anyio.lowlevel.checkpoint()
-        assert not woken.is_set()
-        log.release(wake=False)  # more came: still pending, deadline unchanged
-        log.append(event(2))
-        assert log.hold() > 0
-        log.release(wake=True)  # nothing more came
-        with anyio.fail_after(1):
-            await woken.wait()
-        assert not log.wake_pending
-        assert [e.key for e in log.read(0)] == [1, 2]
+        assert woken_with == []
+        log.append(event(2))  # what it fetched
+        log.release()
+        with anyio.fail_after(1):  # a turn without events wakes as usual
+            while not woken_with:
+                await anyio.lowlevel.checkpoint()
+    assert woken_with == [2]  # both events in one wake-up
+    assert not log.wake_pending
 
 
-async def test_a_held_wake_up_is_not_later_than_its_deadline() -> None:
+@pytest.mark.parametrize(("window", "quiet"), [(30.0, 0.01), (0.01, 30.0)])
+async def test_a_held_wake_up_comes_after_a_quiet_spell_or_the_window(window: float, quiet: float) -> None:
     log = EventLog()
     woken = anyio.Event()
 
@@ -155,12 +153,11 @@ async def test_a_held_wake_up_is_not_later_than_its_deadline() -> None:
         group.start_soon(waiter)
         await anyio.wait_all_tasks_blocked()
         log.append(event(1))
-        assert log.hold() > 0
-        with anyio.fail_after(1):  # never released: the deadline wakes the waiter
+        log.hold(window, quiet)  # never released
+        with anyio.fail_after(5):
             await woken.wait()
-        assert not log.wake_pending
-        assert log.hold() == 0.0
-        log.release(wake=True)  # a late release with nothing pending does nothing
+    assert not log.wake_pending
+    log.release()
 
 
 async def test_close_wakes_a_held_log_at_once() -> None:
@@ -169,7 +166,8 @@ async def test_close_wakes_a_held_log_at_once() -> None:
         group.start_soon(log.wait, 0)
         await anyio.wait_all_tasks_blocked()
         log.append(event(1))
-        assert log.hold() > 0
+        log.hold(30.0, 30.0)
         log.close()
         with anyio.fail_after(1):
             await log.wait(5)
+    log.release()
