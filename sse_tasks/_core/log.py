@@ -44,6 +44,9 @@ class EventLog:
         # from position ``_base_position`` on, until the ring trims.
         self._base: Any = None
         self._base_position = 0
+        # Waiters: one future each (on asyncio), else one shared event. A stream waits
+        # most of its life, so this is a cost per idle stream: a future, no coroutines.
+        self._futures: dict[asyncio.Future[None], None] = {}
         self._waiter: anyio.Event | None = None
         self._wake_deadline: float | None = None  # a deferred wake-up is scheduled
         self._appended = False
@@ -105,7 +108,7 @@ class EventLog:
         self._appended = True
         if self._held:
             self._last_append = time.monotonic()
-        if self._waiter is not None and self._wake_deadline is None:
+        if (self._futures or self._waiter is not None) and self._wake_deadline is None:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:  # not on asyncio: no deferral
@@ -185,6 +188,12 @@ class EventLog:
         if waiter is not None:
             self._waiter = None
             waiter.set()
+        futures = self._futures
+        if futures:
+            self._futures = {}
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
 
     def close(self) -> None:
         self.closed = True
@@ -220,10 +229,20 @@ class EventLog:
         """Return once an event exists at ``position`` or the log is closing/woken."""
         if position < self.head or self.closed:
             return
-        waiter = self._waiter
-        if waiter is None:
-            waiter = self._waiter = anyio.Event()
-        await waiter.wait()
+        try:
+            future = asyncio.get_running_loop().create_future()
+        except RuntimeError:  # not on asyncio
+            waiter = self._waiter
+            if waiter is None:
+                waiter = self._waiter = anyio.Event()
+            await waiter.wait()
+            return
+        futures = self._futures
+        futures[future] = None
+        try:
+            await future
+        finally:
+            futures.pop(future, None)
 
     def __len__(self) -> int:
         return len(self._events)

@@ -4,9 +4,8 @@
 exit-signal listener, disconnect listener) and arms a timer around every send. For a
 hub holding thousands of streams that is most of an idle stream's memory and, with
 small writes, a third of the CPU per delivery (see ``benchmarks/README.md``). So
-:class:`SSEStream` keeps what ``EventSourceResponse`` gives (headers, ``HEAD`` and
-websocket handling, sse-starlette's server-exit detection) and changes only the
-layout per connection:
+:class:`SSEStream` keeps what ``EventSourceResponse`` gives (its headers, its ``HEAD``
+answer, sse-starlette's server-exit detection) and changes the layout per connection:
 
 - the body runs in the request's own task, inside one cancel scope whose deadline is
   the stream's lifetime;
@@ -33,6 +32,8 @@ from .._core.stats import HubStats
 logger = logging.getLogger("sse_tasks")
 
 PING = b": ping\n\n"
+#: Longest a stream's body may take to clean up after it ends (sse-starlette's default).
+_CLEANUP_TIMEOUT = EventSourceResponse.DEFAULT_CLEANUP_TIMEOUT
 
 
 class StreamMonitor:
@@ -112,26 +113,66 @@ class StreamMonitor:
         return len(self.streams)
 
 
-class SSEStream(EventSourceResponse):
-    """An ``EventSourceResponse`` whose body runs in the request's task (see module doc).
+def sse_headers(headers: Mapping[str, str]) -> tuple[tuple[bytes, bytes], ...]:
+    """The raw response headers of an SSE stream: what ``EventSourceResponse`` sends
+    (``text/event-stream; charset=utf-8``, ``Connection``, ``X-Accel-Buffering``) with
+    ``headers``. Worked out once per hub; every stream sends the same."""
 
-    The body yields pre-encoded chunks; an empty chunk means "woken with nothing to
-    send", the moment a due heartbeat goes out.
+    async def nothing() -> AsyncIterator[bytes]:
+        yield b""  # pragma: no cover - never iterated
+
+    body = nothing()
+    response = EventSourceResponse(body, headers=headers, ping=0, sep="\n")
+    raw = tuple(response.raw_headers)
+    del response
+    return raw
+
+
+class SSEStream:
+    """An SSE response whose body runs in the request's task (see module doc).
+
+    It sends ``opening`` (the retry frame, and a snapshot, a replay or a resync) and
+    then each chunk ``follow`` yields: pre-encoded, whole frames. An empty chunk means
+    "woken with nothing to send", the moment a due heartbeat goes out. ``HEAD`` gets
+    the headers and no body, like ``EventSourceResponse``. An idle stream holds only
+    this object, its two tasks' frames and its cursor, so it has slots, and its
+    headers are the hub's (see :func:`sse_headers`).
     """
+
+    __slots__ = (
+        "_scope",
+        "_timed_out",
+        "active",
+        "deadline",
+        "follow",
+        "headers",
+        "last_sent",
+        "monitor",
+        "opening",
+        "ping_due",
+        "release",
+        "sending_since",
+    )
+
+    status_code = 200
 
     def __init__(
         self,
-        body: AsyncIterator[bytes],
+        opening: bytes,
+        follow: AsyncIterator[bytes] | None,
         *,
         monitor: StreamMonitor,
-        headers: Mapping[str, str],
+        headers: tuple[tuple[bytes, bytes], ...],
         deadline: float = math.inf,
         release: Callable[[], None] | None = None,
     ) -> None:
-        super().__init__(body, headers=headers, ping=0, sep="\n", send_timeout=monitor.send_timeout)
+        self.opening = opening
+        self.follow = follow
         self.monitor = monitor
+        self.headers = headers
         self.deadline = deadline
         self.release = release
+        self.active = True
         self.last_sent = time.monotonic()
         self.sending_since: float | None = None
         self.ping_due = False
@@ -146,17 +187,18 @@ class SSEStream(EventSourceResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            if scope["type"] == "http" and scope["method"] != "HEAD":
+            if scope["method"] != "HEAD":
                 await self._stream(receive, send)
-            else:  # HEAD and websocket denial: sse-starlette's handling, no body
-                await super().__call__(scope, receive, send)
+            else:  # the headers, no body (nothing is followed)
+                await self._close_follow()
+                with anyio.move_on_after(self.monitor.send_timeout or math.inf):
+                    await send({"type": "http.response.start", "status": 200, "headers": list(self.headers)})
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             if self.release is not None:
                 self.release()
 
     async def _stream(self, receive: Receive, send: Send) -> None:
-        body = self.body_iterator
-        assert isinstance(body, AsyncIterator)
         cancel = self._scope = anyio.CancelScope(deadline=self.deadline)
         listener = asyncio.ensure_future(self._watch_disconnect(receive))
         monitor = self.monitor
@@ -164,33 +206,46 @@ class SSEStream(EventSourceResponse):
         monitor.add(self)
         try:
             with cancel:
-                start = {"type": "http.response.start", "status": self.status_code}
-                await send({**start, "headers": self.raw_headers})
-                async for chunk in body:
-                    if not chunk:
-                        if not self.ping_due:
-                            continue
-                        chunk = PING
-                    else:
-                        count_frames(chunk)
-                    self.ping_due = False
-                    self.sending_since = time.monotonic()
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    self.last_sent = time.monotonic()
-                    self.sending_since = None
+                await send({"type": "http.response.start", "status": 200, "headers": list(self.headers)})
+                opening, self.opening = self.opening, b""
+                count_frames(opening)
+                self.sending_since = time.monotonic()
+                await send({"type": "http.response.body", "body": opening, "more_body": True})
+                self.last_sent = time.monotonic()
+                self.sending_since = None
+                del opening
+                follow = self.follow
+                if follow is not None:
+                    async for chunk in follow:
+                        if not chunk:
+                            if not self.ping_due:
+                                continue
+                            chunk = PING
+                        else:
+                            count_frames(chunk)
+                        self.ping_due = False
+                        self.sending_since = time.monotonic()
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                        self.last_sent = time.monotonic()
+                        self.sending_since = None
             if self._timed_out:
                 # The server closes the connection when the response is left unfinished.
-                logger.warning("dropped a stream whose client read nothing for %ss", self.send_timeout)
+                logger.warning("dropped a stream whose client read nothing for %ss", monitor.send_timeout)
                 return
             if self.active:  # the body ended, its lifetime passed or the server exits
-                with anyio.move_on_after(self.send_timeout or math.inf):
+                with anyio.move_on_after(monitor.send_timeout or math.inf):
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             monitor.discard(self)
             listener.cancel()
-            # Suspended at a yield (cancelled mid-send): run its cleanup before leaving.
-            with anyio.move_on_after(self._cleanup_timeout, shield=True):
-                await body.aclose()  # type: ignore[attr-defined]
+            await self._close_follow()
+
+    async def _close_follow(self) -> None:
+        """Suspended at a yield (cancelled mid-send): run the body's cleanup before leaving."""
+        follow, self.follow = self.follow, None
+        if follow is not None:
+            with anyio.move_on_after(_CLEANUP_TIMEOUT, shield=True):
+                await follow.aclose()  # type: ignore[attr-defined]
 
     async def _watch_disconnect(self, receive: Receive) -> None:
         while True:

@@ -1,9 +1,10 @@
 """From the event log to SSE bytes: first snapshot, resume, resync, coalescing, end.
 
-Each stream is an async generator of pre-encoded chunks that :class:`SSEStream` sends
-as they come. A stream holds only a cursor into the shared :class:`EventLog`; when it
-is behind it takes everything pending (up to ``_BATCH`` events) in one chunk. Woken
-with nothing for it, a stream yields ``b""``: the response's chance to send a heartbeat.
+Each stream is its opening bytes and an async generator of pre-encoded chunks
+(:class:`Body`) that :class:`SSEStream` sends as they come. A stream holds only a
+cursor into the shared :class:`EventLog`; when it is behind it takes everything
+pending (up to ``_BATCH`` events) in one chunk. Woken with nothing for it, a stream
+yields ``b""``: the response's chance to send a heartbeat.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._core.errors import Unavailable
 from .._core.models import MAX_EVENT_ID_LENGTH, OUTPUT_EVENT, Task, TaskEvent, encode_frame, reset_frame
@@ -49,6 +50,13 @@ class Selection:
         )
 
 
+class Body(NamedTuple):
+    """What a stream sends: ``opening`` at once, then what ``follow`` yields (None: nothing)."""
+
+    opening: bytes
+    follow: AsyncIterator[bytes] | None = None
+
+
 class Resume:
     """A client's ``Last-Event-ID``, parsed by the broker.
 
@@ -74,6 +82,18 @@ class Resume:
 
 class StreamPlan:
     """What a stream does before it follows the log (decided before the response starts)."""
+
+    __slots__ = (
+        "backlog",
+        "marker",
+        "position",
+        "replayed",
+        "root_path",
+        "runner",
+        "selection",
+        "settings",
+        "single",
+    )
 
     def __init__(self, runner: Runner, settings: WebSettings, selection: Selection, root_path: str) -> None:
         self.runner = runner
@@ -102,7 +122,7 @@ def retry_frame(retry: int) -> bytes:
     return f"retry: {retry}\n\n".encode()
 
 
-async def task_stream(plan: StreamPlan, resume: Resume) -> AsyncIterator[bytes]:
+async def task_stream(plan: StreamPlan, resume: Resume) -> Body:
     """One task: its snapshot (or the missed events), each change, end after the terminal one.
 
     What needs the broker (history to resume from) is read here, before the response
@@ -120,16 +140,16 @@ async def task_stream(plan: StreamPlan, resume: Resume) -> AsyncIterator[bytes]:
             opening.append(reset_frame(_reset_reason(resume)))
         opening.append(await _snapshot_and_output(plan, task, after=-1))
         if task.terminal:
-            return _chunks(opening)
+            return Body(b"".join(opening))
         seen[task.id] = _key(runner, task)
         position = plan.position
     elif resume.output_seq is not None:
         # Resumed part way through a replay: the rest of it, then on from its base event.
         rest = await _replay_output(plan, task, after=resume.output_seq, base=resume.raw)
         if task.terminal:
-            return _chunks([*opening, rest, snapshot_frame(task, plan.root_path)])
+            return Body(b"".join([*opening, rest, snapshot_frame(task, plan.root_path)]))
         opening.append(rest)
-    return _chunks(opening, _follow(plan, position, seen, until_terminal=True))
+    return Body(b"".join(opening), _follow(plan, position, seen, until_terminal=True))
 
 
 async def _snapshot_and_output(plan: StreamPlan, task: Task, *, after: int) -> bytes:
@@ -150,7 +170,7 @@ async def _replay_output(plan: StreamPlan, task: Task, *, after: int, base: str 
     return b"".join(encode_frame(f"{base_id}~{c.seq}", OUTPUT_EVENT, c.to_dict()) for c in chunks)
 
 
-async def global_stream(plan: StreamPlan, resume: Resume) -> AsyncIterator[bytes]:
+async def global_stream(plan: StreamPlan, resume: Resume) -> Body:
     """Many tasks on one connection: live from now, or resumed, or resynced.
 
     The resume point and any resync snapshots are read before the response starts.
@@ -165,17 +185,7 @@ async def global_stream(plan: StreamPlan, resume: Resume) -> AsyncIterator[bytes
             opening.append(await _resync(plan, _reset_reason(resume), seen))
         else:
             position = resumed
-    return _chunks(opening, _follow(plan, position, seen, until_terminal=False))
-
-
-async def _chunks(opening: list[bytes], rest: AsyncIterator[bytes] | None = None) -> AsyncIterator[bytes]:
-    yield b"".join(opening)
-    if rest is not None:
-        try:
-            async for chunk in rest:
-                yield chunk
-        finally:
-            await rest.aclose()  # type: ignore[attr-defined]
+    return Body(b"".join(opening), _follow(plan, position, seen, until_terminal=False))
 
 
 def _reset_reason(resume: Resume) -> str:
