@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from bisect import bisect_right
+from collections.abc import Awaitable
 from typing import Any
 
 import anyio
@@ -229,20 +230,28 @@ class EventLog:
         """Return once an event exists at ``position`` or the log is closing/woken."""
         if position < self.head or self.closed:
             return
+        waiting = self.waiter()
+        try:
+            await waiting
+        finally:
+            self.forget(waiting)
+
+    def waiter(self) -> Awaitable[None]:
+        """What :meth:`wait` awaits: done at the next wake-up. Hand it to :meth:`forget`
+        once it is done or abandoned (a stream awaits it without a coroutine of its own)."""
         try:
             future = asyncio.get_running_loop().create_future()
-        except RuntimeError:  # not on asyncio
+        except RuntimeError:  # not on asyncio: one shared event
             waiter = self._waiter
             if waiter is None:
                 waiter = self._waiter = anyio.Event()
-            await waiter.wait()
-            return
-        futures = self._futures
-        futures[future] = None
-        try:
-            await future
-        finally:
-            futures.pop(future, None)
+            return waiter.wait()
+        self._futures[future] = None
+        return future
+
+    def forget(self, waiter: Awaitable[None]) -> None:
+        if isinstance(waiter, asyncio.Future):
+            self._futures.pop(waiter, None)
 
     def __len__(self) -> int:
         return len(self._events)

@@ -400,7 +400,11 @@ class HubApp(Starlette):
             self._streams.append((route, app))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.user_middleware == self._own_middleware:
+        if (
+            scope["type"] == "http"
+            and scope["path"].endswith("/events")
+            and self.user_middleware == self._own_middleware
+        ):
             for route, app in self._streams:
                 match, child_scope = route.matches(scope)
                 if match is Match.FULL:
@@ -408,7 +412,11 @@ class HubApp(Starlette):
                     scope.setdefault("router", self.router)
                     scope["route"] = route
                     scope.update(child_scope)
-                    await app(scope, receive, send)
+                    if isinstance(app, StreamEndpoint):  # one frame less per open stream
+                        response = await app.handler(Request(scope, receive, send))
+                        await response(scope, receive, send)
+                    else:
+                        await app(scope, receive, send)
                     return
         await super().__call__(scope, receive, send)
 

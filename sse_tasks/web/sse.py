@@ -7,8 +7,9 @@ small writes, a third of the CPU per delivery (see ``benchmarks/README.md``). So
 :class:`SSEStream` keeps what ``EventSourceResponse`` gives (its headers, its ``HEAD``
 answer, sse-starlette's server-exit detection) and changes the layout per connection:
 
-- the body runs in the request's own task, inside one cancel scope whose deadline is
-  the stream's lifetime;
+- the body runs in the request's own task, which :meth:`SSEStream.abort` (or the
+  stream's lifetime) cancels directly: a cancel scope per stream would be a tenth
+  of an idle stream's memory;
 - one small task per stream waits for the client's disconnect and cancels that scope;
 - one :class:`StreamMonitor` per hub sends heartbeats to streams that have been quiet
   and cancels a stream whose send has blocked longer than ``send_timeout``, checking
@@ -140,7 +141,8 @@ class SSEStream:
     """
 
     __slots__ = (
-        "_scope",
+        "_aborted",
+        "_task",
         "_timed_out",
         "active",
         "deadline",
@@ -176,36 +178,42 @@ class SSEStream:
         self.last_sent = time.monotonic()
         self.sending_since: float | None = None
         self.ping_due = False
-        self._scope: anyio.CancelScope | None = None
+        self._task: asyncio.Task[object] | None = None  # while it may be cancelled
+        self._aborted = False
         self._timed_out = False
 
     def abort(self, *, timed_out: bool = False) -> None:
         """Stop the stream (from another task): a disconnect, a stuck send, server exit."""
         self._timed_out = self._timed_out or timed_out
-        if self._scope is not None:
-            self._scope.cancel()
+        task = self._task
+        if task is not None and not self._aborted:
+            self._aborted = True
+            task.cancel()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            if scope["method"] != "HEAD":
-                await self._stream(receive, send)
-            else:  # the headers, no body (nothing is followed)
+        # One coroutine for the whole stream (each level of awaiting is a frame kept
+        # for as long as the stream is open).
+        if scope["method"] == "HEAD":  # the headers, no body (nothing is followed)
+            try:
                 await self._close_follow()
                 with anyio.move_on_after(self.monitor.send_timeout or math.inf):
                     await send({"type": "http.response.start", "status": 200, "headers": list(self.headers)})
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            if self.release is not None:
-                self.release()
-
-    async def _stream(self, receive: Receive, send: Send) -> None:
-        cancel = self._scope = anyio.CancelScope(deadline=self.deadline)
+            finally:
+                if self.release is not None:
+                    self.release()
+            return
+        # Cancelled by abort() (or at its deadline) while it sends or waits: a plain
+        # task cancellation, caught below, rather than a cancel scope per stream.
+        self._task = asyncio.current_task()
+        deadline = self.deadline
+        expiry = None if deadline == math.inf else asyncio.get_running_loop().call_at(deadline, self.abort)
         listener = asyncio.ensure_future(self._watch_disconnect(receive))
         monitor = self.monitor
         count_frames = monitor.stats.count_frames
         monitor.add(self)
         try:
-            with cancel:
+            try:
                 await send({"type": "http.response.start", "status": 200, "headers": list(self.headers)})
                 opening, self.opening = self.opening, b""
                 count_frames(opening)
@@ -228,6 +236,11 @@ class SSEStream:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                         self.last_sent = time.monotonic()
                         self.sending_since = None
+            except asyncio.CancelledError:
+                if not (self._aborted and _uncancel(self._task)):
+                    raise  # not (only) ours: the server or an outer scope cancels
+            finally:
+                self._task = None  # no await between the body and here: nothing else is cut
             if self._timed_out:
                 # The server closes the connection when the response is left unfinished.
                 logger.warning("dropped a stream whose client read nothing for %ss", monitor.send_timeout)
@@ -236,9 +249,15 @@ class SSEStream:
                 with anyio.move_on_after(monitor.send_timeout or math.inf):
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
+            if expiry is not None:
+                expiry.cancel()
             monitor.discard(self)
             listener.cancel()
-            await self._close_follow()
+            try:
+                await self._close_follow()
+            finally:
+                if self.release is not None:
+                    self.release()
 
     async def _close_follow(self) -> None:
         """Suspended at a yield (cancelled mid-send): run the body's cleanup before leaving."""
@@ -254,6 +273,12 @@ class SSEStream:
                 self.active = False
                 self.abort()
                 return
+
+
+def _uncancel(task: asyncio.Task[object] | None) -> bool:
+    """Take back the one cancellation abort() asked for; False if others remain."""
+    uncancel = getattr(task, "uncancel", None)  # Python 3.11+; before, nothing counts them
+    return uncancel is None or uncancel() == 0
 
 
 async def wait_for_server_exit() -> None:

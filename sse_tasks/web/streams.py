@@ -27,7 +27,7 @@ logger = logging.getLogger("sse_tasks")
 _BATCH = 512  # events per chunk: bounds what one slow stream holds in its send buffer
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Selection:
     """Which tasks a stream covers: all, some ids, and/or one task name, and of those
     only what ``visible`` (the authorization hook's filter for this caller) allows."""
@@ -291,7 +291,11 @@ async def _follow(
             if not events:
                 if log.closed:
                     return
-                await log.wait(position)
+                waiting = log.waiter()
+                try:
+                    await waiting
+                finally:
+                    log.forget(waiting)
                 if position >= log.head:
                     yield b""  # woken with nothing new (a heartbeat is due, or closing)
                 continue

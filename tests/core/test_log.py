@@ -171,3 +171,16 @@ async def test_close_wakes_a_held_log_at_once() -> None:
         with anyio.fail_after(1):
             await log.wait(5)
     log.release()
+
+
+async def test_waiters_that_are_cancelled_leave_nothing_behind() -> None:
+    log = EventLog()
+    async with anyio.create_task_group() as group:
+        for _ in range(50):
+            group.start_soon(log.wait, 0)
+        await anyio.wait_all_tasks_blocked()
+        assert len(log._futures) == 50
+        group.cancel_scope.cancel()
+    assert log._futures == {}  # a stream that disconnects while idle frees its waiter
+    log.append(event(1))  # and nothing is woken for it
+    assert not log.wake_pending
