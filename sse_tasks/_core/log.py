@@ -55,6 +55,7 @@ class EventLog:
         self._quiet = 0.0
         self._wake_started = self._last_append = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._joined: tuple[int, int, str, bytes] | None = None  # see joined()
         self.closed = False
 
     @property
@@ -204,6 +205,19 @@ class EventLog:
         """Up to ``limit`` events from ``position`` on; ``position`` must be ``>= first``."""
         start = position - self._first
         return self._events[start : None if limit is None else start + limit]
+
+    def joined(self, position: int, events: list[TaskEvent], root_path: str) -> bytes:
+        """The frames of ``events`` (``read(position, …)`` as it returned them) in one chunk.
+
+        Streams woken together at the same position send the same bytes: the last
+        chunk is kept, so a fan-out joins it once instead of once per stream.
+        """
+        cached = self._joined
+        if cached is not None and cached[:3] == (position, len(events), root_path):
+            return cached[3]
+        chunk = b"".join([event.frame(root_path) for event in events])
+        self._joined = (position, len(events), root_path, chunk)
+        return chunk
 
     def reopen(self) -> None:
         self.closed = False

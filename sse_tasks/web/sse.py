@@ -210,13 +210,12 @@ class SSEStream:
         expiry = None if deadline == math.inf else asyncio.get_running_loop().call_at(deadline, self.abort)
         listener = asyncio.ensure_future(self._watch_disconnect(receive))
         monitor = self.monitor
-        count_frames = monitor.stats.count_frames
         monitor.add(self)
         try:
             try:
                 await send({"type": "http.response.start", "status": 200, "headers": list(self.headers)})
                 opening, self.opening = self.opening, b""
-                count_frames(opening)
+                monitor.stats.count_frames(opening)
                 self.sending_since = time.monotonic()
                 await send({"type": "http.response.body", "body": opening, "more_body": True})
                 self.last_sent = time.monotonic()
@@ -225,12 +224,10 @@ class SSEStream:
                 follow = self.follow
                 if follow is not None:
                     async for chunk in follow:
-                        if not chunk:
+                        if not chunk:  # (the body counts the frames it yields)
                             if not self.ping_due:
                                 continue
                             chunk = PING
-                        else:
-                            count_frames(chunk)
                         self.ping_due = False
                         self.sending_since = time.monotonic()
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})

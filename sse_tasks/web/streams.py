@@ -258,6 +258,7 @@ async def _follow(
     backlog = plan.backlog
     single = plan.single.id if until_terminal and plan.single else None
     while True:
+        start = -1  # where in the log ``events`` were read (-1: not read from the log as is)
         if backlog:
             events, backlog = backlog, []
         elif position < log.first:
@@ -270,16 +271,22 @@ async def _follow(
                 if single is not None:
                     task = await runner.find(single)
                     if task is None:
-                        yield reset_frame("the task is no longer in the broker's history")
+                        gone = reset_frame("the task is no longer in the broker's history")
+                        stats.count_frames(gone)
+                        yield gone
                         return
                     plan.replayed.clear()
                     resynced = await _snapshot_and_output(plan, task, after=-1)
-                    yield reset_frame("fell behind the retained history") + resynced
+                    resynced = reset_frame("fell behind the retained history") + resynced
+                    stats.count_frames(resynced)
+                    yield resynced
                     if task.terminal:
                         return
                     seen[single] = _key(runner, task)
                 else:
-                    yield await _resync(plan, "fell behind the retained history", seen)
+                    resynced = await _resync(plan, "fell behind the retained history", seen)
+                    stats.count_frames(resynced)
+                    yield resynced
             except Unavailable:
                 # The client reconnects with its Last-Event-ID and is answered 503 until
                 # the broker is back; ending here loses nothing.
@@ -299,18 +306,24 @@ async def _follow(
                 if position >= log.head:
                     yield b""  # woken with nothing new (a heartbeat is due, or closing)
                 continue
+            start = position
             position += len(events)
             if log.head - position + len(events) > coalesce_after:
                 pending = len(events)
                 events = coalesce(events)
                 stats.progress_coalesced += pending - len(events)
+                start = -1  # not the log's slice any more
         if (
             selection.everything
             and not seen
             and not plan.replayed
             and (selection.output or not any(event.chunk is not None for event in events))
         ):
-            yield b"".join([event.frame(root) for event in events])
+            stats.events_delivered += len(events)
+            if start >= 0:  # every stream woken at this position sends these bytes
+                yield log.joined(start, events, root)
+            else:
+                yield b"".join([event.frame(root) for event in events])
             continue
         replayed = plan.replayed
         parts: list[bytes] = []
@@ -332,6 +345,7 @@ async def _follow(
             if single is not None and task.terminal:
                 finished = True
                 break
+        stats.events_delivered += len(parts)
         yield b"".join(parts)  # b"" when nothing was for this stream: see the module doc
         if finished:
             return

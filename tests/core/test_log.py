@@ -184,3 +184,15 @@ async def test_waiters_that_are_cancelled_leave_nothing_behind() -> None:
     assert log._futures == {}  # a stream that disconnects while idle frees its waiter
     log.append(event(1))  # and nothing is woken for it
     assert not log.wake_pending
+
+
+def test_streams_at_one_position_share_one_joined_chunk() -> None:
+    log = EventLog()
+    for n in range(1, 4):
+        log.append(event(n))
+    first = log.joined(0, log.read(0), "")
+    assert first == b"".join(e.frame("") for e in log.read(0))
+    assert log.joined(0, log.read(0), "") is first  # the next stream woken at 0: the same bytes
+    assert log.joined(1, log.read(1), "") == b"".join(e.frame("") for e in log.read(1))
+    assert log.joined(0, log.read(0, 2), "") == b"".join(e.frame("") for e in log.read(0, 2))
+    assert log.joined(0, log.read(0), "/jobs") == b"".join(e.frame("/jobs") for e in log.read(0))
