@@ -129,7 +129,8 @@ def sse_tasks_app(broker: str = "memory://") -> Starlette:
     async def noop(ctx: TaskContext) -> None:
         return None
 
-    return Starlette(routes=[*hub.routes, Route("/bare", bare, methods=["POST"])], lifespan=hub.lifespan)
+    # The hub's own app (what ``sse-tasks serve`` serves) with the bare endpoint beside it.
+    return hub.app_with([Route("/bare", bare, methods=["POST"])])
 
 
 def make_app(name: str, broker: str = "memory://") -> Starlette:

@@ -16,6 +16,8 @@ import math
 import os
 import platform
 import resource
+import shutil
+import signal
 import statistics
 import sys
 import time
@@ -111,6 +113,7 @@ class Window:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.wall0, self.server0, self.client0 = time.monotonic_ns(), server.cpu(), client_cpu()
+        self.helpers0 = server.helper_cpu()
         self.machine0 = machine_cpu()
 
     def close(
@@ -119,6 +122,7 @@ class Window:
         end = end_ns if end_ns is not None else time.monotonic_ns()
         wall = max((end - (start_ns if start_ns is not None else self.wall0)) / 1e9, 1e-9)
         server_cpu = self.server.cpu() - self.server0
+        helpers = self.server.helper_cpu() - self.helpers0
         own_cpu = client_cpu() - self.client0 + other_client_cpu
         machine = machine_cpu()
         others = machine[0] - self.machine0[0] - server_cpu - own_cpu
@@ -126,6 +130,8 @@ class Window:
             "seconds": wall,
             "server_cpu": server_cpu,
             "server_cpu_pct": 100 * server_cpu / wall,
+            # Of which processes the server started (redis-server for ``sse_tasks+redis``).
+            "helper_cpu_pct": 100 * helpers / wall,
             "client_cpu_pct": 100 * own_cpu / wall,
             # Percent of one core, from 0 to 200 on two.
             "other_cpu_pct": max(0.0, 100 * others / wall),
@@ -512,6 +518,7 @@ async def run_all(
     pin: bool = True,
     systems: tuple[str, ...] = SYSTEMS,
     quiet: float = 0.0,
+    profile: Path | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """{scenario: {system or system:variant: median result}}; systems alternate within each
     repeat. ``systems`` must be installed (see ``systems.prepare``). Before each run, wait
@@ -530,8 +537,12 @@ async def run_all(
                 for system, variants in scenario_runners(scenario, scale, systems).items():
                     for variant, runner in variants.items():
                         label = f"{system}:{variant}" if variant else system
+                        stem = None
+                        if profile is not None:
+                            name = f"{scenario}-{label.replace(':', '-')}-{len(runs.get(label, []))}"
+                            stem = profile / name
                         runs.setdefault(label, []).append(
-                            await _run_one(system, runner, server_cpu, scale, kept, quiet)
+                            await _run_one(system, runner, server_cpu, scale, kept, quiet, stem)
                         )
             results[scenario] = {label: median_of(r) for label, r in runs.items()}
             print_scenario(scenario, results[scenario])
@@ -554,7 +565,13 @@ async def wait_quiet(max_wait: float, limit_pct: float = 25.0, sample: float = 0
 
 
 async def _run_one(
-    system: str, runner: Runner, cpu: int | None, scale: Scale, kept: dict[str, Server], quiet: float = 0.0
+    system: str,
+    runner: Runner,
+    cpu: int | None,
+    scale: Scale,
+    kept: dict[str, Server],
+    quiet: float = 0.0,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     try:
         if quiet > 0:
@@ -563,13 +580,42 @@ async def _run_one(
                 print(f"  [{system}] other processes still use {others:.0f}% of a core after {quiet:.0f} s")
         if scale.fresh:
             with Server(system, cpu) as server:
-                return await runner(server)
+                return await _profiled(runner, server, profile)
         if system not in kept:
             kept[system] = Server(system, cpu)
-        return await runner(kept[system])
+        return await _profiled(runner, kept[system], profile)
     except Exception as exc:  # one system failing must not lose the others' results
         print(f"  [{system}] FAILED: {type(exc).__name__}: {exc}", flush=True)
         return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+async def _profiled(runner: Runner, server: Server, profile: Path | None) -> dict[str, Any]:
+    """Run ``runner``; with ``profile`` (a stem: ``DIR/scenario-system``) under py-spy on the
+    server's main process, writing ``<stem>.txt`` (collapsed stacks) and ``<stem>-summary.txt``."""
+    if profile is None or server.main_pid is None:
+        return await runner(server)
+    from . import profile as summary
+
+    raw = profile.with_suffix(".txt")
+    spy = await asyncio.create_subprocess_exec(
+        shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")),
+        *("record", "--pid", str(server.main_pid), "--rate", "250", "--format", "raw"),
+        *("--nonblocking", "--output", str(raw)),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(0.5)  # py-spy attaches
+    try:
+        return await runner(server)
+    finally:
+        spy.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(spy.wait(), 10)
+        except TimeoutError:
+            spy.kill()
+            await spy.wait()
+        if raw.exists():
+            profile.with_name(profile.name + "-summary.txt").write_text(summary.summarize(raw.read_text()))
 
 
 # (metric, label, higher is better)
@@ -668,7 +714,10 @@ def print_scenario(scenario: str, result: dict[str, dict[str, Any]]) -> None:
             client_note = f"client CPU {r['client_cpu_pct']:.0f}%"
             if "publisher_cpu_pct" in r:
                 client_note += f" (publisher {r['publisher_cpu_pct']:.0f}%)"
-            notes.append(f"server CPU {r['server_cpu_pct']:.0f}%, {client_note}")
+            server_note = f"server CPU {r['server_cpu_pct']:.0f}%"
+            if r.get("helper_cpu_pct", 0) >= 0.5 and label.startswith("sse_tasks+redis"):
+                server_note += f" (redis-server {r['helper_cpu_pct']:.0f}%)"
+            notes.append(f"{server_note}, {client_note}")
             if r.get("other_cpu_pct", 0) >= 10:
                 notes.append(f"other processes {r['other_cpu_pct']:.0f}% of a core")
             if r.get("steal_pct", 0) >= 5:
@@ -834,6 +883,11 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds to wait before each run for other processes to use < 25%% of a core (0: never)",
     )
     parser.add_argument("--json", type=Path, help="write environment and results here")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="run py-spy on each Python server; collapsed stacks and a summary per run go here",
+    )
     args = parser.parse_args(argv)
     scenarios = tuple(s.strip() for s in args.only.split(",") if s.strip())
     for scenario in scenarios:
@@ -857,9 +911,13 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     scale = QUICK if args.quick else FULL
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     results = asyncio.run(
-        run_all(scale, scenarios, max(1, args.repeat), not args.no_pin, systems, args.quiet_wait)
+        run_all(
+            scale, scenarios, max(1, args.repeat), not args.no_pin, systems, args.quiet_wait, args.profile
+        )
     )
     found = targets(results)
     print_targets(found)

@@ -343,6 +343,13 @@ class Server:
         self._spawn("nginx", [nginx, "-c", str(conf), "-p", str(self.dir)], cpu)
         _wait_port(self.port, self.procs, "nginx")
 
+    @property
+    def main_pid(self) -> int | None:
+        """The Python server's process (None for nginx)."""
+        if self.system == "nchan" or not self.procs:
+            return None
+        return self.procs[-1].pid
+
     def pids(self) -> list[int]:
         """Every process of the server: for nginx the master and its workers."""
         pids = [p.pid for p in self.procs if p.poll() is None]
@@ -354,10 +361,15 @@ class Server:
                     pass
         return pids
 
-    def cpu(self) -> float:
-        """CPU seconds (user + system) the server's processes have used."""
+    def helper_cpu(self) -> float:
+        """CPU seconds of the processes a Python server started with it (its redis-server)."""
+        main = self.main_pid
+        return self.cpu([p for p in self.pids() if p != main]) if main is not None else 0.0
+
+    def cpu(self, pids: list[int] | None = None) -> float:
+        """CPU seconds (user + system) the server's processes (or ``pids``) have used."""
         total = 0.0
-        for pid in self.pids():
+        for pid in self.pids() if pids is None else pids:
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:

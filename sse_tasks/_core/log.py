@@ -9,7 +9,10 @@ A log may join a longer history part way (a broker whose history lives elsewhere
 :meth:`restart` forgets what it holds and records the key it continues after.
 
 Waking is deferred while events keep coming (see :meth:`EventLog.append`), so that a
-stream takes a burst in one write instead of one write per event.
+stream takes a burst in one write instead of one write per event. A reader that
+fetches events from elsewhere (the Redis stream, where each arrives on its own) can
+hold a pending wake-up back while it fetches more (:meth:`EventLog.hold`): until a
+quiet spell, within a bound it sets.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from bisect import bisect_right
+from collections.abc import Awaitable
 from typing import Any
 
 import anyio
@@ -41,9 +45,17 @@ class EventLog:
         # from position ``_base_position`` on, until the ring trims.
         self._base: Any = None
         self._base_position = 0
+        # Waiters: one future each (on asyncio), else one shared event. A stream waits
+        # most of its life, so this is a cost per idle stream: a future, no coroutines.
+        self._futures: dict[asyncio.Future[None], None] = {}
         self._waiter: anyio.Event | None = None
         self._wake_deadline: float | None = None  # a deferred wake-up is scheduled
         self._appended = False
+        self._held = False  # a reader is fetching more events (see hold())
+        self._quiet = 0.0
+        self._wake_started = self._last_append = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._joined: tuple[int, int, str, bytes] | None = None  # see joined()
         self.closed = False
 
     @property
@@ -96,7 +108,9 @@ class EventLog:
             del self._keys[:drop]
             self._first += drop
         self._appended = True
-        if self._waiter is not None and self._wake_deadline is None:
+        if self._held:
+            self._last_append = time.monotonic()
+        if (self._futures or self._waiter is not None) and self._wake_deadline is None:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:  # not on asyncio: no deferral
@@ -107,29 +121,81 @@ class EventLog:
             # the loop (a task reporting progress as fast as it can) would otherwise
             # have every stream write each event alone: a write per event per stream
             # is most of the cost of a fan-out. Sparse events wait one turn, no more.
-            self._wake_deadline = time.monotonic() + COALESCE_WINDOW
+            self._wake_started = self._last_append = time.monotonic()
+            self._wake_deadline = self._wake_started + COALESCE_WINDOW
             # The first check runs early in the next turn, before the publisher could
             # append again: it only looks again, so each later check covers a whole turn.
             self._appended = True
             loop.call_soon(self._deferred_wake, loop)
 
     def _deferred_wake(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
         deadline = self._wake_deadline
         if deadline is None:
             return  # woken meanwhile
-        if self._appended and not self.closed and time.monotonic() < deadline:
-            self._appended = False
-            loop.call_soon(self._deferred_wake, loop)
-            return
+        if not self.closed:
+            now = time.monotonic()
+            if self._held:
+                # A reader is fetching more events: wait for a quiet spell (or the deadline).
+                wake_at = min(deadline, self._last_append + self._quiet)
+                if now < wake_at:
+                    self._appended = False
+                    self._timer = loop.call_later(wake_at - now, self._deferred_wake, loop)
+                    return
+                self.wake()
+                return
+            if self._appended and now < deadline:
+                self._appended = False
+                loop.call_soon(self._deferred_wake, loop)
+                return
         self.wake()
+
+    @property
+    def wake_pending(self) -> bool:
+        """Events were appended that the waiters have not been woken for yet."""
+        return self._wake_deadline is not None
+
+    def hold(self, window: float, quiet: float) -> None:
+        """Keep a pending wake-up back while the caller fetches more events from elsewhere.
+
+        Until :meth:`release`, the waiters are woken once no event was appended for
+        ``quiet`` seconds, or ``window`` seconds after the first one waiting, whichever
+        comes first. Does nothing when no wake-up is pending.
+        """
+        deadline = self._wake_deadline
+        if deadline is None:
+            return
+        self._held = True
+        self._quiet = quiet
+        self._wake_deadline = max(deadline, self._wake_started + window)
+
+    def release(self) -> None:
+        """End a :meth:`hold`: a pending wake-up is back to waking after a turn without events."""
+        if not self._held:
+            return
+        self._held = False
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+            loop = asyncio.get_running_loop()
+            loop.call_soon(self._deferred_wake, loop)
 
     def wake(self) -> None:
         """Wake every waiter (new events, or the log is closing)."""
         self._wake_deadline = None
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
             waiter.set()
+        futures = self._futures
+        if futures:
+            self._futures = {}
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
 
     def close(self) -> None:
         self.closed = True
@@ -139,6 +205,19 @@ class EventLog:
         """Up to ``limit`` events from ``position`` on; ``position`` must be ``>= first``."""
         start = position - self._first
         return self._events[start : None if limit is None else start + limit]
+
+    def joined(self, position: int, events: list[TaskEvent], root_path: str) -> bytes:
+        """The frames of ``events`` (``read(position, …)`` as it returned them) in one chunk.
+
+        Streams woken together at the same position send the same bytes: the last
+        chunk is kept, so a fan-out joins it once instead of once per stream.
+        """
+        cached = self._joined
+        if cached is not None and cached[:3] == (position, len(events), root_path):
+            return cached[3]
+        chunk = b"".join([event.frame(root_path) for event in events])
+        self._joined = (position, len(events), root_path, chunk)
+        return chunk
 
     def reopen(self) -> None:
         self.closed = False
@@ -165,10 +244,28 @@ class EventLog:
         """Return once an event exists at ``position`` or the log is closing/woken."""
         if position < self.head or self.closed:
             return
-        waiter = self._waiter
-        if waiter is None:
-            waiter = self._waiter = anyio.Event()
-        await waiter.wait()
+        waiting = self.waiter()
+        try:
+            await waiting
+        finally:
+            self.forget(waiting)
+
+    def waiter(self) -> Awaitable[None]:
+        """What :meth:`wait` awaits: done at the next wake-up. Hand it to :meth:`forget`
+        once it is done or abandoned (a stream awaits it without a coroutine of its own)."""
+        try:
+            future = asyncio.get_running_loop().create_future()
+        except RuntimeError:  # not on asyncio: one shared event
+            waiter = self._waiter
+            if waiter is None:
+                waiter = self._waiter = anyio.Event()
+            return waiter.wait()
+        self._futures[future] = None
+        return future
+
+    def forget(self, waiter: Awaitable[None]) -> None:
+        if isinstance(waiter, asyncio.Future):
+            self._futures.pop(waiter, None)
 
     def __len__(self) -> int:
         return len(self._events)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from starlette.applications import Starlette
@@ -13,8 +13,8 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
-from starlette.types import Lifespan
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import ASGIApp, Lifespan, Receive, Scope, Send
 
 from .._core import codec
 from .._core.errors import (
@@ -34,8 +34,8 @@ from .._core.text import ascii_int
 from .auth import Gate
 from .cors import CORSMiddleware
 from .limits import lifetime_deadline
-from .sse import SSEStream
-from .streams import Resume, Selection, StreamPlan, global_stream, task_stream
+from .sse import SSEStream, sse_headers
+from .streams import Body, Resume, Selection, StreamPlan, global_stream, task_stream
 
 if TYPE_CHECKING:
     from .._runner import Runner
@@ -46,6 +46,28 @@ if TYPE_CHECKING:
 logger = logging.getLogger("sse_tasks")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+StreamHandler = Callable[[Request], Awaitable[Response | SSEStream]]
+_R = TypeVar("_R")
+
+
+class StreamEndpoint:
+    """A stream route's ASGI app: the handler decides the response, then it runs.
+
+    Starlette's ``request_response`` keeps the ``Request``, a second exception
+    wrapper and its ``send`` closures alive for as long as the response runs: for a
+    stream that is its whole life, and a good part of an idle stream's memory. Here
+    they are gone once the response is chosen. The app's middleware, exception
+    handlers and routing wrap it exactly as they wrap every other route.
+    """
+
+    __slots__ = ("handler",)
+
+    def __init__(self, handler: StreamHandler) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.handler(Request(scope, receive, send))
+        await response(scope, receive, send)
 
 _MAX_LIST = 1000
 _MAX_SELECTED = 1000
@@ -63,10 +85,12 @@ def error_response(exc: SSETasksError) -> Response:
     return _JSON(exc.to_dict(), status_code=exc.status_code, headers=exc.headers)
 
 
-def _guard(endpoint: Endpoint, stats: HubStats | None = None) -> Endpoint:
+def _guard(
+    endpoint: Callable[[Request], Awaitable[_R]], stats: HubStats | None = None
+) -> Callable[[Request], Awaitable[_R | Response]]:
     """Turn every ``SSETasksError`` into its JSON error response (counted by code)."""
 
-    async def guarded(request: Request) -> Response:
+    async def guarded(request: Request) -> _R | Response:
         if request.method == "OPTIONS":  # not a preflight (CORS answers those)
             body = {"error": {"code": "method_not_allowed", "message": "OPTIONS is only for CORS preflights"}}
             return _JSON(body, status_code=405)
@@ -169,11 +193,14 @@ def build_routes(
     """
     gate = Gate(runner, settings.authorize, settings.identify, settings.tokens)
 
-    def stream_response(request: Request, body: Any) -> Response:
+    raw_sse_headers = sse_headers(_SSE_HEADERS)
+
+    def stream_response(request: Request, body: Body) -> SSEStream:
         return SSEStream(
-            body,
+            body.opening,
+            body.follow,
             monitor=monitor,
-            headers=_SSE_HEADERS,
+            headers=raw_sse_headers,
             deadline=lifetime_deadline(settings.max_stream_lifetime),
             release=client_streams.acquire(_client(request)),
         )
@@ -255,7 +282,7 @@ def build_routes(
         task = await gate.task("read", request, task_id)
         return _JSON(task.to_dict(_root(request)))
 
-    async def task_events(request: Request) -> Response:
+    async def task_events(request: Request) -> Response | SSEStream:
         """SSE stream of one task; 204 when resuming at or past its terminal event."""
         check_stream_capacity()
         plan = StreamPlan(runner, settings, Selection(), _root(request))
@@ -270,7 +297,7 @@ def build_routes(
             return Response(status_code=204)  # tells EventSource to stop reconnecting
         return stream_response(request, await task_stream(plan, resume))
 
-    async def events(request: Request) -> Response:
+    async def events(request: Request) -> Response | SSEStream:
         """SSE stream of all tasks, or those chosen by ``?task=`` and ``?name=``."""
         check_stream_capacity()
         ids = request.query_params.getlist("task")
@@ -314,12 +341,12 @@ def build_routes(
         )
 
     stats = runner.stats
-    endpoints: list[tuple[str, Endpoint, list[str]]] = [
+    endpoints: list[tuple[str, Endpoint | StreamEndpoint, list[str]]] = [
         ("/tasks", _guard(tasks, stats), ["GET", "POST"]),
         ("/tasks/{task_id}", _guard(task_detail, stats), ["GET", "DELETE"]),
-        ("/tasks/{task_id}/events", _guard(task_events, stats), ["GET"]),
+        ("/tasks/{task_id}/events", StreamEndpoint(_guard(task_events, stats)), ["GET"]),
         ("/tasks/{task_id}/output", _guard(task_output, stats), ["GET"]),
-        ("/events", _guard(events, stats), ["GET"]),
+        ("/events", StreamEndpoint(_guard(events, stats)), ["GET"]),
         ("/openapi.json", openapi, ["GET"]),
         ("/sse-tasks.js", browser_module, ["GET"]),
     ]
@@ -348,14 +375,64 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _JSON(body, status_code=exc.status_code, headers=exc.headers)
 
 
+class HubApp(Starlette):
+    """The hub's own app (``hub.app``): a Starlette app whose stream routes skip
+    Starlette's per-request stack.
+
+    For ``GET``/``HEAD`` of ``/events`` and ``/tasks/<id>/events`` it routes the request
+    itself (with Starlette's own route matching) and runs the stream directly, behind
+    the hub's CORS middleware when that is set: the error and exception middleware,
+    the router and their ``send`` wrappers would otherwise stay alive, one set per
+    stream, for as long as the stream is open. Once middleware is added to this app
+    (``add_middleware``), every request takes the full stack again, so that
+    middleware wraps the streams too; an app that mounts or wraps this one wraps them
+    in any case.
+    """
+
+    def __init__(self, streams: Sequence[Route], cors: Middleware | None, **options: Any) -> None:
+        super().__init__(**options)
+        self._own_middleware = list(self.user_middleware)
+        self._streams: list[tuple[Route, ASGIApp]] = []
+        for route in streams:
+            app: ASGIApp = route.app
+            if cors is not None:
+                app = cors.cls(app, *cors.args, **cors.kwargs)
+            self._streams.append((route, app))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"].endswith("/events")
+            and self.user_middleware == self._own_middleware
+        ):
+            for route, app in self._streams:
+                match, child_scope = route.matches(scope)
+                if match is Match.FULL:
+                    scope["app"] = self
+                    scope.setdefault("router", self.router)
+                    scope["route"] = route
+                    scope.update(child_scope)
+                    if isinstance(app, StreamEndpoint):  # one frame less per open stream
+                        response = await app.handler(Request(scope, receive, send))
+                        await response(scope, receive, send)
+                    else:
+                        await app(scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+
 def build_app(routes: Sequence[BaseRoute], settings: WebSettings, lifespan: Lifespan[Starlette]) -> Starlette:
     """A Starlette app serving ``routes`` (built without per-route CORS), run by ``lifespan``.
 
     Mounted under another app, that app's lifespan must enter the hub instead.
     """
-    return Starlette(
+    cors = cors_middleware(settings) if settings.cors_origins else None
+    streams = [r for r in routes if isinstance(r, Route) and isinstance(r.app, StreamEndpoint)]
+    return HubApp(
+        streams,
+        cors,
         routes=list(routes),
-        middleware=[cors_middleware(settings)] if settings.cors_origins else [],
+        middleware=[cors] if cors is not None else [],
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )

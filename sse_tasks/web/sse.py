@@ -4,12 +4,12 @@
 exit-signal listener, disconnect listener) and arms a timer around every send. For a
 hub holding thousands of streams that is most of an idle stream's memory and, with
 small writes, a third of the CPU per delivery (see ``benchmarks/README.md``). So
-:class:`SSEStream` keeps what ``EventSourceResponse`` gives (headers, ``HEAD`` and
-websocket handling, sse-starlette's server-exit detection) and changes only the
-layout per connection:
+:class:`SSEStream` keeps what ``EventSourceResponse`` gives (its headers, its ``HEAD``
+answer, sse-starlette's server-exit detection) and changes the layout per connection:
 
-- the body runs in the request's own task, inside one cancel scope whose deadline is
-  the stream's lifetime;
+- the body runs in the request's own task, which :meth:`SSEStream.abort` (or the
+  stream's lifetime) cancels directly: a cancel scope per stream would be a tenth
+  of an idle stream's memory;
 - one small task per stream waits for the client's disconnect and cancels that scope;
 - one :class:`StreamMonitor` per hub sends heartbeats to streams that have been quiet
   and cancels a stream whose send has blocked longer than ``send_timeout``, checking
@@ -33,6 +33,8 @@ from .._core.stats import HubStats
 logger = logging.getLogger("sse_tasks")
 
 PING = b": ping\n\n"
+#: Longest a stream's body may take to clean up after it ends (sse-starlette's default).
+_CLEANUP_TIMEOUT = EventSourceResponse.DEFAULT_CLEANUP_TIMEOUT
 
 
 class StreamMonitor:
@@ -112,85 +114,154 @@ class StreamMonitor:
         return len(self.streams)
 
 
-class SSEStream(EventSourceResponse):
-    """An ``EventSourceResponse`` whose body runs in the request's task (see module doc).
+def sse_headers(headers: Mapping[str, str]) -> tuple[tuple[bytes, bytes], ...]:
+    """The raw response headers of an SSE stream: what ``EventSourceResponse`` sends
+    (``text/event-stream; charset=utf-8``, ``Connection``, ``X-Accel-Buffering``) with
+    ``headers``. Worked out once per hub; every stream sends the same."""
 
-    The body yields pre-encoded chunks; an empty chunk means "woken with nothing to
-    send", the moment a due heartbeat goes out.
+    async def nothing() -> AsyncIterator[bytes]:
+        yield b""  # pragma: no cover - never iterated
+
+    body = nothing()
+    response = EventSourceResponse(body, headers=headers, ping=0, sep="\n")
+    raw = tuple(response.raw_headers)
+    del response
+    return raw
+
+
+class SSEStream:
+    """An SSE response whose body runs in the request's task (see module doc).
+
+    It sends ``opening`` (the retry frame, and a snapshot, a replay or a resync) and
+    then each chunk ``follow`` yields: pre-encoded, whole frames. An empty chunk means
+    "woken with nothing to send", the moment a due heartbeat goes out. ``HEAD`` gets
+    the headers and no body, like ``EventSourceResponse``. An idle stream holds only
+    this object, its two tasks' frames and its cursor, so it has slots, and its
+    headers are the hub's (see :func:`sse_headers`).
     """
+
+    __slots__ = (
+        "_aborted",
+        "_task",
+        "_timed_out",
+        "active",
+        "deadline",
+        "follow",
+        "headers",
+        "last_sent",
+        "monitor",
+        "opening",
+        "ping_due",
+        "release",
+        "sending_since",
+    )
+
+    status_code = 200
 
     def __init__(
         self,
-        body: AsyncIterator[bytes],
+        opening: bytes,
+        follow: AsyncIterator[bytes] | None,
         *,
         monitor: StreamMonitor,
-        headers: Mapping[str, str],
+        headers: tuple[tuple[bytes, bytes], ...],
         deadline: float = math.inf,
         release: Callable[[], None] | None = None,
     ) -> None:
-        super().__init__(body, headers=headers, ping=0, sep="\n", send_timeout=monitor.send_timeout)
+        self.opening = opening
+        self.follow = follow
         self.monitor = monitor
+        self.headers = headers
         self.deadline = deadline
         self.release = release
+        self.active = True
         self.last_sent = time.monotonic()
         self.sending_since: float | None = None
         self.ping_due = False
-        self._scope: anyio.CancelScope | None = None
+        self._task: asyncio.Task[object] | None = None  # while it may be cancelled
+        self._aborted = False
         self._timed_out = False
 
     def abort(self, *, timed_out: bool = False) -> None:
         """Stop the stream (from another task): a disconnect, a stuck send, server exit."""
         self._timed_out = self._timed_out or timed_out
-        if self._scope is not None:
-            self._scope.cancel()
+        task = self._task
+        if task is not None and not self._aborted:
+            self._aborted = True
+            task.cancel()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            if scope["type"] == "http" and scope["method"] != "HEAD":
-                await self._stream(receive, send)
-            else:  # HEAD and websocket denial: sse-starlette's handling, no body
-                await super().__call__(scope, receive, send)
-        finally:
-            if self.release is not None:
-                self.release()
-
-    async def _stream(self, receive: Receive, send: Send) -> None:
-        body = self.body_iterator
-        assert isinstance(body, AsyncIterator)
-        cancel = self._scope = anyio.CancelScope(deadline=self.deadline)
+        # One coroutine for the whole stream (each level of awaiting is a frame kept
+        # for as long as the stream is open).
+        if scope["method"] == "HEAD":  # the headers, no body (nothing is followed)
+            try:
+                await self._close_follow()
+                with anyio.move_on_after(self.monitor.send_timeout or math.inf):
+                    await send({"type": "http.response.start", "status": 200, "headers": list(self.headers)})
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+            finally:
+                if self.release is not None:
+                    self.release()
+            return
+        # Cancelled by abort() (or at its deadline) while it sends or waits: a plain
+        # task cancellation, caught below, rather than a cancel scope per stream.
+        self._task = asyncio.current_task()
+        deadline = self.deadline
+        expiry = None if deadline == math.inf else asyncio.get_running_loop().call_at(deadline, self.abort)
         listener = asyncio.ensure_future(self._watch_disconnect(receive))
         monitor = self.monitor
-        count_frames = monitor.stats.count_frames
         monitor.add(self)
         try:
-            with cancel:
-                start = {"type": "http.response.start", "status": self.status_code}
-                await send({**start, "headers": self.raw_headers})
-                async for chunk in body:
-                    if not chunk:
-                        if not self.ping_due:
-                            continue
-                        chunk = PING
-                    else:
-                        count_frames(chunk)
-                    self.ping_due = False
-                    self.sending_since = time.monotonic()
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    self.last_sent = time.monotonic()
-                    self.sending_since = None
+            try:
+                await send({"type": "http.response.start", "status": 200, "headers": list(self.headers)})
+                opening, self.opening = self.opening, b""
+                monitor.stats.count_frames(opening)
+                self.sending_since = time.monotonic()
+                await send({"type": "http.response.body", "body": opening, "more_body": True})
+                self.last_sent = time.monotonic()
+                self.sending_since = None
+                del opening
+                follow = self.follow
+                if follow is not None:
+                    async for chunk in follow:
+                        if not chunk:  # (the body counts the frames it yields)
+                            if not self.ping_due:
+                                continue
+                            chunk = PING
+                        self.ping_due = False
+                        self.sending_since = time.monotonic()
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                        self.last_sent = time.monotonic()
+                        self.sending_since = None
+            except asyncio.CancelledError:
+                if not (self._aborted and _uncancel(self._task)):
+                    raise  # not (only) ours: the server or an outer scope cancels
+            finally:
+                self._task = None  # no await between the body and here: nothing else is cut
             if self._timed_out:
                 # The server closes the connection when the response is left unfinished.
-                logger.warning("dropped a stream whose client read nothing for %ss", self.send_timeout)
+                logger.warning("dropped a stream whose client read nothing for %ss", monitor.send_timeout)
                 return
             if self.active:  # the body ended, its lifetime passed or the server exits
-                with anyio.move_on_after(self.send_timeout or math.inf):
+                with anyio.move_on_after(monitor.send_timeout or math.inf):
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
+            if expiry is not None:
+                expiry.cancel()
             monitor.discard(self)
             listener.cancel()
-            # Suspended at a yield (cancelled mid-send): run its cleanup before leaving.
-            with anyio.move_on_after(self._cleanup_timeout, shield=True):
-                await body.aclose()  # type: ignore[attr-defined]
+            try:
+                await self._close_follow()
+            finally:
+                if self.release is not None:
+                    self.release()
+
+    async def _close_follow(self) -> None:
+        """Suspended at a yield (cancelled mid-send): run the body's cleanup before leaving."""
+        follow, self.follow = self.follow, None
+        if follow is not None:
+            with anyio.move_on_after(_CLEANUP_TIMEOUT, shield=True):
+                await follow.aclose()  # type: ignore[attr-defined]
 
     async def _watch_disconnect(self, receive: Receive) -> None:
         while True:
@@ -199,6 +270,12 @@ class SSEStream(EventSourceResponse):
                 self.active = False
                 self.abort()
                 return
+
+
+def _uncancel(task: asyncio.Task[object] | None) -> bool:
+    """Take back the one cancellation abort() asked for; False if others remain."""
+    uncancel = getattr(task, "uncancel", None)  # Python 3.11+; before, nothing counts them
+    return uncancel is None or uncancel() == 0
 
 
 async def wait_for_server_exit() -> None:

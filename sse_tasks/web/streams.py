@@ -1,9 +1,10 @@
 """From the event log to SSE bytes: first snapshot, resume, resync, coalescing, end.
 
-Each stream is an async generator of pre-encoded chunks that :class:`SSEStream` sends
-as they come. A stream holds only a cursor into the shared :class:`EventLog`; when it
-is behind it takes everything pending (up to ``_BATCH`` events) in one chunk. Woken
-with nothing for it, a stream yields ``b""``: the response's chance to send a heartbeat.
+Each stream is its opening bytes and an async generator of pre-encoded chunks
+(:class:`Body`) that :class:`SSEStream` sends as they come. A stream holds only a
+cursor into the shared :class:`EventLog`; when it is behind it takes everything
+pending (up to ``_BATCH`` events) in one chunk. Woken with nothing for it, a stream
+yields ``b""``: the response's chance to send a heartbeat.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._core.errors import Unavailable
 from .._core.models import MAX_EVENT_ID_LENGTH, OUTPUT_EVENT, Task, TaskEvent, encode_frame, reset_frame
@@ -26,7 +27,7 @@ logger = logging.getLogger("sse_tasks")
 _BATCH = 512  # events per chunk: bounds what one slow stream holds in its send buffer
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Selection:
     """Which tasks a stream covers: all, some ids, and/or one task name, and of those
     only what ``visible`` (the authorization hook's filter for this caller) allows."""
@@ -47,6 +48,13 @@ class Selection:
             and (self.name is None or task.name == self.name)
             and (self.visible is None or bool(self.visible(task)))
         )
+
+
+class Body(NamedTuple):
+    """What a stream sends: ``opening`` at once, then what ``follow`` yields (None: nothing)."""
+
+    opening: bytes
+    follow: AsyncIterator[bytes] | None = None
 
 
 class Resume:
@@ -75,6 +83,18 @@ class Resume:
 class StreamPlan:
     """What a stream does before it follows the log (decided before the response starts)."""
 
+    __slots__ = (
+        "backlog",
+        "marker",
+        "position",
+        "replayed",
+        "root_path",
+        "runner",
+        "selection",
+        "settings",
+        "single",
+    )
+
     def __init__(self, runner: Runner, settings: WebSettings, selection: Selection, root_path: str) -> None:
         self.runner = runner
         self.settings = settings
@@ -102,7 +122,7 @@ def retry_frame(retry: int) -> bytes:
     return f"retry: {retry}\n\n".encode()
 
 
-async def task_stream(plan: StreamPlan, resume: Resume) -> AsyncIterator[bytes]:
+async def task_stream(plan: StreamPlan, resume: Resume) -> Body:
     """One task: its snapshot (or the missed events), each change, end after the terminal one.
 
     What needs the broker (history to resume from) is read here, before the response
@@ -120,16 +140,16 @@ async def task_stream(plan: StreamPlan, resume: Resume) -> AsyncIterator[bytes]:
             opening.append(reset_frame(_reset_reason(resume)))
         opening.append(await _snapshot_and_output(plan, task, after=-1))
         if task.terminal:
-            return _chunks(opening)
+            return Body(b"".join(opening))
         seen[task.id] = _key(runner, task)
         position = plan.position
     elif resume.output_seq is not None:
         # Resumed part way through a replay: the rest of it, then on from its base event.
         rest = await _replay_output(plan, task, after=resume.output_seq, base=resume.raw)
         if task.terminal:
-            return _chunks([*opening, rest, snapshot_frame(task, plan.root_path)])
+            return Body(b"".join([*opening, rest, snapshot_frame(task, plan.root_path)]))
         opening.append(rest)
-    return _chunks(opening, _follow(plan, position, seen, until_terminal=True))
+    return Body(b"".join(opening), _follow(plan, position, seen, until_terminal=True))
 
 
 async def _snapshot_and_output(plan: StreamPlan, task: Task, *, after: int) -> bytes:
@@ -150,7 +170,7 @@ async def _replay_output(plan: StreamPlan, task: Task, *, after: int, base: str 
     return b"".join(encode_frame(f"{base_id}~{c.seq}", OUTPUT_EVENT, c.to_dict()) for c in chunks)
 
 
-async def global_stream(plan: StreamPlan, resume: Resume) -> AsyncIterator[bytes]:
+async def global_stream(plan: StreamPlan, resume: Resume) -> Body:
     """Many tasks on one connection: live from now, or resumed, or resynced.
 
     The resume point and any resync snapshots are read before the response starts.
@@ -165,17 +185,7 @@ async def global_stream(plan: StreamPlan, resume: Resume) -> AsyncIterator[bytes
             opening.append(await _resync(plan, _reset_reason(resume), seen))
         else:
             position = resumed
-    return _chunks(opening, _follow(plan, position, seen, until_terminal=False))
-
-
-async def _chunks(opening: list[bytes], rest: AsyncIterator[bytes] | None = None) -> AsyncIterator[bytes]:
-    yield b"".join(opening)
-    if rest is not None:
-        try:
-            async for chunk in rest:
-                yield chunk
-        finally:
-            await rest.aclose()  # type: ignore[attr-defined]
+    return Body(b"".join(opening), _follow(plan, position, seen, until_terminal=False))
 
 
 def _reset_reason(resume: Resume) -> str:
@@ -248,6 +258,7 @@ async def _follow(
     backlog = plan.backlog
     single = plan.single.id if until_terminal and plan.single else None
     while True:
+        start = -1  # where in the log ``events`` were read (-1: not read from the log as is)
         if backlog:
             events, backlog = backlog, []
         elif position < log.first:
@@ -260,16 +271,22 @@ async def _follow(
                 if single is not None:
                     task = await runner.find(single)
                     if task is None:
-                        yield reset_frame("the task is no longer in the broker's history")
+                        gone = reset_frame("the task is no longer in the broker's history")
+                        stats.count_frames(gone)
+                        yield gone
                         return
                     plan.replayed.clear()
                     resynced = await _snapshot_and_output(plan, task, after=-1)
-                    yield reset_frame("fell behind the retained history") + resynced
+                    resynced = reset_frame("fell behind the retained history") + resynced
+                    stats.count_frames(resynced)
+                    yield resynced
                     if task.terminal:
                         return
                     seen[single] = _key(runner, task)
                 else:
-                    yield await _resync(plan, "fell behind the retained history", seen)
+                    resynced = await _resync(plan, "fell behind the retained history", seen)
+                    stats.count_frames(resynced)
+                    yield resynced
             except Unavailable:
                 # The client reconnects with its Last-Event-ID and is answered 503 until
                 # the broker is back; ending here loses nothing.
@@ -281,22 +298,32 @@ async def _follow(
             if not events:
                 if log.closed:
                     return
-                await log.wait(position)
+                waiting = log.waiter()
+                try:
+                    await waiting
+                finally:
+                    log.forget(waiting)
                 if position >= log.head:
                     yield b""  # woken with nothing new (a heartbeat is due, or closing)
                 continue
+            start = position
             position += len(events)
             if log.head - position + len(events) > coalesce_after:
                 pending = len(events)
                 events = coalesce(events)
                 stats.progress_coalesced += pending - len(events)
+                start = -1  # not the log's slice any more
         if (
             selection.everything
             and not seen
             and not plan.replayed
             and (selection.output or not any(event.chunk is not None for event in events))
         ):
-            yield b"".join([event.frame(root) for event in events])
+            stats.events_delivered += len(events)
+            if start >= 0:  # every stream woken at this position sends these bytes
+                yield log.joined(start, events, root)
+            else:
+                yield b"".join([event.frame(root) for event in events])
             continue
         replayed = plan.replayed
         parts: list[bytes] = []
@@ -318,6 +345,7 @@ async def _follow(
             if single is not None and task.terminal:
                 finished = True
                 break
+        stats.events_delivered += len(parts)
         yield b"".join(parts)  # b"" when nothing was for this stream: see the module doc
         if finished:
             return

@@ -60,6 +60,37 @@ async def test_every_event_reaches_the_log_in_order(broker: Broker) -> None:
     assert broker.parse_event_id(events[-1].id) == events[-1].key
 
 
+async def test_events_written_close_together_wake_a_waiting_stream_once(
+    broker: Broker, broker_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A task's queued, running and failed go out to each stream in one write (on Redis
+    # each is a write of its own, read back by separate XREADs).
+    if broker_url.startswith("redis"):  # wide margins for a busy machine
+        from sse_tasks.brokers.redis import reader
+
+        monkeypatch.setattr(reader, "HOLD_WINDOW", 5.0)
+        monkeypatch.setattr(reader, "HOLD_QUIET", 0.5)
+    log = broker.log
+    start = log.head
+    woken_with: list[int] = []
+
+    async def stream() -> None:
+        await log.wait(start)
+        woken_with.append(log.head - start)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(stream)
+        await anyio.wait_all_tasks_blocked()
+        queued = await publish(broker, Task(id="t", name="job"), "task.queued")
+        running = await publish(broker, queued.task.evolve(state=TaskState.RUNNING), "task.running")
+        failed = running.task.evolve(state=TaskState.FAILED, error={"type": "E", "message": "m"})
+        await publish(broker, failed, "task.failed")
+        with anyio.fail_after(5):
+            await until_logged(broker, queued)
+    assert woken_with == [3]
+    assert [e.type for e in log.read(start)] == ["task.queued", "task.running", "task.failed"]
+
+
 @pytest.mark.parametrize("bad", ["", "x", "0", "1-2", "1-2-3", "-", "--", "a-b-c-d", "\u0663-1-1"])
 async def test_foreign_and_malformed_ids_do_not_parse(broker: Broker, bad: str) -> None:
     await publish(broker, Task(id="t", name="job"), "task.queued")

@@ -110,3 +110,89 @@ async def test_a_busy_publisher_is_read_in_batches_without_waiting_for_it_to_sto
     assert sum(batches) == n
     assert len(batches) > 5  # woken while the publisher was still going (every ~2 ms)
     assert max(batches) > 1  # and each time it took what had piled up
+
+
+async def test_a_hold_keeps_the_wake_up_back_until_released() -> None:
+    log = EventLog()
+    woken_with: list[int] = []
+
+    async def waiter() -> None:
+        await log.wait(0)
+        woken_with.append(log.head)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        log.hold(30.0, 30.0)  # nothing pending: nothing held
+        log.release()
+        log.append(event(1))
+        assert log.wake_pending
+        log.hold(30.0, 30.0)  # a reader fetching more (no deadline within the test)
+        for _ in range(5):  # turns that would have woken a log not held
+            await anyio.lowlevel.checkpoint()
+        assert woken_with == []
+        log.append(event(2))  # what it fetched
+        log.release()
+        with anyio.fail_after(1):  # a turn without events wakes as usual
+            while not woken_with:
+                await anyio.lowlevel.checkpoint()
+    assert woken_with == [2]  # both events in one wake-up
+    assert not log.wake_pending
+
+
+@pytest.mark.parametrize(("window", "quiet"), [(30.0, 0.01), (0.01, 30.0)])
+async def test_a_held_wake_up_comes_after_a_quiet_spell_or_the_window(window: float, quiet: float) -> None:
+    log = EventLog()
+    woken = anyio.Event()
+
+    async def waiter() -> None:
+        await log.wait(0)
+        woken.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        log.append(event(1))
+        log.hold(window, quiet)  # never released
+        with anyio.fail_after(5):
+            await woken.wait()
+    assert not log.wake_pending
+    log.release()
+
+
+async def test_close_wakes_a_held_log_at_once() -> None:
+    log = EventLog()
+    async with anyio.create_task_group() as group:
+        group.start_soon(log.wait, 0)
+        await anyio.wait_all_tasks_blocked()
+        log.append(event(1))
+        log.hold(30.0, 30.0)
+        log.close()
+        with anyio.fail_after(1):
+            await log.wait(5)
+    log.release()
+
+
+async def test_waiters_that_are_cancelled_leave_nothing_behind() -> None:
+    log = EventLog()
+    async with anyio.create_task_group() as group:
+        for _ in range(50):
+            group.start_soon(log.wait, 0)
+        await anyio.wait_all_tasks_blocked()
+        assert len(log._futures) == 50
+        group.cancel_scope.cancel()
+    assert log._futures == {}  # a stream that disconnects while idle frees its waiter
+    log.append(event(1))  # and nothing is woken for it
+    assert not log.wake_pending
+
+
+def test_streams_at_one_position_share_one_joined_chunk() -> None:
+    log = EventLog()
+    for n in range(1, 4):
+        log.append(event(n))
+    first = log.joined(0, log.read(0), "")
+    assert first == b"".join(e.frame("") for e in log.read(0))
+    assert log.joined(0, log.read(0), "") is first  # the next stream woken at 0: the same bytes
+    assert log.joined(1, log.read(1), "") == b"".join(e.frame("") for e in log.read(1))
+    assert log.joined(0, log.read(0, 2), "") == b"".join(e.frame("") for e in log.read(0, 2))
+    assert log.joined(0, log.read(0), "/jobs") == b"".join(e.frame("/jobs") for e in log.read(0))

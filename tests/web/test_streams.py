@@ -342,3 +342,81 @@ async def test_streams_are_never_compressed(make_hub: Any, live_server: Callable
     assert "content-encoding" not in response.headers
     assert b"event: task.failed" in body
     assert listing.headers.get("content-encoding") == "gzip"  # the middleware does work
+
+
+class Tagging:
+    """Pure ASGI middleware: records each request's path, tags each response."""
+
+    def __init__(self, app: Any, seen: list[str]) -> None:
+        self.app, self.seen = app, seen
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.seen.append(scope["path"])
+
+        async def tagged(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message["headers"], (b"x-tagged", b"1")]}
+            await send(message)
+
+        await self.app(scope, receive, tagged)
+
+
+def _embedded(hub: TaskHub, how: str, seen: list[str]) -> tuple[Any, str]:
+    """An app serving ``hub`` with ``Tagging`` around it, and the prefix of the hub's paths."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.routing import Mount
+
+    middleware = [Middleware(Tagging, seen=seen)]
+    if how == "routes":  # the hub's routes in the embedder's app
+        return Starlette(routes=hub.routes, middleware=middleware, lifespan=hub.lifespan), ""
+    if how == "mount":  # the hub's own app mounted in the embedder's app
+        app = Starlette(routes=[Mount("/jobs", hub.app)], middleware=middleware, lifespan=hub.lifespan)
+        return app, "/jobs"
+    own = hub.app  # the hub's own app, with middleware added to it
+    own.add_middleware(Tagging, seen=seen)
+    return own, ""
+
+
+@pytest.mark.parametrize("how", ["routes", "mount", "added"])
+async def test_middleware_around_the_hub_wraps_its_streams(
+    make_hub: Any, live_server: Callable[..., LiveServer], how: str
+) -> None:
+    hub = make_hub()
+    seen: list[str] = []
+    app, prefix = _embedded(hub, how, seen)
+    server = live_server(hub, app)
+    async with httpx.AsyncClient(base_url=server.url + prefix, timeout=30) as http:
+        task = await submit(http, "fail")
+        answer, events = await collect(http, f"/tasks/{task['id']}/events")
+        assert answer.headers.get("x-tagged") == "1"
+        last = task_events(events)[-1]
+        assert last.event == "task.failed"
+        async with http.stream("GET", "/events", params={"last_event_id": last.id}) as response:
+            assert response.headers.get("x-tagged") == "1"
+            assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+        head = await http.head("/events")
+        assert head.headers.get("x-tagged") == "1"
+    assert f"{prefix}/tasks/{task['id']}/events" in seen
+    assert seen.count(f"{prefix}/events") == 2
+
+
+async def test_the_hub_app_answers_around_its_streams_as_before(http: httpx.AsyncClient) -> None:
+    # Requests on the stream paths that are not streams take the app's full stack.
+    post = await http.post("/events")
+    assert post.status_code == 405
+    assert post.json()["error"]["code"] == "method_not_allowed"
+    missing = await http.get("/tasks/nope/events")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    nested = await http.get("/tasks/a/b/events")
+    assert nested.status_code == 404
+    bad = await http.get("/events", params={"output": "maybe"})
+    assert bad.status_code == 422
+    head = await http.head("/events")
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["cache-control"] == "no-cache"
+    assert head.headers["x-accel-buffering"] == "no"
