@@ -69,6 +69,7 @@ class StreamEndpoint:
         response = await self.handler(Request(scope, receive, send))
         await response(scope, receive, send)
 
+
 _MAX_LIST = 1000
 _MAX_SELECTED = 1000
 _MAX_SCAN = 10_000  # tasks scanned for a filtered GET /tasks

@@ -45,7 +45,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import anyio
 from anyio.abc import TaskGroup
@@ -61,14 +61,14 @@ from ..base import Broker, EventObserver
 from .keys import Keys
 from .leases import LeaseKeeper
 from .link import UNREACHABLE, Link, call, unavailable
+from .options import option, split_options
 from .reader import BLOCK_MS, MAX_BACKOFF, MIN_BACKOFF, StreamKey, StreamReader, key, text
+from .records import data, task_of
 from .scripts import Script, Scripts
 
 __all__ = ["RedisBroker"]
 
 logger = logging.getLogger("sse_tasks.redis")
-
-_URL_OPTIONS = ("history", "retention", "max_tasks", "lease", "outage_grace", "prefix", "max_connections")
 
 
 class RedisBroker(Broker):
@@ -105,14 +105,14 @@ class RedisBroker(Broker):
         prefix: str | None = None,
         max_connections: int | None = None,
     ) -> None:
-        self.url, query = _split_options(url)
-        self.history = int(_option(history, query, "history", 10_000, int))
-        self.retention = _option(retention, query, "retention", 3600.0, float)
-        self.max_tasks = int(_option(max_tasks, query, "max_tasks", 10_000, int))
-        self.lease = _option(lease, query, "lease", 10.0, float)
-        self.outage_grace = _option(outage_grace, query, "outage_grace", 30.0, float)
-        self.prefix = str(_option(prefix, query, "prefix", "sse_tasks", str))
-        self.max_connections = int(_option(max_connections, query, "max_connections", 8, int))
+        self.url, query = split_options(url)
+        self.history = int(option(history, query, "history", 10_000, int))
+        self.retention = option(retention, query, "retention", 3600.0, float)
+        self.max_tasks = int(option(max_tasks, query, "max_tasks", 10_000, int))
+        self.lease = option(lease, query, "lease", 10.0, float)
+        self.outage_grace = option(outage_grace, query, "outage_grace", 30.0, float)
+        self.prefix = str(option(prefix, query, "prefix", "sse_tasks", str))
+        self.max_connections = int(option(max_connections, query, "max_connections", 8, int))
         if self.history < 1 or self.max_tasks < 1 or self.max_connections < 1:
             raise ValueError("history, max_tasks and max_connections must be at least 1")
         if not (self.retention >= 0 and self.lease > 0 and self.outage_grace >= 0):
@@ -264,7 +264,7 @@ class RedisBroker(Broker):
             "type": event_type,
             "state": task.state.value,
             "name": task.name,
-            "data": _data(task),
+            "data": data(task),
             "terminal": "1" if task.terminal else "0",
             "new_epoch": secrets.token_hex(4),
             "history": self.history,
@@ -273,7 +273,7 @@ class RedisBroker(Broker):
             "lease_ms": self._leases.lease_ms,
             "lease": lease,
             "requeue": "1" if requeue else "0",
-            "created": b"" if create is None else _data(create),
+            "created": b"" if create is None else data(create),
             "token": secrets.token_hex(8),  # makes a retried write idempotent
             "lapsed_only": "1" if lapsed_only else "0",
             "prefix": self.prefix,
@@ -377,7 +377,7 @@ class RedisBroker(Broker):
     async def get(self, task_id: str) -> Task | None:
         async with self._connection() as db:
             fields = await call(db.hmget(self._keys.task(task_id), ["d", "i", "t"]))
-        task = _task(fields)
+        task = task_of(fields)
         if task is not None:
             await self._reader.check_epoch([task])
         return task
@@ -415,47 +415,10 @@ class RedisBroker(Broker):
                     continue  # expired, not yet swept from the index
                 if want_state not in (None, row[0]) or want_name not in (None, row[1]):
                     continue
-                task = _task(row[2:])
+                task = task_of(row[2:])
                 if task is not None:
                     found.append(task)
                     if len(found) >= limit:
                         break
         await self._reader.check_epoch(found)
         return found
-
-
-def _data(task: Task) -> bytes:
-    """The snapshot JSON a stream entry and a task hash carry (no event id or type)."""
-    record = task.to_record()
-    del record["event_id"], record["event_type"]
-    return codec.dumps(record)
-
-
-def _task(fields: list[Any]) -> Task | None:
-    """A snapshot from the hash fields ``d``, ``i``, ``t``."""
-    data, event_id, event_type = fields
-    if data is None:
-        return None
-    record = codec.loads(data)
-    return Task.from_record({**record, "event_id": text(event_id), "event_type": text(event_type)})
-
-
-def _split_options(url: str) -> tuple[str, dict[str, str]]:
-    """Take this broker's options out of the URL's query; redis-py gets the rest."""
-    parts = urlsplit(url)
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    ours = {name: value for name, value in pairs if name in _URL_OPTIONS}
-    rest = [(name, value) for name, value in pairs if name not in _URL_OPTIONS]
-    return urlunsplit(parts._replace(query=urlencode(rest))), ours
-
-
-def _option(given: Any, query: dict[str, str], name: str, default: Any, kind: type) -> Any:
-    if given is not None:
-        return kind(given)
-    if name in query:
-        try:
-            return kind(query[name])
-        except ValueError:
-            message = f"broker URL option {name}={query[name]!r} is not a valid {kind.__name__}"
-            raise ValueError(message) from None
-    return default

@@ -17,9 +17,10 @@ import redis
 
 from ..._core import codec
 from ..._core.models import OutputChunk, Task
-from . import RedisBroker, _task
+from . import RedisBroker
 from .link import UNREACHABLE
 from .reader import MAX_BACKOFF, MIN_BACKOFF, text
+from .records import task_of
 
 logger = logging.getLogger("sse_tasks.redis")
 
@@ -115,7 +116,7 @@ class SyncWriter:
 
     def get(self, task_id: str) -> Task | None:
         """The stored snapshot, or None if unknown or expired."""
-        return _task(self.client.hmget(self.broker._keys.task(task_id), ["d", "i", "t"]))
+        return task_of(self.client.hmget(self.broker._keys.task(task_id), ["d", "i", "t"]))
 
     def output(self, task_id: str) -> list[OutputChunk]:
         """The task's stored output chunks, in order."""
