@@ -191,3 +191,9 @@ def flaky_talk(self: Any, words: int = 1) -> int:
 def ignored() -> None:
     """Tells Celery to ignore it (no outcome is recorded)."""
     raise Ignore()
+
+
+@app.task(shared=False, name="replacing", bind=True)
+def replacing(self: Any, a: int = 2) -> Any:
+    """Replaces itself with ``add(a, 10)`` (the same task id goes on)."""
+    raise self.replace(add.s(a, 10))

@@ -55,6 +55,7 @@ class WorkerRun:
         self.context = TaskContext(task.id, task.name, params, self)
         self.token: contextvars.Token[TaskContext | None] | None = None
         self.ended = False  # this attempt's outcome is published (or retried): nothing more
+        self.requeued = False  # it ended in a retry: back to queued, the new message sent
         self._cancelled = False
         self._checked = 0.0
         self._lock = threading.Lock()
@@ -79,12 +80,14 @@ class WorkerRun:
         if self._start is None:
             return not self.ended
         running, queued = self._start
-        self._start = None
         try:
             stored = self.writer.publish(running, "task.running", lease="add", create=queued, retry_for=1.0)
         except UNREACHABLE:
-            logger.warning("task %s started; not stored as running: Redis unreachable", running.id)
+            # Kept: it goes out with the next event of this attempt, once Redis answers.
+            logger.warning("task %s started; not stored as running yet: Redis unreachable", running.id)
+            self._start_due = time.monotonic() + 1.0
             return True
+        self._start = None
         if stored is None:  # finished while it waited (cancelled)
             self.ended = self._cancelled = True
             return False
@@ -160,20 +163,30 @@ class WorkerRun:
         return None if due == math.inf else due
 
     def flush(self) -> None:
-        """Publish the pending ``running`` and progress that are due (the keeper calls this)."""
-        with self._lock:
+        """Publish the pending ``running`` and progress that are due (the keeper calls this).
+        A run busy publishing (its lock held) is skipped: it publishes what it has itself."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
             now = time.monotonic()
             if self._start is not None and now >= self._start_due and not self._started():
                 return
             if self._pending and not self.ended and now >= self._last + self.progress_interval:
                 self._publish_progress()
+        finally:
+            self._lock.release()
 
     def _publish_progress(self) -> None:
         self._pending = False
         self._last = time.monotonic()
         if self.ended:
             return
-        snapshot = self.task.evolve(progress=self._progress, message=self._message)
+        if self._start is not None:  # running is not stored yet (Redis unreachable): later
+            self._pending = True
+            return
+        snapshot = self.task.evolve(
+            progress=self._progress, message=self._message, output_chunks=self._budget.chunks
+        )
         try:
             stored = self.writer.publish(snapshot, "task.progress", lease="xx")
         except UNREACHABLE:
@@ -205,7 +218,7 @@ class WorkerRun:
         with self._lock:
             if self.ended:
                 return None
-            self.ended = True
+            self.ended = self.requeued = True
             self._pending = False
             queued = self.task.evolve(
                 state=TaskState.QUEUED,
@@ -214,7 +227,33 @@ class WorkerRun:
                 started_at=None,
                 output_chunks=self._budget.chunks,
             )
-            return self._final(self._with_start((queued, "task.queued", {"lease": "none", "requeue": True})))
+            stored = self._final(
+                self._with_start((queued, "task.queued", {"lease": "none", "requeue": True}))
+            )
+            if stored is not None:
+                self.task = stored
+            return stored
+
+    def hand_off(self) -> None:
+        """The task replaced itself (``self.replace``): its new message carries it on, so this
+        attempt publishes nothing more (the next one stores ``running``)."""
+        with self._lock:
+            if self._start is not None and not self.ended:
+                self._started()  # its start happened: store it
+            self.ended = True
+            self._start = None
+
+    def fail_requeued(self, reason: str) -> Task | None:
+        """The retry this attempt stored ``queued`` for was never sent: the task is over."""
+        with self._lock:
+            self.requeued = False
+            failed = self.task.evolve(
+                state=TaskState.FAILED,
+                finished_at=utcnow(),
+                error={"type": "RetryFailed", "message": reason},
+                output_chunks=self._budget.chunks,
+            )
+            return self._final([(failed, "task.failed", {"lease": "xx"})])
 
     def _final(self, items: list[tuple[Task, str, dict[str, Any]]]) -> Task | None:
         """Publish the attempt's last event (after its pending ``running``, in one round trip)."""
@@ -251,7 +290,7 @@ class Keeper:
     Started on first use in each process (a forked pool child starts its own).
     """
 
-    def __init__(self, runs: dict[str, WorkerRun], writer: SyncWriter, lease: float) -> None:
+    def __init__(self, runs: dict[int, WorkerRun], writer: SyncWriter, lease: float) -> None:
         self.runs = runs
         self.writer = writer
         self.renew_every = lease / 4
@@ -289,19 +328,25 @@ class Keeper:
             dues = [due for due in (run.due() for run in runs) if due is not None]
             wake_at = min([next_renewal, *dues])
             with self._cond:
-                timeout = wake_at - time.monotonic()
-                if timeout > 0 and not self._woken:
+                # At least a moment: a run busy publishing is due, but skipped, until it is done.
+                timeout = max(wake_at - time.monotonic(), 0.005)
+                if not self._woken:
                     self._wake_at = wake_at
                     self._cond.wait(timeout)
                 self._woken = False
                 self._wake_at = -math.inf
-            try:
-                for run in runs:
+            for run in runs:
+                try:
                     run.flush()
-                if time.monotonic() >= next_renewal:
-                    next_renewal = time.monotonic() + self.renew_every
+                except UNREACHABLE:
+                    pass  # stays pending: published once Redis answers
+                except Exception:
+                    logger.exception("sse_tasks keeper: publishing task %s failed", run.task.id)
+            if time.monotonic() >= next_renewal:
+                next_renewal = time.monotonic() + self.renew_every
+                try:
                     self.writer.renew(run.task.id for run in runs if not run.ended)
-            except UNREACHABLE:
-                pass  # progress stays pending; leases are renewed once Redis answers
-            except Exception:
-                logger.exception("sse_tasks keeper failed; continuing")
+                except UNREACHABLE:
+                    pass  # renewed once Redis answers
+                except Exception:
+                    logger.exception("sse_tasks keeper: renewing leases failed")

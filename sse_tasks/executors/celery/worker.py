@@ -85,8 +85,8 @@ class CeleryHook:
         self.max_output_bytes = max_output_bytes
         self.max_output_chunks = max_output_chunks
         self.writer = SyncWriter(self.broker)
-        #: Tasks running in this process, by id.
-        self.runs: dict[str, WorkerRun] = {}
+        #: Attempts running in this process (the same task id twice while a retry overlaps).
+        self.runs: dict[int, WorkerRun] = {}
         self.keeper = Keeper(self.runs, self.writer, self.broker.lease)
         self._uid = f"sse_tasks-{secrets.token_hex(4)}"
         self._connected = False
@@ -135,11 +135,13 @@ class CeleryHook:
         is stored ``queued`` before its new message can run."""
         if not isinstance(headers, dict):
             return
+        run = _current_run(headers.get("id"))
         if headers.get("retries"):
-            run = self.runs.get(str(headers.get("id")))
             if run is not None:
                 run.requeue(_retry_message(self.app, headers.get("task"), headers["retries"]))
         else:
+            if run is not None:  # the task replaces itself (``self.replace``): the new message goes on
+                run.hand_off()
             headers.setdefault(CREATED_HEADER, utcnow())
 
     # -- the worker's main process -------------------------------------------------------
@@ -170,7 +172,7 @@ class CeleryHook:
             return
         task_id = getattr(request, "id", None)
         reason = "expired" if expired else "terminated" if terminated else "revoked"
-        run = self.runs.get(task_id) if isinstance(task_id, str) else None
+        run = self._live(task_id)
         if run is not None:
             run.finish(TaskState.CANCELLED, message=reason)
         elif isinstance(task_id, str):
@@ -201,27 +203,15 @@ class CeleryHook:
             wake=self.keeper.wake,
         )
         run.token = CURRENT.set(run.context)
-        self.runs[task_id] = run
+        request._sse_tasks_run = run  # this attempt's (a thread's own request)
+        self.runs[id(run)] = run
         if stored is not None and stored.terminal:  # cancelled while it waited: check() raises
             run.end(cancelled=stored.state is TaskState.CANCELLED)
             return
-        if first:
-            run.begin(
-                run.task.evolve(state=TaskState.RUNNING, started_at=utcnow()), run.task, self.start_delay
-            )
-            return
-        if stored is None:
-            return  # Redis unreachable: the task runs; its state is reported once it answers
-        running = stored.evolve(state=TaskState.RUNNING, started_at=utcnow())
-        try:
-            started = self.writer.publish(running, "task.running", lease="add", retry_for=1.0)
-        except UNREACHABLE:
-            logger.warning("task %s started; not stored as running: Redis unreachable", task_id)
-            return
-        if started is None:
-            run.end(cancelled=True)  # finished while it waited (cancelled)
-        else:
-            run.task = started
+        # Stored within start_delay, or with this attempt's first event (a retry's: at once;
+        # with Redis unreachable: once it answers).
+        delay = self.start_delay if first else 0.0
+        run.begin(run.task.evolve(state=TaskState.RUNNING, started_at=utcnow()), run.task, delay)
 
     def _earlier_output(self, stored: Task | None) -> list[OutputChunk]:
         """The output earlier attempts of a retried task stored: this attempt goes on from it."""
@@ -265,7 +255,7 @@ class CeleryHook:
             return
         if not isinstance(task_id, str):
             return
-        run = self.runs.get(task_id)
+        run = _attempt(sender)
         error = error_of(exception) if isinstance(exception, BaseException) else None
         if run is not None:
             if isinstance(exception, TaskCancelled) or run.cancelled:
@@ -276,19 +266,26 @@ class CeleryHook:
             self._finish_elsewhere(task_id, TaskState.FAILED, error=error)
 
     def _on_task_retry(self, request: Any = None, **_: Any) -> None:
-        run = self.runs.get(str(getattr(request, "id", "")))
+        run = getattr(request, "_sse_tasks_run", None)
         if run is not None and not run.ended:  # the retry was not sent through this process
             retries = int(getattr(request, "retries", 0) or 0) + 1
             run.requeue(_retry_message(self.app, getattr(request, "task", None), retries))
 
-    def _on_task_postrun(self, task_id: Any = None, state: Any = None, retval: Any = None, **_: Any) -> None:
-        run = self.runs.pop(task_id, None) if isinstance(task_id, str) else None
+    def _on_task_postrun(self, task: Any = None, state: Any = None, retval: Any = None, **_: Any) -> None:
+        run = _attempt(task)
         if run is None:
             return
-        if not run.ended:
-            # Ignored or rejected by the task itself: Celery sent no outcome.
-            message = f"ended in Celery state {state}" if state else None
-            run.finish(TaskState.CANCELLED, message=message)
+        self.runs.pop(id(run), None)
+        if run.requeued and state != celery_states.RETRY:
+            # The retry's message was never sent (Celery rejected the task instead).
+            run.fail_requeued(f"the retry could not be sent (Celery state {state})")
+        elif not run.ended:
+            if state == celery_states.REJECTED and getattr(retval, "requeue", False):
+                run.requeue("requeued by the task")  # Reject(requeue=True): it comes back
+            else:
+                # Ignored or rejected by the task itself: Celery sent no outcome.
+                message = f"ended in Celery state {state}" if state else None
+                run.finish(TaskState.CANCELLED, message=message)
         if run.token is not None:
             try:
                 CURRENT.reset(run.token)
@@ -298,7 +295,14 @@ class CeleryHook:
     def _run_of(self, task: Any) -> WorkerRun | None:
         if task is None or not self._ours(task):
             return None
-        return self.runs.get(str(getattr(task.request, "id", "")))
+        return _attempt(task)
+
+    def _live(self, task_id: Any) -> WorkerRun | None:
+        """The unfinished attempt of ``task_id`` running in this process, if any."""
+        for run in list(self.runs.values()):
+            if run.task.id == task_id and not run.ended:
+                return run
+        return None
 
     def _finish_elsewhere(self, task_id: str, state: TaskState, **changes: Any) -> None:
         """Publish the outcome of a task that does not run in this process."""
@@ -311,9 +315,8 @@ class CeleryHook:
         except UNREACHABLE:
             logger.error("task %s: %s not published, Redis unreachable", task_id, state.value)
 
-    def update_state(self, task_id: str, state: Any, meta: Any) -> None:
-        """Take progress from Celery's ``update_state`` of a task running here."""
-        run = self.runs.get(task_id)
+    def update_state(self, run: WorkerRun | None, state: Any, meta: Any) -> None:
+        """Take progress from Celery's ``update_state`` of the attempt ``run``."""
         if run is None or state in celery_states.READY_STATES:
             return
         reported = progress_of(meta)
@@ -377,11 +380,24 @@ def _hook_update_state(task: Any, hook: CeleryHook) -> None:
     def update_state(task_id: str | None = None, state: Any = None, meta: Any = None, **kwargs: Any) -> None:
         own = task_id is None or task_id == getattr(task.request, "id", None)
         if own:
-            hook.update_state(task.request.id, state, meta)
+            hook.update_state(_attempt(task), state, meta)
         if not (own and isinstance(task.backend, DisabledBackend)):
             original(task, task_id, state, meta, **kwargs)
 
     task.update_state = update_state
+
+
+def _attempt(task: Any) -> WorkerRun | None:
+    """The run of the attempt ``task`` is executing in this thread (its request's)."""
+    run = getattr(getattr(task, "request", None), "_sse_tasks_run", None)
+    return run if isinstance(run, WorkerRun) else None
+
+
+def _current_run(task_id: Any) -> WorkerRun | None:
+    """The run of the task executing in this thread, if it is ``task_id``."""
+    context = CURRENT.get()
+    run = getattr(context, "_sink", None)
+    return run if isinstance(run, WorkerRun) and run.task.id == task_id and not run.ended else None
 
 
 def _guarded(handler: Callable[..., None], name: str) -> Callable[..., None]:

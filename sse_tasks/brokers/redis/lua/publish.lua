@@ -15,8 +15,9 @@ if current[1] then
     return false
   end
   if type == 'task.queued' and requeue ~= '1' then return false end
-elseif type ~= 'task.queued' and created == '' then
-  return false
+elseif type ~= 'task.queued' then
+  -- created: not for a task that expired (its worker is late; the client got 410)
+  if created == '' or redis.call('ZSCORE', expired, id) then return false end
 end
 if lapsed_only == '1' then
   local deadline = redis.call('ZSCORE', leases, id)

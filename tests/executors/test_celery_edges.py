@@ -1,0 +1,47 @@
+"""Edges of a Celery task's life: replacing itself, and a late worker after expiry."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+from _support import collect, task_events
+
+from sse_tasks._core.models import Task, TaskState, utcnow
+
+pytestmark = pytest.mark.anyio
+
+TERMINAL = {"task.succeeded", "task.failed", "task.cancelled"}
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+async def test_a_task_that_replaces_itself_goes_on_to_the_replacement_s_outcome(
+    pool: str, tasks_app: ModuleType, celery_worker: Any, celery_hub: Any, live_server: Any
+) -> None:
+    celery_worker(pool)
+    server = live_server(celery_hub())
+    sent = tasks_app.replacing.delay(a=5)
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+        response, events = await collect(
+            http, f"/tasks/{sent.id}/events", until=lambda e: e.event in TERMINAL
+        )
+        assert response.status_code == 200
+    events = task_events(events)
+    assert events[-1].event == "task.succeeded", [e.event for e in events]
+    assert events[-1].json()["result"] == 15
+    assert "task.cancelled" not in [e.event for e in events]
+
+
+def test_a_late_worker_does_not_bring_back_an_expired_task(tasks_app: ModuleType, redis_db: int) -> None:
+    writer = tasks_app.hook.writer
+    keys = writer.broker._keys
+    writer.client.zadd(keys.expired, {"gone-1": 1})  # expired: clients are answered 410
+    queued = Task(id="gone-1", name="add")
+    running = queued.evolve(state=TaskState.RUNNING, started_at=utcnow())
+    assert writer.publish(running, "task.running", lease="add", create=queued) is None
+    assert writer.get("gone-1") is None
+    fresh = Task(id="fresh-1", name="add")
+    stored = writer.publish(fresh.evolve(state=TaskState.RUNNING), "task.running", lease="add", create=fresh)
+    assert stored is not None and writer.state("fresh-1") == "running"
