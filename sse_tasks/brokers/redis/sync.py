@@ -63,13 +63,8 @@ class SyncWriter:
         """Store ``task`` with its event (``publish.lua``); the stored snapshot, or None when
         the compare-and-set refused it (the task is terminal, or unknown and neither queued
         nor given its ``create`` snapshot, stored with a ``task.queued`` event first)."""
-        broker = self.broker
-        args = broker.publish_args(task, event_type, lease=lease, requeue=requeue, create=create)
-        keys = broker._keys.publish(task.id)
-        reply = self._retry(lambda: broker._scripts.publish.run_sync(self.client, keys, args), retry_for)
-        if reply is None:
-            return None
-        return task.evolve(event_id=text(reply[0]), event_type=event_type)
+        options = {"lease": lease, "requeue": requeue, "create": create}
+        return self.publish_many([(task, event_type, options)], retry_for=retry_for)[0]
 
     def publish_many(
         self, items: Sequence[tuple[Task, str, dict[str, Any]]], *, retry_for: float = 0.0

@@ -101,10 +101,15 @@ class CeleryExecutor(Executor):
     async def admit(self, job: Job) -> None:
         task = self.app.tasks[job.task.name]
         headers = {HUB_HEADER: "1", OWNER_HEADER: job.task.owner or "", CREATED_HEADER: job.task.created_at}
-        send = functools.partial(self._send, task, kwargs=job.params, task_id=job.task.id, headers=headers)
+        send = functools.partial(
+            task.apply_async,
+            kwargs=job.params,
+            task_id=job.task.id,
+            headers=headers,
+            retry_policy=_retry_policy(),
+        )
         try:
-            with anyio.fail_after(self.send_timeout):
-                await anyio.to_thread.run_sync(send, abandon_on_cancel=True)
+            await self._over_broker(send)
         except Exception as exc:
             if not _unreachable(exc):
                 raise
@@ -112,17 +117,16 @@ class CeleryExecutor(Executor):
                 f"the Celery broker is unreachable: {exc}", code="executor_unavailable", retry_after=2
             ) from None
 
-    def _send(self, task: Any, **options: Any) -> None:
-        """``task.apply_async(**options)`` over a connection whose every wait is bounded (in a thread)."""
-        bound = self.send_timeout / 5
-        with self._connections().acquire(block=True, timeout=bound) as connection:
-            task.apply_async(connection=connection, retry_policy=_retry_policy(), **options)
+    async def _over_broker(self, call: Callable[..., Any]) -> None:
+        """``call(connection=…)`` in a thread, over a connection whose every wait is bounded,
+        given up after ``send_timeout`` seconds."""
 
-    def _revoke(self, task_id: str) -> None:
-        """Broadcast the revoke over a bounded connection (in a thread)."""
-        bound = self.send_timeout / 5
-        with self._connections().acquire(block=True, timeout=bound) as connection:
-            self.app.control.revoke(task_id, terminate=self.terminate, connection=connection)
+        def run() -> None:
+            with self._connections().acquire(block=True, timeout=self.send_timeout / 5) as connection:
+                call(connection=connection)
+
+        with anyio.fail_after(self.send_timeout):
+            await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
 
     def _connections(self) -> Any:
         with self._pool_lock:
@@ -142,10 +146,9 @@ class CeleryExecutor(Executor):
         self._done(job)  # sent already: it runs on a worker
 
     async def cancelled(self, task: Task) -> None:
-        revoke = functools.partial(self._revoke, task.id)
+        revoke = functools.partial(self.app.control.revoke, task.id, terminate=self.terminate)
         try:
-            with anyio.fail_after(self.send_timeout):
-                await anyio.to_thread.run_sync(revoke, abandon_on_cancel=True)
+            await self._over_broker(revoke)
         except Exception as exc:
             if not _unreachable(exc):
                 raise

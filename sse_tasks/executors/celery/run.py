@@ -259,9 +259,6 @@ class WorkerRun:
         """Publish the attempt's last event (after its pending ``running``, in one round trip)."""
         last = items[-1][0]
         try:
-            if len(items) == 1:
-                task, event_type, options = items[0]
-                return self.writer.publish(task, event_type, retry_for=self.outage_grace, **options)
             return self.writer.publish_many(items, retry_for=self.outage_grace)[-1]
         except UNREACHABLE:
             # Its lease is no longer renewed: it ends failed (WorkerLost) once Redis answers.
