@@ -204,26 +204,13 @@ class Stack:
         self.cpu = cpu
         self.dir = Path(tempfile.mkdtemp(prefix="bench-celery-"))
         self.procs: list[Proc] = []
-        redis_server = shutil.which("redis-server") or "/usr/bin/redis-server"
-        if not os.access(redis_server, os.X_OK):
+        from .systems import _redis_server, redis_server_command
+
+        redis_server = _redis_server()
+        if redis_server is None:
             raise SystemExit("redis-server is not installed (apt-get install redis-server)")
         port = free_port()
-        self.redis = self.spawn(
-            "redis",
-            [
-                redis_server,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.dir),
-            ],
-        )
+        self.redis = self.spawn("redis", redis_server_command(redis_server, port, self.dir))
         self.url = f"redis://127.0.0.1:{port}"
         self.hub_url, self.celery_url, self.stamps_url = (f"{self.url}/{db}" for db in (0, 1, 2))
         import redis

@@ -62,6 +62,12 @@ def _redis_server() -> str | None:
     )
 
 
+def redis_server_command(binary: str, port: int, workdir: Path) -> list[str]:
+    """A throwaway redis-server on 127.0.0.1:``port``: no snapshots, no append-only file."""
+    return [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(workdir)]  # fmt: skip
+
+
 def _pip_install(*packages: str) -> bool:
     print(f"setup: pip install {' '.join(packages)}", flush=True)
     try:
@@ -298,23 +304,7 @@ class Server:
             redis = _redis_server()
             assert redis is not None
             self._spawn(
-                "redis",
-                [
-                    redis,
-                    "--port",
-                    str(redis_port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(self.dir),
-                    "--maxclients",
-                    "1000",
-                ],
-                cpu,
+                "redis", [*redis_server_command(redis, redis_port, self.dir), "--maxclients", "1000"], cpu
             )
             _wait_port(redis_port, self.procs, "redis-server")
             command += ["--broker", f"redis://127.0.0.1:{redis_port}/0"]
