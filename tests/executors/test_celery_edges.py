@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from _support import collect, task_events
@@ -32,6 +33,34 @@ async def test_a_task_that_replaces_itself_goes_on_to_the_replacement_s_outcome(
     assert events[-1].event == "task.succeeded", [e.event for e in events]
     assert events[-1].json()["result"] == 15
     assert "task.cancelled" not in [e.event for e in events]
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+async def test_a_task_celery_discards_before_its_sender_stored_it_still_ends_cancelled(
+    pool: str, tasks_app: ModuleType, celery_worker: Any, celery_hub: Any, live_server: Any
+) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    celery_worker(pool)
+    server = live_server(celery_hub())
+    past = datetime.now(timezone.utc) - timedelta(seconds=60)
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+        cursor = (await http.get("/tasks")).json()["cursor"]
+        tasks_app.hook.disconnect()  # a sender whose queued comes late (here: never)
+        try:
+            sent = tasks_app.add.apply_async((1, 2), expires=past)
+        finally:
+            tasks_app.hook.connect()
+        with anyio.fail_after(30):
+            response, events = await collect(
+                http,
+                f"/events?last_event_id={cursor}",
+                until=lambda e: e.event in TERMINAL and sent.id in e.data,
+            )
+        assert response.status_code == 200
+    ends = [e.json() for e in task_events(events) if e.json()["id"] == sent.id]
+    assert [e["state"] for e in ends] == ["queued", "cancelled"]
+    assert ends[-1]["message"] == "expired"
 
 
 def test_a_late_worker_does_not_bring_back_an_expired_task(tasks_app: ModuleType, redis_db: int) -> None:

@@ -176,7 +176,7 @@ class CeleryHook:
         if run is not None:
             run.finish(TaskState.CANCELLED, message=reason)
         elif isinstance(task_id, str):
-            self._finish_elsewhere(task_id, TaskState.CANCELLED, message=reason)
+            self._finish_elsewhere(task_id, sender, request, TaskState.CANCELLED, message=reason)
 
     # -- the process that runs the task ------------------------------------------------
 
@@ -263,7 +263,9 @@ class CeleryHook:
             else:
                 run.finish(TaskState.FAILED, error=error)
         else:  # the worker's main process: the pool child was lost, or a hard time limit
-            self._finish_elsewhere(task_id, TaskState.FAILED, error=error)
+            self._finish_elsewhere(
+                task_id, sender, getattr(sender, "request", None), TaskState.FAILED, error=error
+            )
 
     def _on_task_retry(self, request: Any = None, **_: Any) -> None:
         run = getattr(request, "_sse_tasks_run", None)
@@ -304,14 +306,26 @@ class CeleryHook:
                 return run
         return None
 
-    def _finish_elsewhere(self, task_id: str, state: TaskState, **changes: Any) -> None:
-        """Publish the outcome of a task that does not run in this process."""
+    def _finish_elsewhere(
+        self, task_id: str, task: Any, request: Any, state: TaskState, **changes: Any
+    ) -> None:
+        """Publish the outcome of a task that does not run in this process (the worker's main
+        process: revoked, expired, its pool child lost). A task its sender has not stored yet
+        (Celery may discard an expired message at once) is created with it."""
         try:
             stored = self.writer.get(task_id)
-            if stored is None or stored.terminal:
+            if stored is not None and stored.terminal:
                 return
+            queued = None
+            if stored is None:
+                name = getattr(task, "name", None) or getattr(request, "task", None)
+                if not isinstance(name, str) or not _valid(task_id, name):
+                    return
+                stored = queued = _sent(task_id, name, request)
             final = stored.evolve(state=state, finished_at=utcnow(), **changes)
-            self.writer.publish(final, event_type_for(state), lease="xx", retry_for=self.broker.outage_grace)
+            self.writer.publish(
+                final, event_type_for(state), lease="xx", create=queued, retry_for=self.broker.outage_grace
+            )
         except UNREACHABLE:
             logger.error("task %s: %s not published, Redis unreachable", task_id, state.value)
 
