@@ -19,7 +19,7 @@ from ..._core.registry import RegisteredTask, TaskFunction
 from ..._runner.executor import Executor
 from ..._runner.job import Job, Publisher
 from ...brokers import Broker
-from .worker import CREATED_HEADER, HUB_HEADER, OWNER_HEADER
+from .message import CREATED_HEADER, HUB_HEADER, OWNER_HEADER
 
 logger = logging.getLogger("sse_tasks.celery")
 

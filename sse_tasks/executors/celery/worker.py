@@ -30,21 +30,26 @@ from celery.backends.base import DisabledBackend
 from ..._core import codec
 from ..._core.context import CURRENT
 from ..._core.errors import TaskCancelled
-from ..._core.models import MAX_TASK_ID_LENGTH, OutputChunk, Task, TaskState, event_type_for, utcnow
-from ..._core.text import clean_text
+from ..._core.models import OutputChunk, Task, TaskState, event_type_for, utcnow
 from ..._runner.job import error_of
 from ...brokers.redis import RedisBroker
 from ...brokers.redis.link import UNREACHABLE
 from ...brokers.redis.sync import SyncWriter
+from .message import (
+    CREATED_HEADER,
+    HUB_HEADER,
+    OWNER_HEADER,
+    created_at_of,
+    owner_of,
+    retry_message,
+    sent_snapshot,
+    valid_task,
+)
 from .meta import progress_of
 from .run import Keeper, WorkerRun
 
 logger = logging.getLogger("sse_tasks.celery")
 
-#: Message headers the hub sets on the tasks it sends.
-HUB_HEADER = "sse_tasks_hub"  # the hub stores `queued` itself
-OWNER_HEADER = "sse_tasks_owner"  # who submitted it, for the authorization hook
-CREATED_HEADER = "sse_tasks_created"  # when it was sent: the worker builds its snapshot from it
 
 _SIGNALS = (
     "after_task_publish",
@@ -117,12 +122,15 @@ class CeleryHook:
         """A task was sent: store it ``queued`` (the hub does so itself for its own)."""
         headers = headers or {}
         task_id, name = headers.get("id"), headers.get("task") or sender
-        if not _valid(task_id, name) or headers.get(HUB_HEADER) or headers.get("retries"):
+        if not valid_task(task_id, name) or headers.get(HUB_HEADER) or headers.get("retries"):
             return
         if name not in self.app.tasks:
             return
         queued = Task(
-            id=task_id, name=name, owner=_owner(headers.get(OWNER_HEADER)), created_at=_created(headers)
+            id=task_id,
+            name=name,
+            owner=owner_of(headers.get(OWNER_HEADER)),
+            created_at=created_at_of(headers),
         )
         try:
             self.writer.publish(queued, "task.queued", lease="none")
@@ -138,7 +146,7 @@ class CeleryHook:
         run = _current_run(headers.get("id"))
         if headers.get("retries"):
             if run is not None:
-                run.requeue(_retry_message(self.app, headers.get("task"), headers["retries"]))
+                run.requeue(retry_message(self.app, headers.get("task"), headers["retries"]))
         else:
             if run is not None:  # the task replaces itself (``self.replace``): the new message goes on
                 run.hand_off()
@@ -181,7 +189,7 @@ class CeleryHook:
     # -- the process that runs the task ------------------------------------------------
 
     def _on_task_prerun(self, task_id: Any = None, task: Any = None, kwargs: Any = None, **_: Any) -> None:
-        if task is None or not self._ours(task) or not _valid(task_id, task.name):
+        if task is None or not self._ours(task) or not valid_task(task_id, task.name):
             return
         self.keeper.ensure_started()
         _hook_update_state(task, self)
@@ -191,7 +199,7 @@ class CeleryHook:
         # a redelivery goes on from the stored one (its message, its output so far).
         stored = None if first else self._stored_or_queued(task_id, task)
         run = WorkerRun(
-            stored or _sent(task_id, task.name, request),
+            stored or sent_snapshot(task_id, task.name, request),
             dict(kwargs or {}),
             self.writer,
             progress_interval=self.progress_interval,
@@ -227,7 +235,7 @@ class CeleryHook:
         try:
             stored = self.writer.get(task_id)
             if stored is None:
-                owner = _owner(getattr(task.request, OWNER_HEADER, None))
+                owner = owner_of(getattr(task.request, OWNER_HEADER, None))
                 queued = Task(id=task_id, name=task.name, owner=owner)
                 stored = self.writer.publish(queued, "task.queued", lease="none") or self.writer.get(task_id)
         except UNREACHABLE:
@@ -271,7 +279,7 @@ class CeleryHook:
         run = getattr(request, "_sse_tasks_run", None)
         if run is not None and not run.ended:  # the retry was not sent through this process
             retries = int(getattr(request, "retries", 0) or 0) + 1
-            run.requeue(_retry_message(self.app, getattr(request, "task", None), retries))
+            run.requeue(retry_message(self.app, getattr(request, "task", None), retries))
 
     def _on_task_postrun(self, task: Any = None, state: Any = None, retval: Any = None, **_: Any) -> None:
         run = _attempt(task)
@@ -319,9 +327,9 @@ class CeleryHook:
             queued = None
             if stored is None:
                 name = getattr(task, "name", None) or getattr(request, "task", None)
-                if not isinstance(name, str) or not _valid(task_id, name):
+                if not isinstance(name, str) or not valid_task(task_id, name):
                     return
-                stored = queued = _sent(task_id, name, request)
+                stored = queued = sent_snapshot(task_id, name, request)
             final = stored.evolve(state=state, finished_at=utcnow(), **changes)
             self.writer.publish(
                 final, event_type_for(state), lease="xx", create=queued, retry_for=self.broker.outage_grace
@@ -425,38 +433,3 @@ def _guarded(handler: Callable[..., None], name: str) -> Callable[..., None]:
             logger.exception("sse_tasks: the %s handler failed", name)
 
     return guarded
-
-
-def _valid(task_id: Any, name: Any) -> bool:
-    return (
-        isinstance(task_id, str)
-        and 0 < len(task_id) <= MAX_TASK_ID_LENGTH
-        and isinstance(name, str)
-        and not name.startswith("celery.")
-    )
-
-
-def _created(headers: Any) -> str:
-    created = headers.get(CREATED_HEADER) if isinstance(headers, dict) else None
-    return created if isinstance(created, str) and len(created) <= 40 else utcnow()
-
-
-def _sent(task_id: str, name: str, request: Any) -> Task:
-    """The ``queued`` snapshot of a task as its sender stored it, from its message."""
-    headers = {CREATED_HEADER: getattr(request, CREATED_HEADER, None)}
-    return Task(
-        id=task_id,
-        name=name,
-        owner=_owner(getattr(request, OWNER_HEADER, None)),
-        created_at=_created(headers),
-    )
-
-
-def _owner(value: Any) -> str | None:
-    return clean_text(str(value)) if value else None
-
-
-def _retry_message(app: Celery, name: Any, retry: int) -> str:
-    task = app.tasks.get(name) if isinstance(name, str) else None
-    most = getattr(task, "max_retries", None)
-    return f"retry {retry} of {most}" if most is not None else f"retry {retry}"

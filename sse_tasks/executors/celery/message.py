@@ -1,0 +1,54 @@
+"""What a Celery task's message tells the hook: its headers, and the snapshot built from them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from ..._core.models import MAX_TASK_ID_LENGTH, Task, utcnow
+from ..._core.text import clean_text
+
+#: Message headers the hub sets on the tasks it sends.
+HUB_HEADER = "sse_tasks_hub"  # the hub stores `queued` itself
+OWNER_HEADER = "sse_tasks_owner"  # who submitted it, for the authorization hook
+CREATED_HEADER = "sse_tasks_created"  # when it was sent: the worker builds its snapshot from it
+
+
+def valid_task(task_id: Any, name: Any) -> bool:
+    """A task the hook reports: an id the hub takes and a name not Celery's own."""
+    return (
+        isinstance(task_id, str)
+        and 0 < len(task_id) <= MAX_TASK_ID_LENGTH
+        and isinstance(name, str)
+        and not name.startswith("celery.")
+    )
+
+
+def created_at_of(headers: Any) -> str:
+    """When the message was sent (its header), else now."""
+    created = headers.get(CREATED_HEADER) if isinstance(headers, dict) else None
+    return created if isinstance(created, str) and len(created) <= 40 else utcnow()
+
+
+def sent_snapshot(task_id: str, name: str, request: Any) -> Task:
+    """The ``queued`` snapshot of a task as its sender stored it, from its message."""
+    headers = {CREATED_HEADER: getattr(request, CREATED_HEADER, None)}
+    return Task(
+        id=task_id,
+        name=name,
+        owner=owner_of(getattr(request, OWNER_HEADER, None)),
+        created_at=created_at_of(headers),
+    )
+
+
+def owner_of(value: Any) -> str | None:
+    """Who submitted the task (the owner header), as clean text."""
+    return clean_text(str(value)) if value else None
+
+
+def retry_message(app: Celery, name: Any, retry: int) -> str:
+    """``retry 2 of 3``: the ``queued`` message of a task that retries."""
+    task = app.tasks.get(name) if isinstance(name, str) else None
+    most = getattr(task, "max_retries", None)
+    return f"retry {retry} of {most}" if most is not None else f"retry {retry}"
