@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import termios
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,7 @@ import httpx
 import pytest
 from _support import LiveServer, free_port
 
-from sse_tasks import TaskHub
+from sse_tasks import TaskContext, TaskHub
 from sse_tasks.cli.watch import LineView, make_view, parse_params
 from sse_tasks.demo import generated_text, register_demo_tasks, word
 
@@ -27,10 +28,25 @@ CLI = [sys.executable, "-m", "sse_tasks"]
 
 
 @pytest.fixture
-def server(live_server: Callable[..., LiveServer]) -> LiveServer:
+def gate() -> threading.Event:
+    """Holds the ``stepped`` task at its start until the test has seen ``watch`` attach."""
+    return threading.Event()
+
+
+@pytest.fixture
+def server(live_server: Callable[..., LiveServer], gate: threading.Event) -> LiveServer:
     """The demo tasks on a memory hub: these tests are about the command, not the broker."""
     hub = TaskHub("memory://", shutdown_grace=0.5)
     register_demo_tasks(hub)
+
+    @hub.task
+    def stepped(ctx: TaskContext, n: int = 10) -> dict[str, int]:
+        if not gate.wait(30):
+            raise TimeoutError("the test never opened the gate")
+        for i in range(1, n + 1):
+            ctx.progress(i / n, f"step {i} of {n}")
+        return {"count": n}
+
     return live_server(hub)
 
 
@@ -44,17 +60,23 @@ def submit(server: LiveServer, name: str, **params: Any) -> str:
     return f"{server.url}/tasks/{response.json()['id']}"
 
 
-def test_watch_in_a_pipe_prints_one_line_per_change_and_exits_0(server: LiveServer) -> None:
-    url = submit(server, "count", n=10, interval=0.15)
-    done = run("watch", url)
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+def test_watch_in_a_pipe_prints_one_line_per_change_and_exits_0(
+    server: LiveServer, gate: threading.Event
+) -> None:
+    url = submit(server, "stepped", n=10)
+    with subprocess.Popen([*CLI, "watch", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # watch is attached: now let the task make progress
+        gate.set()
+        rest, errors = proc.communicate(timeout=30)
+    assert proc.returncode == 0, errors
+    lines = [first.rstrip("\n"), *rest.splitlines()]
     task_id = url.rsplit("/", 1)[1]
     assert all(task_id in line for line in lines)
-    assert any(" running " in line and "% step " in line for line in lines)
-    assert lines[-1].startswith(f"count {task_id} succeeded in ")
+    assert any(" running " in line and "% step " in line for line in lines), lines
+    assert lines[-1].startswith(f"stepped {task_id} succeeded in ")
     assert lines[-1].endswith(': {"count": 10}')
-    assert "\x1b[" not in done.stdout  # no terminal codes in a pipe
+    assert "\x1b[" not in first + rest  # no terminal codes in a pipe
 
 
 def words(start: int, stop: int) -> str:

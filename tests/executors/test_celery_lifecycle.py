@@ -5,9 +5,10 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
+import anyio
 import httpx
 import pytest
-from _support import collect, task_events
+from _support import collect, sse_events, task_events
 
 pytestmark = pytest.mark.anyio
 
@@ -32,10 +33,20 @@ async def test_delay_from_any_code_streams_queued_running_progress_succeeded(
     celery_worker(pool)
     hub = celery_hub()
     server = live_server(hub)
-    result = tasks_app.steps.delay(n=3, interval=0.15)  # plain Celery, no hub involved
-    events = await follow(server.url, result.id)
+    events: list[Any] = []
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+        # The global stream, open before the send, sees every change from the first.
+        async with http.stream("GET", "/events") as response:
+            assert response.status_code == 200
+            result = tasks_app.steps.delay(n=3, interval=0.15)  # plain Celery, no hub involved
+            with anyio.fail_after(60):
+                async for event in sse_events(response):
+                    if event.event and event.event.startswith("task.") and event.json()["id"] == result.id:
+                        events.append(event)
+                        if _ends(event):
+                            break
     types = [e.event for e in events]
-    assert types[0] in ("task.queued", "task.running")
+    assert types[0] == "task.queued"
     assert types[-1] == "task.succeeded"
     assert "task.running" in types
     final = events[-1].json()

@@ -219,6 +219,7 @@ async def test_fast_output_reaches_many_followers_exactly_once_in_order(
         opened = anyio.Event()
         task_id = ""
         seqs: list[list[int]] = [[] for _ in range(followers)]
+        resets = [0] * followers
 
         async def follow(index: int) -> None:
             nonlocal ready
@@ -227,7 +228,10 @@ async def test_fast_output_reaches_many_followers_exactly_once_in_order(
                 if ready == followers:
                     opened.set()
                 async for event in sse_events(response):
-                    if event.event == "task.output":
+                    if event.event == "reset":  # fell behind: the replay that follows is whole
+                        seqs[index].clear()
+                        resets[index] += 1
+                    elif event.event == "task.output":
                         seqs[index].append(event.json()["seq"])
 
         # The followers attach while it generates: each gets the stored part replayed and
@@ -240,7 +244,12 @@ async def test_fast_output_reaches_many_followers_exactly_once_in_order(
                 await opened.wait()
         text = (await http.get(f"/tasks/{task_id}/output")).text
     expected = list(range(words + words // 10))
-    assert all(got == expected for got in seqs)
+    for index, got in enumerate(seqs):
+        wrong = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
+        assert got == expected, (
+            f"follower {index} ({resets[index]} resets): {len(got)} chunks, first wrong at {wrong}: "
+            f"{got[max(0, wrong - 3) : wrong + 3]} != {expected[max(0, wrong - 3) : wrong + 3]}"
+        )
     assert text == generated_text(words)
 
 
