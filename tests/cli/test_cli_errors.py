@@ -313,6 +313,23 @@ def test_workers_import_an_app_from_the_current_directory(
     assert httpx.get(url + "/tasks", timeout=10).status_code == 200
 
 
+def test_workers_serve_under_the_root_path_and_a_trusted_prefix(
+    app_dir: Path, serve_in: list[subprocess.Popen[bytes]], redis_url: str, redis_db: int
+) -> None:
+    """uvicorn hands --root-path to its workers; each worker reads the trusted proxies itself."""
+    url = start(serve_in, app_dir, "--workers", "2", "--broker", redis_url, "--root-path", "/jobs")
+    for headers, root in (({}, "/jobs"), ({"X-Forwarded-Prefix": "/other"}, "/other")):
+        created = httpx.post(url + "/tasks", json={"name": "sleep"}, headers=headers, timeout=10)
+        assert created.headers["location"] == f"{root}/tasks/{created.json()['id']}"
+    url = start(
+        serve_in, app_dir, "--workers", "2", "--broker", redis_url, "--forwarded-allow-ips", "192.0.2.1"
+    )
+    created = httpx.post(
+        url + "/tasks", json={"name": "sleep"}, headers={"X-Forwarded-Prefix": "/x"}, timeout=10
+    )
+    assert created.headers["location"] == f"/tasks/{created.json()['id']}"  # 127.0.0.1 is not trusted now
+
+
 def test_an_app_sees_no_broker_it_was_not_given(
     app_dir: Path, serve_in: list[subprocess.Popen[bytes]]
 ) -> None:
