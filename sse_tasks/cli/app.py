@@ -146,7 +146,7 @@ def _is_factory(target: Any) -> bool:
     except TypeError:
         return False
     except ValueError:  # no signature to read (some builtins): try calling it
-        return True
+        pass
     return True
 
 
