@@ -326,7 +326,9 @@ class TaskHub:
     def app(self) -> Starlette:
         """An ASGI app serving :attr:`routes`, to ``Mount`` under any prefix.
 
-        Mounted, it does not run the hub: enter the hub in the outer app's lifespan.
+        Links in its answers and events start with the request's ASGI ``root_path``
+        (the mount's path, after the server's ``--root-path``). Mounted, it does not
+        run the hub: enter the hub in the outer app's lifespan.
         """
         return self._web.app(self.lifespan)
 

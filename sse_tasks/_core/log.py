@@ -29,6 +29,8 @@ from .models import TaskEvent
 
 #: Longest a wake-up is held back while a publisher keeps appending, in seconds.
 COALESCE_WINDOW = 0.002
+#: Root paths whose last joined chunk is kept at once (see :meth:`EventLog.joined`).
+_JOINED_ROOTS = 8
 
 
 class EventLog:
@@ -55,7 +57,7 @@ class EventLog:
         self._quiet = 0.0
         self._wake_started = self._last_append = 0.0
         self._timer: asyncio.TimerHandle | None = None
-        self._joined: tuple[int, int, str, bytes] | None = None  # see joined()
+        self._joined: dict[str, tuple[int, int, bytes]] = {}  # see joined()
         self.closed = False
 
     @property
@@ -210,13 +212,17 @@ class EventLog:
         """The frames of ``events`` (``read(position, …)`` as it returned them) in one chunk.
 
         Streams woken together at the same position send the same bytes: the last
-        chunk is kept, so a fan-out joins it once instead of once per stream.
+        chunk is kept per root path (streams of one hub may be served under a mount and
+        behind a proxy's prefix at once), so a fan-out joins it once per root path
+        instead of once per stream.
         """
-        cached = self._joined
-        if cached is not None and cached[:3] == (position, len(events), root_path):
-            return cached[3]
+        cached = self._joined.get(root_path)
+        if cached is not None and cached[:2] == (position, len(events)):
+            return cached[2]
         chunk = b"".join([event.frame(root_path) for event in events])
-        self._joined = (position, len(events), root_path, chunk)
+        if root_path not in self._joined and len(self._joined) >= _JOINED_ROOTS:
+            self._joined.clear()
+        self._joined[root_path] = (position, len(events), chunk)
         return chunk
 
     def reopen(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import inspect
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -46,14 +47,16 @@ def _cwd_on_path() -> None:
 def load_hub(spec: str) -> TaskHub:
     """Import ``module:attribute`` and return the TaskHub it names (or a factory's result).
 
-    The module is looked for in the current directory first, as uvicorn does.
+    The module is looked for in the current directory first, as uvicorn does. Raises
+    :class:`ConfigError` for anything else (an ASGI app, a factory that raises or
+    returns something else), naming the module's TaskHubs when it has some.
     """
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise click.BadParameter(f"expected module:attribute, got {spec!r}", param_hint="'--app'")
     _cwd_on_path()
     try:
-        target: Any = importlib.import_module(module_name)
+        module: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise ConfigError(
@@ -67,22 +70,84 @@ def load_hub(spec: str) -> TaskHub:
         raise ConfigError(
             f"--app {spec!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
         ) from exc
+    target = module
     for part in attribute.split("."):
         try:
             target = getattr(target, part)
         except AttributeError:
             raise ConfigError(
                 f"--app {spec!r}: {module_name!r} has no attribute {attribute!r}: "
-                f"name the TaskHub, e.g. {module_name}:hub"
+                f"{_hub_hint(module, module_name)}"
             ) from None
-    if not isinstance(target, TaskHub) and callable(target):
-        target = target()
-    if not isinstance(target, TaskHub):
+    if isinstance(target, TaskHub):
+        return target
+    if _is_asgi_app(target):
         raise ConfigError(
-            f"--app {spec!r} is a {type(target).__name__}, not a TaskHub "
-            f"(name a TaskHub, or a function that returns one)"
+            f"--app {spec!r} is {_describe_app(target)}, not a TaskHub: {_hub_hint(module, module_name)}"
         )
-    return target
+    if not _is_factory(target):
+        raise ConfigError(
+            f"--app {spec!r} is {_a(type(target).__name__)}, not a TaskHub: {_hub_hint(module, module_name)}"
+        )
+    call = f"{attribute}()"
+    try:
+        made = target()
+    except Exception as exc:
+        raise ConfigError(f"--app {spec!r}: calling {call} failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(made, TaskHub):
+        raise ConfigError(
+            f"--app {spec!r}: {call} returned {_a(type(made).__name__)}, not a TaskHub: "
+            f"{_hub_hint(module, module_name)}"
+        )
+    return made
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
+
+
+def _hub_hint(module: Any, module_name: str) -> str:
+    """What to name instead: the module's TaskHubs, else what ``--app`` takes."""
+    hubs = [name for name, value in vars(module).items() if isinstance(value, TaskHub)]
+    if hubs:
+        return "did you mean " + " or ".join(f"{module_name}:{name}" for name in hubs) + "?"
+    return (
+        f"{module_name!r} has no TaskHub at module level: name a TaskHub (module:hub) "
+        f"or a function that returns one"
+    )
+
+
+def _is_asgi_app(target: Any) -> bool:
+    """An ASGI application: a function or an object called as ``app(scope, receive, send)``."""
+    if isinstance(target, type) or not callable(target):
+        return False
+    call = target if inspect.isroutine(target) else target.__call__  # bound: no ``self``
+    try:
+        parameters = inspect.signature(call).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = [p for p in parameters if p.kind in positional and p.default is p.empty]
+    return len(required) == 3
+
+
+def _describe_app(target: Any) -> str:
+    if inspect.isroutine(target):
+        return "an ASGI application (a function)"
+    return f"{_a(type(target).__name__)} application"
+
+
+def _is_factory(target: Any) -> bool:
+    """Something to call with no arguments for a TaskHub: a function (or a class)."""
+    if not callable(target):
+        return False
+    try:
+        inspect.signature(target).bind()
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read (some builtins): try calling it
+        pass
+    return True
 
 
 def _broker(url: str | None) -> Broker:
@@ -172,6 +237,23 @@ def _app_from_env() -> Any:
         max_streams_per_client=number("MAX_STREAMS_PER_CLIENT", int),
         max_stream_lifetime=number("MAX_STREAM_LIFETIME"),
     )
+
+
+def behind_proxy(app: Any, forwarded_allow_ips: str) -> Any:
+    """``app`` as ``serve`` runs it: uvicorn's ``X-Forwarded-For``/``-Proto`` handling for
+    the proxies ``forwarded_allow_ips`` names, and their ``X-Forwarded-Prefix`` as the
+    request's root path (read first, while the peer is still the proxy)."""
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    from ..web.proxy import ForwardedPrefix, TrustedProxies
+
+    proxied: Any = ProxyHeadersMiddleware(app, trusted_hosts=forwarded_allow_ips)  # uvicorn's ASGI types
+    return ForwardedPrefix(proxied, TrustedProxies(forwarded_allow_ips))
+
+
+def _served_app_from_env() -> Any:
+    """Factory for ``uvicorn --factory`` (used with ``--workers``): the app ``serve`` runs."""
+    return behind_proxy(_app_from_env(), os.environ.get(ENV + "FORWARDED_ALLOW_IPS") or "127.0.0.1")
 
 
 def log_config(log_level: str) -> dict[str, Any]:

@@ -9,7 +9,25 @@ import click
 
 from ..web.auth import TaskTokens
 from ..web.cors import check_cors
-from .app import ENV, _app_from_env, _cwd_on_path, log_config
+from ..web.proxy import TrustedProxies, check_prefix
+from .app import ENV, _app_from_env, _cwd_on_path, behind_proxy, log_config
+
+
+def _root_path(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return check_prefix(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _trusted(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    # uvicorn's own variable still counts, as it did before serve had this option.
+    value = value or os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1"
+    try:
+        TrustedProxies(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
 
 
 # As a subcommand it would read SSE_TASKS_SERVE_<OPTION>: serve's options are
@@ -76,6 +94,21 @@ from .app import ENV, _app_from_env, _cwd_on_path, log_config
     type=click.IntRange(min=1024),
     help="Answer 431 and close a connection whose request line and headers exceed BYTES.",
 )
+@click.option(
+    "--root-path",
+    default="",
+    callback=_root_path,
+    metavar="PREFIX",
+    help="The path prefix a proxy serves the hub under and strips (e.g. /jobs): links, the page, "
+    "/sse-tasks.js and /openapi.json include it.",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    callback=_trusted,
+    metavar="IPS",
+    help="Comma-separated proxy addresses or networks (or *) whose X-Forwarded-For, -Proto and "
+    "-Prefix are believed (default: $FORWARDED_ALLOW_IPS or 127.0.0.1).",
+)
 def serve(
     app: str | None,
     demo: bool | None,
@@ -96,6 +129,8 @@ def serve(
     limit_concurrency: int | None,
     header_timeout: float,
     max_header_size: int,
+    root_path: str,
+    forwarded_allow_ips: str,
 ) -> None:
     """Serve the task API (/tasks, /events) and, in demo mode, a live page at /.
 
@@ -140,14 +175,17 @@ def serve(
     # Build the app here, so a setting that cannot work (a missing extra, an --app that
     # does not import) is one line before anything starts, not a traceback per worker.
     # One process serves this app; --workers each build their own from the environment.
-    served: Any = _app_from_env()
+    served: Any = behind_proxy(_app_from_env(), forwarded_allow_ips)
     if workers > 1:
-        served = "sse_tasks.cli.app:_app_from_env"
+        os.environ[ENV + "FORWARDED_ALLOW_IPS"] = forwarded_allow_ips
+        served = "sse_tasks.cli.app:_served_app_from_env"
     uvicorn.run(
         served,
         factory=workers > 1,
         host=host,
         port=port,
+        root_path=root_path,
+        proxy_headers=False,  # behind_proxy applies them, after reading X-Forwarded-Prefix
         workers=workers,
         log_level=log_level,
         log_config=log_config(log_level),

@@ -45,6 +45,35 @@ from sse_tasks import TaskHub
 
 hub = TaskHub()
 NOT_A_HUB = 42
+
+
+def make_hub():
+    made = TaskHub()
+
+    @made.task
+    def made_by_the_factory() -> str:
+        return "made"
+
+    return made
+
+
+def make_other():
+    return {"not": "a hub"}
+
+
+def make_broken():
+    raise RuntimeError("no configuration here")
+"""
+
+# An ASGI app and no TaskHub at all (the hub lives elsewhere, or nowhere).
+NO_HUB_APP = """
+from starlette.applications import Starlette
+
+app = Starlette()
+
+
+async def asgi(scope, receive, send):
+    pass
 """
 
 # An app that reads its settings from the environment, as the Celery example does: it
@@ -95,6 +124,7 @@ def error_line(done: subprocess.CompletedProcess[str]) -> str:
 def app_dir(tmp_path: Path) -> Path:
     (tmp_path / "tinyapp.py").write_text(APP)
     (tmp_path / "envapp.py").write_text(ENV_APP)
+    (tmp_path / "nohubapp.py").write_text(NO_HUB_APP)
     return tmp_path
 
 
@@ -142,6 +172,49 @@ def test_an_app_that_does_not_load(app_dir: Path, spec: str, says: str) -> None:
     assert spec in line
 
 
+@pytest.mark.parametrize(
+    ("spec", "line"),
+    [
+        (
+            "tinyapp:make_other",
+            "Error: --app 'tinyapp:make_other': make_other() returned a dict, not a TaskHub: "
+            "did you mean tinyapp:hub?",
+        ),
+        (
+            "tinyapp:make_broken",
+            "Error: --app 'tinyapp:make_broken': calling make_broken() failed: "
+            "RuntimeError: no configuration here",
+        ),
+        (
+            "tinyapp:NOT_A_HUB",
+            "Error: --app 'tinyapp:NOT_A_HUB' is an int, not a TaskHub: did you mean tinyapp:hub?",
+        ),
+        (
+            "nohubapp:app",
+            "Error: --app 'nohubapp:app' is a Starlette application, not a TaskHub: 'nohubapp' has "
+            "no TaskHub at module level: name a TaskHub (module:hub) or a function that returns one",
+        ),
+        (
+            "nohubapp:asgi",
+            "Error: --app 'nohubapp:asgi' is an ASGI application (a function), not a TaskHub: "
+            "'nohubapp' has no TaskHub at module level: name a TaskHub (module:hub) or a function "
+            "that returns one",
+        ),
+    ],
+)
+def test_an_app_that_is_not_a_hub_names_what_to_serve(app_dir: Path, spec: str, line: str) -> None:
+    assert error_line(cli("serve", "--port", "0", "--app", spec, env={"PYTHONPATH": str(app_dir)})) == line
+
+
+def test_the_asgi_app_of_an_example_names_its_hub() -> None:
+    """The examples define an app and a hub: naming the app is the easy mistake."""
+    line = error_line(cli("serve", "--port", "0", "--app", "examples.background_tasks:app", cwd=ROOT))
+    assert line == (
+        "Error: --app 'examples.background_tasks:app' is a FastAPI application, not a TaskHub: "
+        "did you mean examples.background_tasks:hub?"
+    )
+
+
 def test_an_app_that_raises_while_imported(app_dir: Path) -> None:
     env = {"PYTHONPATH": str(app_dir), "SSE_TASKS_BROKER": "memory://"}
     line = error_line(cli("serve", "--port", "0", "--app", "envapp:hub", env=env))
@@ -155,6 +228,12 @@ def test_an_app_that_raises_while_imported(app_dir: Path) -> None:
         (["--log-level", "loud"], "'--log-level'"),
         (["--max-header-size", "10"], "'--max-header-size'"),
         (["--timeout-keep-alive", "-1"], "'--timeout-keep-alive'"),
+        (["--root-path", "jobs"], "'--root-path'"),
+        (["--root-path", "/jobs/../admin"], "'--root-path'"),
+        (["--root-path", "//evil.example"], "'--root-path'"),
+        (["--root-path", "/jobs\r\nSet-Cookie: x=1"], "'--root-path'"),
+        (["--root-path", "/" + "a" * 300], "'--root-path'"),
+        (["--forwarded-allow-ips", "proxy.example"], "'--forwarded-allow-ips'"),
     ],
 )
 def test_a_bad_option_value(args: list[str], says: str) -> None:
@@ -214,6 +293,12 @@ def test_an_app_in_the_current_directory(app_dir: Path, serve_in: list[subproces
     assert httpx.get(url + "/tasks", timeout=10).json()["tasks"] == []
 
 
+def test_a_factory_that_returns_a_hub(app_dir: Path, serve_in: list[subprocess.Popen[bytes]]) -> None:
+    url = start(serve_in, app_dir, "--app", "tinyapp:make_hub")
+    created = httpx.post(url + "/tasks", json={"name": "made_by_the_factory"}, timeout=10)
+    assert created.status_code == 202  # the factory's hub, with the task it registered
+
+
 def test_the_examples_from_the_repository_root(serve_in: list[subprocess.Popen[bytes]]) -> None:
     root = ROOT
     url = start(serve_in, root, "--app", "examples.starlette_mount:hub")
@@ -226,6 +311,23 @@ def test_workers_import_an_app_from_the_current_directory(
     # Only the workers serve: an answer means a worker imported tinyapp by itself.
     url = start(serve_in, app_dir, "--app", "tinyapp:hub", "--workers", "2", "--broker", redis_url)
     assert httpx.get(url + "/tasks", timeout=10).status_code == 200
+
+
+def test_workers_serve_under_the_root_path_and_a_trusted_prefix(
+    app_dir: Path, serve_in: list[subprocess.Popen[bytes]], redis_url: str, redis_db: int
+) -> None:
+    """uvicorn hands --root-path to its workers; each worker reads the trusted proxies itself."""
+    url = start(serve_in, app_dir, "--workers", "2", "--broker", redis_url, "--root-path", "/jobs")
+    for headers, root in (({}, "/jobs"), ({"X-Forwarded-Prefix": "/other"}, "/other")):
+        created = httpx.post(url + "/tasks", json={"name": "sleep"}, headers=headers, timeout=10)
+        assert created.headers["location"] == f"{root}/tasks/{created.json()['id']}"
+    url = start(
+        serve_in, app_dir, "--workers", "2", "--broker", redis_url, "--forwarded-allow-ips", "192.0.2.1"
+    )
+    created = httpx.post(
+        url + "/tasks", json={"name": "sleep"}, headers={"X-Forwarded-Prefix": "/x"}, timeout=10
+    )
+    assert created.headers["location"] == f"/tasks/{created.json()['id']}"  # 127.0.0.1 is not trusted now
 
 
 def test_an_app_sees_no_broker_it_was_not_given(

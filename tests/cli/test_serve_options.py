@@ -52,7 +52,14 @@ def test_unsafe_options_are_refused_before_serving(args: list[str]) -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("MAX_HEADER_SIZE", "10"), ("HEADER_TIMEOUT", "0"), ("PORT", "http"), ("WORKERS", "0")],
+    [
+        ("MAX_HEADER_SIZE", "10"),
+        ("HEADER_TIMEOUT", "0"),
+        ("PORT", "http"),
+        ("WORKERS", "0"),
+        ("ROOT_PATH", "jobs"),
+        ("FORWARDED_ALLOW_IPS", "10.0.0.0/33"),
+    ],
 )
 def test_options_are_read_from_the_environment_and_checked(name: str, value: str) -> None:
     """SSE_TASKS_<OPTION>, not click's default SSE_TASKS_SERVE_<OPTION>."""
@@ -115,3 +122,38 @@ async def test_an_app_without_the_demo_tasks_gets_no_page_unless_asked(
         async with httpx.AsyncClient(transport=transport, base_url="http://serve") as client:
             assert (await client.get("/")).status_code == 200
             assert (await client.post("/tasks", json={"name": "generate"})).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("peer", "trusted", "proxied"),
+    [
+        ("127.0.0.1", "127.0.0.1", True),
+        ("10.1.2.3", "10.0.0.0/8", True),
+        ("198.51.100.1", "127.0.0.1", False),  # untrusted: neither header counts
+    ],
+)
+async def test_serve_reads_the_prefix_from_the_proxy_before_the_client_address(
+    peer: str, trusted: str, proxied: bool
+) -> None:
+    """uvicorn's proxy headers replace the peer with the X-Forwarded-For client: the
+    prefix must be judged by the peer, the proxy, first."""
+    from sse_tasks.cli.app import behind_proxy
+
+    seen: list[dict[str, object]] = []
+
+    async def record(scope: dict[str, object], receive: object, send: object) -> None:
+        seen.append(scope)
+        from starlette.responses import Response
+
+        await Response(status_code=204)(scope, receive, send)  # type: ignore[arg-type]
+
+    app = behind_proxy(record, trusted)
+    transport = httpx.ASGITransport(app=app, client=(peer, 40000), root_path="/base")
+    headers = {"X-Forwarded-For": "203.0.113.5", "X-Forwarded-Prefix": "/jobs"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://serve") as http:
+        assert (await http.get("/tasks", headers=headers)).status_code == 204
+    got = (seen[0]["client"], seen[0]["root_path"], seen[0]["path"])
+    if proxied:
+        assert got == (("203.0.113.5", 0), "/jobs", "/jobs/tasks")
+    else:
+        assert got == ((peer, 40000), "/base", "/tasks")

@@ -196,3 +196,19 @@ def test_streams_at_one_position_share_one_joined_chunk() -> None:
     assert log.joined(1, log.read(1), "") == b"".join(e.frame("") for e in log.read(1))
     assert log.joined(0, log.read(0, 2), "") == b"".join(e.frame("") for e in log.read(0, 2))
     assert log.joined(0, log.read(0), "/jobs") == b"".join(e.frame("/jobs") for e in log.read(0))
+
+
+def test_streams_under_two_root_paths_woken_in_turn_each_share_their_chunk() -> None:
+    """A hub followed at its mount and through a proxy's prefix at once: streams woken at
+    one position alternate between the two root paths, and each still joins once."""
+    log = EventLog()
+    for n in range(1, 4):
+        log.append(event(n))
+    plain = log.joined(0, log.read(0), "")
+    prefixed = log.joined(0, log.read(0), "/jobs")
+    assert b'"/jobs/tasks/' in prefixed and b'"/jobs/tasks/' not in plain
+    assert log.joined(0, log.read(0), "") is plain
+    assert log.joined(0, log.read(0), "/jobs") is prefixed
+    for n in range(20):  # many root paths keep the cache bounded, and every answer right
+        root = f"/p{n}"
+        assert log.joined(0, log.read(0), root) == b"".join(e.frame(root) for e in log.read(0))
