@@ -64,7 +64,8 @@ def test_watch_in_a_pipe_prints_one_line_per_change_and_exits_0(
     server: LiveServer, gate: threading.Event
 ) -> None:
     url = submit(server, "stepped", n=10)
-    with subprocess.Popen([*CLI, "watch", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    with subprocess.Popen([*CLI, "watch", url], **pipes) as proc:  # type: ignore[call-overload]
         assert proc.stdout is not None
         first = proc.stdout.readline()  # watch is attached: now let the task make progress
         gate.set()
