@@ -245,7 +245,8 @@ async def test_fast_output_reaches_many_followers_exactly_once_in_order(
         text = (await http.get(f"/tasks/{task_id}/output")).text
     expected = list(range(words + words // 10))
     for index, got in enumerate(seqs):
-        wrong = next((i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b), min(len(got), len(expected)))
+        pairs = enumerate(zip(got, expected, strict=False))
+        wrong = next((i for i, (a, b) in pairs if a != b), min(len(got), len(expected)))
         assert got == expected, (
             f"follower {index} ({resets[index]} resets): {len(got)} chunks, first wrong at {wrong}: "
             f"{got[max(0, wrong - 3) : wrong + 3]} != {expected[max(0, wrong - 3) : wrong + 3]}"
