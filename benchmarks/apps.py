@@ -224,13 +224,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     import uvicorn
 
-    make: Callable[[], Starlette] = (
-        sse_starlette_app
-        if args.app == "sse-starlette"
-        else lambda: sse_tasks_app(args.broker, args.output_bound)
+    app = (
+        sse_starlette_app() if args.app == "sse-starlette" else sse_tasks_app(args.broker, args.output_bound)
     )
     uvicorn.run(
-        make(),
+        app,
         host="127.0.0.1",
         port=args.port,
         loop="uvloop",

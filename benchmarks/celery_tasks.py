@@ -126,12 +126,9 @@ class Stack:
             db.flushdb()
 
     def _env(self, **extra: str) -> dict[str, str]:
-        env = {
-            k: v
-            for k, v in harness.python_env().items()
-            if not k.startswith(("BENCH_", "CELERY_", "SSE_TASKS_"))
-        }
-        return {**env, **extra}
+        """This environment without the benchmark's, Celery's and sse_tasks' settings; ``extra``."""
+        ours = ("BENCH_", "CELERY_", "SSE_TASKS_")
+        return {**{k: v for k, v in harness.python_env().items() if not k.startswith(ours)}, **extra}
 
     def worker(
         self, pool: str, hooks: bool, stamps: bool = False, concurrency: int = 2
@@ -143,35 +140,16 @@ class Stack:
             env[HUB_ENV] = self.hub_url
         if stamps:
             env[STAMPS_ENV] = self.stamps_url
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "benchmarks.celery_tasks",
-            "worker",
-            f"--pool={pool}",
-            f"--concurrency={concurrency}",
-            "--loglevel=WARNING",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            f"--hostname=bench-{pool}-{os.getpid()}-{time.monotonic_ns()}@%h",
-        ]
+        quiet = "--loglevel=WARNING --without-gossip --without-mingle --without-heartbeat".split()
+        name = f"--hostname=bench-{pool}-{os.getpid()}-{time.monotonic_ns()}@%h"
+        command = [sys.executable, "-m", "celery", "-A", "benchmarks.celery_tasks", "worker", *quiet, name]
+        command += [f"--pool={pool}", f"--concurrency={concurrency}"]
         return self.procs.spawn(f"worker-{pool}", command, self.cpu, env)
 
     def server(self, port: int) -> subprocess.Popen[bytes]:
         """The hub (``CeleryExecutor``) under uvicorn on ``port``, started and answering."""
-        command = [
-            sys.executable,
-            "-m",
-            "benchmarks.celery_tasks",
-            "serve",
-            str(port),
-            self.hub_url,
-            self.celery_url,
-        ]
-        proc = self.procs.spawn("server", command, self.cpu, self._env())
+        command = [sys.executable, "-m", "benchmarks.celery_tasks", "serve", str(port)]
+        proc = self.procs.spawn("server", [*command, self.hub_url, self.celery_url], self.cpu, self._env())
         self.procs.wait_port(port, "the hub's server")
         return proc
 

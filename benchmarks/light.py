@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from .fanout import client_publishes
-from .systems import Run, Scenario, Server, Target
+from .systems import Run, Scenario, Server, Target, redis_target
 from .systems import main as compare
 
 
@@ -36,23 +36,9 @@ LIGHT = Scenario(
         ("server_cpu_pct", "server CPU % of a core", False),
     ),
     targets=(
-        Target("light-load p99 ≤ aiohttp-sse's", "p99_ms", 1.0, False, bottom="aiohttp-sse"),
-        Target(
-            "redis light-load server CPU ≤ 1.5x memory",
-            "server_cpu_pct",
-            1.5,
-            False,
-            bottom="sse_tasks",
-            top="sse_tasks+redis",
-        ),
-        Target(
-            "redis light-load p99 ≤ 2x memory",
-            "p99_ms",
-            2.0,
-            False,
-            bottom="sse_tasks",
-            top="sse_tasks+redis",
-        ),
+        Target("light-load p99 ≤ aiohttp-sse's", "p99_ms", at_most=1.0, bottom="aiohttp-sse"),
+        redis_target("redis light-load server CPU ≤ 1.5x memory", "server_cpu_pct", at_most=1.5),
+        redis_target("redis light-load p99 ≤ 2x memory", "p99_ms", at_most=2.0),
     ),
 )
 

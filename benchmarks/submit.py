@@ -125,8 +125,7 @@ SUBMIT = Scenario(
         Target(
             "submit ≥ 0.7x a bare Starlette endpoint (same server)",
             "answers_per_s",
-            0.7,
-            True,
+            at_least=0.7,
             bottom="sse_tasks:bare",
         ),
     ),

@@ -282,17 +282,24 @@ RUNS = {"full": Run(), "quick": Run(), "smoke": Run(timeout=20.0, settle=0.05, f
 @dataclass(frozen=True)
 class Target:
     """A goal for a scenario's result: ``metric`` of ``top`` ÷ the same of ``bottom``
-    (``top``'s own value when ``bottom`` is None) at least ``bound`` (``higher``) or at
-    most. A ``metric`` ending in ``*`` takes the largest count measured; ``name`` may
-    name fields of ``top``'s result, and ``{n}``: that count."""
+    (``top``'s own value when ``bottom`` is None), ``at_least`` or ``at_most``. A
+    ``metric`` ending in ``*`` takes the largest count measured; ``name`` may name
+    fields of ``top``'s result, and ``{n}``: that count."""
 
     name: str
     metric: str
-    bound: float
-    higher: bool
+    at_least: float | None = None
+    at_most: float | None = None
     bottom: str | None = None
     top: str = "sse_tasks"
     unit: str = "x"
+
+
+def redis_target(
+    name: str, metric: str, at_least: float | None = None, at_most: float | None = None
+) -> Target:
+    """A goal for ``redis://`` ÷ ``memory://``."""
+    return Target(name, metric, at_least, at_most, bottom="sse_tasks", top="sse_tasks+redis")
 
 
 @dataclass(frozen=True)
@@ -482,7 +489,8 @@ def evaluate(target: Target, result: Results) -> dict[str, Any]:
     found = value(result, target.top, metric)
     if target.bottom is not None:
         found = between(result, metric, target.top, target.bottom)
-    met = None if math.isnan(found) else (found >= target.bound if target.higher else found <= target.bound)
+    low, high = target.at_least, target.at_most
+    met = None if math.isnan(found) else (low is None or found >= low) and (high is None or found <= high)
     incomplete = [s for s in (target.top, target.bottom) if s and result.get(s, {}).get("complete") is False]
     return {
         "target": target.name.format_map(fields),
