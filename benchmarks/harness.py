@@ -83,10 +83,10 @@ def pin_client(pin: bool = True) -> int | None:
     return cpus[0]
 
 
-def python_env(**extra: str) -> dict[str, str]:
+def python_env() -> dict[str, str]:
     """This environment with the repository on ``PYTHONPATH`` (so ``-m benchmarks.…`` works)."""
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, **extra}
+    return {**os.environ, "PYTHONPATH": path}
 
 
 _LIBC = ctypes.CDLL(None)

@@ -109,7 +109,7 @@ SUBMIT = Scenario(
     sizes={
         "full": {"connections": 32, "seconds": 3.0},
         "quick": {"connections": 16, "seconds": 1.5},
-        "smoke": {"connections": 2, "seconds": 0.3},
+        "smoke": {"connections": 2, "seconds": 0.1},
     },
     rows=(
         ("answers_per_s", "answers/s (sse_tasks: /tasks)", True),
