@@ -1,3 +1,5 @@
-from .run import main
+"""sse_tasks against nchan, aiohttp-sse and sse-starlette: every scenario of the comparison."""
 
-raise SystemExit(main())
+from .systems import comparison, main
+
+raise SystemExit(main(comparison(), description=__doc__))

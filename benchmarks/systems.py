@@ -1,45 +1,49 @@
-"""The systems compared, what each needs installed, and their server processes.
+"""The systems compared, their servers, and running a scenario across them.
 
 ==================  ==================================================================
-``sse_tasks``        sse_tasks on ``memory://`` under uvicorn
+``sse_tasks``        sse_tasks on ``memory://`` under uvicorn (``benchmarks/apps.py``)
 ``sse_tasks+redis``  sse_tasks on ``redis://``: a ``redis-server`` of its own on a free
                      loopback port, on the server's CPU; its CPU and RSS count as the
                      server's
 ``nchan``            nginx with the nchan module (Debian ``nginx-light`` and
                      ``libnginx-mod-nchan``), one worker process
-``aiohttp-sse``      aiohttp + aiohttp-sse (``benchmarks/aiohttp_app.py``)
+``aiohttp-sse``      aiohttp + aiohttp-sse
 ``sse-starlette``    Starlette + sse-starlette under uvicorn, the plain baseline
 ==================  ==================================================================
 
 :func:`prepare` installs what is missing (pip for aiohttp, aiohttp-sse and hiredis;
 apt-get, as root, for nginx, nchan and redis-server) unless told not to, and says in
-one line why a system is skipped when it still cannot run.
+one line why a system is skipped when it still cannot run. :func:`main` runs
+scenarios (:class:`Scenario`) over the systems, alternating them within each
+repetition, and prints each scenario's table with the ratios between systems, then
+the targets (:class:`Target`).
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
 import importlib
 import importlib.util
+import math
 import os
-import resource
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable
-from importlib import metadata
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
+from . import harness
 
 SYSTEMS = ("sse_tasks", "sse_tasks+redis", "nchan", "aiohttp-sse", "sse-starlette")
+#: Systems with a server-side publisher (``POST /tasks`` starting a loop of messages).
+SERVER_PUBLISHER = ("sse_tasks", "sse_tasks+redis", "aiohttp-sse", "sse-starlette")
 NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
-_APT_TIMEOUT = 600.0
-_PIP_TIMEOUT = 300.0
+PACKAGES = (*harness.PACKAGES, "aiohttp", "aiohttp-sse", "redis", "hiredis")
 
 
 # -- what each system needs -------------------------------------------------------------
@@ -50,78 +54,33 @@ def _has_modules(*names: str) -> bool:
     return all(importlib.util.find_spec(name) is not None for name in names)
 
 
-def _nginx() -> str | None:
+def nginx() -> str | None:
     return shutil.which("nginx") or next(
         (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
     )
 
 
-def _redis_server() -> str | None:
-    return shutil.which("redis-server") or (
-        "/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK) else None
-    )
-
-
-def redis_server_command(binary: str, port: int, workdir: Path) -> list[str]:
-    """A throwaway redis-server on 127.0.0.1:``port``: no snapshots, no append-only file."""
-    return [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", str(workdir)]  # fmt: skip
-
-
-def _pip_install(*packages: str) -> bool:
-    print(f"setup: pip install {' '.join(packages)}", flush=True)
+def _install(command: list[str], timeout: float) -> None:
+    print(f"setup: {' '.join(command)}", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", *packages],
-            timeout=_PIP_TIMEOUT,
-            check=False,
-        )
+        subprocess.run(command, env=env, timeout=timeout, check=False, stdout=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        return False
-    return done.returncode == 0
+        print(f"setup: gave up after {timeout:.0f} s", flush=True)
 
 
 def _can_apt() -> bool:
     return os.geteuid() == 0 and shutil.which("apt-get") is not None
 
 
-_apt_updated = False
-
-
-def _apt_install(*packages: str) -> bool:
-    global _apt_updated
-    print(f"setup: apt-get install {' '.join(packages)}", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        if not _apt_updated:
-            subprocess.run(
-                ["apt-get", "update", "-qq"],
-                env=env,
-                timeout=_APT_TIMEOUT,
-                check=False,
-                stdout=subprocess.DEVNULL,
-            )
-            _apt_updated = True
-        done = subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
-            env=env,
-            timeout=_APT_TIMEOUT,
-            check=False,
-            stdout=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired:
-        return False
-    return done.returncode == 0
-
-
 def missing(system: str) -> str | None:
     """Why ``system`` cannot run here, or None."""
     if system == "aiohttp-sse" and not _has_modules("aiohttp", "aiohttp_sse"):
         return "aiohttp and aiohttp-sse are not installed (pip install aiohttp aiohttp-sse)"
-    if system == "nchan" and (_nginx() is None or not NCHAN_MODULE.exists()):
+    if system == "nchan" and (nginx() is None or not NCHAN_MODULE.exists()):
         return "nginx with the nchan module is not installed (apt-get install nginx-light libnginx-mod-nchan)"
     if system == "sse_tasks+redis":
-        if _redis_server() is None:
+        if harness.redis_server() is None:
             return "redis-server is not installed (apt-get install redis-server)"
         if not _has_modules("redis"):
             return "the redis client is not installed (pip install 'sse-tasks[redis]')"
@@ -130,19 +89,25 @@ def missing(system: str) -> str | None:
     return None
 
 
-def prepare(systems: tuple[str, ...], install: bool = True) -> dict[str, str]:
+def prepare(systems: Sequence[str], install: bool = True) -> dict[str, str]:
     """Install what the systems need (when ``install``); {system: why skipped} for the rest."""
     if install:
+        pip: list[str] = []
+        apt: list[str] = []
         if "aiohttp-sse" in systems and missing("aiohttp-sse"):
-            _pip_install("aiohttp", "aiohttp-sse")
+            pip += ["aiohttp", "aiohttp-sse"]
         if "sse_tasks+redis" in systems:
-            if not _has_modules("redis") or not _has_modules("hiredis"):
-                _pip_install("redis[hiredis]>=5.0")  # what the ``redis`` extra installs
-            if _redis_server() is None and _can_apt():
-                _apt_install("redis-server")
+            if not _has_modules("redis", "hiredis"):
+                pip.append("redis[hiredis]>=5.0")  # what the ``redis`` extra installs
+            if harness.redis_server() is None:
+                apt.append("redis-server")
         if "nchan" in systems and missing("nchan"):
-            if _can_apt():
-                _apt_install("nginx-light", "libnginx-mod-nchan")
+            apt += ["nginx-light", "libnginx-mod-nchan"]
+        if pip:
+            _install([sys.executable, "-m", "pip", "install", "--quiet", *pip], 300)
+        if apt and _can_apt():
+            _install(["apt-get", "update", "-qq"], 600)
+            _install(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *apt], 600)
     skipped = {}
     for system in systems:
         reason = missing(system)
@@ -154,82 +119,17 @@ def prepare(systems: tuple[str, ...], install: bool = True) -> dict[str, str]:
     return skipped
 
 
-def _run_text(*command: str) -> str:
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return "-"
-    return (done.stdout + done.stderr).strip() or "-"
-
-
-def versions() -> dict[str, str]:
-    """Versions of everything measured: Python packages, nginx, nchan, redis-server."""
-    found = {}
-    for name in (
-        "sse-tasks",
-        "starlette",
-        "sse-starlette",
-        "uvicorn",
-        "uvloop",
-        "httptools",
-        "anyio",
-        "orjson",
-        "aiohttp",
-        "aiohttp-sse",
-        "redis",
-        "hiredis",
-    ):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "-"
-    nginx = _nginx()
-    found["nginx"] = _run_text(nginx, "-v").rsplit("/", 1)[-1] if nginx else "-"
-    if shutil.which("dpkg-query"):
-        found["nchan"] = _run_text("dpkg-query", "-W", "-f=${Version}", "libnginx-mod-nchan")
-        if "no packages found" in found["nchan"]:
-            found["nchan"] = "-"
-    redis = _redis_server()
-    found["redis-server"] = _run_text(redis, "--version").split("v=", 1)[-1].split()[0] if redis else "-"
+def system_versions() -> dict[str, str]:
+    """Versions of everything compared: Python packages, nginx, nchan, redis-server."""
+    found = harness.versions(PACKAGES)
+    binary = nginx()
+    found["nginx"] = harness.command_output(binary, "-v").rsplit("/", 1)[-1] if binary else "-"
+    nchan = harness.command_output("dpkg-query", "-W", "-f=${Version}", "libnginx-mod-nchan")
+    found["nchan"] = "-" if "no packages found" in nchan else nchan
     return found
 
 
-# -- server processes -------------------------------------------------------------------
-
-
-def raise_nofile() -> int:
-    """Raise the open-files limit to its hard maximum (10,000 sockets need it)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = 1 << 20
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_port(port: int, procs: list[subprocess.Popen[bytes]], what: str, seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
-                raise RuntimeError(f"{what} did not start") from None
-            time.sleep(0.02)
-
-
-def _pin(cpu: int | None) -> Callable[[], None] | None:
-    if cpu is None:
-        return None
-    return lambda: os.sched_setaffinity(0, {cpu})
-
+# -- servers ----------------------------------------------------------------------------
 
 _NGINX_CONF = """\
 daemon off;
@@ -262,150 +162,92 @@ http {{
 
 
 class Server:
-    """One system's server: its processes, pinned to ``cpu``; CPU and RSS summed over them."""
+    """One system's server, its processes pinned to ``cpu``; CPU and RSS summed over
+    them. ``options``: more arguments for a Python server (``python -m benchmarks.apps``)."""
 
-    def __init__(self, system: str, cpu: int | None) -> None:
+    def __init__(self, system: str, cpu: int | None, options: Sequence[str] = ()) -> None:
         self.system = system
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix=f"bench-{system.replace('+', '-')}-"))
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self._logs: list[Path] = []
+        self.port = harness.free_port()
+        self.procs = harness.Processes(system)
+        self.main: subprocess.Popen[bytes] | None = None
         try:
             if system == "nchan":
                 self._start_nchan(cpu)
             else:
-                self._start_python(cpu)
+                self._start_python(cpu, options)
         except BaseException:
             self.stop()
             raise
 
-    def _spawn(
-        self,
-        name: str,
-        command: list[str],
-        cpu: int | None,
-        cwd: Path | None = None,
-        env: dict[str, str] | None = None,
-    ) -> subprocess.Popen[bytes]:
-        log = self.dir / f"{name}.log"
-        self._logs.append(log)
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_pin(cpu), cwd=cwd, env=env
-            )
-        self.procs.append(proc)
-        return proc
-
-    def _start_python(self, cpu: int | None) -> None:
+    def _start_python(self, cpu: int | None, options: Sequence[str]) -> None:
         app = "sse_tasks" if self.system.startswith("sse_tasks") else self.system
-        command = [sys.executable, "-m", "benchmarks.server", app, str(self.port)]
+        command = [sys.executable, "-m", "benchmarks.apps", app, str(self.port), *options]
         if self.system == "sse_tasks+redis":
-            redis_port = free_port()
-            redis = _redis_server()
-            assert redis is not None
-            self._spawn(
-                "redis", [*redis_server_command(redis, redis_port, self.dir), "--maxclients", "1000"], cpu
-            )
-            _wait_port(redis_port, self.procs, "redis-server")
-            command += ["--broker", f"redis://127.0.0.1:{redis_port}/0"]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-        # Pinned by the server itself (``--cpu``): it imports first.
+            _, url = harness.start_redis(self.procs, cpu, "--maxclients", "1000")
+            command += ["--broker", f"{url}/0"]
         if cpu is not None:
-            command += ["--cpu", str(cpu)]
-        self._spawn("server", command, None, cwd=ROOT, env=env)
-        _wait_port(self.port, self.procs, f"the {self.system} server")
+            command += ["--cpu", str(cpu)]  # pinned by the server itself, once it has imported
+        self.main = self.procs.spawn("server", command, env=harness.python_env())
+        self.procs.wait_port(self.port, f"the {self.system} server")
 
     def _start_nchan(self, cpu: int | None) -> None:
-        nginx = _nginx()
-        assert nginx is not None
-        (self.dir / "body").mkdir()
-        conf = self.dir / "nginx.conf"
+        binary = nginx()
+        assert binary is not None
+        (self.procs.dir / "body").mkdir()
+        conf = self.procs.dir / "nginx.conf"
+        nofile = harness.raise_nofile()
         conf.write_text(
             _NGINX_CONF.format(
-                dir=self.dir,
+                dir=self.procs.dir,
                 module=NCHAN_MODULE,
                 port=self.port,
-                nofile=raise_nofile(),
-                connections=raise_nofile() - 100,
+                nofile=nofile,
+                connections=nofile - 100,
             )
         )
-        self._logs.append(self.dir / "error.log")
-        self._spawn("nginx", [nginx, "-c", str(conf), "-p", str(self.dir)], cpu)
-        _wait_port(self.port, self.procs, "nginx")
+        self.procs.spawn("nginx", [binary, "-c", str(conf), "-p", str(self.procs.dir)], cpu)
+        self.procs.wait_port(self.port, "nginx")
 
     @property
     def main_pid(self) -> int | None:
         """The Python server's process (None for nginx)."""
-        if self.system == "nchan" or not self.procs:
-            return None
-        return self.procs[-1].pid
+        return None if self.main is None else self.main.pid
 
-    def pids(self) -> list[int]:
-        """Every process of the server: for nginx the master and its workers."""
-        pids = [p.pid for p in self.procs if p.poll() is None]
-        if self.system == "nchan":
-            for pid in list(pids):
-                try:
-                    pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-                except OSError:
-                    pass
-        return pids
+    def cpu(self) -> float:
+        """CPU seconds of every process of the server (nginx: master and worker)."""
+        return harness.cpu_seconds(self.procs.pids())
 
     def helper_cpu(self) -> float:
-        """CPU seconds of the processes a Python server started with it (its redis-server)."""
-        main = self.main_pid
-        return self.cpu([p for p in self.pids() if p != main]) if main is not None else 0.0
+        """CPU seconds of what a Python server started with it (its redis-server)."""
+        if self.main is None:
+            return 0.0
+        return harness.cpu_seconds(self.procs.pids(p for p in self.procs.procs if p is not self.main))
 
-    def cpu(self, pids: list[int] | None = None) -> float:
-        """CPU seconds (user + system) the server's processes (or ``pids``) have used."""
-        total = 0.0
-        for pid in self.pids() if pids is None else pids:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += (int(fields[11]) + int(fields[12])) / _CLK_TCK
-        return total
+    def rss(self, field: str = "VmRSS") -> int:
+        """Resident memory of the server's processes, in bytes (``VmHWM``: the peak)."""
+        return harness.memory(self.procs.pids(), field)
 
-    def rss(self) -> int:
-        """Resident memory of the server's processes, in bytes."""
-        total = 0
-        for pid in self.pids():
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-            except OSError:
-                continue
-        return total
+    def window(self) -> harness.Window:
+        return harness.Window(self.cpu, self.helper_cpu)
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):  # the server first, then its redis
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        for proc in reversed(list(self.procs.procs)):  # the server first, then its redis
+            self.procs.stop(proc)
         self._report_logs()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.procs.close()
 
     def _report_logs(self) -> None:
         """Print what the server logged, but for the demo task's expected failures."""
         lines: list[str] = []
-        for log in self._logs:
-            try:
-                text = log.read_text(errors="replace")
-            except OSError:
+        for log in sorted(self.procs.dir.glob("*.log")):
+            if log.name.startswith("redis"):
                 continue
-            for line in text.splitlines():
-                if not line.strip() or "task failed id=" in line or log.name == "redis.log":
+            for line in log.read_text(errors="replace").splitlines():
+                if not line.strip() or "task failed id=" in line or "[notice]" in line:
                     continue
-                if "[notice]" in line or ("Using " in line and "shared memory for nchan" in line):
+                if "Using " in line and "shared memory for nchan" in line:
                     continue
                 lines.append(line)
-        self._logs = []
         if lines:
             print(
                 f"  [{self.system}] server log: {len(lines)} lines, the last: {lines[-1][:300]}", flush=True
@@ -416,3 +258,329 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# -- scenarios across the systems ---------------------------------------------------------
+
+#: (metric, label, higher is better): a row of a scenario's table.
+Row = tuple[str, str, bool]
+Results = dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Run:
+    """What the scenarios of one run share, by level (``RUNS``)."""
+
+    timeout: float = 55.0
+    settle: float = 0.3  # after the streams are open, before publishing
+    fresh: bool = True  # a fresh server for every scenario (else one per system for all)
+
+
+RUNS = {"full": Run(), "quick": Run(), "smoke": Run(timeout=20.0, settle=0.05, fresh=False)}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A goal for a scenario's result: ``metric`` of ``top`` ÷ the same of ``bottom``
+    (``top``'s own value when ``bottom`` is None), ``at_least`` or ``at_most``. A
+    ``metric`` ending in ``*`` takes the largest count measured; ``name`` may name
+    fields of ``top``'s result, and ``{n}``: that count."""
+
+    name: str
+    metric: str
+    at_least: float | None = None
+    at_most: float | None = None
+    bottom: str | None = None
+    top: str = "sse_tasks"
+    unit: str = "x"
+
+
+def redis_target(
+    name: str, metric: str, at_least: float | None = None, at_most: float | None = None
+) -> Target:
+    """A goal for ``redis://`` ÷ ``memory://``."""
+    return Target(name, metric, at_least, at_most, bottom="sse_tasks", top="sse_tasks+redis")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One scenario of the comparison.
+
+    ``measure(server, run, **size, **arguments)`` measures one run against one server,
+    with ``sizes[level]`` (``full``, ``quick``, ``smoke``) and the ``arguments`` of
+    each of ``variants[system]`` (``{label suffix: arguments}``; one variant, ``""``,
+    without). ``rows``: the table's rows, or a function of the results giving them.
+    ``notes``: lines printed under the table."""
+
+    name: str
+    measure: Callable[..., Awaitable[dict[str, Any]]]
+    sizes: dict[str, dict[str, Any]]
+    rows: Sequence[Row] | Callable[[Results], Sequence[Row]]
+    systems: tuple[str, ...] = SYSTEMS
+    variants: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    targets: tuple[Target, ...] = ()
+    notes: Callable[[Results], list[str]] | None = None
+
+
+def comparison() -> tuple[Scenario, ...]:
+    """Every scenario of ``python -m benchmarks``, in the order they run."""
+    from . import fanout, idle, light, submit  # they build on this module
+
+    return (
+        fanout.CLOSED,
+        light.LIGHT,
+        fanout.FANOUT,
+        fanout.THROUGHPUT,
+        idle.IDLE,
+        submit.SUBMIT,
+        submit.LATENCY,
+    )
+
+
+async def run_all(
+    scenarios: Sequence[Scenario],
+    scale: str = "full",
+    repeat: int = 1,
+    pin: bool = True,
+    systems: Sequence[str] = SYSTEMS,
+    quiet: float = 0.0,
+    profile: Path | None = None,
+) -> dict[str, Results]:
+    """{scenario: {system or system:variant: median result}}. ``systems`` must be
+    installed (see :func:`prepare`); they alternate within each repetition. Before each
+    run, wait up to ``quiet`` seconds for other processes to leave the CPUs alone."""
+    server_cpu = harness.pin_client(pin)
+    harness.raise_nofile()
+    results: dict[str, Results] = {}
+    kept: dict[str, Server] = {}  # RUNS[scale].fresh false: one server per system for every scenario
+    try:
+        for scenario in scenarios:
+            runs: dict[str, list[dict[str, Any]]] = {}
+            for _ in range(repeat):
+                for system in (s for s in scenario.systems if s in systems):
+                    for variant, arguments in (scenario.variants.get(system) or {"": {}}).items():
+                        label = f"{system}:{variant}" if variant else system
+                        done = runs.setdefault(label, [])
+                        name = f"{scenario.name}-{label.replace(':', '-')}-{len(done)}"
+                        stem = None if profile is None else profile / name
+                        done.append(
+                            await _run_one(scenario, system, arguments, scale, server_cpu, kept, quiet, stem)
+                        )
+            results[scenario.name] = {label: harness.median_of(r) for label, r in runs.items()}
+            print_scenario(scenario, results[scenario.name])
+    finally:
+        for server in kept.values():
+            server.stop()
+    return results
+
+
+async def _run_one(
+    scenario: Scenario,
+    system: str,
+    arguments: dict[str, Any],
+    scale: str,
+    cpu: int | None,
+    kept: dict[str, Server],
+    quiet: float,
+    stem: Path | None,
+) -> dict[str, Any]:
+    run = RUNS[scale]
+    try:
+        if quiet > 0:
+            others = await asyncio.to_thread(harness.wait_quiet, quiet)
+            if others >= 25.0:
+                print(f"  [{system}] other processes still use {others:.0f}% of a core after {quiet:.0f} s")
+        if not run.fresh and system not in kept:
+            kept[system] = Server(system, cpu)
+        with Server(system, cpu) if run.fresh else contextlib.nullcontext(kept[system]) as server:
+            async with harness.profiled(server.main_pid, stem):
+                return await scenario.measure(server, run, **scenario.sizes[scale], **arguments)
+    except Exception as exc:  # one system failing must not lose the others' results
+        print(f"  [{system}] FAILED: {type(exc).__name__}: {exc}", flush=True)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+#: (column title, numerator, denominator) of the ratio columns.
+RATIOS = (
+    ("÷nchan", "sse_tasks", "nchan"),
+    ("÷aiohttp", "sse_tasks", "aiohttp-sse"),
+    ("÷starlette", "sse_tasks", "sse-starlette"),
+    ("redis÷mem", "sse_tasks+redis", "sse_tasks"),
+)
+_SHORT = {"sse_tasks+redis": "+redis", "sse-starlette": "starlette"}
+
+
+def value(result: Results, label: str, metric: str) -> float:
+    found = result.get(label, {}).get(metric)
+    return float(found) if isinstance(found, (int, float)) else float("nan")
+
+
+def between(result: Results, metric: str, top: str, bottom: str) -> float:
+    """``metric`` of ``top`` ÷ the same of ``bottom``."""
+    return harness.ratio(value(result, top, metric), value(result, bottom, metric))
+
+
+def print_scenario(scenario: Scenario, result: Results) -> None:
+    print(f"\n== {scenario.name}")
+    rows = scenario.rows(result) if callable(scenario.rows) else scenario.rows
+    lines = [["", *(_SHORT.get(s, s) for s in SYSTEMS), *(title for title, *_ in RATIOS)]]
+    for metric, label, higher in rows:
+        lines.append(
+            [label + (" ↑" if higher else "")]
+            + [harness.number(value(result, s, metric)) for s in SYSTEMS]
+            + [harness.number(between(result, metric, a, b), "x") for _, a, b in RATIOS]
+        )
+    print(harness.table(lines))
+    for line in scenario.notes(result) if scenario.notes else []:
+        print(f"  {line}")
+    for label, r in result.items():
+        notes = [r["error"]] if "error" in r else _notes(label, r)
+        if notes:
+            print(f"  [{label}] " + ("FAILED: " if "error" in r else "") + "; ".join(notes))
+    sys.stdout.flush()
+
+
+def _notes(label: str, r: dict[str, Any]) -> list[str]:
+    """CPU of each side, what the rest of the machine used, what was delivered or refused."""
+    notes = []
+    if "server_cpu_pct" in r:
+        client = f"client CPU {r['client_cpu_pct']:.0f}%"
+        if "publisher_cpu_pct" in r:
+            client += f" (publisher {r['publisher_cpu_pct']:.0f}%)"
+        server = f"server CPU {r['server_cpu_pct']:.0f}%"
+        if r.get("helper_cpu_pct", 0) >= 0.5 and label.startswith("sse_tasks+redis"):
+            server += f" (redis-server {r['helper_cpu_pct']:.0f}%)"
+        notes.append(f"{server}, {client}")
+        if r.get("other_cpu_pct", 0) >= 10:
+            notes.append(f"other processes {r['other_cpu_pct']:.0f}% of a core")
+        if r.get("steal_pct", 0) >= 5:
+            notes.append(f"steal {r['steal_pct']:.0f}%")
+    for prefix in ("paced_", ""):
+        if f"{prefix}deliveries" in r:
+            name = prefix or ("burst_" if "paced_deliveries" in r else "")
+            got, wanted = r[prefix + "deliveries"], r[prefix + "expected"]
+            notes.append(
+                f"{name}delivered {got:.0f}/{wanted}" + ("" if r[prefix + "complete"] else " (TIMED OUT)")
+            )
+    if r.get("refused"):
+        notes.append(f"{r['refused']} publishes refused")
+    if r.get("publisher_late"):
+        notes.append(f"{r['publisher_late']} publishes > 5 ms late (max {r['publisher_lag_max_ms']:.1f} ms)")
+    if "answer_p50_ms" in r:
+        notes.append(f"publish answer p50 {r['answer_p50_ms']:.2f} ms")
+    return notes
+
+
+class _Fields(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def evaluate(target: Target, result: Results) -> dict[str, Any]:
+    """The measured value of ``target`` and whether it is met (None: not measured). A
+    target whose runs did not complete (a subscriber missed events, a publish was
+    refused, a time-out) is not met, whatever the value."""
+    top = result.get(target.top, {})
+    metric, fields = target.metric, _Fields(top)
+    if metric.endswith("*"):
+        counts = sorted(int(k[len(metric) - 1 :]) for k in top if k.startswith(metric[:-1]))
+        fields["n"] = counts[-1] if counts else "?"
+        metric = f"{metric[:-1]}{fields['n']}"
+    found = value(result, target.top, metric)
+    if target.bottom is not None:
+        found = between(result, metric, target.top, target.bottom)
+    low, high = target.at_least, target.at_most
+    met = None if math.isnan(found) else (low is None or found >= low) and (high is None or found <= high)
+    incomplete = [s for s in (target.top, target.bottom) if s and result.get(s, {}).get("complete") is False]
+    return {
+        "target": target.name.format_map(fields),
+        "value": found,
+        "unit": target.unit,
+        "met": False if met and incomplete else met,
+        "incomplete": incomplete,
+    }
+
+
+def targets(scenarios: Sequence[Scenario], results: dict[str, Results]) -> list[dict[str, Any]]:
+    """Every target of the scenarios run, evaluated."""
+    return [evaluate(t, results[s.name]) for s in scenarios if s.name in results for t in s.targets]
+
+
+def print_targets(found: list[dict[str, Any]]) -> None:
+    print("\n== targets")
+    lines = []
+    for target in found:
+        met = {True: "met", False: "NOT met", None: "not measured"}[target["met"]]
+        if target["incomplete"]:
+            met += f" (incomplete: {', '.join(target['incomplete'])})"
+        lines.append([target["target"], harness.number(target["value"], target["unit"]), met])
+    if lines:
+        print(harness.table(lines))
+    sys.stdout.flush()
+
+
+def scale_of(scenarios: Sequence[Scenario], scale: str) -> dict[str, Any]:
+    """The sizes of a run, flat (``closed_subscribers``, …, ``timeout``), for its JSON."""
+    sizes = {f"{s.name}_{key}": v for s in scenarios for key, v in s.sizes[scale].items()}
+    return {**sizes, **asdict(RUNS[scale])}
+
+
+def main(
+    scenarios: Sequence[Scenario],
+    argv: list[str] | None = None,
+    prog: str = "python -m benchmarks",
+    description: str = "",
+    epilog: str | None = None,
+) -> int:
+    """The command line of a comparison: run ``scenarios``, print their tables and targets."""
+    names = [s.name for s in scenarios]
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
+    harness.common_arguments(parser, quiet_wait=5.0)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per system and scenario (medians)")
+    parser.add_argument("--only", default=",".join(names), help=f"comma-separated: {','.join(names)}")
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated: {','.join(SYSTEMS)}")
+    parser.add_argument("--no-install", action="store_true", help="skip systems that are not installed")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy on each Python server: stacks and summaries go here"
+    )
+    args = parser.parse_args(argv)
+    chosen = []
+    for name in (n.strip() for n in args.only.split(",") if n.strip()):
+        if name not in names:
+            parser.error(f"unknown scenario {name!r}")
+        chosen.append(scenarios[names.index(name)])
+    wanted = tuple(s.strip() for s in args.systems.split(",") if s.strip())
+    for system in wanted:
+        if system not in SYSTEMS:
+            parser.error(f"unknown system {system!r}")
+    skipped = prepare(wanted, install=not args.no_install)
+    env = harness.environment(system_versions())
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    scale = harness.level(args)
+    started = time.monotonic()
+    results = harness.run_async(
+        run_all(
+            chosen,
+            scale,
+            max(1, args.repeat),
+            not args.no_pin,
+            tuple(s for s in wanted if s not in skipped),
+            args.quiet_wait,
+            args.profile,
+        )
+    )
+    found = targets(chosen, results)
+    print_targets(found)
+    print(f"\n{time.monotonic() - started:.0f} s")
+    harness.write_json(
+        args.json,
+        {
+            "environment": env,
+            "scale": scale_of(chosen, scale),
+            "skipped": skipped,
+            "results": results,
+            "targets": found,
+        },
+    )
+    return 0

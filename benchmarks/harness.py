@@ -1,0 +1,539 @@
+"""What every benchmark shares: processes, CPU and memory, statistics, reports, profiles.
+
+- **Processes**: :class:`Processes` starts commands pinned to a CPU, each in a session
+  of its own with its output in a log file, and stops them; :func:`start_redis`, free
+  ports, the open-files limit, :func:`pin_client` for this process.
+- **CPU and memory** from ``/proc``: a process tree's CPU seconds and RSS, the
+  machine's busy and steal time; :class:`Window` measures one run, :func:`wait_quiet`
+  waits (bounded) for the rest of the machine to leave the CPUs alone.
+- **Statistics and reports**: percentiles, medians of repeated runs, ratios, aligned
+  text tables, the environment (CPU, versions) and JSON results.
+- **Profiles**: :func:`profiled` runs py-spy on a server during a run;
+  ``python -m benchmarks.harness STACKS.txt`` prints the breakdown of a profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import json
+import math
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager, suppress
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TypeVar
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: The packages every sse_tasks server runs on, whose versions each benchmark prints.
+PACKAGES = ("sse-tasks", "starlette", "sse-starlette", "uvicorn", "uvloop", "httptools", "anyio", "orjson")
+T = TypeVar("T")
+
+
+def run_async(main: Awaitable[T]) -> T:
+    """Run ``main`` on uvloop (``uvicorn[standard]`` installs it), without changing the policy."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)  # type: ignore[arg-type]
+    return uvloop.run(main)  # type: ignore[arg-type]
+
+
+# -- processes ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def raise_nofile() -> int:
+    """Raise the open-files limit to its hard maximum (10,000 sockets need it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def pin_client(pin: bool = True) -> int | None:
+    """Pin this process (the load client) to the second CPU it may use; return the first,
+    for the servers, or None when not pinning (``pin`` false, or fewer than two CPUs)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2:
+        return None
+    os.sched_setaffinity(0, {cpus[1]})
+    return cpus[0]
+
+
+def python_env() -> dict[str, str]:
+    """This environment with the repository on ``PYTHONPATH`` (so ``-m benchmarks.…`` works)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path}
+
+
+_LIBC = ctypes.CDLL(None)
+
+
+class Processes:
+    """Processes started for one measurement, each in a session of its own (so its
+    children are stopped with it) and stopped when this process dies, pinned to a CPU,
+    logging to a file of a temporary directory that :meth:`close` removes after
+    stopping them, the last started first."""
+
+    def __init__(self, name: str) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix=f"bench-{re.sub(r'[^a-z0-9]+', '-', name.lower())}-"))
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: dict[int, Path] = {}
+
+    def spawn(
+        self, name: str, command: Sequence[str], cpu: int | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        log = self.dir / f"{name}-{len(self.logs)}.log"
+
+        def setup() -> None:
+            # A session of its own keeps it from a terminal's signals, so it must stop
+            # when this process dies, even killed: PR_SET_PDEATHSIG.
+            _LIBC.prctl(1, signal.SIGTERM)
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})
+
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                list(command),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=env,
+                preexec_fn=setup,
+                start_new_session=True,
+            )
+        self.procs.append(proc)
+        self.logs[proc.pid] = log
+        return proc
+
+    def log(self, proc: subprocess.Popen[bytes]) -> str:
+        try:
+            return self.logs[proc.pid].read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def check(self, proc: subprocess.Popen[bytes], what: str) -> None:
+        """Raise if ``proc`` has exited, with the end of its log."""
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited ({proc.returncode}): {self.log(proc)[-2000:]}")
+
+    def wait_port(self, port: int, what: str, seconds: float = 30.0) -> None:
+        """Until 127.0.0.1:``port`` accepts a connection; raise if a process exits first."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    return
+            except OSError:
+                for proc in self.procs:
+                    self.check(proc, what)
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{what} did not start in {seconds:.0f} s") from None
+                time.sleep(0.02)
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                with suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def pids(self, procs: Iterable[subprocess.Popen[bytes]] | None = None) -> list[int]:
+        """The processes (all when None) with their descendants."""
+        return [pid for p in (self.procs if procs is None else procs) for pid in descendants(p.pid)]
+
+    def close(self) -> None:
+        for proc in reversed(list(self.procs)):
+            self.stop(proc)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def redis_server() -> str | None:
+    """The redis-server binary, or None."""
+    found = shutil.which("redis-server")
+    return found or ("/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK) else None)
+
+
+def start_redis(procs: Processes, cpu: int | None, *options: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A throwaway redis-server on a free loopback port (no snapshots, no append-only
+    file), pinned to ``cpu``; (its process, ``redis://127.0.0.1:PORT``)."""
+    binary = redis_server()
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    throwaway = ("--save", "", "--appendonly", "no", "--dir", str(procs.dir))
+    proc = procs.spawn(
+        "redis", [binary, "--port", str(port), "--bind", "127.0.0.1", *throwaway, *options], cpu
+    )
+    procs.wait_port(port, "redis-server")
+    return proc, f"redis://127.0.0.1:{port}"
+
+
+# -- CPU and memory from /proc ----------------------------------------------------------
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (nginx's worker, a prefork worker's pool)."""
+    found, todo = [], [pid]
+    while todo and len(found) < 1000:
+        current = todo.pop()
+        found.append(current)
+        with suppress(OSError):
+            todo += [int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split()]
+    return found
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """CPU seconds (user + system) the processes have used; those gone count 0."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
+
+
+def memory(pids: Iterable[int], field: str = "VmRSS") -> int:
+    """Bytes of ``field`` (``VmRSS``; ``VmHWM``: the peak) summed over the processes."""
+    total = 0
+    for pid in pids:
+        with suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith(field + ":"):
+                    total += int(line.split()[1]) * 1024
+    return total
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process (every thread)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def machine_cpu() -> tuple[float, float]:
+    """CPU seconds the machine's processes have run (user, nice, system) and the
+    seconds the hypervisor gave to other machines (steal), from ``/proc/stat``."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return float("nan"), float("nan")
+    return sum(values[:3]) / CLK_TCK, values[7] / CLK_TCK
+
+
+def wait_quiet(max_wait: float, limit_pct: float = 25.0, sample: float = 0.5) -> float:
+    """Wait up to ``max_wait`` seconds for the other processes to use less than
+    ``limit_pct`` % of a core (other jobs share these CPUs); the last sample."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        before, mine = machine_cpu()[0], own_cpu()
+        time.sleep(sample)
+        others = 100 * (machine_cpu()[0] - before - (own_cpu() - mine)) / sample
+        if others < limit_pct or time.monotonic() + sample > deadline or math.isnan(others):
+            return max(0.0, others)
+
+
+class Window:
+    """Wall time and CPU over one measurement: the server's (``cpu``, of which
+    ``helper_cpu``, e.g. its redis-server), this process's, and what the rest of the
+    machine used meanwhile."""
+
+    def __init__(self, cpu: Callable[[], float], helper_cpu: Callable[[], float] = lambda: 0.0) -> None:
+        self.cpu, self.helper_cpu = cpu, helper_cpu
+        self.wall0, self.server0, self.helpers0 = time.monotonic_ns(), cpu(), helper_cpu()
+        self.client0, self.machine0 = own_cpu(), machine_cpu()
+
+    def close(
+        self, end_ns: int | None = None, start_ns: int | None = None, other_client_cpu: float = 0.0
+    ) -> dict[str, float]:
+        """The measurement from ``start_ns`` (or the window's start) to ``end_ns`` (or now);
+        ``other_client_cpu``: CPU seconds of the client's other processes."""
+        end = end_ns if end_ns is not None else time.monotonic_ns()
+        wall = max((end - (start_ns if start_ns is not None else self.wall0)) / 1e9, 1e-9)
+        server_cpu = self.cpu() - self.server0
+        helper_cpu = self.helper_cpu() - self.helpers0
+        client_cpu = own_cpu() - self.client0 + other_client_cpu
+        machine = machine_cpu()
+        others = machine[0] - self.machine0[0] - server_cpu - client_cpu
+        return {
+            "seconds": wall,
+            "server_cpu": server_cpu,
+            "helper_cpu": helper_cpu,
+            "client_cpu": client_cpu,
+            # Percent of one core: from 0 to 200 on two.
+            "server_cpu_pct": 100 * server_cpu / wall,
+            "helper_cpu_pct": 100 * helper_cpu / wall,
+            "client_cpu_pct": 100 * client_cpu / wall,
+            "other_cpu_pct": max(0.0, 100 * others / wall),
+            "steal_pct": 100 * (machine[1] - self.machine0[1]) / wall,
+        }
+
+
+# -- statistics -------------------------------------------------------------------------
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of sorted values (nan when there are none)."""
+    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))]) if ordered else float("nan")
+
+
+def percentiles(samples_ns: Iterable[int]) -> dict[str, float]:
+    """p50 and p99 in milliseconds of samples in nanoseconds."""
+    ordered = sorted(samples_ns)
+    return {"p50_ms": percentile(ordered, 0.50) / 1e6, "p99_ms": percentile(ordered, 0.99) / 1e6}
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result of repeated runs: the median of each number (the last run's other
+    values); failed runs are left out unless every run failed."""
+    ok = [r for r in runs if "error" not in r] or runs
+    merged: dict[str, Any] = {}
+    for key in ok[0]:
+        values = [r[key] for r in ok if isinstance(r.get(key), (int, float)) and not isinstance(r[key], bool)]
+        merged[key] = statistics.median(values) if len(values) == len(ok) else ok[-1][key]
+    merged["runs"] = len(ok)
+    return merged
+
+
+def ratio(top: float, bottom: float) -> float:
+    return top / bottom if bottom and not math.isnan(top) and not math.isnan(bottom) else float("nan")
+
+
+# -- reports ----------------------------------------------------------------------------
+
+
+def number(value: float, suffix: str = "") -> str:
+    """Four significant digits, or ``-`` for a value not measured."""
+    return "-" if math.isnan(value) else f"{value:.4g}{suffix}"
+
+
+def table(rows: Sequence[Sequence[str]], indent: int = 2, left: int = 1) -> str:
+    """Aligned columns: the first ``left`` to the left, the others to the right."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [
+            c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append(" " * indent + "  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def versions(packages: Iterable[str]) -> dict[str, str]:
+    """Installed versions of Python packages (``-`` for those missing) and of redis-server."""
+    found = {}
+    for name in packages:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "-"
+    binary = redis_server()
+    found["redis-server"] = (
+        command_output(binary, "--version").split("v=", 1)[-1].split()[0] if binary else "-"
+    )
+    return found
+
+
+def command_output(*command: str) -> str:
+    """What ``command`` prints (stdout and stderr), ``-`` when it cannot run."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "-"
+    return (done.stdout + done.stderr).strip() or "-"
+
+
+def environment(found_versions: dict[str, str]) -> dict[str, Any]:
+    """The machine and the versions measured; printed on one line by every benchmark."""
+    cpuinfo = ""
+    with suppress(OSError):
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
+    model = names[0] if names else ""
+    env = {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "versions": found_versions,
+    }
+    print(
+        f"{env['nproc']} CPUs ({model}), Python {env['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in found_versions.items()),
+        flush=True,
+    )
+    return env
+
+
+def write_json(path: Path | None, data: dict[str, Any]) -> None:
+    if path is not None:
+        path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def common_arguments(parser: argparse.ArgumentParser, quiet_wait: float | None) -> None:
+    """``--smoke``, ``--quick``, ``--no-pin``, ``--json`` and, with a default, ``--quiet-wait``."""
+    level = parser.add_mutually_exclusive_group()
+    level.add_argument("--quick", action="store_true", help="smaller counts")
+    level.add_argument(
+        "--smoke", action="store_true", help="the smallest counts: checks the harness, measures nothing"
+    )
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin the server side and the client to separate CPUs"
+    )
+    if quiet_wait is not None:
+        parser.add_argument(
+            "--quiet-wait",
+            type=float,
+            default=quiet_wait,
+            help="seconds to wait before each run for other processes to use < 25%% of a core (0: never)",
+        )
+    parser.add_argument("--json", type=Path, help="write the environment and the results here")
+
+
+def level(args: argparse.Namespace) -> str:
+    """``full``, ``quick`` or ``smoke``, from :func:`common_arguments`."""
+    return "smoke" if args.smoke else "quick" if args.quick else "full"
+
+
+# -- profiles -------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def profiled(pid: int | None, stem: Path | None) -> AsyncIterator[None]:
+    """py-spy on process ``pid`` (250 Hz) while the block runs: collapsed stacks into
+    ``<stem>.txt``, their breakdown into ``<stem>-summary.txt``. Nothing without both."""
+    if pid is None or stem is None:
+        yield
+        return
+    raw = stem.with_suffix(".txt")
+    spy = await asyncio.create_subprocess_exec(
+        shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")),
+        *("record", "--pid", str(pid), "--rate", "250", "--format", "raw"),
+        *("--nonblocking", "--output", str(raw)),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(0.5)  # py-spy attaches
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(spy.wait(), 10)
+        except TimeoutError:
+            spy.kill()
+            await spy.wait()
+        if raw.exists():
+            stem.with_name(stem.name + "-summary.txt").write_text(summarize(raw.read_text()))
+
+
+_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
+_PACKAGES = (
+    "sse_tasks",
+    "sse_starlette",
+    "starlette",
+    "uvicorn",
+    "anyio",
+    "redis",
+    "asyncio",
+    "uvloop",
+    "httptools",
+    "orjson",
+    "aiohttp",
+)
+
+
+def package(path: str) -> str:
+    """The package a frame's file belongs to (``sse_tasks/web``: the subpackage)."""
+    parts = path.replace("\\", "/").split("/")
+    for index in range(len(parts) - 1, -1, -1):
+        if parts[index] in _PACKAGES:
+            if parts[index] == "sse_tasks" and index + 2 < len(parts):
+                return f"sse_tasks/{parts[index + 1]}"
+            return parts[index]
+    return "other" if path else "native"
+
+
+def summarize(stacks: str, top: int = 25) -> str:
+    """Where the samples of py-spy's collapsed ``stacks`` end (self time by package and
+    by function) and which functions hold them (inclusive, once per stack)."""
+    total = 0
+    self_pkg: Counter[str] = Counter()
+    self_fn: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    for line in stacks.splitlines():
+        body, _, count = line.rpartition(" ")
+        if not body or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = []
+        for text in body.split(";")[1:] or body.split(";"):  # [0] is the thread
+            match = _FRAME.match(text.strip())
+            if match is None:
+                frames.append((text.strip(), ""))
+            else:
+                short = "/".join(match["file"].split("/")[-2:])
+                frames.append((f"{match['func']} ({short})", package(match["file"])))
+        leaf, leaf_pkg = frames[-1]
+        self_pkg[leaf_pkg] += n
+        self_fn[leaf] += n
+        for name in {name for name, _ in frames}:
+            inclusive[name] += n
+    if not total:
+        return "no samples\n"
+    out = [f"{total} samples"]
+    for title, counter, limit in (
+        ("self time by package", self_pkg, 15),
+        ("self time by function", self_fn, top),
+        ("inclusive time by function", inclusive, top),
+    ):
+        out.append(f"\n{title}")
+        out += [f"  {100 * n / total:5.1f}%  {name}" for name, n in counter.most_common(limit)]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.harness",
+        description="The breakdown of a py-spy profile (``py-spy record --format raw``; "
+        "``python -m benchmarks --profile DIR`` writes them).",
+    )
+    parser.add_argument("stacks", type=Path)
+    args = parser.parse_args(argv)
+    sys.stdout.write(summarize(args.stacks.read_text(encoding="utf-8", errors="replace")))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
