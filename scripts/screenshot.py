@@ -25,10 +25,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, ViewportSize, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
-VIEWPORT = {"width": 1000, "height": 760}
+VIEWPORT: ViewportSize = {"width": 1000, "height": 760}
 WAIT_MS = 20_000
 
 

@@ -20,7 +20,8 @@ environment, which the README's first command would have made), with this
 environment's ``bin`` first on ``PATH`` and no ``SSE_TASKS_*``/``CELERY_*`` variables
 of the caller.
 
-- python: in a fresh interpreter (``python -W error``), with a timeout; exit 0.
+- python: in a fresh interpreter, with a timeout; it must exit 0, and ``-W error``
+  makes a warning the snippet causes (a deprecation, say) fail it.
 - sh, bash, shell: each command (a line and its ``\\`` continuations; comment lines
   skipped) in its own ``bash -euo pipefail -c``, so shell variables and ``cd`` do not
   carry to the next command (files do). ``curl`` fails on an HTTP error status (a
@@ -29,10 +30,11 @@ of the caller.
 - console: each ``$ `` command in plain ``bash -c``, as typed at a prompt (no ``-e``,
   no ``pipefail``). A non-zero status fails unless the next command shows it
   (``echo $?``, whose output is compared exactly). The lines after a command are the
-  shape of its output, matched in order as a subsequence of the real lines: ``…``
-  and a word ending in ``…`` (``Hk3…``) match anything, every number matches any
-  number, an SSE ``id:`` line matches any id, and a line drawn for a terminal (box
-  drawing or spinner characters) is not compared, since the output is piped.
+  shape of its output (stdout; else stdout then stderr), matched in order as a
+  subsequence of the real lines: ``…`` and a word ending in ``…`` (``Hk3…``) match
+  anything, every number matches any number, an SSE ``id:`` line matches any id, and a
+  line drawn for a terminal (box drawing or spinner characters) is not compared, since
+  the output is piped.
 - Long-running commands (``sse-tasks serve``, ``uvicorn``, ``celery … worker``,
   ``redis-server``) start in the background, in a process group of their own, and are
   awaited until their port answers (a worker: until its first line of output); after
@@ -42,12 +44,13 @@ of the caller.
 
 - Ports: a server the block starts gets a free port for the one written (added as
   ``--port`` where the command relies on the default; ``redis-server`` also gets
-  ``--bind 127.0.0.1``), and ``localhost:N`` / ``127.0.0.1:N`` follow. A port the
-  block uses but does not serve is served by the servers of the nearest earlier block
-  of the same document that starts one on it (started again for this test, as the
-  reader left them running); failing that, 8000 is a real ``sse-tasks serve`` (demo,
-  ``memory://``) that the test module starts, and 6379 the suite's redis-server (the
-  test is skipped without one).
+  ``--bind 127.0.0.1``), and ``localhost:N`` / ``127.0.0.1:N`` in the block follow. A
+  port the block uses but does not serve is served by the servers of the nearest
+  earlier block of the same document that starts one on it (started again for this
+  test, as the reader left them running); failing that, 8000 is a real
+  ``sse-tasks serve`` (demo, ``memory://``) that the test module starts, and 6379 the
+  suite's redis-server (the test is skipped without one). Any other port stays as
+  written (an origin such as ``http://localhost:5173``).
 - A block that mentions Celery runs with ``SSE_TASKS_BROKER`` at database 8 of the
   suite's redis-server (``examples/celery_app.py`` puts Celery's broker on 9); both
   are flushed before and after.
@@ -77,7 +80,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,7 +97,7 @@ LANGS = {
 }
 FENCE = re.compile(r"^ {0,3}(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`\s]*)")
 MARKER = re.compile(r"^<!--\s*(?P<kind>skip-test|test)\s*:(?P<value>.*?)-->\s*$")
-TEST_MARKERS = ("continues", "file ", "signature of ")
+TEST_MARKER = re.compile(r"continues|file [\w.-]+\.py|signature of [\w.]+")
 
 COMMAND_TIMEOUT = 60.0
 READY_TIMEOUT = 45.0
@@ -125,9 +128,9 @@ class Block:
         return f"{self.path}:{self.line}"
 
     def marker(self, name: str) -> str | None:
-        """The value after ``name`` of a ``test:`` marker (``""`` for a bare one), or None."""
+        """What follows ``name`` in this block's ``test:`` marker (``""`` if nothing), or None."""
         for marker in self.markers:
-            if marker == name.strip() or marker.startswith(name):
+            if marker == name or marker.startswith(name + " "):
                 return marker[len(name) :].strip()
         return None
 
@@ -174,7 +177,7 @@ def _block(path: str, line: int, kind: str, text: str, markers: list[tuple[int, 
             if not value:
                 raise ValueError(f"{where}: skip-test needs a reason: <!-- skip-test: why -->")
             skip = value
-        elif kind != "python" or not any(value == m.strip() or value.startswith(m) for m in TEST_MARKERS):
+        elif kind != "python" or not TEST_MARKER.fullmatch(value):
             raise ValueError(f"{where}: unknown test marker {value!r} on a {kind} block")
         else:
             tests.append(value)
@@ -218,25 +221,23 @@ def commands(block: Block) -> list[Command]:
             current.text += "\n" + raw
             continuing = raw.endswith("\\")
             continue
-        if block.kind == "console":
-            if raw.startswith("$ "):
-                current = Command(number, raw[2:])
-                found.append(current)
-            elif current is not None:
-                current.output.append(raw)
-            elif raw.strip():
+        if block.kind == "console" and not raw.startswith("$ "):
+            if current is None and raw.strip():
                 raise ValueError(f"{block.path}:{number}: output before the first `$ ` command")
-        else:
-            if not raw.strip() or raw.lstrip().startswith("#"):
-                continue
-            current = Command(number, raw)
-            found.append(current)
-        continuing = raw.endswith("\\") and current is not None
+            if current is not None:
+                current.output.append(raw)
+            continue
+        if block.kind != "console" and (not raw.strip() or raw.lstrip().startswith("#")):
+            continue
+        current = Command(number, raw[2:] if block.kind == "console" else raw)
+        found.append(current)
+        continuing = raw.endswith("\\")
     return found
 
 
-LONG_RUNNING = re.compile(
-    r"(?:^|[\s;&|/])(?P<program>sse-tasks\s+serve|uvicorn|redis-server|celery)\b(?P<args>[^;&|#]*)"
+LONG_RUNNING = re.compile(  # in command position: first, or after && ; | (a path before it is fine)
+    r"(?:^|[;&|]\s*)(?:\S*/|python3?\s+-m\s+)?(?P<program>sse-tasks\s+serve|uvicorn|redis-server|celery)\b"
+    r"(?P<args>[^;&|#]*)"
 )
 DEFAULT_PORTS = {"sse-tasks serve": DEMO_PORT, "uvicorn": DEMO_PORT, "redis-server": REDIS_PORT}
 PORT_OPTION = re.compile(r"--port[ =](\d+)")
@@ -294,7 +295,7 @@ def submits(command: str) -> bool:
     return bool(re.search(r"-X\s*POST\b|\bsse-tasks\s+submit\b", strip_comment(command)))
 
 
-PLACEHOLDER = re.compile(r"<id>|\b[\w-]*…")
+PLACEHOLDER = re.compile(r"<id>|(?<![\w-])[\w-]*…")
 TASK_ID = re.compile(r'"id"\s*:\s*"([\w-]+)"|/tasks/([\w-]+)')
 
 
@@ -587,7 +588,7 @@ class BlockRun:
         self.ports: dict[int, int] = {}
         self.task_id: str | None = None
         self.running: list[Background] = []
-        self._exits: list[Any] = []
+        self._servers = ExitStack()  # stops every server started, last first
 
     # -- set-up --
 
@@ -600,13 +601,13 @@ class BlockRun:
         shutil.copytree(
             self.root / "examples", self.work / "examples", ignore=shutil.ignore_patterns("__pycache__")
         )
-        for name in ("pyproject.toml", "README.md"):
-            shutil.copy(self.root / name, self.work / name)
+        for copied in ("pyproject.toml", "README.md"):
+            shutil.copy(self.root / copied, self.work / copied)
         (self.work / ".venv").symlink_to(sys.prefix)
         for earlier in self._earlier():  # files the reader saved from this document so far
-            name = earlier.marker("file ")
-            if name and not (self.work / name).exists():
-                (self.work / name).write_text(earlier.text)
+            saved = earlier.marker("file")
+            if saved and not (self.work / saved).exists():
+                (self.work / saved).write_text(earlier.text)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SSE_TASKS_", "CELERY_"))}
         env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", PYTHONUNBUFFERED="1", NO_COLOR="1")
         if any("celery" in text.lower() for text in texts):
@@ -695,7 +696,7 @@ class BlockRun:
         server = server_of(command.text)
         assert server is not None
         text = self._prepare(command.text)
-        log = self.tmp / f"server-{len(self._exits)}.log"
+        log = self.tmp / f"server-{len(self.running)}.log"
         port = self.ports[server.port] if server.port is not None else None
         manager = background(
             f"{block.path}:{command.line}: {text}",
@@ -705,12 +706,7 @@ class BlockRun:
             log,
             port,
         )
-        self._exits.append(manager)
-        self.running.append(manager.__enter__())
-
-    def _stop_all(self) -> None:
-        while self._exits:
-            self._exits.pop().__exit__(None, None, None)
+        self.running.append(self._servers.enter_context(manager))
 
     def _run(self, command: Command, env: dict[str, str], console: bool, status: int) -> Result:
         text = self._prepare(command.text)
@@ -775,7 +771,7 @@ class BlockRun:
                 if started.proc.poll() is not None:
                     pytest.fail(started.failure(f"exited ({started.proc.returncode}) before the block ended"))
         finally:
-            self._stop_all()
+            self._servers.close()
             if "SSE_TASKS_BROKER" in env:
                 self._flush(CELERY_DB, CELERY_DB + 1)
 
@@ -803,7 +799,7 @@ class BlockRun:
     # -- python --
 
     def run_python(self) -> None:
-        target = self.block.marker("signature of ")
+        target = self.block.marker("signature of")
         if target:
             why = signature_mismatch(self.block.text, target)
             if why:
@@ -815,7 +811,7 @@ class BlockRun:
         servers = [c for _, c in context]
         self._map_ports(servers, ports_used(code) | _ports_served(servers))
         code = self.rewrite_ports(code)
-        name = self.block.marker("file ")
+        name = self.block.marker("file")
         if name:
             (self.work / name).write_text(code)
             argv = [sys.executable, "-W", "error", "-c", f"import {Path(name).stem}"]
@@ -831,7 +827,7 @@ class BlockRun:
                     f"{self.block.id} exited {result.code}:\n{result.both[-4000:]}\n--- the code run:\n{code}"
                 )
         finally:
-            self._stop_all()
+            self._servers.close()
             if "SSE_TASKS_BROKER" in env:
                 self._flush(CELERY_DB, CELERY_DB + 1)
 
@@ -842,7 +838,7 @@ class BlockRun:
         index = self.doc.index(self.block)
         parts = [self.block.text]
         for earlier in reversed(self.doc[:index]):
-            if earlier.kind != "python" or earlier.skip is not None or earlier.marker("signature of "):
+            if earlier.kind != "python" or earlier.skip is not None or earlier.marker("signature of"):
                 continue
             parts.insert(0, earlier.text)
             if earlier.marker("continues") is None:

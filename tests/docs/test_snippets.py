@@ -175,4 +175,5 @@ def test_markers_and_tags() -> None:
         (11, "python", None, ("file app.py",)),
         (15, "console", None, ()),
     ]
-    assert blocks[1].marker("file ") == "app.py"
+    assert blocks[1].marker("file") == "app.py"
+    assert blocks[1].marker("continues") is None
