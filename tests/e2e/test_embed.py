@@ -104,7 +104,10 @@ def test_a_hub_that_does_not_allow_the_page_origin_is_reported(
     open_embed(page, pages, hub_url)
 
     expect(page.get_by_role("status")).to_have_text(
-        f"Error: cannot reach the hub at {hub_url}/tasks", timeout=WAIT_MS
+        f"Error: cannot reach the hub at {hub_url}/tasks: is it running, and does it allow this page's"
+        " origin (CORS; the browser console says which)? If not, start the hub with"
+        f" --cors-origin {pages.url}",
+        timeout=WAIT_MS,
     )
 
 
