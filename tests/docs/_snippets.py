@@ -588,6 +588,7 @@ class BlockRun:
         self.ports: dict[int, int] = {}
         self.task_id: str | None = None
         self.running: list[Background] = []
+        self.shell_options: list[str] = []  # `set -o …` typed earlier in a console block
         self._servers = ExitStack()  # stops every server started, last first
 
     # -- set-up --
@@ -711,7 +712,11 @@ class BlockRun:
     def _run(self, command: Command, env: dict[str, str], console: bool, status: int) -> Result:
         text = self._prepare(command.text)
         if console:  # as typed at a prompt; `(exit N)` gives `echo $?` the previous status
-            argv = ["bash", "-c", f"(exit {status}); {text}" if "$?" in text else text]
+            options = "".join(f"{option}; " for option in self.shell_options)
+            argv = ["bash", "-c", options + (f"(exit {status}); {text}" if "$?" in text else text)]
+            if command.text.startswith("set -o ") or command.text.startswith("set +o "):
+                # a prompt keeps its options for the commands that follow
+                self.shell_options.append(command.text.split("#", 1)[0].strip())
         else:
             argv = ["bash", "-euo", "pipefail", "-c", text]
         result = self._subprocess(argv, env, f"line {command.line}: `{text}`")
