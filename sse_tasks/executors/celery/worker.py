@@ -5,6 +5,9 @@ in every process that sends the app's tasks and in every worker:
 
 - a process that sends a task (``.delay()``, ``.apply_async()``, the hub) stores it
   ``queued`` once its message is sent (``after_task_publish``);
+- a worker that receives a task the hub sent stores it ``queued`` (if the hub has not
+  yet) before it can run, and discards, unrun, one the hub refused (it answered 503: its
+  message arrived late) or that was cancelled meanwhile (``task_received``);
 - the worker running it stores ``running`` (creating the task first if no hooked
   sender stored it), progress from ``update_state`` or :func:`sse_tasks.current_task`,
   output, and the outcome: ``succeeded`` with its result, ``failed`` with ``{type,
@@ -27,11 +30,10 @@ from celery import Celery, signals
 from celery import states as celery_states
 from celery.backends.base import DisabledBackend
 
-from ..._core import codec
 from ..._core.context import CURRENT
 from ..._core.errors import TaskCancelled
 from ..._core.models import OutputChunk, Task, TaskState, event_type_for, utcnow
-from ..._runner.job import error_of
+from ..._runner.job import error_of, result_error, unencodable
 from ...brokers.redis import RedisBroker
 from ...brokers.redis.link import UNREACHABLE
 from ...brokers.redis.sync import SyncWriter
@@ -41,6 +43,7 @@ from .message import (
     OWNER_HEADER,
     created_at_of,
     owner_of,
+    received_snapshot,
     retry_message,
     sent_snapshot,
     valid_task,
@@ -55,6 +58,7 @@ _SIGNALS = (
     "after_task_publish",
     "before_task_publish",
     "worker_init",
+    "task_received",
     "task_prerun",
     "task_success",
     "task_failure",
@@ -168,6 +172,32 @@ class CeleryHook:
 
             worker_state.revoked.update(cancelled)
 
+    def _on_task_received(self, request: Any = None, **_: Any) -> None:
+        """A message the hub sent reached this worker: store the task ``queued`` before it can
+        run (one round trip), so that the hub, whose send may yet fail, no longer refuses it.
+        One the hub did refuse (it answered 503; the message left after all) or that was
+        cancelled while it waited is discarded unrun, the way Celery discards revoked ones."""
+        headers = getattr(request, "request_dict", None)
+        if not isinstance(headers, dict) or not headers.get(HUB_HEADER) or headers.get("retries"):
+            return  # only the hub refuses; a retry's task is stored already
+        task, task_id = getattr(request, "task", None), getattr(request, "id", None)
+        if task is None or not isinstance(task_id, str) or not self._ours(task):
+            return
+        if not valid_task(task_id, task.name):
+            return
+        try:
+            state = self.writer.receive(received_snapshot(task_id, task.name, headers))
+        except UNREACHABLE as exc:
+            logger.warning("task %s received; not stored as queued yet: Redis unreachable (%s)", task_id, exc)
+            return
+        if state == "refused":
+            logger.warning("task %s was refused by the hub (503); discarded", task_id)
+        elif state != TaskState.CANCELLED.value:
+            return
+        from celery.worker import state as worker_state
+
+        worker_state.revoked.add(task_id)  # Celery discards it before it runs
+
     def _on_task_revoked(
         self,
         sender: Any = None,
@@ -246,15 +276,17 @@ class CeleryHook:
         run = self._run_of(sender)
         if run is None:
             return
-        changes: dict[str, Any] = {"progress": 1.0}
-        try:
-            codec.dumps(result)
-        except (TypeError, ValueError):
-            kind = type(result).__name__
-            changes["message"] = f"the result ({kind}) is not JSON; it stays in Celery's backend"
-        else:
-            changes["result"] = result
-        run.finish(TaskState.SUCCEEDED, **changes)
+        error = result_error(result)
+        if error is None:
+            try:
+                run.finish(TaskState.SUCCEEDED, progress=1.0, result=result)
+                return
+            except Exception as exc:  # the task ran: it must not end as cancelled (postrun)
+                error = unencodable(exc)
+        logger.warning(
+            "task %s: its result could not be encoded as JSON (%s); failed", run.task.id, error["type"]
+        )
+        run.finish(TaskState.FAILED, error=error)
 
     def _on_task_failure(
         self, sender: Any = None, task_id: Any = None, exception: Any = None, **_: Any
@@ -292,6 +324,13 @@ class CeleryHook:
         elif not run.ended:
             if state == celery_states.REJECTED and getattr(retval, "requeue", False):
                 run.requeue("requeued by the task")  # Reject(requeue=True): it comes back
+            elif state == celery_states.SUCCESS:
+                # The success handler failed before it stored an outcome (it logged why).
+                logger.warning(
+                    "task %s succeeded in Celery; its outcome could not be stored: failed", run.task.id
+                )
+                why = "the task ran, but its outcome could not be stored (see the worker's log)"
+                run.finish(TaskState.FAILED, error={"type": "RuntimeError", "message": why})
             else:
                 # Ignored or rejected by the task itself: Celery sent no outcome.
                 message = f"ended in Celery state {state}" if state else None
