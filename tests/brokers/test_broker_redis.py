@@ -681,3 +681,49 @@ async def test_a_flush_resets_a_per_task_stream_then_ends_it(
 
 async def _has_any(follower: Follower) -> bool:
     return bool(task_events(follower.events))
+
+
+# -- refusals (a 503 means never) -----------------------------------------------------------
+
+
+async def test_a_refusal_and_a_worker_s_receipt_exclude_each_other(redis_url: str, redis_db: int) -> None:
+    """The hub refuses the id of a task it could not send unless a worker has stored it; once
+    refused, no path creates it (a sender's or the hub's queued, a worker's running, its
+    cancel) and a worker that receives it is told to discard it."""
+    from sse_tasks import Task, TaskState
+    from sse_tasks._core.models import utcnow
+    from sse_tasks.brokers.redis.sync import SyncWriter
+
+    url = redis_url.rsplit("/", 1)[0] + f"/{redis_db}"
+    broker = RedisBroker(url, retention=60)
+    writer = SyncWriter(broker)
+    await broker.start(lambda event: None)
+    try:
+        refused = Task(id="refused-1", name="add")
+        assert await broker.refuse(refused.id)
+        assert writer.receive(refused) == "refused"
+        running = refused.evolve(state=TaskState.RUNNING, started_at=utcnow())
+        cancelled = refused.evolve(state=TaskState.CANCELLED, finished_at=utcnow())
+        assert writer.publish(refused, "task.queued", lease="none") is None
+        assert writer.publish(running, "task.running", lease="add", create=refused) is None
+        assert writer.publish(cancelled, "task.cancelled", lease="xx", create=refused) is None
+        assert await broker.publish(refused, "task.queued") is None
+        assert writer.receive(refused) == "refused"  # a second delivery: the same answer
+        assert await broker.get(refused.id) is None
+        assert await broker.list_tasks() == []
+        with redis.Redis.from_url(url) as client:
+            ttl = client.pttl(f"{broker.prefix}:refused:{refused.id}")
+        assert 86_000_000 < ttl <= 86_400_000  # a day, retention being shorter
+
+        taken = Task(id="taken-1", name="add")
+        assert writer.receive(taken) == "queued"  # stored as it reaches the worker
+        assert not await broker.refuse(taken.id)  # so the hub answers 202: it runs
+        assert writer.receive(taken) == "queued"
+        stored = await broker.get(taken.id)
+        assert stored is not None and stored.state is TaskState.QUEUED
+        assert [task.id for task in await broker.list_tasks()] == [taken.id]
+        assert await broker.publish(taken.evolve(state=TaskState.CANCELLED), "task.cancelled") is not None
+        assert writer.receive(taken) == "cancelled"  # cancelled while it waited: discarded
+    finally:
+        writer.close()
+        await broker.close()
