@@ -214,8 +214,9 @@ class WorkerRun:
                 final = final.evolve(started_at=start[0].started_at)
             try:
                 return self._final(self._with_start((final, event_type_for(state), {"lease": "xx"})))
-            except (TypeError, ValueError):
-                # Not encodable, so nothing was sent: the caller may still end it otherwise.
+            except Exception:
+                # Not stored (its snapshot could not be encoded, most likely): the caller may
+                # still end it otherwise.
                 self.ended, self._start = False, start
                 raise
 

@@ -324,13 +324,17 @@ class CeleryHook:
         elif not run.ended:
             if state == celery_states.REJECTED and getattr(retval, "requeue", False):
                 run.requeue("requeued by the task")  # Reject(requeue=True): it comes back
-            elif state == celery_states.SUCCESS:
-                # The success handler failed before it stored an outcome (it logged why).
+            elif state in (celery_states.SUCCESS, celery_states.FAILURE):
+                # Its outcome handler failed before it stored anything (it logged why): the
+                # task ran to its end, so it ends failed, never cancelled.
                 logger.warning(
-                    "task %s succeeded in Celery; its outcome could not be stored: failed", run.task.id
+                    "task %s: its outcome (Celery state %s) could not be stored; failed", run.task.id, state
                 )
                 why = "the task ran, but its outcome could not be stored (see the worker's log)"
-                run.finish(TaskState.FAILED, error={"type": "RuntimeError", "message": why})
+                error = {"type": "RuntimeError", "message": why}
+                if state == celery_states.FAILURE and isinstance(retval, BaseException):
+                    error = error_of(retval)
+                run.finish(TaskState.FAILED, error=error)
             else:
                 # Ignored or rejected by the task itself: Celery sent no outcome.
                 message = f"ended in Celery state {state}" if state else None
