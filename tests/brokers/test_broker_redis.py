@@ -18,11 +18,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import httpx
 import pytest
 from _support import LiveServer, SSEEvent, collect, free_port, sse_events, task_events
 
-from sse_tasks import TaskHub
+from sse_tasks import TaskHub, Unavailable
 from sse_tasks.demo import register_demo_tasks
 
 redis = pytest.importorskip("redis")
@@ -727,3 +728,47 @@ async def test_a_refusal_and_a_worker_s_receipt_exclude_each_other(redis_url: st
     finally:
         writer.close()
         await broker.close()
+
+
+async def test_a_task_an_engine_took_is_accepted_when_redis_fails_to_store_it(
+    private_redis: RedisServer,
+) -> None:
+    """The engine has the task (its workers run it and store it); Redis then fails to store
+    ``queued``: the answer is the task, not a 503 (which would say it never runs)."""
+    from anyio.abc import TaskGroup
+
+    from sse_tasks import Executor, Task, TaskState
+
+    class RedisDiesAsItSends(Executor):
+        runs_here = False  # a fake engine: the send is what stops Redis
+
+        async def start(self, publisher: Any, done: Callable[[Any], None], group: TaskGroup) -> None:
+            self.done = done
+
+        async def admit(self, job: Any) -> None:
+            await anyio.to_thread.run_sync(lambda: private_redis.stop(save=False))
+
+        def submit(self, job: Any) -> None:
+            self.done(job)
+
+        def cancel(self, task_id: str, reason: str | None = None) -> bool:
+            return False
+
+        def running_task(self, task_id: str) -> Task | None:
+            return None
+
+        @property
+        def running(self) -> int:
+            return 0
+
+    hub = TaskHub(private_redis.url, executor=RedisDiesAsItSends())
+
+    @hub.task
+    def work() -> None:  # pragma: no cover - the engine's workers would run it
+        pass
+
+    async with hub:
+        task = await hub.submit("work")
+        assert task.state is TaskState.QUEUED and task.name == "work"
+        with pytest.raises(Unavailable):  # Redis is down indeed
+            await hub.get(task.id)
