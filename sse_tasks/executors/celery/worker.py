@@ -28,7 +28,6 @@ from typing import Any
 
 from celery import Celery, signals
 from celery import states as celery_states
-from celery.backends.base import DisabledBackend
 
 from ..._core.context import CURRENT
 from ..._core.errors import TaskCancelled
@@ -37,18 +36,18 @@ from ..._runner.job import error_of, result_error, unencodable
 from ...brokers.redis import RedisBroker
 from ...brokers.redis.link import UNREACHABLE
 from ...brokers.redis.sync import SyncWriter
+from .gate import admit_received, discard_cancelled
 from .message import (
     CREATED_HEADER,
     HUB_HEADER,
     OWNER_HEADER,
     created_at_of,
     owner_of,
-    received_snapshot,
     retry_message,
     sent_snapshot,
     valid_task,
 )
-from .meta import progress_of
+from .meta import progress_of, route_update_state
 from .run import Keeper, WorkerRun
 
 logger = logging.getLogger("sse_tasks.celery")
@@ -159,44 +158,22 @@ class CeleryHook:
     # -- the worker's main process -------------------------------------------------------
 
     def _on_worker_init(self, sender: Any = None, **_: Any) -> None:
-        """Tasks cancelled while no worker heard the revoke are discarded like revoked ones."""
-        if getattr(sender, "app", self.app) is not self.app:
-            return
-        try:
-            cancelled = self.writer.cancelled_ids()
-        except UNREACHABLE as exc:
-            logger.warning("could not read the tasks cancelled while they waited: %s", exc)
-            return
-        if cancelled:
-            from celery.worker import state as worker_state
-
-            worker_state.revoked.update(cancelled)
+        if getattr(sender, "app", self.app) is self.app:
+            discard_cancelled(self.writer)
 
     def _on_task_received(self, request: Any = None, **_: Any) -> None:
-        """A message the hub sent reached this worker: store the task ``queued`` before it can
-        run (one round trip), so that the hub, whose send may yet fail, no longer refuses it.
-        One the hub did refuse (it answered 503; the message left after all) or that was
-        cancelled while it waited is discarded unrun, the way Celery discards revoked ones."""
+        """A message reached this worker: one the hub sent is checked before it can run."""
         headers = getattr(request, "request_dict", None)
         if not isinstance(headers, dict) or not headers.get(HUB_HEADER) or headers.get("retries"):
             return  # only the hub refuses; a retry's task is stored already
         task, task_id = getattr(request, "task", None), getattr(request, "id", None)
-        if task is None or not isinstance(task_id, str) or not self._ours(task):
-            return
-        if not valid_task(task_id, task.name):
-            return
-        try:
-            state = self.writer.receive(received_snapshot(task_id, task.name, headers))
-        except UNREACHABLE as exc:
-            logger.warning("task %s received; not stored as queued yet: Redis unreachable (%s)", task_id, exc)
-            return
-        if state == "refused":
-            logger.warning("task %s was refused by the hub (503); discarded", task_id)
-        elif state != TaskState.CANCELLED.value:
-            return
-        from celery.worker import state as worker_state
-
-        worker_state.revoked.add(task_id)  # Celery discards it before it runs
+        if (
+            task is not None
+            and isinstance(task_id, str)
+            and self._ours(task)
+            and valid_task(task_id, task.name)
+        ):
+            admit_received(self.writer, task_id, task.name, headers)
 
     def _on_task_revoked(
         self,
@@ -222,7 +199,7 @@ class CeleryHook:
         if task is None or not self._ours(task) or not valid_task(task_id, task.name):
             return
         self.keeper.ensure_started()
-        _hook_update_state(task, self)
+        route_update_state(task, lambda state, meta: self.update_state(_attempt(task), state, meta))
         request = task.request
         first = not getattr(request, "retries", 0) and not (request.delivery_info or {}).get("redelivered")
         # A first attempt needs nothing stored: its snapshot is in its message. A retry or
@@ -433,23 +410,6 @@ def connect(
     )
     app.__dict__["_sse_tasks_hook"] = hook
     return hook.connect()
-
-
-def _hook_update_state(task: Any, hook: CeleryHook) -> None:
-    """Route the task's ``update_state`` through the hook (once per task object)."""
-    if "update_state" in vars(task):
-        return
-    original = type(task).update_state
-
-    @functools.wraps(original)
-    def update_state(task_id: str | None = None, state: Any = None, meta: Any = None, **kwargs: Any) -> None:
-        own = task_id is None or task_id == getattr(task.request, "id", None)
-        if own:
-            hook.update_state(_attempt(task), state, meta)
-        if not (own and isinstance(task.backend, DisabledBackend)):
-            original(task, task_id, state, meta, **kwargs)
-
-    task.update_state = update_state
 
 
 def _attempt(task: Any) -> WorkerRun | None:
