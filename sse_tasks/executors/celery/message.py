@@ -33,7 +33,7 @@ def created_at_of(headers: Any) -> str:
 
 def sent_snapshot(task_id: str, name: str, request: Any) -> Task:
     """The ``queued`` snapshot of a task as its sender stored it, from its request."""
-    headers = {name: getattr(request, name, None) for name in (CREATED_HEADER, OWNER_HEADER)}
+    headers = {header: getattr(request, header, None) for header in (CREATED_HEADER, OWNER_HEADER)}
     return received_snapshot(task_id, name, headers)
 
 
