@@ -1,10 +1,12 @@
 """Compact JSON in one place: orjson when installed (the ``speed`` extra), else the stdlib.
 
 Both paths accept and refuse the same documents: strict UTF-8, no NaN or Infinity, no
-number that overflows a double, no lone surrogate (I-JSON, RFC 7493); integers are
-kept exact. Text with a
+number that overflows a double, no lone surrogate (I-JSON, RFC 7493), no nesting deeper
+than :data:`MAX_DEPTH` (orjson's limit); integers are kept exact. Text with a
 lone surrogate cannot be encoded as UTF-8, so one accepted here would break every
-answer that carries it.
+answer that carries it. What orjson refuses is encoded again by the stdlib, so both
+refuse it with the same error (and accept what only orjson refuses: integers past 64
+bits, keys that are numbers).
 """
 
 from __future__ import annotations
@@ -52,18 +54,88 @@ def _finite_float(text: str) -> float:
     return value
 
 
+#: Containers nested in one another that a document may hold (orjson refuses deeper ones).
+MAX_DEPTH = 254
+
+
 def dumps(value: Any) -> bytes:
-    """Encode ``value`` as compact UTF-8 JSON; raises ``TypeError``/``ValueError`` if it is not JSON-able
-    (including NaN, Infinity and strings with a lone surrogate)."""
+    """Encode ``value`` as compact UTF-8 JSON.
+
+    Raises ``TypeError`` for a value of a type JSON does not have (bytes, a set, an
+    object; a key that is not a string or a number) and ``ValueError`` for one JSON
+    cannot hold: NaN, Infinity, an integer beyond a double, a string with a lone
+    surrogate, containers nested deeper than :data:`MAX_DEPTH` or holding themselves.
+    Never ``RecursionError``.
+    """
     if _orjson is not None:
         try:
             encoded: bytes = _orjson.dumps(value)
-        except _orjson.JSONEncodeError as exc:
-            raise TypeError(str(exc)) from None
+        except _orjson.JSONEncodeError:
+            return _dumps_stdlib(value)  # the same answer as without orjson
         if b"null" in encoded and _has_nan(value):
-            raise ValueError("NaN and Infinity are not valid JSON")
+            raise ValueError(_NAN)
         return encoded
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    return _dumps_stdlib(value)
+
+
+_NAN = "NaN and Infinity are not valid JSON"
+_TOO_DEEP = f"containers are nested deeper than {MAX_DEPTH} levels"
+_HUGE = re.compile(r"[0-9]{309}")  # a run of digits that may be an integer beyond a double
+
+
+def _dumps_stdlib(value: Any) -> bytes:
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except RecursionError:
+        raise ValueError(_TOO_DEEP) from None
+    except ValueError as exc:
+        if "Circular reference" in str(exc):
+            raise ValueError("a container holds itself (a cycle)") from None
+        raise ValueError(_NAN) from None
+    # A document can only nest that deep with that many brackets: most never look.
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+        raise ValueError(_TOO_DEEP)
+    if _HUGE.search(text) and _has_huge_int(value):
+        raise ValueError("an integer is out of a double's range")
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        raise ValueError(
+            "a string holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text"
+        ) from None
+
+
+def _containers(value: Any) -> Any:
+    if isinstance(value, dict):
+        return value.values()
+    if isinstance(value, (list, tuple)):
+        return value
+    return None
+
+
+def _depth(value: Any) -> int:
+    """How deeply containers nest in ``value`` (one that encoded, so it holds no cycle)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = _containers(item)
+        if children is not None:
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _has_huge_int(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, int) and not isinstance(item, bool):
+            if abs(item) > _MAX_INTEGER:
+                return True
+        elif (children := _containers(item)) is not None:
+            stack.extend(children)  # keys are written as strings
+    return False
 
 
 def _has_nan(value: Any) -> bool:

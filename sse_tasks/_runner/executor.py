@@ -38,8 +38,12 @@ class Executor(abc.ABC):
     async def admit(self, job: Job) -> None:  # noqa: B027 - optional hook
         """Called before the job's ``task.queued`` is stored: an engine with its own queue
         sends the job here, and raises :class:`Unavailable` if it cannot (nothing is stored).
-        For such an engine (``runs_here`` False) the runner first checks that the broker
-        answers, so a broker outage refuses the job before it is sent."""
+        That is a 503, which promises the job never runs: an engine whose failed send may
+        have left all the same refuses the id first (``RedisBroker.refuse``), and its
+        workers discard what was refused. Once ``admit`` returns the job is sent: the answer
+        is 202 even if storing ``queued`` then fails. For such an engine (``runs_here``
+        False) the runner first checks that the broker answers, so a broker outage refuses
+        the job before it is sent."""
 
     async def cancelled(self, task: Task) -> None:  # noqa: B027 - optional hook
         """A client cancelled ``task`` (its ``cancelled`` event is stored): stop its work

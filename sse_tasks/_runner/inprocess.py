@@ -13,12 +13,11 @@ import anyio.to_thread
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._core import codec
 from .._core.context import CURRENT
 from .._core.errors import TaskCancelled
 from .._core.models import Task, TaskState
 from .executor import Executor
-from .job import Job, Publisher, error_of
+from .job import Job, Publisher, error_of, result_error
 from .run import Run
 
 logger = logging.getLogger("sse_tasks")
@@ -164,13 +163,11 @@ class InProcessExecutor(Executor):
             if run.cancel_reason:
                 changes["message"] = run.cancel_reason
         elif outcome is TaskState.SUCCEEDED:
-            try:
-                codec.dumps(result)
-            except (TypeError, ValueError) as exc:
-                outcome = TaskState.FAILED
-                changes["error"] = error_of(TypeError(f"result is not JSON-serialisable: {exc}"))
-            else:
+            error = result_error(result)
+            if error is None:
                 changes = {"result": result, "progress": 1.0}
+            else:
+                outcome, changes = TaskState.FAILED, {"error": error}
         progress, message = run.latest()
         changes["output_chunks"] = run.output_chunks
         changes.setdefault("progress", progress)

@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 
+from .._core import codec
 from .._core.models import OutputChunk, Task, TaskEvent, TaskState, event_type_for, utcnow
 from .._core.registry import RegisteredTask
 from .._core.stats import HubStats
@@ -98,6 +99,24 @@ class Publisher:
             logger.debug("task failed id=%s error=%r", task.id, task.error)
         else:
             logger.info("task %s id=%s name=%s duration=%.3fs", state, task.id, task.name, duration)
+
+
+def result_error(result: Any) -> dict[str, str] | None:
+    """The error a task whose ``result`` is not JSON ends ``failed`` with (see
+    :func:`unencodable`), or None if it is JSON (as deep as a snapshot holds it)."""
+    try:
+        codec.dumps({"result": result})
+    except Exception as exc:  # a result's own methods may raise anything
+        return unencodable(exc)
+    return None
+
+
+def unencodable(exc: BaseException) -> dict[str, str]:
+    """The error of a task that ran but whose result could not be encoded as JSON: the
+    encoding error's type (``TypeError``, ``ValueError``) and a message saying so."""
+    error = error_of(exc)
+    message = f"the task ran, but its result could not be encoded as JSON: {error['message']}"
+    return {"type": error["type"], "message": message}
 
 
 def error_of(exc: BaseException) -> dict[str, str]:

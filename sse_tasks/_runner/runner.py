@@ -127,10 +127,11 @@ class Runner:
                 # broker answers first, so an outage refuses it (503) with nothing sent.
                 await self.broker.get(task.id)
             await self.executor.admit(job)
-            event = await self.broker.publish(task, "task.queued", leased=runs_here)
-            stored = event.task if event is not None else None
-            if stored is None and not runs_here:
-                stored = await self.broker.get(task.id)  # the engine's worker started it first
+            if runs_here:
+                event = await self.broker.publish(task, "task.queued")
+                stored = event.task if event is not None else None
+            else:
+                stored = await self._store_sent(task)
         except BaseException:
             self._forget(job)
             raise
@@ -141,6 +142,19 @@ class Runner:
         self.stats.tasks["queued"] += 1
         logger.info("task queued id=%s name=%s", task.id, task.name)
         return job
+
+    async def _store_sent(self, task: Task) -> Task:
+        """Store ``queued`` for a task the engine has taken. It was sent, so it runs whatever
+        the broker answers now: the answer is never a 503 (that says it never runs)."""
+        try:
+            event = await self.broker.publish(task, "task.queued", leased=False)
+            if event is not None:
+                return event.task
+            # A worker stored it first (or it already ran and expired).
+            return await self.broker.get(task.id) or task
+        except Unavailable as exc:
+            logger.warning("task %s sent; not stored as queued (its worker stores it): %s", task.id, exc)
+            return task
 
     def start(self, job: Job) -> None:
         """Hand a created job to the executor (at once, or after the response is sent)."""

@@ -18,11 +18,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import httpx
 import pytest
 from _support import LiveServer, SSEEvent, collect, free_port, sse_events, task_events
 
-from sse_tasks import TaskHub
+from sse_tasks import TaskHub, Unavailable
 from sse_tasks.demo import register_demo_tasks
 
 redis = pytest.importorskip("redis")
@@ -681,3 +682,93 @@ async def test_a_flush_resets_a_per_task_stream_then_ends_it(
 
 async def _has_any(follower: Follower) -> bool:
     return bool(task_events(follower.events))
+
+
+# -- refusals (a 503 means never) -----------------------------------------------------------
+
+
+async def test_a_refusal_and_a_worker_s_receipt_exclude_each_other(redis_url: str, redis_db: int) -> None:
+    """The hub refuses the id of a task it could not send unless a worker has stored it; once
+    refused, no path creates it (a sender's or the hub's queued, a worker's running, its
+    cancel) and a worker that receives it is told to discard it."""
+    from sse_tasks import Task, TaskState
+    from sse_tasks._core.models import utcnow
+    from sse_tasks.brokers.redis.sync import SyncWriter
+
+    url = redis_url.rsplit("/", 1)[0] + f"/{redis_db}"
+    broker = RedisBroker(url, retention=60)
+    writer = SyncWriter(broker)
+    await broker.start(lambda event: None)
+    try:
+        refused = Task(id="refused-1", name="add")
+        assert await broker.refuse(refused.id)
+        assert writer.receive(refused) == "refused"
+        running = refused.evolve(state=TaskState.RUNNING, started_at=utcnow())
+        cancelled = refused.evolve(state=TaskState.CANCELLED, finished_at=utcnow())
+        assert writer.publish(refused, "task.queued", lease="none") is None
+        assert writer.publish(running, "task.running", lease="add", create=refused) is None
+        assert writer.publish(cancelled, "task.cancelled", lease="xx", create=refused) is None
+        assert await broker.publish(refused, "task.queued") is None
+        assert writer.receive(refused) == "refused"  # a second delivery: the same answer
+        assert await broker.get(refused.id) is None
+        assert await broker.list_tasks() == []
+        with redis.Redis.from_url(url) as client:
+            ttl = client.pttl(f"{broker.prefix}:refused:{refused.id}")
+        assert 86_000_000 < ttl <= 86_400_000  # a day, retention being shorter
+
+        taken = Task(id="taken-1", name="add")
+        assert writer.receive(taken) == "queued"  # stored as it reaches the worker
+        assert not await broker.refuse(taken.id)  # so the hub answers 202: it runs
+        assert writer.receive(taken) == "queued"
+        stored = await broker.get(taken.id)
+        assert stored is not None and stored.state is TaskState.QUEUED
+        assert [task.id for task in await broker.list_tasks()] == [taken.id]
+        assert await broker.publish(taken.evolve(state=TaskState.CANCELLED), "task.cancelled") is not None
+        assert writer.receive(taken) == "cancelled"  # cancelled while it waited: discarded
+    finally:
+        writer.close()
+        await broker.close()
+
+
+async def test_a_task_an_engine_took_is_accepted_when_redis_fails_to_store_it(
+    private_redis: RedisServer,
+) -> None:
+    """The engine has the task (its workers run it and store it); Redis then fails to store
+    ``queued``: the answer is the task, not a 503 (which would say it never runs)."""
+    from anyio.abc import TaskGroup
+
+    from sse_tasks import Executor, Task, TaskState
+
+    class RedisDiesAsItSends(Executor):
+        runs_here = False  # a fake engine: the send is what stops Redis
+
+        async def start(self, publisher: Any, done: Callable[[Any], None], group: TaskGroup) -> None:
+            self.done = done
+
+        async def admit(self, job: Any) -> None:
+            await anyio.to_thread.run_sync(lambda: private_redis.stop(save=False))
+
+        def submit(self, job: Any) -> None:
+            self.done(job)
+
+        def cancel(self, task_id: str, reason: str | None = None) -> bool:
+            return False
+
+        def running_task(self, task_id: str) -> Task | None:
+            return None
+
+        @property
+        def running(self) -> int:
+            return 0
+
+    hub = TaskHub(private_redis.url, executor=RedisDiesAsItSends())
+
+    @hub.task
+    def work() -> None:  # pragma: no cover - the engine's workers would run it
+        pass
+
+    async with hub:
+        task = await hub.submit("work")
+        assert task.state is TaskState.QUEUED and task.name == "work"
+        with pytest.raises(Unavailable):  # Redis is down indeed
+            await hub.get(task.id)

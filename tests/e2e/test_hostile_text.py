@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _results import ODD_RESULTS, nested
 from _support import HubFactory, LiveServer, ServerFactory, collect, sse_events, task_events
 
 from sse_tasks import TaskContext, TaskHub
@@ -60,8 +61,25 @@ def test_loads_keeps_surrogate_pairs_and_big_numbers() -> None:
 
 @pytest.mark.parametrize("value", ["\ud800", {"a": ["\udfff"]}, float("nan"), [float("inf")]])
 def test_dumps_refuses_unencodable_values(value: Any) -> None:
-    with pytest.raises((TypeError, ValueError)):
+    with pytest.raises(ValueError):
         _json.dumps(value)
+
+
+@pytest.mark.parametrize("kind", list(ODD_RESULTS))
+def test_dumps_refuses_what_is_not_json_with_the_same_error_on_both_paths(kind: str) -> None:
+    make, error_type = ODD_RESULTS[kind]
+    with pytest.raises((TypeError, ValueError)) as caught:
+        _json.dumps({"result": make()})
+    assert type(caught.value).__name__ == error_type  # never RecursionError
+
+
+def test_dumps_nests_as_deep_as_orjson_and_keeps_what_only_orjson_refuses() -> None:
+    assert _json.dumps(nested(_json.MAX_DEPTH)).startswith(b"[[[")
+    with pytest.raises(ValueError, match="nested deeper"):
+        _json.dumps(nested(_json.MAX_DEPTH + 1))
+    encoded = _json.dumps({1: 10**30, "b": [True, None]})
+    assert encoded == b'{"1":1000000000000000000000000000000,"b":[true,null]}'
+    assert _json.loads(encoded) == {"1": 10**30, "b": [True, None]}
 
 
 # -- requests ------------------------------------------------------------------------
@@ -175,8 +193,8 @@ def hostile_server(make_hub: HubFactory, live_server: ServerFactory) -> LiveServ
         ("raises_surrogate", "failed", lambda t: t["error"]["message"] == "bad \ufffd text"),
         ("reports_surrogate", "succeeded", lambda t: t["message"] == "half \ufffd way"),
         ("reports_surrogate_in_thread", "succeeded", lambda t: t["message"] == "\ufffd"),
-        ("returns_surrogate", "failed", lambda t: t["error"]["type"] == "TypeError" and t["result"] is None),
-        ("returns_nan", "failed", lambda t: t["error"]["type"] == "TypeError"),
+        ("returns_surrogate", "failed", lambda t: t["error"]["type"] == "ValueError" and t["result"] is None),
+        ("returns_nan", "failed", lambda t: t["error"]["type"] == "ValueError"),
         ("raises_weird", "failed", lambda t: "could not be read" in t["error"]["message"]),
     ],
 )

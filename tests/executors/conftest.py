@@ -115,7 +115,7 @@ def start_worker(
         "--loglevel=INFO",
         f"--hostname={pool}-{os.getpid()}-{time.monotonic_ns()}@%h",
     ]
-    path = os.pathsep.join([str(cwd), os.environ.get("PYTHONPATH", "")])
+    path = os.pathsep.join([str(cwd), str(HERE.parent), os.environ.get("PYTHONPATH", "")])
     full_env = {**os.environ, **env, "PYTHONPATH": path}
     with log.open("wb") as out:
         proc = subprocess.Popen(

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _results import ODD_RESULTS
 from celery import Celery
 from celery.exceptions import Ignore
 
@@ -89,9 +90,10 @@ def flaky(self: Any) -> str:
     return "third time"
 
 
-@app.task(shared=False, name="not_json")
-def not_json() -> Any:
-    return {1, 2, 3}
+@app.task(shared=False, name="odd")
+def odd(kind: str) -> Any:
+    """Returns the result of that kind in ``ODD_RESULTS``: not JSON."""
+    return ODD_RESULTS[kind][0]()
 
 
 @app.task(shared=False, name="wait")

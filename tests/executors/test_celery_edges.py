@@ -74,3 +74,36 @@ def test_a_late_worker_does_not_bring_back_an_expired_task(tasks_app: ModuleType
     fresh = Task(id="fresh-1", name="add")
     stored = writer.publish(fresh.evolve(state=TaskState.RUNNING), "task.running", lease="add", create=fresh)
     assert stored is not None and writer.state("fresh-1") == "running"
+
+
+def test_an_outcome_that_cannot_be_stored_leaves_the_attempt_to_end_failed(
+    tasks_app: ModuleType, redis_db: int
+) -> None:
+    """A worker's final snapshot that cannot be encoded stores nothing, so the attempt can
+    still end another way (the success handler then ends it failed, never cancelled)."""
+    from sse_tasks.executors.celery.run import WorkerRun
+
+    writer = tasks_app.hook.writer
+    queued = Task(id="unstorable-1", name="add")
+    run = WorkerRun(
+        queued,
+        {},
+        writer,
+        progress_interval=0.1,
+        check_interval=0.1,
+        outage_grace=0.0,
+        max_output_bytes=1000,
+        max_output_chunks=10,
+    )
+    running = queued.evolve(state=TaskState.RUNNING, started_at=utcnow())
+    run.begin(running, queued, 60.0)  # `running` waits to go out with the outcome
+    with pytest.raises(TypeError):
+        run.finish(TaskState.SUCCEEDED, result={1, 2})
+    assert writer.get(queued.id) is None
+    error = {"type": "TypeError", "message": "not JSON"}
+    stored = run.finish(TaskState.FAILED, error=error)
+    assert stored is not None and stored.state is TaskState.FAILED
+    final = writer.get(queued.id)
+    assert final is not None and final.state is TaskState.FAILED
+    assert final.error == error and final.started_at == running.started_at
+    assert run.finish(TaskState.CANCELLED) is None  # ended: nothing more

@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from _results import ODD_RESULTS
 from _support import SSEEvent, collect, sse_events, task_events
 
 pytestmark = pytest.mark.anyio
@@ -208,7 +209,7 @@ async def test_progress_from_update_state_and_the_context_streams_rate_limited_a
 
 
 @pytest.mark.parametrize("pool", POOLS)
-async def test_failure_retries_and_a_result_that_is_not_json(
+async def test_failure_retries_expiry_and_ignore(
     pool: str, tasks_app: ModuleType, celery_worker: Any, celery_hub: Any, live_server: Any
 ) -> None:
     celery_worker(pool)
@@ -216,12 +217,11 @@ async def test_failure_retries_and_a_result_that_is_not_json(
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http, Events(http) as events:
         failed = tasks_app.fail.delay(message="it broke").id
         flaky = tasks_app.flaky.delay().id
-        not_json = tasks_app.not_json.delay().id
         talks = tasks_app.flaky_talk.delay().id
         past = datetime.now(timezone.utc) - timedelta(seconds=60)
         expired = tasks_app.add.apply_async((1, 2), expires=past).id
         ignored = tasks_app.ignored.delay().id
-        ends = await events.finished(failed, flaky, not_json, talks, expired, ignored)
+        ends = await events.finished(failed, flaky, talks, expired, ignored)
 
         assert events.types(failed) == "queued running failed"
         final = ends[failed].json()
@@ -244,11 +244,6 @@ async def test_failure_retries_and_a_result_that_is_not_json(
         assert ends[talks].json()["output_chunks"] == 2
         assert (await http.get(f"/tasks/{talks}/output")).text == "attempt 0.0 attempt 1.0 "
 
-        # Not JSON: succeeded, no result, a message saying why.
-        assert events.types(not_json) == "queued running succeeded"
-        final = ends[not_json].json()
-        assert final["result"] is None
-        assert "not JSON" in final["message"]
         # Celery discarded it unrun (expired), or the task told Celery to ignore it.
         assert events.types(expired) == "queued cancelled"
         assert ends[expired].json()["message"] == "expired"
@@ -256,6 +251,31 @@ async def test_failure_retries_and_a_result_that_is_not_json(
         assert ends[ignored].json()["message"] == "ended in Celery state IGNORED"
         for final_event in ends.values():
             await assert_ended_with(http, final_event)
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+async def test_a_result_that_is_not_json_fails_the_task_with_the_encoding_error(
+    pool: str, celery_worker: Any, celery_hub: Any, live_server: Any
+) -> None:
+    """The rule of every executor: ``failed``, ``error.type`` the encoding error's, the work
+    ran; never ``cancelled`` (a result nested 1,000 deep once ended so)."""
+    worker = celery_worker(pool)
+    server = live_server(celery_hub())
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as http, Events(http) as events:
+        sent = {}
+        for kind in ODD_RESULTS:
+            posted = await http.post("/tasks", json={"name": "odd", "params": {"kind": kind}})
+            assert posted.status_code == 202, posted.text
+            sent[kind] = posted.json()["id"]
+        ends = await events.finished(*sent.values())
+        for kind, task_id in sent.items():
+            assert events.types(task_id) == "queued running failed", (kind, events.types(task_id))
+            final = ends[task_id].json()
+            assert final["error"]["type"] == ODD_RESULTS[kind][1], (kind, final["error"])
+            assert "the task ran, but its result could not be encoded as JSON" in final["error"]["message"]
+            assert final["result"] is None
+            await assert_ended_with(http, ends[task_id])
+    assert worker.text().count("could not be encoded as JSON") == len(ODD_RESULTS)  # one line each
 
 
 async def test_the_output_bounds_hold_for_the_task_across_its_retries(

@@ -259,6 +259,37 @@ async def test_shutdown_cancels_running_and_queued_then_refuses(make_hub: Any) -
         assert hub.broker.log.closed
 
 
+async def test_a_refused_submission_never_runs_and_never_appears(make_hub: Any) -> None:
+    """A 503 (queue full, shutting down) means that run never happens and no task exists."""
+    hub: TaskHub = make_hub(concurrency=1, max_queued=1, shutdown_grace=5)
+    ran: list[str] = []
+    started, release = anyio.Event(), anyio.Event()
+
+    @hub.task
+    async def record(ctx: TaskContext, tag: str) -> None:
+        ran.append(tag)
+        started.set()
+        await release.wait()
+
+    async with hub:
+        first = await hub.submit(record, tag="first")
+        with anyio.fail_after(10):
+            await started.wait()
+        waiting = await hub.submit(record, tag="waiting")  # the queue holds one
+        with pytest.raises(Unavailable) as full:
+            await hub.submit(record, tag="queue full")
+        assert full.value.code == "queue_full"
+        release.set()
+        for task in (first, waiting):
+            assert (await finished(hub, task.id)).state is TaskState.SUCCEEDED
+        await hub.shutdown()
+        with pytest.raises(Unavailable) as closing:
+            await hub.submit(record, tag="shutting down")
+        assert closing.value.code == "shutting_down"
+        assert {task.id for task in await hub.list_tasks()} == {first.id, waiting.id}
+    assert ran == ["first", "waiting"]
+
+
 async def test_shutdown_lets_tasks_finish_within_grace(make_hub: Any) -> None:
     hub: TaskHub = make_hub(shutdown_grace=10)
     started = anyio.Event()

@@ -17,6 +17,8 @@ Keys, each under ``prefix`` (default ``sse_tasks``; standalone Redis, not Cluste
 ``P:finished``      finished ids by finish time: retention and ``max_tasks``
 ``P:expired``       ids that expired, remembered (at most ``max_tasks``) to answer 410
 ``P:leases``        ids of unfinished tasks by lease deadline (Redis server time, ms)
+``P:refused:<id>``  a task the hub refused (it answered 503): never created, its late
+                    message discarded; expires after ``retention``, a day at least
 ==================  =============================================================
 
 Event ids are ``<epoch>-<ms>-<seq>``: the stream id behind the history's epoch. An
@@ -69,6 +71,9 @@ from .scripts import Script, Scripts
 __all__ = ["RedisBroker"]
 
 logger = logging.getLogger("sse_tasks.redis")
+
+#: Seconds (at least) a refused id is remembered: a message can reach a worker that late.
+REFUSAL_TTL = 86400.0
 
 
 class RedisBroker(Broker):
@@ -360,6 +365,18 @@ class RedisBroker(Broker):
         stream_id = event_id.partition("-")[2]
         stored = OutputChunk(chunk.task_id, chunk.seq, chunk.kind, chunk.text, chunk.level, event_id)
         return TaskEvent(event_id, key(stream_id), OUTPUT_EVENT, task, stored)
+
+    async def refuse(self, task_id: str) -> bool:
+        """Refuse ``task_id`` for good, as the hub answers 503 for it: it is never created,
+        and a worker that receives its message late discards it. False (nothing refused)
+        if the task is already stored: a worker took it, so it runs. Raises
+        :class:`Unavailable` if Redis stays unreachable for a few seconds."""
+        keys = self._keys.refuse(task_id)
+        ttl_ms = round(max(self.retention, REFUSAL_TTL) * 1000)
+        args = {"id": task_id, "ttl_ms": ttl_ms}
+        grace = min(self.outage_grace, 5.0)
+        reply = await self._write(task_id, "refusal", self._scripts.refuse, keys, args, True, grace)
+        return bool(reply)
 
     def output_args(self, chunk: OutputChunk) -> dict[str, Any]:
         """The arguments of ``output.lua``."""

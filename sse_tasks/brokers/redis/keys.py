@@ -24,6 +24,9 @@ class Keys:
     def output(self, task_id: str) -> str:
         return f"{self.prefix}:output:{task_id}"
 
+    def refused(self, task_id: str) -> str:
+        return f"{self.prefix}:refused:{task_id}"
+
     def publish(self, task_id: str) -> dict[str, str]:
         """The keys of ``publish.lua`` for one task."""
         return {
@@ -36,7 +39,12 @@ class Keys:
             "expired": self.expired,
             "leases": self.leases,
             "output": self.output(task_id),
+            "refused": self.refused(task_id),
         }
+
+    def refuse(self, task_id: str) -> dict[str, str]:
+        """The keys of ``refuse.lua`` for one task."""
+        return {"task": self.task(task_id), "expired": self.expired, "refused": self.refused(task_id)}
 
     def publish_output(self, task_id: str) -> dict[str, str]:
         """The keys of ``output.lua`` for one task."""

@@ -116,3 +116,4 @@ class Scripts:
         self.renew = Script("renew")
         self.lapsed = Script("lapsed")
         self.output = Script("output")
+        self.refuse = Script("refuse")

@@ -78,27 +78,58 @@ class SyncWriter:
             for task, event_type, options in items
         ]
 
-        def run() -> list[Any]:
-            with self.client.pipeline(transaction=False) as pipe:
-                for keys, args in calls:
-                    script.queue_sync(pipe, keys, args)
-                return list(pipe.execute(raise_on_error=False))
+        def queue(pipe: redis.client.Pipeline) -> None:
+            for keys, args in calls:
+                script.queue_sync(pipe, keys, args)
 
-        def write() -> list[Any]:
-            replies = run()
-            if any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
-                script.load_sync(self.client)  # Redis restarted or flushed its scripts
-                replies = run()
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
-            return replies
-
-        replies = self._retry(write, retry_for)
+        replies = self._retry(lambda: self._pipelined(queue), retry_for)
         return [
             None if reply is None else task.evolve(event_id=text(reply[0]), event_type=event_type)
             for (task, event_type, _), reply in zip(items, replies, strict=True)
         ]
+
+    def receive(self, queued: Task) -> str | None:
+        """A worker received the message of ``queued``, a task the hub sent: store it
+        ``queued`` unless it is stored already, in one round trip. Returns the stored state
+        (``"queued"``, ``"cancelled"``, …); ``"refused"`` if the hub refused it (it
+        answered 503: the task must not run); None if it is gone (it ran and expired).
+
+        Once this has stored it, the hub no longer refuses it (``refuse.lua``), so the
+        answer is final whichever of the two comes first."""
+        broker = self.broker
+        keys = broker._keys
+        args = broker.publish_args(queued, "task.queued", lease="none")
+
+        def queue(pipe: redis.client.Pipeline) -> None:
+            broker._scripts.publish.queue_sync(pipe, keys.publish(queued.id), args)
+            pipe.hget(keys.task(queued.id), "s")
+            pipe.exists(keys.refused(queued.id))
+
+        created, state, refused = self._pipelined(queue)
+        if created is not None:
+            return "queued"
+        if state is not None:
+            return text(state)
+        # Neither created nor stored: refused, or it finished and expired meanwhile.
+        return "refused" if refused else None
+
+    def _pipelined(self, queue: Any) -> list[Any]:
+        """Run the commands ``queue(pipe)`` puts on a pipeline, in one round trip; loads the
+        scripts Redis lost (restarted, flushed) and runs them again."""
+
+        def run() -> list[Any]:
+            with self.client.pipeline(transaction=False) as pipe:
+                queue(pipe)
+                return list(pipe.execute(raise_on_error=False))
+
+        replies = run()
+        if any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
+            self.broker._scripts.publish.load_sync(self.client)
+            replies = run()
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     def publish_output(self, chunk: OutputChunk, *, retry_for: float = 0.0) -> str | None:
         """Keep ``chunk`` and append its ``task.output`` event; its event id, or None if

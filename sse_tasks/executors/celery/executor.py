@@ -19,6 +19,7 @@ from ..._core.registry import RegisteredTask, TaskFunction
 from ..._runner.executor import Executor
 from ..._runner.job import Job, Publisher
 from ...brokers import Broker
+from ...brokers.redis import RedisBroker
 from .message import CREATED_HEADER, HUB_HEADER, OWNER_HEADER
 
 logger = logging.getLogger("sse_tasks.celery")
@@ -32,6 +33,12 @@ class CeleryExecutor(Executor):
     sends it with ``apply_async`` (the sse_tasks id is the Celery task id) and answers
     503 ``executor_unavailable`` if the Celery broker cannot take it. The workers report
     through :func:`sse_tasks.celery.connect`, on the hub's Redis broker.
+
+    A 503 means the task never runs and never appears: a send that fails may still have
+    left (a lost reply, a client library that retries or buffers), so before it answers
+    503 the hub refuses the id in its Redis (``RedisBroker.refuse``), atomically: a
+    worker that receives the message later finds it refused and discards it unrun. If a
+    worker has already stored the task, the work is under way and the answer is 202.
 
     A send (or revoke) gives up within ``send_timeout`` seconds, and so does the thread
     doing it: the hub sends over a connection pool of its own (to the app's broker, with
@@ -64,17 +71,17 @@ class CeleryExecutor(Executor):
         self.send_timeout = send_timeout
         self._chosen = None if tasks is None else tuple(tasks)
         self._done: Callable[[Job], None] = lambda job: None
+        self._broker: RedisBroker | None = None
         self._pool: Any = None
         self._pool_lock = threading.Lock()
 
     def bind(self, broker: Broker) -> None:
-        from ...brokers.redis import RedisBroker
-
         if not isinstance(broker, RedisBroker):
             raise ValueError(
                 "the Celery executor needs the hub on the Redis broker (redis://…): "
                 "its workers report through it"
             )
+        self._broker = broker
 
     def registrations(self) -> Iterable[tuple[str, TaskFunction]]:
         tasks = self.app.tasks
@@ -113,9 +120,27 @@ class CeleryExecutor(Executor):
         except Exception as exc:
             if not _unreachable(exc):
                 raise
+            if not await self._refuse(job.task.id):
+                logger.warning("task %s: its send failed (%s), but a worker has it already", job.task.id, exc)
+                return  # it left after all: the work is under way (202)
             raise Unavailable(
                 f"the Celery broker is unreachable: {exc}", code="executor_unavailable", retry_after=2
             ) from None
+
+    async def _refuse(self, task_id: str) -> bool:
+        """Refuse the task for good before answering 503 (its message may have left); False
+        if a worker has already stored it."""
+        if self._broker is None:
+            raise RuntimeError("the executor is not bound to a broker")
+        try:
+            return await self._broker.refuse(task_id)
+        except Unavailable:
+            logger.error(
+                "task %s: the Celery broker and the hub's Redis are unreachable: the refusal is not "
+                "stored, and a late delivery of its message would run it",
+                task_id,
+            )
+            raise
 
     async def _over_broker(self, call: Callable[..., Any]) -> None:
         """``call(connection=…)`` in a thread, over a connection whose every wait is bounded,

@@ -32,12 +32,17 @@ def created_at_of(headers: Any) -> str:
 
 
 def sent_snapshot(task_id: str, name: str, request: Any) -> Task:
-    """The ``queued`` snapshot of a task as its sender stored it, from its message."""
-    headers = {CREATED_HEADER: getattr(request, CREATED_HEADER, None)}
+    """The ``queued`` snapshot of a task as its sender stored it, from its request."""
+    headers = {header: getattr(request, header, None) for header in (CREATED_HEADER, OWNER_HEADER)}
+    return received_snapshot(task_id, name, headers)
+
+
+def received_snapshot(task_id: str, name: str, headers: dict[str, Any]) -> Task:
+    """The ``queued`` snapshot of a task as its sender stored it, from its message's headers."""
     return Task(
         id=task_id,
         name=name,
-        owner=owner_of(getattr(request, OWNER_HEADER, None)),
+        owner=owner_of(headers.get(OWNER_HEADER)),
         created_at=created_at_of(headers),
     )
 

@@ -1,10 +1,14 @@
-"""Progress from the ``meta`` of Celery's ``update_state``: ours or celery-progress's keys."""
+"""Celery's ``update_state``, routed through the hook: progress from its ``meta``, with our
+keys or celery-progress's."""
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from celery.backends.base import DisabledBackend
 
 from ..._core.text import clean_text
 
@@ -43,3 +47,21 @@ def _number(value: Any) -> float | None:
     except OverflowError:  # an int beyond a float
         return None
     return number if math.isfinite(number) else None
+
+
+def route_update_state(task: Any, report: Callable[[Any, Any], None]) -> None:
+    """Route the task's ``update_state`` of its own state through ``report(state, meta)``
+    (once per task object); Celery's own store is skipped when it has no result backend."""
+    if "update_state" in vars(task):
+        return
+    original = type(task).update_state
+
+    @functools.wraps(original)
+    def update_state(task_id: str | None = None, state: Any = None, meta: Any = None, **kwargs: Any) -> None:
+        own = task_id is None or task_id == getattr(task.request, "id", None)
+        if own:
+            report(state, meta)
+        if not (own and isinstance(task.backend, DisabledBackend)):
+            original(task, task_id, state, meta, **kwargs)
+
+    task.update_state = update_state

@@ -209,9 +209,16 @@ class WorkerRun:
             final = self.task.evolve(
                 state=state, finished_at=utcnow(), output_chunks=self._budget.chunks, **changes
             )
-            if self._start is not None:
-                final = final.evolve(started_at=self._start[0].started_at)
-            return self._final(self._with_start((final, event_type_for(state), {"lease": "xx"})))
+            start = self._start
+            if start is not None:
+                final = final.evolve(started_at=start[0].started_at)
+            try:
+                return self._final(self._with_start((final, event_type_for(state), {"lease": "xx"})))
+            except Exception:
+                # Not stored (its snapshot could not be encoded, most likely): the caller may
+                # still end it otherwise.
+                self.ended, self._start = False, start
+                raise
 
     def requeue(self, message: str) -> Task | None:
         """This attempt ends in a retry: back to ``queued``, unleased, until a worker takes it."""

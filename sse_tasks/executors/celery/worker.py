@@ -5,6 +5,9 @@ in every process that sends the app's tasks and in every worker:
 
 - a process that sends a task (``.delay()``, ``.apply_async()``, the hub) stores it
   ``queued`` once its message is sent (``after_task_publish``);
+- a worker that receives a task the hub sent stores it ``queued`` (if the hub has not
+  yet) before it can run, and discards, unrun, one the hub refused (it answered 503: its
+  message arrived late) or that was cancelled meanwhile (``task_received``);
 - the worker running it stores ``running`` (creating the task first if no hooked
   sender stored it), progress from ``update_state`` or :func:`sse_tasks.current_task`,
   output, and the outcome: ``succeeded`` with its result, ``failed`` with ``{type,
@@ -25,16 +28,15 @@ from typing import Any
 
 from celery import Celery, signals
 from celery import states as celery_states
-from celery.backends.base import DisabledBackend
 
-from ..._core import codec
 from ..._core.context import CURRENT
 from ..._core.errors import TaskCancelled
 from ..._core.models import OutputChunk, Task, TaskState, event_type_for, utcnow
-from ..._runner.job import error_of
+from ..._runner.job import error_of, result_error, unencodable
 from ...brokers.redis import RedisBroker
 from ...brokers.redis.link import UNREACHABLE
 from ...brokers.redis.sync import SyncWriter
+from .gate import admit_received, discard_cancelled
 from .message import (
     CREATED_HEADER,
     HUB_HEADER,
@@ -45,7 +47,7 @@ from .message import (
     sent_snapshot,
     valid_task,
 )
-from .meta import progress_of
+from .meta import progress_of, route_update_state
 from .run import Keeper, WorkerRun
 
 logger = logging.getLogger("sse_tasks.celery")
@@ -55,6 +57,7 @@ _SIGNALS = (
     "after_task_publish",
     "before_task_publish",
     "worker_init",
+    "task_received",
     "task_prerun",
     "task_success",
     "task_failure",
@@ -155,18 +158,22 @@ class CeleryHook:
     # -- the worker's main process -------------------------------------------------------
 
     def _on_worker_init(self, sender: Any = None, **_: Any) -> None:
-        """Tasks cancelled while no worker heard the revoke are discarded like revoked ones."""
-        if getattr(sender, "app", self.app) is not self.app:
-            return
-        try:
-            cancelled = self.writer.cancelled_ids()
-        except UNREACHABLE as exc:
-            logger.warning("could not read the tasks cancelled while they waited: %s", exc)
-            return
-        if cancelled:
-            from celery.worker import state as worker_state
+        if getattr(sender, "app", self.app) is self.app:
+            discard_cancelled(self.writer)
 
-            worker_state.revoked.update(cancelled)
+    def _on_task_received(self, request: Any = None, **_: Any) -> None:
+        """A message reached this worker: one the hub sent is checked before it can run."""
+        headers = getattr(request, "request_dict", None)
+        if not isinstance(headers, dict) or not headers.get(HUB_HEADER) or headers.get("retries"):
+            return  # only the hub refuses; a retry's task is stored already
+        task, task_id = getattr(request, "task", None), getattr(request, "id", None)
+        if (
+            task is not None
+            and isinstance(task_id, str)
+            and self._ours(task)
+            and valid_task(task_id, task.name)
+        ):
+            admit_received(self.writer, task_id, task.name, headers)
 
     def _on_task_revoked(
         self,
@@ -192,7 +199,7 @@ class CeleryHook:
         if task is None or not self._ours(task) or not valid_task(task_id, task.name):
             return
         self.keeper.ensure_started()
-        _hook_update_state(task, self)
+        route_update_state(task, lambda state, meta: self.update_state(_attempt(task), state, meta))
         request = task.request
         first = not getattr(request, "retries", 0) and not (request.delivery_info or {}).get("redelivered")
         # A first attempt needs nothing stored: its snapshot is in its message. A retry or
@@ -246,15 +253,17 @@ class CeleryHook:
         run = self._run_of(sender)
         if run is None:
             return
-        changes: dict[str, Any] = {"progress": 1.0}
-        try:
-            codec.dumps(result)
-        except (TypeError, ValueError):
-            kind = type(result).__name__
-            changes["message"] = f"the result ({kind}) is not JSON; it stays in Celery's backend"
-        else:
-            changes["result"] = result
-        run.finish(TaskState.SUCCEEDED, **changes)
+        error = result_error(result)
+        if error is None:
+            try:
+                run.finish(TaskState.SUCCEEDED, progress=1.0, result=result)
+                return
+            except Exception as exc:  # the task ran: it must not end as cancelled (postrun)
+                error = unencodable(exc)
+        logger.warning(
+            "task %s: its result could not be encoded as JSON (%s); failed", run.task.id, error["type"]
+        )
+        run.finish(TaskState.FAILED, error=error)
 
     def _on_task_failure(
         self, sender: Any = None, task_id: Any = None, exception: Any = None, **_: Any
@@ -292,6 +301,17 @@ class CeleryHook:
         elif not run.ended:
             if state == celery_states.REJECTED and getattr(retval, "requeue", False):
                 run.requeue("requeued by the task")  # Reject(requeue=True): it comes back
+            elif state in (celery_states.SUCCESS, celery_states.FAILURE):
+                # Its outcome handler failed before it stored anything (it logged why): the
+                # task ran to its end, so it ends failed, never cancelled.
+                logger.warning(
+                    "task %s: its outcome (Celery state %s) could not be stored; failed", run.task.id, state
+                )
+                why = "the task ran, but its outcome could not be stored (see the worker's log)"
+                error = {"type": "RuntimeError", "message": why}
+                if state == celery_states.FAILURE and isinstance(retval, BaseException):
+                    error = error_of(retval)
+                run.finish(TaskState.FAILED, error=error)
             else:
                 # Ignored or rejected by the task itself: Celery sent no outcome.
                 message = f"ended in Celery state {state}" if state else None
@@ -390,23 +410,6 @@ def connect(
     )
     app.__dict__["_sse_tasks_hook"] = hook
     return hook.connect()
-
-
-def _hook_update_state(task: Any, hook: CeleryHook) -> None:
-    """Route the task's ``update_state`` through the hook (once per task object)."""
-    if "update_state" in vars(task):
-        return
-    original = type(task).update_state
-
-    @functools.wraps(original)
-    def update_state(task_id: str | None = None, state: Any = None, meta: Any = None, **kwargs: Any) -> None:
-        own = task_id is None or task_id == getattr(task.request, "id", None)
-        if own:
-            hook.update_state(_attempt(task), state, meta)
-        if not (own and isinstance(task.backend, DisabledBackend)):
-            original(task, task_id, state, meta, **kwargs)
-
-    task.update_state = update_state
 
 
 def _attempt(task: Any) -> WorkerRun | None:

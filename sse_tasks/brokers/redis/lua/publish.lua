@@ -2,10 +2,11 @@
 -- is terminal never changes again; only task.queued may create one, and requeue=1 lets
 -- it return an unfinished task to queued (a retry on another engine's workers);
 -- created (a queued snapshot's JSON, or '') lets any event create the task, its
--- task.queued event first (a worker that starts a task nobody stored).
+-- task.queued event first (a worker that starts a task nobody stored). An id the hub
+-- refused (it answered 503: refuse.lua) is never created.
 -- lease: 'add' starts (or pushes) the task's lease, 'xx' pushes it only if it has one,
 -- 'none' leaves the task unleased (it waits in another engine's durable queue).
--- KEYS: epoch events task tasks seq finished expired leases output
+-- KEYS: epoch events task tasks seq finished expired leases output refused
 -- ARGV: id type state name data terminal new_epoch history retention_ms max_tasks lease_ms lease requeue created token lapsed_only prefix
 -- include: clock
 local current = redis.call('HMGET', task, 's', 'n', 'i')
@@ -15,9 +16,12 @@ if current[1] then
     return false
   end
   if type == 'task.queued' and requeue ~= '1' then return false end
-elseif type ~= 'task.queued' then
+else
+  if redis.call('EXISTS', refused) == 1 then return false end
   -- created: not for a task that expired (its worker is late; the client got 410)
-  if created == '' or redis.call('ZSCORE', expired, id) then return false end
+  if type ~= 'task.queued' and (created == '' or redis.call('ZSCORE', expired, id)) then
+    return false
+  end
 end
 if lapsed_only == '1' then
   local deadline = redis.call('ZSCORE', leases, id)

@@ -1,0 +1,37 @@
+"""Task results that are not JSON, and the ``error.type`` each ends its task ``failed`` with:
+one rule for every executor (the in-process tests and the Celery worker both import it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def nested(depth: int) -> list[Any]:
+    """Lists ``depth`` deep."""
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def cycle() -> dict[str, Any]:
+    """A dict that holds itself."""
+    value: dict[str, Any] = {"name": "loop"}
+    value["self"] = value
+    return value
+
+
+#: name → (makes the result, the ``error.type`` of the task that returns it)
+ODD_RESULTS: dict[str, tuple[Callable[[], Any], str]] = {
+    "bytes": (lambda: b"\x00\xff", "TypeError"),
+    "set": (lambda: {"a": {1, 2, 3}}, "TypeError"),
+    "object": (object, "TypeError"),
+    "nan": (lambda: {"mean": float("nan")}, "ValueError"),
+    "infinity": (lambda: [float("1e400")], "ValueError"),
+    "huge_integer": (lambda: 10**400, "ValueError"),
+    "lone_surrogate": (lambda: {"text": "a\ud800b"}, "ValueError"),
+    "nested_300": (lambda: nested(300), "ValueError"),
+    "nested_1000": (lambda: nested(1000), "ValueError"),
+    "cycle": (cycle, "ValueError"),
+}
