@@ -31,9 +31,10 @@ from .._core.errors import (
 from .._core.models import Task, TaskState, task_path
 from .._core.stats import HubStats
 from .._core.text import ascii_int
-from .auth import Gate
+from .auth import TOKEN, Gate
 from .cors import CORSMiddleware
 from .limits import lifetime_deadline
+from .openapi import STATES, SUBMIT, TASK, Answer, Operation, Param, openapi_document
 from .sse import SSEStream, sse_headers
 from .streams import Body, Resume, Selection, StreamPlan, global_stream, task_stream
 
@@ -75,6 +76,29 @@ _MAX_SELECTED = 1000
 _MAX_SCAN = 10_000  # tasks scanned for a filtered GET /tasks
 _BROWSER_MODULE = Path(__file__).parent / "static" / "sse-tasks.js"
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+# What the endpoints read besides the path and the body (see openapi.py).
+STATE = Param("state", {"enum": STATES}, "only tasks in this state")
+NAME = Param("name", {"type": "string"}, "only tasks of this task function")
+LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": _MAX_LIST}, "at most this many (100)")
+TASK_IDS = Param(
+    "task",
+    {"type": "array", "items": {"type": "string"}, "maxItems": _MAX_SELECTED},
+    "only these tasks (repeat it for each)",
+)
+OUTPUT = Param("output", {"enum": ["1", "0", "true", "false", ""]}, "carry task.output events too (1)")
+LAST_EVENT_ID_HEADER = Param(
+    "Last-Event-ID", {"type": "string"}, "resume after this event (what EventSource sends)", where="header"
+)
+LAST_EVENT_ID = Param(
+    "last_event_id", {"type": "string"}, "resume after this event, for clients that cannot set headers"
+)
+_RESUME = (LAST_EVENT_ID_HEADER, LAST_EVENT_ID)
+_TASK_LIST = {
+    "type": "object",
+    "properties": {"tasks": {"type": "array", "items": TASK}, "cursor": {"type": "string"}},
+}
+_STREAM = Answer(200, "event stream", {"type": "string"}, "text/event-stream")
 
 
 class _JSON(JSONResponse):
@@ -150,29 +174,46 @@ async def read_json(request: Request, limit: int, time_limit: float | None = Non
         raise BadRequest(f"body is not valid JSON: {exc}") from None
 
 
-def _query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
+def _query_int(request: Request, param: Param, default: int, low: int, high: int) -> int:
+    raw = param.get(request)
     if raw is None:
         return default
     value = ascii_int(raw, len(str(high)))
     if value is None or not low <= value <= high:
-        raise InvalidRequest(f"{name!r} must be an integer from {low} to {high}")
+        raise InvalidRequest(f"{param.name!r} must be an integer from {low} to {high}")
     return value
 
 
-def _query_flag(request: Request, name: str) -> bool:
-    raw = request.query_params.get(name)
+def _query_flag(request: Request, param: Param) -> bool:
+    raw = param.get(request)
     if raw is None:
         return False
     if raw.lower() not in ("0", "1", "true", "false", ""):
-        raise InvalidRequest(f"{name!r} must be 1 or 0")
+        raise InvalidRequest(f"{param.name!r} must be 1 or 0")
     return raw.lower() in ("1", "true", "")
 
 
 def _last_event_id(request: Request) -> str | None:
     # The header is what EventSource sends on reconnect, so it beats the URL's.
     # An empty value means none (the spec's initial last event ID is the empty string).
-    return request.headers.get("last-event-id") or request.query_params.get("last_event_id") or None
+    return LAST_EVENT_ID_HEADER.get(request) or LAST_EVENT_ID.get(request) or None
+
+
+class APIRoute(Route):
+    """A route of the hub's API: it carries an :class:`Operation` per method, which
+    ``/openapi.json`` is generated from and which declares what its endpoint reads."""
+
+    def __init__(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        operations: dict[str, Operation],
+        *,
+        cors: Middleware | None = None,
+    ) -> None:
+        methods = [*operations, "OPTIONS"] if cors is not None else list(operations)
+        super().__init__(path, endpoint, methods=methods, middleware=[cors] if cors is not None else None)
+        self.operations = operations
 
 
 def _client(request: Request) -> str:
@@ -250,16 +291,16 @@ def build_routes(
 
     async def list_tasks(request: Request) -> Response:
         """Snapshots, newest first, and the log position to stream from."""
-        raw_state = request.query_params.get("state")
+        raw_state = STATE.get(request)
         try:
             state = TaskState(raw_state) if raw_state is not None else None
         except ValueError:
             choices = ", ".join(s.value for s in TaskState)
             raise InvalidRequest(f"'state' must be one of {choices}") from None
-        limit = _query_int(request, "limit", 100, 1, _MAX_LIST)
+        limit = _query_int(request, LIMIT, 100, 1, _MAX_LIST)
         visible = await gate.visible("list", request)
         cursor = await runner.cursor()  # before the list: replays, never misses
-        name = request.query_params.get("name")
+        name = NAME.get(request)
         if visible is None:
             tasks = await runner.list_tasks(state=state, name=name, limit=limit)
         else:
@@ -301,11 +342,11 @@ def build_routes(
     async def events(request: Request) -> Response | SSEStream:
         """SSE stream of all tasks, or those chosen by ``?task=`` and ``?name=``."""
         check_stream_capacity()
-        ids = request.query_params.getlist("task")
+        ids = TASK_IDS.get_all(request)
         if len(ids) > _MAX_SELECTED:
             raise InvalidRequest(f"at most {_MAX_SELECTED} 'task' ids per stream")
         visible = await gate.visible("follow", request)  # on every (re)connect
-        name = request.query_params.get("name")
+        name = NAME.get(request)
         if name is not None and name not in runner.registry:
             raise NotFound(f"no task named {name!r} is registered")
         for task_id in dict.fromkeys(ids):
@@ -314,7 +355,7 @@ def build_routes(
             task_ids=frozenset(ids) if ids else None,
             name=name,
             visible=visible,
-            output=_query_flag(request, "output"),
+            output=_query_flag(request, OUTPUT),
         )
         plan = StreamPlan(runner, settings, selection, _root(request))
         body = await global_stream(plan, Resume(runner, _last_event_id(request)))
@@ -328,10 +369,8 @@ def build_routes(
         return Response(text, media_type="text/plain; charset=utf-8")
 
     async def openapi(request: Request) -> Response:
-        """This API as an OpenAPI 3.1 document."""
-        from .openapi import openapi_document
-
-        return _JSON(openapi_document(runner.registry, _root(request)))
+        """This API as an OpenAPI 3.1 document, generated from these routes."""
+        return _JSON(openapi_document(routes, runner.registry, _root(request)))
 
     async def browser_module(request: Request) -> Response:
         """The browser module (an ES module): ``followTask`` and ``followTasks``."""
@@ -342,27 +381,104 @@ def build_routes(
         )
 
     stats = runner.stats
-    endpoints: list[tuple[str, Endpoint | StreamEndpoint, list[str]]] = [
-        ("/tasks", _guard(tasks, stats), ["GET", "POST"]),
-        ("/tasks/{task_id}", _guard(task_detail, stats), ["GET", "DELETE"]),
-        ("/tasks/{task_id}/events", StreamEndpoint(_guard(task_events, stats)), ["GET"]),
-        ("/tasks/{task_id}/output", _guard(task_output, stats), ["GET"]),
-        ("/events", StreamEndpoint(_guard(events, stats)), ["GET"]),
-        ("/openapi.json", openapi, ["GET"]),
-        ("/sse-tasks.js", browser_module, ["GET"]),
+    by_id = (TOKEN,)
+    endpoints: list[tuple[str, Endpoint | StreamEndpoint, dict[str, Operation]]] = [
+        (
+            "/tasks",
+            _guard(tasks, stats),
+            {
+                "GET": Operation(
+                    "List tasks, newest first",
+                    (Answer(200, "tasks, and the log position to stream from", _TASK_LIST),),
+                    (401, 403, 422, 503),
+                    (STATE, NAME, LIMIT, TOKEN),
+                ),
+                "POST": Operation(
+                    "Submit a task",
+                    (Answer(202, "queued", TASK),),
+                    (400, 401, 403, 404, 408, 413, 415, 422, 503),
+                    (TOKEN,),
+                    body=SUBMIT,
+                ),
+            },
+        ),
+        (
+            "/tasks/{task_id}",
+            _guard(task_detail, stats),
+            {
+                "GET": Operation(
+                    "A task's snapshot", (Answer(200, "snapshot", TASK),), (401, 403, 404, 410, 503), by_id
+                ),
+                "DELETE": Operation(
+                    "Cancel a task", (Answer(202, "cancelled", TASK),), (401, 403, 404, 409, 410, 503), by_id
+                ),
+            },
+        ),
+        (
+            "/tasks/{task_id}/events",
+            StreamEndpoint(_guard(task_events, stats)),
+            {
+                "GET": Operation(
+                    "SSE stream of one task",
+                    (_STREAM, Answer(204, "resumed at or past the terminal event")),
+                    (401, 403, 404, 410, 503),
+                    (TOKEN, *_RESUME),
+                )
+            },
+        ),
+        (
+            "/tasks/{task_id}/output",
+            _guard(task_output, stats),
+            {
+                "GET": Operation(
+                    "A task's retained output, joined",
+                    (Answer(200, "its output chunks' text", {"type": "string"}, "text/plain"),),
+                    (401, 403, 404, 410, 503),
+                    by_id,
+                )
+            },
+        ),
+        (
+            "/events",
+            StreamEndpoint(_guard(events, stats)),
+            {
+                "GET": Operation(
+                    "SSE stream of all or the selected tasks",
+                    (_STREAM,),
+                    (401, 403, 404, 410, 422, 503),
+                    (TASK_IDS, NAME, OUTPUT, TOKEN, *_RESUME),
+                )
+            },
+        ),
+        (
+            "/openapi.json",
+            openapi,
+            {"GET": Operation("This document", (Answer(200, "OpenAPI 3.1", {"type": "object"}),))},
+        ),
+        (
+            "/sse-tasks.js",
+            browser_module,
+            {
+                "GET": Operation(
+                    "The browser module (followTask, followTasks)",
+                    (Answer(200, "an ES module", {"type": "string"}, "text/javascript"),),
+                )
+            },
+        ),
     ]
     if settings.metrics:
         from .metrics import metrics_endpoint
 
-        endpoints.append(("/metrics", metrics_endpoint(runner, monitor), ["GET"]))
-    if not (cors_per_route and settings.cors_origins):
-        return [Route(path, endpoint, methods=methods) for path, endpoint, methods in endpoints]
-    cors = [cors_middleware(settings)]
+        metrics = Answer(200, "the Prometheus text format", {"type": "string"}, "text/plain")
+        endpoints.append(
+            ("/metrics", metrics_endpoint(runner, monitor), {"GET": Operation("Metrics", (metrics,))})
+        )
     # The middleware answers preflights itself; any other OPTIONS gets 405 (see _guard).
-    return [
-        Route(path, endpoint, methods=[*methods, "OPTIONS"], middleware=cors)
-        for path, endpoint, methods in endpoints
+    cors = cors_middleware(settings) if cors_per_route and settings.cors_origins else None
+    routes: list[BaseRoute] = [
+        APIRoute(path, endpoint, operations, cors=cors) for path, endpoint, operations in endpoints
     ]
+    return routes
 
 
 def cors_middleware(settings: WebSettings) -> Middleware:
