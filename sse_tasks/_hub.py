@@ -7,6 +7,7 @@ once, and enters both in one lifespan.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -25,6 +26,7 @@ from .brokers import ENV_VAR as BROKER_ENV_VAR
 from .brokers import Broker, broker_from_url
 from .web.auth import Authorizer, Identify, TaskTokens
 from .web.limits import ClientSlots
+from .web.server_exit import ExitingServer
 from .web.service import WebService
 from .web.settings import WebSettings
 
@@ -223,7 +225,7 @@ class TaskHub:
         """
         if self._runner.group is not None or self._web.built:
             raise RuntimeError("configure() a hub before it runs and before its routes are built")
-        self._web = WebService(self._runner, self._web.settings.replace(**changes))
+        self._web = WebService(self._runner, self._web.settings.replace(**changes), self._web.server_exit)
 
     # -- registration ----------------------------------------------------------------
 
@@ -316,6 +318,11 @@ class TaskHub:
     # -- lifespan ------------------------------------------------------------------------
 
     async def __aenter__(self) -> TaskHub:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            # The stream path is asyncio's (see sse_tasks.web.sse): say so, not fail later.
+            raise RuntimeError("a TaskHub runs on asyncio (uvicorn's event loop), not on trio") from None
         await self._runner.__aenter__()
         assert self._runner.group is not None
         self._runner.group.start_soon(self._web.run)
@@ -329,6 +336,19 @@ class TaskHub:
         """Use as the app's lifespan (``Starlette(lifespan=hub.lifespan)``) or inside yours."""
         async with self:
             yield
+
+    def stop_with(self, server: ExitingServer) -> None:
+        """End the hub's tasks and streams as soon as ``server`` begins to exit.
+
+        ``server`` is a ``uvicorn.Server`` (or anything with its ``should_exit`` flag) that
+        runs this hub: once the flag is set (SIGTERM, Ctrl-C, or your program), the hub
+        shuts down (see :meth:`shutdown`) and ends every stream, so the server, which waits
+        for open connections before the lifespan's shutdown, does not wait on them. Without
+        it the hub watches the uvicorn server running in the main thread, if any (``uvicorn
+        app:app``, ``sse-tasks serve``); a server run in another thread must be named here.
+        Raises ``TypeError`` for an object without ``should_exit``.
+        """
+        self._web.server_exit.watch(server)
 
     async def shutdown(self) -> None:
         """Stop accepting (503), give running tasks ``shutdown_grace`` seconds, cancel

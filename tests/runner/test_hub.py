@@ -485,3 +485,13 @@ async def test_a_task_finished_elsewhere_stops_its_local_run(running_hub: TaskHu
     final = await running_hub.get(task.id)
     assert final.state is TaskState.FAILED
     assert final.error == {"type": "WorkerLost", "message": "lease expired"}
+
+
+def test_a_hub_refuses_to_run_outside_asyncio() -> None:
+    """The stream path is asyncio's: entered without a running asyncio loop (on trio, say),
+    a hub says so instead of failing later."""
+    hub = TaskHub("memory://")
+    entering = hub.__aenter__()
+    with pytest.raises(RuntimeError, match="runs on asyncio"):
+        entering.send(None)
+    entering.close()
