@@ -43,7 +43,10 @@ class ServerExit:
         self.servers: list[ExitingServer] = []
 
     def watch(self, server: ExitingServer) -> None:
-        """Watch ``server`` (instead of looking for a uvicorn server in the main thread)."""
+        """Watch ``server`` (instead of looking for a uvicorn server in the main thread).
+
+        A server that has already exited when the hub next runs is forgotten then: a
+        hub served again, by another server, is not stopped by the one before."""
         if not isinstance(getattr(server, "should_exit", None), bool):
             raise TypeError(f"{server!r} has no should_exit flag (a uvicorn.Server has one)")
         if server not in self.servers:
@@ -58,6 +61,7 @@ class ServerExit:
         return any(server.should_exit for server in servers)
 
     async def wait(self) -> None:
-        """Return once :meth:`exiting`."""
+        """Return once :meth:`exiting`; called as the hub starts to run."""
+        self.servers = [server for server in self.servers if not server.should_exit]
         while not self.exiting():  # noqa: ASYNC110 - a flag of the server's: nothing to await
             await anyio.sleep(POLL_INTERVAL)

@@ -11,7 +11,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import httpx
 import pytest
-from _support import LiveServer, collect
+from _support import LiveServer, collect, serve_in_thread
 
 from sse_tasks import TaskContext, TaskHub
 
@@ -119,6 +119,18 @@ async def test_server_exit_ends_tasks_and_streams(
     assert "event: task.cancelled" in body
     assert "server shutting down" in body
     assert "event: task.cancelled" in everything
+
+
+async def test_a_hub_served_again_is_not_stopped_by_the_server_before(make_hub: HubFactory) -> None:
+    hub = make_hub()
+    with serve_in_thread(hub.app, hub):
+        pass  # that server has exited: should_exit stays set on it
+    with serve_in_thread(hub.app, hub) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            posted = await http.post("/tasks", json={"name": "sleep", "params": {"seconds": 0.2}})
+            assert posted.status_code == 202, posted.text
+            _, events = await collect(http, f"/tasks/{posted.json()['id']}/events")
+    assert events[-1].event == "task.succeeded"
 
 
 def test_stop_with_needs_a_server_that_says_when_it_exits(make_hub: HubFactory) -> None:
