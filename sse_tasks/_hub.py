@@ -7,9 +7,12 @@ once, and enters both in one lifespan.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar, overload
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -19,9 +22,11 @@ from ._core.models import Task, TaskState
 from ._core.registry import RegisteredTask, TaskFunction
 from ._core.stats import HubStats
 from ._runner import Executor, InProcessExecutor, Job, Runner
+from .brokers import ENV_VAR as BROKER_ENV_VAR
 from .brokers import Broker, broker_from_url
 from .web.auth import Authorizer, Identify, TaskTokens
 from .web.limits import ClientSlots
+from .web.server_exit import ExitingServer
 from .web.service import WebService
 from .web.settings import WebSettings
 
@@ -47,6 +52,25 @@ class TrackedTask(BackgroundTask):
 async def _start(runner: Runner, job: Job) -> None:
     # Async so Starlette calls it on the loop, not in a worker thread.
     runner.start(job)
+
+
+#: The broker options ``memory://`` takes; the Redis broker takes them all.
+_MEMORY_OPTIONS = frozenset({"history", "retention", "max_tasks"})
+
+
+def _broker(broker: str | Broker | None, options: dict[str, Any]) -> Broker:
+    """The hub's broker: ``broker`` itself, or the one its URL names, built with ``options``."""
+    names = ", ".join(options)
+    if isinstance(broker, Broker):
+        if options:
+            raise ValueError(f"{names}: options of a broker built from a URL; configure the instance given")
+        return broker
+    url = broker or os.environ.get(BROKER_ENV_VAR) or "memory://"
+    if urlsplit(url).scheme == "memory":
+        redis_only = [name for name in options if name not in _MEMORY_OPTIONS]
+        if redis_only:
+            raise ValueError(f"{', '.join(redis_only)}: options of the redis:// broker, not of {url}")
+    return broker_from_url(url, **options)
 
 
 class TaskHub:
@@ -76,7 +100,7 @@ class TaskHub:
         max_stream_lifetime: seconds after which the server ends a stream (spread
             by up to 10 %); the client resumes with ``Last-Event-ID``. None: never.
         body_timeout: seconds a ``POST /tasks`` body may take to arrive (408 after).
-        authorize: the authorization hook (see :mod:`sse_tasks._auth`): called with an
+        authorize: the authorization hook (see :mod:`sse_tasks.web.auth`): called with an
             :class:`Access` on every request; returns a bool or a ``Task -> bool`` filter.
         identify: ``request -> caller id``; the caller who submits becomes ``task.owner``.
         tokens: per-task capability tokens; a string is taken as the secret of
@@ -90,8 +114,20 @@ class TaskHub:
             apply to an executor given here).
         max_output_bytes, max_output_chunks: output kept per task (1 MiB, 10,000
             chunks); beyond either the task says so once and further output is dropped.
-        broker_options: passed to the broker when ``broker`` is a URL (e.g.
-            ``history``, ``retention``, ``max_tasks``).
+        history: events kept for resuming streams (10,000).
+        retention: seconds a finished task is kept (3600).
+        max_tasks: finished tasks kept at most, oldest expire first (10,000).
+        lease: ``redis://`` only: seconds after its process stops renewing that an
+            unfinished task is marked failed (``WorkerLost``) (10).
+        outage_grace: ``redis://`` only: seconds a state change is retried while Redis
+            is unreachable (30).
+        prefix: ``redis://`` only: namespace of every key (``sse_tasks``).
+        max_connections: ``redis://`` only: connections for commands (8).
+
+    ``history`` to ``max_connections`` configure the broker built from a URL (None: a
+    ``redis://`` URL's query string, else the default in brackets); with a ``Broker`` instance,
+    configure the instance instead. A keyword that is none of these is a ``TypeError``;
+    a value out of range, or a broker option where it does not apply, a ``ValueError``.
     """
 
     def __init__(
@@ -120,7 +156,13 @@ class TaskHub:
         executor: Executor | None = None,
         max_output_bytes: int = 1 << 20,
         max_output_chunks: int = 10_000,
-        **broker_options: Any,
+        history: int | None = None,
+        retention: float | None = None,
+        max_tasks: int | None = None,
+        lease: float | None = None,
+        outage_grace: float | None = None,
+        prefix: str | None = None,
+        max_connections: int | None = None,
     ) -> None:
         settings = WebSettings(
             max_streams=max_streams,
@@ -146,9 +188,16 @@ class TaskHub:
                 max_output_bytes=max_output_bytes,
                 max_output_chunks=max_output_chunks,
             )
-        self.broker: Broker = (
-            broker if isinstance(broker, Broker) else broker_from_url(broker, **broker_options)
-        )
+        broker_options = {
+            "history": history,
+            "retention": retention,
+            "max_tasks": max_tasks,
+            "lease": lease,
+            "outage_grace": outage_grace,
+            "prefix": prefix,
+            "max_connections": max_connections,
+        }
+        self.broker: Broker = _broker(broker, {k: v for k, v in broker_options.items() if v is not None})
         #: Counters for ``/metrics`` (see :class:`sse_tasks._core.stats.HubStats`).
         self.stats = HubStats()
         self._runner = Runner(
@@ -176,7 +225,7 @@ class TaskHub:
         """
         if self._runner.group is not None or self._web.built:
             raise RuntimeError("configure() a hub before it runs and before its routes are built")
-        self._web = WebService(self._runner, self._web.settings.replace(**changes))
+        self._web = WebService(self._runner, self._web.settings.replace(**changes), self._web.server_exit)
 
     # -- registration ----------------------------------------------------------------
 
@@ -269,6 +318,11 @@ class TaskHub:
     # -- lifespan ------------------------------------------------------------------------
 
     async def __aenter__(self) -> TaskHub:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            # The stream path is asyncio's (see sse_tasks.web.sse): say so, not fail later.
+            raise RuntimeError("a TaskHub runs on asyncio (uvicorn's event loop), not on trio") from None
         await self._runner.__aenter__()
         assert self._runner.group is not None
         self._runner.group.start_soon(self._web.run)
@@ -282,6 +336,19 @@ class TaskHub:
         """Use as the app's lifespan (``Starlette(lifespan=hub.lifespan)``) or inside yours."""
         async with self:
             yield
+
+    def stop_with(self, server: ExitingServer) -> None:
+        """End the hub's tasks and streams as soon as ``server`` begins to exit.
+
+        ``server`` is a ``uvicorn.Server`` (or anything with its ``should_exit`` flag) that
+        runs this hub: once the flag is set (SIGTERM, Ctrl-C, or your program), the hub
+        shuts down (see :meth:`shutdown`) and ends every stream, so the server, which waits
+        for open connections before the lifespan's shutdown, does not wait on them. Without
+        it the hub watches the uvicorn server running in the main thread, if any (``uvicorn
+        app:app``, ``sse-tasks serve``); a server run in another thread must be named here.
+        Raises ``TypeError`` for an object without ``should_exit``.
+        """
+        self._web.server_exit.watch(server)
 
     async def shutdown(self) -> None:
         """Stop accepting (503), give running tasks ``shutdown_grace`` seconds, cancel

@@ -30,7 +30,7 @@ import anyio
 import httpx
 from httpx_sse import aconnect_sse, connect_sse
 
-from ._core.errors import SSETasksError, TaskCancelled, Unavailable
+from ._core.errors import SSETasksError, Unavailable, error_class
 from ._core.following import Following, MalformedAnswer, split_task_url, task_from_data
 from ._core.models import OutputChunk, Task, TaskState
 from ._core.text import ascii_int
@@ -56,14 +56,6 @@ class ConnectionFailed(SSETasksError):
     code = "unreachable"
 
 
-def _error_classes() -> Iterator[type[SSETasksError]]:
-    stack = list(SSETasksError.__subclasses__())
-    while stack:
-        cls = stack.pop()
-        yield cls
-        stack.extend(cls.__subclasses__())
-
-
 def error_from_response(response: httpx.Response) -> SSETasksError:
     """The exception for an error answer ``{"error": {"code": …, "message": …}}``."""
     status = response.status_code
@@ -73,22 +65,12 @@ def error_from_response(response: httpx.Response) -> SSETasksError:
     except (ValueError, KeyError, TypeError):
         code, message = "", response.text[:200] or response.reason_phrase
     message = f"{message} ({response.request.method} {response.request.url} → {status})"
-    candidates = [
-        c
-        for c in _error_classes()
-        if c.status_code == status and c not in (TaskCancelled, APIError, ConnectionFailed)
-    ]
-    chosen = next((c for c in candidates if c.code == code), None)
-    if chosen is None and len(candidates) == 1:
-        chosen = candidates[0]
     if status == 503:
         seconds = _retry_after(response.headers)
         return Unavailable(message, code=code or "unavailable", retry_after=seconds)
+    chosen = error_class(status, code)
     if chosen is not None:
-        try:
-            return chosen(message)
-        except TypeError:  # a subclass with its own constructor
-            pass
+        return chosen(message)
     return APIError(message, status_code=status, code=code or "error")
 
 

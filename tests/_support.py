@@ -46,17 +46,20 @@ ServerFactory = Callable[..., LiveServer]
 
 @contextmanager
 def serve_in_thread(app: Any, hub: TaskHub | None = None, **config: Any) -> Iterator[LiveServer]:
-    """Serve ``app`` on 127.0.0.1; on exit shut the hub down (ending streams), then the server."""
+    """Serve ``app`` on 127.0.0.1; on exit stop the server the way a signal would, which
+    the hub (told of its server) sees: it ends its tasks and streams, then the server exits."""
     port = free_port()
     cfg = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **config)
     server = uvicorn.Server(cfg)
+    if hub is not None:
+        hub.stop_with(server)  # in a thread, uvicorn installs no signal handler to find it by
     live = LiveServer(f"http://127.0.0.1:{port}", server, threading.Thread(target=lambda: None))
 
     def run() -> None:
         loop = asyncio.new_event_loop()
         live.loop = loop
         loop.run_until_complete(server.serve())
-        # sse-starlette leaves a shutdown watcher task per loop: end it before closing.
+        # Whatever an app left running on the loop is ended before the loop is closed.
         pending = asyncio.all_tasks(loop)
         for task in pending:
             task.cancel()
@@ -77,12 +80,7 @@ def serve_in_thread(app: Any, hub: TaskHub | None = None, **config: Any) -> Iter
     try:
         yield live
     finally:
-        if hub is not None and live.loop is not None and live.loop.is_running():
-            try:
-                live.call(hub.shutdown())
-            except Exception:
-                pass
-        server.should_exit = True
+        server.should_exit = True  # what uvicorn's SIGTERM handler sets
         live.thread.join(30)
 
 

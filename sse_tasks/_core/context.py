@@ -42,11 +42,20 @@ class TaskContext:
     most once per the hub's ``progress_interval``.
     """
 
-    def __init__(self, task_id: str, name: str, params: dict[str, Any], sink: TaskSink) -> None:
+    def __init__(
+        self,
+        task_id: str,
+        name: str,
+        params: dict[str, Any],
+        sink: TaskSink,
+        *,
+        cancellation: type[TaskCancelled] = TaskCancelled,
+    ) -> None:
         self.task_id = task_id
         self.name = name
         self.params = params
         self._sink = sink
+        self._cancellation = cancellation  # what check() raises: a subclass where an engine needs one
 
     @property
     def cancelled(self) -> bool:
@@ -54,9 +63,12 @@ class TaskContext:
         return self._sink.cancelled
 
     def check(self) -> None:
-        """Raise :class:`TaskCancelled` if the task has been cancelled (sync tasks call this)."""
+        """Raise :class:`TaskCancelled` if the task has been cancelled (sync tasks call this).
+
+        It derives from ``BaseException``: an ``except Exception:`` around this call
+        does not stop the task from ending ``cancelled``."""
         if self._sink.cancelled:
-            raise TaskCancelled(f"task {self.task_id} was cancelled")
+            raise self._cancellation(f"task {self.task_id} was cancelled")
 
     def progress(self, fraction: float | None = None, message: str | None = None) -> None:
         """Report progress: ``fraction`` in [0, 1] (or None) and a short message.

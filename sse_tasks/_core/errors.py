@@ -1,19 +1,35 @@
-"""Exceptions, each carrying the HTTP status and error code the API answers with.
+"""Exceptions: the errors the HTTP API answers with, and the cancellation of a task.
 
-SSETasksError
- ├── BadRequest               400 malformed request (JSON, query, Last-Event-ID header)
- ├── Unauthorized             401 the authorization hook wants credentials
- ├── Forbidden                403 the authorization hook refused (a task the caller may
- │                                not read answers 404 NotFound instead)
- ├── RequestTimeout           408 the request body did not arrive in time
- ├── PayloadTooLarge          413 body over the hub's ``max_body_size``
- ├── UnsupportedMediaType     415 body is not ``application/json``
- ├── InvalidRequest           422 body or params of the wrong shape
- ├── NotFound                 404 unknown task id or task name
- ├── TaskGone                 410 a finished task that has expired
- ├── TaskFinished             409 cancelling a task that already reached a terminal state
- ├── Unavailable              503 queue full, too many streams, hub shutting down
- └── TaskCancelled            raised inside a task function when it is cancelled
+Two trees, kept apart. An error is what a caller did or met, answered with an HTTP
+status and an error code. A cancellation is control flow: it must reach the end of a
+task function even through an ``except Exception:`` in its body, so it derives from
+``BaseException``, as anyio's and asyncio's cancellations do, and is never answered
+over HTTP.
+
+Exception
+ └── SSETasksError               every error sse_tasks raises on purpose
+      ├── BadRequest             400 malformed request (JSON, query, Last-Event-ID header)
+      ├── Unauthorized           401 the authorization hook wants credentials
+      ├── Forbidden              403 the authorization hook refused (a task the caller may
+      │                              not read answers 404 NotFound instead)
+      ├── NotFound               404 unknown task id or task name
+      ├── RequestTimeout         408 the request body did not arrive in time
+      ├── TaskFinished           409 cancelling a task that already reached a terminal state
+      ├── TaskGone               410 a finished task that has expired
+      ├── PayloadTooLarge        413 body over the hub's ``max_body_size``
+      ├── UnsupportedMediaType   415 body is not ``application/json``
+      ├── InvalidRequest         422 body or params of the wrong shape
+      ├── Unavailable            503 queue full, too many streams, hub shutting down
+      ├── APIError               (sse_tasks.client) an error answer none of the above describes
+      └── ConnectionFailed       (sse_tasks.client) the server could not be reached
+
+BaseException
+ └── TaskCancelled               raised inside a task function once it is cancelled
+                                 (``TaskContext.check()``, ``progress()``, ``output()``,
+                                 ``log()``); the task ends ``cancelled``
+
+:data:`HTTP_ERRORS` lists the classes the API answers with; :func:`error_class` finds
+the one for an answer's status and code (the Python client raises it).
 """
 
 from __future__ import annotations
@@ -129,8 +145,38 @@ class Unavailable(SSETasksError):
         self.code = code
 
 
-class TaskCancelled(SSETasksError):
-    """Raised by ``TaskContext.progress()``/``check()`` once the task has been cancelled."""
+#: Every error the HTTP API answers with, one class per status and code.
+HTTP_ERRORS: tuple[type[SSETasksError], ...] = (
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    RequestTimeout,
+    TaskFinished,
+    TaskGone,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    InvalidRequest,
+    Unavailable,
+)
 
-    status_code = 409
-    code = "cancelled"
+
+def error_class(status: int, code: str) -> type[SSETasksError] | None:
+    """The class of an error answer: the one with this status and code, else the only one
+    with this status; None when neither picks one."""
+    candidates = [cls for cls in HTTP_ERRORS if cls.status_code == status]
+    chosen = next((cls for cls in candidates if cls.code == code), None)
+    if chosen is None and len(candidates) == 1:
+        chosen = candidates[0]
+    return chosen
+
+
+class TaskCancelled(BaseException):
+    """Raised inside a task function by ``TaskContext.check()``, ``progress()``,
+    ``output()`` and ``log()`` once the task has been cancelled (``DELETE``, shutdown,
+    a timeout that stops a worker thread).
+
+    Not an error: like anyio's and asyncio's cancellation it derives from
+    ``BaseException``, so an ``except Exception:`` in the task does not swallow it.
+    Catch it by name to clean up, then re-raise; the task ends ``cancelled`` either way.
+    """

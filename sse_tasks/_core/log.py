@@ -13,6 +13,12 @@ stream takes a burst in one write instead of one write per event. A reader that
 fetches events from elsewhere (the Redis stream, where each arrives on its own) can
 hold a pending wake-up back while it fetches more (:meth:`EventLog.hold`): until a
 quiet spell, within a bound it sets.
+
+asyncio only, like the stream path that reads it (see :mod:`sse_tasks.web.sse` for the
+deliberate deviations and the benchmark behind them): a waiting stream holds one
+asyncio future, and deferred wake-ups are ``loop.call_soon``/``call_later`` callbacks.
+Appending works anywhere (with nobody waiting there is nothing to wake); waiting and
+waking happen on the running asyncio loop.
 """
 
 from __future__ import annotations
@@ -20,10 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from bisect import bisect_right
-from collections.abc import Awaitable
 from typing import Any
-
-import anyio
 
 from .models import TaskEvent
 
@@ -47,10 +50,9 @@ class EventLog:
         # from position ``_base_position`` on, until the ring trims.
         self._base: Any = None
         self._base_position = 0
-        # Waiters: one future each (on asyncio), else one shared event. A stream waits
-        # most of its life, so this is a cost per idle stream: a future, no coroutines.
+        # Waiters: one future each. A stream waits most of its life, so this is a cost
+        # per idle stream: a future, no coroutine.
         self._futures: dict[asyncio.Future[None], None] = {}
-        self._waiter: anyio.Event | None = None
         self._wake_deadline: float | None = None  # a deferred wake-up is scheduled
         self._appended = False
         self._held = False  # a reader is fetching more events (see hold())
@@ -112,12 +114,9 @@ class EventLog:
         self._appended = True
         if self._held:
             self._last_append = time.monotonic()
-        if (self._futures or self._waiter is not None) and self._wake_deadline is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # not on asyncio: no deferral
-                self.wake()
-                return
+        if self._futures and self._wake_deadline is None:
+            # Waiters exist only on a running loop, and this runs on it.
+            loop = asyncio.get_running_loop()
             # Wake the streams once the loop has gone round without a new event (or
             # after COALESCE_WINDOW at most). A publisher that appends on every turn of
             # the loop (a task reporting progress as fast as it can) would otherwise
@@ -188,10 +187,6 @@ class EventLog:
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            waiter.set()
         futures = self._futures
         if futures:
             self._futures = {}
@@ -256,22 +251,15 @@ class EventLog:
         finally:
             self.forget(waiting)
 
-    def waiter(self) -> Awaitable[None]:
+    def waiter(self) -> asyncio.Future[None]:
         """What :meth:`wait` awaits: done at the next wake-up. Hand it to :meth:`forget`
         once it is done or abandoned (a stream awaits it without a coroutine of its own)."""
-        try:
-            future = asyncio.get_running_loop().create_future()
-        except RuntimeError:  # not on asyncio: one shared event
-            waiter = self._waiter
-            if waiter is None:
-                waiter = self._waiter = anyio.Event()
-            return waiter.wait()
+        future = asyncio.get_running_loop().create_future()
         self._futures[future] = None
         return future
 
-    def forget(self, waiter: Awaitable[None]) -> None:
-        if isinstance(waiter, asyncio.Future):
-            self._futures.pop(waiter, None)
+    def forget(self, waiter: asyncio.Future[None]) -> None:
+        self._futures.pop(waiter, None)
 
     def __len__(self) -> int:
         return len(self._events)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Literal
 from .._core.errors import Forbidden, NotFound, TaskGone, Unavailable
 from .._core.models import Task
 from .._core.text import ascii_int
+from .openapi import Param
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -45,6 +46,8 @@ Decision = bool | TaskFilter
 Authorizer = Callable[["Access"], Decision | Awaitable[Decision]]
 Identify = Callable[["Request"], str | None]
 
+#: ``?token=``: a task token in the URL, for clients that cannot set a header (EventSource).
+TOKEN = Param("token", {"type": "string"}, "a task token (with task tokens on); repeatable")
 _MAX_TOKENS = 64  # tokens looked at per request: bounds the HMAC work a request can cause
 _MAX_TOKEN_LENGTH = 512
 _TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -156,7 +159,7 @@ class TaskTokens:
         cookie = request.cookies.get(self.cookie)
         if cookie:
             found.append(cookie)
-        found.extend(request.query_params.getlist("token"))
+        found.extend(TOKEN.get_all(request))
         granted = (self.verify(token) for token in found[:_MAX_TOKENS])
         return frozenset(task_id for task_id in granted if task_id is not None)
 

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Match, Route
-from starlette.types import ASGIApp, Lifespan, Receive, Scope, Send
+from starlette.routing import BaseRoute, Route
 
 from .._core import codec
 from .._core.errors import (
@@ -34,7 +31,20 @@ from .._core.text import ascii_int
 from .auth import Gate
 from .cors import CORSMiddleware
 from .limits import lifetime_deadline
-from .sse import SSEStream, sse_headers
+from .openapi import Operation, Param, openapi_document
+from .operations import (
+    LAST_EVENT_ID,
+    LAST_EVENT_ID_HEADER,
+    LIMIT,
+    MAX_LIST,
+    MAX_SELECTED,
+    NAME,
+    OPERATIONS,
+    OUTPUT,
+    STATE,
+    TASK_IDS,
+)
+from .sse import SSEStream, StreamEndpoint, sse_headers
 from .streams import Body, Resume, Selection, StreamPlan, global_stream, task_stream
 
 if TYPE_CHECKING:
@@ -46,44 +56,23 @@ if TYPE_CHECKING:
 logger = logging.getLogger("sse_tasks")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-StreamHandler = Callable[[Request], Awaitable[Response | SSEStream]]
 _R = TypeVar("_R")
 
 
-class StreamEndpoint:
-    """A stream route's ASGI app: the handler decides the response, then it runs.
-
-    Starlette's ``request_response`` keeps the ``Request``, a second exception
-    wrapper and its ``send`` closures alive for as long as the response runs: for a
-    stream that is its whole life, and a good part of an idle stream's memory. Here
-    they are gone once the response is chosen. The app's middleware, exception
-    handlers and routing wrap it exactly as they wrap every other route.
-    """
-
-    __slots__ = ("handler",)
-
-    def __init__(self, handler: StreamHandler) -> None:
-        self.handler = handler
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self.handler(Request(scope, receive, send))
-        await response(scope, receive, send)
-
-
-_MAX_LIST = 1000
-_MAX_SELECTED = 1000
 _MAX_SCAN = 10_000  # tasks scanned for a filtered GET /tasks
 _BROWSER_MODULE = Path(__file__).parent / "static" / "sse-tasks.js"
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-class _JSON(JSONResponse):
+class JSON(JSONResponse):
+    """A JSON answer encoded by the hub's codec."""
+
     def render(self, content: Any) -> bytes:
         return codec.dumps(content)
 
 
 def error_response(exc: SSETasksError) -> Response:
-    return _JSON(exc.to_dict(), status_code=exc.status_code, headers=exc.headers)
+    return JSON(exc.to_dict(), status_code=exc.status_code, headers=exc.headers)
 
 
 def _guard(
@@ -94,7 +83,7 @@ def _guard(
     async def guarded(request: Request) -> _R | Response:
         if request.method == "OPTIONS":  # not a preflight (CORS answers those)
             body = {"error": {"code": "method_not_allowed", "message": "OPTIONS is only for CORS preflights"}}
-            return _JSON(body, status_code=405)
+            return JSON(body, status_code=405)
         try:
             return await endpoint(request)
         except SSETasksError as exc:
@@ -150,29 +139,46 @@ async def read_json(request: Request, limit: int, time_limit: float | None = Non
         raise BadRequest(f"body is not valid JSON: {exc}") from None
 
 
-def _query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
+def _query_int(request: Request, param: Param, default: int, low: int, high: int) -> int:
+    raw = param.get(request)
     if raw is None:
         return default
     value = ascii_int(raw, len(str(high)))
     if value is None or not low <= value <= high:
-        raise InvalidRequest(f"{name!r} must be an integer from {low} to {high}")
+        raise InvalidRequest(f"{param.name!r} must be an integer from {low} to {high}")
     return value
 
 
-def _query_flag(request: Request, name: str) -> bool:
-    raw = request.query_params.get(name)
+def _query_flag(request: Request, param: Param) -> bool:
+    raw = param.get(request)
     if raw is None:
         return False
     if raw.lower() not in ("0", "1", "true", "false", ""):
-        raise InvalidRequest(f"{name!r} must be 1 or 0")
+        raise InvalidRequest(f"{param.name!r} must be 1 or 0")
     return raw.lower() in ("1", "true", "")
 
 
 def _last_event_id(request: Request) -> str | None:
     # The header is what EventSource sends on reconnect, so it beats the URL's.
     # An empty value means none (the spec's initial last event ID is the empty string).
-    return request.headers.get("last-event-id") or request.query_params.get("last_event_id") or None
+    return LAST_EVENT_ID_HEADER.get(request) or LAST_EVENT_ID.get(request) or None
+
+
+class APIRoute(Route):
+    """A route of the hub's API: it carries an :class:`Operation` per method, which
+    ``/openapi.json`` is generated from and which declares what its endpoint reads."""
+
+    def __init__(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        operations: dict[str, Operation],
+        *,
+        cors: Middleware | None = None,
+    ) -> None:
+        methods = [*operations, "OPTIONS"] if cors is not None else list(operations)
+        super().__init__(path, endpoint, methods=methods, middleware=[cors] if cors is not None else None)
+        self.operations = operations
 
 
 def _client(request: Request) -> str:
@@ -242,7 +248,7 @@ def build_routes(
         answer = task.to_dict(root)
         if settings.tokens is not None:
             answer["token"] = settings.tokens.issue(task.id)
-        return _JSON(
+        return JSON(
             answer,
             status_code=202,
             headers={"Location": task_path(task.id, root)},
@@ -250,23 +256,23 @@ def build_routes(
 
     async def list_tasks(request: Request) -> Response:
         """Snapshots, newest first, and the log position to stream from."""
-        raw_state = request.query_params.get("state")
+        raw_state = STATE.get(request)
         try:
             state = TaskState(raw_state) if raw_state is not None else None
         except ValueError:
             choices = ", ".join(s.value for s in TaskState)
             raise InvalidRequest(f"'state' must be one of {choices}") from None
-        limit = _query_int(request, "limit", 100, 1, _MAX_LIST)
+        limit = _query_int(request, LIMIT, 100, 1, MAX_LIST)
         visible = await gate.visible("list", request)
         cursor = await runner.cursor()  # before the list: replays, never misses
-        name = request.query_params.get("name")
+        name = NAME.get(request)
         if visible is None:
             tasks = await runner.list_tasks(state=state, name=name, limit=limit)
         else:
             scanned = await runner.list_tasks(state=state, name=name, limit=_MAX_SCAN)
             tasks = [t for t in scanned if visible(t)][:limit]
         root = _root(request)
-        return _JSON({"tasks": [t.to_dict(root) for t in tasks], "cursor": cursor})
+        return JSON({"tasks": [t.to_dict(root) for t in tasks], "cursor": cursor})
 
     async def tasks(request: Request) -> Response:
         if request.method == "POST":
@@ -279,9 +285,9 @@ def build_routes(
         if request.method == "DELETE":
             await gate.task("cancel", request, task_id)
             task = await runner.cancel(task_id)
-            return _JSON(task.to_dict(_root(request)), status_code=202)
+            return JSON(task.to_dict(_root(request)), status_code=202)
         task = await gate.task("read", request, task_id)
-        return _JSON(task.to_dict(_root(request)))
+        return JSON(task.to_dict(_root(request)))
 
     async def task_events(request: Request) -> Response | SSEStream:
         """SSE stream of one task; 204 when resuming at or past its terminal event."""
@@ -301,11 +307,11 @@ def build_routes(
     async def events(request: Request) -> Response | SSEStream:
         """SSE stream of all tasks, or those chosen by ``?task=`` and ``?name=``."""
         check_stream_capacity()
-        ids = request.query_params.getlist("task")
-        if len(ids) > _MAX_SELECTED:
-            raise InvalidRequest(f"at most {_MAX_SELECTED} 'task' ids per stream")
+        ids = TASK_IDS.get_all(request)
+        if len(ids) > MAX_SELECTED:
+            raise InvalidRequest(f"at most {MAX_SELECTED} 'task' ids per stream")
         visible = await gate.visible("follow", request)  # on every (re)connect
-        name = request.query_params.get("name")
+        name = NAME.get(request)
         if name is not None and name not in runner.registry:
             raise NotFound(f"no task named {name!r} is registered")
         for task_id in dict.fromkeys(ids):
@@ -314,7 +320,7 @@ def build_routes(
             task_ids=frozenset(ids) if ids else None,
             name=name,
             visible=visible,
-            output=_query_flag(request, "output"),
+            output=_query_flag(request, OUTPUT),
         )
         plan = StreamPlan(runner, settings, selection, _root(request))
         body = await global_stream(plan, Resume(runner, _last_event_id(request)))
@@ -328,10 +334,8 @@ def build_routes(
         return Response(text, media_type="text/plain; charset=utf-8")
 
     async def openapi(request: Request) -> Response:
-        """This API as an OpenAPI 3.1 document."""
-        from .openapi import openapi_document
-
-        return _JSON(openapi_document(runner.registry, _root(request)))
+        """This API as an OpenAPI 3.1 document, generated from these routes."""
+        return JSON(openapi_document(routes, runner.registry, _root(request)))
 
     async def browser_module(request: Request) -> Response:
         """The browser module (an ES module): ``followTask`` and ``followTasks``."""
@@ -342,98 +346,26 @@ def build_routes(
         )
 
     stats = runner.stats
-    endpoints: list[tuple[str, Endpoint | StreamEndpoint, list[str]]] = [
-        ("/tasks", _guard(tasks, stats), ["GET", "POST"]),
-        ("/tasks/{task_id}", _guard(task_detail, stats), ["GET", "DELETE"]),
-        ("/tasks/{task_id}/events", StreamEndpoint(_guard(task_events, stats)), ["GET"]),
-        ("/tasks/{task_id}/output", _guard(task_output, stats), ["GET"]),
-        ("/events", StreamEndpoint(_guard(events, stats)), ["GET"]),
-        ("/openapi.json", openapi, ["GET"]),
-        ("/sse-tasks.js", browser_module, ["GET"]),
+    endpoints: list[tuple[str, Endpoint | StreamEndpoint]] = [
+        ("/tasks", _guard(tasks, stats)),
+        ("/tasks/{task_id}", _guard(task_detail, stats)),
+        ("/tasks/{task_id}/events", StreamEndpoint(_guard(task_events, stats))),
+        ("/tasks/{task_id}/output", _guard(task_output, stats)),
+        ("/events", StreamEndpoint(_guard(events, stats))),
+        ("/openapi.json", openapi),
+        ("/sse-tasks.js", browser_module),
     ]
     if settings.metrics:
         from .metrics import metrics_endpoint
 
-        endpoints.append(("/metrics", metrics_endpoint(runner, monitor), ["GET"]))
-    if not (cors_per_route and settings.cors_origins):
-        return [Route(path, endpoint, methods=methods) for path, endpoint, methods in endpoints]
-    cors = [cors_middleware(settings)]
+        endpoints.append(("/metrics", metrics_endpoint(runner, monitor)))
     # The middleware answers preflights itself; any other OPTIONS gets 405 (see _guard).
-    return [
-        Route(path, endpoint, methods=[*methods, "OPTIONS"], middleware=cors)
-        for path, endpoint, methods in endpoints
+    cors = cors_middleware(settings) if cors_per_route and settings.cors_origins else None
+    routes: list[BaseRoute] = [
+        APIRoute(path, endpoint, OPERATIONS[path], cors=cors) for path, endpoint in endpoints
     ]
+    return routes
 
 
 def cors_middleware(settings: WebSettings) -> Middleware:
     return Middleware(CORSMiddleware, origins=settings.cors_origins, credentials=settings.cors_credentials)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed"}
-    body = {"error": {"code": codes.get(exc.status_code, "http_error"), "message": exc.detail}}
-    return _JSON(body, status_code=exc.status_code, headers=exc.headers)
-
-
-class HubApp(Starlette):
-    """The hub's own app (``hub.app``): a Starlette app whose stream routes skip
-    Starlette's per-request stack.
-
-    For ``GET``/``HEAD`` of ``/events`` and ``/tasks/<id>/events`` it routes the request
-    itself (with Starlette's own route matching) and runs the stream directly, behind
-    the hub's CORS middleware when that is set: the error and exception middleware,
-    the router and their ``send`` wrappers would otherwise stay alive, one set per
-    stream, for as long as the stream is open. Once middleware is added to this app
-    (``add_middleware``), every request takes the full stack again, so that
-    middleware wraps the streams too; an app that mounts or wraps this one wraps them
-    in any case.
-    """
-
-    def __init__(self, streams: Sequence[Route], cors: Middleware | None, **options: Any) -> None:
-        super().__init__(**options)
-        self._own_middleware = list(self.user_middleware)
-        self._streams: list[tuple[Route, ASGIApp]] = []
-        for route in streams:
-            app: ASGIApp = route.app
-            if cors is not None:
-                app = cors.cls(app, *cors.args, **cors.kwargs)
-            self._streams.append((route, app))
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["path"].endswith("/events")
-            and self.user_middleware == self._own_middleware
-        ):
-            for route, app in self._streams:
-                match, child_scope = route.matches(scope)
-                if match is Match.FULL:
-                    scope["app"] = self
-                    scope.setdefault("router", self.router)
-                    scope["route"] = route
-                    scope.update(child_scope)
-                    if isinstance(app, StreamEndpoint):  # one frame less per open stream
-                        response = await app.handler(Request(scope, receive, send))
-                        await response(scope, receive, send)
-                    else:
-                        await app(scope, receive, send)
-                    return
-        await super().__call__(scope, receive, send)
-
-
-def build_app(routes: Sequence[BaseRoute], settings: WebSettings, lifespan: Lifespan[Starlette]) -> Starlette:
-    """A Starlette app serving ``routes`` (built without per-route CORS), run by ``lifespan``.
-
-    Mounted under another app, that app's lifespan must enter the hub instead.
-    """
-    cors = cors_middleware(settings) if settings.cors_origins else None
-    streams = [r for r in routes if isinstance(r, Route) and isinstance(r.app, StreamEndpoint)]
-    return HubApp(
-        streams,
-        cors,
-        routes=list(routes),
-        middleware=[cors] if cors is not None else [],
-        exception_handlers={HTTPException: _http_error},
-        lifespan=lifespan,
-    )

@@ -10,10 +10,12 @@ from starlette.routing import BaseRoute
 from starlette.types import Lifespan
 
 from .._runner import Runner
+from .app import build_app
 from .limits import ClientSlots
-from .routes import build_app, build_routes
+from .routes import build_routes
+from .server_exit import ServerExit
 from .settings import WebSettings
-from .sse import StreamMonitor, wait_for_server_exit
+from .sse import StreamMonitor
 
 
 class WebService:
@@ -21,12 +23,14 @@ class WebService:
 
     It reads and writes tasks only through the runner (never its broker). :meth:`run`
     keeps its streams' heartbeats and send timeouts, and ends the tasks and then the
-    streams when the server exits.
+    streams when ``server_exit`` says the server begins to exit.
     """
 
-    def __init__(self, runner: Runner, settings: WebSettings) -> None:
+    def __init__(self, runner: Runner, settings: WebSettings, server_exit: ServerExit | None = None) -> None:
         self.runner = runner
         self.settings = settings
+        #: The servers this hub runs under (see :mod:`sse_tasks.web.server_exit`).
+        self.server_exit = server_exit or ServerExit()
         self.monitor = StreamMonitor(settings.heartbeat, settings.send_timeout, runner.log.wake, runner.stats)
         #: Open SSE streams per client address.
         self.client_streams = ClientSlots(settings.max_streams_per_client)
@@ -60,10 +64,10 @@ class WebService:
             group.start_soon(self._end_on_server_exit)
 
     async def _end_on_server_exit(self) -> None:
-        # sse-starlette sees the server begin to exit (SIGTERM) before the server
-        # waits for open connections: end the tasks first, so the streams carry their
-        # final events and then close; cut whatever stream is still open 5 s later.
-        await wait_for_server_exit()
+        # The server begins to exit before it waits for open connections (and long
+        # before the lifespan's shutdown): end the tasks first, so the streams carry
+        # their final events and then close; cut whatever stream is still open 5 s later.
+        await self.server_exit.wait()
         await self.runner.shutdown()
         with anyio.move_on_after(5.0):
             await self.monitor.wait_empty()

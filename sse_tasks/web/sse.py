@@ -1,19 +1,41 @@
 """The SSE response: each stream in its request's task, one monitor per hub for the rest.
 
-``EventSourceResponse`` runs a task group of four tasks per connection (body, ping,
-exit-signal listener, disconnect listener) and arms a timer around every send. For a
-hub holding thousands of streams that is most of an idle stream's memory and, with
-small writes, a third of the CPU per delivery (see ``benchmarks/README.md``). So
-:class:`SSEStream` keeps what ``EventSourceResponse`` gives (its headers, its ``HEAD``
-answer, sse-starlette's server-exit detection) and changes the layout per connection:
+**asyncio only.** This module, :mod:`sse_tasks.web.streams` and the event log
+(:mod:`sse_tasks._core.log`) are the hub's fast stream path, written for asyncio (the
+loop uvicorn runs), not for anyio's other backends; a ``TaskHub`` refuses to start
+elsewhere. ``EventSourceResponse`` runs a task group of four tasks per connection
+(body, ping, exit-signal listener, disconnect listener) and arms a timer around every
+send: for a hub holding thousands of streams that was most of an idle stream's memory
+and, with small writes, a third of the CPU per delivery. The benchmark that justifies
+what follows is ``python -m benchmarks`` (``benchmarks/README.md``, "What changed"):
+an idle stream costs 13.2 KiB at 10,000 streams, 22.4 KiB with anyio cancel scopes and
+Starlette's per-request stack, 43.5 KiB with ``EventSourceResponse``.
 
-- the body runs in the request's own task, which :meth:`SSEStream.abort` (or the
-  stream's lifetime) cancels directly: a cancel scope per stream would be a tenth
-  of an idle stream's memory;
-- one small task per stream waits for the client's disconnect and cancels that scope;
-- one :class:`StreamMonitor` per hub sends heartbeats to streams that have been quiet
-  and cancels a stream whose send has blocked longer than ``send_timeout``, checking
-  every stream a few times per interval instead of arming a timer per send.
+Deliberate deviations — do not "fix" them:
+
+- **asyncio, not anyio.** A stream is stopped by ``asyncio.Task.cancel()`` on its own
+  request's task (:meth:`SSEStream.abort`), the cancellation taken back with
+  ``Task.uncancel()``, and its lifetime is a ``loop.call_at`` timer: an anyio cancel
+  scope per stream was a tenth of an idle stream's memory (900 B).
+- **The body runs in the request's own task**, not in a task group: one small
+  ``asyncio`` task per stream waits for the client's disconnect and aborts it.
+- **One :class:`StreamMonitor` per hub** sends heartbeats to streams that have been
+  quiet and cuts a stream whose send has blocked longer than ``send_timeout``,
+  checking every stream a few times per interval instead of a timer per send.
+- **The event log wakes each waiting stream through one asyncio future** and defers
+  wake-ups with ``loop.call_soon``/``call_later`` (see :mod:`sse_tasks._core.log`): a
+  waiting stream holds a future, not a coroutine or an ``anyio.Event``.
+- **The hub's own app routes its streams past Starlette's middleware stack**
+  (``HubApp`` in :mod:`sse_tasks.web.app`) until middleware is added to it, and
+  stream routes are plain ASGI endpoints (``StreamEndpoint``), not ``request_response``.
+- **Headers, ``HEAD`` and the cleanup timeout are sse-starlette's**, taken once per hub
+  from an ``EventSourceResponse`` that is never run (:func:`sse_headers`).
+- **Server exit is uvicorn's ``should_exit``** (:mod:`sse_tasks.web.server_exit`), not
+  sse-starlette's process-global ``AppStatus``.
+
+Every Starlette, sse-starlette and uvicorn internal this relies on is pinned by
+``tests/web/test_pinned_internals.py``, which fails with a clear message on the
+upgrade that changes one.
 """
 
 from __future__ import annotations
@@ -22,10 +44,12 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import anyio
 from sse_starlette import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .._core.stats import HubStats
@@ -272,15 +296,30 @@ class SSEStream:
                 return
 
 
+StreamHandler = Callable[[Request], Awaitable[Response | SSEStream]]
+
+
+class StreamEndpoint:
+    """A stream route's ASGI app: the handler decides the response, then it runs.
+
+    Starlette's ``request_response`` keeps the ``Request``, a second exception
+    wrapper and its ``send`` closures alive for as long as the response runs: for a
+    stream that is its whole life, and a good part of an idle stream's memory. Here
+    they are gone once the response is chosen. The app's middleware, exception
+    handlers and routing wrap it exactly as they wrap every other route.
+    """
+
+    __slots__ = ("handler",)
+
+    def __init__(self, handler: StreamHandler) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.handler(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+
 def _uncancel(task: asyncio.Task[object] | None) -> bool:
     """Take back the one cancellation abort() asked for; False if others remain."""
     uncancel = getattr(task, "uncancel", None)  # Python 3.11+; before, nothing counts them
     return uncancel is None or uncancel() == 0
-
-
-async def wait_for_server_exit() -> None:
-    """Return when the server begins to exit (SIGTERM, Ctrl-C): sse-starlette's watcher.
-
-    The one place its private API is used; ``pyproject.toml`` bounds its version.
-    """
-    await EventSourceResponse._listen_for_exit_signal()

@@ -5,6 +5,9 @@ Each stream is its opening bytes and an async generator of pre-encoded chunks
 cursor into the shared :class:`EventLog`; when it is behind it takes everything
 pending (up to ``_BATCH`` events) in one chunk. Woken with nothing for it, a stream
 yields ``b""``: the response's chance to send a heartbeat.
+
+asyncio only: a following stream waits on the log's asyncio future directly, without a
+coroutine of its own (see :mod:`sse_tasks.web.sse` for this path's deliberate deviations).
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ import pytest
 from sse_tasks import (
     InvalidRequest,
     NotFound,
+    SSETasksError,
     Task,
+    TaskCancelled,
     TaskContext,
     TaskFinished,
     TaskGone,
@@ -127,7 +129,7 @@ async def test_cancel_sync_task_raises_at_next_progress(running_hub: TaskHub) ->
         release.wait(10)
         try:
             ctx.progress(0.5)
-        except Exception as exc:
+        except TaskCancelled as exc:
             outcome.append(type(exc).__name__)
             raise
 
@@ -140,6 +142,75 @@ async def test_cancel_sync_task_raises_at_next_progress(running_hub: TaskHub) ->
             await anyio.sleep(0.01)
     assert outcome == ["TaskCancelled"]
     assert (await running_hub.get(task.id)).state is TaskState.CANCELLED
+
+
+async def test_a_sync_task_that_catches_exception_still_stops_when_cancelled(running_hub: TaskHub) -> None:
+    started = threading.Event()
+    stopped = threading.Event()
+    swallowed: list[str] = []
+
+    @running_hub.task
+    def stubborn(ctx: TaskContext) -> None:
+        try:
+            while True:  # ends only through TaskCancelled
+                try:
+                    ctx.progress(0.5, "working")
+                    ctx.check()
+                except Exception as exc:  # the usual catch-all of a task body
+                    swallowed.append(type(exc).__name__)
+                started.set()
+                threading.Event().wait(0.01)  # a thread's own pace, not synchronisation
+        finally:
+            stopped.set()
+
+    task = await running_hub.submit(stubborn)
+    await anyio.to_thread.run_sync(started.wait, 10)
+    assert (await running_hub.cancel(task.id)).state is TaskState.CANCELLED
+    assert await anyio.to_thread.run_sync(stopped.wait, 10), "the thread swallowed its cancellation"
+    assert swallowed == []
+    assert (await finished(running_hub, task.id)).state is TaskState.CANCELLED
+
+
+async def test_an_async_task_that_catches_exception_still_stops_when_cancelled(running_hub: TaskHub) -> None:
+    started = anyio.Event()
+    stopped = anyio.Event()
+    swallowed: list[str] = []
+
+    @running_hub.task
+    async def stubborn(ctx: TaskContext) -> None:
+        try:
+            # Shielded from anyio's cancellation: only the context's check can stop it.
+            with anyio.CancelScope(shield=True):
+                while True:
+                    try:
+                        ctx.progress(0.5, "working")
+                        ctx.check()
+                    except Exception as exc:
+                        swallowed.append(type(exc).__name__)
+                    started.set()
+                    await anyio.sleep(0.01)
+        finally:
+            stopped.set()
+
+    task = await running_hub.submit(stubborn)
+    with anyio.fail_after(10):
+        await started.wait()
+    assert (await running_hub.cancel(task.id)).state is TaskState.CANCELLED
+    with anyio.fail_after(10):
+        await stopped.wait()
+    assert swallowed == []
+    assert (await finished(running_hub, task.id)).state is TaskState.CANCELLED
+
+
+def test_cancellation_is_not_an_error() -> None:
+    assert issubclass(TaskCancelled, BaseException)
+    assert not issubclass(TaskCancelled, Exception)
+    assert not issubclass(TaskCancelled, SSETasksError)
+    with pytest.raises(TaskCancelled):
+        try:
+            raise TaskCancelled("cancelled")
+        except Exception:  # pragma: no cover - must not catch it
+            pytest.fail("except Exception caught a cancellation")
 
 
 async def test_cancel_queued_task_never_runs(make_hub: Any) -> None:
@@ -445,3 +516,13 @@ async def test_a_task_finished_elsewhere_stops_its_local_run(running_hub: TaskHu
     final = await running_hub.get(task.id)
     assert final.state is TaskState.FAILED
     assert final.error == {"type": "WorkerLost", "message": "lease expired"}
+
+
+def test_a_hub_refuses_to_run_outside_asyncio() -> None:
+    """The stream path is asyncio's: entered without a running asyncio loop (on trio, say),
+    a hub says so instead of failing later."""
+    hub = TaskHub("memory://")
+    entering = hub.__aenter__()
+    with pytest.raises(RuntimeError, match="runs on asyncio"):
+        entering.send(None)
+    entering.close()

@@ -1,4 +1,4 @@
-"""``/metrics`` (Prometheus text format) and the OpenAPI document."""
+"""``/metrics`` (Prometheus text format)."""
 
 from __future__ import annotations
 
@@ -74,28 +74,3 @@ async def test_metrics_count_tasks_streams_events_and_rejections(
 
 async def test_metrics_are_off_unless_asked_for(client: httpx.AsyncClient) -> None:
     assert (await client.get("/metrics")).status_code == 404
-
-
-async def test_openapi_document_names_every_route_and_task(client: httpx.AsyncClient) -> None:
-    response = await client.get("/openapi.json")
-    assert response.status_code == 200
-    document = response.json()
-    assert document["openapi"].startswith("3.")
-    assert set(document["paths"]) == {"/tasks", "/tasks/{task_id}", "/tasks/{task_id}/events", "/events"}
-    names = document["components"]["schemas"]["Submit"]["properties"]["name"]["enum"]
-    assert names == ["count", "fail", "generate", "sleep"]
-
-
-async def test_openapi_lists_the_refusals_every_operation_can_give(client: httpx.AsyncClient) -> None:
-    paths = (await client.get("/openapi.json")).json()["paths"]
-    operations = {
-        (path, method): set(operation["responses"])
-        for path, item in paths.items()
-        for method, operation in item.items()
-        if method in ("get", "post", "delete")
-    }
-    # Any request may meet an unreachable broker or an authorization hook that wants credentials.
-    for key, statuses in operations.items():
-        assert {"401", "503"} <= statuses, key
-    assert "404" in operations[("/events", "get")]
-    assert {"404", "409", "410"} <= operations[("/tasks/{task_id}", "delete")]

@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 import httpx
 import pytest
-from _support import LiveServer, collect
-from sse_starlette.sse import AppStatus
+from _support import LiveServer, collect, serve_in_thread
 
 from sse_tasks import TaskContext, TaskHub
 
@@ -102,14 +102,37 @@ async def test_server_exit_ends_tasks_and_streams(
     make_hub: HubFactory, live_server: Callable[..., LiveServer]
 ) -> None:
     hub = make_hub(shutdown_grace=0.2)
-    server = live_server(hub)
-    try:
+    server = live_server(hub)  # the hub is told of its server (hub.stop_with)
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        task = (await http.post("/tasks", json={"name": "sleep", "params": {"seconds": 30}})).json()
+        with anyio.fail_after(10):
+            async with (
+                http.stream("GET", f"/tasks/{task['id']}/events") as one,
+                http.stream("GET", "/events") as every,
+            ):
+                await wait_for(lambda: hub.open_streams == 2)
+                server.server.should_exit = True  # what uvicorn's signal handler sets
+                body, everything = (await one.aread()).decode(), (await every.aread()).decode()
+            # The server did not wait on the streams: it is gone too.
+            await anyio.to_thread.run_sync(server.thread.join, 10)
+    assert not server.thread.is_alive()
+    assert "event: task.cancelled" in body
+    assert "server shutting down" in body
+    assert "event: task.cancelled" in everything
+
+
+async def test_a_hub_served_again_is_not_stopped_by_the_server_before(make_hub: HubFactory) -> None:
+    hub = make_hub()
+    with serve_in_thread(hub.app, hub):
+        pass  # that server has exited: should_exit stays set on it
+    with serve_in_thread(hub.app, hub) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-            task = (await http.post("/tasks", json={"name": "sleep", "params": {"seconds": 30}})).json()
-            with anyio.fail_after(10):
-                async with http.stream("GET", f"/tasks/{task['id']}/events") as response:
-                    AppStatus.should_exit = True  # what uvicorn's signal handler sets
-                    body = (await response.aread()).decode()
-        assert "event: task.cancelled" in body
-    finally:
-        AppStatus.should_exit = False
+            posted = await http.post("/tasks", json={"name": "sleep", "params": {"seconds": 0.2}})
+            assert posted.status_code == 202, posted.text
+            _, events = await collect(http, f"/tasks/{posted.json()['id']}/events")
+    assert events[-1].event == "task.succeeded"
+
+
+def test_stop_with_needs_a_server_that_says_when_it_exits(make_hub: HubFactory) -> None:
+    with pytest.raises(TypeError, match="should_exit"):
+        make_hub().stop_with(object())

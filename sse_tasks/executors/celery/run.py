@@ -22,11 +22,21 @@ from typing import Any
 
 from ..._core.budget import OutputBudget
 from ..._core.context import TaskContext
+from ..._core.errors import TaskCancelled
 from ..._core.models import OutputChunk, Task, TaskState, event_type_for, utcnow
 from ...brokers.redis.link import UNREACHABLE
 from ...brokers.redis.sync import SyncWriter
 
 logger = logging.getLogger("sse_tasks.celery")
+
+
+class CeleryTaskCancelled(TaskCancelled, Exception):
+    """:class:`TaskCancelled` as a task's context raises it in a Celery worker: also an
+    ``Exception``. Celery's tracer lets any other ``BaseException`` out of a task into its
+    pool (the solo pool exits on it), whereas an ``Exception`` is a failure that the hook's
+    ``task_failure`` handler turns into ``cancelled``. So here an ``except Exception:`` in
+    the task can swallow a cooperative cancel; ``revoke(terminate=True)`` stops it anyway.
+    """
 
 
 class WorkerRun:
@@ -52,7 +62,7 @@ class WorkerRun:
         self.progress_interval = progress_interval
         self.check_interval = check_interval
         self.outage_grace = outage_grace
-        self.context = TaskContext(task.id, task.name, params, self)
+        self.context = TaskContext(task.id, task.name, params, self, cancellation=CeleryTaskCancelled)
         self.token: contextvars.Token[TaskContext | None] | None = None
         self.ended = False  # this attempt's outcome is published (or retried): nothing more
         self.requeued = False  # it ended in a retry: back to queued, the new message sent

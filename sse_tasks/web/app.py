@@ -1,0 +1,88 @@
+"""The hub's own Starlette app (``hub.app``): its routes, with a fast path for its streams."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import ASGIApp, Lifespan, Receive, Scope, Send
+
+from .routes import JSON, cors_middleware
+from .settings import WebSettings
+from .sse import StreamEndpoint
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    body = {"error": {"code": codes.get(exc.status_code, "http_error"), "message": exc.detail}}
+    return JSON(body, status_code=exc.status_code, headers=exc.headers)
+
+
+class HubApp(Starlette):
+    """The hub's own app (``hub.app``): a Starlette app whose stream routes skip
+    Starlette's per-request stack.
+
+    For ``GET``/``HEAD`` of ``/events`` and ``/tasks/<id>/events`` it routes the request
+    itself (with Starlette's own route matching) and runs the stream directly, behind
+    the hub's CORS middleware when that is set: the error and exception middleware,
+    the router and their ``send`` wrappers would otherwise stay alive, one set per
+    stream, for as long as the stream is open. Once middleware is added to this app
+    (``add_middleware``), every request takes the full stack again, so that
+    middleware wraps the streams too; an app that mounts or wraps this one wraps them
+    in any case.
+    """
+
+    def __init__(self, streams: Sequence[Route], cors: Middleware | None, **options: Any) -> None:
+        super().__init__(**options)
+        self._own_middleware = list(self.user_middleware)
+        self._streams: list[tuple[Route, ASGIApp]] = []
+        for route in streams:
+            app: ASGIApp = route.app
+            if cors is not None:
+                app = cors.cls(app, *cors.args, **cors.kwargs)
+            self._streams.append((route, app))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"].endswith("/events")
+            and self.user_middleware == self._own_middleware
+        ):
+            for route, app in self._streams:
+                match, child_scope = route.matches(scope)
+                if match is Match.FULL:
+                    scope["app"] = self
+                    scope.setdefault("router", self.router)
+                    scope["route"] = route
+                    scope.update(child_scope)
+                    if isinstance(app, StreamEndpoint):  # one frame less per open stream
+                        response = await app.handler(Request(scope, receive, send))
+                        await response(scope, receive, send)
+                    else:
+                        await app(scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+
+def build_app(routes: Sequence[BaseRoute], settings: WebSettings, lifespan: Lifespan[Starlette]) -> Starlette:
+    """A Starlette app serving ``routes`` (built without per-route CORS), run by ``lifespan``.
+
+    Mounted under another app, that app's lifespan must enter the hub instead.
+    """
+    cors = cors_middleware(settings) if settings.cors_origins else None
+    streams = [r for r in routes if isinstance(r, Route) and isinstance(r.app, StreamEndpoint)]
+    return HubApp(
+        streams,
+        cors,
+        routes=list(routes),
+        middleware=[cors] if cors is not None else [],
+        exception_handlers={HTTPException: _http_error},
+        lifespan=lifespan,
+    )

@@ -1,0 +1,104 @@
+"""What each route of the hub's API reads and answers: its :class:`Operation` per method.
+
+The route table (:func:`sse_tasks.web.routes.build_routes`) gives each route the
+operations listed here under its path; ``/openapi.json`` is generated from the routes,
+and an endpoint reads a query parameter or header only through a :class:`Param` of
+its operation (see :mod:`sse_tasks.web.openapi`).
+"""
+
+from __future__ import annotations
+
+from .auth import TOKEN
+from .openapi import STATES, SUBMIT, TASK, Answer, Operation, Param
+
+MAX_LIST = 1000  # tasks in one GET /tasks
+MAX_SELECTED = 1000  # ?task= ids in one stream
+
+# What the endpoints read besides the path and the body.
+STATE = Param("state", {"enum": STATES}, "only tasks in this state")
+NAME = Param("name", {"type": "string"}, "only tasks of this task function")
+LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIST}, "at most this many (100)")
+TASK_IDS = Param(
+    "task",
+    {"type": "array", "items": {"type": "string"}, "maxItems": MAX_SELECTED},
+    "only these tasks (repeat it for each)",
+)
+OUTPUT = Param("output", {"enum": ["1", "0", "true", "false", ""]}, "carry task.output events too (1)")
+LAST_EVENT_ID_HEADER = Param(
+    "Last-Event-ID", {"type": "string"}, "resume after this event (what EventSource sends)", where="header"
+)
+LAST_EVENT_ID = Param(
+    "last_event_id", {"type": "string"}, "resume after this event, for clients that cannot set headers"
+)
+_RESUME = (LAST_EVENT_ID_HEADER, LAST_EVENT_ID)
+_TASK_LIST = {
+    "type": "object",
+    "properties": {"tasks": {"type": "array", "items": TASK}, "cursor": {"type": "string"}},
+}
+_STREAM = Answer(200, "event stream", {"type": "string"}, "text/event-stream")
+
+_BY_ID = (TOKEN,)
+
+#: The operations of each route, by path and method.
+OPERATIONS: dict[str, dict[str, Operation]] = {
+    "/tasks": {
+        "GET": Operation(
+            "List tasks, newest first",
+            (Answer(200, "tasks, and the log position to stream from", _TASK_LIST),),
+            (401, 403, 422, 503),
+            (STATE, NAME, LIMIT, TOKEN),
+        ),
+        "POST": Operation(
+            "Submit a task",
+            (Answer(202, "queued", TASK),),
+            (400, 401, 403, 404, 408, 413, 415, 422, 503),
+            (TOKEN,),
+            body=SUBMIT,
+        ),
+    },
+    "/tasks/{task_id}": {
+        "GET": Operation(
+            "A task's snapshot", (Answer(200, "snapshot", TASK),), (401, 403, 404, 410, 503), _BY_ID
+        ),
+        "DELETE": Operation(
+            "Cancel a task", (Answer(202, "cancelled", TASK),), (401, 403, 404, 409, 410, 503), _BY_ID
+        ),
+    },
+    "/tasks/{task_id}/events": {
+        "GET": Operation(
+            "SSE stream of one task",
+            (_STREAM, Answer(204, "resumed at or past the terminal event")),
+            (401, 403, 404, 410, 503),
+            (TOKEN, *_RESUME),
+        )
+    },
+    "/tasks/{task_id}/output": {
+        "GET": Operation(
+            "A task's retained output, joined",
+            (Answer(200, "its output chunks' text", {"type": "string"}, "text/plain"),),
+            (401, 403, 404, 410, 503),
+            _BY_ID,
+        )
+    },
+    "/events": {
+        "GET": Operation(
+            "SSE stream of all or the selected tasks",
+            (_STREAM,),
+            (401, 403, 404, 410, 422, 503),
+            (TASK_IDS, NAME, OUTPUT, TOKEN, *_RESUME),
+        )
+    },
+    "/openapi.json": {"GET": Operation("This document", (Answer(200, "OpenAPI 3.1", {"type": "object"}),))},
+    "/sse-tasks.js": {
+        "GET": Operation(
+            "The browser module (followTask, followTasks)",
+            (Answer(200, "an ES module", {"type": "string"}, "text/javascript"),),
+        )
+    },
+    "/metrics": {
+        "GET": Operation(
+            "Metrics (with metrics=True)",
+            (Answer(200, "the Prometheus text format", {"type": "string"}, "text/plain"),),
+        )
+    },
+}
