@@ -254,10 +254,11 @@ def _broker_for_the_app(url: str | None) -> AbstractContextManager[None]:
     """``url`` (``--broker``, when given) as ``$SSE_TASKS_BROKER`` while an ``--app`` module
     is imported and its factory called.
 
-    The one setting ``serve`` puts in its own environment, briefly: not ``serve``'s
-    configuration but the app's documented input, what ``TaskHub()`` reads for its
-    broker and modules such as ``examples/celery_app.py`` read themselves. Without
-    ``--broker`` the app sees the variable as the user set it, or not at all.
+    Not ``serve``'s configuration read back (the app factory gets that as an object) but
+    the app's own documented input: what ``TaskHub()`` reads for its broker, and what
+    modules such as ``examples/celery_app.py`` read themselves. The environment is as
+    it was once the hub is made; without ``--broker`` the app sees the variable as the
+    user set it, or not at all.
     """
     return _environment_variable(BROKER_ENV_VAR, url)
 

@@ -158,7 +158,7 @@ class ServeConfig:
 
     @property
     def broker_url(self) -> str:
-        """The broker the demo hub uses: ``broker``, else ``memory://``."""
+        """``broker``, else the default ``memory://``."""
         return self.broker or "memory://"
 
     def to_json(self) -> str:
