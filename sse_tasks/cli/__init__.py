@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import click
 
-from .app import _app_from_env, create_server_app, load_hub, log_config
+from .app import create_server_app, load_hub, log_config, served_app
+from .config import ServeConfig
 from .serve import serve
 
-__all__ = ["_app_from_env", "create_server_app", "load_hub", "log_config", "main"]
+__all__ = ["ServeConfig", "create_server_app", "load_hub", "log_config", "main", "served_app"]
 
 
 @click.group(context_settings={"auto_envvar_prefix": "SSE_TASKS", "help_option_names": ["-h", "--help"]})

@@ -1,6 +1,9 @@
 """What ``sse-tasks serve`` serves: the hub it loads or makes, checked, as an ASGI app.
 
 Every configuration error here is a :class:`ConfigError`: one line, exit status 2.
+:func:`served_app` is the app factory ``serve`` hands its :class:`ServeConfig` to;
+``_worker_app`` is the same factory in a ``--workers`` process, and the one reader of
+``$SSE_TASKS_SERVE_CONFIG`` (see :mod:`sse_tasks.cli.config`).
 """
 
 from __future__ import annotations
@@ -10,17 +13,21 @@ import importlib
 import inspect
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from .._hub import TaskHub
 from ..web.auth import TaskTokens
+from .config import WORKERS_ENV_VAR, ServeConfig, ServeConfigError, split_app_spec
 
 if TYPE_CHECKING:
     from ..brokers import Broker
 
-ENV = "SSE_TASKS_"
+#: What ``TaskHub()`` reads for its broker, and what an ``--app`` module may read.
+BROKER_ENV_VAR = "SSE_TASKS_BROKER"
 
 
 class ConfigError(click.ClickException):
@@ -51,9 +58,10 @@ def load_hub(spec: str) -> TaskHub:
     :class:`ConfigError` for anything else (an ASGI app, a factory that raises or
     returns something else), naming the module's TaskHubs when it has some.
     """
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise click.BadParameter(f"expected module:attribute, got {spec!r}", param_hint="'--app'")
+    try:
+        module_name, attribute = split_app_spec(spec)
+    except ServeConfigError as exc:
+        raise click.BadParameter(exc.message, param_hint="'--app'") from None
     _cwd_on_path()
     try:
         module: Any = importlib.import_module(module_name)
@@ -181,8 +189,9 @@ def create_server_app(
     """The ASGI app ``sse-tasks serve`` runs: the hub's API at the root, the demo page at ``/``
     (by default without ``--app``, or when the app's hub has every demo task's name).
 
-    ``hub_options`` (``tokens``, ``cors_origins``, ``metrics``, …) override the hub's
-    settings; None values are ignored.
+    ``broker`` is the demo hub's; with ``app``, the module sees it as ``$SSE_TASKS_BROKER``
+    while it loads. ``hub_options`` (``tokens``, ``cors_origins``, ``metrics``, …) override
+    the hub's settings; None values are ignored.
     """
     from ..demo import DEMO_TASKS, register_demo_tasks
     from ..demo.page import page_routes
@@ -195,7 +204,8 @@ def create_server_app(
     if "cors_origins" in options:
         options["cors_origins"] = tuple(options["cors_origins"])
     if app:
-        hub = load_hub(app)
+        with _broker_for_the_app(broker):
+            hub = load_hub(app)
         try:
             hub.configure(**options)  # validated like the constructor's arguments
         except (TypeError, ValueError, RuntimeError) as exc:
@@ -211,34 +221,6 @@ def create_server_app(
     return hub.app_with(page_routes() if demo else ())
 
 
-def _app_from_env() -> Any:
-    """Factory for ``uvicorn --factory`` (used with ``--workers``): options from the environment."""
-    env = os.environ
-
-    def number(key: str, kind: type[float] | type[int] = float) -> Any:
-        raw = env.get(ENV + key)
-        return kind(raw) if raw else None
-
-    def flag(key: str) -> bool | None:
-        raw = env.get(ENV + key)
-        return None if raw is None else raw.lower() in ("1", "true", "yes")
-
-    origins = env.get(ENV + "CORS_ORIGIN")
-    return create_server_app(
-        app=env.get(ENV + "APP") or None,
-        demo=flag("DEMO"),
-        broker=env.get(ENV + "BROKER") or None,
-        heartbeat=number("HEARTBEAT"),
-        tokens=env.get(ENV + "TOKEN_SECRET") or None,
-        cors_origins=origins.split() if origins else None,
-        cors_credentials=flag("CORS_CREDENTIALS"),
-        metrics=flag("METRICS"),
-        max_streams=number("MAX_STREAMS", int),
-        max_streams_per_client=number("MAX_STREAMS_PER_CLIENT", int),
-        max_stream_lifetime=number("MAX_STREAM_LIFETIME"),
-    )
-
-
 def behind_proxy(app: Any, forwarded_allow_ips: str) -> Any:
     """``app`` as ``serve`` runs it: uvicorn's ``X-Forwarded-For``/``-Proto`` handling for
     the proxies ``forwarded_allow_ips`` names, and their ``X-Forwarded-Prefix`` as the
@@ -251,9 +233,65 @@ def behind_proxy(app: Any, forwarded_allow_ips: str) -> Any:
     return ForwardedPrefix(proxied, TrustedProxies(forwarded_allow_ips))
 
 
-def _served_app_from_env() -> Any:
-    """Factory for ``uvicorn --factory`` (used with ``--workers``): the app ``serve`` runs."""
-    return behind_proxy(_app_from_env(), os.environ.get(ENV + "FORWARDED_ALLOW_IPS") or "127.0.0.1")
+@contextmanager
+def _environment_variable(name: str, value: str | None) -> Iterator[None]:
+    """``$name`` set to ``value`` (unless None) inside the block, as it was afterwards."""
+    if value is None:
+        yield
+        return
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _broker_for_the_app(url: str | None) -> AbstractContextManager[None]:
+    """``url`` (``--broker``, when given) as ``$SSE_TASKS_BROKER`` while an ``--app`` module
+    is imported and its factory called.
+
+    Not ``serve``'s configuration read back (the app factory gets that as an object) but
+    the app's own documented input: what ``TaskHub()`` reads for its broker, and what
+    modules such as ``examples/celery_app.py`` read themselves. The environment is as
+    it was once the hub is made; without ``--broker`` the app sees the variable as the
+    user set it, or not at all.
+    """
+    return _environment_variable(BROKER_ENV_VAR, url)
+
+
+def served_app(config: ServeConfig) -> Any:
+    """The ASGI app ``serve`` runs for ``config``: :func:`create_server_app` behind the
+    proxies ``config.forwarded_allow_ips`` trusts (:func:`behind_proxy`).
+
+    Raises :class:`ConfigError` (or ``click.BadParameter``) for what cannot work here.
+    """
+    app = create_server_app(
+        app=config.app,
+        demo=config.demo,
+        broker=config.broker,
+        heartbeat=config.heartbeat,
+        tokens=config.token_secret,
+        cors_origins=config.cors_origins or None,
+        cors_credentials=config.cors_credentials,
+        metrics=config.metrics,
+        max_streams=config.max_streams,
+        max_streams_per_client=config.max_streams_per_client,
+        max_stream_lifetime=config.max_stream_lifetime,
+    )
+    return behind_proxy(app, config.forwarded_allow_ips)
+
+
+def _worker_app() -> Any:
+    """Factory for uvicorn in each ``serve --workers`` process: :func:`served_app` of the
+    configuration ``serve`` left in ``$SSE_TASKS_SERVE_CONFIG``."""
+    text = os.environ.get(WORKERS_ENV_VAR)
+    if text is None:
+        raise RuntimeError(f"${WORKERS_ENV_VAR} is not set: this factory serves 'sse-tasks serve --workers'")
+    return served_app(ServeConfig.from_json(text))
 
 
 def log_config(log_level: str) -> dict[str, Any]:

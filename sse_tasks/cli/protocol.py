@@ -6,25 +6,22 @@ for as long as the client likes (slowloris), with all it has sent so far buffere
 ``sse-tasks serve`` uses this protocol so a request's head must be complete within
 ``header_timeout`` seconds of the connection (or of the previous response), or the
 connection is closed; and a head larger than ``max_header_size`` bytes is answered
-``431 Request Header Fields Too Large`` and the connection closed.
+``431 Request Header Fields Too Large`` and the connection closed. uvicorn builds one per
+connection: :func:`protocol_for` is what ``serve`` hands it, with its configuration's limits.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-DEFAULT_HEADER_TIMEOUT = 10.0
-#: Read by every worker process (``serve`` sets it from ``--header-timeout``).
-ENV_VAR = "SSE_TASKS_HEADER_TIMEOUT"
-DEFAULT_MAX_HEADER_SIZE = 64 * 1024
-#: Read by every worker process (``serve`` sets it from ``--max-header-size``).
-MAX_HEADER_SIZE_ENV_VAR = "SSE_TASKS_MAX_HEADER_SIZE"
+from .config import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEADER_SIZE, ServeConfig
 
 _TOO_LARGE = b"request header fields too large"
 
@@ -32,17 +29,24 @@ _TOO_LARGE = b"request header fields too large"
 class HeaderTimeoutProtocol(HttpToolsProtocol):
     """``HttpToolsProtocol`` that closes a connection whose request head is late or too large.
 
-    The deadline is ``$SSE_TASKS_HEADER_TIMEOUT`` seconds (default 10); the size limit
-    ``$SSE_TASKS_MAX_HEADER_SIZE`` bytes (default 64 KiB), counted as the bytes received
-    while the head is incomplete, so a head that never ends is cut once it is too large.
+    The deadline is ``header_timeout`` seconds (default 10); the size limit
+    ``max_header_size`` bytes (default 64 KiB), counted as the bytes received while the
+    head is incomplete, so a head that never ends is cut once it is too large.
     """
 
     def __init__(
-        self, config: Config, server_state: ServerState, app_state: dict[str, Any], **kwargs: Any
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        *,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
+        **kwargs: Any,
     ) -> None:
         super().__init__(config, server_state, app_state, **kwargs)
-        self.header_timeout = float(os.environ.get(ENV_VAR) or DEFAULT_HEADER_TIMEOUT)
-        self.max_header_size = int(os.environ.get(MAX_HEADER_SIZE_ENV_VAR) or DEFAULT_MAX_HEADER_SIZE)
+        self.header_timeout = header_timeout
+        self.max_header_size = max_header_size
         self._head_deadline: asyncio.TimerHandle | None = None
         # Bytes received for the request head being read; None between heads.
         self._head_bytes: int | None = None
@@ -137,3 +141,16 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._head_deadline = None
         if not self.transport.is_closing():
             self.transport.close()
+
+
+def protocol_for(config: ServeConfig) -> Callable[..., HeaderTimeoutProtocol]:
+    """The HTTP protocol for uvicorn's ``http=``: :class:`HeaderTimeoutProtocol` with
+    ``config``'s head deadline and size limit.
+
+    A partial of the class rather than a subclass made per call: uvicorn pickles its
+    ``Config``, this with it, into each ``--workers`` process, and a class made at run
+    time cannot be pickled.
+    """
+    return functools.partial(
+        HeaderTimeoutProtocol, header_timeout=config.header_timeout, max_header_size=config.max_header_size
+    )

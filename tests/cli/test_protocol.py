@@ -13,7 +13,8 @@ import pytest
 from _support import free_port, serve_in_thread
 
 from sse_tasks import TaskHub
-from sse_tasks.cli.protocol import ENV_VAR, MAX_HEADER_SIZE_ENV_VAR, HeaderTimeoutProtocol
+from sse_tasks.cli.config import ServeConfig
+from sse_tasks.cli.protocol import protocol_for
 
 
 def closed_by_server(sock: socket.socket, within: float) -> bool:
@@ -31,11 +32,9 @@ def closed_by_server(sock: socket.socket, within: float) -> bool:
 
 
 @pytest.fixture
-def port(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
-    monkeypatch.setenv(ENV_VAR, "0.5")
-    monkeypatch.delenv(MAX_HEADER_SIZE_ENV_VAR, raising=False)
+def port() -> Iterator[int]:
     hub = TaskHub("memory://")  # the protocol is the same whatever the broker
-    with serve_in_thread(hub.app, hub, http=HeaderTimeoutProtocol) as server:
+    with serve_in_thread(hub.app, hub, http=protocol_for(ServeConfig(header_timeout=0.5))) as server:
         yield int(server.url.rsplit(":", 1)[1])
 
 
@@ -57,12 +56,10 @@ def test_complete_requests_and_long_streams_are_not_cut(port: int) -> None:
 
 
 @pytest.fixture
-def sized_port(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+def sized_port() -> Iterator[int]:
     """The default size limit (64 KiB), with a head deadline far beyond any test's wait."""
-    monkeypatch.setenv(ENV_VAR, "600")
-    monkeypatch.delenv(MAX_HEADER_SIZE_ENV_VAR, raising=False)
     hub = TaskHub("memory://", max_body_size=1024 * 1024)
-    with serve_in_thread(hub.app, hub, http=HeaderTimeoutProtocol) as server:
+    with serve_in_thread(hub.app, hub, http=protocol_for(ServeConfig(header_timeout=600))) as server:
         yield int(server.url.rsplit(":", 1)[1])
 
 

@@ -4,36 +4,38 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from _support import serve_in_thread
 from click.testing import CliRunner
 
-from sse_tasks.cli import _app_from_env, main
+from sse_tasks.cli import ServeConfig, main, served_app
 
 pytestmark = pytest.mark.anyio
 
 SECRET = "serve-secret-of-enough-length"
 
 
-async def test_environment_configures_tokens_cors_metrics_and_limits(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in {
-        "SSE_TASKS_TOKEN_SECRET": SECRET,
-        "SSE_TASKS_CORS_ORIGIN": "https://a.example https://b.example",
-        "SSE_TASKS_CORS_CREDENTIALS": "1",
-        "SSE_TASKS_METRICS": "1",
-        "SSE_TASKS_MAX_STREAMS_PER_CLIENT": "7",
-        "SSE_TASKS_MAX_STREAM_LIFETIME": "600",
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("SSE_TASKS_APP", raising=False)
-    app = _app_from_env()
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://serve") as client:
-            created = await client.post("/tasks", json={"name": "fail"})
-            assert created.status_code == 202 and created.json()["token"]
-            assert (await client.get(f"/tasks/{created.json()['id']}")).status_code == 404
-            assert (await client.get("/metrics")).status_code == 200
-            cors = await client.get("/tasks", headers={"origin": "https://b.example"})
-            assert cors.headers["access-control-allow-credentials"] == "true"
+def test_the_configuration_reaches_the_served_hub() -> None:
+    """Tokens, CORS, metrics and a stream limit from one ServeConfig, over real HTTP."""
+    config = ServeConfig(
+        token_secret=SECRET,
+        cors_origins=("https://a.example", "https://b.example"),
+        cors_credentials=True,
+        metrics=True,
+        max_streams_per_client=1,
+        max_stream_lifetime=600,
+    )
+    with serve_in_thread(served_app(config)) as server, httpx.Client(base_url=server.url) as client:
+        created = client.post("/tasks", json={"name": "fail"}, timeout=10)
+        assert created.status_code == 202 and created.json()["token"]
+        assert client.get(f"/tasks/{created.json()['id']}", timeout=10).status_code == 404
+        assert client.get("/metrics", timeout=10).status_code == 200
+        cors = client.get("/tasks", headers={"origin": "https://b.example"}, timeout=10)
+        assert cors.headers["access-control-allow-credentials"] == "true"
+        with client.stream("GET", "/events", timeout=10) as first:
+            assert first.status_code == 200
+            second = client.get("/events", timeout=10)
+            assert second.status_code == 503
+            assert second.json()["error"]["code"] == "too_many_streams_per_client"
 
 
 @pytest.mark.parametrize(
@@ -63,11 +65,8 @@ def test_unsafe_options_are_refused_before_serving(args: list[str]) -> None:
 )
 def test_options_are_read_from_the_environment_and_checked(name: str, value: str) -> None:
     """SSE_TASKS_<OPTION>, not click's default SSE_TASKS_SERVE_<OPTION>."""
-    # Were the variable not read, the bogus broker would stop serve before it listens;
-    # serve exports its settings for its workers: put them back afterwards.
-    exported = ("APP", "BROKER", "HEARTBEAT", "DEMO", "METRICS", "HEADER_TIMEOUT", "MAX_HEADER_SIZE")
-    env: dict[str, str | None] = {f"SSE_TASKS_{key}": None for key in exported}
-    env[f"SSE_TASKS_{name}"] = value
+    # Were the variable not read, the bogus broker would stop serve before it listens.
+    env = {f"SSE_TASKS_{name}": value}
     result = CliRunner().invoke(main, ["serve", "--broker", "bogus://x"], env=env)
     assert result.exit_code == 2
     assert f"'--{name.lower().replace('_', '-')}'" in result.output
