@@ -362,7 +362,13 @@ def latency(s: Stack, scale: Scale) -> dict[str, Any]:
     try:
         sender.run(min(20, scale.warmup), timeout=60)  # warm
         streams, ids = asyncio.run(_follow(port, sender, scale.followers, scale.latency_tasks, scale.timeout))
-        stamps = {k.decode(): int(v) for k, v in s.dbs[2].hgetall(STAMPS_KEY).items()}
+        # A follower may see task.succeeded before the worker has written its stamp.
+        deadline = time.monotonic() + scale.timeout
+        while True:
+            stamps = {k.decode(): int(v) for k, v in s.dbs[2].hgetall(STAMPS_KEY).items()}
+            if all(i in stamps for i in ids) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
     finally:
         sender.close()
         s.procs.stop(worker)

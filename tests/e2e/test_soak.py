@@ -215,8 +215,17 @@ async def client_of(url: str, worker: Callable[..., Awaitable[None]], *args: Any
         await worker(http, *args)
 
 
+async def get(http: httpx.AsyncClient, url: str, **kwargs: Any) -> httpx.Response:
+    """A GET retried once on a kept-alive connection the server closed as it was reused
+    (uvicorn ends idle connections after 5 s), as an HTTP client does for idempotent requests."""
+    try:
+        return await http.get(url, **kwargs)
+    except httpx.RemoteProtocolError:
+        return await http.get(url, **kwargs)
+
+
 async def metrics(http: httpx.AsyncClient) -> dict[str, float]:
-    text = (await http.get("/metrics")).text
+    text = (await get(http, "/metrics")).text
     return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
 
 
@@ -251,7 +260,7 @@ async def test_soak(soak_server: Server) -> None:
             with anyio.fail_after(60):
                 while True:
                     active = [
-                        (await http.get("/tasks", params={"state": s})).json()["tasks"]
+                        (await get(http, "/tasks", params={"state": s})).json()["tasks"]
                         for s in ("queued", "running")
                     ]
                     if not any(active):
@@ -262,7 +271,7 @@ async def test_soak(soak_server: Server) -> None:
 
         final = {}
         for task_id in soak.submitted:
-            response = await http.get(f"/tasks/{task_id}")
+            response = await get(http, f"/tasks/{task_id}")
             assert response.status_code == 200, response.text
             final[task_id] = response.json()["state"]
         with anyio.fail_after(20):

@@ -223,16 +223,26 @@ async def test_fast_output_reaches_many_followers_exactly_once_in_order(
 
         async def follow(index: int) -> None:
             nonlocal ready
-            async with http.stream("GET", f"/tasks/{task_id}/events") as response:
-                ready += 1
-                if ready == followers:
-                    opened.set()
-                async for event in sse_events(response):
-                    if event.event == "reset":  # fell behind: the replay that follows is whole
-                        seqs[index].clear()
-                        resets[index] += 1
-                    elif event.event == "task.output":
-                        seqs[index].append(event.json()["seq"])
+            last_id: str | None = None
+            for _ in range(20):  # as EventSource does: resume where a closed stream stopped
+                headers = {"last-event-id": last_id} if last_id else {}
+                async with http.stream("GET", f"/tasks/{task_id}/events", headers=headers) as response:
+                    if response.status_code == 204:  # resumed at or past the terminal event
+                        return
+                    if last_id is None:
+                        ready += 1
+                        if ready == followers:
+                            opened.set()
+                    async for event in sse_events(response):
+                        last_id = event.id or last_id
+                        if event.event == "reset":  # fell behind: the replay that follows is whole
+                            seqs[index].clear()
+                            resets[index] += 1
+                        elif event.event == "task.output":
+                            seqs[index].append(event.json()["seq"])
+                        elif event.event == "task.succeeded":
+                            return
+            raise AssertionError(f"follower {index} never saw the task end")
 
         # The followers attach while it generates: each gets the stored part replayed and
         # the rest live, and must see every word once, in order.

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import anyio
 import httpx
 import pytest
-from _support import LiveServer, collect, task_events
+from _support import LiveServer, SSEEvent, collect, task_events
 
-from sse_tasks import TaskHub
+from sse_tasks import TaskContext, TaskHub
 
 pytestmark = pytest.mark.anyio
 
@@ -34,9 +36,26 @@ def is_terminal(event: Any) -> bool:
     return event.event in ("task.succeeded", "task.failed", "task.cancelled")
 
 
-async def test_task_stream_snapshot_progress_terminal_then_end(http: httpx.AsyncClient) -> None:
-    task = await submit(http, "count", n=3, interval=0.05)
-    response, events = await collect(http, f"/tasks/{task['id']}/events")
+async def test_task_stream_snapshot_progress_terminal_then_end(hub: TaskHub, http: httpx.AsyncClient) -> None:
+    gate = threading.Event()
+
+    @hub.task
+    def stepped(ctx: TaskContext, n: int = 3) -> dict[str, int]:
+        if not gate.wait(30):  # until the stream below has its first snapshot
+            raise TimeoutError("never released")
+        for i in range(1, n + 1):
+            ctx.progress(i / n, f"step {i} of {n}")
+            time.sleep(0.05)
+        return {"count": n}
+
+    task = await submit(http, "stepped", n=3)
+
+    def release_after_the_snapshot(event: SSEEvent) -> bool:
+        if event.event and event.event.startswith("task."):
+            gate.set()
+        return False
+
+    response, events = await collect(http, f"/tasks/{task['id']}/events", until=release_after_the_snapshot)
     assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
     assert response.headers["cache-control"] == "no-cache"
     assert response.headers["x-accel-buffering"] == "no"
