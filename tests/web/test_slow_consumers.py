@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -103,20 +104,31 @@ async def stalled_reader(port: int, url: str) -> tuple[asyncio.StreamReader, asy
     return reader, writer
 
 
+async def published_progress(http: httpx.AsyncClient) -> float:
+    """Progress events that entered the server's event log so far (from its metrics)."""
+    text = (await http.get("/metrics")).text
+    for line in text.splitlines():
+        if line.startswith('sse_tasks_events_published_total{type="task.progress"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 @pytest.mark.parametrize("path", ["task", "/events"])
 async def test_a_stream_that_falls_behind_the_history_is_resynced(
     make_hub: Any, live_server: Callable[..., LiveServer], path: str
 ) -> None:
     # A tiny history and big events: the stalled stream's position is trimmed away.
-    hub: TaskHub = make_hub(progress_interval=0, history=16, send_timeout=None)
-    release = anyio.Event()
+    hub: TaskHub = make_hub(progress_interval=0, history=16, send_timeout=None, metrics=True)
+    release, enough = threading.Event(), threading.Event()
 
     @hub.task
     async def burst(ctx: TaskContext) -> str:
-        await release.wait()
-        for i in range(200):
-            ctx.progress((i + 1) / 200, "y" * 131072)
-            # Paced so even a slower broker publishes (nearly) every report: 26 MB in all.
+        while not release.is_set():
+            await anyio.sleep(0.01)
+        for i in range(5000):  # until far more events than the history holds are published
+            if enough.is_set():
+                break
+            ctx.progress((i + 1) / 5000, "y" * 131072)
             await anyio.sleep(0.002)
         return "done"
 
@@ -128,6 +140,10 @@ async def test_a_stream_that_falls_behind_the_history_is_resynced(
         reader, writer = await stalled_reader(port, url)
         try:
             release.set()
+            with anyio.fail_after(60):
+                while await published_progress(http) < 200:  # far past the history: the stall is trimmed
+                    await anyio.sleep(0.05)
+            enough.set()
             _, events = await collect(http, f"/tasks/{task['id']}/events")
             assert task_events(events)[-1].event == "task.succeeded"
             kinds: list[str] = []
