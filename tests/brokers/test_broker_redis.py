@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _support import LiveServer, SSEEvent, collect, free_port, sse_events, task_events
+from _support import LiveServer, SSEEvent, collect, free_port, sse_events, submit, task_events, wait_for
 
 from sse_tasks import TaskHub
 from sse_tasks.demo import register_demo_tasks
@@ -155,19 +155,6 @@ def redis_hub(url: str, **options: Any) -> TaskHub:
 
 
 # -- helpers -----------------------------------------------------------------------
-
-
-async def submit(http: httpx.AsyncClient, name: str, **params: Any) -> dict[str, Any]:
-    response = await http.post("/tasks", json={"name": name, "params": params})
-    assert response.status_code == 202, response.text
-    return dict(response.json())
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
-    """Poll a condition the servers expose no event for (bounded)."""
-    with anyio.fail_after(timeout):
-        while not await predicate():
-            await anyio.sleep(0.02)
 
 
 async def state_of(http: httpx.AsyncClient, task_id: str) -> str:
