@@ -35,6 +35,7 @@ def _reject_constant(name: str) -> Any:
 #: A run of 20 digits: an integer orjson would read past 64 bits as a float (or a long
 #: decimal, or digits in a string): decoded by the stdlib instead, which keeps it exact.
 _LONG_DIGITS = re.compile(rb"[0-9]{20}")
+_LONG_DIGITS_TEXT = re.compile(r"[0-9]{20}")
 _MAX_INTEGER = int(sys.float_info.max)
 
 
@@ -54,16 +55,20 @@ def _finite_float(text: str) -> float:
 
 def dumps(value: Any) -> bytes:
     """Encode ``value`` as compact UTF-8 JSON; raises ``TypeError``/``ValueError`` if it is not JSON-able
-    (including NaN, Infinity and strings with a lone surrogate)."""
+    (including NaN, Infinity, strings with a lone surrogate, cycles and nesting too deep to encode)."""
     if _orjson is not None:
         try:
             encoded: bytes = _orjson.dumps(value)
-        except _orjson.JSONEncodeError as exc:
-            raise TypeError(str(exc)) from None
-        if b"null" in encoded and _has_nan(value):
-            raise ValueError("NaN and Infinity are not valid JSON")
-        return encoded
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        except _orjson.JSONEncodeError:
+            pass  # answered as without orjson: it refuses integers past 64 bits, nesting past 255
+        else:
+            if b"null" in encoded and _has_nan(value):
+                raise ValueError("NaN and Infinity are not valid JSON")
+            return encoded
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    except RecursionError:
+        raise ValueError("a value nested too deeply to encode as JSON") from None
 
 
 def _has_nan(value: Any) -> bool:
@@ -92,11 +97,13 @@ _PLAIN = frozenset({str, int, bool, type(None)})
 def loads(data: bytes | str) -> Any:
     """Decode strict JSON; raises :class:`LoneSurrogate` for a lone surrogate escape and
     ``ValueError`` for anything else malformed (invalid UTF-8, NaN, 1e400, 10**400, bad syntax)."""
-    if _orjson is not None and not _LONG_DIGITS.search(data.encode() if isinstance(data, str) else data):
-        try:
-            return _orjson.loads(data)
-        except _orjson.JSONDecodeError:
-            pass  # classify the error the same way as without orjson
+    if _orjson is not None:
+        digits = _LONG_DIGITS_TEXT.search(data) if isinstance(data, str) else _LONG_DIGITS.search(data)
+        if digits is None:
+            try:
+                return _orjson.loads(data)
+            except _orjson.JSONDecodeError:
+                pass  # classify the error the same way as without orjson
     return _loads_stdlib(data)
 
 
