@@ -219,9 +219,7 @@ async def test_expired_task_is_410(make_hub: object) -> None:
             with anyio.fail_after(10):
                 while not (log.last and log.last.type == "task.failed"):
                     await log.wait(log.head)
-            gone = await client.get(f"/tasks/{task['id']}")
-            assert gone is not None
-            assert_error(gone, 410, "gone")
+            assert_error(await client.get(f"/tasks/{task['id']}"), 410, "gone")
             assert_error(await client.get(f"/tasks/{task['id']}/events"), 410, "gone")
             assert_error(await client.delete(f"/tasks/{task['id']}"), 410, "gone")
 
