@@ -7,9 +7,9 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _support import HubFactory, ServerFactory, SSEEvent, collect, finished, sse_events, submit, task_events
+from _support import HubFactory, ServerFactory, SSEEvent, collect, sse_events, submit, task_events
 
-from sse_tasks import TaskContext, TaskHub
+from sse_tasks import TaskContext
 from sse_tasks.demo import generated_text, word
 
 pytestmark = pytest.mark.anyio
@@ -176,21 +176,6 @@ async def test_output_is_guarded_by_tokens_like_snapshots(
         assert len(outputs(events)) == 3
         answer = await http.get(url, params={"token": task["token"]})
         assert answer.status_code == 200 and answer.text == generated_text(3)
-
-
-async def test_a_log_level_must_be_known(running_hub: TaskHub) -> None:
-    seen: list[BaseException] = []
-
-    @running_hub.task
-    async def bad_level(ctx: TaskContext) -> None:
-        try:
-            ctx.log("x", level="loud")
-        except ValueError as exc:
-            seen.append(exc)
-
-    task = await running_hub.submit("bad_level")
-    await finished(running_hub, task.id)
-    assert len(seen) == 1
 
 
 async def test_a_follower_on_another_worker_replays_the_output(
