@@ -196,7 +196,7 @@ def submit_sync(base_url: str, name: str, /, **params: Any) -> dict[str, Any]:
     return dict(response.json())
 
 
-async def wait_for(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
+async def wait_for(condition: Callable[[], Any], timeout: float = 10.0, *, interval: float = 0.02) -> Any:
     """Poll ``condition`` (plain or async) until it is true, for a state the server signals
     no event for (a stream count, a key in Redis); its value. Fails after ``timeout``."""
     with anyio.fail_after(timeout):
@@ -206,7 +206,7 @@ async def wait_for(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
                 value = await value
             if value:
                 return value
-            await anyio.sleep(0.02)
+            await anyio.sleep(interval)
 
 
 def wait_until(
@@ -215,6 +215,7 @@ def wait_until(
     timeout: float = 15.0,
     *,
     details: Callable[[], str] | None = None,
+    interval: float = 0.02,
 ) -> Any:
     """:func:`wait_for` for code without an event loop (a file, a log, a process list);
     its value. The failure names ``what`` was awaited, then ``details()`` (e.g. logs)."""
@@ -226,7 +227,7 @@ def wait_until(
         if time.monotonic() > deadline:
             more = f"\n{details()}" if details is not None else ""
             raise AssertionError(f"timed out after {timeout} s waiting for {what}{more}")
-        time.sleep(0.02)
+        time.sleep(interval)
 
 
 async def finished(hub: TaskHub, task_id: str, timeout: float = 20.0) -> Task:

@@ -358,9 +358,7 @@ async def test_a_thousand_subscribers_use_a_handful_of_redis_connections(
             reader, writer = await asyncio.open_connection(host, port)
             writer.write(b"GET /events HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n")
             streams.append((reader, writer))
-        with anyio.fail_after(30):
-            while hub.open_streams < 1000:
-                await anyio.sleep(0.05)
+        await wait_for(lambda: hub.open_streams >= 1000, timeout=30)
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             task = await submit(http, "fail", message="fan-out")
 

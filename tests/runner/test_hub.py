@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from _support import JSON_BACKENDS, finished, use_json
+from _support import JSON_BACKENDS, finished, use_json, wait_for
 
 from sse_tasks import (
     InvalidRequest,
@@ -120,9 +120,7 @@ async def test_cancel_sync_task_raises_at_next_progress(running_hub: TaskHub) ->
     await anyio.to_thread.run_sync(started.wait, 10)
     assert (await running_hub.cancel(task.id)).state is TaskState.CANCELLED
     release.set()
-    with anyio.fail_after(10):
-        while not outcome:
-            await anyio.sleep(0.01)
+    await wait_for(lambda: outcome)
     assert outcome == ["TaskCancelled"]
     assert (await running_hub.get(task.id)).state is TaskState.CANCELLED
 

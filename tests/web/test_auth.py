@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _support import HubFactory, LiveServer, collect, in_process, submit, task_events
+from _support import HubFactory, LiveServer, collect, in_process, submit, task_events, wait_for
 
 from sse_tasks import Access, Forbidden, RedactTokens, Task, TaskTokens, Unauthorized, owner_only
 from sse_tasks.cli import log_config
@@ -279,11 +279,12 @@ async def test_no_params_results_or_tokens_in_info_logs(
     async with in_process(make_hub(tokens=SECRET)) as client:
         task = await submit(client, "fail", message="private-payload")
         token = task["token"]
-        with anyio.fail_after(5):
-            while (await client.get(f"/tasks/{task['id']}", params={"token": token})).json()[
-                "state"
-            ] != "failed":
-                await anyio.sleep(0.01)
+
+        async def failed() -> bool:
+            answer = await client.get(f"/tasks/{task['id']}", params={"token": token})
+            return bool(answer.json()["state"] == "failed")
+
+        await wait_for(failed, timeout=5)
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
     assert any(
         "task failed" in line and task["id"] in line and "error=RuntimeError" in line for line in lines

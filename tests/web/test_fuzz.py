@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, quote, unquote
 import anyio
 import httpx
 import pytest
-from _support import JSON_BACKENDS, HubFactory, LiveServer, in_process, use_json
+from _support import JSON_BACKENDS, HubFactory, LiveServer, in_process, use_json, wait_until
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -212,11 +212,7 @@ def test_stream_endpoints_never_fail_or_hang(target: Target, data: st.DataObject
             else:
                 response.read()
     # A stream the client dropped is released promptly.
-    for _ in range(200):
-        if target.hub.open_streams == 0:
-            break
-        time.sleep(0.01)
-    assert target.hub.open_streams == 0
+    wait_until(lambda: target.hub.open_streams == 0, "the dropped stream's release", 2, interval=0.01)
 
 
 # =====================================================================================
@@ -541,9 +537,7 @@ def send_in_process(
 
 def streams_closed(hub: TaskHub, baseline: int = 0) -> None:
     """Wait (bounded) until the hub holds only ``baseline`` open streams."""
-    deadline = time.monotonic() + 10
-    while hub.open_streams > baseline and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: hub.open_streams <= baseline, "streams to close", 10, interval=0.01)
     assert hub.open_streams == baseline
 
 
