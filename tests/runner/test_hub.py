@@ -228,6 +228,75 @@ async def test_a_surrogate_in_the_owner_is_cleaned(make_hub: Any) -> None:
         assert stored.owner == "user-\ufffd"
 
 
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"concurrency": 0},
+        {"progress_interval": -1},
+        {"max_output_bytes": -1},
+        {"max_output_chunks": -1},
+        {"max_queued": -1},
+        {"shutdown_grace": -1},
+    ],
+    ids=lambda option: next(iter(option)),
+)
+def test_options_that_cannot_work_are_refused_when_the_hub_is_built(option: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match=next(iter(option))):
+        TaskHub("memory://", **option)
+
+
+async def test_a_running_hub_cannot_be_entered_again(running_hub: TaskHub) -> None:
+    with pytest.raises(RuntimeError, match="already running"):
+        await running_hub.__aenter__()
+    task = await running_hub.submit("sleep", seconds=0)  # and it goes on as it was
+    assert (await finished(running_hub, task.id)).state is TaskState.SUCCEEDED
+
+
+async def test_shutdown_of_a_hub_that_never_ran_does_nothing(hub: TaskHub) -> None:
+    await hub.shutdown()
+    assert not hub.closing
+    async with hub:
+        task = await hub.submit("sleep", seconds=0)
+        assert (await finished(hub, task.id)).state is TaskState.SUCCEEDED
+
+
+async def test_a_background_task_whose_response_ends_after_shutdown_began_never_runs(hub: TaskHub) -> None:
+    ran: list[str] = []
+
+    @hub.task
+    def record(word: str) -> None:
+        ran.append(word)
+
+    async with hub:
+        tracked = await hub.background(record, "late")
+        await hub.shutdown()
+        await tracked()  # what Starlette does once the response is sent
+        final = await finished(hub, tracked.id)
+    assert final.state is TaskState.CANCELLED and final.message == "server shutting down"
+    assert ran == []
+
+
+async def test_output_from_a_sync_tasks_thread_is_kept_in_order(make_hub: Any) -> None:
+    hub: TaskHub = make_hub()
+
+    @hub.task
+    def writes(ctx: TaskContext, n: int) -> int:
+        for i in range(n):
+            ctx.output(f"{i} ")
+            if i % 10 == 9:
+                ctx.log(f"{i + 1} written", level="debug")
+        return n
+
+    async with hub:
+        task = await hub.submit(writes, n=50)
+        done = await finished(hub, task.id)
+        chunks = await hub.broker.output(task.id)
+    assert done.state is TaskState.SUCCEEDED and done.output_chunks == 55
+    assert [c.seq for c in chunks] == list(range(55))
+    assert "".join(c.text for c in chunks if c.kind == "output") == "".join(f"{i} " for i in range(50))
+    assert [c.text for c in chunks if c.kind == "log"] == [f"{i} written" for i in range(10, 51, 10)]
+
+
 async def test_progress_rejects_out_of_range(running_hub: TaskHub) -> None:
     @running_hub.task
     async def bad(ctx: TaskContext) -> None:
