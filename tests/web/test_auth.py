@@ -222,6 +222,21 @@ async def test_hook_is_asked_on_every_request_and_may_answer_401_or_403(make_hub
         assert ("submit", None) in asked and ("read", task["id"]) in asked and ("list", None) in asked
 
 
+async def test_a_caller_who_may_read_but_not_cancel_is_told_403(make_hub: HubFactory) -> None:
+    def authorize(access: Access) -> bool:
+        return access.action != "cancel" or access.caller == "admin"
+
+    hub = make_hub(authorize=authorize, identify=user)
+    async with in_process(hub) as client:
+        task = await submit(client, "sleep", seconds=30, headers={"x-user": "me"})
+        assert (await client.get(f"/tasks/{task['id']}", headers={"x-user": "me"})).status_code == 200
+        denied = await client.delete(f"/tasks/{task['id']}", headers={"x-user": "me"})
+        assert denied.status_code == 403 and denied.json()["error"]["code"] == "forbidden"
+        assert (await hub.get(task["id"])).state.value != "cancelled"
+        allowed = await client.delete(f"/tasks/{task['id']}", headers={"x-user": "admin"})
+        assert allowed.status_code == 202 and allowed.json()["state"] == "cancelled"
+
+
 async def test_a_revoked_follower_is_refused_on_reconnect(
     make_hub: HubFactory, live_server: Callable[..., LiveServer]
 ) -> None:
