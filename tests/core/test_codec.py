@@ -112,6 +112,8 @@ def test_dumps_keeps_integers_past_64_bits(backend: str) -> None:
         b"bytes",
         {1, 2},
         object(),
+        type("Mapping", (dict,), {})(a=float("nan")),
+        type("Sequence", (list,), {})([1, float("inf")]),
     ],
     ids=[
         "nan",
@@ -123,6 +125,8 @@ def test_dumps_keeps_integers_past_64_bits(backend: str) -> None:
         "bytes",
         "set",
         "object",
+        "nan in a dict subclass",
+        "inf in a list subclass",
     ],
 )
 def test_dumps_refuses_what_is_not_json(backend: str, value: Any) -> None:
