@@ -22,7 +22,7 @@ import httpx
 import pytest
 from _support import LiveServer, SSEEvent, collect, free_port, sse_events, submit, task_events, wait_for
 
-from sse_tasks import TaskHub
+from sse_tasks import TaskHub, Unavailable
 from sse_tasks.demo import register_demo_tasks
 
 redis = pytest.importorskip("redis")
@@ -622,27 +622,33 @@ async def test_a_resync_during_an_outage_is_refused_before_the_stream_starts(
             assert response.headers["retry-after"].isdigit()
 
 
-async def test_a_delete_during_an_outage_cancels_a_task_running_here(
+async def test_a_delete_during_an_outage_cancels_a_task_running_or_queued_here(
     private_redis: RedisServer, live_server: Callable[..., LiveServer]
 ) -> None:
-    hub = redis_hub(private_redis.url)
+    hub = redis_hub(private_redis.url, concurrency=1)
     server = live_server(hub)
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         running = await submit(http, "sleep", seconds=60)
+        waiting = await submit(http, "sleep", seconds=60)  # queued behind it
         await wait_for(lambda: _is(http, running["id"], "running"))
         private_redis.stop(save=True)
-        answer = await http.delete(f"/tasks/{running['id']}")
-        assert answer.status_code == 202, answer.text
-        assert answer.json()["state"] == "cancelled"
+        for task in (waiting, running):
+            answer = await http.delete(f"/tasks/{task['id']}")
+            assert answer.status_code == 202, answer.text
+            assert answer.json()["state"] == "cancelled"
         # A task this process does not run cannot be cancelled without Redis.
         elsewhere = await http.delete("/tasks/not-here")
         assert elsewhere.status_code == 503
         assert elsewhere.json()["error"]["code"] == "broker_unavailable"
+        with pytest.raises(Unavailable):
+            await anyio.to_thread.run_sync(server.call, hub.cancel("not-here"))
         private_redis.start()
         # Stored once Redis answers (the retried final event), long before its 60 s end.
-        await wait_for(lambda: _is(http, running["id"], "cancelled"), timeout=15)
-        _, events = await collect(http, f"/tasks/{running['id']}/events")
-        assert [e.event for e in task_events(events)] == ["task.cancelled"]
+        for task in (running, waiting):
+            await wait_for(lambda task_id=task["id"]: _is(http, task_id, "cancelled"), timeout=15)
+            _, events = await collect(http, f"/tasks/{task['id']}/events")
+            assert [e.event for e in task_events(events)] == ["task.cancelled"]
+        assert (await http.get(f"/tasks/{waiting['id']}")).json()["started_at"] is None  # never ran
 
 
 async def test_a_flush_resets_a_per_task_stream_then_ends_it(
