@@ -242,7 +242,14 @@ async def finished(hub: TaskHub, task_id: str, timeout: float = 20.0) -> Task:
                 if event.task.id == task_id and event.task.terminal:
                     return event.task
             position = log.head
-            await log.wait(position)
+            if not log.closed:
+                await log.wait(position)
+                continue
+            # A hub that shut down reads no more events (on Redis): ask the broker.
+            task = await hub.get(task_id)
+            if task.terminal:
+                return task
+            await anyio.sleep(0.02)
 
 
 # -- in-process clients ----------------------------------------------------------------

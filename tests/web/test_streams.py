@@ -11,7 +11,7 @@ import httpx
 import pytest
 from _support import LiveServer, collect, submit, task_events, wait_for
 
-from sse_tasks import TaskHub
+from sse_tasks import TaskContext, TaskHub
 
 pytestmark = pytest.mark.anyio
 
@@ -20,8 +20,18 @@ def is_terminal(event: Any) -> bool:
     return event.event in ("task.succeeded", "task.failed", "task.cancelled")
 
 
-async def test_task_stream_snapshot_progress_terminal_then_end(http: httpx.AsyncClient) -> None:
-    task = await submit(http, "count", n=3, interval=0.05)
+async def test_task_stream_snapshot_progress_terminal_then_end(hub: TaskHub, http: httpx.AsyncClient) -> None:
+    @hub.task
+    async def counted(ctx: TaskContext, n: int) -> dict[str, int]:
+        with anyio.fail_after(10):  # counts once followed, so the stream sees it run
+            while hub.open_streams == 0:
+                await anyio.sleep(0.01)
+        for i in range(1, n + 1):
+            ctx.progress(i / n, f"step {i} of {n}")
+            await anyio.sleep(0.05)
+        return {"count": n}
+
+    task = await submit(http, "counted", n=3)
     response, events = await collect(http, f"/tasks/{task['id']}/events")
     assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
     assert response.headers["cache-control"] == "no-cache"
