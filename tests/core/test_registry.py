@@ -252,6 +252,17 @@ def test_keyword_arguments_accept_any_other_param() -> None:
         registered.validate({"n": "1", "colour": "blue"})
 
 
+def test_hints_resolved_one_by_one_when_one_cannot_be() -> None:
+    namespace: dict[str, Any] = {}
+    # Evaluated annotations, none, and a name only a type checker could resolve.
+    source = "def mixed(plain, n: int, later: 'Undefined'):\n    return plain, n, later"
+    exec(compile(source, "<mixed>", "exec", dont_inherit=True), namespace)  # no postponed annotations
+    registered = build(namespace["mixed"])
+    assert registered.validate({"plain": [1], "n": 1, "later": "x"}) == {"plain": [1], "n": 1, "later": "x"}
+    with pytest.raises(InvalidRequest, match="param 'n' must be int"):
+        registered.validate({"plain": None, "n": "1", "later": None})
+
+
 def test_a_hint_that_cannot_be_resolved_leaves_that_param_unchecked() -> None:
     def partly(n: int, later: Undefined) -> None:  # type: ignore[name-defined]  # noqa: F821
         pass

@@ -20,6 +20,8 @@ from sse_tasks import (
     TaskState,
     Unavailable,
 )
+from sse_tasks.brokers import MemoryBroker
+from sse_tasks.demo import register_demo_tasks
 
 pytestmark = pytest.mark.anyio
 
@@ -239,6 +241,29 @@ async def test_a_surrogate_in_the_owner_is_cleaned(make_hub: Any) -> None:
 def test_options_that_cannot_work_are_refused_when_the_hub_is_built(option: dict[str, int]) -> None:
     with pytest.raises(ValueError, match=next(iter(option))):
         TaskHub("memory://", **option)
+
+
+async def test_a_hub_whose_broker_cannot_start_raises_and_can_start_later() -> None:
+    class Unreachable(MemoryBroker):
+        refuse = True
+
+        async def start(self, observer: Any) -> None:
+            if self.refuse:
+                raise ConnectionError("the broker is not there yet")
+            await super().start(observer)
+
+    broker = Unreachable()
+    hub = TaskHub(broker)
+    register_demo_tasks(hub)
+    with pytest.raises(ConnectionError, match="not there yet"):
+        async with hub:
+            pytest.fail("the hub ran without its broker")
+    with pytest.raises(Unavailable):
+        await hub.submit("sleep", seconds=0)
+    broker.refuse = False
+    async with hub:
+        task = await hub.submit("sleep", seconds=0)
+        assert (await finished(hub, task.id)).state is TaskState.SUCCEEDED
 
 
 async def test_a_running_hub_cannot_be_entered_again(running_hub: TaskHub) -> None:

@@ -186,6 +186,7 @@ async def test_owner_only_hook(make_hub: HubFactory) -> None:
         assert (await client.get(f"/tasks/{task['id']}", headers=alice)).status_code == 200
         assert (await client.get(f"/tasks/{task['id']}", headers=bob)).status_code == 404
         assert (await client.delete(f"/tasks/{task['id']}", headers=bob)).status_code == 404
+        assert (await client.get(f"/events?task={task['id']}", headers=bob)).status_code == 404
         assert (await client.get("/tasks", headers=bob)).json()["tasks"] == []
         assert [t["id"] for t in (await client.get("/tasks", headers=alice)).json()["tasks"]] == [task["id"]]
         assert (await client.delete(f"/tasks/{task['id']}", headers=alice)).status_code == 202

@@ -150,6 +150,17 @@ async def test_bad_last_event_id_resyncs_never_500(http: httpx.AsyncClient, bad_
     assert task_events(events)[-1].id == task_events(done)[-1].id
 
 
+async def test_a_resync_of_a_stream_of_chosen_tasks_sends_only_theirs(http: httpx.AsyncClient) -> None:
+    chosen, other = await submit(http, "fail", message="a"), await submit(http, "fail", message="b")
+    for task in (chosen, other):
+        await collect(http, f"/tasks/{task['id']}/events")  # both have failed
+    _, events = await collect(
+        http, f"/events?task={chosen['id']}&last_event_id=bogus", until=lambda e: e.event == "task.failed"
+    )
+    assert [e.event for e in events if e.event] == ["reset", "task.failed"]
+    assert events[-1].json()["id"] == chosen["id"]
+
+
 async def test_global_stream_is_live_and_narrowed_by_task_and_name(
     server: LiveServer, hub: TaskHub, http: httpx.AsyncClient
 ) -> None:
