@@ -1,21 +1,28 @@
-"""Test helpers: a real uvicorn server in a thread, an SSE reader over raw lines."""
+"""Test helpers: a real uvicorn server in a thread, an SSE reader over raw lines,
+submitting over HTTP, bounded waits, and in-process clients."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import inspect
 import json
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
+import pytest
 import uvicorn
 
-from sse_tasks import TaskHub
+from sse_tasks import Task, TaskHub
+from sse_tasks._core import codec
 
 
 def free_port() -> int:
@@ -166,3 +173,111 @@ def with_routes(hub: TaskHub, routes: Any) -> Any:
 
 #: The repository's root (the checkout the tests run from).
 ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- submitting and waiting ----------------------------------------------------------
+
+
+async def submit(
+    http: httpx.AsyncClient, name: str, /, *, headers: dict[str, str] | None = None, **params: Any
+) -> dict[str, Any]:
+    """``POST /tasks`` of ``name`` with ``params``; the snapshot of the 202 (anything else fails)."""
+    response = await http.post("/tasks", json={"name": name, "params": params}, headers=headers)
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
+def submit_sync(base_url: str, name: str, /, **params: Any) -> dict[str, Any]:
+    """:func:`submit` for code without an event loop, against the hub at ``base_url``."""
+    response = httpx.post(f"{base_url}/tasks", json={"name": name, "params": params}, timeout=30)
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
+async def wait_for(condition: Callable[[], Any], timeout: float = 10.0, *, interval: float = 0.02) -> Any:
+    """Poll ``condition`` (plain or async) until it is true, for a state the server signals
+    no event for (a stream count, a key in Redis); its value. Fails after ``timeout``."""
+    with anyio.fail_after(timeout):
+        while True:
+            value = condition()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return value
+            await anyio.sleep(interval)
+
+
+def wait_until(
+    condition: Callable[[], Any],
+    what: str,
+    timeout: float = 15.0,
+    *,
+    details: Callable[[], str] | None = None,
+    interval: float = 0.02,
+) -> Any:
+    """:func:`wait_for` for code without an event loop (a file, a log, a process list);
+    its value. The failure names ``what`` was awaited, then ``details()`` (e.g. logs)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            more = f"\n{details()}" if details is not None else ""
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}{more}")
+        time.sleep(interval)
+
+
+async def finished(hub: TaskHub, task_id: str, timeout: float = 20.0) -> Task:
+    """The task's terminal snapshot, awaited on the hub's own event log (the way the hub
+    itself hears of every change, whichever process made it). Read from the log, not
+    ``hub.get``, so a task that expires as it ends is seen too."""
+    log = hub.broker.log
+    position = log.first
+    with anyio.fail_after(timeout):
+        while True:
+            for event in log.read(max(position, log.first)):
+                if event.task.id == task_id and event.task.terminal:
+                    return event.task
+            position = log.head
+            if not log.closed:
+                await log.wait(position)
+                continue
+            # A hub that shut down reads no more events (on Redis): ask the broker.
+            task = await hub.get(task_id)
+            if task.terminal:
+                return task
+            await anyio.sleep(0.02)
+
+
+# -- in-process clients ----------------------------------------------------------------
+
+
+@asynccontextmanager
+async def in_process(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a hub's ``app`` (or of an app whose lifespan runs a hub) through
+    ``ASGITransport``, the lifespan entered: request/response only, since that
+    transport buffers whole bodies (streams need a :class:`LiveServer`)."""
+    if isinstance(app, TaskHub):
+        lifespan, asgi = app.lifespan(), app.app
+    else:
+        lifespan, asgi = app.router.lifespan_context(app), app
+    async with lifespan:
+        transport = httpx.ASGITransport(app=asgi)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as client:
+            yield client
+
+
+# -- the JSON codec's two backends -------------------------------------------------------
+
+#: The codec's backends: every test that touches JSON text may run on both.
+JSON_BACKENDS = ("orjson", "stdlib")
+
+
+def use_json(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``sse_tasks``' JSON codec use ``backend`` for the rest of the test (the
+    stdlib's even where orjson is installed); skips ``orjson`` where it is not."""
+    if backend == "stdlib":
+        monkeypatch.setattr(codec, "_orjson", None)
+    elif importlib.util.find_spec("orjson") is None:
+        pytest.skip("orjson is not installed")

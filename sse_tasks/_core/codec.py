@@ -37,6 +37,7 @@ def _reject_constant(name: str) -> Any:
 #: A run of 20 digits: an integer orjson would read past 64 bits as a float (or a long
 #: decimal, or digits in a string): decoded by the stdlib instead, which keeps it exact.
 _LONG_DIGITS = re.compile(rb"[0-9]{20}")
+_LONG_DIGITS_TEXT = re.compile(r"[0-9]{20}")
 _MAX_INTEGER = int(sys.float_info.max)
 
 
@@ -164,11 +165,13 @@ _PLAIN = frozenset({str, int, bool, type(None)})
 def loads(data: bytes | str) -> Any:
     """Decode strict JSON; raises :class:`LoneSurrogate` for a lone surrogate escape and
     ``ValueError`` for anything else malformed (invalid UTF-8, NaN, 1e400, 10**400, bad syntax)."""
-    if _orjson is not None and not _LONG_DIGITS.search(data.encode() if isinstance(data, str) else data):
-        try:
-            return _orjson.loads(data)
-        except _orjson.JSONDecodeError:
-            pass  # classify the error the same way as without orjson
+    if _orjson is not None:
+        digits = _LONG_DIGITS_TEXT.search(data) if isinstance(data, str) else _LONG_DIGITS.search(data)
+        if digits is None:
+            try:
+                return _orjson.loads(data)
+            except _orjson.JSONDecodeError:
+                pass  # classify the error the same way as without orjson
     return _loads_stdlib(data)
 
 

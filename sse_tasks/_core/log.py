@@ -152,6 +152,12 @@ class EventLog:
         self.wake()
 
     @property
+    def waiting(self) -> int:
+        """Waiters parked on the log now (one per idle stream on asyncio): a stream that
+        goes away must leave none behind."""
+        return len(self._futures)
+
+    @property
     def wake_pending(self) -> bool:
         """Events were appended that the waiters have not been woken for yet."""
         return self._wake_deadline is not None

@@ -17,17 +17,6 @@ def clean_text(text: str) -> str:
     return text
 
 
-def clean_value(value: Any) -> Any:
-    """``value`` (decoded JSON) with every string, keys included, passed through :func:`clean_text`."""
-    if isinstance(value, str):
-        return clean_text(value)
-    if isinstance(value, dict):
-        return {clean_value(k): clean_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean_value(item) for item in value]
-    return value
-
-
 def has_lone_surrogate(value: Any) -> bool:
     """True if a string in ``value`` (decoded JSON, keys included) holds a lone surrogate."""
     stack = [value]

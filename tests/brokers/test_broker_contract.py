@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from sse_tasks import Task, TaskEvent, TaskState
+from sse_tasks import OutputChunk, Task, TaskEvent, TaskState
 from sse_tasks.brokers import Broker, broker_from_url
 
 pytestmark = pytest.mark.anyio
@@ -121,3 +121,26 @@ async def test_the_observer_sees_every_event(broker_url: str) -> None:
     finally:
         await broker.close()
     assert seen == [e.id for e in events]
+
+
+async def test_output_is_kept_in_order_only_while_its_task_is_not_finished(broker: Broker) -> None:
+    task = Task(id="t1", name="job")
+    assert await broker.publish_output(task, OutputChunk("t1", 0, "output", "early")) is None  # unknown
+    queued = await publish(broker, task, "task.queued")
+    running = await publish(broker, queued.task.evolve(state=TaskState.RUNNING), "task.running")
+    events = [
+        await broker.publish_output(running.task, OutputChunk("t1", i, kind, f"{i} ", level))
+        for i, (kind, level) in enumerate([("output", None), ("log", "info"), ("output", None)])
+    ]
+    assert [e.type if e else None for e in events] == ["task.output"] * 3
+    done = await publish(
+        broker, running.task.evolve(state=TaskState.SUCCEEDED, output_chunks=3), "task.succeeded"
+    )
+    assert await broker.publish_output(done.task, OutputChunk("t1", 3, "output", "late")) is None
+    stored = await broker.output("t1")
+    assert [(c.seq, c.kind, c.level, c.text) for c in stored] == [
+        (0, "output", None, "0 "),
+        (1, "log", "info", "1 "),
+        (2, "output", None, "2 "),
+    ]
+    assert [c.event_id for c in stored] == [e.id for e in events if e]

@@ -21,7 +21,7 @@ import anyio
 import anyio.to_thread
 import httpx
 import pytest
-from _support import LiveServer, SSEEvent, collect, free_port, sse_events, task_events
+from _support import LiveServer, SSEEvent, collect, free_port, sse_events, submit, task_events, wait_for
 
 from sse_tasks import TaskHub, Unavailable
 from sse_tasks.demo import register_demo_tasks
@@ -156,19 +156,6 @@ def redis_hub(url: str, **options: Any) -> TaskHub:
 
 
 # -- helpers -----------------------------------------------------------------------
-
-
-async def submit(http: httpx.AsyncClient, name: str, **params: Any) -> dict[str, Any]:
-    response = await http.post("/tasks", json={"name": name, "params": params})
-    assert response.status_code == 202, response.text
-    return dict(response.json())
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
-    """Poll a condition the servers expose no event for (bounded)."""
-    with anyio.fail_after(timeout):
-        while not await predicate():
-            await anyio.sleep(0.02)
 
 
 async def state_of(http: httpx.AsyncClient, task_id: str) -> str:
@@ -372,9 +359,7 @@ async def test_a_thousand_subscribers_use_a_handful_of_redis_connections(
             reader, writer = await asyncio.open_connection(host, port)
             writer.write(b"GET /events HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n")
             streams.append((reader, writer))
-        with anyio.fail_after(30):
-            while hub.open_streams < 1000:
-                await anyio.sleep(0.05)
+        await wait_for(lambda: hub.open_streams >= 1000, timeout=30)
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             task = await submit(http, "fail", message="fan-out")
 
@@ -638,27 +623,33 @@ async def test_a_resync_during_an_outage_is_refused_before_the_stream_starts(
             assert response.headers["retry-after"].isdigit()
 
 
-async def test_a_delete_during_an_outage_cancels_a_task_running_here(
+async def test_a_delete_during_an_outage_cancels_a_task_running_or_queued_here(
     private_redis: RedisServer, live_server: Callable[..., LiveServer]
 ) -> None:
-    hub = redis_hub(private_redis.url)
+    hub = redis_hub(private_redis.url, concurrency=1)
     server = live_server(hub)
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         running = await submit(http, "sleep", seconds=60)
+        waiting = await submit(http, "sleep", seconds=60)  # queued behind it
         await wait_for(lambda: _is(http, running["id"], "running"))
         private_redis.stop(save=True)
-        answer = await http.delete(f"/tasks/{running['id']}")
-        assert answer.status_code == 202, answer.text
-        assert answer.json()["state"] == "cancelled"
+        for task in (waiting, running):
+            answer = await http.delete(f"/tasks/{task['id']}")
+            assert answer.status_code == 202, answer.text
+            assert answer.json()["state"] == "cancelled"
         # A task this process does not run cannot be cancelled without Redis.
         elsewhere = await http.delete("/tasks/not-here")
         assert elsewhere.status_code == 503
         assert elsewhere.json()["error"]["code"] == "broker_unavailable"
+        with pytest.raises(Unavailable):
+            await anyio.to_thread.run_sync(server.call, hub.cancel("not-here"))
         private_redis.start()
         # Stored once Redis answers (the retried final event), long before its 60 s end.
-        await wait_for(lambda: _is(http, running["id"], "cancelled"), timeout=15)
-        _, events = await collect(http, f"/tasks/{running['id']}/events")
-        assert [e.event for e in task_events(events)] == ["task.cancelled"]
+        for task in (running, waiting):
+            await wait_for(lambda task_id=task["id"]: _is(http, task_id, "cancelled"), timeout=15)
+            _, events = await collect(http, f"/tasks/{task['id']}/events")
+            assert [e.event for e in task_events(events)] == ["task.cancelled"]
+        assert (await http.get(f"/tasks/{waiting['id']}")).json()["started_at"] is None  # never ran
 
 
 async def test_a_flush_resets_a_per_task_stream_then_ends_it(

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from _support import free_port
+from _support import free_port, submit_sync
 
 from sse_tasks.cli import main
 
@@ -45,12 +45,6 @@ def served() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
         proc.wait(10)
     if proc.stderr:
         proc.stderr.close()
-
-
-def post(url: str, name: str, **params: object) -> dict[str, object]:
-    response = httpx.post(url + "/tasks", json={"name": name, "params": params}, timeout=10)
-    assert response.status_code == 202
-    return dict(response.json())
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
@@ -95,7 +89,7 @@ def test_sigterm_with_open_streams_and_running_tasks(
     served: tuple[subprocess.Popen[bytes], str],
 ) -> None:
     proc, url = served
-    task = post(url, "sleep", seconds=600)
+    task = submit_sync(url, "sleep", seconds=600)
     follower = subprocess.Popen(["curl", "-sN", url + f"/tasks/{task['id']}/events"], stdout=subprocess.PIPE)
     watcher = subprocess.Popen(["curl", "-sN", url + "/events"], stdout=subprocess.PIPE)
     # Both streams are open once the task shows up as running in its own stream.

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import LiveServer, free_port
+from _support import LiveServer, free_port, submit_sync
 
 from sse_tasks import TaskContext, TaskHub
 from sse_tasks.cli.watch import LineView, make_view, parse_params
@@ -55,9 +55,7 @@ def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
 
 
 def submit(server: LiveServer, name: str, **params: Any) -> str:
-    response = httpx.post(f"{server.url}/tasks", json={"name": name, "params": params})
-    assert response.status_code == 202, response.text
-    return f"{server.url}/tasks/{response.json()['id']}"
+    return f"{server.url}/tasks/{submit_sync(server.url, name, **params)['id']}"
 
 
 def test_watch_in_a_pipe_prints_one_line_per_change_and_exits_0(

@@ -1,4 +1,4 @@
-"""What ``follow`` yields for the events of a per-task stream, resets included."""
+"""What ``follow`` yields for the events of a per-task stream, resets included; task URLs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from sse_tasks import OutputChunk, Task, TaskState
-from sse_tasks._core.following import Following, MalformedAnswer
+from sse_tasks._core.following import Following, MalformedAnswer, split_task_url
 
 
 def snapshot(event_id: str, state: str = "running") -> tuple[str, str, str]:
@@ -78,3 +78,12 @@ def test_without_output_chunks_are_skipped_but_still_resumed_after() -> None:
 def test_malformed_events_are_refused(event: tuple[str, str, str]) -> None:
     with pytest.raises(MalformedAnswer):
         Following(None, output=True).feed(*event)
+
+
+def test_split_task_url() -> None:
+    assert split_task_url("http://h:1/tasks/abc") == ("http://h:1", "abc")
+    assert split_task_url("https://h/jobs/tasks/abc/events") == ("https://h/jobs", "abc")
+    assert split_task_url("http://h/tasks/abc/") == ("http://h", "abc")
+    for bad in ("http://h/", "http://h/tasks/", "ftp://h/tasks/a", "http://h/tasks/a/b/c"):
+        with pytest.raises(ValueError, match="not a task URL"):
+            split_task_url(bad)

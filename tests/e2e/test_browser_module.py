@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from _browser import Page
-from _support import LiveServer, serve_in_thread
+from _support import LiveServer, serve_in_thread, submit_sync
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
@@ -78,14 +78,6 @@ def wait_log(page: Page, predicate: str) -> list[list[Any]]:
     page.wait_for_function(f"(() => {{ const log = window.log; return {predicate}; }})()", timeout=WAIT_MS)
     log: list[list[Any]] = page.evaluate("window.log")
     return log
-
-
-def submit(hub_url: str, words: int, delay: float) -> str:
-    body = {"name": "generate", "params": {"words": words, "delay": delay}}
-    response = httpx.post(f"{hub_url}/tasks", json=body)
-    assert response.status_code == 202
-    task_id: str = response.json()["id"]
-    return task_id
 
 
 def wait_finished(hub_url: str, task_id: str) -> None:
@@ -156,7 +148,7 @@ def test_follow_task_from_another_origin(page: Page, pages: LiveServer, hub_url:
 
 
 def test_follow_task_replays_a_finished_task(page: Page, pages: LiveServer, hub_url: str) -> None:
-    task_id = submit(hub_url, 20, 0)
+    task_id = submit_sync(hub_url, "generate", words=20, delay=0)["id"]
     wait_finished(hub_url, task_id)
     open_page(page, pages, hub_url)
     page.evaluate(
@@ -181,7 +173,7 @@ def test_follow_task_backs_off_while_the_stream_is_refused(
 
     page.route(re.compile(r"/tasks/[\w-]+/events(\?|$)"), refuse_twice)
     open_page(page, pages, hub_url)
-    task_id = submit(hub_url, 12, 0.01)
+    task_id = submit_sync(hub_url, "generate", words=12, delay=0.01)["id"]
     page.evaluate(
         "(id) => { window.follower = mod.followTask(`/jobs/tasks/${id}/events`, recorder()); }", task_id
     )
@@ -194,7 +186,7 @@ def test_follow_task_backs_off_while_the_stream_is_refused(
 
 def test_follow_tasks_paints_follows_and_resets(page: Page, pages: LiveServer, hub_url: str) -> None:
     # Before the page: a finished generation, whose output the first paint must replay.
-    earlier = submit(hub_url, 20, 0)
+    earlier = submit_sync(hub_url, "generate", words=20, delay=0)["id"]
     wait_finished(hub_url, earlier)
     streams: list[str] = []
     page.on("request", lambda request: streams.append(request.url) if "/events" in request.url else None)
@@ -206,7 +198,7 @@ def test_follow_tasks_paints_follows_and_resets(page: Page, pages: LiveServer, h
     assert_output_once_in_order(log, earlier, 20)
 
     # Live: a task started after the first paint, followed to its end on the same stream.
-    later = submit(hub_url, 30, 0.01)
+    later = submit_sync(hub_url, "generate", words=30, delay=0.01)["id"]
     log = wait_log(page, f"log.some((e) => e[0] === 'update' && e[1] === '{later}' && e[2] === 'succeeded')")
     log = wait_log(page, f"log.filter((e) => e[0] === 'output' && e[1] === '{later}').length === 33")
     states = [e[2] for e in log if e[0] == "update" and e[1] == later]
@@ -221,7 +213,7 @@ def test_follow_tasks_paints_follows_and_resets(page: Page, pages: LiveServer, h
 
 
 def test_follow_tasks_resets_after_an_unknown_cursor(page: Page, pages: LiveServer, hub_url: str) -> None:
-    done = submit(hub_url, 10, 0)
+    done = submit_sync(hub_url, "generate", words=10, delay=0)["id"]
     wait_finished(hub_url, done)
 
     def forged_cursor(route: Any) -> None:
@@ -245,6 +237,6 @@ def test_follow_tasks_resets_after_an_unknown_cursor(page: Page, pages: LiveServ
     assert ["update", done, "succeeded", "generate"] in after  # repainted from the snapshots
     assert_output_once_in_order(after, done, 10)  # output restarts at seq 0, once
     # Live after the reset.
-    live = submit(hub_url, 10, 0)
+    live = submit_sync(hub_url, "generate", words=10, delay=0)["id"]
     log = wait_log(page, f"log.filter((e) => e[0] === 'output' && e[1] === '{live}').length === 11")
     assert_output_once_in_order(log, live, 10)

@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import ROOT, free_port
+from _support import ROOT, free_port, submit_sync, wait_until
 
 pytest.importorskip("celery", reason="celery is not installed (pip install -e '.[test]')")
 pytest.importorskip("redis", reason="the redis client is not installed (pip install -e '.[test]')")
@@ -77,19 +77,18 @@ def spawn(what: str, command: list[str], env: dict[str, str]) -> Process:
     return Process(what, proc, log)
 
 
-def wait_until(condition: Callable[[], Any], what: str, processes: list[Process], timeout: float) -> Any:
-    """Poll ``condition`` (bounded); fail with the processes' logs if it never holds."""
-    deadline = time.monotonic() + timeout
-    while True:
+def while_alive(condition: Callable[[], Any], what: str, processes: list[Process], timeout: float) -> Any:
+    """:func:`wait_until` ``condition`` while ``processes`` stay up; fails with their logs."""
+
+    def alive_and_true() -> Any:
         for process in processes:
             process.check_alive()
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {p.what}:\n{p.text()[-3000:]}" for p in processes)
-            raise AssertionError(f"{what}: not within {timeout} s\n{logs}")
-        time.sleep(0.05)
+        return condition()
+
+    def logs() -> str:
+        return "\n".join(f"--- {p.what}:\n{p.text()[-3000:]}" for p in processes)
+
+    return wait_until(alive_and_true, what, timeout, details=logs)
 
 
 @dataclass
@@ -151,8 +150,8 @@ def example(redis_url: str) -> Iterator[Example]:
     url = f"http://127.0.0.1:{port}"
     try:
         both = [worker, server]
-        wait_until(lambda: " ready." in worker.text(), "the worker logged ' ready.'", both, READY_TIMEOUT)
-        wait_until(lambda: _answers(url + "/tasks"), "GET /tasks answered 200", both, READY_TIMEOUT)
+        while_alive(lambda: " ready." in worker.text(), "the worker logged ' ready.'", both, READY_TIMEOUT)
+        while_alive(lambda: _answers(url + "/tasks"), "GET /tasks answered 200", both, READY_TIMEOUT)
         yield Example(url, worker, server, env, hub_url, celery_url)
     finally:
         server.stop()
@@ -160,13 +159,6 @@ def example(redis_url: str) -> Iterator[Example]:
         for client in clients:
             client.flushdb()
             client.close()
-
-
-def submit(example: Example, name: str, **params: Any) -> dict[str, Any]:
-    answer = httpx.post(f"{example.url}/tasks", json={"name": name, "params": params}, timeout=10)
-    assert answer.status_code == 202, answer.text
-    snapshot: dict[str, Any] = answer.json()
-    return snapshot
 
 
 def parse_sse(text: str) -> list[tuple[str | None, dict[str, Any] | None]]:
@@ -279,7 +271,7 @@ def test_the_demo_page_runs_count_and_generate_on_the_worker(example: Example, p
 
 
 def test_sse_tasks_watch_exits_0_for_a_count(example: Example) -> None:
-    task_id = submit(example, "count", n=3, interval=0.05)["id"]
+    task_id = submit_sync(example.url, "count", n=3, interval=0.05)["id"]
     watched = subprocess.run(
         [str(BIN / "sse-tasks"), "watch", f"{example.url}/tasks/{task_id}"],
         cwd=ROOT,
@@ -351,7 +343,7 @@ def test_delay_from_this_process_shows_up_in_get_tasks(example: Example, celery_
         mine = [t for t in tasks if t["id"] == result.id and t["state"] == "succeeded"]
         return mine[0] if mine else None
 
-    task = wait_until(listed, "the .delay() task listed as succeeded", [example.server], TASK_TIMEOUT)
+    task = while_alive(listed, "the .delay() task listed as succeeded", [example.server], TASK_TIMEOUT)
     assert task["name"] == "count"
     assert task["result"] == {"count": 2}
     assert task["created_at"] <= task["started_at"] <= task["finished_at"]

@@ -29,7 +29,7 @@ from sse_tasks import (
     TaskHub,
     TaskState,
 )
-from sse_tasks.client import APIError, error_from_response, split_task_url
+from sse_tasks.client import APIError, error_from_response
 from sse_tasks.demo import generated_text, register_demo_tasks
 
 pytestmark = pytest.mark.anyio
@@ -190,15 +190,6 @@ def test_follow_with_output_loses_and_repeats_nothing_when_the_stream_is_cut(
     assert resumed_from[0] == ""
     assert len(resumed_from) >= 3, resumed_from  # 1.2 s or more of generation, 0.3 s streams
     assert chunk_ids & set(resumed_from[1:]), "no stream was cut in the middle of the output"
-
-
-def test_split_task_url() -> None:
-    assert split_task_url("http://h:1/tasks/abc") == ("http://h:1", "abc")
-    assert split_task_url("https://h/jobs/tasks/abc/events") == ("https://h/jobs", "abc")
-    assert split_task_url("http://h/tasks/abc/") == ("http://h", "abc")
-    for bad in ("http://h/", "http://h/tasks/", "ftp://h/tasks/a", "http://h/tasks/a/b/c"):
-        with pytest.raises(ValueError, match="not a task URL"):
-            split_task_url(bad)
 
 
 class HubBehindRestartingServer:

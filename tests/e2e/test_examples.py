@@ -6,15 +6,12 @@ import importlib
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 from urllib.parse import quote
 
 import anyio
 import httpx
 import pytest
-from _support import ROOT, HubFactory, ServerFactory, collect, serve_in_thread, task_events
+from _support import ROOT, HubFactory, ServerFactory, collect, in_process, serve_in_thread, task_events
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
@@ -86,15 +83,6 @@ async def test_fastapi_example() -> None:
             bad = await http.post("/tasks", json={"name": "report", "params": {"rows": "x"}})
     assert task_events(events)[-1].json()["result"] == {"rows": 3}
     assert bad.status_code == 422
-
-
-@asynccontextmanager
-async def in_process(app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of ``app`` with the app's own lifespan entered (which runs its hub)."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as http:
-            yield http
 
 
 # (example module, method, its own endpoint that starts a task, where its hub is mounted)

@@ -65,7 +65,7 @@ async def test_a_task_celery_discards_before_its_sender_stored_it_still_ends_can
 
 def test_a_late_worker_does_not_bring_back_an_expired_task(tasks_app: ModuleType, redis_db: int) -> None:
     writer = tasks_app.hook.writer
-    keys = writer.broker._keys
+    keys = writer.broker.keys
     writer.client.zadd(keys.expired, {"gone-1": 1})  # expired: clients are answered 410
     queued = Task(id="gone-1", name="add")
     running = queued.evolve(state=TaskState.RUNNING, started_at=utcnow())

@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _support import SSEEvent, collect, sse_events, task_events
+from _support import SSEEvent, collect, sse_events, task_events, wait_until
 
 from sse_tasks import Task, TaskHub, owner_only
 from sse_tasks.brokers.redis import RedisBroker
@@ -39,15 +39,6 @@ def _ends(event: SSEEvent) -> bool:
 
 def _pinged(event: SSEEvent) -> bool:
     return "ping" in event.comments
-
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    """Poll ``predicate`` (a file, a log, a process list) until true, within ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 async def read(

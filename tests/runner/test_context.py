@@ -6,26 +6,12 @@ import threading
 import time
 from typing import Any
 
-import anyio
 import pytest
-from _support import HubFactory
+from _support import HubFactory, finished
 
-from sse_tasks import TaskContext, TaskHub, current_task
+from sse_tasks import TaskContext, current_task
 
 pytestmark = pytest.mark.anyio
-
-
-async def _finished(hub: TaskHub, task_id: str) -> Any:
-    # The broker's log is how the hub itself hears of every change: wait on it.
-    log = hub.broker.log
-    position = log.first
-    with anyio.fail_after(20):
-        while True:
-            for event in log.read(max(position, log.first)):
-                if event.task.id == task_id and event.task.terminal:
-                    return event.task
-            position = log.head
-            await log.wait(position)
 
 
 async def test_the_starting_examples_function_is_tracked_unchanged(make_hub: HubFactory) -> None:
@@ -40,9 +26,9 @@ async def test_the_starting_examples_function_is_tracked_unchanged(make_hub: Hub
         tracked = await hub.background(print_msg, "Ithome")
         assert tracked.task.state.value == "queued"
         await tracked()  # what Starlette does after the response
-        final = await _finished(hub, tracked.id)
+        final = await finished(hub, tracked.id)
         submitted = await hub.submit(print_msg, name="again")
-        again = await _finished(hub, submitted.id)
+        again = await finished(hub, submitted.id)
     assert final.state.value == "succeeded" and final.result is None
     assert again.state.value == "succeeded"
     assert printed == ["Hello Ithome~", "Hello again~"]
@@ -59,7 +45,7 @@ async def test_the_context_goes_to_the_parameter_annotated_for_it(make_hub: HubF
     assert "progress_report" not in {p.name for p in hub.registry["anywhere"].params}
     async with hub:
         task = await hub.submit_json("anywhere", {"n": 3, "label": "half"})
-        final = await _finished(hub, task.id)
+        final = await finished(hub, task.id)
     assert final.result == {"n": 3, "name": "anywhere"}
     assert final.message == "half"
 
@@ -80,8 +66,8 @@ async def test_current_task_inside_async_and_sync_tasks_and_their_threads(make_h
     async with hub:
         a = await hub.submit("asynchronous")
         s = await hub.submit("synchronous")
-        assert (await _finished(hub, a.id)).state.value == "succeeded"
-        final = await _finished(hub, s.id)
+        assert (await finished(hub, a.id)).state.value == "succeeded"
+        final = await finished(hub, s.id)
     assert final.state.value == "succeeded", final.error
     assert seen == {"async": a.id, "sync": s.id}
 
@@ -114,5 +100,5 @@ async def test_an_unannotated_ctx_first_still_works_with_a_warning(make_hub: Hub
         hub.register(legacy)
     async with hub:
         task = await hub.submit("legacy", n=2)
-        final = await _finished(hub, task.id)
+        final = await finished(hub, task.id)
     assert final.result == 2

@@ -7,16 +7,15 @@ snapshot, no event on any stream, on first connect and on every resume.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 import httpx
 import pytest
-from _support import HubFactory, LiveServer, collect, task_events
+from _support import HubFactory, LiveServer, collect, in_process, submit, task_events, wait_for
 
-from sse_tasks import Access, Forbidden, RedactTokens, Task, TaskHub, TaskTokens, Unauthorized, owner_only
+from sse_tasks import Access, Forbidden, RedactTokens, Task, TaskTokens, Unauthorized, owner_only
 from sse_tasks.cli import log_config
 from sse_tasks.web.auth import redact
 
@@ -33,21 +32,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@asynccontextmanager
-async def in_process(hub: TaskHub) -> AsyncIterator[httpx.AsyncClient]:
-    async with hub:
-        transport = httpx.ASGITransport(app=hub.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
-
-
-async def submit(client: httpx.AsyncClient, name: str = "sleep", **kwargs: Any) -> dict[str, Any]:
-    params = kwargs.pop("params", {"seconds": 30} if name == "sleep" else {})
-    response = await client.post("/tasks", json={"name": name, "params": params}, **kwargs)
-    assert response.status_code == 202, response.text
-    return dict(response.json())
 
 
 def same_as_missing(response: httpx.Response, missing: httpx.Response, task_id: str, missing_id: str) -> None:
@@ -89,7 +73,7 @@ def test_token_secrets_rotate_and_must_be_long() -> None:
 
 async def test_token_grants_its_task_by_header_cookie_or_query(make_hub: HubFactory) -> None:
     async with in_process(make_hub(tokens=SECRET)) as client:
-        task = await submit(client)
+        task = await submit(client, "sleep", seconds=30)
         token = task.pop("token")
         url = f"/tasks/{task['id']}"
         assert (await client.get(url, headers={"authorization": f"Bearer {token}"})).status_code == 200
@@ -109,8 +93,8 @@ async def test_second_caller_learns_nothing(make_hub: HubFactory) -> None:
     clock = Clock()
     hub = make_hub(tokens=TaskTokens(SECRET, ttl=60, clock=clock))
     async with in_process(hub) as client:
-        mine = await submit(client)
-        theirs = await submit(client)
+        mine = await submit(client, "sleep", seconds=30)
+        theirs = await submit(client, "sleep", seconds=30)
         missing_id = "x" * len(theirs["id"])
         missing = await client.get(f"/tasks/{missing_id}")
         # By id alone, by another task's token, by a forged token, by an expired one.
@@ -144,7 +128,7 @@ async def test_hidden_tasks_stay_hidden_on_every_stream_and_resume(
     server = live_server(hub)
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         before = (await http.get("/tasks")).json()["cursor"]
-        theirs = await submit(http, "count", params={"n": 3, "interval": 0.01})
+        theirs = await submit(http, "count", n=3, interval=0.01)
         mine = await submit(http, "fail")
         # Wait until both are finished, through their own tokens.
         for task in (theirs, mine):
@@ -197,11 +181,12 @@ async def test_owner_only_hook(make_hub: HubFactory) -> None:
     async with in_process(hub) as client:
         alice, bob = {"x-user": "alice"}, {"x-user": "bob"}
         assert (await client.post("/tasks", json={"name": "fail"})).status_code == 403  # anonymous
-        task = await submit(client, headers=alice)
+        task = await submit(client, "sleep", seconds=30, headers=alice)
         assert "token" not in task
         assert (await client.get(f"/tasks/{task['id']}", headers=alice)).status_code == 200
         assert (await client.get(f"/tasks/{task['id']}", headers=bob)).status_code == 404
         assert (await client.delete(f"/tasks/{task['id']}", headers=bob)).status_code == 404
+        assert (await client.get(f"/events?task={task['id']}", headers=bob)).status_code == 404
         assert (await client.get("/tasks", headers=bob)).json()["tasks"] == []
         assert [t["id"] for t in (await client.get("/tasks", headers=alice)).json()["tasks"]] == [task["id"]]
         assert (await client.delete(f"/tasks/{task['id']}", headers=alice)).status_code == 202
@@ -228,7 +213,7 @@ async def test_hook_is_asked_on_every_request_and_may_answer_401_or_403(make_hub
         me = {"x-user": "me"}
         anonymous = await client.get("/tasks")
         assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == "Bearer"
-        task = await submit(client, headers=me)
+        task = await submit(client, "sleep", seconds=30, headers=me)
         assert (await client.get(f"/tasks/{task['id']}", headers=me)).status_code == 200
         denied = await client.delete(f"/tasks/{task['id']}", headers=me)
         assert denied.status_code == 403 and denied.json()["error"]["code"] == "forbidden"
@@ -236,6 +221,21 @@ async def test_hook_is_asked_on_every_request_and_may_answer_401_or_403(make_hub
         assert (await client.get(f"/tasks/{task['id']}", headers=me)).status_code == 404
         assert (await client.get("/tasks", headers=me)).json()["tasks"] == []
         assert ("submit", None) in asked and ("read", task["id"]) in asked and ("list", None) in asked
+
+
+async def test_a_caller_who_may_read_but_not_cancel_is_told_403(make_hub: HubFactory) -> None:
+    def authorize(access: Access) -> bool:
+        return access.action != "cancel" or access.caller == "admin"
+
+    hub = make_hub(authorize=authorize, identify=user)
+    async with in_process(hub) as client:
+        task = await submit(client, "sleep", seconds=30, headers={"x-user": "me"})
+        assert (await client.get(f"/tasks/{task['id']}", headers={"x-user": "me"})).status_code == 200
+        denied = await client.delete(f"/tasks/{task['id']}", headers={"x-user": "me"})
+        assert denied.status_code == 403 and denied.json()["error"]["code"] == "forbidden"
+        assert (await hub.get(task["id"])).state.value != "cancelled"
+        allowed = await client.delete(f"/tasks/{task['id']}", headers={"x-user": "admin"})
+        assert allowed.status_code == 202 and allowed.json()["state"] == "cancelled"
 
 
 async def test_a_revoked_follower_is_refused_on_reconnect(
@@ -293,13 +293,14 @@ async def test_no_params_results_or_tokens_in_info_logs(
 ) -> None:
     caplog.set_level(logging.INFO, logger="sse_tasks")
     async with in_process(make_hub(tokens=SECRET)) as client:
-        task = await submit(client, "fail", params={"message": "private-payload"})
+        task = await submit(client, "fail", message="private-payload")
         token = task["token"]
-        with anyio.fail_after(5):
-            while (await client.get(f"/tasks/{task['id']}", params={"token": token})).json()[
-                "state"
-            ] != "failed":
-                await anyio.sleep(0.01)
+
+        async def failed() -> bool:
+            answer = await client.get(f"/tasks/{task['id']}", params={"token": token})
+            return bool(answer.json()["state"] == "failed")
+
+        await wait_for(failed, timeout=5)
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
     assert any(
         "task failed" in line and task["id"] in line and "error=RuntimeError" in line for line in lines

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 import httpx
 import pytest
-from _support import HubFactory, LiveServer, collect, task_events
+from _support import HubFactory, LiveServer, collect, in_process, task_events
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
@@ -19,14 +18,6 @@ pytestmark = pytest.mark.anyio
 
 ALLOWED = "https://app.example"
 EVIL = "https://evil.example"
-
-
-@asynccontextmanager
-async def in_process(hub: TaskHub) -> AsyncIterator[httpx.AsyncClient]:
-    async with hub:
-        transport = httpx.ASGITransport(app=hub.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
 
 
 def preflight(origin: str, method: str = "POST", headers: str = "content-type") -> dict[str, str]:

@@ -26,12 +26,11 @@ from urllib.parse import parse_qsl, quote, unquote
 import anyio
 import httpx
 import pytest
-from _support import HubFactory, LiveServer
+from _support import JSON_BACKENDS, HubFactory, LiveServer, in_process, use_json, wait_until
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sse_tasks import TaskContext, TaskHub, TaskTokens
-from sse_tasks._core import codec as _json
 from sse_tasks.demo import register_demo_tasks
 
 SECRET = "fuzzing-secret-of-enough-length"
@@ -213,11 +212,7 @@ def test_stream_endpoints_never_fail_or_hang(target: Target, data: st.DataObject
             else:
                 response.read()
     # A stream the client dropped is released promptly.
-    for _ in range(200):
-        if target.hub.open_streams == 0:
-            break
-        time.sleep(0.01)
-    assert target.hub.open_streams == 0
+    wait_until(lambda: target.hub.open_streams == 0, "the dropped stream's release", 2, interval=0.01)
 
 
 # =====================================================================================
@@ -542,9 +537,7 @@ def send_in_process(
 
 def streams_closed(hub: TaskHub, baseline: int = 0) -> None:
     """Wait (bounded) until the hub holds only ``baseline`` open streams."""
-    deadline = time.monotonic() + 10
-    while hub.open_streams > baseline and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: hub.open_streams <= baseline, "streams to close", 10, interval=0.01)
     assert hub.open_streams == baseline
 
 
@@ -824,7 +817,7 @@ def submission_requests(draw: st.DrawFn) -> Submission:
     return Submission(draw(st.permutations(headers)), body, chunked=lengths == "chunked")
 
 
-@pytest.mark.parametrize("decoder", ["orjson", "stdlib"])
+@pytest.mark.parametrize("decoder", JSON_BACKENDS)
 def test_every_field_of_a_submission_gets_the_answer_the_contract_gives(
     served: Served, decoder: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -832,10 +825,7 @@ def test_every_field_of_a_submission_gets_the_answer_the_contract_gives(
     invalid UTF-8, NUL, odd and huge numbers, NaN, deep nesting, duplicate keys, a BOM,
     wrong types, media types and Content-Length lies: each answered as the contract says,
     and only a 202 creates a task. With orjson and with the stdlib's decoder."""
-    if decoder == "stdlib":
-        monkeypatch.setattr(_json, "_orjson", None)
-    elif _json._orjson is None:
-        pytest.skip("orjson is not installed")
+    use_json(decoder, monkeypatch)
 
     @MODEL
     @given(request=submission_requests())
@@ -1212,41 +1202,30 @@ def test_a_resume_id_the_broker_cannot_hold_resyncs(
         fuzz()
 
 
-
-
 @pytest.mark.anyio
-async def test_both_json_decoders_read_an_integer_past_64_bits_alike(monkeypatch: pytest.MonkeyPatch) -> None:
-    if _json._orjson is None:
-        pytest.skip("orjson is not installed")
-    body = b'{"name": "count", "params": {"n": 18446744073709551616}}'
-    answers = []
-    for decoder in ("orjson", "stdlib"):
-        if decoder == "stdlib":
-            monkeypatch.setattr(_json, "_orjson", None)
-        hub = TaskHub("memory://", shutdown_grace=0)
-        register_demo_tasks(hub)
-        async with hub:
-            transport = httpx.ASGITransport(app=hub.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://fuzz") as client:
-                response = await client.post(
-                    "/tasks", content=body, headers={"content-type": "application/json"}
-                )
-                answers.append(response.status_code)
-        decoded = _json.loads(b"123456789012345678901")
-        assert decoded == 123456789012345678901 and isinstance(decoded, int), (decoder, decoded)
-    assert answers[0] == answers[1], answers
-
-
-
-
-@pytest.mark.anyio
-async def test_an_integer_beyond_a_double_is_refused_like_1e400() -> None:
+@pytest.mark.parametrize("decoder", JSON_BACKENDS)
+async def test_an_integer_past_64_bits_is_an_integer_to_both_json_decoders(
+    decoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_json(decoder, monkeypatch)
     hub = TaskHub("memory://", shutdown_grace=0)
     register_demo_tasks(hub)
-    async with hub:
-        transport = httpx.ASGITransport(app=hub.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://fuzz") as client:
-            body = b'{"name": "sleep", "params": {"seconds": 1' + b"0" * 400 + b"}}"
-            response = await client.post("/tasks", content=body, headers={"content-type": "application/json"})
-            assert response.status_code == 400, response.text
-            assert response.json()["error"]["code"] == "bad_request"
+    async with in_process(hub) as client:
+        body = b'{"name": "count", "params": {"n": 18446744073709551616, "interval": 60}}'
+        response = await client.post("/tasks", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 202, response.text
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("decoder", JSON_BACKENDS)
+async def test_an_integer_beyond_a_double_is_refused_like_1e400(
+    decoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_json(decoder, monkeypatch)
+    hub = TaskHub("memory://", shutdown_grace=0)
+    register_demo_tasks(hub)
+    async with in_process(hub) as client:
+        body = b'{"name": "sleep", "params": {"seconds": 1' + b"0" * 400 + b"}}"
+        response = await client.post("/tasks", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "bad_request"

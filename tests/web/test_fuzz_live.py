@@ -14,14 +14,13 @@ import logging
 import os
 import socket
 import struct
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
-from _support import HubFactory, LiveServer
+from _support import HubFactory, LiveServer, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_fuzz import ANSWERS, Loud, Watcher, streams_closed
@@ -65,9 +64,7 @@ class Wire:
     def settled(self) -> None:
         """Wait (bounded) until the server handles no request but the watcher's stream."""
         state = self.server.server.server_state
-        deadline = time.monotonic() + 10
-        while len(state.tasks) > 1 and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_until(lambda: len(state.tasks) <= 1, "the server to settle", 10, interval=0.005)
         assert len(state.tasks) == 1, state.tasks
 
     def created_by(self) -> Counter[str | None]:

@@ -1,4 +1,5 @@
-"""Limits and faults: stream caps, stream rotation, slow bodies, clients that stop reading."""
+"""Limits: stream caps, stream rotation, slow bodies, the end of streams at shutdown
+(clients that stop reading: test_stream_lifecycle.py)."""
 
 from __future__ import annotations
 
@@ -10,23 +11,11 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _support import HubFactory, LiveServer, collect, sse_events, task_events
+from _support import HubFactory, LiveServer, collect, sse_events, submit, task_events, wait_for
 
-from sse_tasks import TaskContext, TaskHub
+from sse_tasks import TaskHub
 
 pytestmark = pytest.mark.anyio
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.02)
-
-
-async def submit(http: httpx.AsyncClient, name: str, **params: Any) -> dict[str, Any]:
-    response = await http.post("/tasks", json={"name": name, "params": params})
-    assert response.status_code == 202, response.text
-    return dict(response.json())
 
 
 async def test_stream_caps_answer_503_with_retry_after(
@@ -138,35 +127,6 @@ async def test_a_body_that_never_arrives_gets_408(
     assert b"request_timeout" in answer
     assert time.monotonic() - started < 3
     assert hub.stats.tasks["queued"] == 0
-
-
-async def test_a_client_that_stops_reading_is_dropped(
-    make_hub: HubFactory, live_server: Callable[..., LiveServer]
-) -> None:
-    hub = make_hub(send_timeout=0.5, progress_interval=0, coalesce_after=10**9)
-
-    @hub.task
-    async def flood(ctx: TaskContext, steps: int = 400) -> None:
-        for i in range(steps):
-            ctx.progress(i / steps, "x" * 60_000)
-            await anyio.sleep(0.002)
-
-    server = live_server(hub)
-    port = int(server.url.rsplit(":", 1)[1])
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.settimeout(5)
-        sock.connect(("127.0.0.1", port))
-        sock.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert sock.recv(64).startswith(b"HTTP/1.1 200")
-        await wait_for(lambda: hub.open_streams == 1)
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-            await submit(http, "flood")
-            # The half-open client reads nothing more: its stream must be closed, not kept.
-            await wait_for(lambda: hub.open_streams == 0, timeout=20)
-            assert hub.running <= 1  # the task was never slowed down by the stalled client
-            async with http.stream("GET", "/events") as healthy:
-                assert healthy.status_code == 200
 
 
 async def test_streams_end_promptly_when_the_hub_shuts_down(

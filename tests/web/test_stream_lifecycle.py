@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import Callable
@@ -11,20 +12,11 @@ import anyio.lowlevel
 import anyio.to_thread
 import httpx
 import pytest
-from _support import LiveServer, collect, serve_in_thread
+from _support import HubFactory, LiveServer, collect, serve_in_thread, submit, task_events, wait_for
 
 from sse_tasks import TaskContext, TaskHub
 
 pytestmark = pytest.mark.anyio
-
-HubFactory = Callable[..., TaskHub]
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for a condition the server exposes no event for (bounded)."""
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.02)
 
 
 async def test_idle_stream_gets_heartbeats(
@@ -35,6 +27,7 @@ async def test_idle_stream_gets_heartbeats(
         started = time.monotonic()
         _, events = await collect(http, "/events", until=lambda e: "ping" in e.comments)
         assert events[-1].comments == ["ping"]
+        assert events[-1].event is None and events[-1].data == ""  # a comment, not an event
         # No ping before three quarters of the interval, and not later than it (with slack).
         assert 0.15 <= time.monotonic() - started < 2.0
 
@@ -49,16 +42,30 @@ async def test_heartbeat_zero_sends_no_pings(
             pytest.fail("a ping was sent with heartbeat=0")
 
 
-async def test_client_disconnect_frees_the_stream(
-    make_hub: HubFactory, live_server: Callable[..., LiveServer]
-) -> None:
-    hub = make_hub()
-    server = live_server(hub)
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-        async with http.stream("GET", "/events") as response:
-            assert response.status_code == 200
-            await wait_for(lambda: hub.open_streams == 1)
-    await wait_for(lambda: hub.open_streams == 0, timeout=5)
+async def test_clients_that_disconnect_free_their_streams(hub: TaskHub, server: LiveServer) -> None:
+    port = int(server.url.rsplit(":", 1)[1])
+    writers: list[asyncio.StreamWriter] = []
+
+    async def open_stream(i: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        path = "/events" if i % 2 else "/events?name=count"
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        await writer.drain()
+        assert b"200 OK" in await reader.readuntil(b"\r\n")
+        await reader.readuntil(b"retry: 2000\n\n")
+        writers.append(writer)
+
+    async with anyio.create_task_group() as group:
+        for i in range(300):
+            group.start_soon(open_stream, i)
+    assert hub.open_streams == 300
+    for writer in writers:
+        writer.close()
+    await wait_for(lambda: hub.open_streams == 0)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        task = await submit(http, "sleep", seconds=0)
+        _, events = await collect(http, f"/tasks/{task['id']}/events")
+        assert task_events(events)[-1].event == "task.succeeded"
 
 
 async def test_head_answers_headers_without_a_stream(
@@ -90,11 +97,12 @@ async def test_a_client_that_stops_reading_is_dropped(
         stuck.sendall(b"GET /events HTTP/1.1\r\nHost: test\r\n\r\n")
         await wait_for(lambda: hub.open_streams == 1)
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-            tasks = [(await http.post("/tasks", json={"name": "big"})).json() for _ in range(60)]
+            tasks = [await submit(http, "big") for _ in range(60)]
             # Everyone else still sees the tasks through while the stuck stream is cut off.
             for task in tasks:
                 _, events = await collect(http, f"/tasks/{task['id']}/events")
                 assert events[-1].event == "task.succeeded"
+        # Cut by the server while this client still holds its end open.
         await wait_for(lambda: hub.open_streams == 0, timeout=10)
 
 

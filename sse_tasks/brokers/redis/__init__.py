@@ -209,6 +209,12 @@ class RedisBroker(Broker):
                 await client.aclose()
 
     @property
+    def keys(self) -> Keys:
+        """The names of this broker's Redis keys (under :attr:`prefix`), read-only: for
+        tools and tests that look into Redis."""
+        return self._keys
+
+    @property
     def _where(self) -> str:
         parts = urlsplit(self.url)
         return f"{parts.hostname or parts.path}:{parts.port or ''}".rstrip(":")

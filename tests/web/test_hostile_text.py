@@ -1,85 +1,38 @@
 """Text no client or task can use to break an answer: lone surrogates, odd numbers, odd digits.
 
-Every test runs with orjson and with the stdlib JSON, and on both brokers where a hub is used.
+Every test runs with orjson and with the stdlib JSON, and on both brokers where a hub is used
+(the codec itself: tests/core/test_codec.py).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from _results import ODD_RESULTS, nested
-from _support import HubFactory, LiveServer, ServerFactory, collect, sse_events, task_events
+from _support import (
+    JSON_BACKENDS,
+    HubFactory,
+    LiveServer,
+    ServerFactory,
+    collect,
+    sse_events,
+    task_events,
+    use_json,
+)
 
 from sse_tasks import TaskContext, TaskHub
-from sse_tasks._core import codec as _json
 
 pytestmark = pytest.mark.anyio
 
 JSON = {"content-type": "application/json"}
 
 
-@pytest.fixture(params=["orjson", "stdlib"], autouse=True)
-def json_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    if request.param == "stdlib":
-        monkeypatch.setattr(_json, "_orjson", None)
-    elif _json._orjson is None:
-        pytest.skip("orjson is not installed")
-    yield request.param
-
-
-# -- the JSON codec ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("raw", "lone"),
-    [
-        (b'"\\ud800"', True),
-        (b'{"k": "a\\udfffb"}', True),
-        (b'{"\\udc00": 1}', True),
-        (b'"\xed\xa0\x80"', False),  # a surrogate encoded as UTF-8 bytes: not UTF-8
-        (b'"\xff"', False),
-        (b"1e400", False),
-        (b"[-1e400]", False),
-        (b"NaN", False),
-        (b'{"a": Infinity}', False),
-    ],
-)
-def test_loads_refuses_what_cannot_be_encoded_again(raw: bytes, lone: bool) -> None:
-    with pytest.raises(ValueError) as caught:
-        _json.loads(raw)
-    assert isinstance(caught.value, _json.LoneSurrogate) is lone
-
-
-def test_loads_keeps_surrogate_pairs_and_big_numbers() -> None:
-    assert _json.loads(b'"\\ud83d\\ude00"') == "\U0001f600"
-    assert _json.loads(b"1e308") == 1e308
-
-
-@pytest.mark.parametrize("value", ["\ud800", {"a": ["\udfff"]}, float("nan"), [float("inf")]])
-def test_dumps_refuses_unencodable_values(value: Any) -> None:
-    with pytest.raises(ValueError):
-        _json.dumps(value)
-
-
-@pytest.mark.parametrize("kind", list(ODD_RESULTS))
-def test_dumps_refuses_what_is_not_json_with_the_same_error_on_both_paths(kind: str) -> None:
-    make, error_type = ODD_RESULTS[kind]
-    with pytest.raises((TypeError, ValueError)) as caught:
-        _json.dumps({"result": make()})
-    assert type(caught.value).__name__ == error_type  # never RecursionError
-
-
-def test_dumps_nests_as_deep_as_orjson_and_keeps_what_only_orjson_refuses() -> None:
-    assert _json.dumps(nested(_json.MAX_DEPTH)).startswith(b"[[[")
-    with pytest.raises(ValueError, match="nested deeper"):
-        _json.dumps(nested(_json.MAX_DEPTH + 1))
-    encoded = _json.dumps({1: 10**30, "b": [True, None]})
-    assert encoded == b'{"1":1000000000000000000000000000000,"b":[true,null]}'
-    assert _json.loads(encoded) == {"1": 10**30, "b": [True, None]}
+@pytest.fixture(params=JSON_BACKENDS, autouse=True)
+def json_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    use_json(request.param, monkeypatch)
+    return str(request.param)
 
 
 # -- requests ------------------------------------------------------------------------
@@ -231,20 +184,3 @@ async def test_text_a_task_produces_never_breaks_a_snapshot(
         assert response.status_code == 200
         assert [e.event for e in events if e.event == "reset"] == ["reset"]
         assert task_events(events)[-1].json()["state"] == state
-
-
-async def test_a_surrogate_in_the_owner_is_cleaned(make_hub: HubFactory) -> None:
-    hub = make_hub()
-    async with hub:
-        task = await hub.submit_json("sleep", {"seconds": 0}, owner="user-\ud800")
-        assert task.owner == "user-\ufffd"
-        stored = await hub.get(task.id)
-        assert stored.owner == "user-\ufffd"
-
-
-def test_a_task_name_must_be_text(make_hub: HubFactory) -> None:
-    hub = make_hub()
-    with pytest.raises(ValueError, match="must be 1 to 200 characters"):
-        hub.register(lambda: None, name="bad\ud800")
-    with pytest.raises(ValueError, match="must be 1 to 200 characters"):
-        hub.register(lambda: None, name="x" * 201)

@@ -1,0 +1,231 @@
+"""The JSON codec: strict JSON in and out, the same answers with orjson and with the stdlib.
+
+Strict means what every answer can carry again: UTF-8, no NaN or Infinity, no number
+past a double, no lone surrogate, integers exact, and a clean ``TypeError``/``ValueError``
+(never a ``RecursionError``) for anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from _results import ODD_RESULTS
+from _results import nested as odd_nested
+from _support import JSON_BACKENDS, use_json
+
+from sse_tasks._core import codec
+
+
+@pytest.fixture(params=JSON_BACKENDS)
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The codec on each backend in turn."""
+    use_json(request.param, monkeypatch)
+    return str(request.param)
+
+
+def nested(depth: int) -> list[Any]:
+    outer: list[Any] = []
+    inner = outer
+    for _ in range(depth - 1):
+        inner.append([])
+        inner = inner[0]
+    return outer
+
+
+def cyclic_list() -> list[Any]:
+    value: list[Any] = []
+    value.append(value)
+    return value
+
+
+def cyclic_dict() -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    value["self"] = value
+    return value
+
+
+# -- decoding --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "lone"),
+    [
+        (b'"\\ud800"', True),
+        (b'{"k": "a\\udfffb"}', True),
+        (b'{"\\udc00": 1}', True),
+        ('{"k": "\ud800"}', True),  # text given as str may hold one unescaped
+        (b'"\xed\xa0\x80"', False),  # a surrogate encoded as UTF-8 bytes: not UTF-8
+        (b'"\xff"', False),
+        (b"1e400", False),
+        (b"[-1e400]", False),
+        (b"1" + b"0" * 400, False),
+        (b"NaN", False),
+        (b'{"a": Infinity}', False),
+        (b"-Infinity", False),
+        (b"[" * 100_000, False),
+        (b"[" * 5_000 + b"]" * 5_000, False),
+        (b'{"a": 1,}', False),
+        (b"", False),
+        (b"\xef\xbb\xbf{}", False),
+        (b'"\x00"', False),
+    ],
+)
+def test_loads_refuses_what_cannot_be_encoded_again(backend: str, raw: bytes | str, lone: bool) -> None:
+    with pytest.raises(ValueError) as caught:
+        codec.loads(raw)
+    assert isinstance(caught.value, codec.LoneSurrogate) is lone
+
+
+def test_loads_keeps_surrogate_pairs_big_numbers_and_exact_integers(backend: str) -> None:
+    assert codec.loads(b'"\\ud83d\\ude00"') == "\U0001f600"
+    assert codec.loads(b"1e308") == 1e308
+    big = codec.loads(b"123456789012345678901234567890")
+    assert big == 123456789012345678901234567890 and isinstance(big, int)
+    assert codec.loads(b"-18446744073709551616") == -(2**64)
+    assert codec.loads('{"a": [1, 2.5, null, true, "\u00e9"]}') == {"a": [1, 2.5, None, True, "\u00e9"]}
+    assert codec.loads(b"[" * 300 + b"]" * 300) == nested(300)
+
+
+# -- encoding --------------------------------------------------------------------------
+
+
+def test_dumps_writes_compact_utf8(backend: str) -> None:
+    value = {"a": [1, 2.5, None, True, "\u00e9\U0001f600"], "b": {}}
+    encoded = codec.dumps(value)
+    assert encoded == '{"a":[1,2.5,null,true,"\u00e9\U0001f600"],"b":{}}'.encode()
+    assert codec.loads(encoded) == value
+
+
+def test_dumps_keeps_integers_past_64_bits(backend: str) -> None:
+    assert codec.dumps([2**70, -(2**70)]) == b"[1180591620717411303424,-1180591620717411303424]"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        float("nan"),
+        [float("inf")],
+        {"a": {"b": (1, float("-inf"))}},
+        "\ud800",
+        {"a": ["\udfff"]},
+        {"\ud800": 1},
+        b"bytes",
+        {1, 2},
+        object(),
+        type("Mapping", (dict,), {})(a=float("nan")),
+        type("Sequence", (list,), {})([1, float("inf")]),
+    ],
+    ids=[
+        "nan",
+        "inf",
+        "nested -inf",
+        "surrogate",
+        "nested surrogate",
+        "surrogate key",
+        "bytes",
+        "set",
+        "object",
+        "nan in a dict subclass",
+        "inf in a list subclass",
+    ],
+)
+def test_dumps_refuses_what_is_not_json(backend: str, value: Any) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        codec.dumps(value)
+
+
+@pytest.mark.parametrize(
+    "make", [cyclic_list, cyclic_dict, lambda: nested(100_000)], ids=["list", "dict", "deep"]
+)
+def test_dumps_refuses_cycles_and_nesting_too_deep_cleanly(backend: str, make: Callable[[], Any]) -> None:
+    value = make()
+    with pytest.raises((TypeError, ValueError)) as caught:
+        codec.dumps(value)
+    assert not isinstance(caught.value, RecursionError)
+
+
+# -- the two backends ----------------------------------------------------------------------
+
+
+DOCUMENTS: list[bytes | str] = [
+    b'{"name": "count", "params": {"n": 3}}',
+    b"[1, 2.5, -0.0, 1e308, 5e-324, true, false, null]",
+    b'"\\ud83d\\ude00 \\u00e9 \\u0000"',
+    b"18446744073709551616",
+    b"-123456789012345678901234567890",
+    b"12345678901234567890.5",
+    b'{"a": 1, "a": 2}',
+    b"[" * 300 + b"]" * 300,
+    b"[" * 2_000 + b"]" * 2_000,
+    b"1e400",
+    b"1" + b"0" * 400,
+    b"NaN",
+    b'"\\ud800"',
+    '"\ud800"',
+    b'"\xed\xa0\x80"',
+    b"\xef\xbb\xbf[]",
+    b'{"a": }',
+]
+
+VALUES: list[Any] = [
+    {"a": [1, 2.5, None, True, "\u00e9"]},
+    2**70,
+    {1: "int key"},
+    (1, 2),
+    nested(300),
+    nested(100_000),
+    cyclic_list(),
+    float("nan"),
+    [type("Fraction", (float,), {})(float("inf"))],
+    type("Text", (str,), {})("a str subclass"),
+    "\ud800",
+    b"bytes",
+]
+
+
+def outcome(call: Callable[[], Any]) -> tuple[str, Any]:
+    try:
+        return "value", call()
+    except (TypeError, ValueError) as exc:
+        return "refused", type(exc)
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=range(len(DOCUMENTS)))
+def test_both_backends_decode_alike(document: bytes | str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as patch:
+        use_json("orjson", patch)
+        fast = outcome(lambda: codec.loads(document))
+        use_json("stdlib", patch)
+        plain = outcome(lambda: codec.loads(document))
+    assert fast == plain
+    if fast[0] == "value":  # equal values, and of equal types (an integer stays one)
+        assert repr(fast[1]) == repr(plain[1])
+
+
+@pytest.mark.parametrize("value", VALUES, ids=range(len(VALUES)))
+def test_both_backends_encode_alike(value: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as patch:
+        use_json("orjson", patch)
+        fast = outcome(lambda: codec.dumps(value))
+        use_json("stdlib", patch)
+        plain = outcome(lambda: codec.dumps(value))
+    assert fast == plain
+
+
+@pytest.mark.parametrize("kind", list(ODD_RESULTS))
+def test_dumps_refuses_what_is_not_json_with_the_same_error_on_both_paths(backend: str, kind: str) -> None:
+    make, error_type = ODD_RESULTS[kind]
+    with pytest.raises((TypeError, ValueError)) as caught:
+        codec.dumps({"result": make()})
+    assert type(caught.value).__name__ == error_type  # never RecursionError
+
+
+def test_dumps_nests_as_deep_as_orjson_and_keeps_what_only_orjson_refuses(backend: str) -> None:
+    assert codec.dumps(odd_nested(codec.MAX_DEPTH)).startswith(b"[[[")
+    with pytest.raises(ValueError, match="nested deeper"):
+        codec.dumps(odd_nested(codec.MAX_DEPTH + 1))
+    encoded = codec.dumps({1: 10**30, "b": [True, None]})
+    assert encoded == b'{"1":1000000000000000000000000000000,"b":[true,null]}'
+    assert codec.loads(encoded) == {"1": 10**30, "b": [True, None]}
