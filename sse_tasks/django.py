@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import import_module
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from asgiref.sync import async_to_sync, sync_to_async
 from django.db import close_old_connections
@@ -148,13 +148,14 @@ def task(hub: TaskHub, *, name: str | None = None, timeout: float | None = None)
     before and after, as Django does around a request, so a run starts on a usable
     connection and leaves none open past ``CONN_MAX_AGE``. An ``async def`` is
     registered as it is: it uses Django's async ORM (``await Model.objects.acreate()``).
-    Returns the function unchanged; raises like :meth:`TaskHub.register`.
+    Returns what it registered (a sync function wrapped by :func:`closing_connections`),
+    so ``hub.submit(fn)`` finds it; raises like :meth:`TaskHub.register`.
     """
 
     def register(func: F) -> F:
-        runs = func if inspect.iscoroutinefunction(func) else closing_connections(func)
+        runs = func if inspect.iscoroutinefunction(func) else cast(F, closing_connections(func))
         hub.register(runs, name=name or func.__name__, timeout=timeout)
-        return func
+        return runs
 
     return register
 
