@@ -97,9 +97,10 @@ def test_a_bad_prefix_is_refused(django_db: Path) -> None:
 
 
 def test_sync_and_async_tasks_on_the_orm(django_db: Path, live_server: Callable[..., LiveServer]) -> None:
-    import sse_tasks.django
     from django.db import connections as django_connections
     from reports.models import Report
+
+    import sse_tasks.django
 
     hub = TaskHub("memory://", shutdown_grace=1.0)
     connections: list[Any] = []
@@ -129,7 +130,9 @@ def test_sync_and_async_tasks_on_the_orm(django_db: Path, live_server: Callable[
     # is left open in the hub's worker thread.
     assert connections[0].connection is None
     with pytest.raises(httpx.HTTPError):  # params are checked against the wrapped signature
-        httpx.post(f"{server.url}/jobs/tasks", json={"name": "store", "params": {"rows": "x"}}).raise_for_status()
+        httpx.post(
+            f"{server.url}/jobs/tasks", json={"name": "store", "params": {"rows": "x"}}
+        ).raise_for_status()
 
 
 def test_an_unstripped_prefix_is_logged(

@@ -12,8 +12,8 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
 django_application = get_asgi_application()  # sets Django up: models import after it
 
-import sse_tasks.django  # noqa: E402
-
 from reports.jobs import hub  # noqa: E402
+
+import sse_tasks.django  # noqa: E402
 
 application = sse_tasks.django.asgi(hub, prefix="/jobs", django=django_application)

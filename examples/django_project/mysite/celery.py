@@ -12,15 +12,15 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
 django.setup()
 
 from celery import Celery  # noqa: E402
+from reports import work  # noqa: E402
 
 import sse_tasks.celery  # noqa: E402
-from reports import work  # noqa: E402
 
 HUB_REDIS = os.environ.get("SSE_TASKS_BROKER") or "redis://127.0.0.1:6379/0"
 
 
 def _next_database(url: str) -> str:
-    base, _, query = url.partition("?")
+    base = url.partition("?")[0]
     root, _, db = base.rpartition("/")
     return f"{root}/{int(db or 0) + 1}"
 

@@ -1,7 +1,6 @@
 """The example's pages; the hub's routes are served beside them (mysite/asgi.py)."""
 
 from django.urls import include, path
-
 from reports import views
 
 urlpatterns = [
