@@ -3,7 +3,6 @@ task functions on the ORM (a migrated SQLite file)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -133,23 +132,3 @@ def test_sync_and_async_tasks_on_the_orm(django_db: Path, live_server: Callable[
         httpx.post(
             f"{server.url}/jobs/tasks", json={"name": "store", "params": {"rows": "x"}}
         ).raise_for_status()
-
-
-def test_an_unstripped_prefix_is_logged(
-    django_db: Path, live_server: Callable[..., LiveServer], caplog: pytest.LogCaptureFixture
-) -> None:
-    """A dispatcher that forwards ``/jobs/tasks`` to ``hub.app`` without a root_path."""
-    hub = TaskHub("memory://", shutdown_grace=1.0)
-    inner = hub.app
-
-    async def dispatcher(scope: Any, receive: Any, send: Any) -> None:
-        await inner(scope, receive, send)  # the mistake: the whole path, root_path unchanged
-
-    with caplog.at_level(logging.WARNING, logger="sse_tasks"):
-        server = live_server(hub, dispatcher)  # hub.app runs its own lifespan here
-        for _ in range(2):
-            assert httpx.get(f"{server.url}/jobs/tasks/abc/events").status_code == 404
-        assert httpx.get(f"{server.url}/nothing-here").status_code == 404
-    warnings = [r.getMessage() for r in caplog.records if "root_path" in r.getMessage()]
-    assert len(warnings) == 1, warnings  # once per app
-    assert "'/jobs'" in warnings[0] and "sse_tasks.django.asgi" in warnings[0]
