@@ -40,6 +40,9 @@ def django_db() -> Path:
     values = {name: getattr(example, name) for name in dir(example) if name.isupper()}
     path = Path(tempfile.mkdtemp(prefix="sse-tasks-django-")) / "db.sqlite3"
     values["DATABASES"] = {"default": {**values["DATABASES"]["default"], "NAME": str(path)}}
+    # Tests make many users: a fast hash (the subprocesses keep the project's own hashers,
+    # and the users made here log in there by session, not by password).
+    values["PASSWORD_HASHERS"] = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.configure(**values)
     django.setup()
     call_command("migrate", verbosity=0)
@@ -48,7 +51,8 @@ def django_db() -> Path:
 
 @pytest.fixture
 def make_user(django_db: Path) -> UserFactory:
-    """``make_user(staff=False)``: a new user with a unique name (password ``pw-<name>``)."""
+    """``make_user(staff=False)``: a new user with a unique name (password ``pw-<name>``, in
+    this process)."""
     from django.contrib.auth import get_user_model
 
     def make(staff: bool = False) -> Any:

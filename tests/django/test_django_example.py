@@ -15,6 +15,8 @@ import pytest
 from _django_support import BIN, Process, answers, example_env, run_manage, spawn
 from _support import free_port
 
+pytestmark = pytest.mark.xdist_group("django_example")  # one database and server for both
+
 PASSWORD = "pw-alice-example"
 TIMEOUT = 30.0
 

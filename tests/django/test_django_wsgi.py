@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _django_support import EXAMPLE, Process, UserFactory, answers, example_env
+from _django_support import EXAMPLE, Process, UserFactory, answers, example_env, session_cookie
 from _support import LiveServer, free_port
 
 pytest.importorskip("celery", reason="celery is not installed (pip install -e '.[test]')")
@@ -104,14 +104,7 @@ def test_a_wsgi_view_hands_the_page_a_token(
     django.wait_for(lambda: answers(site))
     worker.wait_for(lambda: " ready." in worker.text())
 
-    user = make_user()
-    with httpx.Client(base_url=site, timeout=TIMEOUT) as client:
-        form = client.get("/accounts/login/")
-        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)
-        assert csrf is not None, form.text
-        password = f"pw-{user.username}"
-        login = {"username": user.username, "password": password, "csrfmiddlewaretoken": csrf[1]}
-        assert client.post("/accounts/login/", data=login).status_code == 302
+    with httpx.Client(base_url=site, cookies=session_cookie(make_user()), timeout=TIMEOUT) as client:
         page = client.get("/")
         assert page.status_code == 200 and f"{server.url}/sse-tasks.js" in page.text
         csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
