@@ -116,6 +116,9 @@ def test_a_wsgi_view_hands_the_page_a_token(
     assert answer["events"] == f"{server.url}/tasks/{task_id}/events?token={token}"
 
     assert httpx.get(f"{server.url}/tasks/{task_id}").status_code == 404  # no token, no task
+    origin = "http://127.0.0.1:8000"  # the example's page, followed across origins
+    module = httpx.get(f"{server.url}/sse-tasks.js", headers={"origin": origin})
+    assert module.headers.get("access-control-allow-origin") == origin
     refused = httpx.post(f"{server.url}/tasks", json={"name": "build_report"}, params={"token": token})
     assert refused.status_code == 403  # only the views start tasks
     states = []
