@@ -132,3 +132,26 @@ def test_sync_and_async_tasks_on_the_orm(django_db: Path, live_server: Callable[
         httpx.post(
             f"{server.url}/jobs/tasks", json={"name": "store", "params": {"rows": "x"}}
         ).raise_for_status()
+
+
+@pytest.mark.anyio
+async def test_a_hub_that_cannot_start_fails_the_servers_startup(django_db: Path) -> None:
+    from sse_tasks import MemoryBroker
+
+    class Unreachable(MemoryBroker):
+        async def start(self, observer: Any) -> None:
+            raise ConnectionError("no broker here")
+
+    app = _app(TaskHub(Unreachable()))
+    incoming = [{"type": "lifespan.startup"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
+    assert [m["type"] for m in sent] == ["lifespan.startup.failed"]
+    assert "no broker here" in sent[0]["message"]
