@@ -240,7 +240,10 @@ class SessionOwner:
             from django.conf import settings
 
             key = request.cookies.get(settings.SESSION_COOKIE_NAME)
-            state["sse_tasks.django.user"] = await sync_to_async(_session_user)(key)
+            # Not thread_sensitive: outside Django's own handler that would run every lookup
+            # of every hub request on one shared thread.
+            lookup = sync_to_async(closing_connections(_session_user), thread_sensitive=False)
+            state["sse_tasks.django.user"] = await lookup(key)
         return state["sse_tasks.django.user"]
 
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("django", reason="django is not installed (pip install -e '.[test]')")
+# minversion: without Django, this very directory would import as a namespace package "django".
+pytest.importorskip("django", minversion="4.2", reason="django is not installed (pip install -e '.[test]')")
 
 from _django_support import EXAMPLE, Process, UserFactory, spawn
 from _support import ROOT
