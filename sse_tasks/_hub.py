@@ -102,7 +102,7 @@ class TaskHub:
         body_timeout: seconds a ``POST /tasks`` body may take to arrive (408 after).
         authorize: the authorization hook (see :mod:`sse_tasks.web.auth`): called with an
             :class:`Access` on every request; returns a bool or a ``Task -> bool`` filter.
-        identify: ``request -> caller id``; the caller who submits becomes ``task.owner``.
+        identify: ``request -> caller id`` (may be async); the caller who submits becomes ``task.owner``.
         tokens: per-task capability tokens; a string is taken as the secret of
             ``TaskTokens(secret)``. Without ``authorize``, a task is then visible only
             with its token.

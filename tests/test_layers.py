@@ -27,6 +27,7 @@ LAYERS = {
     "sse_tasks.__main__": 7,
     "sse_tasks": 8,  # the package's __init__: the public API
     "sse_tasks.celery": 8,  # public, beside it: needs the celery extra
+    "sse_tasks.django": 8,  # public, beside it: needs the django extra
 }
 CLIENT_MAY_USE = ("sse_tasks._core",)
 CORE_MUST_NOT_USE = ("starlette.routing", "starlette.applications", "sse_starlette", "uvicorn")

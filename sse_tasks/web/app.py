@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,9 +19,40 @@ from .routes import JSON, cors_middleware
 from .settings import WebSettings
 from .sse import StreamEndpoint
 
+logger = logging.getLogger("sse_tasks")
+
+# A hub path behind one or more segments: what a dispatcher that forwards the whole
+# path, without adding its prefix to ``root_path``, makes of ``/jobs/tasks/<id>``.
+_PREFIXED = re.compile(
+    r"(/.+?)(/tasks(?:/[^/]+(?:/events|/output)?)?|/events|/sse-tasks\.js|/openapi\.json)/?"
+)
+
+
+def _note_unstripped_prefix(request: Request) -> None:
+    app = request.scope.get("app")
+    root_path = str(request.scope.get("root_path", ""))
+    path = str(request.scope["path"])
+    route_path = path[len(root_path) :] if root_path and path.startswith(root_path) else path
+    match = _PREFIXED.fullmatch(route_path)
+    if match is None or not isinstance(app, HubApp) or app.warned_prefix:
+        return
+    app.warned_prefix = True  # once per app: a client cannot fill the log
+    logger.warning(
+        "sse_tasks: %s reached the hub with %r still in its path (root_path %r): whatever forwards "
+        "to hub.app must add its prefix to the ASGI root_path, as Starlette's Mount(%r, hub.app) "
+        "or sse_tasks.django.asgi(hub, prefix=%r) do; the hub answers 404 until then",
+        path,
+        match[1],
+        root_path,
+        match[1],
+        match[1],
+    )
+
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        _note_unstripped_prefix(request)
     codes = {404: "not_found", 405: "method_not_allowed"}
     body = {"error": {"code": codes.get(exc.status_code, "http_error"), "message": exc.detail}}
     return JSON(body, status_code=exc.status_code, headers=exc.headers)
@@ -42,6 +75,8 @@ class HubApp(Starlette):
     def __init__(self, streams: Sequence[Route], cors: Middleware | None, **options: Any) -> None:
         super().__init__(**options)
         self._own_middleware = list(self.user_middleware)
+        #: Whether the app logged that it was reached with a prefix left in the path.
+        self.warned_prefix = False
         self._streams: list[tuple[Route, ASGIApp]] = []
         for route in streams:
             app: ASGIApp = route.app

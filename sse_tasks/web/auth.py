@@ -44,7 +44,7 @@ Action = Literal["submit", "read", "follow", "list", "cancel"]
 TaskFilter = Callable[[Task], bool]
 Decision = bool | TaskFilter
 Authorizer = Callable[["Access"], Decision | Awaitable[Decision]]
-Identify = Callable[["Request"], str | None]
+Identify = Callable[["Request"], str | Awaitable[str | None] | None]
 
 #: ``?token=``: a task token in the URL, for clients that cannot set a header (EventSource).
 TOKEN = Param("token", {"type": "string"}, "a task token (with task tokens on); repeatable")
@@ -201,7 +201,7 @@ class Gate:
         access = Access(
             action=action,
             request=request,
-            caller=self.identify(request) if self.identify is not None else None,
+            caller=await self.caller(request),
             tokens=self.tokens.from_request(request) if self.tokens is not None else frozenset(),
             task=task,
             name=name,
@@ -210,6 +210,15 @@ class Gate:
         if inspect.isawaitable(decision):
             decision = await decision
         return decision
+
+    async def caller(self, request: Request) -> str | None:
+        """What ``identify(request)`` returns (awaited when it is async); None without it."""
+        if self.identify is None:
+            return None
+        caller = self.identify(request)
+        if inspect.isawaitable(caller):
+            caller = await caller
+        return caller
 
     async def require(self, action: Action, request: Request, name: str | None = None) -> None:
         """Allow ``submit`` (and only ``True`` allows it) or raise :class:`Forbidden`."""

@@ -242,7 +242,7 @@ def build_routes(
         if not isinstance(name, str):
             raise InvalidRequest("'name' must be a string naming a registered task")
         await gate.require("submit", request, name=name)
-        owner = settings.identify(request) if settings.identify is not None else None
+        owner = await gate.caller(request)
         task = await runner.submit_json(name, body.get("params", {}), owner=owner)
         root = _root(request)
         answer = task.to_dict(root)

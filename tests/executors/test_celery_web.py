@@ -506,11 +506,12 @@ async def test_registration_chosen_tasks_unknown_names_and_the_broker(
         celery_hub(broker="memory://")
 
 
-def test_import_sse_tasks_does_not_import_celery() -> None:
+def test_import_sse_tasks_does_not_import_celery_or_django() -> None:
     code = (
         "import sys, sse_tasks, sse_tasks.client\n"
         "hub = sse_tasks.TaskHub('memory://')\n"
-        "print(sorted(m for m in sys.modules if m == 'celery' or m.startswith(('celery.', 'kombu'))))\n"
+        "engines = ('celery', 'kombu', 'django', 'asgiref')\n"
+        "print(sorted(m for m in sys.modules if m.partition('.')[0] in engines))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -1,0 +1,1 @@
+"""The example app: reports built by a slow task that uses the ORM."""
