@@ -22,7 +22,7 @@ from .._core.models import MAX_EVENT_ID_LENGTH, OUTPUT_EVENT, Task, TaskEvent, e
 from .._core.text import ascii_int
 
 if TYPE_CHECKING:
-    from .._runner import Runner
+    from .backend import TaskBackend
     from .settings import WebSettings
 
 logger = logging.getLogger("sse_tasks")
@@ -67,7 +67,7 @@ class Resume:
     the client has the task as of that event, and its output up to chunk ``seq``.
     """
 
-    def __init__(self, runner: Runner, raw: str | None) -> None:
+    def __init__(self, runner: TaskBackend, raw: str | None) -> None:
         self.raw = raw
         self.given = raw is not None
         self.key: Any = None
@@ -98,7 +98,9 @@ class StreamPlan:
         "single",
     )
 
-    def __init__(self, runner: Runner, settings: WebSettings, selection: Selection, root_path: str) -> None:
+    def __init__(
+        self, runner: TaskBackend, settings: WebSettings, selection: Selection, root_path: str
+    ) -> None:
         self.runner = runner
         self.settings = settings
         self.selection = selection
@@ -197,11 +199,11 @@ def _reset_reason(resume: Resume) -> str:
     return "history no longer reaches back to Last-Event-ID"
 
 
-def _key(runner: Runner, task: Task) -> Any:
+def _key(runner: TaskBackend, task: Task) -> Any:
     return runner.parse_event_id(task.event_id) if task.event_id else None
 
 
-async def _resume_position(runner: Runner, key: Any, plan: StreamPlan) -> int | None:
+async def _resume_position(runner: TaskBackend, key: Any, plan: StreamPlan) -> int | None:
     """Where in the log to continue after ``key``; None means resync."""
     log = runner.log
     position = log.position_after(key)
