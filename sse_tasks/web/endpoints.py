@@ -95,11 +95,8 @@ class Web:
         self.gate = Gate(runner, settings.authorize, settings.identify, settings.tokens)
         #: The raw headers every stream sends (worked out once).
         self.sse_headers = sse_headers(_SSE_HEADERS)
+        #: Read at scrape time by ``GET /metrics`` (made when a route table serves it).
         self.metrics: Metrics | None = None
-        if settings.metrics:
-            from .metrics import Metrics
-
-            self.metrics = Metrics(runner, self.monitor)
         #: The routes served with this context, which ``/openapi.json`` documents (set by
         #: :func:`~sse_tasks.web.routes.build_routes`).
         self.routes: Sequence[BaseRoute] = ()

@@ -88,6 +88,10 @@ def build_routes(web: Web, *, cors_per_route: bool = False) -> list[BaseRoute]:
     whole app. The middleware answers preflights itself; any other ``OPTIONS`` gets 405.
     """
     settings = web.settings
+    if settings.metrics and web.metrics is None:
+        from .metrics import Metrics  # needs the metrics extra: imported only when served
+
+        web.metrics = Metrics(web.runner, web.monitor)
     cors = cors_middleware(settings) if cors_per_route and settings.cors_origins else None
     routes: list[BaseRoute] = [
         spec.route(web, cors) for spec in ROUTES if spec.when is None or spec.when(settings)
