@@ -26,7 +26,7 @@ from .brokers import ENV_VAR as BROKER_ENV_VAR
 from .brokers import Broker, broker_from_url
 from .web.auth import Authorizer, Identify, TaskTokens
 from .web.limits import ClientSlots
-from .web.server_exit import ExitingServer
+from .web.server_exit import ExitingServer, ServerExit
 from .web.service import WebService
 from .web.settings import WebSettings
 
@@ -208,6 +208,8 @@ class TaskHub:
             stats=self.stats,
         )
         self._web = WebService(self._runner, settings)
+        #: The servers this hub runs under (see :mod:`sse_tasks.web.server_exit`).
+        self._server_exit = ServerExit()
 
     # -- settings ------------------------------------------------------------------
 
@@ -225,7 +227,7 @@ class TaskHub:
         """
         if self._runner.group is not None or self._web.built:
             raise RuntimeError("configure() a hub before it runs and before its routes are built")
-        self._web = WebService(self._runner, self._web.settings.replace(**changes), self._web.server_exit)
+        self._web = WebService(self._runner, self._web.settings.replace(**changes))
 
     # -- registration ----------------------------------------------------------------
 
@@ -326,7 +328,16 @@ class TaskHub:
         await self._runner.__aenter__()
         assert self._runner.group is not None
         self._runner.group.start_soon(self._web.run)
+        self._runner.group.start_soon(self._stop_on_server_exit)
         return self
+
+    async def _stop_on_server_exit(self) -> None:
+        # The server begins to exit before it waits for open connections (and long
+        # before the lifespan's shutdown): end the tasks first, so the streams carry
+        # their final events and then close; cut whatever stream is still open 5 s later.
+        await self._server_exit.wait()
+        await self._runner.shutdown()
+        await self._web.end_streams(grace=5.0)
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._runner.__aexit__(*exc_info)
@@ -348,7 +359,7 @@ class TaskHub:
         app:app``, ``sse-tasks serve``); a server run in another thread must be named here.
         Raises ``TypeError`` for an object without ``should_exit``.
         """
-        self._web.server_exit.watch(server)
+        self._server_exit.watch(server)
 
     async def shutdown(self) -> None:
         """Stop accepting (503), give running tasks ``shutdown_grace`` seconds, cancel

@@ -15,7 +15,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Lifespan, Receive, Scope, Send
 
-from .routes import JSON, cors_middleware
+from .endpoints import JSON
+from .routes import cors_middleware
 from .settings import WebSettings
 from .sse import StreamEndpoint
 

@@ -38,7 +38,7 @@ from .openapi import Param
 if TYPE_CHECKING:
     from starlette.requests import Request
 
-    from .._runner import Runner
+    from .backend import TaskBackend
 
 Action = Literal["submit", "read", "follow", "list", "cancel"]
 TaskFilter = Callable[[Task], bool]
@@ -175,7 +175,7 @@ class Gate:
 
     def __init__(
         self,
-        runner: Runner,
+        runner: TaskBackend,
         authorize: Authorizer | None = None,
         identify: Identify | None = None,
         tokens: TaskTokens | None = None,

@@ -8,23 +8,20 @@ the hot path and each hub has its own registry.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .._core.stats import DURATION_BUCKETS
 
 if TYPE_CHECKING:
-    from starlette.requests import Request
-    from starlette.responses import Response
-
-    from .._runner import Runner
+    from .backend import TaskBackend
     from .sse import StreamMonitor
 
 
 class _Collector:
     """A prometheus-client custom collector reading one hub at scrape time."""
 
-    def __init__(self, runner: Runner, monitor: StreamMonitor) -> None:
+    def __init__(self, runner: TaskBackend, monitor: StreamMonitor) -> None:
         self.runner = runner
         self.monitor = monitor
 
@@ -83,21 +80,26 @@ class _Collector:
         )
 
 
-def metrics_endpoint(runner: Runner, monitor: StreamMonitor) -> Callable[[Request], Awaitable[Response]]:
-    """``GET /metrics`` in the Prometheus text format (needs the ``metrics`` extra)."""
-    from starlette.responses import Response
+class Metrics:
+    """One hub's metrics registry: :meth:`render` is the body of ``GET /metrics``.
 
-    try:
-        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-    except ImportError as exc:  # pragma: no cover - depends on the extra
-        raise RuntimeError(
-            "/metrics needs the metrics extra: pip install 'sse-tasks[metrics]',"
-            f" or '.[metrics]' in a checkout ({exc})"
-        ) from exc
-    registry = CollectorRegistry(auto_describe=True)
-    registry.register(_Collector(runner, monitor))
+    Raises ``RuntimeError`` without the ``metrics`` extra (prometheus-client).
+    """
 
-    async def metrics(request: Request) -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    def __init__(self, runner: TaskBackend, monitor: StreamMonitor) -> None:
+        try:
+            from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+        except ImportError as exc:  # pragma: no cover - depends on the extra
+            raise RuntimeError(
+                "/metrics needs the metrics extra: pip install 'sse-tasks[metrics]',"
+                f" or '.[metrics]' in a checkout ({exc})"
+            ) from exc
+        self.content_type: str = CONTENT_TYPE_LATEST
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(_Collector(runner, monitor))
 
-    return metrics
+    def render(self) -> bytes:
+        """Every metric, read now, in the Prometheus text format."""
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)

@@ -1,9 +1,11 @@
 """What each route of the hub's API reads and answers: its :class:`Operation` per method.
 
-The route table (:func:`sse_tasks.web.routes.build_routes`) gives each route the
-operations listed here under its path; ``/openapi.json`` is generated from the routes,
-and an endpoint reads a query parameter or header only through a :class:`Param` of
-its operation (see :mod:`sse_tasks.web.openapi`).
+The API's declared surface, as data: the :class:`Param` each endpoint reads (query
+parameters and headers) and one :class:`Operation` per route and method. The route
+table (:data:`sse_tasks.web.routes.ROUTES`) pairs each operation with its endpoint;
+``/openapi.json`` is generated from the routes, and an endpoint reads a query parameter
+or header only through a :class:`Param` of its operation (see
+:mod:`sse_tasks.web.openapi`). It sits below the endpoints, which import these params.
 """
 
 from __future__ import annotations
@@ -39,66 +41,49 @@ _STREAM = Answer(200, "event stream", {"type": "string"}, "text/event-stream")
 
 _BY_ID = (TOKEN,)
 
-#: The operations of each route, by path and method.
-OPERATIONS: dict[str, dict[str, Operation]] = {
-    "/tasks": {
-        "GET": Operation(
-            "List tasks, newest first",
-            (Answer(200, "tasks, and the log position to stream from", _TASK_LIST),),
-            (401, 403, 422, 503),
-            (STATE, NAME, LIMIT, TOKEN),
-        ),
-        "POST": Operation(
-            "Submit a task",
-            (Answer(202, "queued", TASK),),
-            (400, 401, 403, 404, 408, 413, 415, 422, 503),
-            (TOKEN,),
-            body=SUBMIT,
-        ),
-    },
-    "/tasks/{task_id}": {
-        "GET": Operation(
-            "A task's snapshot", (Answer(200, "snapshot", TASK),), (401, 403, 404, 410, 503), _BY_ID
-        ),
-        "DELETE": Operation(
-            "Cancel a task", (Answer(202, "cancelled", TASK),), (401, 403, 404, 409, 410, 503), _BY_ID
-        ),
-    },
-    "/tasks/{task_id}/events": {
-        "GET": Operation(
-            "SSE stream of one task",
-            (_STREAM, Answer(204, "resumed at or past the terminal event")),
-            (401, 403, 404, 410, 503),
-            (TOKEN, *_RESUME),
-        )
-    },
-    "/tasks/{task_id}/output": {
-        "GET": Operation(
-            "A task's retained output, joined",
-            (Answer(200, "its output chunks' text", {"type": "string"}, "text/plain"),),
-            (401, 403, 404, 410, 503),
-            _BY_ID,
-        )
-    },
-    "/events": {
-        "GET": Operation(
-            "SSE stream of all or the selected tasks",
-            (_STREAM,),
-            (401, 403, 404, 410, 422, 503),
-            (TASK_IDS, NAME, OUTPUT, TOKEN, *_RESUME),
-        )
-    },
-    "/openapi.json": {"GET": Operation("This document", (Answer(200, "OpenAPI 3.1", {"type": "object"}),))},
-    "/sse-tasks.js": {
-        "GET": Operation(
-            "The browser module (followTask, followTasks)",
-            (Answer(200, "an ES module", {"type": "string"}, "text/javascript"),),
-        )
-    },
-    "/metrics": {
-        "GET": Operation(
-            "Metrics (with metrics=True)",
-            (Answer(200, "the Prometheus text format", {"type": "string"}, "text/plain"),),
-        )
-    },
-}
+# One Operation per route and method; the route table (sse_tasks/web/routes.py) pairs
+# each with its endpoint.
+LIST_TASKS = Operation(
+    "List tasks, newest first",
+    (Answer(200, "tasks, and the log position to stream from", _TASK_LIST),),
+    (401, 403, 422, 503),
+    (STATE, NAME, LIMIT, TOKEN),
+)
+SUBMIT_TASK = Operation(
+    "Submit a task",
+    (Answer(202, "queued", TASK),),
+    (400, 401, 403, 404, 408, 413, 415, 422, 503),
+    (TOKEN,),
+    body=SUBMIT,
+)
+GET_TASK = Operation("A task's snapshot", (Answer(200, "snapshot", TASK),), (401, 403, 404, 410, 503), _BY_ID)
+CANCEL_TASK = Operation(
+    "Cancel a task", (Answer(202, "cancelled", TASK),), (401, 403, 404, 409, 410, 503), _BY_ID
+)
+TASK_EVENTS = Operation(
+    "SSE stream of one task",
+    (_STREAM, Answer(204, "resumed at or past the terminal event")),
+    (401, 403, 404, 410, 503),
+    (TOKEN, *_RESUME),
+)
+TASK_OUTPUT = Operation(
+    "A task's retained output, joined",
+    (Answer(200, "its output chunks' text", {"type": "string"}, "text/plain"),),
+    (401, 403, 404, 410, 503),
+    _BY_ID,
+)
+EVENTS = Operation(
+    "SSE stream of all or the selected tasks",
+    (_STREAM,),
+    (401, 403, 404, 410, 422, 503),
+    (TASK_IDS, NAME, OUTPUT, TOKEN, *_RESUME),
+)
+OPENAPI = Operation("This document", (Answer(200, "OpenAPI 3.1", {"type": "object"}),))
+BROWSER_MODULE = Operation(
+    "The browser module (followTask, followTasks)",
+    (Answer(200, "an ES module", {"type": "string"}, "text/javascript"),),
+)
+METRICS = Operation(
+    "Metrics (with metrics=True)",
+    (Answer(200, "the Prometheus text format", {"type": "string"}, "text/plain"),),
+)

@@ -1,4 +1,4 @@
-"""The web side of one hub: its settings, streams, limits and routes, over the runner."""
+"""The web side of one hub: its settings, streams, limits and routes, over a task backend."""
 
 from __future__ import annotations
 
@@ -9,38 +9,47 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 from starlette.types import Lifespan
 
-from .._runner import Runner
 from .app import build_app
+from .backend import TaskBackend
+from .endpoints import Web
 from .limits import ClientSlots
 from .routes import build_routes
-from .server_exit import ServerExit
 from .settings import WebSettings
 from .sse import StreamMonitor
 
 
 class WebService:
-    """Serves a :class:`Runner` over HTTP and SSE with one frozen :class:`WebSettings`.
+    """Serves a :class:`TaskBackend` (the hub's runner) over HTTP and SSE with one frozen
+    :class:`WebSettings`.
 
-    It reads and writes tasks only through the runner (never its broker). :meth:`run`
-    keeps its streams' heartbeats and send timeouts, and ends the tasks and then the
-    streams when ``server_exit`` says the server begins to exit.
+    It reads and writes tasks only through the backend's protocol (never the runner as
+    such, nor its broker), and never starts or stops the runner: the hub does.
+    :meth:`run` keeps its streams' heartbeats and send timeouts; :meth:`end_streams`
+    ends them when the server exits.
     """
 
-    def __init__(self, runner: Runner, settings: WebSettings, server_exit: ServerExit | None = None) -> None:
+    def __init__(self, runner: TaskBackend, settings: WebSettings) -> None:
         self.runner = runner
         self.settings = settings
-        #: The servers this hub runs under (see :mod:`sse_tasks.web.server_exit`).
-        self.server_exit = server_exit or ServerExit()
-        self.monitor = StreamMonitor(settings.heartbeat, settings.send_timeout, runner.log.wake, runner.stats)
-        #: Open SSE streams per client address.
-        self.client_streams = ClientSlots(settings.max_streams_per_client)
+        #: What every endpoint is given (see :mod:`sse_tasks.web.endpoints`).
+        self.web = Web(runner, settings)
         self._routes: list[BaseRoute] | None = None
+
+    @property
+    def monitor(self) -> StreamMonitor:
+        """The open streams, their heartbeats and send timeouts."""
+        return self.web.monitor
+
+    @property
+    def client_streams(self) -> ClientSlots:
+        """Open SSE streams per client address."""
+        return self.web.client_streams
 
     @property
     def routes(self) -> list[BaseRoute]:
         """Routes to mount into another app (each carries the CORS middleware when set)."""
         if self._routes is None:
-            self._routes = self._build(cors_per_route=True)
+            self._routes = build_routes(self.web, cors_per_route=True)
         return self._routes
 
     @property
@@ -50,25 +59,16 @@ class WebService:
 
     def app(self, lifespan: Lifespan[Starlette], extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
         """A Starlette app serving the routes (plus ``extra_routes``), run by ``lifespan``."""
-        return build_app([*self._build(cors_per_route=False), *extra_routes], self.settings, lifespan)
-
-    def _build(self, *, cors_per_route: bool) -> list[BaseRoute]:
-        return build_routes(
-            self.runner, self.settings, self.monitor, self.client_streams, cors_per_route=cors_per_route
-        )
+        routes = build_routes(self.web, cors_per_route=False)
+        return build_app([*routes, *extra_routes], self.settings, lifespan)
 
     async def run(self) -> None:
-        """Until cancelled: the stream monitor, and the server-exit watcher."""
-        async with anyio.create_task_group() as group:
-            group.start_soon(self.monitor.run)
-            group.start_soon(self._end_on_server_exit)
+        """Until cancelled: the stream monitor's heartbeats and send timeouts."""
+        await self.monitor.run()
 
-    async def _end_on_server_exit(self) -> None:
-        # The server begins to exit before it waits for open connections (and long
-        # before the lifespan's shutdown): end the tasks first, so the streams carry
-        # their final events and then close; cut whatever stream is still open 5 s later.
-        await self.server_exit.wait()
-        await self.runner.shutdown()
-        with anyio.move_on_after(5.0):
+    async def end_streams(self, grace: float = 5.0) -> None:
+        """Let open streams end by themselves for ``grace`` seconds (the tasks ended, so
+        they carry their final events and close), then cut whatever stream is still open."""
+        with anyio.move_on_after(grace):
             await self.monitor.wait_empty()
         self.monitor.abort_all()

@@ -22,7 +22,8 @@ from .._core.models import MAX_EVENT_ID_LENGTH, OUTPUT_EVENT, Task, TaskEvent, e
 from .._core.text import ascii_int
 
 if TYPE_CHECKING:
-    from .._runner import Runner
+    from .._core.stats import HubStats
+    from .backend import TaskBackend
     from .settings import WebSettings
 
 logger = logging.getLogger("sse_tasks")
@@ -67,7 +68,7 @@ class Resume:
     the client has the task as of that event, and its output up to chunk ``seq``.
     """
 
-    def __init__(self, runner: Runner, raw: str | None) -> None:
+    def __init__(self, runner: TaskBackend, raw: str | None) -> None:
         self.raw = raw
         self.given = raw is not None
         self.key: Any = None
@@ -98,7 +99,9 @@ class StreamPlan:
         "single",
     )
 
-    def __init__(self, runner: Runner, settings: WebSettings, selection: Selection, root_path: str) -> None:
+    def __init__(
+        self, runner: TaskBackend, settings: WebSettings, selection: Selection, root_path: str
+    ) -> None:
         self.runner = runner
         self.settings = settings
         self.selection = selection
@@ -197,11 +200,11 @@ def _reset_reason(resume: Resume) -> str:
     return "history no longer reaches back to Last-Event-ID"
 
 
-def _key(runner: Runner, task: Task) -> Any:
+def _key(runner: TaskBackend, task: Task) -> Any:
     return runner.parse_event_id(task.event_id) if task.event_id else None
 
 
-async def _resume_position(runner: Runner, key: Any, plan: StreamPlan) -> int | None:
+async def _resume_position(runner: TaskBackend, key: Any, plan: StreamPlan) -> int | None:
     """Where in the log to continue after ``key``; None means resync."""
     log = runner.log
     position = log.position_after(key)
@@ -255,72 +258,58 @@ def coalesce(events: list[TaskEvent]) -> list[TaskEvent]:
 async def _follow(
     plan: StreamPlan, position: int, seen: dict[str, Any], *, until_terminal: bool
 ) -> AsyncIterator[bytes]:
-    runner, selection, root = plan.runner, plan.selection, plan.root_path
-    log = runner.log
-    coalesce_after, stats = plan.settings.coalesce_after, runner.stats
-    backlog = plan.backlog
+    """Follow the log from ``position``: one loop, one chunk per turn.
+
+    First the history ``plan.backlog`` (read before the response started), if any;
+    then each turn either resyncs (:func:`_resync_behind`: the stream fell further
+    behind than the log holds) or reads the next batch from the live log, waiting when
+    there is none. A stream that takes every event as it is sends the bytes every such
+    stream shares (:meth:`EventLog.joined`); any other sends what :func:`_select` keeps.
+    A per-task stream (``until_terminal``) ends after its task's terminal event.
+    """
+    runner = plan.runner
+    log, stats, root = runner.log, runner.stats, plan.root_path
+    coalesce_after = plan.settings.coalesce_after
+    takes_all, takes_output = plan.selection.everything, plan.selection.output
     single = plan.single.id if until_terminal and plan.single else None
+    if plan.backlog:
+        backlog, plan.backlog = plan.backlog, []
+        chunk, finished = _select(plan, backlog, seen, single)
+        yield chunk
+        if finished:
+            return
     while True:
-        start = -1  # where in the log ``events`` were read (-1: not read from the log as is)
-        if backlog:
-            events, backlog = backlog, []
-        elif position < log.first:
-            # This stream fell further behind than the log holds (or the broker's
-            # history restarted, e.g. a flushed Redis): resync it.
-            seen.clear()
-            plan.mark()
-            position = plan.position
-            try:
-                if single is not None:
-                    task = await runner.find(single)
-                    if task is None:
-                        gone = reset_frame("the task is no longer in the broker's history")
-                        stats.count_frames(gone)
-                        yield gone
-                        return
-                    plan.replayed.clear()
-                    resynced = await _snapshot_and_output(plan, task, after=-1)
-                    resynced = reset_frame("fell behind the retained history") + resynced
-                    stats.count_frames(resynced)
-                    yield resynced
-                    if task.terminal:
-                        return
-                    seen[single] = _key(runner, task)
-                else:
-                    resynced = await _resync(plan, "fell behind the retained history", seen)
-                    stats.count_frames(resynced)
-                    yield resynced
-            except Unavailable:
-                # The client reconnects with its Last-Event-ID and is answered 503 until
-                # the broker is back; ending here loses nothing.
-                logger.warning("ended a stream that could not resync: the broker is unavailable")
+        if position < log.first:
+            chunk, finished = await _resync_behind(plan, seen, single)
+            if chunk:
+                yield chunk
+            if finished:
                 return
+            position = plan.position
             continue
-        else:
-            events = log.read(position, _BATCH)
-            if not events:
-                if log.closed:
-                    return
-                waiting = log.waiter()
-                try:
-                    await waiting
-                finally:
-                    log.forget(waiting)
-                if position >= log.head:
-                    yield b""  # woken with nothing new (a heartbeat is due, or closing)
-                continue
-            start = position
-            position += len(events)
-            if log.head - position + len(events) > coalesce_after:
-                pending = len(events)
-                events = coalesce(events)
-                stats.progress_coalesced += pending - len(events)
-                start = -1  # not the log's slice any more
+        events = log.read(position, _BATCH)
+        if not events:
+            if log.closed:
+                return
+            # Awaited here, not in a helper: a waiting stream holds this one frame only.
+            waiting = log.waiter()
+            try:
+                await waiting
+            finally:
+                log.forget(waiting)
+            if position >= log.head:
+                yield b""  # woken with nothing new (a heartbeat is due, or closing)
+            continue
+        start = position  # where in the log ``events`` were read (-1: no longer the log's slice)
+        position += len(events)
+        if log.head - position + len(events) > coalesce_after:
+            events = _coalesced(events, stats)
+            start = -1
         if (
-            selection.everything
+            takes_all
             and not seen
             and not plan.replayed
-            and (selection.output or not any(event.chunk is not None for event in events))
+            and (takes_output or not any(e.chunk is not None for e in events))
         ):
             stats.events_delivered += len(events)
             if start >= 0:  # every stream woken at this position sends these bytes
@@ -328,27 +317,78 @@ async def _follow(
             else:
                 yield b"".join([event.frame(root) for event in events])
             continue
-        replayed = plan.replayed
-        parts: list[bytes] = []
-        finished = False
-        for event in events:
-            task = event.task
-            if not selection.covers(task):
-                continue
-            chunk = event.chunk
-            if chunk is not None and (not selection.output or chunk.seq <= replayed.get(task.id, -1)):
-                continue  # output this stream does not carry, or replayed from storage already
-            if seen:
-                seen_key = seen.get(task.id)
-                if seen_key is not None:
-                    if event.key <= seen_key:
-                        continue
-                    del seen[task.id]
-            parts.append(event.frame(root))
-            if single is not None and task.terminal:
-                finished = True
-                break
-        stats.events_delivered += len(parts)
-        yield b"".join(parts)  # b"" when nothing was for this stream: see the module doc
+        chunk, finished = _select(plan, events, seen, single)
+        yield chunk  # b"" when nothing was for this stream: see the module doc
         if finished:
             return
+
+
+def _coalesced(events: list[TaskEvent], stats: HubStats) -> list[TaskEvent]:
+    """``events`` with superseded progress dropped (the stream is far behind), counted."""
+    kept = coalesce(events)
+    stats.progress_coalesced += len(events) - len(kept)
+    return kept
+
+
+async def _resync_behind(plan: StreamPlan, seen: dict[str, Any], single: str | None) -> tuple[bytes, bool]:
+    """The stream fell further behind than the log holds (or the broker's history
+    restarted, e.g. a flushed Redis): ``reset`` and the current snapshots, from the
+    log's position now. Returns them, and whether the stream ends there (its task is
+    finished or gone, or the broker is unavailable)."""
+    runner = plan.runner
+    seen.clear()
+    plan.mark()
+    try:
+        if single is None:
+            chunk = await _resync(plan, "fell behind the retained history", seen)
+            runner.stats.count_frames(chunk)
+            return chunk, False
+        task = await runner.find(single)
+        if task is None:
+            gone = reset_frame("the task is no longer in the broker's history")
+            runner.stats.count_frames(gone)
+            return gone, True
+        plan.replayed.clear()
+        resynced = await _snapshot_and_output(plan, task, after=-1)
+        chunk = reset_frame("fell behind the retained history") + resynced
+        runner.stats.count_frames(chunk)
+        if not task.terminal:
+            seen[single] = _key(runner, task)
+        return chunk, task.terminal
+    except Unavailable:
+        # The client reconnects with its Last-Event-ID and is answered 503 until the
+        # broker is back; ending here loses nothing.
+        logger.warning("ended a stream that could not resync: the broker is unavailable")
+        return b"", True
+
+
+def _select(
+    plan: StreamPlan, events: list[TaskEvent], seen: dict[str, Any], single: str | None
+) -> tuple[bytes, bool]:
+    """The frames of ``events`` this stream carries, and whether its task just ended.
+
+    It skips tasks the selection does not cover, output it does not carry or already
+    replayed from storage, and events a resync snapshot already included (``seen``).
+    """
+    selection, replayed, root = plan.selection, plan.replayed, plan.root_path
+    parts: list[bytes] = []
+    finished = False
+    for event in events:
+        task = event.task
+        if not selection.covers(task):
+            continue
+        chunk = event.chunk
+        if chunk is not None and (not selection.output or chunk.seq <= replayed.get(task.id, -1)):
+            continue  # output this stream does not carry, or replayed from storage already
+        if seen:
+            seen_key = seen.get(task.id)
+            if seen_key is not None:
+                if event.key <= seen_key:
+                    continue
+                del seen[task.id]
+        parts.append(event.frame(root))
+        if single is not None and task.terminal:
+            finished = True
+            break
+    plan.runner.stats.events_delivered += len(parts)
+    return b"".join(parts), finished

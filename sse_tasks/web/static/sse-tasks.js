@@ -58,6 +58,12 @@ function streamError(message, status, fatal, retryIn) {
   return error;
 }
 
+/** An answer's Retry-After in milliseconds (whole seconds only; an HTTP date is ignored), or null. */
+function retryAfter(response) {
+  const header = response.headers.get("Retry-After");
+  return header !== null && /^\d+$/.test(header.trim()) ? Number(header.trim()) * 1000 : null;
+}
+
 /**
  * Why a stream was refused: EventSource does not tell, so ask once more with fetch and
  * read the answer's status and Retry-After (the stream it may open is dropped at once).
@@ -71,14 +77,40 @@ async function probe(url, credentials) {
       cache: "no-store",
       signal: controller.signal,
     });
-    const header = response.headers.get("Retry-After");
-    const seconds = header !== null && /^\d+$/.test(header.trim()) ? Number(header) : null;
-    return { status: response.status, retryAfterMs: seconds === null ? null : seconds * 1000 };
+    return { status: response.status, retryAfterMs: retryAfter(response) };
   } catch {
     return { status: null, retryAfterMs: null }; // network failure, or refused by CORS
   } finally {
     controller.abort();
   }
+}
+
+/**
+ * An EventSource on `target`, wired the same way for both ways of following: state
+ * events to onState, output chunks to onChunk, `reset` to onReset; "live" once it opens
+ * (and the back-off starts over), "reconnecting" while the browser retries by itself
+ * (sending Last-Event-ID). When the browser gives up (a refused stream) it is closed and
+ * onRefused(target) is told; EventSource does not say why (see probe).
+ */
+function openSource(target, { withCredentials, retry, isClosed, onStatus, onState, onChunk, onReset, onRefused }) {
+  const source = new EventSource(target, { withCredentials });
+  for (const type of STATE_EVENTS) source.addEventListener(type, onState);
+  source.addEventListener(OUTPUT_EVENT, onChunk);
+  source.addEventListener("reset", onReset);
+  source.addEventListener("open", () => {
+    retry.reset();
+    call(onStatus, "live");
+  });
+  source.addEventListener("error", () => {
+    if (isClosed()) return;
+    if (source.readyState !== EventSource.CLOSED) {
+      call(onStatus, "reconnecting");
+      return;
+    }
+    source.close();
+    onRefused(target);
+  });
+  return source;
 }
 
 /** Exponential back-off, 1 s → 30 s with jitter; reset by `reset()` once a stream opens. */
@@ -150,23 +182,15 @@ export function followTask(eventsUrl, options = {}) {
     timer = null;
     if (closed) return;
     const target = lastEventId ? withQuery(url, { last_event_id: lastEventId }) : url;
-    source = new EventSource(target, { withCredentials });
-    for (const type of STATE_EVENTS) source.addEventListener(type, onState);
-    source.addEventListener(OUTPUT_EVENT, onChunk);
-    source.addEventListener("reset", onResetEvent);
-    source.addEventListener("open", () => {
-      retry.reset();
-      call(onStatus, "live");
-    });
-    source.addEventListener("error", () => {
-      if (closed) return;
-      // CONNECTING: the browser reconnects by itself, sending Last-Event-ID.
-      if (source.readyState !== EventSource.CLOSED) {
-        call(onStatus, "reconnecting");
-        return;
-      }
-      source.close();
-      refused(target);
+    source = openSource(target, {
+      withCredentials,
+      retry,
+      isClosed: () => closed,
+      onStatus,
+      onState,
+      onChunk,
+      onReset: onResetEvent,
+      onRefused: refused,
     });
   }
 
@@ -388,23 +412,15 @@ export function followTasks(hub, options) {
   function connect() {
     timer = null;
     if (closed) return;
-    const target = streamUrl();
-    source = new EventSource(target, { withCredentials });
-    for (const type of STATE_EVENTS) source.addEventListener(type, onState);
-    source.addEventListener(OUTPUT_EVENT, onChunk);
-    source.addEventListener("reset", onResetEvent);
-    source.addEventListener("open", () => {
-      retry.reset();
-      call(onStatus, "live");
-    });
-    source.addEventListener("error", () => {
-      if (closed) return;
-      if (source.readyState !== EventSource.CLOSED) {
-        call(onStatus, "reconnecting");
-        return;
-      }
-      source.close();
-      refused(target);
+    source = openSource(streamUrl(), {
+      withCredentials,
+      retry,
+      isClosed: () => closed,
+      onStatus,
+      onState,
+      onChunk,
+      onReset: onResetEvent,
+      onRefused: refused,
     });
   }
 
@@ -430,9 +446,8 @@ export function followTasks(hub, options) {
     try {
       const response = await fetch(url, { headers: { Accept: "application/json" }, credentials });
       if (!response.ok) {
-        const header = response.headers.get("Retry-After");
-        const seconds = header !== null && /^\d+$/.test(header.trim()) ? Number(header) * 1000 : null;
-        if (!closed) later(paint, streamError(`${url} answered ${response.status}`, response.status, false, null), seconds);
+        const error = streamError(`${url} answered ${response.status}`, response.status, false, null);
+        if (!closed) later(paint, error, retryAfter(response));
         return;
       }
       body = await response.json();
