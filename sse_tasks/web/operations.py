@@ -31,6 +31,9 @@ LAST_EVENT_ID = Param(
     "last_event_id", {"type": "string"}, "resume after this event, for clients that cannot set headers"
 )
 _RESUME = (LAST_EVENT_ID_HEADER, LAST_EVENT_ID)
+SIGNAL = Param(
+    "signal", {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"}, "the signal to patch (task)"
+)
 _TASK_LIST = {
     "type": "object",
     "properties": {"tasks": {"type": "array", "items": TASK}, "cursor": {"type": "string"}},
@@ -78,6 +81,29 @@ OPERATIONS: dict[str, dict[str, Operation]] = {
             (Answer(200, "its output chunks' text", {"type": "string"}, "text/plain"),),
             (401, 403, 404, 410, 503),
             _BY_ID,
+        )
+    },
+    "/tasks/{task_id}/htmx": {
+        "GET": Operation(
+            "One task's stream of HTML fragments for htmx's SSE extension (state, output, done)",
+            (_STREAM,),
+            (401, 403, 404, 410, 503),
+            (TOKEN, *_RESUME),
+        )
+    },
+    "/tasks/{task_id}/datastar": {
+        "GET": Operation(
+            "One task's stream of Datastar events (datastar-patch-elements, datastar-patch-signals)",
+            (_STREAM,),
+            (401, 403, 404, 410, 422, 501, 503),
+            (SIGNAL, TOKEN, *_RESUME),
+        )
+    },
+    "/vendor/{name}": {
+        "GET": Operation(
+            "A vendored browser library: htmx.min.js, htmx-ext-sse.min.js, datastar.js",
+            (Answer(200, "a script", {"type": "string"}, "text/javascript"),),
+            (404,),
         )
     },
     "/events": {

@@ -30,6 +30,8 @@ from .._core.stats import HubStats
 from .._core.text import ascii_int
 from .auth import Gate
 from .cors import CORSMiddleware
+from .datastar import datastar_stream
+from .html import StreamTools, htmx_stream, vendored_file
 from .limits import lifetime_deadline
 from .openapi import Operation, Param, openapi_document
 from .operations import (
@@ -354,6 +356,21 @@ def build_routes(
         ("/events", StreamEndpoint(_guard(events, stats))),
         ("/openapi.json", openapi),
         ("/sse-tasks.js", browser_module),
+    ]
+    html = StreamTools(runner, settings, gate, check_stream_capacity, stream_response)
+
+    async def task_htmx(request: Request) -> SSEStream:
+        """HTML fragments of one task for htmx's SSE extension (:mod:`sse_tasks.web.html`)."""
+        return await htmx_stream(request, html)
+
+    async def task_datastar(request: Request) -> SSEStream:
+        """Datastar events of one task (:mod:`sse_tasks.web.datastar`)."""
+        return await datastar_stream(request, html)
+
+    endpoints += [
+        ("/tasks/{task_id}/htmx", StreamEndpoint(_guard(task_htmx, stats))),
+        ("/tasks/{task_id}/datastar", StreamEndpoint(_guard(task_datastar, stats))),
+        ("/vendor/{name}", _guard(vendored_file, stats)),
     ]
     if settings.metrics:
         from .metrics import metrics_endpoint
