@@ -65,12 +65,12 @@ def _forms(start: Callable[[str], str]) -> str:
     return "".join(forms)
 
 
-def _page(title: str, scripts: str, intro: str, forms: str) -> str:
+def _page(title: str, scripts: str, intro: str, forms: str, shown: str) -> str:
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>'
         f"{scripts}<style>{_STYLE}</style></head><body>"
-        f'<h1>{title}</h1><p>{intro}</p>{forms}<div id="tasks"></div></body></html>'
+        f'<h1>{title}</h1><p>{intro}</p>{forms}<div id="tasks">{shown}</div></body></html>'
     )
 
 
@@ -105,8 +105,35 @@ def _stream_url(hub: TaskHub, request: Request, task: Task, kind: str) -> str:
 
 
 def html_page_routes(hub: TaskHub) -> list[BaseRoute]:
-    """``/htmx`` and ``/datastar`` (pages) and their ``…/start`` form targets."""
+    """``/htmx`` and ``/datastar`` (pages; ``?task=<id>`` shows that task) and their ``…/start``."""
     renderer = renderer_of(hub.settings)
+
+    def htmx_widget(request: Request, task: Task) -> str:
+        url = escape(_stream_url(hub, request, task, "htmx"))
+        return (
+            f'<section class="task" hx-ext="sse" sse-connect="{url}" sse-close="done">'
+            f'<div id="{escape(card_container_id(task.id))}" sse-swap="state">{renderer.state(task)}</div>'
+            f'<div id="{escape(output_container_id(task.id))}" class="output" sse-swap="output"'
+            ' hx-swap="beforeend"></div></section>'
+        )
+
+    def datastar_widget(request: Request, task: Task) -> str:
+        # The URL is the hub's own (an id and a token of [A-Za-z0-9_.-]): no quote in it.
+        url = escape(_stream_url(hub, request, task, "datastar"))
+        return (
+            f'<section class="task" data-on-load="@get(\'{url}\')">'
+            f'<div id="{escape(card_container_id(task.id))}">{renderer.state(task)}</div>'
+            f'<div id="{escape(output_container_id(task.id))}" class="output"></div></section>'
+        )
+
+    async def shown(request: Request, widget: Callable[[Request, Task], str]) -> str:
+        task_id = request.query_params.get("task")
+        if not task_id:
+            return ""
+        try:
+            return widget(request, await hub.get(task_id))
+        except SSETasksError as exc:
+            return f'<p class="error" role="alert">{escape(exc.message)}</p>'
 
     async def htmx_page(request: Request) -> Response:
         root = _root(request)
@@ -116,22 +143,15 @@ def html_page_routes(hub: TaskHub) -> list[BaseRoute]:
         )
         forms = _forms(lambda name: f'hx-post="{root}/htmx/start" hx-target="#tasks" hx-swap="afterbegin"')
         intro = "Followed by htmx and its SSE extension: the hub's HTML fragments, no script of its own."
-        return HTMLResponse(
-            _page("sse-tasks · htmx", scripts, intro, forms), headers={"Cache-Control": "no-cache"}
-        )
+        page = _page("sse-tasks · htmx", scripts, intro, forms, await shown(request, htmx_widget))
+        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
     async def htmx_start(request: Request) -> Response:
         try:
             task = await _submit(hub, request)
         except SSETasksError as exc:
-            return HTMLResponse(f'<p class="error" role="alert">{escape(exc.message)}</p>', status_code=200)
-        url = escape(_stream_url(hub, request, task, "htmx"))
-        return HTMLResponse(
-            f'<section class="task" hx-ext="sse" sse-connect="{url}" sse-close="done">'
-            f'<div id="{escape(card_container_id(task.id))}" sse-swap="state">{renderer.state(task)}</div>'
-            f'<div id="{escape(output_container_id(task.id))}" class="output" sse-swap="output"'
-            ' hx-swap="beforeend"></div></section>'
-        )
+            return HTMLResponse(f'<p class="error" role="alert">{escape(exc.message)}</p>')
+        return HTMLResponse(htmx_widget(request, task))
 
     async def datastar_page(request: Request) -> Response:
         root = _root(request)
@@ -140,9 +160,8 @@ def html_page_routes(hub: TaskHub) -> list[BaseRoute]:
             lambda name: f"data-on-submit=\"@post('{root}/datastar/start', {{contentType: 'form'}})\""
         )
         intro = "Followed by Datastar: the hub's datastar-patch-elements, no script of its own."
-        return HTMLResponse(
-            _page("sse-tasks · Datastar", scripts, intro, forms), headers={"Cache-Control": "no-cache"}
-        )
+        page = _page("sse-tasks · Datastar", scripts, intro, forms, await shown(request, datastar_widget))
+        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
     async def datastar_start(request: Request) -> Response:
         try:
@@ -151,17 +170,9 @@ def html_page_routes(hub: TaskHub) -> list[BaseRoute]:
         except ImportError:
             return Response("this page needs datastar-py: pip install 'sse-tasks[datastar]'", status_code=501)
         try:
-            task = await _submit(hub, request)
+            markup = datastar_widget(request, await _submit(hub, request))
         except SSETasksError as exc:
             markup = f'<p class="error" role="alert">{escape(exc.message)}</p>'
-        else:
-            # The URL is the hub's own (an id of [A-Za-z0-9_-], a token of the same): no quote in it.
-            url = escape(_stream_url(hub, request, task, "datastar"))
-            markup = (
-                f'<section class="task" data-on-load="@get(\'{url}\')">'
-                f'<div id="{escape(card_container_id(task.id))}">{renderer.state(task)}</div>'
-                f'<div id="{escape(output_container_id(task.id))}" class="output"></div></section>'
-            )
         event = SSE.patch_elements(markup, selector="#tasks", mode=ElementPatchMode.PREPEND)
         return Response(str(event), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
