@@ -19,9 +19,10 @@ from sse_tasks.web.html import escape
 
 pytestmark = pytest.mark.anyio
 
-HOSTILE = "<script>alert(1)</script><img src=x onerror=\"alert(2)\">'\"&amp;\u2028\u2029end\rx\x85"
+HOSTILE = '<script>alert(1)</script><img src=x onerror="alert(2)">\'"&amp;\u2028\u2029end\rx\x85'
 #: What a browser reads back: U+0085 has no character reference of its own (``&#x85;`` is "…").
 SHOWN = HOSTILE.replace("\x85", "\u2026")
+OOB = r'<div id="task-[\w-]+-output" hx-swap-oob="innerHTML">(.*)</div>'
 CHUNK = re.compile(r'<(span|div) id="task-[\w-]+-out-(\d+)" class="([^"]*)">(.*?)</\1>', re.S)
 
 
@@ -43,7 +44,7 @@ class Page:
         if event.event == "state":
             self.card = event.data
         elif event.event == "output":
-            oob = re.fullmatch(r'<div id="task-[\w-]+-output" hx-swap-oob="innerHTML">(.*)</div>', event.data, re.S)
+            oob = re.fullmatch(OOB, event.data, re.S)
             if oob:
                 self.chunks = self.parse(oob[1])
                 self.replaced += 1
@@ -116,7 +117,9 @@ async def http(make_hub: HubFactory, live_server: ServerFactory) -> Any:
 
 
 @pytest.mark.parametrize("kind", ["htmx", "datastar"])
-async def test_a_fresh_stream_has_the_whole_state_then_each_chunk_once(http: httpx.AsyncClient, kind: str) -> None:
+async def test_a_fresh_stream_has_the_whole_state_then_each_chunk_once(
+    http: httpx.AsyncClient, kind: str
+) -> None:
     task = await submit(http, "generate", words=25, delay=0)
     response, events = await collect(http, f"/tasks/{task['id']}/{kind}")
     assert response.status_code == 200
@@ -242,12 +245,14 @@ async def test_without_datastar_py_the_datastar_stream_answers_501(
 
 
 def test_importing_sse_tasks_does_not_import_datastar_py() -> None:
-    code = "import sys, sse_tasks; from sse_tasks import TaskHub; TaskHub().app; print('datastar_py' in sys.modules)"
+    code = "import sys, sse_tasks; sse_tasks.TaskHub().app; print('datastar_py' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
 
-async def test_an_embedders_renderer_draws_the_fragments(make_hub: HubFactory, live_server: ServerFactory) -> None:
+async def test_an_embedders_renderer_draws_the_fragments(
+    make_hub: HubFactory, live_server: ServerFactory
+) -> None:
     class Plain:
         def state(self, task: Any) -> str:
             return f"<p>{escape(task.name)} is {escape(task.state.value)}</p>"
