@@ -23,7 +23,7 @@ from .brokers import Broker, MemoryBroker, broker_from_url
 from .client import APIError, AsyncClient, Client, ConnectionFailed
 from .web.auth import Access, RedactTokens, TaskTokens, owner_only, tokens_only
 from .web.cors import CORSMiddleware
-from .web.html import HtmlRenderer, TaskCard
+from .web.render import HtmlRenderer, TaskCard
 
 __version__ = "0.1.0"
 

@@ -25,8 +25,8 @@ from ._runner import Executor, InProcessExecutor, Job, Runner
 from .brokers import ENV_VAR as BROKER_ENV_VAR
 from .brokers import Broker, broker_from_url
 from .web.auth import Authorizer, Identify, TaskTokens
-from .web.html import HtmlRenderer
 from .web.limits import ClientSlots
+from .web.render import HtmlRenderer
 from .web.server_exit import ExitingServer
 from .web.service import WebService
 from .web.settings import WebSettings

@@ -17,7 +17,8 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from .._core.errors import SSETasksError
-from ..web.html import card_container_id, escape, output_container_id, renderer_of
+from ..web.html import renderer_of
+from ..web.render import card_container_id, escape, output_container_id
 
 if TYPE_CHECKING:
     from .._core.models import Task

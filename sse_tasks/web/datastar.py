@@ -17,15 +17,9 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from .._core.errors import InvalidRequest, SSETasksError
-from .html import (
-    HtmlRenderer,
-    StreamTools,
-    card_container_id,
-    html_stream,
-    output_container_id,
-    renderer_of,
-)
+from .html import StreamTools, html_stream, renderer_of
 from .operations import SIGNAL
+from .render import HtmlRenderer, card_container_id, output_container_id
 
 if TYPE_CHECKING:
     from starlette.requests import Request

@@ -10,7 +10,7 @@ from .auth import Authorizer, Identify, TaskTokens
 from .cors import check_cors
 
 if TYPE_CHECKING:
-    from .html import HtmlRenderer
+    from .render import HtmlRenderer
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from _support import HubFactory, ServerFactory, SSEEvent, collect
 
 from sse_tasks import TaskContext, TaskHub
 from sse_tasks.demo import generated_text
-from sse_tasks.web.html import escape
+from sse_tasks.web.render import escape
 
 pytestmark = pytest.mark.anyio
 
