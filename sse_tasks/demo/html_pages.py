@@ -8,6 +8,7 @@ the vendored htmx, htmx-ext-sse and Datastar the hub serves under ``/vendor/``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote
@@ -106,7 +107,12 @@ def _stream_url(hub: TaskHub, request: Request, task: Task, kind: str) -> str:
 
 
 def html_page_routes(hub: TaskHub) -> list[BaseRoute]:
-    """``/htmx`` and ``/datastar`` (pages; ``?task=<id>`` shows that task) and their ``…/start``."""
+    """``/htmx`` and ``/datastar`` (pages; ``?task=<id>`` shows that task) and their ``…/start``.
+
+    None on a hub with an authorization hook: these pages submit without asking it.
+    """
+    if hub.settings.authorize is not None:
+        return []
     renderer = renderer_of(hub.settings)
 
     def htmx_widget(request: Request, task: Task) -> str:
@@ -119,10 +125,9 @@ def html_page_routes(hub: TaskHub) -> list[BaseRoute]:
         )
 
     def datastar_widget(request: Request, task: Task) -> str:
-        # The URL is the hub's own (an id and a token of [A-Za-z0-9_.-]): no quote in it.
-        url = escape(_stream_url(hub, request, task, "datastar"))
+        url = escape(json.dumps(_stream_url(hub, request, task, "datastar")))  # a JS string
         return (
-            f'<section class="task" data-on-load="@get(\'{url}\')">'
+            f'<section class="task" data-on-load="@get({url})">'
             f'<div id="{escape(card_container_id(task.id))}">{renderer.state(task)}</div>'
             f'<div id="{escape(output_container_id(task.id))}" class="output"></div></section>'
         )
@@ -131,6 +136,8 @@ def html_page_routes(hub: TaskHub) -> list[BaseRoute]:
         task_id = request.query_params.get("task")
         if not task_id:
             return ""
+        if hub.settings.tokens is not None:  # the id alone must not be enough to follow a task
+            return '<p class="error" role="alert">?task= is off with task tokens</p>'
         try:
             return widget(request, await hub.get(task_id))
         except SSETasksError as exc:

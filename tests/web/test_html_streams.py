@@ -270,3 +270,34 @@ async def test_an_embedders_renderer_draws_the_fragments(
     assert states[-1] == "<p>generate is succeeded</p>"
     outputs = [e.data for e in events if e.event == "output"]
     assert "<i>" in "".join(outputs)
+
+
+async def test_the_demo_pages_follow_their_tasks_with_tokens_and_stay_out_of_an_authorized_hub(
+    make_hub: HubFactory, live_server: ServerFactory
+) -> None:
+    from _support import with_routes
+
+    from sse_tasks.demo.html_pages import html_page_routes
+
+    assert html_page_routes(make_hub(authorize=lambda access: True)) == []
+    hub = make_hub(tokens="s" * 32)
+    server = live_server(hub, with_routes(hub, html_page_routes(hub)))
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        answer = await client.post("/htmx/start", content="name=generate&words=3&delay=0", headers=form)
+        connect = re.search(r'sse-connect="([^"]+)"', answer.text)
+        assert connect is not None
+        url = html.unescape(connect[1])
+        assert "?token=" in url
+        _, events = await collect(client, url)
+        assert events[-1].event == "done"
+        task_id = url.split("/")[2]
+        assert (await client.get(f"/tasks/{task_id}/htmx")).status_code == 404  # no token, no task
+        page = await client.get(f"/htmx?task={task_id}")
+        assert "sse-connect" not in page.text and "off with task tokens" in page.text
+        refused = await client.post("/htmx/start", content="name=fail", headers=form)
+        assert refused.status_code == 200 and 'role="alert"' in refused.text
+        assert "sse-connect" not in refused.text
+        answer = await client.post("/datastar/start", content="name=count&n=1&interval=0", headers=form)
+        assert answer.text.startswith("event: datastar-patch-elements\n")
+        assert "data: selector #tasks\n" in answer.text and "data-on-load=" in answer.text
