@@ -161,9 +161,10 @@ def test_htmx_survives_cut_streams_and_its_extensions_own_reconnect(page: Page, 
     server, hub, network = site(max_stream_lifetime=0.3, retry=50)
     network.refuse_resume = True
     page.goto(f"{server.url}/htmx")
-    task = start(page, "generate", **{"Words": 60, "Seconds between words": 0.02})
+    # 1.8 s of words: cut every 0.3 s, the refused resume and htmx's 0.5 s back-off fit well inside.
+    task = start(page, "generate", **{"Words": 90, "Seconds between words": 0.02})
     expect(task.locator(".sse-task-state")).to_have_text("succeeded", timeout=15_000)
-    check_output(task, 60)
+    check_output(task, 90)
     requests = network.stream_requests()
     refused = [i for i, (_, resume, status) in enumerate(requests) if status == 503]
     assert len(refused) == 1
