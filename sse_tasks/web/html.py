@@ -15,11 +15,12 @@ Output is exact across every kind of reconnect:
   retained output: that replay goes out as *one* event that *replaces* the output
   container's content, never appended to what the page holds.
 
-Every string a task controls goes through :func:`escape`.
+Every string a task controls goes through :func:`sse_tasks.web.render.escape`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
     from .sse import SSEStream
 
 
+_LINES = re.compile("\r\n|\r|\n")
+
+
 class Dialect(Protocol):
     """How one kind of page takes fragments (htmx, Datastar): SSE frames, encoded."""
 
@@ -52,9 +56,10 @@ class Dialect(Protocol):
 
 
 def sse_frame(event: str, data: str, event_id: str | None = None) -> bytes:
-    """One SSE frame whose data is ``data`` (escaped text: no CR, one ``data:`` line per line)."""
+    """One SSE frame whose data is ``data``, a ``data:`` field per line (a renderer's own
+    CR ends a line too, as it would for the client: it cannot start a field of its own)."""
     head = f"id: {event_id}\n" if event_id is not None else ""
-    lines = "".join(f"data: {line}\n" for line in data.split("\n"))
+    lines = "".join(f"data: {line}\n" for line in _LINES.split(data))
     return f"{head}event: {event}\n{lines}\n".encode()
 
 

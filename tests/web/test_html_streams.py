@@ -15,6 +15,7 @@ from _support import HubFactory, ServerFactory, SSEEvent, collect
 
 from sse_tasks import TaskContext, TaskHub
 from sse_tasks.demo import generated_text
+from sse_tasks.web.html import sse_frame
 from sse_tasks.web.render import escape
 
 pytestmark = pytest.mark.anyio
@@ -211,6 +212,8 @@ def test_escape_leaves_no_markup_no_line_break_and_no_surrogate() -> None:
     assert escaped.splitlines() == escaped.split("\n")  # datastar-py splits lines so
     escaped.encode()  # no lone surrogate left
     assert html.unescape(escaped).endswith("\ufffdz")
+    # A renderer's own line breaks, CR included, stay inside the frame's data.
+    assert sse_frame("output", "a\rb\r\nc\nd", "7") == b"id: 7\nevent: output\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
 
 
 async def test_a_bad_signal_name_is_refused(http: httpx.AsyncClient) -> None:
