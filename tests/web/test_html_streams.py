@@ -213,7 +213,8 @@ def test_escape_leaves_no_markup_no_line_break_and_no_surrogate() -> None:
     escaped.encode()  # no lone surrogate left
     assert html.unescape(escaped).endswith("\ufffdz")
     # A renderer's own line breaks, CR included, stay inside the frame's data.
-    assert sse_frame("output", "a\rb\r\nc\nd", "7") == b"id: 7\nevent: output\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
+    frame = sse_frame("output", "a\rb\r\nc\nd", "7")
+    assert frame == b"id: 7\nevent: output\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
 
 
 async def test_a_bad_signal_name_is_refused(http: httpx.AsyncClient) -> None:
