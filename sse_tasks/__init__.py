@@ -23,6 +23,7 @@ from .brokers import Broker, MemoryBroker, broker_from_url
 from .client import APIError, AsyncClient, Client, ConnectionFailed
 from .web.auth import Access, RedactTokens, TaskTokens, owner_only, tokens_only
 from .web.cors import CORSMiddleware
+from .web.render import HtmlRenderer, TaskCard
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,7 @@ __all__ = [
     "ConnectionFailed",
     "Executor",
     "Forbidden",
+    "HtmlRenderer",
     "InProcessExecutor",
     "InvalidRequest",
     "MemoryBroker",
@@ -48,6 +50,7 @@ __all__ = [
     "SSETasksError",
     "Task",
     "TaskCancelled",
+    "TaskCard",
     "TaskContext",
     "TaskEvent",
     "TaskFinished",

@@ -26,6 +26,7 @@ from .brokers import ENV_VAR as BROKER_ENV_VAR
 from .brokers import Broker, broker_from_url
 from .web.auth import Authorizer, Identify, TaskTokens
 from .web.limits import ClientSlots
+from .web.render import HtmlRenderer
 from .web.server_exit import ExitingServer, ServerExit
 from .web.service import WebService
 from .web.settings import WebSettings
@@ -109,6 +110,8 @@ class TaskHub:
         cors_origins: exact origins allowed cross-origin access to :attr:`app`.
         cors_credentials: allow those origins cookies and ``Authorization``.
         metrics: serve ``GET /metrics`` (Prometheus; needs the ``metrics`` extra).
+        html_renderer: what the HTML streams (``/tasks/{id}/htmx``, ``/tasks/{id}/datastar``)
+            render a task's card and output with (an :class:`HtmlRenderer`; None: the default card).
         executor: where the work runs (default: :class:`InProcessExecutor` with
             ``concurrency``, ``progress_interval`` and the output bounds, which do not
             apply to an executor given here).
@@ -153,6 +156,7 @@ class TaskHub:
         cors_origins: tuple[str, ...] | list[str] = (),
         cors_credentials: bool = False,
         metrics: bool = False,
+        html_renderer: HtmlRenderer | None = None,
         executor: Executor | None = None,
         max_output_bytes: int = 1 << 20,
         max_output_chunks: int = 10_000,
@@ -180,6 +184,7 @@ class TaskHub:
             cors_origins=tuple(cors_origins),
             cors_credentials=cors_credentials,
             metrics=metrics,
+            html_renderer=html_renderer,
         )
         if executor is None:
             executor = InProcessExecutor(

@@ -194,6 +194,7 @@ def create_server_app(
     the hub's settings; None values are ignored.
     """
     from ..demo import DEMO_TASKS, register_demo_tasks
+    from ..demo.html_pages import html_page_routes
     from ..demo.page import page_routes
 
     options: dict[str, Any] = {k: v for k, v in hub_options.items() if v is not None}
@@ -218,7 +219,7 @@ def create_server_app(
         register_demo_tasks(hub)
     if hub.settings.metrics:
         _check_metrics()
-    return hub.app_with(page_routes() if demo else ())
+    return hub.app_with([*page_routes(), *html_page_routes(hub)] if demo else ())
 
 
 def behind_proxy(app: Any, forwarded_allow_ips: str) -> Any:

@@ -32,6 +32,8 @@ from .._core.errors import (
 from .._core.models import Task, TaskState, task_path
 from .._core.text import ascii_int
 from .auth import Gate
+from .datastar import datastar_stream
+from .html import StreamTools, htmx_stream, vendored_file
 from .limits import ClientSlots, lifetime_deadline
 from .openapi import Param, openapi_document
 from .operations import (
@@ -340,3 +342,22 @@ def _root(request: Request) -> str:
 
 def _client(request: Request) -> str:
     return request.client.host if request.client is not None else "unknown"
+
+
+def _html_tools(web: Web) -> StreamTools:
+    return StreamTools(web.runner, web.settings, web.gate, web.check_stream_capacity, web.open_stream)
+
+
+async def task_htmx(web: Web, request: Request) -> SSEStream:
+    """HTML fragments of one task for htmx's SSE extension (:mod:`sse_tasks.web.html`)."""
+    return await htmx_stream(request, _html_tools(web))
+
+
+async def task_datastar(web: Web, request: Request) -> SSEStream:
+    """Datastar events of one task (:mod:`sse_tasks.web.datastar`)."""
+    return await datastar_stream(request, _html_tools(web))
+
+
+async def vendored(web: Web, request: Request) -> Response:
+    """A vendored browser library the HTML pages load (htmx, its SSE extension, Datastar)."""
+    return await vendored_file(request)

@@ -33,6 +33,9 @@ LAST_EVENT_ID = Param(
     "last_event_id", {"type": "string"}, "resume after this event, for clients that cannot set headers"
 )
 _RESUME = (LAST_EVENT_ID_HEADER, LAST_EVENT_ID)
+SIGNAL = Param(
+    "signal", {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"}, "the signal to patch (task)"
+)
 _TASK_LIST = {
     "type": "object",
     "properties": {"tasks": {"type": "array", "items": TASK}, "cursor": {"type": "string"}},
@@ -77,6 +80,23 @@ EVENTS = Operation(
     (_STREAM,),
     (401, 403, 404, 410, 422, 503),
     (TASK_IDS, NAME, OUTPUT, TOKEN, *_RESUME),
+)
+TASK_HTMX = Operation(
+    "One task's stream of HTML fragments for htmx's SSE extension (state, output, done)",
+    (_STREAM,),
+    (401, 403, 404, 410, 503),
+    (TOKEN, *_RESUME),
+)
+TASK_DATASTAR = Operation(
+    "One task's stream of Datastar events (datastar-patch-elements, datastar-patch-signals)",
+    (_STREAM,),
+    (401, 403, 404, 410, 422, 501, 503),
+    (SIGNAL, TOKEN, *_RESUME),
+)
+VENDOR = Operation(
+    "A vendored browser library: htmx.min.js, htmx-ext-sse.min.js, datastar.js",
+    (Answer(200, "a script", {"type": "string"}, "text/javascript"),),
+    (404,),
 )
 OPENAPI = Operation("This document", (Answer(200, "OpenAPI 3.1", {"type": "object"}),))
 BROWSER_MODULE = Operation(

@@ -71,6 +71,11 @@ ROUTES: tuple[RouteSpec, ...] = (
         "/tasks/{task_id}/events", {"GET": (endpoints.task_events, operations.TASK_EVENTS)}, stream=True
     ),
     RouteSpec("/tasks/{task_id}/output", {"GET": (endpoints.task_output, operations.TASK_OUTPUT)}),
+    RouteSpec("/tasks/{task_id}/htmx", {"GET": (endpoints.task_htmx, operations.TASK_HTMX)}, stream=True),
+    RouteSpec(
+        "/tasks/{task_id}/datastar", {"GET": (endpoints.task_datastar, operations.TASK_DATASTAR)}, stream=True
+    ),
+    RouteSpec("/vendor/{name}", {"GET": (endpoints.vendored, operations.VENDOR)}),
     RouteSpec("/events", {"GET": (endpoints.events, operations.EVENTS)}, stream=True),
     RouteSpec("/openapi.json", {"GET": (endpoints.openapi, operations.OPENAPI)}),
     RouteSpec("/sse-tasks.js", {"GET": (endpoints.browser_module, operations.BROWSER_MODULE)}),

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .auth import Authorizer, Identify, TaskTokens
 from .cors import check_cors
+
+if TYPE_CHECKING:
+    from .render import HtmlRenderer
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class WebSettings:
     cors_origins: tuple[str, ...] = ()
     cors_credentials: bool = False
     metrics: bool = False
+    html_renderer: HtmlRenderer | None = None
 
     def __post_init__(self) -> None:
         if self.max_streams < 0 or self.max_body_size < 1 or self.coalesce_after < 0:

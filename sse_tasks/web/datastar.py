@@ -1,0 +1,95 @@
+"""``GET /tasks/{id}/datastar``: a task's stream as Datastar events, built with datastar-py.
+
+The card goes into ``#task-<id>-card`` and each output chunk is appended to
+``#task-<id>-output`` (``datastar-patch-elements``); the task's state, progress and
+message are patched into a signal (``datastar-patch-signals``), ``task`` unless the
+page names another with ``?signal=``. A fresh start or a reset replaces the output
+container's content with the whole retained output (see :mod:`sse_tasks.web.html`).
+Datastar's client resends the last event id as ``Last-Event-ID`` when it retries.
+
+``datastar-py`` (the ``datastar`` extra) is imported here only, when a page asks:
+without it the endpoint answers 501.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from .._core.errors import InvalidRequest, SSETasksError
+from .html import StreamTools, html_stream, renderer_of
+from .operations import SIGNAL
+from .render import HtmlRenderer, card_container_id, output_container_id
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from .._core.models import OutputChunk, Task
+    from .sse import SSEStream
+
+_SIGNAL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+class NotInstalled(SSETasksError):
+    """A feature needs a package that is not installed (501)."""
+
+    status_code = 501
+    code = "not_implemented"
+
+
+class DatastarDialect:
+    """Datastar's events for one task, made by ``ServerSentEventGenerator``."""
+
+    def __init__(self, generator: Any, renderer: HtmlRenderer, signal: str) -> None:
+        self.sse = generator
+        self.renderer = renderer
+        self.signal = signal
+
+    def state(self, task: Task, event_id: str | None) -> bytes:
+        card = self.sse.patch_elements(
+            self.renderer.state(task),
+            selector=f"#{card_container_id(task.id)}",
+            mode="inner",
+            event_id=event_id,
+        )
+        values = {
+            "id": task.id,
+            "state": task.state.value,
+            "progress": task.progress,
+            "message": task.message,
+            "terminal": task.terminal,
+        }
+        signals = self.sse.patch_signals({self.signal: values}, event_id=event_id)
+        return f"{card}{signals}".encode()
+
+    def append(self, chunk: OutputChunk, event_id: str | None) -> bytes:
+        selector = f"#{output_container_id(chunk.task_id)}"
+        event = self.sse.patch_elements(
+            self.renderer.output(chunk), selector=selector, mode="append", event_id=event_id
+        )
+        return str(event).encode()
+
+    def replace(self, task_id: str, chunks: list[OutputChunk], event_id: str | None) -> bytes:
+        inner = "".join(self.renderer.output(chunk) for chunk in chunks)
+        selector = f"#{output_container_id(task_id)}"
+        return str(
+            self.sse.patch_elements(inner, selector=selector, mode="inner", event_id=event_id)
+        ).encode()
+
+    def done(self, task: Task) -> bytes:
+        return b""  # the stream ends after the terminal state, and Datastar's request with it
+
+
+async def datastar_stream(request: Request, tools: StreamTools) -> SSEStream:
+    """``GET /tasks/{id}/datastar``: the task's stream for Datastar (501 without datastar-py)."""
+    try:
+        from datastar_py import ServerSentEventGenerator
+    except ImportError:
+        raise NotInstalled("Datastar streams need datastar-py: pip install 'sse-tasks[datastar]'") from None
+    signal = SIGNAL.get(request) or "task"
+    if not _SIGNAL_NAME.fullmatch(signal):
+        raise InvalidRequest("'signal' must be a name of letters, digits and _ (at most 64)")
+    renderer = renderer_of(tools.settings)
+    return await html_stream(
+        request, tools, lambda task: DatastarDialect(ServerSentEventGenerator, renderer, signal)
+    )
