@@ -537,13 +537,13 @@ class WorkerFirst(RedisBroker):
         self.created: dict[str, Task] = {}
         self.hold = True
 
-    async def publish(self, task: Task, event_type: str, *, leased: bool = True) -> Any:
-        if self.hold and event_type == "task.queued" and task.id not in self.created:
+    async def publish_sent(self, task: Task) -> Any:
+        if self.hold and task.id not in self.created:
             with anyio.fail_after(STREAM_TIMEOUT):
                 while (found := await self.get(task.id)) is None:
                     await anyio.sleep(0.02)
             self.created[task.id] = found
-        return await super().publish(task, event_type, leased=leased)
+        return await super().publish_sent(task)
 
 
 async def test_owner_travels_to_a_worker_created_snapshot_and_other_callers_are_refused(
