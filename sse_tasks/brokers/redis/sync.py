@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from ..._core.models import TERMINAL, OutputChunk, Task, event_type_for
+from ..._core.models import OutputChunk, Task, TaskState, event_type_for
 from . import RedisBroker
 from .keys import Keys
 from .link import UNREACHABLE
@@ -26,7 +26,7 @@ from .scripts import Scripts
 
 logger = logging.getLogger("sse_tasks.redis")
 
-_TERMINAL = frozenset(state.value for state in TERMINAL)
+_CANCELLED = TaskState.CANCELLED.value.encode()
 
 #: ``(task, event type, publish options)``: one write of :meth:`SyncWriter.publish_many`.
 Write = tuple[Task, str, dict[str, Any]]
@@ -150,7 +150,8 @@ class SyncWriter:
 
     def finished(self, task_id: str) -> bool:
         """True if the stored task is terminal (cancelled by a client, failed as lost, …)."""
-        return self.state(task_id) in _TERMINAL
+        state = self.state(task_id)
+        return state is not None and TaskState(state).terminal
 
     def cancelled_ids(self) -> list[str]:
         """Ids of the retained tasks that ended ``cancelled`` (at most ``max_tasks``)."""
@@ -164,7 +165,7 @@ class SyncWriter:
                     pipe.hget(keys.task(task_id), "s")
                 states = pipe.execute()
             found.extend(
-                task_id for task_id, state in zip(batch, states, strict=True) if state == b"cancelled"
+                task_id for task_id, state in zip(batch, states, strict=True) if state == _CANCELLED
             )
         return found
 
