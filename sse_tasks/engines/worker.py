@@ -24,7 +24,9 @@ from typing import Any
 
 from .._core.budget import OutputBudget
 from .._core.context import CURRENT, TaskContext
+from .._core.errors import TaskCancelled
 from .._core.models import OutputChunk, Task, TaskState, utcnow
+from .._runner.job import error_of, result_error
 from .writer import Started, WorkerWriter
 
 logger = logging.getLogger("sse_tasks.worker")
@@ -98,6 +100,35 @@ class WorkerRun:
             CURRENT.reset(token)
         except ValueError:  # reset in another context than it was set in
             CURRENT.set(None)
+
+    def start(self, delay: float = 0.0) -> None:
+        """This attempt starts: :meth:`begin` with its ``running`` snapshot, now."""
+        self.begin(self.task.evolve(state=TaskState.RUNNING, started_at=utcnow()), self.task, delay)
+
+    def execute(self, func: Callable[..., Any]) -> TaskState:
+        """Run ``func(**params)`` as this attempt, with its context current, and publish
+        its outcome: ``succeeded`` with its result (``failed`` if that is not JSON),
+        ``failed`` with the exception's ``{type, message}``, ``cancelled`` on a cancel.
+        For an engine whose worker hook calls the task itself (middleware, a wrapper);
+        one driven by signals calls :meth:`finish` from them instead."""
+        changes: dict[str, Any]
+        self.enter()
+        try:
+            result = func(**self.context.params)
+        except TaskCancelled:
+            state, changes = TaskState.CANCELLED, {}
+        except Exception as exc:
+            state, changes = TaskState.FAILED, {"error": error_of(exc)}
+        else:
+            error = result_error(result)
+            if error is None:
+                state, changes = TaskState.SUCCEEDED, {"result": result, "progress": 1.0}
+            else:
+                state, changes = TaskState.FAILED, {"error": error}
+        finally:
+            self.leave()
+        self.finish(state, **changes)
+        return state
 
     def begin(self, running: Task, queued: Task, delay: float) -> None:
         """Publish ``running`` within ``delay`` seconds (creating the task from ``queued``
@@ -332,6 +363,7 @@ class Keeper:
         self._wake_at = -math.inf  # when the keeper wakes by itself (-inf: it is awake)
         self._pid: int | None = None
         self._starting = threading.Lock()
+        self._stopped = False
 
     def ensure_started(self) -> None:
         pid = os.getpid()
@@ -343,6 +375,13 @@ class Keeper:
                 thread = threading.Thread(target=self._loop, name="sse-tasks-keeper", daemon=True)
                 thread.start()
                 self._pid = pid
+
+    def stop(self) -> None:
+        """End the thread (a worker shutting down): nothing more is flushed or renewed."""
+        with self._cond:
+            self._stopped = True
+            self._woken = True
+            self._cond.notify()
 
     def wake(self, due: float) -> None:
         """Work falls due at ``due`` (monotonic): wake the keeper if it would sleep past it.
@@ -356,7 +395,7 @@ class Keeper:
 
     def _loop(self) -> None:
         next_renewal = time.monotonic() + self.renew_every
-        while True:
+        while not self._stopped:
             runs = list(self.runs.values())
             dues = [due for due in (run.due() for run in runs) if due is not None]
             wake_at = min([next_renewal, *dues])
@@ -368,6 +407,8 @@ class Keeper:
                     self._cond.wait(timeout)
                 self._woken = False
                 self._wake_at = -math.inf
+                if self._stopped:
+                    return
             for run in runs:
                 try:
                     run.flush()

@@ -21,13 +21,20 @@ from ..._core.errors import TaskCancelled
 _WRAPPED = "_sse_tasks_cancellable"
 
 
-def cancellable(run: Callable[..., Any], cancelled: Callable[[], None]) -> Callable[..., Any]:
-    """``run``, calling ``cancelled()`` and raising ``Ignore`` when it raises ``TaskCancelled``."""
+def cancellable(
+    run: Callable[..., Any], cancelled: Callable[[], None], revoked: Callable[[], bool]
+) -> Callable[..., Any]:
+    """``run``, calling ``cancelled()`` and raising ``Ignore`` when it raises ``TaskCancelled``
+    or, before it starts, when ``revoked()`` (a task revoked while it waited in the pool's
+    own queue, where Celery no longer looks)."""
     if getattr(run, _WRAPPED, False):
         return run
 
     @functools.wraps(run)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if revoked():
+            cancelled()
+            raise Ignore()
         try:
             return run(*args, **kwargs)
         except TaskCancelled:

@@ -134,7 +134,8 @@ class CeleryHook:
         as the worker starts, before Celery fixes each task's call."""
         for task in list(self.app.tasks.values()):
             if self._ours(task):
-                task.run = cancellable(task.run, functools.partial(self._cancelled, task))
+                cancelled = functools.partial(self._cancelled, task)
+                task.run = cancellable(task.run, cancelled, functools.partial(_revoked, task))
 
     def _cancelled(self, task: Any) -> None:
         run = self._attempt(task)
@@ -427,6 +428,13 @@ def connect(
     )
     _HOOKS[app] = hook
     return hook.connect()
+
+
+def _revoked(task: Any) -> bool:
+    """True if this worker process was told to revoke the task ``task`` is running."""
+    from celery.worker import state as worker_state
+
+    return getattr(task.request, "id", None) in worker_state.revoked
 
 
 def _guarded(handler: Callable[..., None], name: str) -> Callable[..., None]:
