@@ -4,8 +4,9 @@ A worker hook (the engine's signals or middleware) reports each task through a w
 received, running, progress, output, final, back to queued for a retry, lease renewal,
 and the checks that tell it a task was refused (the hub answered 503) or cancelled.
 Every write is the broker's compare-and-set: one to a task already final changes
-nothing and answers None. :class:`~sse_tasks.brokers.redis.sync.SyncWriter` implements
-:class:`WorkerWriter` over the Redis broker.
+nothing and answers None. Over the Redis broker, :class:`~sse_tasks.brokers.redis.sync.SyncWriter`
+implements :class:`WorkerWriter` and :class:`~sse_tasks.brokers.redis.async_writer.AsyncWriter`
+implements :class:`AsyncWorkerWriter`.
 """
 
 from __future__ import annotations
@@ -102,13 +103,9 @@ class WorkerWriter(Protocol):
 
 class AsyncWorkerWriter(Protocol):
     """The same writer for asyncio engines (arq, taskiq): each method of
-    :class:`WorkerWriter`, awaited, with the same arguments and answers.
-
-    Not implemented yet: the async :class:`~sse_tasks.brokers.redis.RedisBroker` has the
-    compare-and-set and the scripts, but its ``publish`` leases a task to the process that
-    queues it, while a worker's writes lease and requeue explicitly (``SyncWriter``'s
-    ``publish(lease=…)``). An implementation runs the same scripts on ``redis.asyncio``.
-    """
+    :class:`WorkerWriter`, awaited, with the same arguments and answers. :class:`WorkerRun`
+    and :class:`Keeper` are blocking; an asyncio hook drives the writer itself (one
+    writer per event loop)."""
 
     unreachable: tuple[type[BaseException], ...]
     lease: float

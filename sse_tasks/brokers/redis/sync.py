@@ -9,30 +9,21 @@ Safe to share between threads; after a ``fork`` redis-py opens new connections i
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import redis
 
-from ..._core.models import OutputChunk, Task, TaskState, event_type_for
-from . import RedisBroker
-from .keys import Keys
-from .link import UNREACHABLE
+from ..._core.models import OutputChunk, Task
 from .reader import MAX_BACKOFF, MIN_BACKOFF, text
 from .records import chunks_of, task_of
-from .scripts import Scripts
+from .writing import CANCELLED, Started, Write, Writing, after, final_write, requeue_write
 
-logger = logging.getLogger("sse_tasks.redis")
-
-_CANCELLED = TaskState.CANCELLED.value.encode()
-
-#: ``(task, event type, publish options)``: one write of :meth:`SyncWriter.publish_many`.
-Write = tuple[Task, str, dict[str, Any]]
+T = TypeVar("T")
 
 
-class SyncWriter:
+class SyncWriter(Writing):
     """Publishes state changes and output of tasks run by this process, blocking.
 
     Writes are retried with backoff for up to ``retry_for`` seconds while Redis is
@@ -40,26 +31,13 @@ class SyncWriter:
     applied twice); then the ``redis`` errors in :attr:`unreachable` propagate.
     """
 
-    #: What a call raises while Redis cannot be reached.
-    unreachable: tuple[type[BaseException], ...] = UNREACHABLE
-
-    def __init__(self, broker: RedisBroker) -> None:
-        self.broker = broker
-        self.lease = broker.lease
-        self.outage_grace = broker.outage_grace
-        self._keys = Keys(broker.prefix)
-        self._scripts = Scripts()
-        self._lease_ms = max(1, round(broker.lease * 1000))
-        self._client: redis.Redis | None = None
+    _client: redis.Redis | None = None
 
     @property
     def client(self) -> redis.Redis:
         if self._client is None:
             self._client = redis.Redis.from_url(
-                self.broker.url,
-                socket_timeout=5.0,
-                socket_connect_timeout=2.0,
-                client_name=f"sse-tasks-{self.broker.worker_id}-sync",
+                self.broker.url, socket_timeout=5.0, socket_connect_timeout=2.0, client_name=self._client_name
             )
         return self._client
 
@@ -73,21 +51,7 @@ class SyncWriter:
 
         Once this has stored it, the hub no longer refuses it (``refuse.lua``), so the
         answer is final whichever of the two comes first."""
-        keys = self._keys
-        args = self.broker.publish_args(queued, "task.queued", lease="none")
-
-        def queue(pipe: redis.client.Pipeline) -> None:
-            self._scripts.publish.queue_sync(pipe, keys.publish(queued.id), args)
-            pipe.hget(keys.task(queued.id), "s")
-            pipe.exists(keys.refused(queued.id))
-
-        created, state, refused = self._pipelined(queue)
-        if created is not None:
-            return "queued"
-        if state is not None:
-            return text(state)
-        # Neither created nor stored: refused, or it finished and expired meanwhile.
-        return "refused" if refused else None
+        return self._received(self._pipelined(lambda pipe: self._queue_receive(pipe, queued)))
 
     def create(self, queued: Task) -> Task | None:
         """A sender sent ``queued``: store it, unleased (it waits in the engine's queue);
@@ -106,32 +70,27 @@ class SyncWriter:
     def output(self, chunk: OutputChunk, *, retry_for: float = 0.0) -> str | None:
         """Keep ``chunk`` and append its ``task.output`` event; its event id, or None if
         the task is unknown or terminal."""
-        args = self.broker.output_args(chunk)
-        keys = self._keys.publish_output(chunk.task_id)
-        reply = self._retry(lambda: self._scripts.output.run_sync(self.client, keys, args), retry_for)
-        return None if reply is None else text(reply[0]).partition(" ")[0]
+        keys, args = self._output_call(chunk)
+        script = self._scripts.output
+        return self._event_id(self._retry(lambda: script.run_sync(self.client, keys, args), retry_for))
 
     def final(
         self,
         task: Task,
         *,
-        started: tuple[Task, Task | None] | None = None,
+        started: Started | None = None,
         create: Task | None = None,
         retry_for: float = 0.0,
     ) -> Task | None:
         """Store the terminal snapshot ``task`` (its lease ends), after ``started`` (a
         ``running`` not stored yet, and its ``queued``) in the same round trip; ``create``:
         the ``queued`` snapshot of a task nobody stored. None if it was already final."""
-        item: Write = (task, event_type_for(task.state), {"lease": "xx", "create": create})
-        return self.publish_many(_after(started, item), retry_for=retry_for)[-1]
+        return self.publish_many(after(started, final_write(task, create)), retry_for=retry_for)[-1]
 
-    def requeue(
-        self, task: Task, *, started: tuple[Task, Task | None] | None = None, retry_for: float = 0.0
-    ) -> Task | None:
+    def requeue(self, task: Task, *, started: Started | None = None, retry_for: float = 0.0) -> Task | None:
         """Return an unfinished task to ``queued`` (a retry): its lease ends until a worker
         takes it again. ``started`` as for :meth:`final`."""
-        item: Write = (task, "task.queued", {"lease": "none", "requeue": True})
-        return self.publish_many(_after(started, item), retry_for=retry_for)[-1]
+        return self.publish_many(after(started, requeue_write(task)), retry_for=retry_for)[-1]
 
     def renew(self, task_ids: Iterable[str]) -> None:
         """Push the lease deadline of each task (those still leased)."""
@@ -150,8 +109,7 @@ class SyncWriter:
 
     def finished(self, task_id: str) -> bool:
         """True if the stored task is terminal (cancelled by a client, failed as lost, …)."""
-        state = self.state(task_id)
-        return state is not None and TaskState(state).terminal
+        return self._finished(self.client.hget(self._keys.task(task_id), "s"))
 
     def cancelled_ids(self) -> list[str]:
         """Ids of the retained tasks that ended ``cancelled`` (at most ``max_tasks``)."""
@@ -164,9 +122,7 @@ class SyncWriter:
                 for task_id in batch:
                     pipe.hget(keys.task(task_id), "s")
                 states = pipe.execute()
-            found.extend(
-                task_id for task_id, state in zip(batch, states, strict=True) if state == _CANCELLED
-            )
+            found.extend(task_id for task_id, state in zip(batch, states, strict=True) if state == CANCELLED)
         return found
 
     def close(self) -> None:
@@ -196,28 +152,20 @@ class SyncWriter:
     def publish_many(self, items: Sequence[Write], *, retry_for: float = 0.0) -> list[Task | None]:
         """Publish several events in one round trip, in order (each its own compare-and-set;
         ``items`` are ``(task, event_type, publish options)``); the stored snapshots."""
-        script = self._scripts.publish
-        calls = [
-            (self._keys.publish(task.id), self.broker.publish_args(task, event_type, **options))
-            for task, event_type, options in items
-        ]
+        calls = self._publish_calls(items)
 
-        def queue(pipe: redis.client.Pipeline) -> None:
-            for keys, args in calls:
-                script.queue_sync(pipe, keys, args)
+        def queue(pipe: Any) -> None:
+            self._queue_publishes(pipe, calls)
 
         replies = self._retry(lambda: self._pipelined(queue), retry_for)
-        return [
-            None if reply is None else task.evolve(event_id=text(reply[0]), event_type=event_type)
-            for (task, event_type, _), reply in zip(items, replies, strict=True)
-        ]
+        return self._stored(items, replies)
 
     def state(self, task_id: str) -> str | None:
         """The stored task's state (``queued``, …), or None if unknown or expired."""
         state = self.client.hget(self._keys.task(task_id), "s")
         return None if state is None else text(state)
 
-    def _pipelined(self, queue: Any) -> list[Any]:
+    def _pipelined(self, queue: Callable[[Any], None]) -> list[Any]:
         """Run the commands ``queue(pipe)`` puts on a pipeline, in one round trip; loads the
         scripts Redis lost (restarted, flushed) and runs them again."""
 
@@ -227,30 +175,19 @@ class SyncWriter:
                 return list(pipe.execute(raise_on_error=False))
 
         replies = run()
-        if any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
+        if self._failed_on(replies):
             self._scripts.publish.load_sync(self.client)
             replies = run()
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
+        return self._raise_errors(replies)
 
-    def _retry(self, write: Any, retry_for: float) -> Any:
+    def _retry(self, write: Callable[[], T], retry_for: float) -> T:
         deadline = time.monotonic() + retry_for
         delay = MIN_BACKOFF
         while True:
             try:
                 return write()
-            except UNREACHABLE:
+            except self.unreachable:
                 if time.monotonic() + delay > deadline:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
-
-
-def _after(started: tuple[Task, Task | None] | None, item: Write) -> list[Write]:
-    """``item``, after the pending ``running`` of ``started`` if there is one."""
-    if started is None:
-        return [item]
-    running, queued = started
-    return [(running, "task.running", {"lease": "add", "create": queued}), item]
