@@ -12,13 +12,16 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from .._core.errors import Unavailable
 from .._core.models import Task
 from .._core.registry import TaskFunction
 from ..brokers import Broker
-from ..brokers.redis import RedisBroker
 from .job import Job
+
+if TYPE_CHECKING:  # the redis extra: imported when an engine is bound
+    from ..brokers.redis import RedisBroker
 
 logger = logging.getLogger("sse_tasks")
 
@@ -40,6 +43,8 @@ class RemoteEngine(abc.ABC):
 
     def bind(self, broker: Broker) -> None:
         """Called once with the hub's broker: workers report through it, so it is Redis."""
+        from ..brokers.redis import RedisBroker
+
         if not isinstance(broker, RedisBroker):
             raise ValueError(
                 f"the {self.name} engine needs the hub on the Redis broker (redis://…): "
