@@ -18,7 +18,7 @@ from ._core.errors import (
 )
 from ._core.models import OutputChunk, Task, TaskEvent, TaskState
 from ._hub import TaskHub, TrackedTask
-from ._runner import Executor, InProcessExecutor
+from ._runner import Executor, InProcessExecutor, LocalExecutor
 from .brokers import Broker, MemoryBroker, broker_from_url
 from .client import APIError, AsyncClient, Client, ConnectionFailed
 from .web.auth import Access, RedactTokens, TaskTokens, owner_only, tokens_only
@@ -41,6 +41,7 @@ __all__ = [
     "HtmlRenderer",
     "InProcessExecutor",
     "InvalidRequest",
+    "LocalExecutor",
     "MemoryBroker",
     "NotFound",
     "OutputChunk",

@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute
 from ._core.models import Task, TaskState
 from ._core.registry import RegisteredTask, TaskFunction
 from ._core.stats import HubStats
-from ._runner import Executor, InProcessExecutor, Job, Runner
+from ._runner import InProcessExecutor, Job, LocalExecutor, RemoteEngine, Runner
 from .brokers import ENV_VAR as BROKER_ENV_VAR
 from .brokers import Broker, broker_from_url
 from .web.auth import Authorizer, Identify, TaskTokens
@@ -112,9 +112,11 @@ class TaskHub:
         metrics: serve ``GET /metrics`` (Prometheus; needs the ``metrics`` extra).
         html_renderer: what the HTML streams (``/tasks/{id}/htmx``, ``/tasks/{id}/datastar``)
             render a task's card and output with (an :class:`HtmlRenderer`; None: the default card).
-        executor: where the work runs (default: :class:`InProcessExecutor` with
-            ``concurrency``, ``progress_interval`` and the output bounds, which do not
-            apply to an executor given here).
+        executor: where the work runs: a local executor (default: :class:`InProcessExecutor`
+            with ``concurrency``, ``progress_interval`` and the output bounds, which do
+            not apply to an executor given here), or a remote engine
+            (``sse_tasks.celery.CeleryExecutor(app)``), whose tasks run on its workers
+            while the tasks registered here run in an :class:`InProcessExecutor`.
         max_output_bytes, max_output_chunks: output kept per task (1 MiB, 10,000
             chunks); beyond either the task says so once and further output is dropped.
         history: events kept for resuming streams (10,000).
@@ -157,7 +159,7 @@ class TaskHub:
         cors_credentials: bool = False,
         metrics: bool = False,
         html_renderer: HtmlRenderer | None = None,
-        executor: Executor | None = None,
+        executor: LocalExecutor | RemoteEngine | None = None,
         max_output_bytes: int = 1 << 20,
         max_output_chunks: int = 10_000,
         history: int | None = None,
@@ -186,7 +188,8 @@ class TaskHub:
             metrics=metrics,
             html_renderer=html_renderer,
         )
-        if executor is None:
+        engine = executor if isinstance(executor, RemoteEngine) else None
+        if executor is None or engine is not None:
             executor = InProcessExecutor(
                 concurrency,
                 progress_interval,
@@ -208,6 +211,7 @@ class TaskHub:
         self._runner = Runner(
             self.broker,
             executor=executor,
+            engine=engine,
             max_queued=max_queued,
             shutdown_grace=shutdown_grace,
             stats=self.stats,

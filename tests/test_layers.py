@@ -1,8 +1,8 @@
 """The package's import direction, read from the source: one way, no cycles.
 
-``_core`` ← ``brokers``, ``client`` ← ``_runner`` ← ``executors``, ``web`` ← ``_hub`` ←
-``demo`` ← ``cli``; ``client`` uses ``_core`` only. Every import counts: at module level, inside
-functions and under ``TYPE_CHECKING``.
+``_core`` ← ``brokers``, ``client`` ← ``_runner`` ← ``engines`` (the worker side) ←
+``executors``, ``web`` ← ``_hub`` ← ``demo`` ← ``cli``; ``client`` uses ``_core`` only. Every
+import counts: at module level, inside functions and under ``TYPE_CHECKING``.
 """
 
 from __future__ import annotations
@@ -19,15 +19,16 @@ LAYERS = {
     "sse_tasks.brokers": 1,
     "sse_tasks.client": 1,  # beside the brokers: the core only
     "sse_tasks._runner": 2,
-    "sse_tasks.executors": 3,
-    "sse_tasks.web": 3,
-    "sse_tasks._hub": 4,
-    "sse_tasks.demo": 5,
-    "sse_tasks.cli": 6,
-    "sse_tasks.__main__": 7,
-    "sse_tasks": 8,  # the package's __init__: the public API
-    "sse_tasks.celery": 8,  # public, beside it: needs the celery extra
-    "sse_tasks.django": 8,  # public, beside it: needs the django extra
+    "sse_tasks.engines": 3,  # what an engine adapter is built from (public)
+    "sse_tasks.executors": 4,
+    "sse_tasks.web": 4,
+    "sse_tasks._hub": 5,
+    "sse_tasks.demo": 6,
+    "sse_tasks.cli": 7,
+    "sse_tasks.__main__": 8,
+    "sse_tasks": 9,  # the package's __init__: the public API
+    "sse_tasks.celery": 9,  # public, beside it: needs the celery extra
+    "sse_tasks.django": 9,  # public, beside it: needs the django extra
 }
 CLIENT_MAY_USE = ("sse_tasks._core",)
 CORE_MUST_NOT_USE = ("starlette.routing", "starlette.applications", "sse_starlette", "uvicorn")

@@ -48,14 +48,17 @@ class TaskContext:
         name: str,
         params: dict[str, Any],
         sink: TaskSink,
-        *,
-        cancellation: type[TaskCancelled] = TaskCancelled,
     ) -> None:
         self.task_id = task_id
         self.name = name
         self.params = params
         self._sink = sink
-        self._cancellation = cancellation  # what check() raises: a subclass where an engine needs one
+
+    @property
+    def sink(self) -> TaskSink:
+        """Where this context's reports go: the run of the task (the runner's, or a worker
+        hook's), which finds its own run from ``current_task().sink``."""
+        return self._sink
 
     @property
     def cancelled(self) -> bool:
@@ -68,7 +71,7 @@ class TaskContext:
         It derives from ``BaseException``: an ``except Exception:`` around this call
         does not stop the task from ending ``cancelled``."""
         if self._sink.cancelled:
-            raise self._cancellation(f"task {self.task_id} was cancelled")
+            raise TaskCancelled(f"task {self.task_id} was cancelled")
 
     def progress(self, fraction: float | None = None, message: str | None = None) -> None:
         """Report progress: ``fraction`` in [0, 1] (or None) and a short message.

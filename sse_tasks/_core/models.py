@@ -23,13 +23,14 @@ class TaskState(str, enum.Enum):
     @property
     def terminal(self) -> bool:
         """True for ``succeeded``, ``failed`` and ``cancelled``: these never change again."""
-        return self in _TERMINAL
+        return self in TERMINAL
 
     def __str__(self) -> str:
         return self.value
 
 
-_TERMINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+#: The states a task never leaves.
+TERMINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
 
 #: Longest task id the API looks up (ids are 16 URL-safe characters; tokens allow 128).
 MAX_TASK_ID_LENGTH = 128

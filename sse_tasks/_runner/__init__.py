@@ -1,8 +1,19 @@
-"""The runner and its executor seam: where tasks are created, run and stopped."""
+"""The runner and its two seams: a local executor (work in this process) and a remote
+engine (work on another engine's workers)."""
 
-from .executor import Executor
+from .engine import NotSent, RemoteEngine
+from .executor import Executor, LocalExecutor
 from .inprocess import InProcessExecutor
 from .job import Job, Publisher
 from .runner import Runner
 
-__all__ = ["Executor", "InProcessExecutor", "Job", "Publisher", "Runner"]
+__all__ = [
+    "Executor",
+    "InProcessExecutor",
+    "Job",
+    "LocalExecutor",
+    "NotSent",
+    "Publisher",
+    "RemoteEngine",
+    "Runner",
+]

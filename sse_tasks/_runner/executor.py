@@ -1,57 +1,29 @@
-"""The executor seam: "run this job, report through this publisher".
+"""The local seam: "run this job in this process, report through this publisher".
 
-The runner creates a task (``queued``), hands its :class:`Job` to an executor and
-asks it to stop jobs; the executor runs the work wherever it likes and reports every
-state change through the :class:`Publisher` (or, for work in other processes, through
-the broker directly). In-process is the first implementation; another engine is one
-more small class.
+The runner creates a task (``queued``), hands its :class:`Job` to the local executor and
+asks it to stop jobs it runs; the executor reports every state change through the
+:class:`Publisher`. :class:`InProcessExecutor` is the implementation. Work that runs in
+another engine's workers goes through the other seam, :class:`RemoteEngine`
+(``engine.py``).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from anyio.abc import TaskGroup
 
 from .._core.models import Task
-from .._core.registry import TaskFunction
-from ..brokers import Broker
 from .job import Job, Publisher
 
 
-class Executor(abc.ABC):
-    """Where the work of a queued task runs."""
-
-    #: False for an engine whose own workers run the work (and report and lease it
-    #: through the broker themselves): this process then neither leases nor retries it.
-    runs_here: bool = True
-
-    def bind(self, broker: Broker) -> None:  # noqa: B027 - optional hook
-        """Called once with the hub's broker; raise ``ValueError`` if this executor cannot use it."""
-
-    def registrations(self) -> Iterable[tuple[str, TaskFunction]]:
-        """Tasks the engine defines, registered on the hub as ``(name, function)`` (the
-        function's signature is what clients' params are checked against)."""
-        return ()
-
-    async def admit(self, job: Job) -> None:  # noqa: B027 - optional hook
-        """Called before the job's ``task.queued`` is stored: an engine with its own queue
-        sends the job here, and raises :class:`Unavailable` if it cannot (nothing is stored).
-        That is a 503, which promises the job never runs: an engine whose failed send may
-        have left all the same refuses the id first (``RedisBroker.refuse``), and its
-        workers discard what was refused. Once ``admit`` returns the job is sent: the answer
-        is 202 even if storing ``queued`` then fails. For such an engine (``runs_here``
-        False) the runner first checks that the broker answers, so a broker outage refuses
-        the job before it is sent."""
-
-    async def cancelled(self, task: Task) -> None:  # noqa: B027 - optional hook
-        """A client cancelled ``task`` (its ``cancelled`` event is stored): stop its work
-        wherever it runs. Work running here is stopped through :meth:`cancel` instead."""
+class LocalExecutor(abc.ABC):
+    """Runs the work of queued tasks in this process."""
 
     @abc.abstractmethod
     async def start(self, publisher: Publisher, done: Callable[[Job], None], group: TaskGroup) -> None:
-        """Begin taking jobs; call ``done(job)`` once a job is over here (run or handed on)."""
+        """Begin taking jobs; call ``done(job)`` once a job is over here."""
 
     @abc.abstractmethod
     def submit(self, job: Job) -> None:
@@ -81,3 +53,8 @@ class Executor(abc.ABC):
     def running_ids(self) -> list[str]:
         """Ids of the jobs running here."""
         return []
+
+
+#: Deprecated name of :class:`LocalExecutor`, kept for code that subclasses it (an engine
+#: whose own workers run the work is now a :class:`RemoteEngine`).
+Executor = LocalExecutor

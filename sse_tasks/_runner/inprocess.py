@@ -16,7 +16,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .._core.context import CURRENT
 from .._core.errors import TaskCancelled
 from .._core.models import Task, TaskState
-from .executor import Executor
+from .executor import LocalExecutor
 from .job import Job, Publisher, error_of, result_error
 from .run import Run
 
@@ -25,7 +25,7 @@ logger = logging.getLogger("sse_tasks")
 _OUTPUT_DRAIN = 30.0  # seconds a finished task waits for its output to be published
 
 
-class InProcessExecutor(Executor):
+class InProcessExecutor(LocalExecutor):
     """Runs ``concurrency`` jobs at once on this event loop (plain ``def`` in worker threads).
 
     Progress is published at most once per ``progress_interval`` seconds per task (the

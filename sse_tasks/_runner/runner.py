@@ -22,15 +22,59 @@ from .._core.registry import RegisteredTask, TaskFunction
 from .._core.stats import HubStats
 from .._core.text import clean_text
 from ..brokers import Broker
-from .executor import Executor
+from .engine import RemoteEngine, Sender
+from .executor import LocalExecutor
 from .inprocess import InProcessExecutor
 from .job import Job, Publisher
 
 logger = logging.getLogger("sse_tasks")
 
 
+class _Here:
+    """Where a task registered on the hub runs: the local executor."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    async def queue(self, job: Job) -> Task:
+        event = await self.runner.broker.publish(job.task, "task.queued")
+        if event is None:  # pragma: no cover - a fresh id cannot be terminal
+            raise RuntimeError("broker refused a new task")
+        return event.task
+
+    def hand(self, job: Job) -> None:
+        self.runner.executor.submit(job)
+
+    async def abandon(self, job: Job) -> None:
+        await self.runner.publisher.finish(job.task, TaskState.CANCELLED, message="server shutting down")
+
+    async def revoke(self, task: Task) -> None:
+        """Work running here stops when its ``cancelled`` event arrives (``_observe``)."""
+
+
+class _There:
+    """Where a task the remote engine defines runs: its workers."""
+
+    def __init__(self, runner: Runner, sender: Sender) -> None:
+        self.runner = runner
+        self.sender = sender
+        self.queue = sender.queue
+        self.revoke = sender.revoke
+
+    def hand(self, job: Job) -> None:
+        self.runner._forget(job)  # sent already: it runs on a worker
+
+    async def abandon(self, job: Job) -> None:
+        """It is in the engine's queue: it runs there."""
+
+
 class Runner:
-    """Creates tasks, hands them to an executor and keeps their state in a broker.
+    """Creates tasks, hands them to a local executor or a remote engine, and keeps their
+    state in a broker.
+
+    The tasks a remote ``engine`` defines run on its workers; every other registered
+    task runs in this process, on ``executor`` (an :class:`InProcessExecutor` by
+    default). An engine given as ``executor`` is taken as ``engine``.
 
     Enter it (``async with runner``) to run; on exit it shuts down: stops accepting,
     gives running tasks ``shutdown_grace`` seconds, cancels the rest.
@@ -40,16 +84,22 @@ class Runner:
         self,
         broker: Broker,
         *,
-        executor: Executor | None = None,
+        executor: LocalExecutor | RemoteEngine | None = None,
+        engine: RemoteEngine | None = None,
         max_queued: int = 1000,
         shutdown_grace: float = 5.0,
         stats: HubStats | None = None,
     ) -> None:
         if max_queued < 0 or shutdown_grace < 0:
             raise ValueError("max_queued and shutdown_grace must be >= 0")
+        if isinstance(executor, RemoteEngine):
+            if engine is not None:
+                raise ValueError("give one remote engine")
+            executor, engine = None, executor
         self.broker = broker
-        self.executor = executor or InProcessExecutor()
-        self.executor.bind(broker)
+        self.executor: LocalExecutor = executor or InProcessExecutor()
+        self.engine = engine
+        sender = None if engine is None else Sender(engine, broker)
         self.max_queued = max_queued
         self.shutdown_grace = shutdown_grace
         self.stats = stats or HubStats()
@@ -64,7 +114,9 @@ class Runner:
         self._closed: anyio.Event | None = None
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self.group: TaskGroup | None = None
-        for name, func in self.executor.registrations():
+        self._here = _Here(self)
+        self._there = None if sender is None else _There(self, sender)
+        for name, func in () if sender is None else sender.registrations:
             self.register(func, name=name)
 
     # -- registration ------------------------------------------------------------
@@ -120,47 +172,25 @@ class Runner:
         task = Task(id=secrets.token_urlsafe(12), name=registered.name, owner=owner)
         job = Job(task, registered, params)
         self._add(job)
-        runs_here = self.executor.runs_here
         try:
-            if not runs_here:
-                # The engine's queue takes the job before `queued` is stored: see that the
-                # broker answers first, so an outage refuses it (503) with nothing sent.
-                await self.broker.get(task.id)
-            await self.executor.admit(job)
-            if runs_here:
-                event = await self.broker.publish(task, "task.queued")
-                stored = event.task if event is not None else None
-            else:
-                stored = await self._store_sent(task)
+            job.task = await self._place(task.name).queue(job)
         except BaseException:
             self._forget(job)
             raise
-        if stored is None:  # pragma: no cover - a fresh id cannot be terminal
-            self._forget(job)
-            raise RuntimeError("broker refused a new task")
-        job.task = stored
         self.stats.tasks["queued"] += 1
         logger.info("task queued id=%s name=%s", task.id, task.name)
         return job
 
-    async def _store_sent(self, task: Task) -> Task:
-        """Store ``queued`` for a task the engine has taken. It was sent, so it runs whatever
-        the broker answers now: the answer is never a 503 (that says it never runs)."""
-        try:
-            event = await self.broker.publish(task, "task.queued", leased=False)
-            if event is not None:
-                return event.task
-            # A worker stored it first (or it already ran and expired).
-            return await self.broker.get(task.id) or task
-        except Unavailable as exc:
-            logger.warning("task %s sent; not stored as queued (its worker stores it): %s", task.id, exc)
-            return task
+    def _place(self, name: str) -> _Here | _There:
+        """Where the task named ``name`` runs: on the engine that defines it, else here."""
+        there = self._there
+        return there if there is not None and name in there.sender.names else self._here
 
     def start(self, job: Job) -> None:
         """Hand a created job to the executor (at once, or after the response is sent)."""
         if self._closing:
             return  # shutdown cancels it
-        self.executor.submit(job)
+        self._place(job.task.name).hand(job)
 
     def _add(self, job: Job) -> None:
         self._jobs[job.task.id] = job
@@ -226,10 +256,7 @@ class Runner:
         raise TaskFinished(f"task {task_id!r} already {task.state.value}")
 
     async def _stop_elsewhere(self, task: Task) -> None:
-        try:
-            await self.executor.cancelled(task)
-        except Exception:
-            logger.exception("task %s cancelled; stopping its work failed", task.id)
+        await self._place(task.name).revoke(task)
 
     def _cancel_locally(self, task_id: str) -> Task | None:
         task = self.local_task(task_id)
@@ -316,8 +343,7 @@ class Runner:
         for job in list(self._jobs.values()):
             if self.executor.running_task(job.task.id) is None:
                 self._forget(job)
-                if self.executor.runs_here:  # else it is in the engine's queue: it runs there
-                    await self.publisher.finish(job.task, TaskState.CANCELLED, message="server shutting down")
+                await self._place(job.task.name).abandon(job)
         with anyio.move_on_after(self.shutdown_grace):
             await self._idle.wait()
         self.executor.cancel_all("server shutting down")

@@ -38,13 +38,11 @@ class Broker(abc.ABC):
         """The id of the newest event (a position a stream can resume after)."""
 
     @abc.abstractmethod
-    async def publish(self, task: Task, event_type: str, *, leased: bool = True) -> TaskEvent | None:
+    async def publish(self, task: Task, event_type: str) -> TaskEvent | None:
         """Store ``task`` and append its event.
 
         Returns None, changing nothing, if the stored task is terminal (or unknown and
-        ``event_type`` is not ``task.queued``). ``leased=False`` on ``task.queued``: this
-        process does not run the task (another engine's workers do, and lease it while
-        they run it), so it neither renews nor retries its events.
+        ``event_type`` is not ``task.queued``).
         """
 
     @abc.abstractmethod

@@ -50,7 +50,7 @@ class MemoryBroker(Broker):
     async def cursor(self) -> str:
         return f"{self._epoch}-{self._seq}"
 
-    async def publish(self, task: Task, event_type: str, *, leased: bool = True) -> TaskEvent | None:
+    async def publish(self, task: Task, event_type: str) -> TaskEvent | None:
         current = self._tasks.get(task.id)
         if current is None:
             if event_type != "task.queued":

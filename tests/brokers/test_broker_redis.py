@@ -726,37 +726,25 @@ async def test_a_task_an_engine_took_is_accepted_when_redis_fails_to_store_it(
 ) -> None:
     """The engine has the task (its workers run it and store it); Redis then fails to store
     ``queued``: the answer is the task, not a 503 (which would say it never runs)."""
-    from anyio.abc import TaskGroup
+    from sse_tasks import Task, TaskState
+    from sse_tasks.engines import RemoteEngine
 
-    from sse_tasks import Executor, Task, TaskState
+    class RedisDiesAsItSends(RemoteEngine):
+        """A fake engine: the send is what stops Redis."""
 
-    class RedisDiesAsItSends(Executor):
-        runs_here = False  # a fake engine: the send is what stops Redis
+        def registrations(self) -> list[tuple[str, Callable[..., Any]]]:
+            return [("work", work)]
 
-        async def start(self, publisher: Any, done: Callable[[Any], None], group: TaskGroup) -> None:
-            self.done = done
-
-        async def admit(self, job: Any) -> None:
+        async def send(self, job: Any) -> None:
             await anyio.to_thread.run_sync(lambda: private_redis.stop(save=False))
 
-        def submit(self, job: Any) -> None:
-            self.done(job)
+        async def revoke(self, task: Task) -> None:  # pragma: no cover - nothing is cancelled
+            pass
 
-        def cancel(self, task_id: str, reason: str | None = None) -> bool:
-            return False
-
-        def running_task(self, task_id: str) -> Task | None:
-            return None
-
-        @property
-        def running(self) -> int:
-            return 0
-
-    hub = TaskHub(private_redis.url, executor=RedisDiesAsItSends())
-
-    @hub.task
     def work() -> None:  # pragma: no cover - the engine's workers would run it
         pass
+
+    hub = TaskHub(private_redis.url, executor=RedisDiesAsItSends())
 
     async with hub:
         task = await hub.submit("work")

@@ -199,3 +199,22 @@ def ignored() -> None:
 def replacing(self: Any, a: int = 2) -> Any:
     """Replaces itself with ``add(a, 10)`` (the same task id goes on)."""
     raise self.replace(add.s(a, 10))
+
+
+@app.task(shared=False, name="stubborn")
+def stubborn(seconds: float = 60.0, marker: str = "") -> str:
+    """Checks for a cancel inside ``except Exception: pass`` (which must not swallow it);
+    writes ``marker`` (a path) when it stops, however it stops."""
+    task = current_task()
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            try:
+                task.check()
+            except Exception:
+                pass
+            time.sleep(0.02)
+    finally:
+        if marker:
+            Path(marker).write_text("stopped")
+    return "never cancelled"

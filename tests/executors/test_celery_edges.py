@@ -64,6 +64,7 @@ async def test_a_task_celery_discards_before_its_sender_stored_it_still_ends_can
 
 
 def test_a_late_worker_does_not_bring_back_an_expired_task(tasks_app: ModuleType, redis_db: int) -> None:
+
     writer = tasks_app.hook.writer
     keys = writer.broker.keys
     writer.client.zadd(keys.expired, {"gone-1": 1})  # expired: clients are answered 410
@@ -81,7 +82,7 @@ def test_an_outcome_that_cannot_be_stored_leaves_the_attempt_to_end_failed(
 ) -> None:
     """A worker's final snapshot that cannot be encoded stores nothing, so the attempt can
     still end another way (the success handler then ends it failed, never cancelled)."""
-    from sse_tasks.executors.celery.run import WorkerRun
+    from sse_tasks.engines import WorkerRun
 
     writer = tasks_app.hook.writer
     queued = Task(id="unstorable-1", name="add")
@@ -91,7 +92,6 @@ def test_an_outcome_that_cannot_be_stored_leaves_the_attempt_to_end_failed(
         writer,
         progress_interval=0.1,
         check_interval=0.1,
-        outage_grace=0.0,
         max_output_bytes=1000,
         max_output_chunks=10,
     )

@@ -1,4 +1,5 @@
-"""Every task of a hooked Celery app, sent from anywhere, shows its whole lifecycle on the hub."""
+"""Every task of a hooked Celery app, sent from anywhere, shows its whole lifecycle on the hub,
+on each pool (the lifecycle from ``POST /tasks`` is in ``tests/engines/test_engine_contract.py``)."""
 
 from __future__ import annotations
 
@@ -60,20 +61,3 @@ async def test_delay_from_any_code_streams_queued_running_progress_succeeded(
     async with httpx.AsyncClient(base_url=server.url) as http:
         stored = (await http.get(f"/tasks/{result.id}")).json()
     assert stored["state"] == "succeeded"
-
-
-async def test_post_tasks_checks_params_sends_and_answers_the_snapshot(
-    celery_worker: Any, celery_hub: Any, live_server: Any
-) -> None:
-    celery_worker("threads")
-    server = live_server(celery_hub())
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-        answer = await http.post("/tasks", json={"name": "add", "params": {"a": 2, "b": 3}})
-        assert answer.status_code == 202, answer.text
-        snapshot = answer.json()
-        assert snapshot["name"] == "add"
-        assert answer.headers["location"].endswith(f"/tasks/{snapshot['id']}")
-    events = await follow(server.url, snapshot["id"])
-    assert [e.event for e in events][-1] == "task.succeeded"
-    assert events[-1].json()["result"] == 5
-    assert events[0].json()["created_at"] == snapshot["created_at"]

@@ -332,7 +332,7 @@ async def test_a_finished_task_never_changes_again(
         assert writer.publish(failed, "task.failed", lease="xx") is None
         queued = stored.evolve(state=TaskState.QUEUED, finished_at=None, started_at=None)
         assert writer.publish(queued, "task.queued", lease="none", requeue=True) is None
-        assert writer.publish_output(OutputChunk(added, 0, "output", "late")) is None
+        assert writer.output(OutputChunk(added, 0, "output", "late")) is None
         await assert_ended_with(http, ends[added])
         assert events.types(added) == "queued running succeeded"
         assert ends[added].json()["result"] == 5

@@ -45,7 +45,7 @@ import logging
 import math
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -65,7 +65,7 @@ from .leases import LeaseKeeper
 from .link import UNREACHABLE, Link, call, unavailable
 from .options import option, split_options
 from .reader import BLOCK_MS, MAX_BACKOFF, MIN_BACKOFF, StreamKey, StreamReader, key, text
-from .records import data, task_of
+from .records import chunks_of, data, task_of
 from .scripts import Script, Scripts
 
 __all__ = ["RedisBroker"]
@@ -242,12 +242,25 @@ class RedisBroker(Broker):
 
     # -- tasks -------------------------------------------------------------------
 
-    async def publish(self, task: Task, event_type: str, *, leased: bool = True) -> TaskEvent | None:
+    async def publish(self, task: Task, event_type: str) -> TaskEvent | None:
+        with self._in_flight():
+            return await self._publish(task, event_type)
+
+    async def publish_sent(self, task: Task) -> TaskEvent | None:
+        """Store ``queued`` for a task sent to another engine's workers: unleased (it waits
+        in the engine's durable queue; the worker that runs it leases it) and not owned
+        by this process, which neither renews nor retries its events."""
+        with self._in_flight():
+            return await self._publish(task, "task.queued", leased=False)
+
+    @contextlib.contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        """Count a write in flight: :meth:`close` lets it finish."""
         if self._writes == 0:
             self._writes_done = anyio.Event()
         self._writes += 1
         try:
-            return await self._publish(task, event_type, leased=leased)
+            yield
         finally:
             self._writes -= 1
             if self._writes == 0:
@@ -351,20 +364,13 @@ class RedisBroker(Broker):
                 delay = min(delay * 2, MAX_BACKOFF)
 
     async def publish_output(self, task: Task, chunk: OutputChunk) -> TaskEvent | None:
-        if self._writes == 0:
-            self._writes_done = anyio.Event()
-        self._writes += 1
-        try:
+        with self._in_flight():
             args = self.output_args(chunk)
             keys = self._keys.publish_output(chunk.task_id)
             retry = chunk.task_id in self._leases.owned
             reply = await self._write(
                 chunk.task_id, OUTPUT_EVENT, self._scripts.output, keys, args, retry, self.outage_grace
             )
-        finally:
-            self._writes -= 1
-            if self._writes == 0:
-                self._writes_done.set()
         if reply is None:
             return None
         event_id = text(reply[0]).partition(" ")[0]
@@ -391,11 +397,7 @@ class RedisBroker(Broker):
     async def output(self, task_id: str) -> list[OutputChunk]:
         async with self._connection() as db:
             rows = await call(db.lrange(self._keys.output(task_id), 0, -1))
-        chunks = []
-        for row in rows:
-            event_id, _, data = text(row).partition(" ")
-            chunks.append(OutputChunk.from_record({**codec.loads(data), "event_id": event_id}))
-        return chunks
+        return chunks_of(rows)
 
     async def get(self, task_id: str) -> Task | None:
         async with self._connection() as db:

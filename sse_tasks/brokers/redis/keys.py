@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+#: The per-task keys: ``<prefix>:<kind>:<task id>``.
+TASK, OUTPUT, REFUSED = "task", "output", "refused"
+
+
+def lua_task_keys() -> str:
+    """Lua functions building the per-task keys from the script's ``prefix`` argument, for
+    a script that reaches tasks it is not given (``publish.lua`` expiring old ones)."""
+    return "\n".join(
+        f"local function {kind}_key(id) return prefix .. ':{kind}:' .. id end" for kind in (TASK, OUTPUT)
+    )
+
 
 class Keys:
     """Every key of one broker, under ``prefix``."""
@@ -19,13 +30,13 @@ class Keys:
         self.history = {"epoch": self.epoch, "events": self.events}
 
     def task(self, task_id: str) -> str:
-        return f"{self.prefix}:task:{task_id}"
+        return f"{self.prefix}:{TASK}:{task_id}"
 
     def output(self, task_id: str) -> str:
-        return f"{self.prefix}:output:{task_id}"
+        return f"{self.prefix}:{OUTPUT}:{task_id}"
 
     def refused(self, task_id: str) -> str:
-        return f"{self.prefix}:refused:{task_id}"
+        return f"{self.prefix}:{REFUSED}:{task_id}"
 
     def publish(self, task_id: str) -> dict[str, str]:
         """The keys of ``publish.lua`` for one task."""

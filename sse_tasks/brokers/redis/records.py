@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..._core import codec
-from ..._core.models import Task
+from ..._core.models import OutputChunk, Task
 from .reader import text
 
 
@@ -23,3 +23,12 @@ def task_of(fields: list[Any]) -> Task | None:
         return None
     record = codec.loads(raw)
     return Task.from_record({**record, "event_id": text(event_id), "event_type": text(event_type)})
+
+
+def chunks_of(rows: list[Any]) -> list[OutputChunk]:
+    """A task's output chunks from its output list (``<event id> <chunk JSON>`` each)."""
+    chunks = []
+    for row in rows:
+        event_id, _, raw = text(row).partition(" ")
+        chunks.append(OutputChunk.from_record({**codec.loads(raw), "event_id": event_id}))
+    return chunks

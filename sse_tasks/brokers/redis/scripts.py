@@ -2,7 +2,9 @@
 
 Each file names its keys and arguments in its header (``-- KEYS: a b``, ``-- ARGV: x y``,
 ``...`` last for a variable rest) and may pull in a shared fragment with
-``-- include: name``. The loader turns the names into Lua locals, so a script reads
+``-- include: name`` (a file beside it, or a fragment generated from Python: ``terminal``,
+the terminal states as the set ``TERMINAL``; ``task_keys``, ``task_key(id)`` and
+``output_key(id)`` from ``keys.py``). The loader turns the names into Lua locals, so a script reads
 ``task`` and ``lease_ms`` rather than ``KEYS[3]`` and ``ARGV[11]``, and callers pass
 keyword arguments checked against the header.
 """
@@ -19,10 +21,24 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.commands.core import Script as SyncScript
 
+from ..._core.models import TERMINAL
+from .keys import lua_task_keys
+
 
 @functools.cache
 def _text(name: str) -> str:
+    generated = _GENERATED.get(name)
+    if generated is not None:
+        return generated()
     return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+
+
+def _terminal() -> str:
+    states = ", ".join(f"{state.value} = true" for state in sorted(TERMINAL, key=lambda s: s.value))
+    return f"local TERMINAL = {{{states}}}"
+
+
+_GENERATED = {"terminal": _terminal, "task_keys": lua_task_keys}
 
 
 class Script:

@@ -1,4 +1,4 @@
-"""The web side: a hub whose tasks are a Celery app's, sent to its workers."""
+"""The web side: a hub whose tasks are a Celery app's, sent to its workers (a remote engine)."""
 
 from __future__ import annotations
 
@@ -10,22 +10,18 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from anyio.abc import TaskGroup
 from celery import Celery
 
-from ..._core.errors import Unavailable
 from ..._core.models import Task
 from ..._core.registry import RegisteredTask, TaskFunction
-from ..._runner.executor import Executor
-from ..._runner.job import Job, Publisher
-from ...brokers import Broker
-from ...brokers.redis import RedisBroker
+from ..._runner.engine import NotSent, RemoteEngine
+from ..._runner.job import Job
 from .message import CREATED_HEADER, HUB_HEADER, OWNER_HEADER
 
 logger = logging.getLogger("sse_tasks.celery")
 
 
-class CeleryExecutor(Executor):
+class CeleryExecutor(RemoteEngine):
     """Runs the hub's tasks on the workers of the Celery ``app``.
 
     The hub offers the app's tasks by their Celery names (``tasks`` chooses some;
@@ -54,7 +50,7 @@ class CeleryExecutor(Executor):
     worker runs the prefork pool, which is the only one that can terminate a task).
     """
 
-    runs_here = False
+    name = "Celery"
 
     def __init__(
         self,
@@ -66,22 +62,13 @@ class CeleryExecutor(Executor):
     ) -> None:
         if send_timeout <= 0:
             raise ValueError("send_timeout must be positive")
+        super().__init__()
         self.app = app
         self.terminate = terminate
         self.send_timeout = send_timeout
         self._chosen = None if tasks is None else tuple(tasks)
-        self._done: Callable[[Job], None] = lambda job: None
-        self._broker: RedisBroker | None = None
         self._pool: Any = None
         self._pool_lock = threading.Lock()
-
-    def bind(self, broker: Broker) -> None:
-        if not isinstance(broker, RedisBroker):
-            raise ValueError(
-                "the Celery executor needs the hub on the Redis broker (redis://…): "
-                "its workers report through it"
-            )
-        self._broker = broker
 
     def registrations(self) -> Iterable[tuple[str, TaskFunction]]:
         tasks = self.app.tasks
@@ -102,10 +89,7 @@ class CeleryExecutor(Executor):
             offered.append((name, tasks[name].run))
         return offered
 
-    async def start(self, publisher: Publisher, done: Callable[[Job], None], group: TaskGroup) -> None:
-        self._done = done
-
-    async def admit(self, job: Job) -> None:
+    async def send(self, job: Job) -> None:
         task = self.app.tasks[job.task.name]
         headers = {HUB_HEADER: "1", OWNER_HEADER: job.task.owner or "", CREATED_HEADER: job.task.created_at}
         send = functools.partial(
@@ -120,27 +104,7 @@ class CeleryExecutor(Executor):
         except Exception as exc:
             if not _unreachable(exc):
                 raise
-            if not await self._refuse(job.task.id):
-                logger.warning("task %s: its send failed (%s), but a worker has it already", job.task.id, exc)
-                return  # it left after all: the work is under way (202)
-            raise Unavailable(
-                f"the Celery broker is unreachable: {exc}", code="executor_unavailable", retry_after=2
-            ) from None
-
-    async def _refuse(self, task_id: str) -> bool:
-        """Refuse the task for good before answering 503 (its message may have left); False
-        if a worker has already stored it."""
-        if self._broker is None:
-            raise RuntimeError("the executor is not bound to a broker")
-        try:
-            return await self._broker.refuse(task_id)
-        except Unavailable:
-            logger.error(
-                "task %s: the Celery broker and the hub's Redis are unreachable: the refusal is not "
-                "stored, and a late delivery of its message would run it",
-                task_id,
-            )
-            raise
+            raise NotSent(f"the Celery broker is unreachable: {exc}") from exc
 
     async def _over_broker(self, call: Callable[..., Any]) -> None:
         """``call(connection=…)`` in a thread, over a connection whose every wait is bounded,
@@ -167,10 +131,7 @@ class CeleryExecutor(Executor):
                 self._pool = connection.Pool(limit=self.app.conf.broker_pool_limit or None)
             return self._pool
 
-    def submit(self, job: Job) -> None:
-        self._done(job)  # sent already: it runs on a worker
-
-    async def cancelled(self, task: Task) -> None:
+    async def revoke(self, task: Task) -> None:
         revoke = functools.partial(self.app.control.revoke, task.id, terminate=self.terminate)
         try:
             await self._over_broker(revoke)
@@ -179,16 +140,6 @@ class CeleryExecutor(Executor):
                 raise
             # Stored as cancelled: a worker started later discards it (it reads those at start).
             logger.warning("task %s cancelled; revoking it in Celery failed: %s", task.id, exc)
-
-    def cancel(self, task_id: str, reason: str | None = None) -> bool:
-        return False  # nothing runs in this process
-
-    def running_task(self, task_id: str) -> Task | None:
-        return None
-
-    @property
-    def running(self) -> int:
-        return 0
 
 
 #: Transport options that bound each socket operation, by kombu driver type.

@@ -9,31 +9,30 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..._core.models import TaskState
-from ...brokers.redis.link import UNREACHABLE
-from ...brokers.redis.sync import SyncWriter
+from ...engines import WorkerWriter
 from .message import received_snapshot
 
 logger = logging.getLogger("sse_tasks.celery")
 
 
-def discard_cancelled(writer: SyncWriter) -> None:
+def discard_cancelled(writer: WorkerWriter) -> None:
     """At a worker's start: discard the tasks cancelled while no worker heard the revoke."""
     try:
         cancelled = writer.cancelled_ids()
-    except UNREACHABLE as exc:
+    except writer.unreachable as exc:
         logger.warning("could not read the tasks cancelled while they waited: %s", exc)
         return
     _discard(cancelled)
 
 
-def admit_received(writer: SyncWriter, task_id: str, name: str, headers: dict[str, Any]) -> None:
+def admit_received(writer: WorkerWriter, task_id: str, name: str, headers: dict[str, Any]) -> None:
     """A message the hub sent reached this worker: store its task ``queued`` before it can
     run (one round trip), so the hub, whose send may yet fail, no longer refuses it (it
     answers 202). One the hub did refuse, or that was cancelled while it waited, is
     discarded. Without Redis it runs unchecked (a worker works on through an outage)."""
     try:
         state = writer.receive(received_snapshot(task_id, name, headers))
-    except UNREACHABLE as exc:
+    except writer.unreachable as exc:
         logger.warning("task %s received; not stored as queued yet: Redis unreachable (%s)", task_id, exc)
         return
     if state == "refused":

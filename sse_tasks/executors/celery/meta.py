@@ -51,7 +51,11 @@ def _number(value: Any) -> float | None:
 
 def route_update_state(task: Any, report: Callable[[Any, Any], None]) -> None:
     """Route the task's ``update_state`` of its own state through ``report(state, meta)``
-    (once per task object); Celery's own store is skipped when it has no result backend."""
+    (once per task object); Celery's own store is skipped when it has no result backend.
+
+    This replaces the task object's ``update_state``, the only place Celery offers: no
+    signal carries its meta, a custom ``Task`` base class would reach only the tasks
+    declared with it, and wrapping the result backend would miss apps without one."""
     if "update_state" in vars(task):
         return
     original = type(task).update_state

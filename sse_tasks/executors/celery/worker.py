@@ -23,19 +23,18 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, signals
 from celery import states as celery_states
 
-from ..._core.context import CURRENT
 from ..._core.errors import TaskCancelled
-from ..._core.models import OutputChunk, Task, TaskState, event_type_for, utcnow
-from ..._runner.job import error_of, result_error, unencodable
+from ..._core.models import OutputChunk, Task, TaskState, utcnow
 from ...brokers.redis import RedisBroker
-from ...brokers.redis.link import UNREACHABLE
-from ...brokers.redis.sync import SyncWriter
+from ...engines import Keeper, SyncWriter, WorkerRun, error_of, result_error, unencodable
+from .cancel import cancellable
 from .gate import admit_received, discard_cancelled
 from .message import (
     CREATED_HEADER,
@@ -48,10 +47,13 @@ from .message import (
     valid_task,
 )
 from .meta import progress_of, route_update_state
-from .run import Keeper, WorkerRun
 
 logger = logging.getLogger("sse_tasks.celery")
 
+
+#: The hook of each app connected in this process: ``connect`` is idempotent per app, and
+#: Celery's signals, which the hooks listen to, are process-wide too.
+_HOOKS: weakref.WeakKeyDictionary[Celery, CeleryHook] = weakref.WeakKeyDictionary()
 
 _SIGNALS = (
     "after_task_publish",
@@ -93,9 +95,12 @@ class CeleryHook:
         self.max_output_bytes = max_output_bytes
         self.max_output_chunks = max_output_chunks
         self.writer = SyncWriter(self.broker)
+        self._unreachable = self.writer.unreachable
         #: Attempts running in this process (the same task id twice while a retry overlaps).
         self.runs: dict[int, WorkerRun] = {}
-        self.keeper = Keeper(self.runs, self.writer, self.broker.lease)
+        #: The attempt each running task's request (Celery's per-execution context) is for.
+        self._attempts: weakref.WeakKeyDictionary[Any, WorkerRun] = weakref.WeakKeyDictionary()
+        self.keeper = Keeper(self.runs, self.writer)
         self._uid = f"sse_tasks-{secrets.token_hex(4)}"
         self._connected = False
 
@@ -119,6 +124,24 @@ class CeleryHook:
     def _ours(self, task: Any) -> bool:
         return getattr(task, "app", None) is self.app and not str(task.name).startswith("celery.")
 
+    def _attempt(self, task: Any) -> WorkerRun | None:
+        """The run of the attempt ``task`` is executing in this thread (its request's)."""
+        request = getattr(task, "request", None)
+        return None if request is None else self._attempts.get(request)
+
+    def wrap_tasks(self) -> None:
+        """Make a cancel a normal Celery outcome in each task (see :mod:`.cancel`); called
+        as the worker starts, before Celery fixes each task's call."""
+        for task in list(self.app.tasks.values()):
+            if self._ours(task):
+                cancelled = functools.partial(self._cancelled, task)
+                task.run = cancellable(task.run, cancelled, functools.partial(_revoked, task))
+
+    def _cancelled(self, task: Any) -> None:
+        run = self._attempt(task)
+        if run is not None:
+            run.finish(TaskState.CANCELLED)
+
     # -- senders -----------------------------------------------------------------------
 
     def _on_after_task_publish(self, sender: Any = None, headers: Any = None, **_: Any) -> None:
@@ -136,8 +159,8 @@ class CeleryHook:
             created_at=created_at_of(headers),
         )
         try:
-            self.writer.publish(queued, "task.queued", lease="none")
-        except UNREACHABLE as exc:
+            self.writer.create(queued)
+        except self._unreachable as exc:
             # The worker that runs it stores it then.
             logger.warning("task %s sent; not stored as queued yet: Redis unreachable (%s)", task_id, exc)
 
@@ -146,7 +169,8 @@ class CeleryHook:
         is stored ``queued`` before its new message can run."""
         if not isinstance(headers, dict):
             return
-        run = _current_run(headers.get("id"))
+        task_id = headers.get("id")
+        run = WorkerRun.current(task_id) if isinstance(task_id, str) else None
         if headers.get("retries"):
             if run is not None:
                 run.requeue(retry_message(self.app, headers.get("task"), headers["retries"]))
@@ -159,6 +183,7 @@ class CeleryHook:
 
     def _on_worker_init(self, sender: Any = None, **_: Any) -> None:
         if getattr(sender, "app", self.app) is self.app:
+            self.wrap_tasks()
             discard_cancelled(self.writer)
 
     def _on_task_received(self, request: Any = None, **_: Any) -> None:
@@ -199,7 +224,7 @@ class CeleryHook:
         if task is None or not self._ours(task) or not valid_task(task_id, task.name):
             return
         self.keeper.ensure_started()
-        route_update_state(task, lambda state, meta: self.update_state(_attempt(task), state, meta))
+        route_update_state(task, lambda state, meta: self.update_state(self._attempt(task), state, meta))
         request = task.request
         first = not getattr(request, "retries", 0) and not (request.delivery_info or {}).get("redelivered")
         # A first attempt needs nothing stored: its snapshot is in its message. A retry or
@@ -211,14 +236,13 @@ class CeleryHook:
             self.writer,
             progress_interval=self.progress_interval,
             check_interval=self.check_interval,
-            outage_grace=self.broker.outage_grace,
             max_output_bytes=self.max_output_bytes,
             max_output_chunks=self.max_output_chunks,
             earlier_output=self._earlier_output(stored),
             wake=self.keeper.wake,
         )
-        run.token = CURRENT.set(run.context)
-        request._sse_tasks_run = run  # this attempt's (a thread's own request)
+        run.enter()
+        self._attempts[request] = run  # a thread's own request: this attempt's
         self.runs[id(run)] = run
         if stored is not None and stored.terminal:  # cancelled while it waited: check() raises
             run.end(cancelled=stored.state is TaskState.CANCELLED)
@@ -233,8 +257,8 @@ class CeleryHook:
         if stored is None or not stored.output_chunks or stored.terminal:
             return []
         try:
-            return self.writer.output(stored.id)
-        except UNREACHABLE:
+            return self.writer.stored_output(stored.id)
+        except self._unreachable:
             return []  # numbered on from the snapshot's count all the same
 
     def _stored_or_queued(self, task_id: str, task: Any) -> Task | None:
@@ -244,8 +268,8 @@ class CeleryHook:
             if stored is None:
                 owner = owner_of(getattr(task.request, OWNER_HEADER, None))
                 queued = Task(id=task_id, name=task.name, owner=owner)
-                stored = self.writer.publish(queued, "task.queued", lease="none") or self.writer.get(task_id)
-        except UNREACHABLE:
+                stored = self.writer.create(queued) or self.writer.get(task_id)
+        except self._unreachable:
             return None
         return stored
 
@@ -272,7 +296,7 @@ class CeleryHook:
             return
         if not isinstance(task_id, str):
             return
-        run = _attempt(sender)
+        run = self._attempt(sender)
         error = error_of(exception) if isinstance(exception, BaseException) else None
         if run is not None:
             if isinstance(exception, TaskCancelled) or run.cancelled:
@@ -285,13 +309,13 @@ class CeleryHook:
             )
 
     def _on_task_retry(self, request: Any = None, **_: Any) -> None:
-        run = getattr(request, "_sse_tasks_run", None)
+        run = None if request is None else self._attempts.get(request)
         if run is not None and not run.ended:  # the retry was not sent through this process
             retries = int(getattr(request, "retries", 0) or 0) + 1
             run.requeue(retry_message(self.app, getattr(request, "task", None), retries))
 
     def _on_task_postrun(self, task: Any = None, state: Any = None, retval: Any = None, **_: Any) -> None:
-        run = _attempt(task)
+        run = self._attempt(task)
         if run is None:
             return
         self.runs.pop(id(run), None)
@@ -316,16 +340,12 @@ class CeleryHook:
                 # Ignored or rejected by the task itself: Celery sent no outcome.
                 message = f"ended in Celery state {state}" if state else None
                 run.finish(TaskState.CANCELLED, message=message)
-        if run.token is not None:
-            try:
-                CURRENT.reset(run.token)
-            except ValueError:  # reset in another context than it was set in
-                CURRENT.set(None)
+        run.leave()
 
     def _run_of(self, task: Any) -> WorkerRun | None:
         if task is None or not self._ours(task):
             return None
-        return _attempt(task)
+        return self._attempt(task)
 
     def _live(self, task_id: Any) -> WorkerRun | None:
         """The unfinished attempt of ``task_id`` running in this process, if any."""
@@ -351,10 +371,8 @@ class CeleryHook:
                     return
                 stored = queued = sent_snapshot(task_id, name, request)
             final = stored.evolve(state=state, finished_at=utcnow(), **changes)
-            self.writer.publish(
-                final, event_type_for(state), lease="xx", create=queued, retry_for=self.broker.outage_grace
-            )
-        except UNREACHABLE:
+            self.writer.final(final, create=queued, retry_for=self.writer.outage_grace)
+        except self._unreachable:
             logger.error("task %s: %s not published, Redis unreachable", task_id, state.value)
 
     def update_state(self, run: WorkerRun | None, state: Any, meta: Any) -> None:
@@ -388,8 +406,8 @@ def connect(
     and its outcome in one round trip. Returns the hook; calling it again for the same app
     returns the same hook.
     """
-    existing = app.__dict__.get("_sse_tasks_hook")
-    if isinstance(existing, CeleryHook):
+    existing = _HOOKS.get(app)
+    if existing is not None:
         return existing
     if broker is None:
         import os
@@ -408,21 +426,15 @@ def connect(
         max_output_bytes=max_output_bytes,
         max_output_chunks=max_output_chunks,
     )
-    app.__dict__["_sse_tasks_hook"] = hook
+    _HOOKS[app] = hook
     return hook.connect()
 
 
-def _attempt(task: Any) -> WorkerRun | None:
-    """The run of the attempt ``task`` is executing in this thread (its request's)."""
-    run = getattr(getattr(task, "request", None), "_sse_tasks_run", None)
-    return run if isinstance(run, WorkerRun) else None
+def _revoked(task: Any) -> bool:
+    """True if this worker process was told to revoke the task ``task`` is running."""
+    from celery.worker import state as worker_state
 
-
-def _current_run(task_id: Any) -> WorkerRun | None:
-    """The run of the task executing in this thread, if it is ``task_id``."""
-    context = CURRENT.get()
-    run = getattr(context, "_sink", None)
-    return run if isinstance(run, WorkerRun) and run.task.id == task_id and not run.ended else None
+    return getattr(task.request, "id", None) in worker_state.revoked
 
 
 def _guarded(handler: Callable[..., None], name: str) -> Callable[..., None]:

@@ -3,12 +3,11 @@
 -- every process can filter the event as it filters the task's other events.
 -- KEYS: epoch events task output
 -- ARGV: chunk history token
+-- include: terminal
 local current = redis.call('HMGET', task, 's', 'd', 'o')
 if not current[1] then return false end
 if current[3] == token then return {redis.call('LINDEX', output, -1), 1} end  -- a retried write
-if current[1] == 'succeeded' or current[1] == 'failed' or current[1] == 'cancelled' then
-  return false
-end
+if TERMINAL[current[1]] then return false end
 local history_epoch = redis.call('GET', epoch)
 if not history_epoch then return false end  -- flushed: the task is gone too
 local sid = redis.call('XADD', events, 'MAXLEN', '~', history, '*', 'e', history_epoch,

@@ -9,12 +9,12 @@
 -- KEYS: epoch events task tasks seq finished expired leases output refused
 -- ARGV: id type state name data terminal new_epoch history retention_ms max_tasks lease_ms lease requeue created token lapsed_only prefix
 -- include: clock
+-- include: terminal
+-- include: task_keys
 local current = redis.call('HMGET', task, 's', 'n', 'i')
 if current[1] then
   if current[2] == token then return {current[3], 1} end  -- a retried write already stored
-  if current[1] == 'succeeded' or current[1] == 'failed' or current[1] == 'cancelled' then
-    return false
-  end
+  if TERMINAL[current[1]] then return false end
   if type == 'task.queued' and requeue ~= '1' then return false end
 else
   if redis.call('EXISTS', refused) == 1 then return false end
@@ -55,7 +55,7 @@ if terminal == '1' then
     end
   end
   for _, old in ipairs(gone) do
-    redis.call('DEL', prefix .. ':task:' .. old, prefix .. ':output:' .. old)
+    redis.call('DEL', task_key(old), output_key(old))
     redis.call('ZREM', tasks, old)
     redis.call('ZREM', finished, old)
     redis.call('ZADD', expired, now, old)

@@ -1,6 +1,8 @@
-"""A Celery task running in this worker process: the sink behind its :class:`TaskContext`.
+"""A task running in an engine's worker process: the sink behind its :class:`TaskContext`.
 
-Everything here blocks (a worker thread has no event loop): progress is published from
+Engine-neutral: a worker hook makes a :class:`WorkerRun` per attempt and drives it from
+the engine's signals (begin, then finish, requeue or end), and one :class:`Keeper` per
+process. Everything here blocks (a worker thread has no event loop): progress is published from
 the task's own thread when it is due and otherwise by the :class:`Keeper` thread once it
 is, always the latest value; output is published in order as it is written; the final
 event carries the latest progress. A first attempt's ``running`` waits ``start_delay``
@@ -20,50 +22,48 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..._core.budget import OutputBudget
-from ..._core.context import TaskContext
-from ..._core.errors import TaskCancelled
-from ..._core.models import OutputChunk, Task, TaskState, event_type_for, utcnow
-from ...brokers.redis.link import UNREACHABLE
-from ...brokers.redis.sync import SyncWriter
+from .._core.budget import OutputBudget
+from .._core.context import CURRENT, TaskContext
+from .._core.errors import TaskCancelled
+from .._core.models import OutputChunk, Task, TaskState, utcnow
+from .._runner.job import error_of, result_error
+from .writer import Started, WorkerWriter
 
-logger = logging.getLogger("sse_tasks.celery")
-
-
-class CeleryTaskCancelled(TaskCancelled, Exception):
-    """:class:`TaskCancelled` as a task's context raises it in a Celery worker: also an
-    ``Exception``. Celery's tracer lets any other ``BaseException`` out of a task into its
-    pool (the solo pool exits on it), whereas an ``Exception`` is a failure that the hook's
-    ``task_failure`` handler turns into ``cancelled``. So here an ``except Exception:`` in
-    the task can swallow a cooperative cancel; ``revoke(terminate=True)`` stops it anyway.
-    """
+logger = logging.getLogger("sse_tasks.worker")
 
 
 class WorkerRun:
-    """One execution of a Celery task here; ``task`` is its latest stored snapshot."""
+    """One attempt of a task in this worker; ``task`` is its latest stored snapshot.
+
+    ``progress_interval``: seconds between progress publishes (the latest value always);
+    ``check_interval``: seconds between reads of the stored state (a cancel); the output
+    bounds are the task's (a retry goes on from ``earlier_output``); ``wake(due)`` tells
+    the process's :class:`Keeper` when pending work falls due.
+    """
 
     def __init__(
         self,
         task: Task,
         params: dict[str, Any],
-        writer: SyncWriter,
+        writer: WorkerWriter,
         *,
-        progress_interval: float,
-        check_interval: float,
-        outage_grace: float,
-        max_output_bytes: int,
-        max_output_chunks: int,
+        progress_interval: float = 0.1,
+        check_interval: float = 0.1,
+        max_output_bytes: int = 1 << 20,
+        max_output_chunks: int = 10_000,
         earlier_output: Sequence[OutputChunk] = (),
         wake: Callable[[float], None] = lambda due: None,
     ) -> None:
         self.task = task
-        self._wake = wake  # tells the keeper when pending work falls due
+        self._wake = wake
         self.writer = writer
         self.progress_interval = progress_interval
         self.check_interval = check_interval
-        self.outage_grace = outage_grace
-        self.context = TaskContext(task.id, task.name, params, self, cancellation=CeleryTaskCancelled)
-        self.token: contextvars.Token[TaskContext | None] | None = None
+        self.outage_grace = writer.outage_grace
+        self._unreachable = writer.unreachable
+        #: What the task function gets (and ``current_task()`` returns while it runs).
+        self.context = TaskContext(task.id, task.name, params, self)
+        self._token: contextvars.Token[TaskContext | None] | None = None
         self.ended = False  # this attempt's outcome is published (or retried): nothing more
         self.requeued = False  # it ended in a retry: back to queued, the new message sent
         self._cancelled = False
@@ -74,8 +74,61 @@ class WorkerRun:
         self._message: str | None = task.message
         self._pending = False
         self._last = -math.inf  # monotonic time of the last progress publish
-        self._start: tuple[Task, Task] | None = None  # (running, queued) not yet published
+        self._start: Started | None = None  # (running, queued) not yet published
         self._start_due = math.inf
+
+    @staticmethod
+    def current(task_id: str | None = None) -> WorkerRun | None:
+        """The unfinished run of the task executing in this context (``current_task()``'s),
+        if it is one (and ``task_id``'s, if given)."""
+        context = CURRENT.get()
+        run = None if context is None else context.sink
+        if isinstance(run, WorkerRun) and not run.ended and task_id in (None, run.task.id):
+            return run
+        return None
+
+    def enter(self) -> None:
+        """Make this run's context ``current_task()`` here, until :meth:`leave`."""
+        self._token = CURRENT.set(self.context)
+
+    def leave(self) -> None:
+        """Undo :meth:`enter` (from any context: an engine may end a task elsewhere)."""
+        token, self._token = self._token, None
+        if token is None:
+            return
+        try:
+            CURRENT.reset(token)
+        except ValueError:  # reset in another context than it was set in
+            CURRENT.set(None)
+
+    def start(self, delay: float = 0.0) -> None:
+        """This attempt starts: :meth:`begin` with its ``running`` snapshot, now."""
+        self.begin(self.task.evolve(state=TaskState.RUNNING, started_at=utcnow()), self.task, delay)
+
+    def execute(self, func: Callable[..., Any]) -> TaskState:
+        """Run ``func(**params)`` as this attempt, with its context current, and publish
+        its outcome: ``succeeded`` with its result (``failed`` if that is not JSON),
+        ``failed`` with the exception's ``{type, message}``, ``cancelled`` on a cancel.
+        For an engine whose worker hook calls the task itself (middleware, a wrapper);
+        one driven by signals calls :meth:`finish` from them instead."""
+        changes: dict[str, Any]
+        self.enter()
+        try:
+            result = func(**self.context.params)
+        except TaskCancelled:
+            state, changes = TaskState.CANCELLED, {}
+        except Exception as exc:
+            state, changes = TaskState.FAILED, {"error": error_of(exc)}
+        else:
+            error = result_error(result)
+            if error is None:
+                state, changes = TaskState.SUCCEEDED, {"result": result, "progress": 1.0}
+            else:
+                state, changes = TaskState.FAILED, {"error": error}
+        finally:
+            self.leave()
+        self.finish(state, **changes)
+        return state
 
     def begin(self, running: Task, queued: Task, delay: float) -> None:
         """Publish ``running`` within ``delay`` seconds (creating the task from ``queued``
@@ -91,8 +144,8 @@ class WorkerRun:
             return not self.ended
         running, queued = self._start
         try:
-            stored = self.writer.publish(running, "task.running", lease="add", create=queued, retry_for=1.0)
-        except UNREACHABLE:
+            stored = self.writer.running(running, create=queued, retry_for=1.0)
+        except self._unreachable:
             # Kept: it goes out with the next event of this attempt, once Redis answers.
             logger.warning("task %s started; not stored as running yet: Redis unreachable", running.id)
             self._start_due = time.monotonic() + 1.0
@@ -104,13 +157,10 @@ class WorkerRun:
         self.task = stored
         return True
 
-    def _with_start(self, item: tuple[Task, str, dict[str, Any]]) -> list[tuple[Task, str, dict[str, Any]]]:
-        """``item``, after the pending ``running`` if there is one (lock held)."""
-        if self._start is None:
-            return [item]
-        running, queued = self._start
-        self._start = None
-        return [(running, "task.running", {"lease": "add", "create": queued}), item]
+    def _take_start(self) -> Started | None:
+        """The pending ``running``, to store with the next write (lock held)."""
+        start, self._start = self._start, None
+        return start
 
     # -- the sink ------------------------------------------------------------------
 
@@ -125,7 +175,7 @@ class WorkerRun:
             self._checked = now
             try:
                 self._cancelled = self.writer.finished(self.task.id)
-            except UNREACHABLE:
+            except self._unreachable:
                 pass  # unknown: keep working
         return self._cancelled
 
@@ -149,8 +199,8 @@ class WorkerRun:
             if chunk is None or self.ended:
                 return
             try:
-                stored = self.writer.publish_output(chunk, retry_for=self.outage_grace)
-            except UNREACHABLE:
+                stored = self.writer.output(chunk, retry_for=self.outage_grace)
+            except self._unreachable:
                 logger.warning("task %s: output dropped, Redis unreachable", self.task.id)
                 return
             if stored is None:
@@ -198,8 +248,8 @@ class WorkerRun:
             progress=self._progress, message=self._message, output_chunks=self._budget.chunks
         )
         try:
-            stored = self.writer.publish(snapshot, "task.progress", lease="xx")
-        except UNREACHABLE:
+            stored = self.writer.progress(snapshot)
+        except self._unreachable:
             self._pending = True  # the latest value goes out once Redis answers
             return
         if stored is None:
@@ -219,11 +269,11 @@ class WorkerRun:
             final = self.task.evolve(
                 state=state, finished_at=utcnow(), output_chunks=self._budget.chunks, **changes
             )
-            start = self._start
+            start, grace = self._take_start(), self.outage_grace
             if start is not None:
                 final = final.evolve(started_at=start[0].started_at)
             try:
-                return self._final(self._with_start((final, event_type_for(state), {"lease": "xx"})))
+                return self._write(final, lambda: self.writer.final(final, started=start, retry_for=grace))
             except Exception:
                 # Not stored (its snapshot could not be encoded, most likely): the caller may
                 # still end it otherwise.
@@ -244,9 +294,8 @@ class WorkerRun:
                 started_at=None,
                 output_chunks=self._budget.chunks,
             )
-            stored = self._final(
-                self._with_start((queued, "task.queued", {"lease": "none", "requeue": True}))
-            )
+            start, grace = self._take_start(), self.outage_grace
+            stored = self._write(queued, lambda: self.writer.requeue(queued, started=start, retry_for=grace))
             if stored is not None:
                 self.task = stored
             return stored
@@ -270,14 +319,13 @@ class WorkerRun:
                 error={"type": "RetryFailed", "message": reason},
                 output_chunks=self._budget.chunks,
             )
-            return self._final([(failed, "task.failed", {"lease": "xx"})])
+            return self._write(failed, lambda: self.writer.final(failed, retry_for=self.outage_grace))
 
-    def _final(self, items: list[tuple[Task, str, dict[str, Any]]]) -> Task | None:
+    def _write(self, last: Task, write: Callable[[], Task | None]) -> Task | None:
         """Publish the attempt's last event (after its pending ``running``, in one round trip)."""
-        last = items[-1][0]
         try:
-            return self.writer.publish_many(items, retry_for=self.outage_grace)[-1]
-        except UNREACHABLE:
+            return write()
+        except self._unreachable:
             # Its lease is no longer renewed: it ends failed (WorkerLost) once Redis answers.
             logger.error("task %s: %s not published, Redis unreachable", last.id, last.state.value)
             return None
@@ -299,20 +347,23 @@ def _budget(task: Task, max_bytes: int, max_chunks: int, earlier: Sequence[Outpu
 
 class Keeper:
     """One thread per worker process: publishes progress when it falls due and renews the
-    leases of the tasks running here every ``lease / 4`` seconds.
+    leases of the tasks running here every ``writer.lease / 4`` seconds.
 
-    Started on first use in each process (a forked pool child starts its own).
+    ``runs`` are the attempts running in this process (the hook adds and removes them).
+    Started on first use in each process (:meth:`ensure_started`; a forked pool child
+    starts its own).
     """
 
-    def __init__(self, runs: dict[int, WorkerRun], writer: SyncWriter, lease: float) -> None:
+    def __init__(self, runs: dict[int, WorkerRun], writer: WorkerWriter) -> None:
         self.runs = runs
         self.writer = writer
-        self.renew_every = lease / 4
+        self.renew_every = writer.lease / 4
         self._cond = threading.Condition()
         self._woken = False
         self._wake_at = -math.inf  # when the keeper wakes by itself (-inf: it is awake)
         self._pid: int | None = None
         self._starting = threading.Lock()
+        self._stopped = False
 
     def ensure_started(self) -> None:
         pid = os.getpid()
@@ -324,6 +375,13 @@ class Keeper:
                 thread = threading.Thread(target=self._loop, name="sse-tasks-keeper", daemon=True)
                 thread.start()
                 self._pid = pid
+
+    def stop(self) -> None:
+        """End the thread (a worker shutting down): nothing more is flushed or renewed."""
+        with self._cond:
+            self._stopped = True
+            self._woken = True
+            self._cond.notify()
 
     def wake(self, due: float) -> None:
         """Work falls due at ``due`` (monotonic): wake the keeper if it would sleep past it.
@@ -337,7 +395,7 @@ class Keeper:
 
     def _loop(self) -> None:
         next_renewal = time.monotonic() + self.renew_every
-        while True:
+        while not self._stopped:
             runs = list(self.runs.values())
             dues = [due for due in (run.due() for run in runs) if due is not None]
             wake_at = min([next_renewal, *dues])
@@ -349,10 +407,12 @@ class Keeper:
                     self._cond.wait(timeout)
                 self._woken = False
                 self._wake_at = -math.inf
+                if self._stopped:
+                    return
             for run in runs:
                 try:
                     run.flush()
-                except UNREACHABLE:
+                except self.writer.unreachable:
                     pass  # stays pending: published once Redis answers
                 except Exception:
                     logger.exception("sse_tasks keeper: publishing task %s failed", run.task.id)
@@ -360,7 +420,7 @@ class Keeper:
                 next_renewal = time.monotonic() + self.renew_every
                 try:
                     self.writer.renew(run.task.id for run in runs if not run.ended)
-                except UNREACHABLE:
+                except self.writer.unreachable:
                     pass  # renewed once Redis answers
                 except Exception:
                     logger.exception("sse_tasks keeper: renewing leases failed")

@@ -1,0 +1,136 @@
+"""The engines under the contract: the fake engine (threads in this process) and Celery
+(real worker processes, from ``tests/executors/conftest.py``)."""
+
+from __future__ import annotations
+
+import importlib.util
+import queue
+import secrets
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from sse_tasks import TaskHub
+from sse_tasks.engines import RemoteEngine
+
+EXECUTORS = Path(__file__).resolve().parent.parent / "executors"
+sys.path.insert(0, str(EXECUTORS))  # tasks_app, the Celery tests' app
+_spec = importlib.util.spec_from_file_location("celery_workers", EXECUTORS / "conftest.py")
+assert _spec is not None and _spec.loader is not None
+celery_workers = sys.modules.setdefault("celery_workers", importlib.util.module_from_spec(_spec))
+_spec.loader.exec_module(celery_workers)
+celery_urls = celery_workers.celery_urls
+tasks_app = celery_workers.tasks_app
+
+LEASE = 1.5  # seconds: the lease of the workers that die
+
+
+@dataclass
+class Dying:
+    """Workers with a short lease on a queue of their own: ``enqueue`` there, then ``kill``."""
+
+    enqueue: Callable[..., str]
+    kill: Callable[[], None]
+
+
+@dataclass
+class Engine:
+    """One engine under the contract: its web side, its own enqueue, workers that die."""
+
+    name: str
+    url: str  # the hub's Redis
+    make: Callable[[bool], RemoteEngine]  # make(reachable)
+    enqueue: Callable[..., str]  # enqueue(name, **params) -> task id, with no hub involved
+    dying: Callable[[], Dying]
+    #: Waits until the engine has taken in the revoke of a task (a worker that has the
+    #: message already discards it then); the fake's workers read the stored state.
+    revoked: Callable[[str], None] = lambda task_id: None
+
+    def hub(self, *, reachable: bool = True, url: str | None = None) -> TaskHub:
+        return TaskHub(url or self.url, executor=self.make(reachable), heartbeat=0.5)
+
+
+@pytest.fixture(scope="module")
+def celery_threads(celery_urls: dict[str, str], tasks_app: ModuleType) -> Iterator[Any]:
+    """One Celery worker (threads pool) for the module's Celery tests."""
+    worker = celery_workers.start_worker(celery_urls, "threads", 2)
+    yield worker
+    worker.stop()
+
+
+def _fake(url: str, cleanup: list[Callable[[], None]]) -> Engine:
+    from fake import FakeEngine, FakeWorkers, Message
+
+    messages: queue.Queue[Message | None] = queue.Queue()
+    workers = FakeWorkers(messages, url)
+    cleanup.append(workers.close)
+
+    def dying() -> Dying:
+        own: queue.Queue[Message | None] = queue.Queue()
+        doomed = FakeWorkers(own, f"{url}?lease={LEASE}", threads=1)
+        cleanup.append(lambda: doomed.close() if doomed.threads[0].is_alive() else None)
+        return Dying(doomed.enqueue, doomed.kill)
+
+    def make(reachable: bool) -> RemoteEngine:
+        return FakeEngine(messages, reachable=reachable)
+
+    return Engine("fake", url, make, workers.enqueue, dying)
+
+
+def _celery(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[], None]]) -> Engine:
+    from celery import Celery
+
+    from sse_tasks.celery import CeleryExecutor
+
+    request.getfixturevalue("celery_threads")
+    app = request.getfixturevalue("tasks_app").app
+    urls = request.getfixturevalue("celery_urls")
+
+    def make(reachable: bool) -> RemoteEngine:
+        if reachable:
+            return CeleryExecutor(app)
+        dead = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+        offline = Celery("offline", broker=dead, broker_write_url=dead, set_as_current=False)
+        offline.task(name="add", shared=False)(app.tasks["add"].run)
+        cleanup.append(offline.close)
+        return CeleryExecutor(offline)
+
+    def enqueue(name: str, **params: Any) -> str:
+        return str(app.tasks[name].delay(**params).id)
+
+    def dying() -> Dying:
+        own = f"dying-{secrets.token_hex(4)}"
+        leased = f"{urls['SSE_TASKS_BROKER']}?lease={LEASE}"
+        env = {**urls, "SSE_TASKS_BROKER": leased, "TASKS_APP_QUEUE": own}
+        worker = celery_workers.start_worker(env, "threads", 1)
+        cleanup.append(worker.stop)
+
+        def enqueue_there(name: str, **params: Any) -> str:
+            return str(app.tasks[name].apply_async(kwargs=params, queue=own).id)
+
+        return Dying(enqueue_there, worker.kill)
+
+    def revoked(task_id: str) -> None:
+        deadline = time.monotonic() + 30
+        while not any(task_id in ids for ids in (app.control.inspect(timeout=1).revoked() or {}).values()):
+            assert time.monotonic() < deadline, "the worker never took in the revoke"
+
+    return Engine("celery", url, make, enqueue, dying, revoked)
+
+
+@pytest.fixture(params=["fake", "celery"])
+def engine(request: pytest.FixtureRequest, redis_url: str, redis_db: int) -> Iterator[Engine]:
+    """Each contract test runs against the fake engine and against Celery."""
+    url = redis_url.rsplit("/", 1)[0] + f"/{redis_db}"
+    cleanup: list[Callable[[], None]] = []
+    try:
+        yield _fake(url, cleanup) if request.param == "fake" else _celery(request, url, cleanup)
+    finally:
+        for step in reversed(cleanup):
+            step()

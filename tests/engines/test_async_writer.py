@@ -1,0 +1,55 @@
+"""The asyncio writer of the worker side, against a real redis-server: the same answers as
+the blocking one, read back through the hub's broker."""
+
+from __future__ import annotations
+
+import pytest
+
+from sse_tasks import OutputChunk, Task, TaskState
+from sse_tasks._core.models import utcnow
+from sse_tasks.brokers.redis import RedisBroker
+from sse_tasks.engines import AsyncWriter
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_task_through_the_async_writer(redis_url: str, redis_db: int) -> None:
+    url = redis_url.rsplit("/", 1)[0] + f"/{redis_db}"
+    broker = RedisBroker(url)
+    writer = AsyncWriter(RedisBroker(url))
+    try:
+        queued = Task(id="async-1", name="work")
+        assert await writer.receive(queued) == "queued"
+        assert await writer.receive(queued) == "queued"  # stored already: its state
+        running = queued.evolve(state=TaskState.RUNNING, started_at=utcnow())
+        assert (await writer.running(running)) is not None
+        reported = await writer.progress(running.evolve(progress=0.5, message="half"))
+        assert reported is not None and reported.event_type == "task.progress"
+        event_id = await writer.output(OutputChunk("async-1", 0, "output", "hello"))
+        assert event_id is not None
+        assert [c.text for c in await writer.stored_output("async-1")] == ["hello"]
+        await writer.renew(["async-1"])
+        back = await writer.requeue(reported.evolve(state=TaskState.QUEUED, message="retry 1"))
+        assert back is not None and back.state is TaskState.QUEUED
+        again = back.evolve(state=TaskState.RUNNING, started_at=utcnow())
+        final = again.evolve(state=TaskState.SUCCEEDED, finished_at=utcnow(), result=3, output_chunks=1)
+        stored = await writer.final(final, started=(again, None))  # running and final, one trip
+        assert stored is not None and stored.state is TaskState.SUCCEEDED
+        assert await writer.finished("async-1")
+        assert await writer.final(final.evolve(state=TaskState.FAILED)) is None  # final: never again
+        got = await broker.get("async-1")
+        assert got is not None and got.result == 3 and got.event_id == stored.event_id
+
+        created = await writer.create(Task(id="async-2", name="work"))
+        assert created is not None and created.state is TaskState.QUEUED
+        cancelled = created.evolve(state=TaskState.CANCELLED, finished_at=utcnow())
+        assert await writer.final(cancelled) is not None
+        assert await writer.cancelled_ids() == ["async-2"]
+        assert await writer.receive(Task(id="async-2", name="work")) == "cancelled"
+
+        assert await broker.refuse("async-3")  # the hub answered 503 for it
+        assert await writer.receive(Task(id="async-3", name="work")) == "refused"
+        assert await writer.get("async-3") is None
+    finally:
+        await writer.close()
+        await broker.close()

@@ -1,0 +1,235 @@
+"""The contract every engine adapter keeps, run against the fake engine and against Celery.
+
+The fake engine (``fake.py``) is built from the public engine side alone, so passing
+here shows an adapter needs nothing else. Each test follows the hub's ``/events`` stream
+from a cursor taken before anything is sent; every wait is bounded and waits for an
+event (or a file a task writes), never for a duration.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import httpx
+import pytest
+from _support import SSEEvent, collect, sse_events, task_events
+from conftest import LEASE, Engine
+
+pytestmark = pytest.mark.anyio
+
+TERMINAL = {"task.succeeded", "task.failed", "task.cancelled"}
+WAIT = 30.0
+
+
+class Events:
+    """The hub's ``/events?output=1`` stream from a cursor: every event, kept per task."""
+
+    def __init__(self, http: httpx.AsyncClient, response: httpx.Response) -> None:
+        self.http = http
+        self.by_task: dict[str, list[SSEEvent]] = {}
+        self._events = sse_events(response).__aiter__()
+
+    async def until(self, task_id: str, done: Callable[[SSEEvent], bool], timeout: float = WAIT) -> SSEEvent:
+        for event in self.by_task.get(task_id, []):
+            if done(event):
+                return event
+        with anyio.fail_after(timeout):
+            while True:
+                event = await self._events.__anext__()
+                if not (event.event and event.event.startswith("task.")):
+                    continue
+                found = event.json().get("id") or event.json().get("task_id")
+                self.by_task.setdefault(found, []).append(event)
+                if found == task_id and done(event):
+                    return event
+
+    async def state(self, task_id: str, event_type: str) -> SSEEvent:
+        return await self.until(task_id, lambda e: e.event == event_type)
+
+    async def end(self, task_id: str, timeout: float = WAIT) -> SSEEvent:
+        return await self.until(task_id, lambda e: e.event in TERMINAL, timeout)
+
+    def types(self, task_id: str) -> list[str]:
+        return [e.event.removeprefix("task.") for e in self.by_task.get(task_id, []) if e.event]
+
+
+@asynccontextmanager
+async def served(
+    engine: Engine, live_server: Any, **hub: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, Events]]:
+    server = live_server(engine.hub(**hub))
+    async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http:
+        cursor = (await http.get("/tasks")).json()["cursor"]
+        params = {"output": "1", "last_event_id": cursor}
+        async with http.stream("GET", "/events", params=params) as response:
+            assert response.status_code == 200
+            yield http, Events(http, response)
+
+
+async def post(http: httpx.AsyncClient, name: str, **params: Any) -> str:
+    answer = await http.post("/tasks", json={"name": name, "params": params})
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["name"] == name
+    assert answer.headers["location"].endswith(f"/tasks/{answer.json()['id']}")
+    return str(answer.json()["id"])
+
+
+async def assert_over(http: httpx.AsyncClient, final: SSEEvent) -> None:
+    """Nothing follows ``final``: its stream gives it as the only snapshot; resuming from it
+    is 204; ``GET`` answers the same snapshot."""
+    task_id = final.json()["id"]
+    response, events = await collect(http, f"/tasks/{task_id}/events")
+    assert response.status_code == 200
+    assert [(e.id, e.event) for e in task_events(events)] == [(final.id, final.event)]
+    response, _ = await collect(http, f"/tasks/{task_id}/events", headers={"Last-Event-ID": str(final.id)})
+    assert response.status_code == 204
+    assert (await http.get(f"/tasks/{task_id}")).json() == final.json()
+
+
+def wait_for_file(path: Path) -> None:
+    deadline = time.monotonic() + WAIT
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path.name} was never written"
+        time.sleep(0.02)
+
+
+async def test_lifecycle_from_post_and_from_the_engines_own_enqueue(engine: Engine, live_server: Any) -> None:
+    async with served(engine, live_server) as (http, events):
+        posted = await post(http, "add", a=2, b=3)
+        final = await events.end(posted)
+        assert events.types(posted) == ["queued", "running", "succeeded"]
+        assert final.json()["result"] == 5 and final.json()["progress"] == 1.0
+        assert final.json()["started_at"] and final.json()["finished_at"]
+        await assert_over(http, final)
+
+        sent = engine.enqueue("add", a=4, b=5)  # the engine's own enqueue: no hub involved
+        final = await events.end(sent)
+        assert events.types(sent) == ["queued", "running", "succeeded"]
+        assert final.json()["result"] == 9 and final.json()["name"] == "add"
+        await assert_over(http, final)
+
+
+async def test_progress_output_and_failure(engine: Engine, live_server: Any) -> None:
+    async with served(engine, live_server) as (http, events):
+        stepped = await post(http, "steps", n=3, interval=0.15)
+        talked = await post(http, "talk", words=3)
+        failed = await post(http, "fail", message="no luck")
+        final = await events.end(stepped)
+        progress = [(e.json()["progress"], e.json()["message"]) for e in events.by_task[stepped][2:-1]]
+        assert progress and progress == sorted(progress)  # reported, in order
+        assert progress[-1] == (1.0, "step 3 of 3") or final.json()["message"] == "step 3 of 3"
+        assert final.json()["result"] == {"n": 3}
+
+        final = await events.end(talked)
+        chunks = [e.json() for e in events.by_task[talked] if e.event == "task.output"]
+        expected = [(0, "w0 "), (1, "w1 "), (2, "w2 "), (3, "done talking")]
+        assert [(c["seq"], c["text"]) for c in chunks] == expected
+        assert chunks[-1]["kind"] == "log" and chunks[-1]["level"] == "warning"
+        assert final.json()["output_chunks"] == 4
+        assert (await http.get(f"/tasks/{talked}/output")).text == "w0 w1 w2 "
+
+        final = await events.end(failed)
+        assert events.types(failed)[-1] == "failed"
+        assert final.json()["error"] == {"type": "RuntimeError", "message": "no luck"}
+        await assert_over(http, final)
+
+
+async def test_cancel_running_stops_a_body_that_swallows_exceptions(
+    engine: Engine, live_server: Any, tmp_path: Path
+) -> None:
+    """``TaskCancelled`` is a ``BaseException``: a body's ``except Exception: pass`` around
+    ``check()`` does not keep it running, and the worker lives on."""
+    marker = tmp_path / "stopped"
+    async with served(engine, live_server) as (http, events):
+        task_id = await post(http, "stubborn", seconds=60, marker=str(marker))
+        await events.state(task_id, "task.running")
+        deleted = await http.delete(f"/tasks/{task_id}")
+        assert deleted.status_code == 202, deleted.text
+        assert deleted.json()["state"] == "cancelled"
+        final = await events.end(task_id)
+        assert events.types(task_id) == ["queued", "running", "cancelled"]
+        wait_for_file(marker)  # it stopped at its next check()
+        after = await post(http, "add", a=1)
+        assert (await events.end(after)).json()["result"] == 2  # the worker lives on
+        await assert_over(http, final)
+        assert (await http.delete(f"/tasks/{task_id}")).status_code == 409
+
+
+async def test_cancel_queued_is_never_run(engine: Engine, live_server: Any, tmp_path: Path) -> None:
+    markers = [tmp_path / "one", tmp_path / "two"]
+    ran = tmp_path / "ran"
+    async with served(engine, live_server) as (http, events):
+        busy = [await post(http, "stubborn", seconds=60, marker=str(m)) for m in markers]
+        for task_id in busy:  # every worker thread is taken
+            await events.state(task_id, "task.running")
+        waiting = await post(http, "touch", marker=str(ran))
+        deleted = await http.delete(f"/tasks/{waiting}")
+        assert deleted.status_code == 202 and deleted.json()["state"] == "cancelled"
+        await anyio.to_thread.run_sync(engine.revoked, waiting)
+        for task_id in busy:
+            assert (await http.delete(f"/tasks/{task_id}")).status_code == 202
+        after = await post(http, "add", a=1)  # taken after the cancelled one
+        assert (await events.end(after)).json()["result"] == 2
+        assert events.types(waiting) == ["queued", "cancelled"]
+        stored = (await http.get(f"/tasks/{waiting}")).json()
+        assert stored["state"] == "cancelled" and stored["started_at"] is None
+    assert not ran.exists()
+
+
+async def test_resume_without_duplicates_or_gaps(engine: Engine, live_server: Any) -> None:
+    async with served(engine, live_server) as (http, events):
+        task_id = await post(http, "steps", n=6, interval=0.1)
+        head: list[SSEEvent] = []
+        with anyio.fail_after(WAIT):
+            async with http.stream("GET", f"/tasks/{task_id}/events") as live:
+                async for event in sse_events(live):
+                    if event.event and event.event.startswith("task."):
+                        head.append(event)
+                        if len(head) == 2:
+                            break  # the connection drops here
+        resumed_response, resumed = await collect(
+            http, f"/tasks/{task_id}/events", headers={"Last-Event-ID": str(head[-1].id)}
+        )
+        assert resumed_response.status_code == 200
+        final = await events.end(task_id)
+        whole = [(e.id, e.event) for e in events.by_task[task_id]]
+        first = whole.index((head[0].id, head[0].event))  # the stream opens with the current snapshot
+        assert [(e.id, e.event) for e in head + task_events(resumed)] == whole[first:]
+        assert whole[-1] == (final.id, "task.succeeded")
+        await assert_over(http, final)
+
+
+async def test_404_422_and_503_run_nothing(engine: Engine, live_server: Any) -> None:
+    async with served(engine, live_server) as (http, _):
+        unknown = await http.post("/tasks", json={"name": "no_such_task", "params": {}})
+        assert unknown.status_code == 404, unknown.text
+        for params in ({"b": 2}, {"a": 1, "c": 3}, {"a": "one"}):
+            answer = await http.post("/tasks", json={"name": "add", "params": params})
+            assert answer.status_code == 422, (params, answer.text)
+        assert (await http.get("/tasks")).json()["tasks"] == []
+    server = live_server(engine.hub(reachable=False))
+    async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http:
+        answer = await http.post("/tasks", json={"name": "add", "params": {"a": 1}})
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"]["code"] == "executor_unavailable"
+        assert int(answer.headers["retry-after"]) > 0
+        assert (await http.get("/tasks")).json()["tasks"] == []
+
+
+async def test_worker_death_fails_the_task_within_the_lease(engine: Engine, live_server: Any) -> None:
+    dying = engine.dying()
+    url = f"{engine.url}?lease={LEASE}"  # the hub sweeps lapsed leases as often
+    async with served(engine, live_server, url=url) as (http, events):
+        task_id = dying.enqueue("stubborn", seconds=60)
+        await events.state(task_id, "task.running")
+        dying.kill()  # nobody reports or renews any more
+        final = await events.end(task_id, timeout=LEASE * 4 + WAIT)
+        assert events.types(task_id) == ["queued", "running", "failed"]
+        assert final.json()["error"]["type"] == "WorkerLost"
+        await assert_over(http, final)
