@@ -9,14 +9,13 @@ import secrets
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from _engines import LEASE, Dying, Engine
 
-from sse_tasks import TaskHub
 from sse_tasks.engines import RemoteEngine
 
 EXECUTORS = Path(__file__).resolve().parent.parent / "executors"
@@ -27,34 +26,6 @@ celery_workers = sys.modules.setdefault("celery_workers", importlib.util.module_
 _spec.loader.exec_module(celery_workers)
 celery_urls = celery_workers.celery_urls
 tasks_app = celery_workers.tasks_app
-
-LEASE = 1.5  # seconds: the lease of the workers that die
-
-
-@dataclass
-class Dying:
-    """Workers with a short lease on a queue of their own: ``enqueue`` there, then ``kill``."""
-
-    enqueue: Callable[..., str]
-    kill: Callable[[], None]
-
-
-@dataclass
-class Engine:
-    """One engine under the contract: its web side, its own enqueue, workers that die."""
-
-    name: str
-    url: str  # the hub's Redis
-    make: Callable[[bool], RemoteEngine]  # make(reachable)
-    enqueue: Callable[..., str]  # enqueue(name, **params) -> task id, with no hub involved
-    dying: Callable[[], Dying]
-    #: Waits until the engine has taken in the revoke of a task (a worker that has the
-    #: message already discards it then); the fake's workers read the stored state.
-    revoked: Callable[[str], None] = lambda task_id: None
-
-    def hub(self, *, reachable: bool = True, url: str | None = None) -> TaskHub:
-        return TaskHub(url or self.url, executor=self.make(reachable), heartbeat=0.5)
-
 
 @pytest.fixture(scope="module")
 def celery_threads(celery_urls: dict[str, str], tasks_app: ModuleType) -> Iterator[Any]:

@@ -18,8 +18,8 @@ import anyio
 import anyio.to_thread
 import httpx
 import pytest
+from _engines import LEASE, Engine
 from _support import SSEEvent, collect, sse_events, task_events
-from conftest import LEASE, Engine
 
 pytestmark = pytest.mark.anyio
 

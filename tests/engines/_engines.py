@@ -1,0 +1,37 @@
+"""What the engine contract suite knows of an engine under test (the fixtures that make
+them are in this directory's conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sse_tasks import TaskHub
+from sse_tasks.engines import RemoteEngine
+
+LEASE = 1.5  # seconds: the lease of the workers that die
+
+
+@dataclass
+class Dying:
+    """Workers with a short lease on a queue of their own: ``enqueue`` there, then ``kill``."""
+
+    enqueue: Callable[..., str]
+    kill: Callable[[], None]
+
+
+@dataclass
+class Engine:
+    """One engine under the contract: its web side, its own enqueue, workers that die."""
+
+    name: str
+    url: str  # the hub's Redis
+    make: Callable[[bool], RemoteEngine]  # make(reachable)
+    enqueue: Callable[..., str]  # enqueue(name, **params) -> task id, with no hub involved
+    dying: Callable[[], Dying]
+    #: Waits until the engine has taken in the revoke of a task (a worker that has the
+    #: message already discards it then); the fake's workers read the stored state.
+    revoked: Callable[[str], None] = lambda task_id: None
+
+    def hub(self, *, reachable: bool = True, url: str | None = None) -> TaskHub:
+        return TaskHub(url or self.url, executor=self.make(reachable), heartbeat=0.5)
