@@ -243,14 +243,16 @@ async def _resync(plan: StreamPlan, reason: str, seen: dict[str, Any]) -> bytes:
 
 
 def coalesce(events: list[TaskEvent]) -> list[TaskEvent]:
-    """Drop each progress event that a later event of the same task supersedes."""
+    """Drop each progress event that a later snapshot of the same task supersedes (an
+    output chunk carries no snapshot: the progress before it stays)."""
     later: set[str] = set()
     kept: list[TaskEvent] = []
     for event in reversed(events):
         task_id = event.task.id
         if event.state_change or task_id not in later:
             kept.append(event)
-        later.add(task_id)
+        if event.chunk is None:
+            later.add(task_id)
     kept.reverse()
     return kept
 
