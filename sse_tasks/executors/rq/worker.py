@@ -16,6 +16,7 @@ from typing import Any
 import rq
 from rq.command import parse_payload
 from rq.job import Retry
+from rq.utils import import_job_class
 
 from ..._core.errors import TaskCancelled
 from ..._core.models import MAX_TASK_ID_LENGTH, OutputChunk, Task, TaskState
@@ -107,6 +108,13 @@ class Worker(rq.Worker):
     start_delay = 0.05
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        given = kwargs.get("job_class")
+        if isinstance(given, str):
+            given = import_job_class(given)
+        if given is None or given is rq.job.Job:  # `rq worker` passes RQ's own by default
+            kwargs["job_class"] = Job
+        elif not (isinstance(given, type) and issubclass(given, Job)):
+            raise TypeError(f"sse_tasks.rq.Worker runs jobs of sse_tasks.rq.Job or a subclass, not {given!r}")
         super().__init__(*args, **kwargs)
         url = self.hub_url or os.environ.get("SSE_TASKS_BROKER") or ""
         if not url.startswith(("redis://", "rediss://", "unix://")):
