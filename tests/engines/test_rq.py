@@ -75,3 +75,38 @@ async def _until(condition: Any) -> None:
     with anyio.fail_after(WAIT):
         while not condition():
             await anyio.sleep(0.05)
+
+
+def test_the_queue_subclass_stores_queued_at_once(
+    rq_workers: dict[str, Any], redis_url: str, redis_db: int
+) -> None:
+    import time
+
+    from sse_tasks import TaskState
+    from sse_tasks.brokers.redis import RedisBroker
+    from sse_tasks.engines import SyncWriter
+    from sse_tasks.rq import Queue
+
+    hub_url = redis_url.rsplit("/", 1)[0] + "/0"
+    connection = redis.Redis.from_url(rq_workers["url"])
+    reader = SyncWriter(RedisBroker(hub_url))
+    try:
+        idle = Queue("nobody-listens", connection=connection, hub_url=hub_url)
+        waiting = idle.enqueue(meta_steps, n=1, interval=0)
+        stored = reader.get(waiting.id)  # no worker took it: the queue stored it
+        assert stored is not None and stored.state == TaskState.QUEUED and stored.name == "meta_steps"
+        waiting.cancel()
+
+        served = Queue(rq_workers["queue"], connection=connection, hub_url=hub_url)
+        job = served.enqueue(meta_steps, n=1, interval=0)
+        assert reader.get(job.id) is not None
+        deadline = time.monotonic() + WAIT
+        while (task := reader.get(job.id)) is None or task.state != TaskState.SUCCEEDED:
+            assert time.monotonic() < deadline, task
+            time.sleep(0.02)
+        assert task.result == 1 and task.progress == 1.0
+    finally:
+        idle.writer.close()
+        served.writer.close()
+        reader.close()
+        connection.close()

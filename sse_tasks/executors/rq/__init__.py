@@ -4,6 +4,7 @@ Needs the ``rq`` extra (``pip install 'sse-tasks[rq]'``) and the Redis broker.
 """
 
 from .engine import RQEngine
+from .queue import Queue
 from .worker import Job, Worker
 
-__all__ = ["Job", "RQEngine", "Worker"]
+__all__ = ["Job", "Queue", "RQEngine", "Worker"]

@@ -135,7 +135,7 @@ class Worker(rq.Worker):
     def _admit(self, job: rq.job.Job) -> None:
         """Store the task ``queued`` (or find it refused) and set up its attempt, which
         the forked horse inherits."""
-        if not isinstance(job, Job) or not _valid_id(job.id):
+        if not isinstance(job, Job) or not valid_id(job.id):
             return
         queued = self._snapshot(job)
         retried = bool(job.meta.get(RETRIED_KEY))
@@ -169,11 +169,11 @@ class Worker(rq.Worker):
         if isinstance(sent, dict):
             return Task(
                 id=job.id,
-                name=str(sent.get("name") or _name_of(job)),
+                name=str(sent.get("name") or name_of(job)),
                 owner=sent.get("owner") or None,
-                created_at=str(sent.get("created_at") or _iso(job.enqueued_at)),
+                created_at=str(sent.get("created_at") or iso_time(job.enqueued_at)),
             )
-        return Task(id=job.id, name=_name_of(job), created_at=_iso(job.enqueued_at))
+        return Task(id=job.id, name=name_of(job), created_at=iso_time(job.enqueued_at))
 
     def handle_payload(self, message: Any) -> None:
         payload = parse_payload(message)
@@ -214,12 +214,13 @@ class Worker(rq.Worker):
                 run.finish(TaskState.FAILED, error=error)
 
 
-def _name_of(job: rq.job.Job) -> str:
+def name_of(job: rq.job.Job) -> str:
     """A task's name: its function's (``examples.rq_app.count`` is ``count``)."""
     return str(job.func_name).rsplit(".", 1)[-1]
 
 
-def _iso(moment: datetime | None) -> str:
+def iso_time(moment: datetime | None) -> str:
+    """``moment`` (RQ's naive UTC, or now) in the snapshot's ISO 8601 form."""
     if moment is None:
         moment = datetime.now(timezone.utc)
     if moment.tzinfo is None:
@@ -227,5 +228,6 @@ def _iso(moment: datetime | None) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _valid_id(job_id: Any) -> bool:
+def valid_id(job_id: Any) -> bool:
+    """A job id the hub takes as a task id."""
     return isinstance(job_id, str) and 0 < len(job_id) <= MAX_TASK_ID_LENGTH
