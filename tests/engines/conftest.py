@@ -95,13 +95,78 @@ def _celery(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[],
     return Engine("celery", url, make, enqueue, dying, revoked)
 
 
-@pytest.fixture(params=["fake", "celery"])
+RQ_DB = 3  # RQ's own queues (Celery's broker is on 1)
+
+
+@pytest.fixture(scope="module")
+def rq_workers(redis_url: str) -> Iterator[dict[str, Any]]:
+    """Two ``rq worker`` processes on one queue for the module's RQ tests."""
+    from rq_workers import start_rq_worker
+
+    base = redis_url.rsplit("/", 1)[0]
+    rq_url, queue = f"{base}/{RQ_DB}", f"contract-{secrets.token_hex(4)}"
+    workers = [start_rq_worker(rq_url, f"{base}/0", queue) for _ in range(2)]
+    yield {"url": rq_url, "queue": queue}
+    for worker in workers:
+        worker.stop()
+
+
+def _rq(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[], None]]) -> Engine:
+    import redis
+    import rq
+    from fake import TASKS
+    from rq_workers import start_rq_worker
+
+    from sse_tasks.rq import RQEngine
+
+    shared = request.getfixturevalue("rq_workers")
+    connection = redis.Redis.from_url(shared["url"])
+    cleanup.append(connection.close)
+    queue = rq.Queue(shared["queue"], connection=connection)
+
+    def make(reachable: bool) -> RemoteEngine:
+        if reachable:
+            return RQEngine(queue, TASKS)
+        dead = redis.Redis.from_url("redis://127.0.0.1:1/0")  # nothing listens on port 1
+        return RQEngine(rq.Queue("offline", connection=dead), TASKS)
+
+    def enqueue(name: str, **params: Any) -> str:
+        return str(queue.enqueue_call(TASKS[name], kwargs=params).id)
+
+    def dying() -> Dying:
+        own = rq.Queue(f"dying-{secrets.token_hex(4)}", connection=connection)
+        worker = start_rq_worker(shared["url"], f"{url}?lease={LEASE}", own.name)
+        cleanup.append(worker.stop)
+
+        def enqueue_there(name: str, **params: Any) -> str:
+            return str(own.enqueue_call(TASKS[name], kwargs=params).id)
+
+        return Dying(enqueue_there, worker.kill)
+
+    def revoked(task_id: str) -> None:
+        deadline = time.monotonic() + 30
+        job = rq.job.Job.fetch(task_id, connection=connection)
+        while job.get_status(refresh=True) != rq.job.JobStatus.CANCELED:
+            assert time.monotonic() < deadline, "the job was never cancelled in RQ"
+            time.sleep(0.02)
+
+    return Engine("rq", url, make, enqueue, dying, revoked)
+
+
+MAKERS: dict[str, Callable[[pytest.FixtureRequest, str, list[Callable[[], None]]], Engine]] = {
+    "fake": lambda request, url, cleanup: _fake(url, cleanup),
+    "celery": _celery,
+    "rq": _rq,
+}
+
+
+@pytest.fixture(params=["fake", "celery", "rq"])
 def engine(request: pytest.FixtureRequest, redis_url: str, redis_db: int) -> Iterator[Engine]:
-    """Each contract test runs against the fake engine and against Celery."""
+    """Each contract test runs against the fake engine, Celery and RQ."""
     url = redis_url.rsplit("/", 1)[0] + f"/{redis_db}"
     cleanup: list[Callable[[], None]] = []
     try:
-        yield _fake(url, cleanup) if request.param == "fake" else _celery(request, url, cleanup)
+        yield MAKERS[request.param](request, url, cleanup)
     finally:
         for step in reversed(cleanup):
             step()

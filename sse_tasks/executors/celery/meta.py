@@ -4,49 +4,14 @@ keys or celery-progress's."""
 from __future__ import annotations
 
 import functools
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from celery.backends.base import DisabledBackend
 
-from ..._core.text import clean_text
+from ...engines.meta import progress_of
 
-
-def progress_of(meta: Any) -> tuple[float | None, str | None] | None:
-    """``(progress, message)`` from ``meta``, or None if it says neither.
-
-    Reads ``progress`` (a fraction) and ``message``; else celery-progress's ``current``
-    and ``total`` (or ``percent``, 0 to 100) and ``description``. A fraction that is
-    not a finite number is left out; one outside [0, 1] is clamped.
-    """
-    if not isinstance(meta, Mapping):
-        return None
-    fraction = _number(meta.get("progress"))
-    if fraction is None:
-        current, total = _number(meta.get("current")), _number(meta.get("total"))
-        if current is not None and total:
-            fraction = current / total
-        else:
-            percent = _number(meta.get("percent"))
-            fraction = None if percent is None else percent / 100
-    message = meta.get("message", meta.get("description"))
-    text = None if message is None else clean_text(str(message))
-    if fraction is None and text is None:
-        return None
-    if fraction is not None:
-        fraction = min(1.0, max(0.0, fraction))
-    return fraction, text
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # an int beyond a float
-        return None
-    return number if math.isfinite(number) else None
+__all__ = ["progress_of", "route_update_state"]
 
 
 def route_update_state(task: Any, report: Callable[[Any, Any], None]) -> None:

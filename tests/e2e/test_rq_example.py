@@ -1,0 +1,136 @@
+"""The RQ example run as its two commands (README, docs/engines.md), from the checkout::
+
+    rq worker --worker-class sse_tasks.rq.Worker --url "$RQ_REDIS_URL"
+    sse-tasks serve --app examples.rq_app:hub
+
+A ``count`` posted over HTTP and one enqueued with RQ's own ``Queue.enqueue`` from another
+process are both followed to ``succeeded`` with the Python client.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from _support import ROOT, free_port, wait_until
+
+from sse_tasks import TaskState
+from sse_tasks.client import Client
+
+pytest.importorskip("rq", reason="rq is not installed (pip install -e '.[test]')")
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Process:
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.log.unlink(missing_ok=True)
+
+
+def spawn(command: list[str], env: dict[str, str]) -> Process:
+    log = Path(tempfile.mkstemp(prefix="rq-example-", suffix=".log")[1])
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return Process(proc, log)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def example(redis_url: str) -> Iterator[tuple[str, dict[str, str]]]:
+    base = redis_url.partition("?")[0].rsplit("/", 1)[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SSE_TASKS_", "RQ_"))}
+    env.update(SSE_TASKS_BROKER=f"{base}/0", RQ_REDIS_URL=f"{base}/5")
+    port = free_port()
+    worker = spawn(
+        [str(BIN / "rq"), "worker", "--worker-class", "sse_tasks.rq.Worker", "--url", env["RQ_REDIS_URL"]],
+        env,
+    )
+    server = spawn(
+        [str(BIN / "sse-tasks"), "serve", "--app", "examples.rq_app:hub", "--port", str(port)], env
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def logs() -> str:
+        return f"--- worker:\n{worker.text()[-3000:]}\n--- server:\n{server.text()[-3000:]}"
+
+    try:
+        wait_until(lambda: "Listening on" in worker.text(), "the worker listens", 60, details=logs)
+        wait_until(lambda: _answers(url + "/tasks"), "GET /tasks answered 200", 60, details=logs)
+        yield url, env
+    finally:
+        server.stop()
+        worker.stop()
+
+
+def _follow(url: str, task_id: str) -> list[TaskState]:
+    with Client(url) as client:
+        return [task.state for task in client.follow(task_id) if hasattr(task, "state")]
+
+
+def test_post_and_rqs_own_enqueue_are_followed_to_succeeded(example: tuple[str, dict[str, str]]) -> None:
+    url, env = example
+    answer = httpx.post(
+        f"{url}/tasks", json={"name": "count", "params": {"n": 3, "interval": 0.05}}, timeout=10
+    )
+    assert answer.status_code == 202, answer.text
+    states = _follow(url, answer.json()["id"])
+    assert states[-1] == TaskState.SUCCEEDED, states
+    with Client(url) as client:
+        done = client.get(answer.json()["id"])
+    assert done.result == {"count": 3} and done.message == "step 3 of 3"
+
+    code = "from examples.rq_app import queue, count; print(queue.enqueue(count, n=2, interval=0.05).id)"
+    sent = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    job_id = sent.stdout.strip()
+    with Client(url) as client:
+        wait_until(lambda: _known(client, job_id), "the worker stored the enqueued job", 30)
+    states = _follow(url, job_id)
+    assert states[-1] == TaskState.SUCCEEDED, states
+    with Client(url) as client:
+        assert client.get(job_id).result == {"count": 2}
+
+
+def _known(client: Client, task_id: str) -> bool:
+    try:
+        client.get(task_id)
+    except Exception:
+        return False
+    return True

@@ -1,0 +1,112 @@
+"""What the engine contract cannot express for RQ: progress from ``job.meta``, a
+``Retry(max=…)`` seen as ``queued`` again, and a running job that never checks, stopped by
+``send_stop_job_command`` (its work horse killed after the grace) while the worker lives on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+rq = pytest.importorskip("rq", reason="rq is not installed (pip install -e '.[test]')")
+
+from rq_tasks import flaky, meta_steps, sleeper  # noqa: E402
+from test_engine_contract import WAIT, Events, post  # noqa: E402
+
+from sse_tasks import TaskHub  # noqa: E402
+from sse_tasks.rq import RQEngine  # noqa: E402
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def queue(rq_workers: dict[str, Any], redis_db: int) -> Iterator[Any]:
+    connection = redis.Redis.from_url(rq_workers["url"])
+    yield rq.Queue(rq_workers["queue"], connection=connection)
+    connection.close()
+
+
+async def follow(live_server: Any, queue: Any, url: str, **engine: Any) -> Any:
+    import httpx
+
+    hub = TaskHub(url, executor=RQEngine(queue, [meta_steps, flaky, sleeper], **engine), heartbeat=0.5)
+    server = live_server(hub)
+    return httpx.AsyncClient(base_url=server.url, timeout=WAIT)
+
+
+async def test_job_meta_progress_retries_and_a_stop(
+    live_server: Any, queue: Any, redis_url: str, tmp_path: Path
+) -> None:
+    url = redis_url.rsplit("/", 1)[0] + "/0"
+    async with await follow(live_server, queue, url, retry=rq.Retry(max=1)) as http:
+        cursor = (await http.get("/tasks")).json()["cursor"]
+        params = {"last_event_id": cursor}
+        async with http.stream("GET", "/events", params=params) as response:
+            events = Events(http, response)
+            stepped = await post(http, "meta_steps", n=3)
+            retried = await post(http, "flaky", marker=str(tmp_path / "flaky"))
+            final = await events.end(stepped)
+            progress = [(e.json()["progress"], e.json()["message"]) for e in events.by_task[stepped][2:-1]]
+            assert progress and progress == sorted(progress) and progress[0][1].startswith("step ")
+            assert final.json()["result"] == 3 and final.json()["message"] == "step 3 of 3"
+
+            final = await events.end(retried)
+            assert events.types(retried) == ["queued", "running", "queued", "running", "succeeded"]
+            assert "RuntimeError" in events.by_task[retried][2].json()["message"]
+            assert final.json()["result"] == "second attempt"
+
+            stuck = await post(http, "sleeper", seconds=60)
+            await events.state(stuck, "task.running")
+            assert (await http.delete(f"/tasks/{stuck}")).status_code == 202
+            await events.end(stuck)
+            assert events.types(stuck) == ["queued", "running", "cancelled"]
+            job = rq.job.Job.fetch(stuck, connection=queue.connection)
+            await _until(lambda: job.get_status(refresh=True) == rq.job.JobStatus.STOPPED)
+            again = await post(http, "meta_steps", n=1, interval=0)  # the workers live on
+            assert (await events.end(again)).json()["result"] == 1
+
+
+async def _until(condition: Any) -> None:
+    import anyio
+
+    with anyio.fail_after(WAIT):
+        while not condition():
+            await anyio.sleep(0.05)
+
+
+def test_the_queue_subclass_stores_queued_at_once(
+    rq_workers: dict[str, Any], redis_url: str, redis_db: int
+) -> None:
+    import time
+
+    from sse_tasks import TaskState
+    from sse_tasks.brokers.redis import RedisBroker
+    from sse_tasks.engines import SyncWriter
+    from sse_tasks.rq import Queue
+
+    hub_url = redis_url.rsplit("/", 1)[0] + "/0"
+    connection = redis.Redis.from_url(rq_workers["url"])
+    reader = SyncWriter(RedisBroker(hub_url))
+    try:
+        idle = Queue("nobody-listens", connection=connection, hub_url=hub_url)
+        waiting = idle.enqueue(meta_steps, n=1, interval=0)
+        stored = reader.get(waiting.id)  # no worker took it: the queue stored it
+        assert stored is not None and stored.state == TaskState.QUEUED and stored.name == "meta_steps"
+        waiting.cancel()
+
+        served = Queue(rq_workers["queue"], connection=connection, hub_url=hub_url)
+        job = served.enqueue(meta_steps, n=1, interval=0)
+        assert reader.get(job.id) is not None
+        deadline = time.monotonic() + WAIT
+        while (task := reader.get(job.id)) is None or task.state != TaskState.SUCCEEDED:
+            assert time.monotonic() < deadline, task
+            time.sleep(0.02)
+        assert task.result == 1 and task.progress == 1.0
+    finally:
+        idle.writer.close()
+        served.writer.close()
+        reader.close()
+        connection.close()
