@@ -1,0 +1,33 @@
+"""The Huey app of the engine contract: the fake engine's tasks, on a RedisHuey named by
+``$HUEY_NAME`` on ``$HUEY_REDIS_URL``, hooked to the hub on ``$SSE_TASKS_BROKER``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fake import TASKS
+from huey import RedisHuey
+from huey.api import TaskWrapper
+
+import sse_tasks.huey
+
+__all__ = ["TASKS", "huey", "make", "make_task"]
+
+_WRAPPERS: dict[str, dict[str, TaskWrapper]] = {}
+
+
+def make(name: str) -> RedisHuey:
+    """An app with the contract's tasks, hooked."""
+    app = RedisHuey(name, url=os.environ["HUEY_REDIS_URL"], results=False)
+    _WRAPPERS[name] = {task_name: app.task(name=task_name)(func) for task_name, func in TASKS.items()}
+    sse_tasks.huey.connect(app)
+    return app
+
+
+def make_task(app: RedisHuey, name: str, params: dict[str, Any]) -> Any:
+    """A task of ``app`` by name, as its own ``task.s(**params)`` makes it."""
+    return _WRAPPERS[app.name][name].s(**params)
+
+
+huey = make(os.environ.get("HUEY_NAME", "contract"))
