@@ -29,6 +29,7 @@ _spec.loader.exec_module(celery_workers)
 celery_urls = celery_workers.celery_urls
 tasks_app = celery_workers.tasks_app
 
+
 @pytest.fixture(scope="module")
 def celery_threads(celery_urls: dict[str, str], tasks_app: ModuleType) -> Iterator[Any]:
     """One Celery worker (threads pool) for the module's Celery tests."""

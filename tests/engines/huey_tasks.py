@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from fake import TASKS
@@ -17,10 +18,19 @@ __all__ = ["TASKS", "huey", "make", "make_task"]
 _WRAPPERS: dict[str, dict[str, TaskWrapper]] = {}
 
 
+def flaky(marker: str) -> str:
+    """Fails its first attempt (it writes ``marker``), succeeds the next."""
+    if not Path(marker).exists():
+        Path(marker).write_text("failed once")
+        raise RuntimeError("first attempt")
+    return "second attempt"
+
+
 def make(name: str) -> RedisHuey:
-    """An app with the contract's tasks, hooked."""
+    """An app with the contract's tasks and ``flaky`` (one retry), hooked."""
     app = RedisHuey(name, url=os.environ["HUEY_REDIS_URL"], results=False)
     _WRAPPERS[name] = {task_name: app.task(name=task_name)(func) for task_name, func in TASKS.items()}
+    _WRAPPERS[name]["flaky"] = app.task(name="flaky", retries=1)(flaky)
     sse_tasks.huey.connect(app)
     return app
 
