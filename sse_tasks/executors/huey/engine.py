@@ -24,8 +24,9 @@ class HueyEngine(RemoteEngine):
     """Runs the hub's tasks on the consumer of the Huey app ``huey`` (a ``RedisHuey``).
 
     The hub offers the app's tasks by their Huey names (``tasks`` chooses some, as task
-    wrappers; default all but periodic tasks), checks params against each function's
-    signature, enqueues it with the sse_tasks id as the Huey task id, and answers 503
+    wrappers; default all but periodic tasks and those with ``context=True``), checks
+    params against each function's signature, enqueues it with the sse_tasks id as the
+    Huey task id, and answers 503
     ``executor_unavailable`` if Huey's Redis cannot take it within ``send_timeout``
     seconds (the id is refused first: a consumer that gets it later discards it unrun).
     The consumer reports through :func:`sse_tasks.huey.connect`, on the hub's Redis broker.
@@ -53,11 +54,19 @@ class HueyEngine(RemoteEngine):
             for wrapper in self._chosen:
                 if wrapper.huey is not self.huey:
                     raise ValueError(f"the task {task_name(wrapper.task_class)!r} is not this Huey app's")
+                if wrapper.context:
+                    raise ValueError(
+                        f"the task {task_name(wrapper.task_class)!r} takes Huey's task (context=True): "
+                        "the hub cannot offer it"
+                    )
                 chosen.append((task_name(wrapper.task_class), wrapper.func))
             return chosen
         offered = []
         for name, cls in sorted(task_classes(self.huey).items()):
             func = function_of(cls)
+            if getattr(cls, "context", False):
+                logger.warning("Huey task %r is not offered by the hub: it takes Huey's task", name)
+                continue
             if func is None:
                 logger.warning("Huey task %r is not offered by the hub: its function is unknown", name)
                 continue
