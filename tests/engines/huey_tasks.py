@@ -7,9 +7,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fake import TASKS
+from fake import TASKS, touch
 from huey import RedisHuey
 from huey.api import TaskWrapper
+from huey.exceptions import CancelExecution
 
 import sse_tasks.huey
 
@@ -31,7 +32,14 @@ def make(name: str) -> RedisHuey:
     app = RedisHuey(name, url=os.environ["HUEY_REDIS_URL"], results=False)
     _WRAPPERS[name] = {task_name: app.task(name=task_name)(func) for task_name, func in TASKS.items()}
     _WRAPPERS[name]["flaky"] = app.task(name="flaky", retries=1)(flaky)
+    _WRAPPERS[name]["vetoed"] = app.task(name="vetoed")(touch)
     sse_tasks.huey.connect(app)
+
+    @app.pre_execute("veto")  # after the hook's: the task has started when it is cancelled
+    def veto(task: Any) -> None:
+        if type(task).__name__ == "vetoed":
+            raise CancelExecution(retry=False)
+
     return app
 
 

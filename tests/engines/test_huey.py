@@ -1,6 +1,7 @@
 """What the engine contract cannot say of Huey: an enqueue is stored ``queued`` by the
 enqueuing process itself, Huey's own ``revoke_by_id`` of queued work shows as ``cancelled``,
-and a retry (``retries=``) goes back to ``queued`` with its number."""
+a retry (``retries=``) goes back to ``queued`` with its number, and a task another
+pre-execute hook cancels ends ``cancelled``."""
 
 from __future__ import annotations
 
@@ -84,3 +85,17 @@ async def test_a_retry_goes_back_to_queued_then_succeeds(
         retried = events.by_task[task_id][2].json()
         assert retried["message"] == "retry 1 of 1" and retried["started_at"] is None
         assert final.json()["result"] == "second attempt"
+
+
+async def test_a_pre_execute_hook_that_cancels_ends_it_cancelled(
+    huey_engine: Engine, live_server: Any, tmp_path: Path
+) -> None:
+    ran = tmp_path / "ran"
+    async with served(huey_engine, live_server) as (http, events):
+        task_id = await post(http, "vetoed", marker=str(ran))
+        final = await events.end(task_id)
+        assert final.event == "task.cancelled"
+        assert final.json()["message"] == "cancelled by a pre-execute hook"
+        after = await post(http, "add", a=1)
+        assert (await events.end(after)).json()["result"] == 2  # the consumer lives on
+    assert not ran.exists()

@@ -41,6 +41,14 @@ logger = logging.getLogger("sse_tasks.huey")
 
 _HOOKS: WeakKeyDictionary[Huey, HueyHook] = WeakKeyDictionary()
 _HOOK_NAME = "sse_tasks"
+#: Set on a Huey task instance (never serialized): its body started; the hook discarded it.
+_ENTERED = "_sse_tasks_entered"
+_DISCARDED = "_sse_tasks_discarded"
+_MESSAGES = {
+    S.SIGNAL_REVOKED: "revoked",
+    S.SIGNAL_EXPIRED: "expired",
+    S.SIGNAL_CANCELED: "cancelled by a pre-execute hook",
+}
 
 
 class HueyHook:
@@ -93,6 +101,7 @@ class HueyHook:
         self.huey.signal(S.SIGNAL_ENQUEUED)(_guarded(self._on_enqueued, "enqueued"))
         self.huey.signal(S.SIGNAL_REVOKED, S.SIGNAL_EXPIRED)(_guarded(self._on_skipped, "revoked"))
         self.huey.signal(S.SIGNAL_INTERRUPTED)(_guarded(self._on_interrupted, "interrupted"))
+        self.huey.signal(S.SIGNAL_CANCELED)(_guarded(self._on_canceled, "canceled"))
         self.huey.pre_execute(_HOOK_NAME)(self._pre_execute)
         self.huey.post_execute(_HOOK_NAME)(_guarded(self._post_execute, "post-execute"))
         return self
@@ -109,8 +118,8 @@ class HueyHook:
     # -- the enqueuing process -------------------------------------------------------
 
     def _on_enqueued(self, signal: str, task: Any) -> None:
-        if not _ours(task) or getattr(task, FROM_HUB, False) or id(task) in self._attempts:
-            return  # the hub stores its own; a retry of a run here is stored by requeue
+        if not _ours(task) or getattr(task, FROM_HUB, False):
+            return  # the hub stores its own (a retry is stored already: create does nothing)
         try:
             self.writer.create(Task(id=task.id, name=task_name(task), created_at=utcnow()))
         except self.writer.unreachable as exc:
@@ -133,7 +142,7 @@ class HueyHook:
         self.keeper.ensure_started()
         run.start(self.start_delay if run.task.state is TaskState.QUEUED and not run.task.message else 0.0)
         run.enter()
-        task.execute = _cancellable(task.execute)
+        task.execute = _cancellable(task, task.execute)
 
     def _admit(self, task: Any) -> WorkerRun:
         """The run of ``task``, received: raises ``CancelExecution`` for one the hub refused
@@ -147,6 +156,7 @@ class HueyHook:
             if state == "refused":
                 logger.warning("task %s was refused by the hub (503); discarded", task.id)
             if state != TaskState.QUEUED.value:
+                setattr(task, _DISCARDED, True)
                 raise CancelExecution(retry=False)
             stored = writer.get(task.id) or queued
             if stored.output_chunks:
@@ -204,8 +214,22 @@ class HueyHook:
         why = "the Huey consumer stopped while the task ran"
         run.finish(TaskState.FAILED, error={"type": "WorkerLost", "message": why})
 
+    def _on_canceled(self, signal: str, task: Any) -> None:
+        """A pre-execute hook raised ``CancelExecution``: the task never ran; it ends
+        ``cancelled`` (one the task raised itself is the post-execute hook's)."""
+        if getattr(task, _ENTERED, False) or getattr(task, _DISCARDED, False):
+            return
+        run = self._attempts.pop(id(task), None)
+        if run is None:
+            self._on_skipped(signal, task)
+            return
+        self.runs.pop(id(run), None)
+        run.leave()
+        run.finish(TaskState.CANCELLED, message=_MESSAGES[signal])
+
     def _on_skipped(self, signal: str, task: Any) -> None:
-        """Revoked or expired in Huey: the consumer skips it; it ends ``cancelled``."""
+        """Revoked or expired in Huey (or cancelled by a pre-execute hook before ours): the
+        consumer skips it; it ends ``cancelled``."""
         if not _ours(task):
             return
         writer = self.writer
@@ -216,7 +240,7 @@ class HueyHook:
             queued = None
             if stored is None:
                 stored = queued = Task(id=task.id, name=task_name(task))
-            message = "expired" if signal == S.SIGNAL_EXPIRED else "revoked"
+            message = _MESSAGES[signal]
             final = stored.evolve(state=TaskState.CANCELLED, finished_at=utcnow(), message=message)
             writer.final(final, create=queued, retry_for=writer.outage_grace)
         except writer.unreachable:
@@ -275,12 +299,13 @@ def _ours(task: Any) -> bool:
     )
 
 
-def _cancellable(execute: Callable[[], Any]) -> Callable[[], Any]:
+def _cancellable(task: Any, execute: Callable[[], Any]) -> Callable[[], Any]:
     """``execute``, with our cooperative cancel (a ``BaseException`` Huey would let out of
     the worker) as Huey's ``CancelExecution``, never retried."""
 
     @functools.wraps(execute)
     def wrapped() -> Any:
+        setattr(task, _ENTERED, True)
         try:
             return execute()
         except TaskCancelled:
