@@ -235,7 +235,10 @@ def check_hub(s: Stack, hooks: bool, tasks: int) -> None:
         if finished == tasks:
             return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{finished} of {tasks} tasks finished on the hub")
+            done = {m.decode() for m in s.hub.zrange("sse_tasks:finished", 0, -1)}
+            ids = [m.decode() for m in s.hub.zrange("sse_tasks:tasks", 0, -1)]
+            states = {i: s.hub.hget(f"sse_tasks:task:{i}", "s") for i in ids if i not in done}
+            raise RuntimeError(f"{finished} of {tasks} tasks finished on the hub; not: {states}")
         time.sleep(0.01)
 
 
