@@ -205,7 +205,10 @@ def throughput_run(
         )
         sender.run(hooks, scale.tasks, scale.timeout)
         measured = window.close()
-        check_hub(s, hooks, scale.warmup + scale.tasks)
+        try:
+            check_hub(s, hooks, scale.warmup + scale.tasks)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\nthe consumer's log: {s.procs.log(consumer)[-3000:]}") from None
     finally:
         s.procs.stop(consumer)
     per_task = 1e6 / scale.tasks

@@ -91,7 +91,8 @@ class HueyEngine(RemoteEngine):
 
     async def revoke(self, task: Task) -> None:
         try:
-            await self._bounded(lambda: self.huey.revoke_by_id(task.id))
+            # revoke_once: the consumer clears the flag as it skips the task.
+            await self._bounded(lambda: self.huey.revoke_by_id(task.id, revoke_once=True))
         except Exception as exc:
             if not _unreachable(exc):
                 raise
