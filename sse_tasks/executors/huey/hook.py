@@ -152,13 +152,16 @@ class HueyHook:
         stored = queued
         earlier: list[OutputChunk] = []
         try:
-            state = writer.receive(queued)
+            # Stored already (by the hub once it sent it, or by the sender): the hub can no
+            # longer refuse it, so one read does; else it is received (refused or stored).
+            found = writer.get(task.id)
+            state = found.state.value if found is not None else writer.receive(queued)
             if state == "refused":
                 logger.warning("task %s was refused by the hub (503); discarded", task.id)
             if state != TaskState.QUEUED.value:
                 setattr(task, _DISCARDED, True)
                 raise CancelExecution(retry=False)
-            stored = writer.get(task.id) or queued
+            stored = found or writer.get(task.id) or queued
             if stored.output_chunks:
                 earlier = writer.stored_output(task.id)  # a retry goes on from its output
         except writer.unreachable as exc:
