@@ -29,6 +29,7 @@ LAYERS = {
     "sse_tasks": 9,  # the package's __init__: the public API
     "sse_tasks.celery": 9,  # public, beside it: needs the celery extra
     "sse_tasks.rq": 9,  # public, beside it: needs the rq extra
+    "sse_tasks.huey": 9,  # public, beside it: needs the huey extra
     "sse_tasks.django": 9,  # public, beside it: needs the django extra
 }
 CLIENT_MAY_USE = ("sse_tasks._core",)

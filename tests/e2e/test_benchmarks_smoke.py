@@ -170,16 +170,16 @@ def test_the_celery_benchmark_runs(tmp_path: Path) -> None:
 
 
 def test_the_engines_benchmark_runs(tmp_path: Path) -> None:
-    """``python -m benchmarks.engines --smoke``: real rq workers, a real redis-server."""
+    """``python -m benchmarks.engines rq --smoke``: real rq workers, a real redis-server."""
     pytest.importorskip("rq", reason="rq is not installed (pip install -e '.[test]')")
     if harness.redis_server() is None:
         pytest.skip("redis-server is not installed")
-    from benchmarks import engines
+    from benchmarks import engines, rq_tasks
 
     out = tmp_path / "engines.json"
-    assert engines.main([*SMOKE, "--quiet-wait", "0", "--json", str(out)]) == 0
+    assert engines.main(["rq", *SMOKE, "--quiet-wait", "0", "--json", str(out)]) == 0
     report = _json(out)
-    scale = engines.SCALES["smoke"]
+    scale = rq_tasks.SCALES["smoke"]
     for found in report["throughput"].values():
         runs = found["runs"]
         assert [r["hooks"] for r in runs] == [False, True] * scale.repeat
@@ -209,3 +209,23 @@ def test_python_m_benchmarks_runs() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "closed,light,fanout,throughput,idle,submit,latency" in done.stdout
+
+
+def test_the_huey_benchmark_runs(tmp_path: Path) -> None:
+    """``python -m benchmarks.engines huey --smoke``: a real consumer, a real redis-server."""
+    pytest.importorskip("huey", reason="huey is not installed (pip install -e '.[test]')")
+    if harness.redis_server() is None:
+        pytest.skip("redis-server is not installed")
+    from benchmarks import engines, huey_tasks
+
+    out = tmp_path / "huey.json"
+    assert engines.main(["huey", *SMOKE, "--quiet-wait", "0", "--json", str(out)]) == 0
+    report = _json(out)
+    scale = huey_tasks.SCALES["smoke"]
+    for work in scale.works:
+        runs = report["throughput"][f"{work:g}ms"]["runs"]
+        assert [r["hooks"] for r in runs] == [False, True] * scale.repeat  # alternately
+        assert all(r["tasks"] == scale.tasks and r["tasks_per_s"] > 0 for r in runs)
+    latency = report["latency"]
+    assert latency["deliveries"] == scale.latency_tasks * scale.followers
+    assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]

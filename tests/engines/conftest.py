@@ -1,9 +1,11 @@
-"""The engines under the contract: the fake engine (threads in this process) and Celery
-(real worker processes, from ``tests/executors/conftest.py``)."""
+"""The engines under the contract: the fake engine (threads in this process), Celery
+(real worker processes, from ``tests/executors/conftest.py``) and Huey (real consumers,
+``huey_workers.py``)."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import queue
 import secrets
 import sys
@@ -26,6 +28,7 @@ celery_workers = sys.modules.setdefault("celery_workers", importlib.util.module_
 _spec.loader.exec_module(celery_workers)
 celery_urls = celery_workers.celery_urls
 tasks_app = celery_workers.tasks_app
+
 
 @pytest.fixture(scope="module")
 def celery_threads(celery_urls: dict[str, str], tasks_app: ModuleType) -> Iterator[Any]:
@@ -153,16 +156,81 @@ def _rq(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[], Non
     return Engine("rq", url, make, enqueue, dying, revoked)
 
 
+HUEY_DB = 4  # Huey's own queue, beside the hub's database 0
+
+
+@pytest.fixture(scope="module")
+def huey_app(redis_url: str) -> Iterator[ModuleType]:
+    """The contract's Huey app in this process (a hooked sender) and one consumer of it."""
+    import huey_workers
+
+    base = redis_url.partition("?")[0].rsplit("/", 1)[0]
+    env = {"SSE_TASKS_BROKER": f"{base}/0", "HUEY_REDIS_URL": f"{base}/{HUEY_DB}", "HUEY_NAME": "contract"}
+    os.environ.update(env)
+    import huey_tasks
+
+    consumer = huey_workers.start_consumer(env, workers=2)
+    yield huey_tasks
+    consumer.stop()
+
+
+def _huey(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[], None]]) -> Engine:
+    from huey import RedisHuey
+
+    from sse_tasks.huey import HueyEngine
+
+    module = request.getfixturevalue("huey_app")
+    app = module.huey
+
+    def make(reachable: bool) -> RemoteEngine:
+        if reachable:
+            return HueyEngine(app)
+        offline = RedisHuey("offline", url="redis://127.0.0.1:1/0")  # nothing listens on port 1
+        offline.task(name="add")(module.TASKS["add"])
+        return HueyEngine(offline)
+
+    def enqueue(name: str, **params: Any) -> str:
+        task = module.make_task(app, name, params)
+        app.enqueue(task)
+        return str(task.id)
+
+    def dying() -> Dying:
+        import huey_workers
+
+        own = f"dying-{secrets.token_hex(4)}"
+        env = {
+            "SSE_TASKS_BROKER": f"{url}?lease={LEASE}",
+            "HUEY_REDIS_URL": os.environ["HUEY_REDIS_URL"],
+            "HUEY_NAME": own,
+        }
+        consumer = huey_workers.start_consumer(env, workers=1)
+        cleanup.append(consumer.stop)
+        there = module.make(own)
+
+        def enqueue_there(name: str, **params: Any) -> str:
+            task = module.make_task(there, name, params)
+            there.enqueue(task)
+            return str(task.id)
+
+        return Dying(enqueue_there, consumer.kill)
+
+    def revoked(task_id: str) -> None:
+        assert app.is_revoked(task_id)  # revoke_by_id has written Huey's flag when the hub answers
+
+    return Engine("huey", url, make, enqueue, dying, revoked)
+
+
 MAKERS: dict[str, Callable[[pytest.FixtureRequest, str, list[Callable[[], None]]], Engine]] = {
     "fake": lambda request, url, cleanup: _fake(url, cleanup),
     "celery": _celery,
     "rq": _rq,
+    "huey": _huey,
 }
 
 
-@pytest.fixture(params=["fake", "celery", "rq"])
+@pytest.fixture(params=list(MAKERS))
 def engine(request: pytest.FixtureRequest, redis_url: str, redis_db: int) -> Iterator[Engine]:
-    """Each contract test runs against the fake engine, Celery and RQ."""
+    """Each contract test runs against every engine of :data:`MAKERS`."""
     url = redis_url.rsplit("/", 1)[0] + f"/{redis_db}"
     cleanup: list[Callable[[], None]] = []
     try:
