@@ -9,6 +9,7 @@ workers that die (declared here, so a worker given ``--queues`` it consumes it).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
@@ -21,6 +22,18 @@ dramatiq.set_broker(broker)
 middleware = sse_tasks.dramatiq.connect(broker, os.environ["SSE_TASKS_BROKER"])
 
 actors = {name: dramatiq.actor(fn, actor_name=name, max_retries=0) for name, fn in TASKS.items()}
+
+
+@dramatiq.actor(actor_name="flaky", max_retries=2, min_backoff=10, max_backoff=20)
+def flaky(marker: str, failures: int = 1) -> int:
+    """Fails its first ``failures`` attempts (counted in the file ``marker``), then succeeds."""
+    path = Path(marker)
+    attempt = int(path.read_text() or "0") + 1 if path.exists() else 1
+    path.write_text(str(attempt))
+    if attempt <= failures:
+        raise RuntimeError(f"attempt {attempt}")
+    return attempt
+
 
 own_queue = os.environ.get("TASKS_APP_QUEUE")
 if own_queue:
