@@ -169,6 +169,30 @@ def test_the_celery_benchmark_runs(tmp_path: Path) -> None:
     assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
 
 
+def test_the_engines_benchmark_runs(tmp_path: Path) -> None:
+    """``python -m benchmarks.engines --smoke``: real workers of each installed engine."""
+    if harness.redis_server() is None:
+        pytest.skip("redis-server is not installed")
+    from benchmarks import engines
+
+    names = engines.installed()
+    if not names:
+        pytest.skip("no engine of benchmarks/engines.py is installed")
+    out = tmp_path / "engines.json"
+    assert engines.main([*SMOKE, "--quiet-wait", "0", "--json", str(out)]) == 0
+    report = _json(out)
+    scale = engines.SCALES["smoke"]
+    assert sorted(report["engines"]) == sorted(names)
+    for found in report["engines"].values():
+        assert list(found["throughput"]) == ["0ms", "1ms"]
+        for throughput in found["throughput"].values():
+            assert [r["hooks"] for r in throughput["runs"]] == [False, True] * scale.repeat
+            assert all(r["tasks"] == scale.tasks and r["tasks_per_s"] > 0 for r in throughput["runs"])
+        latency = found["latency"]
+        assert latency["deliveries"] == scale.latency_tasks * scale.followers
+        assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+
+
 @pytest.mark.parametrize("module", [fanout, light, idle, submit, selective, output_fanout, harness])
 def test_every_scenario_has_a_command_line(module: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
