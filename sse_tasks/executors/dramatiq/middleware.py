@@ -130,7 +130,8 @@ class StatusMiddleware(Middleware):
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         self.keeper.ensure_started()
 
-    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        # Not before: the worker waits for its running tasks, whose leases must be renewed.
         self.keeper.stop()
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
