@@ -34,6 +34,7 @@ def dramatiq_tasks(redis_url: str) -> ModuleType:
     """The contract's actors, imported here as a sender (after the environment points them
     at the test Redis)."""
     pytest.importorskip("dramatiq")
+    pytest.importorskip("dramatiq_abort")
     from dramatiq_workers import environment
 
     os.environ.update(environment(redis_url))

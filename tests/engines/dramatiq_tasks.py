@@ -9,15 +9,19 @@ workers that die (declared here, so a worker given ``--queues`` it consumes it).
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq_abort import Abortable
+from dramatiq_abort.backends import RedisBackend
 from fake import TASKS
 
 import sse_tasks.dramatiq
 
 broker = RedisBroker(url=os.environ["DRAMATIQ_REDIS_URL"])
+broker.add_middleware(Abortable(backend=RedisBackend.from_url(os.environ["DRAMATIQ_REDIS_URL"])))
 dramatiq.set_broker(broker)
 middleware = sse_tasks.dramatiq.connect(broker, os.environ["SSE_TASKS_BROKER"])
 
@@ -33,6 +37,18 @@ def flaky(marker: str, failures: int = 1) -> int:
     if attempt <= failures:
         raise RuntimeError(f"attempt {attempt}")
     return attempt
+
+
+@dramatiq.actor(actor_name="oblivious", max_retries=0)
+def oblivious(marker: str, seconds: float = 60.0) -> str:
+    """Never reports nor checks: only dramatiq-abort's Abortable stops it."""
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        Path(marker).write_text("stopped")
+    return "never aborted"
 
 
 own_queue = os.environ.get("TASKS_APP_QUEUE")

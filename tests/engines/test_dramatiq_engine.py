@@ -7,9 +7,11 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import pytest
 from _engines import Engine
-from test_engine_contract import post, served
+from test_engine_contract import post, served, wait_for_file
 
 pytest.importorskip("dramatiq")
 pytestmark = pytest.mark.anyio
@@ -57,6 +59,22 @@ async def test_a_retry_is_queued_again_then_runs_to_its_end(
         assert events.types(exhausted)[-1] == "failed"
         assert events.types(exhausted).count("running") == 3  # the first attempt and two retries
         assert final.json()["error"] == {"type": "RuntimeError", "message": "attempt 3"}
+
+
+async def test_delete_aborts_a_running_task_that_never_checks(
+    dramatiq_engine: Engine, live_server: Any, tmp_path: Path
+) -> None:
+    """With dramatiq-abort's Abortable middleware on the broker, the engine aborts the message."""
+    marker = tmp_path / "stopped"
+    async with served(dramatiq_engine, live_server) as (http, events):
+        task_id = await post(http, "oblivious", marker=str(marker))
+        await events.state(task_id, "task.running")
+        assert (await http.delete(f"/tasks/{task_id}")).status_code == 202
+        await events.end(task_id)
+        assert events.types(task_id) == ["queued", "running", "cancelled"]
+        await anyio.to_thread.run_sync(wait_for_file, marker)  # interrupted: it never checks
+        after = await post(http, "add", a=1)
+        assert (await events.end(after)).json()["result"] == 2  # the worker lives on
 
 
 def test_the_middleware_is_moved_first_in_a_worker(dramatiq_tasks: ModuleType) -> None:

@@ -95,8 +95,27 @@ class DramatiqEngine(RemoteEngine):
             raise NotSent(f"the Dramatiq broker is unreachable: {exc!r}") from exc
 
     async def revoke(self, task: Task) -> None:
-        """Nothing to call: Dramatiq has no revoke. The stored ``cancelled`` is what stops it
-        (a waiting message is skipped, a running task's next ``check()`` raises)."""
+        """Abort the message with ``dramatiq-abort``'s ``Abortable`` middleware if the broker
+        has one (a running task is interrupted at once). Without it the stored ``cancelled``
+        is what stops it: a waiting message is skipped, a running task's next ``check()``
+        raises."""
+        abortable = _abortable(self.dramatiq)
+        if abortable is None:
+            return
+
+        def abort() -> None:
+            abortable.abort(task.id)
+
+        with anyio.fail_after(self.send_timeout):
+            await anyio.to_thread.run_sync(abort, abandon_on_cancel=True)
+
+
+def _abortable(broker: dramatiq.Broker) -> Any:
+    """The broker's ``dramatiq_abort.Abortable`` middleware, if it has one."""
+    for middleware in broker.middleware:
+        if type(middleware).__name__ == "Abortable" and hasattr(middleware, "abort"):
+            return middleware
+    return None
 
 
 def _unreachable(exc: BaseException) -> bool:

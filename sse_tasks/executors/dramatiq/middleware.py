@@ -83,11 +83,13 @@ class StatusMiddleware(Middleware):
     # -- actors ----------------------------------------------------------------------
 
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
-        """A cancel is no failure: the Retries middleware must not retry it."""
+        """A cancel is no failure: the Retries middleware must not retry it (``TaskCancelled``,
+        and ``dramatiq-abort``'s ``Abort`` when it is installed)."""
         throws = actor.options.get("throws") or ()
         throws = tuple(throws) if isinstance(throws, (tuple, list)) else (throws,)
-        if TaskCancelled not in throws:
-            actor.options["throws"] = (*throws, TaskCancelled)
+        missing = tuple(kind for kind in _cancels() if kind not in throws)
+        if missing:
+            actor.options["throws"] = (*throws, *missing)
 
     # -- senders -----------------------------------------------------------------------
 
@@ -182,7 +184,7 @@ class StatusMiddleware(Middleware):
         try:
             if exception is None:
                 self._succeeded(run, result)
-            elif isinstance(exception, TaskCancelled) or run.cancelled:
+            elif isinstance(exception, _cancels()) or run.cancelled:
                 run.finish(TaskState.CANCELLED)
             elif not run.ended:  # a retry was stored as it was enqueued (before_enqueue)
                 run.finish(TaskState.FAILED, error=error_of(exception))
@@ -235,6 +237,15 @@ def connect(
     middleware = StatusMiddleware(hub, **options)
     broker.add_middleware(middleware)
     return middleware
+
+
+def _cancels() -> tuple[type[BaseException], ...]:
+    """What a cancelled task raises: ours, and ``dramatiq-abort``'s if it is installed."""
+    try:
+        from dramatiq_abort import Abort
+    except ImportError:
+        return (TaskCancelled,)
+    return (TaskCancelled, Abort)
 
 
 def _retry_message(broker: dramatiq.Broker, message: Any, retry: int) -> str:
