@@ -30,6 +30,7 @@ LAYERS = {
     "sse_tasks.celery": 9,  # public, beside it: needs the celery extra
     "sse_tasks.rq": 9,  # public, beside it: needs the rq extra
     "sse_tasks.huey": 9,  # public, beside it: needs the huey extra
+    "sse_tasks.dramatiq": 9,  # public, beside it: needs the dramatiq extra
     "sse_tasks.django": 9,  # public, beside it: needs the django extra
 }
 CLIENT_MAY_USE = ("sse_tasks._core",)

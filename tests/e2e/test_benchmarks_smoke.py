@@ -189,6 +189,27 @@ def test_the_engines_benchmark_runs(tmp_path: Path) -> None:
     assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
 
 
+def test_the_dramatiq_benchmark_runs(tmp_path: Path) -> None:
+    """``python -m benchmarks.engines dramatiq --smoke``: a real worker, a real redis-server."""
+    pytest.importorskip("dramatiq", reason="dramatiq is not installed (pip install -e '.[test]')")
+    if harness.redis_server() is None:
+        pytest.skip("redis-server is not installed")
+    from benchmarks import dramatiq_tasks, engines
+
+    out = tmp_path / "engines.json"
+    assert engines.main(["dramatiq", *SMOKE, "--quiet-wait", "0", "--json", str(out)]) == 0
+    report = _json(out)
+    scale = dramatiq_tasks.SCALES["smoke"]
+    found = report["engines"]["dramatiq"]
+    assert list(found["throughput"]) == ["0ms", "1ms"]
+    for throughput in found["throughput"].values():
+        assert [r["hooks"] for r in throughput["runs"]] == [False, True] * scale.repeat
+        assert all(r["tasks"] == scale.tasks and r["tasks_per_s"] > 0 for r in throughput["runs"])
+    latency = found["latency"]
+    assert latency["deliveries"] == scale.latency_tasks * scale.followers
+    assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+
+
 @pytest.mark.parametrize("module", [fanout, light, idle, submit, selective, output_fanout, harness])
 def test_every_scenario_has_a_command_line(module: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:

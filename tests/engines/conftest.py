@@ -30,12 +30,72 @@ celery_urls = celery_workers.celery_urls
 tasks_app = celery_workers.tasks_app
 
 
+@pytest.fixture(scope="session")
+def dramatiq_tasks(redis_url: str) -> ModuleType:
+    """The contract's actors, imported here as a sender (after the environment points them
+    at the test Redis)."""
+    pytest.importorskip("dramatiq")
+    pytest.importorskip("dramatiq_abort")
+    from dramatiq_workers import environment
+
+    os.environ.update(environment(redis_url))
+    import dramatiq_tasks as module
+
+    return module
+
+
+@pytest.fixture(scope="module")
+def dramatiq_worker(redis_url: str, dramatiq_tasks: ModuleType) -> Iterator[Any]:
+    """One Dramatiq worker (one process, two threads) for the module's Dramatiq tests."""
+    from dramatiq_workers import start_worker
+
+    worker = start_worker(redis_url)
+    yield worker
+    worker.stop()
+
+
 @pytest.fixture(scope="module")
 def celery_threads(celery_urls: dict[str, str], tasks_app: ModuleType) -> Iterator[Any]:
     """One Celery worker (threads pool) for the module's Celery tests."""
     worker = celery_workers.start_worker(celery_urls, "threads", 2)
     yield worker
     worker.stop()
+
+
+def _dramatiq(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[], None]]) -> Engine:
+    from dramatiq_workers import dying_worker, enqueue_on
+
+    from sse_tasks.dramatiq import DramatiqEngine
+
+    request.getfixturevalue("dramatiq_worker")
+    tasks = request.getfixturevalue("dramatiq_tasks")
+
+    def make(reachable: bool) -> RemoteEngine:
+        if reachable:
+            return DramatiqEngine(tasks.broker)
+        return DramatiqEngine(offline_broker(cleanup))
+
+    def enqueue(name: str, **params: Any) -> str:
+        return str(tasks.actors[name].send(**params).message_id)
+
+    def dying() -> Dying:
+        worker, queue_name = dying_worker(url, LEASE)
+        cleanup.append(worker.stop)
+        return Dying(lambda name, **params: enqueue_on(tasks, queue_name, name, params), worker.kill)
+
+    return Engine("dramatiq", url, make, enqueue, dying)
+
+
+def offline_broker(cleanup: list[Callable[[], None]]) -> Any:
+    """A Dramatiq broker nobody listens to (port 1), with the ``add`` actor."""
+    import dramatiq
+    from dramatiq.brokers.redis import RedisBroker
+    from fake import add
+
+    offline = RedisBroker(url="redis://127.0.0.1:1/0")
+    dramatiq.actor(add, actor_name="add", broker=offline)
+    cleanup.append(offline.close)
+    return offline
 
 
 def _fake(url: str, cleanup: list[Callable[[], None]]) -> Engine:
@@ -225,6 +285,7 @@ MAKERS: dict[str, Callable[[pytest.FixtureRequest, str, list[Callable[[], None]]
     "celery": _celery,
     "rq": _rq,
     "huey": _huey,
+    "dramatiq": _dramatiq,
 }
 
 

@@ -1,0 +1,78 @@
+"""The Dramatiq benchmark's app: one actor, ``bench.noop``; the worker's module
+(``dramatiq benchmarks.dramatiq_app``), configured by its environment (see
+``benchmarks/engines.py``). Without ``BENCH_DRAMATIQ_BROKER`` it declares nothing."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import Middleware
+from dramatiq.results import Results
+from dramatiq.results.backends import RedisBackend
+
+BROKER_ENV = "BENCH_DRAMATIQ_BROKER"  # Dramatiq's broker and result backend
+HUB_ENV = "BENCH_SSE_TASKS_BROKER"  # the hub's Redis; the middleware is added when set
+STAMPS_ENV = "BENCH_SUCCESS_STAMPS"  # a Redis URL: the worker records when each task ended
+STAMPS_KEY = "bench:task_success_ns"
+WORK_ENV = "BENCH_WORK_MS"  # CPU milliseconds each task spends (default 0: a no-op)
+
+
+class Stamps(Middleware):
+    """When each task ended, taken before the sse_tasks middleware publishes it (its
+    ``after_process_message`` runs last in a worker) and written to Redis after the ack."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.url = url
+        self.stamps: dict[str, int] = {}
+        self.local = threading.local()
+        self.redis = redis
+
+    def after_process_message(
+        self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
+    ) -> None:
+        self.stamps[message.message_id] = time.monotonic_ns()
+
+    def after_ack(self, broker: Any, message: Any) -> None:
+        stamp = self.stamps.pop(message.message_id, None)
+        if stamp is None:
+            return
+        client = getattr(self.local, "client", None)
+        if client is None:
+            client = self.local.client = self.redis.Redis.from_url(self.url)
+        client.hset(STAMPS_KEY, message.message_id, stamp)
+
+
+def make_broker(url: str, hub: str | None = None, stamps: str | None = None) -> RedisBroker:
+    """A broker with the ``bench.noop`` actor, results on, and the sse_tasks middleware
+    if ``hub`` is given."""
+    broker = RedisBroker(url=url)
+    broker.add_middleware(Results(backend=RedisBackend(url=url)))
+    if hub:
+        import sse_tasks.dramatiq
+
+        sse_tasks.dramatiq.connect(broker, hub)
+    if stamps:
+        broker.add_middleware(Stamps(stamps))
+    work = float(os.environ.get(WORK_ENV) or 0) / 1000
+
+    def noop() -> None:
+        """Nothing, or ``--work-ms`` of CPU (a small real task)."""
+        if work:
+            end = time.thread_time() + work
+            while time.thread_time() < end:
+                pass
+
+    dramatiq.actor(noop, actor_name="bench.noop", broker=broker, max_retries=0, store_results=True)
+    return broker
+
+
+if os.environ.get(BROKER_ENV):
+    broker = make_broker(os.environ[BROKER_ENV], os.environ.get(HUB_ENV), os.environ.get(STAMPS_ENV))
+    dramatiq.set_broker(broker)

@@ -1,0 +1,41 @@
+"""What a Dramatiq message tells the middleware: the hub's options, the snapshot built from them."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..._core.models import MAX_TASK_ID_LENGTH, Task
+from ..._core.text import clean_text
+
+#: Message options the hub sets on the messages it sends.
+HUB_OPTION = "sse_tasks_hub"  # the hub stores `queued` itself
+OWNER_OPTION = "sse_tasks_owner"  # who submitted it, for the authorization hook
+
+
+def valid_id(task_id: Any) -> bool:
+    """A message id the hub takes as a task id."""
+    return isinstance(task_id, str) and 0 < len(task_id) <= MAX_TASK_ID_LENGTH
+
+
+def created_at(message: Any) -> str | None:
+    """When the message was first enqueued (Dramatiq's own timestamp, milliseconds)."""
+    millis = getattr(message, "message_timestamp", None)
+    if not isinstance(millis, int) or millis <= 0:
+        return None
+    seconds, rest = divmod(millis, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest * 1000:06d}Z"
+
+
+def queued_snapshot(message: Any) -> Task:
+    """The ``queued`` snapshot of the task a message carries."""
+    options = getattr(message, "options", None) or {}
+    owner = options.get(OWNER_OPTION)
+    stamp = created_at(message)
+    extra: dict[str, Any] = {} if stamp is None else {"created_at": stamp}
+    return Task(
+        id=message.message_id,
+        name=message.actor_name,
+        owner=clean_text(str(owner)) if owner else None,
+        **extra,
+    )

@@ -1,0 +1,155 @@
+"""The Dramatiq example run as its two commands (docs/engines.md, README)::
+
+    dramatiq examples.dramatiq_app
+    sse-tasks serve --app examples.dramatiq_app:hub
+
+with ``SSE_TASKS_BROKER`` pointing at database 0 of the session's redis-server and
+``DRAMATIQ_REDIS_URL`` unset (the example puts Dramatiq on the next database by itself):
+a ``count`` posted to the hub and followed to its result with the Python client, and one
+sent with ``count.send()`` from another process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from _support import ROOT, free_port, wait_until
+
+pytest.importorskip("dramatiq", reason="dramatiq is not installed (pip install -e '.[test]')")
+
+BIN = Path(sys.executable).parent
+READY_TIMEOUT = 60.0
+TASK_TIMEOUT = 30.0
+
+
+@dataclass
+class Process:
+    what: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.log.unlink(missing_ok=True)
+
+
+def spawn(what: str, command: list[str], env: dict[str, str]) -> Process:
+    log = Path(tempfile.mkstemp(prefix=f"dramatiq-example-{what}-", suffix=".log")[1])
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return Process(what, proc, log)
+
+
+@dataclass
+class Example:
+    url: str
+    env: dict[str, str]
+    processes: list[Process]
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.what}:\n{p.text()[-3000:]}" for p in self.processes)
+
+    def until(self, condition: Any, what: str, timeout: float) -> Any:
+        def alive_and_true() -> Any:
+            for process in self.processes:
+                assert process.proc.poll() is None, f"{process.what} exited:\n{self.logs()}"
+            return condition()
+
+        return wait_until(alive_and_true, what, timeout, details=self.logs)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def example(redis_url: str) -> Iterator[Example]:
+    import redis
+
+    for tool in ("dramatiq", "sse-tasks"):
+        if not (BIN / tool).exists():
+            pytest.skip(f"{BIN / tool} is not installed (pip install -e '.[test]')")
+    base = redis_url.partition("?")[0].rsplit("/", 1)[0]
+    clients = [redis.Redis.from_url(f"{base}/0"), redis.Redis.from_url(f"{base}/1")]
+    for client in clients:
+        client.flushdb()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SSE_TASKS_", "DRAMATIQ_"))}
+    env["SSE_TASKS_BROKER"] = f"{base}/0"  # and no DRAMATIQ_REDIS_URL: the example's default
+    port = free_port()
+    worker = spawn("worker", [str(BIN / "dramatiq"), "examples.dramatiq_app"], env)
+    server = spawn(
+        "server",
+        [str(BIN / "sse-tasks"), "serve", "--app", "examples.dramatiq_app:hub", "--port", str(port)],
+        env,
+    )
+    running = Example(f"http://127.0.0.1:{port}", env, [worker, server])
+    try:
+        running.until(lambda: "is ready for action" in worker.text(), "the worker is ready", READY_TIMEOUT)
+        running.until(lambda: _answers(running.url + "/tasks"), "GET /tasks answered 200", READY_TIMEOUT)
+        yield running
+    finally:
+        server.stop()
+        worker.stop()
+        for client in clients:
+            client.flushdb()
+            client.close()
+
+
+def test_a_posted_count_is_followed_to_its_result(example: Example) -> None:
+    from sse_tasks import Client
+
+    with Client(example.url, timeout=10) as client:
+        task = client.submit("count", n=3, interval=0.05)
+        snapshots = list(client.follow(task.id))
+    assert snapshots[-1].state == "succeeded", example.logs()
+    assert snapshots[-1].result == {"count": 3}
+    progress = [s.progress for s in snapshots if s.progress is not None]
+    assert progress and progress == sorted(progress)
+    # Dramatiq's Redis is the next database: its queue's keys are there, not in the hub's.
+    import redis
+
+    base = example.env["SSE_TASKS_BROKER"].rsplit("/", 1)[0]
+    with redis.Redis.from_url(f"{base}/1") as dramatiq_db:
+        assert dramatiq_db.keys("dramatiq:*"), "no Dramatiq keys in database 1"
+
+
+def test_a_message_sent_from_another_process_shows_up(example: Example) -> None:
+    code = "from examples.dramatiq_app import count; print(count.send(n=2, interval=0.01).message_id)"
+    sent = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=example.env, capture_output=True, text=True, timeout=60
+    )
+    assert sent.returncode == 0, sent.stderr
+    message_id = sent.stdout.strip().splitlines()[-1]
+
+    def finished() -> dict[str, Any] | None:
+        answer = httpx.get(f"{example.url}/tasks/{message_id}", timeout=5)
+        task: dict[str, Any] = answer.json()
+        return task if answer.status_code == 200 and task["state"] == "succeeded" else None
+
+    task = example.until(finished, "the sent count succeeded", TASK_TIMEOUT)
+    assert task["name"] == "count" and task["result"] == {"count": 2}
+    assert task["created_at"] <= task["started_at"] <= task["finished_at"]
