@@ -141,7 +141,7 @@ class Dramatiq:
         return [
             sys.executable,
             "-m",
-            "benchmarks.engines",
+            "benchmarks.dramatiq_tasks",
             "serve",
             self.name,
             str(port),
@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         serve(engine, int(port), hub_url, engine_url)
         return 0
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.engines", description=__doc__.split("\n\n")[0]
+        prog="python -m benchmarks.engines dramatiq", description=__doc__.split("\n\n")[0]
     )
     harness.common_arguments(parser, quiet_wait=3.0)
     parser.add_argument(

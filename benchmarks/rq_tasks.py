@@ -77,7 +77,7 @@ class Stack:
         return self.procs.spawn("worker", command, self.cpu, env)
 
     def server(self, port: int) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "benchmarks.engines", "serve", str(port), self.hub_url, self.rq_url]
+        command = [sys.executable, "-m", "benchmarks.rq_tasks", "serve", str(port), self.hub_url, self.rq_url]
         proc = self.procs.spawn("server", command, self.cpu, self._env())
         self.procs.wait_port(port, "the hub's server")
         return proc
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         serve(int(port), hub_url, rq_url)
         return 0
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.engines", description=__doc__.split("\n\n")[0]
+        prog="python -m benchmarks.engines rq", description=__doc__.split("\n\n")[0]
     )
     harness.common_arguments(parser, quiet_wait=3.0)
     parser.add_argument("--engine", choices=ENGINES, default="rq", help="the engine (default rq)")
