@@ -133,8 +133,9 @@ class Worker(rq.Worker):
         super().execute_job(job, queue)
 
     def _admit(self, job: rq.job.Job) -> None:
-        """Store the task ``queued`` (or find it refused) and set up its attempt, which
-        the forked horse inherits."""
+        """Find a task the hub sent refused (or store it ``queued``) and set up its attempt,
+        which the forked horse inherits. A job enqueued by other code is created ``queued``
+        with the attempt's first write (``running``, or its outcome), in one round trip."""
         if not isinstance(job, Job) or not valid_id(job.id):
             return
         queued = self._snapshot(job)
@@ -143,8 +144,6 @@ class Worker(rq.Worker):
             if self.writer.receive(queued) != TaskState.QUEUED.value:
                 job.discard = True  # refused (a 503), cancelled while it waited, or gone
                 return
-        elif not retried:
-            self.writer.create(queued)
         earlier: tuple[OutputChunk, ...] = ()
         if retried:
             stored = self.writer.get(job.id)
