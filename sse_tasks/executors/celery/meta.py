@@ -39,6 +39,17 @@ def progress_of(meta: Any) -> tuple[float | None, str | None] | None:
     return fraction, text
 
 
+#: The keys of ``update_state``'s meta read as progress; the others are the task's metadata.
+PROGRESS_KEYS = frozenset({"progress", "message", "current", "total", "percent", "description"})
+
+
+def metadata_of(meta: Any) -> dict[str, Any]:
+    """The keys of ``meta`` that are not progress (:data:`PROGRESS_KEYS`): the task's metadata."""
+    if not isinstance(meta, Mapping):
+        return {}
+    return {key: value for key, value in meta.items() if key not in PROGRESS_KEYS}
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None

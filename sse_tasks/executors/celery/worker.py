@@ -40,13 +40,15 @@ from .message import (
     CREATED_HEADER,
     HUB_HEADER,
     OWNER_HEADER,
+    TAGS_HEADER,
     created_at_of,
     owner_of,
     retry_message,
     sent_snapshot,
+    tags_of,
     valid_task,
 )
-from .meta import progress_of, route_update_state
+from .meta import metadata_of, progress_of, route_update_state
 
 logger = logging.getLogger("sse_tasks.celery")
 
@@ -157,6 +159,7 @@ class CeleryHook:
             name=name,
             owner=owner_of(headers.get(OWNER_HEADER)),
             created_at=created_at_of(headers),
+            tags=tags_of(headers.get(TAGS_HEADER)),
         )
         try:
             self.writer.create(queued)
@@ -376,12 +379,16 @@ class CeleryHook:
             logger.error("task %s: %s not published, Redis unreachable", task_id, state.value)
 
     def update_state(self, run: WorkerRun | None, state: Any, meta: Any) -> None:
-        """Take progress from Celery's ``update_state`` of the attempt ``run``."""
+        """Take progress from Celery's ``update_state`` of the attempt ``run``, and its
+        other keys as metadata (merged; ``ValueError`` if not JSON or too large)."""
         if run is None or state in celery_states.READY_STATES:
             return
         reported = progress_of(meta)
         if reported is not None:
             run.report(*reported)
+        extra = metadata_of(meta)
+        if extra:
+            run.context.set_metadata({**run.context.metadata(), **extra})
 
 
 def connect(
