@@ -35,7 +35,8 @@ def created_at_of(headers: Any) -> str:
 
 def sent_snapshot(task_id: str, name: str, request: Any) -> Task:
     """The ``queued`` snapshot of a task as its sender stored it, from its request."""
-    headers = {header: getattr(request, header, None) for header in (CREATED_HEADER, OWNER_HEADER, TAGS_HEADER)}
+    names = (CREATED_HEADER, OWNER_HEADER, TAGS_HEADER)
+    headers = {header: getattr(request, header, None) for header in names}
     return received_snapshot(task_id, name, headers)
 
 
