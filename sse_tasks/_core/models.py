@@ -55,9 +55,7 @@ MAX_METADATA_BYTES = 4096
 def check_tag(tag: object) -> str:
     """``tag`` if it is a valid tag; ``ValueError`` saying why not."""
     if not isinstance(tag, str) or _TAG.fullmatch(tag) is None:
-        raise ValueError(
-            f"a tag is 1-{MAX_TAG_LENGTH} letters, digits and ':_-./@', not {str(tag)[:80]!r}"
-        )
+        raise ValueError(f"a tag is 1-{MAX_TAG_LENGTH} letters, digits and ':_-./@', not {str(tag)[:80]!r}")
     return tag
 
 
