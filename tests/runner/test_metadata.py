@@ -32,7 +32,8 @@ async def test_metadata_merges_replaces_and_ends_on_the_final_snapshot(make_hub:
         final = await finished(hub, task.id)
         stored = await hub.get(task.id)
     assert final.state is TaskState.SUCCEEDED
-    assert seen == [{"done": 1, "total": 3}, {"done": 2, "total": 3}, {"done": 2}, {"done": 2}, final.metadata]
+    assert seen[:4] == [{"done": 1, "total": 3}, {"done": 2, "total": 3}, {"done": 2}, {"done": 2}]
+    assert seen[4] == final.metadata
     assert final.metadata == stored.metadata == {"rows": [1, 2], "name": "x"}
     assert stored.to_dict()["metadata"] == {"rows": [1, 2], "name": "x"}
 
@@ -65,7 +66,7 @@ async def test_each_change_is_streamed_as_a_progress_event(make_hub: HubFactory)
     assert b'"metadata":{"step":1}' in next(e for e in events if e.type == "task.progress").frame()
 
 
-async def test_hostile_metadata_is_refused_with_a_value_error_and_changes_nothing(make_hub: HubFactory) -> None:
+async def test_hostile_metadata_is_refused_with_a_value_error(make_hub: HubFactory) -> None:
     hub = make_hub(max_metadata_bytes=256)
     refused: list[str] = []
     deep: Any = []
@@ -124,7 +125,8 @@ async def test_tags_are_checked_and_kept(make_hub: HubFactory) -> None:
         task = await hub.submit("sleep", seconds=0, tags=["user:42", "a.b@c/d-e_f", "user:42"])
         assert task.tags == ("user:42", "a.b@c/d-e_f")  # duplicates dropped, order kept
         assert (await finished(hub, task.id)).tags == task.tags
-        for bad in (["has space"], [""], ["x" * 65], ["<script>"], ["\ud800"], [1], [f"t{i}" for i in range(17)]):
+        many = [f"t{i}" for i in range(17)]
+        for bad in (["has space"], [""], ["x" * 65], ["<script>"], ["\ud800"], [1], many):
             with pytest.raises(InvalidRequest):
                 await hub.submit("sleep", seconds=0, tags=bad)  # type: ignore[arg-type]
         with pytest.raises(InvalidRequest):
