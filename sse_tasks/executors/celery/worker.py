@@ -31,7 +31,7 @@ from celery import Celery, signals
 from celery import states as celery_states
 
 from ..._core.errors import TaskCancelled
-from ..._core.models import OutputChunk, Task, TaskState, utcnow
+from ..._core.models import MAX_METADATA_BYTES, OutputChunk, Task, TaskState, utcnow
 from ...brokers.redis import RedisBroker
 from ...engines import Keeper, SyncWriter, WorkerRun, error_of, result_error, unencodable
 from .cancel import cancellable
@@ -84,6 +84,7 @@ class CeleryHook:
         start_delay: float = 0.05,
         max_output_bytes: int = 1 << 20,
         max_output_chunks: int = 10_000,
+        max_metadata_bytes: int = MAX_METADATA_BYTES,
     ) -> None:
         if progress_interval < 0 or check_interval < 0 or start_delay < 0:
             raise ValueError("progress_interval, check_interval and start_delay must be >= 0")
@@ -96,6 +97,7 @@ class CeleryHook:
         self.start_delay = start_delay
         self.max_output_bytes = max_output_bytes
         self.max_output_chunks = max_output_chunks
+        self.max_metadata_bytes = max_metadata_bytes
         self.writer = SyncWriter(self.broker)
         self._unreachable = self.writer.unreachable
         #: Attempts running in this process (the same task id twice while a retry overlaps).
@@ -241,6 +243,7 @@ class CeleryHook:
             check_interval=self.check_interval,
             max_output_bytes=self.max_output_bytes,
             max_output_chunks=self.max_output_chunks,
+            max_metadata_bytes=self.max_metadata_bytes,
             earlier_output=self._earlier_output(stored),
             wake=self.keeper.wake,
         )
@@ -400,6 +403,7 @@ def connect(
     start_delay: float = 0.05,
     max_output_bytes: int = 1 << 20,
     max_output_chunks: int = 10_000,
+    max_metadata_bytes: int = MAX_METADATA_BYTES,
 ) -> CeleryHook:
     """Report every task of the Celery ``app`` to the sse_tasks hub on the Redis ``broker``.
 
@@ -410,7 +414,8 @@ def connect(
     always); a running task's ``current_task().check()`` sees a cancel within
     ``check_interval`` seconds. A task's ``running`` is stored within ``start_delay``
     seconds of its start (sooner if it reports): one that ends sooner stores ``running``
-    and its outcome in one round trip. Returns the hook; calling it again for the same app
+    and its outcome in one round trip. A task's metadata is bounded by
+    ``max_metadata_bytes`` encoded, as the hub's. Returns the hook; calling it again for the same app
     returns the same hook.
     """
     existing = _HOOKS.get(app)
@@ -432,6 +437,7 @@ def connect(
         start_delay=start_delay,
         max_output_bytes=max_output_bytes,
         max_output_chunks=max_output_chunks,
+        max_metadata_bytes=max_metadata_bytes,
     )
     _HOOKS[app] = hook
     return hook.connect()
