@@ -68,13 +68,15 @@ def sleep(seconds: float = 1.0) -> dict[str, Any]:
 @celery_app.task(name="count", bind=True, shared=False)
 def count(self: Any, n: int = 10, interval: float = 0.1) -> dict[str, Any]:
     """``n`` steps ``interval`` s apart, reported with Celery's own ``update_state`` in
-    celery-progress's format; result ``{"count": n}``."""
+    celery-progress's format, with the metadata ``{"done": i, "total": n}``; result
+    ``{"count": n}``."""
     if not 0 <= n <= 100_000 or not 0 <= interval <= 3600:
         raise ValueError("n must be from 0 to 100000 and interval from 0 to 3600")
     for i in range(1, n + 1):
         time.sleep(interval)
         meta = {"current": i, "total": n, "description": f"step {i} of {n}"}
         self.update_state(state="PROGRESS", meta=meta)
+        current_task().metadata(done=i, total=n)
     return {"count": n}
 
 

@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.routing import BaseRoute
 
-from ._core.models import Task, TaskState
+from ._core.models import MAX_METADATA_BYTES, Task, TaskState
 from ._core.registry import RegisteredTask, TaskFunction
 from ._core.stats import HubStats
 from ._runner import InProcessExecutor, Job, LocalExecutor, RemoteEngine, Runner
@@ -119,6 +119,8 @@ class TaskHub:
             while the tasks registered here run in an :class:`InProcessExecutor`.
         max_output_bytes, max_output_chunks: output kept per task (1 MiB, 10,000
             chunks); beyond either the task says so once and further output is dropped.
+        max_metadata_bytes: the bound of a task's encoded metadata (4096); past it
+            ``ctx.metadata(…)`` raises ``ValueError``.
         history: events kept for resuming streams (10,000).
         retention: seconds a finished task is kept (3600).
         max_tasks: finished tasks kept at most, oldest expire first (10,000).
@@ -162,6 +164,7 @@ class TaskHub:
         executor: LocalExecutor | RemoteEngine | None = None,
         max_output_bytes: int = 1 << 20,
         max_output_chunks: int = 10_000,
+        max_metadata_bytes: int = MAX_METADATA_BYTES,
         history: int | None = None,
         retention: float | None = None,
         max_tasks: int | None = None,
@@ -195,6 +198,7 @@ class TaskHub:
                 progress_interval,
                 max_output_bytes=max_output_bytes,
                 max_output_chunks=max_output_chunks,
+                max_metadata_bytes=max_metadata_bytes,
             )
         broker_options = {
             "history": history,
@@ -279,20 +283,30 @@ class TaskHub:
 
     # -- submitting, reading, cancelling ------------------------------------------------
 
-    async def submit(self, func_or_name: TaskFunction | str, /, **params: Any) -> Task:
+    async def submit(
+        self, func_or_name: TaskFunction | str, /, *, tags: Sequence[str] = (), **params: Any
+    ) -> Task:
         """Queue a run and return its snapshot at once; the work runs in the hub.
 
+        ``tags`` (at most 16, each 1-64 letters, digits and ``:_-./@``) are kept on the
+        snapshot and select it in ``GET /tasks?tag=`` and ``/events?tag=`` (a task whose
+        function takes a ``tags`` parameter is submitted with :meth:`submit_json`).
         Raises :class:`NotFound` (unknown name), :class:`InvalidRequest` (params do
-        not fit the signature) or :class:`Unavailable` (queue full, shutting down).
+        not fit the signature, bad tags) or :class:`Unavailable` (queue full, shutting down).
         """
-        return await self._runner.submit_json(func_or_name, params)
+        return await self._runner.submit_json(func_or_name, params, tags=tags)
 
     async def submit_json(
-        self, func_or_name: TaskFunction | str, params: Any, *, owner: str | None = None
+        self,
+        func_or_name: TaskFunction | str,
+        params: Any,
+        *,
+        owner: str | None = None,
+        tags: Sequence[str] = (),
     ) -> Task:
         """Like :meth:`submit`, with ``params`` as decoded JSON (checked before anything is
         queued); ``owner`` is recorded as ``task.owner`` for the authorization hook."""
-        return await self._runner.submit_json(func_or_name, params, owner=owner)
+        return await self._runner.submit_json(func_or_name, params, owner=owner, tags=tags)
 
     async def background(self, func_or_name: TaskFunction | str, /, *args: Any, **kwargs: Any) -> TrackedTask:
         """A tracked ``BackgroundTask``: the task is created now and runs after the response.
@@ -312,10 +326,16 @@ class TaskHub:
         return await self._runner.get(task_id)
 
     async def list_tasks(
-        self, *, state: TaskState | None = None, name: str | None = None, limit: int = 100
+        self,
+        *,
+        state: TaskState | None = None,
+        name: str | None = None,
+        tags: Sequence[str] = (),
+        limit: int = 100,
     ) -> list[Task]:
-        """Snapshots, newest first, optionally filtered by state and name."""
-        return await self._runner.list_tasks(state=state, name=name, limit=limit)
+        """Snapshots, newest first, optionally filtered by state, name and tags (those
+        carrying every one of ``tags``)."""
+        return await self._runner.list_tasks(state=state, name=name, tags=tags, limit=limit)
 
     async def cancel(self, task_id: str) -> Task:
         """Cancel a queued or running task; returns the ``cancelled`` snapshot.

@@ -22,7 +22,7 @@ import builtins
 import functools
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeVar, overload
 from urllib.parse import quote
 
@@ -128,13 +128,25 @@ class _Base:
         return dict(method="GET", url=url, headers=headers, params=self._params, timeout=self._stream_timeout)
 
     @staticmethod
-    def _list_params(state: str | TaskState | None, name: str | None, limit: int | None) -> dict[str, str]:
+    def _list_params(
+        state: str | TaskState | None, name: str | None, limit: int | None, tags: Sequence[str] | None
+    ) -> dict[str, str | list[str]]:
         values = {"state": state, "name": name, "limit": limit}
-        return {key: str(value) for key, value in values.items() if value is not None}
+        params: dict[str, str | list[str]] = {
+            key: str(value) for key, value in values.items() if value is not None
+        }
+        if tags:
+            params["tag"] = list(tags)
+        return params
 
     @staticmethod
-    def _submit_body(name: str, params: Mapping[str, Any] | None, extra: dict[str, Any]) -> dict[str, Any]:
-        return {"name": name, "params": {**(params or {}), **extra}}
+    def _submit_body(
+        name: str, params: Mapping[str, Any] | None, extra: dict[str, Any], tags: Sequence[str] | None
+    ) -> dict[str, Any]:
+        body = {"name": name, "params": {**(params or {}), **extra}}
+        if tags is not None:
+            body["tags"] = list(tags)
+        return body
 
     @staticmethod
     def _check(response: httpx.Response) -> httpx.Response:
@@ -207,13 +219,22 @@ class AsyncClient(_Base):
             raise self._unreachable(action, exc) from exc
         return self._check(response)
 
-    async def submit(self, name: str, params: Mapping[str, Any] | None = None, /, **kwargs: Any) -> Task:
-        """Start task ``name`` with ``params`` (a mapping and/or keywords); its first snapshot.
+    async def submit(
+        self,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        /,
+        *,
+        tags: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> Task:
+        """Start task ``name`` with ``params`` (a mapping and/or keywords) and ``tags``; its
+        first snapshot. (A param named ``tags`` goes in the ``params`` mapping.)
 
         Raises ``NotFound`` (no such task name), ``InvalidRequest`` (params the function
         does not accept), ``Unavailable`` (queue full, shutting down).
         """
-        body = self._submit_body(name, params, kwargs)
+        body = self._submit_body(name, params, kwargs, tags)
         response = await self._request("POST", "/tasks", f"submit {name!r}", json=body)
         return _task(response.json())
 
@@ -223,10 +244,16 @@ class AsyncClient(_Base):
         return _task(response.json())
 
     async def list(
-        self, *, state: str | TaskState | None = None, name: str | None = None, limit: int | None = None
+        self,
+        *,
+        state: str | TaskState | None = None,
+        name: str | None = None,
+        limit: int | None = None,
+        tags: Sequence[str] | None = None,
     ) -> builtins.list[Task]:
-        """Snapshots of the server's tasks, newest first, optionally filtered."""
-        params = self._list_params(state, name, limit)
+        """Snapshots of the server's tasks, newest first, optionally filtered (``tags``: those
+        carrying every one)."""
+        params = self._list_params(state, name, limit, tags)
         response = await self._request("GET", "/tasks", "list tasks", params=params)
         return [_task(item) for item in response.json()["tasks"]]
 
@@ -336,9 +363,17 @@ class Client(_Base):
             raise self._unreachable(action, exc) from exc
         return self._check(response)
 
-    def submit(self, name: str, params: Mapping[str, Any] | None = None, /, **kwargs: Any) -> Task:
+    def submit(
+        self,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        /,
+        *,
+        tags: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> Task:
         """See :meth:`AsyncClient.submit`."""
-        body = self._submit_body(name, params, kwargs)
+        body = self._submit_body(name, params, kwargs, tags)
         return _task(self._request("POST", "/tasks", f"submit {name!r}", json=body).json())
 
     def get(self, task_id: str) -> Task:
@@ -346,10 +381,15 @@ class Client(_Base):
         return _task(self._request("GET", self._task_path(task_id), f"get task {task_id!r}").json())
 
     def list(
-        self, *, state: str | TaskState | None = None, name: str | None = None, limit: int | None = None
+        self,
+        *,
+        state: str | TaskState | None = None,
+        name: str | None = None,
+        limit: int | None = None,
+        tags: Sequence[str] | None = None,
     ) -> builtins.list[Task]:
         """See :meth:`AsyncClient.list`."""
-        params = self._list_params(state, name, limit)
+        params = self._list_params(state, name, limit, tags)
         response = self._request("GET", "/tasks", "list tasks", params=params)
         return [_task(item) for item in response.json()["tasks"]]
 

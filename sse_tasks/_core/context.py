@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextvars
 import math
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from .errors import TaskCancelled
+from .models import MAX_METADATA_BYTES, check_metadata
 from .text import clean_text
 
 #: The levels of ``TaskContext.log``.
@@ -33,6 +35,10 @@ class TaskSink(Protocol):
         """Take one chunk of output, in order (already checked and cleaned)."""
         ...
 
+    def set_metadata(self, metadata: dict[str, Any]) -> None:
+        """Take the task's whole latest metadata (already checked), published like progress."""
+        ...
+
 
 class TaskContext:
     """Handed to a task function that declares a parameter annotated ``TaskContext``.
@@ -48,11 +54,16 @@ class TaskContext:
         name: str,
         params: dict[str, Any],
         sink: TaskSink,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        max_metadata_bytes: int = MAX_METADATA_BYTES,
     ) -> None:
         self.task_id = task_id
         self.name = name
         self.params = params
         self._sink = sink
+        self._metadata: dict[str, Any] = dict(metadata or {})
+        self.max_metadata_bytes = max_metadata_bytes
 
     @property
     def sink(self) -> TaskSink:
@@ -97,6 +108,28 @@ class TaskContext:
         """
         self.check()
         self._sink.output("output", clean_text(str(text)), None)
+
+    def metadata(self, **changes: Any) -> dict[str, Any]:
+        """Merge ``changes`` into the task's metadata (top-level keys; a value of None
+        removes its key) and return the result. Published like progress: on the snapshot's
+        ``metadata`` and in a ``task.progress`` event, the latest value always.
+
+        Raises ``ValueError`` (changing nothing) if the result is not strict JSON or is
+        larger than the hub's ``max_metadata_bytes`` encoded, and :class:`TaskCancelled`
+        once the task is cancelled. ``metadata()`` with no changes reads it.
+        """
+        if not changes:
+            return dict(self._metadata)
+        merged = {**self._metadata, **changes}
+        return self.set_metadata({key: value for key, value in merged.items() if value is not None})
+
+    def set_metadata(self, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace the task's metadata with ``metadata`` (a JSON object); as :meth:`metadata`."""
+        self.check()
+        checked = check_metadata(metadata, self.max_metadata_bytes)
+        self._metadata = checked
+        self._sink.set_metadata(checked)
+        return dict(checked)
 
     def log(self, text: str, level: str = "info") -> None:
         """Publish a log line (a ``task.output`` event of kind ``log`` with ``level``)."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import enum
 import functools
+import re
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -39,6 +41,50 @@ MAX_EVENT_ID_LENGTH = 256
 
 #: The SSE event type that tells a client to drop what it holds and resync.
 RESET_EVENT = "reset"
+
+#: Tags a task may carry, and the longest tag.
+MAX_TAGS = 16
+MAX_TAG_LENGTH = 64
+#: A tag: 1-64 letters, digits and ``:_-./@`` (safe in a URL, a header and HTML).
+TAG_PATTERN = r"^[A-Za-z0-9:_\-./@]{1,64}$"
+_TAG = re.compile(r"[A-Za-z0-9:_\-./@]{1,64}")
+#: The default bound of a task's encoded metadata (``TaskHub(max_metadata_bytes=…)``).
+MAX_METADATA_BYTES = 4096
+
+
+def check_tag(tag: object) -> str:
+    """``tag`` if it is a valid tag; ``ValueError`` saying why not."""
+    if not isinstance(tag, str) or _TAG.fullmatch(tag) is None:
+        raise ValueError(f"a tag is 1-{MAX_TAG_LENGTH} letters, digits and ':_-./@', not {str(tag)[:80]!r}")
+    return tag
+
+
+def check_tags(tags: Iterable[object] | None) -> tuple[str, ...]:
+    """The valid, de-duplicated tags in their order; ``ValueError`` for a bad one or too many."""
+    if tags is None:
+        return ()
+    if isinstance(tags, (str, bytes)) or not isinstance(tags, Iterable):
+        raise ValueError("tags must be a list of strings")
+    checked = tuple(dict.fromkeys(check_tag(tag) for tag in tags))
+    if len(checked) > MAX_TAGS:
+        raise ValueError(f"a task carries at most {MAX_TAGS} tags")
+    return checked
+
+
+def check_metadata(metadata: Mapping[str, Any], max_bytes: int = MAX_METADATA_BYTES) -> dict[str, Any]:
+    """``metadata`` as plain JSON (a copy), or ``ValueError`` if it is not a JSON object
+    with string keys, not strict JSON (NaN, a lone surrogate, too deep) or larger than
+    ``max_bytes`` encoded."""
+    if not isinstance(metadata, Mapping) or not all(isinstance(key, str) for key in metadata):
+        raise ValueError("metadata must be a JSON object with string keys")
+    try:
+        encoded = codec.dumps(dict(metadata))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata is not JSON: {exc}") from None
+    if len(encoded) > max_bytes:
+        raise ValueError(f"metadata is {len(encoded)} bytes encoded, more than the {max_bytes} allowed")
+    decoded: dict[str, Any] = codec.loads(encoded)
+    return decoded
 
 
 def task_path(task_id: str, root_path: str = "") -> str:
@@ -82,6 +128,8 @@ class Task:
     event_type: str | None = None
     owner: str | None = None
     output_chunks: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
 
     @property
     def terminal(self) -> bool:
@@ -110,6 +158,8 @@ class Task:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "output_chunks": self.output_chunks,
+            "metadata": self.metadata,
+            "tags": list(self.tags),
             "links": {"self": base, "events": f"{base}/events", "output": f"{base}/output"},
         }
 
@@ -141,6 +191,8 @@ class Task:
             event_type=data.get("event_type"),
             owner=data.get("owner"),
             output_chunks=data.get("output_chunks") or 0,
+            metadata=data.get("metadata") or {},
+            tags=tuple(data.get("tags") or ()),
         )
 
 

@@ -15,7 +15,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .._core.context import CURRENT
 from .._core.errors import TaskCancelled
-from .._core.models import Task, TaskState
+from .._core.models import MAX_METADATA_BYTES, Task, TaskState
 from .executor import LocalExecutor
 from .job import Job, Publisher, error_of, result_error
 from .run import Run
@@ -39,6 +39,7 @@ class InProcessExecutor(LocalExecutor):
         *,
         max_output_bytes: int = 1 << 20,
         max_output_chunks: int = 10_000,
+        max_metadata_bytes: int = MAX_METADATA_BYTES,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be positive")
@@ -46,6 +47,9 @@ class InProcessExecutor(LocalExecutor):
             raise ValueError("progress_interval must be >= 0")
         if max_output_bytes < 0 or max_output_chunks < 0:
             raise ValueError("max_output_bytes and max_output_chunks must be >= 0")
+        if max_metadata_bytes < 2:
+            raise ValueError("max_metadata_bytes must be at least 2 (the empty object)")
+        self.max_metadata_bytes = max_metadata_bytes
         self.concurrency = concurrency
         self.progress_interval = progress_interval
         self.max_output_bytes = max_output_bytes
@@ -118,7 +122,7 @@ class InProcessExecutor(LocalExecutor):
                     self._done(job)
 
     async def _execute(self, job: Job, publisher: Publisher) -> None:
-        run = Run(job, self.max_output_bytes, self.max_output_chunks)
+        run = Run(job, self.max_output_bytes, self.max_output_chunks, self.max_metadata_bytes)
         self._runs[job.task.id] = run
         try:
             started = await publisher.running(job.task)
@@ -170,6 +174,7 @@ class InProcessExecutor(LocalExecutor):
                 outcome, changes = TaskState.FAILED, {"error": error}
         progress, message = run.latest()
         changes["output_chunks"] = run.output_chunks
+        changes["metadata"] = run.metadata
         changes.setdefault("progress", progress)
         if message is not None:
             changes.setdefault("message", message)
@@ -196,7 +201,7 @@ class InProcessExecutor(LocalExecutor):
         assert publisher is not None
         while True:
             progress, message = await run.next_report()
-            latest = task.evolve(output_chunks=run.output_chunks)
+            latest = task.evolve(output_chunks=run.output_chunks, metadata=run.metadata)
             if await publisher.progress(latest, progress, message) is None:
                 run.cancel()  # finished elsewhere (cancelled from another worker)
                 return

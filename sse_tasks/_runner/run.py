@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import anyio.from_thread
@@ -12,7 +13,7 @@ import anyio.lowlevel
 
 from .._core.budget import OutputBudget
 from .._core.context import TaskContext
-from .._core.models import OutputChunk, Task
+from .._core.models import MAX_METADATA_BYTES, OutputChunk, Task
 from .job import Job
 
 
@@ -23,7 +24,13 @@ class Run:
     event loop, and started by the first report (most tasks never make one).
     """
 
-    def __init__(self, job: Job, max_output_bytes: int = 1 << 20, max_output_chunks: int = 10_000) -> None:
+    def __init__(
+        self,
+        job: Job,
+        max_output_bytes: int = 1 << 20,
+        max_output_chunks: int = 10_000,
+        max_metadata_bytes: int = MAX_METADATA_BYTES,
+    ) -> None:
         self.job = job
         self.max_output_bytes = max_output_bytes
         self.max_output_chunks = max_output_chunks
@@ -31,12 +38,21 @@ class Run:
         self.task: Task | None = None  # the running snapshot, once published
         self.cancel_reason: str | None = None
         self.ended = False  # its outcome is decided: too late to cancel
-        self.context = TaskContext(job.task.id, job.task.name, job.params, self)
+        self.context = TaskContext(
+            job.task.id,
+            job.task.name,
+            job.params,
+            self,
+            metadata=job.task.metadata,
+            max_metadata_bytes=max_metadata_bytes,
+        )
         self.cancel_requested = False  # cancelled (DELETE, shutdown, finished elsewhere)
         self._halted = False
         self._lock = threading.Lock()
         self._progress: float | None = None
         self._message: str | None = None
+        #: The latest metadata the task set (published with its progress).
+        self.metadata: dict[str, Any] = dict(job.task.metadata)
         self._dirty = anyio.Event()
         self._loop_thread = threading.get_ident()
         self._token = anyio.lowlevel.current_token()
@@ -73,6 +89,14 @@ class Run:
     def report(self, progress: float | None, message: str | None) -> None:
         with self._lock:
             self._progress, self._message = progress, message
+        self._changed()
+
+    def set_metadata(self, metadata: dict[str, Any]) -> None:
+        with self._lock:
+            self.metadata = metadata
+        self._changed()
+
+    def _changed(self) -> None:
         if self._dirty.is_set():
             return  # not picked up yet: the publisher reads the latest value
         if threading.get_ident() == self._loop_thread:

@@ -10,14 +10,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
-from .._core.errors import NotFound, TaskFinished, TaskGone, Unavailable
+from .._core.errors import InvalidRequest, NotFound, TaskFinished, TaskGone, Unavailable
 from .._core.log import EventLog
-from .._core.models import MAX_TASK_ID_LENGTH, OutputChunk, Task, TaskEvent, TaskState, utcnow
+from .._core.models import (
+    MAX_TASK_ID_LENGTH,
+    OutputChunk,
+    Task,
+    TaskEvent,
+    TaskState,
+    check_tags,
+    utcnow,
+)
 from .._core.registry import RegisteredTask, TaskFunction
 from .._core.stats import HubStats
 from .._core.text import clean_text
@@ -146,16 +155,29 @@ class Runner:
     # -- submitting ----------------------------------------------------------------
 
     async def submit_json(
-        self, func_or_name: TaskFunction | str, params: Any, *, owner: str | None = None
+        self,
+        func_or_name: TaskFunction | str,
+        params: Any,
+        *,
+        owner: str | None = None,
+        tags: Sequence[str] = (),
     ) -> Task:
-        """Check ``params`` (decoded JSON), queue the run and return its snapshot at once."""
+        """Check ``params`` (decoded JSON) and ``tags``, queue the run and return its snapshot at once."""
         registered = self.resolve(func_or_name)
-        job = await self.create(registered, registered.validate(params), owner)
+        try:
+            checked_tags = check_tags(tags)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        job = await self.create(registered, registered.validate(params), owner, checked_tags)
         self.start(job)
         return job.task
 
     async def create(
-        self, registered: RegisteredTask, params: dict[str, Any], owner: str | None = None
+        self,
+        registered: RegisteredTask,
+        params: dict[str, Any],
+        owner: str | None = None,
+        tags: tuple[str, ...] = (),
     ) -> Job:
         """Store a new ``queued`` task; :meth:`start` hands it to the executor."""
         if not self._running or self._closing:
@@ -169,7 +191,7 @@ class Runner:
             raise Unavailable(f"the queue is full ({self.max_queued} tasks)", code="queue_full")
         if owner is not None:
             owner = clean_text(str(owner))
-        task = Task(id=secrets.token_urlsafe(12), name=registered.name, owner=owner)
+        task = Task(id=secrets.token_urlsafe(12), name=registered.name, owner=owner, tags=tags)
         job = Job(task, registered, params)
         self._add(job)
         try:
@@ -218,10 +240,15 @@ class Runner:
         return await self.broker.get(task_id) if len(task_id) <= MAX_TASK_ID_LENGTH else None
 
     async def list_tasks(
-        self, *, state: TaskState | None = None, name: str | None = None, limit: int = 100
+        self,
+        *,
+        state: TaskState | None = None,
+        name: str | None = None,
+        tags: Sequence[str] = (),
+        limit: int = 100,
     ) -> list[Task]:
-        """Snapshots, newest first, optionally filtered by state and name."""
-        return await self.broker.list_tasks(state=state, name=name, limit=limit)
+        """Snapshots, newest first, optionally filtered by state, name and tags (every one)."""
+        return await self.broker.list_tasks(state=state, name=name, tags=tags, limit=limit)
 
     def local_task(self, task_id: str) -> Task | None:
         """The snapshot of a task queued or running here, as this process knows it (no broker call)."""

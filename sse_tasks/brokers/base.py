@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._core.log import EventLog
@@ -55,9 +55,14 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def list_tasks(
-        self, *, state: TaskState | None = None, name: str | None = None, limit: int = 100
+        self,
+        *,
+        state: TaskState | None = None,
+        name: str | None = None,
+        tags: Sequence[str] = (),
+        limit: int = 100,
     ) -> list[Task]:
-        """Snapshots, newest first."""
+        """Snapshots, newest first; with ``tags``, those carrying every one of them."""
 
     @abc.abstractmethod
     async def publish_output(self, task: Task, chunk: OutputChunk) -> TaskEvent | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 from .._core.log import EventLog
@@ -97,12 +98,21 @@ class MemoryBroker(Broker):
         return task_id in self._expired
 
     async def list_tasks(
-        self, *, state: TaskState | None = None, name: str | None = None, limit: int = 100
+        self,
+        *,
+        state: TaskState | None = None,
+        name: str | None = None,
+        tags: Sequence[str] = (),
+        limit: int = 100,
     ) -> list[Task]:
         self._expire()
         found: list[Task] = []
         for task in reversed(self._tasks.values()):
-            if (state is None or task.state is state) and (name is None or task.name == name):
+            if (
+                (state is None or task.state is state)
+                and (name is None or task.name == name)
+                and all(tag in task.tags for tag in tags)
+            ):
                 found.append(task)
                 if len(found) >= limit:
                     break

@@ -26,11 +26,14 @@ async def sleep(ctx: TaskContext, seconds: float = 1.0) -> dict[str, Any]:
 
 
 async def count(ctx: TaskContext, n: int = 10, interval: float = 0.1) -> dict[str, Any]:
-    """``n`` progress steps, ``interval`` seconds apart; result ``{"count": n}``."""
+    """``n`` progress steps, ``interval`` seconds apart, with the metadata
+    ``{"done": i, "total": n}``; result ``{"count": n}``."""
     if not 0 <= n <= 100_000 or not 0 <= interval <= 3600:
         raise ValueError("n must be from 0 to 100000 and interval from 0 to 3600")
+    ctx.metadata(done=0, total=n)
     for i in range(1, n + 1):
         await anyio.sleep(interval)
+        ctx.metadata(done=i)
         ctx.progress(i / n, f"step {i} of {n}")
     return {"count": n}
 

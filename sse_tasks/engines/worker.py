@@ -25,7 +25,7 @@ from typing import Any
 from .._core.budget import OutputBudget
 from .._core.context import CURRENT, TaskContext
 from .._core.errors import TaskCancelled
-from .._core.models import OutputChunk, Task, TaskState, utcnow
+from .._core.models import MAX_METADATA_BYTES, OutputChunk, Task, TaskState, utcnow
 from .._runner.job import error_of, result_error
 from .writer import Started, WorkerWriter
 
@@ -53,6 +53,7 @@ class WorkerRun:
         max_output_chunks: int = 10_000,
         earlier_output: Sequence[OutputChunk] = (),
         wake: Callable[[float], None] = lambda due: None,
+        max_metadata_bytes: int = MAX_METADATA_BYTES,
     ) -> None:
         self.task = task
         self._wake = wake
@@ -62,7 +63,9 @@ class WorkerRun:
         self.outage_grace = writer.outage_grace
         self._unreachable = writer.unreachable
         #: What the task function gets (and ``current_task()`` returns while it runs).
-        self.context = TaskContext(task.id, task.name, params, self)
+        self.context = TaskContext(
+            task.id, task.name, params, self, metadata=task.metadata, max_metadata_bytes=max_metadata_bytes
+        )
         self._token: contextvars.Token[TaskContext | None] | None = None
         self.ended = False  # this attempt's outcome is published (or retried): nothing more
         self.requeued = False  # it ended in a retry: back to queued, the new message sent
@@ -72,6 +75,7 @@ class WorkerRun:
         self._budget = _budget(task, max_output_bytes, max_output_chunks, earlier_output)
         self._progress: float | None = task.progress
         self._message: str | None = task.message
+        self._metadata: dict[str, Any] = task.metadata
         self._pending = False
         self._last = -math.inf  # monotonic time of the last progress publish
         self._start: Started | None = None  # (running, queued) not yet published
@@ -184,6 +188,20 @@ class WorkerRun:
             if not self._started():
                 return
             self._progress, self._message = progress, message
+        self._changed()
+
+    def set_metadata(self, metadata: dict[str, Any]) -> None:
+        with self._lock:
+            if not self._started():
+                return
+            self._metadata = metadata
+        self._changed()
+
+    def _changed(self) -> None:
+        """Publish the latest progress and metadata now if due, else wake the keeper for it."""
+        with self._lock:
+            if self.ended:
+                return
             was_pending, self._pending = self._pending, True
             if time.monotonic() >= self._last + self.progress_interval:
                 self._publish_progress()
@@ -245,7 +263,10 @@ class WorkerRun:
             self._pending = True
             return
         snapshot = self.task.evolve(
-            progress=self._progress, message=self._message, output_chunks=self._budget.chunks
+            progress=self._progress,
+            message=self._message,
+            metadata=self._metadata,
+            output_chunks=self._budget.chunks,
         )
         try:
             stored = self.writer.progress(snapshot)
@@ -266,6 +287,7 @@ class WorkerRun:
             self._pending = False
             changes.setdefault("progress", self._progress)
             changes.setdefault("message", self._message)
+            changes.setdefault("metadata", self._metadata)
             final = self.task.evolve(
                 state=state, finished_at=utcnow(), output_chunks=self._budget.chunks, **changes
             )

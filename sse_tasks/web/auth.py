@@ -14,7 +14,10 @@ missing one (404), so probing ids teaches nothing.
 
 With :class:`TaskTokens` each ``202`` carries a signed, expiring token for its task,
 accepted as ``Authorization: Bearer``, a cookie or ``?token=`` (repeatable); without a
-hook, a task is then visible only with its token.
+hook, a task is then visible only with its token. A tag token
+(:meth:`TaskTokens.issue_tag`) lets a page read and follow every task carrying its tag:
+``GET /tasks?tag=<tag>``, ``/events?tag=<tag>`` and each such task's own stream, nothing
+else (no cancel, no ``/events`` without ``?tag=`` naming it).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from .._core.errors import Forbidden, NotFound, TaskGone, Unavailable
-from .._core.models import Task
+from .._core.models import Task, check_tag
 from .._core.text import ascii_int
 from .openapi import Param
 
@@ -51,6 +54,9 @@ TOKEN = Param("token", {"type": "string"}, "a task token (with task tokens on); 
 _MAX_TOKENS = 64  # tokens looked at per request: bounds the HMAC work a request can cause
 _MAX_TOKEN_LENGTH = 512
 _TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+#: What a tag token starts with: never in a task id, so a tag token cannot pass for a
+#: task's (and its signed subject, ``~<tag>``, never equals a task id).
+_TAG_MARK = "~"
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,9 @@ class Access:
         tokens: ids of the tasks whose valid, unexpired token the request carries.
         task: the task acted on; None for ``submit``, ``list`` and ``/events``.
         name: the task name being submitted (``submit`` only).
+        token_tags: the tags whose valid, unexpired tag token the request carries.
+        selected_tags: the tags ``list`` and ``/events`` select (``?tag=``); every task
+            they show carries all of them.
     """
 
     action: Action
@@ -73,6 +82,17 @@ class Access:
     tokens: frozenset[str] = frozenset()
     task: Task | None = None
     name: str | None = None
+    token_tags: frozenset[str] = frozenset()
+    selected_tags: frozenset[str] = frozenset()
+
+    def tag_grants(self) -> frozenset[str]:
+        """The tags whose token grants this access: none for ``submit`` and ``cancel``; for
+        ``list`` and ``/events`` only those the request also selects with ``?tag=``."""
+        if self.action in ("submit", "cancel"):
+            return frozenset()
+        if self.task is None:
+            return self.token_tags & self.selected_tags
+        return self.token_tags
 
 
 def tokens_only(access: Access) -> Decision:
@@ -80,22 +100,26 @@ def tokens_only(access: Access) -> Decision:
     only to requests carrying its token."""
     if access.action == "submit":
         return True
-    tokens = access.tokens
+    tokens, tags = access.tokens, access.tag_grants()
+    if tags:
+        return lambda task: task.id in tokens or not tags.isdisjoint(task.tags)
     return lambda task: task.id in tokens
 
 
 def owner_only(access: Access) -> Decision:
     """A ready hook: identified callers submit; each sees and cancels only its own tasks
-    (``task.owner == caller``), or a task whose token it presents."""
+    (``task.owner == caller``), or a task whose token (or tag token) it presents."""
     caller = access.caller
     if access.action == "submit":
         return caller is not None
-    tokens = access.tokens
-    return lambda task: (caller is not None and task.owner == caller) or task.id in tokens
+    tokens, tags = access.tokens, access.tag_grants()
+    return lambda task: (
+        (caller is not None and task.owner == caller) or task.id in tokens or not tags.isdisjoint(task.tags)
+    )
 
 
 class TaskTokens:
-    """Signed, expiring capability tokens, each scoped to one task (HMAC-SHA256).
+    """Signed, expiring capability tokens, each scoped to one task or one tag (HMAC-SHA256).
 
     Args:
         secret: the signing key (at least 16 bytes), or several: the first signs,
@@ -131,26 +155,57 @@ class TaskTokens:
         expires = int(self.clock() + self.ttl)
         return f"{task_id}.{expires}.{self._sign(self._keys[0], task_id, expires)}"
 
+    def issue_tag(self, tag: str) -> str:
+        """A token for every task carrying ``tag``, valid for ``ttl`` seconds from now: it
+        lets a page read and follow them (``/events?tag=<tag>``, ``GET /tasks?tag=<tag>``,
+        each one's own stream), nothing else. ``ValueError`` for an invalid tag."""
+        check_tag(tag)
+        expires = int(self.clock() + self.ttl)
+        return f"{_TAG_MARK}{tag}.{expires}.{self._sign(self._keys[0], _TAG_MARK + tag, expires)}"
+
     def verify(self, token: str) -> str | None:
-        """The task id ``token`` grants, or None if it is malformed, forged or expired."""
+        """The task id ``token`` grants, or None if it is malformed, forged or expired
+        (or a tag token: :meth:`verify_tag`)."""
         if len(token) > _MAX_TOKEN_LENGTH:
             return None
         parts = token.split(".")
         if len(parts) != 3:
             return None
         task_id, raw_expires, signature = parts
-        expires = ascii_int(raw_expires, 12)
-        if not _TASK_ID.fullmatch(task_id) or expires is None:
+        if not _TASK_ID.fullmatch(task_id):
             return None
+        return task_id if self._valid(task_id, raw_expires, signature) else None
+
+    def verify_tag(self, token: str) -> str | None:
+        """The tag a tag token grants, or None if it is malformed, forged, expired or not one."""
+        if len(token) > _MAX_TOKEN_LENGTH or not token.startswith(_TAG_MARK):
+            return None
+        rest = token.rsplit(".", 2)
+        if len(rest) != 3:
+            return None
+        subject, raw_expires, signature = rest
+        tag = subject[len(_TAG_MARK) :]
+        try:
+            check_tag(tag)
+        except ValueError:
+            return None
+        return tag if self._valid(subject, raw_expires, signature) else None
+
+    def _valid(self, subject: str, raw_expires: str, signature: str) -> bool:
+        expires = ascii_int(raw_expires, 12)
+        if expires is None:
+            return False
         valid = False
         for key in self._keys:  # check every key: no early exit leaks which one matched
-            valid |= hmac.compare_digest(self._sign(key, task_id, expires), signature)
-        if not valid or expires <= self.clock():
-            return None
-        return task_id
+            valid |= hmac.compare_digest(self._sign(key, subject, expires), signature)
+        return valid and expires > self.clock()
 
     def from_request(self, request: Request) -> frozenset[str]:
         """Task ids proven by the request's tokens (bearer header, cookie, ``?token=``)."""
+        return self.grants(request)[0]
+
+    def grants(self, request: Request) -> tuple[frozenset[str], frozenset[str]]:
+        """The task ids and the tags proven by the request's tokens."""
         found: list[str] = []
         authorization = request.headers.get("authorization", "")
         scheme, _, credentials = authorization.partition(" ")
@@ -160,8 +215,18 @@ class TaskTokens:
         if cookie:
             found.append(cookie)
         found.extend(TOKEN.get_all(request))
-        granted = (self.verify(token) for token in found[:_MAX_TOKENS])
-        return frozenset(task_id for task_id in granted if task_id is not None)
+        task_ids: set[str] = set()
+        tags: set[str] = set()
+        for token in found[:_MAX_TOKENS]:
+            if token.startswith(_TAG_MARK):
+                tag = self.verify_tag(token)
+                if tag is not None:
+                    tags.add(tag)
+            else:
+                task_id = self.verify(token)
+                if task_id is not None:
+                    task_ids.add(task_id)
+        return frozenset(task_ids), frozenset(tags)
 
     @staticmethod
     def _sign(key: bytes, task_id: str, expires: int) -> str:
@@ -192,19 +257,29 @@ class Gate:
         return self.authorize is None
 
     async def decide(
-        self, action: Action, request: Request, task: Task | None = None, name: str | None = None
+        self,
+        action: Action,
+        request: Request,
+        task: Task | None = None,
+        name: str | None = None,
+        tags: frozenset[str] = frozenset(),
     ) -> Decision:
-        """The hook's answer (``True`` when there is no hook)."""
+        """The hook's answer (``True`` when there is no hook); ``tags``: the ``?tag=`` selection."""
         authorize = self.authorize
         if authorize is None:
             return True
+        task_ids, token_tags = (
+            self.tokens.grants(request) if self.tokens is not None else (frozenset(), frozenset())
+        )
         access = Access(
             action=action,
             request=request,
             caller=await self.caller(request),
-            tokens=self.tokens.from_request(request) if self.tokens is not None else frozenset(),
+            tokens=task_ids,
             task=task,
             name=name,
+            token_tags=token_tags,
+            selected_tags=tags,
         )
         decision = authorize(access)
         if inspect.isawaitable(decision):
@@ -252,9 +327,12 @@ class Gate:
                 raise
             return local
 
-    async def visible(self, action: Action, request: Request) -> TaskFilter | None:
-        """For ``list`` and ``/events``: a filter, None for all; raises :class:`Forbidden`."""
-        decision = await self.decide(action, request)
+    async def visible(
+        self, action: Action, request: Request, tags: frozenset[str] = frozenset()
+    ) -> TaskFilter | None:
+        """For ``list`` and ``/events`` (selecting ``tags``): a filter, None for all; raises
+        :class:`Forbidden`."""
+        decision = await self.decide(action, request, tags=tags)
         if decision is True:
             return None
         if decision is False:

@@ -9,7 +9,7 @@ runner's lifecycle (``start``, ``shutdown``) is not part of it: the hub facade
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
 from .._core.log import EventLog
@@ -72,7 +72,12 @@ class TaskBackend(Protocol):
         ...
 
     async def list_tasks(
-        self, *, state: TaskState | None = None, name: str | None = None, limit: int = 100
+        self,
+        *,
+        state: TaskState | None = None,
+        name: str | None = None,
+        tags: Sequence[str] = (),
+        limit: int = 100,
     ) -> list[Task]:
         """Snapshots, newest first, optionally filtered by state and name."""
         ...
@@ -95,7 +100,9 @@ class TaskBackend(Protocol):
 
     # -- writes ------------------------------------------------------------------------
 
-    async def submit_json(self, name: str, params: Any, /, *, owner: str | None = None) -> Task:
+    async def submit_json(
+        self, name: str, params: Any, /, *, owner: str | None = None, tags: Sequence[str] = ()
+    ) -> Task:
         """Check ``params`` (decoded JSON) against the task ``name``, queue it, return its snapshot."""
         ...
 

@@ -29,7 +29,7 @@ from .._core.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from .._core.models import Task, TaskState, task_path
+from .._core.models import Task, TaskState, check_tags, task_path
 from .._core.text import ascii_int
 from .auth import Gate
 from .datastar import datastar_stream
@@ -45,6 +45,7 @@ from .operations import (
     NAME,
     OUTPUT,
     STATE,
+    TAGS,
     TASK_IDS,
 )
 from .sse import SSEStream, StreamMonitor, sse_headers
@@ -143,7 +144,7 @@ async def submit_task(web: Web, request: Request) -> Response:
     body = await read_json(request, settings.max_body_size, settings.body_timeout)
     if not isinstance(body, dict):
         raise InvalidRequest('body must be a JSON object like {"name": …, "params": {…}}')
-    unknown = set(body) - {"name", "params"}
+    unknown = set(body) - {"name", "params", "tags"}
     if unknown:
         raise InvalidRequest(f"unknown fields: {', '.join(sorted(map(repr, unknown)))}")
     name = body.get("name")
@@ -151,7 +152,10 @@ async def submit_task(web: Web, request: Request) -> Response:
         raise InvalidRequest("'name' must be a string naming a registered task")
     await web.gate.require("submit", request, name=name)
     owner = await web.gate.caller(request)
-    task = await web.runner.submit_json(name, body.get("params", {}), owner=owner)
+    tags = body.get("tags", [])
+    if not isinstance(tags, list):
+        raise InvalidRequest("'tags' must be a list of strings")
+    task = await web.runner.submit_json(name, body.get("params", {}), owner=owner, tags=tags)
     root = _root(request)
     answer = task.to_dict(root)
     if settings.tokens is not None:
@@ -168,14 +172,15 @@ async def list_tasks(web: Web, request: Request) -> Response:
         choices = ", ".join(s.value for s in TaskState)
         raise InvalidRequest(f"'state' must be one of {choices}") from None
     limit = _query_int(request, LIMIT, 100, 1, MAX_LIST)
-    visible = await web.gate.visible("list", request)
+    tags = _query_tags(request)
+    visible = await web.gate.visible("list", request, tags)
     runner = web.runner
     cursor = await runner.cursor()  # before the list: replays, never misses
     name = NAME.get(request)
     if visible is None:
-        tasks = await runner.list_tasks(state=state, name=name, limit=limit)
+        tasks = await runner.list_tasks(state=state, name=name, tags=tuple(tags), limit=limit)
     else:
-        scanned = await runner.list_tasks(state=state, name=name, limit=_MAX_SCAN)
+        scanned = await runner.list_tasks(state=state, name=name, tags=tuple(tags), limit=_MAX_SCAN)
         tasks = [t for t in scanned if visible(t)][:limit]
     root = _root(request)
     return JSON({"tasks": [t.to_dict(root) for t in tasks], "cursor": cursor})
@@ -221,12 +226,13 @@ async def task_events(web: Web, request: Request) -> Response | SSEStream:
 
 
 async def events(web: Web, request: Request) -> Response | SSEStream:
-    """SSE stream of all tasks, or those chosen by ``?task=`` and ``?name=``."""
+    """SSE stream of all tasks, or those chosen by ``?task=``, ``?name=`` and ``?tag=``."""
     web.check_stream_capacity()
     ids = TASK_IDS.get_all(request)
     if len(ids) > MAX_SELECTED:
         raise InvalidRequest(f"at most {MAX_SELECTED} 'task' ids per stream")
-    visible = await web.gate.visible("follow", request)  # on every (re)connect
+    tags = _query_tags(request)
+    visible = await web.gate.visible("follow", request, tags)  # on every (re)connect
     name = NAME.get(request)
     if name is not None and name not in web.runner.registry:
         raise NotFound(f"no task named {name!r} is registered")
@@ -235,6 +241,7 @@ async def events(web: Web, request: Request) -> Response | SSEStream:
     selection = Selection(
         task_ids=frozenset(ids) if ids else None,
         name=name,
+        tags=tags,
         visible=visible,
         output=_query_flag(request, OUTPUT),
     )
@@ -319,6 +326,14 @@ def _query_int(request: Request, param: Param, default: int, low: int, high: int
     if value is None or not low <= value <= high:
         raise InvalidRequest(f"{param.name!r} must be an integer from {low} to {high}")
     return value
+
+
+def _query_tags(request: Request) -> frozenset[str]:
+    """The ``?tag=`` selection (tasks carrying every one); 422 for a bad tag or too many."""
+    try:
+        return frozenset(check_tags(TAGS.get_all(request)))
+    except ValueError as exc:
+        raise InvalidRequest(f"'tag': {exc}") from None
 
 
 def _query_flag(request: Request, param: Param) -> bool:

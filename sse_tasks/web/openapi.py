@@ -21,7 +21,7 @@ from typing import Any, Literal
 from starlette.requests import Request
 from starlette.routing import BaseRoute
 
-from .._core.models import MAX_TASK_ID_LENGTH, Task, TaskState
+from .._core.models import MAX_TAG_LENGTH, MAX_TAGS, MAX_TASK_ID_LENGTH, TAG_PATTERN, Task, TaskState
 
 Schema = Mapping[str, Any]
 
@@ -31,6 +31,9 @@ SUBMIT = {"$ref": "#/components/schemas/Submit"}
 #: The schema of each path parameter, by name.
 PATH_PARAMETERS: dict[str, Schema] = {"task_id": {"type": "string", "maxLength": MAX_TASK_ID_LENGTH}}
 STATES = [state.value for state in TaskState]
+#: One tag, and the tags of a task (given at submit).
+TAG_SCHEMA: Schema = {"type": "string", "pattern": TAG_PATTERN, "minLength": 1, "maxLength": MAX_TAG_LENGTH}
+TAGS_SCHEMA: Schema = {"type": "array", "items": TAG_SCHEMA, "maxItems": MAX_TAGS}
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,6 +157,7 @@ def openapi_document(
                     "properties": {
                         "name": {"enum": names} if names else {"type": "string"},
                         "params": {"type": "object"},
+                        "tags": TAGS_SCHEMA,
                     },
                 },
                 "Task": snapshot_schema(),
@@ -176,6 +180,8 @@ _FIELD_NOTES: dict[str, Schema] = {
     "progress": {"minimum": 0, "maximum": 1},
     "error": {"properties": {"type": {"type": "string"}, "message": {"type": "string"}}},
     "output_chunks": {"minimum": 0, "description": "output chunks kept (GET /tasks/{task_id}/output)"},
+    "metadata": {"description": "a small JSON object the task sets as it runs (ctx.metadata())"},
+    "tags": {"items": TAG_SCHEMA, "maxItems": MAX_TAGS, "description": "given at submit; select with ?tag="},
 }
 _JSON_TYPES: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
 
@@ -223,6 +229,8 @@ def _schema_of(hint: Any) -> tuple[dict[str, Any], bool]:
         return {"type": "object"}, False
     if origin is list:
         return {"type": "array"}, False
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return {"type": "array", "items": _schema_of(args[0])[0]}, False
     if origin in _JSON_TYPES:
         return {"type": _JSON_TYPES[origin]}, False
     raise TypeError(f"no JSON schema for {hint!r}: describe it in sse_tasks/web/openapi.py")

@@ -11,7 +11,7 @@ or header only through a :class:`Param` of its operation (see
 from __future__ import annotations
 
 from .auth import TOKEN
-from .openapi import STATES, SUBMIT, TASK, Answer, Operation, Param
+from .openapi import STATES, SUBMIT, TAGS_SCHEMA, TASK, Answer, Operation, Param
 
 MAX_LIST = 1000  # tasks in one GET /tasks
 MAX_SELECTED = 1000  # ?task= ids in one stream
@@ -25,6 +25,7 @@ TASK_IDS = Param(
     {"type": "array", "items": {"type": "string"}, "maxItems": MAX_SELECTED},
     "only these tasks (repeat it for each)",
 )
+TAGS = Param("tag", TAGS_SCHEMA, "only tasks carrying this tag (repeat it: tasks carrying every one)")
 OUTPUT = Param("output", {"enum": ["1", "0", "true", "false", ""]}, "carry task.output events too (1)")
 LAST_EVENT_ID_HEADER = Param(
     "Last-Event-ID", {"type": "string"}, "resume after this event (what EventSource sends)", where="header"
@@ -50,7 +51,7 @@ LIST_TASKS = Operation(
     "List tasks, newest first",
     (Answer(200, "tasks, and the log position to stream from", _TASK_LIST),),
     (401, 403, 422, 503),
-    (STATE, NAME, LIMIT, TOKEN),
+    (STATE, NAME, TAGS, LIMIT, TOKEN),
 )
 SUBMIT_TASK = Operation(
     "Submit a task",
@@ -79,7 +80,7 @@ EVENTS = Operation(
     "SSE stream of all or the selected tasks",
     (_STREAM,),
     (401, 403, 404, 410, 422, 503),
-    (TASK_IDS, NAME, OUTPUT, TOKEN, *_RESUME),
+    (TASK_IDS, NAME, TAGS, OUTPUT, TOKEN, *_RESUME),
 )
 TASK_HTMX = Operation(
     "One task's stream of HTML fragments for htmx's SSE extension (state, output, done)",

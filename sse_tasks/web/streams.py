@@ -33,23 +33,26 @@ _BATCH = 512  # events per chunk: bounds what one slow stream holds in its send 
 
 @dataclass(frozen=True, slots=True)
 class Selection:
-    """Which tasks a stream covers: all, some ids, and/or one task name, and of those
+    """Which tasks a stream covers: all, some ids, one task name and/or tags, and of those
     only what ``visible`` (the authorization hook's filter for this caller) allows."""
 
     task_ids: frozenset[str] | None = None
     name: str | None = None
+    #: Only tasks carrying every one of these tags.
+    tags: frozenset[str] = frozenset()
     visible: Callable[[Task], bool] | None = None
     #: Carry ``task.output`` events (per-task streams always do; ``/events`` with ``?output=1``).
     output: bool = False
 
     @property
     def everything(self) -> bool:
-        return self.task_ids is None and self.name is None and self.visible is None
+        return self.task_ids is None and self.name is None and not self.tags and self.visible is None
 
     def covers(self, task: Task) -> bool:
         return (
             (self.task_ids is None or task.id in self.task_ids)
             and (self.name is None or task.name == self.name)
+            and self.tags.issubset(task.tags)
             and (self.visible is None or bool(self.visible(task)))
         )
 
@@ -230,7 +233,9 @@ async def _resync(plan: StreamPlan, reason: str, seen: dict[str, Any]) -> bytes:
     if selection.task_ids is not None:
         tasks = [t for t in [await runner.find(i) for i in selection.task_ids] if t]
     else:
-        tasks = await runner.list_tasks(name=selection.name, limit=max(runner.log.maxlen, 10_000))
+        tasks = await runner.list_tasks(
+            name=selection.name, tags=tuple(selection.tags), limit=max(runner.log.maxlen, 10_000)
+        )
     keyed = sorted(
         ((k, t) for t in tasks if selection.covers(t) and (k := _key(runner, t)) is not None),
         key=lambda item: item[0],

@@ -144,3 +144,22 @@ async def test_output_is_kept_in_order_only_while_its_task_is_not_finished(broke
         (2, "output", None, "2 "),
     ]
     assert [c.event_id for c in stored] == [e.id for e in events if e]
+
+
+async def test_metadata_and_tags_are_stored_and_tags_filter_the_list(broker: Broker) -> None:
+    tagged = Task(id="m0", name="a", tags=("user:42", "team/x"), metadata={"done": 1, "note": "<b>"})
+    await publish(broker, tagged, "task.queued")
+    await publish(broker, Task(id="m1", name="a", tags=("user:7",)), "task.queued")
+    other = await publish(broker, Task(id="m2", name="b", tags=("user:42",)), "task.queued")
+    progressed = other.task.evolve(state=TaskState.RUNNING, metadata={"done": 2, "total": 3})
+    await publish(broker, progressed, "task.running")
+    stored = await broker.get("m0")
+    assert stored is not None
+    assert (stored.tags, stored.metadata) == (("user:42", "team/x"), {"done": 1, "note": "<b>"})
+    second = await broker.get("m2")
+    assert second is not None and second.metadata == {"done": 2, "total": 3}
+    assert [t.id for t in await broker.list_tasks(tags=["user:42"])] == ["m2", "m0"]
+    assert [t.id for t in await broker.list_tasks(tags=["user:42", "team/x"])] == ["m0"]
+    assert [t.id for t in await broker.list_tasks(name="b", tags=["user:42"])] == ["m2"]
+    assert [t.id for t in await broker.list_tasks(tags=["user:42"], limit=1)] == ["m2"]
+    assert await broker.list_tasks(tags=["nobody"]) == []

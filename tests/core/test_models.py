@@ -36,6 +36,8 @@ SNAPSHOT_FIELDS = [
     "started_at",
     "finished_at",
     "output_chunks",
+    "metadata",
+    "tags",
     "links",
 ]
 
@@ -86,6 +88,8 @@ def test_a_snapshot_is_the_documented_json_and_nothing_private() -> None:
         "started_at": "2026-11-27T22:00:00.200000Z",
         "finished_at": "2026-11-27T22:00:01.000000Z",
         "output_chunks": 3,
+        "metadata": {},
+        "tags": [],
         "links": {"self": "/tasks/abc", "events": "/tasks/abc/events", "output": "/tasks/abc/output"},
     }
     assert json.loads(json.dumps(data)) == data  # plain JSON: the owner and event id stay out

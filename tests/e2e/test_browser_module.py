@@ -240,3 +240,30 @@ def test_follow_tasks_resets_after_an_unknown_cursor(page: Page, pages: LiveServ
     live = submit_sync(hub_url, "generate", words=10, delay=0)["id"]
     log = wait_log(page, f"log.filter((e) => e[0] === 'output' && e[1] === '{live}').length === 11")
     assert_output_once_in_order(log, live, 10)
+
+
+def test_follow_tasks_by_tag_paints_and_follows_only_those(
+    page: Page, pages: LiveServer, hub_url: str
+) -> None:
+    def post(tags: list[str]) -> str:
+        body = {"name": "count", "params": {"n": 2, "interval": 0}, "tags": tags}
+        response = httpx.post(f"{hub_url}/tasks", json=body, timeout=WAIT_MS / 1000)
+        assert response.status_code == 202, response.text
+        return str(response.json()["id"])
+
+    before, other = post(["user:42", "x"]), post(["user:7"])
+    wait_finished(hub_url, before)
+    wait_finished(hub_url, other)
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url) if "/jobs/" in request.url else None)
+    open_page(page, pages, hub_url)
+    page.evaluate("() => { window.follower = mod.followTasks({...recorder(), tags: ['user:42', 'x']}); }")
+    wait_log(page, f"log.some((e) => e[0] === 'update' && e[1] === '{before}')")
+    later, skipped = post(["x", "user:42", "more"]), post(["user:42"])
+    wait_finished(hub_url, skipped)
+    log = wait_log(page, f"log.some((e) => e[0] === 'update' && e[1] === '{later}' && e[2] === 'succeeded')")
+    shown = {e[1] for e in log if e[0] == "update"}
+    assert shown == {before, later}, log
+    assert not [e for e in log if e[0] in ("reset", "error")]
+    assert any("/jobs/tasks?" in url and "tag=user%3A42&tag=x" in url for url in urls), urls
+    assert any("/jobs/events?" in url and "tag=user%3A42&tag=x" in url for url in urls), urls

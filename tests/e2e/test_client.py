@@ -117,6 +117,22 @@ async def test_unreachable_server_raises_connection_failed() -> None:
             [s async for s in client.follow("abc")]
 
 
+async def test_tags_and_metadata_through_the_clients(server: LiveServer) -> None:
+    async with AsyncClient(server.url) as client:
+        task = await client.submit("count", n=2, interval=0, tags=["user:42", "report/1"])
+        other = await client.submit("sleep", {"seconds": 0}, tags=["user:7"])
+        assert task.tags == ("user:42", "report/1") and task.metadata in ({}, {"done": 0, "total": 2})
+        snapshots = [s async for s in client.follow(task.id)]
+        assert snapshots[-1].metadata == {"done": 2, "total": 2}
+        assert [t.id for t in await client.list(tags=["user:42"])] == [task.id]
+        assert [t.id for t in await client.list(tags=["user:7", "user:42"])] == []
+        with pytest.raises(InvalidRequest):
+            await client.submit("sleep", tags=["not a tag"])
+    with Client(server.url) as sync:
+        assert [t.id for t in sync.list(tags=["user:7"])] == [other.id]
+        assert sync.submit("sleep", {"seconds": 0}, tags=["user:7"]).tags == ("user:7",)
+
+
 def test_sync_client(server: LiveServer) -> None:
     with Client(server.url) as client:
         task = client.submit("count", {"n": 3}, interval=0.01)

@@ -73,6 +73,25 @@ def ours_progress(self: Any) -> None:
     time.sleep(0.3)
 
 
+@app.task(shared=False, name="annotate", bind=True)
+def annotate(self: Any) -> list[str]:
+    """Metadata through the context and through update_state's other keys; bad values refused."""
+    task = current_task()
+    task.metadata(step=1, note="<script>x</script>")
+    self.update_state(state="PROGRESS", meta={"progress": 0.5, "message": "half", "rows": 7, "step": 2})
+    refused = []
+    for bad in ({"nan": float("nan")}, {"big": "x" * 5000}, {"surrogate": "\ud800"}):
+        try:
+            task.metadata(**bad)
+        except ValueError:
+            refused.append(next(iter(bad)))
+    try:
+        self.update_state(state="PROGRESS", meta={"inf": float("inf")})
+    except ValueError:
+        refused.append("update_state")
+    return refused
+
+
 @app.task(shared=False, name="talk")
 def talk(words: int = 5) -> int:
     task = current_task()

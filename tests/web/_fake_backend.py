@@ -6,6 +6,7 @@ web layer served from it proves that the protocol is all the web layer asks for.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sse_tasks import NotFound, Task, TaskState
@@ -47,12 +48,19 @@ class FakeBackend:
         return None
 
     async def list_tasks(
-        self, *, state: TaskState | None = None, name: str | None = None, limit: int = 100
+        self,
+        *,
+        state: TaskState | None = None,
+        name: str | None = None,
+        tags: Sequence[str] = (),
+        limit: int = 100,
     ) -> list[Task]:
         found = [
             t
             for t in reversed(self.tasks.values())
-            if (state is None or t.state is state) and (name is None or t.name == name)
+            if (state is None or t.state is state)
+            and (name is None or t.name == name)
+            and all(tag in t.tags for tag in tags)
         ]
         return found[:limit]
 
@@ -68,7 +76,9 @@ class FakeBackend:
     async def output(self, task_id: str, /) -> list[OutputChunk]:
         return []
 
-    async def submit_json(self, name: str, params: Any, /, *, owner: str | None = None) -> Task:
+    async def submit_json(
+        self, name: str, params: Any, /, *, owner: str | None = None, tags: Sequence[str] = ()
+    ) -> Task:
         if name not in self.registry:
             raise NotFound(f"no task named {name!r} is registered")
         return self.add(name, owner=owner)

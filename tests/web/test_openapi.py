@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -125,17 +126,32 @@ def test_endpoints_read_query_parameters_only_through_their_declarations() -> No
 async def test_the_snapshot_schema_has_every_key_of_a_real_snapshot(running_hub: TaskHub) -> None:
     schema = (await document(running_hub.app))["components"]["schemas"]["Task"]
     properties = schema["properties"]
-    failed = await running_hub.submit("fail", message="boom")
+    failed = await running_hub.submit("fail", message="boom", tags=["user:42", "a.b@c/d-e_f"])
     with anyio.fail_after(10):
         while not (task := await running_hub.get(failed.id)).terminal:
             await anyio.sleep(0.01)
-    snapshots = [task.to_dict(), Task(id="q", name="n").to_dict()]
+    assert task.tags == ("user:42", "a.b@c/d-e_f")
+    tagged = Task(id="q", name="n", metadata={"done": 1, "total": 3}, tags=("x",))
+    snapshots = [task.to_dict(), Task(id="q", name="n").to_dict(), tagged.to_dict()]
+    assert not _fits(["no spaces"], properties["tags"])
+    assert not _fits([str(i) for i in range(17)], properties["tags"])
+    submit = (await document(running_hub.app))["components"]["schemas"]["Submit"]["properties"]
+    assert submit["tags"] == {"type": "array", "items": properties["tags"]["items"], "maxItems": 16}
     for snapshot in snapshots:
         assert set(snapshot) == set(properties) - {"token"}
         assert set(schema["required"]) <= set(snapshot)
         for key, value in snapshot.items():
             assert _fits(value, properties[key]), (key, value, properties[key])
-    assert set(schema["required"]) == {"id", "name", "state", "created_at", "output_chunks", "links"}
+    assert set(schema["required"]) == {
+        "id",
+        "name",
+        "state",
+        "created_at",
+        "output_chunks",
+        "metadata",
+        "tags",
+        "links",
+    }
     assert properties["links"]["properties"].keys() == snapshots[0]["links"].keys()
 
 
@@ -145,7 +161,21 @@ def _fits(value: Any, schema: dict[str, Any]) -> bool:
     kinds = schema.get("type")
     if kinds is None:
         return True
-    python = {"string": str, "integer": int, "number": (int, float), "object": dict, "null": type(None)}
+    python = {
+        "string": str,
+        "integer": int,
+        "number": (int, float),
+        "object": dict,
+        "array": list,
+        "null": type(None),
+    }
+    if isinstance(value, list) and "items" in schema:
+        if len(value) > schema.get("maxItems", len(value)):
+            return False
+        if not all(_fits(item, schema["items"]) for item in value):
+            return False
+    if isinstance(value, str) and "pattern" in schema and re.fullmatch(schema["pattern"], value) is None:
+        return False
     return any(isinstance(value, python[kind]) for kind in ([kinds] if isinstance(kinds, str) else kinds))
 
 
@@ -175,4 +205,6 @@ async def test_the_document_lists_the_refusals_every_task_operation_can_give(
     assert {"404", "409", "410"} <= operations[("/tasks/{task_id}", "delete")]
     assert {"200", "204"} <= operations[("/tasks/{task_id}/events", "get")]
     listed = {p["name"] for p in paths["/events"]["get"]["parameters"]}
-    assert {"task", "name", "output", "token", "Last-Event-ID", "last_event_id"} == listed
+    assert {"task", "name", "tag", "output", "token", "Last-Event-ID", "last_event_id"} == listed
+    listed = {p["name"] for p in paths["/tasks"]["get"]["parameters"]}
+    assert {"state", "name", "tag", "limit", "token"} == listed

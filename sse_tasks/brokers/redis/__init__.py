@@ -45,7 +45,7 @@ import logging
 import math
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -417,12 +417,17 @@ class RedisBroker(Broker):
         return not exists and (expired is not None or indexed is not None)
 
     async def list_tasks(
-        self, *, state: TaskState | None = None, name: str | None = None, limit: int = 100
+        self,
+        *,
+        state: TaskState | None = None,
+        name: str | None = None,
+        tags: Sequence[str] = (),
+        limit: int = 100,
     ) -> list[Task]:
         keys = self._keys
         want_state = None if state is None else state.value.encode()
         want_name = None if name is None else name.encode()
-        page = limit if state is None and name is None else max(limit, 500)
+        page = limit if state is None and name is None and not tags else max(limit, 500)
         found: list[Task] = []
         start = 0
         while len(found) < limit:
@@ -441,7 +446,7 @@ class RedisBroker(Broker):
                 if want_state not in (None, row[0]) or want_name not in (None, row[1]):
                     continue
                 task = task_of(row[2:])
-                if task is not None:
+                if task is not None and all(tag in task.tags for tag in tags):
                     found.append(task)
                     if len(found) >= limit:
                         break

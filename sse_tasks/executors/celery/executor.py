@@ -16,7 +16,7 @@ from ..._core.models import Task
 from ..._core.registry import RegisteredTask, TaskFunction
 from ..._runner.engine import NotSent, RemoteEngine
 from ..._runner.job import Job
-from .message import CREATED_HEADER, HUB_HEADER, OWNER_HEADER
+from .message import CREATED_HEADER, HUB_HEADER, OWNER_HEADER, TAGS_HEADER
 
 logger = logging.getLogger("sse_tasks.celery")
 
@@ -91,7 +91,12 @@ class CeleryExecutor(RemoteEngine):
 
     async def send(self, job: Job) -> None:
         task = self.app.tasks[job.task.name]
-        headers = {HUB_HEADER: "1", OWNER_HEADER: job.task.owner or "", CREATED_HEADER: job.task.created_at}
+        headers = {
+            HUB_HEADER: "1",
+            OWNER_HEADER: job.task.owner or "",
+            CREATED_HEADER: job.task.created_at,
+            TAGS_HEADER: list(job.task.tags),
+        }
         send = functools.partial(
             task.apply_async,
             kwargs=job.params,

@@ -6,13 +6,15 @@ from typing import Any
 
 from celery import Celery
 
-from ..._core.models import MAX_TASK_ID_LENGTH, Task, utcnow
+from ..._core.models import MAX_TASK_ID_LENGTH, Task, check_tags, utcnow
 from ..._core.text import clean_text
 
 #: Message headers the hub sets on the tasks it sends.
 HUB_HEADER = "sse_tasks_hub"  # the hub stores `queued` itself
 OWNER_HEADER = "sse_tasks_owner"  # who submitted it, for the authorization hook
 CREATED_HEADER = "sse_tasks_created"  # when it was sent: the worker builds its snapshot from it
+#: The task's tags (a list of strings), set by the hub or by ``apply_async(headers=…)``.
+TAGS_HEADER = "sse_tasks_tags"
 
 
 def valid_task(task_id: Any, name: Any) -> bool:
@@ -33,7 +35,8 @@ def created_at_of(headers: Any) -> str:
 
 def sent_snapshot(task_id: str, name: str, request: Any) -> Task:
     """The ``queued`` snapshot of a task as its sender stored it, from its request."""
-    headers = {header: getattr(request, header, None) for header in (CREATED_HEADER, OWNER_HEADER)}
+    names = (CREATED_HEADER, OWNER_HEADER, TAGS_HEADER)
+    headers = {header: getattr(request, header, None) for header in names}
     return received_snapshot(task_id, name, headers)
 
 
@@ -44,7 +47,17 @@ def received_snapshot(task_id: str, name: str, headers: dict[str, Any]) -> Task:
         name=name,
         owner=owner_of(headers.get(OWNER_HEADER)),
         created_at=created_at_of(headers),
+        tags=tags_of(headers.get(TAGS_HEADER)),
     )
+
+
+def tags_of(value: Any) -> tuple[str, ...]:
+    """The tags header's tags; none if it is not a valid list of tags (a sender's mistake
+    must not keep its task from running)."""
+    try:
+        return check_tags(value) if isinstance(value, (list, tuple)) else ()
+    except ValueError:
+        return ()
 
 
 def owner_of(value: Any) -> str | None:

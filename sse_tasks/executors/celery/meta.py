@@ -4,14 +4,24 @@ keys or celery-progress's."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from celery.backends.base import DisabledBackend
 
 from ...engines.meta import progress_of
 
-__all__ = ["progress_of", "route_update_state"]
+__all__ = ["PROGRESS_KEYS", "metadata_of", "progress_of", "route_update_state"]
+
+#: The keys of ``update_state``'s meta read as progress; the others are the task's metadata.
+PROGRESS_KEYS = frozenset({"progress", "message", "current", "total", "percent", "description"})
+
+
+def metadata_of(meta: Any) -> dict[str, Any]:
+    """The keys of ``meta`` that are not progress (:data:`PROGRESS_KEYS`): the task's metadata."""
+    if not isinstance(meta, Mapping):
+        return {}
+    return {key: value for key, value in meta.items() if key not in PROGRESS_KEYS}
 
 
 def route_update_state(task: Any, report: Callable[[Any, Any], None]) -> None:

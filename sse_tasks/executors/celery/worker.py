@@ -31,7 +31,7 @@ from celery import Celery, signals
 from celery import states as celery_states
 
 from ..._core.errors import TaskCancelled
-from ..._core.models import OutputChunk, Task, TaskState, utcnow
+from ..._core.models import MAX_METADATA_BYTES, OutputChunk, Task, TaskState, utcnow
 from ...brokers.redis import RedisBroker
 from ...engines import Keeper, SyncWriter, WorkerRun, error_of, result_error, unencodable
 from .cancel import cancellable
@@ -40,13 +40,15 @@ from .message import (
     CREATED_HEADER,
     HUB_HEADER,
     OWNER_HEADER,
+    TAGS_HEADER,
     created_at_of,
     owner_of,
     retry_message,
     sent_snapshot,
+    tags_of,
     valid_task,
 )
-from .meta import progress_of, route_update_state
+from .meta import metadata_of, progress_of, route_update_state
 
 logger = logging.getLogger("sse_tasks.celery")
 
@@ -82,6 +84,7 @@ class CeleryHook:
         start_delay: float = 0.05,
         max_output_bytes: int = 1 << 20,
         max_output_chunks: int = 10_000,
+        max_metadata_bytes: int = MAX_METADATA_BYTES,
     ) -> None:
         if progress_interval < 0 or check_interval < 0 or start_delay < 0:
             raise ValueError("progress_interval, check_interval and start_delay must be >= 0")
@@ -94,6 +97,7 @@ class CeleryHook:
         self.start_delay = start_delay
         self.max_output_bytes = max_output_bytes
         self.max_output_chunks = max_output_chunks
+        self.max_metadata_bytes = max_metadata_bytes
         self.writer = SyncWriter(self.broker)
         self._unreachable = self.writer.unreachable
         #: Attempts running in this process (the same task id twice while a retry overlaps).
@@ -157,6 +161,7 @@ class CeleryHook:
             name=name,
             owner=owner_of(headers.get(OWNER_HEADER)),
             created_at=created_at_of(headers),
+            tags=tags_of(headers.get(TAGS_HEADER)),
         )
         try:
             self.writer.create(queued)
@@ -238,6 +243,7 @@ class CeleryHook:
             check_interval=self.check_interval,
             max_output_bytes=self.max_output_bytes,
             max_output_chunks=self.max_output_chunks,
+            max_metadata_bytes=self.max_metadata_bytes,
             earlier_output=self._earlier_output(stored),
             wake=self.keeper.wake,
         )
@@ -376,12 +382,16 @@ class CeleryHook:
             logger.error("task %s: %s not published, Redis unreachable", task_id, state.value)
 
     def update_state(self, run: WorkerRun | None, state: Any, meta: Any) -> None:
-        """Take progress from Celery's ``update_state`` of the attempt ``run``."""
+        """Take progress from Celery's ``update_state`` of the attempt ``run``, and its
+        other keys as metadata (merged; ``ValueError`` if not JSON or too large)."""
         if run is None or state in celery_states.READY_STATES:
             return
         reported = progress_of(meta)
         if reported is not None:
             run.report(*reported)
+        extra = metadata_of(meta)
+        if extra:
+            run.context.set_metadata({**run.context.metadata(), **extra})
 
 
 def connect(
@@ -393,6 +403,7 @@ def connect(
     start_delay: float = 0.05,
     max_output_bytes: int = 1 << 20,
     max_output_chunks: int = 10_000,
+    max_metadata_bytes: int = MAX_METADATA_BYTES,
 ) -> CeleryHook:
     """Report every task of the Celery ``app`` to the sse_tasks hub on the Redis ``broker``.
 
@@ -403,7 +414,8 @@ def connect(
     always); a running task's ``current_task().check()`` sees a cancel within
     ``check_interval`` seconds. A task's ``running`` is stored within ``start_delay``
     seconds of its start (sooner if it reports): one that ends sooner stores ``running``
-    and its outcome in one round trip. Returns the hook; calling it again for the same app
+    and its outcome in one round trip. A task's metadata is bounded by
+    ``max_metadata_bytes`` encoded, as the hub's. Returns the hook; calling it again for the same app
     returns the same hook.
     """
     existing = _HOOKS.get(app)
@@ -425,6 +437,7 @@ def connect(
         start_delay=start_delay,
         max_output_bytes=max_output_bytes,
         max_output_chunks=max_output_chunks,
+        max_metadata_bytes=max_metadata_bytes,
     )
     _HOOKS[app] = hook
     return hook.connect()

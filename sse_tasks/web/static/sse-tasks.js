@@ -40,7 +40,10 @@ function withQuery(url, params) {
   const result = new URL(url);
   for (const [name, value] of Object.entries(params)) {
     if (value === null || value === undefined) result.searchParams.delete(name);
-    else result.searchParams.set(name, String(value));
+    else if (Array.isArray(value)) {
+      result.searchParams.delete(name);
+      for (const item of value) result.searchParams.append(name, String(item));
+    } else result.searchParams.set(name, String(value));
   }
   return result;
 }
@@ -251,7 +254,9 @@ export function followTask(eventsUrl, options = {}) {
  * onOutput(chunk) gets each task's chunks once and in order from seq 0 (what a task
  * wrote before the page subscribed is replayed from its own stream, which is closed
  * again as soon as it has caught up). onReset(): the server could not resume; drop
- * every task and output shown: the current snapshots follow.
+ * every task and output shown: the current snapshots follow. `tags: ["user:42"]`
+ * follows only the tasks carrying every one of those tags (with a tag token in
+ * `query: {token}`, a page follows exactly its tag's tasks).
  */
 export function followTasks(hub, options) {
   if (options === undefined && hub !== null && typeof hub === "object" && !(hub instanceof URL)) {
@@ -271,10 +276,13 @@ export function followTasks(hub, options) {
     onStatus,
     output = false,
     limit = 200,
+    tags = [],
     query = {},
     withCredentials = false,
   } = options;
   const credentials = withCredentials ? "include" : "same-origin";
+  // tags: only tasks carrying every one (?tag=, repeated), on the list and the stream.
+  const tagQuery = tags.length ? { tag: [...tags] } : {};
   const retry = backoff();
   /** @type {Map<string, {task: any, eventId: string | null, fromList: boolean}>} */
   const entries = new Map();
@@ -405,7 +413,7 @@ export function followTasks(hub, options) {
   }
 
   function streamUrl() {
-    const params = { ...query, last_event_id: resumeFrom, output: output ? 1 : null };
+    const params = { ...query, ...tagQuery, last_event_id: resumeFrom, output: output ? 1 : null };
     return withQuery(new URL("events", base), params);
   }
 
@@ -441,7 +449,7 @@ export function followTasks(hub, options) {
   async function paint() {
     timer = null;
     if (closed) return;
-    const url = withQuery(new URL("tasks", base), { ...query, limit });
+    const url = withQuery(new URL("tasks", base), { ...query, ...tagQuery, limit });
     let body;
     try {
       const response = await fetch(url, { headers: { Accept: "application/json" }, credentials });
