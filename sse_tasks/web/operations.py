@@ -107,3 +107,9 @@ METRICS = Operation(
     "Metrics (with metrics=True)",
     (Answer(200, "the Prometheus text format", {"type": "string"}, "text/plain"),),
 )
+DASHBOARD = Operation(
+    "The live operations page (with dashboard=True; only True from the hook for 'operate' opens it)",
+    (Answer(200, "an HTML page", {"type": "string"}, "text/html"),),
+    (403, 404),
+    (TOKEN,),
+)
