@@ -35,8 +35,10 @@ from .auth import Gate
 from .datastar import datastar_stream
 from .html import StreamTools, htmx_stream, vendored_file
 from .limits import ClientSlots, lifetime_deadline
+from .paging import older_than
 from .openapi import Param, openapi_document
 from .operations import (
+    BEFORE,
     LAST_EVENT_ID,
     LAST_EVENT_ID_HEADER,
     LIMIT,
@@ -172,11 +174,14 @@ async def list_tasks(web: Web, request: Request) -> Response:
     runner = web.runner
     cursor = await runner.cursor()  # before the list: replays, never misses
     name = NAME.get(request)
-    if visible is None:
+    before = BEFORE.get(request)
+    if visible is None and before is None:
         tasks = await runner.list_tasks(state=state, name=name, limit=limit)
     else:
-        scanned = await runner.list_tasks(state=state, name=name, limit=_MAX_SCAN)
-        tasks = [t for t in scanned if visible(t)][:limit]
+        scanned: Sequence[Task] = await runner.list_tasks(state=state, name=name, limit=_MAX_SCAN)
+        if before is not None:
+            scanned = older_than(scanned, before)
+        tasks = [t for t in scanned if visible is None or visible(t)][:limit]
     root = _root(request)
     return JSON({"tasks": [t.to_dict(root) for t in tasks], "cursor": cursor})
 

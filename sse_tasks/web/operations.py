@@ -20,6 +20,11 @@ MAX_SELECTED = 1000  # ?task= ids in one stream
 STATE = Param("state", {"enum": STATES}, "only tasks in this state")
 NAME = Param("name", {"type": "string"}, "only tasks of this task function")
 LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIST}, "at most this many (100)")
+BEFORE = Param(
+    "before",
+    {"type": "string", "maxLength": 128},
+    "only tasks older than this one (a task id, or a created_at): the next page",
+)
 TASK_IDS = Param(
     "task",
     {"type": "array", "items": {"type": "string"}, "maxItems": MAX_SELECTED},
@@ -50,7 +55,7 @@ LIST_TASKS = Operation(
     "List tasks, newest first",
     (Answer(200, "tasks, and the log position to stream from", _TASK_LIST),),
     (401, 403, 422, 503),
-    (STATE, NAME, LIMIT, TOKEN),
+    (STATE, NAME, LIMIT, TOKEN, BEFORE),
 )
 SUBMIT_TASK = Operation(
     "Submit a task",

@@ -16,7 +16,7 @@ const minutes = new Map(); // epoch minute -> {ok, bad, qSum, qN, rSum, rN}
 const counted = new Set(); // ids already in the per-minute figures
 const names = new Set();
 let view = []; // the filtered ids, newest first
-let dirty = { counts: true, rows: true, view: true, charts: true, detail: false, names: false };
+let dirty = { counts: true, rows: true, view: true, charts: true, detail: false, names: false, older: true };
 let frame = 0;
 let selected = null; // id of the task in the detail view
 let detailFollower = null;
@@ -73,17 +73,22 @@ function onUpdate(task) {
 }
 
 function onReset() {
+  exhausted = false;
   tasks.clear();
   order = [];
   sorted = true;
   for (const s of STATES) counts[s] = 0;
   minutes.clear();
   counted.clear();
-  dirty = { counts: true, rows: true, view: true, charts: true, detail: true, names: false };
+  dirty = { counts: true, rows: true, view: true, charts: true, detail: true, names: false, older: true };
   schedule();
 }
 
 function onStatus(state) {
+  if (state === "live") {
+    dirty.older = true;
+    schedule();
+  }
   const el = $("status");
   el.dataset.state = state;
   el.textContent = state;
@@ -91,6 +96,33 @@ function onStatus(state) {
 
 function onError(error) {
   if (error.fatal) onStatus(`stopped (${error.status ?? "error"})`);
+}
+
+const PAGE = 1000; // GET /tasks's largest page
+let exhausted = false; // every older page is loaded
+
+async function loadOlder() {
+  const button = $("older");
+  button.disabled = true;
+  if (!sorted) {
+    computeView();
+    dirty.rows = true;
+  }
+  const oldest = order.length ? order[0] : null;
+  const query = new URLSearchParams({ limit: String(PAGE) });
+  if (oldest) query.set("before", oldest);
+  if (filter.tag) query.set("tag", filter.tag);
+  try {
+    const response = await fetch(resolve(`tasks?${query}`));
+    if (!response.ok) return;
+    const page = (await response.json()).tasks;
+    for (const task of page) if (!tasks.has(task.id)) onUpdate(task);
+    exhausted = page.length < PAGE;
+  } finally {
+    button.disabled = false;
+    dirty.older = true;
+    schedule();
+  }
 }
 
 function start() {
@@ -104,6 +136,10 @@ function start() {
 
 function paint() {
   frame = 0;
+  if (dirty.older) {
+    $("older").hidden = exhausted || tasks.size < PAGE;
+    dirty.older = false;
+  }
   if (dirty.counts) {
     for (const s of STATES) $(`count-${s}`).textContent = counts[s];
     $("count-all").textContent = tasks.size;
@@ -342,6 +378,7 @@ $("d-close").addEventListener("click", () => {
   $("detail").hidden = true;
 });
 $("d-cancel").addEventListener("click", cancelSelected);
+$("older").addEventListener("click", loadOlder);
 for (const key of ["state", "name", "id"]) {
   $(`f-${key}`).addEventListener("input", (event) => {
     filter[key] = event.target.value.trim();
