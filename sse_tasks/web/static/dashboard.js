@@ -16,15 +16,35 @@ const minutes = new Map(); // epoch minute -> {ok, bad, qSum, qN, rSum, rN}
 const counted = new Set(); // ids already in the per-minute figures
 const names = new Set();
 let view = []; // the filtered ids, newest first
+let fresh = []; // ids to put in front of view at the next paint (oldest first)
 let dirty = { counts: true, rows: true, view: true, charts: true, detail: false, names: false, older: true };
 let frame = 0;
+let chartsDrawn = -Infinity;
+let chartTimer = 0;
 let selected = null; // id of the task in the detail view
 let detailFollower = null;
 let follower = null;
 const filter = { state: "", name: "", tag: "", id: "" };
 
-function schedule() {
-  if (!frame) frame = requestAnimationFrame(paint);
+// At most ~10 paints a second from the streams (a person cannot read faster, and at
+// 100 changes/s each paint would otherwise redo every visible row); input paints at once.
+const MIN_GAP = 100; // ms
+let painted = -Infinity;
+let waiting = 0;
+
+function schedule(urgent = false) {
+  if (frame) return;
+  const wait = MIN_GAP - (performance.now() - painted);
+  if (urgent || wait <= 0) {
+    clearTimeout(waiting);
+    waiting = 0;
+    frame = requestAnimationFrame(paint);
+  } else if (!waiting) {
+    waiting = setTimeout(() => {
+      waiting = 0;
+      schedule(true);
+    }, wait);
+  }
 }
 
 function minuteOf(iso) {
@@ -57,7 +77,8 @@ function onUpdate(task) {
     const last = order.length ? tasks.get(order[order.length - 1]) : null;
     if (last && last.created_at > task.created_at) sorted = false;
     order.push(task.id);
-    dirty.view = true;
+    if (sorted && !dirty.view && matches(task)) fresh.push(task.id); // O(1): prepended at paint
+    else if (!sorted || matches(task)) dirty.view = true;
     if (!names.has(task.name)) {
       names.add(task.name);
       dirty.names = true;
@@ -119,9 +140,8 @@ async function loadOlder() {
     for (const task of page) if (!tasks.has(task.id)) onUpdate(task);
     exhausted = page.length < PAGE;
   } finally {
+    button.hidden = exhausted;
     button.disabled = false;
-    dirty.older = true;
-    schedule();
   }
 }
 
@@ -136,6 +156,7 @@ function start() {
 
 function paint() {
   frame = 0;
+  painted = performance.now();
   if (dirty.older) {
     $("older").hidden = exhausted || tasks.size < PAGE;
     dirty.older = false;
@@ -154,14 +175,25 @@ function paint() {
     computeView();
     dirty.view = false;
     dirty.rows = true;
+  } else if (fresh.length) {
+    view = fresh.reverse().concat(view);
+    viewChanged();
+    dirty.rows = true;
   }
+  fresh = [];
   if (dirty.rows) {
     renderRows();
     dirty.rows = false;
   }
   if (dirty.charts) {
-    drawCharts();
-    dirty.charts = false;
+    const now = performance.now();
+    if (now - chartsDrawn >= 1000) { // per-minute figures: once a second is plenty
+      chartsDrawn = now;
+      drawCharts();
+      dirty.charts = false;
+    } else if (!chartTimer) {
+      chartTimer = setTimeout(() => { chartTimer = 0; schedule(); }, 1000 - (now - chartsDrawn));
+    }
   }
   if (dirty.detail) {
     renderDetail();
@@ -177,16 +209,21 @@ function computeView() {
     });
     sorted = true;
   }
-  const { state, name, id } = filter;
   const out = [];
   for (let i = order.length - 1; i >= 0; i--) {
     const t = tasks.get(order[i]);
-    if (state && t.state !== state) continue;
-    if (name && t.name !== name) continue;
-    if (id && !t.id.includes(id)) continue;
-    out.push(t.id);
+    if (matches(t)) out.push(t.id);
   }
   view = out;
+  viewChanged();
+}
+
+function matches(t) {
+  const { state, name, id } = filter;
+  return !(state && t.state !== state) && !(name && t.name !== name) && !(id && !t.id.includes(id));
+}
+
+function viewChanged() {
   $("spacer").style.height = `${view.length * ROW}px`;
   $("table").setAttribute("aria-rowcount", String(view.length + 1));
   $("shown").textContent = `${view.length} shown`;
@@ -334,7 +371,7 @@ function openDetail(id) {
   out.replaceChildren();
   for (const row of pool) if (row._task) row.setAttribute("aria-selected", String(row._task.id === id));
   dirty.detail = true;
-  schedule();
+  schedule(true);
   const events = t.links?.events ?? `tasks/${encodeURIComponent(id)}/events`;
   detailFollower = followTask(resolve(events), {
     onUpdate(task) {
@@ -370,7 +407,7 @@ $("rows").addEventListener("click", (event) => {
   const row = event.target.closest(".row");
   if (row && row.dataset.id) openDetail(row.dataset.id);
 });
-$("viewport").addEventListener("scroll", () => { dirty.rows = true; schedule(); }, { passive: true });
+$("viewport").addEventListener("scroll", () => { dirty.rows = true; schedule(true); }, { passive: true });
 $("d-close").addEventListener("click", () => {
   if (detailFollower) detailFollower.close();
   detailFollower = null;
@@ -383,7 +420,7 @@ for (const key of ["state", "name", "id"]) {
   $(`f-${key}`).addEventListener("input", (event) => {
     filter[key] = event.target.value.trim();
     dirty.view = true;
-    schedule();
+    schedule(true);
   });
 }
 $("f-tag").addEventListener("change", (event) => {
