@@ -2,7 +2,7 @@
 
 A hub (``memory://``, ``dashboard=True``, the demo tasks) under uvicorn in this process
 retains ``--history`` finished tasks (10,000); headless Chromium (Playwright, the
-system's Chromium) then opens ``/dashboard`` at 1280×800 and we measure:
+system's Chromium) then opens ``/dashboard`` at 1280x800 and we measure:
 
 - **first paint**: from navigation to the table's first rows and the counts of the
   first page (``GET /tasks?limit=1000``), and the time to load the rest of the history
@@ -50,6 +50,24 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class Counter:
+    """Counts runs; :meth:`wait` returns once there were that many (a little after the last
+    run's return its snapshot is published, which the page's expectations wait for)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.changed = asyncio.Condition()
+
+    async def add(self) -> None:
+        async with self.changed:
+            self.count += 1
+            self.changed.notify_all()
+
+    async def wait(self, count: int) -> None:
+        async with self.changed:
+            await self.changed.wait_for(lambda: self.count >= count)
+
+
 class Served:
     """The hub under uvicorn in a thread; :meth:`call` runs a coroutine on its loop."""
 
@@ -57,6 +75,13 @@ class Served:
         keep = max(history * 2, 10_000)
         self.hub = TaskHub("memory://", dashboard=True, max_tasks=keep, history=keep, max_queued=keep)
         register_demo_tasks(self.hub)
+        self.filled = Counter()
+        filled = self.filled
+
+        @self.hub.task(name="filler")
+        async def filler() -> None:
+            await filled.add()
+
         self.port = _free_port()
         config = uvicorn.Config(self.hub.app, host="127.0.0.1", port=self.port, log_level="error")
         self.server = uvicorn.Server(config)
@@ -89,11 +114,9 @@ class Served:
     async def fill(self, count: int) -> None:
         """``count`` finished tasks in the history (in batches, so the queue keeps up)."""
         for start in range(0, count, 500):
-            await asyncio.gather(*(self.hub.submit("sleep", seconds=0) for _ in range(min(500, count - start))))
-            while (await self.hub.list_tasks(state=None, limit=1))[0].state.value != "succeeded":
-                await asyncio.sleep(0.01)
-        while any(t.state.value != "succeeded" for t in await self.hub.list_tasks(limit=1000)):
-            await asyncio.sleep(0.05)
+            batch = [self.hub.submit("filler") for _ in range(min(500, count - start))]
+            await asyncio.gather(*batch)
+        await self.filled.wait(count)
 
     async def churn(self, rate: float, seconds: float) -> int:
         """``rate`` state changes per second for ``seconds`` (three per ``sleep`` task)."""

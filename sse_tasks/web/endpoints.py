@@ -35,7 +35,6 @@ from .auth import Gate
 from .datastar import datastar_stream
 from .html import StreamTools, htmx_stream, vendored_file
 from .limits import ClientSlots, lifetime_deadline
-from .paging import older_than
 from .openapi import Param, openapi_document
 from .operations import (
     BEFORE,
@@ -49,6 +48,7 @@ from .operations import (
     STATE,
     TASK_IDS,
 )
+from .paging import older_than
 from .sse import SSEStream, StreamMonitor, sse_headers
 from .streams import Body, Resume, Selection, StreamPlan, global_stream, task_stream
 

@@ -381,7 +381,7 @@ function openDetail(id) {
       const span = document.createElement("span");
       if (chunk.kind === "log") {
         span.className = "log";
-        span.textContent = `[${chunk.level ?? "log"}] ${chunk.text}\n`;
+        span.textContent = `[${chunk.level ?? "log"}] ${chunk.text}`;
       } else {
         span.textContent = chunk.text;
       }
