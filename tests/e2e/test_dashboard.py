@@ -145,3 +145,27 @@ def test_off_by_default_and_closed_with_tokens_alone(
     server = live_server(hub)
     status = httpx.get(f"{server.url}/dashboard", timeout=10).status_code
     assert status == (403 if options else 404)
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 800}, {"width": 390, "height": 800}])
+def test_fits_the_screen_and_passes_a_tag_filter_to_the_hub(
+    page: Page,
+    make_hub: Callable[..., TaskHub],
+    live_server: Callable[..., LiveServer],
+    viewport: dict[str, int],
+) -> None:
+    server = served(make_hub, live_server)
+    for _ in range(3):
+        submit(server, "count", n=2, interval=0.01)
+    page.set_viewport_size(viewport)
+    page.goto(f"{server.url}/dashboard")
+    expect(page.locator("#count-succeeded")).to_have_text("3")
+    expect(page.get_by_role("table", name="Tasks, newest first")).to_be_visible()
+    expect(page.get_by_role("combobox", name="State", exact=True)).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+    for row in page.locator("#rows .row").all():
+        box = row.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= viewport["width"]
+    with page.expect_request(lambda request: "/tasks?" in request.url and "tag=user%3A42" in request.url):
+        page.fill("#f-tag", "user:42")
+        page.press("#f-tag", "Enter")
