@@ -188,7 +188,7 @@ function paint() {
   if (dirty.charts) {
     const now = performance.now();
     if (now - chartsDrawn >= 1000) { // per-minute figures: once a second is plenty
-      chartsDrawn = now;
+      if (minutes.size) chartsDrawn = now; // the first figures are drawn at once
       drawCharts();
       dirty.charts = false;
     } else if (!chartTimer) {
