@@ -76,6 +76,8 @@ def test_a_cut_stream_recovers_every_change(
     page: Page, make_hub: Callable[..., TaskHub], live_server: Callable[..., LiveServer]
 ) -> None:
     server = served(make_hub, live_server, max_stream_lifetime=0.5)
+    streams: list[str] = []
+    page.on("request", lambda request: streams.append(request.url) if "/events" in request.url else None)
     page.goto(f"{server.url}/dashboard")
     expect(page.locator("#status")).to_have_text("live")
     ids = [submit(server, "sleep", seconds=0.3)["id"] for _ in range(12)]
@@ -85,6 +87,7 @@ def test_a_cut_stream_recovers_every_change(
     expect(page.locator("#count-all")).to_have_text(str(len(ids)))
     expect(page.locator("#count-running")).to_have_text("0")
     expect(page.locator("#count-queued")).to_have_text("0")
+    assert len(streams) >= 2, streams  # the hub ended the stream at least once meanwhile
 
 
 def test_hostile_strings_render_as_text(
