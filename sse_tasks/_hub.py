@@ -110,6 +110,8 @@ class TaskHub:
         cors_origins: exact origins allowed cross-origin access to :attr:`app`.
         cors_credentials: allow those origins cookies and ``Authorization``.
         metrics: serve ``GET /metrics`` (Prometheus; needs the ``metrics`` extra).
+        dashboard: serve the live operations page at ``<mount>/dashboard`` (see
+            docs/dashboard.md); with a hook, only for callers it allows ``operate``.
         html_renderer: what the HTML streams (``/tasks/{id}/htmx``, ``/tasks/{id}/datastar``)
             render a task's card and output with (an :class:`HtmlRenderer`; None: the default card).
         executor: where the work runs: a local executor (default: :class:`InProcessExecutor`
@@ -160,6 +162,7 @@ class TaskHub:
         cors_origins: tuple[str, ...] | list[str] = (),
         cors_credentials: bool = False,
         metrics: bool = False,
+        dashboard: bool = False,
         html_renderer: HtmlRenderer | None = None,
         executor: LocalExecutor | RemoteEngine | None = None,
         max_output_bytes: int = 1 << 20,
@@ -189,6 +192,7 @@ class TaskHub:
             cors_origins=tuple(cors_origins),
             cors_credentials=cors_credentials,
             metrics=metrics,
+            dashboard=dashboard,
             html_renderer=html_renderer,
         )
         engine = executor if isinstance(executor, RemoteEngine) else None

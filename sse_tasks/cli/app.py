@@ -279,6 +279,7 @@ def served_app(config: ServeConfig) -> Any:
         cors_origins=config.cors_origins or None,
         cors_credentials=config.cors_credentials,
         metrics=config.metrics,
+        dashboard=config.dashboard,
         max_streams=config.max_streams,
         max_streams_per_client=config.max_streams_per_client,
         max_stream_lifetime=config.max_stream_lifetime,

@@ -76,6 +76,7 @@ class ServeConfig:
     cors_origins: tuple[str, ...] = ()
     cors_credentials: bool | None = None
     metrics: bool | None = None
+    dashboard: bool | None = None
     max_streams: int | None = None
     max_streams_per_client: int | None = None
     max_stream_lifetime: float | None = None

@@ -66,6 +66,7 @@ from .config import (
     "--cors-credentials/--no-cors-credentials", default=None, help="Allow cookies for those origins."
 )
 @click.option("--metrics/--no-metrics", default=None, help="Serve /metrics (needs sse-tasks[metrics]).")
+@click.option("--dashboard/--no-dashboard", default=None, help="Serve the operations page at /dashboard.")
 @click.option("--max-streams", type=int, help="Open streams per process (default 10000).")
 @click.option("--max-streams-per-client", type=int, help="Open streams per address (default: none).")
 @click.option("--max-stream-lifetime", type=float, help="End streams after SECONDS (clients resume).")

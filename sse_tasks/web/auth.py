@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from .backend import TaskBackend
 
-Action = Literal["submit", "read", "follow", "list", "cancel"]
+Action = Literal["submit", "read", "follow", "list", "cancel", "operate"]
 TaskFilter = Callable[[Task], bool]
 Decision = bool | TaskFilter
 Authorizer = Callable[["Access"], Decision | Awaitable[Decision]]
@@ -65,11 +65,12 @@ class Access:
 
     Attributes:
         action: ``submit``, ``read`` (``GET /tasks/<id>``), ``follow`` (a stream),
-            ``list`` (``GET /tasks``) or ``cancel``.
+            ``list`` (``GET /tasks``), ``cancel`` or ``operate`` (opening the dashboard;
+            only ``True`` allows it).
         request: the Starlette request.
         caller: what the hub's ``identify(request)`` returned (None without it).
         tokens: ids of the tasks whose valid, unexpired token the request carries.
-        task: the task acted on; None for ``submit``, ``list`` and ``/events``.
+        task: the task acted on; None for ``submit``, ``list``, ``operate`` and ``/events``.
         name: the task name being submitted (``submit`` only).
         token_tags: the tags whose valid, unexpired tag token the request carries.
         selected_tags: the tags ``list`` and ``/events`` select (``?tag=``); every task

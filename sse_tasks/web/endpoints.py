@@ -37,6 +37,7 @@ from .html import StreamTools, htmx_stream, vendored_file
 from .limits import ClientSlots, lifetime_deadline
 from .openapi import Param, openapi_document
 from .operations import (
+    BEFORE,
     LAST_EVENT_ID,
     LAST_EVENT_ID_HEADER,
     LIMIT,
@@ -48,6 +49,7 @@ from .operations import (
     TAGS,
     TASK_IDS,
 )
+from .paging import older_than
 from .sse import SSEStream, StreamMonitor, sse_headers
 from .streams import Body, Resume, Selection, StreamPlan, global_stream, task_stream
 
@@ -177,11 +179,16 @@ async def list_tasks(web: Web, request: Request) -> Response:
     runner = web.runner
     cursor = await runner.cursor()  # before the list: replays, never misses
     name = NAME.get(request)
-    if visible is None:
+    before = BEFORE.get(request)
+    if visible is None and before is None:
         tasks = await runner.list_tasks(state=state, name=name, tags=tuple(tags), limit=limit)
     else:
-        scanned = await runner.list_tasks(state=state, name=name, tags=tuple(tags), limit=_MAX_SCAN)
-        tasks = [t for t in scanned if visible(t)][:limit]
+        scanned: Sequence[Task] = await runner.list_tasks(
+            state=state, name=name, tags=tuple(tags), limit=_MAX_SCAN
+        )
+        if before is not None:
+            scanned = older_than(scanned, before)
+        tasks = [t for t in scanned if visible is None or visible(t)][:limit]
     root = _root(request)
     return JSON({"tasks": [t.to_dict(root) for t in tasks], "cursor": cursor})
 

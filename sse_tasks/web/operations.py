@@ -20,6 +20,11 @@ MAX_SELECTED = 1000  # ?task= ids in one stream
 STATE = Param("state", {"enum": STATES}, "only tasks in this state")
 NAME = Param("name", {"type": "string"}, "only tasks of this task function")
 LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIST}, "at most this many (100)")
+BEFORE = Param(
+    "before",
+    {"type": "string", "maxLength": 128},
+    "only tasks older than this one (a task id, or a created_at): the next page",
+)
 TASK_IDS = Param(
     "task",
     {"type": "array", "items": {"type": "string"}, "maxItems": MAX_SELECTED},
@@ -51,7 +56,7 @@ LIST_TASKS = Operation(
     "List tasks, newest first",
     (Answer(200, "tasks, and the log position to stream from", _TASK_LIST),),
     (401, 403, 422, 503),
-    (STATE, NAME, TAGS, LIMIT, TOKEN),
+    (STATE, NAME, TAGS, LIMIT, TOKEN, BEFORE),
 )
 SUBMIT_TASK = Operation(
     "Submit a task",
@@ -107,4 +112,10 @@ BROWSER_MODULE = Operation(
 METRICS = Operation(
     "Metrics (with metrics=True)",
     (Answer(200, "the Prometheus text format", {"type": "string"}, "text/plain"),),
+)
+DASHBOARD = Operation(
+    "The live operations page (with dashboard=True; only True from the hook for 'operate' opens it)",
+    (Answer(200, "an HTML page", {"type": "string"}, "text/html"),),
+    (403, 404),
+    (TOKEN,),
 )

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from .._core.errors import SSETasksError
-from . import endpoints, operations
+from . import dashboard, endpoints, operations
 from .cors import CORSMiddleware
 from .endpoints import JSON, Web, error_response
 from .openapi import Operation
@@ -81,6 +81,11 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("/sse-tasks.js", {"GET": (endpoints.browser_module, operations.BROWSER_MODULE)}),
     RouteSpec(
         "/metrics", {"GET": (endpoints.metrics, operations.METRICS)}, when=lambda settings: settings.metrics
+    ),
+    RouteSpec(
+        "/dashboard",
+        {"GET": (dashboard.dashboard_page, operations.DASHBOARD)},
+        when=lambda settings: settings.dashboard,
     ),
 )
 

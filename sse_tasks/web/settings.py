@@ -36,6 +36,7 @@ class WebSettings:
     cors_credentials: bool = False
     metrics: bool = False
     html_renderer: HtmlRenderer | None = None
+    dashboard: bool = False
 
     def __post_init__(self) -> None:
         if self.max_streams < 0 or self.max_body_size < 1 or self.coalesce_after < 0:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import httpx
 import pytest
-from _support import serve_in_thread
+from _support import free_port, serve_in_thread, wait_until
 from click.testing import CliRunner
 
 from sse_tasks.cli import ServeConfig, main, served_app
@@ -156,3 +160,29 @@ async def test_serve_reads_the_prefix_from_the_proxy_before_the_client_address(
         assert got == (("203.0.113.5", 0), "/jobs", "/jobs/tasks")
     else:
         assert got == ((peer, 40000), "/base", "/tasks")
+
+
+def test_the_dashboard_is_served_only_when_asked() -> None:
+    """``sse-tasks serve`` with ``$SSE_TASKS_DASHBOARD=1`` (``--dashboard``) serves /dashboard;
+    without it, 404."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSE_TASKS_")}
+    for extra, status in (({"SSE_TASKS_DASHBOARD": "1"}, 200), ({}, 404)):
+        port = free_port()
+        command = [sys.executable, "-m", "sse_tasks", "serve", "--port", str(port), "--log-level", "error"]
+        server = subprocess.Popen(command, env={**env, **extra})
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_until(lambda url=url: _answers(url), "serve to answer", timeout=30)
+            answer = httpx.get(f"{url}/dashboard", timeout=10)
+        finally:
+            server.terminate()
+            server.wait(30)
+        assert answer.status_code == status
+        assert ("<title>sse-tasks · dashboard</title>" in answer.text) is (status == 200)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/openapi.json", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False

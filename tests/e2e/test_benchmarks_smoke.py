@@ -250,3 +250,20 @@ def test_the_huey_benchmark_runs(tmp_path: Path) -> None:
     latency = report["latency"]
     assert latency["deliveries"] == scale.latency_tasks * scale.followers
     assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+
+
+def test_the_dashboard_benchmark_runs(tmp_path: Path) -> None:
+    """``python -m benchmarks.dashboard --smoke``: the page in Chromium, timed at a tiny scale."""
+    pytest.importorskip("_browser")  # skips without Playwright or Chromium
+    out = tmp_path / "dashboard.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.dashboard", "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    result = _json(out)
+    assert result["history"] == 30 and result["rendered_rows"] > 0
+    assert 0 < result["busy_share"] < 1 and result["first_paint_ms"] > 0
