@@ -1,0 +1,86 @@
+"""The contract's tasks on a taskiq broker (its Redis in ``$TASKIQ_REDIS_URL``, its queue
+``$TASKIQ_QUEUE``), reported to the hub at ``$SSE_TASKS_BROKER``; workers touch
+``$TASKIQ_READY`` once started."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anyio
+from taskiq import TaskiqEvents, TaskiqState
+from taskiq_redis import ListQueueBroker
+
+from sse_tasks import current_task
+from sse_tasks.taskiq import StatusMiddleware
+
+broker = ListQueueBroker(
+    os.environ.get("TASKIQ_REDIS_URL", "redis://127.0.0.1:6379/1"),
+    queue_name=os.environ.get("TASKIQ_QUEUE", "taskiq"),
+)
+if os.environ.get("SSE_TASKS_BROKER"):
+    broker.add_middlewares(StatusMiddleware(os.environ["SSE_TASKS_BROKER"]))
+
+
+@broker.on_event(TaskiqEvents.WORKER_STARTUP)
+async def ready(state: TaskiqState) -> None:
+    marker = os.environ.get("TASKIQ_READY")
+    if marker:
+        Path(marker).write_text(str(os.getpid()))
+
+
+@broker.task(task_name="add")
+async def add(a: int, b: int = 1) -> int:
+    return a + b
+
+
+@broker.task(task_name="fail")
+async def fail(message: str = "boom") -> None:
+    raise RuntimeError(message)
+
+
+@broker.task(task_name="steps")
+async def steps(n: int = 5, interval: float = 0.0) -> dict[str, int]:
+    for i in range(1, n + 1):
+        await anyio.sleep(interval)
+        current_task().progress(i / n, f"step {i} of {n}")
+    return {"n": n}
+
+
+@broker.task(task_name="talk")
+async def talk(words: int = 5) -> int:
+    for i in range(words):
+        current_task().output(f"w{i} ")
+    current_task().log("done talking", "warning")
+    return words
+
+
+@broker.task(task_name="stubborn")
+async def stubborn(seconds: float = 60.0, marker: str = "") -> str:
+    deadline = anyio.current_time() + seconds
+    try:
+        while anyio.current_time() < deadline:
+            try:
+                current_task().check()
+            except Exception:
+                pass
+            await anyio.sleep(0.02)
+    finally:
+        if marker:
+            Path(marker).write_text("stopped")
+    return "never cancelled"
+
+
+@broker.task(task_name="touch")
+async def touch(marker: str) -> str:
+    Path(marker).write_text("ran")
+    return "touched"
+
+
+@broker.task(task_name="burst")
+async def burst(n: int = 1000) -> int:
+    for i in range(n):
+        current_task().progress((i + 1) / n)
+        if i % 100 == 0:
+            await anyio.sleep(0)
+    return n
