@@ -29,6 +29,7 @@ LAYERS = {
     "sse_tasks": 9,  # the package's __init__: the public API
     "sse_tasks.celery": 9,  # public, beside it: needs the celery extra
     "sse_tasks.django": 9,  # public, beside it: needs the django extra
+    "sse_tasks.taskiq": 9,  # public, beside it: needs the taskiq extra
 }
 CLIENT_MAY_USE = ("sse_tasks._core",)
 CORE_MUST_NOT_USE = ("starlette.routing", "starlette.applications", "sse_starlette", "uvicorn")

@@ -65,6 +65,7 @@ class RemoteEngine(abc.ABC):
 
     async def aclose(self) -> None:
         """The hub is closing: release the engine's connections (by default, nothing)."""
+        return None
 
     @abc.abstractmethod
     async def revoke(self, task: Task) -> None:

@@ -5,9 +5,9 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 from taskiq import TaskiqEvents, TaskiqState
 from taskiq_redis import ListQueueBroker
 
@@ -26,7 +26,7 @@ if os.environ.get("SSE_TASKS_BROKER"):
 async def ready(state: TaskiqState) -> None:
     marker = os.environ.get("TASKIQ_READY")
     if marker:
-        Path(marker).write_text(str(os.getpid()))
+        await anyio.Path(marker).write_text(str(os.getpid()))
 
 
 @broker.task(task_name="add")
@@ -67,13 +67,13 @@ async def stubborn(seconds: float = 60.0, marker: str = "") -> str:
             await anyio.sleep(0.02)
     finally:
         if marker:
-            Path(marker).write_text("stopped")
+            await anyio.Path(marker).write_text("stopped")
     return "never cancelled"
 
 
 @broker.task(task_name="touch")
 async def touch(marker: str) -> str:
-    Path(marker).write_text("ran")
+    await anyio.Path(marker).write_text("ran")
     return "touched"
 
 
@@ -82,5 +82,5 @@ async def burst(n: int = 1000) -> int:
     for i in range(n):
         current_task().progress((i + 1) / n)
         if i % 100 == 0:
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
     return n

@@ -1,0 +1,77 @@
+"""What the engine contract cannot express for taskiq: a burst of progress from many
+async tasks at once in one worker is rate-limited and coalesced per task."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from _support import sse_events
+
+from sse_tasks import TaskHub
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def burst_env(taskiq_env: dict[str, str], redis_db: int) -> Iterator[dict[str, str]]:
+    from taskiq_workers import TaskiqWorker
+
+    env = {**taskiq_env, "TASKIQ_QUEUE": f"burst-{secrets.token_hex(4)}"}
+    worker = TaskiqWorker(env, max_async=100)
+    yield env
+    worker.stop()
+
+
+def _hub(env: dict[str, str]) -> TaskHub:
+    import os
+
+    from taskiq_redis import ListQueueBroker
+
+    from sse_tasks.taskiq import TaskiqExecutor
+
+    os.environ.update({k: v for k, v in env.items() if k != "TASKIQ_QUEUE"})
+    import taskiq_tasks
+
+    broker = ListQueueBroker(env["TASKIQ_REDIS_URL"], queue_name=env["TASKIQ_QUEUE"])
+    broker.register_task(taskiq_tasks.burst.original_func, task_name="burst")
+    return TaskHub(env["SSE_TASKS_BROKER"], executor=TaskiqExecutor(broker), heartbeat=0.5)
+
+
+async def test_a_progress_burst_of_100_tasks_is_coalesced(
+    burst_env: dict[str, str], live_server: Any
+) -> None:
+    server = live_server(_hub(burst_env))
+    progress: dict[str, int] = {}
+    ends: dict[str, dict[str, Any]] = {}
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        cursor = (await http.get("/tasks")).json()["cursor"]
+        async with http.stream("GET", "/events", params={"last_event_id": cursor}) as response:
+            started = time.monotonic()
+            ids = set()
+            for _ in range(100):
+                answer = await http.post("/tasks", json={"name": "burst", "params": {"n": 2000}})
+                assert answer.status_code == 202, answer.text
+                ids.add(answer.json()["id"])
+            with anyio.fail_after(60):
+                async for event in sse_events(response):
+                    if not (event.event or "").startswith("task."):
+                        continue
+                    body = event.json()
+                    if event.event == "task.progress":
+                        progress[body["id"]] = progress.get(body["id"], 0) + 1
+                    elif event.event in ("task.succeeded", "task.failed"):
+                        ends[body["id"]] = body
+                        if ids <= ends.keys():
+                            break
+            elapsed = time.monotonic() - started
+    assert {body["state"] for body in ends.values()} == {"succeeded"}
+    assert all(body["progress"] == 1.0 and body["result"] == 2000 for body in ends.values())
+    # 200,000 reports; at most one publish per task per 0.1 s (plus the first) gets out.
+    assert sum(progress.values()) <= 100 * (elapsed / 0.1 + 1)
+    assert max(progress.values(), default=0) <= elapsed / 0.1 + 1
