@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 import anyio
 from taskiq import AsyncBroker
 from taskiq.exceptions import SendTaskError
 from taskiq.kicker import AsyncKicker
+from taskiq_dependencies.dependency import Dependency
 
 from ..._core.models import Task
 from ..._core.registry import RegisteredTask, TaskFunction
@@ -83,5 +87,18 @@ class TaskiqExecutor(RemoteEngine):
 
 
 def _func(func: TaskFunction) -> TaskFunction:
-    """The task's own function (the middleware may have wrapped it in this process)."""
-    return getattr(func, "__wrapped__", func)
+    """The task's own function (the middleware may have wrapped it in this process), as
+    clients call it: its taskiq dependencies (``TaskiqDepends()`` defaults) are the
+    worker's to fill, so they are left out of the signature params are checked against."""
+    func = getattr(func, "__wrapped__", func)
+    signature = inspect.signature(func)
+    params = [p for p in signature.parameters.values() if not isinstance(p.default, Dependency)]
+    if len(params) == len(signature.parameters):
+        return func
+
+    @functools.wraps(func)
+    def offered(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+
+    offered.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    return offered

@@ -33,6 +33,7 @@ from ..._core.models import MAX_TASK_ID_LENGTH, Task, TaskState, utcnow
 from ..._core.text import clean_text
 from ...brokers.redis import RedisBroker
 from ...engines import AsyncWriter, error_of, result_error, unencodable
+from .progress import route_set_progress
 from .run import AsyncKeeper, AsyncRun
 
 logger = logging.getLogger("sse_tasks.taskiq")
@@ -125,6 +126,7 @@ class StatusMiddleware(TaskiqMiddleware):
         if not _valid(message):
             return message
         self._guard(message.task_name)
+        route_set_progress(self.broker.result_backend)
         queued = _queued(message)
         writer = self.writer
         run = AsyncRun(
