@@ -189,3 +189,14 @@ def test_python_m_benchmarks_runs() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "closed,light,fanout,throughput,idle,submit,latency" in done.stdout
+
+
+def test_the_engines_benchmark_runs_for_taskiq(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m benchmarks.engines --engine taskiq --smoke``: rates with and without the
+    hook, and the followers' latency."""
+    pytest.importorskip("taskiq_redis", reason="taskiq-redis is not installed")
+    from benchmarks import engines
+
+    assert engines.main(["--engine", "taskiq", "--smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "taskiq noop:" in out and "taskiq ms:" in out and "success→follower" in out
