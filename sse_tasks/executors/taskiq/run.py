@@ -58,6 +58,7 @@ class AsyncRun:
         self._outbox: list[OutputChunk] = []
         self._start: Started | None = None
         self._start_due = math.inf
+        self._checked = time.monotonic()  # the worker read its state as it took the message
 
     def enter(self) -> None:
         """Make this run's context ``current_task()`` here (the task's asyncio context)."""
@@ -178,6 +179,10 @@ class AsyncRun:
         """Read the stored state: a task final there (cancelled) stops at its next check()."""
         if self.ended or self._cancelled or self._start is not None:
             return
+        now = time.monotonic()
+        if now - self._checked < self.keeper.check_interval:
+            return  # read a moment ago (a short task is never read again)
+        self._checked = now
         try:
             self._cancelled = await self.writer.finished(self.task.id)
         except self.writer.unreachable:
