@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import anyio
 import anyio.lowlevel
@@ -84,3 +85,13 @@ async def burst(n: int = 1000) -> int:
         if i % 100 == 0:
             await anyio.lowlevel.checkpoint()
     return n
+
+
+@broker.task(task_name="sync_steps")
+def sync_steps(n: int = 3) -> str:
+    """A sync task (taskiq's thread pool): its context reports the same way."""
+    for i in range(1, n + 1):
+        current_task().output(f"line {i}\n")
+        current_task().progress(i / n, f"sync {i} of {n}")
+        time.sleep(0.05)
+    return "synced"

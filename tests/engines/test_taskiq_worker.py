@@ -75,3 +75,36 @@ async def test_a_progress_burst_of_100_tasks_is_coalesced(
     # 200,000 reports; at most one publish per task per 0.1 s (plus the first) gets out.
     assert sum(progress.values()) <= 100 * (elapsed / 0.1 + 1)
     assert max(progress.values(), default=0) <= elapsed / 0.1 + 1
+
+
+async def test_a_sync_task_reports_from_the_thread_pool(
+    taskiq_worker: Any, taskiq_env: dict[str, str], live_server: Any
+) -> None:
+    import os
+
+    from taskiq_redis import ListQueueBroker
+
+    from sse_tasks.taskiq import TaskiqExecutor
+
+    os.environ.update(taskiq_env)
+    import taskiq_tasks
+
+    broker = ListQueueBroker(taskiq_env["TASKIQ_REDIS_URL"], queue_name=taskiq_env["TASKIQ_QUEUE"])
+    broker.register_task(taskiq_tasks.sync_steps.original_func, task_name="sync_steps")
+    server = live_server(TaskHub(taskiq_env["SSE_TASKS_BROKER"], executor=TaskiqExecutor(broker)))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        answer = await http.post("/tasks", json={"name": "sync_steps", "params": {"n": 3}})
+        assert answer.status_code == 202, answer.text
+        task_id = answer.json()["id"]
+        seen: list[str] = []
+        with anyio.fail_after(30):
+            async with http.stream("GET", f"/tasks/{task_id}/events", params={"output": "1"}) as response:
+                async for event in sse_events(response):
+                    if (event.event or "").startswith("task."):
+                        seen.append(event.event or "")
+                        if event.event == "task.succeeded":
+                            final = event.json()
+                            break
+        assert final["result"] == "synced" and final["message"] == "sync 3 of 3"
+        assert seen.count("task.output") == 3 and "task.running" in seen
+        assert (await http.get(f"/tasks/{task_id}/output")).text == "line 1\nline 2\nline 3\n"

@@ -77,7 +77,7 @@ class AsyncRun:
         """``running`` is stored within ``delay`` seconds, or with this attempt's next write."""
         running = self.task.evolve(state=TaskState.RUNNING, started_at=utcnow())
         self._start, self._start_due = (running, self.task), time.monotonic() + delay
-        self.keeper.wake()
+        self.keeper.wake(self._start_due)
 
     # -- the sink (any thread, never blocks) -------------------------------------------
 
@@ -90,7 +90,7 @@ class AsyncRun:
             if self.ended:
                 return
             self._progress, self._message, self._pending = progress, message, True
-        self.keeper.wake()
+        self.keeper.wake(self._last + self.keeper.progress_interval)
 
     def output(self, kind: str, text: str, level: str | None) -> None:
         with self._lock:
@@ -230,6 +230,7 @@ class AsyncKeeper:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._wake_at = -math.inf  # when the keeper wakes by itself (-inf: it is awake)
 
     def ensure_started(self) -> None:
         loop = asyncio.get_running_loop()
@@ -247,8 +248,10 @@ class AsyncKeeper:
             except asyncio.CancelledError:
                 pass
 
-    def wake(self) -> None:
-        """Something is pending: wake the keeper (from the loop or from a task's thread)."""
+    def wake(self, due: float = -math.inf) -> None:
+        """Work falls due at ``due`` (monotonic): wake the keeper if it would sleep past it
+        (from the loop or from a task's thread). Most calls cost nothing: under load the
+        keeper wakes often by itself."""
         loop, event = self._loop, self._event
         if loop is None or event is None or event.is_set():
             return
@@ -256,10 +259,10 @@ class AsyncKeeper:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        if running is loop:
+        if running is not loop:
+            loop.call_soon_threadsafe(event.set)  # a sync task's thread: no race with the loop
+        elif due < self._wake_at:  # on the loop: an awake keeper looks at every run before it sleeps
             event.set()
-        else:
-            loop.call_soon_threadsafe(event.set)
 
     async def _main(self) -> None:
         assert self._event is not None
@@ -272,10 +275,12 @@ class AsyncKeeper:
             dues = [due for due in (run.due() for run in runs) if due is not None]
             wake_at = min([next_renewal, next_check if runs else math.inf, *dues])
             timeout = max(wake_at - time.monotonic(), 0.005)
+            self._wake_at = time.monotonic() + timeout
             try:
                 await asyncio.wait_for(event.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
+            self._wake_at = -math.inf
             event.clear()
             runs = list(self.runs.values())
             await self._each([run.flush() for run in runs if (run.due() or math.inf) <= time.monotonic()])
