@@ -45,8 +45,9 @@ def _worker(procs: harness.Processes, env: dict[str, str], concurrency: int) -> 
     return procs.spawn("taskiq-worker", command, None, env)
 
 
-def throughput(redis: str, name: str, count: int, hooked: bool) -> float:
-    """Tasks per second of one worker draining ``count`` queued ``name`` tasks."""
+def throughput(redis: str, name: str, count: int, hooked: bool) -> tuple[float, float]:
+    """Tasks per second of one worker draining ``count`` queued ``name`` tasks, and the
+    worker's CPU milliseconds per task (steadier than the rate on a busy machine)."""
     import redis as redis_py
 
     queue = f"bench-{name}-{int(hooked)}-{time.monotonic_ns()}"
@@ -67,13 +68,15 @@ def throughput(redis: str, name: str, count: int, hooked: bool) -> float:
             now = time.monotonic()
             if done and first is None:
                 first, first_done = now, done
+                cpu = harness.cpu_seconds(procs.pids())
             if done >= count:
                 break
             if now > deadline:
                 raise RuntimeError(f"only {done} of {count} tasks ran")
             time.sleep(0.002)
         assert first is not None
-        return (count - first_done) / max(now - first, 1e-9)
+        per_task = (harness.cpu_seconds(procs.pids()) - cpu) * 1000 / max(count - first_done, 1)
+        return (count - first_done) / max(now - first, 1e-9), per_task
     finally:
         procs.close()
         client.close()
@@ -136,11 +139,15 @@ def main(argv: list[str] | None = None) -> int:
         _, redis = harness.start_redis(procs, None)
         results: dict[str, Any] = {"engine": args.engine}
         for name in ("noop", "ms"):
-            bare = throughput(redis, name, count, hooked=False)
-            hooked = throughput(redis, name, count, hooked=True)
-            results[name] = {"without": bare, "with": hooked, "ratio": harness.ratio(hooked, bare)}
+            bare, bare_cpu = throughput(redis, name, count, hooked=False)
+            hooked, hooked_cpu = throughput(redis, name, count, hooked=True)
+            results[name] = {
+                "without": bare, "with": hooked, "ratio": harness.ratio(hooked, bare),
+                "cpu_ms_without": bare_cpu, "cpu_ms_with": hooked_cpu,
+            }  # fmt: skip
             print(f"{args.engine} {name}: {bare:.0f}/s without the hook, {hooked:.0f}/s with: "
-                  f"{harness.ratio(hooked, bare):.2f}x")  # fmt: skip
+                  f"{harness.ratio(hooked, bare):.2f}x; worker CPU per task "
+                  f"{bare_cpu:.2f} ms without, {hooked_cpu:.2f} ms with")  # fmt: skip
         results["latency"] = latency(redis, tasks, followers)
         late = results["latency"]
         print(f"{args.engine} success→follower ({followers} followers): "
