@@ -9,7 +9,7 @@ import time
 
 import anyio
 import anyio.lowlevel
-from taskiq import TaskiqEvents, TaskiqState
+from taskiq import SimpleRetryMiddleware, TaskiqEvents, TaskiqState
 from taskiq_redis import ListQueueBroker
 
 from sse_tasks import current_task
@@ -19,6 +19,7 @@ broker = ListQueueBroker(
     os.environ.get("TASKIQ_REDIS_URL", "redis://127.0.0.1:6379/1"),
     queue_name=os.environ.get("TASKIQ_QUEUE", "taskiq"),
 )
+broker.add_middlewares(SimpleRetryMiddleware(default_retry_count=3))
 if os.environ.get("SSE_TASKS_BROKER"):
     broker.add_middlewares(StatusMiddleware(os.environ["SSE_TASKS_BROKER"]))
 
@@ -95,3 +96,15 @@ def sync_steps(n: int = 3) -> str:
         current_task().progress(i / n, f"sync {i} of {n}")
         time.sleep(0.05)
     return "synced"
+
+
+@broker.task(task_name="flaky", retry_on_error=True, max_retries=3)
+async def flaky(marker: str) -> int:
+    """Fails on its first attempt (``marker`` does not exist yet), succeeds on its retry."""
+    path = anyio.Path(marker)
+    if not await path.exists():
+        await path.write_text("failed once")
+        current_task().output("first ")
+        raise RuntimeError("first attempt")
+    current_task().output("second")
+    return 2

@@ -108,3 +108,41 @@ async def test_a_sync_task_reports_from_the_thread_pool(
         assert final["result"] == "synced" and final["message"] == "sync 3 of 3"
         assert seen.count("task.output") == 3 and "task.running" in seen
         assert (await http.get(f"/tasks/{task_id}/output")).text == "line 1\nline 2\nline 3\n"
+
+
+async def test_a_retry_goes_back_to_queued_and_runs_again(
+    taskiq_worker: Any, taskiq_env: dict[str, str], live_server: Any, tmp_path: Any
+) -> None:
+    """taskiq's retry middleware re-sends the task under its id: queued, then run again."""
+    import os
+
+    from taskiq_redis import ListQueueBroker
+
+    from sse_tasks.taskiq import TaskiqExecutor
+
+    os.environ.update(taskiq_env)
+    import taskiq_tasks
+
+    broker = ListQueueBroker(taskiq_env["TASKIQ_REDIS_URL"], queue_name=taskiq_env["TASKIQ_QUEUE"])
+    broker.register_task(taskiq_tasks.flaky.original_func, task_name="flaky", **taskiq_tasks.flaky.labels)
+    server = live_server(TaskHub(taskiq_env["SSE_TASKS_BROKER"], executor=TaskiqExecutor(broker)))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        marker = str(tmp_path / "flaky")
+        answer = await http.post("/tasks", json={"name": "flaky", "params": {"marker": marker}})
+        assert answer.status_code == 202, answer.text
+        task_id = answer.json()["id"]
+        states: list[tuple[str, Any]] = []
+        with anyio.fail_after(30):
+            async with http.stream("GET", f"/tasks/{task_id}/events") as response:
+                async for event in sse_events(response):
+                    if (event.event or "").startswith("task.") and event.event != "task.output":
+                        states.append((event.event or "", event.json().get("message")))
+                        if event.event in ("task.succeeded", "task.failed"):
+                            final = event.json()
+                            break
+        assert states[-1][0] == "task.succeeded", (states, final["error"])
+        # The stream may open after the first attempt failed: it starts at the stored snapshot.
+        assert [name for name, _ in states][-3:] == ["task.queued", "task.running", "task.succeeded"]
+        assert ("task.queued", "retry 1 of 3") in states
+        assert final["result"] == 2 and final["output_chunks"] == 2
+        assert (await http.get(f"/tasks/{task_id}/output")).text == "first second"

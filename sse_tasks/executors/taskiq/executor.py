@@ -66,7 +66,9 @@ class TaskiqExecutor(RemoteEngine):
         return offered
 
     async def send(self, job: Job) -> None:
-        labels = {HUB_LABEL: "1", OWNER_LABEL: job.task.owner or "", CREATED_LABEL: job.task.created_at}
+        task = self.taskiq_broker.find_task(job.task.name)
+        ours = {HUB_LABEL: "1", OWNER_LABEL: job.task.owner or "", CREATED_LABEL: job.task.created_at}
+        labels = {**(task.labels if task is not None else {}), **ours}  # the task's own: retries, timeout
         kicker: AsyncKicker[..., object] = AsyncKicker(
             task_name=job.task.name, broker=self.taskiq_broker, labels=labels
         )

@@ -44,6 +44,10 @@ HUB_LABEL = "sse_tasks_hub"
 OWNER_LABEL = "sse_tasks_owner"
 CREATED_LABEL = "sse_tasks_created"
 _WRAPPED = "__sse_tasks_wrapped__"
+#: A message whose task is stored so is not run: the hub refused it (503), or it is over.
+_DISCARDED = frozenset(
+    {"refused", TaskState.CANCELLED.value, TaskState.SUCCEEDED.value, TaskState.FAILED.value}
+)
 
 
 class Discarded(NoResultError):
@@ -108,8 +112,16 @@ class StatusMiddleware(TaskiqMiddleware):
 
     # -- senders -----------------------------------------------------------------------
 
-    def pre_send(self, message: TaskiqMessage) -> TaskiqMessage:
+    async def pre_send(self, message: TaskiqMessage) -> TaskiqMessage:
         message.labels.setdefault(CREATED_LABEL, utcnow())
+        run = None if self._keeper is None else self._keeper.runs.get(message.task_id)
+        if run is not None and not run.ended:
+            # A retry middleware re-sends the task under its id: this attempt goes back to
+            # queued before the new message can run.
+            retry = message.labels.get("_retries")
+            most = message.labels.get("max_retries")
+            text = f"retry {retry}" + (f" of {most}" if most is not None else "") if retry else "retry"
+            await run.requeue(text)
         return message
 
     async def post_send(self, message: TaskiqMessage) -> None:
@@ -138,7 +150,8 @@ class StatusMiddleware(TaskiqMiddleware):
             max_output_chunks=self.max_output_chunks,
         )
         try:
-            if message.labels.get(HUB_LABEL):
+            stored = None
+            if message.labels.get(HUB_LABEL) and not message.labels.get("_retries"):
                 state = await writer.receive(queued)
             else:
                 stored = await writer.get(queued.id)
@@ -147,10 +160,12 @@ class StatusMiddleware(TaskiqMiddleware):
         except writer.unreachable as exc:
             logger.warning("task %s received; not checked: Redis unreachable (%s)", queued.id, exc)
             state = TaskState.QUEUED.value
-        if state == "refused" or (state is not None and state != TaskState.QUEUED.value):
+        if state in _DISCARDED:
             logger.warning("task %s is %s; discarded", queued.id, state)
             run.ended = True  # the wrapped task sees it and runs nothing
         run.task = queued
+        if stored is not None:
+            run.continue_from(stored)
         run.enter()
         if not run.ended:
             self.keeper.ensure_started()

@@ -188,6 +188,33 @@ class AsyncRun:
         except self.writer.unreachable:
             pass
 
+    async def requeue(self, message: str) -> Task | None:
+        """This attempt ends in a retry (its new message is being sent): back to ``queued``,
+        unleased, until a worker takes it."""
+        async with self._io:
+            if self.ended:
+                return None
+            await self._send_output()
+            with self._lock:
+                self.ended = True
+                queued = self.task.evolve(
+                    state=TaskState.QUEUED,
+                    message=message,
+                    progress=None,
+                    started_at=None,
+                    output_chunks=self._budget.chunks,
+                )
+            start, self._start = self._start, None
+            try:
+                return await self.writer.requeue(queued, started=start, retry_for=self.writer.outage_grace)
+            except self.writer.unreachable:
+                logger.error("task %s: its retry not stored, Redis unreachable", queued.id)
+                return None
+
+    def continue_from(self, stored: Task) -> None:
+        """A retry goes on from the stored task: its output keeps one numbering."""
+        self._budget.chunks = max(self._budget.chunks, stored.output_chunks)
+
     async def finish(self, state: TaskState, **changes: Any) -> Task | None:
         """Publish this attempt's final state, after its output (the latest progress with it)."""
         async with self._io:
