@@ -15,6 +15,7 @@ ENGINES = {
     "dramatiq": "benchmarks.dramatiq_tasks",
     "huey": "benchmarks.huey_tasks",
     "rq": "benchmarks.rq_tasks",
+    "taskiq": "benchmarks.taskiq_bench",
 }
 
 

@@ -32,6 +32,7 @@ LAYERS = {
     "sse_tasks.huey": 9,  # public, beside it: needs the huey extra
     "sse_tasks.dramatiq": 9,  # public, beside it: needs the dramatiq extra
     "sse_tasks.django": 9,  # public, beside it: needs the django extra
+    "sse_tasks.taskiq": 9,  # public, beside it: needs the taskiq extra
 }
 CLIENT_MAY_USE = ("sse_tasks._core",)
 CORE_MUST_NOT_USE = ("starlette.routing", "starlette.applications", "sse_starlette", "uvicorn")

@@ -63,6 +63,10 @@ class RemoteEngine(abc.ABC):
         ``job.params`` as keyword arguments; raise :class:`NotSent` if the queue cannot be
         reached. It returns once the job is sent: it then runs, whatever happens here."""
 
+    async def aclose(self) -> None:
+        """The hub is closing: release the engine's connections (by default, nothing)."""
+        return None
+
     @abc.abstractmethod
     async def revoke(self, task: Task) -> None:
         """A client cancelled ``task`` (its ``cancelled`` is stored): stop it on the

@@ -340,6 +340,8 @@ class Runner:
             self.broker.log.reopen()
             await self.broker.start(self._observe)
             stack.push_async_callback(self.broker.close)
+            if self.engine is not None:
+                stack.push_async_callback(self.engine.aclose)
             await self.executor.start(self.publisher, self._forget, self.group)
             self._running = True
         except BaseException:

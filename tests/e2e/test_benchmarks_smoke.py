@@ -267,3 +267,14 @@ def test_the_dashboard_benchmark_runs(tmp_path: Path) -> None:
     result = _json(out)
     assert result["history"] == 30 and result["rendered_rows"] > 0
     assert 0 < result["busy_share"] < 1 and result["first_paint_ms"] > 0
+
+
+def test_the_engines_benchmark_runs_for_taskiq(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m benchmarks.engines taskiq --smoke``: rates with and without the
+    hook, and the followers' latency."""
+    pytest.importorskip("taskiq_redis", reason="taskiq-redis is not installed")
+    from benchmarks import engines
+
+    assert engines.main(["taskiq", "--smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "taskiq noop:" in out and "taskiq ms:" in out and "success→follower" in out

@@ -283,12 +283,58 @@ def _huey(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[], N
     return Engine("huey", url, make, enqueue, dying, revoked)
 
 
+@pytest.fixture(scope="module")
+def taskiq_env(redis_url: str) -> dict[str, str]:
+    base = redis_url.rsplit("/", 1)[0]
+    return {"SSE_TASKS_BROKER": f"{base}/0", "TASKIQ_REDIS_URL": f"{base}/5", "TASKIQ_QUEUE": "taskiq"}
+
+
+@pytest.fixture(scope="module")
+def taskiq_worker(taskiq_env: dict[str, str]) -> Iterator[Any]:
+    """One taskiq worker (two tasks at once) for the module's taskiq tests."""
+    from taskiq_workers import TaskiqWorker
+
+    worker = TaskiqWorker(taskiq_env)
+    yield worker
+    worker.stop()
+
+
+def _taskiq(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[], None]]) -> Engine:
+    from taskiq_redis import ListQueueBroker
+    from taskiq_workers import TaskiqWorker, enqueue
+
+    from sse_tasks.taskiq import TaskiqExecutor
+
+    request.getfixturevalue("taskiq_worker")
+    env: dict[str, str] = request.getfixturevalue("taskiq_env")
+    os.environ.update(env)  # the test process's broker: a sender
+    import taskiq_tasks
+
+    def make(reachable: bool) -> RemoteEngine:
+        # A broker per hub: its connection pool belongs to the hub's event loop.
+        url = env["TASKIQ_REDIS_URL"] if reachable else "redis://127.0.0.1:1/0"  # nothing on port 1
+        broker = ListQueueBroker(url, queue_name=env["TASKIQ_QUEUE"])
+        for name, task in taskiq_tasks.broker.get_all_tasks().items():
+            broker.register_task(task.original_func, task_name=name)
+        return TaskiqExecutor(broker)
+
+    def dying() -> Dying:
+        own = {**env, "SSE_TASKS_BROKER": f"{env['SSE_TASKS_BROKER']}?lease={LEASE}"}
+        own["TASKIQ_QUEUE"] = f"dying-{secrets.token_hex(4)}"
+        worker = TaskiqWorker(own, max_async=1)
+        cleanup.append(worker.stop)
+        return Dying(lambda name, **params: enqueue(own, name, **params), worker.kill)
+
+    return Engine("taskiq", url, make, lambda name, **params: enqueue(env, name, **params), dying)
+
+
 MAKERS: dict[str, Callable[[pytest.FixtureRequest, str, list[Callable[[], None]]], Engine]] = {
     "fake": lambda request, url, cleanup: _fake(url, cleanup),
     "celery": _celery,
     "rq": _rq,
     "huey": _huey,
     "dramatiq": _dramatiq,
+    "taskiq": _taskiq,
 }
 
 

@@ -1,0 +1,347 @@
+"""A task running in a taskiq worker: the asyncio counterpart of :class:`WorkerRun` and
+:class:`Keeper`, writing through the :class:`AsyncWorkerWriter` on the worker's loop.
+
+The task's context (``current_task()``) never blocks and never touches Redis: progress
+keeps the latest value, output is queued in order, and the cancel flag is the one the
+keeper last read. One :class:`AsyncKeeper` task per event loop publishes what falls due
+(``running`` after ``start_delay``, progress at most every ``progress_interval`` per task,
+output as written), reads the stored state of running tasks every ``check_interval``
+and renews their leases every quarter lease. A sync task (run in taskiq's thread pool)
+reports through the same calls, which hand over to the loop thread-safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import math
+import threading
+import time
+from typing import Any
+
+from ..._core.budget import OutputBudget
+from ..._core.context import CURRENT, TaskContext
+from ..._core.models import MAX_METADATA_BYTES, OutputChunk, Task, TaskState, utcnow
+from ...engines import AsyncWorkerWriter, Started
+
+logger = logging.getLogger("sse_tasks.taskiq")
+
+
+class AsyncRun:
+    """One attempt of a task in this worker's event loop; ``task`` is its latest snapshot."""
+
+    def __init__(
+        self,
+        task: Task,
+        params: dict[str, Any],
+        writer: AsyncWorkerWriter,
+        keeper: AsyncKeeper,
+        *,
+        max_output_bytes: int = 1 << 20,
+        max_output_chunks: int = 10_000,
+        max_metadata_bytes: int = MAX_METADATA_BYTES,
+    ) -> None:
+        self.task = task
+        self.writer = writer
+        self.keeper = keeper
+        self.context = TaskContext(
+            task.id, task.name, params, self, metadata=task.metadata, max_metadata_bytes=max_metadata_bytes
+        )
+        self.ended = False
+        self._cancelled = False
+        self._token: contextvars.Token[TaskContext | None] | None = None
+        self._lock = threading.Lock()  # the fields a sync task's thread sets
+        self._io = asyncio.Lock()  # one write at a time, in order
+        self._budget = OutputBudget(task.id, max_output_bytes, max_output_chunks)
+        self._progress: float | None = task.progress
+        self._message: str | None = task.message
+        self._metadata: dict[str, Any] = task.metadata
+        self._pending = False
+        self._last = -math.inf
+        self._outbox: list[OutputChunk] = []
+        self._start: Started | None = None
+        self._start_due = math.inf
+        self._checked = time.monotonic()  # the worker read its state as it took the message
+
+    def enter(self) -> None:
+        """Make this run's context ``current_task()`` here (the task's asyncio context)."""
+        self._token = CURRENT.set(self.context)
+
+    def leave(self) -> None:
+        token, self._token = self._token, None
+        if token is None:
+            return
+        try:
+            CURRENT.reset(token)
+        except ValueError:  # reset in another context than it was set in
+            CURRENT.set(None)
+
+    def begin(self, delay: float) -> None:
+        """``running`` is stored within ``delay`` seconds, or with this attempt's next write."""
+        running = self.task.evolve(state=TaskState.RUNNING, started_at=utcnow())
+        self._start, self._start_due = (running, self.task), time.monotonic() + delay
+        self.keeper.wake(self._start_due)
+
+    # -- the sink (any thread, never blocks) -------------------------------------------
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def report(self, progress: float | None, message: str | None) -> None:
+        with self._lock:
+            if self.ended:
+                return
+            self._progress, self._message, self._pending = progress, message, True
+        self.keeper.wake(self._last + self.keeper.progress_interval)
+
+    def set_metadata(self, metadata: dict[str, Any]) -> None:
+        with self._lock:
+            if self.ended:
+                return
+            self._metadata, self._pending = metadata, True
+        self.keeper.wake(self._last + self.keeper.progress_interval)
+
+    def output(self, kind: str, text: str, level: str | None) -> None:
+        with self._lock:
+            if self.ended:
+                return
+            chunk = self._budget.take(kind, text, level)
+            if chunk is None:
+                return
+            self._outbox.append(chunk)
+        self.keeper.wake()
+
+    # -- driven by the keeper and the middleware ------------------------------------------
+
+    def due(self) -> float | None:
+        if self.ended:
+            return None
+        if self._outbox:
+            return -math.inf
+        start = self._start_due if self._start is not None else math.inf
+        progress = self._last + self.keeper.progress_interval if self._pending else math.inf
+        due = min(start, progress)
+        return None if due == math.inf else due
+
+    async def flush(self) -> None:
+        """Publish what is due: a pending ``running``, the output written, the latest progress."""
+        if self._io.locked():
+            return  # busy publishing: it takes the rest with it
+        async with self._io:
+            now = time.monotonic()
+            if self.ended:
+                return
+            if self._start is not None and (now >= self._start_due or self._outbox or self._pending):
+                if not await self._started():
+                    return
+            await self._send_output()
+            if self._pending and not self.ended and now >= self._last + self.keeper.progress_interval:
+                await self._send_progress()
+
+    async def _started(self) -> bool:
+        if self._start is None:
+            return not self.ended
+        running, queued = self._start
+        try:
+            stored = await self.writer.running(running, create=queued, retry_for=1.0)
+        except self.writer.unreachable:
+            logger.warning("task %s started; not stored as running yet: Redis unreachable", running.id)
+            self._start_due = time.monotonic() + 1.0
+            return False
+        self._start = None
+        if stored is None:  # finished while it waited (cancelled)
+            self.ended = self._cancelled = True
+            return False
+        self.task = stored
+        return True
+
+    async def _send_output(self) -> None:
+        while self._outbox and not self.ended:
+            with self._lock:
+                chunk = self._outbox.pop(0)
+            try:
+                stored = await self.writer.output(chunk, retry_for=self.writer.outage_grace)
+            except self.writer.unreachable:
+                logger.warning("task %s: output dropped, Redis unreachable", self.task.id)
+                continue
+            if stored is None:
+                self._cancelled = True
+
+    async def _send_progress(self) -> None:
+        with self._lock:
+            self._pending = False
+            snapshot = self.task.evolve(
+                progress=self._progress,
+                message=self._message,
+                metadata=self._metadata,
+                output_chunks=self._budget.chunks,
+            )
+        self._last = time.monotonic()
+        try:
+            stored = await self.writer.progress(snapshot)
+        except self.writer.unreachable:
+            self._pending = True
+            return
+        if stored is None:
+            self._cancelled = True
+        else:
+            self.task = stored
+
+    async def check(self) -> None:
+        """Read the stored state: a task final there (cancelled) stops at its next check()."""
+        if self.ended or self._cancelled or self._start is not None:
+            return
+        now = time.monotonic()
+        if now - self._checked < self.keeper.check_interval:
+            return  # read a moment ago (a short task is never read again)
+        self._checked = now
+        try:
+            self._cancelled = await self.writer.finished(self.task.id)
+        except self.writer.unreachable:
+            pass
+
+    async def requeue(self, message: str) -> Task | None:
+        """This attempt ends in a retry (its new message is being sent): back to ``queued``,
+        unleased, until a worker takes it."""
+        async with self._io:
+            if self.ended:
+                return None
+            await self._send_output()
+            with self._lock:
+                self.ended = True
+                queued = self.task.evolve(
+                    state=TaskState.QUEUED,
+                    message=message,
+                    progress=None,
+                    started_at=None,
+                    output_chunks=self._budget.chunks,
+                )
+            start, self._start = self._start, None
+            try:
+                return await self.writer.requeue(queued, started=start, retry_for=self.writer.outage_grace)
+            except self.writer.unreachable:
+                logger.error("task %s: its retry not stored, Redis unreachable", queued.id)
+                return None
+
+    def continue_from(self, stored: Task) -> None:
+        """A retry goes on from the stored task: its output keeps one numbering."""
+        self._budget.chunks = max(self._budget.chunks, stored.output_chunks)
+
+    async def finish(self, state: TaskState, **changes: Any) -> Task | None:
+        """Publish this attempt's final state, after its output (the latest progress with it)."""
+        async with self._io:
+            if self.ended:
+                return None
+            await self._send_output()
+            with self._lock:
+                if self.ended:
+                    return None
+                self.ended = True
+                changes.setdefault("progress", self._progress)
+                changes.setdefault("message", self._message)
+                changes.setdefault("metadata", self._metadata)
+                final = self.task.evolve(
+                    state=state, finished_at=utcnow(), output_chunks=self._budget.chunks, **changes
+                )
+            start, self._start = self._start, None
+            if start is not None:
+                final = final.evolve(started_at=start[0].started_at)
+            try:
+                return await self.writer.final(final, started=start, retry_for=self.writer.outage_grace)
+            except self.writer.unreachable:
+                logger.error("task %s: %s not published, Redis unreachable", final.id, final.state.value)
+                return None
+
+
+class AsyncKeeper:
+    """One task per event loop: publishes what is due, reads cancels, renews leases."""
+
+    def __init__(
+        self,
+        writer: AsyncWorkerWriter,
+        *,
+        progress_interval: float = 0.1,
+        check_interval: float = 0.1,
+    ) -> None:
+        self.writer = writer
+        self.progress_interval = progress_interval
+        self.check_interval = check_interval
+        self.runs: dict[str, AsyncRun] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake_at = -math.inf  # when the keeper wakes by itself (-inf: it is awake)
+
+    def ensure_started(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._task is not None and self._loop is loop and not self._task.done():
+            return
+        self._loop, self._event = loop, asyncio.Event()
+        self._task = loop.create_task(self._main(), name="sse-tasks-keeper")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    def wake(self, due: float = -math.inf) -> None:
+        """Work falls due at ``due`` (monotonic): wake the keeper if it would sleep past it
+        (from the loop or from a task's thread). Most calls cost nothing: under load the
+        keeper wakes often by itself."""
+        loop, event = self._loop, self._event
+        if loop is None or event is None or event.is_set():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not loop:
+            loop.call_soon_threadsafe(event.set)  # a sync task's thread: no race with the loop
+        elif due < self._wake_at:  # on the loop: an awake keeper looks at every run before it sleeps
+            event.set()
+
+    async def _main(self) -> None:
+        assert self._event is not None
+        event = self._event
+        renew_every = self.writer.lease / 4
+        next_renewal = time.monotonic() + renew_every
+        next_check = time.monotonic() + self.check_interval
+        while True:
+            runs = list(self.runs.values())
+            dues = [due for due in (run.due() for run in runs) if due is not None]
+            wake_at = min([next_renewal, next_check if runs else math.inf, *dues])
+            timeout = max(wake_at - time.monotonic(), 0.005)
+            self._wake_at = time.monotonic() + timeout
+            try:
+                await asyncio.wait_for(event.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+            self._wake_at = -math.inf
+            event.clear()
+            runs = list(self.runs.values())
+            await self._each([run.flush() for run in runs if (run.due() or math.inf) <= time.monotonic()])
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + self.check_interval
+                await self._each([run.check() for run in runs])
+            if now >= next_renewal:
+                next_renewal = now + renew_every
+                try:
+                    await self.writer.renew(run.task.id for run in runs if not run.ended)
+                except self.writer.unreachable:
+                    pass
+                except Exception:
+                    logger.exception("sse_tasks keeper: renewing leases failed")
+
+    async def _each(self, calls: list[Any]) -> None:
+        if not calls:
+            return
+        for outcome in await asyncio.gather(*calls, return_exceptions=True):
+            if isinstance(outcome, Exception) and not isinstance(outcome, self.writer.unreachable):
+                logger.error("sse_tasks keeper: %r", outcome)

@@ -1,0 +1,119 @@
+"""The taskiq example run as its two commands (``docs/engines.md``, taskiq)::
+
+    taskiq worker examples.taskiq_app:broker
+    sse-tasks serve --app examples.taskiq_app:hub
+
+with ``SSE_TASKS_BROKER`` on database 0 of the session's redis-server and
+``TASKIQ_REDIS_URL`` unset (the example puts taskiq's queue on database 1). A ``count``
+POSTed to the hub and one kicked with ``.kiq()`` from another process both succeed,
+with taskiq's own progress reports in their snapshots.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from _support import ROOT, free_port, wait_until
+
+pytest.importorskip("taskiq_redis", reason="taskiq-redis is not installed (pip install -e '.[test]')")
+
+BIN = Path(sys.executable).parent
+
+
+class Process:
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.log = Path(tempfile.mkstemp(prefix="taskiq-example-", suffix=".log")[1])
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.log.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def example(redis_url: str, redis_db: int) -> Iterator[tuple[str, dict[str, str]]]:
+    env = {k: v for k, v in os.environ.items() if k != "TASKIQ_REDIS_URL"}
+    env["SSE_TASKS_BROKER"] = redis_url.rsplit("/", 1)[0] + "/0"
+    port = free_port()
+    worker = Process([str(BIN / "taskiq"), "worker", "examples.taskiq_app:broker"], env)
+    server = Process(
+        [str(BIN / "sse-tasks"), "serve", "--app", "examples.taskiq_app:hub", "--port", str(port)], env
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def up() -> bool:
+            for process in (worker, server):
+                assert process.proc.poll() is None, process.text()
+            try:
+                return httpx.get(f"{url}/tasks", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(up, "the server answers", 60, details=server.text)
+        yield url, env
+    finally:
+        server.stop()
+        worker.stop()
+        import redis
+
+        redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/1").flushdb()
+
+
+def _succeeded(url: str, task_id: str) -> dict[str, Any] | None:
+    task: dict[str, Any] = httpx.get(f"{url}/tasks/{task_id}", timeout=5).json()
+    assert task.get("state") not in ("failed", "cancelled"), task
+    return task if task.get("state") == "succeeded" else None
+
+
+def test_two_commands_run_posted_and_kicked_tasks(example: tuple[str, dict[str, str]]) -> None:
+    url, env = example
+    posted = httpx.post(
+        f"{url}/tasks", json={"name": "count", "params": {"n": 5, "interval": 0.05}}, timeout=10
+    )
+    assert posted.status_code == 202, posted.text
+    task = wait_until(lambda: _succeeded(url, posted.json()["id"]), "the POSTed count succeeded", 60)
+    assert task["result"] == {"count": 5} and task["message"] == "step 5 of 5"  # taskiq's progress tracker
+
+    code = (
+        "import asyncio, examples.taskiq_app as app\n"
+        "async def main():\n"
+        "    await app.broker.startup()\n"
+        "    sent = await app.count.kiq(n=3, interval=0.01)\n"
+        "    await app.broker.shutdown()\n"
+        "    print(sent.task_id)\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    kicked = out.stdout.strip().splitlines()[-1]
+    task = wait_until(lambda: _succeeded(url, kicked), "the kicked count succeeded", 60)
+    assert task["result"] == {"count": 3} and task["message"] == "step 3 of 3"

@@ -1,0 +1,110 @@
+"""The contract's tasks on a taskiq broker (its Redis in ``$TASKIQ_REDIS_URL``, its queue
+``$TASKIQ_QUEUE``), reported to the hub at ``$SSE_TASKS_BROKER``; workers touch
+``$TASKIQ_READY`` once started."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import anyio
+import anyio.lowlevel
+from taskiq import SimpleRetryMiddleware, TaskiqEvents, TaskiqState
+from taskiq_redis import ListQueueBroker
+
+from sse_tasks import current_task
+from sse_tasks.taskiq import StatusMiddleware
+
+broker = ListQueueBroker(
+    os.environ.get("TASKIQ_REDIS_URL", "redis://127.0.0.1:6379/1"),
+    queue_name=os.environ.get("TASKIQ_QUEUE", "taskiq"),
+)
+broker.add_middlewares(SimpleRetryMiddleware(default_retry_count=3))
+if os.environ.get("SSE_TASKS_BROKER"):
+    broker.add_middlewares(StatusMiddleware(os.environ["SSE_TASKS_BROKER"]))
+
+
+@broker.on_event(TaskiqEvents.WORKER_STARTUP)
+async def ready(state: TaskiqState) -> None:
+    marker = os.environ.get("TASKIQ_READY")
+    if marker:
+        await anyio.Path(marker).write_text(str(os.getpid()))
+
+
+@broker.task(task_name="add")
+async def add(a: int, b: int = 1) -> int:
+    return a + b
+
+
+@broker.task(task_name="fail")
+async def fail(message: str = "boom") -> None:
+    raise RuntimeError(message)
+
+
+@broker.task(task_name="steps")
+async def steps(n: int = 5, interval: float = 0.0) -> dict[str, int]:
+    for i in range(1, n + 1):
+        await anyio.sleep(interval)
+        current_task().progress(i / n, f"step {i} of {n}")
+    return {"n": n}
+
+
+@broker.task(task_name="talk")
+async def talk(words: int = 5) -> int:
+    for i in range(words):
+        current_task().output(f"w{i} ")
+    current_task().log("done talking", "warning")
+    return words
+
+
+@broker.task(task_name="stubborn")
+async def stubborn(seconds: float = 60.0, marker: str = "") -> str:
+    deadline = anyio.current_time() + seconds
+    try:
+        while anyio.current_time() < deadline:
+            try:
+                current_task().check()
+            except Exception:
+                pass
+            await anyio.sleep(0.02)
+    finally:
+        if marker:
+            await anyio.Path(marker).write_text("stopped")
+    return "never cancelled"
+
+
+@broker.task(task_name="touch")
+async def touch(marker: str) -> str:
+    await anyio.Path(marker).write_text("ran")
+    return "touched"
+
+
+@broker.task(task_name="burst")
+async def burst(n: int = 1000) -> int:
+    for i in range(n):
+        current_task().progress((i + 1) / n)
+        if i % 100 == 0:
+            await anyio.lowlevel.checkpoint()
+    return n
+
+
+@broker.task(task_name="sync_steps")
+def sync_steps(n: int = 3) -> str:
+    """A sync task (taskiq's thread pool): its context reports the same way."""
+    for i in range(1, n + 1):
+        current_task().output(f"line {i}\n")
+        current_task().progress(i / n, f"sync {i} of {n}")
+        time.sleep(0.05)
+    return "synced"
+
+
+@broker.task(task_name="flaky", retry_on_error=True, max_retries=3)
+async def flaky(marker: str) -> int:
+    """Fails on its first attempt (``marker`` does not exist yet), succeeds on its retry."""
+    path = anyio.Path(marker)
+    if not await path.exists():
+        await path.write_text("failed once")
+        current_task().output("first ")
+        raise RuntimeError("first attempt")
+    current_task().output("second")
+    return 2

@@ -1,0 +1,148 @@
+"""What the engine contract cannot express for taskiq: a burst of progress from many
+async tasks at once in one worker is rate-limited and coalesced per task."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from _support import sse_events
+
+from sse_tasks import TaskHub
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def burst_env(taskiq_env: dict[str, str], redis_db: int) -> Iterator[dict[str, str]]:
+    from taskiq_workers import TaskiqWorker
+
+    env = {**taskiq_env, "TASKIQ_QUEUE": f"burst-{secrets.token_hex(4)}"}
+    worker = TaskiqWorker(env, max_async=100)
+    yield env
+    worker.stop()
+
+
+def _hub(env: dict[str, str]) -> TaskHub:
+    import os
+
+    from taskiq_redis import ListQueueBroker
+
+    from sse_tasks.taskiq import TaskiqExecutor
+
+    os.environ.update({k: v for k, v in env.items() if k != "TASKIQ_QUEUE"})
+    import taskiq_tasks
+
+    broker = ListQueueBroker(env["TASKIQ_REDIS_URL"], queue_name=env["TASKIQ_QUEUE"])
+    broker.register_task(taskiq_tasks.burst.original_func, task_name="burst")
+    return TaskHub(env["SSE_TASKS_BROKER"], executor=TaskiqExecutor(broker), heartbeat=0.5)
+
+
+async def test_a_progress_burst_of_100_tasks_is_coalesced(
+    burst_env: dict[str, str], live_server: Any
+) -> None:
+    server = live_server(_hub(burst_env))
+    progress: dict[str, int] = {}
+    ends: dict[str, dict[str, Any]] = {}
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        cursor = (await http.get("/tasks")).json()["cursor"]
+        async with http.stream("GET", "/events", params={"last_event_id": cursor}) as response:
+            started = time.monotonic()
+            ids = set()
+            for _ in range(100):
+                answer = await http.post("/tasks", json={"name": "burst", "params": {"n": 2000}})
+                assert answer.status_code == 202, answer.text
+                ids.add(answer.json()["id"])
+            with anyio.fail_after(60):
+                async for event in sse_events(response):
+                    if not (event.event or "").startswith("task."):
+                        continue
+                    body = event.json()
+                    if event.event == "task.progress":
+                        progress[body["id"]] = progress.get(body["id"], 0) + 1
+                    elif event.event in ("task.succeeded", "task.failed"):
+                        ends[body["id"]] = body
+                        if ids <= ends.keys():
+                            break
+            elapsed = time.monotonic() - started
+    assert {body["state"] for body in ends.values()} == {"succeeded"}
+    assert all(body["progress"] == 1.0 and body["result"] == 2000 for body in ends.values())
+    # 200,000 reports; at most one publish per task per 0.1 s (plus the first) gets out.
+    assert sum(progress.values()) <= 100 * (elapsed / 0.1 + 1)
+    assert max(progress.values(), default=0) <= elapsed / 0.1 + 1
+
+
+async def test_a_sync_task_reports_from_the_thread_pool(
+    taskiq_worker: Any, taskiq_env: dict[str, str], live_server: Any
+) -> None:
+    import os
+
+    from taskiq_redis import ListQueueBroker
+
+    from sse_tasks.taskiq import TaskiqExecutor
+
+    os.environ.update(taskiq_env)
+    import taskiq_tasks
+
+    broker = ListQueueBroker(taskiq_env["TASKIQ_REDIS_URL"], queue_name=taskiq_env["TASKIQ_QUEUE"])
+    broker.register_task(taskiq_tasks.sync_steps.original_func, task_name="sync_steps")
+    server = live_server(TaskHub(taskiq_env["SSE_TASKS_BROKER"], executor=TaskiqExecutor(broker)))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        answer = await http.post("/tasks", json={"name": "sync_steps", "params": {"n": 3}})
+        assert answer.status_code == 202, answer.text
+        task_id = answer.json()["id"]
+        seen: list[str] = []
+        with anyio.fail_after(30):
+            async with http.stream("GET", f"/tasks/{task_id}/events", params={"output": "1"}) as response:
+                async for event in sse_events(response):
+                    if (event.event or "").startswith("task."):
+                        seen.append(event.event or "")
+                        if event.event == "task.succeeded":
+                            final = event.json()
+                            break
+        assert final["result"] == "synced" and final["message"] == "sync 3 of 3"
+        assert seen.count("task.output") == 3 and "task.running" in seen
+        assert (await http.get(f"/tasks/{task_id}/output")).text == "line 1\nline 2\nline 3\n"
+
+
+async def test_a_retry_goes_back_to_queued_and_runs_again(
+    taskiq_worker: Any, taskiq_env: dict[str, str], live_server: Any, tmp_path: Any
+) -> None:
+    """taskiq's retry middleware re-sends the task under its id: queued, then run again."""
+    import os
+
+    from taskiq_redis import ListQueueBroker
+
+    from sse_tasks.taskiq import TaskiqExecutor
+
+    os.environ.update(taskiq_env)
+    import taskiq_tasks
+
+    broker = ListQueueBroker(taskiq_env["TASKIQ_REDIS_URL"], queue_name=taskiq_env["TASKIQ_QUEUE"])
+    broker.register_task(taskiq_tasks.flaky.original_func, task_name="flaky", **taskiq_tasks.flaky.labels)
+    server = live_server(TaskHub(taskiq_env["SSE_TASKS_BROKER"], executor=TaskiqExecutor(broker)))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        marker = str(tmp_path / "flaky")
+        answer = await http.post("/tasks", json={"name": "flaky", "params": {"marker": marker}})
+        assert answer.status_code == 202, answer.text
+        task_id = answer.json()["id"]
+        states: list[tuple[str, Any]] = []
+        with anyio.fail_after(30):
+            async with http.stream("GET", f"/tasks/{task_id}/events") as response:
+                async for event in sse_events(response):
+                    if (event.event or "").startswith("task.") and event.event != "task.output":
+                        states.append((event.event or "", event.json().get("message")))
+                        if event.event in ("task.succeeded", "task.failed"):
+                            final = event.json()
+                            break
+        assert states[-1][0] == "task.succeeded", (states, final["error"])
+        # The stream may open after the first attempt failed: it starts at the stored snapshot.
+        assert [name for name, _ in states][-3:] == ["task.queued", "task.running", "task.succeeded"]
+        assert ("task.queued", "retry 1 of 3") in states
+        assert final["result"] == 2 and final["output_chunks"] == 2
+        assert (await http.get(f"/tasks/{task_id}/output")).text == "first second"
