@@ -354,7 +354,7 @@ def hooked(
     async def on_startup(ctx: dict[str, Any]) -> None:
         url = hub_url or os.environ.get("SSE_TASKS_BROKER") or ""
         if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise RuntimeError("sse_tasks.arq: SSE_TASKS_BROKER (or hooked()'s hub_url) must be the hub's Redis")
+            raise RuntimeError("sse_tasks.arq: SSE_TASKS_BROKER (or hub_url) must be the hub's Redis URL")
         hook = ArqHook(
             AsyncWriter(RedisBroker(url)),
             job_timeout=job_timeout,
