@@ -28,6 +28,7 @@ LAYERS = {
     "sse_tasks.__main__": 8,
     "sse_tasks": 9,  # the package's __init__: the public API
     "sse_tasks.celery": 9,  # public, beside it: needs the celery extra
+    "sse_tasks.arq": 9,  # public, beside it: needs the arq extra
     "sse_tasks.django": 9,  # public, beside it: needs the django extra
 }
 CLIENT_MAY_USE = ("sse_tasks._core",)

@@ -95,13 +95,101 @@ def _celery(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[],
     return Engine("celery", url, make, enqueue, dying, revoked)
 
 
-@pytest.fixture(params=["fake", "celery"])
+@pytest.fixture(scope="session")
+def arq_urls(redis_url: str) -> dict[str, str]:
+    """The environment of the arq workers and of the test process's arq settings."""
+    from arq_workers import db_url
+
+    return {
+        "SSE_TASKS_BROKER": db_url(redis_url, 0),
+        "ARQ_REDIS_URL": db_url(redis_url, 5),
+        "ARQ_TEST_QUEUE": "arq:contract",
+    }
+
+
+@pytest.fixture(scope="module")
+def arq_worker(arq_urls: dict[str, str]) -> Iterator[Any]:
+    """One arq worker (two jobs at a time) for the module's arq tests."""
+    import redis
+    from arq_workers import start_arq_worker
+
+    with redis.Redis.from_url(arq_urls["ARQ_REDIS_URL"]) as client:
+        client.flushdb()
+    worker = start_arq_worker(arq_urls)
+    yield worker
+    worker.stop()
+
+
+def _arq(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[], None]]) -> Engine:
+    pytest.importorskip("arq")
+    import json
+    import os
+    import subprocess
+
+    from arq.connections import RedisSettings
+    from arq_workers import start_arq_worker
+
+    from sse_tasks.arq import ArqExecutor
+
+    urls = request.getfixturevalue("arq_urls")
+    os.environ.update({key: value for key, value in urls.items() if key != "SSE_TASKS_BROKER"})
+    import arq_tasks
+
+    request.getfixturevalue("arq_worker")
+
+    def make(reachable: bool) -> RemoteEngine:
+        if reachable:
+            return ArqExecutor(arq_tasks.WorkerSettings)
+        dead = RedisSettings(host="127.0.0.1", port=1)  # nothing listens on port 1
+        return ArqExecutor(arq_tasks.WorkerSettings, redis_settings=dead)
+
+    def enqueue_on(queue: str, name: str, **params: Any) -> str:
+        """arq's own ``enqueue_job``, from another process (no hub involved)."""
+        script = (
+            "import asyncio, json, sys\n"
+            "from arq.connections import RedisSettings, create_pool\n"
+            "async def main():\n"
+            "    pool = await create_pool(RedisSettings.from_dsn(sys.argv[1]))\n"
+            "    params = json.loads(sys.argv[4])\n"
+            "    job = await pool.enqueue_job(sys.argv[3], _queue_name=sys.argv[2], **params)\n"
+            "    print(job.job_id)\n"
+            "asyncio.run(main())\n"
+        )
+        args = [sys.executable, "-W", "ignore", "-c", script, urls["ARQ_REDIS_URL"], queue, name]
+        args.append(json.dumps(params))
+        done = subprocess.run(args, capture_output=True, text=True, timeout=30, check=True)
+        return done.stdout.strip().splitlines()[-1]
+
+    def enqueue(name: str, **params: Any) -> str:
+        return enqueue_on(arq_tasks.QUEUE, name, **params)
+
+    def dying() -> Dying:
+        own = f"arq:dying-{secrets.token_hex(4)}"
+        env = {**urls, "SSE_TASKS_BROKER": f"{urls['SSE_TASKS_BROKER']}?lease={LEASE}", "ARQ_TEST_QUEUE": own}
+        worker = start_arq_worker(env)
+        cleanup.append(worker.stop)
+
+        def enqueue_there(name: str, **params: Any) -> str:
+            return enqueue_on(own, name, **params)
+
+        return Dying(enqueue_there, worker.kill)
+
+    return Engine("arq", url, make, enqueue, dying)
+
+
+
+@pytest.fixture(params=["fake", "celery", "arq"])
 def engine(request: pytest.FixtureRequest, redis_url: str, redis_db: int) -> Iterator[Engine]:
     """Each contract test runs against the fake engine and against Celery."""
     url = redis_url.rsplit("/", 1)[0] + f"/{redis_db}"
     cleanup: list[Callable[[], None]] = []
     try:
-        yield _fake(url, cleanup) if request.param == "fake" else _celery(request, url, cleanup)
+        if request.param == "fake":
+            yield _fake(url, cleanup)
+        elif request.param == "celery":
+            yield _celery(request, url, cleanup)
+        else:
+            yield _arq(request, url, cleanup)
     finally:
         for step in reversed(cleanup):
             step()

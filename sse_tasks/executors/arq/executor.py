@@ -8,10 +8,9 @@ from typing import Any
 
 import anyio
 from arq.connections import ArqRedis, RedisSettings
-from arq.constants import abort_jobs_ss, default_queue_name
+from arq.constants import abort_jobs_ss, default_queue_name, expires_extra_ms, job_key_prefix
+from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
-from redis.asyncio import ConnectionPool
-from redis.asyncio.connection import Connection, SSLConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -64,55 +63,57 @@ class ArqExecutor(RemoteEngine):
         self.queue_name = _setting(settings, "queue_name", default_queue_name)
         self.job_serializer = _setting(settings, "job_serializer", None)
         self.send_timeout = send_timeout
-        self._pool: ArqRedis | None = None
 
     def registrations(self) -> Iterable[tuple[str, TaskFunction]]:
         return [(name, signature_of(function.coroutine)) for name, function in self.functions.items()]
 
-    @property
     def pool(self) -> ArqRedis:
-        """The hub's connections to arq's Redis, every socket operation bounded (arq's own
-        ``create_pool`` retries a refused connection for seconds: a 503 should not wait)."""
-        if self._pool is None:
-            s = self.redis_settings
-            bound = self.send_timeout / 5
-            connections = ConnectionPool(
-                host=s.host,
-                port=s.port,
-                db=s.database,
-                username=s.username,
-                password=s.password,
-                socket_timeout=bound,
-                socket_connect_timeout=bound,
-                connection_class=SSLConnection if s.ssl else Connection,
-            )
-            self._pool = ArqRedis(
-                connection_pool=connections,
-                job_serializer=self.job_serializer,
-                default_queue_name=self.queue_name,
-            )
-        return self._pool
+        """A client of arq's Redis for one send or revoke (closed with it on every redis-py),
+        every socket operation bounded (arq's ``create_pool`` retries a refused connection
+        for seconds: a 503 should not wait)."""
+        s = self.redis_settings
+        bound = self.send_timeout / 5
+        return ArqRedis(
+            host=s.host,
+            port=s.port,
+            db=s.database,
+            username=s.username,
+            password=s.password,
+            ssl=s.ssl,
+            socket_timeout=bound,
+            socket_connect_timeout=bound,
+            job_serializer=self.job_serializer,
+            default_queue_name=self.queue_name,
+        )
 
     async def send(self, job: Job) -> None:
         hub = {"owner": job.task.owner or "", "created_at": job.task.created_at}
         try:
             with anyio.fail_after(self.send_timeout):
-                kwargs: dict[str, Any] = {**job.params, HUB_KWARG: hub}
-                await self.pool.enqueue_job(
-                    job.task.name, _job_id=job.task.id, _queue_name=self.queue_name, **kwargs
-                )
+                await self._enqueue(job.task.id, job.task.name, {**job.params, HUB_KWARG: hub})
         except _UNREACHABLE as exc:
             raise NotSent(f"the arq Redis is unreachable: {exc}") from exc
 
+    async def _enqueue(self, job_id: str, name: str, kwargs: dict[str, Any]) -> None:
+        """``enqueue_job``'s writes, in one transaction. Its ``WATCH`` (a guard against an
+        id taken twice; the hub's ids are new) holds a connection that redis-py 6+ does
+        not give back to the pool with arq 0.25, the arq that installs beside it."""
+        now = timestamp_ms()
+        body = serialize_job(name, (), kwargs, None, now, serializer=self.job_serializer)
+        async with self.pool() as pool, pool.pipeline(transaction=True) as pipe:
+            pipe.psetex(job_key_prefix + job_id, expires_extra_ms, body)
+            pipe.zadd(self.queue_name, {job_id: now})
+            await pipe.execute()
+
     async def revoke(self, task: Task) -> None:
         # Job.abort's writes, without waiting for the job's result.
-        pool = self.pool
         try:
             with anyio.fail_after(self.send_timeout):
-                score = await pool.zscore(self.queue_name, task.id)
-                if score is not None and score > timestamp_ms():  # deferred: taken (and aborted) now
-                    await pool.zadd(self.queue_name, {task.id: 1})
-                await pool.zadd(abort_jobs_ss, {task.id: timestamp_ms()})
+                async with self.pool() as pool:
+                    score = await pool.zscore(self.queue_name, task.id)
+                    if score is not None and score > timestamp_ms():  # deferred: taken (and aborted) now
+                        await pool.zadd(self.queue_name, {task.id: 1})
+                    await pool.zadd(abort_jobs_ss, {task.id: timestamp_ms()})
         except _UNREACHABLE as exc:
             # Stored as cancelled: the hook discards it when a worker takes it.
             logger.warning("task %s cancelled; aborting it in arq failed: %s", task.id, exc)
