@@ -189,3 +189,14 @@ def test_python_m_benchmarks_runs() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "closed,light,fanout,throughput,idle,submit,latency" in done.stdout
+
+
+def test_the_engines_benchmark_runs(tmp_path: Path) -> None:
+    """``python -m benchmarks.engines --smoke``: arq burst workers with and without the hook."""
+    pytest.importorskip("arq", reason="arq is not installed (pip install -e '.[test]')")
+    from benchmarks import engines
+
+    out = tmp_path / "engines.json"
+    assert engines.main(["--smoke", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["arq noop tasks/s with"] > 0 and results["arq one_ms ratio"] > 0
