@@ -62,6 +62,35 @@ class AsyncRun:
         self._budget = _budget(task, hook.max_output_bytes, hook.max_output_chunks, earlier)
         self._chunks: list[OutputChunk] = []
         self._writing: asyncio.Task[None] | None = None
+        #: (running, queued) not stored yet: stored within ``start_delay`` seconds, or with
+        #: this attempt's first write (a short job stores running and its end in one round trip).
+        self._start: tuple[Task, Task] | None = None
+        self._start_due = math.inf
+        self._starting = asyncio.Lock()
+
+    def defer_start(self, running: Task, queued: Task, delay: float) -> None:
+        self._start = (running, queued)
+        self._start_due = time.monotonic() + delay
+        self.hook.wake(self._start_due)
+
+    async def started(self) -> bool:
+        """Store the deferred ``running`` now; False if the task is already final."""
+        async with self._starting:
+            if self._start is None:
+                return not self._cancelled
+            running, queued = self._start
+            try:
+                stored = await self.writer.running(running, create=queued, retry_for=1.0)
+            except self.writer.unreachable:
+                logger.warning("task %s started; not stored as running yet: Redis unreachable", running.id)
+                self._start_due = time.monotonic() + 1.0
+                return True
+            self._start = None
+            if stored is None:
+                self._cancelled = True
+                return False
+            self.task = stored
+            return True
 
     # -- the sink: called from the task, never waits ---------------------------------
 
@@ -106,6 +135,8 @@ class AsyncRun:
     async def _write_output(self) -> None:
         try:
             while self._chunks:
+                if self._start is not None and not await self.started():
+                    return
                 chunk = self._chunks.pop(0)
                 try:
                     stored = await self.writer.output(chunk, retry_for=self.writer.outage_grace)
@@ -121,13 +152,20 @@ class AsyncRun:
 
     def due(self) -> float | None:
         """When the pending progress is due (monotonic), or None."""
-        if self.ended or not self._pending:
+        if self.ended:
             return None
-        return self._last + self.hook.progress_interval
+        start = self._start_due if self._start is not None else math.inf
+        progress = self._last + self.hook.progress_interval if self._pending else math.inf
+        due = min(start, progress)
+        return None if due == math.inf else due
 
     async def flush(self) -> None:
-        """Publish the latest progress if it is due."""
+        """Publish the deferred ``running`` and the latest progress if due."""
+        if self._start is not None and not self.ended and time.monotonic() >= self._start_due:
+            await self.started()
         if not self._pending or self.ended or time.monotonic() < self._last + self.hook.progress_interval:
+            return
+        if self._start is not None and not await self.started():
             return
         self._pending = False
         self._last = time.monotonic()
@@ -159,8 +197,12 @@ class AsyncRun:
         changes.setdefault("message", self._message)
         chunks = self._budget.chunks
         final = self.task.evolve(state=state, finished_at=utcnow(), output_chunks=chunks, **changes)
+        async with self._starting:
+            start, self._start = self._start, None
+        if start is not None:
+            final = final.evolve(started_at=start[0].started_at)
         try:
-            return await self.writer.final(final, retry_for=self.writer.outage_grace)
+            return await self.writer.final(final, started=start, retry_for=self.writer.outage_grace)
         except self.writer.unreachable:
             # Its lease is no longer renewed: it ends failed (WorkerLost) once Redis answers.
             logger.error("task %s: %s not published, Redis unreachable", final.id, state.value)
@@ -179,8 +221,10 @@ class AsyncRun:
             started_at=None,
             output_chunks=self._budget.chunks,
         )
+        async with self._starting:
+            start, self._start = self._start, None
         try:
-            return await self.writer.requeue(queued, retry_for=self.writer.outage_grace)
+            return await self.writer.requeue(queued, started=start, retry_for=self.writer.outage_grace)
         except self.writer.unreachable:
             logger.error("task %s: retry not published, Redis unreachable", queued.id)
             return None
@@ -211,6 +255,7 @@ class ArqHook:
         check_interval: float,
         max_output_bytes: int,
         max_output_chunks: int,
+        start_delay: float = 0.05,
     ) -> None:
         self.writer = writer
         self.job_timeout = job_timeout
@@ -219,6 +264,7 @@ class ArqHook:
         self.check_interval = check_interval
         self.max_output_bytes = max_output_bytes
         self.max_output_chunks = max_output_chunks
+        self.start_delay = start_delay
         self.runs: dict[str, AsyncRun] = {}
         self._woken = asyncio.Event()
         self._wake_at = -math.inf
@@ -280,16 +326,12 @@ class ArqHook:
             if stored is not None and stored.terminal:
                 return None  # ended while it waited for this try (cancelled, presumed dead)
             earlier = await self.writer.stored_output(job_id) if stored is not None else []
-            base = stored or queued
-            started = await self.writer.running(
-                base.evolve(state=TaskState.RUNNING, started_at=utcnow()), create=queued, retry_for=1.0
-            )
         except self.writer.unreachable:
             logger.warning("task %s: run unreported, Redis unreachable", job_id)
             return await function.coroutine(ctx, *args, **kwargs)
-        if started is None:
-            return None  # final already: cancelled while it waited, or presumed dead
-        run = AsyncRun(started, dict(kwargs), self, earlier)
+        base = stored or queued
+        run = AsyncRun(base, dict(kwargs), self, earlier)
+        run.defer_start(base.evolve(state=TaskState.RUNNING, started_at=utcnow()), queued, self.start_delay)
         self.runs[job_id] = run
         begun = time.monotonic()
         token = CURRENT.set(run.context)
