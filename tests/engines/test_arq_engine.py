@@ -25,7 +25,6 @@ REPORTS = 1000
 async def test_a_burst_of_progress_from_100_jobs_is_coalesced(
     arq_urls: dict[str, str], redis_db: int, live_server: Any
 ) -> None:
-    import arq_tasks  # noqa: F401 - the settings read the environment the fixture set
     from arq_workers import start_arq_worker
 
     queue = "arq:burst"
