@@ -12,6 +12,7 @@ import sys
 
 #: Engine name -> the module of its scenario (a ``main(argv) -> int``).
 ENGINES = {
+    "arq": "benchmarks.arq_bench",
     "dramatiq": "benchmarks.dramatiq_tasks",
     "huey": "benchmarks.huey_tasks",
     "rq": "benchmarks.rq_tasks",

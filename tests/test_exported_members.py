@@ -13,5 +13,5 @@ def test_all_exports_exist_and_have_docstrings() -> None:
 def test_private_modules_are_not_exported() -> None:
     public = {name for name in dir(sse_tasks) if not name.startswith("_")}
     modules = {"brokers", "cli", "demo", "engines", "executors", "web"}  # sub-packages, not API names
-    public_modules = {"client", "celery", "django", "rq", "huey", "dramatiq", "taskiq"}
+    public_modules = {"client", "celery", "django", "rq", "huey", "dramatiq", "taskiq", "arq"}
     assert public - modules - public_modules <= set(sse_tasks.__all__)

@@ -31,6 +31,7 @@ LAYERS = {
     "sse_tasks.rq": 9,  # public, beside it: needs the rq extra
     "sse_tasks.huey": 9,  # public, beside it: needs the huey extra
     "sse_tasks.dramatiq": 9,  # public, beside it: needs the dramatiq extra
+    "sse_tasks.arq": 9,  # public, beside it: needs the arq extra
     "sse_tasks.django": 9,  # public, beside it: needs the django extra
     "sse_tasks.taskiq": 9,  # public, beside it: needs the taskiq extra
 }

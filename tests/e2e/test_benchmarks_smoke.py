@@ -278,3 +278,14 @@ def test_the_engines_benchmark_runs_for_taskiq(capsys: pytest.CaptureFixture[str
     assert engines.main(["taskiq", "--smoke"]) == 0
     out = capsys.readouterr().out
     assert "taskiq noop:" in out and "taskiq ms:" in out and "success→follower" in out
+
+
+def test_the_arq_benchmark_runs(tmp_path: Path) -> None:
+    """``python -m benchmarks.engines arq --smoke``: arq burst workers with and without the hook."""
+    pytest.importorskip("arq", reason="arq is not installed (pip install -e '.[test]')")
+    from benchmarks import engines
+
+    out = tmp_path / "engines.json"
+    assert engines.main(["arq", "--smoke", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["arq noop tasks/s with"] > 0 and results["arq one_ms ratio"] > 0

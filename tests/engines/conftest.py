@@ -299,6 +299,31 @@ def taskiq_worker(taskiq_env: dict[str, str]) -> Iterator[Any]:
     worker.stop()
 
 
+@pytest.fixture(scope="session")
+def arq_urls(redis_url: str) -> dict[str, str]:
+    """The environment of the arq workers and of the test process's arq settings."""
+    from arq_workers import db_url
+
+    return {
+        "SSE_TASKS_BROKER": db_url(redis_url, 0),
+        "ARQ_REDIS_URL": db_url(redis_url, 6),  # taskiq has 5
+        "ARQ_TEST_QUEUE": "arq:contract",
+    }
+
+
+@pytest.fixture(scope="module")
+def arq_worker(arq_urls: dict[str, str]) -> Iterator[Any]:
+    """One arq worker (two jobs at a time) for the module's arq tests."""
+    import redis
+    from arq_workers import start_arq_worker
+
+    with redis.Redis.from_url(arq_urls["ARQ_REDIS_URL"]) as client:
+        client.flushdb()
+    worker = start_arq_worker(arq_urls)
+    yield worker
+    worker.stop()
+
+
 def _taskiq(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[], None]]) -> Engine:
     from taskiq_redis import ListQueueBroker
     from taskiq_workers import TaskiqWorker, enqueue
@@ -328,6 +353,63 @@ def _taskiq(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[],
     return Engine("taskiq", url, make, lambda name, **params: enqueue(env, name, **params), dying)
 
 
+def _arq(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[], None]]) -> Engine:
+    pytest.importorskip("arq")
+    import json
+    import os
+    import subprocess
+
+    from arq.connections import RedisSettings
+    from arq_workers import start_arq_worker
+
+    from sse_tasks.arq import ArqExecutor
+
+    urls = request.getfixturevalue("arq_urls")
+    os.environ.update({key: value for key, value in urls.items() if key != "SSE_TASKS_BROKER"})
+    import arq_tasks
+
+    request.getfixturevalue("arq_worker")
+
+    def make(reachable: bool) -> RemoteEngine:
+        if reachable:
+            return ArqExecutor(arq_tasks.WorkerSettings)
+        dead = RedisSettings(host="127.0.0.1", port=1)  # nothing listens on port 1
+        return ArqExecutor(arq_tasks.WorkerSettings, redis_settings=dead)
+
+    def enqueue_on(queue: str, name: str, **params: Any) -> str:
+        """arq's own ``enqueue_job``, from another process (no hub involved)."""
+        script = (
+            "import asyncio, json, sys\n"
+            "from arq.connections import RedisSettings, create_pool\n"
+            "async def main():\n"
+            "    pool = await create_pool(RedisSettings.from_dsn(sys.argv[1]))\n"
+            "    params = json.loads(sys.argv[4])\n"
+            "    job = await pool.enqueue_job(sys.argv[3], _queue_name=sys.argv[2], **params)\n"
+            "    print(job.job_id)\n"
+            "asyncio.run(main())\n"
+        )
+        args = [sys.executable, "-W", "ignore", "-c", script, urls["ARQ_REDIS_URL"], queue, name]
+        args.append(json.dumps(params))
+        done = subprocess.run(args, capture_output=True, text=True, timeout=30, check=True)
+        return done.stdout.strip().splitlines()[-1]
+
+    def enqueue(name: str, **params: Any) -> str:
+        return enqueue_on(arq_tasks.QUEUE, name, **params)
+
+    def dying() -> Dying:
+        own = f"arq:dying-{secrets.token_hex(4)}"
+        env = {**urls, "SSE_TASKS_BROKER": f"{urls['SSE_TASKS_BROKER']}?lease={LEASE}", "ARQ_TEST_QUEUE": own}
+        worker = start_arq_worker(env)
+        cleanup.append(worker.stop)
+
+        def enqueue_there(name: str, **params: Any) -> str:
+            return enqueue_on(own, name, **params)
+
+        return Dying(enqueue_there, worker.kill)
+
+    return Engine("arq", url, make, enqueue, dying)
+
+
 MAKERS: dict[str, Callable[[pytest.FixtureRequest, str, list[Callable[[], None]]], Engine]] = {
     "fake": lambda request, url, cleanup: _fake(url, cleanup),
     "celery": _celery,
@@ -335,6 +417,7 @@ MAKERS: dict[str, Callable[[pytest.FixtureRequest, str, list[Callable[[], None]]
     "huey": _huey,
     "dramatiq": _dramatiq,
     "taskiq": _taskiq,
+    "arq": _arq,
 }
 
 

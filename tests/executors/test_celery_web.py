@@ -515,7 +515,7 @@ def test_import_sse_tasks_does_not_import_celery_or_django() -> None:
         "import sys, sse_tasks, sse_tasks.client\n"
         "hub = sse_tasks.TaskHub('memory://')\n"
         "engines = ('celery', 'kombu', 'django', 'asgiref', 'rq', 'huey', 'dramatiq',"
-        " 'taskiq', 'taskiq_redis')\n"
+        " 'taskiq', 'taskiq_redis', 'arq')\n"
         "print(sorted(m for m in sys.modules if m.partition('.')[0] in engines))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

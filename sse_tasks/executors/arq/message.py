@@ -1,0 +1,73 @@
+"""What an arq job tells the hook: the hub's keyword argument, the task functions' signatures."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from arq.worker import Function, func
+
+from ..._core.models import MAX_TASK_ID_LENGTH, Task, utcnow
+from ..._core.text import clean_text
+
+#: The keyword argument the hub adds to the jobs it sends: ``{"owner": …, "created_at": …}``.
+#: The hook takes it out before the function is called; its presence says the hub stored
+#: ``queued`` itself (a job enqueued by arq's own API has none).
+HUB_KWARG = "__sse_tasks__"
+
+
+def functions_of(settings: Any) -> dict[str, Function]:
+    """The arq functions of a ``WorkerSettings`` class (or dict), by name."""
+    listed = _setting(settings, "functions", ())
+    return {function.name: function for function in map(func, listed)}
+
+
+def _setting(settings: Any, name: str, default: Any) -> Any:
+    if isinstance(settings, Mapping):
+        return settings.get(name, default)
+    return getattr(settings, name, default)
+
+
+def signature_of(coroutine: Callable[..., Any]) -> Callable[..., Any]:
+    """A stand-in with the params clients send: the function's signature without arq's ``ctx``."""
+    signature = inspect.signature(coroutine)
+    params = list(signature.parameters.values())[1:]
+
+    @functools.wraps(coroutine)
+    async def offered(**params: Any) -> Any:  # pragma: no cover - never called: its signature is
+        raise RuntimeError("an arq task runs on the arq workers")
+
+    offered.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    first = list(signature.parameters)[:1]
+    offered.__annotations__ = {k: v for k, v in coroutine.__annotations__.items() if k not in first}
+    return offered
+
+
+def queued_snapshot(job_id: str, name: str, hub: Any, enqueue_time: Any) -> Task:
+    """The ``queued`` snapshot of a job: from the hub's keyword argument, or (a job enqueued
+    by arq's own API) created at arq's enqueue time."""
+    if isinstance(hub, dict):
+        owner = hub.get("owner")
+        created = hub.get("created_at")
+        return Task(
+            id=job_id,
+            name=name,
+            owner=clean_text(str(owner)) if owner else None,
+            created_at=created if isinstance(created, str) and len(created) <= 40 else utcnow(),
+        )
+    if isinstance(enqueue_time, datetime):
+        created_at = enqueue_time.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    else:
+        created_at = utcnow()
+    return Task(id=job_id, name=name, created_at=created_at)
+
+
+def valid_id(job_id: Any) -> bool:
+    return isinstance(job_id, str) and 0 < len(job_id) <= MAX_TASK_ID_LENGTH
+
+
+def names(functions: Iterable[str]) -> str:
+    return ", ".join(map(repr, functions))

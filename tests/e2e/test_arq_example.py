@@ -1,0 +1,104 @@
+"""The arq example run as its two commands, from the repository root::
+
+    arq examples.arq_app.WorkerSettings
+    sse-tasks serve --app examples.arq_app:hub
+
+with ``SSE_TASKS_BROKER`` set and ``ARQ_REDIS_URL`` unset (the example puts arq on the
+next database by itself). A ``count`` posted to the server, and one enqueued with arq's
+own ``enqueue_job`` from another process, are followed to ``succeeded``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from _support import ROOT, free_port, wait_until
+
+pytest.importorskip("arq", reason="arq is not installed (pip install -e '.[test]')")
+
+BIN = Path(sys.executable).parent
+ENQUEUE = (
+    "import asyncio, sys\n"
+    "from arq.connections import RedisSettings, create_pool\n"
+    "async def main():\n"
+    "    pool = await create_pool(RedisSettings.from_dsn(sys.argv[1]))\n"
+    "    print((await pool.enqueue_job('count', n=3, interval=0.05)).job_id)\n"
+    "asyncio.run(main())\n"
+)
+
+
+def _spawn(command: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
+    log = Path(tempfile.mkstemp(prefix="arq-example-", suffix=".log")[1])
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return proc, log
+
+
+def _stop(proc: subprocess.Popen[bytes], log: Path) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    log.unlink(missing_ok=True)
+
+
+def test_two_commands(redis_url: str) -> None:
+    base = redis_url.partition("?")[0].rsplit("/", 1)[0]
+    hub_url, arq_url = f"{base}/8", f"{base}/9"  # the example's default: the next database
+    import redis
+
+    for url in (hub_url, arq_url):
+        with redis.Redis.from_url(url) as client:
+            client.flushdb()
+    env = {**os.environ, "SSE_TASKS_BROKER": hub_url, "PYTHONPATH": str(ROOT)}
+    env.pop("ARQ_REDIS_URL", None)
+    port = free_port()
+    started = [
+        _spawn([str(BIN / "arq"), "examples.arq_app.WorkerSettings"], env),
+        _spawn([str(BIN / "sse-tasks"), "serve", "--app", "examples.arq_app:hub", "--port", str(port)], env),
+    ]
+    try:
+        logs = lambda: "\n".join(log.read_text(errors="replace")[-2000:] for _, log in started)  # noqa: E731
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+
+            def answers() -> bool:
+                try:
+                    return http.get("/tasks").status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            wait_until(answers, "the server answers", 60, details=logs)
+            posted = http.post("/tasks", json={"name": "count", "params": {"n": 5, "interval": 0.05}})
+            assert posted.status_code == 202, posted.text
+            enqueued = subprocess.run(
+                [sys.executable, "-W", "ignore", "-c", ENQUEUE, arq_url],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+                env=env,
+            ).stdout.split()[-1]
+
+            def done(task_id: str) -> Any:
+                answer = http.get(f"/tasks/{task_id}")
+                return answer.status_code == 200 and answer.json()["state"] == "succeeded" and answer.json()
+
+            for task_id, n in ((posted.json()["id"], 5), (enqueued, 3)):
+                final = wait_until(lambda t=task_id: done(t), f"{task_id} succeeds", 30, details=logs)
+                assert final["result"] == {"count": n} and final["name"] == "count"
+    finally:
+        for proc, log in started:
+            _stop(proc, log)

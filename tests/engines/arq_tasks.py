@@ -1,0 +1,88 @@
+"""The arq app of the engine contract: the fake engine's tasks as arq functions, hooked.
+
+Its Redis is ``$ARQ_REDIS_URL``, its queue ``$ARQ_TEST_QUEUE``; the workers report to
+``$SSE_TASKS_BROKER``. Two jobs at a time per worker, as the contract expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from arq.connections import RedisSettings
+
+from sse_tasks import current_task
+from sse_tasks.arq import hooked
+
+QUEUE = os.environ.get("ARQ_TEST_QUEUE", "arq:queue")
+
+
+async def add(ctx: dict[str, Any], a: int, b: int = 1) -> int:
+    return a + b
+
+
+async def fail(ctx: dict[str, Any], message: str = "boom") -> None:
+    raise RuntimeError(message)
+
+
+async def steps(ctx: dict[str, Any], n: int = 5, interval: float = 0.0) -> dict[str, int]:
+    for i in range(1, n + 1):
+        await asyncio.sleep(interval)
+        current_task().progress(i / n, f"step {i} of {n}")
+    return {"n": n}
+
+
+async def talk(ctx: dict[str, Any], words: int = 5) -> int:
+    for i in range(words):
+        current_task().output(f"w{i} ")
+    current_task().log("done talking", "warning")
+    return words
+
+
+async def stubborn(ctx: dict[str, Any], seconds: float = 60.0, marker: str = "") -> str:
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            try:
+                current_task().check()
+            except Exception:
+                pass
+            await asyncio.sleep(0.02)
+    finally:
+        if marker:
+            Path(marker).write_text("stopped")  # noqa: ASYNC240 - a few bytes, in a test
+    return "never cancelled"
+
+
+async def touch(ctx: dict[str, Any], marker: str) -> str:
+    Path(marker).write_text("ran")  # noqa: ASYNC240 - a few bytes, in a test
+    return "touched"
+
+
+async def burst(ctx: dict[str, Any], reports: int = 1000) -> int:
+    """Reports progress ``reports`` times without awaiting: coalesced, never blocking."""
+    for i in range(1, reports + 1):
+        current_task().progress(i / reports, f"{i}")
+    await asyncio.sleep(0.3)
+    return reports
+
+
+async def ready(ctx: dict[str, Any]) -> None:
+    print("arq tasks ready", flush=True)  # the tests wait for this line
+    sys.stdout.flush()
+
+
+class WorkerSettings:
+    functions: ClassVar[list[Any]] = [add, fail, steps, talk, stubborn, touch, burst]
+    redis_settings = RedisSettings.from_dsn(os.environ.get("ARQ_REDIS_URL", "redis://127.0.0.1:6379/5"))
+    queue_name = QUEUE
+    max_jobs = int(os.environ.get("ARQ_TEST_MAX_JOBS", "2"))
+    poll_delay = 0.05
+    on_startup = ready
+
+
+hooked(WorkerSettings)
