@@ -207,4 +207,4 @@ async def test_the_document_lists_the_refusals_every_task_operation_can_give(
     listed = {p["name"] for p in paths["/events"]["get"]["parameters"]}
     assert {"task", "name", "tag", "output", "token", "Last-Event-ID", "last_event_id"} == listed
     listed = {p["name"] for p in paths["/tasks"]["get"]["parameters"]}
-    assert {"state", "name", "tag", "limit", "token"} == listed
+    assert {"state", "name", "tag", "limit", "before", "token"} == listed
