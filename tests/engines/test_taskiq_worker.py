@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _support import sse_events
+from _support import SSEEvent, sse_events
 
 from sse_tasks import TaskHub
 
@@ -41,6 +41,24 @@ def _hub(env: dict[str, str]) -> TaskHub:
     broker = ListQueueBroker(env["TASKIQ_REDIS_URL"], queue_name=env["TASKIQ_QUEUE"])
     broker.register_task(taskiq_tasks.burst.original_func, task_name="burst")
     return TaskHub(env["SSE_TASKS_BROKER"], executor=TaskiqExecutor(broker), heartbeat=0.5)
+
+
+async def submit_and_follow(http: httpx.AsyncClient, body: dict[str, Any]) -> list[SSEEvent]:
+    """POST ``body`` with ``/events?output=1`` already open, and that task's events to its end
+    (every change from the first: the stream is open before the task exists)."""
+    events: list[SSEEvent] = []
+    with anyio.fail_after(30):
+        async with http.stream("GET", "/events", params={"output": "1"}) as response:
+            assert response.status_code == 200
+            answer = await http.post("/tasks", json=body)
+            assert answer.status_code == 202, answer.text
+            task_id = answer.json()["id"]
+            async for event in sse_events(response):
+                if (event.event or "").startswith("task.") and event.json()["id"] == task_id:
+                    events.append(event)
+                    if event.event in ("task.succeeded", "task.failed", "task.cancelled"):
+                        break
+    return events
 
 
 async def test_a_progress_burst_of_100_tasks_is_coalesced(
@@ -93,18 +111,10 @@ async def test_a_sync_task_reports_from_the_thread_pool(
     broker.register_task(taskiq_tasks.sync_steps.original_func, task_name="sync_steps")
     server = live_server(TaskHub(taskiq_env["SSE_TASKS_BROKER"], executor=TaskiqExecutor(broker)))
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-        answer = await http.post("/tasks", json={"name": "sync_steps", "params": {"n": 3}})
-        assert answer.status_code == 202, answer.text
-        task_id = answer.json()["id"]
-        seen: list[str] = []
-        with anyio.fail_after(30):
-            async with http.stream("GET", f"/tasks/{task_id}/events", params={"output": "1"}) as response:
-                async for event in sse_events(response):
-                    if (event.event or "").startswith("task."):
-                        seen.append(event.event or "")
-                        if event.event == "task.succeeded":
-                            final = event.json()
-                            break
+        events = await submit_and_follow(http, {"name": "sync_steps", "params": {"n": 3}})
+        seen = [e.event or "" for e in events]
+        final = events[-1].json()
+        task_id = final["id"]
         assert final["result"] == "synced" and final["message"] == "sync 3 of 3"
         assert seen.count("task.output") == 3 and "task.running" in seen
         assert (await http.get(f"/tasks/{task_id}/output")).text == "line 1\nline 2\nline 3\n"
@@ -128,20 +138,11 @@ async def test_a_retry_goes_back_to_queued_and_runs_again(
     server = live_server(TaskHub(taskiq_env["SSE_TASKS_BROKER"], executor=TaskiqExecutor(broker)))
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         marker = str(tmp_path / "flaky")
-        answer = await http.post("/tasks", json={"name": "flaky", "params": {"marker": marker}})
-        assert answer.status_code == 202, answer.text
-        task_id = answer.json()["id"]
-        states: list[tuple[str, Any]] = []
-        with anyio.fail_after(30):
-            async with http.stream("GET", f"/tasks/{task_id}/events") as response:
-                async for event in sse_events(response):
-                    if (event.event or "").startswith("task.") and event.event != "task.output":
-                        states.append((event.event or "", event.json().get("message")))
-                        if event.event in ("task.succeeded", "task.failed"):
-                            final = event.json()
-                            break
+        events = await submit_and_follow(http, {"name": "flaky", "params": {"marker": marker}})
+        states = [(e.event or "", e.json().get("message")) for e in events if e.event != "task.output"]
+        final = events[-1].json()
+        task_id = final["id"]
         assert states[-1][0] == "task.succeeded", (states, final["error"])
-        # The stream may open after the first attempt failed: it starts at the stored snapshot.
         assert [name for name, _ in states][-3:] == ["task.queued", "task.running", "task.succeeded"]
         assert ("task.queued", "retry 1 of 3") in states
         assert final["result"] == 2 and final["output_chunks"] == 2
