@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from email.parser import BytesParser
+from email.policy import HTTP
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote
 
@@ -81,7 +83,7 @@ async def _submit(hub: TaskHub, request: Request) -> Task:
     body = await request.body()
     if len(body) > _MAX_FORM:
         raise _FormError("the form is too large")
-    form = dict(parse_qsl(body.decode("utf-8", "replace")))
+    form = _fields(request.headers.get("content-type", ""), body)
     name = form.pop("name", "")
     fields = _FORMS.get(name)
     if fields is None:
@@ -93,6 +95,21 @@ async def _submit(hub: TaskHub, request: Request) -> Task:
         except ValueError:
             raise _FormError(f"{param} must be a number") from None
     return await hub.submit_json(name, params)
+
+
+def _fields(content_type: str, body: bytes) -> dict[str, str]:
+    """A form's text fields, url-encoded (htmx) or ``multipart/form-data`` (Datastar's ``FormData``)."""
+    if not content_type.lower().startswith("multipart/form-data"):
+        return dict(parse_qsl(body.decode("utf-8", "replace")))
+    message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    fields: dict[str, str] = {}
+    if message.is_multipart():
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            payload = part.get_payload(decode=True)
+            if isinstance(name, str) and isinstance(payload, bytes):
+                fields[name] = payload.decode("utf-8", "replace")
+    return fields
 
 
 class _FormError(SSETasksError):
@@ -167,21 +184,21 @@ def html_page_routes(hub: TaskHub) -> list[BaseRoute]:
         forms = _forms(
             lambda name: f"data-on-submit=\"@post('{root}/datastar/start', {{contentType: 'form'}})\""
         )
-        intro = "Followed by Datastar: the hub's datastar-patch-elements, no script of its own."
+        intro = "Followed by Datastar: the hub's datastar-merge-fragments, no script of its own."
         page = _page("sse-tasks · Datastar", scripts, intro, forms, await shown(request, datastar_widget))
         return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
     async def datastar_start(request: Request) -> Response:
         try:
             from datastar_py import ServerSentEventGenerator as SSE
-            from datastar_py.consts import ElementPatchMode
+            from datastar_py.consts import FragmentMergeMode
         except ImportError:
             return Response("this page needs datastar-py: pip install 'sse-tasks[datastar]'", status_code=501)
         try:
             markup = datastar_widget(request, await _submit(hub, request))
         except SSETasksError as exc:
             markup = f'<p class="error" role="alert">{escape(exc.message)}</p>'
-        event = SSE.patch_elements(markup, selector="#tasks", mode=ElementPatchMode.PREPEND)
+        event = SSE.merge_fragments(markup, selector="#tasks", merge_mode=FragmentMergeMode.PREPEND)
         return Response(str(event), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     return [

@@ -1,11 +1,14 @@
 """``GET /tasks/{id}/datastar``: a task's stream as Datastar events, built with datastar-py.
 
-The card goes into ``#task-<id>-card`` and each output chunk is appended to
-``#task-<id>-output`` (``datastar-patch-elements``); the task's state, progress and
-message are patched into a signal (``datastar-patch-signals``), ``task`` unless the
-page names another with ``?signal=``. A fresh start or a reset replaces the output
-container's content with the whole retained output (see :mod:`sse_tasks.web.html`).
-Datastar's client resends the last event id as ``Last-Event-ID`` when it retries.
+Datastar 1.0.0-beta.11's protocol (the npm release; datastar-py 0.5): the card goes into
+``#task-<id>-card`` and each output chunk is appended to ``#task-<id>-output``
+(``datastar-merge-fragments``); the task's state, progress and message are merged into a
+signal (``datastar-merge-signals``), ``task`` unless the page names another with
+``?signal=``. A fresh start or a reset empties the output container
+(``datastar-remove-fragments`` of its children) and appends the whole retained output
+(see :mod:`sse_tasks.web.html`): beta.11's ``inner`` mode keeps only the last of several
+elements. Every fragment must be elements, not bare text. Datastar's client resends the
+last event id as ``Last-Event-ID`` when it retries.
 
 ``datastar-py`` (the ``datastar`` extra) is imported here only, when a page asks:
 without it the endpoint answers 501.
@@ -46,10 +49,10 @@ class DatastarDialect:
         self.signal = signal
 
     def state(self, task: Task, event_id: str | None) -> bytes:
-        card = self.sse.patch_elements(
+        card = self.sse.merge_fragments(
             self.renderer.state(task),
             selector=f"#{card_container_id(task.id)}",
-            mode="inner",
+            merge_mode="inner",
             event_id=event_id,
         )
         values = {
@@ -59,22 +62,25 @@ class DatastarDialect:
             "message": task.message,
             "terminal": task.terminal,
         }
-        signals = self.sse.patch_signals({self.signal: values}, event_id=event_id)
+        signals = self.sse.merge_signals({self.signal: values}, event_id=event_id)
         return f"{card}{signals}".encode()
 
     def append(self, chunk: OutputChunk, event_id: str | None) -> bytes:
         selector = f"#{output_container_id(chunk.task_id)}"
-        event = self.sse.patch_elements(
-            self.renderer.output(chunk), selector=selector, mode="append", event_id=event_id
+        event = self.sse.merge_fragments(
+            self.renderer.output(chunk), selector=selector, merge_mode="append", event_id=event_id
         )
         return str(event).encode()
 
     def replace(self, task_id: str, chunks: list[OutputChunk], event_id: str | None) -> bytes:
-        inner = "".join(self.renderer.output(chunk) for chunk in chunks)
         selector = f"#{output_container_id(task_id)}"
-        return str(
-            self.sse.patch_elements(inner, selector=selector, mode="inner", event_id=event_id)
-        ).encode()
+        if not chunks:
+            return str(self.sse.remove_fragments(f"{selector} > *", event_id=event_id)).encode()
+        # Written in one piece; only the last event carries the id, so a retry never skips the append.
+        cleared = self.sse.remove_fragments(f"{selector} > *")
+        output = "".join(self.renderer.output(chunk) for chunk in chunks)
+        appended = self.sse.merge_fragments(output, selector=selector, merge_mode="append", event_id=event_id)
+        return f"{cleared}{appended}".encode()
 
     def done(self, task: Task) -> bytes:
         return b""  # the stream ends after the terminal state, and Datastar's request with it

@@ -94,7 +94,7 @@ TASK_HTMX = Operation(
     (TOKEN, *_RESUME),
 )
 TASK_DATASTAR = Operation(
-    "One task's stream of Datastar events (datastar-patch-elements, datastar-patch-signals)",
+    "One task's stream of Datastar events (datastar-merge-fragments, datastar-merge-signals)",
     (_STREAM,),
     (401, 403, 404, 410, 422, 501, 503),
     (SIGNAL, TOKEN, *_RESUME),

@@ -36,6 +36,7 @@ class Page:
     signals: dict[str, Any] = field(default_factory=dict)
     replaced: int = 0
     appended: int = 0
+    replacing: bool = False
     done: bool = False
 
     def parse(self, fragment: str) -> list[tuple[int, str, str]]:
@@ -60,24 +61,29 @@ class Page:
         for line in event.data.split("\n"):
             key, _, value = line.partition(" ")
             fields.setdefault(key, []).append(value)
-        if event.event == "datastar-patch-signals":
+        if event.event == "datastar-merge-signals":
             import json
 
             self.signals.update(json.loads("\n".join(fields["signals"])))
             return
-        assert event.event == "datastar-patch-elements", event
-        elements = "\n".join(fields.get("elements", []))
-        selector, mode = fields["selector"][0], fields["mode"][0]
+        if event.event == "datastar-remove-fragments":
+            # beta.11's `inner` keeps only the last element: a replace empties, then appends
+            assert fields["selector"][0].endswith("-output > *"), event
+            self.chunks = []
+            self.replaced += 1
+            self.replacing = True
+            return
+        assert event.event == "datastar-merge-fragments", event
+        fragments = "\n".join(fields.get("fragments", []))
+        selector, mode = fields["selector"][0], fields["mergeMode"][0]
         if selector.endswith("-card"):
             assert mode == "inner"
-            self.card = elements
-        elif mode == "append":
-            self.chunks += self.parse(elements)
-            self.appended += 1
+            self.card = fragments
         else:
-            assert (selector.endswith("-output"), mode) == (True, "inner")
-            self.chunks = self.parse(elements)
-            self.replaced += 1
+            assert (selector.endswith("-output"), mode) == (True, "append")
+            self.chunks += self.parse(fragments)
+            self.appended += 0 if self.replacing else 1
+            self.replacing = False
 
     def apply(self, kind: str, events: list[SSEEvent]) -> None:
         for event in events:
@@ -136,7 +142,8 @@ async def test_a_fresh_stream_has_the_whole_state_then_each_chunk_once(
         assert [e.event for e in events[-2:]] == ["state", "done"]
         assert events[-1].id is None  # the last id stays the terminal event's
     else:
-        assert {e.event for e in events} <= {None, "datastar-patch-elements", "datastar-patch-signals"}
+        kinds = {None, "datastar-merge-fragments", "datastar-merge-signals", "datastar-remove-fragments"}
+        assert {e.event for e in events} <= kinds
         assert page.signals["task"] == {
             "id": task["id"],
             "state": "succeeded",
@@ -189,7 +196,7 @@ async def test_every_task_controlled_string_is_escaped(http: httpx.AsyncClient, 
     task = await submit(http, "hostile")
     _, events = await collect(http, f"/tasks/{task['id']}/{kind}")
     # Signals are JSON values (a page shows them with data-text): only markup is escaped.
-    raw = "\n".join(e.data for e in events if e.event != "datastar-patch-signals")
+    raw = "\n".join(e.data for e in events if e.event != "datastar-merge-signals")
     assert "<script" not in raw and "<img" not in raw and "\u2028" not in raw and "\r" not in raw
     assert 'onerror="' not in raw
     page = Page()
@@ -305,5 +312,11 @@ async def test_the_demo_pages_follow_their_tasks_with_tokens_and_stay_out_of_an_
         assert refused.status_code == 200 and 'role="alert"' in refused.text
         assert "sse-connect" not in refused.text
         answer = await client.post("/datastar/start", content="name=count&n=1&interval=0", headers=form)
-        assert answer.text.startswith("event: datastar-patch-elements\n")
+        assert answer.text.startswith("event: datastar-merge-fragments\n")
         assert "data: selector #tasks\n" in answer.text and "data-on-load=" in answer.text
+        # Datastar 1.0.0-beta.11 posts a form as FormData: multipart/form-data
+        fields = {"name": (None, "generate"), "words": (None, "2"), "delay": (None, "0")}
+        answer = await client.post("/datastar/start", files=fields)
+        assert "data-on-load=" in answer.text and 'role="alert"' not in answer.text
+        refused = await client.post("/datastar/start", files={"name": (None, "nope")})
+        assert "choose count or generate" in refused.text and "data-on-load=" not in refused.text
