@@ -18,7 +18,7 @@ from ..._core.models import Task
 from ..._core.registry import TaskFunction
 from ..._runner.engine import NotSent, RemoteEngine
 from ..._runner.job import Job
-from .message import HUB_KWARG, _setting, functions_of, names, signature_of
+from .message import HUB_KWARG, TAGS_KWARG, _setting, functions_of, names, signature_of
 
 logger = logging.getLogger("sse_tasks.arq")
 
@@ -88,9 +88,12 @@ class ArqExecutor(RemoteEngine):
 
     async def send(self, job: Job) -> None:
         hub = {"owner": job.task.owner or "", "created_at": job.task.created_at}
+        kwargs = {**job.params, HUB_KWARG: hub}
+        if job.task.tags:
+            kwargs[TAGS_KWARG] = list(job.task.tags)
         try:
             with anyio.fail_after(self.send_timeout):
-                await self._enqueue(job.task.id, job.task.name, {**job.params, HUB_KWARG: hub})
+                await self._enqueue(job.task.id, job.task.name, kwargs)
         except _UNREACHABLE as exc:
             raise NotSent(f"the arq Redis is unreachable: {exc}") from exc
 

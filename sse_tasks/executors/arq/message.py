@@ -12,11 +12,15 @@ from arq.worker import Function, func
 
 from ..._core.models import MAX_TASK_ID_LENGTH, Task, utcnow
 from ..._core.text import clean_text
+from ...engines.tags import TAGS_KEY, sent_tags
 
 #: The keyword argument the hub adds to the jobs it sends: ``{"owner": …, "created_at": …}``.
 #: The hook takes it out before the function is called; its presence says the hub stored
 #: ``queued`` itself (a job enqueued by arq's own API has none).
 HUB_KWARG = "__sse_tasks__"
+#: The keyword argument that gives a job its tags (a list), from the hub or from
+#: ``enqueue_job(…, sse_tasks_tags=[…])``; the hook takes it out too.
+TAGS_KWARG = TAGS_KEY
 
 
 def functions_of(settings: Any) -> dict[str, Function]:
@@ -46,9 +50,10 @@ def signature_of(coroutine: Callable[..., Any]) -> Callable[..., Any]:
     return offered
 
 
-def queued_snapshot(job_id: str, name: str, hub: Any, enqueue_time: Any) -> Task:
+def queued_snapshot(job_id: str, name: str, hub: Any, enqueue_time: Any, tags: Any = None) -> Task:
     """The ``queued`` snapshot of a job: from the hub's keyword argument, or (a job enqueued
-    by arq's own API) created at arq's enqueue time."""
+    by arq's own API) created at arq's enqueue time; ``tags``: the :data:`TAGS_KWARG` argument."""
+    checked = sent_tags(tags, job_id)
     if isinstance(hub, dict):
         owner = hub.get("owner")
         created = hub.get("created_at")
@@ -57,12 +62,13 @@ def queued_snapshot(job_id: str, name: str, hub: Any, enqueue_time: Any) -> Task
             name=name,
             owner=clean_text(str(owner)) if owner else None,
             created_at=created if isinstance(created, str) and len(created) <= 40 else utcnow(),
+            tags=checked,
         )
     if isinstance(enqueue_time, datetime):
         created_at = enqueue_time.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     else:
         created_at = utcnow()
-    return Task(id=job_id, name=name, created_at=created_at)
+    return Task(id=job_id, name=name, created_at=created_at, tags=checked)
 
 
 def valid_id(job_id: Any) -> bool:

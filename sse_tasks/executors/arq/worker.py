@@ -30,7 +30,7 @@ from ..._core.models import MAX_METADATA_BYTES, OutputChunk, Task, TaskState, ut
 from ..._runner.job import error_of, result_error
 from ...brokers.redis import RedisBroker
 from ...brokers.redis.async_writer import AsyncWriter
-from .message import HUB_KWARG, _setting, functions_of, queued_snapshot, valid_id
+from .message import HUB_KWARG, TAGS_KWARG, _setting, functions_of, queued_snapshot, valid_id
 
 logger = logging.getLogger("sse_tasks.arq")
 
@@ -332,10 +332,11 @@ class ArqHook:
     ) -> Any:
         """Run one arq job as a task: the wrapper every hooked function is."""
         hub = kwargs.pop(HUB_KWARG, None)
+        tags = kwargs.pop(TAGS_KWARG, None)
         job_id = ctx.get("job_id")
         if not isinstance(job_id, str) or not valid_id(job_id):
             return await function.coroutine(ctx, *args, **kwargs)
-        queued = queued_snapshot(job_id, function.name, hub, ctx.get("enqueue_time"))
+        queued = queued_snapshot(job_id, function.name, hub, ctx.get("enqueue_time"), tags)
         job_try = ctx.get("job_try") or 1
         try:
             if hub is not None and await self.writer.receive(queued) != TaskState.QUEUED.value:

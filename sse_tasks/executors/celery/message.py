@@ -6,15 +6,16 @@ from typing import Any
 
 from celery import Celery
 
-from ..._core.models import MAX_TASK_ID_LENGTH, Task, check_tags, utcnow
+from ..._core.models import MAX_TASK_ID_LENGTH, Task, utcnow
 from ..._core.text import clean_text
+from ...engines.tags import TAGS_KEY, sent_tags
 
 #: Message headers the hub sets on the tasks it sends.
 HUB_HEADER = "sse_tasks_hub"  # the hub stores `queued` itself
 OWNER_HEADER = "sse_tasks_owner"  # who submitted it, for the authorization hook
 CREATED_HEADER = "sse_tasks_created"  # when it was sent: the worker builds its snapshot from it
 #: The task's tags (a list of strings), set by the hub or by ``apply_async(headers=…)``.
-TAGS_HEADER = "sse_tasks_tags"
+TAGS_HEADER = TAGS_KEY
 
 
 def valid_task(task_id: Any, name: Any) -> bool:
@@ -47,17 +48,14 @@ def received_snapshot(task_id: str, name: str, headers: dict[str, Any]) -> Task:
         name=name,
         owner=owner_of(headers.get(OWNER_HEADER)),
         created_at=created_at_of(headers),
-        tags=tags_of(headers.get(TAGS_HEADER)),
+        tags=tags_of(headers.get(TAGS_HEADER), task_id),
     )
 
 
-def tags_of(value: Any) -> tuple[str, ...]:
-    """The tags header's tags; none if it is not a valid list of tags (a sender's mistake
-    must not keep its task from running)."""
-    try:
-        return check_tags(value) if isinstance(value, (list, tuple)) else ()
-    except ValueError:
-        return ()
+def tags_of(value: Any, task_id: object = None) -> tuple[str, ...]:
+    """The tags header's tags; none, with a warning, if they are not valid tags (a
+    sender's mistake must not keep its task from running)."""
+    return sent_tags(value, task_id)
 
 
 def owner_of(value: Any) -> str | None:

@@ -161,7 +161,7 @@ class CeleryHook:
             name=name,
             owner=owner_of(headers.get(OWNER_HEADER)),
             created_at=created_at_of(headers),
-            tags=tags_of(headers.get(TAGS_HEADER)),
+            tags=tags_of(headers.get(TAGS_HEADER), task_id),
         )
         try:
             self.writer.create(queued)

@@ -14,7 +14,7 @@ from ..._core.models import Task
 from ..._core.registry import RegisteredTask, TaskFunction
 from ..._runner.engine import NotSent, RemoteEngine
 from ..._runner.job import Job
-from .message import HUB_OPTION, OWNER_OPTION
+from .message import HUB_OPTION, OWNER_OPTION, TAGS_OPTION
 
 logger = logging.getLogger("sse_tasks.dramatiq")
 
@@ -73,7 +73,9 @@ class DramatiqEngine(RemoteEngine):
 
     async def send(self, job: Job) -> None:
         actor = self._actor(job.task.name)
-        options = {HUB_OPTION: True, OWNER_OPTION: job.task.owner or ""}
+        options: dict[str, Any] = {HUB_OPTION: True, OWNER_OPTION: job.task.owner or ""}
+        if job.task.tags:
+            options[TAGS_OPTION] = list(job.task.tags)
         message: dramatiq.Message[Any] = dramatiq.Message(
             queue_name=actor.queue_name,
             actor_name=actor.actor_name,

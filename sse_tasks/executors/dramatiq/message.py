@@ -7,10 +7,13 @@ from typing import Any
 
 from ..._core.models import MAX_TASK_ID_LENGTH, Task
 from ..._core.text import clean_text
+from ...engines.tags import TAGS_KEY, sent_tags
 
 #: Message options the hub sets on the messages it sends.
 HUB_OPTION = "sse_tasks_hub"  # the hub stores `queued` itself
 OWNER_OPTION = "sse_tasks_owner"  # who submitted it, for the authorization hook
+#: The task's tags (a list), set by the hub or by ``send_with_options(sse_tasks_tags=[…])``.
+TAGS_OPTION = TAGS_KEY
 
 
 def valid_id(task_id: Any) -> bool:
@@ -37,5 +40,6 @@ def queued_snapshot(message: Any) -> Task:
         id=message.message_id,
         name=message.actor_name,
         owner=clean_text(str(owner)) if owner else None,
+        tags=sent_tags(options.get(TAGS_KEY), message.message_id),
         **extra,
     )

@@ -15,6 +15,7 @@ from ..._core.models import Task
 from ..._core.registry import RegisteredTask, TaskFunction
 from ..._runner.engine import NotSent, RemoteEngine
 from ..._runner.job import Job
+from ...engines.tags import TAGS_KEY
 from .tasks import FROM_HUB, function_of, task_classes, task_name
 
 logger = logging.getLogger("sse_tasks.huey")
@@ -80,7 +81,10 @@ class HueyEngine(RemoteEngine):
 
     async def send(self, job: Job) -> None:
         cls = task_classes(self.huey)[job.task.name]
-        task = cls(kwargs=dict(job.params), id=job.task.id)
+        kwargs = dict(job.params)
+        if job.task.tags:
+            kwargs[TAGS_KEY] = list(job.task.tags)  # the hook takes it out
+        task = cls(kwargs=kwargs, id=job.task.id)
         setattr(task, FROM_HUB, True)
         try:
             await self._bounded(lambda: self.huey.enqueue(task))

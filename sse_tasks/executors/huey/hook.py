@@ -35,6 +35,7 @@ from ..._runner.job import error_of, result_error, unencodable
 from ...brokers.redis import RedisBroker
 from ...brokers.redis.sync import SyncWriter
 from ...engines import Keeper, WorkerRun, WorkerWriter
+from ...engines.tags import TAGS_KEY, sent_tags
 from .tasks import FROM_HUB, task_name
 
 logger = logging.getLogger("sse_tasks.huey")
@@ -121,7 +122,7 @@ class HueyHook:
         if not _ours(task) or getattr(task, FROM_HUB, False):
             return  # the hub stores its own (a retry is stored already: create does nothing)
         try:
-            self.writer.create(Task(id=task.id, name=task_name(task), created_at=utcnow()))
+            self.writer.create(Task(id=task.id, name=task_name(task), created_at=utcnow(), tags=_tags(task)))
         except self.writer.unreachable as exc:
             logger.warning("task %s enqueued; not stored as queued: Redis unreachable (%s)", task.id, exc)
 
@@ -131,7 +132,7 @@ class HueyHook:
         if not _ours(task):
             return
         try:
-            run = self._admit(task)
+            run = self._admit(task, _take_tags(task))
         except CancelExecution:
             raise
         except Exception:
@@ -144,11 +145,11 @@ class HueyHook:
         run.enter()
         task.execute = _cancellable(task, task.execute)
 
-    def _admit(self, task: Any) -> WorkerRun:
+    def _admit(self, task: Any, tags: tuple[str, ...]) -> WorkerRun:
         """The run of ``task``, received: raises ``CancelExecution`` for one the hub refused
         or that was cancelled while it waited (Huey skips it)."""
         writer = self.writer
-        queued = Task(id=task.id, name=task_name(task))
+        queued = Task(id=task.id, name=task_name(task), tags=tags)
         stored = queued
         earlier: list[OutputChunk] = []
         try:
@@ -242,7 +243,7 @@ class HueyHook:
                 return
             queued = None
             if stored is None:
-                stored = queued = Task(id=task.id, name=task_name(task))
+                stored = queued = Task(id=task.id, name=task_name(task), tags=_tags(task))
             message = _MESSAGES[signal]
             final = stored.evolve(state=TaskState.CANCELLED, finished_at=utcnow(), message=message)
             writer.final(final, create=queued, retry_for=writer.outage_grace)
@@ -300,6 +301,20 @@ def _ours(task: Any) -> bool:
         and isinstance(task_id, str)
         and 0 < len(task_id) <= MAX_TASK_ID_LENGTH
     )
+
+
+def _tags(task: Any) -> tuple[str, ...]:
+    """The tags a task's sender gave it: its :data:`TAGS_KEY` keyword argument."""
+    kwargs = getattr(task, "kwargs", None)
+    return sent_tags(kwargs.get(TAGS_KEY), task.id) if isinstance(kwargs, dict) else ()
+
+
+def _take_tags(task: Any) -> tuple[str, ...]:
+    """:func:`_tags`, taken out of the task's keyword arguments: the function never gets it."""
+    tags = _tags(task)
+    if isinstance(task.kwargs, dict):
+        task.kwargs.pop(TAGS_KEY, None)
+    return tags
 
 
 def _cancellable(task: Any, execute: Callable[[], Any]) -> Callable[[], Any]:

@@ -18,6 +18,7 @@ from ..._core.models import Task
 from ..._core.registry import TaskFunction
 from ..._runner.engine import NotSent, RemoteEngine
 from ..._runner.job import Job
+from ...engines.tags import TAGS_KEY
 from .worker import META_KEY
 
 logger = logging.getLogger("sse_tasks.rq")
@@ -70,7 +71,11 @@ class RQEngine(RemoteEngine):
 
     async def send(self, job: Job) -> None:
         task = job.task
-        meta = {META_KEY: {"name": task.name, "owner": task.owner or "", "created_at": task.created_at}}
+        meta: dict[str, Any] = {
+            META_KEY: {"name": task.name, "owner": task.owner or "", "created_at": task.created_at}
+        }
+        if task.tags:
+            meta[TAGS_KEY] = list(task.tags)
 
         def enqueue() -> None:
             self.queue.enqueue_call(

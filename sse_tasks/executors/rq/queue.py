@@ -11,6 +11,7 @@ import rq
 from ..._core.models import Task
 from ...brokers.redis import RedisBroker
 from ...engines import SyncWriter
+from ...engines.tags import TAGS_KEY, sent_tags
 from .worker import META_KEY, iso_time, name_of, valid_id
 
 logger = logging.getLogger("sse_tasks.rq")
@@ -33,7 +34,8 @@ class Queue(rq.Queue):
     ) -> rq.job.Job:
         enqueued = super().enqueue_job(job, pipeline=pipeline, at_front=at_front, unique=unique)
         if not isinstance(job.meta.get(META_KEY), dict) and valid_id(job.id):
-            queued = Task(id=job.id, name=name_of(job), created_at=iso_time(job.enqueued_at))
+            tags = sent_tags(job.meta.get(TAGS_KEY), job.id)
+            queued = Task(id=job.id, name=name_of(job), created_at=iso_time(job.enqueued_at), tags=tags)
             try:
                 self.writer.create(queued)
             except self.writer.unreachable:

@@ -23,6 +23,7 @@ from ..._core.models import MAX_TASK_ID_LENGTH, OutputChunk, Task, TaskState
 from ...brokers.redis import RedisBroker
 from ...engines import Keeper, SyncWriter, WorkerRun, error_of, result_error
 from ...engines.meta import progress_of
+from ...engines.tags import TAGS_KEY, sent_tags
 
 logger = logging.getLogger("sse_tasks.rq")
 
@@ -165,14 +166,16 @@ class Worker(rq.Worker):
     @staticmethod
     def _snapshot(job: rq.job.Job) -> Task:
         sent = job.meta.get(META_KEY)
+        tags = sent_tags(job.meta.get(TAGS_KEY), job.id)
         if isinstance(sent, dict):
             return Task(
                 id=job.id,
                 name=str(sent.get("name") or name_of(job)),
                 owner=sent.get("owner") or None,
                 created_at=str(sent.get("created_at") or iso_time(job.enqueued_at)),
+                tags=tags,
             )
-        return Task(id=job.id, name=name_of(job), created_at=iso_time(job.enqueued_at))
+        return Task(id=job.id, name=name_of(job), created_at=iso_time(job.enqueued_at), tags=tags)
 
     def handle_payload(self, message: Any) -> None:
         payload = parse_payload(message)

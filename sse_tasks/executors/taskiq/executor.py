@@ -18,7 +18,8 @@ from ..._core.models import Task
 from ..._core.registry import RegisteredTask, TaskFunction
 from ..._runner.engine import NotSent, RemoteEngine
 from ..._runner.job import Job
-from .middleware import CREATED_LABEL, HUB_LABEL, OWNER_LABEL
+from ...engines.tags import tags_value
+from .middleware import CREATED_LABEL, HUB_LABEL, OWNER_LABEL, TAGS_LABEL
 
 logger = logging.getLogger("sse_tasks.taskiq")
 
@@ -68,6 +69,8 @@ class TaskiqExecutor(RemoteEngine):
     async def send(self, job: Job) -> None:
         task = self.taskiq_broker.find_task(job.task.name)
         ours = {HUB_LABEL: "1", OWNER_LABEL: job.task.owner or "", CREATED_LABEL: job.task.created_at}
+        if job.task.tags:
+            ours[TAGS_LABEL] = tags_value(job.task.tags)
         labels = {**(task.labels if task is not None else {}), **ours}  # the task's own: retries, timeout
         kicker: AsyncKicker[..., object] = AsyncKicker(
             task_name=job.task.name, broker=self.taskiq_broker, labels=labels

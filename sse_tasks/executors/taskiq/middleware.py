@@ -33,6 +33,7 @@ from ..._core.models import MAX_TASK_ID_LENGTH, Task, TaskState, utcnow
 from ..._core.text import clean_text
 from ...brokers.redis import RedisBroker
 from ...engines import AsyncWriter, error_of, result_error, unencodable
+from ...engines.tags import TAGS_KEY, sent_tags
 from .progress import route_set_progress
 from .run import AsyncKeeper, AsyncRun
 
@@ -43,6 +44,9 @@ logger = logging.getLogger("sse_tasks.taskiq")
 HUB_LABEL = "sse_tasks_hub"
 OWNER_LABEL = "sse_tasks_owner"
 CREATED_LABEL = "sse_tasks_created"
+#: The task's tags: ``with_labels(sse_tasks_tags="user:42,report")`` (one string, the tags
+#: separated by commas, as some brokers keep only strings; a list where labels stay JSON).
+TAGS_LABEL = TAGS_KEY
 _WRAPPED = "__sse_tasks_wrapped__"
 #: A message whose task is stored so is not run: the hub refused it (503), or it is over.
 _DISCARDED = frozenset(
@@ -245,4 +249,5 @@ def _queued(message: TaskiqMessage) -> Task:
         name=message.task_name,
         owner=clean_text(str(owner)) if owner else None,
         created_at=created if isinstance(created, str) and len(created) <= 40 else utcnow(),
+        tags=sent_tags(labels.get(TAGS_LABEL), message.task_id),
     )
