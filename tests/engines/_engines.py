@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sse_tasks import TaskHub
 from sse_tasks.engines import RemoteEngine
@@ -32,6 +33,9 @@ class Engine:
     #: Waits until the engine has taken in the revoke of a task (a worker that has the
     #: message already discards it then); the fake's workers read the stored state.
     revoked: Callable[[str], None] = lambda task_id: None
+    #: ``tagged(tags, name, **params)``: the engine's own enqueue, the task given ``tags``
+    #: the engine's way (a header, job meta, a message option, a label, a keyword).
+    tagged: Callable[..., str] | None = None
 
-    def hub(self, *, reachable: bool = True, url: str | None = None) -> TaskHub:
-        return TaskHub(url or self.url, executor=self.make(reachable), heartbeat=0.5)
+    def hub(self, *, reachable: bool = True, url: str | None = None, **options: Any) -> TaskHub:
+        return TaskHub(url or self.url, executor=self.make(reachable), heartbeat=0.5, **options)

@@ -33,6 +33,7 @@ async def steps(ctx: dict[str, Any], n: int = 5, interval: float = 0.0) -> dict[
     for i in range(1, n + 1):
         await asyncio.sleep(interval)
         current_task().progress(i / n, f"step {i} of {n}")
+        current_task().metadata(done=i, total=n)
     return {"n": n}
 
 

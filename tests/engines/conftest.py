@@ -83,7 +83,10 @@ def _dramatiq(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[
         cleanup.append(worker.stop)
         return Dying(lambda name, **params: enqueue_on(tasks, queue_name, name, params), worker.kill)
 
-    return Engine("dramatiq", url, make, enqueue, dying)
+    def tagged(tags: list[str], name: str, **params: Any) -> str:
+        return str(tasks.actors[name].send_with_options(kwargs=params, sse_tasks_tags=tags).message_id)
+
+    return Engine("dramatiq", url, make, enqueue, dying, tagged=tagged)
 
 
 def offline_broker(cleanup: list[Callable[[], None]]) -> Any:
@@ -114,7 +117,7 @@ def _fake(url: str, cleanup: list[Callable[[], None]]) -> Engine:
     def make(reachable: bool) -> RemoteEngine:
         return FakeEngine(messages, reachable=reachable)
 
-    return Engine("fake", url, make, workers.enqueue, dying)
+    return Engine("fake", url, make, workers.enqueue, dying, tagged=workers.enqueue_tagged)
 
 
 def _celery(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[], None]]) -> Engine:
@@ -155,7 +158,10 @@ def _celery(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[],
         while not any(task_id in ids for ids in (app.control.inspect(timeout=1).revoked() or {}).values()):
             assert time.monotonic() < deadline, "the worker never took in the revoke"
 
-    return Engine("celery", url, make, enqueue, dying, revoked)
+    def tagged(tags: list[str], name: str, **params: Any) -> str:
+        return str(app.tasks[name].apply_async(kwargs=params, headers={"sse_tasks_tags": tags}).id)
+
+    return Engine("celery", url, make, enqueue, dying, revoked, tagged)
 
 
 RQ_DB = 3  # RQ's own queues (Celery's broker is on 1)
@@ -213,7 +219,10 @@ def _rq(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[], Non
             assert time.monotonic() < deadline, "the job was never cancelled in RQ"
             time.sleep(0.02)
 
-    return Engine("rq", url, make, enqueue, dying, revoked)
+    def tagged(tags: list[str], name: str, **params: Any) -> str:
+        return str(queue.enqueue_call(TASKS[name], kwargs=params, meta={"sse_tasks_tags": tags}).id)
+
+    return Engine("rq", url, make, enqueue, dying, revoked, tagged)
 
 
 HUEY_DB = 4  # Huey's own queue, beside the hub's database 0
@@ -280,7 +289,10 @@ def _huey(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[], N
             assert time.monotonic() < deadline, "Huey never took in the revoke"
             time.sleep(0.01)
 
-    return Engine("huey", url, make, enqueue, dying, revoked)
+    def tagged(tags: list[str], name: str, **params: Any) -> str:
+        return enqueue(name, **params, sse_tasks_tags=tags)  # a keyword the hook takes out
+
+    return Engine("huey", url, make, enqueue, dying, revoked, tagged)
 
 
 @pytest.fixture(scope="module")
@@ -350,7 +362,12 @@ def _taskiq(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[],
         cleanup.append(worker.stop)
         return Dying(lambda name, **params: enqueue(own, name, **params), worker.kill)
 
-    return Engine("taskiq", url, make, lambda name, **params: enqueue(env, name, **params), dying)
+    def tagged(tags: list[str], name: str, **params: Any) -> str:
+        return enqueue(env, name, labels={"sse_tasks_tags": ",".join(tags)}, **params)
+
+    return Engine(
+        "taskiq", url, make, lambda name, **params: enqueue(env, name, **params), dying, tagged=tagged
+    )
 
 
 def _arq(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[], None]]) -> Engine:
@@ -407,7 +424,10 @@ def _arq(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[], No
 
         return Dying(enqueue_there, worker.kill)
 
-    return Engine("arq", url, make, enqueue, dying)
+    def tagged(tags: list[str], name: str, **params: Any) -> str:
+        return enqueue(name, **params, sse_tasks_tags=tags)  # a keyword the hook takes out
+
+    return Engine("arq", url, make, enqueue, dying, tagged=tagged)
 
 
 MAKERS: dict[str, Callable[[pytest.FixtureRequest, str, list[Callable[[], None]]], Engine]] = {

@@ -19,6 +19,7 @@ from typing import Any
 from sse_tasks import Task, TaskState, current_task
 from sse_tasks.brokers.redis import RedisBroker
 from sse_tasks.engines import Job, Keeper, NotSent, RemoteEngine, SyncWriter, WorkerRun
+from sse_tasks.engines.tags import sent_tags
 
 
 def add(a: int, b: int = 1) -> int:
@@ -33,6 +34,7 @@ def steps(n: int = 5, interval: float = 0.0) -> dict[str, int]:
     for i in range(1, n + 1):
         time.sleep(interval)
         current_task().progress(i / n, f"step {i} of {n}")
+        current_task().metadata(done=i, total=n)
     return {"n": n}
 
 
@@ -108,7 +110,11 @@ class FakeWorkers:
 
     def enqueue(self, name: str, **params: Any) -> str:
         """The engine's own enqueue (no hub): the sender stores the task ``queued``."""
-        task = Task(id=secrets.token_urlsafe(12), name=name)
+        return self.enqueue_tagged([], name, **params)
+
+    def enqueue_tagged(self, tags: list[str], name: str, **params: Any) -> str:
+        """:meth:`enqueue`, the task carrying ``tags`` (the sender's, checked as a hook does)."""
+        task = Task(id=secrets.token_urlsafe(12), name=name, tags=sent_tags(tags))
         self.writer.create(task)
         self.messages.put(Message(task, params, from_hub=False))
         return task.id

@@ -58,7 +58,7 @@ class TaskiqWorker:
         self.log.unlink(missing_ok=True)
 
 
-def enqueue(env: dict[str, str], name: str, **params: Any) -> str:
+def enqueue(env: dict[str, str], name: str, labels: dict[str, Any] | None = None, **params: Any) -> str:
     """``.kiq()`` from a sender of its own (no hub), on a loop in a thread of its own."""
     found: list[str] = []
 
@@ -72,7 +72,7 @@ def enqueue(env: dict[str, str], name: str, **params: Any) -> str:
         broker.add_middlewares(StatusMiddleware(env["SSE_TASKS_BROKER"]))
         await broker.startup()
         try:
-            sent = await AsyncKicker(task_name=name, broker=broker, labels={}).kiq(**params)
+            sent = await AsyncKicker(task_name=name, broker=broker, labels=labels or {}).kiq(**params)
             found.append(sent.task_id)
         finally:
             await broker.shutdown()

@@ -8,6 +8,7 @@ event (or a file a task writes), never for a duration.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -237,3 +238,85 @@ async def test_worker_death_fails_the_task_within_the_lease(engine: Engine, live
         assert events.types(task_id) == ["queued", "running", "failed"]
         assert final.json()["error"]["type"] == "WorkerLost"
         await assert_over(http, final)
+
+
+async def post_tagged(http: httpx.AsyncClient, tags: list[str], name: str, **params: Any) -> str:
+    answer = await http.post("/tasks", json={"name": name, "params": params, "tags": tags})
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["tags"] == tags
+    return str(answer.json()["id"])
+
+
+async def test_tags_and_metadata_from_post_and_the_engines_own_enqueue(
+    engine: Engine, live_server: Any
+) -> None:
+    """Tags given at ``POST /tasks`` and on the engine's own enqueue path ride the engine's
+    message to the worker; metadata a task sets is on its events; ``?tag=`` selects."""
+    assert engine.tagged is not None
+    run = f"run:{secrets.token_hex(4)}"  # this test's own tag: the hub's Redis is shared
+    async with served(engine, live_server) as (http, events):
+        cursor = (await http.get("/tasks")).json()["cursor"]
+        posted = await post_tagged(http, ["user:42", run], "steps", n=3, interval=0.15)
+        own = engine.tagged(["user:42", run], "steps", n=2)
+        bad = engine.tagged(["not a tag"], "add", a=1)  # dropped, the task still runs
+        untagged = await post(http, "add", a=2)
+
+        final = await events.end(posted)
+        assert final.json()["tags"] == ["user:42", run]
+        assert final.json()["metadata"] == {"done": 3, "total": 3}
+        assert all(e.json()["tags"] == ["user:42", run] for e in events.by_task[posted])
+        assert any(e.json()["metadata"] for e in events.by_task[posted][:-1])  # streamed as it ran
+        final = await events.end(own)
+        assert final.json()["tags"] == ["user:42", run] and final.json()["metadata"] == {
+            "done": 2,
+            "total": 2,
+        }
+        assert events.types(own)[0] == "queued" and all(e.json()["tags"] for e in events.by_task[own])
+        final = await events.end(bad)
+        assert final.json()["result"] == 2 and final.json()["tags"] == []
+        await events.end(untagged)
+
+        listed = (await http.get("/tasks", params={"tag": run})).json()["tasks"]
+        assert {task["id"] for task in listed} == {posted, own}
+        both = (await http.get("/tasks", params=[("tag", run), ("tag", "user:42")])).json()["tasks"]
+        assert {task["id"] for task in both} == {posted, own}
+        assert (await http.get("/tasks", params=[("tag", run), ("tag", "other")])).json()["tasks"] == []
+
+        ends: set[str] = set()
+
+        def both_ended(event: SSEEvent) -> bool:
+            if event.event in TERMINAL:
+                ends.add(event.json()["id"])
+            return ends == {posted, own}
+
+        with anyio.fail_after(WAIT):
+            _, selected = await collect(http, f"/events?tag={run}&last_event_id={cursor}", until=both_ended)
+        assert {e.json()["id"] for e in task_events(selected)} == {posted, own}
+
+
+async def test_the_dashboard_over_the_engine(engine: Engine, live_server: Any) -> None:
+    """The page is served, and what it reads shows the engine's tasks: its first paint
+    (``GET /tasks`` pages) and then ``/events`` from that page's cursor."""
+    async with served(engine, live_server, dashboard=True) as (http, events):
+        earlier = engine.enqueue("add", a=1, b=1)
+        await events.end(earlier)
+        page = await http.get("/dashboard")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert 'id="rows"' in page.text
+        module = await http.get("/sse-tasks.js")  # the page's `import … from "./sse-tasks.js"`
+        assert module.status_code == 200 and "followTasks" in module.text
+
+        first = (await http.get("/tasks", params={"limit": 1000})).json()
+        assert [t["state"] for t in first["tasks"] if t["id"] == earlier] == ["succeeded"]
+        older = await http.get("/tasks", params={"limit": 1000, "before": earlier})  # "Load older"
+        assert older.status_code == 200 and earlier not in {t["id"] for t in older.json()["tasks"]}
+
+        later = engine.enqueue("add", a=2, b=2)
+        with anyio.fail_after(WAIT):
+            _, live = await collect(
+                http,
+                f"/events?last_event_id={first['cursor']}",
+                until=lambda e: e.event in TERMINAL and e.json()["id"] == later,
+            )
+        assert [e.event for e in task_events(live) if e.json()["id"] == later][-1] == "task.succeeded"
+        assert earlier not in {e.json()["id"] for e in task_events(live)}  # after the first paint

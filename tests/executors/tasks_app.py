@@ -53,6 +53,7 @@ def steps(n: int = 5, interval: float = 0.0) -> dict[str, int]:
         if interval:
             time.sleep(interval)
         task.progress(i / n, f"step {i} of {n}")
+        task.metadata(done=i, total=n)
     return {"n": n}
 
 
