@@ -320,3 +320,33 @@ async def test_the_dashboard_over_the_engine(engine: Engine, live_server: Any) -
             )
         assert [e.event for e in task_events(live) if e.json()["id"] == later][-1] == "task.succeeded"
         assert earlier not in {e.json()["id"] for e in task_events(live)}  # after the first paint
+
+
+@pytest.mark.parametrize("engine", ["celery"], indirect=True)
+def test_the_dashboard_in_chromium_over_a_remote_engine(engine: Engine, live_server: Any, page: Any) -> None:
+    """One engine is enough for the page itself (the others share its data path, above):
+    live rows and counts, a task's tags and metadata, a tag filter, cancel."""
+    from _browser import expect
+
+    server = live_server(engine.hub(dashboard=True))
+    page.goto(f"{server.url}/dashboard")
+    expect(page.locator("#status")).to_have_text("live", timeout=15_000)
+    own = engine.tagged(["user:42"], "steps", n=2)  # the engine's own enqueue
+    answer = httpx.post(
+        f"{server.url}/tasks", json={"name": "stubborn", "params": {}, "tags": ["ops"]}, timeout=WAIT
+    )
+    assert answer.status_code == 202, answer.text
+    long = answer.json()["id"]
+    expect(page.locator("#count-succeeded")).to_have_text("1", timeout=WAIT * 1000)
+    expect(page.locator("#count-running")).to_have_text("1", timeout=WAIT * 1000)
+    expect(page.locator("#rows .row")).to_have_count(2)
+    page.locator(f'#rows .row[data-id="{own}"]').click()
+    expect(page.locator("#d-tags")).to_have_text("user:42")
+    expect(page.locator("#d-metadata")).to_contain_text('"done": 2')
+    page.fill("#f-tag", "ops")
+    page.press("#f-tag", "Enter")
+    expect(page.locator("#rows .row")).to_have_count(1)
+    page.locator(f'#rows .row[data-id="{long}"]').click()
+    page.click("#d-cancel")
+    expect(page.locator("#count-cancelled")).to_have_text("1", timeout=WAIT * 1000)
+    assert httpx.get(f"{server.url}/tasks/{long}", timeout=WAIT).json()["state"] == "cancelled"
