@@ -29,11 +29,12 @@ async def fail(ctx: dict[str, Any], message: str = "boom") -> None:
     raise RuntimeError(message)
 
 
-async def steps(ctx: dict[str, Any], n: int = 5, interval: float = 0.0) -> dict[str, int]:
+async def steps(ctx: dict[str, Any], n: int = 5, interval: float = 0.0, meta: bool = False) -> dict[str, int]:
     for i in range(1, n + 1):
         await asyncio.sleep(interval)
         current_task().progress(i / n, f"step {i} of {n}")
-        current_task().metadata(done=i, total=n)
+        if meta:
+            current_task().metadata(done=i, total=n)
     return {"n": n}
 
 

@@ -30,11 +30,12 @@ def fail(message: str = "boom") -> None:
     raise RuntimeError(message)
 
 
-def steps(n: int = 5, interval: float = 0.0) -> dict[str, int]:
+def steps(n: int = 5, interval: float = 0.0, meta: bool = False) -> dict[str, int]:
     for i in range(1, n + 1):
         time.sleep(interval)
         current_task().progress(i / n, f"step {i} of {n}")
-        current_task().metadata(done=i, total=n)
+        if meta:
+            current_task().metadata(done=i, total=n)
     return {"n": n}
 
 

@@ -42,11 +42,12 @@ async def fail(message: str = "boom") -> None:
 
 
 @broker.task(task_name="steps")
-async def steps(n: int = 5, interval: float = 0.0) -> dict[str, int]:
+async def steps(n: int = 5, interval: float = 0.0, meta: bool = False) -> dict[str, int]:
     for i in range(1, n + 1):
         await anyio.sleep(interval)
         current_task().progress(i / n, f"step {i} of {n}")
-        current_task().metadata(done=i, total=n)
+        if meta:
+            current_task().metadata(done=i, total=n)
     return {"n": n}
 
 

@@ -256,8 +256,8 @@ async def test_tags_and_metadata_from_post_and_the_engines_own_enqueue(
     run = f"run:{secrets.token_hex(4)}"  # this test's own tag: the hub's Redis is shared
     async with served(engine, live_server) as (http, events):
         cursor = (await http.get("/tasks")).json()["cursor"]
-        posted = await post_tagged(http, ["user:42", run], "steps", n=3, interval=0.15)
-        own = engine.tagged(["user:42", run], "steps", n=2)
+        posted = await post_tagged(http, ["user:42", run], "steps", n=3, interval=0.15, meta=True)
+        own = engine.tagged(["user:42", run], "steps", n=2, meta=True)
         bad = engine.tagged(["not a tag"], "add", a=1)  # dropped, the task still runs
         untagged = await post(http, "add", a=2)
 
@@ -331,7 +331,7 @@ def test_the_dashboard_in_chromium_over_a_remote_engine(engine: Engine, live_ser
     server = live_server(engine.hub(dashboard=True))
     page.goto(f"{server.url}/dashboard")
     expect(page.locator("#status")).to_have_text("live", timeout=15_000)
-    own = engine.tagged(["user:42"], "steps", n=2)  # the engine's own enqueue
+    own = engine.tagged(["user:42"], "steps", n=2, meta=True)  # the engine's own enqueue
     answer = httpx.post(
         f"{server.url}/tasks", json={"name": "stubborn", "params": {}, "tags": ["ops"]}, timeout=WAIT
     )

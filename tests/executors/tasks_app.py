@@ -46,14 +46,15 @@ def fail(message: str = "boom") -> None:
 
 
 @app.task(shared=False, name="steps")
-def steps(n: int = 5, interval: float = 0.0) -> dict[str, int]:
-    """Progress through our context."""
+def steps(n: int = 5, interval: float = 0.0, meta: bool = False) -> dict[str, int]:
+    """Progress through our context (and metadata with ``meta``)."""
     task = current_task()
     for i in range(1, n + 1):
         if interval:
             time.sleep(interval)
         task.progress(i / n, f"step {i} of {n}")
-        task.metadata(done=i, total=n)
+        if meta:
+            task.metadata(done=i, total=n)
     return {"n": n}
 
 
