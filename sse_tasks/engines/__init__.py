@@ -4,7 +4,8 @@ The web side: a :class:`RemoteEngine` (its tasks, ``send``, ``revoke``), given t
 ``TaskHub(executor=…)``. The worker side, engine-neutral: a hook driven by the engine's
 own signals or middleware makes a :class:`WorkerRun` per attempt, one :class:`Keeper` per
 process, and writes through a :class:`WorkerWriter` (``SyncWriter`` over the hub's Redis
-broker; ``AsyncWriter``, an :class:`AsyncWorkerWriter`, for asyncio engines). See
+broker; ``AsyncWriter``, an :class:`AsyncWorkerWriter`, for asyncio engines); a
+message's tags, under :data:`TAGS_KEY`, are read with :func:`sent_tags`. See
 "Writing an engine adapter" in ``docs/architecture.md``.
 """
 
@@ -14,6 +15,7 @@ from .._runner.engine import NotSent, RemoteEngine
 from .._runner.job import Job, error_of, result_error, unencodable
 from ..brokers.redis.async_writer import AsyncWriter
 from ..brokers.redis.sync import SyncWriter
+from .tags import TAGS_KEY, sent_tags
 from .worker import Keeper, WorkerRun
 from .writer import AsyncWorkerWriter, Started, WorkerWriter
 
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "TAGS_KEY",
     "AsyncWorkerWriter",
     "AsyncWriter",
     "Job",
@@ -38,5 +41,6 @@ __all__ = [
     "WorkerWriter",
     "error_of",
     "result_error",
+    "sent_tags",
     "unencodable",
 ]
