@@ -24,7 +24,7 @@ def sent_tags(value: Any, task_id: object = None) -> tuple[str, ...]:
     """The tags of a task's message: ``value`` is a list of tags, or one string of tags
     separated by commas (for a carrier that keeps only strings: a taskiq label on some
     brokers). None or empty: no tags. Tags the hub would refuse (not a list, more than
-    16, a bad tag) are dropped, all of them, with one warning: a sender's mistake never
+    16, a bad tag) are dropped, all of them, with a warning: a sender's mistake never
     keeps its task from running."""
     if value is None or value == "" or value == []:
         return ()
