@@ -92,9 +92,10 @@ def test_the_queue_subclass_stores_queued_at_once(
     reader = SyncWriter(RedisBroker(hub_url))
     try:
         idle = Queue("nobody-listens", connection=connection, hub_url=hub_url)
-        waiting = idle.enqueue(meta_steps, n=1, interval=0)
+        waiting = idle.enqueue(meta_steps, n=1, interval=0, meta={"sse_tasks_tags": ["user:42"]})
         stored = reader.get(waiting.id)  # no worker took it: the queue stored it
         assert stored is not None and stored.state == TaskState.QUEUED and stored.name == "meta_steps"
+        assert stored.tags == ("user:42",)
         waiting.cancel()
 
         served = Queue(rq_workers["queue"], connection=connection, hub_url=hub_url)
