@@ -8,6 +8,7 @@ import counts: at module level, inside functions and under ``TYPE_CHECKING``.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,8 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path: Path) -> set[str]:
+@functools.cache  # every parametrized test reads the same graph: parse each file once
+def _imports(path: Path) -> frozenset[str]:
     module = _module_name(path)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
@@ -61,7 +63,7 @@ def _imports(path: Path) -> set[str]:
             found.add(target)
             # ``from . import x`` imports the submodule x.
             found.update(f"{target}.{alias.name}" for alias in node.names)
-    return found
+    return frozenset(found)
 
 
 MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
@@ -76,11 +78,12 @@ def _resolve(name: str) -> str | None:
     return None
 
 
-def _graph() -> dict[str, set[str]]:
-    graph: dict[str, set[str]] = {}
+@functools.cache
+def _graph() -> dict[str, frozenset[str]]:
+    graph: dict[str, frozenset[str]] = {}
     for name, path in MODULES.items():
         targets = {_resolve(t) for t in _imports(path) if t == "sse_tasks" or t.startswith("sse_tasks.")}
-        graph[name] = {t for t in targets if t is not None and t != name}
+        graph[name] = frozenset(t for t in targets if t is not None and t != name)
     return graph
 
 
