@@ -28,6 +28,7 @@ from typing import Any
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 from taskiq.exceptions import NoResultError
 
+from ..._core.context import CURRENT
 from ..._core.errors import TaskCancelled
 from ..._core.models import MAX_TASK_ID_LENGTH, Task, TaskState, utcnow
 from ..._core.text import clean_text
@@ -204,9 +205,13 @@ class StatusMiddleware(TaskiqMiddleware):
         task.original_func = guarded
 
     async def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
-        run = self.keeper.runs.pop(message.task_id, None)
+        # This attempt's own run, from the context pre_execute entered: a retry's message,
+        # already taken by this worker, holds the task id's slot in ``keeper.runs``.
+        run = _this_attempt(message.task_id)
         if run is None:
             return
+        if self.keeper.runs.get(message.task_id) is run:
+            del self.keeper.runs[message.task_id]
         try:
             error = result.error
             if isinstance(error, TaskCancelled) or (error is not None and run.cancelled):
@@ -228,12 +233,16 @@ class StatusMiddleware(TaskiqMiddleware):
 
 
 def _admit() -> None:
-    from ..._core.context import CURRENT
-
     context = CURRENT.get()
     sink = None if context is None else context.sink
     if isinstance(sink, AsyncRun) and sink.ended and sink.keeper.runs.get(sink.task.id) is not sink:
         raise Discarded()
+
+
+def _this_attempt(task_id: str) -> AsyncRun | None:
+    context = CURRENT.get()
+    sink = None if context is None else context.sink
+    return sink if isinstance(sink, AsyncRun) and sink.task.id == task_id else None
 
 
 def _valid(message: TaskiqMessage) -> bool:
