@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.to_thread
@@ -21,6 +21,9 @@ import httpx
 import pytest
 from _engines import LEASE, Engine
 from _support import SSEEvent, collect, sse_events, task_events
+
+from sse_tasks import Task, owner_only
+from sse_tasks.engines import Job
 
 pytestmark = pytest.mark.anyio
 
@@ -292,6 +295,32 @@ async def test_tags_and_metadata_from_post_and_the_engines_own_enqueue(
         with anyio.fail_after(WAIT):
             _, selected = await collect(http, f"/events?tag={run}&last_event_id={cursor}", until=both_ended)
         assert {e.json()["id"] for e in task_events(selected)} == {posted, own}
+
+
+async def test_a_worker_that_stores_a_sent_job_first_keeps_its_owner_and_tags(
+    engine: Engine, live_server: Any
+) -> None:
+    """The engine's queue takes a job before the hub stores it ``queued``, so a worker may
+    store it first, from its message alone: with the owner and tags the hub sent, so the
+    submitter still sees its task and nobody else does. (Sent here without the hub's
+    store, which makes that race the rule.)"""
+    task_id = f"sent-{secrets.token_hex(6)}"
+    # Engines read a job's task and params; its registered function is the hub's concern.
+    job = Job(Task(id=task_id, name="add", owner="alice", tags=("owner:test",)), cast(Any, None), {"a": 4})
+    sender = engine.make(True)
+    async with served(engine, live_server) as (_, events):
+        try:
+            await sender.send(job)
+        finally:
+            await sender.aclose()
+        final = await events.end(task_id)
+    assert final.json()["result"] == 5 and final.json()["tags"] == ["owner:test"]
+    hub = engine.hub(identify=lambda request: request.headers.get("x-user"), authorize=owner_only)
+    guarded = live_server(hub)
+    async with httpx.AsyncClient(base_url=guarded.url, timeout=WAIT) as http:
+        mine = await http.get(f"/tasks/{task_id}", headers={"x-user": "alice"})
+        assert mine.status_code == 200 and mine.json()["state"] == "succeeded"
+        assert (await http.get(f"/tasks/{task_id}", headers={"x-user": "bob"})).status_code == 404
 
 
 async def test_the_dashboard_over_the_engine(engine: Engine, live_server: Any) -> None:

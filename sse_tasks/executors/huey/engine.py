@@ -16,7 +16,7 @@ from ..._core.registry import RegisteredTask, TaskFunction
 from ..._runner.engine import NotSent, RemoteEngine
 from ..._runner.job import Job
 from ...engines.tags import TAGS_KEY
-from .tasks import FROM_HUB, function_of, task_classes, task_name
+from .tasks import FROM_HUB, OWNER_KEY, function_of, task_classes, task_name
 
 logger = logging.getLogger("sse_tasks.huey")
 
@@ -84,6 +84,8 @@ class HueyEngine(RemoteEngine):
         kwargs = dict(job.params)
         if job.task.tags:
             kwargs[TAGS_KEY] = list(job.task.tags)  # the hook takes it out
+        if job.task.owner:
+            kwargs[OWNER_KEY] = job.task.owner  # so is this: a worker may store the task first
         task = cls(kwargs=kwargs, id=job.task.id)
         setattr(task, FROM_HUB, True)
         try:

@@ -31,12 +31,13 @@ from huey.exceptions import CancelExecution
 
 from ..._core.errors import TaskCancelled
 from ..._core.models import MAX_TASK_ID_LENGTH, OutputChunk, Task, TaskState, utcnow
+from ..._core.text import clean_text
 from ..._runner.job import error_of, result_error, unencodable
 from ...brokers.redis import RedisBroker
 from ...brokers.redis.sync import SyncWriter
 from ...engines import Keeper, WorkerRun, WorkerWriter
 from ...engines.tags import TAGS_KEY, sent_tags
-from .tasks import FROM_HUB, task_name
+from .tasks import FROM_HUB, OWNER_KEY, task_name
 
 logger = logging.getLogger("sse_tasks.huey")
 
@@ -132,7 +133,7 @@ class HueyHook:
         if not _ours(task):
             return
         try:
-            run = self._admit(task, _take_tags(task))
+            run = self._admit(task, *_take_sent(task))
         except CancelExecution:
             raise
         except Exception:
@@ -145,11 +146,11 @@ class HueyHook:
         run.enter()
         task.execute = _cancellable(task, task.execute)
 
-    def _admit(self, task: Any, tags: tuple[str, ...]) -> WorkerRun:
+    def _admit(self, task: Any, tags: tuple[str, ...], owner: str | None) -> WorkerRun:
         """The run of ``task``, received: raises ``CancelExecution`` for one the hub refused
         or that was cancelled while it waited (Huey skips it)."""
         writer = self.writer
-        queued = Task(id=task.id, name=task_name(task), tags=tags)
+        queued = Task(id=task.id, name=task_name(task), tags=tags, owner=owner)
         stored = queued
         earlier: list[OutputChunk] = []
         try:
@@ -309,12 +310,16 @@ def _tags(task: Any) -> tuple[str, ...]:
     return sent_tags(kwargs.get(TAGS_KEY), task.id) if isinstance(kwargs, dict) else ()
 
 
-def _take_tags(task: Any) -> tuple[str, ...]:
-    """:func:`_tags`, taken out of the task's keyword arguments: the function never gets it."""
+def _take_sent(task: Any) -> tuple[tuple[str, ...], str | None]:
+    """The tags (:func:`_tags`) and the owner the hub sent, taken out of the task's keyword
+    arguments: the function never gets them."""
     tags = _tags(task)
+    owner = None
     if isinstance(task.kwargs, dict):
         task.kwargs.pop(TAGS_KEY, None)
-    return tags
+        sent = task.kwargs.pop(OWNER_KEY, None)
+        owner = clean_text(str(sent)) if sent else None
+    return tags, owner
 
 
 def _cancellable(task: Any, execute: Callable[[], Any]) -> Callable[[], Any]:

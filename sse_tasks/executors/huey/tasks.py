@@ -11,6 +11,9 @@ from huey.api import PeriodicTask, TaskWrapper
 
 #: Set on a task instance the hub enqueues (never serialized): the hub stores it itself.
 FROM_HUB = "_sse_tasks_from_hub"
+#: The keyword argument the hub adds to the tasks it enqueues for their submitter (Huey's
+#: messages carry nothing but arguments); the hook takes it out before the call.
+OWNER_KEY = "sse_tasks_owner"
 
 
 def task_name(task: Any) -> str:
