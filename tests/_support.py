@@ -3,6 +3,7 @@ submitting over HTTP, bounded waits, and in-process clients."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import importlib.util
 import inspect
@@ -11,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,3 +283,11 @@ def use_json(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(codec, "_orjson", None)
     elif importlib.util.find_spec("orjson") is None:
         pytest.skip("orjson is not installed")
+
+
+def parse_source(source: str, filename: str = "<unknown>") -> ast.Module:
+    """``ast.parse`` in a fresh thread: Python 3.11's parser can fail ("AST constructor
+    recursion depth mismatch") in a thread that has seen a RecursionError, as the codec's
+    and the fuzz tests' threads have."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(ast.parse, source, filename).result()

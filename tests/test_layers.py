@@ -12,6 +12,7 @@ import functools
 from pathlib import Path
 
 import pytest
+from _support import parse_source
 
 PACKAGE = Path(__file__).resolve().parent.parent / "sse_tasks"
 
@@ -50,7 +51,7 @@ def _imports(path: Path) -> frozenset[str]:
     module = _module_name(path)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(parse_source(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -151,7 +152,7 @@ def _function_lengths(source: str) -> dict[str, int]:
             else:
                 visit(child, prefix)
 
-    visit(ast.parse(source), "")
+    visit(parse_source(source), "")
     return lengths
 
 

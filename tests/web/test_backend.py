@@ -16,7 +16,7 @@ import anyio
 import httpx
 import pytest
 from _fake_backend import DRIVERS, FakeBackend
-from _support import serve_in_thread, sse_events
+from _support import parse_source, serve_in_thread, sse_events
 from starlette.applications import Starlette
 
 from sse_tasks import TaskState
@@ -35,7 +35,7 @@ def _runner_members_used() -> dict[str, set[str]]:
     """``member -> modules`` for every ``runner.<member>`` / ``<x>.runner.<member>`` in web/."""
     used: dict[str, set[str]] = {}
     for path in sorted(WEB.glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in ast.walk(parse_source(path.read_text(), str(path))):
             if not isinstance(node, ast.Attribute):
                 continue
             owner = node.value
@@ -57,7 +57,7 @@ def test_the_web_package_uses_exactly_the_protocols_members() -> None:
 
 def test_the_web_package_never_imports_the_runner() -> None:
     for path in sorted(WEB.glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in ast.walk(parse_source(path.read_text(), str(path))):
             if isinstance(node, ast.ImportFrom):
                 target = "." * node.level + (node.module or "")
                 assert "_runner" not in target, f"{path.name} imports {target}"
