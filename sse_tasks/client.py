@@ -19,18 +19,19 @@ exactly once; ``follow(id, output=True)`` also yields each :class:`OutputChunk` 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from typing import Any, Literal, TypeVar, overload
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+from typing import Any, Literal, TypeVar, cast, overload
 from urllib.parse import quote
 
 import anyio
 import httpx
 from httpx_sse import aconnect_sse, connect_sse
 
-from ._core.errors import SSETasksError, Unavailable, error_class
+from ._core.errors import NotFound, SSETasksError, TaskGone, Unavailable, error_class
 from ._core.following import Following, FollowingTasks, MalformedAnswer, split_task_url, task_from_data
 from ._core.models import OutputChunk, Task, TaskState
 from ._core.text import ascii_int
@@ -39,6 +40,9 @@ __all__ = ["APIError", "AsyncClient", "Client", "ConnectionFailed", "OutputChunk
 
 _DEFAULT_TIMEOUT = 10.0
 _T = TypeVar("_T")
+# What ``follow`` returns, as the generators they are (to close one left early).
+_AsyncItems = AsyncGenerator["Task | OutputChunk", None]
+_Items = Generator["Task | OutputChunk", None, None]
 
 
 class APIError(SSETasksError):
@@ -423,6 +427,8 @@ class AsyncClient(_Base):
                 continue
             for task in following.paint(tasks, cursor):
                 yield task
+                async for chunk in self._backfill(following, following.missing(task, painted=True)):
+                    yield chunk
         failures = 0
         while True:
             retry_after = 0.0
@@ -442,7 +448,11 @@ class AsyncClient(_Base):
                             item = _answer(following.feed, event.event, event.id, event.data)
                             if event.data:  # not the "retry:" that opens a stream
                                 failures, quiet, received = 0, 0, True
-                            if item is not None:
+                            if item is None:
+                                continue
+                            async for chunk in self._backfill(following, following.missing(item)):
+                                yield chunk
+                            if following.take(item):
                                 yield item
                         if not received:
                             # A quiet stream reached its lifetime: not a failure, but no busy loop.
@@ -454,6 +464,26 @@ class AsyncClient(_Base):
             failures += 1
             self._give_up_after(failures, what, error_text)
             await anyio.sleep(self._delay(failures, retry_after))
+
+    async def _backfill(
+        self, following: FollowingTasks, missing: tuple[str, int, int] | None
+    ) -> AsyncIterator[OutputChunk]:
+        """The chunks ``missing`` names, from the task's own stream (none if it is gone)."""
+        if missing is None:
+            return
+        task_id, _, end = missing
+        try:
+            async with contextlib.aclosing(cast(_AsyncItems, self.follow(task_id, output=True))) as items:
+                async for item in items:
+                    if isinstance(item, OutputChunk):
+                        if item.seq >= end:
+                            break
+                        if following.take(item):
+                            yield item
+                        if item.seq == end - 1:
+                            break
+        except (NotFound, TaskGone):
+            return  # expired since: there is nothing more to show
 
     async def _paint(
         self, tags: Sequence[str] | None, name: str | None, task_ids: Sequence[str] | None, limit: int | None
@@ -634,7 +664,9 @@ class Client(_Base):
                 self._give_up_after(failures, what, exc.message)
                 time.sleep(self._delay(failures, _retry_after(exc.headers)))
                 continue
-            yield from following.paint(tasks, cursor)
+            for task in following.paint(tasks, cursor):
+                yield task
+                yield from self._backfill(following, following.missing(task, painted=True))
         failures = 0
         while True:
             retry_after = 0.0
@@ -652,7 +684,10 @@ class Client(_Base):
                             item = _answer(following.feed, event.event, event.id, event.data)
                             if event.data:  # not the "retry:" that opens a stream
                                 failures, quiet, received = 0, 0, True
-                            if item is not None:
+                            if item is None:
+                                continue
+                            yield from self._backfill(following, following.missing(item))
+                            if following.take(item):
                                 yield item
                         if not received:
                             # A quiet stream reached its lifetime: not a failure, but no busy loop.
@@ -664,6 +699,25 @@ class Client(_Base):
             failures += 1
             self._give_up_after(failures, what, error_text)
             time.sleep(self._delay(failures, retry_after))
+
+    def _backfill(
+        self, following: FollowingTasks, missing: tuple[str, int, int] | None
+    ) -> Iterator[OutputChunk]:
+        if missing is None:
+            return
+        task_id, _, end = missing
+        try:
+            with contextlib.closing(cast(_Items, self.follow(task_id, output=True))) as items:
+                for item in items:
+                    if isinstance(item, OutputChunk):
+                        if item.seq >= end:
+                            break
+                        if following.take(item):
+                            yield item
+                        if item.seq == end - 1:
+                            break
+        except (NotFound, TaskGone):
+            return
 
     def _paint(
         self, tags: Sequence[str] | None, name: str | None, task_ids: Sequence[str] | None, limit: int | None

@@ -166,3 +166,32 @@ def test_resuming_from_an_event_id_paints_nothing() -> None:
     )
     assert following.feed(*chunk_event) is None  # output not asked for
     assert following.last_event_id == "43"
+
+
+def output_of(task_id: str, event_id: str, seq: int) -> tuple[str, str, str]:
+    return ("task.output", event_id, json.dumps({"id": task_id, "seq": seq, "kind": "output", "text": "x"}))
+
+
+def test_with_output_the_chunks_before_the_paint_and_a_reset_s_gap_are_found_missing() -> None:
+    following = FollowingTasks(None, output=True)
+    [listed] = following.paint([Task.from_record(state_of("a", "running", output_chunks=3))], "c")
+    assert following.missing(listed, painted=True) == ("a", 0, 3)
+    fetched = [OutputChunk("a", seq, "output", "x") for seq in range(3)]
+    assert [following.take(c) for c in fetched] == [True, True, True]
+    live = following.feed(*output_of("a", "2", 2))  # written before the list counted it
+    assert live is not None and following.missing(live) is None and not following.take(live)
+    later = following.feed(*output_of("a", "3", 5))  # 3 and 4 not seen: fetch them first
+    assert later is not None and following.missing(later) == ("a", 3, 5)
+    # A live snapshot's count is not trusted (its chunks may come after it) …
+    snapshot_event = event("4", state_of("a", "running", 0.5, output_chunks=9))
+    running = following.feed(*snapshot_event)
+    assert running is not None and following.missing(running) is None
+    # … a resync's is: the output written in the gap is fetched.
+    assert following.feed("reset", "", "{}") is None
+    resynced = [following.feed(*event("9", state_of(i, "running", 0.5, output_chunks=9))) for i in "ab"]
+    assert [following.missing(t) for t in resynced if t is not None] == [("a", 3, 9), ("b", 0, 9)]
+    after = following.feed(*event("10", state_of("b", "running", 0.75, output_chunks=12)))
+    assert after is not None and following.missing(after) is None  # live again
+    # Without output, nothing is ever missing.
+    quiet = FollowingTasks(None, output=False)
+    assert quiet.missing(listed, painted=True) is None

@@ -448,13 +448,24 @@ async def test_follow_tasks_with_output_yields_each_task_s_chunks_in_order(serve
     async with AsyncClient(server.url) as client:
         marker = await client.submit("sleep", {"seconds": 0}, tags=["words"])
         [s async for s in client.follow(marker.id)]
+        early = await client.submit("generate", words=30, delay=0.02, tags=["words"])
+        async with following(client.follow(early.id, output=True)) as own:
+            await take(own, lambda got: sum(isinstance(i, OutputChunk) for i in got) >= 5)
         async with following(client.follow_tasks(tags=["words"], output=True)) as items:
-            assert [t.id for t in await take(items, lambda got: len(got) == 1)] == [marker.id]
+            # Newest first: the running task (and the chunks its snapshot counts), the marker.
+            # The chunks it wrote before the paint come first, from seq 0, whenever they are
+            # found missing (at the latest, when its next chunk comes).
+            got = await take(items, lambda got: any(i.id == marker.id for i in got if isinstance(i, Task)))
+            assert isinstance(got[0], Task) and got[0].id == early.id
+            assert [i.seq for i in got[1:-1]] == list(range(len(got) - 2))
             short = await client.submit("generate", words=20, delay=0.01, tags=["words"])
             long = await client.submit("generate", words=30, delay=0.01, tags=["words"])
             await client.submit("generate", words=10, delay=0, tags=["other"])
-            got = await take(items, lambda got: finished(short.id)(got) and finished(long.id)(got))
-    assert {i.id if isinstance(i, Task) else i.task_id for i in got} == {short.id, long.id}
+            done = [finished(task.id) for task in (early, short, long)]
+            got += await take(items, lambda got: all(until(got) for until in done))
+    ids = {i.id if isinstance(i, Task) else i.task_id for i in got}
+    assert ids == {marker.id, early.id, short.id, long.id}
+    assert_generated(of(got, early.id), 30)
     assert_generated(of(got, short.id), 20)
     assert_generated(of(got, long.id), 30)
 
@@ -470,17 +481,21 @@ def test_follow_tasks_loses_and_repeats_nothing_when_the_stream_is_cut(
             resumed_from.append(request.headers.get("last-event-id", ""))
 
     with httpx.Client(event_hooks={"request": [record]}) as http, Client(server.url, http=http) as client:
-        marker = client.submit("sleep", {"seconds": 0}, tags=["cut"])
+        marker = client.submit("generate", words=5, delay=0, tags=["cut"])
         list(client.follow(marker.id))
         items = client.follow_tasks(tags=["cut"], output=True)
-        painted = next(items)
-        assert painted.id == marker.id
+        # A finished task: its snapshot, then the output it wrote before the paint.
+        painted, *written = [next(items) for _ in range(6)]
+        assert isinstance(painted, Task) and painted.id == marker.id and painted.terminal
+        assert [(c.task_id, c.seq) for c in written] == [(marker.id, seq) for seq in range(5)]
+        assert "".join(c.text for c in written) == generated_text(5)
         task = client.submit("generate", words=60, delay=0.02, tags=["cut"])
         got: list[Item] = []
         while not finished(task.id)(got):
             got.append(next(items))
         items.close()  # type: ignore[attr-defined]
-    assert_generated(got, 60)
+    assert_generated(of(got, task.id), 60)
+    assert of(got, marker.id) == []
     assert resumed_from[0] == painted.event_id  # the list's cursor
     assert len(resumed_from) >= 3, resumed_from  # 1.2 s or more of generation, 0.3 s streams
     chunk_ids = {i.event_id for i in got if isinstance(i, OutputChunk)}
