@@ -470,6 +470,23 @@ async def test_follow_tasks_with_output_yields_each_task_s_chunks_in_order(serve
     assert_generated(of(got, long.id), 30)
 
 
+async def test_follow_tasks_yields_the_snapshots_after_a_reset(server: LiveServer) -> None:
+    async with AsyncClient(server.url) as client:
+        gen = await client.submit("generate", words=12, delay=0, tags=["again"])
+        [s async for s in client.follow(gen.id)]
+        other = await client.submit("sleep", {"seconds": 0}, tags=["again"])
+        [s async for s in client.follow(other.id)]
+        await client.submit("sleep", {"seconds": 0}, tags=["elsewhere"])
+        # An id from another server run: the server cannot resume, says reset and sends
+        # the current snapshot of each selected task, oldest change first.
+        resumed = client.follow_tasks(tags=["again"], output=True, last_event_id="another-run-7")
+        async with following(resumed) as items:
+            got = await take(items, lambda got: any(isinstance(i, Task) and i.id == other.id for i in got))
+    assert [i.id for i in got if isinstance(i, Task)] == [gen.id, other.id]
+    assert_generated(of(got, gen.id), 12)  # its output fetched whole, before its snapshot
+    assert got[-1].state is TaskState.SUCCEEDED
+
+
 def test_follow_tasks_loses_and_repeats_nothing_when_the_stream_is_cut(
     make_hub: Any, live_server: Any
 ) -> None:
