@@ -14,6 +14,8 @@ other), and a server that cannot be reached raises :class:`ConnectionFailed`.
 ``follow`` survives dropped connections and server restarts: it reconnects with
 ``Last-Event-ID`` (bounded retries, exponential backoff), so it yields every change
 exactly once; ``follow(id, output=True)`` also yields each :class:`OutputChunk` once.
+``follow_tasks(tags=…)`` does the same for every task of a selection (first paint from
+``GET /tasks``, then ``/events`` from its cursor), and never ends by itself.
 """
 
 from __future__ import annotations
@@ -406,12 +408,13 @@ class AsyncClient(_Base):
         Selects the tasks carrying every one of ``tags``, named ``name``, or with these
         ``task_ids`` (any together). First paint: the tasks listed now (newest first, at
         most ``limit``, or each of ``task_ids``), then ``/events`` from the list's cursor,
-        so nothing in between is missed; with ``output=True`` also each
-        :class:`OutputChunk` written from then on. Reconnects with ``Last-Event-ID`` as
+        so nothing in between is missed. With ``output=True`` also each task's
+        output chunks (:class:`OutputChunk`), once and in order from its first (what it
+        wrote before the paint is fetched from its own stream). Reconnects with ``Last-Event-ID`` as
         ``follow`` does, so every change comes once, in order. After a ``reset`` (the
         server's history no longer reaches back) the current snapshot of every selected
-        task follows. ``last_event_id`` resumes after an item's ``event_id`` instead of
-        painting. Break out of the loop to stop.
+        task follows: replace what you hold by id. ``last_event_id`` resumes after an
+        item's ``event_id`` instead of painting. Break out of the loop to stop.
         """
         selection = self._selection(tags, name, task_ids, output)
         what = _selected(tags, name, task_ids)
