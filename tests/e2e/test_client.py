@@ -487,6 +487,33 @@ async def test_follow_tasks_yields_the_snapshots_after_a_reset(server: LiveServe
     assert got[-1].state is TaskState.SUCCEEDED
 
 
+def test_follow_tasks_by_ids_or_by_name(server: LiveServer) -> None:
+    with Client(server.url) as client:
+        first = client.submit("count", n=2, interval=0)
+        list(client.follow(first.id))
+        watched = client.submit("count", n=2, interval=0.01)
+        slept = client.submit("sleep", {"seconds": 0})
+        list(client.follow(slept.id))
+        by_id = client.follow_tasks(task_ids=[first.id, watched.id])
+        got = [next(by_id), next(by_id)]  # the paint: each id, in the order given
+        assert [t.id for t in got] == [first.id, watched.id]
+        while not (got[-1].terminal and got[-1].id == watched.id):
+            got.append(next(by_id))
+        by_id.close()  # type: ignore[attr-defined]
+        assert {t.id for t in got} == {first.id, watched.id}
+        assert got[-1].result == {"count": 2}
+        by_name = client.follow_tasks(name="sleep", limit=1)
+        assert next(by_name).id == slept.id
+        late = client.submit("sleep", {"seconds": 0})
+        rest = [next(by_name)]
+        while not rest[-1].terminal:
+            rest.append(next(by_name))
+        by_name.close()  # type: ignore[attr-defined]
+        assert {t.id for t in rest} == {late.id}
+        with pytest.raises(NotFound):
+            next(client.follow_tasks(task_ids=["no-such-task"]))
+
+
 def test_follow_tasks_loses_and_repeats_nothing_when_the_stream_is_cut(
     make_hub: Any, live_server: Any
 ) -> None:
