@@ -14,24 +14,27 @@ other), and a server that cannot be reached raises :class:`ConnectionFailed`.
 ``follow`` survives dropped connections and server restarts: it reconnects with
 ``Last-Event-ID`` (bounded retries, exponential backoff), so it yields every change
 exactly once; ``follow(id, output=True)`` also yields each :class:`OutputChunk` once.
+``follow_tasks(tags=…)`` does the same for every task of a selection (first paint from
+``GET /tasks``, then ``/events`` from its cursor), and never ends by itself.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from typing import Any, Literal, TypeVar, overload
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+from typing import Any, Literal, TypeVar, cast, overload
 from urllib.parse import quote
 
 import anyio
 import httpx
 from httpx_sse import aconnect_sse, connect_sse
 
-from ._core.errors import SSETasksError, Unavailable, error_class
-from ._core.following import Following, MalformedAnswer, split_task_url, task_from_data
+from ._core.errors import NotFound, SSETasksError, TaskGone, Unavailable, error_class
+from ._core.following import Following, FollowingTasks, MalformedAnswer, split_task_url, task_from_data
 from ._core.models import OutputChunk, Task, TaskState
 from ._core.text import ascii_int
 
@@ -39,6 +42,9 @@ __all__ = ["APIError", "AsyncClient", "Client", "ConnectionFailed", "OutputChunk
 
 _DEFAULT_TIMEOUT = 10.0
 _T = TypeVar("_T")
+# What ``follow`` returns, as the generators they are (to close one left early).
+_AsyncItems = AsyncGenerator["Task | OutputChunk", None]
+_Items = Generator["Task | OutputChunk", None, None]
 
 
 class APIError(SSETasksError):
@@ -154,12 +160,46 @@ class _Base:
             raise error_from_response(response)
         return response
 
-    def _give_up_after(self, failures: int, task_id: str, error_text: str) -> None:
+    def _give_up_after(self, failures: int, what: str, error_text: str) -> None:
         """Raise ``ConnectionFailed`` once ``failures`` in a row exceed ``retries``."""
         if failures > self.retries:
             raise ConnectionFailed(
-                f"lost task {task_id!r} at {self.base_url} after {self.retries} retries: {error_text}"
+                f"lost {what} at {self.base_url} after {self.retries} retries: {error_text}"
             )
+
+    def _events(
+        self, selection: dict[str, str | builtins.list[str]], last_event_id: str | None
+    ) -> dict[str, Any]:
+        """The request that opens ``/events`` for ``selection``, resuming after ``last_event_id``."""
+        headers = {**self._headers, "Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        params = {**self._params, **selection}
+        return dict(
+            method="GET",
+            url=self.base_url + "/events",
+            headers=headers,
+            params=params,
+            timeout=self._stream_timeout,
+        )
+
+    @staticmethod
+    def _selection(
+        tags: Sequence[str] | None, name: str | None, task_ids: Sequence[str] | None, output: bool
+    ) -> dict[str, str | builtins.list[str]]:
+        """The query of ``/events`` (and, without ``output``, of the first paint's list)."""
+        selection: dict[str, str | builtins.list[str]] = {}
+        if tags:
+            selection["tag"] = list(tags)
+        if name is not None:
+            selection["name"] = name
+        if task_ids is not None:
+            if not task_ids:
+                raise ValueError("task_ids must name at least one task")
+            selection["task"] = list(task_ids)
+        if output:
+            selection["output"] = "1"
+        return selection
 
     def _refusal(self, task_id: str, response: httpx.Response, followed: bool) -> Unavailable:
         """The 503 to retry after; raises any other error answer to a stream request."""
@@ -326,8 +366,137 @@ class AsyncClient(_Base):
             except httpx.TransportError as exc:
                 error_text = str(exc) or type(exc).__name__
             failures += 1
-            self._give_up_after(failures, task_id, error_text)
+            self._give_up_after(failures, f"task {task_id!r}", error_text)
             await anyio.sleep(self._delay(failures, retry_after))
+
+    @overload
+    def follow_tasks(
+        self,
+        *,
+        tags: Sequence[str] | None = None,
+        name: str | None = None,
+        task_ids: Sequence[str] | None = None,
+        output: Literal[False] = False,
+        last_event_id: str | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[Task]: ...
+
+    @overload
+    def follow_tasks(
+        self,
+        *,
+        tags: Sequence[str] | None = None,
+        name: str | None = None,
+        task_ids: Sequence[str] | None = None,
+        output: bool,
+        last_event_id: str | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[Task | OutputChunk]: ...
+
+    async def follow_tasks(
+        self,
+        *,
+        tags: Sequence[str] | None = None,
+        name: str | None = None,
+        task_ids: Sequence[str] | None = None,
+        output: bool = False,
+        last_event_id: str | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[Task | OutputChunk]:
+        """Yield the snapshots of every selected task, then one per change, never ending.
+
+        Selects the tasks carrying every one of ``tags``, named ``name``, or with these
+        ``task_ids`` (any together). First paint: the tasks listed now (newest first, at
+        most ``limit``, or each of ``task_ids``), then ``/events`` from the list's cursor,
+        so nothing in between is missed. With ``output=True`` also each task's
+        output chunks (:class:`OutputChunk`), once and in order from its first (what it
+        wrote before the paint is fetched from its own stream). Reconnects with ``Last-Event-ID`` as
+        ``follow`` does, so every change comes once, in order. After a ``reset`` (the
+        server's history no longer reaches back) the current snapshot of every selected
+        task follows: replace what you hold by id. ``last_event_id`` resumes after an
+        item's ``event_id`` instead of painting. Break out of the loop to stop.
+        """
+        selection = self._selection(tags, name, task_ids, output)
+        what = _selected(tags, name, task_ids)
+        following = FollowingTasks(last_event_id, output=output)
+        failures = quiet = 0
+        while following.last_event_id is None:  # the first paint
+            try:
+                cursor, tasks = await self._paint(tags, name, task_ids, limit)
+            except (ConnectionFailed, Unavailable) as exc:
+                failures += 1
+                self._give_up_after(failures, what, exc.message)
+                await anyio.sleep(self._delay(failures, _retry_after(exc.headers)))
+                continue
+            for task in following.paint(tasks, cursor):
+                yield task
+                async for chunk in self._backfill(following, following.missing(task, painted=True)):
+                    yield chunk
+        failures = 0
+        while True:
+            retry_after = 0.0
+            try:
+                async with aconnect_sse(
+                    self._http, **self._events(selection, following.last_event_id)
+                ) as source:
+                    response = source.response
+                    if response.status_code >= 400:
+                        await response.aread()
+                        refusal = self._refusal(what, response, False)
+                        retry_after = _retry_after(refusal.headers)
+                        error_text = refusal.message
+                    else:
+                        received = False
+                        async for event in source.aiter_sse():
+                            item = _answer(following.feed, event.event, event.id, event.data)
+                            if event.data:  # not the "retry:" that opens a stream
+                                failures, quiet, received = 0, 0, True
+                            if item is None:
+                                continue
+                            async for chunk in self._backfill(following, following.missing(item)):
+                                yield chunk
+                            if following.take(item):
+                                yield item
+                        if not received:
+                            # A quiet stream reached its lifetime: not a failure, but no busy loop.
+                            quiet += 1
+                            await anyio.sleep(self._delay(quiet))
+                        continue
+            except httpx.TransportError as exc:
+                error_text = str(exc) or type(exc).__name__
+            failures += 1
+            self._give_up_after(failures, what, error_text)
+            await anyio.sleep(self._delay(failures, retry_after))
+
+    async def _backfill(
+        self, following: FollowingTasks, missing: tuple[str, int, int] | None
+    ) -> AsyncIterator[OutputChunk]:
+        """The chunks ``missing`` names, from the task's own stream (none if it is gone)."""
+        if missing is None:
+            return
+        task_id, _, end = missing
+        try:
+            async with contextlib.aclosing(cast(_AsyncItems, self.follow(task_id, output=True))) as items:
+                async for item in items:
+                    if isinstance(item, OutputChunk):
+                        if item.seq >= end:
+                            break
+                        if following.take(item):
+                            yield item
+                        if item.seq == end - 1:
+                            break
+        except (NotFound, TaskGone):
+            return  # expired since: there is nothing more to show
+
+    async def _paint(
+        self, tags: Sequence[str] | None, name: str | None, task_ids: Sequence[str] | None, limit: int | None
+    ) -> tuple[str, builtins.list[Task]]:
+        """The cursor, then the selected tasks' snapshots (read after it)."""
+        params = self._list_params(None, name, 1 if task_ids is not None else limit, tags)
+        body = (await self._request("GET", "/tasks", "list tasks", params=params)).json()
+        if task_ids is not None:
+            return _cursor(body), [await self.get(task_id) for task_id in task_ids]
+        return _cursor(body), [_task(item) for item in body["tasks"]]
 
 
 class Client(_Base):
@@ -448,10 +617,139 @@ class Client(_Base):
             except httpx.TransportError as exc:
                 error_text = str(exc) or type(exc).__name__
             failures += 1
-            self._give_up_after(failures, task_id, error_text)
+            self._give_up_after(failures, f"task {task_id!r}", error_text)
             time.sleep(self._delay(failures, retry_after))
+
+    @overload
+    def follow_tasks(
+        self,
+        *,
+        tags: Sequence[str] | None = None,
+        name: str | None = None,
+        task_ids: Sequence[str] | None = None,
+        output: Literal[False] = False,
+        last_event_id: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[Task]: ...
+
+    @overload
+    def follow_tasks(
+        self,
+        *,
+        tags: Sequence[str] | None = None,
+        name: str | None = None,
+        task_ids: Sequence[str] | None = None,
+        output: bool,
+        last_event_id: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[Task | OutputChunk]: ...
+
+    def follow_tasks(
+        self,
+        *,
+        tags: Sequence[str] | None = None,
+        name: str | None = None,
+        task_ids: Sequence[str] | None = None,
+        output: bool = False,
+        last_event_id: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[Task | OutputChunk]:
+        """See :meth:`AsyncClient.follow_tasks`."""
+        selection = self._selection(tags, name, task_ids, output)
+        what = _selected(tags, name, task_ids)
+        following = FollowingTasks(last_event_id, output=output)
+        failures = quiet = 0
+        while following.last_event_id is None:  # the first paint
+            try:
+                cursor, tasks = self._paint(tags, name, task_ids, limit)
+            except (ConnectionFailed, Unavailable) as exc:
+                failures += 1
+                self._give_up_after(failures, what, exc.message)
+                time.sleep(self._delay(failures, _retry_after(exc.headers)))
+                continue
+            for task in following.paint(tasks, cursor):
+                yield task
+                yield from self._backfill(following, following.missing(task, painted=True))
+        failures = 0
+        while True:
+            retry_after = 0.0
+            try:
+                with connect_sse(self._http, **self._events(selection, following.last_event_id)) as source:
+                    response = source.response
+                    if response.status_code >= 400:
+                        response.read()
+                        refusal = self._refusal(what, response, False)
+                        retry_after = _retry_after(refusal.headers)
+                        error_text = refusal.message
+                    else:
+                        received = False
+                        for event in source.iter_sse():
+                            item = _answer(following.feed, event.event, event.id, event.data)
+                            if event.data:  # not the "retry:" that opens a stream
+                                failures, quiet, received = 0, 0, True
+                            if item is None:
+                                continue
+                            yield from self._backfill(following, following.missing(item))
+                            if following.take(item):
+                                yield item
+                        if not received:
+                            # A quiet stream reached its lifetime: not a failure, but no busy loop.
+                            quiet += 1
+                            time.sleep(self._delay(quiet))
+                        continue
+            except httpx.TransportError as exc:
+                error_text = str(exc) or type(exc).__name__
+            failures += 1
+            self._give_up_after(failures, what, error_text)
+            time.sleep(self._delay(failures, retry_after))
+
+    def _backfill(
+        self, following: FollowingTasks, missing: tuple[str, int, int] | None
+    ) -> Iterator[OutputChunk]:
+        if missing is None:
+            return
+        task_id, _, end = missing
+        try:
+            with contextlib.closing(cast(_Items, self.follow(task_id, output=True))) as items:
+                for item in items:
+                    if isinstance(item, OutputChunk):
+                        if item.seq >= end:
+                            break
+                        if following.take(item):
+                            yield item
+                        if item.seq == end - 1:
+                            break
+        except (NotFound, TaskGone):
+            return
+
+    def _paint(
+        self, tags: Sequence[str] | None, name: str | None, task_ids: Sequence[str] | None, limit: int | None
+    ) -> tuple[str, builtins.list[Task]]:
+        params = self._list_params(None, name, 1 if task_ids is not None else limit, tags)
+        body = self._request("GET", "/tasks", "list tasks", params=params).json()
+        if task_ids is not None:
+            return _cursor(body), [self.get(task_id) for task_id in task_ids]
+        return _cursor(body), [_task(item) for item in body["tasks"]]
 
 
 def _retry_after(headers: Mapping[str, str]) -> int:
     """Seconds from a ``Retry-After`` header (1 when it is missing or not a number of seconds)."""
     return ascii_int(headers.get("retry-after", headers.get("Retry-After", "1")).strip(), 6) or 1
+
+
+def _cursor(body: Any) -> str:
+    """The ``cursor`` of a ``GET /tasks`` answer."""
+    cursor = body.get("cursor") if isinstance(body, dict) else None
+    if not isinstance(cursor, str) or not cursor:
+        raise APIError("the server listed tasks without a cursor to stream from", status_code=200)
+    return cursor
+
+
+def _selected(tags: Sequence[str] | None, name: str | None, task_ids: Sequence[str] | None) -> str:
+    """The selection, in words, for error messages."""
+    parts = [f"tagged {', '.join(tags)}"] if tags else []
+    if name is not None:
+        parts.append(f"named {name!r}")
+    if task_ids is not None:
+        parts.append(f"with ids {', '.join(task_ids)}")
+    return "the tasks " + " and ".join(parts) if parts else "every task"

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 from .models import OUTPUT_EVENT, OutputChunk, Task, TaskState
 from .text import ascii_int
 
-__all__ = ["Following", "MalformedAnswer", "split_task_url", "task_from_data"]
+__all__ = ["Following", "FollowingTasks", "MalformedAnswer", "split_task_url", "task_from_data"]
 
 
 class MalformedAnswer(ValueError):
@@ -116,3 +116,104 @@ def _json(data: str) -> Any:
         return json.loads(data)
     except ValueError:
         raise MalformedAnswer(f"the server sent an event that is not JSON: {data[:200]!r}") from None
+
+
+_RANK = {TaskState.QUEUED: 0, TaskState.RUNNING: 1}
+
+
+class FollowingTasks:
+    """The state of one ``follow_tasks``: where to resume, and the first paint's snapshots.
+
+    The list is read after its cursor is taken, so the first events after the cursor
+    may be older than a listed snapshot: those are skipped (a task never goes back to an
+    earlier state, a terminal task never changes, listed progress never goes back), and
+    so is the event of the listed change itself. After that, ``Last-Event-ID`` makes the
+    stream exact, so nothing else is filtered. A ``reset`` forgets the paint: the current
+    snapshots that follow it are all yielded.
+
+    With output, the client asks :meth:`missing` of each item and first fetches those
+    chunks from the task's own stream; :meth:`take` skips a chunk yielded already: each
+    task's chunks come once, in order, from its first.
+    """
+
+    def __init__(self, last_event_id: str | None, *, output: bool) -> None:
+        self.output = output
+        self.last_event_id = last_event_id
+        self.painted: dict[str, Task] = {}
+        # With output: each task's next chunk to yield, and whether the snapshots coming
+        # are a resync's (all numbered with one id), whose output counts are to be caught up.
+        self.next_seq: dict[str, int] = {}
+        self.resync: str | bool = False
+
+    def paint(self, tasks: list[Task], cursor: str) -> list[Task]:
+        """The listed snapshots to yield (numbered with the cursor they are exact from)."""
+        self.last_event_id = cursor
+        painted = [task.evolve(event_id=cursor) for task in tasks]
+        self.painted = {task.id: task for task in painted}
+        return painted
+
+    def missing(self, item: Task | OutputChunk, *, painted: bool = False) -> tuple[str, int, int] | None:
+        """``(task id, first seq, end)``: the chunks to fetch from the task's own stream
+        before yielding ``item``: those written before the paint, or during a ``reset``'s gap.
+
+        A listed or resync snapshot counts its task's chunks so far (``output_chunks``); a
+        live chunk past the next one expected shows the ones before it were written before.
+        """
+        if not self.output:
+            return None
+        if isinstance(item, OutputChunk):
+            task_id, end = item.task_id, item.seq
+        elif painted or self.resync:
+            task_id, end = item.id, item.output_chunks
+        else:
+            return None
+        start = self.next_seq.get(task_id, 0)
+        return (task_id, start, end) if start < end else None
+
+    def take(self, item: Task | OutputChunk) -> bool:
+        """Whether to yield ``item`` (not a chunk yielded already); counts the chunks yielded."""
+        if isinstance(item, OutputChunk):
+            if item.seq < self.next_seq.get(item.task_id, 0):
+                return False
+            self.next_seq[item.task_id] = item.seq + 1
+        return True
+
+    def feed(self, event_type: str, event_id: str, data: str) -> Task | OutputChunk | None:
+        """What to yield for one event: None for a ``reset``, a stale event, or output not asked for."""
+        if event_type == OUTPUT_EVENT:
+            chunk = chunk_from_data(_json(data), event_id)
+            self.last_event_id = event_id or self.last_event_id
+            self.resync = False
+            return chunk if self.output else None
+        if not event_type.startswith("task."):
+            if event_type == "reset":
+                self.painted.clear()
+                self.resync = True
+            return None
+        task = task_from_data(_json(data), event_id, event_type)
+        self.last_event_id = task.event_id or self.last_event_id
+        if self.resync is True:
+            self.resync = task.event_id or False
+        elif self.resync and self.resync != task.event_id:
+            self.resync = False  # past the resync's snapshots: live again
+        listed = self.painted.pop(task.id, None)
+        if listed is not None:
+            if _older(task, listed):
+                self.painted[task.id] = listed
+                return None
+            # Caught up with the list: the stream is exact from here.
+            if task.evolve(event_id=None, event_type=None) == listed.evolve(event_id=None):
+                return None  # the very change the list showed
+        return task
+
+
+def _older(task: Task, listed: Task) -> bool:
+    """Whether an event after the cursor shows less than the listed snapshot already did."""
+    if listed.terminal:
+        return True
+    rank, listed_rank = _RANK.get(task.state, 2), _RANK[listed.state]
+    if rank != listed_rank:
+        return rank < listed_rank
+    return (task.progress if task.progress is not None else -1.0) < (
+        listed.progress if listed.progress is not None else -1.0
+    )

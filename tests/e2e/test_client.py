@@ -8,8 +8,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from contextlib import aclosing
+from typing import Any, cast
 
 import anyio
 import httpx
@@ -28,6 +29,7 @@ from sse_tasks import (
     TaskFinished,
     TaskHub,
     TaskState,
+    TaskTokens,
 )
 from sse_tasks.client import APIError, error_from_response
 from sse_tasks.demo import generated_text, register_demo_tasks
@@ -383,3 +385,226 @@ def test_error_codes_map_to_exceptions(status: int, code: str, expected: str) ->
     assert type(error).__name__ == expected
     assert (error.status_code, error.code) == (status, code)
     assert error.message == f"why (POST http://x/tasks → {status})"
+
+
+# -- follow_tasks: every task of a selection ---------------------------------------------------
+
+Item = Task | OutputChunk
+
+
+def following(items: AsyncIterator[Any]) -> aclosing[AsyncGenerator[Any]]:
+    """``follow_tasks`` never ends by itself: close it when the test is done with it."""
+    return aclosing(cast(AsyncGenerator[Any], items))
+
+
+async def take(
+    items: AsyncGenerator[Any], until: Callable[[list[Any]], bool], seconds: float = 30
+) -> list[Any]:
+    """The items that come until ``until(items so far)`` holds (bounded by ``seconds``)."""
+    got: list[Any] = []
+    with anyio.fail_after(seconds):
+        while not until(got):
+            got.append(await items.__anext__())
+    return got
+
+
+def finished(task_id: str) -> Callable[[list[Any]], bool]:
+    """Until the terminal snapshot of ``task_id`` has come."""
+    return lambda got: any(isinstance(i, Task) and i.id == task_id and i.terminal for i in got)
+
+
+def of(items: list[Any], task_id: str) -> list[Any]:
+    return [i for i in items if (i.id if isinstance(i, Task) else i.task_id) == task_id]
+
+
+async def test_follow_tasks_paints_then_follows_only_the_tagged_tasks(server: LiveServer) -> None:
+    async with AsyncClient(server.url) as client:
+        done = await client.submit("count", n=2, interval=0, tags=["user:42"])
+        [s async for s in client.follow(done.id)]
+        await client.submit("sleep", {"seconds": 0}, tags=["user:7"])
+        await client.submit("count", n=2, interval=0)
+        async with following(client.follow_tasks(tags=["user:42"])) as items:
+            painted = await take(items, lambda got: len(got) == 1)
+            assert [(t.id, t.state) for t in painted] == [(done.id, TaskState.SUCCEEDED)]
+            assert painted[0].event_id, "a painted snapshot carries the cursor to resume from"
+            # Submitted after the paint, before the stream opened: the cursor covers it.
+            first = await client.submit("count", n=3, interval=0.01, tags=["user:42", "report/1"])
+            await client.submit("count", n=3, interval=0, tags=["user:7"])
+            got = await take(items, finished(first.id))
+            # And one submitted while the stream is open.
+            second = await client.submit("count", n=2, interval=0, tags=["user:42"])
+            got += await take(items, finished(second.id))
+    assert {t.id for t in got} == {first.id, second.id}
+    for task in (first, second):
+        snapshots = of(got, task.id)
+        assert_in_order(snapshots)
+        assert snapshots[0].state is TaskState.QUEUED  # nothing missed from the start
+        assert snapshots[-1].state is TaskState.SUCCEEDED
+    assert of(got, first.id)[-1].metadata == {"done": 3, "total": 3}
+    assert of(got, first.id)[-1].tags == ("user:42", "report/1")
+
+
+async def test_follow_tasks_with_output_yields_each_task_s_chunks_in_order(server: LiveServer) -> None:
+    async with AsyncClient(server.url) as client:
+        marker = await client.submit("sleep", {"seconds": 0}, tags=["words"])
+        [s async for s in client.follow(marker.id)]
+        early = await client.submit("generate", words=30, delay=0.02, tags=["words"])
+        async with following(client.follow(early.id, output=True)) as own:
+            await take(own, lambda got: sum(isinstance(i, OutputChunk) for i in got) >= 5)
+        async with following(client.follow_tasks(tags=["words"], output=True)) as items:
+            # Newest first: the running task (and the chunks its snapshot counts), the marker.
+            # The chunks it wrote before the paint come first, from seq 0, whenever they are
+            # found missing (at the latest, when its next chunk comes).
+            got = await take(items, lambda got: any(i.id == marker.id for i in got if isinstance(i, Task)))
+            assert isinstance(got[0], Task) and got[0].id == early.id
+            assert [i.seq for i in got[1:-1]] == list(range(len(got) - 2))
+            short = await client.submit("generate", words=20, delay=0.01, tags=["words"])
+            long = await client.submit("generate", words=30, delay=0.01, tags=["words"])
+            await client.submit("generate", words=10, delay=0, tags=["other"])
+            done = [finished(task.id) for task in (early, short, long)]
+            got += await take(items, lambda got: all(until(got) for until in done))
+    ids = {i.id if isinstance(i, Task) else i.task_id for i in got}
+    assert ids == {marker.id, early.id, short.id, long.id}
+    assert_generated(of(got, early.id), 30)
+    assert_generated(of(got, short.id), 20)
+    assert_generated(of(got, long.id), 30)
+
+
+async def test_follow_tasks_yields_the_snapshots_after_a_reset(server: LiveServer) -> None:
+    async with AsyncClient(server.url) as client:
+        gen = await client.submit("generate", words=12, delay=0, tags=["again"])
+        [s async for s in client.follow(gen.id)]
+        other = await client.submit("sleep", {"seconds": 0}, tags=["again"])
+        [s async for s in client.follow(other.id)]
+        await client.submit("sleep", {"seconds": 0}, tags=["elsewhere"])
+        # An id from another server run: the server cannot resume, says reset and sends
+        # the current snapshot of each selected task, oldest change first.
+        resumed = client.follow_tasks(tags=["again"], output=True, last_event_id="another-run-7")
+        async with following(resumed) as items:
+            got = await take(items, lambda got: any(isinstance(i, Task) and i.id == other.id for i in got))
+    assert [i.id for i in got if isinstance(i, Task)] == [gen.id, other.id]
+    assert_generated(of(got, gen.id), 12)  # its output fetched whole, before its snapshot
+    assert got[-1].state is TaskState.SUCCEEDED
+
+
+def test_follow_tasks_by_ids_or_by_name(server: LiveServer) -> None:
+    with Client(server.url) as client:
+        first = client.submit("count", n=2, interval=0)
+        list(client.follow(first.id))
+        watched = client.submit("count", n=2, interval=0.01)
+        slept = client.submit("sleep", {"seconds": 0})
+        list(client.follow(slept.id))
+        by_id = client.follow_tasks(task_ids=[first.id, watched.id])
+        got = [next(by_id), next(by_id)]  # the paint: each id, in the order given
+        assert [t.id for t in got] == [first.id, watched.id]
+        while not (got[-1].terminal and got[-1].id == watched.id):
+            got.append(next(by_id))
+        by_id.close()  # type: ignore[attr-defined]
+        assert {t.id for t in got} == {first.id, watched.id}
+        assert got[-1].result == {"count": 2}
+        by_name = client.follow_tasks(name="sleep", limit=1)
+        assert next(by_name).id == slept.id
+        late = client.submit("sleep", {"seconds": 0})
+        rest = [next(by_name)]
+        while not rest[-1].terminal:
+            rest.append(next(by_name))
+        by_name.close()  # type: ignore[attr-defined]
+        assert {t.id for t in rest} == {late.id}
+        with pytest.raises(NotFound):
+            next(client.follow_tasks(task_ids=["no-such-task"]))
+
+
+def test_follow_tasks_loses_and_repeats_nothing_when_the_stream_is_cut(
+    make_hub: Any, live_server: Any
+) -> None:
+    server = live_server(make_hub(max_stream_lifetime=0.3))
+    resumed_from: list[str] = []
+
+    def record(request: httpx.Request) -> None:
+        if request.url.path == "/events":
+            resumed_from.append(request.headers.get("last-event-id", ""))
+
+    with httpx.Client(event_hooks={"request": [record]}) as http, Client(server.url, http=http) as client:
+        marker = client.submit("generate", words=5, delay=0, tags=["cut"])
+        list(client.follow(marker.id))
+        items = client.follow_tasks(tags=["cut"], output=True)
+        # A finished task: its snapshot, then the output it wrote before the paint.
+        painted, *written = [next(items) for _ in range(6)]
+        assert isinstance(painted, Task) and painted.id == marker.id and painted.terminal
+        assert [(c.task_id, c.seq) for c in written] == [(marker.id, seq) for seq in range(5)]
+        assert "".join(c.text for c in written) == generated_text(5)
+        task = client.submit("generate", words=60, delay=0.02, tags=["cut"])
+        got: list[Item] = []
+        while not finished(task.id)(got):
+            got.append(next(items))
+        items.close()  # type: ignore[attr-defined]
+    assert_generated(of(got, task.id), 60)
+    assert of(got, marker.id) == []
+    assert resumed_from[0] == painted.event_id  # the list's cursor
+    assert len(resumed_from) >= 3, resumed_from  # 1.2 s or more of generation, 0.3 s streams
+    chunk_ids = {i.event_id for i in got if isinstance(i, OutputChunk)}
+    assert chunk_ids & set(resumed_from[1:]), "no stream was cut in the middle of the output"
+
+
+async def test_follow_tasks_resumes_across_a_server_restart(restarting: HubBehindRestartingServer) -> None:
+    resumed_from: list[str] = []
+
+    async def record(request: httpx.Request) -> None:
+        if request.url.path == "/events":
+            resumed_from.append(request.headers.get("last-event-id", ""))
+
+    http = httpx.AsyncClient(event_hooks={"request": [record]})
+    async with http, AsyncClient(restarting.url, http=http, backoff=0.05, retries=100) as client:
+        task = await client.submit("count", n=40, interval=0.05, tags=["restart"])
+        got: list[Task] = []
+        async with following(client.follow_tasks(tags=["restart"])) as items:
+            async for snapshot in items:
+                got.append(snapshot)
+                if len(got) == 3:
+
+                    def restart() -> None:
+                        restarting.stop()
+                        time.sleep(0.3)  # nobody listening: the client's reconnections fail
+                        restarting.start()
+
+                    await anyio.to_thread.run_sync(restart)
+                if snapshot.terminal:
+                    break
+    assert len(resumed_from) >= 2, resumed_from
+    assert resumed_from[-1] in [s.event_id for s in got]
+    assert {s.id for s in got} == {task.id}
+    # The painted snapshot (no event of its own), then each change once, in order.
+    assert_in_order(got[1:])
+    assert got[-1].result == {"count": 40}
+    assert got[-1].metadata == {"done": 40, "total": 40}
+
+
+SECRET = "a long random secret for the tag tokens"
+
+
+async def test_a_tag_token_follows_its_tag_and_nothing_else(make_hub: Any, live_server: Any) -> None:
+    server = live_server(make_hub(tokens=SECRET))
+    tokens = TaskTokens(SECRET)
+    async with (
+        AsyncClient(server.url) as anyone,
+        AsyncClient(server.url, params={"token": tokens.issue_tag("user:42")}) as page,
+        AsyncClient(server.url, headers={"Authorization": f"Bearer {tokens.issue_tag('user:7')}"}) as other,
+    ):
+        mine = await anyone.submit("count", n=1, interval=0, tags=["user:42"])
+        [s async for s in page.follow(mine.id)]
+        async with following(page.follow_tasks(tags=["user:42"])) as items:
+            painted = await take(items, lambda got: len(got) == 1)
+            assert [(t.id, t.state) for t in painted] == [(mine.id, TaskState.SUCCEEDED)]
+            # Another tag's task runs to its end before the next one of ours starts.
+            theirs = await anyone.submit("count", n=2, interval=0, tags=["user:7"])
+            assert [s.state async for s in other.follow(theirs.id)][-1] is TaskState.SUCCEEDED
+            later = await anyone.submit("count", n=2, interval=0, tags=["user:42"])
+            got = await take(items, finished(later.id))
+        assert {t.id for t in got} == {later.id}
+        assert_in_order(got)
+        with pytest.raises(NotFound):
+            await page.get(theirs.id)
+        assert await page.list(tags=["user:7"]) == []
+        assert await anyone.list(tags=["user:42"]) == []  # no token: nothing
+        with pytest.raises(NotFound):  # a per-task stream of another tag's task
+            [s async for s in page.follow(theirs.id)]
