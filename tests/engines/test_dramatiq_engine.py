@@ -10,11 +10,11 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
-from _engines import Engine
+from _engines import Engine, group
 from test_engine_contract import post, served, wait_for_file
 
 pytest.importorskip("dramatiq")
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, group("dramatiq")]  # shares the dramatiq workers
 
 
 @pytest.fixture
