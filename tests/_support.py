@@ -1,5 +1,5 @@
 """Test helpers: a real uvicorn server in a thread, an SSE reader over raw lines,
-submitting over HTTP, bounded waits, and in-process clients."""
+submitting over HTTP, bounded waits, in-process clients, and worker processes."""
 
 from __future__ import annotations
 
@@ -8,15 +8,19 @@ import asyncio
 import importlib.util
 import inspect
 import json
+import os
+import signal
 import socket
+import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import httpx
@@ -291,3 +295,112 @@ def parse_source(source: str, filename: str = "<unknown>") -> ast.Module:
     and the fuzz tests' threads have."""
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(ast.parse, source, filename).result()
+
+
+# -- processes the tests start (engine workers, servers) -------------------------------
+
+
+@dataclass
+class Proc:
+    """A process the tests started in a process group of its own, its output in ``log``.
+
+    :meth:`stop` sends ``stop_signal`` (the one its program shuts down gracefully on, so a
+    worker writes its coverage data) and waits; :meth:`kill` is SIGKILL (a worker that dies).
+    """
+
+    what: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    stop_signal: int = signal.SIGTERM
+    stopped: bool = field(default=False)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, ready: str | Callable[[str], bool], timeout: float = 60.0) -> None:
+        """Wait until the log shows ``ready`` (or ``ready(log)`` is true); fail with the
+        log if the process exits or the time runs out."""
+        deadline = time.monotonic() + timeout
+        while not (ready in self.text() if isinstance(ready, str) else ready(self.text())):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.what} exited ({self.proc.returncode}):\n{self.text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.what} never got ready ({ready!r}):\n{self.text()[-3000:]}")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: nothing more is reported or renewed."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(30)
+        self.stopped = True
+
+    def signal_stop(self) -> None:
+        """Send ``stop_signal`` to the process group, without waiting (see :func:`stop_all`)."""
+        if not self.stopped and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, self.stop_signal)
+            except ProcessLookupError:
+                pass
+
+    def reap(self, timeout: float = 20.0) -> None:
+        """Wait for the process to exit after :meth:`signal_stop` (SIGKILL after ``timeout``)."""
+        if not self.stopped:
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.stopped = True
+        self.log.unlink(missing_ok=True)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        self.signal_stop()
+        self.reap(timeout)
+
+
+P = TypeVar("P", bound=Proc)
+
+
+def spawn(
+    what: str,
+    command: list[str],
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    ready: str | Callable[[str], bool] | None = None,
+    timeout: float = 60.0,
+    stop_signal: int = signal.SIGTERM,
+    kind: type[P] = Proc,  # type: ignore[assignment]
+) -> P:
+    """Start ``command`` in a process group of its own with exactly ``env``, its output in a
+    temporary log, as a ``kind``; if ``ready`` is given, wait for it (killed if it never is)."""
+    log = Path(tempfile.mkstemp(prefix=f"{what.replace(' ', '-')}-", suffix=".log")[1])
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    started = kind(what, proc, log, stop_signal)
+    if ready is not None:
+        try:
+            started.wait_for(ready, timeout)
+        except BaseException:
+            started.kill()
+            started.log.unlink(missing_ok=True)
+            raise
+    return started
+
+
+def stop_all(processes: Sequence[Proc], timeout: float = 20.0) -> None:
+    """Stop ``processes`` together: signal them all, then wait for each."""
+    for process in processes:
+        process.signal_stop()
+    for process in processes:
+        process.reap(timeout)
+
+
+def worker_pythonpath(*directories: Path) -> str:
+    """``PYTHONPATH`` for a worker: ``directories``, the checkout, then the one inherited."""
+    return os.pathsep.join([*map(str, directories), str(ROOT), os.environ.get("PYTHONPATH", "")])

@@ -18,6 +18,26 @@ from sse_tasks import TaskHub
 from sse_tasks.demo import register_demo_tasks
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--dist loadgroup``: suffix each ``xdist_group`` test's id with ``@<group>``, the key
+    pytest-xdist schedules a group's tests to one process by. pytest-xdist 3.8 writes it to
+    ``item._nodeid``, which pytest 9 no longer reads (its ids are ``item._id``): without this
+    the groups are ignored. A no-op where xdist's own suffix took."""
+    if not getattr(config.option, "loadgroup", False):  # set on xdist's workers under --dist loadgroup
+        return
+    for item in items:
+        groups = sorted(
+            {
+                str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                for m in item.iter_markers("xdist_group")
+            }
+        )
+        node_id = getattr(item, "_id", None)
+        if groups and node_id is not None and "@" not in item.nodeid:
+            item._id = type(node_id).parse(f"{item.nodeid}@{'_'.join(groups)}")
+
+
 @pytest.fixture(autouse=True)
 def _restore_loggers() -> Iterator[None]:
     """A server started in-process (``sse-tasks serve`` under CliRunner) configures the

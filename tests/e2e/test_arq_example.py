@@ -11,16 +11,14 @@ own ``enqueue_job`` from another process, are followed to ``succeeded``.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from _support import ROOT, free_port, wait_until
+from _support import ROOT, free_port, spawn, stop_all, wait_until
 
 pytest.importorskip("arq", reason="arq is not installed (pip install -e '.[test]')")
 
@@ -35,26 +33,6 @@ ENQUEUE = (
 )
 
 
-def _spawn(command: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
-    log = Path(tempfile.mkstemp(prefix="arq-example-", suffix=".log")[1])
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    return proc, log
-
-
-def _stop(proc: subprocess.Popen[bytes], log: Path) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-    log.unlink(missing_ok=True)
-
-
 def test_two_commands(redis_url: str) -> None:
     base = redis_url.partition("?")[0].rsplit("/", 1)[0]
     hub_url, arq_url = f"{base}/8", f"{base}/9"  # the example's default: the next database
@@ -67,11 +45,16 @@ def test_two_commands(redis_url: str) -> None:
     env.pop("ARQ_REDIS_URL", None)
     port = free_port()
     started = [
-        _spawn([str(BIN / "arq"), "examples.arq_app.WorkerSettings"], env),
-        _spawn([str(BIN / "sse-tasks"), "serve", "--app", "examples.arq_app:hub", "--port", str(port)], env),
+        spawn("worker", [str(BIN / "arq"), "examples.arq_app.WorkerSettings"], env=env, cwd=ROOT),
+        spawn(
+            "server",
+            [str(BIN / "sse-tasks"), "serve", "--app", "examples.arq_app:hub", "--port", str(port)],
+            env=env,
+            cwd=ROOT,
+        ),
     ]
     try:
-        logs = lambda: "\n".join(log.read_text(errors="replace")[-2000:] for _, log in started)  # noqa: E731
+        logs = lambda: "\n".join(p.text()[-2000:] for p in started)  # noqa: E731
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
 
             def answers() -> bool:
@@ -100,5 +83,4 @@ def test_two_commands(redis_url: str) -> None:
                 final = wait_until(lambda t=task_id: done(t), f"{task_id} succeeds", 30, details=logs)
                 assert final["result"] == {"count": n} and final["name"] == "count"
     finally:
-        for proc, log in started:
-            _stop(proc, log)
+        stop_all(started)

@@ -12,10 +12,8 @@ sent with ``count.send()`` from another process.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import ROOT, free_port, wait_until
+from _support import ROOT, Proc, free_port, spawn, stop_all, wait_until
 
 pytest.importorskip("dramatiq", reason="dramatiq is not installed (pip install -e '.[test]')")
 
@@ -33,39 +31,10 @@ TASK_TIMEOUT = 30.0
 
 
 @dataclass
-class Process:
-    what: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.log.unlink(missing_ok=True)
-
-
-def spawn(what: str, command: list[str], env: dict[str, str]) -> Process:
-    log = Path(tempfile.mkstemp(prefix=f"dramatiq-example-{what}-", suffix=".log")[1])
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    return Process(what, proc, log)
-
-
-@dataclass
 class Example:
     url: str
     env: dict[str, str]
-    processes: list[Process]
+    processes: list[Proc]
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.what}:\n{p.text()[-3000:]}" for p in self.processes)
@@ -100,11 +69,12 @@ def example(redis_url: str) -> Iterator[Example]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SSE_TASKS_", "DRAMATIQ_"))}
     env["SSE_TASKS_BROKER"] = f"{base}/0"  # and no DRAMATIQ_REDIS_URL: the example's default
     port = free_port()
-    worker = spawn("worker", [str(BIN / "dramatiq"), "examples.dramatiq_app"], env)
+    worker = spawn("worker", [str(BIN / "dramatiq"), "examples.dramatiq_app"], env=env, cwd=ROOT)
     server = spawn(
         "server",
         [str(BIN / "sse-tasks"), "serve", "--app", "examples.dramatiq_app:hub", "--port", str(port)],
-        env,
+        env=env,
+        cwd=ROOT,
     )
     running = Example(f"http://127.0.0.1:{port}", env, [worker, server])
     try:
@@ -112,8 +82,7 @@ def example(redis_url: str) -> Iterator[Example]:
         running.until(lambda: _answers(running.url + "/tasks"), "GET /tasks answered 200", READY_TIMEOUT)
         yield running
     finally:
-        server.stop()
-        worker.stop()
+        stop_all([server, worker])
         for client in clients:
             client.flushdb()
             client.close()

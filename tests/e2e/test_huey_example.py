@@ -15,49 +15,19 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from _support import ROOT, free_port, wait_until
+from _support import ROOT, free_port, spawn, stop_all, wait_until
 
 pytest.importorskip("huey", reason="huey is not installed (pip install -e '.[test]')")
 pytest.importorskip("redis", reason="the redis client is not installed (pip install -e '.[test]')")
 
 BIN = Path(sys.executable).parent
 READY_TIMEOUT = 60.0
-
-
-@dataclass
-class Process:
-    what: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)  # graceful, for huey_consumer and uvicorn
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.log.unlink(missing_ok=True)
-
-
-def spawn(what: str, command: list[str], env: dict[str, str]) -> Process:
-    log = Path(tempfile.mkstemp(prefix=f"huey-example-{what}-", suffix=".log")[1])
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    return Process(what, proc, log)
 
 
 def _db(url: str, db: int) -> str:
@@ -91,11 +61,12 @@ def example(redis_url: str) -> Iterator[Example]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SSE_TASKS_", "HUEY_"))}
     env["SSE_TASKS_BROKER"] = hub_url  # and no HUEY_REDIS_URL: the example's default
     port = free_port()
-    consumer = spawn("consumer", [str(BIN / "huey_consumer"), "examples.huey_app.huey"], env)
+    graceful = {"env": env, "cwd": ROOT, "stop_signal": signal.SIGINT}  # for huey_consumer and uvicorn
+    consumer = spawn("consumer", [str(BIN / "huey_consumer"), "examples.huey_app.huey"], **graceful)
     server = spawn(
         "server",
         [str(BIN / "sse-tasks"), "serve", "--app", "examples.huey_app:hub", "--port", str(port)],
-        env,
+        **graceful,
     )
     url = f"http://127.0.0.1:{port}"
 
@@ -109,8 +80,7 @@ def example(redis_url: str) -> Iterator[Example]:
         wait_until(lambda: _answers(url + "/tasks"), "GET /tasks answered 200", READY_TIMEOUT, details=logs)
         yield Example(url, env)
     finally:
-        server.stop()
-        consumer.stop()
+        stop_all([server, consumer])
         for client in clients:
             client.flushdb()
             client.close()

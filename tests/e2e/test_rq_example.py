@@ -10,17 +10,14 @@ process are both followed to ``succeeded`` with the Python client.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from _support import ROOT, free_port, wait_until
+from _support import ROOT, free_port, spawn, stop_all, wait_until
 
 from sse_tasks import TaskState
 from sse_tasks.client import Client
@@ -28,34 +25,6 @@ from sse_tasks.client import Client
 pytest.importorskip("rq", reason="rq is not installed (pip install -e '.[test]')")
 
 BIN = Path(sys.executable).parent
-
-
-@dataclass
-class Process:
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.log.unlink(missing_ok=True)
-
-
-def spawn(command: list[str], env: dict[str, str]) -> Process:
-    log = Path(tempfile.mkstemp(prefix="rq-example-", suffix=".log")[1])
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    return Process(proc, log)
 
 
 def _answers(url: str) -> bool:
@@ -72,11 +41,16 @@ def example(redis_url: str) -> Iterator[tuple[str, dict[str, str]]]:
     env.update(SSE_TASKS_BROKER=f"{base}/0", RQ_REDIS_URL=f"{base}/5")
     port = free_port()
     worker = spawn(
+        "worker",
         [str(BIN / "rq"), "worker", "--worker-class", "sse_tasks.rq.Worker", "--url", env["RQ_REDIS_URL"]],
-        env,
+        env=env,
+        cwd=ROOT,
     )
     server = spawn(
-        [str(BIN / "sse-tasks"), "serve", "--app", "examples.rq_app:hub", "--port", str(port)], env
+        "server",
+        [str(BIN / "sse-tasks"), "serve", "--app", "examples.rq_app:hub", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
     )
     url = f"http://127.0.0.1:{port}"
 
@@ -88,8 +62,7 @@ def example(redis_url: str) -> Iterator[tuple[str, dict[str, str]]]:
         wait_until(lambda: _answers(url + "/tasks"), "GET /tasks answered 200", 60, details=logs)
         yield url, env
     finally:
-        server.stop()
-        worker.stop()
+        stop_all([server, worker])
 
 
 def _follow(url: str, task_id: str) -> list[TaskState]:

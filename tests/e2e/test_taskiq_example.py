@@ -12,73 +12,63 @@ with taskiq's own progress reports in their snapshots.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from _support import ROOT, free_port, wait_until
+from _support import ROOT, Proc, free_port, spawn, stop_all, wait_until
 
 pytest.importorskip("taskiq_redis", reason="taskiq-redis is not installed (pip install -e '.[test]')")
 
 BIN = Path(sys.executable).parent
 
 
-class Process:
-    def __init__(self, command: list[str], env: dict[str, str]) -> None:
-        self.log = Path(tempfile.mkstemp(prefix="taskiq-example-", suffix=".log")[1])
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
+@dataclass
+class Example:
+    url: str
+    env: dict[str, str]
+    processes: list[Proc]
 
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.log.unlink(missing_ok=True)
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.what}:\n{p.text()[-3000:]}" for p in self.processes)
 
 
 @pytest.fixture
-def example(redis_url: str, redis_db: int) -> Iterator[tuple[str, dict[str, str]]]:
-    env = {k: v for k, v in os.environ.items() if k != "TASKIQ_REDIS_URL"}
+def example(redis_url: str, redis_db: int) -> Iterator[Example]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKIQ_")}
     env["SSE_TASKS_BROKER"] = redis_url.rsplit("/", 1)[0] + "/0"
     port = free_port()
-    worker = Process([str(BIN / "taskiq"), "worker", "examples.taskiq_app:broker"], env)
-    server = Process(
-        [str(BIN / "sse-tasks"), "serve", "--app", "examples.taskiq_app:hub", "--port", str(port)], env
+    worker = spawn("worker", [str(BIN / "taskiq"), "worker", "examples.taskiq_app:broker"], env=env, cwd=ROOT)
+    server = spawn(
+        "server",
+        [str(BIN / "sse-tasks"), "serve", "--app", "examples.taskiq_app:hub", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
     )
-    url = f"http://127.0.0.1:{port}"
+    running = Example(f"http://127.0.0.1:{port}", env, [worker, server])
     try:
 
         def up() -> bool:
             for process in (worker, server):
-                assert process.proc.poll() is None, process.text()
+                assert process.proc.poll() is None, running.logs()
             try:
-                return httpx.get(f"{url}/tasks", timeout=2).status_code == 200
+                return httpx.get(f"{running.url}/tasks", timeout=2).status_code == 200
             except httpx.TransportError:
                 return False
 
-        wait_until(up, "the server answers", 60, details=server.text)
-        yield url, env
+        wait_until(up, "the server answers", 60, details=running.logs)
+        yield running
     finally:
-        server.stop()
-        worker.stop()
+        stop_all([server, worker])
         import redis
 
-        redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/1").flushdb()
+        with redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/1") as client:
+            client.flushdb()
 
 
 def _succeeded(url: str, task_id: str) -> dict[str, Any] | None:
@@ -87,13 +77,16 @@ def _succeeded(url: str, task_id: str) -> dict[str, Any] | None:
     return task if task.get("state") == "succeeded" else None
 
 
-def test_two_commands_run_posted_and_kicked_tasks(example: tuple[str, dict[str, str]]) -> None:
-    url, env = example
+def test_two_commands_run_posted_and_kicked_tasks(example: Example) -> None:
+    url, env = example.url, example.env
     posted = httpx.post(
         f"{url}/tasks", json={"name": "count", "params": {"n": 5, "interval": 0.05}}, timeout=10
     )
     assert posted.status_code == 202, posted.text
-    task = wait_until(lambda: _succeeded(url, posted.json()["id"]), "the POSTed count succeeded", 60)
+    posted_id = posted.json()["id"]
+    task = wait_until(
+        lambda: _succeeded(url, posted_id), "the POSTed count succeeded", 60, details=example.logs
+    )
     assert task["result"] == {"count": 5} and task["message"] == "step 5 of 5"  # taskiq's progress tracker
 
     code = (
@@ -115,5 +108,5 @@ def test_two_commands_run_posted_and_kicked_tasks(example: tuple[str, dict[str, 
         check=True,
     )
     kicked = out.stdout.strip().splitlines()[-1]
-    task = wait_until(lambda: _succeeded(url, kicked), "the kicked count succeeded", 60)
+    task = wait_until(lambda: _succeeded(url, kicked), "the kicked count succeeded", 60, details=example.logs)
     assert task["result"] == {"count": 3} and task["message"] == "step 3 of 3"

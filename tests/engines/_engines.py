@@ -7,10 +7,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from sse_tasks import TaskHub
 from sse_tasks.engines import RemoteEngine
 
 LEASE = 1.5  # seconds: the lease of the workers that die
+
+
+def group(engine: str) -> pytest.MarkDecorator:
+    """The xdist group of an engine's tests that share its workers: they run on one pytest
+    process, which starts those workers once (``pytestmark`` of the engine's modules)."""
+    return pytest.mark.xdist_group(f"engine-{engine}")
 
 
 @dataclass

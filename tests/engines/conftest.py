@@ -1,6 +1,12 @@
 """The engines under the contract: the fake engine (threads in this process), Celery
-(real worker processes, from ``tests/executors/conftest.py``) and Huey (real consumers,
-``huey_workers.py``)."""
+(real worker processes, from ``tests/executors/conftest.py``) and the other engines' real
+workers (``<engine>_workers.py``).
+
+Each real engine's tests (its contract tests and its own modules) run in an xdist group
+of their own, ``engine-<name>``: on one pytest process, which starts that engine's shared
+workers once (session-scoped fixtures) and stops them all together at its end. Each
+engine has Redis databases of its own on the process's redis-server (the hub's is 0).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +22,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from _engines import LEASE, Dying, Engine
+from _engines import LEASE, Dying, Engine, group
+from _support import Proc, stop_all
 
 from sse_tasks.engines import RemoteEngine
 
@@ -28,6 +35,15 @@ celery_workers = sys.modules.setdefault("celery_workers", importlib.util.module_
 _spec.loader.exec_module(celery_workers)
 celery_urls = celery_workers.celery_urls
 tasks_app = celery_workers.tasks_app
+
+
+@pytest.fixture(scope="session")
+def engine_workers() -> Iterator[list[Proc]]:
+    """The engines' shared workers started in this pytest process, stopped together at its end
+    (each with the signal it shuts down gracefully on: it writes its coverage data)."""
+    started: list[Proc] = []
+    yield started
+    stop_all(started)
 
 
 @pytest.fixture(scope="session")
@@ -44,19 +60,21 @@ def dramatiq_tasks(redis_url: str) -> ModuleType:
     return module
 
 
-@pytest.fixture(scope="module")
-def dramatiq_worker(redis_url: str, dramatiq_tasks: ModuleType) -> Iterator[Any]:
-    """One Dramatiq worker (one process, two threads) for the module's Dramatiq tests."""
+@pytest.fixture(scope="session")
+def dramatiq_worker(redis_url: str, dramatiq_tasks: ModuleType, engine_workers: list[Proc]) -> Proc:
+    """One Dramatiq worker (one process, two threads) for the Dramatiq tests."""
     from dramatiq_workers import start_worker
 
     worker = start_worker(redis_url)
-    yield worker
-    worker.stop()
+    engine_workers.append(worker)
+    return worker
 
 
 @pytest.fixture(scope="module")
 def celery_threads(celery_urls: dict[str, str], tasks_app: ModuleType) -> Iterator[Any]:
-    """One Celery worker (threads pool) for the module's Celery tests."""
+    """One Celery worker (threads pool) for the contract's Celery tests (one group: started
+    once). Module-scoped: Celery's database is also the Celery executor tests', which flush
+    it and start workers of their own on the same queue."""
     worker = celery_workers.start_worker(celery_urls, "threads", 2)
     yield worker
     worker.stop()
@@ -167,17 +185,15 @@ def _celery(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[],
 RQ_DB = 3  # RQ's own queues (Celery's broker is on 1)
 
 
-@pytest.fixture(scope="module")
-def rq_workers(redis_url: str) -> Iterator[dict[str, Any]]:
-    """Two ``rq worker`` processes on one queue for the module's RQ tests."""
+@pytest.fixture(scope="session")
+def rq_workers(redis_url: str, engine_workers: list[Proc]) -> dict[str, Any]:
+    """Two ``rq worker`` processes on one queue for the RQ tests."""
     from rq_workers import start_rq_worker
 
     base = redis_url.rsplit("/", 1)[0]
     rq_url, queue = f"{base}/{RQ_DB}", f"contract-{secrets.token_hex(4)}"
-    workers = [start_rq_worker(rq_url, f"{base}/0", queue) for _ in range(2)]
-    yield {"url": rq_url, "queue": queue}
-    for worker in workers:
-        worker.stop()
+    engine_workers.extend(start_rq_worker(rq_url, f"{base}/0", queue) for _ in range(2))
+    return {"url": rq_url, "queue": queue}
 
 
 def _rq(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[], None]]) -> Engine:
@@ -228,8 +244,8 @@ def _rq(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[], Non
 HUEY_DB = 4  # Huey's own queue, beside the hub's database 0
 
 
-@pytest.fixture(scope="module")
-def huey_app(redis_url: str) -> Iterator[ModuleType]:
+@pytest.fixture(scope="session")
+def huey_app(redis_url: str, engine_workers: list[Proc]) -> ModuleType:
     """The contract's Huey app in this process (a hooked sender) and one consumer of it."""
     import huey_workers
 
@@ -238,9 +254,8 @@ def huey_app(redis_url: str) -> Iterator[ModuleType]:
     os.environ.update(env)
     import huey_tasks
 
-    consumer = huey_workers.start_consumer(env, workers=2)
-    yield huey_tasks
-    consumer.stop()
+    engine_workers.append(huey_workers.start_consumer(env, workers=2))
+    return huey_tasks
 
 
 def _huey(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[], None]]) -> Engine:
@@ -295,20 +310,20 @@ def _huey(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[], N
     return Engine("huey", url, make, enqueue, dying, revoked, tagged)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def taskiq_env(redis_url: str) -> dict[str, str]:
     base = redis_url.rsplit("/", 1)[0]
     return {"SSE_TASKS_BROKER": f"{base}/0", "TASKIQ_REDIS_URL": f"{base}/5", "TASKIQ_QUEUE": "taskiq"}
 
 
-@pytest.fixture(scope="module")
-def taskiq_worker(taskiq_env: dict[str, str]) -> Iterator[Any]:
-    """One taskiq worker (two tasks at once) for the module's taskiq tests."""
-    from taskiq_workers import TaskiqWorker
+@pytest.fixture(scope="session")
+def taskiq_worker(taskiq_env: dict[str, str], engine_workers: list[Proc]) -> Proc:
+    """One taskiq worker (two tasks at once) for the taskiq tests."""
+    from taskiq_workers import start_taskiq_worker
 
-    worker = TaskiqWorker(taskiq_env)
-    yield worker
-    worker.stop()
+    worker = start_taskiq_worker(taskiq_env)
+    engine_workers.append(worker)
+    return worker
 
 
 @pytest.fixture(scope="session")
@@ -323,22 +338,22 @@ def arq_urls(redis_url: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def arq_worker(arq_urls: dict[str, str]) -> Iterator[Any]:
-    """One arq worker (two jobs at a time) for the module's arq tests."""
+@pytest.fixture(scope="session")
+def arq_worker(arq_urls: dict[str, str], engine_workers: list[Proc]) -> Proc:
+    """One arq worker (two jobs at a time) for the arq tests."""
     import redis
     from arq_workers import start_arq_worker
 
     with redis.Redis.from_url(arq_urls["ARQ_REDIS_URL"]) as client:
         client.flushdb()
     worker = start_arq_worker(arq_urls)
-    yield worker
-    worker.stop()
+    engine_workers.append(worker)
+    return worker
 
 
 def _taskiq(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[], None]]) -> Engine:
     from taskiq_redis import ListQueueBroker
-    from taskiq_workers import TaskiqWorker, enqueue
+    from taskiq_workers import enqueue, start_taskiq_worker
 
     from sse_tasks.taskiq import TaskiqExecutor
 
@@ -358,7 +373,7 @@ def _taskiq(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[],
     def dying() -> Dying:
         own = {**env, "SSE_TASKS_BROKER": f"{env['SSE_TASKS_BROKER']}?lease={LEASE}"}
         own["TASKIQ_QUEUE"] = f"dying-{secrets.token_hex(4)}"
-        worker = TaskiqWorker(own, max_async=1)
+        worker = start_taskiq_worker(own, max_async=1)
         cleanup.append(worker.stop)
         return Dying(lambda name, **params: enqueue(own, name, **params), worker.kill)
 
@@ -441,7 +456,7 @@ MAKERS: dict[str, Callable[[pytest.FixtureRequest, str, list[Callable[[], None]]
 }
 
 
-@pytest.fixture(params=list(MAKERS))
+@pytest.fixture(params=[name if name == "fake" else pytest.param(name, marks=group(name)) for name in MAKERS])
 def engine(request: pytest.FixtureRequest, redis_url: str, redis_db: int) -> Iterator[Engine]:
     """Each contract test runs against every engine of :data:`MAKERS`."""
     url = redis_url.rsplit("/", 1)[0] + f"/{redis_db}"

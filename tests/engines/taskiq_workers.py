@@ -4,58 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _support import Proc, spawn, worker_pythonpath
+
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
 
 
-class TaskiqWorker:
-    """One ``taskiq worker taskiq_tasks:broker`` (one process, ``max_async`` tasks at once)."""
-
-    def __init__(self, env: dict[str, str], max_async: int = 2) -> None:
-        self.ready = Path(tempfile.mkstemp(prefix="taskiq-ready-")[1])
-        self.ready.unlink()
-        self.log = Path(tempfile.mkstemp(prefix="taskiq-", suffix=".log")[1])
-        command = [
-            sys.executable, "-m", "taskiq", "worker", "taskiq_tasks:broker",
-            "--workers", "1", "--max-async-tasks", str(max_async), "--no-configure-logging",
-        ]  # fmt: skip
-        path = os.pathsep.join([str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")])
-        full = {**os.environ, **env, "TASKIQ_READY": str(self.ready), "PYTHONPATH": path}
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                command, env=full, cwd=HERE, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        deadline = time.monotonic() + 60
-        while not self.ready.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"taskiq worker never started:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.ready.unlink(missing_ok=True)
-        self.log.unlink(missing_ok=True)
+def start_taskiq_worker(env: dict[str, str], max_async: int = 2) -> Proc:
+    """``taskiq worker taskiq_tasks:broker`` (one process, ``max_async`` tasks at once), once
+    its broker has started (it touches ``$TASKIQ_READY`` then)."""
+    ready = Path(tempfile.mkstemp(prefix="taskiq-ready-")[1])
+    ready.unlink()
+    command = [
+        sys.executable, "-m", "taskiq", "worker", "taskiq_tasks:broker",
+        "--workers", "1", "--max-async-tasks", str(max_async), "--no-configure-logging",
+    ]  # fmt: skip
+    full = {**os.environ, **env, "TASKIQ_READY": str(ready), "PYTHONPATH": worker_pythonpath(HERE)}
+    try:
+        return spawn("taskiq worker", command, env=full, cwd=HERE, ready=lambda _: ready.exists())
+    finally:
+        ready.unlink(missing_ok=True)
 
 
 def enqueue(env: dict[str, str], name: str, labels: dict[str, Any] | None = None, **params: Any) -> str:

@@ -3,6 +3,7 @@ the middleware's place in a worker, and the hub's messages."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -10,11 +11,11 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
-from _engines import Engine
+from _engines import Engine, group
 from test_engine_contract import post, served, wait_for_file
 
 pytest.importorskip("dramatiq")
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, group("dramatiq")]  # shares the dramatiq workers
 
 
 @pytest.fixture
@@ -75,6 +76,34 @@ async def test_delete_aborts_a_running_task_that_never_checks(
         await anyio.to_thread.run_sync(wait_for_file, marker)  # interrupted: it never checks
         after = await post(http, "add", a=1)
         assert (await events.end(after)).json()["result"] == 2  # the worker lives on
+
+
+async def test_an_abort_that_comes_after_the_body_saw_its_cancel_is_dropped(
+    dramatiq_engine: Engine, live_server: Any, tmp_path: Path
+) -> None:
+    """``DELETE`` stores ``cancelled`` and sends dramatiq-abort's ``Abort``: when the task's
+    ``check()`` sees the cancel first, a late ``Abort`` raised after the body ended would
+    escape Dramatiq's worker loop and kill the thread (one thread left: the next two tasks
+    never run together). ``late_abort`` gets it at that moment; no revoke from the hub."""
+    from sse_tasks.dramatiq import DramatiqEngine
+
+    class NoRevoke(DramatiqEngine):
+        async def revoke(self, task: Any) -> None:
+            return None
+
+    engine = replace(dramatiq_engine, make=lambda reachable: NoRevoke(dramatiq_engine.make(True).dramatiq))
+    async with served(engine, live_server) as (http, events):
+        task_id = await post(http, "late_abort", seconds=60)
+        await events.state(task_id, "task.running")
+        assert (await http.delete(f"/tasks/{task_id}")).status_code == 202
+        await events.end(task_id)
+        busy = [await post(http, "stubborn", seconds=60) for _ in range(2)]
+        for busy_id in busy:  # both worker threads live
+            await events.state(busy_id, "task.running")
+        for busy_id in busy:
+            assert (await http.delete(f"/tasks/{busy_id}")).status_code == 202
+            await events.end(busy_id)
+    assert events.types(task_id) == ["queued", "running", "cancelled"]
 
 
 def test_the_middleware_is_moved_first_in_a_worker(dramatiq_tasks: ModuleType) -> None:

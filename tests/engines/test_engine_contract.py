@@ -166,10 +166,6 @@ async def test_cancel_running_stops_a_body_that_swallows_exceptions(
 
 
 async def test_cancel_queued_is_never_run(engine: Engine, live_server: Any, tmp_path: Path) -> None:
-    if engine.name == "dramatiq":
-        # Seen to time out (rarely) waiting for the second busy task to start on the
-        # two-thread worker; skipped until that is understood (an open issue says so).
-        pytest.skip("Dramatiq: the second busy task sometimes never starts (under investigation)")
     markers = [tmp_path / "one", tmp_path / "two"]
     ran = tmp_path / "ran"
     async with served(engine, live_server) as (http, events):

@@ -13,12 +13,12 @@ from typing import Any
 
 import anyio.to_thread
 import pytest
-from _engines import Engine
+from _engines import Engine, group
 from test_engine_contract import WAIT, post, served, wait_for_file
 
 from sse_tasks.engines import RemoteEngine
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, group("huey")]  # shares the huey workers
 
 
 @pytest.fixture

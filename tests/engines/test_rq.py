@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import redis
+from _engines import group
 
 rq = pytest.importorskip("rq", reason="rq is not installed (pip install -e '.[test]')")
 
@@ -19,7 +20,7 @@ from test_engine_contract import WAIT, Events, post  # noqa: E402
 from sse_tasks import TaskHub  # noqa: E402
 from sse_tasks.rq import RQEngine  # noqa: E402
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, group("rq")]  # shares the rq workers
 
 
 @pytest.fixture

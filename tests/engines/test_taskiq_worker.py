@@ -11,19 +11,20 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from _engines import group
 from _support import SSEEvent, sse_events
 
 from sse_tasks import TaskHub
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, group("taskiq")]  # shares the taskiq workers
 
 
 @pytest.fixture
 def burst_env(taskiq_env: dict[str, str], redis_db: int) -> Iterator[dict[str, str]]:
-    from taskiq_workers import TaskiqWorker
+    from taskiq_workers import start_taskiq_worker
 
     env = {**taskiq_env, "TASKIQ_QUEUE": f"burst-{secrets.token_hex(4)}"}
-    worker = TaskiqWorker(env, max_async=100)
+    worker = start_taskiq_worker(env, max_async=100)
     yield env
     worker.stop()
 

@@ -157,7 +157,8 @@ class StatusMiddleware(Middleware):
             else:
                 logger.info("task %s is %s; skipped", queued.id, state or "gone")
             raise SkipMessage()
-        run = WorkerRun(
+        run = _Run(
+            _abortable(broker),
             stored or queued,
             dict(message.kwargs or {}),
             self.writer,
@@ -237,6 +238,37 @@ def connect(
     middleware = StatusMiddleware(hub, **options)
     broker.add_middleware(middleware)
     return middleware
+
+
+class _Run(WorkerRun):
+    """An attempt whose message ``dramatiq-abort``'s ``Abortable`` (``abortable``, if the
+    broker has one) may interrupt. Once its own thread sees the cancel (its ``check()`` is
+    about to raise), the message is withdrawn from ``Abortable`` first: otherwise the
+    ``Abort`` that the hub's revoke sends can land after the task has ended, in a middleware
+    or in Dramatiq's loop, where nothing catches it and the worker thread dies."""
+
+    def __init__(self, abortable: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._abortable = abortable
+        self._thread = threading.get_ident()
+
+    @property
+    def cancelled(self) -> bool:
+        cancelled = super().cancelled
+        if cancelled and self._abortable is not None and threading.get_ident() == self._thread:
+            abortable, self._abortable = self._abortable, None
+            # Under Abortable's lock: an Abort already raised in this thread lands here,
+            # in the task's body, and none can be raised after.
+            abortable.manager.remove_abortable(self.task.id)
+        return cancelled
+
+
+def _abortable(broker: dramatiq.Broker) -> Any:
+    """The broker's ``dramatiq_abort.Abortable`` middleware, if it has one."""
+    for middleware in broker.middleware:
+        if type(middleware).__name__ == "Abortable" and hasattr(middleware, "manager"):
+            return middleware
+    return None
 
 
 def _cancels() -> tuple[type[BaseException], ...]:
