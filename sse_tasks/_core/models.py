@@ -260,6 +260,11 @@ class TaskEvent:
         self._frames: dict[str, bytes] = {}
 
     @property
+    def terminal(self) -> bool:
+        """True for the event that ends its task (known from the type: the snapshot is not read)."""
+        return self.type in TERMINAL_EVENTS
+
+    @property
     def state_change(self) -> bool:
         """False only for ``task.progress``: those may be coalesced, the rest never."""
         return self.type != "task.progress"
@@ -291,3 +296,7 @@ def reset_frame(reason: str) -> bytes:
 def event_type_for(state: TaskState) -> str:
     """The type of the event that moves a task into ``state`` (``task.<state>``)."""
     return f"task.{state.value}"
+
+
+#: The types of the events that end a task.
+TERMINAL_EVENTS = frozenset(event_type_for(state) for state in TERMINAL)

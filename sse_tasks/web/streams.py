@@ -253,11 +253,13 @@ def coalesce(events: list[TaskEvent]) -> list[TaskEvent]:
     later: set[str] = set()
     kept: list[TaskEvent] = []
     for event in reversed(events):
+        if event.type == OUTPUT_EVENT:
+            kept.append(event)  # never dropped, and supersedes nothing
+            continue
         task_id = event.task.id
         if event.state_change or task_id not in later:
             kept.append(event)
-        if event.chunk is None:
-            later.add(task_id)
+        later.add(task_id)
     kept.reverse()
     return kept
 
@@ -316,7 +318,7 @@ async def _follow(
             takes_all
             and not seen
             and not plan.replayed
-            and (takes_output or not any(e.chunk is not None for e in events))
+            and (takes_output or not any(e.type == OUTPUT_EVENT for e in events))
         ):
             stats.events_delivered += len(events)
             if start >= 0:  # every stream woken at this position sends these bytes
@@ -381,12 +383,14 @@ def _select(
     parts: list[bytes] = []
     finished = False
     for event in events:
+        output = event.type == OUTPUT_EVENT
+        if output and not selection.output:
+            continue  # output this stream does not carry (checked first: nothing is decoded)
         task = event.task
         if not selection.covers(task):
             continue
-        chunk = event.chunk
-        if chunk is not None and (not selection.output or chunk.seq <= replayed.get(task.id, -1)):
-            continue  # output this stream does not carry, or replayed from storage already
+        if output and event.chunk is not None and event.chunk.seq <= replayed.get(task.id, -1):
+            continue  # replayed from storage already
         if seen:
             seen_key = seen.get(task.id)
             if seen_key is not None:

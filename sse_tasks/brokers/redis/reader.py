@@ -66,6 +66,7 @@ class StreamReader:
         self.generation = 0  # bumped whenever the log restarts
         self.ready = anyio.Event()  # connected once
         self.tried = anyio.Event()  # the first attempt to connect is over
+        self.snapshots = Snapshots()
 
     def reset(self) -> None:
         """Before a (re)start: adopt Redis's history from its head on the first sync."""
@@ -170,11 +171,16 @@ class StreamReader:
                 log.release()
 
     def event(self, stream_id: bytes | str, fields: dict[bytes, bytes]) -> TaskEvent | None:
-        """The event a stream entry holds (None, logged, if it is malformed)."""
+        """The event a stream entry holds (None, logged, if it is malformed).
+
+        A ``task.output`` event is decoded only when a stream first reads it: a process
+        where nobody follows output pays for reading the entry, not for decoding it."""
         sid = text(stream_id)
         event_id = f"{self.epoch}-{sid}"
         try:
             event_type = text(fields[b"t"])
+            if event_type == OUTPUT_EVENT:
+                return OutputEvent(event_id, key(sid), fields[b"d"], fields[b"c"], self.snapshots)
             record = codec.loads(fields[b"d"])
             task = Task.from_record({**record, "event_id": event_id, "event_type": event_type})
             chunk = None
@@ -233,6 +239,65 @@ class StreamReader:
         prefix = f"{self.epoch}-"
         if any(task.event_id and not task.event_id.startswith(prefix) for task in tasks):
             await self.sync()
+
+
+class Snapshots:
+    """The snapshots output entries carry, decoded once: a task's chunks between two of
+    its state changes all carry the same one. Bounded (cleared when full)."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._tasks: dict[bytes, Task] = {}
+
+    def task(self, raw: bytes) -> Task:
+        task = self._tasks.get(raw)
+        if task is None:
+            if len(self._tasks) >= self.size:
+                self._tasks.clear()
+            record = codec.loads(raw)
+            task = Task.from_record({**record, "event_id": None, "event_type": OUTPUT_EVENT})
+            self._tasks[raw] = task
+        return task
+
+
+class OutputEvent(TaskEvent):
+    """A ``task.output`` event read from the stream, decoded when first used.
+
+    Its ``task`` is the snapshot as of the chunk (without an event id of its own,
+    shared by the task's chunks that carry the same snapshot)."""
+
+    __slots__ = ("_chunk", "_raw_chunk", "_raw_task", "_snapshots", "_task")
+
+    def __init__(
+        self, id: str, key: StreamKey, raw_task: bytes, raw_chunk: bytes, snapshots: Snapshots
+    ) -> None:
+        self.id = id
+        self.key = key
+        self.type = OUTPUT_EVENT
+        self._frames = {}
+        self._raw_task, self._raw_chunk, self._snapshots = raw_task, raw_chunk, snapshots
+        self._task: Task | None = None
+        self._chunk: OutputChunk | None = None
+
+    @property
+    def task(self) -> Task:
+        if self._task is None:
+            self._task = self._snapshots.task(self._raw_task)
+        return self._task
+
+    @task.setter
+    def task(self, value: Task) -> None:
+        self._task = value
+
+    @property
+    def chunk(self) -> OutputChunk:
+        if self._chunk is None:
+            self._chunk = OutputChunk.from_record({**codec.loads(self._raw_chunk), "event_id": self.id})
+        return self._chunk
+
+    @chunk.setter
+    def chunk(self, value: OutputChunk) -> None:
+        self._chunk = value
 
 
 def stream_key(sid: str) -> StreamKey | None:
