@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import statistics
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from . import client, harness
@@ -105,6 +107,20 @@ class Deployment:
         return harness.cpu_seconds(self.procs.pids([self.servers[index]]))
 
 
+async def _done(
+    streams: list[Follower], deployment: Deployment, procs: harness.Processes, timeout: float
+) -> list[int]:
+    """When each follower had everything (monotonic ns); raise, with the logs, after ``timeout``."""
+    try:
+        return list(await asyncio.wait_for(asyncio.gather(*(s.done for s in streams)), timeout))
+    except TimeoutError:
+        seen = [(len(s.next), s.complete, s.ended) for s in streams]
+        logs = "".join(procs.log(server)[-1500:] for server in deployment.servers)
+        raise RuntimeError(
+            f"followers (tasks seen, complete, ended) {seen} after {timeout} s; logs: {logs}"
+        ) from None
+
+
 async def run_once(
     procs: harness.Processes,
     broker: str,
@@ -115,6 +131,7 @@ async def run_once(
     cpu: int | None,
     helpers: Sequence[int] = (),
     timeout: float = 120.0,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     """One run: ``processes`` = 1 (memory: everything on it) or ≥ 3 (A, followers, idle)."""
     deployment = Deployment(procs, broker, processes, cpu)
@@ -147,25 +164,27 @@ async def run_once(
                 await asyncio.sleep(0.1)
             raise RuntimeError(f"submit refused 50 times: {response[:300]!r}")
 
-        cpus0 = [deployment.cpu(i) for i in range(processes)]
-        helper0 = harness.cpu_seconds(helpers)
-        start = time.monotonic_ns()
-        try:
-            await asyncio.gather(*(submit(conn) for conn in conns))  # 20 clients at once
-        finally:
-            for conn in conns:
-                conn.close()
-        try:
-            ends = await asyncio.wait_for(asyncio.gather(*(s.done for s in streams)), timeout)
-        except TimeoutError:
-            seen = [(len(s.next), s.complete, s.ended) for s in streams]
-            logs = "".join(procs.log(server)[-1500:] for server in deployment.servers)
-            raise RuntimeError(
-                f"followers (tasks seen, complete, ended) {seen} after {timeout} s; logs: {logs}"
-            ) from None
+        roles = {producer: "producer"}
+        if processes > 1:
+            roles |= {serving[0]: "follower", idle: "idle"}
+        async with contextlib.AsyncExitStack() as profiles:
+            for index, role in roles.items():
+                stem = (
+                    None if profile is None else profile / f"{'memory' if processes == 1 else 'redis'}-{role}"
+                )
+                await profiles.enter_async_context(harness.profiled(deployment.servers[index].pid, stem))
+            cpus0 = [deployment.cpu(i) for i in range(processes)]
+            helper0 = harness.cpu_seconds(helpers)
+            start = time.monotonic_ns()
+            try:
+                await asyncio.gather(*(submit(conn) for conn in conns))  # 20 clients at once
+            finally:
+                for conn in conns:
+                    conn.close()
+            ends = await _done(streams, deployment, procs, timeout)
+            used = [deployment.cpu(i) - cpus0[i] for i in range(processes)]
+            helper = harness.cpu_seconds(helpers) - helper0
         wall = (max(ends) - start) / 1e9
-        used = [deployment.cpu(i) - cpus0[i] for i in range(processes)]
-        helper = harness.cpu_seconds(helpers) - helper0
     finally:
         for stream in streams:
             stream.close()
@@ -194,19 +213,24 @@ async def run_once(
     }
 
 
-async def measure_memory(size: tuple[int, int, int], cpu: int | None) -> dict[str, Any]:
+async def measure_memory(
+    size: tuple[int, int, int], cpu: int | None, profile: Path | None = None
+) -> dict[str, Any]:
     procs = harness.Processes("multiprocess-memory")
     try:
-        return await run_once(procs, "memory://", 1, *size, cpu)
+        return await run_once(procs, "memory://", 1, *size, cpu, profile=profile)
     finally:
         procs.close()
 
 
-async def measure_redis(size: tuple[int, int, int], processes: int, cpu: int | None) -> dict[str, Any]:
+async def measure_redis(
+    size: tuple[int, int, int], processes: int, cpu: int | None, profile: Path | None = None
+) -> dict[str, Any]:
     procs = harness.Processes("multiprocess-redis")
     try:
         redis, url = harness.start_redis(procs, cpu, "--maxclients", "1000")
-        return await run_once(procs, f"{url}/0", processes, *size, cpu, harness.descendants(redis.pid))
+        pids = harness.descendants(redis.pid)
+        return await run_once(procs, f"{url}/0", processes, *size, cpu, pids, profile=profile)
     finally:
         procs.close()
 
@@ -269,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--words", type=int, help=f"default {SIZES['full'][1]}")
     parser.add_argument("--followers", type=int, help=f"default {SIZES['full'][2]}")
     parser.add_argument("--repeat", type=int, default=1, help="medians of N runs per system")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy on the producer, a follower process and the idle one: into DIR"
+    )
     args = parser.parse_args(argv)
     if args.processes < 3:
         parser.error("--processes must be at least 3 (a producer, a follower process, an idle one)")
@@ -284,9 +311,9 @@ def main(argv: list[str] | None = None) -> int:
                 if args.quiet_wait:
                     harness.wait_quiet(args.quiet_wait)
                 if system == "memory":
-                    runs[system].append(await measure_memory(size, cpu))
+                    runs[system].append(await measure_memory(size, cpu, args.profile))
                 else:
-                    runs[system].append(await measure_redis(size, args.processes, cpu))
+                    runs[system].append(await measure_redis(size, args.processes, cpu, args.profile))
         return {system: harness.median_of(found) for system, found in runs.items()}
 
     results = harness.run_async(measure())
