@@ -38,10 +38,6 @@ MAX_BACKOFF = 1.0
 #: its own, so a task's events arrive apart; see ``benchmarks/README.md``).
 HOLD_WINDOW = 0.005
 HOLD_QUIET = 0.002
-#: Seconds the reader lets entries gather in Redis before its next read when nothing in
-#: this process waits for them (no stream of it is following): it reads them in fewer,
-#: larger batches, and no stream here is the later for it.
-IDLE_PAUSE = 0.02
 _CATCH_UP = 5.0  # seconds a resuming stream waits for this process to read up to its id
 
 
@@ -148,11 +144,7 @@ class StreamReader:
 
     async def _follow(self, client: Redis) -> None:
         keys, log = self.keys, self.log
-        pause = False
         while True:
-            if pause and not log.waiting:
-                await anyio.sleep(IDLE_PAUSE)
-            pause = False
             generation = self.generation
             # Events just appended: hold the streams' wake-up back while reading on, so
             # that events written close together (a task's queued, running and failed,
@@ -169,7 +161,6 @@ class StreamReader:
                     if epoch is None or text(epoch) != self.epoch:
                         await self.sync(client, reader=True)
                     continue
-                pause = not log.waiting
                 epoch = (self.epoch or "").encode()
                 # RESP2 answers [[stream, entries]], RESP3 {stream: entries}.
                 entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
