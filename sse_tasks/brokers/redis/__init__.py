@@ -134,6 +134,7 @@ class RedisBroker(Broker):
         self._leases = LeaseKeeper(
             self.lease, self._keys, self._scripts, self._link, self.get, self._fail_lapsed
         )
+        self._reader.busy = lambda: bool(self._leases.owned)
         self._observer: EventObserver | None = None
         self._redis: Redis | None = None
         self._group: TaskGroup | None = None
