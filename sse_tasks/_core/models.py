@@ -240,6 +240,11 @@ class OutputChunk:
         )
 
 
+class MalformedEvent(ValueError):
+    """An event read from elsewhere (a broker's stream) whose snapshot or chunk cannot be
+    decoded: streams skip it, as a broker skips an entry it cannot read."""
+
+
 class TaskEvent:
     """One change of one task: an ordered id, a type and the full snapshot after it.
 

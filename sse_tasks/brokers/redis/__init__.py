@@ -58,7 +58,7 @@ from redis.backoff import ExponentialBackoff
 from ..._core import codec
 from ..._core.errors import Unavailable
 from ..._core.log import EventLog
-from ..._core.models import OUTPUT_EVENT, OutputChunk, Task, TaskEvent, TaskState
+from ..._core.models import OUTPUT_EVENT, MalformedEvent, OutputChunk, Task, TaskEvent, TaskState
 from ..base import Broker, EventObserver
 from .keys import Keys
 from .leases import LeaseKeeper
@@ -134,7 +134,6 @@ class RedisBroker(Broker):
         self._leases = LeaseKeeper(
             self.lease, self._keys, self._scripts, self._link, self.get, self._fail_lapsed
         )
-        self._reader.busy = lambda: bool(self._leases.owned)
         self._observer: EventObserver | None = None
         self._redis: Redis | None = None
         self._group: TaskGroup | None = None
@@ -234,7 +233,10 @@ class RedisBroker(Broker):
 
     def _observed(self, event: TaskEvent) -> None:
         if event.terminal:
-            self._leases.owned.discard(event.task.id)
+            try:
+                self._leases.owned.discard(event.task.id)
+            except MalformedEvent:
+                return  # logged as it was decoded: nothing to observe
         if self._observer is not None:
             try:
                 self._observer(event)

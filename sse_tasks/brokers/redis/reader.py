@@ -11,7 +11,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from redis.asyncio import Redis
@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from ..._core import codec
 from ..._core.errors import Unavailable
 from ..._core.log import EventLog
-from ..._core.models import OUTPUT_EVENT, OutputChunk, Task, TaskEvent
+from ..._core.models import OUTPUT_EVENT, MalformedEvent, OutputChunk, Task, TaskEvent
 from .keys import Keys
 from .link import UNREACHABLE, Link, call
 from .scripts import Scripts
@@ -27,6 +27,7 @@ from .scripts import Scripts
 logger = logging.getLogger("sse_tasks.redis")
 
 StreamKey = tuple[int, int]
+T = TypeVar("T")
 Connect = Callable[[], contextlib.AbstractAsyncContextManager[Redis]]
 
 BATCH = 1000  # stream entries per XREAD
@@ -38,10 +39,6 @@ MAX_BACKOFF = 1.0
 #: its own, so a task's events arrive apart; see ``benchmarks/README.md``).
 HOLD_WINDOW = 0.005
 HOLD_QUIET = 0.002
-#: Seconds the reader lets entries gather in Redis before its next read when nobody in
-#: this process needs them soon: no stream of it waits, and it runs no task (a local run
-#: learns through the reader that it was cancelled elsewhere). Fewer, larger reads.
-IDLE_PAUSE = 0.02
 _CATCH_UP = 5.0  # seconds a resuming stream waits for this process to read up to its id
 
 
@@ -65,8 +62,6 @@ class StreamReader:
         self.connect = connect  # a command connection (not the reader's own)
         self.observe = observe
         self.where = where
-        #: True while this process runs tasks of its own (then the reader never pauses).
-        self.busy: Callable[[], bool] = lambda: False
         self.epoch: str | None = None
         self.read_from = "0-0"  # stream id the reader continues after
         self.generation = 0  # bumped whenever the log restarts
@@ -150,11 +145,7 @@ class StreamReader:
 
     async def _follow(self, client: Redis) -> None:
         keys, log = self.keys, self.log
-        pause = False
         while True:
-            if pause and not log.waiting and not self.busy():
-                await anyio.sleep(IDLE_PAUSE)
-            pause = False
             generation = self.generation
             # Events just appended: hold the streams' wake-up back while reading on, so
             # that events written close together (a task's queued, running and failed,
@@ -171,7 +162,6 @@ class StreamReader:
                     if epoch is None or text(epoch) != self.epoch:
                         await self.sync(client, reader=True)
                     continue
-                pause = True
                 epoch = (self.epoch or "").encode()
                 # RESP2 answers [[stream, entries]], RESP3 {stream: entries}.
                 entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
@@ -192,23 +182,22 @@ class StreamReader:
                 log.release()
 
     def event(self, stream_id: bytes | str, fields: dict[bytes, bytes]) -> TaskEvent | None:
-        """The event a stream entry holds (None, logged, if it is malformed).
+        """The event a stream entry holds (None, logged, if a field is missing).
 
-        A ``task.output`` event is decoded only when a stream first reads it: a process
-        where nobody follows output pays for reading the entry, not for decoding it."""
+        Its snapshot (and chunk) are decoded when something first reads them: a process
+        where no stream covers a task pays for reading its entries, not for decoding
+        them (a stream of the process, or the end of a task, reads them)."""
         sid = text(stream_id)
         event_id = f"{self.epoch}-{sid}"
         try:
+            ms, _, seq = sid.partition("-")  # as Redis wrote it: two decimal numbers
+            stream_key = (int(ms), int(seq))
             if fields[b"t"] == _OUTPUT:
-                ms, _, seq = sid.partition("-")  # as Redis wrote it: two decimal numbers
-                return OutputEvent(event_id, (int(ms), int(seq)), fields[b"d"], fields[b"c"], self.snapshots)
-            event_type = text(fields[b"t"])
-            record = codec.loads(fields[b"d"])
-            task = Task.from_record({**record, "event_id": event_id, "event_type": event_type})
-        except (KeyError, ValueError, TypeError):
+                return OutputEvent(event_id, stream_key, fields[b"d"], fields[b"c"], self.snapshots)
+            return StateEvent(event_id, stream_key, text(fields[b"t"]), fields[b"d"])
+        except (KeyError, ValueError, UnicodeDecodeError):
             logger.error("skipping malformed stream entry %s", sid)
             return None
-        return TaskEvent(event_id, key(sid), event_type, task)
 
     # -- history older than the log ------------------------------------------------------
 
@@ -279,6 +268,43 @@ class Snapshots:
         return task
 
 
+def _decoded(event_id: str, decode: Callable[[], T]) -> T:
+    try:
+        return decode()
+    except (KeyError, ValueError, TypeError) as exc:
+        logger.error("malformed stream entry %s: %s", event_id, exc)
+        raise MalformedEvent(f"malformed stream entry {event_id}") from None
+
+
+class StateEvent(TaskEvent):
+    """A state change read from the stream; its snapshot decoded when first read."""
+
+    __slots__ = ("_raw_task", "_task")
+
+    def __init__(self, id: str, key: StreamKey, type: str, raw_task: bytes) -> None:
+        self.id = id
+        self.key = key
+        self.type = type
+        self.chunk = None
+        self._frames = {}
+        self._raw_task = raw_task
+        self._task: Task | None = None
+
+    @property
+    def task(self) -> Task:
+        if self._task is None:
+            self._task = _decoded(self.id, self._decode)
+        return self._task
+
+    @task.setter
+    def task(self, value: Task) -> None:
+        self._task = value
+
+    def _decode(self) -> Task:
+        record = codec.loads(self._raw_task)
+        return Task.from_record({**record, "event_id": self.id, "event_type": self.type})
+
+
 class OutputEvent(TaskEvent):
     """A ``task.output`` event read from the stream, decoded when first used.
 
@@ -301,7 +327,7 @@ class OutputEvent(TaskEvent):
     @property
     def task(self) -> Task:
         if self._task is None:
-            self._task = self._snapshots.task(self._raw_task)
+            self._task = _decoded(self.id, lambda: self._snapshots.task(self._raw_task))
         return self._task
 
     @task.setter
@@ -311,12 +337,15 @@ class OutputEvent(TaskEvent):
     @property
     def chunk(self) -> OutputChunk:
         if self._chunk is None:
-            self._chunk = OutputChunk.from_record({**codec.loads(self._raw_chunk), "event_id": self.id})
+            self._chunk = _decoded(self.id, self._decode_chunk)
         return self._chunk
 
     @chunk.setter
     def chunk(self, value: OutputChunk) -> None:
         self._chunk = value
+
+    def _decode_chunk(self) -> OutputChunk:
+        return OutputChunk.from_record({**codec.loads(self._raw_chunk), "event_id": self.id})
 
 
 _OUTPUT = OUTPUT_EVENT.encode()
