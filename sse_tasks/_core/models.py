@@ -240,6 +240,11 @@ class OutputChunk:
         )
 
 
+class MalformedEvent(ValueError):
+    """An event read from elsewhere (a broker's stream) whose snapshot or chunk cannot be
+    decoded: streams skip it, as a broker skips an entry it cannot read."""
+
+
 class TaskEvent:
     """One change of one task: an ordered id, a type and the full snapshot after it.
 
@@ -258,6 +263,11 @@ class TaskEvent:
         #: For ``task.output``: the chunk, which is the event's data.
         self.chunk = chunk
         self._frames: dict[str, bytes] = {}
+
+    @property
+    def terminal(self) -> bool:
+        """True for the event that ends its task (known from the type: the snapshot is not read)."""
+        return self.type in TERMINAL_EVENTS
 
     @property
     def state_change(self) -> bool:
@@ -291,3 +301,7 @@ def reset_frame(reason: str) -> bytes:
 def event_type_for(state: TaskState) -> str:
     """The type of the event that moves a task into ``state`` (``task.<state>``)."""
     return f"task.{state.value}"
+
+
+#: The types of the events that end a task.
+TERMINAL_EVENTS = frozenset(event_type_for(state) for state in TERMINAL)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -15,13 +15,15 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .._core.context import CURRENT
 from .._core.errors import TaskCancelled
-from .._core.models import MAX_METADATA_BYTES, Task, TaskState
+from .._core.models import MAX_METADATA_BYTES, OutputChunk, Task, TaskState
 from .executor import LocalExecutor
 from .job import Job, Publisher, error_of, result_error
 from .run import Run
 
 logger = logging.getLogger("sse_tasks")
 
+_OUTPUT_BATCH = 256  # output chunks per write: bounds one write's time in the broker
+_OUTPUT_BATCH_BYTES = 256 * 1024
 _OUTPUT_DRAIN = 30.0  # seconds a finished task waits for its output to be published
 
 
@@ -212,8 +214,11 @@ class InProcessExecutor(LocalExecutor):
         """Publish the task's output chunks in order, each exactly once."""
         try:
             while True:
-                for chunk in await run.next_output():
-                    if await publisher.output(run.task or run.job.task, chunk) is None:
+                chunks = await run.next_output()
+                # What the task wrote while the previous write was under way goes out
+                # together: one write per batch, never a wait for more.
+                for batch in output_batches(chunks):
+                    if await publisher.outputs(run.task or run.job.task, batch) is None:
                         run.cancel()  # finished elsewhere: nothing more is kept
                         return
                 run.output_published()
@@ -221,3 +226,18 @@ class InProcessExecutor(LocalExecutor):
             logger.exception("task %s: output could not be published", run.job.task.id)
         finally:
             run.output_abandoned()
+
+
+def output_batches(chunks: list[OutputChunk]) -> Iterator[list[OutputChunk]]:
+    """``chunks`` in order, cut into batches of at most ``_OUTPUT_BATCH`` chunks and
+    (unless one chunk is larger) ``_OUTPUT_BATCH_BYTES`` characters of text."""
+    batch: list[OutputChunk] = []
+    size = 0
+    for chunk in chunks:
+        if batch and (len(batch) >= _OUTPUT_BATCH or size + len(chunk.text) > _OUTPUT_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(chunk)
+        size += len(chunk.text)
+    if batch:
+        yield batch

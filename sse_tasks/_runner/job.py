@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,10 @@ class Publisher:
 
     async def output(self, task: Task, chunk: OutputChunk) -> TaskEvent | None:
         return await self.broker.publish_output(task, chunk)
+
+    async def outputs(self, task: Task, chunks: Sequence[OutputChunk]) -> list[TaskEvent] | None:
+        """``chunks`` of one task, in order, in as few writes as the broker can."""
+        return await self.broker.publish_outputs(task, chunks)
 
     async def finish(self, task: Task, state: TaskState, **changes: Any) -> TaskEvent | None:
         """Publish the terminal ``state``, even while the caller is being cancelled."""

@@ -323,7 +323,7 @@ class Runner:
         """Every event reaches here; a task finished elsewhere (cancelled from another
         worker, or failed as ``WorkerLost``) stops its local run."""
         self.stats.events_published[event.type] += 1
-        if event.task.terminal:
+        if event.terminal:
             self.executor.cancel(event.task.id)
 
     # -- lifespan ----------------------------------------------------------------------

@@ -70,6 +70,18 @@ class Broker(abc.ABC):
         nothing, if the task is unknown or terminal. ``task`` is the caller's latest
         snapshot of it (the returned event's ``task``)."""
 
+    async def publish_outputs(self, task: Task, chunks: Sequence[OutputChunk]) -> list[TaskEvent] | None:
+        """:meth:`publish_output` for each of ``chunks`` (one task's, in order), as one write
+        where the broker can; None if the task is unknown or terminal (a broker that
+        writes them one by one may have kept those before it ended)."""
+        events = []
+        for chunk in chunks:
+            event = await self.publish_output(task, chunk)
+            if event is None:
+                return None
+            events.append(event)
+        return events
+
     @abc.abstractmethod
     async def output(self, task_id: str) -> list[OutputChunk]:
         """The task's retained chunks in order (with their event ids); [] if none or unknown."""

@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._core.errors import Unavailable
-from .._core.models import MAX_EVENT_ID_LENGTH, OUTPUT_EVENT, Task, TaskEvent, encode_frame, reset_frame
+from .._core.models import (
+    MAX_EVENT_ID_LENGTH,
+    OUTPUT_EVENT,
+    MalformedEvent,
+    Task,
+    TaskEvent,
+    encode_frame,
+    reset_frame,
+)
 from .._core.text import ascii_int
 
 if TYPE_CHECKING:
@@ -253,11 +261,17 @@ def coalesce(events: list[TaskEvent]) -> list[TaskEvent]:
     later: set[str] = set()
     kept: list[TaskEvent] = []
     for event in reversed(events):
-        task_id = event.task.id
+        if event.type == OUTPUT_EVENT:
+            kept.append(event)  # never dropped, and supersedes nothing
+            continue
+        try:
+            task_id = event.task.id
+        except MalformedEvent:
+            kept.append(event)  # skipped when selected
+            continue
         if event.state_change or task_id not in later:
             kept.append(event)
-        if event.chunk is None:
-            later.add(task_id)
+        later.add(task_id)
     kept.reverse()
     return kept
 
@@ -316,14 +330,19 @@ async def _follow(
             takes_all
             and not seen
             and not plan.replayed
-            and (takes_output or not any(e.chunk is not None for e in events))
+            and (takes_output or not any(e.type == OUTPUT_EVENT for e in events))
         ):
-            stats.events_delivered += len(events)
-            if start >= 0:  # every stream woken at this position sends these bytes
-                yield log.joined(start, events, root)
+            try:
+                if start >= 0:  # every stream woken at this position sends these bytes
+                    joined = log.joined(start, events, root)
+                else:
+                    joined = b"".join([event.frame(root) for event in events])
+            except MalformedEvent:
+                pass  # one cannot be decoded: _select leaves it out
             else:
-                yield b"".join([event.frame(root) for event in events])
-            continue
+                stats.events_delivered += len(events)
+                yield joined
+                continue
         chunk, finished = _select(plan, events, seen, single)
         yield chunk  # b"" when nothing was for this stream: see the module doc
         if finished:
@@ -381,19 +400,25 @@ def _select(
     parts: list[bytes] = []
     finished = False
     for event in events:
-        task = event.task
-        if not selection.covers(task):
-            continue
-        chunk = event.chunk
-        if chunk is not None and (not selection.output or chunk.seq <= replayed.get(task.id, -1)):
-            continue  # output this stream does not carry, or replayed from storage already
-        if seen:
-            seen_key = seen.get(task.id)
-            if seen_key is not None:
-                if event.key <= seen_key:
-                    continue
-                del seen[task.id]
-        parts.append(event.frame(root))
+        output = event.type == OUTPUT_EVENT
+        if output and not selection.output:
+            continue  # output this stream does not carry (checked first: nothing is decoded)
+        try:
+            task = event.task
+            if not selection.covers(task):
+                continue
+            if output and event.chunk is not None and event.chunk.seq <= replayed.get(task.id, -1):
+                continue  # replayed from storage already
+            if seen:
+                seen_key = seen.get(task.id)
+                if seen_key is not None:
+                    if event.key <= seen_key:
+                        continue
+                    del seen[task.id]
+            frame = event.frame(root)
+        except MalformedEvent:
+            continue  # a broker's entry that cannot be decoded (logged there)
+        parts.append(frame)
         if single is not None and task.terminal:
             finished = True
             break

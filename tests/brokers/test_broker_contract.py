@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 
 import anyio
@@ -144,6 +145,38 @@ async def test_output_is_kept_in_order_only_while_its_task_is_not_finished(broke
         (2, "output", None, "2 "),
     ]
     assert [c.event_id for c in stored] == [e.id for e in events if e]
+
+
+async def test_a_batch_of_output_is_kept_whole_in_order_and_read_back_lazily(broker: Broker) -> None:
+    task = Task(id="t1", name="job", tags=("a",))
+    chunks = [OutputChunk("t1", i, "log" if i % 3 else "output", f"{i} é\n", None) for i in range(300)]
+    assert await broker.publish_outputs(task, chunks) is None  # unknown: nothing kept
+    queued = await publish(broker, task, "task.queued")
+    running = await publish(broker, queued.task.evolve(state=TaskState.RUNNING), "task.running")
+    assert await broker.publish_outputs(running.task, []) == []
+    events = await broker.publish_outputs(running.task, chunks)
+    assert events is not None and len(events) == 300
+    assert all(a.key < b.key for a, b in itertools.pairwise(events))
+    assert [e.chunk.seq if e.chunk else None for e in events] == list(range(300))
+    await until_logged(broker, events[-1])
+    position = broker.log.position_after(running.key)
+    assert position is not None
+    logged = broker.log.read(position, 1000)
+    # The log holds what another process reads: each chunk's event, its snapshot as of it.
+    assert [e.id for e in logged] == [e.id for e in events]
+    assert all(e.type == "task.output" and not e.terminal for e in logged)
+    assert [(e.chunk.seq, e.chunk.text) if e.chunk else None for e in logged] == [
+        (c.seq, c.text) for c in chunks
+    ]
+    assert {(e.task.id, e.task.state, e.task.tags) for e in logged} == {("t1", TaskState.RUNNING, ("a",))}
+    assert logged[0].frame() == events[0].frame()
+    done = await publish(broker, running.task.evolve(state=TaskState.SUCCEEDED), "task.succeeded")
+    assert done.terminal
+    assert await broker.publish_outputs(done.task, chunks[:1]) is None  # finished: nothing kept
+    stored = await broker.output("t1")
+    assert [(c.seq, c.text, c.event_id) for c in stored] == [
+        (c.seq, c.text, e.id) for c, e in zip(chunks, events, strict=True)
+    ]
 
 
 async def test_metadata_and_tags_are_stored_and_tags_filter_the_list(broker: Broker) -> None:

@@ -751,3 +751,37 @@ async def test_a_task_an_engine_took_is_accepted_when_redis_fails_to_store_it(
         assert task.state is TaskState.QUEUED and task.name == "work"
         with pytest.raises(Unavailable):  # Redis is down indeed
             await hub.get(task.id)
+
+
+async def test_entries_that_cannot_be_decoded_are_skipped_by_every_stream(
+    redis_url: str, live_server: Callable[..., LiveServer]
+) -> None:
+    """The reader decodes an entry when a stream first reads it: one that cannot be decoded
+    (not JSON, or not a snapshot) is logged and left out, and what follows it goes on."""
+    server = live_server(redis_hub(redis_url))
+    keys = RedisBroker(redis_url).keys
+    raw = redis.Redis.from_url(redis_url)
+    last = ""
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        everything = Follower(http, "/events?output=1")
+        unfiltered = Follower(http, "/events")
+        ended = lambda e: e.event == "task.failed" and e.json()["id"] == last  # noqa: E731
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as group:
+                group.start_soon(everything.run, ended)
+                group.start_soon(unfiltered.run, ended)
+                await everything.opened.wait()
+                await unfiltered.opened.wait()
+                first = (await submit(http, "fail", message="before"))["id"]
+                await wait_for(lambda: [e.event for e in everything.of(first)][-1:] == ["task.failed"])
+                epoch = raw.get(keys.epoch)
+                raw.xadd(keys.events, {"e": epoch, "t": "task.progress", "d": b"{not json"})
+                raw.xadd(keys.events, {"e": epoch, "t": "task.progress", "d": b"{}"})
+                raw.xadd(keys.events, {"e": epoch, "t": "task.output", "d": b"{}", "c": b"[broken"})
+                last = (await submit(http, "fail", message="after"))["id"]
+    raw.close()
+    for follower in (everything, unfiltered):
+        assert [e.event for e in follower.of(first)] == ["task.queued", "task.running", "task.failed"]
+        assert [e.event for e in follower.of(last)] == ["task.queued", "task.running", "task.failed"]
+        assert all(e.event != "reset" for e in follower.events)
+        assert len(task_events(follower.events)) == 6

@@ -19,7 +19,7 @@ from _support import ROOT
 sys.path.insert(0, str(ROOT))
 
 
-from benchmarks import fanout, harness, idle, light, output_fanout, selective, submit, systems
+from benchmarks import fanout, harness, idle, light, multiprocess, output_fanout, selective, submit, systems
 
 SMOKE = ["--smoke", "--no-pin"]
 
@@ -131,6 +131,25 @@ def test_output_fanout_runs(system: str, tmp_path: Path) -> None:
     report = _json(out)
     assert (report["system"], report["words"], report["followers"]) == (system, 50, 2)
     assert report["words_delivered_per_s"] > 0 and report["server_peak_rss_mib"] > 0
+
+
+def test_multiprocess_output_runs(tmp_path: Path) -> None:
+    """``python -m benchmarks.multiprocess --smoke``: memory and three processes on Redis,
+    every follower gets every chunk of every task, in order, and each ratio is reported."""
+    reason = systems.missing("sse_tasks+redis")
+    if reason is not None:
+        pytest.skip(reason)
+    out = tmp_path / "multiprocess.json"
+    assert multiprocess.main([*SMOKE, "--quiet-wait", "0", "--json", str(out)]) == 0
+    report = _json(out)
+    tasks, words, followers = multiprocess.SIZES["smoke"]
+    for system in ("memory", "redis"):
+        result = report["results"][system]
+        assert result["chunks"] == tasks * (words + words // 10)
+        assert result["tasks_complete"] == tasks and result["tasks_failed"] == 0
+        assert result["followers"] == followers and result["wall_s"] > 0
+    assert report["results"]["redis"]["processes"] == 3
+    assert set(report["ratios"]["redis"]) >= {"wall_s", "producer_cpu_us_per_chunk", "idle_of_producer"}
 
 
 def test_idle_memory_breakdown_runs() -> None:

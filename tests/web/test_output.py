@@ -251,6 +251,64 @@ async def test_fast_output_reaches_many_followers_exactly_once_in_order(
     assert text == generated_text(words)
 
 
+async def test_followers_on_another_worker_mid_generation_get_every_chunk_once_in_order(
+    broker_url: str, make_hub: HubFactory, live_server: ServerFactory
+) -> None:
+    """Output written in batches on worker A: on worker B, a follower attached before the
+    task and followers attached while it generates (the stored part replayed, then live)
+    each see every chunk once, in order, then the end."""
+    if broker_url.startswith("memory"):
+        pytest.skip("one process: memory:// has no other worker")
+    words, late_followers = 3_000, 3
+    expected = list(range(words + words // 10))
+    worker_a = live_server(make_hub())
+    worker_b = live_server(make_hub())
+    seqs: list[list[int]] = [[] for _ in range(late_followers + 1)]
+    async with (
+        httpx.AsyncClient(base_url=worker_a.url, timeout=60) as on_a,
+        httpx.AsyncClient(base_url=worker_b.url, timeout=60) as on_b,
+    ):
+        task_id = ""
+        started = anyio.Event()
+
+        async def follow_all(opened: anyio.Event) -> None:
+            async with on_b.stream("GET", "/events?output=1&name=generate") as response:
+                opened.set()
+                async for event in sse_events(response):
+                    data = event.json() if event.data else {}
+                    if event.event == "task.output" and data["id"] == task_id:
+                        seqs[0].append(data["seq"])
+                    elif event.event == "task.succeeded" and data["id"] == task_id:
+                        return
+
+        async def follow_one(index: int) -> None:
+            await started.wait()
+            async with on_b.stream("GET", f"/tasks/{task_id}/events") as response:
+                async for event in sse_events(response):
+                    assert event.event != "reset"
+                    if event.event == "task.output":
+                        seqs[index].append(event.json()["seq"])
+                    elif event.event == "task.succeeded":
+                        return
+            raise AssertionError(f"follower {index} never saw the task end")
+
+        with anyio.fail_after(120):
+            async with anyio.create_task_group() as group:
+                opened = anyio.Event()
+                group.start_soon(follow_all, opened)
+                await opened.wait()
+                task_id = (await submit(on_a, "generate", words=words, delay=0))["id"]
+                for index in range(1, late_followers + 1):
+                    group.start_soon(follow_one, index)
+                while not (await on_b.get(f"/tasks/{task_id}/output")).text:
+                    await anyio.sleep(0.001)  # a poll, not a wait for the stream: it has begun
+                started.set()
+            text = (await on_b.get(f"/tasks/{task_id}/output")).text
+    for index, got in enumerate(seqs):
+        assert got == expected, f"follower {index}: {len(got)} chunks"
+    assert text == generated_text(words)
+
+
 async def test_the_authorization_hook_filters_output_like_snapshots(
     make_hub: HubFactory, live_server: ServerFactory
 ) -> None:

@@ -58,7 +58,7 @@ from redis.backoff import ExponentialBackoff
 from ..._core import codec
 from ..._core.errors import Unavailable
 from ..._core.log import EventLog
-from ..._core.models import OUTPUT_EVENT, OutputChunk, Task, TaskEvent, TaskState
+from ..._core.models import OUTPUT_EVENT, MalformedEvent, OutputChunk, Task, TaskEvent, TaskState
 from ..base import Broker, EventObserver
 from .keys import Keys
 from .leases import LeaseKeeper
@@ -232,8 +232,11 @@ class RedisBroker(Broker):
         return await self._reader.events_after(key, self.history)
 
     def _observed(self, event: TaskEvent) -> None:
-        if event.task.terminal:
-            self._leases.owned.discard(event.task.id)
+        if event.terminal:
+            try:
+                self._leases.owned.discard(event.task.id)
+            except MalformedEvent:
+                return  # logged as it was decoded: nothing to observe
         if self._observer is not None:
             try:
                 self._observer(event)
@@ -342,6 +345,7 @@ class RedisBroker(Broker):
         args: dict[str, Any],
         retry: bool,
         grace: float,
+        rest: Sequence[Any] = (),
     ) -> Any:
         """Run a write script; while Redis is unreachable retry it (``retry``) with backoff
         for up to ``grace`` seconds from the start of the outage, else raise 503."""
@@ -349,7 +353,7 @@ class RedisBroker(Broker):
         while True:
             try:
                 async with self._connection() as db:
-                    reply = await script(db, keys, args)
+                    reply = await script(db, keys, args, rest)
                 self._link.answered()
                 return reply
             except UNREACHABLE as exc:
@@ -377,6 +381,29 @@ class RedisBroker(Broker):
         stream_id = event_id.partition("-")[2]
         stored = OutputChunk(chunk.task_id, chunk.seq, chunk.kind, chunk.text, chunk.level, event_id)
         return TaskEvent(event_id, key(stream_id), OUTPUT_EVENT, task, stored)
+
+    async def publish_outputs(self, task: Task, chunks: Sequence[OutputChunk]) -> list[TaskEvent] | None:
+        """All of ``chunks`` (one task's, in order) in one script run: one round trip, and
+        all kept or (the task unknown or terminal) none."""
+        if not chunks:
+            return []
+        task_id = chunks[0].task_id
+        with self._in_flight():
+            args = {"history": self.history, "token": secrets.token_hex(8)}
+            rest = [codec.dumps(chunk.to_dict()) for chunk in chunks]
+            keys = self._keys.publish_output(task_id)
+            retry = task_id in self._leases.owned
+            reply = await self._write(
+                task_id, OUTPUT_EVENT, self._scripts.outputs, keys, args, retry, self.outage_grace, rest
+            )
+        if reply is None:
+            return None
+        events = []
+        for row, chunk in zip(reply, chunks, strict=True):
+            event_id = text(row).partition(" ")[0]
+            stored = OutputChunk(chunk.task_id, chunk.seq, chunk.kind, chunk.text, chunk.level, event_id)
+            events.append(TaskEvent(event_id, key(event_id.partition("-")[2]), OUTPUT_EVENT, task, stored))
+        return events
 
     async def refuse(self, task_id: str) -> bool:
         """Refuse ``task_id`` for good, as the hub answers 503 for it: it is never created,

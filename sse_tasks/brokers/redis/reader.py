@@ -11,7 +11,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from redis.asyncio import Redis
@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from ..._core import codec
 from ..._core.errors import Unavailable
 from ..._core.log import EventLog
-from ..._core.models import OUTPUT_EVENT, OutputChunk, Task, TaskEvent
+from ..._core.models import OUTPUT_EVENT, MalformedEvent, OutputChunk, Task, TaskEvent
 from .keys import Keys
 from .link import UNREACHABLE, Link, call
 from .scripts import Scripts
@@ -27,6 +27,7 @@ from .scripts import Scripts
 logger = logging.getLogger("sse_tasks.redis")
 
 StreamKey = tuple[int, int]
+T = TypeVar("T")
 Connect = Callable[[], contextlib.AbstractAsyncContextManager[Redis]]
 
 BATCH = 1000  # stream entries per XREAD
@@ -66,6 +67,7 @@ class StreamReader:
         self.generation = 0  # bumped whenever the log restarts
         self.ready = anyio.Event()  # connected once
         self.tried = anyio.Event()  # the first attempt to connect is over
+        self.snapshots = Snapshots()
 
     def reset(self) -> None:
         """Before a (re)start: adopt Redis's history from its head on the first sync."""
@@ -113,6 +115,9 @@ class StreamReader:
 
     async def run(self, client: Redis) -> None:
         """Follow the stream into the log; reconnect with backoff, resume from the last id."""
+        # Entries as Redis sends them (flat field lists): read in bulk, they are made
+        # into dicts here without redis-py's per-entry parsing.
+        client.set_response_callback("XREAD", _as_sent)
         delay = MIN_BACKOFF
         try:
             while True:
@@ -157,33 +162,42 @@ class StreamReader:
                     if epoch is None or text(epoch) != self.epoch:
                         await self.sync(client, reader=True)
                     continue
-                for stream_id, fields in reply[0][1]:
-                    self.read_from = text(stream_id)
-                    if text(fields.get(b"e", b"")) != self.epoch:
+                epoch = (self.epoch or "").encode()
+                # RESP2 answers [[stream, entries]], RESP3 {stream: entries}.
+                entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+                for stream_id, flat in entries:
+                    it = iter(flat)
+                    fields = dict(zip(it, it, strict=False))
+                    if fields.get(b"e") != epoch:
+                        self.read_from = text(stream_id)
                         await self.sync(client, reader=True)
                         break
                     event = self.event(stream_id, fields)
                     if event is not None:
                         log.append(event)
                         self.observe(event)
+                else:
+                    self.read_from = text(entries[-1][0])
             finally:
                 log.release()
 
     def event(self, stream_id: bytes | str, fields: dict[bytes, bytes]) -> TaskEvent | None:
-        """The event a stream entry holds (None, logged, if it is malformed)."""
+        """The event a stream entry holds (None, logged, if a field is missing).
+
+        Its snapshot (and chunk) are decoded when something first reads them: a process
+        where no stream covers a task pays for reading its entries, not for decoding
+        them (a stream of the process, or the end of a task, reads them)."""
         sid = text(stream_id)
         event_id = f"{self.epoch}-{sid}"
         try:
-            event_type = text(fields[b"t"])
-            record = codec.loads(fields[b"d"])
-            task = Task.from_record({**record, "event_id": event_id, "event_type": event_type})
-            chunk = None
-            if event_type == OUTPUT_EVENT:
-                chunk = OutputChunk.from_record({**codec.loads(fields[b"c"]), "event_id": event_id})
-        except (KeyError, ValueError, TypeError):
+            ms, _, seq = sid.partition("-")  # as Redis wrote it: two decimal numbers
+            stream_key = (int(ms), int(seq))
+            if fields[b"t"] == _OUTPUT:
+                return OutputEvent(event_id, stream_key, fields[b"d"], fields[b"c"], self.snapshots)
+            return StateEvent(event_id, stream_key, text(fields[b"t"]), fields[b"d"])
+        except (KeyError, ValueError, UnicodeDecodeError):
             logger.error("skipping malformed stream entry %s", sid)
             return None
-        return TaskEvent(event_id, key(sid), event_type, task, chunk)
 
     # -- history older than the log ------------------------------------------------------
 
@@ -233,6 +247,112 @@ class StreamReader:
         prefix = f"{self.epoch}-"
         if any(task.event_id and not task.event_id.startswith(prefix) for task in tasks):
             await self.sync()
+
+
+class Snapshots:
+    """The snapshots output entries carry, decoded once: a task's chunks between two of
+    its state changes all carry the same one. Bounded (cleared when full)."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._tasks: dict[bytes, Task] = {}
+
+    def task(self, raw: bytes) -> Task:
+        task = self._tasks.get(raw)
+        if task is None:
+            if len(self._tasks) >= self.size:
+                self._tasks.clear()
+            record = codec.loads(raw)
+            task = Task.from_record({**record, "event_id": None, "event_type": OUTPUT_EVENT})
+            self._tasks[raw] = task
+        return task
+
+
+def _decoded(event_id: str, decode: Callable[[], T]) -> T:
+    try:
+        return decode()
+    except (KeyError, ValueError, TypeError) as exc:
+        logger.error("malformed stream entry %s: %s", event_id, exc)
+        raise MalformedEvent(f"malformed stream entry {event_id}") from None
+
+
+class StateEvent(TaskEvent):
+    """A state change read from the stream; its snapshot decoded when first read."""
+
+    __slots__ = ("_raw_task", "_task")
+
+    def __init__(self, id: str, key: StreamKey, type: str, raw_task: bytes) -> None:
+        self.id = id
+        self.key = key
+        self.type = type
+        self.chunk = None
+        self._frames = {}
+        self._raw_task = raw_task
+        self._task: Task | None = None
+
+    @property
+    def task(self) -> Task:
+        if self._task is None:
+            self._task = _decoded(self.id, self._decode)
+        return self._task
+
+    @task.setter
+    def task(self, value: Task) -> None:
+        self._task = value
+
+    def _decode(self) -> Task:
+        record = codec.loads(self._raw_task)
+        return Task.from_record({**record, "event_id": self.id, "event_type": self.type})
+
+
+class OutputEvent(TaskEvent):
+    """A ``task.output`` event read from the stream, decoded when first used.
+
+    Its ``task`` is the snapshot as of the chunk (without an event id of its own,
+    shared by the task's chunks that carry the same snapshot)."""
+
+    __slots__ = ("_chunk", "_raw_chunk", "_raw_task", "_snapshots", "_task")
+
+    def __init__(
+        self, id: str, key: StreamKey, raw_task: bytes, raw_chunk: bytes, snapshots: Snapshots
+    ) -> None:
+        self.id = id
+        self.key = key
+        self.type = OUTPUT_EVENT
+        self._frames = {}
+        self._raw_task, self._raw_chunk, self._snapshots = raw_task, raw_chunk, snapshots
+        self._task: Task | None = None
+        self._chunk: OutputChunk | None = None
+
+    @property
+    def task(self) -> Task:
+        if self._task is None:
+            self._task = _decoded(self.id, lambda: self._snapshots.task(self._raw_task))
+        return self._task
+
+    @task.setter
+    def task(self, value: Task) -> None:
+        self._task = value
+
+    @property
+    def chunk(self) -> OutputChunk:
+        if self._chunk is None:
+            self._chunk = _decoded(self.id, self._decode_chunk)
+        return self._chunk
+
+    @chunk.setter
+    def chunk(self, value: OutputChunk) -> None:
+        self._chunk = value
+
+    def _decode_chunk(self) -> OutputChunk:
+        return OutputChunk.from_record({**codec.loads(self._raw_chunk), "event_id": self.id})
+
+
+_OUTPUT = OUTPUT_EVENT.encode()
+
+
+def _as_sent(response: Any, **options: Any) -> Any:
+    return response
 
 
 def stream_key(sid: str) -> StreamKey | None:

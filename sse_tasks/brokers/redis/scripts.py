@@ -132,4 +132,5 @@ class Scripts:
         self.renew = Script("renew")
         self.lapsed = Script("lapsed")
         self.output = Script("output")
+        self.outputs = Script("outputs")
         self.refuse = Script("refuse")
