@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from ..._core.models import OutputChunk, Task
 from .reader import MAX_BACKOFF, MIN_BACKOFF, text
 from .records import chunks_of, task_of
-from .writing import CANCELLED, Started, Write, Writing, after, final_write, requeue_write
+from .writing import CANCELLED, Started, Write, Writing, after, final_write, pack_with_hiredis, requeue_write
 
 T = TypeVar("T")
 
@@ -33,6 +33,7 @@ class AsyncWriter(Writing):
             self._client = Redis.from_url(
                 self.broker.url, socket_timeout=5.0, socket_connect_timeout=2.0, client_name=self._client_name
             )
+            pack_with_hiredis(self._client.connection_pool)
         return self._client
 
     async def receive(self, queued: Task) -> str | None:
@@ -146,3 +147,4 @@ class AsyncWriter(Writing):
                     raise
                 await anyio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
+

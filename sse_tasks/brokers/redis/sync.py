@@ -18,7 +18,7 @@ import redis
 from ..._core.models import OutputChunk, Task
 from .reader import MAX_BACKOFF, MIN_BACKOFF, text
 from .records import chunks_of, task_of
-from .writing import CANCELLED, Started, Write, Writing, after, final_write, requeue_write
+from .writing import CANCELLED, Started, Write, Writing, after, final_write, pack_with_hiredis, requeue_write
 
 T = TypeVar("T")
 
@@ -39,6 +39,7 @@ class SyncWriter(Writing):
             self._client = redis.Redis.from_url(
                 self.broker.url, socket_timeout=5.0, socket_connect_timeout=2.0, client_name=self._client_name
             )
+            pack_with_hiredis(self._client.connection_pool)
         return self._client
 
     # -- the worker side's writer ----------------------------------------------------
