@@ -4,7 +4,9 @@ The web side: a :class:`RemoteEngine` (its tasks, ``send``, ``revoke``), given t
 ``TaskHub(executor=…)``. The worker side, engine-neutral: a hook driven by the engine's
 own signals or middleware makes a :class:`WorkerRun` per attempt, one :class:`Keeper` per
 process, and writes through a :class:`WorkerWriter` (``SyncWriter`` over the hub's Redis
-broker; ``AsyncWriter``, an :class:`AsyncWorkerWriter`, for asyncio engines). See
+broker). An asyncio engine's hook makes an :class:`AsyncRun` per attempt and one
+:class:`AsyncKeeper` per event loop, writing through ``AsyncWriter`` (an
+:class:`AsyncWorkerWriter`). See
 "Writing an engine adapter" in ``docs/architecture.md``.
 """
 
@@ -14,6 +16,7 @@ from .._runner.engine import NotSent, RemoteEngine
 from .._runner.job import Job, error_of, result_error, unencodable
 from ..brokers.redis.async_writer import AsyncWriter
 from ..brokers.redis.sync import SyncWriter
+from .async_run import AsyncKeeper, AsyncRun
 from .worker import Keeper, WorkerRun
 from .writer import AsyncWorkerWriter, Started, WorkerWriter
 
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "AsyncKeeper",
+    "AsyncRun",
     "AsyncWorkerWriter",
     "AsyncWriter",
     "Job",

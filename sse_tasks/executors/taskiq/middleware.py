@@ -32,9 +32,8 @@ from ..._core.errors import TaskCancelled
 from ..._core.models import MAX_TASK_ID_LENGTH, Task, TaskState, utcnow
 from ..._core.text import clean_text
 from ...brokers.redis import RedisBroker
-from ...engines import AsyncWriter, error_of, result_error, unencodable
+from ...engines import AsyncKeeper, AsyncRun, AsyncWriter, error_of, result_error, unencodable
 from .progress import route_set_progress
-from .run import AsyncKeeper, AsyncRun
 
 logger = logging.getLogger("sse_tasks.taskiq")
 
