@@ -31,6 +31,9 @@ from .writer import Started, WorkerWriter
 
 logger = logging.getLogger("sse_tasks.worker")
 
+#: Seconds between a busy keeper's looks (at most a run's ``start_delay``, 0.05 s by default).
+IDLE_TICK = 0.04
+
 
 class WorkerRun:
     """One attempt of a task in this worker; ``task`` is its latest stored snapshot.
@@ -417,10 +420,17 @@ class Keeper:
 
     def _loop(self) -> None:
         next_renewal = time.monotonic() + self.renew_every
+        busy_until = -math.inf
         while not self._stopped:
             runs = list(self.runs.values())
             dues = [due for due in (run.due() for run in runs) if due is not None]
-            wake_at = min([next_renewal, *dues])
+            now = time.monotonic()
+            if runs:
+                busy_until = now + 1.0
+            # Busy, it looks every IDLE_TICK even with nothing due: a run that starts then
+            # is due later than that, so wake() needs no thread switch for it.
+            tick = now + IDLE_TICK if now < busy_until else math.inf
+            wake_at = min([next_renewal, tick, *dues])
             with self._cond:
                 # At least a moment: a run busy publishing is due, but skipped, until it is done.
                 timeout = max(wake_at - time.monotonic(), 0.005)
