@@ -9,9 +9,10 @@ keeps the latest value, output is queued in order, and the cancel flag is the on
 keeper last read. One :class:`AsyncKeeper` task per event loop publishes what falls due
 (``running`` after ``start_delay``, progress at most every ``progress_interval`` per task,
 output as written), reads the stored state of running tasks every ``check_interval``
-and renews their leases every quarter lease. A sync task (run in taskiq's thread pool)
-reports through the same calls, which hand over to the loop thread-safely. A task that
-ends within ``start_delay`` stores ``running`` and its outcome in one round trip.
+and renews their leases every quarter lease (each in one round trip for all of them). A
+sync task (run in taskiq's thread pool) reports through the same calls, which hand over
+to the loop thread-safely. A task that ends within ``start_delay`` stores ``running``
+and its outcome in one round trip.
 """
 
 from __future__ import annotations
@@ -214,18 +215,20 @@ class AsyncRun:
         else:
             self.task = stored
 
-    async def check(self) -> None:
-        """Read the stored state: a task final there (cancelled) stops at its next check()."""
+    def wants_check(self, now: float) -> bool:
+        """True if the keeper should read the stored state now (a cancel): not for an
+        ended run, one whose ``running`` is not stored yet, or one read a moment ago (a
+        short task is never read again)."""
         if self.ended or self._cancelled or self._start is not None:
-            return
-        now = time.monotonic()
+            return False
         if now - self._checked < self.keeper.check_interval:
-            return  # read a moment ago (a short task is never read again)
+            return False
         self._checked = now
-        try:
-            self._cancelled = await self.writer.finished(self.task.id)
-        except self.writer.unreachable:
-            pass
+        return True
+
+    def finished_elsewhere(self) -> None:
+        """The stored task is final (cancelled): the task stops at its next check()."""
+        self._cancelled = True
 
     async def requeue(self, message: str) -> Task | None:
         """This attempt ends in a retry (its new message is being sent): back to ``queued``,
@@ -367,7 +370,7 @@ class AsyncKeeper:
             now = time.monotonic()
             if now >= next_check:
                 next_check = now + self.check_interval
-                await self._each([run.check() for run in runs])
+                await self._check([run for run in runs if run.wants_check(now)])
             if now >= next_renewal:
                 next_renewal = now + renew_every
                 try:
@@ -376,6 +379,21 @@ class AsyncKeeper:
                     pass
                 except Exception:
                     logger.exception("sse_tasks keeper: renewing leases failed")
+
+    async def _check(self, runs: list[AsyncRun]) -> None:
+        """Read the stored state of ``runs`` in one round trip."""
+        if not runs:
+            return
+        try:
+            finished = await self.writer.finished_ids([run.task.id for run in runs])
+        except self.writer.unreachable:
+            return
+        except Exception:
+            logger.exception("sse_tasks keeper: reading cancels failed")
+            return
+        for run in runs:
+            if run.task.id in finished:
+                run.finished_elsewhere()
 
     async def _each(self, calls: list[Any]) -> None:
         if not calls:

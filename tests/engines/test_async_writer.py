@@ -45,6 +45,10 @@ async def test_a_task_through_the_async_writer(redis_url: str, redis_db: int) ->
         cancelled = created.evolve(state=TaskState.CANCELLED, finished_at=utcnow())
         assert await writer.final(cancelled) is not None
         assert await writer.cancelled_ids() == ["async-2"]
+        await writer.create(Task(id="async-4", name="work"))
+        ids = ["async-1", "async-2", "async-4", "unknown"]
+        assert await writer.finished_ids(ids) == {"async-1", "async-2"}  # one round trip
+        assert await writer.finished_ids([]) == set()
         assert await writer.receive(Task(id="async-2", name="work")) == "cancelled"
 
         assert await broker.refuse("async-3")  # the hub answered 503 for it

@@ -96,6 +96,17 @@ class AsyncWriter(Writing):
         """True if the stored task is terminal."""
         return self._finished(await self.client.hget(self._keys.task(task_id), "s"))
 
+    async def finished_ids(self, task_ids: Iterable[str]) -> set[str]:
+        """Those of ``task_ids`` whose stored task is terminal, in one round trip."""
+        ids = list(task_ids)
+        if not ids:
+            return set()
+        async with self.client.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.hget(self._keys.task(task_id), "s")
+            states = await pipe.execute()
+        return {task_id for task_id, state in zip(ids, states, strict=True) if self._finished(state)}
+
     async def cancelled_ids(self) -> list[str]:
         """Ids of the retained tasks that ended ``cancelled``."""
         keys = self._keys

@@ -112,6 +112,17 @@ class SyncWriter(Writing):
         """True if the stored task is terminal (cancelled by a client, failed as lost, …)."""
         return self._finished(self.client.hget(self._keys.task(task_id), "s"))
 
+    def finished_ids(self, task_ids: Iterable[str]) -> set[str]:
+        """Those of ``task_ids`` whose stored task is terminal, in one round trip."""
+        ids = list(task_ids)
+        if not ids:
+            return set()
+        with self.client.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.hget(self._keys.task(task_id), "s")
+            states = pipe.execute()
+        return {task_id for task_id, state in zip(ids, states, strict=True) if self._finished(state)}
+
     def cancelled_ids(self) -> list[str]:
         """Ids of the retained tasks that ended ``cancelled`` (at most ``max_tasks``)."""
         keys = self._keys
