@@ -10,6 +10,10 @@
   text tables, the environment (CPU, versions) and JSON results.
 - **Profiles**: :func:`profiled` runs py-spy on a server during a run;
   ``python -m benchmarks.harness STACKS.txt`` prints the breakdown of a profile.
+- **The engine scenario**: a task engine's worker with ÷ without the sse_tasks hook
+  (:func:`engine_throughput`) and success → follower (:func:`engine_latency`), for every
+  engine given as an :class:`Engine` adapter (``benchmarks/engines.py`` lists them):
+  :func:`engine_main` is their command line.
 """
 
 from __future__ import annotations
