@@ -99,12 +99,14 @@ class AsyncRun:
         except ValueError:  # reset in another context than it was set in
             CURRENT.set(None)
 
-    def begin(self, delay: float, create: Task | None = None) -> None:
+    def begin(self, delay: float, create: Task | None = None, *, stored: bool = False) -> None:
         """``running`` is stored within ``delay`` seconds, or with this attempt's next write
         (``create``: the ``queued`` snapshot to store first if nobody stored the task;
-        default: ``task``)."""
+        default: ``task``, unless the task is known to be stored: ``stored``, or a
+        ``task`` read back, with an event id)."""
         running = self.task.evolve(state=TaskState.RUNNING, started_at=utcnow())
-        self._start, self._start_due = (running, create or self.task), time.monotonic() + delay
+        queued = None if stored or self.task.event_id else (create or self.task)
+        self._start, self._start_due = (running, queued), time.monotonic() + delay
         self.keeper.wake(self._start_due)
 
     # -- the sink (any thread, never blocks) -------------------------------------------

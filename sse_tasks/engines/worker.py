@@ -108,9 +108,12 @@ class WorkerRun:
         except ValueError:  # reset in another context than it was set in
             CURRENT.set(None)
 
-    def start(self, delay: float = 0.0) -> None:
-        """This attempt starts: :meth:`begin` with its ``running`` snapshot, now."""
-        self.begin(self.task.evolve(state=TaskState.RUNNING, started_at=utcnow()), self.task, delay)
+    def start(self, delay: float = 0.0, *, stored: bool = False) -> None:
+        """This attempt starts: :meth:`begin` with its ``running`` snapshot, now. ``stored``:
+        the task is known to be stored (received, or read back: a ``task`` with an event
+        id is), so ``running`` need not carry a ``queued`` snapshot to create it from."""
+        create = None if stored or self.task.event_id else self.task
+        self.begin(self.task.evolve(state=TaskState.RUNNING, started_at=utcnow()), create, delay)
 
     def execute(self, func: Callable[..., Any]) -> TaskState:
         """Run ``func(**params)`` as this attempt, with its context current, and publish
@@ -137,9 +140,10 @@ class WorkerRun:
         self.finish(state, **changes)
         return state
 
-    def begin(self, running: Task, queued: Task, delay: float) -> None:
+    def begin(self, running: Task, queued: Task | None, delay: float) -> None:
         """Publish ``running`` within ``delay`` seconds (creating the task from ``queued``
-        if nobody stored it), or with the next event of this attempt if that comes first."""
+        if nobody stored it; None: it is stored), or with the next event of this attempt
+        if that comes first."""
         with self._lock:
             self._start = (running, queued)
             self._start_due = due = time.monotonic() + delay

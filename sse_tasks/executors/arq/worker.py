@@ -122,7 +122,7 @@ class ArqHook:
         )
         self.keeper.ensure_started()
         self.runs[job_id] = run
-        run.begin(self.start_delay, create=queued)
+        run.begin(self.start_delay, create=queued, stored=hub is not None)  # the hub's: received
         begun = time.monotonic()
         run.enter()
         try:

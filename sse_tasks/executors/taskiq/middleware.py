@@ -148,10 +148,12 @@ class StatusMiddleware(TaskiqMiddleware):
             max_output_bytes=self.max_output_bytes,
             max_output_chunks=self.max_output_chunks,
         )
+        received = False
         try:
             stored = None
             if message.labels.get(HUB_LABEL) and not message.labels.get("_retries"):
                 state = await writer.receive(queued)
+                received = state == TaskState.QUEUED.value
             else:
                 stored = await writer.get(queued.id)
                 state = None if stored is None else stored.state.value
@@ -169,7 +171,7 @@ class StatusMiddleware(TaskiqMiddleware):
         if not run.ended:
             self.keeper.ensure_started()
             self.keeper.runs[queued.id] = run
-            run.begin(self.start_delay)
+            run.begin(self.start_delay, stored=received)
         return message
 
     def _guard(self, name: str) -> None:
