@@ -128,8 +128,9 @@ def pack_with_hiredis(pool: Any) -> None:
     fallback = base.pack_command
 
     def pack_command(self: Any, *args: Any) -> list[bytes]:
-        if isinstance(args[0], str) and " " in args[0]:  # "CLIENT SETNAME": one argument per word
-            args = (*args[0].split(), *args[1:])
+        first = args[0]
+        if (isinstance(first, str) and " " in first) or (isinstance(first, bytes) and b" " in first):
+            args = (*first.split(), *args[1:])  # "CLIENT SETNAME": one argument per word
         try:
             return [hiredis.pack_command(args)]
         except TypeError:  # an argument hiredis does not take: redis-py's own packing
