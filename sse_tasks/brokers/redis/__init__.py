@@ -280,10 +280,12 @@ class RedisBroker(Broker):
         requeue: bool = False,
         create: Task | None = None,
         lapsed_only: bool = False,
+        once: bool = False,
     ) -> dict[str, Any]:
         """The arguments of ``publish.lua`` (also written by worker hooks of other engines).
 
-        ``create``: the task's ``queued`` snapshot, stored first if the task is unknown.
+        ``create``: the task's ``queued`` snapshot, stored first if the task is unknown;
+        ``once``: a task already in ``task``'s state is left as it is.
         """
         token, new_epoch = self._tokens.take()
         return {
@@ -304,6 +306,7 @@ class RedisBroker(Broker):
             "token": token,  # makes a retried write idempotent
             "lapsed_only": "1" if lapsed_only else "0",
             "prefix": self.prefix,
+            "once": "1" if once else "0",
         }
 
     async def _publish(
