@@ -176,6 +176,26 @@ class Frames(asyncio.Protocol):
             self.transport.close()
 
 
+_SUCCEEDED = re.compile(rb'event: task\.succeeded\r?\ndata: \{"id":"([^"]+)"')
+
+
+class SucceededFollower(Frames):
+    """A stream of ``/events``: when each task's ``task.succeeded`` arrived (``seen``, in
+    ``time.monotonic_ns()``); ``on_seen(task_id)`` for each."""
+
+    def __init__(self, on_seen: Callable[[str], None]) -> None:
+        super().__init__("/events")
+        self.seen: dict[str, int] = {}
+        self.on_seen = on_seen
+
+    def frames(self, frames: bytes, now: int) -> None:
+        for match in _SUCCEEDED.finditer(frames):
+            task_id = match.group(1).decode()
+            if task_id not in self.seen:
+                self.seen[task_id] = now
+                self.on_seen(task_id)
+
+
 async def subscribe(
     port: int,
     count: int,

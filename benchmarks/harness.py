@@ -10,6 +10,10 @@
   text tables, the environment (CPU, versions) and JSON results.
 - **Profiles**: :func:`profiled` runs py-spy on a server during a run;
   ``python -m benchmarks.harness STACKS.txt`` prints the breakdown of a profile.
+- **The engine scenario**: a task engine's worker with ÷ without the sse_tasks hook
+  (:func:`engine_throughput`) and success → follower (:func:`engine_latency`), for every
+  engine given as an :class:`Engine` adapter (``benchmarks/engines.py`` lists them):
+  :func:`engine_main` is their command line.
 """
 
 from __future__ import annotations
@@ -33,10 +37,12 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -521,6 +527,362 @@ def summarize(stacks: str, top: int = 25) -> str:
         out.append(f"\n{title}")
         out += [f"  {100 * n / total:5.1f}%  {name}" for name, n in counter.most_common(limit)]
     return "\n".join(out) + "\n"
+
+
+# -- the engine scenario: a task engine's worker with ÷ without the sse_tasks hook -----------
+
+
+@dataclass(frozen=True)
+class EngineScale:
+    tasks: int = 2000
+    repeat: int = 3
+    warmup: int = 50
+    followers: int = 100
+    latency_tasks: int = 200
+    timeout: float = 120.0
+
+
+ENGINE_SCALES = {
+    "full": EngineScale(),
+    "quick": EngineScale(tasks=500, latency_tasks=50),
+    "smoke": EngineScale(tasks=20, repeat=1, warmup=5, followers=3, latency_tasks=3, timeout=30.0),
+}
+#: The environment variable a benchmark worker reads: CPU milliseconds each task spends.
+WORK_ENV = "BENCH_WORK_MS"
+#: The hash (on the stack's ``stamps_url``) where a worker records when each task ended,
+#: ``time.monotonic_ns()`` by task id, taken before the hook publishes its end.
+STAMPS_KEY = "bench:task_success_ns"
+
+
+def busy(ms: float) -> None:
+    """Spend ``ms`` milliseconds of this thread's CPU (a small real task)."""
+    if ms > 0:
+        end = time.thread_time() + ms / 1000
+        while time.thread_time() < end:
+            pass
+
+
+class EngineStack:
+    """A redis-server (the hub on database 0, the engine on 1, success stamps on 2) and the
+    processes started against it, pinned to ``cpu``."""
+
+    def __init__(self, cpu: int | None) -> None:
+        import redis
+
+        self.cpu = cpu
+        self.procs = Processes("engines")
+        try:
+            self.redis, url = start_redis(self.procs, cpu)
+        except BaseException:
+            self.procs.close()
+            raise
+        self.hub_url, self.engine_url, self.stamps_url = (f"{url}/{db}" for db in (0, 1, 2))
+        self.dbs = [redis.Redis.from_url(u) for u in (self.hub_url, self.engine_url, self.stamps_url)]
+        self.hub = self.dbs[0]
+
+    def flush(self) -> None:
+        for db in self.dbs:
+            db.flushdb()
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """This interpreter's environment without any engine's or the hub's settings."""
+        ours = ("BENCH_", "SSE_TASKS_", "DRAMATIQ_", "dramatiq_", "ARQ_", "TASKIQ_", "RQ_", "HUEY_")
+        env = {k: v for k, v in python_env().items() if not k.startswith(ours)}
+        if os.environ.get(WORK_ENV):
+            env[WORK_ENV] = os.environ[WORK_ENV]
+        return {**env, **extra}
+
+    def wait_log(self, proc: subprocess.Popen[bytes], needle: str, what: str, timeout: float = 60.0) -> None:
+        """Wait until ``proc`` has logged ``needle``."""
+        deadline = time.monotonic() + timeout
+        while needle not in self.procs.log(proc):
+            self.procs.check(proc, what)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} never logged {needle!r}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        for db in self.dbs:
+            db.close()
+        self.procs.close()
+
+
+class Engine(Protocol):
+    """One engine in the scenario: made per throughput series, given the stack."""
+
+    name: str
+
+    def worker(self, hooks: bool, stamps: bool = False) -> subprocess.Popen[bytes]:
+        """Start a worker (with the hook or not; recording success stamps), ready to work."""
+        ...
+
+    def run(self, hooks: bool, tasks: int, timeout: float) -> None:
+        """Send ``tasks`` tasks with the engine's own API and wait until every one ran."""
+        ...
+
+    def send_one(self) -> str:
+        """Send one task (to a hooked worker); its id (the sse_tasks task id)."""
+        ...
+
+    def serve_command(self, port: int) -> list[str]:
+        """The command serving a ``TaskHub`` on this engine on ``port``."""
+        ...
+
+    def server_env(self) -> dict[str, str]:
+        """What that command needs in its environment."""
+        ...
+
+    def stamps(self, ids: list[str], timeout: float) -> dict[str, int]:
+        """When each of these tasks ended on the worker (``time.monotonic_ns()``, taken
+        before the hook published it): :func:`stored_stamps` for most engines."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def stored_stamps(s: EngineStack, ids: list[str], timeout: float) -> dict[str, int]:
+    """The success stamps a worker wrote to :data:`STAMPS_KEY` (waiting for all ``ids``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stamps = {k.decode(): int(v) for k, v in s.dbs[2].hgetall(STAMPS_KEY).items()}
+        if all(i in stamps for i in ids) or time.monotonic() > deadline:
+            return stamps
+        time.sleep(0.05)
+
+
+def _check_hub(s: EngineStack, hooks: bool, tasks: int) -> None:
+    """Hooked: the hub's Redis holds every task finished; else it holds nothing."""
+    deadline = time.monotonic() + 10
+    while True:
+        if not hooks:
+            if s.hub.dbsize():
+                raise RuntimeError("hook off, yet the hub's Redis holds keys")
+            return
+        finished = s.hub.zcard("sse_tasks:finished")
+        if finished == tasks:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{finished} of {tasks} tasks finished on the hub")
+        time.sleep(0.01)
+
+
+def engine_throughput(s: EngineStack, engine: Engine, scale: EngineScale, quiet: float) -> dict[str, Any]:
+    """Tasks per second without and with the hook, alternately, ``scale.repeat`` times: a
+    fresh warmed-up worker per run; medians, and the ratio of each repetition."""
+    runs: list[dict[str, Any]] = []
+    for rep in range(scale.repeat):
+        for hooks in (False, True):
+            s.flush()
+            worker = engine.worker(hooks)
+            try:
+                engine.run(hooks, scale.warmup, timeout=60)
+                if quiet > 0:
+                    wait_quiet(quiet)
+                cpu = cpu_seconds(s.procs.pids([worker]))
+                started = time.monotonic()
+                engine.run(hooks, scale.tasks, scale.timeout)
+                seconds = time.monotonic() - started
+                cpu = cpu_seconds(s.procs.pids([worker])) - cpu
+                _check_hub(s, hooks, scale.warmup + scale.tasks)
+            finally:
+                s.procs.stop(worker)
+            run = {
+                "hooks": hooks,
+                "tasks": scale.tasks,
+                "seconds": seconds,
+                "tasks_per_s": scale.tasks / seconds,
+                "worker_cpu_ms_per_task": cpu * 1000 / scale.tasks,
+            }
+            runs.append(run)
+            label = "with" if hooks else "without"
+            print(
+                f"  {engine.name} {label:7} #{rep + 1}: {run['tasks_per_s']:7.0f} tasks/s, "
+                f"worker CPU {run['worker_cpu_ms_per_task']:.2f} ms per task",
+                flush=True,
+            )
+    without = statistics.median(r["tasks_per_s"] for r in runs if not r["hooks"])
+    with_ = statistics.median(r["tasks_per_s"] for r in runs if r["hooks"])
+    cpu_without = statistics.median(r["worker_cpu_ms_per_task"] for r in runs if not r["hooks"])
+    cpu_with = statistics.median(r["worker_cpu_ms_per_task"] for r in runs if r["hooks"])
+    pairs = zip(runs[::2], runs[1::2], strict=True)
+    return {
+        "runs": runs,
+        "tasks_per_s": {"without": without, "with": with_, "ratio": ratio(with_, without)},
+        "worker_cpu_ms_per_task": {"without": cpu_without, "with": cpu_with},
+        "ratio_per_repetition": [b["tasks_per_s"] / a["tasks_per_s"] for a, b in pairs],
+    }
+
+
+async def _follow_engine(
+    port: int, send: Callable[[], str], followers: int, tasks: int, timeout: float
+) -> tuple[list[Any], list[str]]:
+    """``followers`` streams on ``/events``; ``tasks`` tasks sent one at a time, each once
+    every follower has seen the one before succeed."""
+    from .client import SucceededFollower
+
+    loop = asyncio.get_running_loop()
+    waiting: dict[str, list[Any]] = {}  # task id -> [followers still to see it, future]
+
+    def on_seen(task_id: str) -> None:
+        entry = waiting.get(task_id)
+        if entry is not None:
+            entry[0] -= 1
+            if entry[0] == 0 and not entry[1].done():
+                entry[1].set_result(None)
+
+    streams: list[SucceededFollower] = []
+    for _ in range(followers):
+        _, stream = await loop.create_connection(lambda: SucceededFollower(on_seen), "127.0.0.1", port)
+        streams.append(stream)
+    await asyncio.wait_for(asyncio.gather(*(f.opened for f in streams)), timeout)
+    ids: list[str] = []
+    pool = ThreadPoolExecutor(1)
+    try:
+        for _ in range(tasks):
+            task_id = await loop.run_in_executor(pool, send)
+            done: asyncio.Future[None] = loop.create_future()
+            already = sum(task_id in f.seen for f in streams)
+            waiting[task_id] = [followers - already, done]
+            if already == followers:
+                done.set_result(None)
+            await asyncio.wait_for(done, timeout)
+            ids.append(task_id)
+    finally:
+        pool.shutdown(wait=True)
+        for stream in streams:
+            stream.close()
+    return streams, ids
+
+
+def engine_latency(s: EngineStack, engine: Engine, scale: EngineScale) -> dict[str, Any]:
+    """From the engine's success (the worker's stamp, taken before the hook publishes) to
+    each of ``scale.followers`` streams seeing ``task.succeeded``: p50/p99 over all."""
+    s.flush()
+    worker = engine.worker(True, stamps=True)
+    port = free_port()
+    server = s.procs.spawn("server", engine.serve_command(port), s.cpu, s.env(**engine.server_env()))
+    try:
+        s.procs.wait_port(port, "the hub's server")
+        engine.run(True, min(20, scale.warmup), timeout=60)
+        streams, ids = asyncio.run(
+            _follow_engine(port, engine.send_one, scale.followers, scale.latency_tasks, scale.timeout)
+        )
+        stamps = engine.stamps(ids, scale.timeout)
+    finally:
+        s.procs.stop(worker)
+        s.procs.stop(server)
+    missing = [i for i in ids if i not in stamps]
+    if missing:
+        raise RuntimeError(f"{len(missing)} tasks have no success time")
+    samples = sorted(f.seen[i] - stamps[i] for i in ids for f in streams)
+    return {
+        "followers": scale.followers,
+        "tasks": len(ids),
+        "deliveries": len(samples),
+        "p50_ms": percentile(samples, 0.5) / 1e6,
+        "p99_ms": percentile(samples, 0.99) / 1e6,
+        "max_ms": samples[-1] / 1e6,
+    }
+
+
+def run_engines(
+    makers: dict[str, Callable[[EngineStack], Engine]],
+    scale: EngineScale,
+    work_ms: Sequence[float],
+    *,
+    pin: bool = True,
+    quiet: float = 0.0,
+    latency: bool = True,
+) -> dict[str, Any]:
+    """Every engine of ``makers`` in one run on one redis-server: throughput for each
+    ``work_ms``, then (``latency``) success → follower."""
+    started = time.monotonic()
+    s = EngineStack(pin_client(pin))
+    results: dict[str, Any] = {"scale": asdict(scale), "pinned": s.cpu is not None, "engines": {}}
+    try:
+        for name, make in makers.items():
+            found: dict[str, Any] = {"throughput": {}}
+            for work in work_ms:
+                os.environ[WORK_ENV] = str(work)
+                what = f"{scale.tasks} tasks of {work:g} ms, {scale.repeat} repetitions"
+                print(f"== {name}: tasks per second, {what}")
+                engine = make(s)
+                try:
+                    found["throughput"][f"{work:g}ms"] = engine_throughput(s, engine, scale, quiet)
+                finally:
+                    engine.close()
+            os.environ.pop(WORK_ENV, None)
+            if latency:
+                what = f"{scale.followers} followers, {scale.latency_tasks} tasks"
+                print(f"== {name}: success → task.succeeded, {what}")
+                engine = make(s)
+                try:
+                    found["latency"] = engine_latency(s, engine, scale)
+                finally:
+                    engine.close()
+            results["engines"][name] = found
+    finally:
+        s.close()
+    results["seconds"] = time.monotonic() - started
+    return results
+
+
+def print_engines(results: dict[str, Any]) -> None:
+    """The throughput table and each engine's delay."""
+    rows = [["engine", "work per task", "without hook", "with hook", "with ÷ without", "worker CPU ms/task"]]
+    for name, found in results["engines"].items():
+        for work, t in found["throughput"].items():
+            v, cpu = t["tasks_per_s"], t["worker_cpu_ms_per_task"]
+            rows.append([
+                name, work, f"{v['without']:,.0f}", f"{v['with']:,.0f}", number(v["ratio"], "x"),
+                f"{cpu['without']:.2f} → {cpu['with']:.2f}",
+            ])  # fmt: skip
+    print()
+    print(table(rows, indent=0, left=2))
+    for name, found in results["engines"].items():
+        lat = found.get("latency")
+        if lat:
+            print(
+                f"{name}: success → task.succeeded at {lat['followers']} followers ({lat['tasks']} tasks): "
+                f"p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, max {lat['max_ms']:.1f} ms"
+            )
+
+
+def engine_main(
+    argv: Sequence[str], makers: dict[str, Callable[[EngineStack], Engine]], prog: str, description: str
+) -> int:
+    """The command line of an engine scenario: ``--engines``, the scale, ``--work-ms``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    common_arguments(parser, quiet_wait=3.0)
+    parser.add_argument("--engines", help=f"comma-separated, of {', '.join(makers)} (default: all)")
+    parser.add_argument("--tasks", type=int, help="tasks per throughput run")
+    parser.add_argument("--repeat", type=int, help="repetitions of without/with (medians)")
+    parser.add_argument("--followers", type=int, help="followers on /events for the delay")
+    parser.add_argument("--latency-tasks", type=int, help="tasks for the delay")
+    parser.add_argument("--work-ms", default="0,1", help="CPU ms per task, comma-separated (default 0,1)")
+    parser.add_argument("--no-latency", action="store_true", help="throughput only")
+    args = parser.parse_args(list(argv))
+    names = [e.strip() for e in args.engines.split(",")] if args.engines else list(makers)
+    unknown = [n for n in names if n not in makers]
+    if unknown:
+        parser.error(f"unknown engine(s) {', '.join(unknown)}; choose from {', '.join(makers)}")
+    changes = {
+        "tasks": args.tasks,
+        "repeat": args.repeat,
+        "followers": args.followers,
+        "latency_tasks": args.latency_tasks,
+    }
+    scale = replace(ENGINE_SCALES[level(args)], **{k: v for k, v in changes.items() if v is not None})
+    work = [float(w) for w in args.work_ms.split(",") if w.strip()]
+    env = environment(versions(("sse-tasks", *names, "redis", "hiredis", "uvicorn")))
+    results = run_engines(
+        {n: makers[n] for n in names}, scale, work, pin=not args.no_pin, quiet=args.quiet_wait,
+        latency=not args.no_latency,
+    )  # fmt: skip
+    print_engines(results)
+    print(f"\n{results['seconds']:.0f} s")
+    write_json(args.json, {"environment": env, **results})
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

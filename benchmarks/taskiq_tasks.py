@@ -1,50 +1,87 @@
-"""The benchmark's taskiq tasks: no-op and 1 ms, each counting its completion in Redis
-(``$TASKIQ_REDIS_URL``, key ``bench:done``); the middleware only with ``$SSE_TASKS_BROKER``."""
+"""The taskiq benchmark's broker and task (``taskiq worker benchmarks.taskiq_tasks:broker``),
+configured by its environment: taskiq's Redis in ``$TASKIQ_REDIS_URL``, the middleware when
+``$BENCH_SSE_TASKS_BROKER`` is set, success stamps when ``$BENCH_SUCCESS_STAMPS`` is, and
+``$BENCH_WORK_MS`` of CPU per task. The worker counts the tasks it ran in ``bench:done``
+(taskiq's Redis, written every few milliseconds, not per task). Also the hub of the latency
+run (``hub``)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
+from typing import Any
 
-import anyio
-from redis.asyncio import Redis
+from taskiq import Context, TaskiqDepends, TaskiqEvents, TaskiqState
 from taskiq_redis import ListQueueBroker
 
+from .harness import STAMPS_KEY, WORK_ENV, busy
+
+HUB_ENV = "BENCH_SSE_TASKS_BROKER"
+STAMPS_ENV = "BENCH_SUCCESS_STAMPS"
+DONE_KEY = "bench:done"
+READY = "taskiq bench worker ready"
+WORK_MS = float(os.environ.get(WORK_ENV) or 0)
 URL = os.environ.get("TASKIQ_REDIS_URL", "redis://127.0.0.1:6379/1")
-broker = ListQueueBroker(URL, queue_name=os.environ.get("TASKIQ_QUEUE", "bench"))
-if os.environ.get("SSE_TASKS_BROKER"):
-    from sse_tasks.taskiq import StatusMiddleware, TaskiqExecutor
 
-    broker.add_middlewares(StatusMiddleware(os.environ["SSE_TASKS_BROKER"]))
+broker = ListQueueBroker(URL, queue_name="bench")
+if os.environ.get(HUB_ENV):
+    from sse_tasks.taskiq import StatusMiddleware
 
-_counter: list[Redis] = []
+    broker.add_middlewares(StatusMiddleware(os.environ[HUB_ENV]))
 
 
-async def _done() -> None:
-    if not _counter:
-        _counter.append(Redis.from_url(URL))
-    await _counter[0].incr("bench:done")
+class _Recorder:
+    """The tasks done and when each ended (``time.monotonic_ns()``, before the hook
+    publishes it), written to Redis every few milliseconds by a task of its own."""
+
+    def __init__(self) -> None:
+        from redis.asyncio import Redis
+
+        self.done = 0
+        self.written = 0
+        self.stamps: dict[str, int] = {}
+        self.count = Redis.from_url(URL)
+        self.stamping = Redis.from_url(os.environ[STAMPS_ENV]) if os.environ.get(STAMPS_ENV) else None
+        self.task = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        while True:
+            await asyncio.sleep(0.005)
+            if self.stamps and self.stamping is not None:
+                batch, self.stamps = self.stamps, {}
+                await self.stamping.hset(STAMPS_KEY, mapping=batch)  # type: ignore[arg-type]
+            if self.done != self.written:
+                self.written = self.done
+                await self.count.set(DONE_KEY, self.written)
+
+
+_recorder: list[_Recorder] = []
+
+
+@broker.on_event(TaskiqEvents.WORKER_STARTUP)
+async def _started(state: TaskiqState) -> None:
+    _recorder.append(_Recorder())
+    print(READY, flush=True)
 
 
 @broker.task(task_name="noop")
-async def noop() -> None:
-    await _done()
+async def noop(context: Context = TaskiqDepends()) -> None:  # noqa: B008 - taskiq's idiom
+    """Nothing, or ``$BENCH_WORK_MS`` of CPU (a small real task)."""
+    busy(WORK_MS)
+    if _recorder:
+        recorder = _recorder[0]
+        recorder.done += 1
+        if recorder.stamping is not None:
+            recorder.stamps[context.message.task_id] = time.monotonic_ns()
 
 
-@broker.task(task_name="ms")
-async def ms() -> None:
-    await anyio.sleep(0.001)
-    await _done()
-
-
-@broker.task(task_name="stamp")
-async def stamp(delay: float = 0.0) -> float:
-    """Its result is when it returned (wall clock): the followers' latency starts there."""
-    await anyio.sleep(delay)
-    return time.time()
-
-
-if os.environ.get("SSE_TASKS_BROKER"):
+def _hub() -> Any:
     from sse_tasks import TaskHub
+    from sse_tasks.taskiq import TaskiqExecutor
 
-    hub = TaskHub(os.environ["SSE_TASKS_BROKER"], executor=TaskiqExecutor(broker))
+    return TaskHub(os.environ[HUB_ENV], executor=TaskiqExecutor(broker), max_streams=100_000)
+
+
+if os.environ.get(HUB_ENV) and not os.environ.get("BENCH_TASKIQ_WORKER"):
+    hub = _hub()

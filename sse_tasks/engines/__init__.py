@@ -4,8 +4,10 @@ The web side: a :class:`RemoteEngine` (its tasks, ``send``, ``revoke``), given t
 ``TaskHub(executor=…)``. The worker side, engine-neutral: a hook driven by the engine's
 own signals or middleware makes a :class:`WorkerRun` per attempt, one :class:`Keeper` per
 process, and writes through a :class:`WorkerWriter` (``SyncWriter`` over the hub's Redis
-broker; ``AsyncWriter``, an :class:`AsyncWorkerWriter`, for asyncio engines); a
-message's tags, under :data:`TAGS_KEY`, are read with :func:`sent_tags`. See
+broker). An asyncio engine's hook makes an :class:`AsyncRun` per attempt and one
+:class:`AsyncKeeper` per event loop, writing through ``AsyncWriter`` (an
+:class:`AsyncWorkerWriter`). A message's tags, under :data:`TAGS_KEY`, are read with
+:func:`sent_tags`. See
 "Writing an engine adapter" in ``docs/architecture.md``.
 """
 
@@ -15,6 +17,7 @@ from .._runner.engine import NotSent, RemoteEngine
 from .._runner.job import Job, error_of, result_error, unencodable
 from ..brokers.redis.async_writer import AsyncWriter
 from ..brokers.redis.sync import SyncWriter
+from .async_run import AsyncKeeper, AsyncRun
 from .tags import TAGS_KEY, sent_tags
 from .worker import Keeper, WorkerRun
 from .writer import AsyncWorkerWriter, Started, WorkerWriter
@@ -29,6 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TAGS_KEY",
+    "AsyncKeeper",
+    "AsyncRun",
     "AsyncWorkerWriter",
     "AsyncWriter",
     "Job",

@@ -31,6 +31,9 @@ from .writer import Started, WorkerWriter
 
 logger = logging.getLogger("sse_tasks.worker")
 
+#: Seconds between a busy keeper's looks (at most a run's ``start_delay``, 0.05 s by default).
+IDLE_TICK = 0.04
+
 
 class WorkerRun:
     """One attempt of a task in this worker; ``task`` is its latest stored snapshot.
@@ -105,9 +108,12 @@ class WorkerRun:
         except ValueError:  # reset in another context than it was set in
             CURRENT.set(None)
 
-    def start(self, delay: float = 0.0) -> None:
-        """This attempt starts: :meth:`begin` with its ``running`` snapshot, now."""
-        self.begin(self.task.evolve(state=TaskState.RUNNING, started_at=utcnow()), self.task, delay)
+    def start(self, delay: float = 0.0, *, stored: bool = False) -> None:
+        """This attempt starts: :meth:`begin` with its ``running`` snapshot, now. ``stored``:
+        the task is known to be stored (received, or read back: a ``task`` with an event
+        id is), so ``running`` need not carry a ``queued`` snapshot to create it from."""
+        create = None if stored or self.task.event_id else self.task
+        self.begin(self.task.evolve(state=TaskState.RUNNING, started_at=utcnow()), create, delay)
 
     def execute(self, func: Callable[..., Any]) -> TaskState:
         """Run ``func(**params)`` as this attempt, with its context current, and publish
@@ -134,9 +140,10 @@ class WorkerRun:
         self.finish(state, **changes)
         return state
 
-    def begin(self, running: Task, queued: Task, delay: float) -> None:
+    def begin(self, running: Task, queued: Task | None, delay: float) -> None:
         """Publish ``running`` within ``delay`` seconds (creating the task from ``queued``
-        if nobody stored it), or with the next event of this attempt if that comes first."""
+        if nobody stored it; None: it is stored), or with the next event of this attempt
+        if that comes first."""
         with self._lock:
             self._start = (running, queued)
             self._start_due = due = time.monotonic() + delay
@@ -225,6 +232,11 @@ class WorkerRun:
                 self._cancelled = True  # terminal: the next check() raises
 
     # -- driven by the keeper and the signals ----------------------------------------
+
+    def forked(self) -> None:
+        """This run goes on in a forked child (a work horse): its lock is made anew, as the
+        parent's keeper thread may have held it at the fork."""
+        self._lock = threading.Lock()
 
     def end(self, *, cancelled: bool) -> None:
         """The stored task is already final: publish nothing more for this attempt."""
@@ -407,7 +419,10 @@ class Keeper:
 
     def wake(self, due: float) -> None:
         """Work falls due at ``due`` (monotonic): wake the keeper if it would sleep past it.
-        Most calls cost no thread switch: under load the keeper wakes often by itself."""
+        Most calls cost no thread switch: under load the keeper wakes often by itself.
+        In a forked child that has no keeper thread yet (a work horse), this starts one."""
+        if self._pid != os.getpid():
+            self.ensure_started()
         with self._cond:
             if due < self._wake_at:
                 self._woken = True
@@ -417,10 +432,17 @@ class Keeper:
 
     def _loop(self) -> None:
         next_renewal = time.monotonic() + self.renew_every
+        busy_until = -math.inf
         while not self._stopped:
             runs = list(self.runs.values())
             dues = [due for due in (run.due() for run in runs) if due is not None]
-            wake_at = min([next_renewal, *dues])
+            now = time.monotonic()
+            if runs:
+                busy_until = now + 1.0
+            # Busy, it looks every IDLE_TICK even with nothing due: a run that starts then
+            # is due later than that, so wake() needs no thread switch for it.
+            tick = now + IDLE_TICK if now < busy_until else math.inf
+            wake_at = min([next_renewal, tick, *dues])
             with self._cond:
                 # At least a moment: a run busy publishing is due, but skipped, until it is done.
                 timeout = max(wake_at - time.monotonic(), 0.005)

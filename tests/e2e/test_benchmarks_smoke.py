@@ -188,47 +188,6 @@ def test_the_celery_benchmark_runs(tmp_path: Path) -> None:
     assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
 
 
-def test_the_engines_benchmark_runs(tmp_path: Path) -> None:
-    """``python -m benchmarks.engines rq --smoke``: real rq workers, a real redis-server."""
-    pytest.importorskip("rq", reason="rq is not installed (pip install -e '.[test]')")
-    if harness.redis_server() is None:
-        pytest.skip("redis-server is not installed")
-    from benchmarks import engines, rq_tasks
-
-    out = tmp_path / "engines.json"
-    assert engines.main(["rq", *SMOKE, "--quiet-wait", "0", "--json", str(out)]) == 0
-    report = _json(out)
-    scale = rq_tasks.SCALES["smoke"]
-    for found in report["throughput"].values():
-        runs = found["runs"]
-        assert [r["hooks"] for r in runs] == [False, True] * scale.repeat
-        assert all(r["tasks"] == scale.tasks and r["tasks_per_s"] > 0 for r in runs)
-    latency = report["latency"]
-    assert latency["deliveries"] == scale.latency_tasks * scale.followers
-    assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
-
-
-def test_the_dramatiq_benchmark_runs(tmp_path: Path) -> None:
-    """``python -m benchmarks.engines dramatiq --smoke``: a real worker, a real redis-server."""
-    pytest.importorskip("dramatiq", reason="dramatiq is not installed (pip install -e '.[test]')")
-    if harness.redis_server() is None:
-        pytest.skip("redis-server is not installed")
-    from benchmarks import dramatiq_tasks, engines
-
-    out = tmp_path / "engines.json"
-    assert engines.main(["dramatiq", *SMOKE, "--quiet-wait", "0", "--json", str(out)]) == 0
-    report = _json(out)
-    scale = dramatiq_tasks.SCALES["smoke"]
-    found = report["engines"]["dramatiq"]
-    assert list(found["throughput"]) == ["0ms", "1ms"]
-    for throughput in found["throughput"].values():
-        assert [r["hooks"] for r in throughput["runs"]] == [False, True] * scale.repeat
-        assert all(r["tasks"] == scale.tasks and r["tasks_per_s"] > 0 for r in throughput["runs"])
-    latency = found["latency"]
-    assert latency["deliveries"] == scale.latency_tasks * scale.followers
-    assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
-
-
 @pytest.mark.parametrize("module", [fanout, light, idle, submit, selective, output_fanout, harness])
 def test_every_scenario_has_a_command_line(module: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
@@ -251,26 +210,6 @@ def test_python_m_benchmarks_runs() -> None:
     assert "closed,light,fanout,throughput,idle,submit,latency" in done.stdout
 
 
-def test_the_huey_benchmark_runs(tmp_path: Path) -> None:
-    """``python -m benchmarks.engines huey --smoke``: a real consumer, a real redis-server."""
-    pytest.importorskip("huey", reason="huey is not installed (pip install -e '.[test]')")
-    if harness.redis_server() is None:
-        pytest.skip("redis-server is not installed")
-    from benchmarks import engines, huey_tasks
-
-    out = tmp_path / "huey.json"
-    assert engines.main(["huey", *SMOKE, "--quiet-wait", "0", "--json", str(out)]) == 0
-    report = _json(out)
-    scale = huey_tasks.SCALES["smoke"]
-    for work in scale.works:
-        runs = report["throughput"][f"{work:g}ms"]["runs"]
-        assert [r["hooks"] for r in runs] == [False, True] * scale.repeat  # alternately
-        assert all(r["tasks"] == scale.tasks and r["tasks_per_s"] > 0 for r in runs)
-    latency = report["latency"]
-    assert latency["deliveries"] == scale.latency_tasks * scale.followers
-    assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
-
-
 def test_the_dashboard_benchmark_runs(tmp_path: Path) -> None:
     """``python -m benchmarks.dashboard --smoke``: the page in Chromium, timed at a tiny scale."""
     pytest.importorskip("_browser")  # skips without Playwright or Chromium
@@ -288,23 +227,24 @@ def test_the_dashboard_benchmark_runs(tmp_path: Path) -> None:
     assert 0 < result["busy_share"] < 1 and result["first_paint_ms"] > 0
 
 
-def test_the_engines_benchmark_runs_for_taskiq(capsys: pytest.CaptureFixture[str]) -> None:
-    """``python -m benchmarks.engines taskiq --smoke``: rates with and without the
-    hook, and the followers' latency."""
-    pytest.importorskip("taskiq_redis", reason="taskiq-redis is not installed")
-    from benchmarks import engines
-
-    assert engines.main(["taskiq", "--smoke"]) == 0
-    out = capsys.readouterr().out
-    assert "taskiq noop:" in out and "taskiq ms:" in out and "success→follower" in out
-
-
-def test_the_arq_benchmark_runs(tmp_path: Path) -> None:
-    """``python -m benchmarks.engines arq --smoke``: arq burst workers with and without the hook."""
-    pytest.importorskip("arq", reason="arq is not installed (pip install -e '.[test]')")
+@pytest.mark.parametrize("engine", ["arq", "dramatiq", "huey", "rq", "taskiq"])
+def test_the_engines_benchmark_runs(engine: str, tmp_path: Path) -> None:
+    """``python -m benchmarks.engines ENGINE --smoke``: a real worker of the engine with and
+    without the hook, a real redis-server, a hub and its followers."""
+    pytest.importorskip(engine, reason=f"{engine} is not installed (pip install -e '.[test]')")
+    if harness.redis_server() is None:
+        pytest.skip("redis-server is not installed")
     from benchmarks import engines
 
     out = tmp_path / "engines.json"
-    assert engines.main(["arq", "--smoke", "--json", str(out)]) == 0
-    results = json.loads(out.read_text())
-    assert results["arq noop tasks/s with"] > 0 and results["arq one_ms ratio"] > 0
+    assert engines.main([engine, *SMOKE, "--quiet-wait", "0", "--json", str(out)]) == 0
+    report = _json(out)
+    scale = harness.ENGINE_SCALES["smoke"]
+    found = report["engines"][engine]
+    assert list(found["throughput"]) == ["0ms", "1ms"]
+    for throughput in found["throughput"].values():
+        assert [r["hooks"] for r in throughput["runs"]] == [False, True] * scale.repeat
+        assert all(r["tasks"] == scale.tasks and r["tasks_per_s"] > 0 for r in throughput["runs"])
+    latency = found["latency"]
+    assert latency["deliveries"] == scale.latency_tasks * scale.followers
+    assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]

@@ -22,7 +22,10 @@ async def test_a_task_through_the_async_writer(redis_url: str, redis_db: int) ->
         assert await writer.receive(queued) == "queued"
         assert await writer.receive(queued) == "queued"  # stored already: its state
         running = queued.evolve(state=TaskState.RUNNING, started_at=utcnow())
-        assert (await writer.running(running)) is not None
+        first = await writer.running(running)
+        assert first is not None
+        again = await writer.running(running)  # a second running (a worker and its horse): once
+        assert again is not None and again.event_id == first.event_id
         reported = await writer.progress(running.evolve(progress=0.5, message="half"))
         assert reported is not None and reported.event_type == "task.progress"
         event_id = await writer.output(OutputChunk("async-1", 0, "output", "hello"))
@@ -45,6 +48,10 @@ async def test_a_task_through_the_async_writer(redis_url: str, redis_db: int) ->
         cancelled = created.evolve(state=TaskState.CANCELLED, finished_at=utcnow())
         assert await writer.final(cancelled) is not None
         assert await writer.cancelled_ids() == ["async-2"]
+        await writer.create(Task(id="async-4", name="work"))
+        ids = ["async-1", "async-2", "async-4", "unknown"]
+        assert await writer.finished_ids(ids) == {"async-1", "async-2"}  # one round trip
+        assert await writer.finished_ids([]) == set()
         assert await writer.receive(Task(id="async-2", name="work")) == "cancelled"
 
         assert await broker.refuse("async-3")  # the hub answered 503 for it

@@ -67,6 +67,7 @@ from .options import option, split_options
 from .reader import BLOCK_MS, MAX_BACKOFF, MIN_BACKOFF, StreamKey, StreamReader, key, text
 from .records import chunks_of, data, task_of
 from .scripts import Script, Scripts
+from .tokens import Tokens
 
 __all__ = ["RedisBroker"]
 
@@ -127,6 +128,7 @@ class RedisBroker(Broker):
         self.worker_id = f"{os.getpid()}-{secrets.token_hex(3)}"
         self._keys = Keys(self.prefix)
         self._scripts = Scripts()
+        self._tokens = Tokens()
         self._link = Link()
         self._reader = StreamReader(
             self.log, self._keys, self._scripts, self._link, self._connection, self._observed, self._where
@@ -281,11 +283,14 @@ class RedisBroker(Broker):
         requeue: bool = False,
         create: Task | None = None,
         lapsed_only: bool = False,
+        once: bool = False,
     ) -> dict[str, Any]:
         """The arguments of ``publish.lua`` (also written by worker hooks of other engines).
 
-        ``create``: the task's ``queued`` snapshot, stored first if the task is unknown.
+        ``create``: the task's ``queued`` snapshot, stored first if the task is unknown;
+        ``once``: a task already in ``task``'s state is left as it is.
         """
+        token, new_epoch = self._tokens.take()
         return {
             "id": task.id,
             "type": event_type,
@@ -293,7 +298,7 @@ class RedisBroker(Broker):
             "name": task.name,
             "data": data(task),
             "terminal": "1" if task.terminal else "0",
-            "new_epoch": secrets.token_hex(4),
+            "new_epoch": new_epoch,
             "history": self.history,
             "retention_ms": max(0, round(self.retention * 1000)),
             "max_tasks": self.max_tasks,
@@ -301,9 +306,10 @@ class RedisBroker(Broker):
             "lease": lease,
             "requeue": "1" if requeue else "0",
             "created": b"" if create is None else data(create),
-            "token": secrets.token_hex(8),  # makes a retried write idempotent
+            "token": token,  # makes a retried write idempotent
             "lapsed_only": "1" if lapsed_only else "0",
             "prefix": self.prefix,
+            "once": "1" if once else "0",
         }
 
     async def _publish(
@@ -419,7 +425,8 @@ class RedisBroker(Broker):
 
     def output_args(self, chunk: OutputChunk) -> dict[str, Any]:
         """The arguments of ``output.lua``."""
-        return {"chunk": codec.dumps(chunk.to_dict()), "history": self.history, "token": secrets.token_hex(8)}
+        token, _ = self._tokens.take()
+        return {"chunk": codec.dumps(chunk.to_dict()), "history": self.history, "token": token}
 
     async def output(self, task_id: str) -> list[OutputChunk]:
         async with self._connection() as db:

@@ -12,7 +12,17 @@ from redis.asyncio import Redis
 from ..._core.models import OutputChunk, Task
 from .reader import MAX_BACKOFF, MIN_BACKOFF, text
 from .records import chunks_of, task_of
-from .writing import CANCELLED, Started, Write, Writing, after, final_write, requeue_write
+from .writing import (
+    CANCELLED,
+    RUNNING,
+    Started,
+    Write,
+    Writing,
+    after,
+    final_write,
+    pack_with_hiredis,
+    requeue_write,
+)
 
 T = TypeVar("T")
 
@@ -33,6 +43,7 @@ class AsyncWriter(Writing):
             self._client = Redis.from_url(
                 self.broker.url, socket_timeout=5.0, socket_connect_timeout=2.0, client_name=self._client_name
             )
+            pack_with_hiredis(self._client.connection_pool)
         return self._client
 
     async def receive(self, queued: Task) -> str | None:
@@ -47,7 +58,7 @@ class AsyncWriter(Writing):
         self, running: Task, *, create: Task | None = None, retry_for: float = 0.0
     ) -> Task | None:
         """Store ``running`` and lease the task to this worker."""
-        return await self._publish([(running, "task.running", {"lease": "add", "create": create})], retry_for)
+        return await self._publish([(running, "task.running", RUNNING | {"create": create})], retry_for)
 
     async def progress(self, task: Task) -> Task | None:
         """Store a progress snapshot (and push the lease)."""
@@ -94,6 +105,17 @@ class AsyncWriter(Writing):
     async def finished(self, task_id: str) -> bool:
         """True if the stored task is terminal."""
         return self._finished(await self.client.hget(self._keys.task(task_id), "s"))
+
+    async def finished_ids(self, task_ids: Iterable[str]) -> set[str]:
+        """Those of ``task_ids`` whose stored task is terminal, in one round trip."""
+        ids = list(task_ids)
+        if not ids:
+            return set()
+        async with self.client.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.hget(self._keys.task(task_id), "s")
+            states = await pipe.execute()
+        return {task_id for task_id, state in zip(ids, states, strict=True) if self._finished(state)}
 
     async def cancelled_ids(self) -> list[str]:
         """Ids of the retained tasks that ended ``cancelled``."""
@@ -146,3 +168,4 @@ class AsyncWriter(Writing):
                     raise
                 await anyio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
+

@@ -18,7 +18,17 @@ import redis
 from ..._core.models import OutputChunk, Task
 from .reader import MAX_BACKOFF, MIN_BACKOFF, text
 from .records import chunks_of, task_of
-from .writing import CANCELLED, Started, Write, Writing, after, final_write, requeue_write
+from .writing import (
+    CANCELLED,
+    RUNNING,
+    Started,
+    Write,
+    Writing,
+    after,
+    final_write,
+    pack_with_hiredis,
+    requeue_write,
+)
 
 T = TypeVar("T")
 
@@ -39,6 +49,7 @@ class SyncWriter(Writing):
             self._client = redis.Redis.from_url(
                 self.broker.url, socket_timeout=5.0, socket_connect_timeout=2.0, client_name=self._client_name
             )
+            pack_with_hiredis(self._client.connection_pool)
         return self._client
 
     # -- the worker side's writer ----------------------------------------------------
@@ -61,7 +72,8 @@ class SyncWriter(Writing):
     def running(self, running: Task, *, create: Task | None = None, retry_for: float = 0.0) -> Task | None:
         """Store ``running`` and lease the task to this worker (``create``: its ``queued``
         snapshot, stored first if nobody stored it); None if it is already final."""
-        return self.publish(running, "task.running", lease="add", create=create, retry_for=retry_for)
+        write = (running, "task.running", RUNNING | {"create": create})
+        return self.publish_many([write], retry_for=retry_for)[0]
 
     def progress(self, task: Task) -> Task | None:
         """Store a progress snapshot (and push the lease); None if the task is final."""
@@ -110,6 +122,17 @@ class SyncWriter(Writing):
     def finished(self, task_id: str) -> bool:
         """True if the stored task is terminal (cancelled by a client, failed as lost, …)."""
         return self._finished(self.client.hget(self._keys.task(task_id), "s"))
+
+    def finished_ids(self, task_ids: Iterable[str]) -> set[str]:
+        """Those of ``task_ids`` whose stored task is terminal, in one round trip."""
+        ids = list(task_ids)
+        if not ids:
+            return set()
+        with self.client.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.hget(self._keys.task(task_id), "s")
+            states = pipe.execute()
+        return {task_id for task_id, state in zip(ids, states, strict=True) if self._finished(state)}
 
     def cancelled_ids(self) -> list[str]:
         """Ids of the retained tasks that ended ``cancelled`` (at most ``max_tasks``)."""

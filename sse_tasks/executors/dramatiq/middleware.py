@@ -142,8 +142,10 @@ class StatusMiddleware(Middleware):
         if not valid_id(message.message_id):
             return
         queued = queued_snapshot(message)
+        received = False
         try:
             state = self.writer.receive(queued)
+            received = True
             retry = bool(message.options.get("retries"))
             stored = self.writer.get(queued.id) if retry else None
             earlier = self.writer.stored_output(queued.id) if stored and stored.output_chunks else []
@@ -174,7 +176,8 @@ class StatusMiddleware(Middleware):
         self._local.run = run
         run.enter()
         delay = 0.0 if retry else self.start_delay
-        run.begin(run.task.evolve(state=TaskState.RUNNING, started_at=utcnow()), run.task, delay)
+        create = None if received else run.task  # received: stored, no queued snapshot to send
+        run.begin(run.task.evolve(state=TaskState.RUNNING, started_at=utcnow()), create, delay)
 
     def after_process_message(
         self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: Any = None

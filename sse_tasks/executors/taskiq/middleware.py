@@ -33,10 +33,9 @@ from ..._core.errors import TaskCancelled
 from ..._core.models import MAX_TASK_ID_LENGTH, Task, TaskState, utcnow
 from ..._core.text import clean_text
 from ...brokers.redis import RedisBroker
-from ...engines import AsyncWriter, error_of, result_error, unencodable
+from ...engines import AsyncKeeper, AsyncRun, AsyncWriter, error_of, result_error, unencodable
 from ...engines.tags import TAGS_KEY, sent_tags
 from .progress import route_set_progress
-from .run import AsyncKeeper, AsyncRun
 
 logger = logging.getLogger("sse_tasks.taskiq")
 
@@ -154,10 +153,12 @@ class StatusMiddleware(TaskiqMiddleware):
             max_output_bytes=self.max_output_bytes,
             max_output_chunks=self.max_output_chunks,
         )
+        received = False
         try:
             stored = None
             if message.labels.get(HUB_LABEL) and not message.labels.get("_retries"):
                 state = await writer.receive(queued)
+                received = state == TaskState.QUEUED.value
             else:
                 stored = await writer.get(queued.id)
                 state = None if stored is None else stored.state.value
@@ -175,7 +176,7 @@ class StatusMiddleware(TaskiqMiddleware):
         if not run.ended:
             self.keeper.ensure_started()
             self.keeper.runs[queued.id] = run
-            run.begin(self.start_delay)
+            run.begin(self.start_delay, stored=received)
         return message
 
     def _guard(self, name: str) -> None:

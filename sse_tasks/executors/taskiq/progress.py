@@ -8,12 +8,10 @@ its sse_tasks progress; the backend stores it as before.
 from __future__ import annotations
 
 import functools
-import math
-from collections.abc import Mapping
 from typing import Any
 
 from ..._core.context import CURRENT
-from ..._core.text import clean_text
+from ...engines.meta import progress_of as shared_progress_of
 
 _WRAPPED = "__sse_tasks_progress__"
 
@@ -38,33 +36,9 @@ def route_set_progress(backend: Any) -> None:
 
 
 def progress_of(meta: Any) -> tuple[float | None, str | None] | None:
-    """``(progress, message)`` from a progress ``meta``: a fraction, or a mapping with
-    ``progress`` and ``message`` (or celery-progress's ``current``/``total``, ``percent``
-    and ``description``); None if it says neither. A fraction is clamped to [0, 1]."""
-    if _number(meta) is not None:
-        return min(1.0, max(0.0, float(meta))), None
-    if not isinstance(meta, Mapping):
-        return None
-    fraction = _number(meta.get("progress"))
-    if fraction is None:
-        current, total = _number(meta.get("current")), _number(meta.get("total"))
-        if current is not None and total:
-            fraction = current / total
-        else:
-            percent = _number(meta.get("percent"))
-            fraction = None if percent is None else percent / 100
-    message = meta.get("message", meta.get("description"))
-    text = None if message is None else clean_text(str(message))
-    if fraction is None and text is None:
-        return None
-    return (None if fraction is None else min(1.0, max(0.0, fraction))), text
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
+    """``(progress, message)`` from a progress ``meta``: a bare fraction (taskiq's own
+    trackers report one), else what :func:`sse_tasks.engines.meta.progress_of` reads from a
+    mapping; None if it says neither. A fraction is clamped to [0, 1]."""
+    if isinstance(meta, (int, float)) and not isinstance(meta, bool):
+        meta = {"progress": meta}
+    return shared_progress_of(meta)

@@ -1,13 +1,18 @@
-"""A task running in a taskiq worker: the asyncio counterpart of :class:`WorkerRun` and
-:class:`Keeper`, writing through the :class:`AsyncWorkerWriter` on the worker's loop.
+"""A task running in an asyncio engine's worker (arq, taskiq): the asyncio counterpart of
+:class:`WorkerRun` and :class:`Keeper`, writing through an :class:`AsyncWorkerWriter` on
+the worker's event loop. Engine-neutral: a hook makes an :class:`AsyncRun` per attempt and
+keeps it in its :class:`AsyncKeeper`'s ``runs`` while it runs (see "Writing an engine
+adapter" in ``docs/architecture.md``).
 
 The task's context (``current_task()``) never blocks and never touches Redis: progress
 keeps the latest value, output is queued in order, and the cancel flag is the one the
 keeper last read. One :class:`AsyncKeeper` task per event loop publishes what falls due
 (``running`` after ``start_delay``, progress at most every ``progress_interval`` per task,
 output as written), reads the stored state of running tasks every ``check_interval``
-and renews their leases every quarter lease. A sync task (run in taskiq's thread pool)
-reports through the same calls, which hand over to the loop thread-safely.
+and renews their leases every quarter lease (each in one round trip for all of them). A
+sync task (run in taskiq's thread pool) reports through the same calls, which hand over
+to the loop thread-safely. A task that ends within ``start_delay`` stores ``running``
+and its outcome in one round trip.
 """
 
 from __future__ import annotations
@@ -18,18 +23,23 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from ..._core.budget import OutputBudget
-from ..._core.context import CURRENT, TaskContext
-from ..._core.models import MAX_METADATA_BYTES, OutputChunk, Task, TaskState, utcnow
-from ...engines import AsyncWorkerWriter, Started
+from .._core.context import CURRENT, TaskContext
+from .._core.models import MAX_METADATA_BYTES, OutputChunk, Task, TaskState, utcnow
+from .worker import _budget
+from .writer import AsyncWorkerWriter, Started
 
-logger = logging.getLogger("sse_tasks.taskiq")
+logger = logging.getLogger("sse_tasks.worker")
 
 
 class AsyncRun:
-    """One attempt of a task in this worker's event loop; ``task`` is its latest snapshot."""
+    """One attempt of a task in this worker's event loop; ``task`` is its latest snapshot.
+
+    Made on the loop; kept in ``keeper.runs`` (by task id) while it runs. The output bounds
+    are the task's (a retry goes on from ``earlier_output``, its stored output).
+    """
 
     def __init__(
         self,
@@ -41,6 +51,7 @@ class AsyncRun:
         max_output_bytes: int = 1 << 20,
         max_output_chunks: int = 10_000,
         max_metadata_bytes: int = MAX_METADATA_BYTES,
+        earlier_output: Sequence[OutputChunk] = (),
     ) -> None:
         self.task = task
         self.writer = writer
@@ -53,7 +64,7 @@ class AsyncRun:
         self._token: contextvars.Token[TaskContext | None] | None = None
         self._lock = threading.Lock()  # the fields a sync task's thread sets
         self._io = asyncio.Lock()  # one write at a time, in order
-        self._budget = OutputBudget(task.id, max_output_bytes, max_output_chunks)
+        self._budget = _budget(task, max_output_bytes, max_output_chunks, earlier_output)
         self._progress: float | None = task.progress
         self._message: str | None = task.message
         self._metadata: dict[str, Any] = task.metadata
@@ -64,11 +75,22 @@ class AsyncRun:
         self._start_due = math.inf
         self._checked = time.monotonic()  # the worker read its state as it took the message
 
+    @staticmethod
+    def current(task_id: str | None = None) -> AsyncRun | None:
+        """The unfinished run of the task executing in this context, if it is one (and
+        ``task_id``'s, if given)."""
+        context = CURRENT.get()
+        run = None if context is None else context.sink
+        if isinstance(run, AsyncRun) and not run.ended and task_id in (None, run.task.id):
+            return run
+        return None
+
     def enter(self) -> None:
         """Make this run's context ``current_task()`` here (the task's asyncio context)."""
         self._token = CURRENT.set(self.context)
 
     def leave(self) -> None:
+        """Undo :meth:`enter`."""
         token, self._token = self._token, None
         if token is None:
             return
@@ -77,16 +99,21 @@ class AsyncRun:
         except ValueError:  # reset in another context than it was set in
             CURRENT.set(None)
 
-    def begin(self, delay: float) -> None:
-        """``running`` is stored within ``delay`` seconds, or with this attempt's next write."""
+    def begin(self, delay: float, create: Task | None = None, *, stored: bool = False) -> None:
+        """``running`` is stored within ``delay`` seconds, or with this attempt's next write
+        (``create``: the ``queued`` snapshot to store first if nobody stored the task;
+        default: ``task``, unless the task is known to be stored: ``stored``, or a
+        ``task`` read back, with an event id)."""
         running = self.task.evolve(state=TaskState.RUNNING, started_at=utcnow())
-        self._start, self._start_due = (running, self.task), time.monotonic() + delay
+        queued = None if stored or self.task.event_id else (create or self.task)
+        self._start, self._start_due = (running, queued), time.monotonic() + delay
         self.keeper.wake(self._start_due)
 
     # -- the sink (any thread, never blocks) -------------------------------------------
 
     @property
     def cancelled(self) -> bool:
+        """True once the stored task is final (read by the keeper every ``check_interval``)."""
         return self._cancelled
 
     def report(self, progress: float | None, message: str | None) -> None:
@@ -116,6 +143,7 @@ class AsyncRun:
     # -- driven by the keeper and the middleware ------------------------------------------
 
     def due(self) -> float | None:
+        """When pending work must be published (monotonic), or None."""
         if self.ended:
             return None
         if self._outbox:
@@ -189,18 +217,20 @@ class AsyncRun:
         else:
             self.task = stored
 
-    async def check(self) -> None:
-        """Read the stored state: a task final there (cancelled) stops at its next check()."""
+    def wants_check(self, now: float) -> bool:
+        """True if the keeper should read the stored state now (a cancel): not for an
+        ended run, one whose ``running`` is not stored yet, or one read a moment ago (a
+        short task is never read again)."""
         if self.ended or self._cancelled or self._start is not None:
-            return
-        now = time.monotonic()
+            return False
         if now - self._checked < self.keeper.check_interval:
-            return  # read a moment ago (a short task is never read again)
+            return False
         self._checked = now
-        try:
-            self._cancelled = await self.writer.finished(self.task.id)
-        except self.writer.unreachable:
-            pass
+        return True
+
+    def finished_elsewhere(self) -> None:
+        """The stored task is final (cancelled): the task stops at its next check()."""
+        self._cancelled = True
 
     async def requeue(self, message: str) -> Task | None:
         """This attempt ends in a retry (its new message is being sent): back to ``queued``,
@@ -273,8 +303,10 @@ class AsyncKeeper:
         self._event: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake_at = -math.inf  # when the keeper wakes by itself (-inf: it is awake)
+        self._timer: asyncio.TimerHandle | None = None
 
     def ensure_started(self) -> None:
+        """Start the keeper's task on the running loop (again on another loop)."""
         loop = asyncio.get_running_loop()
         if self._task is not None and self._loop is loop and not self._task.done():
             return
@@ -282,6 +314,7 @@ class AsyncKeeper:
         self._task = loop.create_task(self._main(), name="sse-tasks-keeper")
 
     async def stop(self) -> None:
+        """Cancel the keeper's task (a worker shutting down)."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -291,9 +324,9 @@ class AsyncKeeper:
                 pass
 
     def wake(self, due: float = -math.inf) -> None:
-        """Work falls due at ``due`` (monotonic): wake the keeper if it would sleep past it
-        (from the loop or from a task's thread). Most calls cost nothing: under load the
-        keeper wakes often by itself."""
+        """Work falls due at ``due`` (monotonic): make the keeper wake by then (from the loop
+        or from a task's thread). On the loop this moves the keeper's timer, never switches
+        to it: a task that ends within ``start_delay`` costs the keeper nothing."""
         loop, event = self._loop, self._event
         if loop is None or event is None or event.is_set():
             return
@@ -304,11 +337,18 @@ class AsyncKeeper:
         if running is not loop:
             loop.call_soon_threadsafe(event.set)  # a sync task's thread: no race with the loop
         elif due < self._wake_at:  # on the loop: an awake keeper looks at every run before it sleeps
-            event.set()
+            delay = due - time.monotonic()
+            if delay <= 0:
+                event.set()
+                return
+            self._wake_at = due
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_later(delay, event.set)
 
     async def _main(self) -> None:
-        assert self._event is not None
-        event = self._event
+        assert self._event is not None and self._loop is not None
+        event, loop = self._event, self._loop
         renew_every = self.writer.lease / 4
         next_renewal = time.monotonic() + renew_every
         next_check = time.monotonic() + self.check_interval
@@ -318,10 +358,13 @@ class AsyncKeeper:
             wake_at = min([next_renewal, next_check if runs else math.inf, *dues])
             timeout = max(wake_at - time.monotonic(), 0.005)
             self._wake_at = time.monotonic() + timeout
+            # A timer rather than wait_for(): wake() moves it (no task per sleep).
+            self._timer = loop.call_later(timeout, event.set)
             try:
-                await asyncio.wait_for(event.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
+                await event.wait()
+            finally:
+                self._timer.cancel()
+                self._timer = None
             self._wake_at = -math.inf
             event.clear()
             runs = list(self.runs.values())
@@ -329,7 +372,7 @@ class AsyncKeeper:
             now = time.monotonic()
             if now >= next_check:
                 next_check = now + self.check_interval
-                await self._each([run.check() for run in runs])
+                await self._check([run for run in runs if run.wants_check(now)])
             if now >= next_renewal:
                 next_renewal = now + renew_every
                 try:
@@ -338,6 +381,21 @@ class AsyncKeeper:
                     pass
                 except Exception:
                     logger.exception("sse_tasks keeper: renewing leases failed")
+
+    async def _check(self, runs: list[AsyncRun]) -> None:
+        """Read the stored state of ``runs`` in one round trip."""
+        if not runs:
+            return
+        try:
+            finished = await self.writer.finished_ids([run.task.id for run in runs])
+        except self.writer.unreachable:
+            return
+        except Exception:
+            logger.exception("sse_tasks keeper: reading cancels failed")
+            return
+        for run in runs:
+            if run.task.id in finished:
+                run.finished_elsewhere()
 
     async def _each(self, calls: list[Any]) -> None:
         if not calls:

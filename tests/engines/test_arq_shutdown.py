@@ -1,0 +1,100 @@
+"""What the engine contract cannot express about arq: a worker told to stop (SIGTERM)
+cancels its running jobs, and the task's outcome is what arq does with the job next. arq
+leaves it in its queue and the next worker runs it again (the task goes back to
+``queued``, then runs to its end), unless it was on its last try (it will never run again:
+``failed``, ``WorkerStopped``)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from sse_tasks import Task, TaskState
+from sse_tasks.brokers.redis import RedisBroker
+from sse_tasks.engines import SyncWriter
+
+pytest.importorskip("arq")
+pytestmark = pytest.mark.anyio
+
+QUEUE = "arq:shutdown"
+
+
+async def _enqueue(url: str, name: str, job_try: int | None = None, **params: Any) -> str:
+    from arq.connections import RedisSettings, create_pool
+
+    pool = await create_pool(RedisSettings.from_dsn(url))
+    try:
+        job = await pool.enqueue_job(name, _queue_name=QUEUE, _job_try=job_try, **params)
+        assert job is not None
+        return str(job.job_id)
+    finally:
+        await pool.aclose()
+
+
+def _await_state(writer: SyncWriter, task_id: str, state: TaskState, timeout: float = 30.0) -> Task:
+    deadline = time.monotonic() + timeout
+    while True:
+        task = writer.get(task_id)
+        if task is not None and task.state is state:
+            return task
+        if time.monotonic() > deadline:
+            raise AssertionError(f"task {task_id} is {task and task.state}, not {state.value}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def hub_writer(arq_urls: dict[str, str]) -> Any:
+    import redis
+
+    with redis.Redis.from_url(arq_urls["ARQ_REDIS_URL"]) as client:
+        client.delete(QUEUE)
+    writer = SyncWriter(RedisBroker(arq_urls["SSE_TASKS_BROKER"]))
+    yield writer
+    writer.close()
+
+
+async def test_a_job_of_a_stopped_worker_goes_back_to_queued_and_runs_again(
+    arq_urls: dict[str, str], hub_writer: SyncWriter
+) -> None:
+    from arq_workers import start_arq_worker
+
+    env = {**arq_urls, "ARQ_TEST_QUEUE": QUEUE}
+    first = start_arq_worker(env)
+    second = None
+    try:
+        task_id = await _enqueue(arq_urls["ARQ_REDIS_URL"], "stubborn", seconds=2.0)
+        _await_state(hub_writer, task_id, TaskState.RUNNING)
+        first.stop()  # SIGTERM: arq cancels the job and leaves it in its queue
+        queued = hub_writer.get(task_id)
+        assert queued is not None and queued.state is TaskState.QUEUED, queued
+        assert queued.message == "the worker stopped; arq runs it again (try 2 of 5)"
+        second = start_arq_worker(env)
+        done = _await_state(hub_writer, task_id, TaskState.SUCCEEDED)
+        assert done.result == "never cancelled"
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+async def test_a_job_on_its_last_try_fails_when_its_worker_stops(
+    arq_urls: dict[str, str], hub_writer: SyncWriter
+) -> None:
+    from arq_workers import start_arq_worker
+
+    worker = start_arq_worker({**arq_urls, "ARQ_TEST_QUEUE": QUEUE})
+    try:
+        # arq's default max_tries is 5: this is its last try.
+        task_id = await _enqueue(arq_urls["ARQ_REDIS_URL"], "stubborn", job_try=5, seconds=60.0)
+        _await_state(hub_writer, task_id, TaskState.RUNNING)
+        worker.stop()
+        failed = hub_writer.get(task_id)
+        assert failed is not None and failed.state is TaskState.FAILED, failed
+        assert failed.error == {
+            "type": "WorkerStopped",
+            "message": "the worker stopped while the job ran; arq will not run it again (it was try 5 of 5)",
+        }
+    finally:
+        worker.stop()
