@@ -233,11 +233,6 @@ class WorkerRun:
 
     # -- driven by the keeper and the signals ----------------------------------------
 
-    def forked(self) -> None:
-        """This run goes on in a forked child (a work horse): its lock is made anew, as the
-        parent's keeper thread may have held it at the fork."""
-        self._lock = threading.Lock()
-
     def end(self, *, cancelled: bool) -> None:
         """The stored task is already final: publish nothing more for this attempt."""
         with self._lock:
@@ -419,10 +414,7 @@ class Keeper:
 
     def wake(self, due: float) -> None:
         """Work falls due at ``due`` (monotonic): wake the keeper if it would sleep past it.
-        Most calls cost no thread switch: under load the keeper wakes often by itself.
-        In a forked child that has no keeper thread yet (a work horse), this starts one."""
-        if self._pid != os.getpid():
-            self.ensure_started()
+        Most calls cost no thread switch: under load the keeper wakes often by itself."""
         with self._cond:
             if due < self._wake_at:
                 self._woken = True

@@ -283,12 +283,10 @@ class RedisBroker(Broker):
         requeue: bool = False,
         create: Task | None = None,
         lapsed_only: bool = False,
-        once: bool = False,
     ) -> dict[str, Any]:
         """The arguments of ``publish.lua`` (also written by worker hooks of other engines).
 
-        ``create``: the task's ``queued`` snapshot, stored first if the task is unknown;
-        ``once``: a task already in ``task``'s state is left as it is.
+        ``create``: the task's ``queued`` snapshot, stored first if the task is unknown.
         """
         token, new_epoch = self._tokens.take()
         return {
@@ -309,7 +307,6 @@ class RedisBroker(Broker):
             "token": token,  # makes a retried write idempotent
             "lapsed_only": "1" if lapsed_only else "0",
             "prefix": self.prefix,
-            "once": "1" if once else "0",
         }
 
     async def _publish(

@@ -12,17 +12,7 @@ from redis.asyncio import Redis
 from ..._core.models import OutputChunk, Task
 from .reader import MAX_BACKOFF, MIN_BACKOFF, text
 from .records import chunks_of, task_of
-from .writing import (
-    CANCELLED,
-    RUNNING,
-    Started,
-    Write,
-    Writing,
-    after,
-    final_write,
-    pack_with_hiredis,
-    requeue_write,
-)
+from .writing import CANCELLED, Started, Write, Writing, after, final_write, pack_with_hiredis, requeue_write
 
 T = TypeVar("T")
 
@@ -58,7 +48,7 @@ class AsyncWriter(Writing):
         self, running: Task, *, create: Task | None = None, retry_for: float = 0.0
     ) -> Task | None:
         """Store ``running`` and lease the task to this worker."""
-        return await self._publish([(running, "task.running", RUNNING | {"create": create})], retry_for)
+        return await self._publish([(running, "task.running", {"lease": "add", "create": create})], retry_for)
 
     async def progress(self, task: Task) -> Task | None:
         """Store a progress snapshot (and push the lease)."""

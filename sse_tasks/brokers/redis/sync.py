@@ -18,17 +18,7 @@ import redis
 from ..._core.models import OutputChunk, Task
 from .reader import MAX_BACKOFF, MIN_BACKOFF, text
 from .records import chunks_of, task_of
-from .writing import (
-    CANCELLED,
-    RUNNING,
-    Started,
-    Write,
-    Writing,
-    after,
-    final_write,
-    pack_with_hiredis,
-    requeue_write,
-)
+from .writing import CANCELLED, Started, Write, Writing, after, final_write, pack_with_hiredis, requeue_write
 
 T = TypeVar("T")
 
@@ -72,8 +62,7 @@ class SyncWriter(Writing):
     def running(self, running: Task, *, create: Task | None = None, retry_for: float = 0.0) -> Task | None:
         """Store ``running`` and lease the task to this worker (``create``: its ``queued``
         snapshot, stored first if nobody stored it); None if it is already final."""
-        write = (running, "task.running", RUNNING | {"create": create})
-        return self.publish_many([write], retry_for=retry_for)[0]
+        return self.publish(running, "task.running", lease="add", create=create, retry_for=retry_for)
 
     def progress(self, task: Task) -> Task | None:
         """Store a progress snapshot (and push the lease); None if the task is final."""

@@ -22,9 +22,6 @@ Write = tuple[Task, str, dict[str, Any]]
 Started = tuple[Task, "Task | None"]
 
 CANCELLED = TaskState.CANCELLED.value.encode()
-#: How a worker stores ``running``: leased to it, and once (a forking worker and its work
-#: horse may both store it; the second changes nothing).
-RUNNING: dict[str, Any] = {"lease": "add", "once": True}
 
 
 class Writing:
@@ -114,7 +111,7 @@ def after(started: Started | None, item: Write) -> list[Write]:
     if started is None:
         return [item]
     running, queued = started
-    return [(running, "task.running", RUNNING | {"create": queued}), item]
+    return [(running, "task.running", {"lease": "add", "create": queued}), item]
 
 
 def pack_with_hiredis(pool: Any) -> None:

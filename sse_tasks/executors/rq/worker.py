@@ -1,10 +1,8 @@
 """The worker side: ``rq worker --worker-class sse_tasks.rq.Worker`` reports every job to the hub.
 
 The worker forks a work horse per job (RQ's ``Worker``); the horse runs the job through a
-:class:`~sse_tasks.engines.WorkerRun` (its context is ``current_task()``). The worker's
-:class:`~sse_tasks.engines.Keeper` stores a job's deferred ``running`` and renews its
-lease while the horse runs; a horse starts a keeper thread of its own only when its
-progress needs one.
+:class:`~sse_tasks.engines.WorkerRun` (its context is ``current_task()``), with one
+:class:`~sse_tasks.engines.Keeper` per horse renewing its lease.
 """
 
 from __future__ import annotations
@@ -133,22 +131,7 @@ class Worker(rq.Worker):
             self._admit(job)
         except self.writer.unreachable:
             logger.warning("job %s: the hub's Redis is unreachable; run unreported", job.id)
-        run = job.run if isinstance(job, Job) else None
-        if run is None:  # not ours, or discarded
-            super().execute_job(job, queue)
-            return
-        # The attempt starts here, before the fork: this process's keeper stores its
-        # running (if the job is still at it after start_delay) and renews its lease, so
-        # the work horse starts no thread of its own unless its progress needs one; the
-        # horse stores running itself with the job's end if that comes first (a running
-        # is stored once, whoever is first).
-        self.keeper.ensure_started()
-        self.runs[id(run)] = run
-        run.start(self.start_delay)
-        try:
-            super().execute_job(job, queue)
-        finally:
-            self.runs.pop(id(run), None)
+        super().execute_job(job, queue)
 
     def _admit(self, job: rq.job.Job) -> None:
         """Find a task the hub sent refused (or store it ``queued``) and set up its attempt,
@@ -221,10 +204,13 @@ class Worker(rq.Worker):
         run = job.run if isinstance(job, Job) else None
         if run is None:
             return bool(super().perform_job(job, queue, execution))
-        run.forked()  # started by the worker before the fork (execute_job)
+        self.runs[id(run)] = run
+        self.keeper.ensure_started()
+        run.start(self.start_delay)
         try:
             return bool(super().perform_job(job, queue, execution))
         finally:
+            self.runs.pop(id(run), None)
             if not run.ended:  # RQ ended it another way (a timeout in its own code)
                 error = {"type": "WorkerError", "message": "the job did not finish"}
                 run.finish(TaskState.FAILED, error=error)

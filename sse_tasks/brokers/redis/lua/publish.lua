@@ -6,10 +6,8 @@
 -- refused (it answered 503: refuse.lua) is never created.
 -- lease: 'add' starts (or pushes) the task's lease, 'xx' pushes it only if it has one,
 -- 'none' leaves the task unleased (it waits in another engine's durable queue).
--- once=1: a task already in this state is left as it is (a worker's running, which two
--- processes may both store: a forking worker and its work horse).
 -- KEYS: epoch events task tasks seq finished expired leases output refused
--- ARGV: id type state name data terminal new_epoch history retention_ms max_tasks lease_ms lease requeue created token lapsed_only prefix once
+-- ARGV: id type state name data terminal new_epoch history retention_ms max_tasks lease_ms lease requeue created token lapsed_only prefix
 -- include: clock
 -- include: terminal
 -- include: task_keys
@@ -17,7 +15,6 @@ local current = redis.call('HMGET', task, 's', 'n', 'i')
 if current[1] then
   if current[2] == token then return {current[3], 1} end  -- a retried write already stored
   if TERMINAL[current[1]] then return false end
-  if once == '1' and current[1] == state then return {current[3], 1} end
   if type == 'task.queued' and requeue ~= '1' then return false end
 else
   if redis.call('EXISTS', refused) == 1 then return false end
