@@ -19,7 +19,7 @@ pytest.importorskip("arq")
 pytestmark = pytest.mark.anyio
 
 JOBS = 100
-REPORTS = 1000
+REPORTS = 200  # per job, reported without awaiting: a burst either way
 
 
 async def test_a_burst_of_progress_from_100_jobs_is_coalesced(
@@ -64,7 +64,7 @@ async def test_a_burst_of_progress_from_100_jobs_is_coalesced(
                                 break
         assert {task["state"] for task in finals.values()} == {"succeeded"}
         assert all(task["progress"] == 1.0 and task["result"] == REPORTS for task in finals.values())
-        # 100,000 reports; each job's burst comes out as a handful of writes at most.
+        # 20,000 reports; each job's burst comes out as a handful of writes at most.
         assert sum(progress.values()) <= JOBS * 5, progress.most_common(3)
     finally:
         worker.stop()

@@ -55,7 +55,8 @@ async def test_job_meta_progress_retries_and_a_stop(
             assert final.json()["result"] == 3 and final.json()["message"] == "step 3 of 3"
 
             final = await events.end(retried)
-            assert events.types(retried) == ["queued", "running", "queued", "running", "succeeded"]
+            retries = ["queued", "running", "queued", "running", "succeeded"]
+            assert events.types(retried) == retries, final.data
             assert "RuntimeError" in events.by_task[retried][2].json()["message"]
             assert final.json()["result"] == "second attempt"
 
