@@ -60,6 +60,14 @@ async def stubborn(ctx: dict[str, Any], seconds: float = 60.0, marker: str = "")
     return "never cancelled"
 
 
+async def gated(ctx: dict[str, Any], gate: str, seconds: float = 60.0) -> str:
+    """Waits (at most ``seconds``) until the file ``gate`` exists."""
+    deadline = time.monotonic() + seconds
+    while not Path(gate).exists() and time.monotonic() < deadline:  # noqa: ASYNC240 - a test's poll
+        await asyncio.sleep(0.02)
+    return "opened"
+
+
 async def touch(ctx: dict[str, Any], marker: str) -> str:
     Path(marker).write_text("ran")  # noqa: ASYNC240 - a few bytes, in a test
     return "touched"
@@ -79,7 +87,7 @@ async def ready(ctx: dict[str, Any]) -> None:
 
 
 class WorkerSettings:
-    functions: ClassVar[list[Any]] = [add, fail, steps, talk, stubborn, touch, burst]
+    functions: ClassVar[list[Any]] = [add, fail, steps, talk, stubborn, touch, burst, gated]
     redis_settings = RedisSettings.from_dsn(os.environ.get("ARQ_REDIS_URL", "redis://127.0.0.1:6379/5"))
     queue_name = QUEUE
     max_jobs = int(os.environ.get("ARQ_TEST_MAX_JOBS", "2"))

@@ -7,6 +7,7 @@ leaves it in its queue and the next worker runs it again (the task goes back to
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -56,7 +57,7 @@ def hub_writer(arq_urls: dict[str, str]) -> Any:
 
 
 async def test_a_job_of_a_stopped_worker_goes_back_to_queued_and_runs_again(
-    arq_urls: dict[str, str], hub_writer: SyncWriter
+    arq_urls: dict[str, str], hub_writer: SyncWriter, tmp_path: Path
 ) -> None:
     from arq_workers import start_arq_worker
 
@@ -64,15 +65,17 @@ async def test_a_job_of_a_stopped_worker_goes_back_to_queued_and_runs_again(
     first = start_arq_worker(env)
     second = None
     try:
-        task_id = await _enqueue(arq_urls["ARQ_REDIS_URL"], "stubborn", seconds=2.0)
+        gate = tmp_path / "gate"  # opened once the first worker is stopped: it cannot end first
+        task_id = await _enqueue(arq_urls["ARQ_REDIS_URL"], "gated", gate=str(gate))
         _await_state(hub_writer, task_id, TaskState.RUNNING)
         first.stop()  # SIGTERM: arq cancels the job and leaves it in its queue
         queued = hub_writer.get(task_id)
         assert queued is not None and queued.state is TaskState.QUEUED, queued
         assert queued.message == "the worker stopped; arq runs it again (try 2 of 5)"
+        gate.write_text("open")
         second = start_arq_worker(env)
         done = _await_state(hub_writer, task_id, TaskState.SUCCEEDED)
-        assert done.result == "never cancelled"
+        assert done.result == "opened"
     finally:
         first.stop()
         if second is not None:
