@@ -146,6 +146,23 @@ class Stack:
         command += [f"--pool={pool}", f"--concurrency={concurrency}"]
         return self.procs.spawn(f"worker-{pool}", command, self.cpu, env)
 
+    def warm(self, sender: Sender, worker: subprocess.Popen[bytes], tasks: int) -> None:
+        """Until ``worker`` ran ``tasks`` tasks (it is up, its pool and connections warm);
+        raise with its log if it does not within a minute."""
+        from celery.exceptions import TimeoutError as CeleryTimeout
+
+        try:
+            sender.run(tasks, timeout=60)
+        except CeleryTimeout:
+            self.procs.check(worker, "the worker")
+            broker = self.dbs[1]
+            waiting, results = broker.llen("celery"), len(broker.keys("celery-task-meta-*"))
+            raise RuntimeError(
+                f"{tasks} tasks not all done in 60 s ({waiting} still queued, {results} results stored); "
+                f"the worker's log: {self.procs.log(worker)[-3000:]}"
+            ) from None
+        self.procs.check(worker, "the worker")
+
     def server(self, port: int) -> subprocess.Popen[bytes]:
         """The hub (``CeleryExecutor``) under uvicorn on ``port``, started and answering."""
         command = [sys.executable, "-m", "benchmarks.celery_tasks", "serve", str(port)]
@@ -208,8 +225,7 @@ def throughput_run(
     sender.hooked(hooks)
     worker = s.worker(pool, hooks)
     try:
-        sender.run(scale.warmup, timeout=60)  # the worker is up, its pool and connections warm
-        s.procs.check(worker, "the worker")
+        s.warm(sender, worker, scale.warmup)
         others_before = harness.wait_quiet(quiet) if quiet > 0 else float("nan")
         pids, redis_pid = harness.descendants(worker.pid), [s.redis.pid]
         window = harness.Window(
@@ -360,7 +376,7 @@ def latency(s: Stack, scale: Scale) -> dict[str, Any]:
     worker = s.worker("prefork", hooks=True, stamps=True)  # starts while the server does
     server = s.server(port := harness.free_port())
     try:
-        sender.run(min(20, scale.warmup), timeout=60)  # warm
+        s.warm(sender, worker, min(20, scale.warmup))
         streams, ids = asyncio.run(_follow(port, sender, scale.followers, scale.latency_tasks, scale.timeout))
         # A follower may see task.succeeded before the worker has written its stamp.
         deadline = time.monotonic() + scale.timeout

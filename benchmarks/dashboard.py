@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import sys
 import threading
 import time
@@ -35,6 +34,8 @@ import uvicorn
 from sse_tasks import TaskHub
 from sse_tasks.demo import register_demo_tasks
 
+from .ports import free_port
+
 CHROMIUM = os.environ.get("SSE_TASKS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 LONG_TASKS = """
 window.__longTasks = [];
@@ -42,12 +43,6 @@ new PerformanceObserver((list) => {
   for (const entry of list.getEntries()) window.__longTasks.push(entry.duration);
 }).observe({ type: "longtask", buffered: true });
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Counter:
@@ -82,7 +77,7 @@ class Served:
         async def filler() -> None:
             await filled.add()
 
-        self.port = _free_port()
+        self.port = free_port()
         config = uvicorn.Config(self.hub.app, host="127.0.0.1", port=self.port, log_level="error")
         self.server = uvicorn.Server(config)
         self.loop = asyncio.new_event_loop()

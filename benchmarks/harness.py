@@ -36,13 +36,15 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+
+from .ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -61,12 +63,6 @@ def run_async(main: Awaitable[T]) -> T:
 
 
 # -- processes ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def raise_nofile() -> int:
@@ -92,7 +88,13 @@ def pin_client(pin: bool = True) -> int | None:
 def python_env() -> dict[str, str]:
     """This environment with the repository on ``PYTHONPATH`` (so ``-m benchmarks.…`` works)."""
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path}
+    return {**unmeasured(os.environ), "PYTHONPATH": path}
+
+
+def unmeasured(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without coverage's settings: a benchmark's processes are never traced by a
+    coverage run they are started from (the tracer would be most of what they time)."""
+    return {k: v for k, v in env.items() if not k.startswith("COVERAGE_")}
 
 
 _LIBC = ctypes.CDLL(None)
@@ -127,7 +129,7 @@ class Processes:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
-                env=env,
+                env=unmeasured(os.environ if env is None else env),
                 preexec_fn=setup,
                 start_new_session=True,
             )

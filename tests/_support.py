@@ -10,11 +10,12 @@ import inspect
 import json
 import os
 import signal
-import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
@@ -30,11 +31,11 @@ import uvicorn
 from sse_tasks import Task, TaskHub
 from sse_tasks._core import codec
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.ports import free_port
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+#: The loop each hub served by :func:`serve_in_thread` runs on (see :func:`finished`).
+_SERVED_ON: weakref.WeakKeyDictionary[TaskHub, asyncio.AbstractEventLoop] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -71,6 +72,8 @@ def serve_in_thread(app: Any, hub: TaskHub | None = None, **config: Any) -> Iter
     def run() -> None:
         loop = asyncio.new_event_loop()
         live.loop = loop
+        if hub is not None:
+            _SERVED_ON[hub] = loop
         loop.run_until_complete(server.serve())
         # Whatever an app left running on the loop is ended before the loop is closed.
         pending = asyncio.all_tasks(loop)
@@ -237,15 +240,25 @@ def wait_until(
 async def finished(hub: TaskHub, task_id: str, timeout: float = 20.0) -> Task:
     """The task's terminal snapshot, awaited on the hub's own event log (the way the hub
     itself hears of every change, whichever process made it). Read from the log, not
-    ``hub.get``, so a task that expires as it ends is seen too."""
+    ``hub.get``, so a task that expires as it ends is seen too.
+
+    The log wakes its waiters on the loop that serves the hub: for a hub served in a
+    thread (:func:`serve_in_thread`) the wait runs there."""
+    loop = _SERVED_ON.get(hub)
+    if loop is not None and loop is not asyncio.get_running_loop():
+        return await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(finished(hub, task_id, timeout), loop)
+        )
     log = hub.broker.log
     position = log.first
     with anyio.fail_after(timeout):
         while True:
-            for event in log.read(max(position, log.first)):
+            start = max(position, log.first)
+            events = log.read(start)
+            for event in events:
                 if event.task.id == task_id and event.task.terminal:
                     return event.task
-            position = log.head
+            position = start + len(events)  # not log.head: what came since is read next
             if not log.closed:
                 await log.wait(position)
                 continue

@@ -86,6 +86,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _support import free_port
 
 LANGS = {
     "sh": "shell",
@@ -467,12 +468,6 @@ def signature_mismatch(documented: str, target: str) -> str | None:
 
 
 # -- processes ----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_answers(port: int) -> bool:

@@ -217,6 +217,7 @@ def test_the_dashboard_benchmark_runs(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.dashboard", "--smoke", "--json", str(out)],
         cwd=ROOT,
+        env=harness.python_env(),
         capture_output=True,
         text=True,
         timeout=180,

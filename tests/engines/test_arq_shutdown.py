@@ -6,11 +6,14 @@ leaves it in its queue and the next worker runs it again (the task goes back to
 
 from __future__ import annotations
 
+import re
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _support import Proc
 
 from sse_tasks import Task, TaskState
 from sse_tasks.brokers.redis import RedisBroker
@@ -45,6 +48,20 @@ def _await_state(writer: SyncWriter, task_id: str, state: TaskState, timeout: fl
         time.sleep(0.02)
 
 
+def _stopped_for_good(worker: Proc) -> None:
+    """Wait for a worker sent SIGTERM to exit. arq's handler cancels the running jobs, then
+    its main task; in rare runs of the whole suite that second cancel is lost: the worker
+    logs its shutdown, puts the job back and takes it again. Another SIGTERM, as an
+    operator would send, stops it (that job then goes back once more)."""
+    for _ in range(3):
+        try:
+            worker.proc.wait(15)
+            return
+        except subprocess.TimeoutExpired:
+            worker.signal_stop()
+    pytest.fail(f"the worker did not stop: {worker.text()[-3000:]}")
+
+
 @pytest.fixture
 def hub_writer(arq_urls: dict[str, str]) -> Any:
     import redis
@@ -69,14 +86,15 @@ async def test_a_job_of_a_stopped_worker_goes_back_to_queued_and_runs_again(
         task_id = await _enqueue(arq_urls["ARQ_REDIS_URL"], "gated", gate=str(gate))
         _await_state(hub_writer, task_id, TaskState.RUNNING)
         first.signal_stop()  # SIGTERM: arq cancels the job and leaves it in its queue
-        first.proc.wait(30)
+        _stopped_for_good(first)
         stopped = hub_writer.get(task_id)
         # Not over: arq runs it again. Normally stored back as `queued` with the reason; in
         # some runs of the whole suite the stopping worker's write was not stored and the
         # task stayed `running` until the next worker took it (not understood yet).
         assert stopped is not None and not stopped.terminal, (stopped, first.text()[-3000:])
         if stopped.state is TaskState.QUEUED:
-            assert stopped.message == "the worker stopped; arq runs it again (try 2 of 5)"
+            assert stopped.message is not None
+            assert re.fullmatch(r"the worker stopped; arq runs it again \(try [2-5] of 5\)", stopped.message)
         gate.write_text("open")
         second = start_arq_worker(env)
         done = _await_state(hub_writer, task_id, TaskState.SUCCEEDED)
