@@ -53,7 +53,14 @@ WORK_ENV = "BENCH_WORK_MS"  # CPU milliseconds each task spends (default 0: a no
 def make_app(broker: str) -> Celery:
     """The benchmark's Celery app: one no-op task, Celery's defaults otherwise."""
     app = Celery("sse_tasks_bench", broker=broker, backend=broker, set_as_current=False)
-    app.conf.update(broker_connection_retry_on_startup=True, worker_hijack_root_logger=False)
+    app.conf.update(
+        # Celery prefers $CELERY_BROKER_URL to `broker=` (a test run sets it for its own
+        # app), but not to these: the benchmark sends where it says, whatever the environment.
+        broker_read_url=broker,
+        broker_write_url=broker,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
 
     work = float(os.environ.get(WORK_ENV) or 0) / 1000
 

@@ -167,12 +167,16 @@ def test_idle_memory_breakdown_runs() -> None:
     assert "20 idle streams (after 5 warm-up):" in done.stdout and "by line" in done.stdout
 
 
-def test_the_celery_benchmark_runs(tmp_path: Path) -> None:
-    """``python -m benchmarks.celery_tasks --smoke``: real workers, a real redis-server."""
+def test_the_celery_benchmark_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``python -m benchmarks.celery_tasks --smoke``: real workers, a real redis-server,
+    sending to its own Redis whatever ``$CELERY_BROKER_URL`` says (Celery prefers it to
+    ``broker=``; the Celery tests set it in this process)."""
     pytest.importorskip("celery", reason="celery is not installed (pip install -e '.[test]')")
     if harness.redis_server() is None:
         pytest.skip("redis-server is not installed")
     from benchmarks import celery_tasks
+
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:1/0")  # nothing listens there
 
     out = tmp_path / "celery.json"
     assert celery_tasks.main([*SMOKE, "--quiet-wait", "0", "--json", str(out)]) == 0
