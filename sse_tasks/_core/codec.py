@@ -34,10 +34,11 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-#: A run of 20 digits: an integer orjson would read past 64 bits as a float (or a long
-#: decimal, or digits in a string): decoded by the stdlib instead, which keeps it exact.
-_LONG_DIGITS = re.compile(rb"[0-9]{20}")
-_LONG_DIGITS_TEXT = re.compile(r"[0-9]{20}")
+#: A run of 19 digits: an integer orjson may read as a float (one below -2**63 has 19
+#: digits, one past 2**64 has 20), or a long decimal, or digits in a string: decoded by
+#: the stdlib instead, which keeps it exact.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_LONG_DIGITS_TEXT = re.compile(r"[0-9]{19}")
 _MAX_INTEGER = int(sys.float_info.max)
 
 

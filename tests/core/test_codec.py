@@ -84,6 +84,9 @@ def test_loads_keeps_surrogate_pairs_big_numbers_and_exact_integers(backend: str
     big = codec.loads(b"123456789012345678901234567890")
     assert big == 123456789012345678901234567890 and isinstance(big, int)
     assert codec.loads(b"-18446744073709551616") == -(2**64)
+    for edge in (-(2**63) - 1, -(2**63), 2**63, 2**64 - 1, 2**64):  # orjson's int64 and uint64 ends
+        exact = codec.loads(str(edge).encode())
+        assert exact == edge and isinstance(exact, int), edge
     assert codec.loads('{"a": [1, 2.5, null, true, "\u00e9"]}') == {"a": [1, 2.5, None, True, "\u00e9"]}
     assert codec.loads(b"[" * 300 + b"]" * 300) == nested(300)
 
