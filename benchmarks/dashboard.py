@@ -36,7 +36,12 @@ from sse_tasks.demo import register_demo_tasks
 
 from .ports import free_port
 
-CHROMIUM = os.environ.get("SSE_TASKS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM = (
+    os.environ.get("SSE_TASKS_CHROMIUM")
+    or shutil.which("chromium-headless-shell")
+    or shutil.which("chromium")
+    or "/usr/bin/chromium"
+)
 LONG_TASKS = """
 window.__longTasks = [];
 new PerformanceObserver((list) => {

@@ -228,6 +228,8 @@ def page_options() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One headless Chromium per test module (each test gets a fresh context). Not per
+    session: Playwright's sync API holds an event loop that later async tests would meet."""
     from _browser import launched
 
     with launched() as browser:
