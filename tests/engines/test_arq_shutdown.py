@@ -55,7 +55,7 @@ def _stopped_for_good(worker: Proc) -> None:
     operator would send, stops it (that job then goes back once more)."""
     for _ in range(3):
         try:
-            worker.proc.wait(15)
+            worker.proc.wait(10)
             return
         except subprocess.TimeoutExpired:
             worker.signal_stop()
