@@ -154,8 +154,8 @@ class Stack:
         return self.procs.spawn(f"worker-{pool}", command, self.cpu, env)
 
     def warm(self, sender: Sender, worker: subprocess.Popen[bytes], tasks: int) -> None:
-        """Until ``worker`` ran ``tasks`` tasks (it is up, its pool and connections warm);
-        raise with its log if it does not within a minute."""
+        """Send ``tasks`` no-op tasks and wait until ``worker`` ran them (it is up, its pool
+        and connections warm); raise with its log if it does not within a minute."""
         from celery.exceptions import TimeoutError as CeleryTimeout
 
         try:
