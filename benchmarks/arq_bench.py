@@ -16,27 +16,22 @@ import uuid
 from typing import Any
 
 from . import harness
-from .arq_bench_tasks import HUB_ENV, READY, STAMPS_ENV
+from .arq_bench_tasks import READY
 
 
-class Arq:
+class Arq(harness.AsyncEngine):
     name = "arq"
-
-    def __init__(self, s: harness.EngineStack) -> None:
-        self.s = s
+    hub_app = "benchmarks.arq_bench_tasks:hub"
+    engine_env = "ARQ_REDIS_URL"
 
     def worker(self, hooks: bool, stamps: bool = False) -> Any:
-        env = self.s.env(ARQ_REDIS_URL=self.s.engine_url)
-        if hooks:
-            env[HUB_ENV] = self.s.hub_url
-        if stamps:
-            env[STAMPS_ENV] = self.s.stamps_url
+        env = self.s.worker_env(hooks, stamps, ARQ_REDIS_URL=self.s.engine_url)
         command = [sys.executable, "-m", "arq", "benchmarks.arq_bench_tasks.WorkerSettings"]
         proc = self.s.procs.spawn(f"arq-{'with' if hooks else 'without'}", command, self.s.cpu, env)
         self.s.wait_log(proc, READY, "the arq worker")
         return proc
 
-    async def _enqueue(self, count: int, wait: float | None) -> list[str]:
+    async def send(self, count: int, wait: float | None) -> list[str]:
         from arq.connections import RedisSettings, create_pool
         from arq.constants import default_queue_name
 
@@ -54,27 +49,6 @@ class Arq:
             return ids
         finally:
             await pool.aclose()
-
-    def run(self, hooks: bool, tasks: int, timeout: float) -> None:
-        asyncio.run(self._enqueue(tasks, timeout))
-
-    def send_one(self) -> str:
-        return asyncio.run(self._enqueue(1, None))[0]
-
-    def serve_command(self, port: int) -> list[str]:
-        return [
-            sys.executable, "-m", "sse_tasks", "serve", "--app", "benchmarks.arq_bench_tasks:hub",
-            "--port", str(port), "--log-level", "warning",
-        ]  # fmt: skip
-
-    def server_env(self) -> dict[str, str]:
-        return {"ARQ_REDIS_URL": self.s.engine_url, HUB_ENV: self.s.hub_url}
-
-    def stamps(self, ids: list[str], timeout: float) -> dict[str, int]:
-        return harness.stored_stamps(self.s, ids, timeout)
-
-    def close(self) -> None:
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:

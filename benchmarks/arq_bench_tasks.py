@@ -12,10 +12,8 @@ from typing import Any, ClassVar
 
 from arq.connections import RedisSettings
 
-from .harness import STAMPS_KEY, WORK_ENV, busy
+from .harness import HUB_ENV, STAMPS_ENV, STAMPS_KEY, WORK_ENV, busy
 
-HUB_ENV = "BENCH_SSE_TASKS_BROKER"
-STAMPS_ENV = "BENCH_SUCCESS_STAMPS"
 READY = "arq bench worker ready"
 WORK_MS = float(os.environ.get(WORK_ENV) or 0)
 

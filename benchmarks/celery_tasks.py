@@ -42,12 +42,9 @@ from typing import Any
 from celery import Celery, signals
 
 from . import client, harness
+from .harness import HUB_ENV, STAMPS_ENV, STAMPS_KEY, WORK_ENV, busy
 
 BROKER_ENV = "BENCH_CELERY_BROKER"  # Celery's broker and result backend
-HUB_ENV = "BENCH_SSE_TASKS_BROKER"  # the hub's Redis; the hooks are connected when set
-STAMPS_ENV = "BENCH_SUCCESS_STAMPS"  # a Redis URL: the worker records task_success times there
-STAMPS_KEY = "bench:task_success_ns"
-WORK_ENV = "BENCH_WORK_MS"  # CPU milliseconds each task spends (default 0: a no-op)
 
 
 def make_app(broker: str) -> Celery:
@@ -62,15 +59,12 @@ def make_app(broker: str) -> Celery:
         worker_hijack_root_logger=False,
     )
 
-    work = float(os.environ.get(WORK_ENV) or 0) / 1000
+    work_ms = float(os.environ.get(WORK_ENV) or 0)
 
     @app.task(name="bench.noop", shared=False)
     def noop() -> None:
         """Nothing, or ``--work-ms`` of CPU (a small real task)."""
-        if work:
-            end = time.thread_time() + work
-            while time.thread_time() < end:
-                pass
+        busy(work_ms)
         return None
 
     return app

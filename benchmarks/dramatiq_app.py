@@ -15,11 +15,9 @@ from dramatiq.middleware import Middleware
 from dramatiq.results import Results
 from dramatiq.results.backends import RedisBackend
 
+from .harness import HUB_ENV, STAMPS_ENV, STAMPS_KEY, WORK_ENV, busy
+
 BROKER_ENV = "BENCH_DRAMATIQ_BROKER"  # Dramatiq's broker and result backend
-HUB_ENV = "BENCH_SSE_TASKS_BROKER"  # the hub's Redis; the middleware is added when set
-STAMPS_ENV = "BENCH_SUCCESS_STAMPS"  # a Redis URL: the worker records when each task ended
-STAMPS_KEY = "bench:task_success_ns"
-WORK_ENV = "BENCH_WORK_MS"  # CPU milliseconds each task spends (default 0: a no-op)
 
 
 class Stamps(Middleware):
@@ -60,14 +58,11 @@ def make_broker(url: str, hub: str | None = None, stamps: str | None = None) -> 
         sse_tasks.dramatiq.connect(broker, hub)
     if stamps:
         broker.add_middleware(Stamps(stamps))
-    work = float(os.environ.get(WORK_ENV) or 0) / 1000
+    work_ms = float(os.environ.get(WORK_ENV) or 0)
 
     def noop() -> None:
         """Nothing, or ``--work-ms`` of CPU (a small real task)."""
-        if work:
-            end = time.thread_time() + work
-            while time.thread_time() < end:
-                pass
+        busy(work_ms)
 
     dramatiq.actor(noop, actor_name="bench.noop", broker=broker, max_retries=0, store_results=True)
     return broker

@@ -34,11 +34,9 @@ class Dramatiq:
         }
 
     def worker(self, hooks: bool, stamps: bool = False) -> Any:
-        env = self.s.env(**{self.app.BROKER_ENV: self.s.engine_url, "dramatiq_worker_timeout": "100"})
-        if hooks:
-            env[self.app.HUB_ENV] = self.s.hub_url
-        if stamps:
-            env[self.app.STAMPS_ENV] = self.s.stamps_url
+        env = self.s.worker_env(
+            hooks, stamps, **{self.app.BROKER_ENV: self.s.engine_url, "dramatiq_worker_timeout": "100"}
+        )
         command = [
             sys.executable,
             "-m",

@@ -554,6 +554,10 @@ WORK_ENV = "BENCH_WORK_MS"
 #: The hash (on the stack's ``stamps_url``) where a worker records when each task ended,
 #: ``time.monotonic_ns()`` by task id, taken before the hook publishes its end.
 STAMPS_KEY = "bench:task_success_ns"
+#: The environment variable holding the hub's Redis: a worker connects its hook when set.
+HUB_ENV = "BENCH_SSE_TASKS_BROKER"
+#: The environment variable holding a Redis URL: a worker records success stamps there.
+STAMPS_ENV = "BENCH_SUCCESS_STAMPS"
 
 
 def busy(ms: float) -> None:
@@ -593,6 +597,16 @@ class EngineStack:
         if os.environ.get(WORK_ENV):
             env[WORK_ENV] = os.environ[WORK_ENV]
         return {**env, **extra}
+
+    def worker_env(self, hooks: bool, stamps: bool, **extra: str) -> dict[str, str]:
+        """A worker's environment: :meth:`env` with ``extra``, the hub's Redis when it runs
+        the hook, where to record success stamps when it does."""
+        env = self.env(**extra)
+        if hooks:
+            env[HUB_ENV] = self.hub_url
+        if stamps:
+            env[STAMPS_ENV] = self.stamps_url
+        return env
 
     def wait_log(self, proc: subprocess.Popen[bytes], needle: str, what: str, timeout: float = 60.0) -> None:
         """Wait until ``proc`` has logged ``needle``."""
@@ -650,6 +664,46 @@ def stored_stamps(s: EngineStack, ids: list[str], timeout: float) -> dict[str, i
         if all(i in stamps for i in ids) or time.monotonic() > deadline:
             return stamps
         time.sleep(0.05)
+
+
+class AsyncEngine:
+    """The part of an asyncio engine's adapter (arq, taskiq) that only names differ in: a
+    subclass sends with :meth:`send` and starts its worker; the hub it serves is
+    ``hub_app`` (``module:hub``, served by ``sse-tasks serve --app``), given the engine's
+    Redis in ``engine_env``."""
+
+    name: str
+    hub_app: str
+    engine_env: str
+
+    def __init__(self, s: EngineStack) -> None:
+        self.s = s
+
+    async def send(self, count: int, wait: float | None) -> list[str]:
+        """Send ``count`` tasks with the engine's own API; their ids, once every one ran
+        if ``wait`` (seconds at most) is given."""
+        raise NotImplementedError
+
+    def run(self, hooks: bool, tasks: int, timeout: float) -> None:
+        asyncio.run(self.send(tasks, timeout))
+
+    def send_one(self) -> str:
+        return asyncio.run(self.send(1, None))[0]
+
+    def serve_command(self, port: int) -> list[str]:
+        return [
+            sys.executable, "-m", "sse_tasks", "serve", "--app", self.hub_app,
+            "--port", str(port), "--log-level", "warning",
+        ]  # fmt: skip
+
+    def server_env(self) -> dict[str, str]:
+        return {self.engine_env: self.s.engine_url, HUB_ENV: self.s.hub_url}
+
+    def stamps(self, ids: list[str], timeout: float) -> dict[str, int]:
+        return stored_stamps(self.s, ids, timeout)
+
+    def close(self) -> None:
+        pass
 
 
 def _check_hub(s: EngineStack, hooks: bool, tasks: int) -> None:

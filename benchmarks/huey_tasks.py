@@ -21,27 +21,21 @@ from huey import RedisHuey
 from huey import signals as S
 
 from . import harness
+from .harness import HUB_ENV, STAMPS_ENV, STAMPS_KEY, WORK_ENV, busy
 
 BROKER_ENV = "BENCH_HUEY_REDIS"  # Huey's queue and results
-HUB_ENV = "BENCH_SSE_TASKS_BROKER"  # the hub's Redis; the hook is connected when set
-STAMPS_ENV = "BENCH_SUCCESS_STAMPS"  # a Redis URL: the consumer records success times there
-STAMPS_KEY = harness.STAMPS_KEY
-WORK_ENV = "BENCH_WORK_MS"  # CPU milliseconds each task spends (default 0: a no-op)
 NAME = "sse_tasks_bench"
 
 
 def make_app(url: str) -> RedisHuey:
     """The benchmark's Huey app: one task, results kept (the sender waits for them)."""
     app = RedisHuey(NAME, url=url)
-    work = float(os.environ.get(WORK_ENV) or 0) / 1000
+    work_ms = float(os.environ.get(WORK_ENV) or 0)
 
     @app.task(name="bench_noop")
     def noop() -> int:
         """Nothing, or ``--work-ms`` of CPU (a small real task)."""
-        if work:
-            end = time.thread_time() + work
-            while time.thread_time() < end:
-                pass
+        busy(work_ms)
         return 1
 
     return app
@@ -125,11 +119,7 @@ class HueyEngine:
         self.sender = Sender(s.engine_url, s.hub_url)
 
     def worker(self, hooks: bool, stamps: bool = False) -> Any:
-        env = self.s.env(**{BROKER_ENV: self.s.engine_url})
-        if hooks:
-            env[HUB_ENV] = self.s.hub_url
-        if stamps:
-            env[STAMPS_ENV] = self.s.stamps_url
+        env = self.s.worker_env(hooks, stamps, **{BROKER_ENV: self.s.engine_url})
         command = [sys.executable, "-m", "huey.bin.huey_consumer", "benchmarks.huey_tasks.huey"]
         command += ["-w", "2", "-k", "thread", "-q"]
         return self.s.procs.spawn(f"huey-{'with' if hooks else 'without'}", command, self.s.cpu, env)

@@ -15,21 +15,16 @@ import time
 from typing import Any
 
 from . import harness
-from .taskiq_tasks import DONE_KEY, HUB_ENV, READY, STAMPS_ENV
+from .taskiq_tasks import DONE_KEY, READY
 
 
-class Taskiq:
+class Taskiq(harness.AsyncEngine):
     name = "taskiq"
-
-    def __init__(self, s: harness.EngineStack) -> None:
-        self.s = s
+    hub_app = "benchmarks.taskiq_tasks:hub"
+    engine_env = "TASKIQ_REDIS_URL"
 
     def worker(self, hooks: bool, stamps: bool = False) -> Any:
-        env = self.s.env(TASKIQ_REDIS_URL=self.s.engine_url, BENCH_TASKIQ_WORKER="1")
-        if hooks:
-            env[HUB_ENV] = self.s.hub_url
-        if stamps:
-            env[STAMPS_ENV] = self.s.stamps_url
+        env = self.s.worker_env(hooks, stamps, TASKIQ_REDIS_URL=self.s.engine_url, BENCH_TASKIQ_WORKER="1")
         command = [
             sys.executable, "-m", "taskiq", "worker", "benchmarks.taskiq_tasks:broker",
             "--workers", "1", "--max-async-tasks", "10", "--no-configure-logging",
@@ -38,7 +33,7 @@ class Taskiq:
         self.s.wait_log(proc, READY, "the taskiq worker")
         return proc
 
-    async def _kiq(self, count: int, wait: float | None) -> list[str]:
+    async def send(self, count: int, wait: float | None) -> list[str]:
         from taskiq.kicker import AsyncKicker
         from taskiq_redis import ListQueueBroker
 
@@ -58,27 +53,6 @@ class Taskiq:
                     raise RuntimeError("the tasks did not all finish in time")
                 await asyncio.sleep(0.002)
         return ids
-
-    def run(self, hooks: bool, tasks: int, timeout: float) -> None:
-        asyncio.run(self._kiq(tasks, timeout))
-
-    def send_one(self) -> str:
-        return asyncio.run(self._kiq(1, None))[0]
-
-    def serve_command(self, port: int) -> list[str]:
-        return [
-            sys.executable, "-m", "sse_tasks", "serve", "--app", "benchmarks.taskiq_tasks:hub",
-            "--port", str(port), "--log-level", "warning",
-        ]  # fmt: skip
-
-    def server_env(self) -> dict[str, str]:
-        return {"TASKIQ_REDIS_URL": self.s.engine_url, HUB_ENV: self.s.hub_url}
-
-    def stamps(self, ids: list[str], timeout: float) -> dict[str, int]:
-        return harness.stored_stamps(self.s, ids, timeout)
-
-    def close(self) -> None:
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:

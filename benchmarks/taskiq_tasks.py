@@ -15,10 +15,8 @@ from typing import Any
 from taskiq import Context, TaskiqDepends, TaskiqEvents, TaskiqState
 from taskiq_redis import ListQueueBroker
 
-from .harness import STAMPS_KEY, WORK_ENV, busy
+from .harness import HUB_ENV, STAMPS_ENV, STAMPS_KEY, WORK_ENV, busy
 
-HUB_ENV = "BENCH_SSE_TASKS_BROKER"
-STAMPS_ENV = "BENCH_SUCCESS_STAMPS"
 DONE_KEY = "bench:done"
 READY = "taskiq bench worker ready"
 WORK_MS = float(os.environ.get(WORK_ENV) or 0)
