@@ -216,6 +216,19 @@ async def wait_for(condition: Callable[[], Any], timeout: float = 10.0, *, inter
             await anyio.sleep(interval)
 
 
+def redis_db(url: str, db: int) -> str:
+    """The Redis URL ``url`` on database ``db`` (its query dropped)."""
+    return url.partition("?")[0].rsplit("/", 1)[0] + f"/{db}"
+
+
+def answers(url: str) -> bool:
+    """True if a GET of ``url`` answers 200 now."""
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def wait_until(
     condition: Callable[[], Any],
     what: str,

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from _django_support import EXAMPLE, Process, UserFactory, answers, example_env, session_cookie
-from _support import LiveServer, free_port
+from _support import LiveServer, free_port, redis_db
 
 pytest.importorskip("celery", reason="celery is not installed (pip install -e '.[test]')")
 pytest.importorskip("redis", reason="the redis client is not installed (pip install -e '.[test]')")
@@ -30,16 +30,12 @@ TIMEOUT = 30.0
 QUIET = ("--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=INFO")
 
 
-def _db(url: str, db: int) -> str:
-    return url.partition("?")[0].rsplit("/", 1)[0] + f"/{db}"
-
-
 @pytest.fixture
 def redis_dbs(redis_url: str) -> Iterator[tuple[str, str]]:
     """The hub's and Celery's Redis databases, flushed before and after."""
     import redis
 
-    urls = (_db(redis_url, HUB_DB), _db(redis_url, CELERY_DB))
+    urls = (redis_db(redis_url, HUB_DB), redis_db(redis_url, CELERY_DB))
     clients = [redis.Redis.from_url(url) for url in urls]
     for client in clients:
         client.flushdb()

@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import ROOT, free_port, submit_sync, wait_until
+from _support import ROOT, answers, free_port, redis_db, submit_sync, wait_until
 
 pytest.importorskip("celery", reason="celery is not installed (pip install -e '.[test]')")
 pytest.importorskip("redis", reason="the redis client is not installed (pip install -e '.[test]')")
@@ -101,18 +101,6 @@ class Example:
     celery_url: str
 
 
-def _db(url: str, db: int) -> str:
-    base, _, _ = url.partition("?")
-    return base.rsplit("/", 1)[0] + f"/{db}"
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def example(redis_url: str) -> Iterator[Example]:
     """The two commands of docs/celery.md, running; both Redis databases flushed before and after."""
@@ -121,7 +109,7 @@ def example(redis_url: str) -> Iterator[Example]:
     for tool in ("celery", "sse-tasks"):
         if not (BIN / tool).exists():
             pytest.skip(f"{BIN / tool} is not installed (pip install -e '.[test]')")
-    hub_url, celery_url = _db(redis_url, 0), _db(redis_url, 1)
+    hub_url, celery_url = redis_db(redis_url, 0), redis_db(redis_url, 1)
     clients = [redis.Redis.from_url(hub_url), redis.Redis.from_url(celery_url)]
     for client in clients:
         client.flushdb()
@@ -151,7 +139,7 @@ def example(redis_url: str) -> Iterator[Example]:
     try:
         both = [worker, server]
         while_alive(lambda: " ready." in worker.text(), "the worker logged ' ready.'", both, READY_TIMEOUT)
-        while_alive(lambda: _answers(url + "/tasks"), "GET /tasks answered 200", both, READY_TIMEOUT)
+        while_alive(lambda: answers(url + "/tasks"), "GET /tasks answered 200", both, READY_TIMEOUT)
         yield Example(url, worker, server, env, hub_url, celery_url)
     finally:
         server.stop()

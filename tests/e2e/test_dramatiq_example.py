@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import ROOT, Proc, free_port, spawn, stop_all, wait_until
+from _support import ROOT, Proc, answers, free_port, spawn, stop_all, wait_until
 
 pytest.importorskip("dramatiq", reason="dramatiq is not installed (pip install -e '.[test]')")
 
@@ -48,13 +48,6 @@ class Example:
         return wait_until(alive_and_true, what, timeout, details=self.logs)
 
 
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def example(redis_url: str) -> Iterator[Example]:
     import redis
@@ -79,7 +72,7 @@ def example(redis_url: str) -> Iterator[Example]:
     running = Example(f"http://127.0.0.1:{port}", env, [worker, server])
     try:
         running.until(lambda: "is ready for action" in worker.text(), "the worker is ready", READY_TIMEOUT)
-        running.until(lambda: _answers(running.url + "/tasks"), "GET /tasks answered 200", READY_TIMEOUT)
+        running.until(lambda: answers(running.url + "/tasks"), "GET /tasks answered 200", READY_TIMEOUT)
         yield running
     finally:
         stop_all([server, worker])

@@ -19,26 +19,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
-from _support import ROOT, free_port, spawn, stop_all, wait_until
+from _support import ROOT, answers, free_port, redis_db, spawn, stop_all, wait_until
 
 pytest.importorskip("huey", reason="huey is not installed (pip install -e '.[test]')")
 pytest.importorskip("redis", reason="the redis client is not installed (pip install -e '.[test]')")
 
 BIN = Path(sys.executable).parent
 READY_TIMEOUT = 60.0
-
-
-def _db(url: str, db: int) -> str:
-    return url.partition("?")[0].rsplit("/", 1)[0] + f"/{db}"
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @dataclass
@@ -54,7 +42,7 @@ def example(redis_url: str) -> Iterator[Example]:
     for tool in ("huey_consumer", "sse-tasks"):
         if not (BIN / tool).exists():
             pytest.skip(f"{BIN / tool} is not installed (pip install -e '.[test]')")
-    hub_url, huey_url = _db(redis_url, 0), _db(redis_url, 1)
+    hub_url, huey_url = redis_db(redis_url, 0), redis_db(redis_url, 1)
     clients = [redis.Redis.from_url(hub_url), redis.Redis.from_url(huey_url)]
     for client in clients:
         client.flushdb()
@@ -77,7 +65,7 @@ def example(redis_url: str) -> Iterator[Example]:
         wait_until(
             lambda: "Huey consumer started" in consumer.text(), "the consumer", READY_TIMEOUT, details=logs
         )
-        wait_until(lambda: _answers(url + "/tasks"), "GET /tasks answered 200", READY_TIMEOUT, details=logs)
+        wait_until(lambda: answers(url + "/tasks"), "GET /tasks answered 200", READY_TIMEOUT, details=logs)
         yield Example(url, env)
     finally:
         stop_all([server, consumer])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _support import ROOT, free_port, spawn, stop_all, wait_until
+from _support import ROOT, answers, free_port, spawn, stop_all, wait_until
 
 from sse_tasks import TaskState
 from sse_tasks.client import Client
@@ -25,13 +25,6 @@ from sse_tasks.client import Client
 pytest.importorskip("rq", reason="rq is not installed (pip install -e '.[test]')")
 
 BIN = Path(sys.executable).parent
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +52,7 @@ def example(redis_url: str) -> Iterator[tuple[str, dict[str, str]]]:
 
     try:
         wait_until(lambda: "Listening on" in worker.text(), "the worker listens", 60, details=logs)
-        wait_until(lambda: _answers(url + "/tasks"), "GET /tasks answered 200", 60, details=logs)
+        wait_until(lambda: answers(url + "/tasks"), "GET /tasks answered 200", 60, details=logs)
         yield url, env
     finally:
         stop_all([server, worker])

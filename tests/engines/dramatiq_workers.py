@@ -13,21 +13,19 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from _support import Proc, spawn, worker_pythonpath
+from _support import Proc, redis_db, spawn, worker_pythonpath
 
 HERE = Path(__file__).resolve().parent
 READY_TIMEOUT = 60.0
 DRAMATIQ_DB = 7
 
 
-def _db(url: str, db: int) -> str:
-    base, _, _ = url.partition("?")
-    return base.rsplit("/", 1)[0] + f"/{db}"
-
-
 def environment(redis_url: str) -> dict[str, str]:
     """The environment of every worker and of the test process's actors."""
-    return {"SSE_TASKS_BROKER": _db(redis_url, 0), "DRAMATIQ_REDIS_URL": _db(redis_url, DRAMATIQ_DB)}
+    return {
+        "SSE_TASKS_BROKER": redis_db(redis_url, 0),
+        "DRAMATIQ_REDIS_URL": redis_db(redis_url, DRAMATIQ_DB),
+    }
 
 
 def start_worker(redis_url: str, *extra: str, threads: int = 2, **env: str) -> Proc:
@@ -57,7 +55,7 @@ def start_worker(redis_url: str, *extra: str, threads: int = 2, **env: str) -> P
 def dying_worker(hub_url: str, lease: float) -> tuple[Proc, str]:
     """A worker with a short lease on a queue of its own (one thread)."""
     queue_name = f"dying-{secrets.token_hex(4)}"
-    env = {"SSE_TASKS_BROKER": f"{_db(hub_url, 0)}?lease={lease}", "TASKS_APP_QUEUE": queue_name}
+    env = {"SSE_TASKS_BROKER": f"{redis_db(hub_url, 0)}?lease={lease}", "TASKS_APP_QUEUE": queue_name}
     return start_worker(hub_url, f"--queues={queue_name}", threads=1, **env), queue_name
 
 

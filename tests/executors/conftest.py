@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from _support import redis_db
 
 pytest.importorskip("celery")
 
@@ -27,15 +28,10 @@ HERE = Path(__file__).resolve().parent
 READY_TIMEOUT = 60.0
 
 
-def _db(url: str, db: int) -> str:
-    base, _, _ = url.partition("?")
-    return base.rsplit("/", 1)[0] + f"/{db}"
-
-
 @pytest.fixture(scope="session")
 def celery_urls(redis_url: str) -> dict[str, str]:
     """The environment of every worker and of the test process's app."""
-    return {"SSE_TASKS_BROKER": _db(redis_url, 0), "CELERY_BROKER_URL": _db(redis_url, 1)}
+    return {"SSE_TASKS_BROKER": redis_db(redis_url, 0), "CELERY_BROKER_URL": redis_db(redis_url, 1)}
 
 
 @pytest.fixture(scope="session")
