@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from bisect import bisect_right
+from collections.abc import Callable
 from typing import Any
 
 from .models import TaskEvent
@@ -50,6 +51,7 @@ class EventLog:
         # from position ``_base_position`` on, until the ring trims.
         self._base: Any = None
         self._base_position = 0
+        self._reached: Any = None  # see reach()
         # Waiters: one future each. A stream waits most of its life, so this is a cost
         # per idle stream: a future, no coroutine.
         self._futures: dict[asyncio.Future[None], None] = {}
@@ -85,8 +87,19 @@ class EventLog:
 
     @property
     def newest(self) -> Any:
-        """The key of the newest event held or, with none held since :meth:`restart`, its base."""
-        return self._keys[-1] if self._keys else self._base
+        """The key of the newest event held or, with none held since :meth:`restart`, its
+        base; or a later key the log was told it holds everything up to (:meth:`reach`)."""
+        newest = self._keys[-1] if self._keys else self._base
+        reached = self._reached
+        if reached is not None and (newest is None or reached > newest):
+            return reached
+        return newest
+
+    def reach(self, key: Any) -> None:
+        """Every event up to ``key`` that this log will hold is held (a broker checked it
+        has no more of them): a stream resumed at ``key`` may follow from :attr:`head`."""
+        if self._reached is None or key > self._reached:
+            self._reached = key
 
     def restart(self, base: Any) -> None:
         """Forget every event: the history now continues after key ``base``.
@@ -98,6 +111,7 @@ class EventLog:
         self._keys.clear()
         self._first = self._base_position = position
         self._base = base
+        self._reached = None
         self.wake()
 
     def append(self, event: TaskEvent) -> None:
@@ -269,3 +283,21 @@ class EventLog:
 
     def __len__(self) -> int:
         return len(self._events)
+
+
+class OutputFollow:
+    """A stream's registration to receive a task's output (or every task's) in the log,
+    from :meth:`~sse_tasks.brokers.Broker.follow_output`, until :meth:`close`.
+
+    ``since``: the key after which the log holds all of that output (None: all of it;
+    older output is in the task's stored output, :meth:`~sse_tasks.brokers.Broker.output`)."""
+
+    def __init__(self, since: Any, close: Callable[[], None] | None = None) -> None:
+        self.since = since
+        self._close = close
+
+    def close(self) -> None:
+        """End the registration (idempotent)."""
+        close, self._close = self._close, None
+        if close is not None:
+            close()

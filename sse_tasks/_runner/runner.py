@@ -17,7 +17,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._core.errors import InvalidRequest, NotFound, TaskFinished, TaskGone, Unavailable
-from .._core.log import EventLog
+from .._core.log import EventLog, OutputFollow
 from .._core.models import (
     MAX_TASK_ID_LENGTH,
     OutputChunk,
@@ -314,6 +314,11 @@ class Runner:
     async def output(self, task_id: str) -> list[OutputChunk]:
         """The task's retained output chunks, in order."""
         return await self.broker.output(task_id)
+
+    async def follow_output(self, task: Task | None) -> OutputFollow:
+        """Have :attr:`log` carry ``task``'s output (None: every task's) until the answer
+        is closed."""
+        return await self.broker.follow_output(task)
 
     async def cursor(self) -> str:
         """The id of the newest event (a position a stream can resume after)."""

@@ -6,7 +6,7 @@ import abc
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._core.log import EventLog
+from .._core.log import EventLog, OutputFollow
 from .._core.models import OutputChunk, Task, TaskEvent, TaskState
 
 EventObserver = Callable[[TaskEvent], None]
@@ -85,6 +85,12 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def output(self, task_id: str) -> list[OutputChunk]:
         """The task's retained chunks in order (with their event ids); [] if none or unknown."""
+
+    async def follow_output(self, task: Task | None) -> OutputFollow:
+        """Have :attr:`log` carry ``task``'s output events (None: every task's) until the
+        answer is closed. A broker whose log carries all output (the default) has
+        nothing to do. Raises :class:`~sse_tasks.Unavailable` if it cannot."""
+        return OutputFollow(None)
 
     async def events_after(self, key: Any) -> list[TaskEvent] | None:
         """History older than :attr:`log` holds; None when it does not reach back to ``key``."""

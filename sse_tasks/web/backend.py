@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
-from .._core.log import EventLog
+from .._core.log import EventLog, OutputFollow
 from .._core.models import OutputChunk, Task, TaskEvent, TaskState
 from .._core.stats import HubStats
 
@@ -96,6 +96,11 @@ class TaskBackend(Protocol):
 
     async def output(self, task_id: str, /) -> list[OutputChunk]:
         """The task's retained output chunks, in order."""
+        ...
+
+    async def follow_output(self, task: Task | None, /) -> OutputFollow:
+        """Have :attr:`log` carry ``task``'s output events (None: every task's) until the
+        answer is closed; its ``since``: the key after which the log holds all of it."""
         ...
 
     # -- writes ------------------------------------------------------------------------

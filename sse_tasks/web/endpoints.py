@@ -108,13 +108,20 @@ class Web:
 
     def open_stream(self, request: Request, body: Body) -> SSEStream:
         """The response that sends ``body``: monitored, with its lifetime and a client slot."""
+        try:
+            slot = self.client_streams.acquire(_client(request))
+        except BaseException:
+            if body.release is not None:
+                body.release()
+            raise
+        release = slot if body.release is None else _both(body.release, slot)
         return SSEStream(
             body.opening,
             body.follow,
             monitor=self.monitor,
             headers=self.sse_headers,
             deadline=lifetime_deadline(self.settings.max_stream_lifetime),
-            release=self.client_streams.acquire(_client(request)),
+            release=release,
         )
 
     def check_stream_capacity(self) -> None:
@@ -383,3 +390,13 @@ async def task_datastar(web: Web, request: Request) -> SSEStream:
 async def vendored(web: Web, request: Request) -> Response:
     """A vendored browser library the HTML pages load (htmx, its SSE extension, Datastar)."""
     return await vendored_file(request)
+
+
+def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    def release() -> None:
+        try:
+            first()
+        finally:
+            second()
+
+    return release

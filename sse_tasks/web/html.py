@@ -208,7 +208,7 @@ async def html_stream(
     body = await task_stream(plan, resume)
     opening = translator.translate(body.opening, fresh=not resume.given)
     follow = translator.follow(body.follow) if body.follow is not None else None
-    return tools.respond(request, Body(opening, follow))
+    return tools.respond(request, Body(opening, follow, body.release))
 
 
 def renderer_of(settings: WebSettings) -> HtmlRenderer:

@@ -66,10 +66,12 @@ class Selection:
 
 
 class Body(NamedTuple):
-    """What a stream sends: ``opening`` at once, then what ``follow`` yields (None: nothing)."""
+    """What a stream sends: ``opening`` at once, then what ``follow`` yields (None:
+    nothing); ``release`` once it is over (what the stream registered with the broker)."""
 
     opening: bytes
     follow: AsyncIterator[bytes] | None = None
+    release: Callable[[], None] | None = None
 
 
 class Resume:
@@ -147,9 +149,26 @@ async def task_stream(plan: StreamPlan, resume: Resume) -> Body:
     """
     runner, task = plan.runner, plan.single
     assert task is not None
+    if task.terminal:
+        return await _task_body(plan, task, resume, None)
+    # Output reaches this process's log only while a stream here follows it: register
+    # before reading the stored output, so that no chunk falls between the two.
+    follow = await runner.follow_output(task)
+    try:
+        body = await _task_body(plan, task, resume, follow.since)
+    except BaseException:
+        follow.close()
+        raise
+    return body._replace(release=follow.close)
+
+
+async def _task_body(plan: StreamPlan, task: Task, resume: Resume, since: Any) -> Body:
+    runner = plan.runner
     position: int | None = None
     if resume.valid:
         position = await _resume_position(runner, resume.key, plan)
+        if position is not None and resume.output_seq is None and since is not None and resume.key < since:
+            position = await _backfill_output(plan, task, resume.key, position)
     seen: dict[str, Any] = {}
     opening = [retry_frame(plan.settings.retry)]
     if position is None:
@@ -187,17 +206,52 @@ async def _replay_output(plan: StreamPlan, task: Task, *, after: int, base: str 
     return b"".join(encode_frame(f"{base_id}~{c.seq}", OUTPUT_EVENT, c.to_dict()) for c in chunks)
 
 
+async def _backfill_output(plan: StreamPlan, task: Task, after: Any, position: int) -> int:
+    """The log holds the task's output only from when this process began to follow it,
+    later than ``after``: the stored chunks after ``after``, merged in id order with
+    the events from ``position`` to the log's head, become the stream's backlog. Returns
+    the position the stream follows on from."""
+    runner, log = plan.runner, plan.runner.log
+    head = log.head
+    events = [*plan.backlog, *log.read(position, head - position)]
+    have = {event.key for event in events if event.type == OUTPUT_EVENT}
+    for chunk in await runner.output(task.id):
+        key = runner.parse_event_id(chunk.event_id or "")
+        if key is not None and key > after and key not in have:
+            events.append(TaskEvent(chunk.event_id or "", key, OUTPUT_EVENT, task, chunk))
+    events.sort(key=lambda event: event.key)
+    plan.backlog = events
+    return head
+
+
 async def global_stream(plan: StreamPlan, resume: Resume) -> Body:
     """Many tasks on one connection: live from now, or resumed, or resynced.
 
     The resume point and any resync snapshots are read before the response starts.
+    With output, every task's output is followed for the stream's life.
     """
+    if not plan.selection.output:
+        return await _global_body(plan, resume, None)
+    follow = await plan.runner.follow_output(None)
+    try:
+        plan.mark()  # live from where the log holds every task's output
+        body = await _global_body(plan, resume, follow.since)
+    except BaseException:
+        follow.close()
+        raise
+    return body._replace(release=follow.close)
+
+
+async def _global_body(plan: StreamPlan, resume: Resume, since: Any) -> Body:
     runner = plan.runner
     position = plan.position
     seen: dict[str, Any] = {}
     opening = [retry_frame(plan.settings.retry)]
     if resume.given:
-        resumed = await _resume_position(runner, resume.key, plan) if resume.valid else None
+        resumed = None
+        if resume.valid and (since is None or resume.key >= since):
+            # (Output older than ``since`` is in no history this process has: resync.)
+            resumed = await _resume_position(runner, resume.key, plan, history=since is None)
         if resumed is None:
             opening.append(await _resync(plan, _reset_reason(resume), seen))
         else:
@@ -215,13 +269,19 @@ def _key(runner: TaskBackend, task: Task) -> Any:
     return runner.parse_event_id(task.event_id) if task.event_id else None
 
 
-async def _resume_position(runner: TaskBackend, key: Any, plan: StreamPlan) -> int | None:
-    """Where in the log to continue after ``key``; None means resync."""
+async def _resume_position(
+    runner: TaskBackend, key: Any, plan: StreamPlan, *, history: bool = True
+) -> int | None:
+    """Where in the log to continue after ``key``; None means resync. Without
+    ``history``, only the log itself (and a wait for what this process has still to
+    read) may serve."""
     log = runner.log
     position = log.position_after(key)
     if position is not None:
         return position
     backlog = await runner.events_after(key)
+    if backlog and not history:
+        return None
     if backlog is None:
         return None
     plan.backlog = backlog

@@ -57,7 +57,7 @@ from redis.backoff import ExponentialBackoff
 
 from ..._core import codec
 from ..._core.errors import Unavailable
-from ..._core.log import EventLog
+from ..._core.log import EventLog, OutputFollow
 from ..._core.models import OUTPUT_EVENT, MalformedEvent, OutputChunk, Task, TaskEvent, TaskState
 from ..base import Broker, EventObserver
 from .keys import Keys
@@ -233,6 +233,11 @@ class RedisBroker(Broker):
     async def events_after(self, key: Any) -> list[TaskEvent] | None:
         return await self._reader.events_after(key, self.history)
 
+    async def follow_output(self, task: Task | None) -> OutputFollow:
+        """Read ``task``'s output stream (None: every running task's) into :attr:`log`
+        until the answer is closed: a process reads output only while a client follows it."""
+        return await self._reader.follow(task)
+
     def _observed(self, event: TaskEvent) -> None:
         if event.terminal:
             try:
@@ -392,7 +397,7 @@ class RedisBroker(Broker):
             return []
         task_id = chunks[0].task_id
         with self._in_flight():
-            args = {"history": self.history, "token": secrets.token_hex(8)}
+            args = {"token": secrets.token_hex(8)}
             rest = [codec.dumps(chunk.to_dict()) for chunk in chunks]
             keys = self._keys.publish_output(task_id)
             retry = task_id in self._leases.owned
@@ -423,12 +428,12 @@ class RedisBroker(Broker):
     def output_args(self, chunk: OutputChunk) -> dict[str, Any]:
         """The arguments of ``output.lua``."""
         token, _ = self._tokens.take()
-        return {"chunk": codec.dumps(chunk.to_dict()), "history": self.history, "token": token}
+        return {"chunk": codec.dumps(chunk.to_dict()), "token": token}
 
     async def output(self, task_id: str) -> list[OutputChunk]:
         async with self._connection() as db:
-            rows = await call(db.lrange(self._keys.output(task_id), 0, -1))
-        return chunks_of(rows)
+            reply = await call(self._scripts.chunks(db, self._keys.chunks(task_id), {}))
+        return chunks_of(reply)
 
     async def get(self, task_id: str) -> Task | None:
         async with self._connection() as db:

@@ -90,7 +90,7 @@ class AsyncWriter(Writing):
 
     async def stored_output(self, task_id: str) -> list[OutputChunk]:
         """The task's stored output chunks, in order."""
-        return chunks_of(await self.client.lrange(self._keys.output(task_id), 0, -1))
+        return chunks_of(await self._scripts.chunks(self.client, self._keys.chunks(task_id), {}))
 
     async def finished(self, task_id: str) -> bool:
         """True if the stored task is terminal."""
@@ -158,4 +158,3 @@ class AsyncWriter(Writing):
                     raise
                 await anyio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
-

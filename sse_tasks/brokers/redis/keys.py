@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 #: The per-task keys: ``<prefix>:<kind>:<task id>``.
-TASK, OUTPUT, REFUSED = "task", "output", "refused"
+TASK, OUTPUT, REFUSED = "task", "out", "refused"
 
 
 def lua_task_keys() -> str:
@@ -19,15 +19,18 @@ class Keys:
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
-        self.epoch = f"{prefix}:epoch"
-        self.events = f"{prefix}:events"
+        # The log's keys are named ``log``: the layout before output streams (``events``,
+        # ``epoch``) is another history, which a process of this version never continues.
+        self.epoch = f"{prefix}:log:epoch"
+        self.last = f"{prefix}:log:last"
+        self.events = f"{prefix}:log"
         self.tasks = f"{prefix}:tasks"
         self.seq = f"{prefix}:seq"
         self.finished = f"{prefix}:finished"
         self.expired = f"{prefix}:expired"
         self.leases = f"{prefix}:leases"
         #: The keys of ``sync.lua`` and ``history.lua``.
-        self.history = {"epoch": self.epoch, "events": self.events}
+        self.history = {"epoch": self.epoch, "last": self.last, "events": self.events}
 
     def task(self, task_id: str) -> str:
         return f"{self.prefix}:{TASK}:{task_id}"
@@ -42,6 +45,7 @@ class Keys:
         """The keys of ``publish.lua`` for one task."""
         return {
             "epoch": self.epoch,
+            "last": self.last,
             "events": self.events,
             "task": self.task(task_id),
             "tasks": self.tasks,
@@ -58,10 +62,15 @@ class Keys:
         return {"task": self.task(task_id), "expired": self.expired, "refused": self.refused(task_id)}
 
     def publish_output(self, task_id: str) -> dict[str, str]:
-        """The keys of ``output.lua`` for one task."""
+        """The keys of ``output.lua`` and ``outputs.lua`` for one task."""
         return {
             "epoch": self.epoch,
+            "last": self.last,
             "events": self.events,
             "task": self.task(task_id),
             "output": self.output(task_id),
         }
+
+    def chunks(self, task_id: str) -> dict[str, str]:
+        """The keys of ``chunks.lua`` for one task."""
+        return {"epoch": self.epoch, "output": self.output(task_id)}

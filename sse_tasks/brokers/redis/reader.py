@@ -18,10 +18,12 @@ from redis.asyncio import Redis
 
 from ..._core import codec
 from ..._core.errors import Unavailable
-from ..._core.log import EventLog
+from ..._core.log import EventLog, OutputFollow
 from ..._core.models import OUTPUT_EVENT, MalformedEvent, OutputChunk, Task, TaskEvent
 from .keys import Keys
-from .link import UNREACHABLE, Link, call
+from .link import UNREACHABLE, Link, call, unavailable
+from .outputs import Followed, OutputFollows, Request
+from .records import task_of
 from .scripts import Scripts
 
 logger = logging.getLogger("sse_tasks.redis")
@@ -43,7 +45,8 @@ _CATCH_UP = 5.0  # seconds a resuming stream waits for this process to read up t
 
 
 class StreamReader:
-    """One ``XREAD BLOCK`` connection per process, appending every event in order to ``log``."""
+    """One ``XREAD BLOCK`` connection per process, appending every event of the log, and
+    of the output streams followed here (:mod:`.outputs`), in order to ``log``."""
 
     def __init__(
         self,
@@ -67,7 +70,9 @@ class StreamReader:
         self.generation = 0  # bumped whenever the log restarts
         self.ready = anyio.Event()  # connected once
         self.tried = anyio.Event()  # the first attempt to connect is over
-        self.snapshots = Snapshots()
+        self.follows = OutputFollows(keys.output)
+        self.client_id: int | None = None  # the reader's connection, while it reads
+        self.reading = False  # in XREAD BLOCK: a new registration cuts it short
 
     def reset(self) -> None:
         """Before a (re)start: adopt Redis's history from its head on the first sync."""
@@ -109,7 +114,57 @@ class StreamReader:
         self.epoch = epoch
         self.read_from = head
         self.generation += 1
+        self.follows.clear()
         self.log.restart(key(head))
+
+    # -- output followed here -----------------------------------------------------------
+
+    async def follow(self, task: Task | None) -> OutputFollow:
+        """Read ``task``'s output stream (None: every running task's) until the answer's
+        ``close()``. Raises :class:`Unavailable` if the reader does not answer in a few
+        seconds (Redis unreachable)."""
+        request = Request(task)
+        self.follows.pending.append(request)
+        with anyio.move_on_after(_CATCH_UP):
+            while not request.done.is_set():
+                await self._unblock()
+                with anyio.move_on_after(0.05):
+                    await request.done.wait()
+        if request.answer is None:
+            with contextlib.suppress(ValueError):
+                self.follows.pending.remove(request)
+            raise unavailable(ConnectionError("the stream reader is not connected"))
+        return request.answer
+
+    async def _unblock(self) -> None:
+        """Cut the reader's blocked XREAD short (it then reads the streams followed now)."""
+        client_id = self.client_id
+        if client_id is None or not self.reading:
+            return
+        with contextlib.suppress(Unavailable, *UNREACHABLE):
+            async with self.connect() as db:
+                await call(db.client_unblock(client_id))
+
+    async def _answer_pending(self, client: Redis) -> None:
+        follows = self.follows
+        pending, follows.pending = follows.pending, []
+        since = key(self.read_from)
+        for request in pending:
+            if request.task is None and follows.all == 0:
+                for task in await self._running(client):
+                    follows.add(task.id, since, task).by_all = True
+            follows.answer(request, since, lambda: self.generation)
+
+    async def _running(self, client: Redis) -> list[Task]:
+        """The tasks that may write output now: those leased to a worker."""
+        ids = await client.zrange(self.keys.leases, 0, -1)
+        if not ids:
+            return []
+        async with client.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.hmget(self.keys.task(text(task_id)), ["d", "i", "t"])
+            rows = await pipe.execute()
+        return [task for row in rows if (task := task_of(row)) is not None and not task.terminal]
 
     # -- following -------------------------------------------------------------------
 
@@ -123,6 +178,7 @@ class StreamReader:
             while True:
                 try:
                     await self.sync(client, reader=True)
+                    self.client_id = await client.client_id()
                     if delay > MIN_BACKOFF:
                         logger.info("reconnected to Redis at %s", self.where)
                     self.link.up()
@@ -137,6 +193,7 @@ class StreamReader:
                     logger.exception("the Redis stream reader failed; restarting it")
                 self.tried.set()
                 self.link.down()
+                self.client_id = None
                 await anyio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
         finally:
@@ -144,17 +201,32 @@ class StreamReader:
                 await client.aclose()
 
     async def _follow(self, client: Redis) -> None:
-        keys, log = self.keys, self.log
+        keys, log, follows = self.keys, self.log, self.follows
+        log_key = keys.events.encode()
         while True:
             generation = self.generation
+            if follows.pending:
+                await self._answer_pending(client)
+            streams = [log_key, *follows.streams()]
             # Events just appended: hold the streams' wake-up back while reading on, so
             # that events written close together (a task's queued, running and failed,
             # each a write of its own) go out to each stream in one write.
             log.hold(HOLD_WINDOW, HOLD_QUIET)
             try:
-                reply = await client.execute_command(  # type: ignore[no-untyped-call]
-                    "XREAD", "COUNT", BATCH, "BLOCK", BLOCK_MS, "STREAMS", keys.events, self.read_from
-                )
+                self.reading = True
+                try:
+                    reply = await client.execute_command(  # type: ignore[no-untyped-call]
+                        "XREAD",
+                        "COUNT",
+                        BATCH,
+                        "BLOCK",
+                        BLOCK_MS,
+                        "STREAMS",
+                        *streams,
+                        *[self.read_from] * len(streams),
+                    )
+                finally:
+                    self.reading = False
                 if generation != self.generation:
                     continue  # the log restarted meanwhile: read on from its new base
                 if not reply:
@@ -162,39 +234,79 @@ class StreamReader:
                     if epoch is None or text(epoch) != self.epoch:
                         await self.sync(client, reader=True)
                     continue
-                epoch = (self.epoch or "").encode()
-                # RESP2 answers [[stream, entries]], RESP3 {stream: entries}.
-                entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
-                for stream_id, flat in entries:
-                    it = iter(flat)
-                    fields = dict(zip(it, it, strict=False))
-                    if fields.get(b"e") != epoch:
-                        self.read_from = text(stream_id)
-                        await self.sync(client, reader=True)
-                        break
-                    event = self.event(stream_id, fields)
-                    if event is not None:
-                        log.append(event)
-                        self.observe(event)
+                # RESP2 answers [[stream, entries], …], RESP3 {stream: entries}.
+                replies = list(reply.items()) if isinstance(reply, dict) else reply
+                if len(replies) == 1 and replies[0][0] == log_key:
+                    await self._append(client, [(entry, None) for entry in replies[0][1]])
                 else:
-                    self.read_from = text(entries[-1][0])
+                    await self._append(client, _merged(replies, log_key, follows.by_key))
             finally:
                 log.release()
 
-    def event(self, stream_id: bytes | str, fields: dict[bytes, bytes]) -> TaskEvent | None:
-        """The event a stream entry holds (None, logged, if a field is missing).
+    async def _append(self, client: Redis, entries: list[tuple[Any, str | None]]) -> None:
+        """Append ``entries`` (stream entries in id order, each with the task id of its
+        output stream, None for the log's) and read on after the last one taken.
 
-        Its snapshot (and chunk) are decoded when something first reads them: a process
-        where no stream covers a task pays for reading its entries, not for decoding
-        them (a stream of the process, or the end of a task, reads them)."""
+        A task that starts while ``?output=1`` streams follow every task ends the batch:
+        the next read takes its output stream from there."""
+        log, follows = self.log, self.follows
+        epoch = (self.epoch or "").encode()
+        for (stream_id, flat), output_of in entries:
+            it = iter(flat)
+            fields = dict(zip(it, it, strict=False))
+            self.read_from = text(stream_id)
+            if output_of is not None:
+                followed = follows.tasks.get(output_of)
+                if followed is not None:
+                    event: TaskEvent | None = self.output_event(stream_id, fields, followed)
+                    if event is not None:
+                        log.append(event)
+                        self.observe(event)
+                continue
+            if fields.get(b"e") != epoch:
+                await self.sync(client, reader=True)
+                return
+            state = self.event(stream_id, fields)
+            if state is None:
+                continue
+            log.append(state)
+            self.observe(state)
+            task_id = state.task_id
+            followed = follows.tasks.get(task_id) if task_id is not None else None
+            if followed is not None:
+                followed.snapshot = state
+                if state.terminal and followed.by_all:
+                    followed.by_all = False
+                    follows.drop(task_id)  # type: ignore[arg-type]
+            elif follows.all and task_id is not None and not state.terminal:
+                follows.add(task_id, state.key, state).by_all = True
+                return
+
+    def output_event(self, stream_id: bytes, fields: dict[bytes, bytes], followed: Any) -> TaskEvent | None:
+        sid = text(stream_id)
+        try:
+            ms, _, seq = sid.partition("-")
+            return OutputEvent(f"{self.epoch}-{sid}", (int(ms), int(seq)), fields[b"c"], followed)
+        except (KeyError, ValueError):
+            logger.error("skipping malformed output entry %s", sid)
+            return None
+
+    def event(self, stream_id: bytes | str, fields: dict[bytes, bytes]) -> StateEvent | None:
+        """The state change a log entry holds (None, logged, if a field is missing).
+
+        Its snapshot is decoded when something first reads it: a process where no
+        stream covers a task pays for reading its entries, not for decoding them."""
         sid = text(stream_id)
         event_id = f"{self.epoch}-{sid}"
         try:
             ms, _, seq = sid.partition("-")  # as Redis wrote it: two decimal numbers
             stream_key = (int(ms), int(seq))
-            if fields[b"t"] == _OUTPUT:
-                return OutputEvent(event_id, stream_key, fields[b"d"], fields[b"c"], self.snapshots)
-            return StateEvent(event_id, stream_key, text(fields[b"t"]), fields[b"d"])
+            event_type = text(fields[b"t"])
+            if event_type == OUTPUT_EVENT:
+                raise ValueError("output is not in the log")
+            raw_id = fields.get(b"k")
+            task_id = None if raw_id is None else text(raw_id)
+            return StateEvent(event_id, stream_key, event_type, fields[b"d"], task_id)
         except (KeyError, ValueError, UnicodeDecodeError):
             logger.error("skipping malformed stream entry %s", sid)
             return None
@@ -217,7 +329,7 @@ class StreamReader:
         epoch, intact, entries = reply
         if text(epoch) != self.epoch or intact != 1 or generation != self.generation:
             return None  # another history, or some of what followed ``after`` was trimmed
-        events = []
+        events: list[TaskEvent] = []
         for sid, flat in entries:
             fields = dict(zip(flat[::2], flat[1::2], strict=True))
             if text(fields.get(b"e", b"")) != self.epoch:
@@ -226,46 +338,53 @@ class StreamReader:
             if event is not None:
                 events.append(event)
         if not events or events[-1].key != floor:
-            return None
+            # The log's oldest event is output (not in the stored log): the history
+            # joins the log there if it reaches up to it.
+            first = log.read(log.first, 1)
+            if generation != self.generation or not first or first[0].key != floor:
+                return None
+            if first[0].type != OUTPUT_EVENT:
+                return None
+            events.append(first[0])
         return events
 
     async def _catch_up(self, after: StreamKey, generation: int) -> bool:
-        """Wait (bounded) until the reader has appended the event ``after``; False if it never will."""
+        """Wait (bounded) until the log holds every event up to ``after`` of the streams
+        this process reads; False if ``after`` was never given in this history.
+
+        ``after`` may be an output event's, in a stream not read here: the log holds
+        enough once no stream read here has an entry the log lacks up to ``after``."""
         _, head = await self.sync()
         if after > key(head):
             return False  # never written in this history
+        log = self.log
         with anyio.move_on_after(_CATCH_UP):
-            while generation == self.generation and not self.log.closed:
-                newest = self.log.newest
+            while generation == self.generation and not log.closed:
+                newest = log.newest
                 if newest is not None and newest >= after:
                     return True
-                await self.log.wait(self.log.head)
+                if not await self._unread(newest, after):
+                    log.reach(after)
+                    return generation == self.generation
+                with anyio.move_on_after(0.05):
+                    await log.wait(log.head)
         return False
+
+    async def _unread(self, newest: StreamKey | None, after: StreamKey) -> bool:
+        """Whether a stream read here has an entry after ``newest`` up to ``after``."""
+        start = "(" + stream_id(newest) if newest is not None else "-"
+        names = [self.keys.events, *(k.decode() for k in self.follows.streams())]
+        async with self.connect() as db, db.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.xrange(name, start, stream_id(after), count=1)
+            found = await call(pipe.execute())
+        return any(found)
 
     async def check_epoch(self, tasks: list[Task]) -> None:
         """A snapshot from a history this process has not adopted yet makes it adopt it now."""
         prefix = f"{self.epoch}-"
         if any(task.event_id and not task.event_id.startswith(prefix) for task in tasks):
             await self.sync()
-
-
-class Snapshots:
-    """The snapshots output entries carry, decoded once: a task's chunks between two of
-    its state changes all carry the same one. Bounded (cleared when full)."""
-
-    def __init__(self, size: int = 1024) -> None:
-        self.size = size
-        self._tasks: dict[bytes, Task] = {}
-
-    def task(self, raw: bytes) -> Task:
-        task = self._tasks.get(raw)
-        if task is None:
-            if len(self._tasks) >= self.size:
-                self._tasks.clear()
-            record = codec.loads(raw)
-            task = Task.from_record({**record, "event_id": None, "event_type": OUTPUT_EVENT})
-            self._tasks[raw] = task
-        return task
 
 
 def _decoded(event_id: str, decode: Callable[[], T]) -> T:
@@ -277,11 +396,11 @@ def _decoded(event_id: str, decode: Callable[[], T]) -> T:
 
 
 class StateEvent(TaskEvent):
-    """A state change read from the stream; its snapshot decoded when first read."""
+    """A state change read from the log; its snapshot decoded when first read."""
 
-    __slots__ = ("_raw_task", "_task")
+    __slots__ = ("_raw_task", "_task", "task_id")
 
-    def __init__(self, id: str, key: StreamKey, type: str, raw_task: bytes) -> None:
+    def __init__(self, id: str, key: StreamKey, type: str, raw_task: bytes, task_id: str | None) -> None:
         self.id = id
         self.key = key
         self.type = type
@@ -289,6 +408,7 @@ class StateEvent(TaskEvent):
         self._frames = {}
         self._raw_task = raw_task
         self._task: Task | None = None
+        self.task_id = task_id  # the entry's ``k``: known without decoding the snapshot
 
     @property
     def task(self) -> Task:
@@ -306,28 +426,28 @@ class StateEvent(TaskEvent):
 
 
 class OutputEvent(TaskEvent):
-    """A ``task.output`` event read from the stream, decoded when first used.
+    """A ``task.output`` event read from a task's output stream, decoded when first used.
 
-    Its ``task`` is the snapshot as of the chunk (without an event id of its own,
-    shared by the task's chunks that carry the same snapshot)."""
+    Its ``task`` is the task's latest snapshot this process had read when the chunk came
+    (the state event before it, or what its follower registered with)."""
 
-    __slots__ = ("_chunk", "_raw_chunk", "_raw_task", "_snapshots", "_task")
+    __slots__ = ("_chunk", "_raw_chunk", "_snapshot", "_task")
 
-    def __init__(
-        self, id: str, key: StreamKey, raw_task: bytes, raw_chunk: bytes, snapshots: Snapshots
-    ) -> None:
+    def __init__(self, id: str, key: StreamKey, raw_chunk: bytes, followed: Followed) -> None:
         self.id = id
         self.key = key
         self.type = OUTPUT_EVENT
         self._frames = {}
-        self._raw_task, self._raw_chunk, self._snapshots = raw_task, raw_chunk, snapshots
+        self._raw_chunk = raw_chunk
+        self._snapshot = followed.snapshot
         self._task: Task | None = None
         self._chunk: OutputChunk | None = None
 
     @property
     def task(self) -> Task:
         if self._task is None:
-            self._task = _decoded(self.id, lambda: self._snapshots.task(self._raw_task))
+            snapshot = self._snapshot
+            self._task = snapshot.task if isinstance(snapshot, TaskEvent) else snapshot
         return self._task
 
     @task.setter
@@ -348,7 +468,28 @@ class OutputEvent(TaskEvent):
         return OutputChunk.from_record({**codec.loads(self._raw_chunk), "event_id": self.id})
 
 
-_OUTPUT = OUTPUT_EVENT.encode()
+def _merged(replies: list[Any], log_key: bytes, by_key: dict[bytes, str]) -> list[tuple[Any, str | None]]:
+    """The entries of one XREAD over several streams, in id order, each with the task id
+    of its output stream (None: the log's).
+
+    Up to the first id past which a stream may hold more than it returned (it filled
+    ``COUNT``): the rest is read again. Each stream answered as of the same moment, and
+    ids grow with time across streams, so nothing left unread comes before the last id
+    taken."""
+    limit: StreamKey | None = None
+    tagged: list[tuple[StreamKey, Any, str | None]] = []
+    for name, entries in replies:
+        if not entries:
+            continue
+        owner = None if name == log_key else by_key.get(name)
+        if name != log_key and owner is None:
+            continue  # no longer followed
+        keyed = [(key(entry[0]), entry, owner) for entry in entries]
+        if len(entries) >= BATCH and (limit is None or keyed[-1][0] < limit):
+            limit = keyed[-1][0]
+        tagged.extend(keyed)
+    tagged.sort(key=lambda item: item[0])
+    return [(entry, owner) for entry_key, entry, owner in tagged if limit is None or entry_key <= limit]
 
 
 def _as_sent(response: Any, **options: Any) -> Any:

@@ -25,10 +25,14 @@ def task_of(fields: list[Any]) -> Task | None:
     return Task.from_record({**record, "event_id": text(event_id), "event_type": text(event_type)})
 
 
-def chunks_of(rows: list[Any]) -> list[OutputChunk]:
-    """A task's output chunks from its output list (``<event id> <chunk JSON>`` each)."""
+def chunks_of(reply: list[Any]) -> list[OutputChunk]:
+    """A task's output chunks from ``chunks.lua``'s reply: the epoch and the entries of
+    its output stream (``c``: the chunk's JSON), each numbered with its event id."""
+    raw_epoch, entries = reply
+    epoch = text(raw_epoch)
     chunks = []
-    for row in rows:
-        event_id, _, raw = text(row).partition(" ")
-        chunks.append(OutputChunk.from_record({**codec.loads(raw), "event_id": event_id}))
+    for stream_id, flat in entries:
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        raw = fields[b"c"] if b"c" in fields else fields["c"]
+        chunks.append(OutputChunk.from_record({**codec.loads(raw), "event_id": f"{epoch}-{text(stream_id)}"}))
     return chunks

@@ -134,3 +134,4 @@ class Scripts:
         self.output = Script("output")
         self.outputs = Script("outputs")
         self.refuse = Script("refuse")
+        self.chunks = Script("chunks")

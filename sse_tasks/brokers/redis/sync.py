@@ -106,7 +106,7 @@ class SyncWriter(Writing):
 
     def stored_output(self, task_id: str) -> list[OutputChunk]:
         """The task's stored output chunks, in order."""
-        return chunks_of(self.client.lrange(self._keys.output(task_id), 0, -1))
+        return chunks_of(self._scripts.chunks.run_sync(self.client, self._keys.chunks(task_id), {}))
 
     def finished(self, task_id: str) -> bool:
         """True if the stored task is terminal (cancelled by a client, failed as lost, …)."""

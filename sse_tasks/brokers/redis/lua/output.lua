@@ -1,18 +1,20 @@
--- Append a task.output event and keep its chunk with the task, unless the task is
--- unknown or terminal. The stream entry carries the stored snapshot too (``d``), so
--- every process can filter the event as it filters the task's other events.
--- KEYS: epoch events task output
--- ARGV: chunk history token
+-- Append one task.output event to the task's own output stream (not the shared log:
+-- a process reads it only while a client there follows the task's output), unless the
+-- task is unknown or terminal. Returns {event id, retried}.
+-- KEYS: epoch last events task output
+-- ARGV: chunk token
 -- include: terminal
-local current = redis.call('HMGET', task, 's', 'd', 'o')
+-- include: next_ids
+local current = redis.call('HMGET', task, 's', 'o')
 if not current[1] then return false end
-if current[3] == token then return {redis.call('LINDEX', output, -1), 1} end  -- a retried write
-if TERMINAL[current[1]] then return false end
 local history_epoch = redis.call('GET', epoch)
+if current[2] == token then  -- a retried write
+  local stored = redis.call('XREVRANGE', output, '+', '-', 'COUNT', 1)
+  return {history_epoch .. '-' .. stored[1][1], 1}
+end
+if TERMINAL[current[1]] then return false end
 if not history_epoch then return false end  -- flushed: the task is gone too
-local sid = redis.call('XADD', events, 'MAXLEN', '~', history, '*', 'e', history_epoch,
-  't', 'task.output', 'd', current[2], 'c', chunk)
-local event_id = history_epoch .. '-' .. sid
-redis.call('RPUSH', output, event_id .. ' ' .. chunk)
+local id = next_ids(1)[1]
+redis.call('XADD', output, id, 'c', chunk)
 redis.call('HSET', task, 'o', token)
-return {event_id, 0}
+return {history_epoch .. '-' .. id, 0}

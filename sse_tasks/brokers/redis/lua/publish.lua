@@ -6,11 +6,12 @@
 -- refused (it answered 503: refuse.lua) is never created.
 -- lease: 'add' starts (or pushes) the task's lease, 'xx' pushes it only if it has one,
 -- 'none' leaves the task unleased (it waits in another engine's durable queue).
--- KEYS: epoch events task tasks seq finished expired leases output refused
+-- KEYS: epoch last events task tasks seq finished expired leases output refused
 -- ARGV: id type state name data terminal new_epoch history retention_ms max_tasks lease_ms lease requeue created token lapsed_only prefix
 -- include: clock
 -- include: terminal
 -- include: task_keys
+-- include: next_ids
 local current = redis.call('HMGET', task, 's', 'n', 'i')
 if current[1] then
   if current[2] == token then return {current[3], 1} end  -- a retried write already stored
@@ -32,10 +33,11 @@ if not history_epoch then
   history_epoch = new_epoch
   redis.call('SET', epoch, history_epoch)
 end
-if not current[1] and type ~= 'task.queued' then
-  redis.call('XADD', events, 'MAXLEN', '~', history, '*', 'e', history_epoch, 't', 'task.queued', 'd', created)
+local ids = next_ids((not current[1] and type ~= 'task.queued') and 2 or 1)
+if #ids == 2 then
+  redis.call('XADD', events, 'MAXLEN', '~', history, ids[1], 'e', history_epoch, 't', 'task.queued', 'k', id, 'd', created)
 end
-local sid = redis.call('XADD', events, 'MAXLEN', '~', history, '*', 'e', history_epoch, 't', type, 'd', data)
+local sid = redis.call('XADD', events, 'MAXLEN', '~', history, ids[#ids], 'e', history_epoch, 't', type, 'k', id, 'd', data)
 local event_id = history_epoch .. '-' .. sid
 redis.call('HSET', task, 's', state, 'm', name, 'd', data, 'i', event_id, 't', type, 'n', token)
 local retention = tonumber(retention_ms)

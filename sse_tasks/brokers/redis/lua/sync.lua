@@ -1,6 +1,6 @@
 -- The history's epoch (made from new_epoch if there is none yet), the stream's head,
 -- and whether anything after the reader's position was trimmed.
--- KEYS: epoch events
+-- KEYS: epoch last events
 -- ARGV: new_epoch after
 local history_epoch = redis.call('GET', epoch)
 if not history_epoch then

@@ -1,0 +1,126 @@
+"""Which tasks' output streams this process reads: those a client here follows.
+
+A task's output lives in a stream of its own (``P:out:<id>``), not in the shared log,
+so a process pays for a chunk only where a client receives it. A per-task SSE stream
+follows its task; ``/events?output=1`` follows every task that is running. The
+reader (:class:`~.reader.StreamReader`) reads the followed streams and the log in one
+``XREAD``: their ids come from one id space (``next_ids.lua``), so it appends every
+event to the local log in order.
+
+A registration is applied by the reader between two reads (it answers with the key
+from which the log holds the task's output, see :class:`OutputFollow`); the reader's
+blocked read is cut short (``CLIENT UNBLOCK``) so that a new follower waits a round
+trip, not a read's whole block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+
+from ..._core.log import OutputFollow
+from ..._core.models import Task, TaskEvent
+
+StreamKey = tuple[int, int]
+
+
+class Followed:
+    """One task whose output stream the reader reads."""
+
+    __slots__ = ("by_all", "count", "key", "since", "snapshot")
+
+    def __init__(self, key: bytes, since: StreamKey, snapshot: Task | TaskEvent) -> None:
+        self.key = key  # its output stream's name
+        self.since = since  # the log holds its output after this key
+        self.count = 0  # per-task followers here
+        self.by_all = False  # followed because an ``?output=1`` stream follows every task
+        #: The task's latest snapshot this process knows (a state event decodes it only
+        #: when an output event's task is first read).
+        self.snapshot = snapshot
+
+    @property
+    def task(self) -> Task:
+        snapshot = self.snapshot
+        return snapshot.task if isinstance(snapshot, TaskEvent) else snapshot
+
+
+class Request:
+    """A registration waiting for the reader: a task (None: every task), and its answer."""
+
+    def __init__(self, task: Task | None) -> None:
+        self.task = task
+        self.done = anyio.Event()
+        self.answer: OutputFollow | None = None
+
+
+class OutputFollows:
+    """The followed tasks of one process and the registrations waiting for the reader."""
+
+    def __init__(self, prefix_of: Callable[[str], str]) -> None:
+        self.output_key = prefix_of
+        self.tasks: dict[str, Followed] = {}
+        self.by_key: dict[bytes, str] = {}  # output stream name -> task id
+        self.all = 0  # ``?output=1`` streams here
+        self.all_since: StreamKey | None = None
+        self.pending: list[Request] = []
+
+    def clear(self) -> None:
+        """The history restarted: nothing is followed from an old position."""
+        self.tasks.clear()
+        self.by_key.clear()
+        self.all, self.all_since = 0, None
+        for request in self.pending:
+            request.done.set()
+        self.pending.clear()
+
+    def add(self, task_id: str, since: StreamKey, snapshot: Task | TaskEvent) -> Followed:
+        followed = self.tasks.get(task_id)
+        if followed is None:
+            key = self.output_key(task_id).encode()
+            followed = self.tasks[task_id] = Followed(key, since, snapshot)
+            self.by_key[key] = task_id
+        return followed
+
+    def drop(self, task_id: str) -> None:
+        followed = self.tasks.get(task_id)
+        if followed is not None and followed.count <= 0 and not followed.by_all:
+            del self.tasks[task_id]
+            del self.by_key[followed.key]
+
+    def release(self, task_id: str) -> None:
+        followed = self.tasks.get(task_id)
+        if followed is not None:
+            followed.count -= 1
+            self.drop(task_id)
+
+    def release_all(self) -> None:
+        self.all -= 1
+        if self.all <= 0:
+            self.all, self.all_since = 0, None
+            for task_id, followed in list(self.tasks.items()):
+                followed.by_all = False
+                self.drop(task_id)
+
+    def answer(self, request: Request, since: StreamKey, generation: Callable[[], int]) -> None:
+        """Register ``request`` now, from ``since``: the key the reader reads on from."""
+        started = generation()
+
+        def valid(close: Callable[[], None]) -> Callable[[], None]:
+            # A registration from before a restart of the history is void.
+            return lambda: close() if generation() == started else None
+
+        task = request.task
+        if task is None:
+            if self.all == 0:
+                self.all_since = since
+            self.all += 1
+            request.answer = OutputFollow(self.all_since, valid(self.release_all))
+        else:
+            followed = self.add(task.id, since, task)
+            followed.count += 1
+            request.answer = OutputFollow(followed.since, valid(lambda: self.release(task.id)))
+        request.done.set()
+
+    def streams(self) -> list[bytes]:
+        return [followed.key for followed in self.tasks.values()]
