@@ -154,11 +154,13 @@ async def test_a_batch_of_output_is_kept_whole_in_order_and_read_back_lazily(bro
     queued = await publish(broker, task, "task.queued")
     running = await publish(broker, queued.task.evolve(state=TaskState.RUNNING), "task.running")
     assert await broker.publish_outputs(running.task, []) == []
+    follow = await broker.follow_output(running.task)  # a stream here follows the task
     events = await broker.publish_outputs(running.task, chunks)
     assert events is not None and len(events) == 300
     assert all(a.key < b.key for a, b in itertools.pairwise(events))
     assert [e.chunk.seq if e.chunk else None for e in events] == list(range(300))
     await until_logged(broker, events[-1])
+    follow.close()
     position = broker.log.position_after(running.key)
     assert position is not None
     logged = broker.log.read(position, 1000)

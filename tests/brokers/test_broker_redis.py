@@ -330,8 +330,8 @@ async def test_cursor_older_than_the_retained_history_resyncs(
         _, whole = await collect(http, f"/tasks/{task['id']}/events")
         assert task_events(whole)[-1].event == "task.succeeded"
         with private_redis.client() as client:
-            oldest = client.xrange("sse_tasks:events", count=1)[0][0].decode()
-            assert client.xlen("sse_tasks:events") < 100  # MAXLEN ~ 20 trimmed the stream
+            oldest = client.xrange("sse_tasks:log", count=1)[0][0].decode()
+            assert client.xlen("sse_tasks:log") < 100  # MAXLEN ~ 20 trimmed the stream
         assert stream_key(oldest) > stream_key(cursor.split("-", 1)[1]), "nothing was trimmed"
         url = f"/events?last_event_id={cursor}"
         _, events = await collect(http, url, until=lambda e: e.event in TERMINAL)

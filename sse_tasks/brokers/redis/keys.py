@@ -10,7 +10,8 @@ def lua_task_keys() -> str:
     """Lua functions building the per-task keys from the script's ``prefix`` argument, for
     a script that reaches tasks it is not given (``publish.lua`` expiring old ones)."""
     return "\n".join(
-        f"local function {kind}_key(id) return prefix .. ':{kind}:' .. id end" for kind in (TASK, OUTPUT)
+        f"local function {name}_key(id) return prefix .. ':{kind}:' .. id end"
+        for name, kind in (("task", TASK), ("output", OUTPUT))
     )
 
 

@@ -23,7 +23,7 @@ from ..._core.models import OUTPUT_EVENT, MalformedEvent, OutputChunk, Task, Tas
 from .keys import Keys
 from .link import UNREACHABLE, Link, call, unavailable
 from .outputs import Followed, OutputFollows, Request
-from .records import task_of
+from .records import task_of, text
 from .scripts import Scripts
 
 logger = logging.getLogger("sse_tasks.redis")
@@ -520,6 +520,3 @@ def key(sid: str | bytes) -> StreamKey:
 def stream_id(stream_key: StreamKey) -> str:
     return f"{stream_key[0]}-{stream_key[1]}"
 
-
-def text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

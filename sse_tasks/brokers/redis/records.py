@@ -6,7 +6,6 @@ from typing import Any
 
 from ..._core import codec
 from ..._core.models import OutputChunk, Task
-from .reader import text
 
 
 def data(task: Task) -> bytes:
@@ -36,3 +35,8 @@ def chunks_of(reply: list[Any]) -> list[OutputChunk]:
         raw = fields[b"c"] if b"c" in fields else fields["c"]
         chunks.append(OutputChunk.from_record({**codec.loads(raw), "event_id": f"{epoch}-{text(stream_id)}"}))
     return chunks
+
+
+def text(value: Any) -> str:
+    """``value`` as ``str`` (Redis answers bytes)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
