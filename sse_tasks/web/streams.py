@@ -149,16 +149,18 @@ async def task_stream(plan: StreamPlan, resume: Resume) -> Body:
     """
     runner, task = plan.runner, plan.single
     assert task is not None
-    if task.terminal:
-        return await _task_body(plan, task, resume, None)
     # Output reaches this process's log only while a stream here follows it: register
-    # before reading the stored output, so that no chunk falls between the two.
+    # before reading the stored output, so that no chunk falls between the two (for a
+    # finished task too: ``since`` tells whether the log has its output).
     follow = await runner.follow_output(task)
     try:
         body = await _task_body(plan, task, resume, follow.since)
     except BaseException:
         follow.close()
         raise
+    if body.follow is None:
+        follow.close()
+        return body
     return body._replace(release=follow.close)
 
 
@@ -479,7 +481,7 @@ def _select(
         except MalformedEvent:
             continue  # a broker's entry that cannot be decoded (logged there)
         parts.append(frame)
-        if single is not None and task.terminal:
+        if single is not None and not output and task.terminal:
             finished = True
             break
     plan.runner.stats.events_delivered += len(parts)

@@ -7,6 +7,7 @@ own; each test that restarts or flushes Redis gets a redis-server of its own.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 import signal
@@ -23,8 +24,8 @@ import httpx
 import pytest
 from _support import LiveServer, SSEEvent, collect, free_port, sse_events, submit, task_events, wait_for
 
-from sse_tasks import TaskHub, Unavailable
-from sse_tasks.demo import register_demo_tasks
+from sse_tasks import OutputChunk, Task, TaskHub, TaskState, Unavailable
+from sse_tasks.demo import generated_text, register_demo_tasks
 
 redis = pytest.importorskip("redis")
 from sse_tasks.brokers.redis import RedisBroker  # noqa: E402
@@ -297,6 +298,84 @@ async def test_resume_on_another_process_sends_exactly_the_missed_events(
     # At or past the terminal event, the per-task stream answers 204 on any process.
     response = await on_a.get(url, headers={"last-event-id": full[-1].id or ""})
     assert response.status_code == 204
+
+
+def chunk_seqs(events: list[SSEEvent]) -> list[int]:
+    return [int(e.json()["seq"]) for e in events if e.event == "task.output"]
+
+
+async def test_output_followed_on_another_process_mid_generation_is_whole_then_exact(
+    clients: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    """Output is read only where a stream follows it: a follower that connects to B while
+    the task writes on A gets every chunk once (stored, then live), and a resume on
+    either process from any id continues exactly."""
+    on_a, on_b = clients
+    words = 60  # 60 output chunks and 6 log lines
+    task = await submit(on_a, "generate", words=words, delay=0.01)
+    url = f"/tasks/{task['id']}/events"
+    _, head = await collect(on_a, url, limit=12)  # mid-generation on A
+    assert task_events(head)[0].event in ("task.queued", "task.running")
+    _, whole = await collect(on_b, url)
+    assert task_events(whole)[-1].event == "task.succeeded"
+    assert chunk_seqs(whole) == list(range(words + words // 10))
+    text = "".join(e.json()["text"] for e in whole if e.event == "task.output" and e.json()["kind"] == "output")
+    assert text == generated_text(words)
+
+    # Every event after the first, resumed on A (stored output, then the log), then a
+    # resume on B after each of a few of them.
+    _, live = await collect(on_a, url, headers={"last-event-id": task_events(head)[0].id or ""})
+    assert not [e for e in live if e.event == "reset"]
+    resumed = task_events(head)[:1] + all_events(live)
+    assert chunk_seqs(resumed) == chunk_seqs(whole)
+    assert_ordered_without_duplicates(resumed)
+    for index in (1, 7, len(resumed) // 2, len(resumed) - 2):
+        _, rest = await collect(on_b, url, headers={"last-event-id": resumed[index].id or ""})
+        assert ids_and_types(all_events(rest)) == ids_and_types(resumed[index + 1 :])
+
+
+def all_events(events: list[SSEEvent]) -> list[SSEEvent]:
+    """The task's events, output included."""
+    return [e for e in events if e.event and e.event.startswith("task.")]
+
+
+async def test_a_process_without_a_follower_reads_no_output(private_redis: RedisServer) -> None:
+    """B's log carries A's output only while a stream on B follows the task (or every
+    task, ``?output=1``), from the moment it registers."""
+    writer, idle = RedisBroker(private_redis.url), RedisBroker(private_redis.url)
+    await writer.start(lambda event: None)
+    await idle.start(lambda event: None)
+    try:
+        task = Task(id="t", name="job")
+        queued = await writer.publish(task, "task.queued")
+        assert queued is not None
+        running = await writer.publish(queued.task.evolve(state=TaskState.RUNNING), "task.running")
+        assert running is not None
+        chunk = functools.partial(OutputChunk, "t", kind="output", level=None)
+        first = await writer.publish_outputs(running.task, [chunk(seq=0, text="a")])
+        progressed = await writer.publish(running.task.evolve(progress=0.5), "task.progress")
+        assert first is not None and progressed is not None
+        await wait_for(lambda: idle.log.newest is not None and idle.log.newest >= progressed.key, timeout=10)
+        assert not [e for e in idle.log.read(idle.log.first) if e.chunk is not None]
+        follow = await idle.follow_output(progressed.task)
+        second = await writer.publish_outputs(running.task, [chunk(seq=1, text="b"), chunk(seq=2, text="c")])
+        assert second is not None
+        await wait_for(lambda: idle.log.newest is not None and idle.log.newest >= second[-1].key, timeout=10)
+        follow.close()
+        third = await writer.publish_outputs(running.task, [chunk(seq=3, text="d")])
+        done = await writer.publish(running.task.evolve(state=TaskState.SUCCEEDED), "task.succeeded")
+        assert third is not None and done is not None
+        await wait_for(lambda: idle.log.newest is not None and idle.log.newest >= done.key, timeout=10)
+        logged = idle.log.read(idle.log.first)
+        outputs = [e.chunk.seq for e in logged if e.chunk is not None]
+        assert outputs == [1, 2]  # only while followed
+        states = ["task.queued", "task.running", "task.progress", "task.succeeded"]
+        assert [e.type for e in logged if e.chunk is None] == states
+        assert [e.task.progress for e in logged if e.chunk is not None] == [0.5, 0.5]
+        assert [c.seq for c in await idle.output("t")] == [0, 1, 2, 3]  # all of it stored
+    finally:
+        await idle.close()  # task groups nest: the last started closes first
+        await writer.close()
 
 
 async def test_history_older_than_the_local_ring_comes_from_redis(
