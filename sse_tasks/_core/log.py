@@ -26,10 +26,10 @@ from __future__ import annotations
 import asyncio
 import time
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from .models import TaskEvent
+from .models import Task, TaskEvent
 
 #: Longest a wake-up is held back while a publisher keeps appending, in seconds.
 COALESCE_WINDOW = 0.002
@@ -290,10 +290,14 @@ class OutputFollow:
     from :meth:`~sse_tasks.brokers.Broker.follow_output`, until :meth:`close`.
 
     ``since``: the key after which the log holds all of that output (None: all of it;
-    older output is in the task's stored output, :meth:`~sse_tasks.brokers.Broker.output`)."""
+    older output is in the task's stored output). ``tasks``: for every task's output,
+    the unfinished tasks whose output the log holds from ``since`` on."""
 
-    def __init__(self, since: Any, close: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, since: Any, close: Callable[[], None] | None = None, tasks: Sequence[Task] = ()
+    ) -> None:
         self.since = since
+        self.tasks = tasks
         self._close = close
 
     def close(self) -> None:

@@ -12,8 +12,9 @@ coroutine of its own (see :mod:`sse_tasks.web.sse` for this path's deliberate de
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("sse_tasks")
 
 _BATCH = 512  # events per chunk: bounds what one slow stream holds in its send buffer
+#: Tasks whose stored output a resumed stream reads at most (more: it resyncs instead).
+_BACKFILL_TASKS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +173,7 @@ async def _task_body(plan: StreamPlan, task: Task, resume: Resume, since: Any) -
     if resume.valid:
         position = await _resume_position(runner, resume.key, plan)
         if position is not None and resume.output_seq is None and since is not None and resume.key < since:
-            position = await _backfill_output(plan, task, resume.key, position)
+            position = await _backfill_output(plan, resume.key, position, [task])
     seen: dict[str, Any] = {}
     opening = [retry_frame(plan.settings.retry)]
     if position is None:
@@ -208,19 +211,29 @@ async def _replay_output(plan: StreamPlan, task: Task, *, after: int, base: str 
     return b"".join(encode_frame(f"{base_id}~{c.seq}", OUTPUT_EVENT, c.to_dict()) for c in chunks)
 
 
-async def _backfill_output(plan: StreamPlan, task: Task, after: Any, position: int) -> int:
-    """The log holds the task's output only from when this process began to follow it,
-    later than ``after``: the stored chunks after ``after``, merged in id order with
-    the events from ``position`` to the log's head, become the stream's backlog. Returns
-    the position the stream follows on from."""
-    runner, log = plan.runner, plan.runner.log
+async def _backfill_output(plan: StreamPlan, after: Any, position: int, tasks: Sequence[Task]) -> int | None:
+    """The log holds output only from when this process began to follow it, later than
+    ``after``: the stored chunks after ``after`` of ``tasks`` and of every covered task
+    that changed since, merged in id order with the events from ``position`` to the
+    log's head, become the stream's backlog. Returns the position the stream follows on
+    from; None (resync) if too many tasks would have to be read."""
+    runner, log, selection = plan.runner, plan.runner.log, plan.selection
     head = log.head
     events = [*plan.backlog, *log.read(position, head - position)]
+    candidates = {task.id: task for task in tasks if selection.covers(task)}
+    for event in events:
+        if event.type != OUTPUT_EVENT:
+            with contextlib.suppress(MalformedEvent):
+                if event.task.id not in candidates and selection.covers(event.task):
+                    candidates[event.task.id] = event.task
+    if len(candidates) > _BACKFILL_TASKS:
+        return None
     have = {event.key for event in events if event.type == OUTPUT_EVENT}
-    for chunk in await runner.output(task.id):
-        key = runner.parse_event_id(chunk.event_id or "")
-        if key is not None and key > after and key not in have:
-            events.append(TaskEvent(chunk.event_id or "", key, OUTPUT_EVENT, task, chunk))
+    for task in candidates.values():
+        for chunk in await runner.output(task.id):
+            key = runner.parse_event_id(chunk.event_id or "")
+            if key is not None and key > after and key not in have:
+                events.append(TaskEvent(chunk.event_id or "", key, OUTPUT_EVENT, task, chunk))
     events.sort(key=lambda event: event.key)
     plan.backlog = events
     return head
@@ -233,27 +246,28 @@ async def global_stream(plan: StreamPlan, resume: Resume) -> Body:
     With output, every task's output is followed for the stream's life.
     """
     if not plan.selection.output:
-        return await _global_body(plan, resume, None)
+        return await _global_body(plan, resume, None, ())
     follow = await plan.runner.follow_output(None)
     try:
         plan.mark()  # live from where the log holds every task's output
-        body = await _global_body(plan, resume, follow.since)
+        body = await _global_body(plan, resume, follow.since, follow.tasks)
     except BaseException:
         follow.close()
         raise
     return body._replace(release=follow.close)
 
 
-async def _global_body(plan: StreamPlan, resume: Resume, since: Any) -> Body:
+async def _global_body(plan: StreamPlan, resume: Resume, since: Any, tasks: Sequence[Task]) -> Body:
     runner = plan.runner
     position = plan.position
     seen: dict[str, Any] = {}
     opening = [retry_frame(plan.settings.retry)]
     if resume.given:
         resumed = None
-        if resume.valid and (since is None or resume.key >= since):
-            # (Output older than ``since`` is in no history this process has: resync.)
-            resumed = await _resume_position(runner, resume.key, plan, history=since is None)
+        if resume.valid:
+            resumed = await _resume_position(runner, resume.key, plan)
+            if resumed is not None and since is not None and resume.key < since:
+                resumed = await _backfill_output(plan, resume.key, resumed, tasks)
         if resumed is None:
             opening.append(await _resync(plan, _reset_reason(resume), seen))
         else:
@@ -271,19 +285,13 @@ def _key(runner: TaskBackend, task: Task) -> Any:
     return runner.parse_event_id(task.event_id) if task.event_id else None
 
 
-async def _resume_position(
-    runner: TaskBackend, key: Any, plan: StreamPlan, *, history: bool = True
-) -> int | None:
-    """Where in the log to continue after ``key``; None means resync. Without
-    ``history``, only the log itself (and a wait for what this process has still to
-    read) may serve."""
+async def _resume_position(runner: TaskBackend, key: Any, plan: StreamPlan) -> int | None:
+    """Where in the log to continue after ``key``; None means resync."""
     log = runner.log
     position = log.position_after(key)
     if position is not None:
         return position
     backlog = await runner.events_after(key)
-    if backlog and not history:
-        return None
     if backlog is None:
         return None
     plan.backlog = backlog

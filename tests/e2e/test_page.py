@@ -193,11 +193,23 @@ def test_a_cursor_the_server_cannot_resume_from_resets_the_list(page: Page, site
     """``event: reset`` makes the page drop what it holds and take the snapshots that follow."""
     body = {"name": "count", "params": {"n": 2, "interval": 0.01}}
     task_id = httpx.post(site.url + "/tasks", json=body).json()["id"]
-    stale = {"tasks": [{"id": "ghost", "name": "sleep", "state": "running", "progress": None,
-                        "message": None, "result": None, "error": None,
-                        "created_at": "2026-01-01T00:00:00.000000Z",
-                        "started_at": "2026-01-01T00:00:00.000000Z", "finished_at": None}],
-             "cursor": "from-another-server-1"}
+    stale = {
+        "tasks": [
+            {
+                "id": "ghost",
+                "name": "sleep",
+                "state": "running",
+                "progress": None,
+                "message": None,
+                "result": None,
+                "error": None,
+                "created_at": "2026-01-01T00:00:00.000000Z",
+                "started_at": "2026-01-01T00:00:00.000000Z",
+                "finished_at": None,
+            }
+        ],
+        "cursor": "from-another-server-1",
+    }
     page.route(re.compile(r"/tasks\?"), lambda route: route.fulfill(json=stale))
     page.goto(site.url + "/")
     expect(page.locator(f'li.task[data-id="{task_id}"] .task-state')).to_have_text("succeeded")

@@ -604,9 +604,7 @@ async def test_a_task_finished_elsewhere_stops_its_local_run(running_hub: TaskHu
     await started.wait()
     current = await running_hub.get(task.id)
     # What a surviving worker publishes when it thinks this one has died.
-    lost = current.evolve(
-        state=TaskState.FAILED, error={"type": "WorkerLost", "message": "lease expired"}
-    )
+    lost = current.evolve(state=TaskState.FAILED, error={"type": "WorkerLost", "message": "lease expired"})
     assert await running_hub.broker.publish(lost, "task.failed") is not None
     with anyio.fail_after(10):
         await stopped.wait()

@@ -1166,7 +1166,6 @@ def test_every_credential_a_client_sends_is_judged_by_its_token(
 # -- what the fuzzing found --------------------------------------------------------------------
 
 
-
 @pytest.mark.parametrize(
     "broker_url",
     ["memory", "redis"],

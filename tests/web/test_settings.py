@@ -40,7 +40,9 @@ def test_settings_are_frozen_and_configure_replaces_them() -> None:
     hub = TaskHub("memory://", heartbeat=15)
     with pytest.raises(dataclasses.FrozenInstanceError):
         hub.settings.heartbeat = 1  # type: ignore[misc]
-    hub.configure(heartbeat=2.5, tokens="a secret of at least sixteen bytes", cors_origins=["https://a.example"])
+    hub.configure(
+        heartbeat=2.5, tokens="a secret of at least sixteen bytes", cors_origins=["https://a.example"]
+    )
     assert hub.settings.heartbeat == 2.5
     assert isinstance(hub.settings.tokens, TaskTokens)
     assert hub.settings.cors_origins == ("https://a.example",)

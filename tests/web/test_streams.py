@@ -316,7 +316,6 @@ async def test_each_event_is_encoded_once_for_all_subscribers(
 async def test_streams_are_never_compressed(make_hub: Any, live_server: Callable[..., LiveServer]) -> None:
     from starlette.middleware.gzip import GZipMiddleware
 
-
     hub = make_hub()
     server = live_server(hub, GZipMiddleware(hub.app, minimum_size=1))
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:

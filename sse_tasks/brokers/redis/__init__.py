@@ -64,8 +64,8 @@ from .keys import Keys
 from .leases import LeaseKeeper
 from .link import UNREACHABLE, Link, call, unavailable
 from .options import option, split_options
-from .reader import BLOCK_MS, MAX_BACKOFF, MIN_BACKOFF, StreamKey, StreamReader, key, text
-from .records import chunks_of, data, task_of
+from .reader import BLOCK_MS, MAX_BACKOFF, MIN_BACKOFF, StreamKey, StreamReader, key
+from .records import chunks_of, data, task_of, text
 from .scripts import Script, Scripts
 from .tokens import Tokens
 

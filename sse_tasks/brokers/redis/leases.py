@@ -13,7 +13,7 @@ from ..._core.errors import Unavailable
 from ..._core.models import Task, TaskEvent, TaskState, utcnow
 from .keys import Keys
 from .link import UNREACHABLE, Link
-from .reader import text
+from .records import text
 from .scripts import Scripts
 
 logger = logging.getLogger("sse_tasks.redis")

@@ -15,6 +15,7 @@ trip, not a read's whole block.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import anyio
@@ -23,6 +24,9 @@ from ..._core.log import OutputFollow
 from ..._core.models import Task, TaskEvent
 
 StreamKey = tuple[int, int]
+
+#: Seconds every task's output is still read after the last ``?output=1`` stream here ends.
+LINGER = 60.0
 
 
 class Followed:
@@ -62,7 +66,8 @@ class OutputFollows:
         self.tasks: dict[str, Followed] = {}
         self.by_key: dict[bytes, str] = {}  # output stream name -> task id
         self.all = 0  # ``?output=1`` streams here
-        self.all_since: StreamKey | None = None
+        self.all_since: StreamKey | None = None  # following every task's output since
+        self.linger_until = 0.0
         self.pending: list[Request] = []
 
     def clear(self) -> None:
@@ -94,13 +99,26 @@ class OutputFollows:
             followed.count -= 1
             self.drop(task_id)
 
+    @property
+    def following_all(self) -> bool:
+        """Every running task's output is read (a stream asks, or asked a moment ago)."""
+        return self.all_since is not None
+
     def release_all(self) -> None:
         self.all -= 1
         if self.all <= 0:
-            self.all, self.all_since = 0, None
-            for task_id, followed in list(self.tasks.items()):
-                followed.by_all = False
-                self.drop(task_id)
+            # Kept a while: a client reconnecting (a cut stream, a proxy's timeout)
+            # resumes exactly instead of resyncing.
+            self.all, self.linger_until = 0, time.monotonic() + LINGER
+
+    def expire(self) -> None:
+        """Stop following every task once no stream has asked for :data:`LINGER` s."""
+        if self.all_since is None or self.all > 0 or time.monotonic() < self.linger_until:
+            return
+        self.all_since = None
+        for task_id, followed in list(self.tasks.items()):
+            followed.by_all = False
+            self.drop(task_id)
 
     def answer(self, request: Request, since: StreamKey, generation: Callable[[], int]) -> None:
         """Register ``request`` now, from ``since``: the key the reader reads on from."""
@@ -112,10 +130,11 @@ class OutputFollows:
 
         task = request.task
         if task is None:
-            if self.all == 0:
+            if self.all_since is None:
                 self.all_since = since
             self.all += 1
-            request.answer = OutputFollow(self.all_since, valid(self.release_all))
+            running = [followed.task for followed in self.tasks.values() if followed.by_all]
+            request.answer = OutputFollow(self.all_since, valid(self.release_all), running)
         else:
             followed = self.add(task.id, since, task)
             followed.count += 1

@@ -150,7 +150,7 @@ class StreamReader:
         pending, follows.pending = follows.pending, []
         since = key(self.read_from)
         for request in pending:
-            if request.task is None and follows.all == 0:
+            if request.task is None and not follows.following_all:
                 for task in await self._running(client):
                     follows.add(task.id, since, task).by_all = True
             follows.answer(request, since, lambda: self.generation)
@@ -207,6 +207,7 @@ class StreamReader:
             generation = self.generation
             if follows.pending:
                 await self._answer_pending(client)
+            follows.expire()
             streams = [log_key, *follows.streams()]
             # Events just appended: hold the streams' wake-up back while reading on, so
             # that events written close together (a task's queued, running and failed,
@@ -278,7 +279,7 @@ class StreamReader:
                 if state.terminal and followed.by_all:
                     followed.by_all = False
                     follows.drop(task_id)  # type: ignore[arg-type]
-            elif follows.all and task_id is not None and not state.terminal:
+            elif follows.following_all and task_id is not None and not state.terminal:
                 follows.add(task_id, state.key, state).by_all = True
                 return
 
@@ -519,4 +520,3 @@ def key(sid: str | bytes) -> StreamKey:
 
 def stream_id(stream_key: StreamKey) -> str:
     return f"{stream_key[0]}-{stream_key[1]}"
-

@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 import redis
 
 from ..._core.models import OutputChunk, Task
-from .reader import MAX_BACKOFF, MIN_BACKOFF, text
-from .records import chunks_of, task_of
+from .reader import MAX_BACKOFF, MIN_BACKOFF
+from .records import chunks_of, task_of, text
 from .writing import CANCELLED, Started, Write, Writing, after, final_write, pack_with_hiredis, requeue_write
 
 T = TypeVar("T")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ..._core.models import OutputChunk, Task, TaskState, event_type_for
 from .keys import Keys
 from .link import UNREACHABLE
-from .reader import text
+from .records import text
 from .scripts import Scripts
 
 if TYPE_CHECKING:
