@@ -6,8 +6,7 @@ tasks (2,200 chunks each: the words and a log line every 10) submitted to one pr
 (2) clients on the other processes **B…**, while one process (**idle**) has no client
 at all. Every process is ``sse-tasks serve --app benchmarks.multiprocess_app:hub`` on
 one throwaway ``redis-server``; the same workload on one ``memory://`` process (its
-followers on it) is the yardstick, measured in the same run. With ``--cluster`` the
-Redis side runs on a local three-master Redis Cluster as well.
+followers on it) is the yardstick, measured in the same run.
 
 Each follower checks every chunk of every task arrives once and in order. Reported,
 per system: wall time from the first submit until every follower has every chunk and

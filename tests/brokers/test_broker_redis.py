@@ -590,6 +590,25 @@ async def test_a_flushed_redis_resyncs_streams_never_continues_them(
 # -- retention -----------------------------------------------------------------------
 
 
+async def test_ids_of_the_layout_before_output_streams_resync(
+    private_redis: RedisServer, live_server: Callable[..., LiveServer]
+) -> None:
+    """Redis still holds the older layout (output in the shared ``P:events`` stream under
+    ``P:epoch``): its ids are never continued, every stream resumed with one resyncs."""
+    with private_redis.client() as client:
+        client.set("sse_tasks:epoch", "0ld0ld00")
+        old = client.xadd("sse_tasks:events", {"e": "0ld0ld00", "t": "task.queued", "d": "{}"}).decode()
+    server = live_server(redis_hub(private_redis.url))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        task = await submit(http, "count", n=2, interval=0.01)
+        await collect(http, f"/tasks/{task['id']}/events")
+        stale = f"0ld0ld00-{old}"
+        for url in (f"/tasks/{task['id']}/events", f"/events?task={task['id']}", "/events?output=1"):
+            _, events = await collect(http, url, headers={"last-event-id": stale}, limit=2)
+            assert [e.event for e in events][1] == "reset", url
+        assert (await http.get("/tasks")).json()["cursor"].split("-")[0] != "0ld0ld00"
+
+
 async def test_finished_tasks_beyond_max_tasks_expire_oldest_first(private_redis: RedisServer) -> None:
     hub = redis_hub(private_redis.url, retention=3600, max_tasks=2, concurrency=1)  # finish in order
     async with hub:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sse_tasks import NotFound, Task, TaskState
-from sse_tasks._core.log import EventLog
+from sse_tasks._core.log import EventLog, OutputFollow
 from sse_tasks._core.models import OutputChunk, TaskEvent, event_type_for
 from sse_tasks._core.stats import HubStats
 
@@ -75,6 +75,9 @@ class FakeBackend:
 
     async def output(self, task_id: str, /) -> list[OutputChunk]:
         return []
+
+    async def follow_output(self, task: Task | None, /) -> OutputFollow:
+        return OutputFollow(None)  # the log carries all output
 
     async def submit_json(
         self, name: str, params: Any, /, *, owner: str | None = None, tags: Sequence[str] = ()

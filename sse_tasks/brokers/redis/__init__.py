@@ -1,18 +1,27 @@
 """``redis://``: task state and the event log in Redis, shared by many processes and hosts.
 
 Every process keeps one stream reader (``XREAD BLOCK`` on a connection of its own)
-that appends each event, in stream order, to its local :class:`EventLog`; SSE streams
-read from there, so a thousand subscribers cost no Redis connection at all.
+that appends each event, in order, to its local :class:`EventLog`; SSE streams read
+from there, so a thousand subscribers cost no Redis connection at all. The reader
+reads the shared log of state changes, and the output stream of a task only while a
+client of this process follows that task's output (:mod:`.outputs`): a process pays
+for the output its own clients receive.
 
 Keys, each under ``prefix`` (default ``sse_tasks``; standalone Redis, not Cluster):
 
 ==================  =============================================================
-``P:epoch``         random id of this history; a flushed or replaced Redis gets a new one
-``P:events``        the event log: a stream trimmed with ``XADD MAXLEN ~ history``;
-                    fields ``e`` epoch, ``t`` event type, ``d`` snapshot JSON
+``P:log:epoch``     random id of this history; a flushed or replaced Redis gets a new one
+``P:log:last``      the last event id given: one id space numbers the log and every
+                    output stream (``next_ids.lua``), so all events are totally ordered
+``P:log``           the log of state changes: a stream trimmed with ``XADD MAXLEN ~
+                    history``; fields ``e`` epoch, ``t`` event type, ``k`` task id,
+                    ``d`` snapshot JSON
+``P:out:<id>``      the task's output: a stream, one entry (``c``: the chunk's JSON) per
+                    ``task.output`` event, its id the event's; bounded by the task's
+                    output limits, expires with the task
 ``P:task:<id>``     snapshot hash (``s`` state, ``m`` name, ``d`` JSON, ``i`` event id,
-                    ``t`` event type, ``n`` publish token); expires ``retention`` s after
-                    the task finishes
+                    ``t`` event type, ``n`` publish token, ``o`` output token); expires
+                    ``retention`` s after the task finishes
 ``P:tasks``         task ids by creation order (``P:seq`` counts), for ``list_tasks``
 ``P:finished``      finished ids by finish time: retention and ``max_tasks``
 ``P:expired``       ids that expired, remembered (at most ``max_tasks``) to answer 410
@@ -20,6 +29,10 @@ Keys, each under ``prefix`` (default ``sse_tasks``; standalone Redis, not Cluste
 ``P:refused:<id>``  a task the hub refused (it answered 503): never created, its late
                     message discarded; expires after ``retention``, a day at least
 ==================  =============================================================
+
+The layout before output streams kept output in the shared ``P:events`` stream under
+``P:epoch``: a process of this version starts a new history beside it (every stream
+resyncs once, with ``reset`` and snapshots) and never continues an id from it.
 
 Event ids are ``<epoch>-<ms>-<seq>``: the stream id behind the history's epoch. An
 id from another history (Redis flushed, restarted empty or replaced) does not parse,
