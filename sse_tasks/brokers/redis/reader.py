@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -29,6 +30,9 @@ from .scripts import Scripts
 logger = logging.getLogger("sse_tasks.redis")
 
 StreamKey = tuple[int, int]
+#: A stream entry as read: its id's key (None: not parsed yet), the entry
+#: ``(id, [field, value, …])``, and the task id of its output stream (None: the log's).
+Entry = tuple["StreamKey | None", Any, "str | None"]
 T = TypeVar("T")
 Connect = Callable[[], contextlib.AbstractAsyncContextManager[Redis]]
 
@@ -71,6 +75,7 @@ class StreamReader:
         self.ready = anyio.Event()  # connected once
         self.tried = anyio.Event()  # the first attempt to connect is over
         self.follows = OutputFollows(keys.output)
+        self.merge = Merge()
         self.client_id: int | None = None  # the reader's connection, while it reads
         self.reading = False  # in XREAD BLOCK: a new registration cuts it short
 
@@ -115,6 +120,7 @@ class StreamReader:
         self.read_from = head
         self.generation += 1
         self.follows.clear()
+        self.merge.clear()
         self.log.restart(key(head))
 
     # -- output followed here -----------------------------------------------------------
@@ -209,6 +215,11 @@ class StreamReader:
                 await self._answer_pending(client)
             follows.expire()
             streams = [log_key, *follows.streams()]
+            merge = self.merge
+            merge.keep(streams)
+            if not merge.buffered:
+                # Nothing waits: every stream's next entry comes after the last one taken.
+                merge.positions.clear()
             # Events just appended: hold the streams' wake-up back while reading on, so
             # that events written close together (a task's queued, running and failed,
             # each a write of its own) go out to each stream in one write.
@@ -217,15 +228,9 @@ class StreamReader:
                 self.reading = True
                 try:
                     reply = await client.execute_command(  # type: ignore[no-untyped-call]
-                        "XREAD",
-                        "COUNT",
-                        BATCH,
-                        "BLOCK",
-                        BLOCK_MS,
-                        "STREAMS",
-                        *streams,
-                        *[self.read_from] * len(streams),
-                    )
+                        "XREAD", "COUNT", merge.count, "BLOCK", BLOCK_MS, "STREAMS",
+                        *streams, *(merge.positions.get(name, self.read_from) for name in streams),
+                    )  # fmt: skip
                 finally:
                     self.reading = False
                 if generation != self.generation:
@@ -237,29 +242,34 @@ class StreamReader:
                     continue
                 # RESP2 answers [[stream, entries], …], RESP3 {stream: entries}.
                 replies = list(reply.items()) if isinstance(reply, dict) else reply
-                if len(replies) == 1 and replies[0][0] == log_key:
-                    await self._append(client, [(entry, None) for entry in replies[0][1]])
+                if len(streams) == 1 and not merge.buffered:
+                    await self._append(client, [(None, entry, None) for entry in replies[0][1]])
                 else:
-                    await self._append(client, _merged(replies, log_key, follows.by_key))
+                    await self._append(client, merge.take(replies, log_key, follows.by_key))
             finally:
                 log.release()
 
-    async def _append(self, client: Redis, entries: list[tuple[Any, str | None]]) -> None:
-        """Append ``entries`` (stream entries in id order, each with the task id of its
-        output stream, None for the log's) and read on after the last one taken.
+    async def _append(self, client: Redis, entries: list[Entry]) -> None:
+        """Append ``entries`` (stream entries in id order, each with its id's key, if
+        parsed, and the task id of its output stream, None for the log's) and read on
+        after the last one.
 
-        A task that starts while ``?output=1`` streams follow every task ends the batch:
-        the next read takes its output stream from there."""
+        A task that starts while ``?output=1`` streams follow every task is followed
+        from its start: its output up to the last of ``entries`` is read at once and
+        merged in."""
         log, follows = self.log, self.follows
         epoch = (self.epoch or "").encode()
-        for (stream_id, flat), output_of in entries:
+        index = 0
+        while index < len(entries):
+            entry_key, (raw_id, flat), output_of = entries[index]
+            index += 1
             it = iter(flat)
             fields = dict(zip(it, it, strict=False))
-            self.read_from = text(stream_id)
+            self.read_from = text(raw_id)
             if output_of is not None:
                 followed = follows.tasks.get(output_of)
                 if followed is not None:
-                    event: TaskEvent | None = self.output_event(stream_id, fields, followed)
+                    event: TaskEvent | None = self.output_event(raw_id, entry_key, fields, followed)
                     if event is not None:
                         log.append(event)
                         self.observe(event)
@@ -267,7 +277,7 @@ class StreamReader:
             if fields.get(b"e") != epoch:
                 await self.sync(client, reader=True)
                 return
-            state = self.event(stream_id, fields)
+            state = self.event(raw_id, fields, entry_key)
             if state is None:
                 continue
             log.append(state)
@@ -280,19 +290,31 @@ class StreamReader:
                     followed.by_all = False
                     follows.drop(task_id)  # type: ignore[arg-type]
             elif follows.following_all and task_id is not None and not state.terminal:
-                follows.add(task_id, state.key, state).by_all = True
-                return
+                followed = follows.add(task_id, state.key, state)
+                followed.by_all = True
+                last = entries[-1]
+                bound = last[0] if last[0] is not None else key(last[1][0])
+                self.merge.positions[followed.key] = stream_id(bound)
+                if bound > state.key:
+                    found: Any = await client.xrange(followed.key, "(" + text(raw_id), stream_id(bound))
+                    if found:
+                        extra: list[Entry] = [(key(f[0]), (f[0], _flat(f[1])), task_id) for f in found]
+                        rest = [(k if k is not None else key(e[0]), e, o) for k, e, o in entries[index:]]
+                        entries[index:] = sorted([*rest, *extra], key=_entry_key)
 
-    def output_event(self, stream_id: bytes, fields: dict[bytes, bytes], followed: Any) -> TaskEvent | None:
+    def output_event(
+        self, stream_id: bytes, entry_key: StreamKey | None, fields: dict[bytes, bytes], followed: Followed
+    ) -> TaskEvent | None:
         sid = text(stream_id)
         try:
-            ms, _, seq = sid.partition("-")
-            return OutputEvent(f"{self.epoch}-{sid}", (int(ms), int(seq)), fields[b"c"], followed)
+            return OutputEvent(f"{self.epoch}-{sid}", entry_key or key(sid), fields[b"c"], followed)
         except (KeyError, ValueError):
             logger.error("skipping malformed output entry %s", sid)
             return None
 
-    def event(self, stream_id: bytes | str, fields: dict[bytes, bytes]) -> StateEvent | None:
+    def event(
+        self, stream_id: bytes | str, fields: dict[bytes, bytes], entry_key: StreamKey | None = None
+    ) -> StateEvent | None:
         """The state change a log entry holds (None, logged, if a field is missing).
 
         Its snapshot is decoded when something first reads it: a process where no
@@ -300,8 +322,10 @@ class StreamReader:
         sid = text(stream_id)
         event_id = f"{self.epoch}-{sid}"
         try:
-            ms, _, seq = sid.partition("-")  # as Redis wrote it: two decimal numbers
-            stream_key = (int(ms), int(seq))
+            if entry_key is None:
+                ms, _, seq = sid.partition("-")  # as Redis wrote it: two decimal numbers
+                entry_key = (int(ms), int(seq))
+            stream_key = entry_key
             event_type = text(fields[b"t"])
             if event_type == OUTPUT_EVENT:
                 raise ValueError("output is not in the log")
@@ -469,28 +493,61 @@ class OutputEvent(TaskEvent):
         return OutputChunk.from_record({**codec.loads(self._raw_chunk), "event_id": self.id})
 
 
-def _merged(replies: list[Any], log_key: bytes, by_key: dict[bytes, str]) -> list[tuple[Any, str | None]]:
-    """The entries of one XREAD over several streams, in id order, each with the task id
-    of its output stream (None: the log's).
+class Merge:
+    """The entries of one ``XREAD`` over several streams, taken in id order.
 
-    Up to the first id past which a stream may hold more than it returned (it filled
-    ``COUNT``): the rest is read again. Each stream answered as of the same moment, and
-    ids grow with time across streams, so nothing left unread comes before the last id
-    taken."""
-    limit: StreamKey | None = None
-    tagged: list[tuple[StreamKey, Any, str | None]] = []
-    for name, entries in replies:
-        if not entries:
-            continue
-        owner = None if name == log_key else by_key.get(name)
-        if name != log_key and owner is None:
-            continue  # no longer followed
-        keyed = [(key(entry[0]), entry, owner) for entry in entries]
-        if len(entries) >= BATCH and (limit is None or keyed[-1][0] < limit):
-            limit = keyed[-1][0]
-        tagged.extend(keyed)
-    tagged.sort(key=lambda item: item[0])
-    return [(entry, owner) for entry_key, entry, owner in tagged if limit is None or entry_key <= limit]
+    Each stream is read on from where it was last answered (``positions``). What a
+    stream answered past the first id beyond which another may hold more than it
+    returned (it filled ``COUNT``) waits in ``buffered`` for the next read. Every
+    stream answers as of the same moment and ids grow with time across streams, so
+    nothing still unread comes before the last id taken."""
+
+    def __init__(self, count: int = BATCH) -> None:
+        self.count = count  # the reads' COUNT
+        self.positions: dict[bytes, str] = {}
+        self.buffered: dict[bytes, list[Entry]] = {}
+
+    def clear(self) -> None:
+        self.positions.clear()
+        self.buffered.clear()
+
+    def keep(self, streams: list[bytes]) -> None:
+        """Forget the streams no longer read."""
+        for gone in [name for name in self.positions if name not in streams]:
+            del self.positions[gone]
+            self.buffered.pop(gone, None)
+
+    def take(self, replies: list[Any], log_key: bytes, by_key: dict[bytes, str]) -> list[Entry]:
+        safe: StreamKey | None = None  # None: every stream answered all it had
+        buffered = self.buffered
+        for name, entries in replies:
+            if not entries:
+                continue
+            owner = None if name == log_key else by_key.get(name)
+            keyed = [(key(entry[0]), entry, owner) for entry in entries]
+            buffered.setdefault(name, []).extend(keyed)
+            self.positions[name] = text(entries[-1][0])
+            if len(entries) >= self.count and (safe is None or keyed[-1][0] < safe):
+                safe = keyed[-1][0]
+        taken: list[Entry] = []
+        for name, waiting in list(buffered.items()):
+            end = len(waiting) if safe is None else bisect_right(waiting, safe, key=_entry_key)
+            taken.extend(waiting[:end])
+            if end == len(waiting):
+                del buffered[name]
+            else:
+                buffered[name] = waiting[end:]
+        taken.sort(key=_entry_key)
+        return taken
+
+
+def _entry_key(entry: Entry) -> StreamKey:
+    return entry[0]  # type: ignore[return-value]
+
+
+def _flat(fields: Any) -> list[Any]:
+    """A stream entry's fields as Redis sends them (redis-py's XRANGE makes them a dict)."""
+    return [item for pair in fields.items() for item in pair] if isinstance(fields, dict) else fields
 
 
 def _as_sent(response: Any, **options: Any) -> Any:
