@@ -263,17 +263,17 @@ class StreamReader:
         while index < len(entries):
             entry_key, (raw_id, flat), output_of = entries[index]
             index += 1
-            it = iter(flat)
-            fields = dict(zip(it, it, strict=False))
             self.read_from = text(raw_id)
             if output_of is not None:
                 followed = follows.tasks.get(output_of)
                 if followed is not None:
-                    event: TaskEvent | None = self.output_event(raw_id, entry_key, fields, followed)
+                    event: TaskEvent | None = self.output_event(raw_id, entry_key, flat, followed)
                     if event is not None:
                         log.append(event)
                         self.observe(event)
                 continue
+            it = iter(flat)
+            fields = dict(zip(it, it, strict=False))
             if fields.get(b"e") != epoch:
                 await self.sync(client, reader=True)
                 return
@@ -293,21 +293,26 @@ class StreamReader:
                 followed = follows.add(task_id, state.key, state)
                 followed.by_all = True
                 last = entries[-1]
-                bound = last[0] if last[0] is not None else key(last[1][0])
+                bound = last[0] if last[0] is not None else sent_key(last[1][0])
                 self.merge.positions[followed.key] = stream_id(bound)
                 if bound > state.key:
                     found: Any = await client.xrange(followed.key, "(" + text(raw_id), stream_id(bound))
                     if found:
-                        extra: list[Entry] = [(key(f[0]), (f[0], _flat(f[1])), task_id) for f in found]
-                        rest = [(k if k is not None else key(e[0]), e, o) for k, e, o in entries[index:]]
+                        extra: list[Entry] = [(sent_key(f[0]), (f[0], _flat(f[1])), task_id) for f in found]
+                        rest = [(k if k is not None else sent_key(e[0]), e, o) for k, e, o in entries[index:]]
                         entries[index:] = sorted([*rest, *extra], key=_entry_key)
 
     def output_event(
-        self, stream_id: bytes, entry_key: StreamKey | None, fields: dict[bytes, bytes], followed: Followed
+        self, stream_id: bytes, entry_key: StreamKey | None, flat: list[Any], followed: Followed
     ) -> TaskEvent | None:
+        """The ``task.output`` event an output stream's entry (fields ``c``, the chunk) holds."""
         sid = text(stream_id)
         try:
-            return OutputEvent(f"{self.epoch}-{sid}", entry_key or key(sid), fields[b"c"], followed)
+            if len(flat) == 2 and flat[0] == b"c":
+                chunk = flat[1]
+            else:
+                chunk = dict(zip(flat[::2], flat[1::2], strict=False))[b"c"]
+            return OutputEvent(f"{self.epoch}-{sid}", entry_key or key(sid), chunk, followed)
         except (KeyError, ValueError):
             logger.error("skipping malformed output entry %s", sid)
             return None
@@ -524,7 +529,7 @@ class Merge:
             if not entries:
                 continue
             owner = None if name == log_key else by_key.get(name)
-            keyed = [(key(entry[0]), entry, owner) for entry in entries]
+            keyed = [(sent_key(entry[0]), entry, owner) for entry in entries]
             buffered.setdefault(name, []).extend(keyed)
             self.positions[name] = text(entries[-1][0])
             if len(entries) >= self.count and (safe is None or keyed[-1][0] < safe):
@@ -566,6 +571,12 @@ def stream_key(sid: str) -> StreamKey | None:
 
 
 _U64 = 2**64
+
+
+def sent_key(sid: bytes) -> StreamKey:
+    """The key of a stream id as Redis sent it (two decimal numbers; unchecked)."""
+    ms, _, seq = sid.partition(b"-")
+    return int(ms), int(seq)
 
 
 def key(sid: str | bytes) -> StreamKey:
