@@ -206,8 +206,13 @@ async def html_stream(
         opening = retry_frame(tools.settings.retry) + translator.dialect.state(task, task.event_id)
         return tools.respond(request, Body(opening + translator.dialect.done(task)))
     body = await task_stream(plan, resume)
-    opening = translator.translate(body.opening, fresh=not resume.given)
-    follow = translator.follow(body.follow) if body.follow is not None else None
+    try:
+        opening = translator.translate(body.opening, fresh=not resume.given)
+        follow = translator.follow(body.follow) if body.follow is not None else None
+    except BaseException:
+        if body.release is not None:
+            body.release()
+        raise
     return tools.respond(request, Body(opening, follow, body.release))
 
 

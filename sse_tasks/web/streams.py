@@ -172,7 +172,7 @@ async def _task_body(plan: StreamPlan, task: Task, resume: Resume, since: Any) -
     position: int | None = None
     if resume.valid:
         position = await _resume_position(runner, resume.key, plan)
-        if position is not None and resume.output_seq is None and since is not None and resume.key < since:
+        if position is not None and resume.output_seq is None and _gap(plan, resume.key, since):
             position = await _backfill_output(plan, resume.key, position, [task])
     seen: dict[str, Any] = {}
     opening = [retry_frame(plan.settings.retry)]
@@ -211,6 +211,13 @@ async def _replay_output(plan: StreamPlan, task: Task, *, after: int, base: str 
     return b"".join(encode_frame(f"{base_id}~{c.seq}", OUTPUT_EVENT, c.to_dict()) for c in chunks)
 
 
+def _gap(plan: StreamPlan, after: Any, since: Any) -> bool:
+    """Whether output after ``after`` may be missing from what the stream is about to
+    send: the log holds output only from ``since`` on (None: all of it), and history
+    read from the broker (``plan.backlog``) holds none."""
+    return since is not None and (after < since or bool(plan.backlog))
+
+
 async def _backfill_output(plan: StreamPlan, after: Any, position: int, tasks: Sequence[Task]) -> int | None:
     """The log holds output only from when this process began to follow it, later than
     ``after``: the stored chunks after ``after`` of ``tasks`` and of every covered task
@@ -218,7 +225,7 @@ async def _backfill_output(plan: StreamPlan, after: Any, position: int, tasks: S
     log's head, become the stream's backlog. Returns the position the stream follows on
     from; None (resync) if too many tasks would have to be read."""
     runner, log, selection = plan.runner, plan.runner.log, plan.selection
-    head = log.head
+    head, newest = log.head, log.newest
     events = [*plan.backlog, *log.read(position, head - position)]
     candidates = {task.id: task for task in tasks if selection.covers(task)}
     for event in events:
@@ -232,7 +239,8 @@ async def _backfill_output(plan: StreamPlan, after: Any, position: int, tasks: S
     for task in candidates.values():
         for chunk in await runner.output(task.id):
             key = runner.parse_event_id(chunk.event_id or "")
-            if key is not None and key > after and key not in have:
+            # (What is newer than the log's head is still to come through the log.)
+            if key is not None and after < key <= newest and key not in have:
                 events.append(TaskEvent(chunk.event_id or "", key, OUTPUT_EVENT, task, chunk))
     events.sort(key=lambda event: event.key)
     plan.backlog = events
@@ -266,7 +274,7 @@ async def _global_body(plan: StreamPlan, resume: Resume, since: Any, tasks: Sequ
         resumed = None
         if resume.valid:
             resumed = await _resume_position(runner, resume.key, plan)
-            if resumed is not None and since is not None and resume.key < since:
+            if resumed is not None and _gap(plan, resume.key, since):
                 resumed = await _backfill_output(plan, resume.key, resumed, tasks)
         if resumed is None:
             opening.append(await _resync(plan, _reset_reason(resume), seen))

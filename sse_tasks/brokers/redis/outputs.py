@@ -56,6 +56,7 @@ class Request:
         self.task = task
         self.done = anyio.Event()
         self.answer: OutputFollow | None = None
+        self.abandoned = False  # its stream stopped waiting (gone, or timed out)
 
 
 class OutputFollows:
@@ -70,14 +71,13 @@ class OutputFollows:
         self.linger_until = 0.0
         self.pending: list[Request] = []
 
-    def clear(self) -> None:
-        """The history restarted: nothing is followed from an old position."""
-        self.tasks.clear()
-        self.by_key.clear()
-        self.all, self.all_since = 0, None
-        for request in self.pending:
-            request.done.set()
-        self.pending.clear()
+    def rebase(self, since: StreamKey) -> None:
+        """The history restarted (its streams resync): what is followed is read on from
+        the new history's head."""
+        for followed in self.tasks.values():
+            followed.since = since
+        if self.all_since is not None:
+            self.all_since = since
 
     def add(self, task_id: str, since: StreamKey, snapshot: Task | TaskEvent) -> Followed:
         followed = self.tasks.get(task_id)
@@ -120,25 +120,24 @@ class OutputFollows:
             followed.by_all = False
             self.drop(task_id)
 
-    def answer(self, request: Request, since: StreamKey, generation: Callable[[], int]) -> None:
-        """Register ``request`` now, from ``since``: the key the reader reads on from."""
-        started = generation()
-
-        def valid(close: Callable[[], None]) -> Callable[[], None]:
-            # A registration from before a restart of the history is void.
-            return lambda: close() if generation() == started else None
-
+    def answer(self, request: Request, since: StreamKey) -> None:
+        """Register ``request`` now, from ``since``: the key the reader reads on from.
+        A request its stream gave up on meanwhile is closed at once."""
         task = request.task
         if task is None:
             if self.all_since is None:
                 self.all_since = since
             self.all += 1
             running = [followed.task for followed in self.tasks.values() if followed.by_all]
-            request.answer = OutputFollow(self.all_since, valid(self.release_all), running)
+            answer = OutputFollow(self.all_since, self.release_all, running)
         else:
             followed = self.add(task.id, since, task)
             followed.count += 1
-            request.answer = OutputFollow(followed.since, valid(lambda: self.release(task.id)))
+            answer = OutputFollow(followed.since, lambda: self.release(task.id))
+        if request.abandoned:
+            answer.close()
+        else:
+            request.answer = answer
         request.done.set()
 
     def streams(self) -> list[bytes]:

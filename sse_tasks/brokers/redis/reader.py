@@ -119,7 +119,7 @@ class StreamReader:
         self.epoch = epoch
         self.read_from = head
         self.generation += 1
-        self.follows.clear()
+        self.follows.rebase(key(head))
         self.merge.clear()
         self.log.restart(key(head))
 
@@ -131,14 +131,18 @@ class StreamReader:
         seconds (Redis unreachable)."""
         request = Request(task)
         self.follows.pending.append(request)
-        with anyio.move_on_after(_CATCH_UP):
-            while not request.done.is_set():
-                await self._unblock()
-                with anyio.move_on_after(0.05):
-                    await request.done.wait()
+        try:
+            with anyio.move_on_after(_CATCH_UP):
+                while not request.done.is_set():
+                    await self._unblock()
+                    with anyio.move_on_after(0.05):
+                        await request.done.wait()
+        finally:
+            if request.answer is None:
+                request.abandoned = True  # answered later, it is closed at once
+                with contextlib.suppress(ValueError):
+                    self.follows.pending.remove(request)
         if request.answer is None:
-            with contextlib.suppress(ValueError):
-                self.follows.pending.remove(request)
             raise unavailable(ConnectionError("the stream reader is not connected"))
         return request.answer
 
@@ -154,12 +158,18 @@ class StreamReader:
     async def _answer_pending(self, client: Redis) -> None:
         follows = self.follows
         pending, follows.pending = follows.pending, []
+        running: list[Task] = []
+        if not follows.following_all and any(request.task is None for request in pending):
+            try:
+                running = await self._running(client)
+            except BaseException:
+                follows.pending[:0] = pending  # answered after the reconnection
+                raise
         since = key(self.read_from)
         for request in pending:
-            if request.task is None and not follows.following_all:
-                for task in await self._running(client):
-                    follows.add(task.id, since, task).by_all = True
-            follows.answer(request, since, lambda: self.generation)
+            follows.answer(request, since)
+        for task in running:
+            follows.add(task.id, since, task).by_all = True
 
     async def _running(self, client: Redis) -> list[Task]:
         """The tasks that may write output now: those leased to a worker."""
@@ -286,9 +296,11 @@ class StreamReader:
             followed = follows.tasks.get(task_id) if task_id is not None else None
             if followed is not None:
                 followed.snapshot = state
-                if state.terminal and followed.by_all:
+                if state.terminal:
                     followed.by_all = False
                     follows.drop(task_id)  # type: ignore[arg-type]
+                elif follows.following_all:
+                    followed.by_all = True  # followed by a per-task stream first
             elif follows.following_all and task_id is not None and not state.terminal:
                 followed = follows.add(task_id, state.key, state)
                 followed.by_all = True
@@ -393,16 +405,16 @@ class StreamReader:
                 newest = log.newest
                 if newest is not None and newest >= after:
                     return True
-                if not await self._unread(newest, after):
+                if not await self._unread(key(self.read_from), after):
                     log.reach(after)
                     return generation == self.generation
                 with anyio.move_on_after(0.05):
                     await log.wait(log.head)
         return False
 
-    async def _unread(self, newest: StreamKey | None, after: StreamKey) -> bool:
-        """Whether a stream read here has an entry after ``newest`` up to ``after``."""
-        start = "(" + stream_id(newest) if newest is not None else "-"
+    async def _unread(self, read: StreamKey, after: StreamKey) -> bool:
+        """Whether a stream read here has an entry after ``read`` up to ``after``."""
+        start = "(" + stream_id(read)
         names = [self.keys.events, *(k.decode() for k in self.follows.streams())]
         async with self.connect() as db, db.pipeline(transaction=False) as pipe:
             for name in names:
@@ -529,6 +541,8 @@ class Merge:
             if not entries:
                 continue
             owner = None if name == log_key else by_key.get(name)
+            if owner is None and name != log_key:
+                continue  # no longer followed (its last stream left during the read)
             keyed = [(sent_key(entry[0]), entry, owner) for entry in entries]
             buffered.setdefault(name, []).extend(keyed)
             self.positions[name] = text(entries[-1][0])

@@ -8,11 +8,15 @@ local function next_ids(n)
   local seq = 0
   local previous = redis.call('GET', last)
   if not previous and redis.call('EXISTS', events) == 1 then
-    -- `last` lost (evicted, deleted): continue after the log's own newest id
+    -- `last` lost (evicted, deleted): continue a millisecond after both the clock and
+    -- the log's newest id (output ids given since are at most the clock's)
     local info = redis.call('XINFO', 'STREAM', events)
     for i = 1, #info, 2 do
       if info[i] == 'last-generated-id' then previous = info[i + 1] end
     end
+    local dash = string.find(previous, '-', 1, true)
+    ms = math.max(ms, tonumber(string.sub(previous, 1, dash - 1))) + 1
+    previous = nil
   end
   if previous then
     local dash = string.find(previous, '-', 1, true)

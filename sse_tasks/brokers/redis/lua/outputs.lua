@@ -10,6 +10,7 @@ local current = redis.call('HMGET', task, 's', 'o')
 if not current[1] then return false end
 local count = #ARGV - 1
 local history_epoch = redis.call('GET', epoch)
+if not history_epoch then return false end  -- flushed: the task is gone too
 local event_ids = {}
 if current[2] == token then  -- a retried write
   local stored = redis.call('XREVRANGE', output, '+', '-', 'COUNT', count)
@@ -17,7 +18,6 @@ if current[2] == token then  -- a retried write
   return event_ids
 end
 if TERMINAL[current[1]] then return false end
-if not history_epoch then return false end  -- flushed: the task is gone too
 local ids = next_ids(count)
 for i = 1, count do
   redis.call('XADD', output, ids[i], 'c', ARGV[i + 1])
