@@ -590,6 +590,45 @@ async def test_a_flushed_redis_resyncs_streams_never_continues_them(
 # -- retention -----------------------------------------------------------------------
 
 
+async def test_reads_that_fill_count_lose_hold_back_and_repeat_nothing(
+    private_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With reads of 3 entries per stream, a follower's log still gets every chunk once,
+    in order, and the end: what waits past a stream that filled its read is taken once
+    every stream has answered it has nothing more (here: the task's end, written right
+    after its last 3 chunks)."""
+    from sse_tasks.brokers.redis import reader
+    from sse_tasks.brokers.redis.sync import SyncWriter
+
+    monkeypatch.setattr(reader, "BATCH", 3)
+    follower = RedisBroker(private_redis.url)
+    await follower.start(lambda event: None)
+    writer = SyncWriter(RedisBroker(private_redis.url))
+    try:
+        everything = await follower.follow_output(None)
+        task = Task(id="t", name="job")
+        running = writer.running(task.evolve(state=TaskState.RUNNING), create=task)
+        assert running is not None
+        await wait_for(
+            lambda: (follower.log.newest or (0, 0)) >= follower.parse_event_id(running.event_id or "")
+        )
+        # Blocking writes: the follower's reader (on this loop) reads them only afterwards.
+        for seq in range(13):  # the first wakes the blocked read; 12 = 4 full reads follow
+            assert writer.output(OutputChunk("t", seq, "output", f"{seq} ", None)) is not None
+        done = writer.final(running.evolve(state=TaskState.SUCCEEDED))
+        assert done is not None
+        end = follower.parse_event_id(done.event_id or "")
+        await wait_for(lambda: (follower.log.newest or (0, 0)) >= end, timeout=10)
+        logged = follower.log.read(follower.log.first)
+        assert [e.key for e in logged] == sorted({e.key for e in logged})
+        assert [e.chunk.seq for e in logged if e.chunk is not None] == list(range(13))
+        assert [e.type for e in logged][-1] == "task.succeeded"
+        everything.close()
+    finally:
+        writer.close()
+        await follower.close()
+
+
 async def test_ids_of_the_layout_before_output_streams_resync(
     private_redis: RedisServer, live_server: Callable[..., LiveServer]
 ) -> None:

@@ -272,13 +272,15 @@ async def test_followers_on_another_worker_mid_generation_get_every_chunk_once_i
         started = anyio.Event()
 
         async def follow_all(opened: anyio.Event) -> None:
+            by_task: dict[str, list[int]] = {}  # (output may come before the submit's answer)
             async with on_b.stream("GET", "/events?output=1&name=generate") as response:
                 opened.set()
                 async for event in sse_events(response):
                     data = event.json() if event.data else {}
-                    if event.event == "task.output" and data["id"] == task_id:
-                        seqs[0].append(data["seq"])
+                    if event.event == "task.output":
+                        by_task.setdefault(data["id"], []).append(data["seq"])
                     elif event.event == "task.succeeded" and data["id"] == task_id:
+                        seqs[0] = by_task.get(task_id, [])
                         return
 
         async def follow_one(index: int) -> None:

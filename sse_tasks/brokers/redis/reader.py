@@ -235,16 +235,22 @@ class StreamReader:
             # each a write of its own) go out to each stream in one write.
             log.hold(HOLD_WINDOW, HOLD_QUIET)
             try:
-                self.reading = True
+                # Entries waiting to be taken: read what came since, without waiting.
+                block = ("BLOCK", BLOCK_MS) if not merge.buffered else ()
+                self.reading = bool(block)
                 try:
                     reply = await client.execute_command(  # type: ignore[no-untyped-call]
-                        "XREAD", "COUNT", merge.count, "BLOCK", BLOCK_MS, "STREAMS",
+                        "XREAD", "COUNT", merge.count, *block, "STREAMS",
                         *streams, *(merge.positions.get(name, self.read_from) for name in streams),
                     )  # fmt: skip
                 finally:
                     self.reading = False
                 if generation != self.generation:
                     continue  # the log restarted meanwhile: read on from its new base
+                if not reply and merge.buffered:
+                    # Every stream answered that it has nothing more: all that waits is next.
+                    await self._append(client, merge.take([], log_key, follows.by_key))
+                    continue
                 if not reply:
                     epoch = await client.get(keys.epoch)
                     if epoch is None or text(epoch) != self.epoch:
@@ -519,8 +525,8 @@ class Merge:
     stream answers as of the same moment and ids grow with time across streams, so
     nothing still unread comes before the last id taken."""
 
-    def __init__(self, count: int = BATCH) -> None:
-        self.count = count  # the reads' COUNT
+    def __init__(self, count: int | None = None) -> None:
+        self.count = count or BATCH  # the reads' COUNT
         self.positions: dict[bytes, str] = {}
         self.buffered: dict[bytes, list[Entry]] = {}
 
