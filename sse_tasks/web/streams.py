@@ -40,6 +40,8 @@ logger = logging.getLogger("sse_tasks")
 _BATCH = 512  # events per chunk: bounds what one slow stream holds in its send buffer
 #: Tasks whose stored output a resumed stream reads at most (more: it resyncs instead).
 _BACKFILL_TASKS = 200
+#: ``since`` when it is not known whether the log holds a task's output.
+_UNKNOWN = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +154,12 @@ async def task_stream(plan: StreamPlan, resume: Resume) -> Body:
     """
     runner, task = plan.runner, plan.single
     assert task is not None
+    if task.terminal:
+        # All of its output is stored: nothing to follow. (A resume reads what it
+        # missed from there, whether or not the log holds it.)
+        return await _task_body(plan, task, resume, _UNKNOWN)
     # Output reaches this process's log only while a stream here follows it: register
-    # before reading the stored output, so that no chunk falls between the two (for a
-    # finished task too: ``since`` tells whether the log has its output).
+    # before reading the stored output, so that no chunk falls between the two.
     follow = await runner.follow_output(task)
     try:
         body = await _task_body(plan, task, resume, follow.since)
@@ -215,6 +220,8 @@ def _gap(plan: StreamPlan, after: Any, since: Any) -> bool:
     """Whether output after ``after`` may be missing from what the stream is about to
     send: the log holds output only from ``since`` on (None: all of it), and history
     read from the broker (``plan.backlog``) holds none."""
+    if since is _UNKNOWN:
+        return True
     return since is not None and (after < since or bool(plan.backlog))
 
 
@@ -240,7 +247,7 @@ async def _backfill_output(plan: StreamPlan, after: Any, position: int, tasks: S
         for chunk in await runner.output(task.id):
             key = runner.parse_event_id(chunk.event_id or "")
             # (What is newer than the log's head is still to come through the log.)
-            if key is not None and after < key <= newest and key not in have:
+            if key is not None and after < key and (newest is None or key <= newest) and key not in have:
                 events.append(TaskEvent(chunk.event_id or "", key, OUTPUT_EVENT, task, chunk))
     events.sort(key=lambda event: event.key)
     plan.backlog = events

@@ -120,6 +120,14 @@ class OutputFollows:
             followed.by_all = False
             self.drop(task_id)
 
+    def join(self, task_id: str) -> OutputFollow | None:
+        """Register one more follower of a task read already (None if it is not)."""
+        followed = self.tasks.get(task_id)
+        if followed is None:
+            return None
+        followed.count += 1
+        return OutputFollow(followed.since, lambda: self.release(task_id))
+
     def answer(self, request: Request, since: StreamKey) -> None:
         """Register ``request`` now, from ``since``: the key the reader reads on from.
         A request its stream gave up on meanwhile is closed at once."""
@@ -131,9 +139,10 @@ class OutputFollows:
             running = [followed.task for followed in self.tasks.values() if followed.by_all]
             answer = OutputFollow(self.all_since, self.release_all, running)
         else:
-            followed = self.add(task.id, since, task)
-            followed.count += 1
-            answer = OutputFollow(followed.since, lambda: self.release(task.id))
+            self.add(task.id, since, task)
+            joined = self.join(task.id)
+            assert joined is not None
+            answer = joined
         if request.abandoned:
             answer.close()
         else:

@@ -129,13 +129,22 @@ class StreamReader:
         """Read ``task``'s output stream (None: every running task's) until the answer's
         ``close()``. Raises :class:`Unavailable` if the reader does not answer in a few
         seconds (Redis unreachable)."""
+        follows = self.follows
+        if task is not None and not follows.pending:
+            known = follows.join(task.id)  # read already: no need to wait for the reader
+            if known is not None:
+                return known
         request = Request(task)
-        self.follows.pending.append(request)
+        # The first registration waiting cuts the reader's read short (again while it
+        # was not blocked yet); the others wait for the same turn of the reader.
+        leader = not follows.pending
+        follows.pending.append(request)
         try:
             with anyio.move_on_after(_CATCH_UP):
                 while not request.done.is_set():
-                    await self._unblock()
-                    with anyio.move_on_after(0.05):
+                    if leader:
+                        await self._unblock()
+                    with anyio.move_on_after(0.1):
                         await request.done.wait()
         finally:
             if request.answer is None:
