@@ -141,11 +141,13 @@ class StreamReader:
         follows.pending.append(request)
         try:
             with anyio.move_on_after(_CATCH_UP):
+                delay = 0.005  # the reader may be about to block: try again soon, then less often
                 while not request.done.is_set():
                     if leader:
                         await self._unblock()
-                    with anyio.move_on_after(0.1):
+                    with anyio.move_on_after(delay):
                         await request.done.wait()
+                    delay = min(delay * 2, 0.1)
         finally:
             if request.answer is None:
                 request.abandoned = True  # answered later, it is closed at once
