@@ -398,7 +398,7 @@ class RedisBroker(Broker):
             )
         if reply is None:
             return None
-        event_id = text(reply[0]).partition(" ")[0]
+        event_id = text(reply[0])
         stream_id = event_id.partition("-")[2]
         stored = OutputChunk(chunk.task_id, chunk.seq, chunk.kind, chunk.text, chunk.level, event_id)
         return TaskEvent(event_id, key(stream_id), OUTPUT_EVENT, task, stored)
@@ -421,7 +421,7 @@ class RedisBroker(Broker):
             return None
         events = []
         for row, chunk in zip(reply, chunks, strict=True):
-            event_id = text(row).partition(" ")[0]
+            event_id = text(row)
             stored = OutputChunk(chunk.task_id, chunk.seq, chunk.kind, chunk.text, chunk.level, event_id)
             events.append(TaskEvent(event_id, key(event_id.partition("-")[2]), OUTPUT_EVENT, task, stored))
         return events

@@ -77,7 +77,7 @@ class Writing:
 
     @staticmethod
     def _event_id(reply: Any) -> str | None:
-        return None if reply is None else text(reply[0]).partition(" ")[0]
+        return None if reply is None else text(reply[0])
 
     @staticmethod
     def _finished(state: Any) -> bool:
