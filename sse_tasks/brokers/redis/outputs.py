@@ -45,8 +45,12 @@ class Followed:
 
     @property
     def task(self) -> Task:
-        snapshot = self.snapshot
-        return snapshot.task if isinstance(snapshot, TaskEvent) else snapshot
+        return snapshot_task(self.snapshot)
+
+
+def snapshot_task(snapshot: Task | TaskEvent) -> Task:
+    """The task a known snapshot is of (a state event's decoded when first asked)."""
+    return snapshot.task if isinstance(snapshot, TaskEvent) else snapshot
 
 
 class Request:

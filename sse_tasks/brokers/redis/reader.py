@@ -23,7 +23,7 @@ from ..._core.log import EventLog, OutputFollow
 from ..._core.models import OUTPUT_EVENT, MalformedEvent, OutputChunk, Task, TaskEvent
 from .keys import Keys
 from .link import UNREACHABLE, Link, call, unavailable
-from .outputs import Followed, OutputFollows, Request
+from .outputs import Followed, OutputFollows, Request, snapshot_task
 from .records import task_of, text
 from .scripts import Scripts
 
@@ -505,8 +505,7 @@ class OutputEvent(TaskEvent):
     @property
     def task(self) -> Task:
         if self._task is None:
-            snapshot = self._snapshot
-            self._task = snapshot.task if isinstance(snapshot, TaskEvent) else snapshot
+            self._task = snapshot_task(self._snapshot)
         return self._task
 
     @task.setter
