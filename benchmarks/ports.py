@@ -39,22 +39,37 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def free_port() -> int:
+def _reserve(port: int) -> IO[bytes] | None:
+    lock = (_LOCKS / str(port)).open("ab")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        return None
+    if _bindable(port):
+        return lock
+    lock.close()
+    return None
+
+
+def free_port(*, also: int | None = None) -> int:
     """A loopback port no server listens on, reserved for this process: no other process
-    using this function gets it while this one lives."""
+    using this function gets it while this one lives. ``also``: the port that many above
+    it is free and reserved too (a Redis Cluster node's bus port is its port + 10000)."""
     _LOCKS.mkdir(exist_ok=True)
-    highest = max(_ephemeral_start() - 1, _LOWEST + 1_000)
+    highest = max(_ephemeral_start() - 1 - (also or 0), _LOWEST + 1_000)
     generator = random.Random()  # seeded from os.urandom: processes do not follow each other
     for _ in range(1_000):
         port = generator.randrange(_LOWEST, highest)
-        lock = (_LOCKS / str(port)).open("ab")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            lock.close()
+        lock = _reserve(port)
+        if lock is None:
             continue
-        if _bindable(port):
-            _held.append(lock)
-            return port
-        lock.close()
+        if also is not None:
+            other = _reserve(port + also)
+            if other is None:
+                lock.close()
+                continue
+            _held.append(other)
+        _held.append(lock)
+        return port
     raise RuntimeError("no free loopback port found")

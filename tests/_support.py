@@ -430,3 +430,23 @@ def stop_all(processes: Sequence[Proc], timeout: float = 20.0) -> None:
 def worker_pythonpath(*directories: Path) -> str:
     """``PYTHONPATH`` for a worker: ``directories``, the checkout, then the one inherited."""
     return os.pathsep.join([*map(str, directories), str(ROOT), os.environ.get("PYTHONPATH", "")])
+
+
+def broker_url_of(request: pytest.FixtureRequest) -> str:
+    """The broker URL of a ``broker_url`` fixture's parameter: ``memory``, ``redis`` (a
+    flushed database of the session's redis-server) or ``cluster`` (the session's flushed
+    three-master Redis Cluster)."""
+    kind = request.param
+    if kind == "memory":
+        return "memory://"
+    try:
+        import sse_tasks.brokers.redis  # noqa: F401
+    except ImportError:
+        pytest.skip("the redis broker is not available")
+    if kind == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        return str(cluster.url)
+    url: str = request.getfixturevalue("redis_url")
+    db = request.getfixturevalue("redis_db")
+    return url.rsplit("/", 1)[0] + f"/{db}"

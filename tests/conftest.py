@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import HubFactory, LiveServer, free_port, serve_in_thread
+from _support import HubFactory, LiveServer, broker_url_of, free_port, serve_in_thread
 
 from sse_tasks import TaskHub
 from sse_tasks.demo import register_demo_tasks
@@ -114,24 +114,20 @@ def redis_url() -> Iterator[str]:
     shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _redis_available() -> bool:
-    try:
-        import sse_tasks.brokers.redis  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.fixture(params=["memory", "redis"])
 def broker_url(request: pytest.FixtureRequest) -> str:
     """Each test using it runs on ``memory://`` and on a real Redis."""
-    if request.param == "memory":
-        return "memory://"
-    if not _redis_available():
-        pytest.skip("the redis broker is not available")
-    url: str = request.getfixturevalue("redis_url")
-    db = request.getfixturevalue("redis_db")
-    return url.rsplit("/", 1)[0] + f"/{db}"
+    return broker_url_of(request)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Any]:
+    """A three-master Redis Cluster for the whole session (tests flush it)."""
+    from _redis import RedisCluster
+
+    cluster = RedisCluster()
+    yield cluster
+    cluster.close()
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ def broker_from_url(url: str | None = None, **options: Any) -> Broker:
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         return MemoryBroker(**options)
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
         try:
             from .redis import RedisBroker  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:  # pragma: no cover - depends on the extra
@@ -33,4 +33,4 @@ def broker_from_url(url: str | None = None, **options: Any) -> Broker:
             ) from exc
         broker: Broker = RedisBroker(url, **options)
         return broker
-    raise ValueError(f"unknown broker URL {url!r}: use memory:// or redis://host:port/db")
+    raise ValueError(f"unknown broker URL {url!r}: use memory://, redis://host:port/db or redis+cluster://host:port[,host:port…]")

@@ -276,6 +276,8 @@ async def test_soak(soak_server: Server) -> None:
                         break
                     await anyio.sleep(0.5)
             soak.done.set()  # watchers end once they have seen every final state
+            # Bounded: a watcher that never sees a final state fails the checks below.
+            clients.cancel_scope.deadline = anyio.current_time() + 60
         elapsed = time.monotonic() - started
 
         final = {}

@@ -73,6 +73,7 @@ from ..._core.errors import Unavailable
 from ..._core.log import EventLog, OutputFollow
 from ..._core.models import OUTPUT_EVENT, MalformedEvent, OutputChunk, Task, TaskEvent, TaskState
 from ..base import Broker, EventObserver
+from .cluster import ClusterURL, hash_tagged, is_cluster, pool_arguments
 from .keys import Keys
 from .leases import LeaseKeeper
 from .link import UNREACHABLE, Link, call, unavailable
@@ -136,10 +137,14 @@ class RedisBroker(Broker):
             raise ValueError("history, max_tasks and max_connections must be at least 1")
         if not (self.retention >= 0 and self.lease > 0 and self.outage_grace >= 0):
             raise ValueError("retention and outage_grace must be >= 0 and lease > 0")
+        #: The prefix every key starts with: on a Redis Cluster, ``{prefix}``, a hash tag
+        #: that keeps all of them in one slot.
+        self.key_prefix = hash_tagged(self.prefix) if is_cluster(self.url) else self.prefix
+        self._pool_url, self._pool_extra = pool_arguments(self.url, self.key_prefix, asyncio=True)
         self.log = EventLog(self.history)
         #: Names this process's Redis connections (``CLIENT LIST``: ``sse-tasks-<id>``).
         self.worker_id = f"{os.getpid()}-{secrets.token_hex(3)}"
-        self._keys = Keys(self.prefix)
+        self._keys = Keys(self.key_prefix)
         self._scripts = Scripts()
         self._tokens = Tokens()
         self._link = Link()
@@ -198,7 +203,8 @@ class RedisBroker(Broker):
 
     def _client(self, connections: int, *, socket_timeout: float) -> Redis:
         pool = BlockingConnectionPool.from_url(
-            self.url,
+            self._pool_url,
+            **self._pool_extra,
             max_connections=connections,
             timeout=5.0,
             socket_timeout=socket_timeout,
@@ -229,8 +235,16 @@ class RedisBroker(Broker):
         tools and tests that look into Redis."""
         return self._keys
 
+    def pool_arguments(self, *, asyncio: bool) -> tuple[str, dict[str, Any]]:
+        """The URL and extra settings of a redis-py connection pool (``from_url``) to this
+        broker's Redis: for a cluster, to the node that holds its keys. ``asyncio``: for
+        ``redis.asyncio``, else for the blocking client."""
+        return pool_arguments(self.url, self.key_prefix, asyncio=asyncio)
+
     @property
     def _where(self) -> str:
+        if is_cluster(self.url):
+            return f"cluster {ClusterURL(self.url).where}"
         parts = urlsplit(self.url)
         return f"{parts.hostname or parts.path}:{parts.port or ''}".rstrip(":")
 
@@ -324,7 +338,7 @@ class RedisBroker(Broker):
             "created": b"" if create is None else data(create),
             "token": token,  # makes a retried write idempotent
             "lapsed_only": "1" if lapsed_only else "0",
-            "prefix": self.prefix,
+            "prefix": self.key_prefix,
         }
 
     async def _publish(

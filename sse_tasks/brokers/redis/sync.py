@@ -36,8 +36,9 @@ class SyncWriter(Writing):
     @property
     def client(self) -> redis.Redis:
         if self._client is None:
+            url, extra = self.broker.pool_arguments(asyncio=False)
             self._client = redis.Redis.from_url(
-                self.broker.url, socket_timeout=5.0, socket_connect_timeout=2.0, client_name=self._client_name
+                url, **extra, socket_timeout=5.0, socket_connect_timeout=2.0, client_name=self._client_name
             )
             pack_with_hiredis(self._client.connection_pool)
         return self._client

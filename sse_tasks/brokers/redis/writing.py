@@ -34,7 +34,7 @@ class Writing:
         self.broker = broker
         self.lease = broker.lease
         self.outage_grace = broker.outage_grace
-        self._keys = Keys(broker.prefix)
+        self._keys = Keys(broker.key_prefix)
         self._scripts = Scripts()
         self._lease_ms = max(1, round(broker.lease * 1000))
         self._client_name = f"sse-tasks-{broker.worker_id}-worker"

@@ -1,0 +1,195 @@
+"""``redis+cluster://``: the broker on a Redis Cluster.
+
+Every key of one broker carries the hash tag ``{prefix}``, so all of them live in one
+slot and every script, pipeline and ``XREAD`` runs on the node that holds it, exactly
+as on a single Redis. A connection finds that node when it connects: it asks the nodes
+of the URL in turn for ``CLUSTER SLOTS``. A reply that says the slot is elsewhere
+(``MOVED``: a failover or resharding moved it) or that the cluster cannot answer
+(``CLUSTERDOWN``, ``TRYAGAIN``) closes the connection and counts as Redis being
+unreachable, so the next connection finds the node again.
+
+``redis+cluster://[[user]:password@]host:port[,host:port…][/0][?options]`` (and
+``rediss+cluster://`` for TLS): the nodes to start from, then the same options and
+redis-py settings as ``redis://``. A cluster has one database, 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+import redis.asyncio
+import redis.asyncio.connection
+import redis.connection
+from redis.crc import key_slot
+from redis.exceptions import ClusterDownError, MovedError, TryAgainError
+
+SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+#: Replies that mean this connection no longer reaches the node holding the slot.
+_ELSEWHERE = (MovedError, ClusterDownError, TryAgainError)
+
+Node = tuple[str, int]
+
+
+class ClusterURL:
+    """A ``redis+cluster://`` URL: its startup nodes and the ``redis://`` URL (of the
+    first node) that carries the credentials, TLS and redis-py settings."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        scheme = SCHEMES.get(parts.scheme)
+        if scheme is None:
+            raise ValueError(f"not a Redis Cluster URL: {url!r}")
+        credentials, _, hosts = parts.netloc.rpartition("@")
+        self.nodes: list[Node] = []
+        for host_port in hosts.split(","):
+            host, colon, port = host_port.strip().rpartition(":")
+            if not colon or not host or not port.isdigit():
+                raise ValueError(f"Redis Cluster URL {url!r}: each node is host:port, not {host_port!r}")
+            self.nodes.append((host.strip("[]"), int(port)))
+        if parts.path.strip("/") not in ("", "0"):
+            raise ValueError(f"Redis Cluster URL {url!r}: a cluster has only database 0")
+        first = "{}:{}".format(*self.nodes[0])
+        netloc = f"{credentials}@{first}" if credentials else first
+        self.url = urlunsplit((scheme, netloc, "/0", parts.query, ""))
+
+    @property
+    def where(self) -> str:
+        return ",".join(f"{host}:{port}" for host, port in self.nodes)
+
+
+def is_cluster(url: str) -> bool:
+    return urlsplit(url).scheme in SCHEMES
+
+
+def hash_tagged(prefix: str) -> str:
+    """``prefix`` as a hash tag: every key under it hashes to one slot."""
+    return prefix if "{" in prefix and "}" in prefix.partition("{")[2] else "{" + prefix + "}"
+
+
+def _owner(slots: Any, slot: int, asked: Node) -> Node | None:
+    """The master serving ``slot`` in a ``CLUSTER SLOTS`` reply (from node ``asked``)."""
+    for start, end, master, *_ in slots:
+        if int(start) <= slot <= int(end):
+            host = master[0].decode() if isinstance(master[0], bytes) else str(master[0])
+            return (host or asked[0], int(master[1]))
+    return None
+
+
+def _no_node(nodes: Sequence[Node], errors: list[str]) -> redis.exceptions.ConnectionError:
+    found = "; ".join(errors) or "no node serves the slot"
+    return redis.exceptions.ConnectionError(f"no Redis Cluster node answered for the broker's slot ({found})")
+
+
+def _resolving(base: type[Any]) -> type[Any]:
+    """``base`` (a blocking redis-py connection class) connecting to the slot's node."""
+
+    class Resolving(base):  # type: ignore[misc]
+        def __init__(self, *, startup_nodes: Sequence[Node], slot: int, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._startup = list(startup_nodes)
+            self._slot = slot
+            self._plain = {"base": base, **kwargs}
+
+        def _connect(self) -> Any:
+            self.host, self.port = self._find()
+            return super()._connect()
+
+        def _find(self) -> Node:
+            errors = []
+            kwargs = dict(self._plain)
+            plain = kwargs.pop("base")
+            for node in self._startup:
+                probe = plain(**{**kwargs, "host": node[0], "port": node[1]})
+                try:
+                    probe.connect()
+                    probe.send_command("CLUSTER", "SLOTS")
+                    owner = _owner(probe.read_response(), self._slot, node)
+                except (redis.exceptions.RedisError, OSError) as exc:
+                    errors.append(f"{node[0]}:{node[1]}: {exc}")
+                    continue
+                finally:
+                    probe.disconnect()
+                if owner is not None:
+                    return owner
+            raise _no_node(self._startup, errors)
+
+        def read_response(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super().read_response(*args, **kwargs)
+            except _ELSEWHERE as exc:
+                self.disconnect()
+                raise redis.exceptions.ConnectionError(f"Redis Cluster: {type(exc).__name__} {exc}") from exc
+
+    Resolving.__name__ = Resolving.__qualname__ = f"Cluster{base.__name__}"
+    return Resolving
+
+
+def _resolving_async(base: type[Any]) -> type[Any]:
+    """The same for an asyncio redis-py connection class."""
+
+    class Resolving(base):  # type: ignore[misc]
+        def __init__(self, *, startup_nodes: Sequence[Node], slot: int, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._startup = list(startup_nodes)
+            self._slot = slot
+            self._plain = {"base": base, **kwargs}
+
+        async def _connect(self) -> Any:
+            self.host, self.port = await self._find()
+            return await super()._connect()
+
+        async def _find(self) -> Node:
+            errors = []
+            kwargs = dict(self._plain)
+            plain = kwargs.pop("base")
+            for node in self._startup:
+                probe = plain(**{**kwargs, "host": node[0], "port": node[1]})
+                try:
+                    await probe.connect()
+                    await probe.send_command("CLUSTER", "SLOTS")
+                    owner = _owner(await probe.read_response(), self._slot, node)
+                except (redis.exceptions.RedisError, OSError) as exc:
+                    errors.append(f"{node[0]}:{node[1]}: {exc}")
+                    continue
+                finally:
+                    await probe.disconnect()
+                if owner is not None:
+                    return owner
+            raise _no_node(self._startup, errors)
+
+        async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await super().read_response(*args, **kwargs)
+            except _ELSEWHERE as exc:
+                await self.disconnect()
+                raise redis.exceptions.ConnectionError(f"Redis Cluster: {type(exc).__name__} {exc}") from exc
+
+    Resolving.__name__ = Resolving.__qualname__ = f"Cluster{base.__name__}"
+    return Resolving
+
+
+_SYNC = {
+    "redis": _resolving(redis.connection.Connection),
+    "rediss": _resolving(redis.connection.SSLConnection),
+}
+_ASYNC = {
+    "redis": _resolving_async(redis.asyncio.connection.Connection),
+    "rediss": _resolving_async(redis.asyncio.connection.SSLConnection),
+}
+
+
+def pool_arguments(url: str, key_prefix: str, *, asyncio: bool) -> tuple[str, dict[str, Any]]:
+    """What ``ConnectionPool.from_url`` takes for ``url``: itself for one Redis; for a
+    cluster, a ``redis://`` URL and a connection class that finds the node holding the
+    slot of ``key_prefix`` (a hash tag) on every connect."""
+    if not is_cluster(url):
+        return url, {}
+    cluster = ClusterURL(url)
+    classes = _ASYNC if asyncio else _SYNC
+    connection_class = classes[urlsplit(cluster.url).scheme]
+    slot = key_slot(key_prefix.encode())
+    return cluster.url, {"connection_class": connection_class, "startup_nodes": cluster.nodes, "slot": slot}
