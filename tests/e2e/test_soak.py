@@ -208,7 +208,9 @@ async def dropper(http: httpx.AsyncClient, soak: Soak) -> None:
 
 
 async def watcher(http: httpx.AsyncClient, soak: Soak, results: list[dict[str, str]]) -> None:
-    results.append(await follow(http, "/events", soak, None))
+    seen: dict[str, str] = {}
+    results.append(seen)  # a watcher cut off by the deadline has seen nothing
+    seen.update(await follow(http, "/events", soak, None))
 
 
 TLS = ssl.create_default_context()  # made once: building one per client costs ~20 ms of CPU
@@ -306,6 +308,7 @@ async def test_soak(soak_server: Server) -> None:
     assert set(final.values()) <= {"succeeded", "failed", "cancelled"}
     for task_id, seen in soak.followed:
         assert seen == final[task_id], (task_id, seen, final[task_id])
+    assert len(watched) == 10
     for seen_by_watcher in watched:
         missing = [i for i in soak.submitted if seen_by_watcher.get(i) != final[i]]
         assert not missing, f"a watcher missed {len(missing)} final states"
