@@ -206,6 +206,39 @@ def start_redis(procs: Processes, cpu: int | None, *options: str) -> tuple[subpr
     return proc, f"redis://127.0.0.1:{port}"
 
 
+def start_redis_cluster(
+    procs: Processes, cpu: int | None, *options: str, masters: int = 3
+) -> tuple[list[subprocess.Popen[bytes]], str]:
+    """A throwaway Redis Cluster of ``masters`` redis-servers (``--cluster-enabled yes``,
+    joined with ``redis-cli --cluster create``), pinned to ``cpu``; (its processes,
+    ``redis+cluster://…``)."""
+    binary, cli = redis_server(), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        raise RuntimeError("redis-server and redis-cli are not installed (apt-get install redis-server)")
+    nodes, addresses = [], []
+    for index in range(masters):
+        port = free_port(also=10_000)  # a node's cluster bus is its port + 10000
+        node_dir = procs.dir / f"cluster-{index}"
+        node_dir.mkdir()
+        throwaway = ("--save", "", "--appendonly", "no", "--dir", str(node_dir))
+        cluster = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+        command = [binary, "--port", str(port), "--bind", "127.0.0.1", *throwaway, *cluster, *options]
+        nodes.append(procs.spawn("redis", command, cpu))
+        addresses.append(f"127.0.0.1:{port}")
+    for address in addresses:
+        procs.wait_port(int(address.rpartition(":")[2]), "redis-server")
+    create = [cli, "--cluster", "create", *addresses, "--cluster-yes"]
+    subprocess.run(create, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    deadline = time.monotonic() + 30
+    for address in addresses:
+        info = [cli, "-p", address.rpartition(":")[2], "cluster", "info"]
+        while b"cluster_state:ok" not in subprocess.run(info, capture_output=True, timeout=10).stdout:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not come up in 30 s")
+            time.sleep(0.05)
+    return nodes, "redis+cluster://" + ",".join(addresses)
+
+
 # -- CPU and memory from /proc ----------------------------------------------------------
 
 

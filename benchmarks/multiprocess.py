@@ -5,7 +5,8 @@ tasks (2,200 chunks each: the words and a log line every 10) submitted to one pr
 **A** (the producer), followed on ``/events?output=1&name=generate`` by ``--followers``
 (2) clients on the other processes **B…**, while one process (**idle**) has no client
 at all. Every process is ``sse-tasks serve --app benchmarks.multiprocess_app:hub`` on
-one throwaway ``redis-server``; the same workload on one ``memory://`` process (its
+one throwaway ``redis-server`` (``--cluster``: and on a local Redis Cluster of three
+masters, ``redis+cluster://``); the same workload on one ``memory://`` process (its
 followers on it) is the yardstick, measured in the same run.
 
 Each follower checks every chunk of every task arrives once and in order. Reported,
@@ -234,6 +235,19 @@ async def measure_redis(
         procs.close()
 
 
+async def measure_cluster(
+    size: tuple[int, int, int], processes: int, cpu: int | None, profile: Path | None = None
+) -> dict[str, Any]:
+    """The redis:// workload on a local Redis Cluster of three masters (its CPU: all three)."""
+    procs = harness.Processes("multiprocess-cluster")
+    try:
+        nodes, url = harness.start_redis_cluster(procs, cpu, "--maxclients", "1000")
+        pids = procs.pids(nodes)
+        return await run_once(procs, url, processes, *size, cpu, pids, profile=profile)
+    finally:
+        procs.close()
+
+
 #: (metric, label) of the table; each is also given ÷ memory.
 ROWS = (
     ("wall_s", "wall time s"),
@@ -293,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--followers", type=int, help=f"default {SIZES['full'][2]}")
     parser.add_argument("--repeat", type=int, default=1, help="medians of N runs per system")
     parser.add_argument(
+        "--cluster", action="store_true", help="also on a local three-master Redis Cluster (redis+cluster://)"
+    )
+    parser.add_argument(
         "--profile", type=Path, help="py-spy on the producer, a follower process and the idle one: into DIR"
     )
     args = parser.parse_args(argv)
@@ -305,12 +322,16 @@ def main(argv: list[str] | None = None) -> int:
 
     async def measure() -> dict[str, dict[str, Any]]:
         runs: dict[str, list[dict[str, Any]]] = {"memory": [], "redis": []}
+        if args.cluster:
+            runs["cluster"] = []
         for _ in range(args.repeat):
             for system in runs:
                 if args.quiet_wait:
                     harness.wait_quiet(args.quiet_wait)
                 if system == "memory":
                     runs[system].append(await measure_memory(size, cpu, args.profile))
+                elif system == "cluster":
+                    runs[system].append(await measure_cluster(size, args.processes, cpu, args.profile))
                 else:
                     runs[system].append(await measure_redis(size, args.processes, cpu, args.profile))
         return {system: harness.median_of(found) for system, found in runs.items()}

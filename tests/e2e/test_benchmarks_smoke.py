@@ -134,22 +134,24 @@ def test_output_fanout_runs(system: str, tmp_path: Path) -> None:
 
 
 def test_multiprocess_output_runs(tmp_path: Path) -> None:
-    """``python -m benchmarks.multiprocess --smoke``: memory and three processes on Redis,
-    every follower gets every chunk of every task, in order, and each ratio is reported."""
+    """``python -m benchmarks.multiprocess --smoke --cluster``: memory, and three processes
+    on Redis and on a three-master Redis Cluster; every follower gets every chunk of every
+    task, in order, and each ratio is reported."""
     reason = systems.missing("sse_tasks+redis")
     if reason is not None:
         pytest.skip(reason)
     out = tmp_path / "multiprocess.json"
-    assert multiprocess.main([*SMOKE, "--quiet-wait", "0", "--json", str(out)]) == 0
+    assert multiprocess.main([*SMOKE, "--quiet-wait", "0", "--cluster", "--json", str(out)]) == 0
     report = _json(out)
     tasks, words, followers = multiprocess.SIZES["smoke"]
-    for system in ("memory", "redis"):
+    for system in ("memory", "redis", "cluster"):
         result = report["results"][system]
         assert result["chunks"] == tasks * (words + words // 10)
         assert result["tasks_complete"] == tasks and result["tasks_failed"] == 0
         assert result["followers"] == followers and result["wall_s"] > 0
-    assert report["results"]["redis"]["processes"] == 3
-    assert set(report["ratios"]["redis"]) >= {"wall_s", "producer_cpu_us_per_chunk", "idle_of_producer"}
+    for system in ("redis", "cluster"):
+        assert report["results"][system]["processes"] == 3
+        assert set(report["ratios"][system]) >= {"wall_s", "producer_cpu_us_per_chunk", "idle_of_producer"}
 
 
 def test_idle_memory_breakdown_runs() -> None:
