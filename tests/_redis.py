@@ -151,6 +151,23 @@ class RedisCluster:
                     port = int(master[1])
         return next(node for node in self.nodes if node.port == port)
 
+    def move(self) -> None:
+        """Move the slot of the broker's keys, keys and all, to another master (what a
+        resharding does): clients still on the old master get ``MOVED``."""
+        source = self.owner()
+        target = next(node for node in self.nodes if node is not source)
+        slot = redis.crc.key_slot(self.prefix.encode())
+        with source.client() as old, target.client() as new:
+            old_id, new_id = old.execute_command("CLUSTER", "MYID"), new.execute_command("CLUSTER", "MYID")
+            new.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", old_id)
+            old.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", new_id)
+            while keys := old.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                old.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+            for node in (target, source, *self.nodes):
+                with node.client() as client:
+                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", new_id)
+        assert self.owner() is target
+
     def client(self) -> Any:
         """A client of the node holding the broker's keys."""
         return self.owner().client()

@@ -41,7 +41,9 @@ from .config import (
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--broker", metavar="URL", help="memory:// (default) or redis://host:port/db.")
+@click.option(
+    "--broker", metavar="URL", help="memory:// (default), redis://host:port/db or redis+cluster://host:port,…"
+)
 @click.option(
     "--workers",
     default=1,

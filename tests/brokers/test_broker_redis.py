@@ -649,6 +649,41 @@ def test_options_come_from_keywords_then_the_url() -> None:
         RedisBroker("redis://127.0.0.1:1/0", lease=0)
 
 
+def test_cluster_urls_name_nodes_and_no_other_database() -> None:
+    broker = RedisBroker("redis+cluster://user:pw@127.0.0.1:7000,[::1]:7001?lease=5&socket_timeout=3")
+    assert broker.lease == 5 and broker.key_prefix == "{sse_tasks}"
+    assert broker.pool_arguments(asyncio=True)[0] == "redis://user:pw@127.0.0.1:7000/0?socket_timeout=3"
+    assert broker.pool_arguments(asyncio=False)[1]["startup_nodes"] == [("127.0.0.1", 7000), ("::1", 7001)]
+    assert RedisBroker("redis+cluster://h:1?prefix={app}:tasks").key_prefix == "{app}:tasks"
+    for bad in ("redis+cluster://h:1/2", "redis+cluster://h:1,h", "redis+cluster://h:1,:2"):
+        with pytest.raises(ValueError, match="Redis Cluster URL"):
+            RedisBroker(bad)
+
+
+async def test_a_slot_moved_to_another_master_is_found_again(
+    live_server: Callable[..., LiveServer],
+) -> None:
+    cluster = RedisCluster()
+    try:
+        server = live_server(redis_hub(cluster.url))
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            before = await submit(http, "fail")
+            await collect(http, f"/tasks/{before['id']}/events")
+            follower = Follower(http, "/events")
+            async with anyio.create_task_group() as group:
+                group.start_soon(follower.run, lambda e: e.event == "task.succeeded")
+                await follower.opened.wait()
+                cluster.move()
+                await wait_for(lambda: _is(http, before["id"], "failed"))  # read from the new master
+                after = await submit(http, "count", n=2, interval=0.01)
+                with anyio.fail_after(15):
+                    await follower.ended.wait()
+            assert [e.event for e in follower.of(after["id"])][-1] == "task.succeeded"
+            assert not [e for e in follower.events if e.event == "reset"]
+    finally:
+        cluster.close()
+
+
 async def test_submissions_get_503_while_redis_is_unreachable() -> None:
     hub = redis_hub(f"redis://127.0.0.1:{free_port()}/0")
     async with hub:

@@ -7,7 +7,8 @@ reads the shared log of state changes, and the output stream of a task only whil
 client of this process follows that task's output (:mod:`.outputs`): a process pays
 for the output its own clients receive.
 
-Keys, each under ``prefix`` (default ``sse_tasks``; standalone Redis, not Cluster):
+Keys, each under ``prefix`` (default ``sse_tasks``; on a Redis Cluster ``{prefix}``, a
+hash tag that puts every key of the broker in one slot, see :mod:`.cluster`):
 
 ==================  =============================================================
 ``P:log:epoch``     random id of this history; a flushed or replaced Redis gets a new one
@@ -99,7 +100,9 @@ class RedisBroker(Broker):
     rest of the URL goes to redis-py.
 
     Args:
-        url: ``redis://[:password@]host:port/db``, ``rediss://…`` or ``unix://…``.
+        url: ``redis://[:password@]host:port/db``, ``rediss://…``, ``unix://…``, or
+            ``redis+cluster://host:port[,host:port…]`` (``rediss+cluster://``) for a
+            Redis Cluster.
         history: events the stream (``MAXLEN ~``) and the local ring keep for resuming.
         retention: seconds a finished task's snapshot is kept (Redis key expiry).
         max_tasks: finished tasks kept at most (oldest expire first).
