@@ -12,6 +12,14 @@ from .memory import MemoryBroker
 __all__ = ["Broker", "EventObserver", "MemoryBroker", "broker_from_url"]
 
 ENV_VAR = "SSE_TASKS_BROKER"
+#: The URL schemes of the Redis broker (``+cluster``: on a Redis Cluster).
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+
+
+def is_redis_url(url: str) -> bool:
+    """True for a URL of the Redis broker: ``redis://``, ``rediss://``, ``unix://``,
+    ``redis+cluster://`` or ``rediss+cluster://``."""
+    return urlsplit(url).scheme in REDIS_SCHEMES
 
 
 def broker_from_url(url: str | None = None, **options: Any) -> Broker:
@@ -23,7 +31,7 @@ def broker_from_url(url: str | None = None, **options: Any) -> Broker:
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         return MemoryBroker(**options)
-    if scheme in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
+    if scheme in REDIS_SCHEMES:
         try:
             from .redis import RedisBroker  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:  # pragma: no cover - depends on the extra

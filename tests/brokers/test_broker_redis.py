@@ -649,6 +649,19 @@ def test_options_come_from_keywords_then_the_url() -> None:
         RedisBroker("redis://127.0.0.1:1/0", lease=0)
 
 
+def test_every_engine_hook_takes_a_cluster_url() -> None:
+    from sse_tasks.brokers import broker_from_url, is_redis_url
+
+    for url in ("redis://h/0", "rediss://h/0", "unix:///r.sock", "redis+cluster://h:1", "rediss+cluster://h:1"):
+        assert is_redis_url(url) and isinstance(broker_from_url(url), RedisBroker)
+    assert not is_redis_url("memory://") and not is_redis_url("redis-cluster://h:1")
+    huey = pytest.importorskip("huey")
+    from sse_tasks.executors.huey.hook import connect
+
+    hook = connect(huey.MemoryHuey("cluster-url"), "redis+cluster://127.0.0.1:1,127.0.0.1:2")
+    assert hook.broker == "redis+cluster://127.0.0.1:1,127.0.0.1:2"
+
+
 def test_cluster_urls_name_nodes_and_no_other_database() -> None:
     broker = RedisBroker("redis+cluster://user:pw@127.0.0.1:7000,[::1]:7001?lease=5&socket_timeout=3")
     assert broker.lease == 5 and broker.key_prefix == "{sse_tasks}"

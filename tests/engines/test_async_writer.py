@@ -1,20 +1,45 @@
-"""The asyncio writer of the worker side, against a real redis-server: the same answers as
-the blocking one, read back through the hub's broker."""
+"""The worker side's writers against a real redis-server and a real Redis Cluster: the
+asyncio one gives the same answers as the blocking one, read back through the hub's broker."""
 
 from __future__ import annotations
 
+import anyio.to_thread
 import pytest
+from _support import broker_url_of
 
 from sse_tasks import OutputChunk, Task, TaskState
 from sse_tasks._core.models import utcnow
 from sse_tasks.brokers.redis import RedisBroker
+from sse_tasks.brokers.redis.sync import SyncWriter
 from sse_tasks.engines import AsyncWriter
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_a_task_through_the_async_writer(redis_url: str, redis_db: int) -> None:
-    url = redis_url.rsplit("/", 1)[0] + f"/{redis_db}"
+@pytest.fixture(params=["redis", "cluster"])
+def url(request: pytest.FixtureRequest) -> str:
+    """The hub's Redis: a database of the session's redis-server, or the session's cluster."""
+    return broker_url_of(request)
+
+
+async def test_a_task_through_the_blocking_writer(url: str) -> None:
+    broker = RedisBroker(url)
+    writer = SyncWriter(RedisBroker(url))
+    try:
+        queued = Task(id="sync-1", name="work")
+        assert await anyio.to_thread.run_sync(writer.receive, queued) == "queued"
+        running = queued.evolve(state=TaskState.RUNNING, started_at=utcnow())
+        final = running.evolve(state=TaskState.SUCCEEDED, finished_at=utcnow(), result=1)
+        stored = await anyio.to_thread.run_sync(lambda: writer.final(final, started=(running, None)))
+        assert stored is not None
+        got = await broker.get("sync-1")
+        assert got is not None and got.result == 1 and got.event_id == stored.event_id
+    finally:
+        writer.close()
+        await broker.close()
+
+
+async def test_a_task_through_the_async_writer(url: str) -> None:
     broker = RedisBroker(url)
     writer = AsyncWriter(RedisBroker(url))
     try:

@@ -24,6 +24,7 @@ from arq.worker import Function, Retry, RetryJob
 
 from ..._core.errors import TaskCancelled
 from ..._core.models import MAX_METADATA_BYTES, TaskState
+from ...brokers import is_redis_url
 from ...brokers.redis import RedisBroker
 from ...engines import AsyncKeeper, AsyncRun, AsyncWriter, error_of, result_error
 from .message import HUB_KWARG, TAGS_KWARG, _setting, functions_of, queued_snapshot, valid_id
@@ -201,7 +202,7 @@ def hooked(
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         url = hub_url or os.environ.get("SSE_TASKS_BROKER") or ""
-        if not url.startswith(("redis://", "rediss://", "unix://")):
+        if not is_redis_url(url):
             raise RuntimeError("sse_tasks.arq: SSE_TASKS_BROKER (or hub_url) must be the hub's Redis URL")
         hook = ArqHook(
             AsyncWriter(RedisBroker(url)),

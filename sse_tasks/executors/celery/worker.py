@@ -32,6 +32,7 @@ from celery import states as celery_states
 
 from ..._core.errors import TaskCancelled
 from ..._core.models import MAX_METADATA_BYTES, OutputChunk, Task, TaskState, utcnow
+from ...brokers import is_redis_url
 from ...brokers.redis import RedisBroker
 from ...engines import Keeper, SyncWriter, WorkerRun, error_of, result_error, unencodable
 from .cancel import cancellable
@@ -425,7 +426,7 @@ def connect(
         import os
 
         broker = os.environ.get("SSE_TASKS_BROKER") or ""
-    if isinstance(broker, str) and not broker.startswith(("redis://", "rediss://", "unix://")):
+    if isinstance(broker, str) and not is_redis_url(broker):
         raise ValueError(
             f"sse_tasks.celery.connect needs the hub's Redis broker URL (redis://…), not {broker!r}"
         )

@@ -33,6 +33,7 @@ from dramatiq.middleware import Middleware, Retries, SkipMessage
 
 from ..._core.errors import TaskCancelled
 from ..._core.models import TaskState, utcnow
+from ...brokers import is_redis_url
 from ...brokers.redis import RedisBroker
 from ...engines import Keeper, SyncWriter, WorkerRun, error_of, result_error, unencodable
 from .message import HUB_OPTION, queued_snapshot, valid_id
@@ -63,7 +64,7 @@ class StatusMiddleware(Middleware):
             raise ValueError("progress_interval, check_interval and start_delay must be >= 0")
         if broker is None:
             broker = os.environ.get("SSE_TASKS_BROKER") or ""
-        if isinstance(broker, str) and not broker.startswith(("redis://", "rediss://", "unix://")):
+        if isinstance(broker, str) and not is_redis_url(broker):
             raise ValueError(
                 f"the sse_tasks middleware needs the hub's Redis broker URL (redis://…), not {broker!r}"
             )

@@ -33,6 +33,7 @@ from ..._core.errors import TaskCancelled
 from ..._core.models import MAX_TASK_ID_LENGTH, OutputChunk, Task, TaskState, utcnow
 from ..._core.text import clean_text
 from ..._runner.job import error_of, result_error, unencodable
+from ...brokers import is_redis_url
 from ...brokers.redis import RedisBroker
 from ...brokers.redis.sync import SyncWriter
 from ...engines import Keeper, WorkerRun, WorkerWriter
@@ -277,7 +278,7 @@ def connect(
         return existing
     if broker is None:
         broker = os.environ.get("SSE_TASKS_BROKER") or ""
-    if isinstance(broker, str) and not broker.startswith(("redis://", "rediss://", "unix://")):
+    if isinstance(broker, str) and not is_redis_url(broker):
         raise ValueError(
             f"sse_tasks.huey.connect needs the hub's Redis broker URL (redis://…), not {broker!r}"
         )

@@ -9,6 +9,7 @@ from typing import Any
 import rq
 
 from ..._core.models import Task
+from ...brokers import is_redis_url
 from ...brokers.redis import RedisBroker
 from ...engines import SyncWriter
 from ...engines.tags import TAGS_KEY, sent_tags
@@ -25,7 +26,7 @@ class Queue(rq.Queue):
     def __init__(self, *args: Any, hub_url: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         url = hub_url or os.environ.get("SSE_TASKS_BROKER") or ""
-        if not url.startswith(("redis://", "rediss://", "unix://")):
+        if not is_redis_url(url):
             raise ValueError(f"Queue needs the hub's Redis URL (hub_url or $SSE_TASKS_BROKER): not {url!r}")
         self.writer = SyncWriter(RedisBroker(url))
 

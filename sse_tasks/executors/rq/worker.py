@@ -20,6 +20,7 @@ from rq.utils import import_job_class
 
 from ..._core.errors import TaskCancelled
 from ..._core.models import MAX_TASK_ID_LENGTH, OutputChunk, Task, TaskState
+from ...brokers import is_redis_url
 from ...brokers.redis import RedisBroker
 from ...engines import Keeper, SyncWriter, WorkerRun, error_of, result_error
 from ...engines.meta import progress_of
@@ -118,7 +119,7 @@ class Worker(rq.Worker):
             raise TypeError(f"sse_tasks.rq.Worker runs jobs of sse_tasks.rq.Job or a subclass, not {given!r}")
         super().__init__(*args, **kwargs)
         url = self.hub_url or os.environ.get("SSE_TASKS_BROKER") or ""
-        if not url.startswith(("redis://", "rediss://", "unix://")):
+        if not is_redis_url(url):
             raise ValueError(f"Worker needs the hub's Redis URL ($SSE_TASKS_BROKER): not {url!r}")
         self.writer = SyncWriter(RedisBroker(url))
         self.runs: dict[int, WorkerRun] = {}

@@ -32,6 +32,7 @@ from ..._core.context import CURRENT
 from ..._core.errors import TaskCancelled
 from ..._core.models import MAX_TASK_ID_LENGTH, Task, TaskState, utcnow
 from ..._core.text import clean_text
+from ...brokers import is_redis_url
 from ...brokers.redis import RedisBroker
 from ...engines import AsyncKeeper, AsyncRun, AsyncWriter, error_of, result_error, unencodable
 from ...engines.tags import TAGS_KEY, sent_tags
@@ -78,7 +79,7 @@ class StatusMiddleware(TaskiqMiddleware):
         super().__init__()
         if broker is None:
             broker = os.environ.get("SSE_TASKS_BROKER") or ""
-        if isinstance(broker, str) and not broker.startswith(("redis://", "rediss://", "unix://")):
+        if isinstance(broker, str) and not is_redis_url(broker):
             raise ValueError(f"sse_tasks.taskiq needs the hub's Redis broker URL (redis://…), not {broker!r}")
         if progress_interval < 0 or check_interval < 0 or start_delay < 0:
             raise ValueError("progress_interval, check_interval and start_delay must be >= 0")
