@@ -37,12 +37,17 @@ TERMINAL = ("task.succeeded", "task.failed", "task.cancelled")
 # -- redis-servers and server processes -----------------------------------------------
 
 
-@pytest.fixture(params=["redis", "cluster"])
+@pytest.fixture
 def private_redis(request: pytest.FixtureRequest) -> Iterator[Redis]:
-    """A Redis of the test's own: one redis-server, and a three-master cluster."""
-    server = make_redis(request.param, "--stream-node-max-entries", "10")
+    """A Redis of the test's own: one redis-server, or (:data:`ON_BOTH`) a three-master cluster too."""
+    server = make_redis(getattr(request, "param", "redis"), "--stream-node-max-entries", "10")
     yield server
     server.close()
+
+
+#: The behaviours a cluster must keep as one Redis does (resume, trimming, restarts and
+#: outages, flushes, leases) run on both; the broker's own logic runs on one redis-server.
+ON_BOTH = pytest.mark.parametrize("private_redis", ["redis", "cluster"], indirect=True)
 
 
 class ServerProcess:
@@ -329,6 +334,7 @@ async def test_a_process_without_a_follower_reads_no_output(private_redis: Redis
         await writer.close()
 
 
+@ON_BOTH
 async def test_history_older_than_the_local_ring_comes_from_redis(
     private_redis: Redis, live_server: Callable[..., LiveServer]
 ) -> None:
@@ -350,6 +356,7 @@ async def test_history_older_than_the_local_ring_comes_from_redis(
         assert not [e for e in rest if e.event == "reset"]
 
 
+@ON_BOTH
 async def test_cursor_older_than_the_retained_history_resyncs(
     private_redis: Redis, live_server: Callable[..., LiveServer]
 ) -> None:
@@ -413,6 +420,7 @@ async def test_a_thousand_subscribers_use_a_handful_of_redis_connections(
 # -- failures ------------------------------------------------------------------------
 
 
+@ON_BOTH
 async def test_tasks_of_a_killed_worker_fail_with_worker_lost(
     private_redis: Redis, live_server: Callable[..., LiveServer]
 ) -> None:
@@ -446,6 +454,7 @@ async def test_tasks_of_a_killed_worker_fail_with_worker_lost(
         victim.stop()
 
 
+@ON_BOTH
 async def test_streams_survive_a_redis_restart_and_catch_up(
     private_redis: Redis, live_server: Callable[..., LiveServer]
 ) -> None:
@@ -478,6 +487,7 @@ async def test_streams_survive_a_redis_restart_and_catch_up(
     assert (await _fresh_get(server, task["id"]))["state"] == "succeeded"
 
 
+@ON_BOTH
 async def test_a_final_event_lost_to_a_long_outage_ends_worker_lost(
     private_redis: Redis, live_server: Callable[..., LiveServer]
 ) -> None:
@@ -507,6 +517,7 @@ async def _fresh_get(server: LiveServer, task_id: str) -> dict[str, Any]:
         return dict((await http.get(f"/tasks/{task_id}")).json())
 
 
+@ON_BOTH
 async def test_a_flushed_redis_resyncs_streams_never_continues_them(
     private_redis: Redis, live_server: Callable[..., LiveServer]
 ) -> None:
@@ -584,8 +595,6 @@ async def test_ids_of_the_layout_before_output_streams_resync(
 ) -> None:
     """Redis still holds the older layout (output in the shared ``P:events`` stream under
     ``P:epoch``): its ids are never continued, every stream resumed with one resyncs."""
-    if isinstance(private_redis, RedisCluster):
-        pytest.skip("brokers on a cluster never had the older layout")
     with private_redis.client() as client:
         client.set("sse_tasks:epoch", "0ld0ld00")
         old = client.xadd("sse_tasks:events", {"e": "0ld0ld00", "t": "task.queued", "d": "{}"}).decode()
@@ -737,6 +746,7 @@ async def test_serve_with_several_workers(private_redis: Redis) -> None:
 # -- outages decided before a stream starts, cancels that stay local ---------------------
 
 
+@ON_BOTH
 async def test_a_resync_during_an_outage_is_refused_before_the_stream_starts(
     private_redis: Redis, live_server: Callable[..., LiveServer]
 ) -> None:
@@ -760,6 +770,7 @@ async def test_a_resync_during_an_outage_is_refused_before_the_stream_starts(
             assert response.headers["retry-after"].isdigit()
 
 
+@ON_BOTH
 async def test_a_delete_during_an_outage_cancels_a_task_running_or_queued_here(
     private_redis: Redis, live_server: Callable[..., LiveServer]
 ) -> None:
@@ -789,6 +800,7 @@ async def test_a_delete_during_an_outage_cancels_a_task_running_or_queued_here(
         assert (await http.get(f"/tasks/{waiting['id']}")).json()["started_at"] is None  # never ran
 
 
+@ON_BOTH
 async def test_a_flush_resets_a_per_task_stream_then_ends_it(
     private_redis: Redis, live_server: Callable[..., LiveServer]
 ) -> None:

@@ -1,7 +1,7 @@
 """Soak: hundreds of clients connecting, dropping, resuming, submitting and cancelling at once.
 
 Runs ``sse-tasks serve`` in its own process (so its RSS is its own) for about
-``SSE_TASKS_SOAK_SECONDS`` (default 8) per broker. Afterwards every submitted task
+``SSE_TASKS_SOAK_SECONDS`` (default 6) per broker. Afterwards every submitted task
 has its final state, every follower that stayed saw it, the server's open streams are
 back to 0 and its RSS near where it was after warming up. Skip locally with
 ``-m "not soak"``.
@@ -28,9 +28,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = [pytest.mark.soak, pytest.mark.anyio, pytest.mark.timeout(300), pytest.mark.xdist_group("soak")]
 
-SECONDS = float(os.environ.get("SSE_TASKS_SOAK_SECONDS", "8"))
+SECONDS = float(os.environ.get("SSE_TASKS_SOAK_SECONDS", "6"))
 # Enough work to soak, few enough 3 s sleeps that the server's 16 slots drain them in seconds.
-MAX_TASKS = 160
+MAX_TASKS = 120
 TERMINAL = {"task.succeeded": "succeeded", "task.failed": "failed", "task.cancelled": "cancelled"}
 
 
