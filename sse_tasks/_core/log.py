@@ -59,6 +59,8 @@ class EventLog:
         self._appended = False
         self._held = False  # a reader is fetching more events (see hold())
         self._quiet = 0.0
+        self._expecting: Callable[[], bool] | None = None
+        self._expect_window = 0.0
         self._wake_started = self._last_append = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._joined: dict[str, tuple[int, int, bytes]] = {}  # see joined()
@@ -153,6 +155,10 @@ class EventLog:
             if self._held:
                 # A reader is fetching more events: wait for a quiet spell (or the deadline).
                 wake_at = min(deadline, self._last_append + self._quiet)
+                expecting, longest = self._expecting, self._wake_started + self._expect_window
+                if now < longest and expecting is not None and expecting():
+                    # One is on its way (a write of this process): look again shortly.
+                    wake_at = min(longest, now + self._quiet / 4)
                 if now < wake_at:
                     self._appended = False
                     self._timer = loop.call_later(wake_at - now, self._deferred_wake, loop)
@@ -176,18 +182,28 @@ class EventLog:
         """Events were appended that the waiters have not been woken for yet."""
         return self._wake_deadline is not None
 
-    def hold(self, window: float, quiet: float) -> None:
+    def hold(
+        self,
+        window: float,
+        quiet: float,
+        expecting: Callable[[], bool] | None = None,
+        expect_window: float = 0.0,
+    ) -> None:
         """Keep a pending wake-up back while the caller fetches more events from elsewhere.
 
         Until :meth:`release`, the waiters are woken once no event was appended for
         ``quiet`` seconds, or ``window`` seconds after the first one waiting, whichever
-        comes first. Does nothing when no wake-up is pending.
+        comes first; but while ``expecting()`` is true (an event is known to be on its
+        way), not before it is appended or ``expect_window`` seconds after the first one
+        waiting. Does nothing when no wake-up is pending.
         """
         deadline = self._wake_deadline
         if deadline is None:
             return
         self._held = True
         self._quiet = quiet
+        self._expecting = expecting
+        self._expect_window = expect_window
         self._wake_deadline = max(deadline, self._wake_started + window)
 
     def release(self) -> None:

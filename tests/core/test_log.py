@@ -160,6 +160,38 @@ async def test_a_held_wake_up_comes_after_a_quiet_spell_or_the_window(window: fl
     log.release()
 
 
+@pytest.mark.parametrize("arrives", [True, False])
+async def test_a_held_wake_up_waits_for_an_expected_event_within_its_window(arrives: bool) -> None:
+    """While ``expecting()`` (a write of this process is on its way) the quiet spell and
+    the window do not wake the streams; the expected event, or the longer window, does."""
+    log = EventLog()
+    expected = anyio.Event()
+    woken_with: list[int] = []
+
+    async def waiter() -> None:
+        await log.wait(0)
+        woken_with.append(log.head)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        log.append(event(1))
+        expect_window = 30.0 if arrives else 1.0
+        log.hold(0.001, 0.001, lambda: not expected.is_set(), expect_window)
+        with anyio.move_on_after(0.02):  # past the quiet spell and the window: still held
+            while not woken_with:
+                await anyio.lowlevel.checkpoint()
+        assert woken_with == []
+        if arrives:
+            log.append(event(2))  # the event it was waiting for
+            expected.set()
+        with anyio.fail_after(5):
+            while not woken_with:
+                await anyio.lowlevel.checkpoint()
+    assert woken_with == [2 if arrives else 1]
+    log.release()
+
+
 async def test_close_wakes_a_held_log_at_once() -> None:
     log = EventLog()
     async with anyio.create_task_group() as group:

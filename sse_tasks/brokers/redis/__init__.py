@@ -152,7 +152,14 @@ class RedisBroker(Broker):
         self._tokens = Tokens()
         self._link = Link()
         self._reader = StreamReader(
-            self.log, self._keys, self._scripts, self._link, self._connection, self._observed, self._where
+            self.log,
+            self._keys,
+            self._scripts,
+            self._link,
+            self._connection,
+            self._observed,
+            self._where,
+            self._expecting,
         )
         self._leases = LeaseKeeper(
             self.lease, self._keys, self._scripts, self._link, self.get, self._fail_lapsed
@@ -163,6 +170,8 @@ class RedisBroker(Broker):
         self._closing = False
         self._writes = 0  # publishes in flight: close() lets them finish
         self._writes_done = anyio.Event()
+        self._logging = 0  # state changes in flight (their events come back through the log)
+        self._written: StreamKey | None = None  # the newest state change this process stored
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -344,8 +353,27 @@ class RedisBroker(Broker):
             "prefix": self.key_prefix,
         }
 
+    def _expecting(self) -> bool:
+        """A state change this process writes is not read back yet (see the reader)."""
+        if self._logging:
+            return True
+        written, newest = self._written, self.log.newest
+        return written is not None and newest is not None and written > newest
+
     async def _publish(
         self, task: Task, event_type: str, *, lapsed_only: bool = False, leased: bool = True
+    ) -> TaskEvent | None:
+        self._logging += 1
+        try:
+            event = await self._publish_state(task, event_type, lapsed_only=lapsed_only, leased=leased)
+        finally:
+            self._logging -= 1
+        if event is not None and (self._written is None or event.key > self._written):
+            self._written = event.key
+        return event
+
+    async def _publish_state(
+        self, task: Task, event_type: str, *, lapsed_only: bool, leased: bool
     ) -> TaskEvent | None:
         queued = event_type == "task.queued"
         lease = ("add" if leased else "none") if queued else "xx"

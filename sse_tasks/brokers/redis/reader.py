@@ -45,6 +45,10 @@ MAX_BACKOFF = 1.0
 #: its own, so a task's events arrive apart; see ``benchmarks/README.md``).
 HOLD_WINDOW = 0.005
 HOLD_QUIET = 0.002
+#: While a state change this process wrote is still to be read, the streams wait for it,
+#: up to EXPECT_WINDOW after the first event waiting: a task's quick state changes (three
+#: round trips for ``queued``, ``running`` and the outcome) go out in one write per stream.
+EXPECT_WINDOW = 0.010
 _CATCH_UP = 5.0  # seconds a resuming stream waits for this process to read up to its id
 
 
@@ -61,6 +65,7 @@ class StreamReader:
         connect: Connect,
         observe: Callable[[TaskEvent], None],
         where: str,
+        expecting: Callable[[], bool] | None = None,
     ) -> None:
         self.log = log
         self.keys = keys
@@ -69,6 +74,9 @@ class StreamReader:
         self.connect = connect  # a command connection (not the reader's own)
         self.observe = observe
         self.where = where
+        #: True while an event this process wrote is still to be read: the streams'
+        #: wake-up waits for it (a task's state changes, each a write, go out together).
+        self.expecting = expecting
         self.epoch: str | None = None
         self.read_from = "0-0"  # stream id the reader continues after
         self.generation = 0  # bumped whenever the log restarts
@@ -244,7 +252,7 @@ class StreamReader:
             # Events just appended: hold the streams' wake-up back while reading on, so
             # that events written close together (a task's queued, running and failed,
             # each a write of its own) go out to each stream in one write.
-            log.hold(HOLD_WINDOW, HOLD_QUIET)
+            log.hold(HOLD_WINDOW, HOLD_QUIET, self.expecting, EXPECT_WINDOW)
             try:
                 # Entries waiting to be taken: read what came since, without waiting.
                 block = ("BLOCK", BLOCK_MS) if not merge.buffered else ()
