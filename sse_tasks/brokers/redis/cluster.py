@@ -15,7 +15,7 @@ redis-py settings as ``redis://``. A cluster has one database, 0.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -79,50 +79,66 @@ def _owner(slots: Any, slot: int, asked: Node) -> Node | None:
     return None
 
 
-def _no_node(nodes: Sequence[Node], errors: list[str]) -> redis.exceptions.ConnectionError:
-    found = "; ".join(errors) or "no node serves the slot"
-    return redis.exceptions.ConnectionError(f"no Redis Cluster node answered for the broker's slot ({found})")
+class _SlotFinder:
+    """What a connection class of either kind keeps to find the slot's master: the
+    startup nodes, the slot, and how to make a plain connection to a node (a probe)."""
+
+    def _remember(self, base: type[Any], startup_nodes: Sequence[Node], slot: int, kwargs: Any) -> None:
+        self._base, self._startup, self._slot, self._kwargs = base, list(startup_nodes), slot, kwargs
+        self._errors: list[str] = []
+
+    def _probes(self) -> Iterator[tuple[Node, Any]]:
+        self._errors = []
+        for node in self._startup:
+            yield node, self._base(**{**self._kwargs, "host": node[0], "port": node[1]})
+
+    def _failed(self, node: Node, exc: BaseException) -> None:
+        self._errors.append(f"{node[0]}:{node[1]}: {exc}")
+
+    def _no_node(self) -> redis.exceptions.ConnectionError:
+        found = "; ".join(self._errors) or "no node serves the slot"
+        message = f"no Redis Cluster node answered for the broker's slot ({found})"
+        return redis.exceptions.ConnectionError(message)
+
+
+#: What a probe's failure or a reply from elsewhere may raise.
+_PROBE_ERRORS = (redis.exceptions.RedisError, OSError)
+
+
+def _elsewhere(exc: BaseException) -> redis.exceptions.ConnectionError:
+    return redis.exceptions.ConnectionError(f"Redis Cluster: {type(exc).__name__} {exc}")
 
 
 def _resolving(base: type[Any]) -> type[Any]:
-    """``base`` (a blocking redis-py connection class) connecting to the slot's node."""
+    """``base`` (a blocking redis-py connection class) connecting to the slot's master."""
 
-    class Resolving(base):  # type: ignore[misc]
+    class Resolving(base, _SlotFinder):  # type: ignore[misc]
         def __init__(self, *, startup_nodes: Sequence[Node], slot: int, **kwargs: Any) -> None:
             super().__init__(**kwargs)
-            self._startup = list(startup_nodes)
-            self._slot = slot
-            self._plain = {"base": base, **kwargs}
+            self._remember(base, startup_nodes, slot, kwargs)
 
         def _connect(self) -> Any:
-            self.host, self.port = self._find()
-            return super()._connect()
-
-        def _find(self) -> Node:
-            errors = []
-            kwargs = dict(self._plain)
-            plain = kwargs.pop("base")
-            for node in self._startup:
-                probe = plain(**{**kwargs, "host": node[0], "port": node[1]})
+            for node, probe in self._probes():
                 try:
                     probe.connect()
                     probe.send_command("CLUSTER", "SLOTS")
                     owner = _owner(probe.read_response(), self._slot, node)
-                except (redis.exceptions.RedisError, OSError) as exc:
-                    errors.append(f"{node[0]}:{node[1]}: {exc}")
+                except _PROBE_ERRORS as exc:
+                    self._failed(node, exc)
                     continue
                 finally:
                     probe.disconnect()
                 if owner is not None:
-                    return owner
-            raise _no_node(self._startup, errors)
+                    self.host, self.port = owner
+                    return super()._connect()
+            raise self._no_node()
 
         def read_response(self, *args: Any, **kwargs: Any) -> Any:
             try:
                 return super().read_response(*args, **kwargs)
             except _ELSEWHERE as exc:
                 self.disconnect()
-                raise redis.exceptions.ConnectionError(f"Redis Cluster: {type(exc).__name__} {exc}") from exc
+                raise _elsewhere(exc) from exc
 
     Resolving.__name__ = Resolving.__qualname__ = f"Cluster{base.__name__}"
     return Resolving
@@ -131,42 +147,33 @@ def _resolving(base: type[Any]) -> type[Any]:
 def _resolving_async(base: type[Any]) -> type[Any]:
     """The same for an asyncio redis-py connection class."""
 
-    class Resolving(base):  # type: ignore[misc]
+    class Resolving(base, _SlotFinder):  # type: ignore[misc]
         def __init__(self, *, startup_nodes: Sequence[Node], slot: int, **kwargs: Any) -> None:
             super().__init__(**kwargs)
-            self._startup = list(startup_nodes)
-            self._slot = slot
-            self._plain = {"base": base, **kwargs}
+            self._remember(base, startup_nodes, slot, kwargs)
 
         async def _connect(self) -> Any:
-            self.host, self.port = await self._find()
-            return await super()._connect()
-
-        async def _find(self) -> Node:
-            errors = []
-            kwargs = dict(self._plain)
-            plain = kwargs.pop("base")
-            for node in self._startup:
-                probe = plain(**{**kwargs, "host": node[0], "port": node[1]})
+            for node, probe in self._probes():
                 try:
                     await probe.connect()
                     await probe.send_command("CLUSTER", "SLOTS")
                     owner = _owner(await probe.read_response(), self._slot, node)
-                except (redis.exceptions.RedisError, OSError) as exc:
-                    errors.append(f"{node[0]}:{node[1]}: {exc}")
+                except _PROBE_ERRORS as exc:
+                    self._failed(node, exc)
                     continue
                 finally:
                     await probe.disconnect()
                 if owner is not None:
-                    return owner
-            raise _no_node(self._startup, errors)
+                    self.host, self.port = owner
+                    return await super()._connect()
+            raise self._no_node()
 
         async def read_response(self, *args: Any, **kwargs: Any) -> Any:
             try:
                 return await super().read_response(*args, **kwargs)
             except _ELSEWHERE as exc:
                 await self.disconnect()
-                raise redis.exceptions.ConnectionError(f"Redis Cluster: {type(exc).__name__} {exc}") from exc
+                raise _elsewhere(exc) from exc
 
     Resolving.__name__ = Resolving.__qualname__ = f"Cluster{base.__name__}"
     return Resolving
