@@ -112,16 +112,17 @@ async def test_a_busy_publisher_is_read_in_batches_without_waiting_for_it_to_sto
     assert max(batches) > 1  # and each time it took what had piled up
 
 
+async def record_wake_up(log: EventLog, woken_with: list[int]) -> None:
+    """Wait on ``log`` from position 0; note its head when woken."""
+    await log.wait(0)
+    woken_with.append(log.head)
+
+
 async def test_a_hold_keeps_the_wake_up_back_until_released() -> None:
     log = EventLog()
     woken_with: list[int] = []
-
-    async def waiter() -> None:
-        await log.wait(0)
-        woken_with.append(log.head)
-
     async with anyio.create_task_group() as group:
-        group.start_soon(waiter)
+        group.start_soon(record_wake_up, log, woken_with)
         await anyio.wait_all_tasks_blocked()
         log.hold(30.0, 30.0)  # nothing pending: nothing held
         log.release()
@@ -167,13 +168,8 @@ async def test_a_held_wake_up_waits_for_an_expected_event_within_its_window(arri
     log = EventLog()
     expected = anyio.Event()
     woken_with: list[int] = []
-
-    async def waiter() -> None:
-        await log.wait(0)
-        woken_with.append(log.head)
-
     async with anyio.create_task_group() as group:
-        group.start_soon(waiter)
+        group.start_soon(record_wake_up, log, woken_with)
         await anyio.wait_all_tasks_blocked()
         log.append(event(1))
         expect_window = 30.0 if arrives else 1.0
