@@ -189,7 +189,10 @@ class RedisBroker(Broker):
         group = anyio.create_task_group()
         await group.__aenter__()
         self._group = group
-        group.start_soon(self._reader.run, self._client(1, socket_timeout=BLOCK_MS / 1000 + 10.0))
+        # No retry under the reader: it reconnects itself, and learns its new CLIENT ID then
+        # (a registration cuts its blocked read short by that id).
+        reader = self._client(1, socket_timeout=BLOCK_MS / 1000 + 10.0, retries=0)
+        group.start_soon(self._reader.run, reader)
         group.start_soon(self._leases.run, self._redis)
         with anyio.move_on_after(5.0):
             await self._reader.tried.wait()
@@ -213,7 +216,7 @@ class RedisBroker(Broker):
                 with anyio.CancelScope(shield=True):
                     await client.aclose()
 
-    def _client(self, connections: int, *, socket_timeout: float) -> Redis:
+    def _client(self, connections: int, *, socket_timeout: float, retries: int = 1) -> Redis:
         pool = BlockingConnectionPool.from_url(
             self._pool_url,
             **self._pool_extra,
@@ -224,7 +227,7 @@ class RedisBroker(Broker):
             client_name=f"sse-tasks-{self.worker_id}",
             # One quick retry: a connection left over from before a Redis restart
             # fails once. Every write is idempotent (tokens), so a retry is safe.
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries),
         )
         return Redis.from_pool(pool)
 
