@@ -1,4 +1,4 @@
-"""Soak: hundreds of clients connecting, dropping, resuming, submitting and cancelling at once.
+"""Soak: some 160 clients connecting, dropping, resuming, submitting and cancelling at once.
 
 Runs ``sse-tasks serve`` in its own process (so its RSS is its own) for about
 ``SSE_TASKS_SOAK_SECONDS`` (default 6) per broker. Afterwards every submitted task
@@ -135,8 +135,15 @@ async def submitter(http: httpx.AsyncClient, soak: Soak) -> None:
         await anyio.sleep(random.uniform(0.05, 0.15))
 
 
-async def follow(http: httpx.AsyncClient, url: str, soak: Soak, until_terminal: str | None) -> dict[str, str]:
-    """Follow like EventSource (resume with Last-Event-ID) until the task ends or the soak does."""
+async def follow(
+    http: httpx.AsyncClient,
+    url: str,
+    soak: Soak,
+    until_terminal: str | None,
+    opened: anyio.Event | None = None,
+) -> dict[str, str]:
+    """Follow like EventSource (resume with Last-Event-ID) until the task ends or the soak
+    does; ``opened`` is set once the first stream is open (the server follows from there)."""
     seen: dict[str, str] = {}
     last_id: str | None = None
     while True:
@@ -150,6 +157,8 @@ async def follow(http: httpx.AsyncClient, url: str, soak: Soak, until_terminal: 
                     soak.refused += 1
                     await anyio.sleep(0.5)
                     continue
+                if opened is not None:
+                    opened.set()
                 async for event in sse_events(response):
                     if event.id:
                         last_id = event.id
@@ -207,10 +216,12 @@ async def dropper(http: httpx.AsyncClient, soak: Soak) -> None:
         await anyio.sleep(random.uniform(0.5, 1.5))
 
 
-async def watcher(http: httpx.AsyncClient, soak: Soak, results: list[dict[str, str]]) -> None:
+async def watcher(
+    http: httpx.AsyncClient, soak: Soak, results: list[dict[str, str]], opened: anyio.Event
+) -> None:
     seen: dict[str, str] = {}
     results.append(seen)  # a watcher cut off by the deadline has seen nothing
-    seen.update(await follow(http, "/events", soak, None))
+    seen.update(await follow(http, "/events", soak, None, opened))
 
 
 TLS = ssl.create_default_context()  # made once: building one per client costs ~20 ms of CPU
@@ -254,14 +265,17 @@ async def test_soak(soak_server: Server) -> None:
         watched: list[dict[str, str]] = []
         started = time.monotonic()
         async with anyio.create_task_group() as clients:
+            subscribed = [anyio.Event() for _ in range(10)]
+            for opened in subscribed:
+                clients.start_soon(client_of, url, watcher, soak, watched, opened)
+            with anyio.fail_after(60):  # every watcher follows before the first task
+                for opened in subscribed:
+                    await opened.wait()
             for _ in range(10):
-                clients.start_soon(client_of, url, watcher, soak, watched)
-            await anyio.sleep(0.5)  # watchers subscribed before the first task
-            for _ in range(15):
                 clients.start_soon(client_of, url, submitter, soak)
-            for _ in range(150):
+            for _ in range(80):
                 clients.start_soon(client_of, url, follower, soak)
-            for _ in range(120):
+            for _ in range(60):
                 clients.start_soon(client_of, url, dropper, soak)
             await anyio.sleep(SECONDS)
             with anyio.fail_after(90):
