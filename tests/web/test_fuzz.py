@@ -35,7 +35,7 @@ from sse_tasks.demo import register_demo_tasks
 
 SECRET = "fuzzing-secret-of-enough-length"
 FUZZ = settings(
-    max_examples=100,
+    max_examples=70,
     deadline=None,
     database=None,
     # CI replays the same examples every run (a red CI must be reproducible); a local
@@ -226,7 +226,7 @@ def test_stream_endpoints_never_fail_or_hang(target: Target, data: st.DataObject
 
 ANSWERS = frozenset({200, 202, 204, 400, 401, 403, 404, 405, 408, 409, 410, 413, 415, 422})
 BODY_LIMIT = 64 * 1024  # the hub's default max_body_size
-MODEL = settings(FUZZ, max_examples=100)
+MODEL = settings(FUZZ, max_examples=70)
 
 
 async def typed(
