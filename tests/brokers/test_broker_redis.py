@@ -672,12 +672,16 @@ def test_every_engine_hook_takes_a_cluster_url() -> None:
 
 
 def test_cluster_urls_name_nodes_and_no_other_database() -> None:
+    ipv6 = RedisBroker("redis+cluster://[::1]:7000,127.0.0.1:7001")
+    assert ipv6.pool_arguments(asyncio=True)[0] == "redis://[::1]:7000/0"
+    assert ipv6.pool_arguments(asyncio=True)[1]["startup_nodes"] == [("::1", 7000), ("127.0.0.1", 7001)]
     broker = RedisBroker("redis+cluster://user:pw@127.0.0.1:7000,[::1]:7001?lease=5&socket_timeout=3")
     assert broker.lease == 5 and broker.key_prefix == "{sse_tasks}"
     assert broker.pool_arguments(asyncio=True)[0] == "redis://user:pw@127.0.0.1:7000/0?socket_timeout=3"
     assert broker.pool_arguments(asyncio=False)[1]["startup_nodes"] == [("127.0.0.1", 7000), ("::1", 7001)]
     assert RedisBroker("redis+cluster://h:1?prefix={app}:tasks").key_prefix == "{app}:tasks"
-    for bad in ("redis+cluster://h:1/2", "redis+cluster://h:1,h", "redis+cluster://h:1,:2"):
+    assert RedisBroker("redis+cluster://h:1?prefix=app{}").key_prefix == "{app{}}"  # {} is no tag
+    for bad in ("redis+cluster://h:1/2", "redis+cluster://h:1?db=2", "redis+cluster://h:1,h", "redis+cluster://h:1,:2"):
         with pytest.raises(ValueError, match="Redis Cluster URL"):
             RedisBroker(bad)
 

@@ -94,7 +94,8 @@ class Soak:
 
     def enough(self) -> bool:
         """The load really happened: a loaded machine may need longer than SECONDS for it."""
-        return len(self.submitted) > 2 * SECONDS and len(self.followed) > SECONDS and self.drops > 5 * SECONDS
+        submitted = min(2 * SECONDS, MAX_TASKS // 2)  # (the submitters stop at MAX_TASKS)
+        return len(self.submitted) > submitted and len(self.followed) > SECONDS and self.drops > 5 * SECONDS
 
     def watched_all(self, seen: dict[str, str]) -> bool:
         return self.done.is_set() and all(i in seen for i in self.submitted)

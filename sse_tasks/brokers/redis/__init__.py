@@ -171,7 +171,8 @@ class RedisBroker(Broker):
         self._writes = 0  # publishes in flight: close() lets them finish
         self._writes_done = anyio.Event()
         self._logging = 0  # state changes in flight (their events come back through the log)
-        self._written: StreamKey | None = None  # the newest state change this process stored
+        #: The history (epoch) and key of the newest state change this process stored.
+        self._written: tuple[str | None, StreamKey] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -361,7 +362,9 @@ class RedisBroker(Broker):
         if self._logging:
             return True
         written, newest = self._written, self.log.newest
-        return written is not None and newest is not None and written > newest
+        if written is None or newest is None or written[0] != self._reader.epoch:
+            return False  # (one of an older history is never read back)
+        return bool(written[1] > newest)
 
     async def _publish(
         self, task: Task, event_type: str, *, lapsed_only: bool = False, leased: bool = True
@@ -371,8 +374,10 @@ class RedisBroker(Broker):
             event = await self._publish_state(task, event_type, lapsed_only=lapsed_only, leased=leased)
         finally:
             self._logging -= 1
-        if event is not None and (self._written is None or event.key > self._written):
-            self._written = event.key
+        if event is not None:
+            epoch, written = self._reader.epoch, self._written
+            if written is None or written[0] != epoch or event.key > written[1]:
+                self._written = (epoch, event.key)
         return event
 
     async def _publish_state(

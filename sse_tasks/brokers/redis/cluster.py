@@ -23,15 +23,26 @@ import redis
 import redis.asyncio
 import redis.asyncio.connection
 import redis.connection
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 from redis.crc import key_slot
-from redis.exceptions import ClusterDownError, MovedError, TryAgainError
+from redis.exceptions import AskError, ClusterDownError, TryAgainError
+from redis.retry import Retry
 
 SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
-#: Replies that mean this connection no longer reaches the node holding the slot.
-_ELSEWHERE = (MovedError, ClusterDownError, TryAgainError)
+#: Replies that mean this connection no longer reaches the node holding the slot (``ASK``:
+#: the slot is moving; ``MOVED`` is an ``AskError`` too).
+_ELSEWHERE = (AskError, ClusterDownError, TryAgainError)
+#: Seconds a probe waits for a node's ``CLUSTER SLOTS`` (a connection's own timeout may be long).
+_PROBE_TIMEOUT = 2.0
 
 Node = tuple[str, int]
+
+
+def _address(node: Node) -> str:
+    host, port = node
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class ClusterURL:
@@ -50,15 +61,15 @@ class ClusterURL:
             if not colon or not host or not port.isdigit():
                 raise ValueError(f"Redis Cluster URL {url!r}: each node is host:port, not {host_port!r}")
             self.nodes.append((host.strip("[]"), int(port)))
-        if parts.path.strip("/") not in ("", "0"):
+        if parts.path.strip("/") not in ("", "0") or "db=" in parts.query:
             raise ValueError(f"Redis Cluster URL {url!r}: a cluster has only database 0")
-        first = "{}:{}".format(*self.nodes[0])
+        first = _address(self.nodes[0])
         netloc = f"{credentials}@{first}" if credentials else first
         self.url = urlunsplit((scheme, netloc, "/0", parts.query, ""))
 
     @property
     def where(self) -> str:
-        return ",".join(f"{host}:{port}" for host, port in self.nodes)
+        return ",".join(_address(node) for node in self.nodes)
 
 
 def is_cluster(url: str) -> bool:
@@ -66,8 +77,11 @@ def is_cluster(url: str) -> bool:
 
 
 def hash_tagged(prefix: str) -> str:
-    """``prefix`` as a hash tag: every key under it hashes to one slot."""
-    return prefix if "{" in prefix and "}" in prefix.partition("{")[2] else "{" + prefix + "}"
+    """``prefix`` as a hash tag: every key under it hashes to one slot. A prefix with a tag
+    of its own (``{app}:tasks``) keeps it; an empty ``{}`` is no tag to Redis."""
+    start = prefix.find("{")
+    end = prefix.find("}", start + 1) if start >= 0 else -1
+    return prefix if end > start + 1 else "{" + prefix + "}"
 
 
 def _owner(slots: Any, slot: int, asked: Node) -> Node | None:
@@ -83,14 +97,19 @@ class _SlotFinder:
     """What a connection class of either kind keeps to find the slot's master: the
     startup nodes, the slot, and how to make a plain connection to a node (a probe)."""
 
-    def _remember(self, base: type[Any], startup_nodes: Sequence[Node], slot: int, kwargs: Any) -> None:
+    def _remember(
+        self, base: type[Any], startup_nodes: Sequence[Node], slot: int, kwargs: Any, no_retry: Any
+    ) -> None:
         self._base, self._startup, self._slot, self._kwargs = base, list(startup_nodes), slot, kwargs
+        self._no_retry = no_retry
         self._errors: list[str] = []
 
     def _probes(self) -> Iterator[tuple[Node, Any]]:
         self._errors = []
         for node in self._startup:
-            yield node, self._base(**{**self._kwargs, "host": node[0], "port": node[1]})
+            timeout = min(self._kwargs.get("socket_timeout") or _PROBE_TIMEOUT, _PROBE_TIMEOUT)
+            settings = {"socket_timeout": timeout, "retry": self._no_retry}
+            yield node, self._base(**{**self._kwargs, **settings, "host": node[0], "port": node[1]})
 
     def _failed(self, node: Node, exc: BaseException) -> None:
         self._errors.append(f"{node[0]}:{node[1]}: {exc}")
@@ -115,7 +134,7 @@ def _resolving(base: type[Any]) -> type[Any]:
     class Resolving(base, _SlotFinder):  # type: ignore[misc]
         def __init__(self, *, startup_nodes: Sequence[Node], slot: int, **kwargs: Any) -> None:
             super().__init__(**kwargs)
-            self._remember(base, startup_nodes, slot, kwargs)
+            self._remember(base, startup_nodes, slot, kwargs, Retry(NoBackoff(), 0))
 
         def _connect(self) -> Any:
             for node, probe in self._probes():
@@ -150,7 +169,7 @@ def _resolving_async(base: type[Any]) -> type[Any]:
     class Resolving(base, _SlotFinder):  # type: ignore[misc]
         def __init__(self, *, startup_nodes: Sequence[Node], slot: int, **kwargs: Any) -> None:
             super().__init__(**kwargs)
-            self._remember(base, startup_nodes, slot, kwargs)
+            self._remember(base, startup_nodes, slot, kwargs, AsyncRetry(NoBackoff(), 0))
 
         async def _connect(self) -> Any:
             for node, probe in self._probes():
