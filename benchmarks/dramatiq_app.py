@@ -18,6 +18,8 @@ from dramatiq.results.backends import RedisBackend
 from .harness import HUB_ENV, STAMPS_ENV, STAMPS_KEY, WORK_ENV, busy
 
 BROKER_ENV = "BENCH_DRAMATIQ_BROKER"  # Dramatiq's broker and result backend
+#: Seconds a read of the result backend may wait (longer than any run's timeout).
+RESULT_WAIT = 300.0
 
 
 class Stamps(Middleware):
@@ -50,8 +52,13 @@ class Stamps(Middleware):
 def make_broker(url: str, hub: str | None = None, stamps: str | None = None) -> RedisBroker:
     """A broker with the ``bench.noop`` actor, results on, and the sse_tasks middleware
     if ``hub`` is given."""
+    import redis
+
     broker = RedisBroker(url=url)
-    broker.add_middleware(Results(backend=RedisBackend(url=url)))
+    # A blocking wait for a result (BRPOPLPUSH, up to a run's timeout) outlasts redis-py
+    # 8's default 5 s read timeout when a fresh worker is slow to take its first messages.
+    results = redis.Redis.from_url(url, socket_timeout=RESULT_WAIT)
+    broker.add_middleware(Results(backend=RedisBackend(client=results)))
     if hub:
         import sse_tasks.dramatiq
 
