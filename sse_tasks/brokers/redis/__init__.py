@@ -143,7 +143,7 @@ class RedisBroker(Broker):
         #: The prefix every key starts with: on a Redis Cluster, ``{prefix}``, a hash tag
         #: that keeps all of them in one slot.
         self.key_prefix = hash_tagged(self.prefix) if is_cluster(self.url) else self.prefix
-        self._pool_url, self._pool_extra = pool_arguments(self.url, self.key_prefix, asyncio=True)
+        self._pool_url, self._pool_extra = self.pool_arguments(asyncio=True)
         self.log = EventLog(self.history)
         #: Names this process's Redis connections (``CLIENT LIST``: ``sse-tasks-<id>``).
         self.worker_id = f"{os.getpid()}-{secrets.token_hex(3)}"

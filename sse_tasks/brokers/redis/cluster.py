@@ -4,7 +4,7 @@ Every key of one broker carries the hash tag ``{prefix}``, so all of them live i
 slot and every script, pipeline and ``XREAD`` runs on the node that holds it, exactly
 as on a single Redis. A connection finds that node when it connects: it asks the nodes
 of the URL in turn for ``CLUSTER SLOTS``. A reply that says the slot is elsewhere
-(``MOVED``: a failover or resharding moved it) or that the cluster cannot answer
+(``MOVED``: a failover or resharding moved it; ``ASK``: it is being moved) or that the cluster cannot answer
 (``CLUSTERDOWN``, ``TRYAGAIN``) closes the connection and counts as Redis being
 unreachable, so the next connection finds the node again.
 
@@ -106,10 +106,10 @@ class _SlotFinder:
 
     def _probes(self) -> Iterator[tuple[Node, Any]]:
         self._errors = []
+        timeout = min(self._kwargs.get("socket_timeout") or _PROBE_TIMEOUT, _PROBE_TIMEOUT)
+        settings = {**self._kwargs, "socket_timeout": timeout, "retry": self._no_retry}
         for node in self._startup:
-            timeout = min(self._kwargs.get("socket_timeout") or _PROBE_TIMEOUT, _PROBE_TIMEOUT)
-            settings = {"socket_timeout": timeout, "retry": self._no_retry}
-            yield node, self._base(**{**self._kwargs, **settings, "host": node[0], "port": node[1]})
+            yield node, self._base(**{**settings, "host": node[0], "port": node[1]})
 
     def _failed(self, node: Node, exc: BaseException) -> None:
         self._errors.append(f"{node[0]}:{node[1]}: {exc}")
