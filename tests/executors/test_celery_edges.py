@@ -67,7 +67,7 @@ def test_a_late_worker_does_not_bring_back_an_expired_task(tasks_app: ModuleType
 
     writer = tasks_app.hook.writer
     keys = writer.broker.keys
-    writer.client.zadd(keys.expired, {"gone-1": 1})  # expired: clients are answered 410
+    writer.wire.send([("ZADD", keys.expired, 1, "gone-1")])  # expired: clients are answered 410
     queued = Task(id="gone-1", name="add")
     running = queued.evolve(state=TaskState.RUNNING, started_at=utcnow())
     assert writer.publish(running, "task.running", lease="add", create=queued) is None

@@ -7,12 +7,12 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import anyio
-from redis.asyncio import Redis
 
 from ..._core.models import OutputChunk, Task
 from .reader import MAX_BACKOFF, MIN_BACKOFF
 from .records import chunks_of, task_of, text
-from .writing import CANCELLED, Started, Write, Writing, after, final_write, pack_with_hiredis, requeue_write
+from .wire import AsyncWire, Command
+from .writing import Started, Write, Writing, after, final_write, requeue_write
 
 T = TypeVar("T")
 
@@ -25,21 +25,19 @@ class AsyncWriter(Writing):
     One writer per event loop (its connections belong to the loop that opened them).
     """
 
-    _client: Redis | None = None
+    _wire: AsyncWire | None = None
 
     @property
-    def client(self) -> Redis:
-        if self._client is None:
+    def wire(self) -> AsyncWire:
+        """The connections to the broker's Redis (opened at first use)."""
+        if self._wire is None:
             url, extra = self.broker.pool_arguments(asyncio=True)
-            self._client = Redis.from_url(
-                url, **extra, socket_timeout=5.0, socket_connect_timeout=2.0, client_name=self._client_name
-            )
-            pack_with_hiredis(self._client.connection_pool)
-        return self._client
+            self._wire = AsyncWire(url, extra, self._client_name)
+        return self._wire
 
     async def receive(self, queued: Task) -> str | None:
         """As :meth:`SyncWriter.receive`: the stored state, ``"refused"``, or None if gone."""
-        return self._received(await self._pipelined(lambda pipe: self._queue_receive(pipe, queued)))
+        return self._received(await self._send(self._receive(queued)))
 
     async def create(self, queued: Task) -> Task | None:
         """A sender sent ``queued``: store it, unleased."""
@@ -57,9 +55,7 @@ class AsyncWriter(Writing):
 
     async def output(self, chunk: OutputChunk, *, retry_for: float = 0.0) -> str | None:
         """Keep ``chunk``; its event id, or None if the task is unknown or terminal."""
-        keys, args = self._output_call(chunk)
-        reply = await self._retry(lambda: self._scripts.output(self.client, keys, args), retry_for)
-        return self._event_id(reply)
+        return self._event_id((await self._send([self._output(chunk)], retry_for))[0])
 
     async def final(
         self,
@@ -82,71 +78,53 @@ class AsyncWriter(Writing):
         """Push the lease deadline of each task (those still leased)."""
         ids = list(task_ids)
         if ids:
-            leases = {"leases": self._keys.leases}
-            await self._scripts.renew(self.client, leases, {"lease_ms": self._lease_ms}, ids)
+            await self._send([self._renew(ids)])
 
     async def get(self, task_id: str) -> Task | None:
         """The stored snapshot, or None if unknown or expired."""
-        return task_of(await self.client.hmget(self._keys.task(task_id), ["d", "i", "t"]))
+        return task_of((await self._send([self._get(task_id)]))[0])
 
     async def stored_output(self, task_id: str) -> list[OutputChunk]:
         """The task's stored output chunks, in order."""
-        return chunks_of(await self._scripts.chunks(self.client, self._keys.chunks(task_id), {}))
+        return chunks_of((await self._send([self._chunks(task_id)]))[0])
 
     async def finished(self, task_id: str) -> bool:
         """True if the stored task is terminal."""
-        return self._finished(await self.client.hget(self._keys.task(task_id), "s"))
+        return self._finished((await self._send([self._state(task_id)]))[0])
 
     async def finished_ids(self, task_ids: Iterable[str]) -> set[str]:
         """Those of ``task_ids`` whose stored task is terminal, in one round trip."""
         ids = list(task_ids)
-        if not ids:
-            return set()
-        async with self.client.pipeline(transaction=False) as pipe:
-            for task_id in ids:
-                pipe.hget(self._keys.task(task_id), "s")
-            states = await pipe.execute()
-        return {task_id for task_id, state in zip(ids, states, strict=True) if self._finished(state)}
+        return self._finished_of(ids, await self._send([self._state(i) for i in ids])) if ids else set()
 
     async def cancelled_ids(self) -> list[str]:
         """Ids of the retained tasks that ended ``cancelled``."""
-        keys = self._keys
-        ids = [text(raw) for raw in await self.client.zrange(keys.finished, 0, -1)]
+        ids = [text(raw) for raw in (await self._send([("ZRANGE", self._keys.finished, 0, -1)]))[0]]
         found: list[str] = []
         for start in range(0, len(ids), 1000):
             batch = ids[start : start + 1000]
-            async with self.client.pipeline(transaction=False) as pipe:
-                for task_id in batch:
-                    pipe.hget(keys.task(task_id), "s")
-                states = await pipe.execute()
-            found.extend(task_id for task_id, state in zip(batch, states, strict=True) if state == CANCELLED)
+            found.extend(self._cancelled_of(batch, await self._send([self._state(i) for i in batch])))
         return found
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            await wire.close()
 
     async def _publish(self, items: Sequence[Write], retry_for: float = 0.0) -> Task | None:
-        calls = self._publish_calls(items)
+        return self._stored(items, await self._send(self._publishes(items), retry_for))[-1]
 
-        def queue(pipe: Any) -> None:
-            self._queue_publishes(pipe, calls)
+    async def _send(self, commands: Sequence[Command], retry_for: float = 0.0) -> list[Any]:
+        """As :meth:`SyncWriter._send`, awaited."""
 
-        replies = await self._retry(lambda: self._pipelined(queue), retry_for)
-        return self._stored(items, replies)[-1]
+        async def send() -> list[Any]:
+            replies = await self.wire.send(commands)
+            if self._failed_on(replies):
+                await self.wire.send(self._load_scripts())
+                replies = await self.wire.send(commands)
+            return self._raise_errors(replies)
 
-    async def _pipelined(self, queue: Callable[[Any], None]) -> list[Any]:
-        async def run() -> list[Any]:
-            async with self.client.pipeline(transaction=False) as pipe:
-                queue(pipe)
-                return list(await pipe.execute(raise_on_error=False))
-
-        replies = await run()
-        if self._failed_on(replies):
-            await self.client.script_load(self._scripts.publish.source)
-            replies = await run()
-        return self._raise_errors(replies)
+        return await self._retry(send, retry_for)
 
     async def _retry(self, write: Callable[[], Awaitable[T]], retry_for: float) -> T:
         deadline = anyio.current_time() + retry_for

@@ -16,10 +16,8 @@ from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
-import redis
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.commands.core import Script as SyncScript
 
 from ..._core.models import TERMINAL
 from .keys import lua_task_keys
@@ -65,7 +63,6 @@ class Script:
         prologue = [_locals(self.keys, "KEYS"), _locals(self.args, "ARGV")]
         self.source = "\n".join([*filter(None, prologue), *body]) + "\n"
         self._script: AsyncScript | None = None
-        self._sync_script: SyncScript | None = None
 
     async def __call__(
         self, client: Redis, keys: Mapping[str, str], args: Mapping[str, Any], rest: Sequence[Any] = ()
@@ -76,29 +73,13 @@ class Script:
             self._script = client.register_script(self.source)
         return await self._script(key_list, arg_list, client=client)
 
-    def run_sync(
-        self,
-        client: redis.Redis,
-        keys: Mapping[str, str],
-        args: Mapping[str, Any],
-        rest: Sequence[Any] = (),
-    ) -> Any:
-        """The same on a synchronous client (worker processes of other engines)."""
+    def command(
+        self, keys: Mapping[str, str], args: Mapping[str, Any], rest: Sequence[Any] = ()
+    ) -> tuple[Any, ...]:
+        """The ``EVALSHA`` that runs it, for a :class:`~.wire.Wire` (whose caller loads the
+        script if Redis answers NOSCRIPT: :attr:`source`)."""
         key_list, arg_list = self._lists(keys, args, rest)
-        if self._sync_script is None:
-            self._sync_script = client.register_script(self.source)
-        return self._sync_script(key_list, arg_list, client=client)
-
-    def queue_sync(
-        self, pipe: redis.client.Pipeline, keys: Mapping[str, str], args: Mapping[str, Any]
-    ) -> None:
-        """Queue a run on a pipeline without redis-py's per-execute ``SCRIPT EXISTS`` round
-        trip; the caller loads the script (:meth:`load_sync`) if Redis answers NOSCRIPT."""
-        key_list, arg_list = self._lists(keys, args, ())
-        pipe.evalsha(self.sha, len(key_list), *key_list, *arg_list)
-
-    def load_sync(self, client: redis.Redis) -> None:
-        client.script_load(self.source)
+        return ("EVALSHA", self.sha, len(key_list), *key_list, *arg_list)
 
     @functools.cached_property
     def sha(self) -> str:

@@ -4,7 +4,7 @@ Worker processes of another engine (Celery, RQ, …) report the tasks they run t
 the same scripts, the same compare-and-set and the same leases as :class:`RedisBroker`,
 whose options (URL, prefix, history, retention, lease, outage grace) it takes. It is the
 Redis implementation of the worker side's writer (``sse_tasks.engines.WorkerWriter``).
-Safe to share between threads; after a ``fork`` redis-py opens new connections in the child.
+Safe to share between threads; after a ``fork`` the child opens connections of its own.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-import redis
-
 from ..._core.models import OutputChunk, Task
 from .reader import MAX_BACKOFF, MIN_BACKOFF
 from .records import chunks_of, task_of, text
-from .writing import CANCELLED, Started, Write, Writing, after, final_write, pack_with_hiredis, requeue_write
+from .wire import Command, Wire
+from .writing import Started, Write, Writing, after, final_write, requeue_write
 
 T = TypeVar("T")
 
@@ -31,17 +30,15 @@ class SyncWriter(Writing):
     applied twice); then the ``redis`` errors in :attr:`unreachable` propagate.
     """
 
-    _client: redis.Redis | None = None
+    _wire: Wire | None = None
 
     @property
-    def client(self) -> redis.Redis:
-        if self._client is None:
+    def wire(self) -> Wire:
+        """The connections to the broker's Redis (opened at first use)."""
+        if self._wire is None:
             url, extra = self.broker.pool_arguments(asyncio=False)
-            self._client = redis.Redis.from_url(
-                url, **extra, socket_timeout=5.0, socket_connect_timeout=2.0, client_name=self._client_name
-            )
-            pack_with_hiredis(self._client.connection_pool)
-        return self._client
+            self._wire = Wire(url, extra, self._client_name)
+        return self._wire
 
     # -- the worker side's writer ----------------------------------------------------
 
@@ -53,7 +50,7 @@ class SyncWriter(Writing):
 
         Once this has stored it, the hub no longer refuses it (``refuse.lua``), so the
         answer is final whichever of the two comes first."""
-        return self._received(self._pipelined(lambda pipe: self._queue_receive(pipe, queued)))
+        return self._received(self._send(self._receive(queued)))
 
     def create(self, queued: Task) -> Task | None:
         """A sender sent ``queued``: store it, unleased (it waits in the engine's queue);
@@ -72,9 +69,7 @@ class SyncWriter(Writing):
     def output(self, chunk: OutputChunk, *, retry_for: float = 0.0) -> str | None:
         """Keep ``chunk`` and append its ``task.output`` event; its event id, or None if
         the task is unknown or terminal."""
-        keys, args = self._output_call(chunk)
-        script = self._scripts.output
-        return self._event_id(self._retry(lambda: script.run_sync(self.client, keys, args), retry_for))
+        return self._event_id(self._send([self._output(chunk)], retry_for)[0])
 
     def final(
         self,
@@ -98,50 +93,43 @@ class SyncWriter(Writing):
         """Push the lease deadline of each task (those still leased)."""
         ids = list(task_ids)
         if ids:
-            leases = {"leases": self._keys.leases}
-            self._scripts.renew.run_sync(self.client, leases, {"lease_ms": self._lease_ms}, ids)
+            self._send([self._renew(ids)])
 
     def get(self, task_id: str) -> Task | None:
         """The stored snapshot, or None if unknown or expired."""
-        return task_of(self.client.hmget(self._keys.task(task_id), ["d", "i", "t"]))
+        return task_of(self._send([self._get(task_id)])[0])
 
     def stored_output(self, task_id: str) -> list[OutputChunk]:
         """The task's stored output chunks, in order."""
-        return chunks_of(self._scripts.chunks.run_sync(self.client, self._keys.chunks(task_id), {}))
+        return chunks_of(self._send([self._chunks(task_id)])[0])
 
     def finished(self, task_id: str) -> bool:
         """True if the stored task is terminal (cancelled by a client, failed as lost, …)."""
-        return self._finished(self.client.hget(self._keys.task(task_id), "s"))
+        return self._finished(self._send([self._state(task_id)])[0])
 
     def finished_ids(self, task_ids: Iterable[str]) -> set[str]:
         """Those of ``task_ids`` whose stored task is terminal, in one round trip."""
         ids = list(task_ids)
-        if not ids:
-            return set()
-        with self.client.pipeline(transaction=False) as pipe:
-            for task_id in ids:
-                pipe.hget(self._keys.task(task_id), "s")
-            states = pipe.execute()
-        return {task_id for task_id, state in zip(ids, states, strict=True) if self._finished(state)}
+        return self._finished_of(ids, self._send([self._state(i) for i in ids])) if ids else set()
 
     def cancelled_ids(self) -> list[str]:
         """Ids of the retained tasks that ended ``cancelled`` (at most ``max_tasks``)."""
-        keys = self._keys
-        ids = [text(raw) for raw in self.client.zrange(keys.finished, 0, -1)]
+        ids = [text(raw) for raw in self._send([("ZRANGE", self._keys.finished, 0, -1)])[0]]
         found: list[str] = []
         for start in range(0, len(ids), 1000):
             batch = ids[start : start + 1000]
-            with self.client.pipeline(transaction=False) as pipe:
-                for task_id in batch:
-                    pipe.hget(keys.task(task_id), "s")
-                states = pipe.execute()
-            found.extend(task_id for task_id, state in zip(batch, states, strict=True) if state == CANCELLED)
+            found.extend(self._cancelled_of(batch, self._send([self._state(i) for i in batch])))
         return found
 
+    def state(self, task_id: str) -> str | None:
+        """The stored task's state (``queued``, …), or None if unknown or expired."""
+        state = self._send([self._state(task_id)])[0]
+        return None if state is None else text(state)
+
     def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            wire.close()
 
     # -- Redis-level writes ------------------------------------------------------------
 
@@ -165,33 +153,21 @@ class SyncWriter(Writing):
     def publish_many(self, items: Sequence[Write], *, retry_for: float = 0.0) -> list[Task | None]:
         """Publish several events in one round trip, in order (each its own compare-and-set;
         ``items`` are ``(task, event_type, publish options)``); the stored snapshots."""
-        calls = self._publish_calls(items)
+        return self._stored(items, self._send(self._publishes(items), retry_for))
 
-        def queue(pipe: Any) -> None:
-            self._queue_publishes(pipe, calls)
+    def _send(self, commands: Sequence[Command], retry_for: float = 0.0) -> list[Any]:
+        """The replies of ``commands``, sent in one round trip (retried while Redis is
+        unreachable, for up to ``retry_for`` seconds); loads the scripts Redis lost
+        (restarted, flushed) and sends them again."""
 
-        replies = self._retry(lambda: self._pipelined(queue), retry_for)
-        return self._stored(items, replies)
+        def send() -> list[Any]:
+            replies = self.wire.send(commands)
+            if self._failed_on(replies):
+                self.wire.send(self._load_scripts())
+                replies = self.wire.send(commands)
+            return self._raise_errors(replies)
 
-    def state(self, task_id: str) -> str | None:
-        """The stored task's state (``queued``, …), or None if unknown or expired."""
-        state = self.client.hget(self._keys.task(task_id), "s")
-        return None if state is None else text(state)
-
-    def _pipelined(self, queue: Callable[[Any], None]) -> list[Any]:
-        """Run the commands ``queue(pipe)`` puts on a pipeline, in one round trip; loads the
-        scripts Redis lost (restarted, flushed) and runs them again."""
-
-        def run() -> list[Any]:
-            with self.client.pipeline(transaction=False) as pipe:
-                queue(pipe)
-                return list(pipe.execute(raise_on_error=False))
-
-        replies = run()
-        if self._failed_on(replies):
-            self._scripts.publish.load_sync(self.client)
-            replies = run()
-        return self._raise_errors(replies)
+        return self._retry(send, retry_for)
 
     def _retry(self, write: Callable[[], T], retry_for: float) -> T:
         deadline = time.monotonic() + retry_for

@@ -1,17 +1,20 @@
 """What the worker side's writers send to Redis and how they read the answers: shared by
 the blocking :class:`~.sync.SyncWriter` and the asyncio :class:`~.async_writer.AsyncWriter`,
-which differ only in how they wait."""
+which differ only in how they wait (each on a :class:`~.wire.Wire` of its kind)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import NoScriptError
+
 from ..._core.models import OutputChunk, Task, TaskState, event_type_for
 from .keys import Keys
 from .link import UNREACHABLE
 from .records import text
 from .scripts import Scripts
+from .wire import Command
 
 if TYPE_CHECKING:
     from . import RedisBroker
@@ -25,7 +28,9 @@ CANCELLED = TaskState.CANCELLED.value.encode()
 
 
 class Writing:
-    """The commands of a writer over ``broker``'s keys, from its public options only."""
+    """The commands of a writer over ``broker``'s keys, from its public options only, and
+    how their replies read; the blocking and the asyncio writer send them on a
+    :class:`~.wire.Wire` of their kind."""
 
     #: What a call raises while Redis cannot be reached.
     unreachable: tuple[type[BaseException], ...] = UNREACHABLE
@@ -39,21 +44,53 @@ class Writing:
         self._lease_ms = max(1, round(broker.lease * 1000))
         self._client_name = f"sse-tasks-{broker.worker_id}-worker"
 
-    def _publish_calls(self, items: Sequence[Write]) -> list[tuple[dict[str, str], dict[str, Any]]]:
+    # -- commands --------------------------------------------------------------------
+
+    def _publishes(self, items: Sequence[Write]) -> list[Command]:
+        publish = self._scripts.publish
         return [
-            (self._keys.publish(task.id), self.broker.publish_args(task, event_type, **options))
+            publish.command(
+                self._keys.publish(task.id), self.broker.publish_args(task, event_type, **options)
+            )
             for task, event_type, options in items
         ]
 
-    def _queue_publishes(self, pipe: Any, calls: list[tuple[dict[str, str], dict[str, Any]]]) -> None:
-        for keys, args in calls:
-            self._scripts.publish.queue_sync(pipe, keys, args)
-
-    def _queue_receive(self, pipe: Any, queued: Task) -> None:
+    def _receive(self, queued: Task) -> list[Command]:
         args = self.broker.publish_args(queued, "task.queued", lease="none")
-        self._scripts.publish.queue_sync(pipe, self._keys.publish(queued.id), args)
-        pipe.hget(self._keys.task(queued.id), "s")
-        pipe.exists(self._keys.refused(queued.id))
+        return [
+            self._scripts.publish.command(self._keys.publish(queued.id), args),
+            ("HGET", self._keys.task(queued.id), "s"),
+            ("EXISTS", self._keys.refused(queued.id)),
+        ]
+
+    def _output(self, chunk: OutputChunk) -> Command:
+        return self._scripts.output.command(
+            self._keys.publish_output(chunk.task_id), self.broker.output_args(chunk)
+        )
+
+    def _renew(self, task_ids: Sequence[str]) -> Command:
+        return self._scripts.renew.command(
+            {"leases": self._keys.leases}, {"lease_ms": self._lease_ms}, task_ids
+        )
+
+    def _get(self, task_id: str) -> Command:
+        return ("HMGET", self._keys.task(task_id), "d", "i", "t")
+
+    def _chunks(self, task_id: str) -> Command:
+        return self._scripts.chunks.command(self._keys.chunks(task_id), {})
+
+    def _state(self, task_id: str) -> Command:
+        return ("HGET", self._keys.task(task_id), "s")
+
+    def _load_scripts(self) -> list[Command]:
+        """Load the scripts a writer runs (Redis restarted or flushed: it answered NOSCRIPT)."""
+        scripts = self._scripts
+        return [
+            ("SCRIPT", "LOAD", s.source)
+            for s in (scripts.publish, scripts.output, scripts.renew, scripts.chunks)
+        ]
+
+    # -- replies ---------------------------------------------------------------------
 
     @staticmethod
     def _received(replies: list[Any]) -> str | None:
@@ -72,9 +109,6 @@ class Writing:
             for (task, event_type, _), reply in zip(items, replies, strict=True)
         ]
 
-    def _output_call(self, chunk: OutputChunk) -> tuple[dict[str, str], dict[str, Any]]:
-        return self._keys.publish_output(chunk.task_id), self.broker.output_args(chunk)
-
     @staticmethod
     def _event_id(reply: Any) -> str | None:
         return None if reply is None else text(reply[0])
@@ -84,11 +118,17 @@ class Writing:
         return state is not None and TaskState(text(state)).terminal
 
     @staticmethod
+    def _finished_of(task_ids: Sequence[str], states: list[Any]) -> set[str]:
+        return {task_id for task_id, state in zip(task_ids, states, strict=True) if Writing._finished(state)}
+
+    @staticmethod
+    def _cancelled_of(task_ids: Sequence[str], states: list[Any]) -> list[str]:
+        return [task_id for task_id, state in zip(task_ids, states, strict=True) if state == CANCELLED]
+
+    @staticmethod
     def _failed_on(replies: list[Any]) -> bool:
         """True if Redis lost the scripts (restarted, flushed): load them and run again."""
-        import redis
-
-        return any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies)
+        return any(isinstance(reply, NoScriptError) for reply in replies)
 
     @staticmethod
     def _raise_errors(replies: list[Any]) -> list[Any]:
@@ -112,32 +152,3 @@ def after(started: Started | None, item: Write) -> list[Write]:
         return [item]
     running, queued = started
     return [(running, "task.running", {"lease": "add", "create": queued}), item]
-
-
-def pack_with_hiredis(pool: Any) -> None:
-    """Make the connections of ``pool`` (a redis-py connection pool, blocking or asyncio)
-    pack each command with one call to hiredis: redis-py's asyncio client packs in Python
-    and its blocking one converts each argument in Python first, most of a worker hook's
-    CPU per task (each write is a script with some thirty arguments, all ``str``,
-    ``bytes`` or ``int``). Left as it is without hiredis."""
-    try:
-        import hiredis
-    except ImportError:  # pragma: no cover - the extras install hiredis
-        return
-    base = pool.connection_class
-    fallback = base.pack_command
-
-    def pack_command(self: Any, *args: Any) -> list[bytes]:
-        first = args[0]
-        if (isinstance(first, str) and " " in first) or (isinstance(first, bytes) and b" " in first):
-            args = (*first.split(), *args[1:])  # "CLIENT SETNAME": one argument per word
-        try:
-            return [hiredis.pack_command(args)]
-        except TypeError:  # an argument hiredis does not take: redis-py's own packing
-            return list(fallback(self, *args))
-
-    def pack_commands(self: Any, commands: Any) -> list[bytes]:
-        return [b"".join(chunk for command in commands for chunk in pack_command(self, *command))]
-
-    methods = {"pack_command": pack_command, "pack_commands": pack_commands}
-    pool.connection_class = type(f"Hiredis{base.__name__}", (base,), methods)

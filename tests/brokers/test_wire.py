@@ -1,0 +1,132 @@
+"""The worker side's writers send commands straight over redis-py connections
+(``sse_tasks.brokers.redis.wire``): every kind of argument, error replies in place, a
+restarted Redis, a forked child, against a real redis-server, blocking and asyncio alike."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from _redis import RedisServer
+
+from sse_tasks import Task
+from sse_tasks.brokers.redis import RedisBroker
+from sse_tasks.brokers.redis.wire import AsyncWire, Wire
+from sse_tasks.engines import SyncWriter
+
+redis = pytest.importorskip("redis")
+pytestmark = pytest.mark.anyio
+
+#: A batch with a ``str`` (not ASCII), ``bytes`` (not UTF-8), an ``int``, a ``float``, a
+#: command of two words, and an error reply between answers.
+BATCH: list[tuple[Any, ...]] = [
+    ("SET", "k", "välue"),
+    ("GET", "k"),
+    ("ZADD", "z", 1.5, "a"),
+    ("ZSCORE", "z", "a"),
+    ("HSET", "h", "x", b"\x00\xff", "y", 7),
+    ("HGETALL", "h"),
+    ("INCR", "h"),  # WRONGTYPE: its error is its reply
+    ("CONFIG", "GET", "maxmemory"),
+    ("INCR", "n"),
+]
+
+
+def _check(replies: list[Any]) -> None:
+    assert replies[:3] == [b"OK", "välue".encode(), 1] and replies[4] == 2
+    assert float(replies[3]) == 1.5  # RESP3 (redis-py's default) answers a double, RESP2 bytes
+    fields = replies[5] if isinstance(replies[5], dict) else dict(zip(replies[5][::2], replies[5][1::2]))
+    assert fields == {b"x": b"\x00\xff", b"y": b"7"}
+    assert isinstance(replies[6], redis.exceptions.ResponseError) and "WRONGTYPE" in str(replies[6])
+    assert b"maxmemory" in replies[7] and replies[8] == 1
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.close()
+
+
+def test_a_batch_is_answered_in_order_with_error_replies_in_place(server: RedisServer) -> None:
+    wire = Wire(server.url, {}, "sse-tasks-test")
+    try:
+        _check(wire.send(BATCH))
+        assert wire.send([("CLIENT", "GETNAME")]) == [b"sse-tasks-test"]
+    finally:
+        wire.close()
+
+
+async def test_the_asyncio_wire_answers_the_same(server: RedisServer) -> None:
+    wire = AsyncWire(server.url, {}, "sse-tasks-test")
+    try:
+        _check(await wire.send(BATCH))
+        assert await wire.send([("CLIENT", "GETNAME")]) == [b"sse-tasks-test"]
+    finally:
+        await wire.close()
+
+
+def test_a_connection_a_restart_closed_is_replaced_and_an_outage_raises(server: RedisServer) -> None:
+    wire = Wire(server.url, {}, "sse-tasks-test")
+    try:
+        assert wire.send([("SET", "k", 1)]) == [b"OK"]
+        server.stop(save=False)
+        with pytest.raises(redis.exceptions.ConnectionError):
+            wire.send([("GET", "k")])
+        server.start()
+        assert wire.send([("SET", "k", 2)]) == [b"OK"]  # its idle connection was closed
+        server.stop(save=False)
+        server.start()
+        assert wire.send([("GET", "k")]) == [None]  # replaced once, sent again
+    finally:
+        wire.close()
+
+
+async def test_the_asyncio_wire_replaces_a_connection_a_restart_closed(server: RedisServer) -> None:
+    wire = AsyncWire(server.url, {}, "sse-tasks-test")
+    try:
+        assert await wire.send([("SET", "k", 1)]) == [b"OK"]
+        server.stop(save=False)
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await wire.send([("GET", "k")])
+        server.start()
+        server.stop(save=False)
+        server.start()
+        assert await wire.send([("GET", "k")]) == [None]
+    finally:
+        await wire.close()
+
+
+def test_a_forked_child_opens_connections_of_its_own(server: RedisServer) -> None:
+    wire = Wire(server.url, {}, "sse-tasks-test")
+    try:
+        [parent_id] = wire.send([("CLIENT", "ID")])
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                [child_id] = wire.send([("CLIENT", "ID")])
+                os.write(write, str(child_id).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        child_id = int(os.read(read, 100))
+        os.close(read)
+        os.waitpid(pid, 0)
+        assert child_id != parent_id
+        assert wire.send([("CLIENT", "ID")]) == [parent_id]  # the parent's still works
+    finally:
+        wire.close()
+
+
+def test_a_writer_loads_the_scripts_redis_lost(server: RedisServer) -> None:
+    writer = SyncWriter(RedisBroker(server.url))
+    try:
+        assert writer.create(Task(id="a", name="n")) is not None
+        writer.wire.send([("SCRIPT", "FLUSH")])
+        stored = writer.create(Task(id="b", name="n"))
+        assert stored is not None and stored.event_id and writer.state("b") == "queued"
+    finally:
+        writer.close()
