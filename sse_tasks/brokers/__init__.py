@@ -41,4 +41,6 @@ def broker_from_url(url: str | None = None, **options: Any) -> Broker:
             ) from exc
         broker: Broker = RedisBroker(url, **options)
         return broker
-    raise ValueError(f"unknown broker URL {url!r}: use memory://, redis://host:port/db or redis+cluster://host:port[,host:port…]")
+    raise ValueError(
+        f"unknown broker URL {url!r}: use memory://, redis://host:port/db or redis+cluster://host:port[,host:port…]"
+    )

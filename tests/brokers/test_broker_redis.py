@@ -661,7 +661,13 @@ def test_options_come_from_keywords_then_the_url() -> None:
 def test_every_engine_hook_takes_a_cluster_url() -> None:
     from sse_tasks.brokers import broker_from_url, is_redis_url
 
-    for url in ("redis://h/0", "rediss://h/0", "unix:///r.sock", "redis+cluster://h:1", "rediss+cluster://h:1"):
+    for url in (
+        "redis://h/0",
+        "rediss://h/0",
+        "unix:///r.sock",
+        "redis+cluster://h:1",
+        "rediss+cluster://h:1",
+    ):
         assert is_redis_url(url) and isinstance(broker_from_url(url), RedisBroker)
     assert not is_redis_url("memory://") and not is_redis_url("redis-cluster://h:1")
     huey = pytest.importorskip("huey")
@@ -681,7 +687,12 @@ def test_cluster_urls_name_nodes_and_no_other_database() -> None:
     assert broker.pool_arguments(asyncio=False)[1]["startup_nodes"] == [("127.0.0.1", 7000), ("::1", 7001)]
     assert RedisBroker("redis+cluster://h:1?prefix={app}:tasks").key_prefix == "{app}:tasks"
     assert RedisBroker("redis+cluster://h:1?prefix=app{}").key_prefix == "{app{}}"  # {} is no tag
-    for bad in ("redis+cluster://h:1/2", "redis+cluster://h:1?db=2", "redis+cluster://h:1,h", "redis+cluster://h:1,:2"):
+    for bad in (
+        "redis+cluster://h:1/2",
+        "redis+cluster://h:1?db=2",
+        "redis+cluster://h:1,h",
+        "redis+cluster://h:1,:2",
+    ):
         with pytest.raises(ValueError, match="Redis Cluster URL"):
             RedisBroker(bad)
 

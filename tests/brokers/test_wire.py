@@ -37,7 +37,8 @@ BATCH: list[tuple[Any, ...]] = [
 def _check(replies: list[Any]) -> None:
     assert replies[:3] == [b"OK", "välue".encode(), 1] and replies[4] == 2
     assert float(replies[3]) == 1.5  # RESP3 (redis-py's default) answers a double, RESP2 bytes
-    fields = replies[5] if isinstance(replies[5], dict) else dict(zip(replies[5][::2], replies[5][1::2]))
+    pairs = replies[5]
+    fields = pairs if isinstance(pairs, dict) else dict(zip(pairs[::2], pairs[1::2], strict=True))
     assert fields == {b"x": b"\x00\xff", b"y": b"7"}
     assert isinstance(replies[6], redis.exceptions.ResponseError) and "WRONGTYPE" in str(replies[6])
     assert b"maxmemory" in replies[7] and replies[8] == 1

@@ -82,3 +82,34 @@ async def test_a_task_through_the_async_writer(url: str) -> None:
     finally:
         await writer.close()
         await broker.close()
+
+
+async def test_a_start_and_its_outcome_are_one_compare_and_set(url: str) -> None:
+    writer = SyncWriter(RedisBroker(url))
+    try:
+        queued = Task(id="merged-1", name="work")  # nobody stored it: the start creates it
+        running = queued.evolve(state=TaskState.RUNNING, started_at=utcnow())
+        final = running.evolve(state=TaskState.SUCCEEDED, finished_at=utcnow(), result=1)
+        stored = writer.final(final, started=(running, queued))
+        assert stored is not None
+
+        late = writer.create(Task(id="merged-2", name="work"))
+        assert late is not None
+        assert writer.final(late.evolve(state=TaskState.CANCELLED, finished_at=utcnow())) is not None
+        running = late.evolve(state=TaskState.RUNNING, started_at=utcnow())
+        outcome = running.evolve(state=TaskState.SUCCEEDED, finished_at=utcnow())
+        assert writer.final(outcome, started=(running, None)) is None  # cancelled meanwhile: neither
+
+        [log] = writer.wire.send([("XRANGE", writer.broker.keys.events, "-", "+")])
+        events = [(sid.decode(), dict(zip(flat[::2], flat[1::2], strict=True))) for sid, flat in log]
+        assert [(f[b"k"], f[b"t"]) for _, f in events] == [
+            (b"merged-1", b"task.queued"),
+            (b"merged-1", b"task.running"),
+            (b"merged-1", b"task.succeeded"),
+            (b"merged-2", b"task.queued"),
+            (b"merged-2", b"task.cancelled"),
+        ]
+        assert stored.event_id is not None and stored.event_id.endswith("-" + events[2][0])
+        assert b'"started_at"' in events[1][1][b"d"] and b'"running"' in events[1][1][b"d"]
+    finally:
+        writer.close()

@@ -331,10 +331,12 @@ class RedisBroker(Broker):
         requeue: bool = False,
         create: Task | None = None,
         lapsed_only: bool = False,
+        started: Task | None = None,
     ) -> dict[str, Any]:
         """The arguments of ``publish.lua`` (also written by worker hooks of other engines).
 
-        ``create``: the task's ``queued`` snapshot, stored first if the task is unknown.
+        ``create``: the task's ``queued`` snapshot, stored first if the task is unknown;
+        ``started``: its ``running`` snapshot, whose event goes before this one.
         """
         token, new_epoch = self._tokens.take()
         return {
@@ -355,6 +357,7 @@ class RedisBroker(Broker):
             "token": token,  # makes a retried write idempotent
             "lapsed_only": "1" if lapsed_only else "0",
             "prefix": self.key_prefix,
+            "started": b"" if started is None else data(started),
         }
 
     def _expecting(self) -> bool:

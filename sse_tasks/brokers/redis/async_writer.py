@@ -12,7 +12,7 @@ from ..._core.models import OutputChunk, Task
 from .reader import MAX_BACKOFF, MIN_BACKOFF
 from .records import chunks_of, task_of, text
 from .wire import AsyncWire, Command
-from .writing import Started, Write, Writing, after, final_write, requeue_write
+from .writing import Started, Write, Writing, final_write, requeue_write
 
 T = TypeVar("T")
 
@@ -66,13 +66,13 @@ class AsyncWriter(Writing):
         retry_for: float = 0.0,
     ) -> Task | None:
         """Store the terminal snapshot (after ``started``, in the same round trip)."""
-        return await self._publish(after(started, final_write(task, create)), retry_for)
+        return await self._publish([final_write(task, create, started)], retry_for)
 
     async def requeue(
         self, task: Task, *, started: Started | None = None, retry_for: float = 0.0
     ) -> Task | None:
         """Return an unfinished task to ``queued`` for a retry (its lease ends)."""
-        return await self._publish(after(started, requeue_write(task)), retry_for)
+        return await self._publish([requeue_write(task, started)], retry_for)
 
     async def renew(self, task_ids: Iterable[str]) -> None:
         """Push the lease deadline of each task (those still leased)."""

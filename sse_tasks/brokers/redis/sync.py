@@ -17,7 +17,7 @@ from ..._core.models import OutputChunk, Task
 from .reader import MAX_BACKOFF, MIN_BACKOFF
 from .records import chunks_of, task_of, text
 from .wire import Command, Wire
-from .writing import Started, Write, Writing, after, final_write, requeue_write
+from .writing import Started, Write, Writing, final_write, requeue_write
 
 T = TypeVar("T")
 
@@ -82,12 +82,12 @@ class SyncWriter(Writing):
         """Store the terminal snapshot ``task`` (its lease ends), after ``started`` (a
         ``running`` not stored yet, and its ``queued``) in the same round trip; ``create``:
         the ``queued`` snapshot of a task nobody stored. None if it was already final."""
-        return self.publish_many(after(started, final_write(task, create)), retry_for=retry_for)[-1]
+        return self.publish_many([final_write(task, create, started)], retry_for=retry_for)[0]
 
     def requeue(self, task: Task, *, started: Started | None = None, retry_for: float = 0.0) -> Task | None:
         """Return an unfinished task to ``queued`` (a retry): its lease ends until a worker
         takes it again. ``started`` as for :meth:`final`."""
-        return self.publish_many(after(started, requeue_write(task)), retry_for=retry_for)[-1]
+        return self.publish_many([requeue_write(task, started)], retry_for=retry_for)[0]
 
     def renew(self, task_ids: Iterable[str]) -> None:
         """Push the lease deadline of each task (those still leased)."""

@@ -138,17 +138,22 @@ class Writing:
         return replies
 
 
-def final_write(task: Task, create: Task | None) -> Write:
-    return (task, event_type_for(task.state), {"lease": "xx", "create": create})
+def final_write(task: Task, create: Task | None, started: Started | None = None) -> Write:
+    """The terminal snapshot ``task``, after ``started`` (see :func:`after`)."""
+    return after(started, (task, event_type_for(task.state), {"lease": "xx", "create": create}))
 
 
-def requeue_write(task: Task) -> Write:
-    return (task, "task.queued", {"lease": "none", "requeue": True})
+def requeue_write(task: Task, started: Started | None = None) -> Write:
+    """``task`` back to ``queued`` (a retry), after ``started`` (see :func:`after`)."""
+    return after(started, (task, "task.queued", {"lease": "none", "requeue": True}))
 
 
-def after(started: Started | None, item: Write) -> list[Write]:
-    """``item``, after the pending ``running`` of ``started`` if there is one."""
+def after(started: Started | None, item: Write) -> Write:
+    """``item``, with the pending ``running`` of ``started`` (if there is one) appended
+    before it by the same call: one compare-and-set for both; ``started``'s ``queued``
+    snapshot creates the task if nobody stored it."""
     if started is None:
-        return [item]
+        return item
     running, queued = started
-    return [(running, "task.running", {"lease": "add", "create": queued}), item]
+    task, event_type, options = item
+    return (task, event_type, {**options, "started": running, "create": options.get("create") or queued})

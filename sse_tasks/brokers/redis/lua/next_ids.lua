@@ -1,10 +1,12 @@
--- next_ids(n): n new event ids, after every id given so far. One id space (the key
+-- next_ids(n, ms): n new event ids, after every id given so far. One id space (the key
 -- `last`) numbers the log and every task's output stream, so all of a history's events
 -- are totally ordered by id though they live in different keys. From Redis's clock,
--- as XADD's own ids are.
-local function next_ids(n)
-  local clock = redis.call('TIME')
-  local ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+-- as XADD's own ids are: ms, the script's `now` (clock), if it read it already.
+local function next_ids(n, ms)
+  if not ms then
+    local clock = redis.call('TIME')
+    ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+  end
   local seq = 0
   local previous = redis.call('GET', last)
   if not previous and redis.call('EXISTS', events) == 1 then

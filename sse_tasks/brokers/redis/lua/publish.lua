@@ -4,10 +4,12 @@
 -- created (a queued snapshot's JSON, or '') lets any event create the task, its
 -- task.queued event first (a worker that starts a task nobody stored). An id the hub
 -- refused (it answered 503: refuse.lua) is never created.
+-- started (a running snapshot's JSON, or '') appends its task.running event first: a
+-- worker stores a short task's start with its outcome in one call.
 -- lease: 'add' starts (or pushes) the task's lease, 'xx' pushes it only if it has one,
 -- 'none' leaves the task unleased (it waits in another engine's durable queue).
 -- KEYS: epoch last events task tasks seq finished expired leases output refused
--- ARGV: id type state name data terminal new_epoch history retention_ms max_tasks lease_ms lease requeue created token lapsed_only prefix
+-- ARGV: id type state name data terminal new_epoch history retention_ms max_tasks lease_ms lease requeue created token lapsed_only prefix started
 -- include: clock
 -- include: terminal
 -- include: task_keys
@@ -33,11 +35,15 @@ if not history_epoch then
   history_epoch = new_epoch
   redis.call('SET', epoch, history_epoch)
 end
-local ids = next_ids((not current[1] and type ~= 'task.queued') and 2 or 1)
-if #ids == 2 then
-  redis.call('XADD', events, 'MAXLEN', '~', history, ids[1], 'e', history_epoch, 't', 'task.queued', 'k', id, 'd', created)
+local appended = {}
+if not current[1] and type ~= 'task.queued' then appended[1] = {'task.queued', created} end
+if started ~= '' then appended[#appended + 1] = {'task.running', started} end
+appended[#appended + 1] = {type, data}
+local ids = next_ids(#appended, now)
+local sid
+for i, event in ipairs(appended) do
+  sid = redis.call('XADD', events, 'MAXLEN', '~', history, ids[i], 'e', history_epoch, 't', event[1], 'k', id, 'd', event[2])
 end
-local sid = redis.call('XADD', events, 'MAXLEN', '~', history, ids[#ids], 'e', history_epoch, 't', type, 'k', id, 'd', data)
 local event_id = history_epoch .. '-' .. sid
 redis.call('HSET', task, 's', state, 'm', name, 'd', data, 'i', event_id, 't', type, 'n', token)
 local retention = tonumber(retention_ms)
@@ -62,9 +68,11 @@ if terminal == '1' then
     redis.call('ZREM', finished, old)
     redis.call('ZADD', expired, now, old)
   end
-  redis.call('ZREMRANGEBYRANK', expired, 0, -(tonumber(max_tasks) + 1))
+  if #gone > 0 then
+    redis.call('ZREMRANGEBYRANK', expired, 0, -(tonumber(max_tasks) + 1))
+  end
 elseif lease == 'none' then
-  redis.call('ZREM', leases, id)
+  if current[1] then redis.call('ZREM', leases, id) end  -- a new task has no lease
 elseif lease == 'add' then
   redis.call('ZADD', leases, now + tonumber(lease_ms), id)
 else
