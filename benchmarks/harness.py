@@ -603,15 +603,15 @@ def busy(ms: float) -> None:
 
 class EngineStack:
     """A redis-server (the hub on database 0, the engine on 1, success stamps on 2) and the
-    processes started against it, pinned to ``cpu``."""
+    processes started against it, pinned to ``cpu`` (redis-server to ``redis_cpu``)."""
 
-    def __init__(self, cpu: int | None) -> None:
+    def __init__(self, cpu: int | None, redis_cpu: int | None = None) -> None:
         import redis
 
         self.cpu = cpu
         self.procs = Processes("engines")
         try:
-            self.redis, url = start_redis(self.procs, cpu)
+            self.redis, url = start_redis(self.procs, cpu if redis_cpu is None else redis_cpu)
         except BaseException:
             self.procs.close()
             raise
@@ -767,11 +767,12 @@ def engine_throughput(s: EngineStack, engine: Engine, scale: EngineScale, quiet:
                 engine.run(hooks, scale.warmup, timeout=60)
                 if quiet > 0:
                     wait_quiet(quiet)
-                cpu = cpu_seconds(s.procs.pids([worker]))
+                cpu, redis_cpu = cpu_seconds(s.procs.pids([worker])), cpu_seconds([s.redis.pid])
                 started = time.monotonic()
                 engine.run(hooks, scale.tasks, scale.timeout)
                 seconds = time.monotonic() - started
                 cpu = cpu_seconds(s.procs.pids([worker])) - cpu
+                redis_cpu = cpu_seconds([s.redis.pid]) - redis_cpu
                 _check_hub(s, hooks, scale.warmup + scale.tasks)
             finally:
                 s.procs.stop(worker)
@@ -781,23 +782,27 @@ def engine_throughput(s: EngineStack, engine: Engine, scale: EngineScale, quiet:
                 "seconds": seconds,
                 "tasks_per_s": scale.tasks / seconds,
                 "worker_cpu_ms_per_task": cpu * 1000 / scale.tasks,
+                "redis_cpu_ms_per_task": redis_cpu * 1000 / scale.tasks,
             }
             runs.append(run)
             label = "with" if hooks else "without"
             print(
-                f"  {engine.name} {label:7} #{rep + 1}: {run['tasks_per_s']:7.0f} tasks/s, "
-                f"worker CPU {run['worker_cpu_ms_per_task']:.2f} ms per task",
+                f"  {engine.name} {label:7} #{rep + 1}: {run['tasks_per_s']:7.0f} tasks/s, CPU per task: "
+                f"worker {run['worker_cpu_ms_per_task']:.2f} ms, redis {run['redis_cpu_ms_per_task']:.2f} ms",
                 flush=True,
             )
     without = statistics.median(r["tasks_per_s"] for r in runs if not r["hooks"])
     with_ = statistics.median(r["tasks_per_s"] for r in runs if r["hooks"])
     cpu_without = statistics.median(r["worker_cpu_ms_per_task"] for r in runs if not r["hooks"])
     cpu_with = statistics.median(r["worker_cpu_ms_per_task"] for r in runs if r["hooks"])
+    redis_without = statistics.median(r["redis_cpu_ms_per_task"] for r in runs if not r["hooks"])
+    redis_with = statistics.median(r["redis_cpu_ms_per_task"] for r in runs if r["hooks"])
     pairs = zip(runs[::2], runs[1::2], strict=True)
     return {
         "runs": runs,
         "tasks_per_s": {"without": without, "with": with_, "ratio": ratio(with_, without)},
         "worker_cpu_ms_per_task": {"without": cpu_without, "with": cpu_with},
+        "redis_cpu_ms_per_task": {"without": redis_without, "with": redis_with},
         "ratio_per_repetition": [b["tasks_per_s"] / a["tasks_per_s"] for a, b in pairs],
     }
 
@@ -882,12 +887,19 @@ def run_engines(
     pin: bool = True,
     quiet: float = 0.0,
     latency: bool = True,
+    redis_on: str = "worker",
 ) -> dict[str, Any]:
     """Every engine of ``makers`` in one run on one redis-server: throughput for each
-    ``work_ms``, then (``latency``) success → follower."""
+    ``work_ms``, then (``latency``) success → follower. ``redis_on``: the CPU redis-server
+    shares, the worker's (``worker``: the hook's whole cost on one core) or the sender's
+    (``client``: the worker's own, as where Redis is another host)."""
     started = time.monotonic()
-    s = EngineStack(pin_client(pin))
-    results: dict[str, Any] = {"scale": asdict(scale), "pinned": s.cpu is not None, "engines": {}}
+    cpu = pin_client(pin)
+    redis_cpu = min(os.sched_getaffinity(0)) if cpu is not None and redis_on == "client" else None
+    s = EngineStack(cpu, redis_cpu)
+    results: dict[str, Any] = {
+        "scale": asdict(scale), "pinned": s.cpu is not None, "redis_on": redis_on, "engines": {},
+    }  # fmt: skip
     try:
         for name, make in makers.items():
             found: dict[str, Any] = {"throughput": {}}
@@ -918,14 +930,18 @@ def run_engines(
 
 def print_engines(results: dict[str, Any]) -> None:
     """The throughput table and each engine's delay."""
-    rows = [["engine", "work per task", "without hook", "with hook", "with ÷ without", "worker CPU ms/task"]]
+    rows = [[
+        "engine", "work per task", "without hook", "with hook", "with ÷ without",
+        "worker CPU ms/task", "redis CPU ms/task",
+    ]]  # fmt: skip
     for name, found in results["engines"].items():
         for work, t in found["throughput"].items():
-            v, cpu = t["tasks_per_s"], t["worker_cpu_ms_per_task"]
+            v, cpu, rcpu = t["tasks_per_s"], t["worker_cpu_ms_per_task"], t["redis_cpu_ms_per_task"]
             rows.append([
                 name, work, f"{v['without']:,.0f}", f"{v['with']:,.0f}", number(v["ratio"], "x"),
-                f"{cpu['without']:.2f} → {cpu['with']:.2f}",
+                f"{cpu['without']:.2f} → {cpu['with']:.2f}", f"{rcpu['without']:.2f} → {rcpu['with']:.2f}",
             ])  # fmt: skip
+    print(f"\nredis-server on the {results.get('redis_on', 'worker')}'s CPU")
     print()
     print(table(rows, indent=0, left=2))
     for name, found in results["engines"].items():
@@ -950,6 +966,13 @@ def engine_main(
     parser.add_argument("--latency-tasks", type=int, help="tasks for the delay")
     parser.add_argument("--work-ms", default="0,1", help="CPU ms per task, comma-separated (default 0,1)")
     parser.add_argument("--no-latency", action="store_true", help="throughput only")
+    parser.add_argument(
+        "--redis-on",
+        choices=("worker", "client"),
+        default="worker",
+        help="the CPU redis-server shares: the worker's (default; the hook's whole cost on one core) "
+        "or the sender's (the worker's own cost, as where Redis is another host)",
+    )
     args = parser.parse_args(list(argv))
     names = [e.strip() for e in args.engines.split(",")] if args.engines else list(makers)
     unknown = [n for n in names if n not in makers]
@@ -966,7 +989,7 @@ def engine_main(
     env = environment(versions(("sse-tasks", *names, "redis", "hiredis", "uvicorn")))
     results = run_engines(
         {n: makers[n] for n in names}, scale, work, pin=not args.no_pin, quiet=args.quiet_wait,
-        latency=not args.no_latency,
+        latency=not args.no_latency, redis_on=args.redis_on,
     )  # fmt: skip
     print_engines(results)
     print(f"\n{results['seconds']:.0f} s")

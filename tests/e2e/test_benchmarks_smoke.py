@@ -234,10 +234,14 @@ def test_the_dashboard_benchmark_runs(tmp_path: Path) -> None:
     assert 0 < result["busy_share"] < 1 and result["first_paint_ms"] > 0
 
 
-@pytest.mark.parametrize("engine", ["arq", "dramatiq", "huey", "rq", "taskiq"])
-def test_the_engines_benchmark_runs(engine: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("engine", "redis_on"),
+    [("arq", "worker"), ("dramatiq", "client"), ("huey", "worker"), ("rq", "client"), ("taskiq", "worker")],
+)
+def test_the_engines_benchmark_runs(engine: str, redis_on: str, tmp_path: Path) -> None:
     """``python -m benchmarks.engines ENGINE --smoke``: a real worker of the engine with and
-    without the hook, a real redis-server, a hub and its followers."""
+    without the hook, a real redis-server (on the worker's CPU or the sender's), a hub and
+    its followers."""
     pytest.importorskip(engine, reason=f"{engine} is not installed (pip install -e '.[test]')")
     if harness.redis_server() is None:
         pytest.skip("redis-server is not installed")
@@ -245,15 +249,17 @@ def test_the_engines_benchmark_runs(engine: str, tmp_path: Path) -> None:
 
     out = tmp_path / "engines.json"
     # One kind of work (each run starts a fresh worker): the harness, not the numbers.
-    argv = [engine, *SMOKE, "--quiet-wait", "0", "--work-ms", "1", "--json", str(out)]
+    argv = [engine, *SMOKE, "--quiet-wait", "0", "--work-ms", "1", "--redis-on", redis_on, "--json", str(out)]
     assert engines.main(argv) == 0
     report = _json(out)
+    assert report["redis_on"] == redis_on
     scale = harness.ENGINE_SCALES["smoke"]
     found = report["engines"][engine]
     assert list(found["throughput"]) == ["1ms"]
     for throughput in found["throughput"].values():
         assert [r["hooks"] for r in throughput["runs"]] == [False, True] * scale.repeat
         assert all(r["tasks"] == scale.tasks and r["tasks_per_s"] > 0 for r in throughput["runs"])
+        assert all(r["redis_cpu_ms_per_task"] >= 0 for r in throughput["runs"])
     latency = found["latency"]
     assert latency["deliveries"] == scale.latency_tasks * scale.followers
     assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
