@@ -15,6 +15,7 @@ carries a token that makes it idempotent.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -109,14 +110,25 @@ def _read(connection: Any) -> Any:
 
 
 class AsyncWire:
-    """The same on an event loop (its connections belong to the loop that opened them)."""
+    """The same on an event loop (its connections belong to the loop that opened them), at
+    most ``limit`` of them (None: as many as batches in flight)."""
 
-    def __init__(self, url: str, extra: dict[str, Any], client_name: str) -> None:
+    def __init__(
+        self, url: str, extra: dict[str, Any], client_name: str, *, limit: int | None = None
+    ) -> None:
         self._pool = redis.asyncio.ConnectionPool.from_url(url, **_settings(url, extra, client_name))
         self._idle: list[Any] = []
+        # asyncio's, not anyio's: acquiring a free one does not yield to the loop.
+        self._limit = None if limit is None else asyncio.Semaphore(limit)
 
     async def send(self, commands: Sequence[Command]) -> list[Any]:
         """The replies of ``commands``, in order, sent in one round trip."""
+        if self._limit is None:
+            return await self._send(commands)
+        async with self._limit:
+            return await self._send(commands)
+
+    async def _send(self, commands: Sequence[Command]) -> list[Any]:
         for attempt in (1, 2):
             waited = bool(self._idle)
             connection = self._idle.pop() if waited else self._pool.make_connection()  # type: ignore[no-untyped-call]
