@@ -35,7 +35,7 @@ from sse_tasks.demo import register_demo_tasks
 
 SECRET = "fuzzing-secret-of-enough-length"
 FUZZ = settings(
-    max_examples=70,
+    max_examples=55,
     deadline=None,
     database=None,
     # CI replays the same examples every run (a red CI must be reproducible); a local
