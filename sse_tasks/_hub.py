@@ -131,7 +131,7 @@ class TaskHub:
         outage_grace: ``redis://`` only: seconds a state change is retried while Redis
             is unreachable (30).
         prefix: ``redis://`` only: namespace of every key (``sse_tasks``).
-        max_connections: ``redis://`` only: connections for commands (8).
+        max_connections: ``redis://`` only: connections for reads, and as many for writes (8).
 
     ``history`` to ``max_connections`` configure the broker built from a URL (None: a
     ``redis://`` URL's query string, else the default in brackets); with a ``Broker`` instance,

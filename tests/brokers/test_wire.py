@@ -5,9 +5,13 @@ restarted Redis, a forked child, against a real redis-server, blocking and async
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import pytest
 from _redis import RedisServer
 
@@ -96,6 +100,66 @@ async def test_the_asyncio_wire_replaces_a_connection_a_restart_closed(server: R
         server.stop(save=False)
         server.start()
         assert await wire.send([("GET", "k")]) == [None]
+    finally:
+        await wire.close()
+
+
+def _blocked(server: RedisServer, count: int) -> None:
+    """Wait until ``count`` clients block on ``go``, then let them go."""
+    with server.client() as client:
+        deadline = time.monotonic() + 10
+        while client.info("clients")["blocked_clients"] < count:
+            assert time.monotonic() < deadline, "the batches never blocked"
+            time.sleep(0.01)
+        client.rpush("go", *range(count))
+
+
+def _named(server: RedisServer) -> int:
+    with server.client() as client:
+        return sum(1 for c in client.client_list() if c["name"] == "sse-tasks-test")
+
+
+def test_after_a_restart_every_idle_connection_is_replaced_at_once(server: RedisServer) -> None:
+    wire = Wire(server.url, {}, "sse-tasks-test")
+    try:
+        with ThreadPoolExecutor(3) as pool:  # three batches at once: three idle connections
+            sent = [pool.submit(wire.send, [("BLPOP", "go", 10)]) for _ in range(3)]
+            _blocked(server, 3)
+            assert all(f.result()[0] is not None for f in sent)
+        assert _named(server) == 3
+        server.stop(save=False)
+        server.start()
+        assert wire.send([("PING",)]) == [b"PONG"]  # on a new one, not the next dead one
+        assert wire.send([("PING",)]) == [b"PONG"]
+    finally:
+        wire.close()
+
+
+async def test_the_asyncio_wire_replaces_every_idle_connection_after_a_restart(server: RedisServer) -> None:
+    wire = AsyncWire(server.url, {}, "sse-tasks-test")
+    try:
+        async with anyio.create_task_group() as group:
+            for _ in range(3):
+                group.start_soon(wire.send, [("BLPOP", "go", 10)])
+            await anyio.to_thread.run_sync(_blocked, server, 3)
+        assert _named(server) == 3
+        server.stop(save=False)
+        server.start()
+        assert await wire.send([("PING",)]) == [b"PONG"]
+    finally:
+        await wire.close()
+
+
+async def test_a_batch_waits_for_a_free_connection_for_the_timeout_at_most(server: RedisServer) -> None:
+    wire = AsyncWire(server.url, {}, "sse-tasks-test", limit=1, timeout=0.2)
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(wire.send, [("BLPOP", "nothing", 2)])  # holds the only one
+            await anyio.wait_all_tasks_blocked()
+            with pytest.raises(redis.exceptions.ConnectionError, match="no Redis connection free"):
+                await wire.send([("PING",)])
+            group.cancel_scope.cancel()
+        assert await wire.send([("PING",)]) == [b"PONG"]  # the cancelled one gave it back
     finally:
         await wire.close()
 

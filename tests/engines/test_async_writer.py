@@ -100,6 +100,14 @@ async def test_a_start_and_its_outcome_are_one_compare_and_set(url: str) -> None
         outcome = running.evolve(state=TaskState.SUCCEEDED, finished_at=utcnow())
         assert writer.final(outcome, started=(running, None)) is None  # cancelled meanwhile: neither
 
+        # A retry of a task nobody stored, before its start was stored: created, started, back.
+        queued = Task(id="merged-3", name="work")
+        running = queued.evolve(state=TaskState.RUNNING, started_at=utcnow())
+        back = writer.requeue(
+            running.evolve(state=TaskState.QUEUED, message="retry 1"), started=(running, queued)
+        )
+        assert back is not None and back.state is TaskState.QUEUED
+
         [log] = writer.wire.send([("XRANGE", writer.broker.keys.events, "-", "+")])
         events = [(sid.decode(), dict(zip(flat[::2], flat[1::2], strict=True))) for sid, flat in log]
         assert [(f[b"k"], f[b"t"]) for _, f in events] == [
@@ -108,6 +116,9 @@ async def test_a_start_and_its_outcome_are_one_compare_and_set(url: str) -> None
             (b"merged-1", b"task.succeeded"),
             (b"merged-2", b"task.queued"),
             (b"merged-2", b"task.cancelled"),
+            (b"merged-3", b"task.queued"),
+            (b"merged-3", b"task.running"),
+            (b"merged-3", b"task.queued"),
         ]
         assert stored.event_id is not None and stored.event_id.endswith("-" + events[2][0])
         assert b'"started_at"' in events[1][1][b"d"] and b'"running"' in events[1][1][b"d"]

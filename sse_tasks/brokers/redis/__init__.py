@@ -113,7 +113,8 @@ class RedisBroker(Broker):
         outage_grace: seconds this process retries a state change of a task it runs
             while Redis is unreachable.
         prefix: namespace of every key, so several apps can share one database.
-        max_connections: Redis connections for commands (the reader has its own).
+        max_connections: Redis connections for reads, and as many for writes (the reader
+            has its own).
 
     Raises ``ValueError`` for an option out of range.
     """

@@ -4,7 +4,7 @@ commands, awaited (``sse_tasks.engines.AsyncWorkerWriter``)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
@@ -13,6 +13,9 @@ from .reader import MAX_BACKOFF, MIN_BACKOFF
 from .records import chunks_of, task_of, text
 from .wire import AsyncWire, Command
 from .writing import Started, Write, Writing, final_write, requeue_write
+
+if TYPE_CHECKING:
+    from . import RedisBroker
 
 T = TypeVar("T")
 
@@ -25,15 +28,11 @@ class AsyncWriter(Writing):
     One writer per event loop (its connections belong to the loop that opened them).
     """
 
-    _wire: AsyncWire | None = None
-
-    @property
-    def wire(self) -> AsyncWire:
-        """The connections to the broker's Redis (opened at first use)."""
-        if self._wire is None:
-            url, extra = self.broker.pool_arguments(asyncio=True)
-            self._wire = AsyncWire(url, extra, self._client_name)
-        return self._wire
+    def __init__(self, broker: RedisBroker) -> None:
+        super().__init__(broker)
+        url, extra = broker.pool_arguments(asyncio=True)
+        #: The connections to the broker's Redis (opened at first use).
+        self.wire = AsyncWire(url, extra, self._client_name)
 
     async def receive(self, queued: Task) -> str | None:
         """As :meth:`SyncWriter.receive`: the stored state, ``"refused"``, or None if gone."""
@@ -107,9 +106,8 @@ class AsyncWriter(Writing):
         return found
 
     async def close(self) -> None:
-        wire, self._wire = self._wire, None
-        if wire is not None:
-            await wire.close()
+        """Close the connections (a later call opens new ones)."""
+        await self.wire.close()
 
     async def _publish(self, items: Sequence[Write], retry_for: float = 0.0) -> Task | None:
         return self._stored(items, await self._send(self._publishes(items), retry_for))[-1]

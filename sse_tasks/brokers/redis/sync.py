@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..._core.models import OutputChunk, Task
 from .reader import MAX_BACKOFF, MIN_BACKOFF
 from .records import chunks_of, task_of, text
 from .wire import Command, Wire
 from .writing import Started, Write, Writing, final_write, requeue_write
+
+if TYPE_CHECKING:
+    from . import RedisBroker
 
 T = TypeVar("T")
 
@@ -30,15 +33,11 @@ class SyncWriter(Writing):
     applied twice); then the ``redis`` errors in :attr:`unreachable` propagate.
     """
 
-    _wire: Wire | None = None
-
-    @property
-    def wire(self) -> Wire:
-        """The connections to the broker's Redis (opened at first use)."""
-        if self._wire is None:
-            url, extra = self.broker.pool_arguments(asyncio=False)
-            self._wire = Wire(url, extra, self._client_name)
-        return self._wire
+    def __init__(self, broker: RedisBroker) -> None:
+        super().__init__(broker)
+        url, extra = broker.pool_arguments(asyncio=False)
+        #: The connections to the broker's Redis (opened at first use).
+        self.wire = Wire(url, extra, self._client_name)
 
     # -- the worker side's writer ----------------------------------------------------
 
@@ -127,9 +126,8 @@ class SyncWriter(Writing):
         return None if state is None else text(state)
 
     def close(self) -> None:
-        wire, self._wire = self._wire, None
-        if wire is not None:
-            wire.close()
+        """Close the connections (a later call opens new ones)."""
+        self.wire.close()
 
     # -- Redis-level writes ------------------------------------------------------------
 

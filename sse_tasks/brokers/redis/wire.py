@@ -8,14 +8,15 @@ connection, on a 2-CPU machine. A :class:`Wire` (blocking) or :class:`AsyncWire`
 few connections that redis-py makes, so TLS, ACL, RESP and a cluster's slot finder work
 as for any client, writes each batch of commands in one ``send`` and reads the raw
 replies: an error reply is its exception, in its place. A connection that fails is
-closed and never lent again; one that had waited idle and turns out closed (Redis
-restarted) is replaced, and the batch sent again, once: every write a writer sends
-carries a token that makes it idempotent.
+closed and never lent again; when one that had waited idle turns out closed (Redis
+restarted, a cluster's slot moved), every idle one is closed and the batch is sent
+again, once, on a new connection: every write carries a token that makes it idempotent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -59,30 +60,35 @@ class Wire:
     opens its own."""
 
     def __init__(self, url: str, extra: dict[str, Any], client_name: str) -> None:
-        self._pool = redis.ConnectionPool.from_url(url, **_settings(url, extra, client_name))
+        # The pool only parses the URL: its connection class and settings make ours.
+        pool = redis.ConnectionPool.from_url(url, **_settings(url, extra, client_name))
+        self._make = functools.partial(pool.connection_class, **pool.connection_kwargs)
         self._idle: list[Any] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        self._closed = False
 
     def send(self, commands: Sequence[Command]) -> list[Any]:
         """The replies of ``commands``, in order, sent in one round trip."""
-        for attempt in (1, 2):
-            connection, waited = self._take()
+        connection, waited = self._take()
+        while True:
             try:
                 connection.send_packed_command(_pack(connection, commands), check_health=False)
                 replies = [_read(connection) for _ in commands]
             except RedisConnectionError:
                 connection.disconnect()
-                if waited and attempt == 1:
-                    continue
-                raise
+                if not waited:
+                    raise
+                # One idle connection closed (Redis restarted, or the cluster's slot
+                # moved): so are the others. Once more, on a new one.
+                self._drop_idle()
+                connection, waited = self._make(), False
+                continue
             except BaseException:
                 connection.disconnect()
                 raise
-            with self._lock:
-                self._idle.append(connection)
+            self._give(connection)
             return replies
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _take(self) -> tuple[Any, bool]:
         """A connection, and whether it had waited idle (made now: False)."""
@@ -91,15 +97,30 @@ class Wire:
                 # The parent's sockets: dropped, not closed (closing would not reach the
                 # parent's connection, but a shutdown would).
                 self._idle, self._pid = [], os.getpid()
+            self._closed = False
             if self._idle:
                 return self._idle.pop(), True
-        return self._pool.make_connection(), False
+        return self._make(), False
 
-    def close(self) -> None:
+    def _give(self, connection: Any) -> None:
+        with self._lock:
+            if not self._closed and self._pid == os.getpid():
+                self._idle.append(connection)
+                return
+        connection.disconnect()  # closed while it was out
+
+    def _drop_idle(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
         for connection in idle:
             connection.disconnect()
+
+    def close(self) -> None:
+        """Close the connections (one in use is closed as it comes back); a later
+        :meth:`send` opens new ones."""
+        with self._lock:
+            self._closed = True
+        self._drop_idle()
 
 
 def _read(connection: Any) -> Any:
@@ -111,46 +132,76 @@ def _read(connection: Any) -> Any:
 
 class AsyncWire:
     """The same on an event loop (its connections belong to the loop that opened them), at
-    most ``limit`` of them (None: as many as batches in flight)."""
+    most ``limit`` of them (None: as many as batches in flight); a batch that waits
+    ``timeout`` seconds for one raises ``ConnectionError``."""
 
     def __init__(
-        self, url: str, extra: dict[str, Any], client_name: str, *, limit: int | None = None
+        self,
+        url: str,
+        extra: dict[str, Any],
+        client_name: str,
+        *,
+        limit: int | None = None,
+        timeout: float = 5.0,
     ) -> None:
-        self._pool = redis.asyncio.ConnectionPool.from_url(url, **_settings(url, extra, client_name))
+        pool = redis.asyncio.ConnectionPool.from_url(url, **_settings(url, extra, client_name))
+        self._make = functools.partial(pool.connection_class, **pool.connection_kwargs)
         self._idle: list[Any] = []
+        self._closed = False
         # asyncio's, not anyio's: acquiring a free one does not yield to the loop.
         self._limit = None if limit is None else asyncio.Semaphore(limit)
+        self._timeout = timeout
 
     async def send(self, commands: Sequence[Command]) -> list[Any]:
         """The replies of ``commands``, in order, sent in one round trip."""
-        if self._limit is None:
+        limit = self._limit
+        if limit is None:
             return await self._send(commands)
-        async with self._limit:
+        if limit.locked():
+            with anyio.move_on_after(self._timeout) as waited:
+                await limit.acquire()
+            if waited.cancelled_caught:
+                raise RedisConnectionError(f"no Redis connection free within {self._timeout:g} s")
+        else:
+            await limit.acquire()
+        try:
             return await self._send(commands)
+        finally:
+            limit.release()
 
     async def _send(self, commands: Sequence[Command]) -> list[Any]:
-        for attempt in (1, 2):
-            waited = bool(self._idle)
-            connection = self._idle.pop() if waited else self._pool.make_connection()  # type: ignore[no-untyped-call]
+        self._closed = False
+        waited = bool(self._idle)
+        connection = self._idle.pop() if waited else self._make()
+        while True:
             try:
                 await connection.send_packed_command(_pack(connection, commands), check_health=False)
                 replies = [await _read_async(connection) for _ in commands]
             except RedisConnectionError:
                 await _drop(connection)
-                if waited and attempt == 1:
-                    continue
-                raise
+                if not waited:
+                    raise
+                await self._drop_idle()  # see Wire.send
+                connection, waited = self._make(), False
+                continue
             except BaseException:
                 await _drop(connection)
                 raise
-            self._idle.append(connection)
+            if self._closed:
+                await _drop(connection)
+            else:
+                self._idle.append(connection)
             return replies
-        raise AssertionError("unreachable")  # pragma: no cover
 
-    async def close(self) -> None:
+    async def _drop_idle(self) -> None:
         idle, self._idle = self._idle, []
         for connection in idle:
             await _drop(connection)
+
+    async def close(self) -> None:
+        """As :meth:`Wire.close`."""
+        self._closed = True
+        await self._drop_idle()
 
 
 async def _read_async(connection: Any) -> Any:

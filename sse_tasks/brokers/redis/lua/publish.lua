@@ -36,7 +36,12 @@ if not history_epoch then
   redis.call('SET', epoch, history_epoch)
 end
 local appended = {}
-if not current[1] and type ~= 'task.queued' then appended[1] = {'task.queued', created} end
+if not current[1] then
+  -- Created by its first event: task.queued first (a retry's start too, before it).
+  if type ~= 'task.queued' or (started ~= '' and created ~= '') then appended[1] = {'task.queued', created} end
+  -- A start without the snapshot to create the task from is refused, as on its own.
+  if created == '' then started = '' end
+end
 if started ~= '' then appended[#appended + 1] = {'task.running', started} end
 appended[#appended + 1] = {type, data}
 local ids = next_ids(#appended, now)
@@ -72,7 +77,7 @@ if terminal == '1' then
     redis.call('ZREMRANGEBYRANK', expired, 0, -(tonumber(max_tasks) + 1))
   end
 elseif lease == 'none' then
-  if current[1] then redis.call('ZREM', leases, id) end  -- a new task has no lease
+  redis.call('ZREM', leases, id)
 elseif lease == 'add' then
   redis.call('ZADD', leases, now + tonumber(lease_ms), id)
 else
