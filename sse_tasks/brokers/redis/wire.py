@@ -1,4 +1,5 @@
-"""Commands sent straight over redis-py connections: the worker side's writers' path.
+"""Commands sent straight over redis-py connections: the path of the worker side's writers
+and of the broker's write scripts.
 
 A worker hook makes one or two round trips per task, and redis-py's client spends more
 CPU on each than the round trip itself (its pool checks every connection it lends with a
