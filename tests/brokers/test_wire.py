@@ -5,6 +5,8 @@ restarted Redis, a forked child, against a real redis-server, blocking and async
 from __future__ import annotations
 
 import os
+import select
+import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -182,6 +184,30 @@ def test_a_forked_child_opens_connections_of_its_own(server: RedisServer) -> Non
         os.waitpid(pid, 0)
         assert child_id != parent_id
         assert wire.send([("CLIENT", "ID")]) == [parent_id]  # the parent's still works
+    finally:
+        wire.close()
+
+
+def test_a_child_forked_while_another_thread_held_the_lock_still_sends(server: RedisServer) -> None:
+    wire = Wire(server.url, {}, "sse-tasks-test")
+    try:
+        assert wire.send([("PING",)]) == [b"PONG"]
+        read, write = os.pipe()
+        with wire._lock:  # as a keeper thread of the parent may hold it when a pool forks
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                try:
+                    os.write(write, wire.send([("PING",)])[0])
+                finally:
+                    os._exit(0)
+        os.close(write)
+        answered, _, _ = select.select([read], [], [], 10)  # a deadlocked child never answers
+        if not answered:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        answer = os.read(read, 100) if answered else b""
+        os.close(read)
+        assert answer == b"PONG"
     finally:
         wire.close()
 

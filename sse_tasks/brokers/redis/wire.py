@@ -91,26 +91,32 @@ class Wire:
             self._give(connection)
             return replies
 
+    def _forked(self) -> None:
+        """In a child after a ``fork``: the parent's sockets are dropped, not closed (a
+        close would not reach the parent's connection, but a shutdown would), and the lock
+        is new (another thread of the parent may have held it as it forked)."""
+        if self._pid != os.getpid():
+            self._lock, self._idle, self._pid = threading.Lock(), [], os.getpid()
+
     def _take(self) -> tuple[Any, bool]:
         """A connection, and whether it had waited idle (made now: False)."""
+        self._forked()
         with self._lock:
-            if self._pid != os.getpid():
-                # The parent's sockets: dropped, not closed (closing would not reach the
-                # parent's connection, but a shutdown would).
-                self._idle, self._pid = [], os.getpid()
             self._closed = False
             if self._idle:
                 return self._idle.pop(), True
         return self._make(), False
 
     def _give(self, connection: Any) -> None:
+        self._forked()
         with self._lock:
-            if not self._closed and self._pid == os.getpid():
+            if not self._closed:
                 self._idle.append(connection)
                 return
         connection.disconnect()  # closed while it was out
 
     def _drop_idle(self) -> None:
+        self._forked()
         with self._lock:
             idle, self._idle = self._idle, []
         for connection in idle:
@@ -119,6 +125,7 @@ class Wire:
     def close(self) -> None:
         """Close the connections (one in use is closed as it comes back); a later
         :meth:`send` opens new ones."""
+        self._forked()
         with self._lock:
             self._closed = True
         self._drop_idle()
