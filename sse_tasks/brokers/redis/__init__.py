@@ -68,7 +68,6 @@ from anyio.abc import TaskGroup
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import NoScriptError
 
 from ..._core import codec
 from ..._core.errors import Unavailable
@@ -462,11 +461,7 @@ class RedisBroker(Broker):
         if wire is None:
             async with self._connection() as db:
                 return await script(db, keys, args, rest)
-        command = script.command(keys, args, rest)
-        [reply] = await wire.send([command])
-        if isinstance(reply, NoScriptError):  # Redis restarted or was flushed: load it
-            await wire.send([("SCRIPT", "LOAD", script.source)])
-            [reply] = await wire.send([command])
+        [reply] = await wire.send([script.command(keys, args, rest)], (script.source,))
         if isinstance(reply, Exception):
             raise reply
         return reply

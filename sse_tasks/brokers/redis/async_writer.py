@@ -116,11 +116,7 @@ class AsyncWriter(Writing):
         """As :meth:`SyncWriter._send`, awaited."""
 
         async def send() -> list[Any]:
-            replies = await self.wire.send(commands)
-            if self._failed_on(replies):
-                await self.wire.send(self._load_scripts())
-                replies = await self.wire.send(commands)
-            return self._raise_errors(replies)
+            return self._raise_errors(await self.wire.send(commands, self._sources))
 
         return await self._retry(send, retry_for)
 

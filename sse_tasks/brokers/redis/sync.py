@@ -155,17 +155,9 @@ class SyncWriter(Writing):
 
     def _send(self, commands: Sequence[Command], retry_for: float = 0.0) -> list[Any]:
         """The replies of ``commands``, sent in one round trip (retried while Redis is
-        unreachable, for up to ``retry_for`` seconds); loads the scripts Redis lost
-        (restarted, flushed) and sends them again."""
+        unreachable, for up to ``retry_for`` seconds); an error reply raises."""
 
-        def send() -> list[Any]:
-            replies = self.wire.send(commands)
-            if self._failed_on(replies):
-                self.wire.send(self._load_scripts())
-                replies = self.wire.send(commands)
-            return self._raise_errors(replies)
-
-        return self._retry(send, retry_for)
+        return self._retry(lambda: self._raise_errors(self.wire.send(commands, self._sources)), retry_for)
 
     def _retry(self, write: Callable[[], T], retry_for: float) -> T:
         deadline = time.monotonic() + retry_for

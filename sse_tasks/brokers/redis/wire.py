@@ -12,6 +12,8 @@ replies: an error reply is its exception, in its place. A connection that fails 
 closed and never lent again; when one that had waited idle turns out closed (Redis
 restarted, a cluster's slot moved), every idle one is closed and the batch is sent
 again, once, on a new connection: every write carries a token that makes it idempotent.
+A batch that runs scripts names their sources: if Redis lost them (restarted, flushed:
+it answers NOSCRIPT), they are loaded and the batch is sent again.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import anyio
 import redis
 import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 _pack_hiredis: Callable[[tuple[Any, ...]], bytes] | None
 try:
@@ -50,6 +52,15 @@ def _pack(connection: Any, commands: Sequence[Command]) -> list[bytes]:
     return list(connection.pack_commands([tuple(command) for command in commands]))
 
 
+def _lost(replies: list[Any], scripts: Sequence[str]) -> bool:
+    """True if ``replies`` say Redis lost one of ``scripts`` (it answered NOSCRIPT)."""
+    return bool(scripts) and any(isinstance(reply, NoScriptError) for reply in replies)
+
+
+def _loads(scripts: Sequence[str]) -> list[Command]:
+    return [("SCRIPT", "LOAD", source) for source in scripts]
+
+
 def _settings(url: str, extra: dict[str, Any], client_name: str) -> dict[str, Any]:
     return {**extra, "socket_timeout": 5.0, "socket_connect_timeout": 2.0, "client_name": client_name}
 
@@ -69,8 +80,16 @@ class Wire:
         self._pid = os.getpid()
         self._closed = False
 
-    def send(self, commands: Sequence[Command]) -> list[Any]:
-        """The replies of ``commands``, in order, sent in one round trip."""
+    def send(self, commands: Sequence[Command], scripts: Sequence[str] = ()) -> list[Any]:
+        """The replies of ``commands``, in order, sent in one round trip; ``scripts``: the
+        sources of the scripts they run (loaded, and the batch sent again, if Redis lost them)."""
+        replies = self._send(commands)
+        if _lost(replies, scripts):
+            self._send(_loads(scripts))
+            replies = self._send(commands)
+        return replies
+
+    def _send(self, commands: Sequence[Command]) -> list[Any]:
         connection, waited = self._take()
         while True:
             try:
@@ -160,8 +179,15 @@ class AsyncWire:
         self._limit = None if limit is None else asyncio.Semaphore(limit)
         self._timeout = timeout
 
-    async def send(self, commands: Sequence[Command]) -> list[Any]:
-        """The replies of ``commands``, in order, sent in one round trip."""
+    async def send(self, commands: Sequence[Command], scripts: Sequence[str] = ()) -> list[Any]:
+        """As :meth:`Wire.send`."""
+        replies = await self._limited(commands)
+        if _lost(replies, scripts):
+            await self._limited(_loads(scripts))
+            replies = await self._limited(commands)
+        return replies
+
+    async def _limited(self, commands: Sequence[Command]) -> list[Any]:
         limit = self._limit
         if limit is None:
             return await self._send(commands)

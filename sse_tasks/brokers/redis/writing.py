@@ -7,8 +7,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import NoScriptError
-
 from ..._core.models import OutputChunk, Task, TaskState, event_type_for
 from .keys import Keys
 from .link import UNREACHABLE
@@ -43,6 +41,9 @@ class Writing:
         self._scripts = Scripts()
         self._lease_ms = max(1, round(broker.lease * 1000))
         self._client_name = f"sse-tasks-{broker.worker_id}-worker"
+        s = self._scripts
+        #: The scripts a writer runs, loaded again if Redis lost them (``Wire.send``).
+        self._sources = tuple(script.source for script in (s.publish, s.output, s.renew, s.chunks))
 
     # -- commands --------------------------------------------------------------------
 
@@ -82,14 +83,6 @@ class Writing:
     def _state(self, task_id: str) -> Command:
         return ("HGET", self._keys.task(task_id), "s")
 
-    def _load_scripts(self) -> list[Command]:
-        """Load the scripts a writer runs (Redis restarted or flushed: it answered NOSCRIPT)."""
-        scripts = self._scripts
-        return [
-            ("SCRIPT", "LOAD", s.source)
-            for s in (scripts.publish, scripts.output, scripts.renew, scripts.chunks)
-        ]
-
     # -- replies ---------------------------------------------------------------------
 
     @staticmethod
@@ -124,11 +117,6 @@ class Writing:
     @staticmethod
     def _cancelled_of(task_ids: Sequence[str], states: list[Any]) -> list[str]:
         return [task_id for task_id, state in zip(task_ids, states, strict=True) if state == CANCELLED]
-
-    @staticmethod
-    def _failed_on(replies: list[Any]) -> bool:
-        """True if Redis lost the scripts (restarted, flushed): load them and run again."""
-        return any(isinstance(reply, NoScriptError) for reply in replies)
 
     @staticmethod
     def _raise_errors(replies: list[Any]) -> list[Any]:
