@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._core.errors import Unavailable
+from .._core.log import OutputFollow
 from .._core.models import (
     MAX_EVENT_ID_LENGTH,
     OUTPUT_EVENT,
@@ -258,18 +259,54 @@ async def global_stream(plan: StreamPlan, resume: Resume) -> Body:
     """Many tasks on one connection: live from now, or resumed, or resynced.
 
     The resume point and any resync snapshots are read before the response starts.
-    With output, every task's output is followed for the stream's life.
+    With output, the output of the tasks it covers is followed for the stream's life:
+    of the ``?task=`` ones, else of every task.
     """
     if not plan.selection.output:
         return await _global_body(plan, resume, None, ())
-    follow = await plan.runner.follow_output(None)
+    if plan.selection.task_ids is None:
+        follow = await plan.runner.follow_output(None)
+    else:
+        follow = await _follow_chosen(plan.runner, plan.selection.task_ids)
     try:
-        plan.mark()  # live from where the log holds every task's output
+        plan.mark()  # live from where the log holds the output followed
         body = await _global_body(plan, resume, follow.since, follow.tasks)
     except BaseException:
         follow.close()
         raise
     return body._replace(release=follow.close)
+
+
+async def _follow_chosen(runner: TaskBackend, task_ids: frozenset[str]) -> OutputFollow:
+    """One registration for the output of the chosen tasks, each followed on its own (a
+    process reads no other task's output for this stream). A finished one has all of its
+    output stored: its ``since`` is unknown, so a resume reads what it missed from there."""
+    follows: list[OutputFollow] = []
+    tasks: list[Task] = []
+    since: Any = None
+    try:
+        for task_id in sorted(task_ids):
+            task = await runner.find(task_id)
+            if task is None:
+                continue
+            tasks.append(task)
+            if task.terminal:
+                since = _UNKNOWN
+                continue
+            follow = await runner.follow_output(task)
+            follows.append(follow)
+            if since is not _UNKNOWN and follow.since is not None and (since is None or since < follow.since):
+                since = follow.since
+    except BaseException:
+        for follow in follows:
+            follow.close()
+        raise
+
+    def close() -> None:
+        for follow in follows:
+            follow.close()
+
+    return OutputFollow(since, close, tasks)
 
 
 async def _global_body(plan: StreamPlan, resume: Resume, since: Any, tasks: Sequence[Task]) -> Body:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import anyio
@@ -309,6 +310,61 @@ async def test_followers_on_another_worker_mid_generation_get_every_chunk_once_i
     for index, got in enumerate(seqs):
         assert got == expected, f"follower {index}: {len(got)} chunks"
     assert text == generated_text(words)
+
+
+async def test_a_stream_of_chosen_tasks_reads_only_their_output(
+    broker_url: str, make_hub: HubFactory, live_server: ServerFactory
+) -> None:
+    """``/events?task=X&output=1`` on worker B reads X's output into B's log and not
+    the output of another task running meanwhile on worker A; resumed on a third worker
+    after X ended, it gets the rest of X's output exactly."""
+    if broker_url.startswith("memory"):
+        pytest.skip("one process: memory:// has no other worker")
+    gate = threading.Event()
+    hub_a, hub_b = make_hub(), make_hub()
+
+    @hub_a.task
+    async def held(ctx: TaskContext) -> None:
+        await anyio.to_thread.run_sync(gate.wait, abandon_on_cancel=True)
+        ctx.output("x0")
+        ctx.output("x1")
+
+    worker_a, worker_b = live_server(hub_a), live_server(hub_b)
+    async with (
+        httpx.AsyncClient(base_url=worker_a.url, timeout=30) as on_a,
+        httpx.AsyncClient(base_url=worker_b.url, timeout=30) as on_b,
+    ):
+        chosen = (await submit(on_a, "held"))["id"]
+        with anyio.fail_after(60):
+            async with on_b.stream("GET", f"/events?task={chosen}&output=1") as response:
+                assert response.status_code == 200  # registered before the response starts
+                other = (await submit(on_a, "generate", words=20, delay=0))["id"]
+                _, events = await collect(on_a, f"/tasks/{other}/events")
+                assert len(outputs(events)) == 22
+                gate.set()
+                got: list[SSEEvent] = []
+                async for event in sse_events(response):
+                    got.append(event)
+                    if event.event == "task.succeeded":
+                        break
+    # Resumed after the first chunk on a worker that never read it, once the task has
+    # ended: the rest comes from storage.
+    first = next(e for e in got if e.event == "task.output")
+    async with httpx.AsyncClient(base_url=live_server(make_hub()).url, timeout=30) as on_c:
+        resume = {"last-event-id": first.id or ""}
+        _, rest = await collect(on_c, f"/events?task={chosen}&output=1", headers=resume, until=_ended)
+    assert [c["text"] for c in outputs(got)] == ["x0", "x1"]
+    assert [(e.event, e.id) for e in rest if e.id] == [(e.event, e.id) for e in got[got.index(first) + 1 :]]
+    assert {e.json()["id"] for e in got if e.data} == {chosen}
+    # B's log holds every state change (the other task's end came before the chosen
+    # one's) but the output of the chosen task only.
+    logged = hub_b.broker.log.read(hub_b.broker.log.first)
+    assert any(e.type == "task.succeeded" and e.task.id == other for e in logged)
+    assert {e.task.id for e in logged if e.type == "task.output"} == {chosen}
+
+
+def _ended(event: SSEEvent) -> bool:
+    return event.event == "task.succeeded"
 
 
 async def test_the_authorization_hook_filters_output_like_snapshots(
