@@ -162,12 +162,13 @@ class Processes:
                     raise RuntimeError(f"{what} did not start in {seconds:.0f} s") from None
                 time.sleep(0.02)
 
-    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+    def stop(self, proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
+        """SIGTERM to ``proc``'s process group, SIGKILL after ``grace`` seconds."""
         if proc.poll() is None:
             with suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
             try:
-                proc.wait(15)
+                proc.wait(grace)
             except subprocess.TimeoutExpired:
                 with suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
@@ -580,7 +581,7 @@ class EngineScale:
 ENGINE_SCALES = {
     "full": EngineScale(),
     "quick": EngineScale(tasks=500, latency_tasks=50),
-    "smoke": EngineScale(tasks=20, repeat=1, warmup=5, followers=3, latency_tasks=3, timeout=30.0),
+    "smoke": EngineScale(tasks=10, repeat=1, warmup=2, followers=3, latency_tasks=3, timeout=30.0),
 }
 #: The environment variable a benchmark worker reads: CPU milliseconds each task spends.
 WORK_ENV = "BENCH_WORK_MS"
@@ -775,7 +776,9 @@ def engine_throughput(s: EngineStack, engine: Engine, scale: EngineScale, quiet:
                 redis_cpu = cpu_seconds([s.redis.pid]) - redis_cpu
                 _check_hub(s, hooks, scale.warmup + scale.tasks)
             finally:
-                s.procs.stop(worker)
+                # Measured: no need to wait long for it (RQ 3 can hang 15 s in its
+                # teardown, joining its pub/sub thread, when stopped soon after start).
+                s.procs.stop(worker, grace=2.0)
             run = {
                 "hooks": hooks,
                 "tasks": scale.tasks,

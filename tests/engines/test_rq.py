@@ -113,3 +113,35 @@ def test_the_queue_subclass_stores_queued_at_once(
         served.writer.close()
         reader.close()
         connection.close()
+
+
+def test_a_stopped_worker_waits_for_its_pub_sub_thread_a_second_at_most(redis_url: str) -> None:
+    """The thread may be waiting (RQ: up to 60 s) for a subscription when the worker stops;
+    RQ waits for it a second, and so does the hook's worker with redis-py 8.2's ``stop()``."""
+    import threading
+    import time
+
+    from sse_tasks.rq import Worker
+
+    class Hooked(Worker):
+        hub_url = redis_url
+
+    connection = redis.Redis.from_url(redis_url)
+    worker = Hooked([rq.Queue("idle", connection=connection)], connection=connection)
+    try:
+        worker.subscribe()
+        # The thread reads the end of this subscription and goes on to wait for another.
+        worker.pubsub.unsubscribe()
+        deadline = time.monotonic() + 10
+        while worker.pubsub.subscribed:
+            assert time.monotonic() < deadline, "the subscription never ended"
+            time.sleep(0.01)
+        stopper = threading.Thread(target=worker.unsubscribe, daemon=True)
+        started = time.monotonic()
+        stopper.start()
+        stopper.join(10)
+        assert not stopper.is_alive(), "unsubscribe() waited for the thread's whole wait"
+        assert time.monotonic() - started < 5
+    finally:
+        worker.writer.close()
+        connection.close()

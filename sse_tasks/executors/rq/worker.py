@@ -7,6 +7,7 @@ The worker forks a work horse per job (RQ's ``Worker``); the horse runs the job 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
@@ -192,6 +193,23 @@ class Worker(rq.Worker):
         """The grace is over: RQ's own stop-job (it kills the horse) if the same horse runs."""
         if self.horse_pid == horse:
             super().handle_payload(message)  # type: ignore[no-untyped-call]
+
+    def unsubscribe(self) -> None:
+        """RQ's, with its one-second bound on the wait for the pub/sub thread kept.
+
+        RQ unsubscribes, then stops its thread and waits for it a second. redis-py 8.2's
+        ``stop()`` waits on its own, without a bound, while the thread may already be in
+        a wait of up to 60 s for a new subscription: a stopped worker could hang that long.
+        """
+        thread = self.pubsub_thread
+        if thread is None:
+            return
+        self.pubsub.unsubscribe()
+        if "timeout" in inspect.signature(thread.stop).parameters:
+            thread.stop(timeout=1.0)
+        else:  # an older redis-py: stop() does not wait
+            thread.stop()
+            thread.join(timeout=1.0)
 
     def teardown(self) -> None:
         super().teardown()  # type: ignore[no-untyped-call]
