@@ -208,7 +208,11 @@ class AsyncWire:
         batch = self._gathering = _Batch(commands)
         try:
             try:
-                await asyncio.sleep(0)  # the turn: others' commands join this batch
+                # The turn: others' commands join this batch. Shielded: commands given
+                # to send() go out even if their caller is cancelled meanwhile, as they
+                # would have without the turn (a task's last progress, its run ending).
+                with anyio.CancelScope(shield=True):
+                    await asyncio.sleep(0)
             finally:
                 self._gathering = None
             replies = await self._limited(batch.commands)
