@@ -208,11 +208,7 @@ class AsyncWire:
         batch = self._gathering = _Batch(commands)
         try:
             try:
-                # The turn: others' commands join this batch. Shielded: commands given
-                # to send() go out even if their caller is cancelled meanwhile, as they
-                # would have without the turn (a task's last progress, its run ending).
-                with anyio.CancelScope(shield=True):
-                    await asyncio.sleep(0)
+                await asyncio.sleep(0)  # the turn: others' commands join this batch
             finally:
                 self._gathering = None
             replies = await self._limited(batch.commands)
