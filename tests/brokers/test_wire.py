@@ -4,7 +4,6 @@ restarted Redis, a forked child, against a real redis-server, blocking and async
 
 from __future__ import annotations
 
-import functools
 import os
 import select
 import signal
@@ -107,15 +106,14 @@ async def test_the_asyncio_wire_replaces_a_connection_a_restart_closed(server: R
         await wire.close()
 
 
-def _blocked(server: RedisServer, count: int, *, release: bool = True) -> None:
-    """Wait until ``count`` clients block on ``go``, then (``release``) let them go."""
+def _blocked(server: RedisServer, count: int) -> None:
+    """Wait until ``count`` clients block on ``go``, then let them go."""
     with server.client() as client:
         deadline = time.monotonic() + 10
         while client.info("clients")["blocked_clients"] < count:
             assert time.monotonic() < deadline, "the batches never blocked"
             time.sleep(0.01)
-        if release:
-            client.rpush("go", *range(count))
+        client.rpush("go", *range(count))
 
 
 def _named(server: RedisServer) -> int:
@@ -143,57 +141,13 @@ async def test_the_asyncio_wire_replaces_every_idle_connection_after_a_restart(s
     wire = AsyncWire(server.url, {}, "sse-tasks-test")
     try:
         async with anyio.create_task_group() as group:
-            for count in range(1, 4):  # one at a time: sent in the same turn, they would share one
+            for _ in range(3):
                 group.start_soon(wire.send, [("BLPOP", "go", 10)])
-                await anyio.to_thread.run_sync(functools.partial(_blocked, server, count, release=count == 3))
+            await anyio.to_thread.run_sync(_blocked, server, 3)
         assert _named(server) == 3
         server.stop(save=False)
         server.start()
         assert await wire.send([("PING",)]) == [b"PONG"]
-    finally:
-        await wire.close()
-
-
-async def test_asyncio_batches_of_one_turn_share_one_round_trip(server: RedisServer) -> None:
-    """Each caller gets its own replies, an error reply in its place; one connection and one
-    read by Redis carried them all."""
-    wire = AsyncWire(server.url, {}, "sse-tasks-test")
-    got: dict[int, list[Any]] = {}
-
-    async def send(index: int) -> None:
-        got[index] = await wire.send([("ECHO", f"a{index}"), ("INCR", "text"), ("ECHO", f"b{index}")])
-
-    try:
-        await wire.send([("SET", "text", "x")])
-        with server.client() as client:
-            reads = client.info("stats")["total_reads_processed"]
-            async with anyio.create_task_group() as group:
-                for index in range(5):
-                    group.start_soon(send, index)
-            assert client.info("stats")["total_reads_processed"] - reads <= 2  # the batch, and INFO
-        for index in range(5):
-            first, error, last = got[index]
-            assert (first, last) == (f"a{index}".encode(), f"b{index}".encode())
-            assert isinstance(error, redis.exceptions.ResponseError)
-        assert _named(server) == 1
-    finally:
-        await wire.close()
-
-
-async def test_a_batch_whose_first_caller_is_cancelled_is_sent_by_the_others(server: RedisServer) -> None:
-    wire = AsyncWire(server.url, {}, "sse-tasks-test")
-    got: list[Any] = []
-
-    async def other() -> None:
-        got.extend(await wire.send([("ECHO", "mine")]))
-
-    try:
-        async with anyio.create_task_group() as group:
-            with anyio.CancelScope() as first:
-                group.start_soon(other)  # joins the first caller's batch in its turn
-                first.cancel()
-                await wire.send([("BLPOP", "never", 5)])
-        assert got == [b"mine"]
     finally:
         await wire.close()
 

@@ -178,49 +178,14 @@ class AsyncWire:
         # asyncio's, not anyio's: acquiring a free one does not yield to the loop.
         self._limit = None if limit is None else asyncio.Semaphore(limit)
         self._timeout = timeout
-        self._gathering: _Batch | None = None  # the batch of this turn of the loop
 
     async def send(self, commands: Sequence[Command], scripts: Sequence[str] = ()) -> list[Any]:
-        """As :meth:`Wire.send`; batches that callers send in the same turn of the event
-        loop go out together, in one round trip."""
-        replies = await self._gathered(commands)
+        """As :meth:`Wire.send`."""
+        replies = await self._limited(commands)
         if _lost(replies, scripts):
             await self._limited(_loads(scripts))
-            replies = await self._gathered(commands)
+            replies = await self._limited(commands)
         return replies
-
-    async def _gathered(self, commands: Sequence[Command]) -> list[Any]:
-        """The first caller of a turn waits that turn out, then sends what every caller of
-        it gave in one batch (on a busy loop: a task's outcome beside another's check).
-        The others wait for their part of the replies; if the first caller fails or is
-        cancelled before the batch is answered, each sends its own commands again (every
-        write carries a token: it is never applied twice)."""
-        joined = self._gathering
-        if joined is not None:
-            start = len(joined.commands)
-            joined.commands.extend(commands)
-            future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-            joined.parts.append((start, len(joined.commands), future))
-            try:
-                return await future
-            except _Unanswered:
-                return await self._limited(commands)
-        batch = self._gathering = _Batch(commands)
-        try:
-            try:
-                await asyncio.sleep(0)  # the turn: others' commands join this batch
-            finally:
-                self._gathering = None
-            replies = await self._limited(batch.commands)
-        except BaseException:
-            for _, _, part in batch.parts:
-                if not part.done():
-                    part.set_exception(_Unanswered())
-            raise
-        for start, end, part in batch.parts:
-            if not part.done():  # (its caller was cancelled)
-                part.set_result(replies[start:end])
-        return replies[: len(commands)]
 
     async def _limited(self, commands: Sequence[Command]) -> list[Any]:
         limit = self._limit
@@ -271,21 +236,6 @@ class AsyncWire:
         """As :meth:`Wire.close`."""
         self._closed = True
         await self._drop_idle()
-
-
-class _Batch:
-    """Commands of several callers, sent in one round trip (see ``AsyncWire._gathered``)."""
-
-    __slots__ = ("commands", "parts")
-
-    def __init__(self, commands: Sequence[Command]) -> None:
-        self.commands: list[Command] = list(commands)
-        #: Each caller but the first: where its commands are, and its answer.
-        self.parts: list[tuple[int, int, asyncio.Future[list[Any]]]] = []
-
-
-class _Unanswered(Exception):
-    """The batch a caller's commands joined was not answered: it sends them itself."""
 
 
 async def _read_async(connection: Any) -> Any:
