@@ -41,6 +41,8 @@ logger = logging.getLogger("sse_tasks")
 _BATCH = 512  # events per chunk: bounds what one slow stream holds in its send buffer
 #: Tasks whose stored output a resumed stream reads at most (more: it resyncs instead).
 _BACKFILL_TASKS = 200
+#: Unfinished ``?task=`` tasks whose output a stream follows one by one (more: every task's).
+_FOLLOW_EACH = 20
 #: ``since`` when it is not known whether the log holds a task's output.
 _UNKNOWN = object()
 
@@ -279,20 +281,18 @@ async def global_stream(plan: StreamPlan, resume: Resume) -> Body:
 
 async def _follow_chosen(runner: TaskBackend, task_ids: frozenset[str]) -> OutputFollow:
     """One registration for the output of the chosen tasks, each followed on its own (a
-    process reads no other task's output for this stream). A finished one has all of its
-    output stored: its ``since`` is unknown, so a resume reads what it missed from there."""
+    process reads no other task's output for this stream), or, past ``_FOLLOW_EACH``
+    unfinished ones, every task's (each registration waits for the broker's reader). A
+    finished one has all of its output stored: its ``since`` is unknown, so a resume
+    reads what it missed from there."""
+    tasks = [task for task in [await runner.find(task_id) for task_id in sorted(task_ids)] if task]
+    unfinished = [task for task in tasks if not task.terminal]
+    if len(unfinished) > _FOLLOW_EACH:
+        return await runner.follow_output(None)
     follows: list[OutputFollow] = []
-    tasks: list[Task] = []
-    since: Any = None
+    since: Any = _UNKNOWN if len(unfinished) < len(tasks) else None
     try:
-        for task_id in sorted(task_ids):
-            task = await runner.find(task_id)
-            if task is None:
-                continue
-            tasks.append(task)
-            if task.terminal:
-                since = _UNKNOWN
-                continue
+        for task in unfinished:
             follow = await runner.follow_output(task)
             follows.append(follow)
             if since is not _UNKNOWN and follow.since is not None and (since is None or since < follow.since):

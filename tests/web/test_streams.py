@@ -11,9 +11,13 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from _fake_backend import FakeBackend
 from _support import LiveServer, SSEEvent, collect, submit, task_events, wait_for
 
-from sse_tasks import TaskContext, TaskHub
+from sse_tasks import Task, TaskContext, TaskHub, TaskState
+from sse_tasks._core.log import OutputFollow
+from sse_tasks.web.settings import WebSettings
+from sse_tasks.web.streams import Resume, Selection, StreamPlan, global_stream
 
 pytestmark = pytest.mark.anyio
 
@@ -405,3 +409,34 @@ async def test_the_hub_app_answers_around_its_streams_as_before(http: httpx.Asyn
     assert (head.status_code, head.content) == (200, b"")
     assert head.headers["cache-control"] == "no-cache"
     assert head.headers["x-accel-buffering"] == "no"
+
+
+class _Following(FakeBackend):
+    """Records which output each stream registers for, and which registrations it ends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.followed: list[str | None] = []
+        self.released: list[str | None] = []
+
+    async def follow_output(self, task: Task | None, /) -> OutputFollow:
+        name = None if task is None else task.id
+        self.followed.append(name)
+        return OutputFollow(None, lambda: self.released.append(name))
+
+
+@pytest.mark.parametrize("unfinished", [3, 21])
+async def test_chosen_tasks_output_is_followed_task_by_task_or_past_twenty_all(unfinished: int) -> None:
+    """``/events?task=…&output=1`` registers for each unfinished task it chose (a finished
+    one's output is all stored), or, past 20 of them, for every task's output at once."""
+    backend = _Following()
+    running = [backend.publish(backend.add("count"), TaskState.RUNNING) for _ in range(unfinished)]
+    done = backend.publish(backend.add("count"), TaskState.SUCCEEDED)
+    selection = Selection(task_ids=frozenset(t.id for t in [*running, done]), output=True)
+    plan = StreamPlan(backend, WebSettings(), selection, "")
+    body = await global_stream(plan, Resume(backend, None))
+    assert body.release is not None
+    expected = sorted(t.id for t in running) if unfinished <= 20 else [None]
+    assert backend.followed == expected
+    body.release()
+    assert backend.released == expected
