@@ -197,7 +197,7 @@ class RedisBroker(Broker):
         self._group = group
         # No retry under the reader: it reconnects itself, and learns its new CLIENT ID then
         # (a registration cuts its blocked read short by that id).
-        reader = self._client(1, socket_timeout=BLOCK_MS / 1000 + 10.0, retries=0)
+        reader = self._client(1, socket_timeout=BLOCK_MS / 1000 + 10.0, retries=0, single=True)
         group.start_soon(self._reader.run, reader)
         group.start_soon(self._leases.run, self._redis)
         with anyio.move_on_after(5.0):
@@ -225,7 +225,10 @@ class RedisBroker(Broker):
                 if wire is not None:
                     await wire.close()
 
-    def _client(self, connections: int, *, socket_timeout: float, retries: int = 1) -> Redis:
+    def _client(
+        self, connections: int, *, socket_timeout: float, retries: int = 1, single: bool = False
+    ) -> Redis:
+        """A client of its own pool; ``single``: it keeps one connection for every command."""
         pool = BlockingConnectionPool.from_url(
             self._pool_url,
             **self._pool_extra,
@@ -238,7 +241,11 @@ class RedisBroker(Broker):
             # fails once. Every write is idempotent (tokens), so a retry is safe.
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries),
         )
-        return Redis.from_pool(pool)
+        if not single:
+            return Redis.from_pool(pool)
+        client = Redis(connection_pool=pool, single_connection_client=True)
+        client.auto_close_connection_pool = True  # as from_pool's
+        return client
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Redis]:

@@ -238,6 +238,11 @@ class StreamReader:
     async def _follow(self, client: Redis) -> None:
         keys, log, follows = self.keys, self.log, self.follows
         log_key = keys.events.encode()
+        # The reads go straight over the client's one connection: redis-py's per-command
+        # work (retries, which the reader turns off, and observability) cost more CPU than
+        # a light load's reads themselves.
+        await client.initialize()
+        connection = client.connection
         while True:
             generation = self.generation
             if follows.pending:
@@ -258,8 +263,8 @@ class StreamReader:
                 block = ("BLOCK", BLOCK_MS) if not merge.buffered else ()
                 self.reading = bool(block)
                 try:
-                    reply = await client.execute_command(  # type: ignore[no-untyped-call]
-                        "XREAD", "COUNT", merge.count, *block, "STREAMS",
+                    reply = await _command(
+                        connection, "XREAD", "COUNT", merge.count, *block, "STREAMS",
                         *streams, *(merge.positions.get(name, self.read_from) for name in streams),
                     )  # fmt: skip
                 finally:
@@ -452,6 +457,18 @@ class StreamReader:
         prefix = f"{self.epoch}-"
         if any(task.event_id and not task.event_id.startswith(prefix) for task in tasks):
             await self.sync()
+
+
+async def _command(connection: Any, *args: Any) -> Any:
+    """``args`` sent on ``connection`` and its raw reply read; on any failure the
+    connection is closed (the next command opens it again)."""
+    try:
+        await connection.send_command(*args, check_health=False)
+        return await connection.read_response()
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await connection.disconnect(nowait=True)
+        raise
 
 
 def _decoded(event_id: str, decode: Callable[[], T]) -> T:
