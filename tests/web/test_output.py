@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _support import HubFactory, ServerFactory, SSEEvent, collect, sse_events, submit, task_events
+from _support import HubFactory, ServerFactory, SSEEvent, collect, sse_events, submit, task_events, wait_for
 
 from sse_tasks import TaskContext
 from sse_tasks.demo import generated_text, word
@@ -361,6 +361,43 @@ async def test_a_stream_of_chosen_tasks_reads_only_their_output(
     logged = hub_b.broker.log.read(hub_b.broker.log.first)
     assert any(e.type == "task.succeeded" and e.task.id == other for e in logged)
     assert {e.task.id for e in logged if e.type == "task.output"} == {chosen}
+
+
+async def test_every_tasks_output_is_followed_from_while_a_task_runs(
+    broker_url: str, make_hub: HubFactory, live_server: ServerFactory
+) -> None:
+    """``/events?output=1`` opened while a task runs (it holds a lease) reads the running
+    tasks' output from then on: the reader's one connection is not asked for a second."""
+    if broker_url.startswith("memory"):
+        pytest.skip("memory:// has no stream reader")
+    gate = threading.Event()
+    hub = make_hub()
+
+    @hub.task
+    async def held(ctx: TaskContext) -> None:
+        await anyio.to_thread.run_sync(gate.wait, abandon_on_cancel=True)
+        ctx.output("late")
+
+    async with httpx.AsyncClient(base_url=live_server(hub).url, timeout=30) as http:
+        task_id = (await submit(http, "held"))["id"]
+        await wait_for(async_state_is(http, task_id, "running"))
+        with anyio.fail_after(30):
+            async with http.stream("GET", "/events?output=1") as response:
+                assert response.status_code == 200
+                gate.set()
+                got = []
+                async for event in sse_events(response):
+                    got.append(event)
+                    if event.event == "task.succeeded":
+                        break
+    assert [c["text"] for c in outputs(got)] == ["late"]
+
+
+def async_state_is(http: httpx.AsyncClient, task_id: str, state: str) -> Any:
+    async def check() -> bool:
+        return bool((await http.get(f"/tasks/{task_id}")).json()["state"] == state)
+
+    return check
 
 
 def _ended(event: SSEEvent) -> bool:

@@ -174,13 +174,13 @@ class StreamReader:
             async with self.connect() as db:
                 await call(db.client_unblock(client_id))
 
-    async def _answer_pending(self, client: Redis) -> None:
+    async def _answer_pending(self) -> None:
         follows = self.follows
         pending, follows.pending = follows.pending, []
         running: list[Task] = []
         if not follows.following_all and any(request.task is None for request in pending):
             try:
-                running = await self._running(client)
+                running = await self._running()
             except BaseException:
                 follows.pending[:0] = pending  # answered after the reconnection
                 raise
@@ -190,15 +190,17 @@ class StreamReader:
         for task in running:
             follows.add(task.id, since, task).by_all = True
 
-    async def _running(self, client: Redis) -> list[Task]:
-        """The tasks that may write output now: those leased to a worker."""
-        ids = await client.zrange(self.keys.leases, 0, -1)
-        if not ids:
-            return []
-        async with client.pipeline(transaction=False) as pipe:
-            for task_id in ids:
-                pipe.hmget(self.keys.task(text(task_id)), ["d", "i", "t"])
-            rows = await pipe.execute()
+    async def _running(self) -> list[Task]:
+        """The tasks that may write output now: those leased to a worker (read on a command
+        connection: a pipeline takes one of its own, and the reader's client has just one)."""
+        async with self.connect() as db:
+            ids = await db.zrange(self.keys.leases, 0, -1)
+            if not ids:
+                return []
+            async with db.pipeline(transaction=False) as pipe:
+                for task_id in ids:
+                    pipe.hmget(self.keys.task(text(task_id)), ["d", "i", "t"])
+                rows = await pipe.execute()
         return [task for row in rows if (task := task_of(row)) is not None and not task.terminal]
 
     # -- following -------------------------------------------------------------------
@@ -246,7 +248,7 @@ class StreamReader:
         while True:
             generation = self.generation
             if follows.pending:
-                await self._answer_pending(client)
+                await self._answer_pending()
             follows.expire()
             streams = [log_key, *follows.streams()]
             merge = self.merge
