@@ -290,6 +290,11 @@ async def _follow_chosen(runner: TaskBackend, task_ids: frozenset[str]) -> Outpu
     if len(unfinished) > _FOLLOW_EACH:
         return await runner.follow_output(None)
     follows: list[OutputFollow] = []
+
+    def close() -> None:
+        for follow in follows:
+            follow.close()
+
     since: Any = _UNKNOWN if len(unfinished) < len(tasks) else None
     try:
         for task in unfinished:
@@ -298,14 +303,8 @@ async def _follow_chosen(runner: TaskBackend, task_ids: frozenset[str]) -> Outpu
             if since is not _UNKNOWN and follow.since is not None and (since is None or since < follow.since):
                 since = follow.since
     except BaseException:
-        for follow in follows:
-            follow.close()
+        close()
         raise
-
-    def close() -> None:
-        for follow in follows:
-            follow.close()
-
     return OutputFollow(since, close, tasks)
 
 

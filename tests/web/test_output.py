@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _support import HubFactory, ServerFactory, SSEEvent, collect, sse_events, submit, task_events, wait_for
+from _support import HubFactory, ServerFactory, SSEEvent, collect, sse_events, submit, task_events
 
 from sse_tasks import TaskContext
 from sse_tasks.demo import generated_text, word
@@ -380,7 +380,7 @@ async def test_every_tasks_output_is_followed_from_while_a_task_runs(
 
     async with httpx.AsyncClient(base_url=live_server(hub).url, timeout=30) as http:
         task_id = (await submit(http, "held"))["id"]
-        await wait_for(async_state_is(http, task_id, "running"))
+        await collect(http, f"/tasks/{task_id}/events", until=lambda e: e.event == "task.running")
         with anyio.fail_after(30):
             async with http.stream("GET", "/events?output=1") as response:
                 assert response.status_code == 200
@@ -391,13 +391,6 @@ async def test_every_tasks_output_is_followed_from_while_a_task_runs(
                     if event.event == "task.succeeded":
                         break
     assert [c["text"] for c in outputs(got)] == ["late"]
-
-
-def async_state_is(http: httpx.AsyncClient, task_id: str, state: str) -> Any:
-    async def check() -> bool:
-        return bool((await http.get(f"/tasks/{task_id}")).json()["state"] == state)
-
-    return check
 
 
 def _ended(event: SSEEvent) -> bool:

@@ -26,6 +26,7 @@ from .link import UNREACHABLE, Link, call, unavailable
 from .outputs import Followed, OutputFollows, Request, snapshot_task
 from .records import task_of, text
 from .scripts import Scripts
+from .wire import drop
 
 logger = logging.getLogger("sse_tasks.redis")
 
@@ -468,8 +469,7 @@ async def _command(connection: Any, *args: Any) -> Any:
         await connection.send_command(*args, check_health=False)
         return await connection.read_response()
     except BaseException:
-        with anyio.CancelScope(shield=True):
-            await connection.disconnect(nowait=True)
+        await drop(connection)
         raise
 
 

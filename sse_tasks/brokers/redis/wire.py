@@ -212,17 +212,17 @@ class AsyncWire:
                 await connection.send_packed_command(_pack(connection, commands), check_health=False)
                 replies = [await _read_async(connection) for _ in commands]
             except RedisConnectionError:
-                await _drop(connection)
+                await drop(connection)
                 if not waited:
                     raise
                 await self._drop_idle()  # see Wire.send
                 connection, waited = self._make(), False
                 continue
             except BaseException:
-                await _drop(connection)
+                await drop(connection)
                 raise
             if self._closed:
-                await _drop(connection)
+                await drop(connection)
             else:
                 self._idle.append(connection)
             return replies
@@ -230,7 +230,7 @@ class AsyncWire:
     async def _drop_idle(self) -> None:
         idle, self._idle = self._idle, []
         for connection in idle:
-            await _drop(connection)
+            await drop(connection)
 
     async def close(self) -> None:
         """As :meth:`Wire.close`."""
@@ -245,7 +245,7 @@ async def _read_async(connection: Any) -> Any:
         return exc
 
 
-async def _drop(connection: Any) -> None:
+async def drop(connection: Any) -> None:
     """Close ``connection`` (cancelled or not: its state is unknown, it is never reused)."""
     with anyio.CancelScope(shield=True):
         await connection.disconnect(nowait=True)
