@@ -59,6 +59,14 @@ def _restore_loggers() -> Iterator[None]:
 
 
 @pytest.fixture
+def unmeasured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Processes the test starts run without coverage: load tests and benchmarks time the
+    code (which other tests measure) and would spend most of their CPU in its tracer."""
+    monkeypatch.delenv("COVERAGE_PROCESS_CONFIG", raising=False)
+    monkeypatch.delenv("COVERAGE_PROCESS_START", raising=False)
+
+
+@pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # uvicorn and sse-starlette run on asyncio
 

@@ -29,6 +29,9 @@ from _support import ROOT
 
 BLOCKS = collect(ROOT)
 
+# The snippets prove the docs run as written; the code they run is measured elsewhere.
+pytestmark = pytest.mark.usefixtures("unmeasured")
+
 
 @pytest.fixture(scope="module")
 def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:

@@ -23,6 +23,8 @@ from benchmarks import fanout, harness, idle, light, multiprocess, output_fanout
 
 SMOKE = ["--smoke", "--no-pin"]
 
+pytestmark = pytest.mark.usefixtures("unmeasured")
+
 
 def _json(path: Path) -> Any:
     return json.loads(path.read_text())
