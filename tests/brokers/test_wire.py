@@ -166,6 +166,20 @@ async def test_a_batch_waits_for_a_free_connection_for_the_timeout_at_most(serve
         await wire.close()
 
 
+async def test_a_batch_not_answered_within_the_timeout_raises_and_its_connection_is_dropped(
+    server: RedisServer,
+) -> None:
+    wire = AsyncWire(server.url, {}, "sse-tasks-test", reply_timeout=0.2)
+    try:
+        assert await wire.send([("PING",)]) == [b"PONG"]  # one idle connection
+        with pytest.raises(redis.exceptions.TimeoutError, match=r"did not answer within 0\.2 s"):
+            await wire.send([("BLPOP", "nothing", 5)])
+        # On the same connection this would read BLPOP's late nil as its own answer.
+        assert await wire.send([("PING",)]) == [b"PONG"]
+    finally:
+        await wire.close()
+
+
 def test_a_forked_child_opens_connections_of_its_own(server: RedisServer) -> None:
     wire = Wire(server.url, {}, "sse-tasks-test")
     try:

@@ -79,7 +79,7 @@ from .keys import Keys
 from .leases import LeaseKeeper
 from .link import UNREACHABLE, Link, call, unavailable
 from .options import option, split_options
-from .reader import BLOCK_MS, MAX_BACKOFF, MIN_BACKOFF, StreamKey, StreamReader, key
+from .reader import MAX_BACKOFF, MIN_BACKOFF, StreamKey, StreamReader, key
 from .records import chunks_of, data, task_of, text
 from .scripts import Script, Scripts
 from .tokens import Tokens
@@ -196,8 +196,9 @@ class RedisBroker(Broker):
         await group.__aenter__()
         self._group = group
         # No retry under the reader: it reconnects itself, and learns its new CLIENT ID then
-        # (a registration cuts its blocked read short by that id).
-        reader = self._client(1, socket_timeout=BLOCK_MS / 1000 + 10.0, retries=0, single=True)
+        # (a registration cuts its blocked read short by that id). No socket timeout either:
+        # each turn of the reader has one deadline (``TURN_TIMEOUT``).
+        reader = self._client(1, socket_timeout=None, retries=0, single=True)
         group.start_soon(self._reader.run, reader)
         group.start_soon(self._leases.run, self._redis)
         with anyio.move_on_after(5.0):
@@ -226,7 +227,7 @@ class RedisBroker(Broker):
                     await wire.close()
 
     def _client(
-        self, connections: int, *, socket_timeout: float, retries: int = 1, single: bool = False
+        self, connections: int, *, socket_timeout: float | None, retries: int = 1, single: bool = False
     ) -> Redis:
         """A client of its own pool; ``single``: it keeps one connection for every command."""
         pool = BlockingConnectionPool.from_url(

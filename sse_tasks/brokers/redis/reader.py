@@ -7,6 +7,7 @@ every stream resyncs instead of continuing the wrong history.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
@@ -26,7 +27,7 @@ from .link import UNREACHABLE, Link, call, unavailable
 from .outputs import Followed, OutputFollows, Request, snapshot_task
 from .records import task_of, text
 from .scripts import Scripts
-from .wire import drop
+from .wire import deadline, drop
 
 logger = logging.getLogger("sse_tasks.redis")
 
@@ -39,6 +40,10 @@ Connect = Callable[[], contextlib.AbstractAsyncContextManager[Redis]]
 
 BATCH = 1000  # stream entries per XREAD
 BLOCK_MS = 1000  # an idle reader checks the epoch this often
+#: Seconds one turn of the reader (its blocked read and what follows) may take: its
+#: connection has no per-command timeout, which redis-py would apply with a task of its
+#: own around every send and a timeout around every read.
+TURN_TIMEOUT = BLOCK_MS / 1000 + 10.0
 MIN_BACKOFF = 0.05
 MAX_BACKOFF = 1.0
 #: While the reader reads on, the streams are woken once no entry came for HOLD_QUIET
@@ -215,8 +220,9 @@ class StreamReader:
         try:
             while True:
                 try:
-                    await self.sync(client, reader=True)
-                    self.client_id = await client.client_id()
+                    async with deadline(TURN_TIMEOUT):
+                        await self.sync(client, reader=True)
+                        self.client_id = await client.client_id()
                     if delay > MIN_BACKOFF:
                         logger.info("reconnected to Redis at %s", self.where)
                     self.link.up()
@@ -224,7 +230,7 @@ class StreamReader:
                     self.tried.set()
                     delay = MIN_BACKOFF
                     await self._follow(client)
-                except (Unavailable, *UNREACHABLE) as exc:
+                except (Unavailable, asyncio.TimeoutError, *UNREACHABLE) as exc:
                     if self.link.connected_since is not None or delay == MIN_BACKOFF:
                         logger.warning("lost Redis at %s (%s); reconnecting", self.where, exc)
                 except Exception:
@@ -262,33 +268,34 @@ class StreamReader:
             # each a write of its own) go out to each stream in one write.
             log.hold(HOLD_WINDOW, HOLD_QUIET, self.expecting, EXPECT_WINDOW)
             try:
-                # Entries waiting to be taken: read what came since, without waiting.
-                block = ("BLOCK", BLOCK_MS) if not merge.buffered else ()
-                self.reading = bool(block)
-                try:
-                    reply = await _command(
-                        connection, "XREAD", "COUNT", merge.count, *block, "STREAMS",
-                        *streams, *(merge.positions.get(name, self.read_from) for name in streams),
-                    )  # fmt: skip
-                finally:
-                    self.reading = False
-                if generation != self.generation:
-                    continue  # the log restarted meanwhile: read on from its new base
-                if not reply and merge.buffered:
-                    # Every stream answered that it has nothing more: all that waits is next.
-                    await self._append(client, merge.take([], log_key, follows.by_key))
-                    continue
-                if not reply:
-                    epoch = await client.get(keys.epoch)
-                    if epoch is None or text(epoch) != self.epoch:
-                        await self.sync(client, reader=True)
-                    continue
-                # RESP2 answers [[stream, entries], …], RESP3 {stream: entries}.
-                replies = list(reply.items()) if isinstance(reply, dict) else reply
-                if len(streams) == 1 and not merge.buffered:
-                    await self._append(client, [(None, entry, None) for entry in replies[0][1]])
-                else:
-                    await self._append(client, merge.take(replies, log_key, follows.by_key))
+                async with deadline(TURN_TIMEOUT):
+                    # Entries waiting to be taken: read what came since, without waiting.
+                    block = ("BLOCK", BLOCK_MS) if not merge.buffered else ()
+                    self.reading = bool(block)
+                    try:
+                        reply = await _command(
+                            connection, "XREAD", "COUNT", merge.count, *block, "STREAMS",
+                            *streams, *(merge.positions.get(name, self.read_from) for name in streams),
+                        )  # fmt: skip
+                    finally:
+                        self.reading = False
+                    if generation != self.generation:
+                        continue  # the log restarted meanwhile: read on from its new base
+                    if not reply and merge.buffered:
+                        # Every stream answered that it has nothing more: all that waits is next.
+                        await self._append(client, merge.take([], log_key, follows.by_key))
+                        continue
+                    if not reply:
+                        epoch = await client.get(keys.epoch)
+                        if epoch is None or text(epoch) != self.epoch:
+                            await self.sync(client, reader=True)
+                        continue
+                    # RESP2 answers [[stream, entries], …], RESP3 {stream: entries}.
+                    replies = list(reply.items()) if isinstance(reply, dict) else reply
+                    if len(streams) == 1 and not merge.buffered:
+                        await self._append(client, [(None, entry, None) for entry in replies[0][1]])
+                    else:
+                        await self._append(client, merge.take(replies, log_key, follows.by_key))
             finally:
                 log.release()
 

@@ -19,8 +19,10 @@ it answers NOSCRIPT), they are loaded and the batch is sent again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,6 +32,12 @@ import redis
 import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as _timeout
+else:  # pragma: no cover - redis-py requires async-timeout before 3.11.3
+    from async_timeout import timeout as _timeout
 
 _pack_hiredis: Callable[[tuple[Any, ...]], bytes] | None
 try:
@@ -39,6 +47,12 @@ except ImportError:  # pragma: no cover - the extras install hiredis
 
 #: One command: its words and arguments (``str``, ``bytes``, ``int`` or ``float``).
 Command = Sequence[Any]
+
+
+def deadline(seconds: float) -> contextlib.AbstractAsyncContextManager[Any]:
+    """A deadline for what the block awaits: then it raises ``TimeoutError``. Cheaper than
+    ``asyncio.wait_for`` (a task per call) or an anyio cancel scope."""
+    return _timeout(seconds)
 
 
 def _pack(connection: Any, commands: Sequence[Command]) -> list[bytes]:
@@ -61,8 +75,10 @@ def _loads(scripts: Sequence[str]) -> list[Command]:
     return [("SCRIPT", "LOAD", source) for source in scripts]
 
 
-def _settings(url: str, extra: dict[str, Any], client_name: str) -> dict[str, Any]:
-    return {**extra, "socket_timeout": 5.0, "socket_connect_timeout": 2.0, "client_name": client_name}
+def _settings(
+    url: str, extra: dict[str, Any], client_name: str, timeout: float | None = 5.0
+) -> dict[str, Any]:
+    return {**extra, "socket_timeout": timeout, "socket_connect_timeout": 2.0, "client_name": client_name}
 
 
 class Wire:
@@ -160,7 +176,8 @@ def _read(connection: Any) -> Any:
 class AsyncWire:
     """The same on an event loop (its connections belong to the loop that opened them), at
     most ``limit`` of them (None: as many as batches in flight); a batch that waits
-    ``timeout`` seconds for one raises ``ConnectionError``."""
+    ``timeout`` seconds for one raises ``ConnectionError``, one that is not answered
+    within ``reply_timeout`` seconds ``TimeoutError`` (both ``redis.exceptions``')."""
 
     def __init__(
         self,
@@ -170,14 +187,19 @@ class AsyncWire:
         *,
         limit: int | None = None,
         timeout: float = 5.0,
+        reply_timeout: float = 5.0,
     ) -> None:
-        pool = redis.asyncio.ConnectionPool.from_url(url, **_settings(url, extra, client_name))
+        # No socket timeout on the connections: redis-py would wrap every send in
+        # ``asyncio.wait_for`` (a task of its own) and every read in a timeout. One deadline
+        # covers a whole batch instead.
+        pool = redis.asyncio.ConnectionPool.from_url(url, **_settings(url, extra, client_name, None))
         self._make = functools.partial(pool.connection_class, **pool.connection_kwargs)
         self._idle: list[Any] = []
         self._closed = False
         # asyncio's, not anyio's: acquiring a free one does not yield to the loop.
         self._limit = None if limit is None else asyncio.Semaphore(limit)
         self._timeout = timeout
+        self._reply_timeout = reply_timeout
 
     async def send(self, commands: Sequence[Command], scripts: Sequence[str] = ()) -> list[Any]:
         """As :meth:`Wire.send`."""
@@ -209,8 +231,9 @@ class AsyncWire:
         connection = self._idle.pop() if waited else self._make()
         while True:
             try:
-                await connection.send_packed_command(_pack(connection, commands), check_health=False)
-                replies = [await _read_async(connection) for _ in commands]
+                async with deadline(self._reply_timeout):
+                    await connection.send_packed_command(_pack(connection, commands), check_health=False)
+                    replies = [await _read_async(connection) for _ in commands]
             except RedisConnectionError:
                 await drop(connection)
                 if not waited:
@@ -218,6 +241,9 @@ class AsyncWire:
                 await self._drop_idle()  # see Wire.send
                 connection, waited = self._make(), False
                 continue
+            except asyncio.TimeoutError:  # (TimeoutError from 3.11)
+                await drop(connection)
+                raise RedisTimeoutError(f"Redis did not answer within {self._reply_timeout:g} s") from None
             except BaseException:
                 await drop(connection)
                 raise
