@@ -383,6 +383,10 @@ class Runner:
         self.executor.cancel_all("server shutting down")
         with anyio.move_on_after(max(self.shutdown_grace, 5.0)):
             await self._idle.wait()
+        # The final events just published reach the streams through the log: a broker
+        # that reads its writes back (Redis) may not hold them yet. A stream ends once the
+        # log is closed and it has read all the log holds, so close it only after that.
+        await self.broker.read_back()
         self.broker.log.close()
         self._closed.set()
 

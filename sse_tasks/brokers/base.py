@@ -29,6 +29,13 @@ class Broker(abc.ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the hub calls it once on shutdown."""
 
+    async def read_back(self) -> None:  # noqa: B027 - optional hook
+        """Return once :attr:`log` holds every event this process published (bounded).
+
+        The hub closes the log on shutdown only after this, so that each stream still
+        carries its task's final event. A broker that appends as it publishes (memory)
+        has nothing to wait for; one whose log is filled by a reader waits for it."""
+
     @abc.abstractmethod
     def parse_event_id(self, event_id: str) -> Any | None:
         """The sortable key of ``event_id``, or None if it is malformed or not from this log."""

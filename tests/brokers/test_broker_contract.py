@@ -61,6 +61,15 @@ async def test_every_event_reaches_the_log_in_order(broker: Broker) -> None:
     assert broker.parse_event_id(events[-1].id) == events[-1].key
 
 
+async def test_read_back_returns_once_the_log_holds_every_event_published_here(broker: Broker) -> None:
+    """The hub closes the log on shutdown after this: every stream still gets its final events."""
+    for round in range(20):  # a shared broker's reader usually needs a turn more than publish
+        event = await publish(broker, Task(id=f"r{round}", name="job"), "task.queued")
+        with anyio.fail_after(6):
+            await broker.read_back()
+        assert broker.log.last is not None and broker.log.last.key >= event.key
+
+
 async def test_events_written_close_together_wake_a_waiting_stream_once(
     broker: Broker, broker_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

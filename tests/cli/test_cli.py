@@ -21,7 +21,9 @@ from sse_tasks.cli import main
 @pytest.fixture
 def served() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = free_port()
-    env = {**os.environ, "SSE_TASKS_HEARTBEAT": "0.5"}
+    # memory://, whatever broker other tests' session fixtures left in os.environ.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSE_TASKS_")}
+    env["SSE_TASKS_HEARTBEAT"] = "0.5"
     proc = subprocess.Popen(
         [sys.executable, "-m", "sse_tasks", "serve", "--port", str(port)],
         env=env,

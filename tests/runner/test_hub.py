@@ -14,14 +14,17 @@ from sse_tasks import (
     InvalidRequest,
     NotFound,
     SSETasksError,
+    Task,
     TaskCancelled,
     TaskContext,
+    TaskEvent,
     TaskFinished,
     TaskGone,
     TaskHub,
     TaskState,
     Unavailable,
 )
+from sse_tasks._core.log import EventLog
 from sse_tasks.brokers import MemoryBroker
 from sse_tasks.demo import register_demo_tasks
 
@@ -411,6 +414,54 @@ async def test_shutdown_cancels_running_and_queued_then_refuses(make_hub: Any) -
             await hub.submit(forever)
         assert refused.value.code == "shutting_down"
         assert hub.broker.log.closed
+
+
+class LateLog(MemoryBroker):
+    """A broker whose log gets an event some time after ``publish`` returns, as Redis's
+    does (its reader reads the write back): here, final events wait for ``read_back``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[TaskEvent] = []
+
+    async def publish(self, task: Task, event_type: str) -> TaskEvent | None:
+        if not task.terminal:
+            return await super().publish(task, event_type)
+        log, self.log = self.log, EventLog(self.log.maxlen)  # the event goes astray
+        try:
+            event = await super().publish(task, event_type)
+        finally:
+            self.log = log
+        if event is not None:
+            self.held.append(event)
+        return event
+
+    async def read_back(self) -> None:
+        await anyio.lowlevel.checkpoint()  # the reader's next turn
+        for event in self.held:
+            self.log.append(event)
+        self.held.clear()
+
+
+async def test_shutdown_closes_the_log_once_it_holds_the_final_events_published_here() -> None:
+    """A stream ends once the log is closed and read: it must still carry the task's end."""
+    hub = TaskHub(LateLog(), shutdown_grace=0.1)
+    started = anyio.Event()
+
+    @hub.task
+    async def forever(ctx: TaskContext) -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    async with hub:
+        running = await hub.submit(forever)
+        await started.wait()
+        with anyio.fail_after(10):
+            await hub.shutdown()
+        log = hub.broker.log
+        assert log.closed
+        ends = [e for e in log.read(log.first) if e.task.id == running.id and e.terminal]
+        assert [e.type for e in ends] == ["task.cancelled"]
 
 
 async def test_a_refused_submission_never_runs_and_never_appears(make_hub: Any) -> None:

@@ -376,6 +376,13 @@ class RedisBroker(Broker):
             "started": b"" if started is None else data(started),
         }
 
+    async def read_back(self) -> None:
+        """Wait (5 s at most) until the reader has appended this process's last write."""
+        with anyio.move_on_after(5.0):
+            while self._expecting() and not self.log.closed:
+                with anyio.move_on_after(0.05):
+                    await self.log.wait(self.log.head)
+
     def _expecting(self) -> bool:
         """A state change this process writes is not read back yet (see the reader)."""
         if self._logging:
