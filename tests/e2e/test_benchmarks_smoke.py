@@ -23,7 +23,6 @@ from benchmarks import fanout, harness, idle, light, multiprocess, output_fanout
 
 SMOKE = ["--smoke", "--no-pin"]
 
-pytestmark = pytest.mark.usefixtures("unmeasured")
 
 
 def _json(path: Path) -> Any:

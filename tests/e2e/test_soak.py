@@ -31,7 +31,6 @@ pytestmark = [
     pytest.mark.anyio,
     pytest.mark.timeout(300),
     pytest.mark.xdist_group("soak"),
-    pytest.mark.usefixtures("unmeasured"),
 ]
 
 SECONDS = float(os.environ.get("SSE_TASKS_SOAK_SECONDS", "6"))
