@@ -19,10 +19,20 @@ from _support import ROOT
 sys.path.insert(0, str(ROOT))
 
 
-from benchmarks import fanout, harness, idle, light, multiprocess, output_fanout, selective, submit, systems
+from benchmarks import (
+    fanout,
+    harness,
+    idle,
+    light,
+    multiprocess,
+    output_fanout,
+    selective,
+    submit,
+    systems,
+    writes,
+)
 
 SMOKE = ["--smoke", "--no-pin"]
-
 
 
 def _json(path: Path) -> Any:
@@ -155,6 +165,17 @@ def test_multiprocess_output_runs(tmp_path: Path) -> None:
         assert set(report["ratios"][system]) >= {"wall_s", "producer_cpu_us_per_chunk", "idle_of_producer"}
 
 
+def test_broker_writes_run(tmp_path: Path) -> None:
+    """``python -m benchmarks.writes --smoke``: memory and a real redis-server, alternately."""
+    if harness.redis_server() is None:
+        pytest.skip("redis-server is not installed")
+    out = tmp_path / "writes.json"
+    assert writes.main(["--smoke", "--no-pin", "--repeat", "2", "--json", str(out)]) == 0
+    report = _json(out)
+    assert [len(report["runs"][name]) for name in ("memory", "redis")] == [2, 2]
+    assert report["medians"]["redis"] > 0 and report["ratio"] > 0
+
+
 def test_idle_memory_breakdown_runs() -> None:
     """``python -m benchmarks.idle tracemalloc --smoke``, in a process of its own (tracemalloc)."""
     done = subprocess.run(
@@ -195,7 +216,7 @@ def test_the_celery_benchmark_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
 
 
-@pytest.mark.parametrize("module", [fanout, light, idle, submit, selective, output_fanout, harness])
+@pytest.mark.parametrize("module", [fanout, light, idle, submit, selective, output_fanout, writes, harness])
 def test_every_scenario_has_a_command_line(module: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         module.main(["--help"])
