@@ -44,6 +44,11 @@ BLOCK_MS = 1000  # an idle reader checks the epoch this often
 #: connection has no per-command timeout, which redis-py would apply with a task of its
 #: own around every send and a timeout around every read.
 TURN_TIMEOUT = BLOCK_MS / 1000 + 10.0
+#: Seconds the reader waits before reading again right after a read that brought entries
+#: (while the streams' wake-up is held anyway): a task's state changes, each a write of
+#: its own, then come in one read instead of one read each. A send costs more CPU than
+#: anything else the reader does (see ``python -m benchmarks.writes``).
+READ_PAUSE = 0.001
 MIN_BACKOFF = 0.05
 MAX_BACKOFF = 1.0
 #: While the reader reads on, the streams are woken once no entry came for HOLD_QUIET
@@ -252,6 +257,7 @@ class StreamReader:
         # a light load's reads themselves.
         await client.initialize()
         connection = client.connection
+        read_some = False
         while True:
             generation = self.generation
             if follows.pending:
@@ -269,6 +275,9 @@ class StreamReader:
             log.hold(HOLD_WINDOW, HOLD_QUIET, self.expecting, EXPECT_WINDOW)
             try:
                 async with deadline(TURN_TIMEOUT):
+                    if read_some and not merge.buffered and not follows.pending:
+                        await anyio.sleep(READ_PAUSE)
+                    read_some = False
                     # Entries waiting to be taken: read what came since, without waiting.
                     block = ("BLOCK", BLOCK_MS) if not merge.buffered else ()
                     self.reading = bool(block)
@@ -291,6 +300,7 @@ class StreamReader:
                             await self.sync(client, reader=True)
                         continue
                     # RESP2 answers [[stream, entries], …], RESP3 {stream: entries}.
+                    read_some = True
                     replies = list(reply.items()) if isinstance(reply, dict) else reply
                     if len(streams) == 1 and not merge.buffered:
                         await self._append(client, [(None, entry, None) for entry in replies[0][1]])
