@@ -391,14 +391,21 @@ async def test_background_form_runs_only_when_called(running_hub: TaskHub) -> No
     assert done.name == "print_msg" and done.result == "Ithome"
 
 
-async def test_shutdown_cancels_running_and_queued_then_refuses(make_hub: Any) -> None:
-    hub: TaskHub = make_hub(concurrency=1, shutdown_grace=0.1)
+def forever_task(hub: TaskHub) -> tuple[Any, anyio.Event]:
+    """A task of ``hub`` that runs until it is cancelled, and the event it sets as it starts."""
     started = anyio.Event()
 
     @hub.task
     async def forever(ctx: TaskContext) -> None:
         started.set()
         await anyio.sleep_forever()
+
+    return forever, started
+
+
+async def test_shutdown_cancels_running_and_queued_then_refuses(make_hub: Any) -> None:
+    hub: TaskHub = make_hub(concurrency=1, shutdown_grace=0.1)
+    forever, started = forever_task(hub)
 
     async with hub:
         running = await hub.submit(forever)
@@ -446,12 +453,7 @@ class LateLog(MemoryBroker):
 async def test_shutdown_closes_the_log_once_it_holds_the_final_events_published_here() -> None:
     """A stream ends once the log is closed and read: it must still carry the task's end."""
     hub = TaskHub(LateLog(), shutdown_grace=0.1)
-    started = anyio.Event()
-
-    @hub.task
-    async def forever(ctx: TaskContext) -> None:
-        started.set()
-        await anyio.sleep_forever()
+    forever, started = forever_task(hub)
 
     async with hub:
         running = await hub.submit(forever)
