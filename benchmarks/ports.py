@@ -10,6 +10,7 @@ took it, by a lock on a file every process using this module shares.
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import random
 import socket
@@ -21,6 +22,14 @@ _LOCKS = Path(tempfile.gettempdir()) / "sse-tasks-ports"
 _LOWEST = 20_000
 #: The reservations this process holds (closed, and so released, when it exits).
 _held: list[IO[bytes]] = []
+
+
+@atexit.register
+def _release() -> None:
+    """Close the reservations as the process exits, rather than leave each to the garbage
+    collector, which warns about every file left open (``ResourceWarning``)."""
+    while _held:
+        _held.pop().close()
 
 
 def _ephemeral_start() -> int:

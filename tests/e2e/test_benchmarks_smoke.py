@@ -176,6 +176,23 @@ def test_broker_writes_run(tmp_path: Path) -> None:
     assert report["medians"]["redis"] > 0 and report["ratio"] > 0
 
 
+def test_a_process_that_reserved_ports_exits_without_a_resource_warning() -> None:
+    """``benchmarks.ports`` holds a lock file per port for the process's life: it closes them
+    at exit, or every process of the suite would print a warning for each."""
+    code = "from benchmarks.ports import free_port; free_port(); free_port(also=10000)"
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", code],
+        cwd=ROOT,
+        env=harness.python_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ResourceWarning" not in done.stderr, done.stderr[-2000:]
+
+
 def test_idle_memory_breakdown_runs() -> None:
     """``python -m benchmarks.idle tracemalloc --smoke``, in a process of its own (tracemalloc)."""
     done = subprocess.run(
