@@ -26,12 +26,7 @@ import pytest
 from _support import free_port, sse_events
 from prometheus_client.parser import text_string_to_metric_families
 
-pytestmark = [
-    pytest.mark.soak,
-    pytest.mark.anyio,
-    pytest.mark.timeout(300),
-    pytest.mark.xdist_group("soak"),
-]
+pytestmark = [pytest.mark.soak, pytest.mark.anyio, pytest.mark.timeout(300), pytest.mark.xdist_group("soak")]
 
 SECONDS = float(os.environ.get("SSE_TASKS_SOAK_SECONDS", "6"))
 # Enough work to soak, few enough 3 s sleeps that the server's 16 slots drain them in seconds.
