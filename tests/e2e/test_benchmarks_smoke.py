@@ -39,6 +39,19 @@ def _json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
+def _python(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` in the repository, with it on ``PYTHONPATH``: its exit and output."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=harness.python_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @pytest.mark.parametrize("system", systems.SYSTEMS)
 def test_the_comparison_runs(system: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``python -m benchmarks --smoke`` for one system: closed, light, fanout, throughput,
@@ -180,30 +193,14 @@ def test_a_process_that_reserved_ports_exits_without_a_resource_warning() -> Non
     """``benchmarks.ports`` holds a lock file per port for the process's life: it closes them
     at exit, or every process of the suite would print a warning for each."""
     code = "from benchmarks.ports import free_port; free_port(); free_port(also=10000)"
-    done = subprocess.run(
-        [sys.executable, "-X", "dev", "-c", code],
-        cwd=ROOT,
-        env=harness.python_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _python("-X", "dev", "-c", code)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ResourceWarning" not in done.stderr, done.stderr[-2000:]
 
 
 def test_idle_memory_breakdown_runs() -> None:
     """``python -m benchmarks.idle tracemalloc --smoke``, in a process of its own (tracemalloc)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.idle", "tracemalloc", "--smoke"],
-        cwd=ROOT,
-        env=harness.python_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _python("-m", "benchmarks.idle", "tracemalloc", "--smoke")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "20 idle streams (after 5 warm-up):" in done.stdout and "by line" in done.stdout
 
@@ -242,15 +239,7 @@ def test_every_scenario_has_a_command_line(module: ModuleType, capsys: pytest.Ca
 
 
 def test_python_m_benchmarks_runs() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--help"],
-        cwd=ROOT,
-        env=harness.python_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _python("-m", "benchmarks", "--help")
     assert done.returncode == 0, done.stderr
     assert "closed,light,fanout,throughput,idle,submit,latency" in done.stdout
 
@@ -259,14 +248,7 @@ def test_the_dashboard_benchmark_runs(tmp_path: Path) -> None:
     """``python -m benchmarks.dashboard --smoke``: the page in Chromium, timed at a tiny scale."""
     pytest.importorskip("_browser")  # skips without Playwright or Chromium
     out = tmp_path / "dashboard.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.dashboard", "--smoke", "--json", str(out)],
-        cwd=ROOT,
-        env=harness.python_env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    done = _python("-m", "benchmarks.dashboard", "--smoke", "--json", str(out), timeout=180)
     assert done.returncode == 0, done.stderr
     result = _json(out)
     assert result["history"] == 30 and result["rendered_rows"] > 0
