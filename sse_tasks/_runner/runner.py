@@ -276,6 +276,9 @@ class Runner:
         while not task.terminal:
             event = await self.publisher.finish(task, TaskState.CANCELLED)
             if event is not None:
+                # A run of this process stops now, not once a broker that reads its writes
+                # back (Redis) has: its next progress() raises TaskCancelled.
+                self.executor.cancel(task_id)
                 if self.group is not None:  # stopping the work elsewhere must not delay the answer
                     self.group.start_soon(self._stop_elsewhere, event.task)
                 return event.task

@@ -609,7 +609,16 @@ async def test_ids_of_the_layout_before_output_streams_resync(
         assert (await http.get("/tasks")).json()["cursor"].split("-")[0] != "0ld0ld00"
 
 
-async def test_finished_tasks_beyond_max_tasks_expire_oldest_first(private_redis: Redis) -> None:
+@pytest.mark.parametrize("one_millisecond", [False, True], ids=["apart", "one-millisecond"])
+async def test_finished_tasks_beyond_max_tasks_expire_oldest_first(
+    private_redis: Redis, one_millisecond: bool
+) -> None:
+    if one_millisecond:
+        # The history's last id a minute ahead of the clock: every event that follows
+        # shares its millisecond, so only the ids' order tells the oldest finished task.
+        with private_redis.client() as client:
+            ms = int(client.time()[0]) * 1000 + 60_000
+            client.set("sse_tasks:log:last", f"{ms}-0")
     hub = redis_hub(private_redis.url, retention=3600, max_tasks=2, concurrency=1)  # finish in order
     async with hub:
         tasks = [await hub.submit("fail") for _ in range(3)]

@@ -105,11 +105,16 @@ async def test_cancel_async_task_in_place(running_hub: TaskHub) -> None:
 
 
 async def test_cancel_sync_task_raises_at_next_progress(running_hub: TaskHub) -> None:
+    await cancel_then_progress(running_hub)
+
+
+async def cancel_then_progress(hub: TaskHub) -> None:
+    """Cancel a running sync task of ``hub``, then let it report: its progress() raises."""
     started = threading.Event()
     release = threading.Event()
     outcome: list[str] = []
 
-    @running_hub.task
+    @hub.task
     def loops(ctx: TaskContext) -> None:
         started.set()
         release.wait(10)
@@ -119,13 +124,13 @@ async def test_cancel_sync_task_raises_at_next_progress(running_hub: TaskHub) ->
             outcome.append(type(exc).__name__)
             raise
 
-    task = await running_hub.submit(loops)
+    task = await hub.submit(loops)
     await anyio.to_thread.run_sync(started.wait, 10)
-    assert (await running_hub.cancel(task.id)).state is TaskState.CANCELLED
+    assert (await hub.cancel(task.id)).state is TaskState.CANCELLED
     release.set()
     await wait_for(lambda: outcome)
     assert outcome == ["TaskCancelled"]
-    assert (await running_hub.get(task.id)).state is TaskState.CANCELLED
+    assert (await hub.get(task.id)).state is TaskState.CANCELLED
 
 
 async def test_a_sync_task_that_catches_exception_still_stops_when_cancelled(running_hub: TaskHub) -> None:
@@ -430,6 +435,11 @@ class LateLog(MemoryBroker):
     def __init__(self) -> None:
         super().__init__()
         self.held: list[TaskEvent] = []
+        self.observe: Any = None
+
+    async def start(self, observer: Any) -> None:
+        self.observe = observer
+        await super().start(lambda event: None if event.terminal else observer(event))
 
     async def publish(self, task: Task, event_type: str) -> TaskEvent | None:
         if not task.terminal:
@@ -447,7 +457,15 @@ class LateLog(MemoryBroker):
         await anyio.lowlevel.checkpoint()  # the reader's next turn
         for event in self.held:
             self.log.append(event)
+            self.observe(event)
         self.held.clear()
+
+
+async def test_cancel_stops_a_run_of_this_process_before_the_broker_reads_the_cancel_back() -> None:
+    hub = TaskHub(LateLog())
+    async with hub:
+        with anyio.fail_after(15):
+            await cancel_then_progress(hub)
 
 
 async def test_shutdown_closes_the_log_once_it_holds_the_final_events_published_here() -> None:

@@ -57,7 +57,11 @@ if not current[1] then
 end
 if terminal == '1' then
   redis.call('ZREM', leases, id)
-  redis.call('ZADD', finished, now, id)
+  -- By the final event's id, not the clock alone: tasks finished within one millisecond
+  -- keep their order (max_tasks expires the oldest), to 1,024 a millisecond.
+  local dash = string.find(sid, '-', 1, true)
+  local finished_at = tonumber(string.sub(sid, 1, dash - 1)) + math.min(tonumber(string.sub(sid, dash + 1)), 1023) / 1024
+  redis.call('ZADD', finished, string.format('%.17g', finished_at), id)
   redis.call('PEXPIRE', task, retention)
   redis.call('PEXPIRE', output, retention)
   local gone = redis.call('ZRANGEBYSCORE', finished, '-inf', now - retention, 'LIMIT', 0, 100)
