@@ -4,9 +4,12 @@ restarted Redis, a forked child, against a real redis-server, blocking and async
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -235,3 +238,57 @@ def test_a_writer_loads_the_scripts_redis_lost(server: RedisServer) -> None:
         assert stored is not None and stored.event_id and writer.state("b") == "queued"
     finally:
         writer.close()
+
+
+class RecordingServer:
+    """A stand-in for Redis on a loopback port that answers ``+OK`` (``PING``: ``+PONG``) and
+    records the name of every command it receives."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0?protocol=2"
+        self.commands: list[str] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self.listener.accept()
+                threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+
+    def _answer(self, connection: socket.socket) -> None:
+        with connection, contextlib.suppress(OSError), connection.makefile("rb") as lines:
+            while header := lines.readline():
+                words = []
+                for _ in range(int(header[1:])):
+                    size = int(lines.readline()[1:])
+                    words.append(lines.read(size + 2)[:-2].decode())
+                self.commands.append(" ".join(words[:2]).upper())
+                connection.sendall(b"+PONG\r\n" if words[0].upper() == "PING" else b"+OK\r\n")
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def recording() -> Iterator[RecordingServer]:
+    server = RecordingServer()
+    yield server
+    server.close()
+
+
+def test_a_connection_is_named_but_sends_no_client_setinfo(recording: RecordingServer) -> None:
+    """``CLIENT SETINFO`` costs a round trip and a read of redis-py's metadata on every
+    connect: in a worker that forks a child per task, each child pays it."""
+    wire = Wire(recording.url, {}, "sse-tasks-test-worker")
+    assert wire.send([("PING",)]) == [b"PONG"]
+    wire.close()
+    assert recording.commands == ["CLIENT SETNAME", "PING"]
+
+
+async def test_an_asyncio_connection_is_named_but_sends_no_client_setinfo(recording: RecordingServer) -> None:
+    wire = AsyncWire(recording.url, {}, "sse-tasks-test-worker")
+    assert await wire.send([("PING",)]) == [b"PONG"]
+    await wire.close()
+    assert recording.commands == ["CLIENT SETNAME", "PING"]

@@ -83,7 +83,7 @@ from .reader import MAX_BACKOFF, MIN_BACKOFF, StreamKey, StreamReader, key
 from .records import chunks_of, data, task_of, text
 from .scripts import Script, Scripts
 from .tokens import Tokens
-from .wire import AsyncWire
+from .wire import NO_SETINFO, AsyncWire
 
 __all__ = ["RedisBroker"]
 
@@ -238,6 +238,7 @@ class RedisBroker(Broker):
             socket_timeout=socket_timeout,
             socket_connect_timeout=2.0,
             client_name=f"sse-tasks-{self.worker_id}",
+            **NO_SETINFO,
             # One quick retry: a connection left over from before a Redis restart
             # fails once. Every write is idempotent (tokens), so a retry is safe.
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries),
