@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import importlib.util
 import inspect
 import json
@@ -324,6 +325,26 @@ def parse_source(source: str, filename: str = "<unknown>") -> ast.Module:
 
 
 # -- processes the tests start (engine workers, servers) -------------------------------
+
+
+def signal_tree(pid: int, sig: int) -> None:
+    """Send ``sig`` to the process group led by ``pid`` and to every process descended from
+    ``pid`` (RQ's work horse, for one, leaves its worker's group)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # ended meanwhile
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)
+    pending = list(children.get(pid, []))
+    while pending:
+        child = pending.pop()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, sig)
+        pending.extend(children.get(child, []))
 
 
 @dataclass

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from signal import SIGCONT, SIGSTOP
 from typing import Any
 
 import pytest
+from _support import signal_tree
 
 from sse_tasks import TaskHub
 from sse_tasks.engines import RemoteEngine
@@ -23,10 +25,19 @@ def group(engine: str) -> pytest.MarkDecorator:
 
 @dataclass
 class Dying:
-    """Workers with a short lease on a queue of their own: ``enqueue`` there, then ``kill``."""
+    """Workers with a short lease on a queue of their own: ``enqueue`` there, then ``kill``
+    (or ``pause`` and later ``resume`` them: None where they are not a process of their own)."""
 
     enqueue: Callable[..., str]
     kill: Callable[[], None]
+    pause: Callable[[], None] | None = None
+    resume: Callable[[], None] | None = None
+
+    @classmethod
+    def of(cls, enqueue: Callable[..., str], worker: Any) -> Dying:
+        """The workers of one process (its ``proc`` a ``subprocess.Popen``) and its children."""
+        pid = worker.proc.pid
+        return cls(enqueue, worker.kill, lambda: signal_tree(pid, SIGSTOP), lambda: signal_tree(pid, SIGCONT))
 
 
 @dataclass

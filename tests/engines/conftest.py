@@ -99,7 +99,7 @@ def _dramatiq(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[
     def dying() -> Dying:
         worker, queue_name = dying_worker(url, LEASE)
         cleanup.append(worker.stop)
-        return Dying(lambda name, **params: enqueue_on(tasks, queue_name, name, params), worker.kill)
+        return Dying.of(lambda name, **params: enqueue_on(tasks, queue_name, name, params), worker)
 
     def tagged(tags: list[str], name: str, **params: Any) -> str:
         return str(tasks.actors[name].send_with_options(kwargs=params, sse_tasks_tags=tags).message_id)
@@ -169,7 +169,7 @@ def _celery(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[],
         def enqueue_there(name: str, **params: Any) -> str:
             return str(app.tasks[name].apply_async(kwargs=params, queue=own).id)
 
-        return Dying(enqueue_there, worker.kill)
+        return Dying.of(enqueue_there, worker)
 
     def revoked(task_id: str) -> None:
         deadline = time.monotonic() + 30
@@ -226,7 +226,7 @@ def _rq(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[], Non
         def enqueue_there(name: str, **params: Any) -> str:
             return str(own.enqueue_call(TASKS[name], kwargs=params).id)
 
-        return Dying(enqueue_there, worker.kill)
+        return Dying.of(enqueue_there, worker)
 
     def revoked(task_id: str) -> None:
         deadline = time.monotonic() + 30
@@ -296,7 +296,7 @@ def _huey(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[], N
             there.enqueue(task)
             return str(task.id)
 
-        return Dying(enqueue_there, consumer.kill)
+        return Dying.of(enqueue_there, consumer)
 
     def revoked(task_id: str) -> None:  # the hub revokes after it answers
         deadline = time.monotonic() + 30
@@ -375,7 +375,7 @@ def _taskiq(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[],
         own["TASKIQ_QUEUE"] = f"dying-{secrets.token_hex(4)}"
         worker = start_taskiq_worker(own, max_async=1)
         cleanup.append(worker.stop)
-        return Dying(lambda name, **params: enqueue(own, name, **params), worker.kill)
+        return Dying.of(lambda name, **params: enqueue(own, name, **params), worker)
 
     def tagged(tags: list[str], name: str, **params: Any) -> str:
         return enqueue(env, name, labels={"sse_tasks_tags": ",".join(tags)}, **params)
@@ -437,7 +437,7 @@ def _arq(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[], No
         def enqueue_there(name: str, **params: Any) -> str:
             return enqueue_on(own, name, **params)
 
-        return Dying(enqueue_there, worker.kill)
+        return Dying.of(enqueue_there, worker)
 
     def tagged(tags: list[str], name: str, **params: Any) -> str:
         return enqueue(name, **params, sse_tasks_tags=tags)  # a keyword the hook takes out

@@ -233,10 +233,41 @@ async def test_worker_death_fails_the_task_within_the_lease(engine: Engine, live
         task_id = dying.enqueue("stubborn", seconds=60)
         await events.state(task_id, "task.running")
         dying.kill()  # nobody reports or renews any more
+        killed = time.monotonic()
         final = await events.end(task_id, timeout=LEASE * 4 + WAIT)
+        # The lease lapses at most LEASE after the last renewal, and a hub sweeps every
+        # LEASE / 4 once it has been connected for a LEASE: two leases, plus slack for
+        # a busy machine.
+        assert time.monotonic() - killed < 2 * LEASE + 5
         assert events.types(task_id) == ["queued", "running", "failed"]
         assert final.json()["error"]["type"] == "WorkerLost"
         await assert_over(http, final)
+
+
+async def test_a_worker_presumed_dead_cannot_change_the_task_it_lost(
+    engine: Engine, live_server: Any
+) -> None:
+    """A worker that stops answering (paused, a partition) loses its task at the lease's
+    end; when it comes back, the task's end it reports changes nothing."""
+    dying = engine.dying()
+    if dying.pause is None or dying.resume is None:
+        pytest.skip("the fake's workers are threads of the test process")
+    url = f"{engine.url}?lease={LEASE}"
+    async with served(engine, live_server, url=url) as (http, events):
+        lost = dying.enqueue("stubborn", seconds=2 * LEASE)
+        await events.state(lost, "task.running")
+        dying.pause()
+        try:
+            final = await events.end(lost, timeout=LEASE * 4 + WAIT)
+        finally:
+            dying.resume()
+        assert final.json()["error"]["type"] == "WorkerLost"
+        # Back, the worker ends the task and reports it (too late); its one slot then takes
+        # the next task, whose end is the sign that the late report was made.
+        after = dying.enqueue("add", a=1, b=2)
+        await events.state(after, "task.succeeded")
+        assert events.types(lost) == ["queued", "running", "failed"]
+        assert (await http.get(f"/tasks/{lost}")).json() == final.json()
 
 
 async def post_tagged(http: httpx.AsyncClient, tags: list[str], name: str, **params: Any) -> str:
