@@ -68,6 +68,8 @@ from anyio.abc import TaskGroup
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..._core import codec
 from ..._core.errors import Unavailable
@@ -242,6 +244,8 @@ class RedisBroker(Broker):
             # One quick retry: a connection left over from before a Redis restart
             # fails once. Every write is idempotent (tokens), so a retry is safe.
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries),
+            # Named, or redis-py before 6 retries nothing.
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
         if not single:
             return Redis.from_pool(pool)

@@ -26,7 +26,7 @@ import redis.connection
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
-from redis.exceptions import AskError, ClusterDownError, TryAgainError
+from redis.exceptions import AskError, ClusterDownError, ResponseError, TryAgainError
 from redis.retry import Retry
 
 SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -34,6 +34,15 @@ SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 #: Replies that mean this connection no longer reaches the node holding the slot (``ASK``:
 #: the slot is moving; ``MOVED`` is an ``AskError`` too).
 _ELSEWHERE = (AskError, ClusterDownError, TryAgainError)
+#: The same replies as redis-py before 6 raises them outside its cluster client: a plain
+#: ``ResponseError``, told apart by the reply's first word.
+_ELSEWHERE_WORDS = frozenset({"MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN"})
+
+
+def _is_elsewhere(exc: BaseException) -> bool:
+    if isinstance(exc, _ELSEWHERE):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).split(" ", 1)[0] in _ELSEWHERE_WORDS
 #: Seconds a probe waits for a node's ``CLUSTER SLOTS`` (a connection's own timeout may be long).
 _PROBE_TIMEOUT = 2.0
 
@@ -155,7 +164,9 @@ def _resolving(base: type[Any]) -> type[Any]:
         def read_response(self, *args: Any, **kwargs: Any) -> Any:
             try:
                 return super().read_response(*args, **kwargs)
-            except _ELSEWHERE as exc:
+            except ResponseError as exc:
+                if not _is_elsewhere(exc):
+                    raise
                 self.disconnect()
                 raise _elsewhere(exc) from exc
 
@@ -190,7 +201,9 @@ def _resolving_async(base: type[Any]) -> type[Any]:
         async def read_response(self, *args: Any, **kwargs: Any) -> Any:
             try:
                 return await super().read_response(*args, **kwargs)
-            except _ELSEWHERE as exc:
+            except ResponseError as exc:
+                if not _is_elsewhere(exc):
+                    raise
                 await self.disconnect()
                 raise _elsewhere(exc) from exc
 
