@@ -471,3 +471,54 @@ def broker_url_of(request: pytest.FixtureRequest) -> str:
     url: str = request.getfixturevalue("redis_url")
     db = request.getfixturevalue("redis_db")
     return url.rsplit("/", 1)[0] + f"/{db}"
+
+
+# -- an engine example's two commands, seen by every client ---------------------------
+
+
+def check_demo_tasks(url: str, details: Callable[[], str]) -> None:
+    """The demo's ``generate``, ``fail`` and ``sleep`` on an engine example's worker, seen
+    by the clients a user has: ``sse-tasks watch`` follows each to its end (exit status 0
+    succeeded, 1 failed, 2 cancelled), curl reads ``generate``'s whole output from its
+    stream, and a ``DELETE`` cancels a running ``sleep``."""
+    from sse_tasks.demo import word
+
+    bin_dir = Path(sys.executable).parent
+
+    def post(name: str, **params: Any) -> str:
+        answer = httpx.post(f"{url}/tasks", json={"name": name, "params": params}, timeout=10)
+        assert answer.status_code == 202, answer.text
+        return str(answer.json()["id"])
+
+    def watch(task_id: str) -> subprocess.CompletedProcess[str]:
+        command = [str(bin_dir / "sse-tasks"), "watch", f"{url}/tasks/{task_id}"]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    generated = post("generate", words=12, delay=0.01)
+    watched = watch(generated)
+    assert watched.returncode == 0, (watched.stdout, watched.stderr, details())
+    streamed = subprocess.run(
+        ["curl", "-sN", "--max-time", "30", f"{url}/tasks/{generated}/events?output=1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    data = [json.loads(line[6:]) for line in streamed.splitlines() if line.startswith("data: ")]
+    text = "".join(d["text"] for d in data if d.get("kind") == "output")
+    assert text == "".join(f"{word(i)} " for i in range(12)), streamed
+    assert [d["text"] for d in data if d.get("kind") == "log"] == ["10 of 12 words"], streamed
+    assert "event: task.succeeded" in streamed
+
+    failed = watch(post("fail", message="on purpose"))
+    assert failed.returncode == 1, (failed.stdout, failed.stderr, details())
+
+    sleeping = post("sleep", seconds=60)
+    wait_until(
+        lambda: httpx.get(f"{url}/tasks/{sleeping}", timeout=5).json().get("state") == "running",
+        "the sleep runs",
+        60,
+        details=details,
+    )
+    assert httpx.delete(f"{url}/tasks/{sleeping}", timeout=10).status_code == 202
+    cancelled = watch(sleeping)
+    assert cancelled.returncode == 2, (cancelled.stdout, cancelled.stderr, details())

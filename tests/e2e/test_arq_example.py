@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import ROOT, free_port, spawn, stop_all, wait_until
+from _support import ROOT, check_demo_tasks, free_port, spawn, stop_all, wait_until
 
 pytest.importorskip("arq", reason="arq is not installed (pip install -e '.[test]')")
 
@@ -82,5 +82,6 @@ def test_two_commands(redis_url: str) -> None:
             for task_id, n in ((posted.json()["id"], 5), (enqueued, 3)):
                 final = wait_until(lambda t=task_id: done(t), f"{task_id} succeeds", 30, details=logs)
                 assert final["result"] == {"count": n} and final["name"] == "count"
+            check_demo_tasks(f"http://127.0.0.1:{port}", logs)
     finally:
         stop_all(started)

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import ROOT, Proc, answers, free_port, spawn, stop_all, wait_until
+from _support import ROOT, Proc, answers, check_demo_tasks, free_port, spawn, stop_all, wait_until
 
 pytest.importorskip("dramatiq", reason="dramatiq is not installed (pip install -e '.[test]')")
 
@@ -115,3 +115,7 @@ def test_a_message_sent_from_another_process_shows_up(example: Example) -> None:
     task = example.until(finished, "the sent count succeeded", TASK_TIMEOUT)
     assert task["name"] == "count" and task["result"] == {"count": 2}
     assert task["created_at"] <= task["started_at"] <= task["finished_at"]
+
+
+def test_generate_fail_and_a_cancelled_sleep_through_watch_and_curl(example: Example) -> None:
+    check_demo_tasks(example.url, example.logs)

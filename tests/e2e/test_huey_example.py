@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from _support import ROOT, answers, free_port, redis_db, spawn, stop_all, wait_until
+from _support import ROOT, answers, check_demo_tasks, free_port, redis_db, spawn, stop_all, wait_until
 
 pytest.importorskip("huey", reason="huey is not installed (pip install -e '.[test]')")
 pytest.importorskip("redis", reason="the redis client is not installed (pip install -e '.[test]')")
@@ -104,3 +104,7 @@ def test_a_count_enqueued_with_hueys_own_api_from_another_process(example: Examp
         assert client.get(task_id).name == "count"  # stored by the enqueuing process itself
         final = list(client.follow(task_id))[-1]
         assert final.state == "succeeded" and final.result == {"count": 2}
+
+
+def test_generate_fail_and_a_cancelled_sleep_through_watch_and_curl(example: Example) -> None:
+    check_demo_tasks(example.url, lambda: "")

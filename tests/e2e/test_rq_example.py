@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _support import ROOT, answers, free_port, spawn, stop_all, wait_until
+from _support import ROOT, answers, check_demo_tasks, free_port, spawn, stop_all, wait_until
 
 from sse_tasks import TaskState
 from sse_tasks.client import Client
@@ -100,3 +100,9 @@ def _known(client: Client, task_id: str) -> bool:
     except Exception:
         return False
     return True
+
+
+def test_generate_fail_and_a_cancelled_sleep_through_watch_and_curl(
+    example: tuple[str, dict[str, str]],
+) -> None:
+    check_demo_tasks(example[0], lambda: "")

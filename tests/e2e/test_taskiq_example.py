@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import ROOT, Proc, free_port, spawn, stop_all, wait_until
+from _support import ROOT, Proc, check_demo_tasks, free_port, spawn, stop_all, wait_until
 
 pytest.importorskip("taskiq_redis", reason="taskiq-redis is not installed (pip install -e '.[test]')")
 
@@ -110,3 +110,7 @@ def test_two_commands_run_posted_and_kicked_tasks(example: Example) -> None:
     kicked = out.stdout.strip().splitlines()[-1]
     task = wait_until(lambda: _succeeded(url, kicked), "the kicked count succeeded", 60, details=example.logs)
     assert task["result"] == {"count": 3} and task["message"] == "step 3 of 3"
+
+
+def test_generate_fail_and_a_cancelled_sleep_through_watch_and_curl(example: Example) -> None:
+    check_demo_tasks(example.url, example.logs)
