@@ -20,9 +20,9 @@ import anyio.to_thread
 import httpx
 import pytest
 from _engines import LEASE, Engine
-from _support import SSEEvent, collect, sse_events, task_events
+from _support import SSEEvent, collect, sse_events, task_events, wait_for
 
-from sse_tasks import Task, owner_only
+from sse_tasks import Task, TaskState, owner_only
 from sse_tasks.engines import Job
 
 pytestmark = pytest.mark.anyio
@@ -207,6 +207,22 @@ async def test_resume_without_duplicates_or_gaps(engine: Engine, live_server: An
         assert [(e.id, e.event) for e in head + task_events(resumed)] == whole[first:]
         assert whole[-1] == (final.id, "task.succeeded")
         await assert_over(http, final)
+
+
+async def test_an_in_process_hub_hands_work_to_the_engine_in_one_call(engine: Engine) -> None:
+    """What a FastAPI endpoint does with the hub in its own process: ``hub.submit`` sends
+    the task to the engine's workers and the hub follows it to its end."""
+    hub = engine.hub()
+    async with hub:
+        task = await hub.submit("add", a=2, b=3)
+        assert task.state is TaskState.QUEUED
+
+        async def ended() -> bool:
+            return (await hub.get(task.id)).terminal
+
+        await wait_for(ended, timeout=WAIT)
+        done = await hub.get(task.id)
+        assert (done.state, done.result) == (TaskState.SUCCEEDED, 5)
 
 
 async def test_404_422_and_503_run_nothing(engine: Engine, live_server: Any) -> None:
