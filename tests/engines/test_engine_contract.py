@@ -22,8 +22,8 @@ import pytest
 from _engines import LEASE, Engine
 from _support import SSEEvent, collect, sse_events, task_events, wait_for
 
-from sse_tasks import Task, TaskState, owner_only
-from sse_tasks.engines import Job
+from sse_tasks import Task, TaskHub, TaskState, owner_only
+from sse_tasks.engines import Job, NotSent, RemoteEngine
 
 pytestmark = pytest.mark.anyio
 
@@ -240,6 +240,62 @@ async def test_404_422_and_503_run_nothing(engine: Engine, live_server: Any) -> 
         assert answer.json()["error"]["code"] == "executor_unavailable"
         assert int(answer.headers["retry-after"]) > 0
         assert (await http.get("/tasks")).json()["tasks"] == []
+
+
+class LostReply(RemoteEngine):
+    """The engine, but the hub hears of the next send's success too late: it has refused
+    the id and answered 503 by the time the message reaches a worker."""
+
+    def __init__(self, engine: RemoteEngine) -> None:
+        super().__init__()
+        self.engine = engine
+        self.name = engine.name
+        self.lost: list[str] = []
+
+    def bind(self, broker: Any) -> None:
+        super().bind(broker)
+        self.engine.bind(broker)
+
+    def registrations(self) -> Any:
+        return self.engine.registrations()
+
+    async def send(self, job: Job) -> None:
+        if self.lost:
+            return await self.engine.send(job)
+        self.lost.append(job.task.id)
+        assert self.broker is not None
+        await self.broker.refuse(job.task.id)  # as the hub does on a failed send, here first
+        await self.engine.send(job)
+        raise NotSent("the reply was lost")
+
+    async def revoke(self, task: Task) -> None:
+        await self.engine.revoke(task)
+
+    async def aclose(self) -> None:
+        await self.engine.aclose()
+
+
+async def test_a_message_the_hub_answered_503_for_is_discarded_unrun(
+    engine: Engine, live_server: Any, tmp_path: Path
+) -> None:
+    """A 503 means the work never runs, even when the message reached the engine's queue."""
+    lossy = LostReply(engine.make(True))
+    server = live_server(TaskHub(engine.url, executor=lossy, heartbeat=0.5))
+    refused, ran = tmp_path / "refused", tmp_path / "ran"
+    async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http:
+        cursor = (await http.get("/tasks")).json()["cursor"]
+        params = {"last_event_id": cursor}
+        async with http.stream("GET", "/events", params=params) as response:
+            events = Events(http, response)
+            answer = await http.post("/tasks", json={"name": "touch", "params": {"marker": str(refused)}})
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["error"]["code"] == "executor_unavailable"
+            # The engine's queues are first in, first out: the next task is taken after it.
+            after = await post(http, "touch", marker=str(ran))
+            await events.state(after, "task.succeeded")
+        assert ran.exists() and not refused.exists()
+        assert (await http.get(f"/tasks/{lossy.lost[0]}")).status_code == 404
+        assert [task["id"] for task in (await http.get("/tasks")).json()["tasks"]] == [after]
 
 
 async def test_worker_death_fails_the_task_within_the_lease(engine: Engine, live_server: Any) -> None:
