@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
+import socket
 import sys
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any, ClassVar
 
 from arq.connections import RedisSettings
+from arq.worker import Retry
 
 from sse_tasks import current_task
 from sse_tasks.arq import hooked
@@ -81,13 +85,54 @@ async def burst(ctx: dict[str, Any], reports: int = 1000) -> int:
     return reports
 
 
+async def retried(ctx: dict[str, Any]) -> str:
+    """Raises arq's ``Retry`` (a short defer) on its first try; succeeds on its second."""
+    if ctx["job_try"] == 1:
+        raise Retry(defer=0.1)
+    return f"try {ctx['job_try']}"
+
+
+#: C functions that block their thread on I/O or time (sockets, polling, sleeping).
+_BLOCKING_TYPES = (socket.SocketType, select.epoll, type(select.poll()))
+_BLOCKING_FUNCTIONS = (time.sleep, select.select)
+
+
+def _blocks(function: Any) -> bool:
+    return isinstance(getattr(function, "__self__", None), _BLOCKING_TYPES) or function in _BLOCKING_FUNCTIONS
+
+
+async def tight(ctx: dict[str, Any], calls: int = 2000) -> dict[str, Any]:
+    """Calls ``current_task().progress()`` ``calls`` times in one stretch with no ``await``
+    (the event loop cannot run between them), recording every call those reports make (a
+    profile function: this thread only) to a socket, ``select``/``poll`` or ``time.sleep``:
+    what would block the loop on I/O. Then it awaits a moment (the reports are published)."""
+    blocking: list[str] = []
+
+    def watch(frame: FrameType, event: str, arg: Any) -> None:
+        if event == "c_call" and _blocks(arg):
+            blocking.append(f"{arg!r} from {frame.f_code.co_filename}:{frame.f_lineno}")
+
+    task = current_task()
+    previous = sys.getprofile()
+    started = time.perf_counter()
+    sys.setprofile(watch)
+    try:
+        for i in range(1, calls + 1):
+            task.progress(i / calls, f"{i} of {calls}")
+    finally:
+        sys.setprofile(previous)
+    seconds = time.perf_counter() - started
+    await asyncio.sleep(0.3)
+    return {"calls": calls, "seconds": seconds, "blocking": len(blocking), "first": blocking[:3]}
+
+
 async def ready(ctx: dict[str, Any]) -> None:
     print("arq tasks ready", flush=True)  # the tests wait for this line
     sys.stdout.flush()
 
 
 class WorkerSettings:
-    functions: ClassVar[list[Any]] = [add, fail, steps, talk, stubborn, touch, burst, gated]
+    functions: ClassVar[list[Any]] = [add, fail, steps, talk, stubborn, touch, burst, gated, retried, tight]
     redis_settings = RedisSettings.from_dsn(os.environ.get("ARQ_REDIS_URL", "redis://127.0.0.1:6379/5"))
     queue_name = QUEUE
     max_jobs = int(os.environ.get("ARQ_TEST_MAX_JOBS", "2"))

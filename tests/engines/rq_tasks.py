@@ -19,6 +19,21 @@ def meta_steps(n: int = 3, interval: float = 0.15) -> int:
     return n
 
 
+def meta_fraction(gate: str, fraction: float = 0.4, message: str = "working", seconds: float = 30.0) -> str:
+    """Progress through RQ's own ``job.meta`` in sse_tasks' keys (``progress``, a fraction,
+    and ``message``); then waits (at most ``seconds``) until the file ``gate`` exists."""
+    job = rq.get_current_job()
+    assert job is not None
+    job.meta.update(progress=fraction, message=message)
+    job.save_meta()  # type: ignore[no-untyped-call]
+    deadline = time.monotonic() + seconds
+    while not Path(gate).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the gate never opened")
+        time.sleep(0.02)
+    return "read"
+
+
 def flaky(marker: str) -> str:
     """Fails on its first attempt, succeeds on the next."""
     path = Path(marker)

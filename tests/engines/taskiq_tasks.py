@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import anyio
 import anyio.lowlevel
-from taskiq import SimpleRetryMiddleware, TaskiqEvents, TaskiqState
+from taskiq import SimpleRetryMiddleware, TaskiqDepends, TaskiqEvents, TaskiqState
+from taskiq.depends.progress_tracker import ProgressTracker
 from taskiq_redis import ListQueueBroker
 
 from sse_tasks import current_task
@@ -88,6 +90,23 @@ async def burst(n: int = 1000) -> int:
         if i % 100 == 0:
             await anyio.lowlevel.checkpoint()
     return n
+
+
+@broker.task(task_name="tracked")
+async def tracked(
+    gate: str,
+    seconds: float = 30.0,
+    tracker: ProgressTracker[dict[str, Any]] = TaskiqDepends(),  # noqa: B008
+) -> str:
+    """Reports with taskiq's own progress tracker (celery-progress's format), then waits
+    (at most ``seconds``) until the file ``gate`` exists."""
+    await tracker.set_progress("PROGRESS", {"current": 1, "total": 4, "description": "one of four"})
+    deadline = anyio.current_time() + seconds
+    while not await anyio.Path(gate).exists():
+        if anyio.current_time() > deadline:
+            raise TimeoutError("the gate never opened")
+        await anyio.sleep(0.02)
+    return "tracked"
 
 
 @broker.task(task_name="sync_steps")

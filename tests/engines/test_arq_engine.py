@@ -1,19 +1,26 @@
 """What the engine contract cannot express about arq: a burst of progress from a hundred
-concurrent jobs in one worker is coalesced per job and never blocks the worker's loop."""
+concurrent jobs in one worker is coalesced per job and never blocks the worker's loop; a
+job's ``progress()`` in a tight loop does no I/O; arq's ``Retry`` goes back to ``queued``."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import Counter
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import anyio
 import httpx
 import pytest
-from _support import sse_events
+import redis.asyncio
+from _engines import group
+from _support import Proc, sse_events
+from test_engine_contract import WAIT, Events, post
 
 from sse_tasks import TaskHub
+from sse_tasks.brokers.redis.keys import Keys
 
 pytest.importorskip("arq")
 pytestmark = pytest.mark.anyio
@@ -68,3 +75,63 @@ async def test_a_burst_of_progress_from_100_jobs_is_coalesced(
         assert sum(progress.values()) <= JOBS * 5, progress.most_common(3)
     finally:
         worker.stop()
+
+
+@pytest.fixture
+async def arq_hub(
+    arq_worker: Proc, arq_urls: dict[str, str], redis_db: int, live_server: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, Events]]:
+    """A hub sending to the shared arq worker, and its ``/events`` stream from now."""
+    from sse_tasks.arq import ArqExecutor
+
+    os.environ.update({key: value for key, value in arq_urls.items() if key != "SSE_TASKS_BROKER"})
+    import arq_tasks
+
+    hub = TaskHub(arq_urls["SSE_TASKS_BROKER"], executor=ArqExecutor(arq_tasks.WorkerSettings), heartbeat=0.5)
+    server = live_server(hub)
+    async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http:
+        cursor = (await http.get("/tasks")).json()["cursor"]
+        async with http.stream("GET", "/events", params={"last_event_id": cursor}) as response:
+            assert response.status_code == 200
+            yield http, Events(http, response)
+
+
+@group("arq")
+async def test_a_retry_goes_back_to_queued_and_runs_again(arq_hub: tuple[httpx.AsyncClient, Events]) -> None:
+    """A job that raises arq's ``Retry`` on its first try is ``queued`` again (with a retry
+    message), then ``running`` again and ``succeeded`` on its second try: one task id."""
+    http, events = arq_hub
+    task_id = await post(http, "retried")
+    final = await events.end(task_id)
+    assert events.types(task_id) == ["queued", "running", "queued", "running", "succeeded"], final.data
+    assert events.by_task[task_id][2].json()["message"] == "retry 1 of 4"  # arq's max_tries: 5
+    assert final.json()["result"] == "try 2"
+    assert (await http.get(f"/tasks/{task_id}")).json()["state"] == "succeeded"
+
+
+@group("arq")
+async def test_progress_in_a_tight_loop_does_no_io_and_is_coalesced(
+    arq_hub: tuple[httpx.AsyncClient, Events], arq_urls: dict[str, str]
+) -> None:
+    """2,000 ``progress()`` calls with no ``await`` between them make no socket, poll or
+    sleep call (recorded in the job, see ``arq_tasks.tight``): they never block the loop.
+    They also take under 2 s, a deliberately generous bound (a few milliseconds here) that
+    only a blocking round trip per call would break. The hub's log gets a handful of
+    ``task.progress`` events for them at most (the latest value last), not 2,000."""
+    http, events = arq_hub
+    task_id = await post(http, "tight", calls=2000)
+    final = await events.end(task_id)
+    assert final.event == "task.succeeded", final.data
+    result = final.json()["result"]
+    assert result["calls"] == 2000
+    assert result["blocking"] == 0, result["first"]
+    assert result["seconds"] < 2.0, result
+    # What the workers wrote to the hub's log (the hub's own streams may coalesce too).
+    async with redis.asyncio.Redis.from_url(arq_urls["SSE_TASKS_BROKER"]) as client:
+        log = cast("list[tuple[bytes, dict[bytes, bytes]]]", await client.xrange(Keys("sse_tasks").events))
+    mine = [fields for _, fields in log if fields[b"k"] == task_id.encode()]
+    stored = [json.loads(fields[b"d"]) for fields in mine if fields[b"t"] == b"task.progress"]
+    assert 1 <= len(stored) <= 3, [(p["progress"], p["message"]) for p in stored]
+    assert (stored[-1]["progress"], stored[-1]["message"]) == (1.0, "2000 of 2000")
+    streamed = [e for e in events.by_task[task_id] if e.event == "task.progress"]
+    assert 1 <= len(streamed) <= 3 and final.json()["message"] == "2000 of 2000"

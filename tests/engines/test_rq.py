@@ -1,10 +1,11 @@
-"""What the engine contract cannot express for RQ: progress from ``job.meta``, a
+"""What the engine contract cannot express for RQ: progress from ``job.meta`` (in
+celery-progress's keys or in ours, seen while the job runs), a
 ``Retry(max=…)`` seen as ``queued`` again, and a running job that never checks, stopped by
 ``send_stop_job_command`` (its work horse killed after the grace) while the worker lives on."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from _engines import group
 
 rq = pytest.importorskip("rq", reason="rq is not installed (pip install -e '.[test]')")
 
-from rq_tasks import flaky, meta_steps, sleeper  # noqa: E402
+from rq_tasks import flaky, meta_fraction, meta_steps, sleeper  # noqa: E402
 from test_engine_contract import WAIT, Events, post  # noqa: E402
 
 from sse_tasks import TaskHub  # noqa: E402
@@ -33,7 +34,8 @@ def queue(rq_workers: dict[str, Any], redis_db: int) -> Iterator[Any]:
 async def follow(live_server: Any, queue: Any, url: str, **engine: Any) -> Any:
     import httpx
 
-    hub = TaskHub(url, executor=RQEngine(queue, [meta_steps, flaky, sleeper], **engine), heartbeat=0.5)
+    functions: list[Callable[..., Any]] = [meta_steps, meta_fraction, flaky, sleeper]
+    hub = TaskHub(url, executor=RQEngine(queue, functions, **engine), heartbeat=0.5)
     server = live_server(hub)
     return httpx.AsyncClient(base_url=server.url, timeout=WAIT)
 
@@ -69,6 +71,35 @@ async def test_job_meta_progress_retries_and_a_stop(
             await _until(lambda: job.get_status(refresh=True) == rq.job.JobStatus.STOPPED)
             again = await post(http, "meta_steps", n=1, interval=0)  # the workers live on
             assert (await events.end(again)).json()["result"] == 1
+
+
+async def test_job_meta_in_our_keys_shows_while_the_job_runs(
+    live_server: Any, queue: Any, redis_url: str, tmp_path: Path
+) -> None:
+    """``job.meta`` with ``progress`` (a fraction) and ``message``, saved by ``save_meta()``,
+    is the running task's progress and message (in a ``task.progress`` event and in ``GET``)
+    before the job returns; the job then succeeds."""
+    url = redis_url.rsplit("/", 1)[0] + "/0"
+    gate = tmp_path / "gate"
+    async with await follow(live_server, queue, url) as http:
+        cursor = (await http.get("/tasks")).json()["cursor"]
+        async with http.stream("GET", "/events", params={"last_event_id": cursor}) as response:
+            events = Events(http, response)
+            task_id = await post(http, "meta_fraction", gate=str(gate), fraction=0.4, message="reading rows")
+            reported = await events.until(
+                task_id, lambda e: e.event == "task.progress" and e.json()["progress"] == 0.4
+            )
+            assert reported.json()["state"] == "running" and reported.json()["message"] == "reading rows"
+            snapshot = (await http.get(f"/tasks/{task_id}")).json()
+            assert (snapshot["state"], snapshot["progress"], snapshot["message"]) == (
+                "running",
+                0.4,
+                "reading rows",
+            )
+            gate.write_text("open")
+            final = await events.end(task_id)
+            assert events.types(task_id)[-1] == "succeeded", final.data
+            assert final.json()["result"] == "read" and final.json()["progress"] == 1.0
 
 
 async def _until(condition: Any) -> None:

@@ -1,5 +1,6 @@
 """What the engine contract cannot express for taskiq: a burst of progress from many
-async tasks at once in one worker is rate-limited and coalesced per task."""
+async tasks at once in one worker is rate-limited and coalesced per task; taskiq's own
+``ProgressTracker`` shows while the task runs; a sync task; a retry."""
 
 from __future__ import annotations
 
@@ -148,3 +149,47 @@ async def test_a_retry_goes_back_to_queued_and_runs_again(
         assert ("task.queued", "retry 1 of 3") in states
         assert final["result"] == 2 and final["output_chunks"] == 2
         assert (await http.get(f"/tasks/{task_id}/output")).text == "first second"
+
+
+async def test_the_progress_trackers_progress_shows_while_the_task_runs(
+    taskiq_worker: Any, taskiq_env: dict[str, str], live_server: Any, tmp_path: Any
+) -> None:
+    """``tracker.set_progress(...)`` (celery-progress's keys) is the running task's progress
+    and message, in a ``task.progress`` event and in ``GET``, before the task returns (it
+    waits for a gate the test opens only then); the task then succeeds."""
+    import os
+
+    from taskiq_redis import ListQueueBroker
+
+    from sse_tasks.taskiq import TaskiqExecutor
+
+    os.environ.update(taskiq_env)
+    import taskiq_tasks
+
+    broker = ListQueueBroker(taskiq_env["TASKIQ_REDIS_URL"], queue_name=taskiq_env["TASKIQ_QUEUE"])
+    broker.register_task(taskiq_tasks.tracked.original_func, task_name="tracked")
+    server = live_server(TaskHub(taskiq_env["SSE_TASKS_BROKER"], executor=TaskiqExecutor(broker)))
+    gate = tmp_path / "gate"
+    seen: list[str] = []
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        with anyio.fail_after(15):
+            async with http.stream("GET", "/events") as response:
+                assert response.status_code == 200
+                answer = await http.post("/tasks", json={"name": "tracked", "params": {"gate": str(gate)}})
+                assert answer.status_code == 202, answer.text
+                task_id = answer.json()["id"]
+                async for event in sse_events(response):
+                    if not (event.event or "").startswith("task.") or event.json()["id"] != task_id:
+                        continue
+                    seen.append(event.event or "")
+                    body = event.json()
+                    if event.event == "task.progress" and body["progress"] == 0.25:
+                        assert (body["state"], body["message"]) == ("running", "one of four")
+                        snapshot = (await http.get(f"/tasks/{task_id}")).json()
+                        assert (snapshot["state"], snapshot["progress"]) == ("running", 0.25)
+                        assert snapshot["message"] == "one of four"
+                        await anyio.Path(gate).write_text("open")
+                    if event.event in ("task.succeeded", "task.failed", "task.cancelled"):
+                        break
+    assert seen[-1] == "task.succeeded" and body["result"] == "tracked", (seen, body)
+    assert "task.progress" in seen[:-1] and gate.exists()
