@@ -22,7 +22,7 @@ READY = "taskiq bench worker ready"
 WORK_MS = float(os.environ.get(WORK_ENV) or 0)
 URL = os.environ.get("TASKIQ_REDIS_URL", "redis://127.0.0.1:6379/1")
 
-broker = ListQueueBroker(URL, queue_name="bench")
+broker = ListQueueBroker(URL, queue_name="bench", socket_timeout=None)  # see examples/taskiq_app.py
 if os.environ.get(HUB_ENV):
     from sse_tasks.taskiq import StatusMiddleware
 

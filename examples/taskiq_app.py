@@ -40,7 +40,10 @@ def _next_database(url: str) -> str:
 SSE_TASKS_BROKER = os.environ.get("SSE_TASKS_BROKER") or "redis://127.0.0.1:6379/0"
 TASKIQ_REDIS_URL = os.environ.get("TASKIQ_REDIS_URL") or _next_database(SSE_TASKS_BROKER)
 
-broker = ListQueueBroker(TASKIQ_REDIS_URL, queue_name="sse_tasks_demo")
+# No socket timeout: the worker waits for messages in a BRPOP that never times out, and
+# redis-py 8 (which taskiq-redis 1.2 needs) times a read out after 5 s by default, which
+# kills an idle worker process and the tasks it runs (taskiq-redis issue 127).
+broker = ListQueueBroker(TASKIQ_REDIS_URL, queue_name="sse_tasks_demo", socket_timeout=None)
 # Worker side (and every sender): every task of this broker reports to the hub's Redis.
 broker.add_middlewares(StatusMiddleware(SSE_TASKS_BROKER))
 

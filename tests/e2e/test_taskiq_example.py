@@ -114,3 +114,19 @@ def test_two_commands_run_posted_and_kicked_tasks(example: Example) -> None:
 
 def test_generate_fail_and_a_cancelled_sleep_through_watch_and_curl(example: Example) -> None:
     check_demo_tasks(example.url, example.logs)
+
+
+def test_a_task_that_outlasts_redis_pys_read_timeout_succeeds(example: Example) -> None:
+    """The worker's BRPOP waits past redis-py 8's default 5 s read timeout: without the
+    example's ``socket_timeout=None`` its process dies meanwhile, with the task it runs."""
+    posted = httpx.post(f"{example.url}/tasks", json={"name": "sleep", "params": {"seconds": 6}}, timeout=10)
+    assert posted.status_code == 202, posted.text
+    task_id = posted.json()["id"]
+    task = wait_until(lambda: _ended(example.url, task_id), "the sleep ended", 60, details=example.logs)
+    assert (task["state"], task["result"]) == ("succeeded", {"slept": 6}), example.logs()
+    assert "is dead" not in example.logs()
+
+
+def _ended(url: str, task_id: str) -> dict[str, Any] | None:
+    task: dict[str, Any] = httpx.get(f"{url}/tasks/{task_id}", timeout=5).json()
+    return task if task.get("state") in ("succeeded", "failed", "cancelled") else None

@@ -20,6 +20,7 @@ from sse_tasks.taskiq import StatusMiddleware
 broker = ListQueueBroker(
     os.environ.get("TASKIQ_REDIS_URL", "redis://127.0.0.1:6379/1"),
     queue_name=os.environ.get("TASKIQ_QUEUE", "taskiq"),
+    socket_timeout=None,  # its worker's BRPOP never times out (examples/taskiq_app.py)
 )
 broker.add_middlewares(SimpleRetryMiddleware(default_retry_count=3))
 if os.environ.get("SSE_TASKS_BROKER"):
