@@ -5,7 +5,6 @@ job's ``progress()`` in a tight loop does no I/O; arq's ``Retry`` goes back to `
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -79,12 +78,18 @@ async def test_a_burst_of_progress_from_100_jobs_is_coalesced(
 
 @pytest.fixture
 async def arq_hub(
-    arq_worker: Proc, arq_urls: dict[str, str], redis_db: int, live_server: Any
+    arq_worker: Proc,
+    arq_urls: dict[str, str],
+    redis_db: int,
+    live_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Events]]:
     """A hub sending to the shared arq worker, and its ``/events`` stream from now."""
     from sse_tasks.arq import ArqExecutor
 
-    os.environ.update({key: value for key, value in arq_urls.items() if key != "SSE_TASKS_BROKER"})
+    for key, value in arq_urls.items():
+        if key != "SSE_TASKS_BROKER":
+            monkeypatch.setenv(key, value)  # what arq_tasks reads as it is imported
     import arq_tasks
 
     hub = TaskHub(arq_urls["SSE_TASKS_BROKER"], executor=ArqExecutor(arq_tasks.WorkerSettings), heartbeat=0.5)
