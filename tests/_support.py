@@ -477,10 +477,11 @@ def broker_url_of(request: pytest.FixtureRequest) -> str:
 
 
 def check_demo_tasks(url: str, details: Callable[[], str]) -> None:
-    """The demo's ``generate``, ``fail`` and ``sleep`` on an engine example's worker, seen
-    by the clients a user has: ``sse-tasks watch`` follows each to its end (exit status 0
-    succeeded, 1 failed, 2 cancelled), curl reads ``generate``'s whole output from its
-    stream, and a ``DELETE`` cancels a running ``sleep``."""
+    """The demo's ``generate``, ``fail``, ``sleep`` and ``count`` on an engine example's
+    worker, seen by the clients a user has: ``sse-tasks watch`` follows each to its end
+    (exit status 0 succeeded, 1 failed, 2 cancelled), curl reads ``generate``'s whole
+    output from its stream, and a ``DELETE`` cancels a running ``count`` (it stops at its
+    next step on every engine, where a ``sleep`` would hold a worker until it ends)."""
     from sse_tasks.demo import word
 
     bin_dir = Path(sys.executable).parent
@@ -512,13 +513,16 @@ def check_demo_tasks(url: str, details: Callable[[], str]) -> None:
     failed = watch(post("fail", message="on purpose"))
     assert failed.returncode == 1, (failed.stdout, failed.stderr, details())
 
-    sleeping = post("sleep", seconds=60)
+    slept = watch(post("sleep", seconds=0.2))
+    assert slept.returncode == 0, (slept.stdout, slept.stderr, details())
+
+    counting = post("count", n=2000, interval=0.05)
     wait_until(
-        lambda: httpx.get(f"{url}/tasks/{sleeping}", timeout=5).json().get("state") == "running",
-        "the sleep runs",
+        lambda: httpx.get(f"{url}/tasks/{counting}", timeout=5).json().get("state") == "running",
+        "the count runs",
         60,
         details=details,
     )
-    assert httpx.delete(f"{url}/tasks/{sleeping}", timeout=10).status_code == 202
-    cancelled = watch(sleeping)
+    assert httpx.delete(f"{url}/tasks/{counting}", timeout=10).status_code == 202
+    cancelled = watch(counting)
     assert cancelled.returncode == 2, (cancelled.stdout, cancelled.stderr, details())

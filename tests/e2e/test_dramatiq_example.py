@@ -117,5 +117,5 @@ def test_a_message_sent_from_another_process_shows_up(example: Example) -> None:
     assert task["created_at"] <= task["started_at"] <= task["finished_at"]
 
 
-def test_generate_fail_and_a_cancelled_sleep_through_watch_and_curl(example: Example) -> None:
+def test_generate_fail_sleep_and_a_cancelled_count_through_watch_and_curl(example: Example) -> None:
     check_demo_tasks(example.url, example.logs)

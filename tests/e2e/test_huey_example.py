@@ -106,5 +106,5 @@ def test_a_count_enqueued_with_hueys_own_api_from_another_process(example: Examp
         assert final.state == "succeeded" and final.result == {"count": 2}
 
 
-def test_generate_fail_and_a_cancelled_sleep_through_watch_and_curl(example: Example) -> None:
+def test_generate_fail_sleep_and_a_cancelled_count_through_watch_and_curl(example: Example) -> None:
     check_demo_tasks(example.url, lambda: "")

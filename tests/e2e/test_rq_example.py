@@ -102,7 +102,7 @@ def _known(client: Client, task_id: str) -> bool:
     return True
 
 
-def test_generate_fail_and_a_cancelled_sleep_through_watch_and_curl(
+def test_generate_fail_sleep_and_a_cancelled_count_through_watch_and_curl(
     example: tuple[str, dict[str, str]],
 ) -> None:
     check_demo_tasks(example[0], lambda: "")

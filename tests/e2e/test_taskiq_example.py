@@ -112,7 +112,7 @@ def test_two_commands_run_posted_and_kicked_tasks(example: Example) -> None:
     assert task["result"] == {"count": 3} and task["message"] == "step 3 of 3"
 
 
-def test_generate_fail_and_a_cancelled_sleep_through_watch_and_curl(example: Example) -> None:
+def test_generate_fail_sleep_and_a_cancelled_count_through_watch_and_curl(example: Example) -> None:
     check_demo_tasks(example.url, example.logs)
 
 
