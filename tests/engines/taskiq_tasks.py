@@ -110,6 +110,28 @@ async def tracked(
     return "tracked"
 
 
+@broker.task(task_name="tracked_steps")
+async def tracked_steps(
+    marker: str,
+    n: int = 1000,
+    interval: float = 0.02,
+    tracker: ProgressTracker[dict[str, Any]] = TaskiqDepends(),  # noqa: B008
+) -> str:
+    """``n`` steps reported only with taskiq's own tracker; the file ``marker`` says how the
+    loop ended (the exception's name, or ``done``) and at which step."""
+    outcome, step = "done", 0
+    try:
+        for step in range(1, n + 1):
+            await anyio.sleep(interval)
+            await tracker.set_progress("PROGRESS", {"current": step, "total": n})
+    except BaseException as exc:
+        outcome = type(exc).__name__
+        raise
+    finally:
+        await anyio.Path(marker).write_text(f"{outcome} {step}")
+    return "counted"
+
+
 @broker.task(task_name="sync_steps")
 def sync_steps(n: int = 3) -> str:
     """A sync task (taskiq's thread pool): its context reports the same way."""

@@ -13,7 +13,7 @@ import anyio
 import httpx
 import pytest
 from _engines import group
-from _support import SSEEvent, sse_events
+from _support import SSEEvent, sse_events, wait_for
 
 from sse_tasks import TaskHub
 
@@ -193,3 +193,37 @@ async def test_the_progress_trackers_progress_shows_while_the_task_runs(
                         break
     assert seen[-1] == "task.succeeded" and body["result"] == "tracked", (seen, body)
     assert "task.progress" in seen[:-1] and gate.exists()
+
+
+async def test_a_cancelled_task_stops_at_its_next_progress_tracker_report(
+    taskiq_worker: Any, taskiq_env: dict[str, str], live_server: Any, tmp_path: Any
+) -> None:
+    """taskiq has no revoke: a ``DELETE`` stops a running task at its next report, and a
+    task that reports only through taskiq's ``ProgressTracker`` reports too."""
+    import os
+
+    from taskiq_redis import ListQueueBroker
+
+    from sse_tasks.taskiq import TaskiqExecutor
+
+    os.environ.update(taskiq_env)
+    import taskiq_tasks
+
+    broker = ListQueueBroker(taskiq_env["TASKIQ_REDIS_URL"], queue_name=taskiq_env["TASKIQ_QUEUE"])
+    broker.register_task(taskiq_tasks.tracked_steps.original_func, task_name="tracked_steps")
+    server = live_server(TaskHub(taskiq_env["SSE_TASKS_BROKER"], executor=TaskiqExecutor(broker)))
+    marker = anyio.Path(tmp_path / "ended")
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        answer = await http.post("/tasks", json={"name": "tracked_steps", "params": {"marker": str(marker)}})
+        assert answer.status_code == 202, answer.text
+        task_id = answer.json()["id"]
+
+        async def reported() -> bool:
+            return bool((await http.get(f"/tasks/{task_id}")).json()["progress"])
+
+        await wait_for(reported, timeout=30)
+        assert (await http.delete(f"/tasks/{task_id}")).status_code == 202
+        await wait_for(marker.exists, timeout=30)
+        outcome, step = (await marker.read_text()).split()
+        assert outcome == "TaskCancelled" and int(step) < 1000, (outcome, step)
+        assert (await http.get(f"/tasks/{task_id}")).json()["state"] == "cancelled"

@@ -43,6 +43,8 @@ def _is_elsewhere(exc: BaseException) -> bool:
     if isinstance(exc, _ELSEWHERE):
         return True
     return isinstance(exc, ResponseError) and str(exc).split(" ", 1)[0] in _ELSEWHERE_WORDS
+
+
 #: Seconds a probe waits for a node's ``CLUSTER SLOTS`` (a connection's own timeout may be long).
 _PROBE_TIMEOUT = 2.0
 

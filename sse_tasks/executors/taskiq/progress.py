@@ -2,7 +2,8 @@
 
 taskiq stores progress through its result backend's ``set_progress``: the hook wraps it
 (once per backend object) so a report of the task running in this context also becomes
-its sse_tasks progress; the backend stores it as before.
+its sse_tasks progress, and raises :class:`~sse_tasks.TaskCancelled` in a cancelled task
+(as ``progress()`` does); the backend stores it as before.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def route_set_progress(backend: Any) -> None:
             reported = progress_of(getattr(progress, "meta", None))
             if reported is not None:
                 context.sink.report(*reported)
+            context.check()  # a cancelled task stops at its next report, as at progress()
         await original(task_id, progress)
 
     setattr(set_progress, _WRAPPED, True)
