@@ -68,6 +68,23 @@ def celery_progress(self: Any, n: int = 4, interval: float = 0.0) -> str:
     return "done"
 
 
+@app.task(shared=False, name="celery_progress_steps", bind=True)
+def celery_progress_steps(self: Any, marker: str, n: int = 1000, interval: float = 0.02) -> str:
+    """``n`` steps reported only with ``update_state``; the file ``marker`` says how the
+    loop ended (the exception's name, or ``done``) and at which step."""
+    outcome, step = "done", 0
+    try:
+        for step in range(1, n + 1):
+            time.sleep(interval)
+            self.update_state(state="PROGRESS", meta={"current": step, "total": n})
+    except BaseException as exc:
+        outcome = type(exc).__name__
+        raise
+    finally:
+        Path(marker).write_text(f"{outcome} {step}")
+    return "done"
+
+
 @app.task(shared=False, name="ours_progress", bind=True)
 def ours_progress(self: Any) -> None:
     """update_state with sse_tasks' own keys."""

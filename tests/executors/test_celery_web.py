@@ -72,7 +72,9 @@ async def delete_once_running(
                 assert response.status_code == 200
                 async for event in sse_events(response):
                     events.append(event)
-                    if event.event == "task.running" and deleted is None:
+                    # Its start, or a snapshot since (a progress report before the stream opened).
+                    snapshot = (event.event or "").startswith("task.") and event.json()
+                    if snapshot and snapshot.get("state") == "running" and deleted is None:
                         on_running()
                         deleted = await http.delete(f"/tasks/{task_id}")
     assert deleted is not None, f"the task never ran: {[e.event for e in events]}"
@@ -323,6 +325,26 @@ async def test_delete_aborts_a_running_task_cooperatively(
         assert (await http.get(f"/tasks/{task_id}")).json()["state"] == "cancelled"
     assert f"stubborn[{task_id}] succeeded" not in worker.text()
     assert f"stubborn[{task_id}] ignored" in worker.text()  # Celery's outcome: Ignore
+
+
+async def test_a_cancelled_task_stops_at_its_next_update_state(
+    tmp_path: Path, celery_worker: Any, celery_hub: Any, live_server: Any
+) -> None:
+    """A task that reports only through Celery's ``update_state`` stops there once cancelled."""
+    celery_worker("threads", concurrency=1)
+    server = live_server(celery_hub())  # terminate=False: a cooperative stop
+    marker = tmp_path / "ended"
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        params = {"marker": str(marker)}
+        posted = await http.post("/tasks", json={"name": "celery_progress_steps", "params": params})
+        assert posted.status_code == 202, posted.text
+    task_id = posted.json()["id"]
+    deleted, events = await delete_once_running(server.url, task_id)
+    assert deleted.status_code == 202, deleted.text
+    assert events[-1].event == "task.cancelled"
+    wait_until(lambda: marker.exists() and marker.read_text(), "the task to end")
+    outcome, step = marker.read_text().split()
+    assert outcome == "TaskCancelled" and int(step) < 1000, (outcome, step)
 
 
 @pytest.mark.parametrize("via", ["this hub", "a hub whose Celery broker is down"])

@@ -384,7 +384,8 @@ class CeleryHook:
 
     def update_state(self, run: WorkerRun | None, state: Any, meta: Any) -> None:
         """Take progress from Celery's ``update_state`` of the attempt ``run``, and its
-        other keys as metadata (merged; ``ValueError`` if not JSON or too large)."""
+        other keys as metadata (merged; ``ValueError`` if not JSON or too large). A
+        cancelled task stops here (:class:`~sse_tasks.TaskCancelled`), as at ``progress()``."""
         if run is None or state in celery_states.READY_STATES:
             return
         reported = progress_of(meta)
@@ -393,6 +394,7 @@ class CeleryHook:
         extra = metadata_of(meta)
         if extra:
             run.context.set_metadata({**run.context.metadata(), **extra})
+        run.context.check()
 
 
 def connect(
