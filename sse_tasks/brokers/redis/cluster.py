@@ -37,16 +37,16 @@ _ELSEWHERE = (AskError, ClusterDownError, TryAgainError)
 #: The same replies as redis-py before 6 raises them outside its cluster client: a plain
 #: ``ResponseError``, told apart by the reply's first word.
 _ELSEWHERE_WORDS = frozenset({"MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN"})
+#: Seconds a probe waits for a node's ``CLUSTER SLOTS`` (a connection's own timeout may be long).
+_PROBE_TIMEOUT = 2.0
 
 
 def _is_elsewhere(exc: BaseException) -> bool:
+    """A reply that says the slot is served elsewhere, or that the cluster cannot answer."""
     if isinstance(exc, _ELSEWHERE):
         return True
     return isinstance(exc, ResponseError) and str(exc).split(" ", 1)[0] in _ELSEWHERE_WORDS
 
-
-#: Seconds a probe waits for a node's ``CLUSTER SLOTS`` (a connection's own timeout may be long).
-_PROBE_TIMEOUT = 2.0
 
 Node = tuple[str, int]
 
