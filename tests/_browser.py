@@ -66,3 +66,42 @@ def checked_page(browser: Any, **context_options: Any) -> Iterator[Any]:
     yield page
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def check_demo_page(page: Any, url: str, timeout: float) -> list[str]:
+    """The demo page at ``url`` runs ``count`` and ``generate`` to their ends as a user
+    does: the forms, the rows' state, progress bar, message, output, log and outcome
+    (``timeout``: seconds for what waits on a worker). The ids of the two tasks."""
+    import re
+
+    from sse_tasks.demo import generated_text
+
+    wait = timeout * 1000
+
+    def start(name: str, **fields: Any) -> Any:
+        for label, value in fields.items():
+            page.get_by_label(label, exact=True).fill(str(value))
+        page.get_by_role("button", name=f"Start {name}").click()
+        row = page.locator("li.task", has=page.locator(".task-name", has_text=re.compile(f"^{name}$"))).first
+        expect(row).to_be_visible()
+        return row
+
+    page.goto(url + "/")
+    expect(page.locator("#connection")).to_have_text("Live", timeout=wait)
+    row = start("count", **{"Steps": 4, "Seconds between steps": 0.05})
+    ids = [row.locator(".task-id").inner_text()]
+    expect(row.locator(".task-state")).to_have_text("succeeded", timeout=wait)
+    expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
+    expect(row.locator(".task-message")).to_have_text("step 4 of 4")
+    expect(row.locator(".task-outcome")).to_have_text('Result: {"count":4}')
+
+    words = 25
+    row = start("generate", Words=words, **{"Seconds between words": 0.01})
+    ids.append(row.locator(".task-id").inner_text())
+    expect(row.locator(".task-state")).to_have_text("succeeded", timeout=wait)
+    box = row.locator(".task-output")
+    expect(box).to_have_text(generated_text(words))
+    assert box.text_content() == generated_text(words)  # every word once, in order
+    expect(row.locator(".task-log li")).to_have_text(["10 of 25 words", "20 of 25 words"])
+    expect(row.locator(".task-outcome")).to_have_text('Result: {"words":25}')
+    return ids

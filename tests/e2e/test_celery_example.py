@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -221,38 +220,9 @@ def test_curl_posts_count_and_follows_it_to_its_result(example: Example) -> None
 
 
 def test_the_demo_page_runs_count_and_generate_on_the_worker(example: Example, page: Any) -> None:
-    from _browser import expect
+    from _browser import check_demo_page
 
-    from sse_tasks.demo import generated_text
-
-    wait = TASK_TIMEOUT * 1000  # ms, for what waits on the worker
-
-    def start(name: str, **fields: Any) -> Any:
-        for label, value in fields.items():
-            page.get_by_label(label, exact=True).fill(str(value))
-        page.get_by_role("button", name=f"Start {name}").click()
-        row = page.locator("li.task", has=page.locator(".task-name", has_text=re.compile(f"^{name}$"))).first
-        expect(row).to_be_visible()
-        return row
-
-    page.goto(example.url + "/")
-    expect(page.locator("#connection")).to_have_text("Live", timeout=wait)
-    row = start("count", **{"Steps": 4, "Seconds between steps": 0.05})
-    ids = [row.locator(".task-id").inner_text()]
-    expect(row.locator(".task-state")).to_have_text("succeeded", timeout=wait)
-    expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
-    expect(row.locator(".task-message")).to_have_text("step 4 of 4")
-    expect(row.locator(".task-outcome")).to_have_text('Result: {"count":4}')
-
-    words = 25
-    row = start("generate", Words=words, **{"Seconds between words": 0.01})
-    ids.append(row.locator(".task-id").inner_text())
-    expect(row.locator(".task-state")).to_have_text("succeeded", timeout=wait)
-    box = row.locator(".task-output")
-    expect(box).to_have_text(generated_text(words))
-    assert box.text_content() == generated_text(words)  # every word once, in order
-    expect(row.locator(".task-log li")).to_have_text(["10 of 25 words", "20 of 25 words"])
-    expect(row.locator(".task-outcome")).to_have_text('Result: {"words":25}')
+    ids = check_demo_page(page, example.url, TASK_TIMEOUT)
     # Both ran on the Celery worker, not in the server.
     for task_id in ids:
         assert f"[{task_id}] succeeded" in example.worker.text()

@@ -119,3 +119,10 @@ def test_a_message_sent_from_another_process_shows_up(example: Example) -> None:
 
 def test_generate_fail_sleep_and_a_cancelled_count_through_watch_and_curl(example: Example) -> None:
     check_demo_tasks(example.url, example.logs)
+
+
+def test_the_demo_page_runs_count_and_generate(example: Example, page: Any) -> None:
+    """The demo page works unchanged against Dramatiq: both tasks run on its worker."""
+    from _browser import check_demo_page
+
+    check_demo_page(page, example.url, 30.0)

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _support import ROOT, answers, check_demo_tasks, free_port, redis_db, spawn, stop_all, wait_until
@@ -108,3 +109,10 @@ def test_a_count_enqueued_with_hueys_own_api_from_another_process(example: Examp
 
 def test_generate_fail_sleep_and_a_cancelled_count_through_watch_and_curl(example: Example) -> None:
     check_demo_tasks(example.url, lambda: "")
+
+
+def test_the_demo_page_runs_count_and_generate(example: Example, page: Any) -> None:
+    """The demo page works unchanged against Huey: both tasks run on its worker."""
+    from _browser import check_demo_page
+
+    check_demo_page(page, example.url, 30.0)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -106,3 +107,10 @@ def test_generate_fail_sleep_and_a_cancelled_count_through_watch_and_curl(
     example: tuple[str, dict[str, str]],
 ) -> None:
     check_demo_tasks(example[0], lambda: "")
+
+
+def test_the_demo_page_runs_count_and_generate(example: tuple[str, dict[str, str]], page: Any) -> None:
+    """The demo page works unchanged against RQ: both tasks run on its worker."""
+    from _browser import check_demo_page
+
+    check_demo_page(page, example[0], 30.0)

@@ -116,6 +116,13 @@ def test_generate_fail_sleep_and_a_cancelled_count_through_watch_and_curl(exampl
     check_demo_tasks(example.url, example.logs)
 
 
+def test_the_demo_page_runs_count_and_generate(example: Example, page: Any) -> None:
+    """The demo page works unchanged against taskiq: both tasks run on its worker."""
+    from _browser import check_demo_page
+
+    check_demo_page(page, example.url, 30.0)
+
+
 def test_a_task_that_outlasts_redis_pys_read_timeout_succeeds(example: Example) -> None:
     """The worker's BRPOP waits past redis-py 8's default 5 s read timeout: without the
     example's ``socket_timeout=None`` its process dies meanwhile, with the task it runs."""
