@@ -1,9 +1,10 @@
-"""The Redis broker on the oldest redis-py its extras allow (5.0; `.[arq]` alone installs
-it), as well as on the newest, which the rest of the suite runs on.
+"""The Redis broker on the oldest redis-py of each major version its extras allow (5.0, which
+`.[arq]` alone installs; 6.0; 7.0), as well as on the newest, which the rest of the suite
+runs on.
 
-``scripts/test`` installs redis-py 5.0 into ``.venv/redis-py-5``; this test runs the
-broker contract, the wire, a Redis restart and a Cluster slot that moves with that
-redis-py first on the path. Each of the last two found a difference between the versions:
+``scripts/test`` installs each into ``.venv/redis-py-N``; this test runs, with that redis-py
+first on the path, the wire, a Redis restart and a Cluster slot that moves, and on 5.0 the
+whole broker contract too. Each of the last two found a difference between the versions:
 redis-py before 6 retries only the errors it is told to, and raises a cluster's ``MOVED``
 as a plain ``ResponseError`` outside its cluster client.
 """
@@ -17,18 +18,21 @@ import sys
 import pytest
 from _support import ROOT, worker_pythonpath
 
-OLDEST = ROOT / ".venv" / "redis-py-5"
-TESTS = [
-    "tests/brokers/test_broker_contract.py",
+#: What runs on each version: the whole contract on the oldest, what differed on the others.
+DIFFERED = [
     "tests/brokers/test_wire.py",
     "tests/brokers/test_broker_redis.py::test_streams_survive_a_redis_restart_and_catch_up",
     "tests/brokers/test_broker_redis.py::test_a_slot_moved_to_another_master_is_found_again",
 ]
+TESTS = {5: ["tests/brokers/test_broker_contract.py", *DIFFERED], 6: DIFFERED, 7: DIFFERED}
 
 
-@pytest.mark.skipif(not OLDEST.is_dir(), reason="scripts/test installs redis-py 5.0 into .venv/redis-py-5")
-def test_the_broker_keeps_its_contract_on_redis_py_5(unmeasured: None) -> None:
-    env = {**os.environ, "PYTHONPATH": worker_pythonpath(OLDEST)}
+@pytest.mark.parametrize("major", sorted(TESTS))
+def test_the_broker_works_on_the_oldest_redis_py_of_each_major_version(major: int, unmeasured: None) -> None:
+    installed = ROOT / ".venv" / f"redis-py-{major}"
+    if not installed.is_dir():
+        pytest.skip(f"scripts/test installs redis-py {major}.0 into .venv/redis-py-{major}")
+    env = {**os.environ, "PYTHONPATH": worker_pythonpath(installed)}
     version = subprocess.run(
         [sys.executable, "-c", "import redis; print(redis.__version__)"],
         env=env,
@@ -36,11 +40,11 @@ def test_the_broker_keeps_its_contract_on_redis_py_5(unmeasured: None) -> None:
         text=True,
         check=True,
     ).stdout
-    assert version.startswith("5."), version
+    assert version.startswith(f"{major}."), version
     command = [
         *(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0", "--no-cov", "-q"),
         *("-k", "not memory"),  # the memory broker never imports redis-py
-        *TESTS,
+        *TESTS[major],
     ]
     result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=100)
     assert result.returncode == 0, result.stdout[-4000:]
