@@ -11,7 +11,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,6 +19,7 @@ import anyio
 import anyio.to_thread
 import pytest
 from _redis import RedisServer
+from _support import wait_until
 
 from sse_tasks import Task
 from sse_tasks.brokers.redis import RedisBroker
@@ -225,6 +226,64 @@ def test_a_child_forked_while_another_thread_held_the_lock_still_sends(server: R
         answer = os.read(read, 100) if answered else b""
         os.close(read)
         assert answer == b"PONG"
+    finally:
+        wire.close()
+
+
+def _in_child(body: Callable[[], bytes]) -> bytes:
+    """What ``body`` returns in a forked child, which then exits at once (no cleanup, as a
+    work horse ends)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.write(write, body())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as answer:
+        out = answer.read()
+    os.waitpid(pid, 0)
+    return out
+
+
+def test_a_child_uses_the_connection_its_parent_lent_which_comes_back(server: RedisServer) -> None:
+    wire = Wire(server.url, {}, "sse-tasks-test")
+    try:
+        [before] = wire.send([("CLIENT", "ID")])
+        wire.lend()
+        with pytest.raises(RuntimeError):
+            wire.lend()  # one child at a time
+        child = int(_in_child(lambda: str(wire.send([("CLIENT", "ID")])[0]).encode()))
+        assert child == before  # no connect in the child
+        wire.reclaim()
+        assert wire.send([("CLIENT", "ID")]) == [before]
+        children = int(_in_child(lambda: str(wire.send([("CLIENT", "ID")])[0]).encode()))
+        assert children != before  # not lent: the child opens its own
+    finally:
+        wire.close()
+
+
+def test_a_lent_connection_a_child_left_mid_round_trip_is_closed(server: RedisServer) -> None:
+    """A child that ends between sending and reading (killed mid-write) leaves a reply
+    unread: the parent must not read it as the answer to its own next command."""
+    wire = Wire(server.url, {}, "sse-tasks-test")
+    try:
+        [before] = wire.send([("CLIENT", "ID")])
+        wire.lend()
+
+        def sends_and_dies() -> bytes:
+            connection, _ = wire._take()
+            connection.send_command("ECHO", "the child's")
+            return b"sent"
+
+        assert _in_child(sends_and_dies) == b"sent"
+        wire.reclaim()
+        assert wire.send([("ECHO", "the parent's")]) == [b"the parent's"]
+        [after] = wire.send([("CLIENT", "ID")])
+        assert after != before
+        with redis.Redis.from_url(server.url) as client:  # closed, not leaked
+            wait_until(lambda: str(before) not in [c["id"] for c in client.client_list()], "closed", 10)
     finally:
         wire.close()
 

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import functools
 import inspect
+import mmap
 import os
 import sys
 import threading
@@ -111,7 +112,7 @@ class Wire:
     """Blocking: commands over connections of ``url`` (``extra``: more ``from_url``
     settings, such as a cluster's connection class), named ``client_name``. Safe to share
     between threads (one connection per concurrent batch); after a ``fork`` the child
-    opens its own."""
+    opens its own, but for one the parent lent it (:meth:`lend`)."""
 
     def __init__(self, url: str, extra: dict[str, Any], client_name: str) -> None:
         # The pool only parses the URL: its connection class and settings make ours.
@@ -121,6 +122,43 @@ class Wire:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._closed = False
+        self._lent: Any = None  # the parent's connection lent to the next child
+        self._borrowed: Any = None  # in that child: the same connection
+        # One byte both share: 1 while the connection is between round trips in the child.
+        self._clean: mmap.mmap | None = None
+
+    def lend(self) -> None:
+        """Before a ``fork``: the child may use one of this process's connections (opened
+        now if need be) as its own, sparing it a connect per child (a forking worker runs
+        each job in a new child). The parent leaves that connection alone until
+        :meth:`reclaim`, which it must call once the child has ended, before it forks again."""
+        if self._lent is not None:
+            raise RuntimeError("a connection is lent already: reclaim it first")
+        self._forked()
+        with self._lock:
+            connection = self._idle.pop() if self._idle else None
+        if connection is None:
+            connection = self._make()
+        try:
+            connection.connect()
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            connection.disconnect()
+            return  # the child opens its own
+        if self._clean is None:
+            self._clean = mmap.mmap(-1, 1)
+        self._clean[0] = 1
+        self._lent = connection
+
+    def reclaim(self) -> None:
+        """The child has ended: the lent connection is this process's again if the child
+        left it between round trips (or never used it); else it is closed."""
+        connection, self._lent = self._lent, None
+        if connection is None:
+            return
+        if self._clean is not None and self._clean[0] == 1:
+            self._give(connection)
+        else:
+            connection.disconnect()
 
     def send(self, commands: Sequence[Command], scripts: Sequence[str] = ()) -> list[Any]:
         """The replies of ``commands``, in order, sent in one round trip; ``scripts``: the
@@ -154,10 +192,14 @@ class Wire:
 
     def _forked(self) -> None:
         """In a child after a ``fork``: the parent's sockets are dropped, not closed (a
-        close would not reach the parent's connection, but a shutdown would), and the lock
-        is new (another thread of the parent may have held it as it forked)."""
+        close would not reach the parent's connection, but a shutdown would), but for the
+        one it lent, and the lock is new (another thread of the parent may have held it
+        as it forked)."""
         if self._pid != os.getpid():
             self._lock, self._idle, self._pid = threading.Lock(), [], os.getpid()
+            self._borrowed, self._lent = self._lent, None
+            if self._borrowed is not None:
+                self._idle.append(self._borrowed)
 
     def _take(self) -> tuple[Any, bool]:
         """A connection, and whether it had waited idle (made now: False)."""
@@ -165,11 +207,16 @@ class Wire:
         with self._lock:
             self._closed = False
             if self._idle:
-                return self._idle.pop(), True
+                connection = self._idle.pop()
+                if connection is self._borrowed and self._clean is not None:
+                    self._clean[0] = 0  # a reply may be unread until it comes back
+                return connection, True
         return self._make(), False
 
     def _give(self, connection: Any) -> None:
         self._forked()
+        if connection is self._borrowed and self._clean is not None:
+            self._clean[0] = 1
         with self._lock:
             if not self._closed:
                 self._idle.append(connection)

@@ -131,9 +131,13 @@ class Worker(rq.Worker):
     def execute_job(self, job: rq.job.Job, queue: rq.Queue) -> None:
         try:
             self._admit(job)
+            self.writer.wire.lend()  # the horse writes on this process's connection
         except self.writer.unreachable:
             logger.warning("job %s: the hub's Redis is unreachable; run unreported", job.id)
-        super().execute_job(job, queue)
+        try:
+            super().execute_job(job, queue)
+        finally:
+            self.writer.wire.reclaim()
 
     def _admit(self, job: rq.job.Job) -> None:
         """Find a task the hub sent refused (or store it ``queued``) and set up its attempt,
