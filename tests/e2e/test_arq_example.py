@@ -23,6 +23,8 @@ import pytest
 from _support import ROOT, answers, check_demo_tasks, free_port, spawn, stop_all, wait_until
 
 pytest.importorskip("arq", reason="arq is not installed (pip install -e '.[test]')")
+# One worker and server for the module's tests: all on one test process.
+pytestmark = pytest.mark.xdist_group("arq_example")
 
 BIN = Path(sys.executable).parent
 ENQUEUE = (

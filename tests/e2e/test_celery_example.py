@@ -34,6 +34,8 @@ from _support import ROOT, answers, free_port, redis_db, submit_sync, wait_until
 
 pytest.importorskip("celery", reason="celery is not installed (pip install -e '.[test]')")
 pytest.importorskip("redis", reason="the redis client is not installed (pip install -e '.[test]')")
+# One worker and server for the module's tests: all on one test process.
+pytestmark = pytest.mark.xdist_group("celery_example")
 
 BIN = Path(sys.executable).parent
 READY_TIMEOUT = 60.0

@@ -24,6 +24,8 @@ import pytest
 from _support import ROOT, Proc, answers, check_demo_tasks, free_port, spawn, stop_all, wait_until
 
 pytest.importorskip("dramatiq", reason="dramatiq is not installed (pip install -e '.[test]')")
+# One worker and server for the module's tests: all on one test process.
+pytestmark = pytest.mark.xdist_group("dramatiq_example")
 
 BIN = Path(sys.executable).parent
 READY_TIMEOUT = 60.0

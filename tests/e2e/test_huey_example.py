@@ -25,6 +25,8 @@ from _support import ROOT, answers, check_demo_tasks, free_port, redis_db, spawn
 
 pytest.importorskip("huey", reason="huey is not installed (pip install -e '.[test]')")
 pytest.importorskip("redis", reason="the redis client is not installed (pip install -e '.[test]')")
+# One worker and server for the module's tests: all on one test process.
+pytestmark = pytest.mark.xdist_group("huey_example")
 
 BIN = Path(sys.executable).parent
 READY_TIMEOUT = 60.0

@@ -24,6 +24,8 @@ from sse_tasks import TaskState
 from sse_tasks.client import Client
 
 pytest.importorskip("rq", reason="rq is not installed (pip install -e '.[test]')")
+# One worker and server for the module's tests: all on one test process.
+pytestmark = pytest.mark.xdist_group("rq_example")
 
 BIN = Path(sys.executable).parent
 

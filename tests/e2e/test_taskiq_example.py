@@ -24,6 +24,8 @@ import pytest
 from _support import ROOT, Proc, check_demo_tasks, free_port, spawn, stop_all, wait_until
 
 pytest.importorskip("taskiq_redis", reason="taskiq-redis is not installed (pip install -e '.[test]')")
+# One worker and server for the module's tests: all on one test process.
+pytestmark = pytest.mark.xdist_group("taskiq_example")
 
 BIN = Path(sys.executable).parent
 
@@ -38,10 +40,17 @@ class Example:
         return "\n".join(f"--- {p.what}:\n{p.text()[-3000:]}" for p in self.processes)
 
 
-@pytest.fixture
-def example(redis_url: str, redis_db: int) -> Iterator[Example]:
+@pytest.fixture(scope="module")
+def example(redis_url: str) -> Iterator[Example]:
+    """The two commands, shared by the module's tests (its databases flushed before and after)."""
+    import redis
+
+    base = redis_url.rsplit("/", 1)[0]
+    for db in (0, 1):
+        with redis.Redis.from_url(f"{base}/{db}") as client:
+            client.flushdb()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKIQ_")}
-    env["SSE_TASKS_BROKER"] = redis_url.rsplit("/", 1)[0] + "/0"
+    env["SSE_TASKS_BROKER"] = base + "/0"
     port = free_port()
     worker = spawn("worker", [str(BIN / "taskiq"), "worker", "examples.taskiq_app:broker"], env=env, cwd=ROOT)
     server = spawn(
@@ -65,10 +74,9 @@ def example(redis_url: str, redis_db: int) -> Iterator[Example]:
         yield running
     finally:
         stop_all([server, worker])
-        import redis
-
-        with redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/1") as client:
-            client.flushdb()
+        for db in (0, 1):
+            with redis.Redis.from_url(f"{base}/{db}") as client:
+                client.flushdb()
 
 
 def _succeeded(url: str, task_id: str) -> dict[str, Any] | None:
