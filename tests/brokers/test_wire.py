@@ -247,19 +247,47 @@ def _in_child(body: Callable[[], bytes]) -> bytes:
     return out
 
 
-def test_a_child_uses_the_connection_its_parent_lent_which_comes_back(server: RedisServer) -> None:
+def _client_id(wire: Wire, adopt: bool) -> Callable[[], bytes]:
+    def body() -> bytes:
+        if adopt:
+            wire.adopt()
+        return str(wire.send([("CLIENT", "ID")])[0]).encode()
+
+    return body
+
+
+def test_a_child_adopts_the_connection_its_parent_lent_which_comes_back(server: RedisServer) -> None:
+    wire = Wire(server.url, {}, "sse-tasks-test")
+    try:
+        [before] = wire.send([("CLIENT", "ID")])
+        assert wire.lend()
+        with pytest.raises(RuntimeError):
+            wire.lend()  # one child at a time
+        assert int(_in_child(_client_id(wire, adopt=True))) == before  # no connect in the child
+        wire.reclaim()
+        assert wire.send([("CLIENT", "ID")]) == [before]
+        assert int(_in_child(_client_id(wire, adopt=True))) != before  # not lent: its own
+    finally:
+        wire.close()
+
+
+def test_only_the_child_that_adopts_a_lent_connection_uses_it(server: RedisServer) -> None:
+    """A child that does not adopt it (one a job forks, or any child of a parent that lent
+    but never forked a horse), and a child of the child that did, open their own."""
     wire = Wire(server.url, {}, "sse-tasks-test")
     try:
         [before] = wire.send([("CLIENT", "ID")])
         wire.lend()
-        with pytest.raises(RuntimeError):
-            wire.lend()  # one child at a time
-        child = int(_in_child(lambda: str(wire.send([("CLIENT", "ID")])[0]).encode()))
-        assert child == before  # no connect in the child
+        assert int(_in_child(_client_id(wire, adopt=False))) != before
+
+        def adopts_then_forks() -> bytes:
+            wire.adopt()
+            return _in_child(_client_id(wire, adopt=True)) + b" " + _client_id(wire, adopt=False)()
+
+        grandchild, child = map(int, _in_child(adopts_then_forks).split())
+        assert child == before and grandchild != before
         wire.reclaim()
         assert wire.send([("CLIENT", "ID")]) == [before]
-        children = int(_in_child(lambda: str(wire.send([("CLIENT", "ID")])[0]).encode()))
-        assert children != before  # not lent: the child opens its own
     finally:
         wire.close()
 
@@ -273,6 +301,7 @@ def test_a_lent_connection_a_child_left_mid_round_trip_is_closed(server: RedisSe
         wire.lend()
 
         def sends_and_dies() -> bytes:
+            wire.adopt()
             connection, _ = wire._take()
             connection.send_command("ECHO", "the child's")
             return b"sent"
@@ -286,6 +315,44 @@ def test_a_lent_connection_a_child_left_mid_round_trip_is_closed(server: RedisSe
             wait_until(lambda: str(before) not in [c["id"] for c in client.client_list()], "closed", 10)
     finally:
         wire.close()
+
+
+def test_a_parent_that_stops_waiting_leaves_the_lent_connection_to_its_child(server: RedisServer) -> None:
+    """``reclaim(child_alive=True)`` (the worker gave up on a horse that may still run)
+    closes the parent's copy only: the child's connection keeps working."""
+    wire = Wire(server.url, {}, "sse-tasks-test")
+    try:
+        [before] = wire.send([("CLIENT", "ID")])
+        wire.lend()
+        to_child, from_parent = os.pipe()
+        from_child, to_parent = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                wire.adopt()
+                os.write(to_parent, b"adopted")
+                os.read(to_child, 1)  # the parent has let go
+                os.write(to_parent, str(wire.send([("CLIENT", "ID")])[0]).encode())
+            finally:
+                os._exit(0)
+        assert os.read(from_child, 100) == b"adopted"
+        wire.reclaim(child_alive=True)
+        os.write(from_parent, b"x")
+        answer = os.read(from_child, 100)
+        os.waitpid(pid, 0)
+        for fd in (to_child, from_parent, from_child, to_parent):
+            os.close(fd)
+        assert int(answer) == before  # the child went on on the same connection
+        assert wire.send([("CLIENT", "ID")]) != [before]  # the parent's next is new
+    finally:
+        wire.close()
+
+
+def test_a_tls_connection_is_never_lent() -> None:
+    """A TLS session's state lives in the process that used it last: the child opens its own."""
+    wire = Wire("rediss://127.0.0.1:1/0", {}, "sse-tasks-test")
+    assert wire.lend() is False
+    wire.reclaim()  # nothing lent: nothing to do
 
 
 def test_a_writer_loads_the_scripts_redis_lost(server: RedisServer) -> None:

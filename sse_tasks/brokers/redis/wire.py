@@ -112,28 +112,34 @@ class Wire:
     """Blocking: commands over connections of ``url`` (``extra``: more ``from_url``
     settings, such as a cluster's connection class), named ``client_name``. Safe to share
     between threads (one connection per concurrent batch); after a ``fork`` the child
-    opens its own, but for one the parent lent it (:meth:`lend`)."""
+    opens its own, but for one the parent lent it (:meth:`lend`, :meth:`adopt`)."""
 
     def __init__(self, url: str, extra: dict[str, Any], client_name: str) -> None:
         # The pool only parses the URL: its connection class and settings make ours.
         pool = redis.ConnectionPool.from_url(url, **_settings(url, extra, client_name))
         self._make = functools.partial(pool.connection_class, **pool.connection_kwargs)
+        self._tls = issubclass(pool.connection_class, redis.connection.SSLConnection)
         self._idle: list[Any] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._closed = False
         self._lent: Any = None  # the parent's connection lent to the next child
-        self._borrowed: Any = None  # in that child: the same connection
+        self._offered: Any = None  # in a child: the connection its parent lent, not adopted
+        self._borrowed: Any = None  # in the child that adopted it: the same connection
         # One byte both share: 1 while the connection is between round trips in the child.
         self._clean: mmap.mmap | None = None
 
-    def lend(self) -> None:
-        """Before a ``fork``: the child may use one of this process's connections (opened
-        now if need be) as its own, sparing it a connect per child (a forking worker runs
-        each job in a new child). The parent leaves that connection alone until
-        :meth:`reclaim`, which it must call once the child has ended, before it forks again."""
+    def lend(self) -> bool:
+        """Before a ``fork``: offer the child one of this process's connections (opened now
+        if need be), which it takes with :meth:`adopt`, sparing it a connect per child (a
+        forking worker runs each job in a new child). The parent leaves that connection
+        alone until :meth:`reclaim`, which it must call once the child has ended, before it
+        forks again. True if one is lent; never a TLS connection (its session state stays
+        in the process that used it last)."""
         if self._lent is not None:
             raise RuntimeError("a connection is lent already: reclaim it first")
+        if self._tls:
+            return False
         self._forked()
         with self._lock:
             connection = self._idle.pop() if self._idle else None
@@ -143,19 +149,38 @@ class Wire:
             connection.connect()
         except (RedisConnectionError, RedisTimeoutError, OSError):
             connection.disconnect()
-            return  # the child opens its own
+            return False  # the child opens its own
         if self._clean is None:
             self._clean = mmap.mmap(-1, 1)
         self._clean[0] = 1
         self._lent = connection
+        return True
 
-    def reclaim(self) -> None:
+    def adopt(self) -> None:
+        """In the child the parent forked after :meth:`lend`, before it starts a thread:
+        the lent connection is this process's. Any other child (one the child forks, or
+        one forked by a parent that lent but never forks) leaves it alone."""
+        self._forked()
+        offered, self._offered = self._offered, None
+        if offered is not None:
+            self._borrowed = offered
+            with self._lock:
+                self._idle.append(offered)
+
+    def reclaim(self, *, child_alive: bool = False) -> None:
         """The child has ended: the lent connection is this process's again if the child
-        left it between round trips (or never used it); else it is closed."""
+        left it between round trips (or never used it); else it is closed. ``child_alive``:
+        the parent stopped waiting for a child that may still run: this process's copy
+        is closed without ending the connection the child may be using."""
         connection, self._lent = self._lent, None
         if connection is None:
             return
-        if self._clean is not None and self._clean[0] == 1:
+        if child_alive:
+            # redis-py shuts a socket down (ending it for every process) only in the
+            # process that made it: as another, it just closes this descriptor.
+            connection.pid = None
+            connection.disconnect()
+        elif self._clean is not None and self._clean[0] == 1:
             self._give(connection)
         else:
             connection.disconnect()
@@ -197,9 +222,7 @@ class Wire:
         as it forked)."""
         if self._pid != os.getpid():
             self._lock, self._idle, self._pid = threading.Lock(), [], os.getpid()
-            self._borrowed, self._lent = self._lent, None
-            if self._borrowed is not None:
-                self._idle.append(self._borrowed)
+            self._offered, self._lent, self._borrowed = self._lent, None, None
 
     def _take(self) -> tuple[Any, bool]:
         """A connection, and whether it had waited idle (made now: False)."""
