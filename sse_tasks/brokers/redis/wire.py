@@ -217,9 +217,9 @@ class Wire:
 
     def _forked(self) -> None:
         """In a child after a ``fork``: the parent's sockets are dropped, not closed (a
-        close would not reach the parent's connection, but a shutdown would), but for the
-        one it lent, and the lock is new (another thread of the parent may have held it
-        as it forked)."""
+        close would not reach the parent's connection, but a shutdown would), the one it
+        lent is kept aside for :meth:`adopt`, and the lock is new (another thread of the
+        parent may have held it as it forked)."""
         if self._pid != os.getpid():
             self._lock, self._idle, self._pid = threading.Lock(), [], os.getpid()
             self._offered, self._lent, self._borrowed = self._lent, None, None
