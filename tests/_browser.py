@@ -7,6 +7,7 @@ missing; the ``browser`` and ``page`` fixtures are in ``tests/conftest.py``.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,8 +73,6 @@ def check_demo_page(page: Any, url: str, timeout: float) -> list[str]:
     """The demo page at ``url`` runs ``count`` and ``generate`` to their ends as a user
     does: the forms, the rows' state, progress bar, message, output, log and outcome
     (``timeout``: seconds for what waits on a worker). The ids of the two tasks."""
-    import re
-
     from sse_tasks.demo import generated_text
 
     wait = timeout * 1000

@@ -184,23 +184,37 @@ async def test_a_batch_not_answered_within_the_timeout_raises_and_its_connection
         await wire.close()
 
 
+def _in_child(body: Callable[[], bytes]) -> bytes:
+    """What ``body`` returns in a forked child, which then exits at once (no cleanup, as a
+    work horse ends)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.write(write, body())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as answer:
+        out = answer.read()
+    os.waitpid(pid, 0)
+    return out
+
+
+def _client_id(wire: Wire, adopt: bool) -> Callable[[], bytes]:
+    def body() -> bytes:
+        if adopt:
+            wire.adopt()
+        return str(wire.send([("CLIENT", "ID")])[0]).encode()
+
+    return body
+
+
 def test_a_forked_child_opens_connections_of_its_own(server: RedisServer) -> None:
     wire = Wire(server.url, {}, "sse-tasks-test")
     try:
         [parent_id] = wire.send([("CLIENT", "ID")])
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child
-            try:
-                [child_id] = wire.send([("CLIENT", "ID")])
-                os.write(write, str(child_id).encode())
-            finally:
-                os._exit(0)
-        os.close(write)
-        child_id = int(os.read(read, 100))
-        os.close(read)
-        os.waitpid(pid, 0)
-        assert child_id != parent_id
+        assert int(_in_child(_client_id(wire, adopt=False))) != parent_id
         assert wire.send([("CLIENT", "ID")]) == [parent_id]  # the parent's still works
     finally:
         wire.close()
@@ -228,32 +242,6 @@ def test_a_child_forked_while_another_thread_held_the_lock_still_sends(server: R
         assert answer == b"PONG"
     finally:
         wire.close()
-
-
-def _in_child(body: Callable[[], bytes]) -> bytes:
-    """What ``body`` returns in a forked child, which then exits at once (no cleanup, as a
-    work horse ends)."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            os.write(write, body())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as answer:
-        out = answer.read()
-    os.waitpid(pid, 0)
-    return out
-
-
-def _client_id(wire: Wire, adopt: bool) -> Callable[[], bytes]:
-    def body() -> bytes:
-        if adopt:
-            wire.adopt()
-        return str(wire.send([("CLIENT", "ID")])[0]).encode()
-
-    return body
 
 
 def test_a_child_adopts_the_connection_its_parent_lent_which_comes_back(server: RedisServer) -> None:
