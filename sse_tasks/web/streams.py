@@ -528,8 +528,14 @@ def _select(
             task = event.task
             if not selection.covers(task):
                 continue
-            if output and event.chunk is not None and event.chunk.seq <= replayed.get(task.id, -1):
-                continue  # replayed from storage already
+            # Replayed from storage already? (Only then is a chunk decoded here.)
+            if (
+                output
+                and task.id in replayed
+                and event.chunk is not None
+                and event.chunk.seq <= replayed[task.id]
+            ):
+                continue
             if seen:
                 seen_key = seen.get(task.id)
                 if seen_key is not None:

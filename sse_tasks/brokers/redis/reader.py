@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 from bisect import bisect_right
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from redis.asyncio import Redis
 from ..._core import codec
 from ..._core.errors import Unavailable
 from ..._core.log import EventLog, OutputFollow
-from ..._core.models import OUTPUT_EVENT, MalformedEvent, OutputChunk, Task, TaskEvent
+from ..._core.models import OUTPUT_EVENT, MalformedEvent, OutputChunk, Task, TaskEvent, encode_frame
 from .keys import Keys
 from .link import UNREACHABLE, Link, call, unavailable
 from .outputs import Followed, OutputFollows, Request, snapshot_task
@@ -38,6 +39,11 @@ Entry = tuple["StreamKey | None", Any, "str | None"]
 T = TypeVar("T")
 Connect = Callable[[], contextlib.AbstractAsyncContextManager[Redis]]
 
+#: The fields before a chunk's text, as the writers store it (``OutputChunk.to_dict()``,
+#: compact JSON); group 1 is its task's id.
+_CHUNK_HEAD = re.compile(
+    rb'\{"id":"([^"\\]+)","seq":(?:0|[1-9][0-9]*),"kind":"(?:output|log)"(?:,"level":"[a-z]+")?,"text":"'
+)
 BATCH = 1000  # stream entries per XREAD
 BLOCK_MS = 1000  # an idle reader checks the epoch this often
 #: Seconds one turn of the reader (its blocked read and what follows) may take: its
@@ -534,7 +540,7 @@ class OutputEvent(TaskEvent):
     Its ``task`` is the task's latest snapshot this process had read when the chunk came
     (the state event before it, or what its follower registered with)."""
 
-    __slots__ = ("_chunk", "_raw_chunk", "_snapshot", "_task")
+    __slots__ = ("_chunk", "_raw_chunk", "_snapshot", "_stream", "_task")
 
     def __init__(self, id: str, key: StreamKey, raw_chunk: bytes, followed: Followed) -> None:
         self.id = id
@@ -542,6 +548,7 @@ class OutputEvent(TaskEvent):
         self.type = OUTPUT_EVENT
         self._frames = {}
         self._raw_chunk = raw_chunk
+        self._stream = followed.key
         self._snapshot = followed.snapshot
         self._task: Task | None = None
         self._chunk: OutputChunk | None = None
@@ -568,6 +575,35 @@ class OutputEvent(TaskEvent):
 
     def _decode_chunk(self) -> OutputChunk:
         return OutputChunk.from_record({**codec.loads(self._raw_chunk), "event_id": self.id})
+
+    def frame(self, root_path: str = "") -> bytes:
+        """The SSE frame (the same under every mount): the stored chunk as its data, not
+        decoded, when it is a writer's chunk of this stream's task; else decoded and
+        encoded again (raises :class:`MalformedEvent` if it cannot be)."""
+        frame = self._frames.get("")
+        if frame is None:
+            raw = self._raw_chunk
+            if _as_stored(raw, self._stream):
+                frame = b"".join((b"id: ", self.id.encode(), b"\nevent: task.output\ndata: ", raw, b"\n\n"))
+            else:
+                frame = encode_frame(self.id, OUTPUT_EVENT, self.chunk.to_dict())
+            self._frames[""] = frame
+        return frame
+
+
+def _as_stored(raw: bytes, stream: bytes) -> bool:
+    """True if ``raw`` is a writer's chunk of the task whose output ``stream`` it was read
+    from: then it is its event's SSE data as it is. It holds no line break (JSON escapes
+    them), so it cannot end the frame, and its text is one JSON string."""
+    head = _CHUNK_HEAD.match(raw)
+    if head is None or not raw.endswith(b'"}') or b"\n" in raw or b"\r" in raw:
+        return False
+    if not stream.endswith(b":" + head[1]):
+        return False
+    # Without its escaped backslashes and quotes, the text holds no quote and does not
+    # end in a backslash (that would escape the closing quote).
+    text = raw[head.end() : -2].replace(b"\\\\", b"").replace(b'\\"', b"")
+    return b'"' not in text and not text.endswith(b"\\")
 
 
 class Merge:

@@ -1,0 +1,72 @@
+"""How a process frames the output it reads from Redis (no Redis needed): a writer's
+chunk goes out as it was stored, byte for byte the frame of the decoded chunk; anything
+else is decoded first, and one that cannot be is refused, never framed as it is."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+pytest.importorskip("redis")
+from sse_tasks._core import codec
+from sse_tasks._core.models import OUTPUT_EVENT, MalformedEvent, OutputChunk, Task, encode_frame
+from sse_tasks._core.text import clean_text
+from sse_tasks.brokers.redis.outputs import Followed
+from sse_tasks.brokers.redis.reader import OutputEvent
+
+EVENT_ID = "e1-1700000000000-3"
+
+
+def event(raw: bytes, task_id: str = "t1") -> OutputEvent:
+    followed = Followed(f"sse_tasks:out:{task_id}".encode(), (0, 0), Task(id=task_id, name="generate"))
+    return OutputEvent(EVENT_ID, (1700000000000, 3), raw, followed)
+
+
+def decoded_frame(chunk: OutputChunk) -> bytes:
+    return encode_frame(EVENT_ID, OUTPUT_EVENT, chunk.to_dict())
+
+
+@given(
+    text=st.text().map(clean_text),
+    seq=st.integers(min_value=0, max_value=10**6),
+    kind=st.sampled_from(["output", "log"]),
+    level=st.sampled_from([None, "info", "warning", "error"]),
+    task_id=st.sampled_from(["t1", "a" * 128, "task-ü.1"]),
+)
+def test_a_writers_chunk_is_framed_as_stored_exactly_as_decoded(
+    text: str, seq: int, kind: str, level: str | None, task_id: str
+) -> None:
+    chunk = OutputChunk(task_id, seq, kind, text, level if kind == "log" else None)
+    raw = codec.dumps(chunk.to_dict())
+    assert event(raw, task_id).frame() == decoded_frame(chunk)
+    assert event(raw, task_id).frame("/mounted") == decoded_frame(chunk)
+
+
+def test_a_chunk_with_fields_of_its_own_is_decoded_and_sent_without_them() -> None:
+    raw = b'{"id":"t1","seq":2,"kind":"output","text":"x","extra":"<script>"}'
+    assert event(raw).frame() == decoded_frame(OutputChunk("t1", 2, "output", "x"))
+
+
+def test_a_chunk_naming_another_task_is_decoded_not_sent_as_stored() -> None:
+    raw = b'{"id":"t2","seq":0,"kind":"output","text":"x"}'
+    frame = event(raw, "t1").frame()
+    assert frame == decoded_frame(OutputChunk("t2", 0, "output", "x"))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"id":"t1","seq":1,"kind":"output","text":"a\nevent: task.succeeded\ndata: {}"}',
+        b'{"id":"t1","seq":1,"kind":"output","text":"a\rb"}',
+        b'{"id":"t1","seq":01,"kind":"output","text":"a"}',
+        b'{"id":"t1","seq":1,"kind":"output","text":"a"',
+        b'{"id":"t1","seq":1,"kind":"output","text":"a\\"}',
+        b'{"id":"t1","seq":1,"kind":"output","text":"a\\\\"x"}',
+        b"[broken",
+    ],
+    ids=["line-feed", "carriage-return", "leading-zero", "cut", "escaped-end", "bare-quote", "not-json"],
+)
+def test_a_chunk_that_is_not_json_is_refused_never_framed(raw: bytes) -> None:
+    with pytest.raises(MalformedEvent):
+        event(raw).frame()
