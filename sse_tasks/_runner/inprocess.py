@@ -218,7 +218,7 @@ class InProcessExecutor(LocalExecutor):
                 # What the task wrote while the previous write was under way goes out
                 # together: one write per batch, never a wait for more.
                 for batch in output_batches(chunks):
-                    if await publisher.outputs(run.task or run.job.task, batch) is None:
+                    if not await publisher.outputs(run.task or run.job.task, batch):
                         run.cancel()  # finished elsewhere: nothing more is kept
                         return
                 run.output_published()

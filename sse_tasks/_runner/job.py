@@ -56,9 +56,10 @@ class Publisher:
     async def output(self, task: Task, chunk: OutputChunk) -> TaskEvent | None:
         return await self.broker.publish_output(task, chunk)
 
-    async def outputs(self, task: Task, chunks: Sequence[OutputChunk]) -> list[TaskEvent] | None:
-        """``chunks`` of one task, in order, in as few writes as the broker can."""
-        return await self.broker.publish_outputs(task, chunks)
+    async def outputs(self, task: Task, chunks: Sequence[OutputChunk]) -> bool:
+        """``chunks`` of one task, in order, in as few writes as the broker can; False if
+        the task is finished (nothing kept)."""
+        return await self.broker.keep_outputs(task, chunks)
 
     async def finish(self, task: Task, state: TaskState, **changes: Any) -> TaskEvent | None:
         """Publish the terminal ``state``, even while the caller is being cancelled."""

@@ -89,6 +89,12 @@ class Broker(abc.ABC):
             events.append(event)
         return events
 
+    async def keep_outputs(self, task: Task, chunks: Sequence[OutputChunk]) -> bool:
+        """:meth:`publish_outputs` for a writer that needs no events back (a task's output
+        pump): False if the task is unknown or terminal. A broker whose readers make
+        the events (Redis) does not make them here too."""
+        return await self.publish_outputs(task, chunks) is not None
+
     @abc.abstractmethod
     async def output(self, task_id: str) -> list[OutputChunk]:
         """The task's retained chunks in order (with their event ids); [] if none or unknown."""

@@ -156,6 +156,33 @@ async def test_output_is_kept_in_order_only_while_its_task_is_not_finished(broke
     assert [c.event_id for c in stored] == [e.id for e in events if e]
 
 
+async def test_output_kept_without_events_back_is_stored_and_followed_as_published(broker: Broker) -> None:
+    """``keep_outputs`` (a task's output pump): the same chunks, stored and in the log for
+    a follower, as ``publish_outputs`` keeps; False, keeping nothing, for an unknown or
+    finished task."""
+    task = Task(id="t1", name="job")
+    chunks = [OutputChunk("t1", i, "output", f'{i} "é"\\\n', None) for i in range(50)]
+    assert await broker.keep_outputs(task, chunks) is False  # unknown
+    running = await publish(broker, task, "task.queued")
+    running = await publish(broker, running.task.evolve(state=TaskState.RUNNING), "task.running")
+    follow = await broker.follow_output(running.task)
+    assert await broker.keep_outputs(running.task, []) is True
+    assert await broker.keep_outputs(running.task, chunks) is True
+    done = await publish(broker, running.task.evolve(state=TaskState.SUCCEEDED), "task.succeeded")
+    await until_logged(broker, done)
+    follow.close()
+    position = broker.log.position_after(running.key)
+    assert position is not None
+    logged = [e for e in broker.log.read(position, 1000) if e.type == "task.output"]
+    assert [e.frame() for e in logged] == [
+        TaskEvent(c.event_id or "", e.key, "task.output", running.task, c).frame()
+        for c, e in zip(await broker.output("t1"), logged, strict=True)
+    ]
+    assert [(c.seq, c.text) for c in await broker.output("t1")] == [(c.seq, c.text) for c in chunks]
+    assert await broker.keep_outputs(done.task, chunks[:1]) is False  # finished: nothing kept
+    assert len(await broker.output("t1")) == 50
+
+
 async def test_a_batch_of_output_is_kept_whole_in_order_and_read_back_lazily(broker: Broker) -> None:
     task = Task(id="t1", name="job", tags=("a",))
     chunks = [OutputChunk("t1", i, "log" if i % 3 else "output", f"{i} é\n", None) for i in range(300)]

@@ -506,15 +506,7 @@ class RedisBroker(Broker):
         all kept or (the task unknown or terminal) none."""
         if not chunks:
             return []
-        task_id = chunks[0].task_id
-        with self._in_flight():
-            args = {"token": secrets.token_hex(8)}
-            rest = [codec.dumps(chunk.to_dict()) for chunk in chunks]
-            keys = self._keys.publish_output(task_id)
-            retry = task_id in self._leases.owned
-            reply = await self._write(
-                task_id, OUTPUT_EVENT, self._scripts.outputs, keys, args, retry, self.outage_grace, rest
-            )
+        reply = await self._write_outputs(chunks)
         if reply is None:
             return None
         events = []
@@ -523,6 +515,22 @@ class RedisBroker(Broker):
             stored = OutputChunk(chunk.task_id, chunk.seq, chunk.kind, chunk.text, chunk.level, event_id)
             events.append(TaskEvent(event_id, key(event_id.partition("-")[2]), OUTPUT_EVENT, task, stored))
         return events
+
+    async def keep_outputs(self, task: Task, chunks: Sequence[OutputChunk]) -> bool:
+        return not chunks or await self._write_outputs(chunks) is not None
+
+    async def _write_outputs(self, chunks: Sequence[OutputChunk]) -> list[Any] | None:
+        """Run ``outputs.lua`` for ``chunks``: their event ids, or None (nothing kept)."""
+        task_id = chunks[0].task_id
+        with self._in_flight():
+            args = {"token": secrets.token_hex(8)}
+            rest = [codec.dumps(chunk.to_dict()) for chunk in chunks]
+            keys = self._keys.publish_output(task_id)
+            retry = task_id in self._leases.owned
+            reply: list[Any] | None = await self._write(
+                task_id, OUTPUT_EVENT, self._scripts.outputs, keys, args, retry, self.outage_grace, rest
+            )
+        return reply
 
     async def refuse(self, task_id: str) -> bool:
         """Refuse ``task_id`` for good, as the hub answers 503 for it: it is never created,
