@@ -48,6 +48,18 @@ def test_a_chunk_with_fields_of_its_own_is_decoded_and_sent_without_them() -> No
     assert event(raw).frame() == decoded_frame(OutputChunk("t1", 2, "output", "x"))
 
 
+def test_a_chunk_with_line_breaks_between_its_fields_is_encoded_again() -> None:
+    raw = b'{"id":"t1",\n"seq":2,\r\n"kind":"output","text":"x"}'
+    assert event(raw).frame() == decoded_frame(OutputChunk("t1", 2, "output", "x"))
+
+
+def test_a_chunk_whose_id_is_not_text_is_encoded_again() -> None:
+    raw = b'{"id":7,"seq":2,"kind":"output","text":"x"}'
+    assert event(raw, "7").frame() == encode_frame(
+        EVENT_ID, OUTPUT_EVENT, {"id": 7, "seq": 2, "kind": "output", "text": "x"}
+    )
+
+
 def test_a_chunk_naming_another_task_is_decoded_not_sent_as_stored() -> None:
     raw = b'{"id":"t2","seq":0,"kind":"output","text":"x"}'
     frame = event(raw, "t1").frame()
@@ -59,13 +71,25 @@ def test_a_chunk_naming_another_task_is_decoded_not_sent_as_stored() -> None:
     [
         b'{"id":"t1","seq":1,"kind":"output","text":"a\nevent: task.succeeded\ndata: {}"}',
         b'{"id":"t1","seq":1,"kind":"output","text":"a\rb"}',
+        b'{"id":"t1","seq":1,"kind":"output","text":"\\ud800"}',
+        b'{"id":"t1","seq":1,"kind":"output","text":"\xff"}',
         b'{"id":"t1","seq":01,"kind":"output","text":"a"}',
         b'{"id":"t1","seq":1,"kind":"output","text":"a"',
         b'{"id":"t1","seq":1,"kind":"output","text":"a\\"}',
         b'{"id":"t1","seq":1,"kind":"output","text":"a\\\\"x"}',
         b"[broken",
     ],
-    ids=["line-feed", "carriage-return", "leading-zero", "cut", "escaped-end", "bare-quote", "not-json"],
+    ids=[
+        "line-feed",
+        "carriage-return",
+        "lone-surrogate",
+        "not-utf-8",
+        "leading-zero",
+        "cut",
+        "escaped-end",
+        "bare-quote",
+        "not-json",
+    ],
 )
 def test_a_chunk_that_is_not_json_is_refused_never_framed(raw: bytes) -> None:
     with pytest.raises(MalformedEvent):

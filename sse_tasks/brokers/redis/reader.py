@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import secrets
 from bisect import bisect_right
 from collections.abc import Callable
@@ -39,11 +38,8 @@ Entry = tuple["StreamKey | None", Any, "str | None"]
 T = TypeVar("T")
 Connect = Callable[[], contextlib.AbstractAsyncContextManager[Redis]]
 
-#: The fields before a chunk's text, as the writers store it (``OutputChunk.to_dict()``,
-#: compact JSON); group 1 is its task's id.
-_CHUNK_HEAD = re.compile(
-    rb'\{"id":"([^"\\]+)","seq":(?:0|[1-9][0-9]*),"kind":"(?:output|log)"(?:,"level":"[a-z]+")?,"text":"'
-)
+#: The fields of a chunk as the writers store it (``OutputChunk.to_dict()``).
+_CHUNK_FIELDS = ({"id", "seq", "kind", "text"}, {"id", "seq", "kind", "level", "text"})
 BATCH = 1000  # stream entries per XREAD
 BLOCK_MS = 1000  # an idle reader checks the epoch this often
 #: Seconds one turn of the reader (its blocked read and what follows) may take: its
@@ -540,7 +536,7 @@ class OutputEvent(TaskEvent):
     Its ``task`` is the task's latest snapshot this process had read when the chunk came
     (the state event before it, or what its follower registered with)."""
 
-    __slots__ = ("_chunk", "_raw_chunk", "_snapshot", "_stream", "_task")
+    __slots__ = ("_chunk", "_plain", "_raw_chunk", "_snapshot", "_stream", "_task")
 
     def __init__(self, id: str, key: StreamKey, raw_chunk: bytes, followed: Followed) -> None:
         self.id = id
@@ -552,6 +548,7 @@ class OutputEvent(TaskEvent):
         self._snapshot = followed.snapshot
         self._task: Task | None = None
         self._chunk: OutputChunk | None = None
+        self._plain = False  # the stored chunk has a writer's fields, no more
 
     @property
     def task(self) -> Task:
@@ -574,36 +571,29 @@ class OutputEvent(TaskEvent):
         self._chunk = value
 
     def _decode_chunk(self) -> OutputChunk:
-        return OutputChunk.from_record({**codec.loads(self._raw_chunk), "event_id": self.id})
+        record = codec.loads(self._raw_chunk)
+        chunk = OutputChunk(
+            record["id"], record["seq"], record["kind"], record["text"], record.get("level"), self.id
+        )
+        self._plain = record.keys() in _CHUNK_FIELDS and type(chunk.task_id) is str
+        return chunk
 
     def frame(self, root_path: str = "") -> bytes:
-        """The SSE frame (the same under every mount): the stored chunk as its data, not
-        decoded, when it is a writer's chunk of this stream's task; else decoded and
-        encoded again (raises :class:`MalformedEvent` if it cannot be)."""
+        """The SSE frame (the same under every mount). A writer's chunk of this stream's
+        task is its data as stored, once decoded (strict JSON: raises
+        :class:`MalformedEvent` if it is not), not encoded again; it holds no line
+        break, so it cannot end the frame. Anything else is encoded again."""
         frame = self._frames.get("")
         if frame is None:
+            chunk = self.chunk
             raw = self._raw_chunk
-            if _as_stored(raw, self._stream):
+            plain = self._plain and b"\n" not in raw and b"\r" not in raw
+            if plain and self._stream.endswith(b":" + chunk.task_id.encode()):
                 frame = b"".join((b"id: ", self.id.encode(), b"\nevent: task.output\ndata: ", raw, b"\n\n"))
             else:
-                frame = encode_frame(self.id, OUTPUT_EVENT, self.chunk.to_dict())
+                frame = encode_frame(self.id, OUTPUT_EVENT, chunk.to_dict())
             self._frames[""] = frame
         return frame
-
-
-def _as_stored(raw: bytes, stream: bytes) -> bool:
-    """True if ``raw`` is a writer's chunk of the task whose output ``stream`` it was read
-    from: then it is its event's SSE data as it is. It holds no line break (JSON escapes
-    them), so it cannot end the frame, and its text is one JSON string."""
-    head = _CHUNK_HEAD.match(raw)
-    if head is None or not raw.endswith(b'"}') or b"\n" in raw or b"\r" in raw:
-        return False
-    if not stream.endswith(b":" + head[1]):
-        return False
-    # Without its escaped backslashes and quotes, the text holds no quote and does not
-    # end in a backslash (that would escape the closing quote).
-    text = raw[head.end() : -2].replace(b"\\\\", b"").replace(b'\\"', b"")
-    return b'"' not in text and not text.endswith(b"\\")
 
 
 class Merge:
