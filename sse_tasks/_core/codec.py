@@ -37,9 +37,19 @@ def _reject_constant(name: str) -> Any:
 #: A run of 19 digits: an integer orjson may read as a float (one below -2**63 has 19
 #: digits, one past 2**64 has 20), or a long decimal, or digits in a string: decoded by
 #: the stdlib instead, which keeps it exact.
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 _LONG_DIGITS_TEXT = re.compile(r"[0-9]{19}")
+#: Bytes with every digit made a "9": 19 digits in a row are then 19 nines, which
+#: ``bytes.find`` finds several times faster than a regular expression's search.
+_DIGITS_AS_NINES = bytes.maketrans(b"012345678", b"999999999")
+_NINETEEN_NINES = b"9" * 19
+
 _MAX_INTEGER = int(sys.float_info.max)
+
+
+def _has_long_digits(data: bytes | str) -> bool:
+    if isinstance(data, str):
+        return _LONG_DIGITS_TEXT.search(data) is not None
+    return _NINETEEN_NINES in bytes(data).translate(_DIGITS_AS_NINES)
 
 
 def _bounded_int(text: str) -> int:
@@ -167,8 +177,7 @@ def loads(data: bytes | str) -> Any:
     """Decode strict JSON; raises :class:`LoneSurrogate` for a lone surrogate escape and
     ``ValueError`` for anything else malformed (invalid UTF-8, NaN, 1e400, 10**400, bad syntax)."""
     if _orjson is not None:
-        digits = _LONG_DIGITS_TEXT.search(data) if isinstance(data, str) else _LONG_DIGITS.search(data)
-        if digits is None:
+        if not _has_long_digits(data):
             try:
                 return _orjson.loads(data)
             except _orjson.JSONDecodeError:

@@ -536,7 +536,7 @@ class OutputEvent(TaskEvent):
     Its ``task`` is the task's latest snapshot this process had read when the chunk came
     (the state event before it, or what its follower registered with)."""
 
-    __slots__ = ("_chunk", "_plain", "_raw_chunk", "_snapshot", "_stream", "_task")
+    __slots__ = ("_chunk", "_raw_chunk", "_record", "_snapshot", "_stream", "_task")
 
     def __init__(self, id: str, key: StreamKey, raw_chunk: bytes, followed: Followed) -> None:
         self.id = id
@@ -548,7 +548,7 @@ class OutputEvent(TaskEvent):
         self._snapshot = followed.snapshot
         self._task: Task | None = None
         self._chunk: OutputChunk | None = None
-        self._plain = False  # the stored chunk has a writer's fields, no more
+        self._record: Any = None  # the chunk's JSON, decoded
 
     @property
     def task(self) -> Task:
@@ -571,27 +571,35 @@ class OutputEvent(TaskEvent):
         self._chunk = value
 
     def _decode_chunk(self) -> OutputChunk:
-        record = codec.loads(self._raw_chunk)
-        chunk = OutputChunk(
+        record = self._json()
+        return OutputChunk(
             record["id"], record["seq"], record["kind"], record["text"], record.get("level"), self.id
         )
-        self._plain = record.keys() in _CHUNK_FIELDS and type(chunk.task_id) is str
-        return chunk
+
+    def _json(self) -> Any:
+        if self._record is None:
+            self._record = codec.loads(self._raw_chunk)
+        return self._record
 
     def frame(self, root_path: str = "") -> bytes:
         """The SSE frame (the same under every mount). A writer's chunk of this stream's
         task is its data as stored, once decoded (strict JSON: raises
-        :class:`MalformedEvent` if it is not), not encoded again; it holds no line
-        break, so it cannot end the frame. Anything else is encoded again."""
+        :class:`MalformedEvent` if it is not), not encoded again: it holds no line break,
+        so it cannot end the frame. Anything else is encoded again."""
         frame = self._frames.get("")
         if frame is None:
-            chunk = self.chunk
-            raw = self._raw_chunk
-            plain = self._plain and b"\n" not in raw and b"\r" not in raw
-            if plain and self._stream.endswith(b":" + chunk.task_id.encode()):
+            record, raw = _decoded(self.id, self._json), self._raw_chunk
+            if (
+                type(record) is dict
+                and record.keys() in _CHUNK_FIELDS
+                and type(record["id"]) is str
+                and b"\n" not in raw
+                and b"\r" not in raw
+                and self._stream.endswith(b":" + record["id"].encode())
+            ):
                 frame = b"".join((b"id: ", self.id.encode(), b"\nevent: task.output\ndata: ", raw, b"\n\n"))
             else:
-                frame = encode_frame(self.id, OUTPUT_EVENT, chunk.to_dict())
+                frame = encode_frame(self.id, OUTPUT_EVENT, self.chunk.to_dict())
             self._frames[""] = frame
         return frame
 
