@@ -19,7 +19,9 @@ EVENT_ID = "e1-1700000000000-3"
 
 
 def event(raw: bytes, task_id: str = "t1") -> OutputEvent:
-    followed = Followed(f"sse_tasks:out:{task_id}".encode(), (0, 0), Task(id=task_id, name="generate"))
+    followed = Followed(
+        task_id, f"sse_tasks:out:{task_id}".encode(), (0, 0), Task(id=task_id, name="generate")
+    )
     return OutputEvent(EVENT_ID, (1700000000000, 3), raw, followed)
 
 
@@ -60,10 +62,18 @@ def test_a_chunk_whose_id_is_not_text_is_encoded_again() -> None:
     )
 
 
-def test_a_chunk_naming_another_task_is_decoded_not_sent_as_stored() -> None:
-    raw = b'{"id":"t2","seq":0,"kind":"output","text":"x"}'
-    frame = event(raw, "t1").frame()
-    assert frame == decoded_frame(OutputChunk("t2", 0, "output", "x"))
+def reordered(task_id: str) -> bytes:
+    """A chunk another writer could store: a writer's fields in another order."""
+    return b'{"seq":0,"kind":"output","text":"x","id":' + codec.dumps(task_id) + b"}"
+
+
+def test_a_chunk_of_this_stream_s_task_is_sent_as_stored() -> None:
+    assert event(reordered("a:t1"), "a:t1").frame().endswith(b"data: " + reordered("a:t1") + b"\n\n")
+
+
+@pytest.mark.parametrize("other", ["t2", "1", "t1", ":t1", ""])
+def test_a_chunk_naming_another_task_is_encoded_again(other: str) -> None:
+    assert event(reordered(other), "a:t1").frame() == decoded_frame(OutputChunk(other, 0, "output", "x"))
 
 
 @pytest.mark.parametrize(

@@ -32,9 +32,10 @@ LINGER = 60.0
 class Followed:
     """One task whose output stream the reader reads."""
 
-    __slots__ = ("by_all", "count", "key", "since", "snapshot")
+    __slots__ = ("by_all", "count", "key", "since", "snapshot", "task_id")
 
-    def __init__(self, key: bytes, since: StreamKey, snapshot: Task | TaskEvent) -> None:
+    def __init__(self, task_id: str, key: bytes, since: StreamKey, snapshot: Task | TaskEvent) -> None:
+        self.task_id = task_id
         self.key = key  # its output stream's name
         self.since = since  # the log holds its output after this key
         self.count = 0  # per-task followers here
@@ -87,7 +88,7 @@ class OutputFollows:
         followed = self.tasks.get(task_id)
         if followed is None:
             key = self.output_key(task_id).encode()
-            followed = self.tasks[task_id] = Followed(key, since, snapshot)
+            followed = self.tasks[task_id] = Followed(task_id, key, since, snapshot)
             self.by_key[key] = task_id
         return followed
 

@@ -536,7 +536,7 @@ class OutputEvent(TaskEvent):
     Its ``task`` is the task's latest snapshot this process had read when the chunk came
     (the state event before it, or what its follower registered with)."""
 
-    __slots__ = ("_chunk", "_raw_chunk", "_record", "_snapshot", "_stream", "_task")
+    __slots__ = ("_chunk", "_raw_chunk", "_record", "_snapshot", "_task", "_task_id")
 
     def __init__(self, id: str, key: StreamKey, raw_chunk: bytes, followed: Followed) -> None:
         self.id = id
@@ -544,7 +544,7 @@ class OutputEvent(TaskEvent):
         self.type = OUTPUT_EVENT
         self._frames = {}
         self._raw_chunk = raw_chunk
-        self._stream = followed.key
+        self._task_id = followed.task_id  # of the stream it was read from
         self._snapshot = followed.snapshot
         self._task: Task | None = None
         self._chunk: OutputChunk | None = None
@@ -592,10 +592,9 @@ class OutputEvent(TaskEvent):
             if (
                 type(record) is dict
                 and record.keys() in _CHUNK_FIELDS
-                and type(record["id"]) is str
+                and record["id"] == self._task_id
                 and b"\n" not in raw
                 and b"\r" not in raw
-                and self._stream.endswith(b":" + record["id"].encode())
             ):
                 frame = b"".join((b"id: ", self.id.encode(), b"\nevent: task.output\ndata: ", raw, b"\n\n"))
             else:
