@@ -265,6 +265,11 @@ class TaskEvent:
         self._frames: dict[str, bytes] = {}
 
     @property
+    def task_id(self) -> str:
+        """The id of the event's task (a broker's event may know it without reading the snapshot)."""
+        return self.task.id
+
+    @property
     def terminal(self) -> bool:
         """True for the event that ends its task (known from the type: the snapshot is not read)."""
         return self.type in TERMINAL_EVENTS

@@ -332,7 +332,7 @@ class Runner:
         worker, or failed as ``WorkerLost``) stops its local run."""
         self.stats.events_published[event.type] += 1
         if event.terminal:
-            self.executor.cancel(event.task.id)
+            self.executor.cancel(event.task_id)
 
     # -- lifespan ----------------------------------------------------------------------
 

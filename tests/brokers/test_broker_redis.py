@@ -24,6 +24,7 @@ from _redis import Redis, RedisCluster, make_redis
 from _support import LiveServer, SSEEvent, collect, free_port, sse_events, submit, task_events, wait_for
 
 from sse_tasks import OutputChunk, Task, TaskHub, TaskState, Unavailable
+from sse_tasks._core import codec
 from sse_tasks.demo import generated_text, register_demo_tasks
 
 redis = pytest.importorskip("redis")
@@ -331,6 +332,42 @@ async def test_a_process_without_a_follower_reads_no_output(private_redis: Redis
         assert [c.seq for c in await idle.output("t")] == [0, 1, 2, 3]  # all of it stored
     finally:
         await idle.close()  # task groups nest: the last started closes first
+        await writer.close()
+
+
+async def test_a_process_without_a_stream_decodes_no_snapshot(
+    private_redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hub whose process has no client reads every state change of the cluster but
+    decodes none: a task's end is known from the entry (its type and task id)."""
+    decoded: list[bytes | str] = []
+    loads = codec.loads
+
+    def spy(data: bytes | str) -> Any:
+        decoded.append(data)
+        return loads(data)
+
+    writer, idle = RedisBroker(private_redis.url), redis_hub(private_redis.url)
+    await writer.start(lambda event: None)
+    try:
+        async with idle:
+            monkeypatch.setattr(codec, "loads", spy)
+            queued = await writer.publish(Task(id="quiet", name="job"), "task.queued")
+            assert queued is not None
+            running = await writer.publish(queued.task.evolve(state=TaskState.RUNNING), "task.running")
+            assert running is not None
+            done = await writer.publish(running.task.evolve(state=TaskState.SUCCEEDED), "task.succeeded")
+            assert done is not None
+            log = idle.broker.log
+            await wait_for(lambda: log.newest is not None and log.newest >= done.key, timeout=10)
+            monkeypatch.undo()
+            assert [e.type for e in log.read(log.first) if e.task_id == "quiet"] == [
+                "task.queued",
+                "task.running",
+                "task.succeeded",
+            ]
+            assert not [d for d in decoded if (b"quiet" if isinstance(d, bytes) else "quiet") in d]
+    finally:
         await writer.close()
 
 

@@ -305,7 +305,7 @@ class RedisBroker(Broker):
     def _observed(self, event: TaskEvent) -> None:
         if event.terminal:
             try:
-                self._leases.owned.discard(event.task.id)
+                self._leases.owned.discard(event.task_id)
             except MalformedEvent:
                 return  # logged as it was decoded: nothing to observe
         if self._observer is not None:

@@ -344,7 +344,7 @@ class StreamReader:
                 continue
             log.append(state)
             self.observe(state)
-            task_id = state.task_id
+            task_id = state.entry_task_id
             followed = follows.tasks.get(task_id) if task_id is not None else None
             if followed is not None:
                 followed.snapshot = state
@@ -503,7 +503,7 @@ def _decoded(event_id: str, decode: Callable[[], T]) -> T:
 class StateEvent(TaskEvent):
     """A state change read from the log; its snapshot decoded when first read."""
 
-    __slots__ = ("_raw_task", "_task", "task_id")
+    __slots__ = ("_raw_task", "_task", "entry_task_id")
 
     def __init__(self, id: str, key: StreamKey, type: str, raw_task: bytes, task_id: str | None) -> None:
         self.id = id
@@ -513,7 +513,12 @@ class StateEvent(TaskEvent):
         self._frames = {}
         self._raw_task = raw_task
         self._task: Task | None = None
-        self.task_id = task_id  # the entry's ``k``: known without decoding the snapshot
+        #: The entry's ``k``: its task's id, known without decoding the snapshot.
+        self.entry_task_id = task_id
+
+    @property
+    def task_id(self) -> str:
+        return self.entry_task_id if self.entry_task_id is not None else self.task.id
 
     @property
     def task(self) -> Task:
@@ -559,6 +564,10 @@ class OutputEvent(TaskEvent):
     @task.setter
     def task(self, value: Task) -> None:
         self._task = value
+
+    @property
+    def task_id(self) -> str:
+        return self._task_id
 
     @property
     def chunk(self) -> OutputChunk:
