@@ -294,8 +294,13 @@ class TaskEvent:
 
 def encode_frame(event_id: str | None, event_type: str, data: Any) -> bytes:
     """One SSE frame. JSON escapes CR, LF and NUL, so payload text cannot forge fields."""
+    return json_frame(event_id, event_type, codec.dumps(data))
+
+
+def json_frame(event_id: str | None, event_type: str, data: bytes) -> bytes:
+    """One SSE frame whose ``data`` is compact JSON already (it holds no CR or LF)."""
     head = f"id: {event_id}\n" if event_id is not None else ""
-    return b"".join((head.encode(), b"event: ", event_type.encode(), b"\ndata: ", codec.dumps(data), b"\n\n"))
+    return b"".join((head.encode(), b"event: ", event_type.encode(), b"\ndata: ", data, b"\n\n"))
 
 
 def reset_frame(reason: str) -> bytes:

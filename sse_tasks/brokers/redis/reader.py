@@ -21,7 +21,15 @@ from redis.asyncio import Redis
 from ..._core import codec
 from ..._core.errors import Unavailable
 from ..._core.log import EventLog, OutputFollow
-from ..._core.models import OUTPUT_EVENT, MalformedEvent, OutputChunk, Task, TaskEvent, encode_frame
+from ..._core.models import (
+    OUTPUT_EVENT,
+    MalformedEvent,
+    OutputChunk,
+    Task,
+    TaskEvent,
+    encode_frame,
+    json_frame,
+)
 from .keys import Keys
 from .link import UNREACHABLE, Link, call, unavailable
 from .outputs import Followed, OutputFollows, Request, snapshot_task
@@ -605,7 +613,7 @@ class OutputEvent(TaskEvent):
                 and b"\n" not in raw
                 and b"\r" not in raw
             ):
-                frame = b"".join((b"id: ", self.id.encode(), b"\nevent: task.output\ndata: ", raw, b"\n\n"))
+                frame = json_frame(self.id, OUTPUT_EVENT, raw)
             else:
                 frame = encode_frame(self.id, OUTPUT_EVENT, self.chunk.to_dict())
             self._frames[""] = frame
