@@ -1,5 +1,10 @@
 """Everything public is exported from ``sse_tasks`` and documented."""
 
+import subprocess
+import sys
+
+import pytest
+
 import sse_tasks
 
 
@@ -15,3 +20,20 @@ def test_private_modules_are_not_exported() -> None:
     modules = {"brokers", "cli", "demo", "engines", "executors", "web"}  # sub-packages, not API names
     public_modules = {"client", "celery", "django", "rq", "huey", "dramatiq", "taskiq", "arq"}
     assert public - modules - public_modules <= set(sse_tasks.__all__)
+
+
+def test_the_client_is_imported_on_first_use() -> None:
+    """A server or worker process never loads httpx (nor the command line httpx loads with it)."""
+    code = (
+        "import sys, sse_tasks\n"
+        "print(sorted(m for m in ('httpx', 'httpx_sse', 'rich', 'pygments') if m in sys.modules))\n"
+        "print(sse_tasks.Client.__module__, 'httpx' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.splitlines() == ["[]", "sse_tasks.client True"], out.stdout + out.stderr
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="Nope"):
+        sse_tasks.Nope  # type: ignore[attr-defined]  # noqa: B018
+    assert {"Client", "AsyncClient", "APIError", "ConnectionFailed"} <= set(dir(sse_tasks))
