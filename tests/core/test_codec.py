@@ -7,6 +7,7 @@ past a double, no lone surrogate, integers exact, and a clean ``TypeError``/``Va
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,8 @@ import pytest
 from _results import ODD_RESULTS
 from _results import nested as odd_nested
 from _support import JSON_BACKENDS, use_json
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sse_tasks._core import codec
 
@@ -232,3 +235,60 @@ def test_dumps_nests_as_deep_as_orjson_and_keeps_what_only_orjson_refuses(backen
     encoded = codec.dumps({1: 10**30, "b": [True, None]})
     assert encoded == b'{"1":1000000000000000000000000000000,"b":[true,null]}'
     assert codec.loads(encoded) == {"1": 10**30, "b": [True, None]}
+
+
+# -- loads_record: the same answers, faster for flat objects --------------------------------
+
+RECORDS: list[bytes] = [
+    b'{"id":"t1","seq":3,"kind":"log","text":"x","level":"info"}',
+    b'{"id":"t1","seq":3,"kind":"output","text":"1234567890123456789012345"}',
+    b'{"seq":18446744073709551615,"text":""}',
+    b'{"seq":18446744073709551616}',
+    b'{"seq":-9223372036854775809}',
+    b'{"seq":12345678901234567890.5}',
+    b'{"seq":1.0,"text":"a"}',
+    b'{"seq":1e400}',
+    b'{"text":"\\ud800"}',
+    b'{"text":"\\ud83d\\ude00"}',
+    b'{"text":"\xed\xa0\x80"}',
+    b'{"text":NaN}',
+    b'{"nested":{"seq":1}}',
+    b'{"a":1,"a":"two"}',
+    b'{"a":true,"b":null}',
+    b"[1]",
+    b'{"id":"t1",',
+    b"",
+]
+
+
+@pytest.mark.parametrize("backend", JSON_BACKENDS)
+@pytest.mark.parametrize("document", [*RECORDS, *DOCUMENTS], ids=range(len(RECORDS) + len(DOCUMENTS)))
+def test_loads_record_answers_as_loads(
+    backend: str, document: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_json(backend, monkeypatch)
+    fast = outcome(lambda: codec.loads_record(document))
+    assert fast == outcome(lambda: codec.loads(document))
+    if fast[0] == "value":
+        assert repr(fast[1]) == repr(codec.loads(document))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(max_size=8),
+        st.one_of(
+            st.text(),
+            st.integers(min_value=-(2**70), max_value=2**70),
+            st.from_regex(r"[0-9]{15,25}", fullmatch=True),
+            st.booleans(),
+            st.none(),
+            st.floats(allow_nan=False, allow_infinity=False),
+        ),
+        max_size=6,
+    )
+)
+def test_loads_record_decodes_any_flat_object_as_loads(record: dict[str, Any]) -> None:
+    """Text with long runs of digits, integers past 64 bits and floats among the values."""
+    document = json.dumps(record).encode()
+    assert repr(codec.loads_record(document)) == repr(codec.loads(document))

@@ -595,7 +595,7 @@ class OutputEvent(TaskEvent):
 
     def _json(self) -> Any:
         if self._record is None:
-            self._record = codec.loads(self._raw_chunk)
+            self._record = codec.loads_record(self._raw_chunk)
         return self._record
 
     def frame(self, root_path: str = "") -> bytes:

@@ -33,7 +33,9 @@ def chunks_of(reply: list[Any]) -> list[OutputChunk]:
     for stream_id, flat in entries:
         fields = dict(zip(flat[::2], flat[1::2], strict=True))
         raw = fields[b"c"] if b"c" in fields else fields["c"]
-        chunks.append(OutputChunk.from_record({**codec.loads(raw), "event_id": f"{epoch}-{text(stream_id)}"}))
+        chunks.append(
+            OutputChunk.from_record({**codec.loads_record(raw), "event_id": f"{epoch}-{text(stream_id)}"})
+        )
     return chunks
 
 
