@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from .config import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEADER_SIZE, ServeConfig
@@ -52,6 +52,9 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._head_bytes: int | None = None
         self._heads = 0  # which head that is: counts heads begun on this connection
         self._refused = False
+        # This connection's requests not yet answered in full: with pipelined requests,
+        # uvicorn's current one is the last, and the response being sent an earlier one.
+        self._unanswered: list[RequestResponseCycle] = []
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -87,6 +90,8 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             self._refuse()
             return
         super().on_headers_complete()
+        self._unanswered = [cycle for cycle in self._unanswered if not cycle.response_complete]
+        self._unanswered.append(self.cycle)
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
@@ -98,6 +103,13 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        # uvicorn tells only the current request: a response still being sent before a
+        # pipelined one (a stream) would write on to the closed connection, for ever.
+        unanswered, self._unanswered = self._unanswered, []
+        for cycle in unanswered:
+            if cycle is not self.cycle and not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
         super().connection_lost(exc)
 
     def _begin_head(self) -> None:

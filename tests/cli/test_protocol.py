@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -10,7 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from _support import free_port, serve_in_thread
+from _support import free_port, serve_in_thread, wait_until
 
 from sse_tasks import TaskHub
 from sse_tasks.cli.config import ServeConfig
@@ -53,6 +54,42 @@ def test_complete_requests_and_long_streams_are_not_cut(port: int) -> None:
         assert client.recv(4096).startswith(b"HTTP/1.1 200")
         # Well past the head deadline, the stream is still open.
         assert not closed_by_server(client, within=1.5)
+
+
+LIST = b"GET /tasks HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_stream_with_a_request_pipelined_behind_it_ends_cleanly_when_its_client_leaves() -> None:
+    """uvicorn makes a pipelined request the connection's current one and stops reading:
+    the stream before it is still released once its client is gone (at its next write,
+    a heartbeat here), and nothing is logged as an error."""
+    hub = TaskHub("memory://", heartbeat=0.2)
+    errors = Records()
+    logging.getLogger("uvicorn.error").addHandler(errors)
+    try:
+        with serve_in_thread(hub.app, hub, http=protocol_for(ServeConfig())) as server:
+            port = int(server.url.rsplit(":", 1)[1])
+            for _ in range(3):
+                with socket.create_connection(("127.0.0.1", port)) as client:
+                    client.sendall(
+                        b"GET /events HTTP/1.1\r\nHost: t\r\n\r\nGET /tasks HTTP/1.1\r\nHost: t\r\n\r\n"
+                    )
+                    client.settimeout(10)
+                    assert client.recv(4096).startswith(b"HTTP/1.1 200")
+                    assert hub.open_streams == 1
+                wait_until(lambda: hub.open_streams == 0, "the stream released")
+    finally:
+        logging.getLogger("uvicorn.error").removeHandler(errors)
+    assert [r.getMessage() for r in errors.records if r.levelno >= logging.ERROR] == []
 
 
 @pytest.fixture
