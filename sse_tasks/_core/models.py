@@ -36,6 +36,22 @@ TERMINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED
 
 #: Longest task id the API looks up (ids are 16 URL-safe characters; tokens allow 128).
 MAX_TASK_ID_LENGTH = 128
+#: What a task id may not hold: control characters (a line break would start a new line
+#: in an SSE field, a log line or a CSS selector) and halves of surrogate pairs (not text).
+_NOT_IN_TASK_ID = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def valid_task_id(task_id: object) -> bool:
+    """An id a task may have: text of 1 to :data:`MAX_TASK_ID_LENGTH` characters, no
+    control character and no lone surrogate. An engine's hook reports only work whose
+    engine-given id is one (the engines' own ids always are)."""
+    return (
+        isinstance(task_id, str)
+        and 0 < len(task_id) <= MAX_TASK_ID_LENGTH
+        and _NOT_IN_TASK_ID.search(task_id) is None
+    )
+
+
 #: Longest ``Last-Event-ID`` the API parses.
 MAX_EVENT_ID_LENGTH = 256
 

@@ -33,6 +33,34 @@ if TYPE_CHECKING:
 _SIGNAL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
+def id_selector(element_id: str) -> str:
+    """The CSS selector of the element with id ``element_id``, escaped as the browser's
+    ``CSS.escape`` does: a task id's ``:`` or ``.`` selects the element rather than
+    breaking the selector, and a control character (no task id holds one) is a hex
+    escape, never a line break in the event's ``data: selector`` line."""
+    escaped = []
+    for index, char in enumerate(element_id):
+        code = ord(char)
+        if code == 0:
+            escaped.append("\ufffd")
+        elif (
+            code < 0x20
+            or code == 0x7F
+            or (char.isdigit() and char.isascii() and _digit_first(element_id, index))
+        ):
+            escaped.append(f"\\{code:x} ")
+        elif code >= 0x80 or char in "-_" or (char.isascii() and char.isalnum()):
+            escaped.append("\\-" if element_id == "-" else char)
+        else:
+            escaped.append("\\" + char)
+    return "#" + "".join(escaped)
+
+
+def _digit_first(element_id: str, index: int) -> bool:
+    """A digit where an identifier may not start with one: first, or after a first ``-``."""
+    return index == 0 or (index == 1 and element_id[0] == "-")
+
+
 class NotInstalled(SSETasksError):
     """A feature needs a package that is not installed (501)."""
 
@@ -51,7 +79,7 @@ class DatastarDialect:
     def state(self, task: Task, event_id: str | None) -> bytes:
         card = self.sse.merge_fragments(
             self.renderer.state(task),
-            selector=f"#{card_container_id(task.id)}",
+            selector=id_selector(card_container_id(task.id)),
             merge_mode="inner",
             event_id=event_id,
         )
@@ -66,14 +94,14 @@ class DatastarDialect:
         return f"{card}{signals}".encode()
 
     def append(self, chunk: OutputChunk, event_id: str | None) -> bytes:
-        selector = f"#{output_container_id(chunk.task_id)}"
+        selector = id_selector(output_container_id(chunk.task_id))
         event = self.sse.merge_fragments(
             self.renderer.output(chunk), selector=selector, merge_mode="append", event_id=event_id
         )
         return str(event).encode()
 
     def replace(self, task_id: str, chunks: list[OutputChunk], event_id: str | None) -> bytes:
-        selector = f"#{output_container_id(task_id)}"
+        selector = id_selector(output_container_id(task_id))
         if not chunks:
             return str(self.sse.remove_fragments(f"{selector} > *", event_id=event_id)).encode()
         # Written in one piece; only the last event carries the id, so a retry never skips the append.

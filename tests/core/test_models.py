@@ -21,6 +21,7 @@ from sse_tasks._core.models import (
     reset_frame,
     task_path,
     utcnow,
+    valid_task_id,
 )
 from sse_tasks.demo import register_demo_tasks
 
@@ -230,3 +231,26 @@ async def test_the_ids_a_hub_makes_are_url_safe_and_within_the_limits() -> None:
         assert re.fullmatch(r"[A-Za-z0-9_-]{16}", task.id)
         assert task.event_id is not None and 0 < len(task.event_id) <= MAX_EVENT_ID_LENGTH
         assert re.fullmatch(r"[A-Za-z0-9_.:-]+", task.event_id)  # an SSE id line needs no escaping
+
+
+@pytest.mark.parametrize(
+    ("task_id", "valid"),
+    [
+        ("3f9a1c2b7d4e4f0a", True),
+        ("report:42.v1", True),
+        ("é" * 128, True),
+        ("a" * 129, False),
+        ("", False),
+        (42, False),
+        (None, False),
+        ("x\n\nevent: datastar-merge-fragments", False),
+        ("x\r", False),
+        ("x\x00", False),
+        ("x\x7f", False),
+        ("x\x85", False),  # NEL, a C1 control
+        ("x\ud800", False),
+        ("x\u2028", True),  # a line separator in Unicode, not in SSE, logs or CSS
+    ],
+)
+def test_valid_task_id(task_id: object, valid: bool) -> None:
+    assert valid_task_id(task_id) is valid

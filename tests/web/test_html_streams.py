@@ -13,8 +13,9 @@ import httpx
 import pytest
 from _support import HubFactory, ServerFactory, SSEEvent, collect
 
-from sse_tasks import TaskContext, TaskHub
+from sse_tasks import TaskCard, TaskContext, TaskHub
 from sse_tasks.demo import generated_text
+from sse_tasks.web.datastar import id_selector
 from sse_tasks.web.html import sse_frame
 from sse_tasks.web.render import escape
 
@@ -210,6 +211,54 @@ async def test_every_task_controlled_string_is_escaped(http: httpx.AsyncClient, 
         assert page.signals["task"]["message"] == HOSTILE
     message = re.search(r'<span class="sse-task-error">(.*?)</span>', page.card, re.S)
     assert message is not None and html.unescape(message[1]) == f"ValueError: {SHOWN}"
+
+
+@pytest.mark.parametrize(
+    ("element_id", "selector"),
+    [  # what a browser's CSS.escape gives (CSSOM, "serialize an identifier")
+        ("task-3f9a-card", "#task-3f9a-card"),
+        ("task-report:42.v1-card", "#task-report\\:42\\.v1-card"),
+        ("task-a b/c#d-output", "#task-a\\ b\\/c\\#d-output"),
+        ("1x", "#\\31 x"),
+        ("-1x", "#-\\31 x"),
+        ("-", "#\\-"),
+        ("a\x00b\x7f\n", "#a\ufffdb\\7f \\a "),
+        ("é\u2028", "#é\u2028"),
+    ],
+)
+def test_datastar_selectors_are_css_escaped(element_id: str, selector: str) -> None:
+    assert id_selector(element_id) == selector
+
+
+def test_a_task_id_cannot_add_a_line_to_a_datastar_event() -> None:
+    """Engines take no id with a control character (``valid_task_id``), and the
+    selector escapes one all the same: ``:`` and ``.`` select, a line break starts nothing."""
+    from datastar_py import ServerSentEventGenerator
+
+    from sse_tasks._core.models import OutputChunk, Task
+    from sse_tasks.web.datastar import DatastarDialect
+
+    hostile = "x\n\nevent: datastar-merge-fragments\ndata: selector body\ndata: fragments <img>"
+    dialect = DatastarDialect(ServerSentEventGenerator, TaskCard(), "task")
+    for task_id in (hostile, "report:42.v1"):
+        task = Task(id=task_id, name="n")
+        chunk = OutputChunk(task_id, 0, "output", "hi")
+        for raw in (
+            dialect.state(task, "1"),
+            dialect.append(chunk, "2"),
+            dialect.replace(task_id, [chunk], "3"),
+        ):
+            lines = raw.decode().splitlines()
+            assert [line for line in lines if line.startswith("event:")] == [
+                line for line in lines if line.startswith("event: datastar-")
+            ]
+            selectors = [line for line in lines if line.startswith("data: selector ")]
+            assert selectors and all(line.count("#") == 1 for line in selectors), lines
+            assert not any(line.startswith("data: fragments <img") for line in lines)
+    assert (
+        "data: selector #task-report\\:42\\.v1-card"
+        in dialect.state(Task(id="report:42.v1", name="n"), "1").decode()
+    )
 
 
 def test_escape_leaves_no_markup_no_line_break_and_no_surrogate() -> None:

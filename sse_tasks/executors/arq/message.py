@@ -10,7 +10,7 @@ from typing import Any
 
 from arq.worker import Function, func
 
-from ..._core.models import MAX_TASK_ID_LENGTH, Task, utcnow
+from ..._core.models import Task, utcnow
 from ..._core.text import clean_text
 from ...engines.tags import TAGS_KEY, sent_tags
 
@@ -69,10 +69,6 @@ def queued_snapshot(job_id: str, name: str, hub: Any, enqueue_time: Any, tags: A
     else:
         created_at = utcnow()
     return Task(id=job_id, name=name, created_at=created_at, tags=checked)
-
-
-def valid_id(job_id: Any) -> bool:
-    return isinstance(job_id, str) and 0 < len(job_id) <= MAX_TASK_ID_LENGTH
 
 
 def names(functions: Iterable[str]) -> str:

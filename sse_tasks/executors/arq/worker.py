@@ -23,11 +23,11 @@ from typing import Any
 from arq.worker import Function, Retry, RetryJob
 
 from ..._core.errors import TaskCancelled
-from ..._core.models import MAX_METADATA_BYTES, TaskState
+from ..._core.models import MAX_METADATA_BYTES, TaskState, valid_task_id
 from ...brokers import is_redis_url
 from ...brokers.redis import RedisBroker
 from ...engines import AsyncKeeper, AsyncRun, AsyncWriter, error_of, result_error
-from .message import HUB_KWARG, TAGS_KWARG, _setting, functions_of, queued_snapshot, valid_id
+from .message import HUB_KWARG, TAGS_KWARG, _setting, functions_of, queued_snapshot
 
 logger = logging.getLogger("sse_tasks.arq")
 
@@ -98,7 +98,7 @@ class ArqHook:
         hub = kwargs.pop(HUB_KWARG, None)
         tags = kwargs.pop(TAGS_KWARG, None)
         job_id = ctx.get("job_id")
-        if not isinstance(job_id, str) or not valid_id(job_id):
+        if not isinstance(job_id, str) or not valid_task_id(job_id):
             return await function.coroutine(ctx, *args, **kwargs)
         queued = queued_snapshot(job_id, function.name, hub, ctx.get("enqueue_time"), tags)
         job_try = ctx.get("job_try") or 1

@@ -6,7 +6,7 @@ from typing import Any
 
 from celery import Celery
 
-from ..._core.models import MAX_TASK_ID_LENGTH, Task, utcnow
+from ..._core.models import Task, utcnow, valid_task_id
 from ..._core.text import clean_text
 from ...engines.tags import TAGS_KEY, sent_tags
 
@@ -20,12 +20,7 @@ TAGS_HEADER = TAGS_KEY
 
 def valid_task(task_id: Any, name: Any) -> bool:
     """A task the hook reports: an id the hub takes and a name not Celery's own."""
-    return (
-        isinstance(task_id, str)
-        and 0 < len(task_id) <= MAX_TASK_ID_LENGTH
-        and isinstance(name, str)
-        and not name.startswith("celery.")
-    )
+    return valid_task_id(task_id) and isinstance(name, str) and not name.startswith("celery.")
 
 
 def created_at_of(headers: Any) -> str:

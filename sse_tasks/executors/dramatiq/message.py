@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..._core.models import MAX_TASK_ID_LENGTH, Task
+from ..._core.models import Task
 from ..._core.text import clean_text
 from ...engines.tags import TAGS_KEY, sent_tags
 
@@ -14,11 +14,6 @@ HUB_OPTION = "sse_tasks_hub"  # the hub stores `queued` itself
 OWNER_OPTION = "sse_tasks_owner"  # who submitted it, for the authorization hook
 #: The task's tags (a list), set by the hub or by ``send_with_options(sse_tasks_tags=[…])``.
 TAGS_OPTION = TAGS_KEY
-
-
-def valid_id(task_id: Any) -> bool:
-    """A message id the hub takes as a task id."""
-    return isinstance(task_id, str) and 0 < len(task_id) <= MAX_TASK_ID_LENGTH
 
 
 def created_at(message: Any) -> str | None:

@@ -32,11 +32,11 @@ import dramatiq
 from dramatiq.middleware import Middleware, Retries, SkipMessage
 
 from ..._core.errors import TaskCancelled
-from ..._core.models import TaskState, utcnow
+from ..._core.models import TaskState, utcnow, valid_task_id
 from ...brokers import is_redis_url
 from ...brokers.redis import RedisBroker
 from ...engines import Keeper, SyncWriter, WorkerRun, error_of, result_error, unencodable
-from .message import HUB_OPTION, queued_snapshot, valid_id
+from .message import HUB_OPTION, queued_snapshot
 
 logger = logging.getLogger("sse_tasks.dramatiq")
 
@@ -110,7 +110,7 @@ class StatusMiddleware(Middleware):
     ) -> None:
         """A message was sent: store its task ``queued`` (the hub does so itself for its own)."""
         options = message.options
-        if options.get(HUB_OPTION) or options.get("retries") or not valid_id(message.message_id):
+        if options.get(HUB_OPTION) or options.get("retries") or not valid_task_id(message.message_id):
             return
         try:
             self.writer.create(queued_snapshot(message))
@@ -140,7 +140,7 @@ class StatusMiddleware(Middleware):
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         """A worker took a message: check it may run, then begin its attempt."""
         self._local.run = None
-        if not valid_id(message.message_id):
+        if not valid_task_id(message.message_id):
             return
         queued = queued_snapshot(message)
         received = False

@@ -30,7 +30,7 @@ from huey.api import PeriodicTask
 from huey.exceptions import CancelExecution
 
 from ..._core.errors import TaskCancelled
-from ..._core.models import MAX_TASK_ID_LENGTH, OutputChunk, Task, TaskState, utcnow
+from ..._core.models import OutputChunk, Task, TaskState, utcnow, valid_task_id
 from ..._core.text import clean_text
 from ..._runner.job import error_of, result_error, unencodable
 from ...brokers import is_redis_url
@@ -298,11 +298,7 @@ def connect(
 def _ours(task: Any) -> bool:
     """A task the hook reports: not periodic, with an id the hub takes."""
     task_id = getattr(task, "id", None)
-    return (
-        not isinstance(task, PeriodicTask)
-        and isinstance(task_id, str)
-        and 0 < len(task_id) <= MAX_TASK_ID_LENGTH
-    )
+    return not isinstance(task, PeriodicTask) and valid_task_id(task_id)
 
 
 def _tags(task: Any) -> tuple[str, ...]:

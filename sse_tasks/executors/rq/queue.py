@@ -8,12 +8,12 @@ from typing import Any
 
 import rq
 
-from ..._core.models import Task
+from ..._core.models import Task, valid_task_id
 from ...brokers import is_redis_url
 from ...brokers.redis import RedisBroker
 from ...engines import SyncWriter
 from ...engines.tags import TAGS_KEY, sent_tags
-from .worker import META_KEY, iso_time, name_of, valid_id
+from .worker import META_KEY, iso_time, name_of
 
 logger = logging.getLogger("sse_tasks.rq")
 
@@ -34,7 +34,7 @@ class Queue(rq.Queue):
         self, job: rq.job.Job, pipeline: Any = None, at_front: bool = False, unique: bool = False
     ) -> rq.job.Job:
         enqueued = super().enqueue_job(job, pipeline=pipeline, at_front=at_front, unique=unique)
-        if not isinstance(job.meta.get(META_KEY), dict) and valid_id(job.id):
+        if not isinstance(job.meta.get(META_KEY), dict) and valid_task_id(job.id):
             tags = sent_tags(job.meta.get(TAGS_KEY), job.id)
             queued = Task(id=job.id, name=name_of(job), created_at=iso_time(job.enqueued_at), tags=tags)
             try:

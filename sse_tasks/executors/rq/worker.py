@@ -20,7 +20,7 @@ from rq.job import Retry
 from rq.utils import import_job_class
 
 from ..._core.errors import TaskCancelled
-from ..._core.models import MAX_TASK_ID_LENGTH, OutputChunk, Task, TaskState
+from ..._core.models import OutputChunk, Task, TaskState, valid_task_id
 from ...brokers import is_redis_url
 from ...brokers.redis import RedisBroker
 from ...engines import Keeper, SyncWriter, WorkerRun, error_of, result_error
@@ -145,7 +145,7 @@ class Worker(rq.Worker):
         """Find a task the hub sent refused (or store it ``queued``) and set up its attempt,
         which the forked horse inherits. A job enqueued by other code is created ``queued``
         with the attempt's first write (``running``, or its outcome), in one round trip."""
-        if not isinstance(job, Job) or not valid_id(job.id):
+        if not isinstance(job, Job) or not valid_task_id(job.id):
             return
         queued = self._snapshot(job)
         retried = bool(job.meta.get(RETRIED_KEY))
@@ -257,8 +257,3 @@ def iso_time(moment: datetime | None) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def valid_id(job_id: Any) -> bool:
-    """A job id the hub takes as a task id."""
-    return isinstance(job_id, str) and 0 < len(job_id) <= MAX_TASK_ID_LENGTH

@@ -30,7 +30,7 @@ from taskiq.exceptions import NoResultError
 
 from ..._core.context import CURRENT
 from ..._core.errors import TaskCancelled
-from ..._core.models import MAX_TASK_ID_LENGTH, Task, TaskState, utcnow
+from ..._core.models import Task, TaskState, utcnow, valid_task_id
 from ..._core.text import clean_text
 from ...brokers import is_redis_url
 from ...brokers.redis import RedisBroker
@@ -248,7 +248,7 @@ def _this_attempt(task_id: str) -> AsyncRun | None:
 
 
 def _valid(message: TaskiqMessage) -> bool:
-    return 0 < len(message.task_id) <= MAX_TASK_ID_LENGTH
+    return valid_task_id(message.task_id)
 
 
 def _queued(message: TaskiqMessage) -> Task:
