@@ -161,7 +161,7 @@ def html_page_routes(hub: TaskHub) -> list[BaseRoute]:
             return f'<p class="error" role="alert">{escape(exc.message)}</p>'
 
     async def htmx_page(request: Request) -> Response:
-        root = _root(request)
+        root = escape(_root(request))  # a forwarded prefix may hold quotes and markup
         scripts = (
             f'<script src="{root}/vendor/htmx.min.js"></script>'
             f'<script src="{root}/vendor/htmx-ext-sse.min.js"></script>'
@@ -180,10 +180,9 @@ def html_page_routes(hub: TaskHub) -> list[BaseRoute]:
 
     async def datastar_page(request: Request) -> Response:
         root = _root(request)
-        scripts = f'<script type="module" src="{root}/vendor/datastar.js"></script>'
-        forms = _forms(
-            lambda name: f"data-on-submit=\"@post('{root}/datastar/start', {{contentType: 'form'}})\""
-        )
+        scripts = f'<script type="module" src="{escape(root)}/vendor/datastar.js"></script>'
+        start = escape(json.dumps(f"{root}/datastar/start"))  # a JS string in an attribute
+        forms = _forms(lambda name: f"data-on-submit=\"@post({start}, {{contentType: 'form'}})\"")
         intro = "Followed by Datastar: the hub's datastar-merge-fragments, no script of its own."
         page = _page("sse-tasks · Datastar", scripts, intro, forms, await shown(request, datastar_widget))
         return HTMLResponse(page, headers={"Cache-Control": "no-cache"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 import subprocess
 import sys
@@ -369,3 +370,47 @@ async def test_the_demo_pages_follow_their_tasks_with_tokens_and_stay_out_of_an_
         assert "data-on-load=" in answer.text and 'role="alert"' not in answer.text
         refused = await client.post("/datastar/start", files={"name": (None, "nope")})
         assert "choose count or generate" in refused.text and "data-on-load=" not in refused.text
+
+
+@pytest.mark.parametrize(
+    "root", ["/x');alert(document.domain);('", '/a"><img src=x onerror=alert(1)>', "/o'reilly&co"]
+)
+async def test_the_demo_pages_write_any_root_path_as_text(make_hub: HubFactory, root: str) -> None:
+    """A root path (``--root-path``, or a trusted proxy's ``X-Forwarded-Prefix``) may hold
+    quotes and markup: the pages' attributes and Datastar's expression carry it as text."""
+    from html.parser import HTMLParser
+
+    from _support import with_routes
+
+    from sse_tasks.demo.html_pages import html_page_routes
+
+    class Attributes(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.found: list[tuple[str, str | None]] = []
+            self.tags: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            self.tags.append(tag)
+            self.found.extend(attrs)
+
+    hub = make_hub()
+    app = with_routes(hub, html_page_routes(hub))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, root_path=root), base_url="http://t"
+    ) as client:
+        for page, scripts in (
+            ("htmx", ["htmx.min.js", "htmx-ext-sse.min.js"]),
+            ("datastar", ["datastar.js"]),
+        ):
+            parsed = Attributes()
+            parsed.feed((await client.get(f"/{page}")).text)
+            assert "img" not in parsed.tags
+            assert [value for name, value in parsed.found if name == "src"] == [
+                f"{root}/vendor/{s}" for s in scripts
+            ]
+            starts = {value for name, value in parsed.found if name in ("hx-post", "data-on-submit")}
+            if page == "htmx":
+                assert starts == {f"{root}/htmx/start"}
+            else:
+                assert starts == {f"@post({json.dumps(f'{root}/datastar/start')}, {{contentType: 'form'}})"}
