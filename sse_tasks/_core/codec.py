@@ -44,6 +44,7 @@ _DIGITS_AS_NINES = bytes.maketrans(b"012345678", b"999999999")
 _NINETEEN_NINES = b"9" * 19
 
 _MAX_INTEGER = int(sys.float_info.max)
+_MAX_INTEGER_DIGITS = len(str(_MAX_INTEGER))
 
 
 def _has_long_digits(data: bytes | str) -> bool:
@@ -53,8 +54,9 @@ def _has_long_digits(data: bytes | str) -> bool:
 
 
 def _bounded_int(text: str) -> int:
-    value = int(text)
-    if abs(value) > _MAX_INTEGER:
+    # Past 309 digits it overflows a double whatever the digits; past 4,300 int() itself
+    # refuses it, naming Python's setting (sys.set_int_max_str_digits) to the client.
+    if len(text) > _MAX_INTEGER_DIGITS + 1 or abs(value := int(text)) > _MAX_INTEGER:
         raise ValueError(f"integer {text[:20]}… overflows a double")
     return value
 

@@ -29,7 +29,7 @@ from .._core.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from .._core.models import Task, TaskState, check_tags, task_path
+from .._core.models import MAX_TASK_ID_LENGTH, Task, TaskState, check_tags, task_path
 from .._core.text import ascii_int
 from .auth import Gate
 from .datastar import datastar_stream
@@ -187,6 +187,10 @@ async def list_tasks(web: Web, request: Request) -> Response:
     cursor = await runner.cursor()  # before the list: replays, never misses
     name = NAME.get(request)
     before = BEFORE.get(request)
+    if before is not None and len(before) > MAX_TASK_ID_LENGTH:
+        raise InvalidRequest(
+            f"'before' must be a task id or a created_at (at most {MAX_TASK_ID_LENGTH} characters)"
+        )
     if visible is None and before is None:
         tasks = await runner.list_tasks(state=state, name=name, tags=tuple(tags), limit=limit)
     else:

@@ -31,7 +31,11 @@ TASK_IDS = Param(
     "only these tasks (repeat it for each)",
 )
 TAGS = Param("tag", TAGS_SCHEMA, "only tasks carrying this tag (repeat it: tasks carrying every one)")
-OUTPUT = Param("output", {"enum": ["1", "0", "true", "false", ""]}, "carry task.output events too (1)")
+OUTPUT = Param(
+    "output",
+    {"type": "string", "pattern": "^([01]|[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])?$"},
+    "carry task.output events too (1, true or empty; 0 or false: not)",
+)
 LAST_EVENT_ID_HEADER = Param(
     "Last-Event-ID", {"type": "string"}, "resume after this event (what EventSource sends)", where="header"
 )
@@ -40,7 +44,9 @@ LAST_EVENT_ID = Param(
 )
 _RESUME = (LAST_EVENT_ID_HEADER, LAST_EVENT_ID)
 SIGNAL = Param(
-    "signal", {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"}, "the signal to patch (task)"
+    "signal",
+    {"type": "string", "pattern": "^([A-Za-z_][A-Za-z0-9_]{0,63})?$"},
+    "the signal to patch (task, also when empty)",
 )
 _TASK_LIST = {
     "type": "object",

@@ -292,3 +292,14 @@ def test_loads_record_decodes_any_flat_object_as_loads(record: dict[str, Any]) -
     """Text with long runs of digits, integers past 64 bits and floats among the values."""
     document = json.dumps(record).encode()
     assert repr(codec.loads_record(document)) == repr(codec.loads(document))
+
+
+@pytest.mark.parametrize("backend", JSON_BACKENDS)
+def test_an_integer_of_thousands_of_digits_is_refused_in_plain_words(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_json(backend, monkeypatch)
+    for digits in (310, 4_301, 50_000):
+        with pytest.raises(ValueError, match="overflows a double") as refused:
+            codec.loads(b"[-" + b"7" * digits + b"]")
+        assert "sys." not in str(refused.value)

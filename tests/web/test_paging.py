@@ -49,6 +49,13 @@ async def test_a_created_at_cursor_and_filters_combine(http: httpx.AsyncClient) 
     assert none["tasks"] == []
 
 
+async def test_a_before_longer_than_any_id_is_refused(http: httpx.AsyncClient) -> None:
+    await _submit(http, 1)
+    assert (await http.get("/tasks", params={"before": "x" * 128})).status_code == 200
+    refused = await http.get("/tasks", params={"before": "x" * 129})
+    assert refused.status_code == 422 and "'before'" in refused.json()["error"]["message"]
+
+
 async def test_before_respects_the_hook(
     make_hub: Callable[..., TaskHub], live_server: Callable[..., LiveServer]
 ) -> None:
