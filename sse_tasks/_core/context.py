@@ -7,13 +7,12 @@ task provides (the in-process executor's run, or a worker hook of another engine
 from __future__ import annotations
 
 import contextvars
-import math
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from .errors import TaskCancelled
 from .models import MAX_METADATA_BYTES, check_metadata
-from .text import clean_text
+from .text import clean_text, short_text
 
 #: The levels of ``TaskContext.log``.
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -94,10 +93,13 @@ class TaskContext:
         if fraction is not None:
             if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
                 raise ValueError("progress fraction must be a number in [0, 1] or None")
-            if math.isnan(fraction) or not 0.0 <= fraction <= 1.0:
-                raise ValueError(f"progress fraction must be in [0, 1], not {fraction!r}")
+            if not 0.0 <= fraction <= 1.0:  # NaN too; an int beyond a double as well
+                shown = (
+                    repr(fraction) if isinstance(fraction, float) or abs(fraction) < 10**20 else "an integer"
+                )
+                raise ValueError(f"progress fraction must be in [0, 1], not {shown}")
             fraction = float(fraction)
-        self._sink.report(fraction, None if message is None else clean_text(str(message)))
+        self._sink.report(fraction, None if message is None else short_text(message))
 
     def output(self, text: str) -> None:
         """Publish ``text`` as the next piece of the task's output (a ``task.output``

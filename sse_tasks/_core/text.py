@@ -17,6 +17,20 @@ def clean_text(text: str) -> str:
     return text
 
 
+#: Characters a task's progress message or error message keeps: each is in every
+#: snapshot and event of the task, which the history holds thousands of.
+MAX_MESSAGE_LENGTH = 4096
+
+
+def short_text(value: object) -> str:
+    """``value`` as text (:func:`clean_text`), cut to :data:`MAX_MESSAGE_LENGTH`
+    characters, the last of them "…" where it was longer."""
+    text = clean_text(str(value))
+    if len(text) > MAX_MESSAGE_LENGTH:
+        return text[: MAX_MESSAGE_LENGTH - 1] + "…"
+    return text
+
+
 def has_lone_surrogate(value: Any) -> bool:
     """True if a string in ``value`` (decoded JSON, keys included) holds a lone surrogate."""
     stack = [value]

@@ -14,7 +14,7 @@ from .._core import codec
 from .._core.models import OutputChunk, Task, TaskEvent, TaskState, event_type_for, utcnow
 from .._core.registry import RegisteredTask
 from .._core.stats import HubStats
-from .._core.text import clean_text
+from .._core.text import short_text
 from ..brokers import Broker
 
 logger = logging.getLogger("sse_tasks")
@@ -129,6 +129,8 @@ def error_of(exc: BaseException) -> dict[str, str]:
     """The public form of an exception: its type name and message, never a traceback."""
     try:
         message = str(exc)
-    except Exception:  # a broken __str__ must not keep the task from finishing
+    except (
+        BaseException
+    ):  # a broken __str__ (even one raising SystemExit) must not keep the task from finishing
         message = "(the exception's message could not be read)"
-    return {"type": clean_text(type(exc).__name__), "message": clean_text(message)}
+    return {"type": short_text(type(exc).__name__), "message": short_text(message)}

@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .._core.text import clean_text
+from .._core.text import short_text
 
 
 def progress_of(meta: Any) -> tuple[float | None, str | None] | None:
@@ -28,7 +28,7 @@ def progress_of(meta: Any) -> tuple[float | None, str | None] | None:
             percent = _number(meta.get("percent"))
             fraction = None if percent is None else percent / 100
     message = meta.get("message", meta.get("description"))
-    text = None if message is None else clean_text(str(message))
+    text = None if message is None else short_text(message)
     if fraction is None and text is None:
         return None
     if fraction is not None:

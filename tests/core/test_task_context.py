@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from sse_tasks import TaskCancelled, TaskContext
+from sse_tasks._core.text import MAX_MESSAGE_LENGTH
+from sse_tasks._runner.job import error_of
 
 
 class RecordingSink:
@@ -61,7 +63,9 @@ def test_progress_takes_a_fraction_in_0_1_or_none_and_a_message(
     assert all(type(p) is float for p, _ in sink.reports if p is not None)
 
 
-@pytest.mark.parametrize("fraction", [1.5, -0.1, float("nan"), float("inf"), True, "0.5", [0.5]])
+@pytest.mark.parametrize(
+    "fraction", [1.5, -0.1, float("nan"), float("inf"), True, "0.5", [0.5], 10**400, -(10**4000)]
+)
 def test_progress_refuses_anything_but_a_fraction_in_0_1(
     ctx: TaskContext, sink: RecordingSink, fraction: Any
 ) -> None:
@@ -77,6 +81,24 @@ def test_text_is_made_encodable_and_messages_become_text(ctx: TaskContext, sink:
     ctx.log("log \ud800", level="error")
     assert sink.reports == [(0.5, "half \ufffd way"), (0.6, "42")]
     assert sink.chunks == [("output", "out \ufffd", None), ("log", "log \ufffd", "error")]
+
+
+def test_a_long_message_is_cut_to_its_bound(ctx: TaskContext, sink: RecordingSink) -> None:
+    ctx.progress(0.1, "x" * MAX_MESSAGE_LENGTH)
+    ctx.progress(0.2, "y" * (10 * MAX_MESSAGE_LENGTH))
+    kept, cut = (message for _, message in sink.reports)
+    assert kept == "x" * MAX_MESSAGE_LENGTH
+    assert len(cut) == MAX_MESSAGE_LENGTH and cut.endswith("y…")
+
+
+def test_an_exception_message_is_read_whatever_its_str_does() -> None:
+    class Exits(Exception):
+        def __str__(self) -> str:
+            raise SystemExit("from __str__")
+
+    assert error_of(Exits()) == {"type": "Exits", "message": "(the exception's message could not be read)"}
+    long = error_of(RuntimeError("z" * 100_000))
+    assert len(long["message"]) == MAX_MESSAGE_LENGTH and long["message"].endswith("z…")
 
 
 def test_output_and_log_lines_reach_the_sink_in_order(ctx: TaskContext, sink: RecordingSink) -> None:

@@ -27,12 +27,28 @@ def flaky(marker: str) -> str:
     return "second attempt"
 
 
+def exits(code: int = 3) -> None:
+    """Raises ``SystemExit``: Huey restarts its worker thread, without post-execute hooks."""
+    raise SystemExit(code)
+
+
+class Unreadable(Exception):
+    def __str__(self) -> str:
+        raise SystemExit("raised by __str__")
+
+
+def unreadable() -> None:
+    raise Unreadable
+
+
 def make(name: str) -> RedisHuey:
     """An app with the contract's tasks and ``flaky`` (one retry), hooked."""
     app = RedisHuey(name, url=os.environ["HUEY_REDIS_URL"], results=False)
     _WRAPPERS[name] = {task_name: app.task(name=task_name)(func) for task_name, func in TASKS.items()}
     _WRAPPERS[name]["flaky"] = app.task(name="flaky", retries=1)(flaky)
     _WRAPPERS[name]["vetoed"] = app.task(name="vetoed")(touch)
+    _WRAPPERS[name]["exits"] = app.task(name="exits")(exits)
+    _WRAPPERS[name]["unreadable"] = app.task(name="unreadable")(unreadable)
     sse_tasks.huey.connect(app)
 
     @app.pre_execute("veto")  # after the hook's: the task has started when it is cancelled

@@ -1,7 +1,8 @@
 """What the engine contract cannot say of Huey: an enqueue is stored ``queued`` by the
 enqueuing process itself, Huey's own ``revoke_by_id`` of queued work shows as ``cancelled``,
-a retry (``retries=``) goes back to ``queued`` with its number, and a task another
-pre-execute hook cancels ends ``cancelled``."""
+a retry (``retries=``) goes back to ``queued`` with its number, a task another
+pre-execute hook cancels ends ``cancelled``, and one that raises ``SystemExit`` (which
+Huey lets out of its worker thread) ends ``failed``."""
 
 from __future__ import annotations
 
@@ -99,3 +100,16 @@ async def test_a_pre_execute_hook_that_cancels_ends_it_cancelled(
         after = await post(http, "add", a=1)
         assert (await events.end(after)).json()["result"] == 2  # the consumer lives on
     assert not ran.exists()
+
+
+async def test_a_task_that_raises_system_exit_ends_failed_and_the_consumer_goes_on(
+    huey_engine: Engine, live_server: Any
+) -> None:
+    async with served(huey_engine, live_server) as (http, events):
+        exited = await post(http, "exits", code=3)
+        unreadable = await post(http, "unreadable")
+        assert (await events.end(exited)).json()["error"] == {"type": "SystemExit", "message": "3"}
+        error = (await events.end(unreadable)).json()["error"]
+        assert error == {"type": "Unreadable", "message": "(the exception's message could not be read)"}
+        after = await post(http, "add", a=1)
+        assert (await events.end(after)).json()["result"] == 2

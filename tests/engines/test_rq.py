@@ -176,3 +176,30 @@ def test_a_stopped_worker_waits_for_its_pub_sub_thread_a_second_at_most(redis_ur
     finally:
         worker.writer.close()
         connection.close()
+
+
+def test_a_job_meta_anyone_wrote_cannot_stop_the_worker(rq_workers: dict[str, Any], redis_url: str) -> None:
+    """The hook's own meta key, written by other code with a lone surrogate, a huge name
+    and no time: the job is reported with what can be kept, and the worker goes on."""
+    import time
+
+    from sse_tasks import TaskState
+    from sse_tasks.brokers.redis import RedisBroker
+    from sse_tasks.engines import SyncWriter
+
+    connection = redis.Redis.from_url(rq_workers["url"])
+    reader = SyncWriter(RedisBroker(redis_url.rsplit("/", 1)[0] + "/0"))
+    try:
+        queue = rq.Queue(rq_workers["queue"], connection=connection)
+        sent = {"name": "a\ud800b" + "c" * 10_000, "owner": "o\udfff", "created_at": "not a time" * 10}
+        jobs = [queue.enqueue(meta_steps, n=1, interval=0, meta={"sse_tasks": sent}) for _ in range(2)]
+        deadline = time.monotonic() + WAIT
+        for job in jobs:
+            while (task := reader.get(job.id)) is None or task.state != TaskState.SUCCEEDED:
+                assert time.monotonic() < deadline, task
+                time.sleep(0.02)
+            assert task.name.startswith("a\ufffdbc") and len(task.name) == 4096 and task.owner == "o\ufffd"
+            assert task.created_at != sent["created_at"]
+    finally:
+        reader.close()
+        connection.close()

@@ -145,7 +145,7 @@ class HueyHook:
         self.keeper.ensure_started()
         run.start(self.start_delay if run.task.state is TaskState.QUEUED and not run.task.message else 0.0)
         run.enter()
-        task.execute = _cancellable(task, task.execute)
+        task.execute = _cancellable(task, task.execute, self._escaped)
 
     def _admit(self, task: Any, tags: tuple[str, ...], owner: str | None) -> WorkerRun:
         """The run of ``task``, received: raises ``CancelExecution`` for one the hub refused
@@ -211,6 +211,19 @@ class HueyHook:
             run.finish(TaskState.CANCELLED, message=None if run.cancelled else "cancelled by the task")
         else:
             run.finish(TaskState.FAILED, error=error_of(exception))
+
+    def _escaped(self, task: Any, exc: BaseException) -> None:
+        """The task raised a ``BaseException`` (``SystemExit``, …): Huey restarts the worker
+        thread without its post-execute hooks, so the run ends ``failed`` here."""
+        run = self._attempts.pop(id(task), None)
+        if run is None:
+            return
+        self.runs.pop(id(run), None)
+        run.leave()
+        try:
+            run.finish(TaskState.FAILED, error=error_of(exc))
+        except Exception:
+            logger.exception("sse_tasks: task %s not reported", task.id)
 
     def _on_interrupted(self, signal: str, task: Any) -> None:
         run = self._attempts.pop(id(task), None)
@@ -319,9 +332,13 @@ def _take_sent(task: Any) -> tuple[tuple[str, ...], str | None]:
     return tags, owner
 
 
-def _cancellable(task: Any, execute: Callable[[], Any]) -> Callable[[], Any]:
+def _cancellable(
+    task: Any, execute: Callable[[], Any], escaped: Callable[[Any, BaseException], None]
+) -> Callable[[], Any]:
     """``execute``, with our cooperative cancel (a ``BaseException`` Huey would let out of
-    the worker) as Huey's ``CancelExecution``, never retried."""
+    the worker) as Huey's ``CancelExecution``, never retried; any other ``BaseException``
+    but ``KeyboardInterrupt`` (Huey's own stop, its interrupted signal) is ``escaped``,
+    then raised on."""
 
     @functools.wraps(execute)
     def wrapped() -> Any:
@@ -330,6 +347,11 @@ def _cancellable(task: Any, execute: Callable[[], Any]) -> Callable[[], Any]:
             return execute()
         except TaskCancelled:
             raise CancelExecution(retry=False) from None
+        except (Exception, KeyboardInterrupt):
+            raise  # Huey's post-execute hooks and interrupted signal see these
+        except BaseException as exc:
+            escaped(task, exc)
+            raise
 
     return wrapped
 

@@ -21,6 +21,7 @@ from rq.utils import import_job_class
 
 from ..._core.errors import TaskCancelled
 from ..._core.models import OutputChunk, Task, TaskState, valid_task_id
+from ..._core.text import short_text
 from ...brokers import is_redis_url
 from ...brokers.redis import RedisBroker
 from ...engines import Keeper, SyncWriter, WorkerRun, error_of, result_error
@@ -175,12 +176,15 @@ class Worker(rq.Worker):
     def _snapshot(job: rq.job.Job) -> Task:
         sent = job.meta.get(META_KEY)
         tags = sent_tags(job.meta.get(TAGS_KEY), job.id)
-        if isinstance(sent, dict):
+        if isinstance(sent, dict):  # written by the hub or sse_tasks.rq.Queue, or by anyone
+            name, owner, created = sent.get("name"), sent.get("owner"), sent.get("created_at")
             return Task(
                 id=job.id,
-                name=str(sent.get("name") or name_of(job)),
-                owner=sent.get("owner") or None,
-                created_at=str(sent.get("created_at") or iso_time(job.enqueued_at)),
+                name=short_text(name) if isinstance(name, str) and name else name_of(job),
+                owner=short_text(owner) if owner else None,
+                created_at=created
+                if isinstance(created, str) and len(created) <= 40
+                else iso_time(job.enqueued_at),
                 tags=tags,
             )
         return Task(id=job.id, name=name_of(job), created_at=iso_time(job.enqueued_at), tags=tags)
