@@ -351,18 +351,21 @@ class AsyncClient(_Base):
                         retry_after = _retry_after(refusal.headers)
                         error_text = refusal.message
                     else:
-                        received = False
+                        resumed_from = following.last_event_id
                         async for event in source.aiter_sse():
                             item = _answer(following.feed, event.event, event.id, event.data)
                             if event.data:  # not the "retry:" that opens a stream
-                                failures, followed, received = 0, True, True
+                                followed = True
+                                if following.last_event_id != resumed_from:
+                                    failures = 0  # it went on: the stream's end is no failure
                             if item is not None:
                                 yield item
                             if following.finished:
                                 return
-                        if received:
-                            continue  # it ended after events (its lifetime, say): resume at once
-                        error_text = "the stream ended before the task did"
+                        if following.last_event_id != resumed_from:
+                            continue  # it ended after new events (its lifetime, say): resume at once
+                        # (Events that moved nothing, a reset again and again, count as a failure.)
+                        error_text = "the stream ended before the task did, with no new event"
             except httpx.TransportError as exc:
                 error_text = str(exc) or type(exc).__name__
             failures += 1
@@ -446,22 +449,27 @@ class AsyncClient(_Base):
                         retry_after = _retry_after(refusal.headers)
                         error_text = refusal.message
                     else:
-                        received = False
+                        received, resumed_from = False, following.last_event_id
                         async for event in source.aiter_sse():
                             item = _answer(following.feed, event.event, event.id, event.data)
                             if event.data:  # not the "retry:" that opens a stream
-                                failures, quiet, received = 0, 0, True
+                                received = True
+                                if following.last_event_id != resumed_from:
+                                    failures = quiet = 0
                             if item is None:
                                 continue
                             async for chunk in self._backfill(following, following.missing(item)):
                                 yield chunk
                             if following.take(item):
                                 yield item
+                        if following.last_event_id != resumed_from:
+                            continue
                         if not received:
                             # A quiet stream reached its lifetime: not a failure, but no busy loop.
                             quiet += 1
                             await anyio.sleep(self._delay(quiet))
-                        continue
+                            continue
+                        error_text = "the stream ended with no new event"
             except httpx.TransportError as exc:
                 error_text = str(exc) or type(exc).__name__
             failures += 1
@@ -602,18 +610,21 @@ class Client(_Base):
                         retry_after = _retry_after(refusal.headers)
                         error_text = refusal.message
                     else:
-                        received = False
+                        resumed_from = following.last_event_id
                         for event in source.iter_sse():
                             item = _answer(following.feed, event.event, event.id, event.data)
                             if event.data:  # not the "retry:" that opens a stream
-                                failures, followed, received = 0, True, True
+                                followed = True
+                                if following.last_event_id != resumed_from:
+                                    failures = 0  # it went on: the stream's end is no failure
                             if item is not None:
                                 yield item
                             if following.finished:
                                 return
-                        if received:
-                            continue  # it ended after events (its lifetime, say): resume at once
-                        error_text = "the stream ended before the task did"
+                        if following.last_event_id != resumed_from:
+                            continue  # it ended after new events (its lifetime, say): resume at once
+                        # (Events that moved nothing, a reset again and again, count as a failure.)
+                        error_text = "the stream ended before the task did, with no new event"
             except httpx.TransportError as exc:
                 error_text = str(exc) or type(exc).__name__
             failures += 1
@@ -682,21 +693,26 @@ class Client(_Base):
                         retry_after = _retry_after(refusal.headers)
                         error_text = refusal.message
                     else:
-                        received = False
+                        received, resumed_from = False, following.last_event_id
                         for event in source.iter_sse():
                             item = _answer(following.feed, event.event, event.id, event.data)
                             if event.data:  # not the "retry:" that opens a stream
-                                failures, quiet, received = 0, 0, True
+                                received = True
+                                if following.last_event_id != resumed_from:
+                                    failures = quiet = 0
                             if item is None:
                                 continue
                             yield from self._backfill(following, following.missing(item))
                             if following.take(item):
                                 yield item
+                        if following.last_event_id != resumed_from:
+                            continue
                         if not received:
                             # A quiet stream reached its lifetime: not a failure, but no busy loop.
                             quiet += 1
                             time.sleep(self._delay(quiet))
-                        continue
+                            continue
+                        error_text = "the stream ended with no new event"
             except httpx.TransportError as exc:
                 error_text = str(exc) or type(exc).__name__
             failures += 1

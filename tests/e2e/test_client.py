@@ -608,3 +608,46 @@ async def test_a_tag_token_follows_its_tag_and_nothing_else(make_hub: Any, live_
         assert await anyone.list(tags=["user:42"]) == []  # no token: nothing
         with pytest.raises(NotFound):  # a per-task stream of another tag's task
             [s async for s in page.follow(theirs.id)]
+
+
+SNAPSHOT = '{"id": "T1", "name": "sleep", "state": "running", "created_at": "2026-01-01T00:00:00Z"}'
+#: Streams that send events and end, but move the client nowhere: the same snapshot
+#: again, or a reset with nothing after it.
+GOING_NOWHERE = {
+    "same snapshot": f"id: e1\nevent: task.running\ndata: {SNAPSHOT}\n\n",
+    "reset only": 'event: reset\ndata: {"reason": "history gone"}\n\n',
+}
+
+
+def going_nowhere(body: str) -> tuple[httpx.MockTransport, list[str]]:
+    """A server whose every stream is ``body``; the paths it was asked for."""
+    asked: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        if request.url.path == "/tasks":
+            return httpx.Response(200, json={"tasks": [], "cursor": "c0"})
+        return httpx.Response(200, text=body, headers={"Content-Type": "text/event-stream"})
+
+    return httpx.MockTransport(answer), asked
+
+
+@pytest.mark.parametrize("body", GOING_NOWHERE.values(), ids=GOING_NOWHERE.keys())
+async def test_streams_that_move_nothing_are_failures_with_backoff(body: str) -> None:
+    """A stream that ends after events is resumed at once only if it moved the cursor;
+    else it counts against ``retries``, with backoff, like a dropped connection."""
+    for follow in ("follow", "follow_tasks"):
+        transport, asked = going_nowhere(body)
+        async with httpx.AsyncClient(transport=transport) as http:
+            client = AsyncClient("http://t", http=http, retries=2, backoff=0.001)
+            items = client.follow("T1") if follow == "follow" else client.follow_tasks(tags=["a"])
+            with pytest.raises(ConnectionFailed, match="after 2 retries"):
+                [item async for item in items]
+        streams = [path for path in asked if path != "/tasks"]
+        assert 3 <= len(streams) <= 4, (follow, asked)  # the first may move it; then 3 tries
+        transport, asked = going_nowhere(body)
+        with httpx.Client(transport=transport) as sync_http:
+            sync = Client("http://t", http=sync_http, retries=2, backoff=0.001)
+            with pytest.raises(ConnectionFailed, match="after 2 retries"):
+                list(sync.follow("T1") if follow == "follow" else sync.follow_tasks(tags=["a"]))
+        assert 3 <= len([path for path in asked if path != "/tasks"]) <= 4, (follow, asked)
