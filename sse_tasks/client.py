@@ -24,6 +24,7 @@ import builtins
 import contextlib
 import functools
 import random
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeVar, cast, overload
@@ -33,6 +34,7 @@ import anyio
 import httpx
 from httpx_sse import aconnect_sse, connect_sse
 
+from ._core import codec
 from ._core.errors import NotFound, SSETasksError, TaskGone, Unavailable, error_class
 from ._core.following import Following, FollowingTasks, MalformedAnswer, split_task_url, task_from_data
 from ._core.models import OutputChunk, Task, TaskState
@@ -67,9 +69,11 @@ def error_from_response(response: httpx.Response) -> SSETasksError:
     status = response.status_code
     try:
         error = response.json()["error"]
-        code, message = str(error["code"]), str(error["message"])
-    except (ValueError, KeyError, TypeError):
+        code, message = str(error["code"])[:100], str(error["message"])[:1000]
+    except (ValueError, KeyError, TypeError, RecursionError):
         code, message = "", response.text[:200] or response.reason_phrase
+    # One line, shown as sent: a server's line breaks or terminal escapes are not obeyed.
+    message = _CONTROL.sub(lambda char: f"\\x{ord(char[0]):02x}", message)
     message = f"{message} ({response.request.method} {response.request.url} → {status})"
     if status == 503:
         seconds = _retry_after(response.headers)
@@ -78,6 +82,29 @@ def error_from_response(response: httpx.Response) -> SSETasksError:
     if chosen is not None:
         return chosen(message)
     return APIError(message, status_code=status, code=code or "error")
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _body(response: httpx.Response) -> Any:
+    """The JSON of a successful answer (strict), or ``APIError`` for anything else."""
+    try:
+        return codec.loads(response.content)
+    except (ValueError, RecursionError):
+        shown = _CONTROL.sub("?", response.text[:200])
+        raise APIError(
+            f"the server answered {response.status_code} with a body that is not JSON: {shown!r}",
+            status_code=response.status_code,
+        ) from None
+
+
+def _tasks_of(body: Any) -> list[Task]:
+    """The snapshots of a ``GET /tasks`` answer."""
+    items = body.get("tasks") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        raise APIError("the server answered a task list without its tasks", status_code=200)
+    return [_task(item) for item in items]
 
 
 def _answer(parse: Callable[..., _T], *args: Any) -> _T:
@@ -158,6 +185,12 @@ class _Base:
     def _check(response: httpx.Response) -> httpx.Response:
         if response.status_code >= 400:
             raise error_from_response(response)
+        if response.status_code >= 300:  # the API never redirects: a proxy or another server does
+            where = _CONTROL.sub("?", response.headers.get("Location", "")[:200])
+            raise APIError(
+                f"the server answered {response.status_code}, a redirect to {where!r}, where the API answers",
+                status_code=response.status_code,
+            )
         return response
 
     def _give_up_after(self, failures: int, what: str, error_text: str) -> None:
@@ -276,12 +309,12 @@ class AsyncClient(_Base):
         """
         body = self._submit_body(name, params, kwargs, tags)
         response = await self._request("POST", "/tasks", f"submit {name!r}", json=body)
-        return _task(response.json())
+        return _task(_body(response))
 
     async def get(self, task_id: str) -> Task:
         """The task's current snapshot. Raises ``NotFound`` (or ``TaskGone`` once expired)."""
         response = await self._request("GET", self._task_path(task_id), f"get task {task_id!r}")
-        return _task(response.json())
+        return _task(_body(response))
 
     async def list(
         self,
@@ -295,12 +328,12 @@ class AsyncClient(_Base):
         carrying every one)."""
         params = self._list_params(state, name, limit, tags)
         response = await self._request("GET", "/tasks", "list tasks", params=params)
-        return [_task(item) for item in response.json()["tasks"]]
+        return _tasks_of(_body(response))
 
     async def cancel(self, task_id: str) -> Task:
         """Cancel the task; its snapshot. Raises ``TaskFinished`` if it already ended."""
         response = await self._request("DELETE", self._task_path(task_id), f"cancel task {task_id!r}")
-        return _task(response.json())
+        return _task(_body(response))
 
     async def output(self, task_id: str) -> str:
         """The task's retained output text (its ``output`` chunks joined; no log lines)."""
@@ -501,10 +534,10 @@ class AsyncClient(_Base):
     ) -> tuple[str, builtins.list[Task]]:
         """The cursor, then the selected tasks' snapshots (read after it)."""
         params = self._list_params(None, name, 1 if task_ids is not None else limit, tags)
-        body = (await self._request("GET", "/tasks", "list tasks", params=params)).json()
+        body = _body(await self._request("GET", "/tasks", "list tasks", params=params))
         if task_ids is not None:
             return _cursor(body), [await self.get(task_id) for task_id in task_ids]
-        return _cursor(body), [_task(item) for item in body["tasks"]]
+        return _cursor(body), _tasks_of(body)
 
 
 class Client(_Base):
@@ -551,11 +584,11 @@ class Client(_Base):
     ) -> Task:
         """See :meth:`AsyncClient.submit`."""
         body = self._submit_body(name, params, kwargs, tags)
-        return _task(self._request("POST", "/tasks", f"submit {name!r}", json=body).json())
+        return _task(_body(self._request("POST", "/tasks", f"submit {name!r}", json=body)))
 
     def get(self, task_id: str) -> Task:
         """See :meth:`AsyncClient.get`."""
-        return _task(self._request("GET", self._task_path(task_id), f"get task {task_id!r}").json())
+        return _task(_body(self._request("GET", self._task_path(task_id), f"get task {task_id!r}")))
 
     def list(
         self,
@@ -568,11 +601,11 @@ class Client(_Base):
         """See :meth:`AsyncClient.list`."""
         params = self._list_params(state, name, limit, tags)
         response = self._request("GET", "/tasks", "list tasks", params=params)
-        return [_task(item) for item in response.json()["tasks"]]
+        return _tasks_of(_body(response))
 
     def cancel(self, task_id: str) -> Task:
         """See :meth:`AsyncClient.cancel`."""
-        return _task(self._request("DELETE", self._task_path(task_id), f"cancel task {task_id!r}").json())
+        return _task(_body(self._request("DELETE", self._task_path(task_id), f"cancel task {task_id!r}")))
 
     def output(self, task_id: str) -> str:
         """See :meth:`AsyncClient.output`."""
@@ -742,10 +775,10 @@ class Client(_Base):
         self, tags: Sequence[str] | None, name: str | None, task_ids: Sequence[str] | None, limit: int | None
     ) -> tuple[str, builtins.list[Task]]:
         params = self._list_params(None, name, 1 if task_ids is not None else limit, tags)
-        body = self._request("GET", "/tasks", "list tasks", params=params).json()
+        body = _body(self._request("GET", "/tasks", "list tasks", params=params))
         if task_ids is not None:
             return _cursor(body), [self.get(task_id) for task_id in task_ids]
-        return _cursor(body), [_task(item) for item in body["tasks"]]
+        return _cursor(body), _tasks_of(body)
 
 
 def _retry_after(headers: Mapping[str, str]) -> int:

@@ -11,10 +11,11 @@ are recognised by ``seq`` and skipped, so nothing held by the caller has to be d
 
 from __future__ import annotations
 
-import json
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from . import codec
 from .models import OUTPUT_EVENT, OutputChunk, Task, TaskState
 from .text import ascii_int
 
@@ -42,16 +43,54 @@ def split_task_url(url: str) -> tuple[str, str]:
 
 def task_from_data(data: Any, event_id: str | None = None, event_type: str | None = None) -> Task:
     """A snapshot from its public JSON (and the event that carried it, if any)."""
-    if not isinstance(data, dict):
+    if not isinstance(data, dict) or not isinstance(data.get("tags", []), list):
         raise MalformedAnswer("the server answered something that is not a task snapshot")
     try:
         record = {**data, "state": TaskState(data["state"])}
         if event_type is not None:
             record["event_id"] = event_id or None
             record["event_type"] = event_type
-        return Task.from_record(record)
+        task = Task.from_record(record)
     except (KeyError, ValueError, TypeError) as exc:
         raise MalformedAnswer(f"the server answered a malformed task snapshot: {exc}") from None
+    wrong = _ill_typed(task)
+    if wrong is not None:
+        raise MalformedAnswer(f"the server answered a malformed task snapshot: its {wrong} is not valid")
+    return task
+
+
+def _ill_typed(task: Task) -> str | None:
+    """The first field of ``task`` whose value is not of the type the API gives it."""
+    progress = task.progress
+    checks = (
+        ("id", isinstance(task.id, str)),
+        ("name", isinstance(task.name, str)),
+        ("progress", progress is None or (type(progress) in (int, float) and 0 <= progress <= 1)),
+        ("message", task.message is None or isinstance(task.message, str)),
+        ("error", task.error is None or _is_error(task.error)),
+        ("created_at", _is_time(task.created_at)),
+        ("started_at", task.started_at is None or _is_time(task.started_at)),
+        ("finished_at", task.finished_at is None or _is_time(task.finished_at)),
+        ("owner", task.owner is None or isinstance(task.owner, str)),
+        ("output_chunks", type(task.output_chunks) is int and task.output_chunks >= 0),
+        ("metadata", isinstance(task.metadata, dict)),
+        ("tags", all(isinstance(tag, str) for tag in task.tags)),
+    )
+    return next((name for name, valid in checks if not valid), None)
+
+
+def _is_error(error: Any) -> bool:
+    return isinstance(error, dict) and all(isinstance(error.get(key), str) for key in ("type", "message"))
+
+
+def _is_time(value: Any) -> bool:
+    if not isinstance(value, str) or len(value) > 40:
+        return False
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
 
 
 def chunk_from_data(data: Any, event_id: str | None) -> OutputChunk:
@@ -113,8 +152,8 @@ class Following:
 
 def _json(data: str) -> Any:
     try:
-        return json.loads(data)
-    except ValueError:
+        return codec.loads(data)  # strict: no NaN, no lone surrogate, bounded depth
+    except (ValueError, RecursionError):
         raise MalformedAnswer(f"the server sent an event that is not JSON: {data[:200]!r}") from None
 
 

@@ -26,6 +26,11 @@ def _client_headers(headers: tuple[str, ...]) -> dict[str, str]:
         name, sep, value = header.partition(":")
         if not sep or not name.strip():
             raise click.BadParameter(f"expected 'Name: value', got {header!r}", param_hint="--header")
+        if not header.isascii() or not header.isprintable():
+            raise click.BadParameter(
+                f"a header is printable ASCII (percent-encode or base64 anything else), got {header!r}",
+                param_hint="--header",
+            )
         parsed[name.strip()] = value.strip()
     return parsed
 

@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import IO, Any, Protocol
 
+from .._core import codec
 from .._core.errors import SSETasksError
 from .._core.models import OutputChunk, Task, TaskState
+from .._core.text import has_lone_surrogate
 from ..client import Client
 
 #: Exit codes of ``sse-tasks watch``: the task's outcome, usable in scripts.
@@ -25,16 +27,20 @@ EXIT_UNREACHABLE = 2
 def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
     """``key=value`` pairs; a value is JSON when it parses as JSON, else a string.
 
-    Raises ``ValueError`` for a pair without ``=``.
+    Strict JSON: ``NaN`` and ``1e400`` are strings. Raises ``ValueError`` for a pair
+    without ``=`` and for one that is not text (bytes the terminal's encoding could not
+    decode).
     """
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"expected key=value, got {pair!r}")
+        if has_lone_surrogate(pair):
+            raise ValueError(f"{key!r}: its value is not valid text in this terminal's encoding")
         try:
-            params[key] = json.loads(raw)
-        except ValueError:
+            params[key] = codec.loads(raw)
+        except (ValueError, RecursionError):
             params[key] = raw
     return params
 

@@ -349,3 +349,22 @@ def test_watch_keeps_the_url_query_for_every_request(live_server: Callable[..., 
     refused = run("watch", url)
     assert refused.returncode == 2
     assert "token required" in refused.stderr
+
+
+@pytest.mark.parametrize("header", ["X: é", "É: v", "X: a\tb\x1b[2J"])
+def test_a_header_that_is_not_printable_ascii_is_refused_in_one_line(header: str) -> None:
+    for command in (("watch", "http://127.0.0.1:1/tasks/abc"), ("submit", "http://127.0.0.1:1", "sleep")):
+        refused = run(*command, "-H", header, "--retries", "0")
+        assert refused.returncode == 2, refused.stderr
+        assert "printable ASCII" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_values_are_strict_json_or_text() -> None:
+    assert parse_params(("a=NaN", "b=1e400", "c=[1, 2]", "d=" + "[" * 100_000)) == {
+        "a": "NaN",
+        "b": "1e400",
+        "c": [1, 2],
+        "d": "[" * 100_000,
+    }
+    with pytest.raises(ValueError, match="not valid text"):
+        parse_params(("x=\udcff",))  # a byte the terminal's encoding could not decode

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -651,3 +652,57 @@ async def test_streams_that_move_nothing_are_failures_with_backoff(body: str) ->
             with pytest.raises(ConnectionFailed, match="after 2 retries"):
                 list(sync.follow("T1") if follow == "follow" else sync.follow_tasks(tags=["a"]))
         assert 3 <= len([path for path in asked if path != "/tasks"]) <= 4, (follow, asked)
+
+
+def answering(status: int, body: bytes, **headers: str) -> httpx.MockTransport:
+    return httpx.MockTransport(lambda request: httpx.Response(status, content=body, headers=headers))
+
+
+ILL_TYPED = {
+    "progress as text": {"progress": "abc"},
+    "progress NaN": {"progress": float("nan")},
+    "created_at a number": {"created_at": 5},
+    "finished_at not a time": {"finished_at": "garbage"},
+    "error a list": {"error": ["x"]},
+    "tags a string": {"tags": "abc"},
+    "output_chunks negative": {"output_chunks": -1},
+}
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers"),
+    [
+        (200, b"<html>hello</html>", {}),
+        (200, b"[1, 2, 3]", {}),
+        (200, b'{"name": "x"}', {}),
+        (
+            200,
+            b'{"id": "T1", "name": "\\udfff", "state": "queued", "created_at": "2026-01-01T00:00:00Z"}',
+            {},
+        ),
+        (200, b"[" * 100_000, {}),
+        (204, b"", {}),
+        (302, b"", {"Location": "http://elsewhere/next"}),
+        *[
+            (200, json.dumps({**json.loads(SNAPSHOT), **fields}).encode(), {})
+            for fields in ILL_TYPED.values()
+        ],
+    ],
+)
+def test_answers_that_are_not_the_api_s_raise_api_error(
+    status: int, body: bytes, headers: dict[str, str]
+) -> None:
+    with httpx.Client(transport=answering(status, body, **headers)) as http:
+        client = Client("http://t", http=http, retries=0)
+        for call in (lambda: client.get("T1"), lambda: client.submit("sleep"), client.list):
+            with pytest.raises(APIError) as raised:
+                call()
+            assert "\x1b" not in raised.value.message
+
+
+def test_a_server_s_error_message_is_one_line_shown_as_sent() -> None:
+    body = json.dumps({"error": {"code": "bad", "message": "line one\nline two \x1b[2J"}}).encode()
+    with httpx.Client(transport=answering(418, body)) as http, pytest.raises(APIError) as raised:
+        Client("http://t", http=http).get("T1")
+    assert "\n" not in raised.value.message and "\x1b" not in raised.value.message
+    assert "line one\\x0aline two \\x1b[2J" in raised.value.message
