@@ -993,3 +993,43 @@ async def test_entries_that_cannot_be_decoded_are_skipped_by_every_stream(
         assert [e.event for e in follower.of(last)] == ["task.queued", "task.running", "task.failed"]
         assert all(e.event != "reset" for e in follower.events)
         assert len(task_events(follower.events)) == 6
+
+
+@pytest.fixture
+def redis_socket(tmp_path: Any) -> Iterator[str]:
+    """A redis-server on a unix socket only; its path."""
+    import shutil
+    import subprocess
+
+    from _support import wait_until
+
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed")
+    path = tmp_path / "r.sock"
+    process = subprocess.Popen(
+        [server, "--port", "0", "--unixsocket", str(path), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(path.exists, "redis-server's socket")
+        yield str(path)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+async def test_a_unix_socket_url_reaches_redis(redis_socket: str) -> None:
+    """``unix:///path?db=…&lease=…``: the broker's options taken out, the socket path kept."""
+    url = f"unix://{redis_socket}?db=2&lease=5"
+    assert RedisBroker(url).lease == 5
+    hub = redis_hub(url)
+    async with hub:
+        task = await hub.submit("fail")
+        await _until_finished(hub, "failed", 1)
+        stored = await hub.broker.get(task.id)
+        assert stored is not None and stored.state.value == "failed"
+    import redis
+
+    with redis.Redis(unix_socket_path=redis_socket, db=2) as client:
+        assert client.dbsize() > 0  # in database 2, through the socket

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode
 
 URL_OPTIONS = ("history", "retention", "max_tasks", "lease", "outage_grace", "prefix", "max_connections")
 
 
 def split_options(url: str) -> tuple[str, dict[str, str]]:
     """Take this broker's options out of the URL's query; redis-py gets the rest."""
-    parts = urlsplit(url)
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    head, _, query = url.split("#", 1)[0].partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
     ours = {name: value for name, value in pairs if name in URL_OPTIONS}
-    rest = [(name, value) for name, value in pairs if name not in URL_OPTIONS]
-    return urlunsplit(parts._replace(query=urlencode(rest))), ours
+    rest = urlencode([(name, value) for name, value in pairs if name not in URL_OPTIONS])
+    # Not urlunsplit: it writes "unix:///path" back as "unix:/path", which redis-py refuses.
+    return (f"{head}?{rest}" if rest else head), ours
 
 
 def option(given: Any, query: dict[str, str], name: str, default: Any, kind: type) -> Any:
