@@ -117,8 +117,11 @@ async def published_progress(http: httpx.AsyncClient) -> float:
 async def test_a_stream_that_falls_behind_the_history_is_resynced(
     make_hub: Any, live_server: Callable[..., LiveServer], path: str
 ) -> None:
-    # A tiny history and big events: the stalled stream's position is trimmed away.
-    hub: TaskHub = make_hub(progress_interval=0, history=16, send_timeout=None, metrics=True)
+    # A tiny history and big events (a message is cut to 4,096 characters: metadata
+    # carries the bulk): the stalled stream's position is trimmed away.
+    hub: TaskHub = make_hub(
+        progress_interval=0, history=16, send_timeout=None, metrics=True, max_metadata_bytes=140_000
+    )
     release, enough = threading.Event(), threading.Event()
 
     @hub.task
@@ -128,7 +131,8 @@ async def test_a_stream_that_falls_behind_the_history_is_resynced(
         for i in range(5000):  # until far more events than the history holds are published
             if enough.is_set():
                 break
-            ctx.progress((i + 1) / 5000, "y" * 131072)
+            ctx.metadata(pad=f"{i}" + "y" * 131072)
+            ctx.progress((i + 1) / 5000, "y" * 4096)
             await anyio.sleep(0.002)
         return "done"
 
