@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from . import codec
 from .models import OUTPUT_EVENT, OutputChunk, Task, TaskState
@@ -35,9 +35,13 @@ def split_task_url(url: str) -> tuple[str, str]:
     path = parts.path.rstrip("/")
     if path.endswith("/events"):
         path = path[: -len("/events")]
-    base, sep, task_id = path.rpartition("/tasks/")
-    if not sep or not task_id or "/" in task_id or parts.scheme not in ("http", "https"):
+    base, sep, quoted = path.rpartition("/tasks/")
+    if not sep or not quoted or "/" in quoted or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not a task URL (http://host/…/tasks/<id>): {url!r}")
+    try:
+        task_id = unquote(quoted, errors="strict")  # the client quotes it again
+    except UnicodeDecodeError:
+        raise ValueError(f"not a task URL: its task id is not UTF-8 once unquoted: {url!r}") from None
     return urlunsplit((parts.scheme, parts.netloc, base, "", "")), task_id
 
 

@@ -102,6 +102,7 @@ def submit(
     """
     import json
     import sys
+    from urllib.parse import quote
 
     from .._core.errors import SSETasksError
     from .watch import EXIT_UNREACHABLE, WatchClient, parse_params, watch_task
@@ -119,6 +120,6 @@ def submit(
         if as_json:
             click.echo(json.dumps(task.to_dict(), separators=(",", ":")))
         else:
-            click.echo(f"{client.base_url}/tasks/{task.id}")
+            click.echo(f"{client.base_url}/tasks/{quote(task.id, safe='')}")  # a URL `watch` takes back
         if then_watch:
             sys.exit(watch_task(client, task.id, sys.stdout))

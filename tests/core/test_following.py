@@ -84,7 +84,17 @@ def test_split_task_url() -> None:
     assert split_task_url("http://h:1/tasks/abc") == ("http://h:1", "abc")
     assert split_task_url("https://h/jobs/tasks/abc/events") == ("https://h/jobs", "abc")
     assert split_task_url("http://h/tasks/abc/") == ("http://h", "abc")
-    for bad in ("http://h/", "http://h/tasks/", "ftp://h/tasks/a", "http://h/tasks/a/b/c"):
+    # A percent-encoded id is the id: the client quotes it again (once).
+    assert split_task_url("http://h/tasks/job%201/events") == ("http://h", "job 1")
+    assert split_task_url("http://h/tasks/caf%C3%A9") == ("http://h", "café")
+    for bad in (
+        "http://h/",
+        "http://h/tasks/",
+        "ftp://h/tasks/a",
+        "http://h/tasks/a/b/c",
+        "http:///tasks/1",
+        "http://h/tasks/%ff",
+    ):
         with pytest.raises(ValueError, match="not a task URL"):
             split_task_url(bad)
 
