@@ -87,6 +87,10 @@ def load_hub(spec: str) -> TaskHub:
                 f"--app {spec!r}: {module_name!r} has no attribute {attribute!r}: "
                 f"{_hub_hint(module, module_name)}"
             ) from None
+        except Exception as exc:  # a module's or an object's own __getattr__ that raises
+            raise ConfigError(
+                f"--app {spec!r}: reading {part!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
     if isinstance(target, TaskHub):
         return target
     if _is_asgi_app(target):

@@ -63,6 +63,14 @@ def make_other():
 
 def make_broken():
     raise RuntimeError("no configuration here")
+
+
+class Lazy:
+    def __getattr__(self, name):
+        raise RuntimeError(f"{name} is not set up yet")
+
+
+lazy = Lazy()
 """
 
 # An ASGI app and no TaskHub at all (the hub lives elsewhere, or nowhere).
@@ -188,6 +196,10 @@ def test_an_app_that_does_not_load(app_dir: Path, spec: str, says: str) -> None:
         (
             "tinyapp:NOT_A_HUB",
             "Error: --app 'tinyapp:NOT_A_HUB' is an int, not a TaskHub: did you mean tinyapp:hub?",
+        ),
+        (
+            "tinyapp:lazy.hub",
+            "Error: --app 'tinyapp:lazy.hub': reading 'hub' failed: RuntimeError: hub is not set up yet",
         ),
         (
             "nohubapp:app",
