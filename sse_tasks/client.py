@@ -28,7 +28,7 @@ import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeVar, cast, overload
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import anyio
 import httpx
@@ -134,6 +134,8 @@ class _Base:
         if retries < 0 or backoff < 0 or max_backoff < 0:
             raise ValueError("retries, backoff and max_backoff must be >= 0")
         self.base_url = base_url.rstrip("/")
+        #: ``base_url`` as messages show it: without a password it may carry.
+        self.shown_url = _without_password(self.base_url)
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -197,7 +199,7 @@ class _Base:
         """Raise ``ConnectionFailed`` once ``failures`` in a row exceed ``retries``."""
         if failures > self.retries:
             raise ConnectionFailed(
-                f"lost {what} at {self.base_url} after {self.retries} retries: {error_text}"
+                f"lost {what} at {self.shown_url} after {self.retries} retries: {error_text}"
             )
 
     def _events(
@@ -249,7 +251,7 @@ class _Base:
         raise error
 
     def _unreachable(self, action: str, exc: Exception) -> ConnectionFailed:
-        return ConnectionFailed(f"cannot {action} at {self.base_url}: {exc or type(exc).__name__}")
+        return ConnectionFailed(f"cannot {action} at {self.shown_url}: {exc or type(exc).__name__}")
 
 
 class AsyncClient(_Base):
@@ -365,7 +367,7 @@ class AsyncClient(_Base):
         Raises ``NotFound`` if the task is unknown (or forgotten by a restarted
         server) and ``ConnectionFailed`` when the retries are used up.
         """
-        following = Following(last_event_id, output=output)
+        following = Following(last_event_id, output=output, task_id=task_id)
         failures = 0
         followed = False
         while True:
@@ -626,7 +628,7 @@ class Client(_Base):
         self, task_id: str, *, last_event_id: str | None = None, output: bool = False
     ) -> Iterator[Task | OutputChunk]:
         """See :meth:`AsyncClient.follow`."""
-        following = Following(last_event_id, output=output)
+        following = Following(last_event_id, output=output, task_id=task_id)
         failures = 0
         followed = False
         while True:
@@ -784,6 +786,13 @@ class Client(_Base):
 def _retry_after(headers: Mapping[str, str]) -> int:
     """Seconds from a ``Retry-After`` header (1 when it is missing or not a number of seconds)."""
     return ascii_int(headers.get("retry-after", headers.get("Retry-After", "1")).strip(), 6) or 1
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
 
 
 def _cursor(body: Any) -> str:

@@ -124,8 +124,9 @@ class Following:
     ``seq`` count as held. With ``output`` false, chunks are read and skipped.
     """
 
-    def __init__(self, last_event_id: str | None, *, output: bool) -> None:
+    def __init__(self, last_event_id: str | None, *, output: bool, task_id: str | None = None) -> None:
         self.output = output
+        self.task_id = task_id  # the task followed: an event of another is malformed
         self.last_event_id = last_event_id
         _, tilde, seq = (last_event_id or "").partition("~")
         held = ascii_int(seq) if tilde else None
@@ -138,6 +139,7 @@ class Following:
         """What to yield for one event: None for a ``reset``, a repeat, or output not asked for."""
         if event_type == OUTPUT_EVENT:
             chunk = chunk_from_data(_json(data), event_id)
+            self._check_task(chunk.task_id)
             self.last_event_id = event_id or self.last_event_id
             if chunk.seq < self.next_seq:
                 return None  # replayed after a reset: yielded already
@@ -146,12 +148,19 @@ class Following:
         if not event_type.startswith("task."):
             return None  # "reset": the snapshot and the replayed output follow it
         task = task_from_data(_json(data), event_id, event_type)
+        self._check_task(task.id)
         self.last_event_id = task.event_id or self.last_event_id
         if task.event_id is not None and task.event_id == self.snapshot_id:
             return None  # the snapshot after a reset, when it is the one already yielded
         self.snapshot_id = task.event_id
         self.finished = task.terminal  # the server's last event on a per-task stream
         return task
+
+    def _check_task(self, task_id: str) -> None:
+        if self.task_id is not None and task_id != self.task_id:
+            raise MalformedAnswer(
+                f"the stream of task {self.task_id!r} sent an event of task {task_id!r:.200}"
+            )
 
 
 def _json(data: str) -> Any:

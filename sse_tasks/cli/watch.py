@@ -92,7 +92,7 @@ class WatchClient(Client):
     def _delay(self, failures: int, retry_after: float = 0.0) -> float:
         delay = super()._delay(failures, retry_after)
         retry = f"retry {failures} of {self.retries}"
-        self.on_retry(f"{self.base_url}: {self._failure}; retrying in {delay:.1f} s ({retry})")
+        self.on_retry(f"{self.shown_url}: {self._failure}; retrying in {delay:.1f} s ({retry})")
         return delay
 
 
@@ -274,7 +274,7 @@ def watch_task(client: Client, task_id: str, out: IO[str]) -> int:
     With a :class:`WatchClient`, each reconnection is announced on stderr as it waits.
     """
     view = make_view(out)
-    view.connecting(client.base_url)
+    view.connecting(client.shown_url)
     last: Task | None = None
     try:
         for item in client.follow(task_id, output=True):

@@ -706,3 +706,27 @@ def test_a_server_s_error_message_is_one_line_shown_as_sent() -> None:
         Client("http://t", http=http).get("T1")
     assert "\n" not in raised.value.message and "\x1b" not in raised.value.message
     assert "line one\\x0aline two \\x1b[2J" in raised.value.message
+
+
+async def test_a_stream_that_sends_another_task_is_refused() -> None:
+    other = SNAPSHOT.replace('"T1"', '"OTHER"')
+    transport = httpx.MockTransport(
+        lambda request: httpx.Response(
+            200,
+            text=f"id: e1\nevent: task.running\ndata: {other}\n\n",
+            headers={"Content-Type": "text/event-stream"},
+        )
+    )
+    async with httpx.AsyncClient(transport=transport) as http:
+        with pytest.raises(APIError, match="sent an event of task 'OTHER'"):
+            [item async for item in AsyncClient("http://t", http=http).follow("T1")]
+
+
+def test_messages_never_show_a_password_from_the_url() -> None:
+    url = f"http://user:hunter2@127.0.0.1:{free_port()}"
+    with Client(url, retries=0, backoff=0.001) as client:
+        assert client.shown_url.startswith("http://user:***@127.0.0.1:")
+        for call in (lambda: client.get("T1"), lambda: list(client.follow("T1"))):
+            with pytest.raises(ConnectionFailed) as failed:
+                call()
+            assert "hunter2" not in failed.value.message and "user:***@" in failed.value.message
