@@ -91,7 +91,8 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             return
         super().on_headers_complete()
         self._unanswered = [cycle for cycle in self._unanswered if not cycle.response_complete]
-        self._unanswered.append(self.cycle)
+        if self.cycle is not None and self.cycle not in self._unanswered:  # (an upgrade makes none)
+            self._unanswered.append(self.cycle)
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
