@@ -212,13 +212,19 @@ class HueyHook:
         else:
             run.finish(TaskState.FAILED, error=error_of(exception))
 
+    def _take(self, task: Any) -> WorkerRun | None:
+        """The run of ``task``, no longer this process's (its keeper stops renewing it)."""
+        run = self._attempts.pop(id(task), None)
+        if run is not None:
+            self.runs.pop(id(run), None)
+        return run
+
     def _escaped(self, task: Any, exc: BaseException) -> None:
         """The task raised a ``BaseException`` (``SystemExit``, …): Huey restarts the worker
         thread without its post-execute hooks, so the run ends ``failed`` here."""
-        run = self._attempts.pop(id(task), None)
+        run = self._take(task)
         if run is None:
             return
-        self.runs.pop(id(run), None)
         run.leave()
         try:
             run.finish(TaskState.FAILED, error=error_of(exc))
@@ -226,10 +232,9 @@ class HueyHook:
             logger.exception("sse_tasks: task %s not reported", task.id)
 
     def _on_interrupted(self, signal: str, task: Any) -> None:
-        run = self._attempts.pop(id(task), None)
+        run = self._take(task)
         if run is None:
             return
-        self.runs.pop(id(run), None)
         why = "the Huey consumer stopped while the task ran"
         run.finish(TaskState.FAILED, error={"type": "WorkerLost", "message": why})
 
@@ -238,11 +243,10 @@ class HueyHook:
         ``cancelled`` (one the task raised itself is the post-execute hook's)."""
         if getattr(task, _ENTERED, False) or getattr(task, _DISCARDED, False):
             return
-        run = self._attempts.pop(id(task), None)
+        run = self._take(task)
         if run is None:
             self._on_skipped(signal, task)
             return
-        self.runs.pop(id(run), None)
         run.leave()
         run.finish(TaskState.CANCELLED, message=_MESSAGES[signal])
 
