@@ -85,6 +85,9 @@ class HueyHook:
     @property
     def writer(self) -> WorkerWriter:
         """The process's writer to the hub's Redis (made at first use)."""
+        writer = self._writer
+        if writer is not None:
+            return writer
         with self._lock:
             if self._writer is None:
                 broker = self.broker if isinstance(self.broker, RedisBroker) else RedisBroker(self.broker)
@@ -151,24 +154,28 @@ class HueyHook:
         """The run of ``task``, received: raises ``CancelExecution`` for one the hub refused
         or that was cancelled while it waited (Huey skips it)."""
         writer = self.writer
-        queued = Task(id=task.id, name=task_name(task), tags=tags, owner=owner)
-        stored = queued
+        stored: Task | None = None
         earlier: list[OutputChunk] = []
         try:
             # Stored already (by the hub once it sent it, or by the sender): the hub can no
             # longer refuse it, so one read does; else it is received (refused or stored).
-            found = writer.get(task.id)
-            state = found.state.value if found is not None else writer.receive(queued)
+            stored = writer.get(task.id)
+            if stored is None:
+                state = writer.receive(_queued(task, tags, owner))
+                stored = writer.get(task.id) if state == TaskState.QUEUED.value else None
+            else:
+                state = stored.state.value
             if state == "refused":
                 logger.warning("task %s was refused by the hub (503); discarded", task.id)
             if state != TaskState.QUEUED.value:
                 setattr(task, _DISCARDED, True)
                 raise CancelExecution(retry=False)
-            stored = found or writer.get(task.id) or queued
-            if stored.output_chunks:
+            if stored is not None and stored.output_chunks:
                 earlier = writer.stored_output(task.id)  # a retry goes on from its output
         except writer.unreachable as exc:
             logger.warning("task %s: Redis unreachable, it runs unchecked (%s)", task.id, exc)
+        if stored is None:
+            stored = _queued(task, tags, owner)
         params = {k: v for k, v in (task.kwargs or {}).items() if k != "task" or v is not task}
         return WorkerRun(
             stored,
@@ -318,6 +325,11 @@ def _ours(task: Any) -> bool:
     return not isinstance(task, PeriodicTask) and valid_task_id(task_id)
 
 
+def _queued(task: Any, tags: tuple[str, ...], owner: str | None) -> Task:
+    """The ``queued`` snapshot of a task nobody stored (or that Redis could not tell)."""
+    return Task(id=task.id, name=task_name(task), tags=tags, owner=owner)
+
+
 def _tags(task: Any) -> tuple[str, ...]:
     """The tags a task's sender gave it: its :data:`TAGS_KEY` keyword argument."""
     kwargs = getattr(task, "kwargs", None)
@@ -344,8 +356,7 @@ def _cancellable(
     but ``KeyboardInterrupt`` (Huey's own stop, its interrupted signal) is ``escaped``,
     then raised on."""
 
-    @functools.wraps(execute)
-    def wrapped() -> Any:
+    def wrapped() -> Any:  # not functools.wraps: a copy of its attributes per task, unread
         setattr(task, _ENTERED, True)
         try:
             return execute()
