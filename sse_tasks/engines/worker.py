@@ -285,11 +285,12 @@ class WorkerRun:
         else:
             self.task = stored
 
-    def finish(self, state: TaskState, **changes: Any) -> Task | None:
-        """Publish this attempt's final state (the latest progress with it)."""
+    def finish(self, state: TaskState, **changes: Any) -> None:
+        """Publish this attempt's final state (the latest progress with it), without
+        waiting for Redis to store it (see ``WorkerWriter.final``)."""
         with self._lock:
             if self.ended:
-                return None
+                return
             self.ended = True
             self._pending = False
             changes.setdefault("progress", self._progress)
@@ -302,7 +303,9 @@ class WorkerRun:
             if start is not None:
                 final = final.evolve(started_at=start[0].started_at)
             try:
-                return self._write(final, lambda: self.writer.final(final, started=start, retry_for=grace))
+                # Not waited for: the worker goes on to its next task as Redis stores this.
+                write = lambda: self.writer.final(final, started=start, retry_for=grace, wait=False)  # noqa: E731
+                self._write(final, write)
             except Exception:
                 # Not stored (its snapshot could not be encoded, most likely): the caller may
                 # still end it otherwise.
@@ -452,6 +455,12 @@ class Keeper:
                     pass  # stays pending: published once Redis answers
                 except Exception:
                     logger.exception("sse_tasks keeper: publishing task %s failed", run.task.id)
+            try:
+                self.writer.settle()  # outcomes sent without waiting: answered, or sent again
+            except self.writer.unreachable:
+                pass  # sent again at the next look, until their deadline
+            except Exception:
+                logger.exception("sse_tasks keeper: checking outcomes sent failed")
             if time.monotonic() >= next_renewal:
                 next_renewal = time.monotonic() + self.renew_every
                 try:

@@ -66,9 +66,11 @@ class WorkerWriter(Protocol):
         started: Started | None = None,
         create: Task | None = None,
         retry_for: float = 0.0,
+        wait: bool = True,
     ) -> Task | None:
         """Store the terminal snapshot (its lease ends); ``create``: the ``queued``
-        snapshot of a task nobody stored. None if it was already final."""
+        snapshot of a task nobody stored. None if it was already final. ``wait=False``:
+        sent, not waited for (None); :meth:`settle` sends it again if it was lost."""
         ...
 
     def requeue(self, task: Task, *, started: Started | None = None, retry_for: float = 0.0) -> Task | None:
@@ -100,8 +102,12 @@ class WorkerWriter(Protocol):
         """Ids of retained tasks that ended ``cancelled`` (discarded by a starting worker)."""
         ...
 
+    def settle(self) -> None:
+        """Check the writes sent without waiting, and send again those that were lost."""
+        ...
+
     def close(self) -> None:
-        """Release connections."""
+        """Release connections (what was sent without waiting is checked first)."""
         ...
 
 

@@ -21,8 +21,10 @@ import pytest
 from _redis import RedisServer
 from _support import wait_until
 
-from sse_tasks import Task
+from sse_tasks import Task, TaskState
+from sse_tasks._core.models import utcnow
 from sse_tasks.brokers.redis import RedisBroker
+from sse_tasks.brokers.redis.keys import Keys
 from sse_tasks.brokers.redis.wire import AsyncWire, Wire
 from sse_tasks.engines import SyncWriter
 
@@ -352,6 +354,90 @@ def test_a_writer_loads_the_scripts_redis_lost(server: RedisServer) -> None:
         assert stored is not None and stored.event_id and writer.state("b") == "queued"
     finally:
         writer.close()
+
+
+def test_a_posted_batch_is_answered_before_its_connection_is_used_again(server: RedisServer) -> None:
+    wire = Wire(server.url, {}, "sse-tasks-test")
+    try:
+        wire.post([("SET", "k", 1), ("INCR", "k")])
+        assert wire.send([("GET", "k")]) == [b"2"]  # its replies were read first, in order
+        wire.post([("INCR", "k")])
+        wire.settle()  # read them while idle: nothing is left owed
+        assert wire.send([("GET", "k")]) == [b"3"]
+    finally:
+        wire.close()
+
+
+def test_a_posted_batch_whose_connection_fails_unanswered_is_sent_again(server: RedisServer) -> None:
+    broker = RedisBroker(server.url)
+    writer = SyncWriter(broker)
+    client = server.client()
+    try:
+        writer.create(Task(id="a", name="n"))
+        done = Task(id="a", name="n", state=TaskState.SUCCEEDED, finished_at=utcnow())
+        client.client_pause(5000, all=False)  # writes wait: the posted one is not run
+        writer.final(done, wait=False, retry_for=30)
+        wait_until(lambda: any(c["cmd"] == "evalsha" for c in client.client_list()), "the write waits")
+        client.client_kill_filter(_type="normal", skipme=True)  # dropped unanswered
+        client.client_unpause()
+        writer.settle()
+        assert writer.state("a") == "succeeded"
+        assert client.xlen(Keys(broker.key_prefix).events) == 2  # queued, succeeded: once
+    finally:
+        client.close()
+        writer.close()
+
+
+@pytest.mark.parametrize("retry_for", [60.0, 0.0])
+def test_posted_batches_redis_cannot_take_wait_until_their_deadline(
+    server: RedisServer, caplog: pytest.LogCaptureFixture, retry_for: float
+) -> None:
+    wire = Wire(server.url, {}, "sse-tasks-test")
+    try:
+        wire.send([("PING",)])
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGSTOP)  # it reads nothing more, answers nothing
+        wire.post([("SET", "k", 1)], retry_for=retry_for)
+        server.proc.kill()  # gone without answering
+        server.proc.wait(10)
+        with pytest.raises(redis.exceptions.ConnectionError):
+            wire.settle()
+        dropped = "dropped: Redis unreachable past their deadline" in caplog.text
+        assert dropped is (retry_for == 0)
+        server.start()
+        wire.settle()
+        assert wire.send([("GET", "k")]) == [None if retry_for == 0 else b"1"]
+    finally:
+        wire.close()
+
+
+def test_a_posted_script_redis_lost_is_loaded_and_sent_again(server: RedisServer) -> None:
+    writer = SyncWriter(RedisBroker(server.url))
+    try:
+        writer.create(Task(id="a", name="n"))
+        writer.wire.send([("SCRIPT", "FLUSH")])
+        writer.final(Task(id="a", name="n", state=TaskState.FAILED, finished_at=utcnow()), wait=False)
+        writer.settle()
+        assert writer.state("a") == "failed"
+    finally:
+        writer.close()
+
+
+def test_a_lent_connection_is_never_left_owing_replies(server: RedisServer) -> None:
+    wire = Wire(server.url, {}, "sse-tasks-test")
+    try:
+        wire.post([("SET", "k", 1)])
+        assert wire.lend()  # the connection that owed the reply, answered first
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            wire.adopt()
+            wire.post([("INCR", "k")])  # waits for its answer on the lent connection
+            os._exit(0)
+        os.waitpid(pid, 0)
+        wire.reclaim()
+        assert wire.send([("GET", "k")]) == [b"2"]  # the lent one came back clean, reused
+    finally:
+        wire.close()
 
 
 class RecordingServer:

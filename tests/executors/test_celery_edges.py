@@ -101,9 +101,12 @@ def test_an_outcome_that_cannot_be_stored_leaves_the_attempt_to_end_failed(
         run.finish(TaskState.SUCCEEDED, result={1, 2})
     assert writer.get(queued.id) is None
     error = {"type": "TypeError", "message": "not JSON"}
-    stored = run.finish(TaskState.FAILED, error=error)
-    assert stored is not None and stored.state is TaskState.FAILED
+    run.finish(TaskState.FAILED, error=error)
+    writer.settle()
     final = writer.get(queued.id)
     assert final is not None and final.state is TaskState.FAILED
     assert final.error == error and final.started_at == running.started_at
-    assert run.finish(TaskState.CANCELLED) is None  # ended: nothing more
+    run.finish(TaskState.CANCELLED)  # ended: nothing more
+    writer.settle()
+    after = writer.get(queued.id)
+    assert after is not None and after.state is TaskState.FAILED

@@ -77,11 +77,26 @@ class SyncWriter(Writing):
         started: Started | None = None,
         create: Task | None = None,
         retry_for: float = 0.0,
+        wait: bool = True,
     ) -> Task | None:
         """Store the terminal snapshot ``task`` (its lease ends), after ``started`` (a
         ``running`` not stored yet, and its ``queued``) in the same round trip; ``create``:
-        the ``queued`` snapshot of a task nobody stored. None if it was already final."""
-        return self.publish_many([final_write(task, create, started)], retry_for=retry_for)[0]
+        the ``queued`` snapshot of a task nobody stored. None if it was already final.
+
+        ``wait=False`` sends it and returns None without waiting for Redis to store it
+        (the worker goes on to its next task); the answer is read later, and a write
+        its lost connection never answered is sent again by :meth:`settle`, within
+        ``retry_for`` seconds. It raises as with ``wait`` only if it cannot be sent at all
+        for that long."""
+        item = final_write(task, create, started)
+        if wait:
+            return self.publish_many([item], retry_for=retry_for)[0]
+        commands = self._publishes([item])
+        try:
+            self.wire.post(commands, self._sources, retry_for=retry_for)
+        except self.unreachable:
+            self._send(commands, retry_for)  # the same write (its token) once Redis answers
+        return None
 
     def requeue(self, task: Task, *, started: Started | None = None, retry_for: float = 0.0) -> Task | None:
         """Return an unfinished task to ``queued`` (a retry): its lease ends until a worker
@@ -125,8 +140,15 @@ class SyncWriter(Writing):
         state = self._send([self._state(task_id)])[0]
         return None if state is None else text(state)
 
+    def settle(self) -> None:
+        """Read what Redis answered writes sent without waiting (``final(wait=False)``),
+        and send again those a lost connection never answered; raises one of
+        :attr:`unreachable` while they cannot be sent (they are kept until their deadline)."""
+        self.wire.settle()
+
     def close(self) -> None:
-        """Close the connections (a later call opens new ones)."""
+        """Close the connections (a later call opens new ones), once what was sent without
+        waiting is answered."""
         self.wire.close()
 
     # -- Redis-level writes ------------------------------------------------------------

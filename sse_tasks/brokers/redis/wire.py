@@ -14,6 +14,13 @@ restarted, a cluster's slot moved), every idle one is closed and the batch is se
 again, once, on a new connection: every write carries a token that makes it idempotent.
 A batch that runs scripts names their sources: if Redis lost them (restarted, flushed:
 it answers NOSCRIPT), they are loaded and the batch is sent again.
+
+A blocking :class:`Wire` can also *post* a batch: send it and go on without waiting for
+its replies (a worker's last write of a task, whose answer it never uses). The
+connection reads them before it is used again, or when :meth:`Wire.settle` is called; a
+batch whose connection failed before it answered is sent again then (its tokens make
+that safe), and one that still cannot be sent waits for the next settle, until its
+deadline.
 """
 
 from __future__ import annotations
@@ -22,10 +29,12 @@ import asyncio
 import contextlib
 import functools
 import inspect
+import logging
 import mmap
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -50,6 +59,10 @@ except ImportError:  # pragma: no cover - the extras install hiredis
 
 #: One command: its words and arguments (``str``, ``bytes``, ``int`` or ``float``).
 Command = Sequence[Any]
+#: A posted batch: its commands and the sources of the scripts they run.
+Batch = tuple[Sequence[Command], Sequence[str]]
+
+logger = logging.getLogger("sse_tasks.redis")
 
 
 def deadline(seconds: float) -> contextlib.AbstractAsyncContextManager[Any]:
@@ -128,6 +141,9 @@ class Wire:
         self._borrowed: Any = None  # in the child that adopted it: the same connection
         # One byte both share: 1 while the connection is between round trips in the child.
         self._clean: mmap.mmap | None = None
+        # An idle connection -> the deadline and the batch it has not answered yet (post).
+        self._owed: dict[Any, tuple[float, Batch]] = {}
+        self._unsent: list[tuple[float, Batch]] = []  # posted, unanswered: sent again
 
     def lend(self) -> bool:
         """Before a ``fork``: offer the child one of this process's connections (opened now
@@ -143,8 +159,11 @@ class Wire:
         self._forked()
         with self._lock:
             connection = self._idle.pop() if self._idle else None
+            owed = self._owed.pop(connection, None)
         if connection is None:
             connection = self._make()
+        elif owed is not None:
+            connection = self._settle(connection, owed)
         try:
             connection.connect()
         except (RedisConnectionError, RedisTimeoutError, OSError):
@@ -194,6 +213,88 @@ class Wire:
             replies = self._send(commands)
         return replies
 
+    def post(
+        self, commands: Sequence[Command], scripts: Sequence[str] = (), *, retry_for: float = 0.0
+    ) -> None:
+        """Send ``commands`` in one write and return without waiting for their replies,
+        which the connection reads before its next use. Raises what :meth:`send` raises
+        if they cannot be sent now; if they were sent but their connection fails before
+        it answers, they are sent again at the next :meth:`settle` (or use of the wire),
+        for up to ``retry_for`` seconds. Errors Redis answers are logged. A connection
+        a parent process lent (:meth:`adopt`) waits for the replies instead: it must be
+        left between round trips."""
+        connection, waited = self._take()
+        if connection is self._borrowed:
+            self._give(connection)
+            self.send(commands, scripts)
+            return
+        while True:
+            try:
+                connection.send_packed_command(_pack(connection, commands), check_health=False)
+            except RedisConnectionError:
+                connection.disconnect()
+                if not waited:
+                    raise
+                self._drop_idle()  # see _send
+                connection, waited = self._make(), False
+                continue
+            except BaseException:
+                connection.disconnect()
+                raise
+            with self._lock:
+                self._owed[connection] = (time.monotonic() + retry_for, (commands, scripts))
+            self._give(connection)
+            return
+
+    def settle(self) -> None:
+        """Read the replies idle connections owe for posted batches (see :meth:`post`),
+        then send again the batches a failed connection left unanswered. Raises what
+        :meth:`send` raises while one cannot be sent (it is kept until its deadline)."""
+        self._forked()
+        with self._lock:
+            owing = {
+                connection: self._owed.pop(connection)
+                for connection in self._idle
+                if connection in self._owed
+            }
+            self._idle = [connection for connection in self._idle if connection not in owing]
+        for connection, owed in owing.items():
+            self._give(self._settle(connection, owed))
+        with self._lock:
+            unsent, self._unsent = self._unsent, []
+        for index, (_, (commands, scripts)) in enumerate(unsent):
+            try:
+                _log_errors(self.send(commands, scripts))
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                now = time.monotonic()
+                kept = [item for item in unsent[index:] if item[0] > now]
+                if len(kept) < len(unsent) - index:
+                    logger.error("posted Redis writes dropped: Redis unreachable past their deadline")
+                with self._lock:
+                    self._unsent[:0] = kept
+                raise
+
+    def _settle(self, connection: Any, owed: tuple[float, Batch]) -> Any:
+        """Read the replies ``connection`` owes; the connection to use next (a new one if
+        it failed: the batch waits to be sent again, by :meth:`settle`)."""
+        commands, scripts = owed[1]
+        try:
+            replies = [_read(connection) for _ in commands]
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            connection.disconnect()
+            with self._lock:
+                self._unsent.append(owed)
+            return self._make()
+        except BaseException:
+            connection.disconnect()
+            raise
+        if _lost(replies, scripts):
+            with self._lock:
+                self._unsent.append(owed)  # Redis lost the scripts: sent again, loaded first
+        else:
+            _log_errors(replies)
+        return connection
+
     def _send(self, commands: Sequence[Command]) -> list[Any]:
         connection, waited = self._take()
         while True:
@@ -223,18 +324,23 @@ class Wire:
         if self._pid != os.getpid():
             self._lock, self._idle, self._pid = threading.Lock(), [], os.getpid()
             self._offered, self._lent, self._borrowed = self._lent, None, None
+            self._owed, self._unsent = {}, []  # the parent's to answer
 
     def _take(self) -> tuple[Any, bool]:
         """A connection, and whether it had waited idle (made now: False)."""
         self._forked()
         with self._lock:
             self._closed = False
-            if self._idle:
-                connection = self._idle.pop()
-                if connection is self._borrowed and self._clean is not None:
-                    self._clean[0] = 0  # a reply may be unread until it comes back
-                return connection, True
-        return self._make(), False
+            if not self._idle:
+                return self._make(), False
+            connection = self._idle.pop()
+            if connection is self._borrowed and self._clean is not None:
+                self._clean[0] = 0  # a reply may be unread until it comes back
+            owed = self._owed.pop(connection, None)
+        if owed is None:
+            return connection, True
+        settled = self._settle(connection, owed)
+        return settled, settled is connection
 
     def _give(self, connection: Any) -> None:
         self._forked()
@@ -250,6 +356,8 @@ class Wire:
         self._forked()
         with self._lock:
             idle, self._idle = self._idle, []
+            # Posted batches they never answered are sent again (their tokens make it safe).
+            self._unsent.extend(self._owed.pop(connection) for connection in idle if connection in self._owed)
         for connection in idle:
             connection.disconnect()
 
@@ -257,9 +365,17 @@ class Wire:
         """Close the connections (one in use is closed as it comes back); a later
         :meth:`send` opens new ones."""
         self._forked()
+        with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+            self.settle()  # what was posted is answered (or sent again) before it closes
         with self._lock:
             self._closed = True
         self._drop_idle()
+
+
+def _log_errors(replies: list[Any]) -> None:
+    for reply in replies:
+        if isinstance(reply, Exception):
+            logger.error("a posted Redis command failed: %s", reply)
 
 
 def _read(connection: Any) -> Any:
