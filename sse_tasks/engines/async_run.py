@@ -259,15 +259,16 @@ class AsyncRun:
         """A retry goes on from the stored task: its output keeps one numbering."""
         self._budget.chunks = max(self._budget.chunks, stored.output_chunks)
 
-    async def finish(self, state: TaskState, **changes: Any) -> Task | None:
-        """Publish this attempt's final state, after its output (the latest progress with it)."""
+    async def finish(self, state: TaskState, **changes: Any) -> None:
+        """Publish this attempt's final state, after its output (the latest progress with
+        it), without waiting for Redis to store it (see ``AsyncWorkerWriter.final``)."""
         async with self._io:
             if self.ended:
-                return None
+                return
             await self._send_output()
             with self._lock:
                 if self.ended:
-                    return None
+                    return
                 self.ended = True
                 changes.setdefault("progress", self._progress)
                 changes.setdefault("message", self._message)
@@ -279,10 +280,9 @@ class AsyncRun:
             if start is not None:
                 final = final.evolve(started_at=start[0].started_at)
             try:
-                return await self.writer.final(final, started=start, retry_for=self.writer.outage_grace)
+                await self.writer.final(final, started=start, retry_for=self.writer.outage_grace, wait=False)
             except self.writer.unreachable:
                 logger.error("task %s: %s not published, Redis unreachable", final.id, final.state.value)
-                return None
 
 
 class AsyncKeeper:
@@ -369,6 +369,12 @@ class AsyncKeeper:
             event.clear()
             runs = list(self.runs.values())
             await self._each([run.flush() for run in runs if (run.due() or math.inf) <= time.monotonic()])
+            try:
+                await self.writer.settle()  # outcomes sent without waiting: answered, or sent again
+            except self.writer.unreachable:
+                pass  # sent again at the next look, until their deadline
+            except Exception:
+                logger.exception("sse_tasks keeper: checking outcomes sent failed")
             now = time.monotonic()
             if now >= next_check:
                 next_check = now + self.check_interval

@@ -411,6 +411,26 @@ def test_posted_batches_redis_cannot_take_wait_until_their_deadline(
         wire.close()
 
 
+async def test_the_asyncio_wire_posts_the_same(server: RedisServer) -> None:
+    wire = AsyncWire(server.url, {}, "sse-tasks-test", limit=1)
+    try:
+        await wire.post([("SET", "k", 1), ("INCR", "k")])
+        assert await wire.send([("GET", "k")]) == [b"2"]  # answered first, on the one connection
+        await wire.post([("INCR", "k")], retry_for=60)
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGSTOP)
+        await wire.post([("INCR", "k")], retry_for=60)  # the first is answered before this goes
+        server.proc.kill()  # gone without answering the second
+        server.proc.wait(10)
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await wire.settle()
+        server.start()  # empty: the write that was lost is sent again, alone
+        await wire.settle()
+        assert await wire.send([("GET", "k")]) == [b"1"]
+    finally:
+        await wire.close()
+
+
 def test_a_posted_script_redis_lost_is_loaded_and_sent_again(server: RedisServer) -> None:
     writer = SyncWriter(RedisBroker(server.url))
     try:

@@ -63,9 +63,19 @@ class AsyncWriter(Writing):
         started: Started | None = None,
         create: Task | None = None,
         retry_for: float = 0.0,
+        wait: bool = True,
     ) -> Task | None:
-        """Store the terminal snapshot (after ``started``, in the same round trip)."""
-        return await self._publish([final_write(task, create, started)], retry_for)
+        """Store the terminal snapshot (after ``started``, in the same round trip);
+        ``wait=False`` as for :meth:`SyncWriter.final`."""
+        item = final_write(task, create, started)
+        if wait:
+            return await self._publish([item], retry_for)
+        commands = self._publishes([item])
+        try:
+            await self.wire.post(commands, self._sources, retry_for=retry_for)
+        except self.unreachable:
+            await self._send(commands, retry_for)  # the same write (its token) once Redis answers
+        return None
 
     async def requeue(
         self, task: Task, *, started: Started | None = None, retry_for: float = 0.0
@@ -105,8 +115,13 @@ class AsyncWriter(Writing):
             found.extend(self._cancelled_of(batch, await self._send([self._state(i) for i in batch])))
         return found
 
+    async def settle(self) -> None:
+        """As :meth:`SyncWriter.settle`."""
+        await self.wire.settle()
+
     async def close(self) -> None:
-        """Close the connections (a later call opens new ones)."""
+        """Close the connections (a later call opens new ones), once what was sent without
+        waiting is answered."""
         await self.wire.close()
 
     async def _publish(self, items: Sequence[Write], retry_for: float = 0.0) -> Task | None:

@@ -35,8 +35,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import anyio
 import redis
@@ -59,6 +59,7 @@ except ImportError:  # pragma: no cover - the extras install hiredis
 
 #: One command: its words and arguments (``str``, ``bytes``, ``int`` or ``float``).
 Command = Sequence[Any]
+T = TypeVar("T")
 #: A posted batch: its commands and the sources of the scripts they run.
 Batch = tuple[Sequence[Command], Sequence[str]]
 
@@ -266,12 +267,8 @@ class Wire:
             try:
                 _log_errors(self.send(commands, scripts))
             except (RedisConnectionError, RedisTimeoutError, OSError):
-                now = time.monotonic()
-                kept = [item for item in unsent[index:] if item[0] > now]
-                if len(kept) < len(unsent) - index:
-                    logger.error("posted Redis writes dropped: Redis unreachable past their deadline")
                 with self._lock:
-                    self._unsent[:0] = kept
+                    self._unsent[:0] = _still_due(unsent[index:])
                 raise
 
     def _settle(self, connection: Any, owed: tuple[float, Batch]) -> Any:
@@ -372,6 +369,18 @@ class Wire:
         self._drop_idle()
 
 
+def _still_due(unsent: list[tuple[float, Batch]]) -> list[tuple[float, Batch]]:
+    """The posted batches of ``unsent`` still to send again: those past their deadline are
+    dropped (logged)."""
+    now = time.monotonic()
+    kept = [item for item in unsent if item[0] > now]
+    if len(kept) < len(unsent):
+        logger.error(
+            "%d posted Redis writes dropped: Redis unreachable past their deadline", len(unsent) - len(kept)
+        )
+    return kept
+
+
 def _log_errors(replies: list[Any]) -> None:
     for reply in replies:
         if isinstance(reply, Exception):
@@ -412,19 +421,46 @@ class AsyncWire:
         self._limit = None if limit is None else asyncio.Semaphore(limit)
         self._timeout = timeout
         self._reply_timeout = reply_timeout
+        self._owed: dict[Any, tuple[float, Batch]] = {}  # as Wire's
+        self._unsent: list[tuple[float, Batch]] = []
 
     async def send(self, commands: Sequence[Command], scripts: Sequence[str] = ()) -> list[Any]:
         """As :meth:`Wire.send`."""
-        replies = await self._limited(commands)
+        replies = await self._limited(self._send, commands)
         if _lost(replies, scripts):
-            await self._limited(_loads(scripts))
-            replies = await self._limited(commands)
+            await self._limited(self._send, _loads(scripts))
+            replies = await self._limited(self._send, commands)
         return replies
 
-    async def _limited(self, commands: Sequence[Command]) -> list[Any]:
+    async def post(
+        self, commands: Sequence[Command], scripts: Sequence[str] = (), *, retry_for: float = 0.0
+    ) -> None:
+        """As :meth:`Wire.post`: sent, not waited for; read before the connection's next use."""
+        deadline_ = time.monotonic() + retry_for
+        await self._limited(lambda batch: self._post(batch, (deadline_, (commands, scripts))), commands)
+
+    async def settle(self) -> None:
+        """As :meth:`Wire.settle`."""
+        owing = {c: self._owed.pop(c) for c in self._idle if c in self._owed}
+        self._idle = [c for c in self._idle if c not in owing]
+        for connection, owed in owing.items():
+            settled = await self._settle(connection, owed)
+            if not self._give(settled):
+                await drop(settled)
+        unsent, self._unsent = self._unsent, []
+        for index, (_, (commands, scripts)) in enumerate(unsent):
+            try:
+                _log_errors(await self.send(commands, scripts))
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                self._unsent[:0] = _still_due(unsent[index:])
+                raise
+
+    async def _limited(
+        self, send: Callable[[Sequence[Command]], Awaitable[T]], commands: Sequence[Command]
+    ) -> T:
         limit = self._limit
         if limit is None:
-            return await self._send(commands)
+            return await send(commands)
         if limit.locked():
             with anyio.move_on_after(self._timeout) as waited:
                 await limit.acquire()
@@ -433,14 +469,79 @@ class AsyncWire:
         else:
             await limit.acquire()
         try:
-            return await self._send(commands)
+            return await send(commands)
         finally:
             limit.release()
 
-    async def _send(self, commands: Sequence[Command]) -> list[Any]:
+    async def _take(self) -> tuple[Any, bool]:
+        """As :meth:`Wire._take` (a connection that owes replies reads them first)."""
         self._closed = False
-        waited = bool(self._idle)
-        connection = self._idle.pop() if waited else self._make()
+        if not self._idle:
+            return self._make(), False
+        connection = self._idle.pop()
+        owed = self._owed.pop(connection, None)
+        if owed is None:
+            return connection, True
+        settled = await self._settle(connection, owed)
+        return settled, settled is connection
+
+    def _give(self, connection: Any) -> bool:
+        """Back to the idle ones; False if the wire closed meanwhile (then drop it)."""
+        if self._closed:
+            return False
+        self._idle.append(connection)
+        return True
+
+    async def _settle(self, connection: Any, owed: tuple[float, Batch]) -> Any:
+        """As :meth:`Wire._settle`."""
+        commands, scripts = owed[1]
+        try:
+            async with deadline(self._reply_timeout):
+                replies = [await _read_async(connection) for _ in commands]
+        except (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError):
+            await drop(connection)
+            self._unsent.append(owed)
+            return self._make()
+        except BaseException:
+            await drop(connection)
+            self._unsent.append(owed)
+            raise
+        if _lost(replies, scripts):
+            self._unsent.append(owed)
+        else:
+            _log_errors(replies)
+        return connection
+
+    async def _post(self, commands: Sequence[Command], owed: tuple[float, Batch]) -> None:
+        connection, waited = await self._take()
+        while True:
+            try:
+                async with deadline(self._reply_timeout):
+                    await connection.send_packed_command(_pack(connection, commands), check_health=False)
+            except RedisConnectionError:
+                await drop(connection)
+                if not waited:
+                    raise
+                await self._drop_idle()
+                connection, waited = self._make(), False
+                continue
+            except asyncio.TimeoutError:
+                await drop(connection)
+                raise RedisTimeoutError(
+                    f"Redis did not take a write within {self._reply_timeout:g} s"
+                ) from None
+            except BaseException:
+                await drop(connection)
+                raise
+            if self._closed:  # closed meanwhile: answered, then closed
+                await drop(await self._settle(connection, owed))
+            else:
+                self._owed[connection] = owed
+                self._idle.append(connection)
+            return
+
+    async def _send(self, commands: Sequence[Command]) -> list[Any]:
+        connection, waited = await self._take()
         while True:
             try:
                 async with deadline(self._reply_timeout):
@@ -467,11 +568,14 @@ class AsyncWire:
 
     async def _drop_idle(self) -> None:
         idle, self._idle = self._idle, []
+        self._unsent.extend(self._owed.pop(connection) for connection in idle if connection in self._owed)
         for connection in idle:
             await drop(connection)
 
     async def close(self) -> None:
         """As :meth:`Wire.close`."""
+        with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+            await self.settle()
         self._closed = True
         await self._drop_idle()
 
