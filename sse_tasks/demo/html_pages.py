@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 
 from .._core.errors import SSETasksError
 from ..web.html import renderer_of
+from ..web.proxy import mount_path
 from ..web.render import card_container_id, escape, output_container_id
 
 if TYPE_CHECKING:
@@ -47,10 +48,6 @@ label { display: block; } input { width: 8rem; }
 .output { white-space: pre-wrap; font-family: ui-monospace, monospace; max-height: 14rem; overflow: auto; }
 .sse-task-log { color: #666; }
 """
-
-
-def _root(request: Request) -> str:
-    return str(request.scope.get("root_path", "")).rstrip("/")
 
 
 def _forms(start: Callable[[str], str]) -> str:
@@ -118,7 +115,7 @@ class _FormError(SSETasksError):
 
 
 def _stream_url(hub: TaskHub, request: Request, task: Task, kind: str) -> str:
-    url = f"{_root(request)}/tasks/{quote(task.id)}/{kind}"
+    url = f"{mount_path(request)}/tasks/{quote(task.id)}/{kind}"
     tokens = hub.settings.tokens
     return f"{url}?token={quote(tokens.issue(task.id))}" if tokens is not None else url
 
@@ -161,7 +158,7 @@ def html_page_routes(hub: TaskHub) -> list[BaseRoute]:
             return f'<p class="error" role="alert">{escape(exc.message)}</p>'
 
     async def htmx_page(request: Request) -> Response:
-        root = escape(_root(request))  # a forwarded prefix may hold quotes and markup
+        root = escape(mount_path(request))  # a forwarded prefix may hold quotes and markup
         scripts = (
             f'<script src="{root}/vendor/htmx.min.js"></script>'
             f'<script src="{root}/vendor/htmx-ext-sse.min.js"></script>'
@@ -179,7 +176,7 @@ def html_page_routes(hub: TaskHub) -> list[BaseRoute]:
         return HTMLResponse(htmx_widget(request, task))
 
     async def datastar_page(request: Request) -> Response:
-        root = _root(request)
+        root = mount_path(request)
         scripts = f'<script type="module" src="{escape(root)}/vendor/datastar.js"></script>'
         start = escape(json.dumps(f"{root}/datastar/start"))  # a JS string in an attribute
         forms = _forms(lambda name: f"data-on-submit=\"@post({start}, {{contentType: 'form'}})\"")

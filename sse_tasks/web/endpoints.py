@@ -50,6 +50,7 @@ from .operations import (
     TASK_IDS,
 )
 from .paging import older_than
+from .proxy import mount_path
 from .sse import SSEStream, StreamMonitor, sse_headers
 from .streams import Body, Resume, Selection, StreamPlan, global_stream, task_stream
 
@@ -165,7 +166,7 @@ async def submit_task(web: Web, request: Request) -> Response:
     if not isinstance(tags, list):
         raise InvalidRequest("'tags' must be a list of strings")
     task = await web.runner.submit_json(name, body.get("params", {}), owner=owner, tags=tags)
-    root = _root(request)
+    root = mount_path(request)
     answer = task.to_dict(root)
     if settings.tokens is not None:
         answer["token"] = settings.tokens.issue(task.id)
@@ -200,14 +201,14 @@ async def list_tasks(web: Web, request: Request) -> Response:
         if before is not None:
             scanned = older_than(scanned, before)
         tasks = [t for t in scanned if visible is None or visible(t)][:limit]
-    root = _root(request)
+    root = mount_path(request)
     return JSON({"tasks": [t.to_dict(root) for t in tasks], "cursor": cursor})
 
 
 async def get_task(web: Web, request: Request) -> Response:
     """The task's snapshot."""
     task = await web.gate.task("read", request, request.path_params["task_id"])
-    return JSON(task.to_dict(_root(request)))
+    return JSON(task.to_dict(mount_path(request)))
 
 
 async def cancel_task(web: Web, request: Request) -> Response:
@@ -215,7 +216,7 @@ async def cancel_task(web: Web, request: Request) -> Response:
     task_id = request.path_params["task_id"]
     await web.gate.task("cancel", request, task_id)
     task = await web.runner.cancel(task_id)
-    return JSON(task.to_dict(_root(request)), status_code=202)
+    return JSON(task.to_dict(mount_path(request)), status_code=202)
 
 
 async def task_output(web: Web, request: Request) -> Response:
@@ -230,7 +231,7 @@ async def task_events(web: Web, request: Request) -> Response | SSEStream:
     """SSE stream of one task; 204 when resuming at or past its terminal event."""
     web.check_stream_capacity()
     runner = web.runner
-    plan = StreamPlan(runner, web.settings, Selection(), _root(request))
+    plan = StreamPlan(runner, web.settings, Selection(), mount_path(request))
     task = await web.gate.task("follow", request, request.path_params["task_id"])
     plan.selection = Selection(task_ids=frozenset({task.id}), output=True)
     plan.single = task
@@ -263,14 +264,14 @@ async def events(web: Web, request: Request) -> Response | SSEStream:
         visible=visible,
         output=_query_flag(request, OUTPUT),
     )
-    plan = StreamPlan(web.runner, web.settings, selection, _root(request))
+    plan = StreamPlan(web.runner, web.settings, selection, mount_path(request))
     body = await global_stream(plan, Resume(web.runner, _last_event_id(request)))
     return web.open_stream(request, body)
 
 
 async def openapi(web: Web, request: Request) -> Response:
     """This API as an OpenAPI 3.1 document, generated from the routes served."""
-    return JSON(openapi_document(web.routes, web.runner.registry, _root(request)))
+    return JSON(openapi_document(web.routes, web.runner.registry, mount_path(request)))
 
 
 async def browser_module(web: Web, request: Request) -> Response:
@@ -367,10 +368,6 @@ def _last_event_id(request: Request) -> str | None:
     # The header is what EventSource sends on reconnect, so it beats the URL's.
     # An empty value means none (the spec's initial last event ID is the empty string).
     return LAST_EVENT_ID_HEADER.get(request) or LAST_EVENT_ID.get(request) or None
-
-
-def _root(request: Request) -> str:
-    return str(request.scope.get("root_path", "")).rstrip("/")
 
 
 def _client(request: Request) -> str:

@@ -33,6 +33,7 @@ from .._core import codec
 from .._core.errors import NotFound
 from .._core.models import OUTPUT_EVENT, RESET_EVENT, OutputChunk, Task
 from .operations import LAST_EVENT_ID, LAST_EVENT_ID_HEADER
+from .proxy import mount_path
 from .render import HtmlRenderer, TaskCard, escape, output_container_id
 from .streams import Body, Resume, Selection, StreamPlan, retry_frame, task_stream
 
@@ -182,17 +183,13 @@ class StreamTools:
     respond: Callable[[Request, Body], SSEStream]
 
 
-def _root(request: Request) -> str:
-    return str(request.scope.get("root_path", "")).rstrip("/")
-
-
 async def html_stream(
     request: Request, tools: StreamTools, make_dialect: Callable[[Task], Dialect]
 ) -> SSEStream:
     """One task's stream in ``make_dialect(task)``'s fragments (access checked like ``/events``)."""
     tools.check_capacity()
     runner = tools.runner
-    plan = StreamPlan(runner, tools.settings, Selection(), _root(request))
+    plan = StreamPlan(runner, tools.settings, Selection(), mount_path(request))
     task = await tools.gate.task("follow", request, request.path_params["task_id"])
     plan.selection = Selection(task_ids=frozenset({task.id}), output=True)
     plan.single = task

@@ -12,9 +12,17 @@ import logging
 import re
 from collections.abc import Iterable
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger("sse_tasks")
+
+
+def mount_path(request: Request) -> str:
+    """Where the hub is mounted for this request: its ``root_path``, without a trailing
+    slash (``""`` at the root); the links and pages the hub writes start with it."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
 
 #: Longest prefix accepted, in characters.
 MAX_PREFIX = 256
