@@ -11,12 +11,14 @@ environment variable, ``SSE_TASKS_SERVE_CONFIG``, read only by their app factory
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import socket
 from typing import Any, cast
 
 import click
 
-from .app import _cwd_on_path, _environment_variable, log_config, served_app
+from .app import ConfigError, _cwd_on_path, _environment_variable, log_config, served_app
 from .config import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_HEADER_SIZE,
@@ -136,6 +138,7 @@ def run(config: ServeConfig) -> None:
 
     _cwd_on_path()  # before uvicorn spawns --workers: they inherit sys.path
     served: Any = served_app(config)
+    _check_address(config.host, config.port)
     if config.workers > 1:
         served = "sse_tasks.cli.app:_worker_app"
     # The workers inherit the environment as it is when they start; this process does
@@ -157,3 +160,20 @@ def run(config: ServeConfig) -> None:
             # uvicorn calls it as it calls a protocol class, with keywords.
             http=cast("type[asyncio.Protocol]", protocol_for(config)),
         )
+
+
+def _check_address(host: str, port: int) -> None:
+    """Raise :class:`ConfigError` if ``host:port`` cannot be listened on (in use, not an
+    address of this machine): one line, where uvicorn would log an error after the app's
+    startup and exit with status 3. Bound as uvicorn binds it, then let go."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                reason = "the port is in use"
+            else:  # (a name that does not resolve is a gaierror, its errno negative)
+                reason = (exc.strerror or str(exc)).lower()
+            raise ConfigError(f"cannot listen on {host}:{port}: {reason}") from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -163,6 +164,20 @@ def test_an_unknown_broker() -> None:
 def test_metrics_without_prometheus_client() -> None:
     line = error_line(cli("serve", "--port", "0", "--metrics", block=("prometheus_client",)))
     assert "pip install 'sse-tasks[metrics]'" in line
+
+
+#: A broker several workers can share (never reached: the address is refused first).
+BROKER = {"1": (), "2": ("--broker", "redis://127.0.0.1:1/0")}
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_address_it_cannot_listen_on(workers: str) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        line = error_line(cli("serve", "--port", port, "--workers", workers, *BROKER[workers]))
+    assert line == f"Error: cannot listen on 127.0.0.1:{port}: the port is in use"
+    line = error_line(cli("serve", "--host", "nosuchhost.invalid", "--port", "0"))
+    assert line.startswith("Error: cannot listen on nosuchhost.invalid:0: ")
 
 
 @pytest.mark.parametrize(
