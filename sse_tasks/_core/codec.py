@@ -92,6 +92,21 @@ def dumps(value: Any) -> bytes:
     return _dumps_stdlib(value)
 
 
+def dumps_record(record: dict[str, Any], free: tuple[str, ...]) -> bytes:
+    """:func:`dumps` for a record whose fields other than ``free`` hold only text,
+    integers, None and lists of text: NaN and Infinity are looked for in ``free`` alone
+    (a task snapshot: its progress, result, error and metadata), not through it all."""
+    if _orjson is not None:
+        try:
+            encoded: bytes = _orjson.dumps(record)
+        except _orjson.JSONEncodeError:
+            return _dumps_stdlib(record)
+        if b"null" in encoded and any(_has_nan(record[name]) for name in free):
+            raise ValueError(_NAN)
+        return encoded
+    return _dumps_stdlib(record)
+
+
 _NAN = "NaN and Infinity are not valid JSON"
 _TOO_DEEP = f"containers are nested deeper than {MAX_DEPTH} levels"
 _HUGE = re.compile(r"[0-9]{309}")  # a run of digits that may be an integer beyond a double

@@ -169,7 +169,12 @@ class Task:
 
     def to_dict(self, root_path: str = "") -> dict[str, Any]:
         """The public JSON snapshot; links are relative to ``root_path`` (the mount point)."""
+        data = self._public()
         base = task_path(self.id, root_path)
+        data["links"] = {"self": base, "events": f"{base}/events", "output": f"{base}/output"}
+        return data
+
+    def _public(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "name": self.name,
@@ -184,13 +189,11 @@ class Task:
             "output_chunks": self.output_chunks,
             "metadata": self.metadata,
             "tags": list(self.tags),
-            "links": {"self": base, "events": f"{base}/events", "output": f"{base}/output"},
         }
 
     def to_record(self) -> dict[str, Any]:
         """Everything a broker stores, links excluded (they depend on the mount)."""
-        data = self.to_dict()
-        del data["links"]
+        data = self._public()
         data["event_id"] = self.event_id
         data["event_type"] = self.event_type
         if self.owner is not None:

@@ -296,12 +296,13 @@ class WorkerRun:
             changes.setdefault("progress", self._progress)
             changes.setdefault("message", self._message)
             changes.setdefault("metadata", self._metadata)
+            start = self._start
+            if start is not None:
+                changes["started_at"] = start[0].started_at
             final = self.task.evolve(
                 state=state, finished_at=utcnow(), output_chunks=self._budget.chunks, **changes
             )
             start, grace = self._take_start(), self.outage_grace
-            if start is not None:
-                final = final.evolve(started_at=start[0].started_at)
             try:
                 # Not waited for: the worker goes on to its next task as Redis stores this.
                 write = lambda: self.writer.final(final, started=start, retry_for=grace, wait=False)  # noqa: E731

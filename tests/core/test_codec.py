@@ -143,6 +143,26 @@ def test_dumps_refuses_what_is_not_json(backend: str, value: Any) -> None:
 
 
 @pytest.mark.parametrize(
+    "value",
+    [
+        float("nan"),
+        [float("inf")],
+        {"a": {"b": (1, float("-inf"))}},
+        "\ud800",
+        {1, 2},
+        type("Mapping", (dict,), {})(a=float("nan")),
+    ],
+    ids=["nan", "inf", "nested -inf", "surrogate", "set", "nan in a dict subclass"],
+)
+def test_dumps_record_refuses_in_its_free_fields_what_is_not_json(backend: str, value: Any) -> None:
+    record = {"id": "a", "message": None, "tags": ["x"], "result": value}
+    with pytest.raises((TypeError, ValueError)):
+        codec.dumps_record(record, ("result",))
+    record["result"] = [1.5, None, {"k": "v"}]
+    assert codec.dumps_record(record, ("result",)) == codec.dumps(record)
+
+
+@pytest.mark.parametrize(
     "make", [cyclic_list, cyclic_dict, lambda: nested(100_000)], ids=["list", "dict", "deep"]
 )
 def test_dumps_refuses_cycles_and_nesting_too_deep_cleanly(backend: str, make: Callable[[], Any]) -> None:

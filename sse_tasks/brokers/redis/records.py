@@ -7,12 +7,16 @@ from typing import Any
 from ..._core import codec
 from ..._core.models import OutputChunk, Task
 
+#: The fields of a snapshot that may hold a float (any JSON); the others are text,
+#: integers, None or lists of text.
+_FREE = ("progress", "result", "error", "metadata")
+
 
 def data(task: Task) -> bytes:
     """The snapshot JSON a stream entry and a task hash carry (no event id or type)."""
     record = task.to_record()
     del record["event_id"], record["event_type"]
-    return codec.dumps(record)
+    return codec.dumps_record(record, _FREE)
 
 
 def task_of(fields: list[Any]) -> Task | None:
