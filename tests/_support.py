@@ -449,8 +449,10 @@ def stop_all(processes: Sequence[Proc], timeout: float = 20.0) -> None:
 
 
 def worker_pythonpath(*directories: Path) -> str:
-    """``PYTHONPATH`` for a worker: ``directories``, the checkout, then the one inherited."""
-    return os.pathsep.join([*map(str, directories), str(ROOT), os.environ.get("PYTHONPATH", "")])
+    """``PYTHONPATH`` for a worker: ``directories``, the checkout and its tests (their shared
+    helpers, such as ``_results``), then the one inherited."""
+    paths = [*map(str, directories), str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
+    return os.pathsep.join(paths)
 
 
 def broker_url_of(request: pytest.FixtureRequest) -> str:

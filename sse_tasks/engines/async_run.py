@@ -28,6 +28,7 @@ from typing import Any
 
 from .._core.context import CURRENT, TaskContext
 from .._core.models import MAX_METADATA_BYTES, OutputChunk, Task, TaskState, utcnow
+from .._runner.job import unencodable
 from .worker import _budget
 from .writer import AsyncWorkerWriter, Started
 
@@ -283,6 +284,25 @@ class AsyncRun:
                 await self.writer.final(final, started=start, retry_for=self.writer.outage_grace, wait=False)
             except self.writer.unreachable:
                 logger.error("task %s: %s not published, Redis unreachable", final.id, final.state.value)
+            except Exception:
+                # Not stored (its snapshot could not be encoded, most likely): the caller may
+                # still end it otherwise.
+                with self._lock:
+                    self.ended, self._start = False, start
+                raise
+
+    async def succeed(self, result: Any) -> TaskState:
+        """As :meth:`WorkerRun.succeed`, awaited."""
+        try:
+            await self.finish(TaskState.SUCCEEDED, progress=1.0, result=result)
+            return TaskState.SUCCEEDED
+        except Exception as exc:  # its snapshot could not be encoded: finish stored nothing
+            error = unencodable(exc)
+        logger.warning(
+            "task %s: its result could not be encoded as JSON (%s); failed", self.task.id, error["type"]
+        )
+        await self.finish(TaskState.FAILED, error=error)
+        return TaskState.FAILED
 
 
 class AsyncKeeper:

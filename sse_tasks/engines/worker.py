@@ -26,7 +26,7 @@ from .._core.budget import OutputBudget
 from .._core.context import CURRENT, TaskContext
 from .._core.errors import TaskCancelled
 from .._core.models import MAX_METADATA_BYTES, OutputChunk, Task, TaskState, utcnow
-from .._runner.job import error_of, result_error
+from .._runner.job import error_of, unencodable
 from .writer import Started, WorkerWriter
 
 logger = logging.getLogger("sse_tasks.worker")
@@ -121,24 +121,36 @@ class WorkerRun:
         ``failed`` with the exception's ``{type, message}``, ``cancelled`` on a cancel.
         For an engine whose worker hook calls the task itself (middleware, a wrapper);
         one driven by signals calls :meth:`finish` from them instead."""
-        changes: dict[str, Any]
+        changes: dict[str, Any] = {}
         self.enter()
         try:
             result = func(**self.context.params)
         except TaskCancelled:
-            state, changes = TaskState.CANCELLED, {}
+            state = TaskState.CANCELLED
         except Exception as exc:
             state, changes = TaskState.FAILED, {"error": error_of(exc)}
         else:
-            error = result_error(result)
-            if error is None:
-                state, changes = TaskState.SUCCEEDED, {"result": result, "progress": 1.0}
-            else:
-                state, changes = TaskState.FAILED, {"error": error}
+            state = TaskState.SUCCEEDED
         finally:
             self.leave()
+        if state is TaskState.SUCCEEDED:
+            return self.succeed(result)
         self.finish(state, **changes)
         return state
+
+    def succeed(self, result: Any) -> TaskState:
+        """Publish ``succeeded`` with ``result``, or ``failed`` if ``result`` is not JSON
+        (the task ran: it never ends cancelled); the state published."""
+        try:
+            self.finish(TaskState.SUCCEEDED, progress=1.0, result=result)
+            return TaskState.SUCCEEDED
+        except Exception as exc:  # its snapshot could not be encoded: finish stored nothing
+            error = unencodable(exc)
+        logger.warning(
+            "task %s: its result could not be encoded as JSON (%s); failed", self.task.id, error["type"]
+        )
+        self.finish(TaskState.FAILED, error=error)
+        return TaskState.FAILED
 
     def begin(self, running: Task, queued: Task | None, delay: float) -> None:
         """Publish ``running`` within ``delay`` seconds (creating the task from ``queued``

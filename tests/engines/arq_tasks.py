@@ -16,6 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, ClassVar
 
+from _results import ODD_RESULTS
 from arq.connections import RedisSettings
 from arq.worker import Retry
 
@@ -31,6 +32,10 @@ async def add(ctx: dict[str, Any], a: int, b: int = 1) -> int:
 
 async def fail(ctx: dict[str, Any], message: str = "boom") -> None:
     raise RuntimeError(message)
+
+
+async def odd(ctx: dict[str, Any], kind: str) -> Any:
+    return ODD_RESULTS[kind][0]()
 
 
 async def steps(ctx: dict[str, Any], n: int = 5, interval: float = 0.0, meta: bool = False) -> dict[str, int]:
@@ -132,7 +137,10 @@ async def ready(ctx: dict[str, Any]) -> None:
 
 
 class WorkerSettings:
-    functions: ClassVar[list[Any]] = [add, fail, steps, talk, stubborn, touch, burst, gated, retried, tight]
+    functions: ClassVar[list[Any]] = [
+        *(add, fail, odd, steps, talk, stubborn, touch),
+        *(burst, gated, retried, tight),
+    ]
     redis_settings = RedisSettings.from_dsn(os.environ.get("ARQ_REDIS_URL", "redis://127.0.0.1:6379/5"))
     queue_name = QUEUE
     max_jobs = int(os.environ.get("ARQ_TEST_MAX_JOBS", "2"))

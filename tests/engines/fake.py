@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from _results import ODD_RESULTS
+
 from sse_tasks import Task, TaskState, current_task
 from sse_tasks.brokers.redis import RedisBroker
 from sse_tasks.engines import Job, Keeper, NotSent, RemoteEngine, SyncWriter, WorkerRun
@@ -66,7 +68,13 @@ def touch(marker: str) -> str:
     return "touched"
 
 
-TASKS: dict[str, Callable[..., Any]] = {f.__name__: f for f in (add, fail, steps, talk, stubborn, touch)}
+def odd(kind: str) -> Any:
+    """A result that is not JSON (``_results.ODD_RESULTS``), which every engine's own
+    result store takes: the task fails with the encoding error."""
+    return ODD_RESULTS[kind][0]()
+
+
+TASKS: dict[str, Callable[..., Any]] = {f.__name__: f for f in (add, fail, steps, talk, stubborn, touch, odd)}
 
 
 @dataclass

@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+from _results import ODD_RESULTS
 from taskiq import SimpleRetryMiddleware, TaskiqDepends, TaskiqEvents, TaskiqState
 from taskiq.depends.progress_tracker import ProgressTracker
 from taskiq_redis import ListQueueBroker
@@ -42,6 +43,11 @@ async def add(a: int, b: int = 1) -> int:
 @broker.task(task_name="fail")
 async def fail(message: str = "boom") -> None:
     raise RuntimeError(message)
+
+
+@broker.task(task_name="odd")
+async def odd(kind: str) -> Any:
+    return ODD_RESULTS[kind][0]()
 
 
 @broker.task(task_name="steps")

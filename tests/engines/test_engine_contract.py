@@ -20,6 +20,7 @@ import anyio.to_thread
 import httpx
 import pytest
 from _engines import LEASE, Engine
+from _results import ODD_RESULTS
 from _support import SSEEvent, collect, sse_events, task_events, wait_for
 
 from sse_tasks import Task, TaskHub, TaskState, owner_only
@@ -142,6 +143,24 @@ async def test_progress_output_and_failure(engine: Engine, live_server: Any) -> 
         assert events.types(failed)[-1] == "failed"
         assert final.json()["error"] == {"type": "RuntimeError", "message": "no luck"}
         await assert_over(http, final)
+
+
+#: Results every engine's own result store takes (pickle, or JSON that allows NaN) but
+#: that are not JSON: each fails its task with the encoding error.
+PORTABLE_ODD = ["nan", "huge_integer", "nested_300"]
+
+
+async def test_a_result_that_is_not_json_fails_the_task_with_the_encoding_error(
+    engine: Engine, live_server: Any
+) -> None:
+    async with served(engine, live_server) as (http, events):
+        sent = {kind: await post(http, "odd", kind=kind) for kind in PORTABLE_ODD}
+        for kind, task_id in sent.items():
+            final = (await events.end(task_id)).json()
+            assert events.types(task_id) == ["queued", "running", "failed"], kind
+            assert final["error"]["type"] == ODD_RESULTS[kind][1], (kind, final["error"])
+            assert "the task ran, but its result could not be encoded as JSON" in final["error"]["message"]
+            assert final["result"] is None
 
 
 async def test_cancel_running_stops_a_body_that_swallows_exceptions(

@@ -26,7 +26,7 @@ from ..._core.errors import TaskCancelled
 from ..._core.models import MAX_METADATA_BYTES, TaskState, valid_task_id
 from ...brokers import is_redis_url
 from ...brokers.redis import RedisBroker
-from ...engines import AsyncKeeper, AsyncRun, AsyncWriter, error_of, result_error
+from ...engines import AsyncKeeper, AsyncRun, AsyncWriter, error_of
 from .message import HUB_KWARG, TAGS_KWARG, _setting, functions_of, queued_snapshot
 
 logger = logging.getLogger("sse_tasks.arq")
@@ -155,11 +155,7 @@ class ArqHook:
         finally:
             run.leave()
             self.runs.pop(job_id, None)
-        error = result_error(result)
-        if error is None:
-            await run.finish(TaskState.SUCCEEDED, result=result, progress=1.0)
-        else:
-            await run.finish(TaskState.FAILED, error=error)
+        await run.succeed(result)
         return result
 
     async def _stopped(self, run: AsyncRun, job_try: int, most: int) -> None:

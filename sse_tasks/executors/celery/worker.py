@@ -34,7 +34,7 @@ from ..._core.errors import TaskCancelled
 from ..._core.models import MAX_METADATA_BYTES, OutputChunk, Task, TaskState, utcnow
 from ...brokers import is_redis_url
 from ...brokers.redis import RedisBroker
-from ...engines import Keeper, SyncWriter, WorkerRun, error_of, result_error, unencodable
+from ...engines import Keeper, SyncWriter, WorkerRun, error_of
 from .cancel import cancellable
 from .gate import admit_received, discard_cancelled
 from .message import (
@@ -284,17 +284,7 @@ class CeleryHook:
         run = self._run_of(sender)
         if run is None:
             return
-        error = result_error(result)
-        if error is None:
-            try:
-                run.finish(TaskState.SUCCEEDED, progress=1.0, result=result)
-                return
-            except Exception as exc:  # the task ran: it must not end as cancelled (postrun)
-                error = unencodable(exc)
-        logger.warning(
-            "task %s: its result could not be encoded as JSON (%s); failed", run.task.id, error["type"]
-        )
-        run.finish(TaskState.FAILED, error=error)
+        run.succeed(result)  # the task ran: never cancelled (postrun), failed if not JSON
 
     def _on_task_failure(
         self, sender: Any = None, task_id: Any = None, exception: Any = None, **_: Any

@@ -35,7 +35,7 @@ from ..._core.errors import TaskCancelled
 from ..._core.models import TaskState, utcnow, valid_task_id
 from ...brokers import is_redis_url
 from ...brokers.redis import RedisBroker
-from ...engines import Keeper, SyncWriter, WorkerRun, error_of, result_error, unencodable
+from ...engines import Keeper, SyncWriter, WorkerRun, error_of
 from .message import HUB_OPTION, queued_snapshot
 
 logger = logging.getLogger("sse_tasks.dramatiq")
@@ -214,17 +214,7 @@ class StatusMiddleware(Middleware):
         return run
 
     def _succeeded(self, run: WorkerRun, result: Any) -> None:
-        error = result_error(result)
-        if error is None:
-            try:
-                run.finish(TaskState.SUCCEEDED, progress=1.0, result=result)
-                return
-            except Exception as exc:  # the task ran: it ends failed, never cancelled
-                error = unencodable(exc)
-        logger.warning(
-            "task %s: its result could not be encoded as JSON (%s); failed", run.task.id, error["type"]
-        )
-        run.finish(TaskState.FAILED, error=error)
+        run.succeed(result)  # the task ran: it ends failed if not JSON, never cancelled
 
 
 def connect(

@@ -32,7 +32,7 @@ from huey.exceptions import CancelExecution
 from ..._core.errors import TaskCancelled
 from ..._core.models import OutputChunk, Task, TaskState, utcnow, valid_task_id
 from ..._core.text import clean_text
-from ..._runner.job import error_of, result_error, unencodable
+from ..._runner.job import error_of
 from ...brokers import is_redis_url
 from ...brokers.redis import RedisBroker
 from ...brokers.redis.sync import SyncWriter
@@ -201,15 +201,7 @@ class HueyHook:
 
     def _publish(self, task: Any, run: WorkerRun, value: Any, exception: BaseException | None) -> None:
         if exception is None:
-            error = result_error(value)
-            if error is None:
-                try:
-                    run.finish(TaskState.SUCCEEDED, progress=1.0, result=value)
-                    return
-                except Exception as exc:
-                    error = unencodable(exc)
-            logger.warning("task %s: its result could not be encoded as JSON; failed", task.id)
-            run.finish(TaskState.FAILED, error=error)
+            run.succeed(value)
         elif task.retries:  # Huey retries it: its next attempt is queued
             total = getattr(type(task), "default_retries", 0) or task.retries
             attempt = max(1, total - task.retries + 1)

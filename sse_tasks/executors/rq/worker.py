@@ -24,7 +24,7 @@ from ..._core.models import OutputChunk, Task, TaskState, valid_task_id
 from ..._core.text import short_text
 from ...brokers import is_redis_url
 from ...brokers.redis import RedisBroker
-from ...engines import Keeper, SyncWriter, WorkerRun, error_of, result_error
+from ...engines import Keeper, SyncWriter, WorkerRun, error_of
 from ...engines.meta import progress_of
 from ...engines.tags import TAGS_KEY, sent_tags
 
@@ -82,11 +82,7 @@ class Job(rq.job.Job):
             self.meta[RETRIED_KEY] = True
             run.requeue("retrying (the job returned Retry)")
             return result
-        error = result_error(result)
-        if error is None:
-            run.finish(TaskState.SUCCEEDED, result=result, progress=1.0)
-        else:
-            run.finish(TaskState.FAILED, error=error)
+        run.succeed(result)
         return result
 
 

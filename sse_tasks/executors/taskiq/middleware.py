@@ -34,7 +34,7 @@ from ..._core.models import Task, TaskState, utcnow, valid_task_id
 from ..._core.text import clean_text
 from ...brokers import is_redis_url
 from ...brokers.redis import RedisBroker
-from ...engines import AsyncKeeper, AsyncRun, AsyncWriter, error_of, result_error, unencodable
+from ...engines import AsyncKeeper, AsyncRun, AsyncWriter, error_of
 from ...engines.tags import TAGS_KEY, sent_tags
 from .progress import route_set_progress
 
@@ -221,15 +221,7 @@ class StatusMiddleware(TaskiqMiddleware):
             elif error is not None:
                 await run.finish(TaskState.FAILED, error=error_of(error))
             else:
-                value = result.return_value
-                problem = result_error(value)
-                if problem is None:
-                    try:
-                        await run.finish(TaskState.SUCCEEDED, progress=1.0, result=value)
-                        return
-                    except Exception as exc:
-                        problem = unencodable(exc)
-                await run.finish(TaskState.FAILED, error=problem)
+                await run.succeed(result.return_value)
         finally:
             run.leave()
 
