@@ -101,8 +101,11 @@ def dumps_record(record: dict[str, Any], free: tuple[str, ...]) -> bytes:
             encoded: bytes = _orjson.dumps(record)
         except _orjson.JSONEncodeError:
             return _dumps_stdlib(record)
-        if b"null" in encoded and any(_has_nan(record[name]) for name in free):
-            raise ValueError(_NAN)
+        if b"null" in encoded:
+            for name in free:
+                value = record[name]
+                if type(value) not in _PLAIN and _has_nan(value):
+                    raise ValueError(_NAN)
         return encoded
     return _dumps_stdlib(record)
 

@@ -12,7 +12,8 @@ keyword arguments checked against the header.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -60,6 +61,8 @@ class Script:
                 body.append(_text(rest.strip()))
                 continue
             body.append(line)
+        self._key_values = _values_of(self.keys)
+        self._arg_values = _values_of(self.args)
         prologue = [_locals(self.keys, "KEYS"), _locals(self.args, "ARGV")]
         self.source = "\n".join([*filter(None, prologue), *body]) + "\n"
         self._script: AsyncScript | None = None
@@ -93,7 +96,17 @@ class Script:
         # Lengths here, names below (a missing one is a KeyError): this runs on every publish.
         if len(keys) != len(self.keys) or len(args) != len(self.args) or (rest and not self.variadic):
             raise TypeError(f"{self.name}.lua takes KEYS {self.keys} and ARGV {self.args}")
-        return [keys[name] for name in self.keys], [*(args[name] for name in self.args), *rest]
+        return self._key_values(keys), [*self._arg_values(args), *rest]
+
+
+def _values_of(names: Sequence[str]) -> Callable[[Mapping[str, Any]], list[Any]]:
+    """The values of ``names`` in a mapping, in order (a ``KeyError`` for one missing)."""
+    if not names:
+        return lambda mapping: []
+    get = operator.itemgetter(*names)  # (one C call: this runs on every publish)
+    if len(names) == 1:
+        return lambda mapping: [get(mapping)]
+    return lambda mapping: list(get(mapping))
 
 
 def _locals(names: Sequence[str], table: str) -> str:
