@@ -15,6 +15,7 @@ import json
 import math
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from .text import has_lone_surrogate
@@ -81,33 +82,35 @@ def dumps(value: Any) -> bytes:
     surrogate, containers nested deeper than :data:`MAX_DEPTH` or holding themselves.
     Never ``RecursionError``.
     """
-    if _orjson is not None:
-        try:
-            encoded: bytes = _orjson.dumps(value)
-        except _orjson.JSONEncodeError:
-            return _dumps_stdlib(value)  # the same answer as without orjson
-        if b"null" in encoded and _has_nan(value):
-            raise ValueError(_NAN)
-        return encoded
-    return _dumps_stdlib(value)
+    return _dumps(value, _has_nan)
 
 
 def dumps_record(record: dict[str, Any], free: tuple[str, ...]) -> bytes:
     """:func:`dumps` for a record whose fields other than ``free`` hold only text,
     integers, None and lists of text: NaN and Infinity are looked for in ``free`` alone
     (a task snapshot: its progress, result, error and metadata), not through it all."""
+
+    def has_nan(record: dict[str, Any]) -> bool:
+        for name in free:  # a loop, not any(): this runs on every snapshot a worker writes
+            value = record[name]
+            if type(value) not in _PLAIN and _has_nan(value):
+                return True
+        return False
+
+    return _dumps(record, has_nan)
+
+
+def _dumps(value: Any, has_nan: Callable[[Any], bool]) -> bytes:
     if _orjson is not None:
         try:
-            encoded: bytes = _orjson.dumps(record)
+            encoded: bytes = _orjson.dumps(value)
         except _orjson.JSONEncodeError:
-            return _dumps_stdlib(record)
-        if b"null" in encoded:
-            for name in free:
-                value = record[name]
-                if type(value) not in _PLAIN and _has_nan(value):
-                    raise ValueError(_NAN)
+            return _dumps_stdlib(value)  # the same answer as without orjson
+        # orjson writes NaN and Infinity as null: a document with none holds neither.
+        if b"null" in encoded and has_nan(value):
+            raise ValueError(_NAN)
         return encoded
-    return _dumps_stdlib(record)
+    return _dumps_stdlib(value)
 
 
 _NAN = "NaN and Infinity are not valid JSON"

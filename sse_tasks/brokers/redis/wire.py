@@ -282,8 +282,10 @@ class Wire:
             with self._lock:
                 self._unsent.append(owed)
             return self._make()
-        except BaseException:
+        except BaseException:  # interrupted: whether it was answered is unknown
             connection.disconnect()
+            with self._lock:
+                self._unsent.append(owed)
             raise
         if _lost(replies, scripts):
             with self._lock:
@@ -560,10 +562,8 @@ class AsyncWire:
             except BaseException:
                 await drop(connection)
                 raise
-            if self._closed:
+            if not self._give(connection):
                 await drop(connection)
-            else:
-                self._idle.append(connection)
             return replies
 
     async def _drop_idle(self) -> None:
