@@ -71,6 +71,9 @@ def _finite_float(text: str) -> float:
 
 #: Containers nested in one another that a document may hold (orjson refuses deeper ones).
 MAX_DEPTH = 254
+#: Nesting :func:`loads` decodes at most (orjson's own limit): Python's json module stops
+#: near the recursion limit before 3.12 and goes far deeper from 3.12 on.
+MAX_DECODE_DEPTH = 1024
 
 
 def dumps(value: Any) -> bytes:
@@ -149,7 +152,8 @@ def _containers(value: Any) -> Any:
 
 
 def _depth(value: Any) -> int:
-    """How deeply containers nest in ``value`` (one that encoded, so it holds no cycle)."""
+    """How deeply containers nest in ``value`` (one that encoded or was decoded, so it holds
+    no cycle)."""
     deepest = 0
     stack = [(value, 1)]
     while stack:
@@ -242,6 +246,8 @@ def _loads_stdlib(data: bytes | str) -> Any:
         )
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+    if text.count("[") + text.count("{") > MAX_DECODE_DEPTH and _depth(value) > MAX_DECODE_DEPTH:
+        raise ValueError("JSON nested too deeply")
     # Strict UTF-8 bytes hold no surrogate: only an escape (or text given as str) can.
     if (text is data or "\\u" in text) and has_lone_surrogate(value):
         raise LoneSurrogate("a string holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text")

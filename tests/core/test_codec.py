@@ -69,6 +69,7 @@ def cyclic_dict() -> dict[str, Any]:
         (b"-Infinity", False),
         (b"[" * 100_000, False),
         (b"[" * 5_000 + b"]" * 5_000, False),
+        (b"[" * 1_025 + b"]" * 1_025, False),  # past MAX_DECODE_DEPTH, on every Python
         (b'{"a": 1,}', False),
         (b"", False),
         (b"\xef\xbb\xbf{}", False),
