@@ -30,6 +30,7 @@ from _support import JSON_BACKENDS, HubFactory, LiveServer, in_process, use_json
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from sse_tasks._core import codec
 from sse_tasks import TaskContext, TaskHub, TaskTokens
 from sse_tasks.demo import register_demo_tasks
 
@@ -319,6 +320,8 @@ def reference_json(body: bytes) -> tuple[str, Any]:
         return "invalid", None
     if huge:  # refused while parsing, before any string is looked at
         return "huge", value
+    if _depth(value) > codec.MAX_DECODE_DEPTH:  # (Python's json goes deeper from 3.12 on)
+        return "invalid", None
     verdict = "ok"
     stack = [value]
     while stack:
@@ -334,6 +337,16 @@ def reference_json(body: bytes) -> tuple[str, Any]:
         elif _integer(item) and abs(item) > sys.float_info.max:
             verdict = "huge"
     return verdict, value
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def expected_shape(doc: Any) -> int:
