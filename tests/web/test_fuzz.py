@@ -30,8 +30,8 @@ from _support import JSON_BACKENDS, HubFactory, LiveServer, in_process, use_json
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from sse_tasks._core import codec
 from sse_tasks import TaskContext, TaskHub, TaskTokens
+from sse_tasks._core import codec
 from sse_tasks.demo import register_demo_tasks
 
 SECRET = "fuzzing-secret-of-enough-length"
