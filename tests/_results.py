@@ -34,4 +34,5 @@ ODD_RESULTS: dict[str, tuple[Callable[[], Any], str]] = {
     "nested_300": (lambda: nested(300), "ValueError"),
     "nested_1000": (lambda: nested(1000), "ValueError"),
     "cycle": (cycle, "ValueError"),
+    "keys_written_alike": (lambda: {1: "a", "1": "b"}, "ValueError"),
 }

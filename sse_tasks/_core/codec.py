@@ -119,6 +119,9 @@ def _dumps(value: Any, has_nan: Callable[[Any], bool]) -> bytes:
 _NAN = "NaN and Infinity are not valid JSON"
 _TOO_DEEP = f"containers are nested deeper than {MAX_DEPTH} levels"
 _HUGE = re.compile(r"[0-9]{309}")  # a run of digits that may be an integer beyond a double
+# A key JSON writes as text though it was not (1, 2.5, True, None): it may now be the
+# same name as another key of its object, which I-JSON forbids (and decoders keep one).
+_WRITTEN_KEY = re.compile(r'[{,]"(?:-?[0-9][^"]*|true|false|null)":')
 
 
 def _dumps_stdlib(value: Any) -> bytes:
@@ -135,6 +138,8 @@ def _dumps_stdlib(value: Any) -> bytes:
         raise ValueError(_TOO_DEEP)
     if _HUGE.search(text) and _has_huge_int(value):
         raise ValueError("an integer is out of a double's range")
+    if _WRITTEN_KEY.search(text) and (twice := _key_written_twice(value)) is not None:
+        raise ValueError(f"an object has two keys written as the same text ({twice!r})")
     try:
         return text.encode()
     except UnicodeEncodeError:
@@ -163,6 +168,31 @@ def _depth(value: Any) -> int:
             deepest = max(deepest, depth)
             stack.extend((child, depth + 1) for child in children)
     return deepest
+
+
+def _key_written_twice(value: Any) -> str | None:
+    """A name two keys of one object of ``value`` are written as ({1: …, "1": …}), if any."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if not all(type(key) is str for key in item):
+                names = [_key_text(key) for key in item]
+                if len(set(names)) < len(names):
+                    return next(name for name in names if names.count(name) > 1)
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return None
+
+
+def _key_text(key: Any) -> str:
+    """A key as Python's json module writes it (it refused any other kind)."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bool) or key is None:
+        return {True: "true", False: "false", None: "null"}[key]
+    return float.__repr__(key) if isinstance(key, float) else int.__repr__(key)
 
 
 def _has_huge_int(value: Any) -> bool:

@@ -105,6 +105,12 @@ def test_dumps_writes_compact_utf8(backend: str) -> None:
     assert codec.loads(encoded) == value
 
 
+def test_dumps_writes_keys_that_are_not_text_as_text_when_no_two_meet(backend: str) -> None:
+    value = {1: "a", "2": "b", None: [{True: 0}], 2.5: 1}
+    assert codec.dumps(value) == b'{"1":"a","2":"b","null":[{"true":0}],"2.5":1}'
+    assert codec.dumps({"1": {"1": 1}, 'k,"1":': 2}) == b'{"1":{"1":1},"k,\\"1\\":":2}'
+
+
 def test_dumps_keeps_integers_past_64_bits(backend: str) -> None:
     assert codec.dumps([2**70, -(2**70)]) == b"[1180591620717411303424,-1180591620717411303424]"
 
@@ -117,6 +123,9 @@ NOT_JSON: dict[str, Any] = {
     "surrogate": "\ud800",
     "nested surrogate": {"a": ["\udfff"]},
     "surrogate key": {"\ud800": 1},
+    "two keys written alike": {1: "a", "1": "b"},
+    "nested keys written alike": [{"x": {True: 1, "true": 2}}],
+    "float and text key alike": {2.5: 0, "2.5": 1},
     "bytes": b"bytes",
     "set": {1, 2},
     "object": object(),

@@ -147,7 +147,7 @@ async def test_progress_output_and_failure(engine: Engine, live_server: Any) -> 
 
 #: Results every engine's own result store takes (pickle, or JSON that allows NaN) but
 #: that are not JSON: each fails its task with the encoding error.
-PORTABLE_ODD = ["nan", "huge_integer", "nested_300"]
+PORTABLE_ODD = ["nan", "huge_integer", "nested_300", "keys_written_alike"]
 
 
 async def test_a_result_that_is_not_json_fails_the_task_with_the_encoding_error(
