@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from sse_tasks._core.models import MAX_RESULT_BYTES
+
 
 def nested(depth: int) -> list[Any]:
     """Lists ``depth`` deep."""
@@ -35,4 +37,11 @@ ODD_RESULTS: dict[str, tuple[Callable[[], Any], str]] = {
     "nested_1000": (lambda: nested(1000), "ValueError"),
     "cycle": (cycle, "ValueError"),
     "keys_written_alike": (lambda: {1: "a", "1": "b"}, "ValueError"),
+    "too_large": (lambda: "x" * MAX_RESULT_BYTES, "ResultTooLarge"),  # (and its two quotes)
 }
+
+
+def odd_message(kind: str) -> str:
+    """How the error message of the task whose result is ``ODD_RESULTS[kind]`` begins."""
+    cannot = "be stored" if kind == "too_large" else "be encoded as JSON"
+    return f"the task ran, but its result could not {cannot}: "

@@ -66,6 +66,21 @@ TAG_PATTERN = r"^[A-Za-z0-9:_\-./@]{1,64}$"
 _TAG = re.compile(r"[A-Za-z0-9:_\-./@]{1,64}")
 #: The default bound of a task's encoded metadata (``TaskHub(max_metadata_bytes=…)``).
 MAX_METADATA_BYTES = 4096
+#: The bound of a task's result, encoded: every snapshot and final event carries it, so a
+#: task with more to hand back stores it elsewhere and returns where it is.
+MAX_RESULT_BYTES = 1 << 20
+
+
+class ResultTooLarge(ValueError):
+    """A task's result is more than :data:`MAX_RESULT_BYTES` encoded."""
+
+
+def check_result_size(result: Any) -> None:
+    """Raise :class:`ResultTooLarge` if ``result`` (JSON) encodes to more than
+    :data:`MAX_RESULT_BYTES`."""
+    size = len(codec.dumps(result))
+    if size > MAX_RESULT_BYTES:
+        raise ResultTooLarge(f"it is {size:,} bytes encoded, more than the {MAX_RESULT_BYTES:,} allowed")
 
 
 def check_tag(tag: object) -> str:

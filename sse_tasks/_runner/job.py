@@ -11,7 +11,17 @@ from typing import Any
 import anyio
 
 from .._core import codec
-from .._core.models import OutputChunk, Task, TaskEvent, TaskState, event_type_for, utcnow
+from .._core.models import (
+    MAX_RESULT_BYTES,
+    OutputChunk,
+    ResultTooLarge,
+    Task,
+    TaskEvent,
+    TaskState,
+    check_result_size,
+    event_type_for,
+    utcnow,
+)
 from .._core.registry import RegisteredTask
 from .._core.stats import HubStats
 from .._core.text import short_text
@@ -111,7 +121,8 @@ def result_error(result: Any) -> dict[str, str] | None:
     """The error a task whose ``result`` is not JSON ends ``failed`` with (see
     :func:`unencodable`), or None if it is JSON (as deep as a snapshot holds it)."""
     try:
-        codec.dumps({"result": result})
+        if len(codec.dumps({"result": result})) > MAX_RESULT_BYTES:
+            check_result_size(result)
     except Exception as exc:  # a result's own methods may raise anything
         return unencodable(exc)
     return None
@@ -121,7 +132,8 @@ def unencodable(exc: BaseException) -> dict[str, str]:
     """The error of a task that ran but whose result could not be encoded as JSON: the
     encoding error's type (``TypeError``, ``ValueError``) and a message saying so."""
     error = error_of(exc)
-    message = f"the task ran, but its result could not be encoded as JSON: {error['message']}"
+    cannot = "be stored" if isinstance(exc, ResultTooLarge) else "be encoded as JSON"
+    message = f"the task ran, but its result could not {cannot}: {error['message']}"
     return {"type": error["type"], "message": message}
 
 

@@ -298,9 +298,7 @@ class AsyncRun:
             return TaskState.SUCCEEDED
         except Exception as exc:  # its snapshot could not be encoded: finish stored nothing
             error = unencodable(exc)
-        logger.warning(
-            "task %s: its result could not be encoded as JSON (%s); failed", self.task.id, error["type"]
-        )
+        logger.warning("task %s failed: %s (%s)", self.task.id, error["message"], error["type"])
         await self.finish(TaskState.FAILED, error=error)
         return TaskState.FAILED
 

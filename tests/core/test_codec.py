@@ -227,7 +227,7 @@ def test_both_backends_encode_alike(value: Any, monkeypatch: pytest.MonkeyPatch)
     assert fast == plain
 
 
-@pytest.mark.parametrize("kind", list(ODD_RESULTS))
+@pytest.mark.parametrize("kind", [kind for kind in ODD_RESULTS if kind != "too_large"])  # (JSON, but big)
 def test_dumps_refuses_what_is_not_json_with_the_same_error_on_both_paths(backend: str, kind: str) -> None:
     make, error_type = ODD_RESULTS[kind]
     with pytest.raises((TypeError, ValueError)) as caught:

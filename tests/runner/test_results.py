@@ -8,8 +8,10 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _results import ODD_RESULTS
+from _results import ODD_RESULTS, odd_message
 from _support import HubFactory, ServerFactory, collect, task_events
+
+from sse_tasks._core.models import MAX_RESULT_BYTES
 
 pytestmark = pytest.mark.anyio
 
@@ -41,7 +43,7 @@ async def test_a_result_that_is_not_json_fails_the_task_with_the_encoding_error(
         final = snapshots[-1].json()
         assert final["error"]["type"] == error_type, final["error"]
         message = final["error"]["message"]
-        assert message.startswith("the task ran, but its result could not be encoded as JSON"), message
+        assert message.startswith(odd_message(kind)), message
         assert final["result"] is None
         assert (await http.get(f"/tasks/{task_id}")).json() == final
         done = await http.get(f"/tasks/{task_id}/events", headers={"Last-Event-ID": str(events[-1].id)})
@@ -51,3 +53,22 @@ async def test_a_result_that_is_not_json_fails_the_task_with_the_encoding_error(
         with anyio.fail_after(30):
             _, later = await collect(http, f"/tasks/{after.json()['id']}/events")
         assert task_events(later)[-1].event == "task.succeeded"
+
+
+async def test_a_result_of_the_largest_size_allowed_is_kept_whole(
+    make_hub: HubFactory, live_server: ServerFactory
+) -> None:
+    hub = make_hub()
+    largest = "x" * (MAX_RESULT_BYTES - 2)  # with its quotes, exactly the bound
+
+    @hub.task(name="large")
+    def large() -> str:
+        return largest
+
+    server = live_server(hub)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        task_id = (await http.post("/tasks", json={"name": "large"})).json()["id"]
+        with anyio.fail_after(30):
+            _, events = await collect(http, f"/tasks/{task_id}/events")
+        final = task_events(events)[-1].json()
+        assert (final["state"], final["result"]) == ("succeeded", largest)

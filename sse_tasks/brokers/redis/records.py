@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..._core import codec
-from ..._core.models import OutputChunk, Task
+from ..._core.models import MAX_RESULT_BYTES, OutputChunk, Task, check_result_size
 
 #: The fields of a snapshot that may hold a float (any JSON); the others are text,
 #: integers, None or lists of text.
@@ -13,10 +13,14 @@ _FREE = ("progress", "result", "error", "metadata")
 
 
 def data(task: Task) -> bytes:
-    """The snapshot JSON a stream entry and a task hash carry (no event id or type)."""
+    """The snapshot JSON a stream entry and a task hash carry (no event id or type).
+    Raises :class:`~sse_tasks._core.models.ResultTooLarge` for a result over the bound."""
     record = task.to_record()
     del record["event_id"], record["event_type"]
-    return codec.dumps_record(record, _FREE)
+    encoded = codec.dumps_record(record, _FREE)
+    if len(encoded) > MAX_RESULT_BYTES and task.result is not None:
+        check_result_size(task.result)  # (only a snapshot that long can hold a result too long)
+    return encoded
 
 
 def task_of(fields: list[Any]) -> Task | None:
