@@ -130,15 +130,17 @@ class _Base:
         retries: int = 5,
         backoff: float = 0.5,
         max_backoff: float = 10.0,
+        max_retry_after: float = 300.0,
     ) -> None:
-        if retries < 0 or backoff < 0 or max_backoff < 0:
-            raise ValueError("retries, backoff and max_backoff must be >= 0")
+        if retries < 0 or backoff < 0 or max_backoff < 0 or max_retry_after < 0:
+            raise ValueError("retries, backoff, max_backoff and max_retry_after must be >= 0")
         self.base_url = base_url.rstrip("/")
         #: ``base_url`` as messages show it: without a password it may carry.
         self.shown_url = _without_password(self.base_url)
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.max_retry_after = max_retry_after
         self._headers = dict(headers or {})
         self._params = dict(params or {})
         self._timeout = timeout
@@ -147,9 +149,10 @@ class _Base:
         self._stream_timeout = httpx.Timeout(timeout, read=stream_timeout)
 
     def _delay(self, failures: int, retry_after: float = 0.0) -> float:
-        """Exponential backoff with jitter, at least what the server asked for."""
+        """Exponential backoff with jitter, at least what the server asked for, up to
+        ``max_retry_after`` (a server's ``Retry-After`` may say days)."""
         delay = min(self.max_backoff, self.backoff * 2.0 ** (failures - 1))
-        return max(retry_after, delay * (0.5 + random.random() / 2))  # noqa: S311
+        return max(min(retry_after, self.max_retry_after), delay * (0.5 + random.random() / 2))  # noqa: S311
 
     def _task_path(self, task_id: str) -> str:
         return f"/tasks/{quote(task_id, safe='')}"
@@ -260,7 +263,8 @@ class AsyncClient(_Base):
     Arguments: ``base_url`` (where the hub is mounted), ``headers`` and query ``params``
     sent with every request (e.g. ``Authorization``, a token), ``timeout`` per request,
     ``stream_timeout`` (the longest silence on a stream before it counts as broken), and
-    ``retries``, ``backoff`` and ``max_backoff`` (seconds) for ``follow``'s reconnections.
+    ``retries``, ``backoff`` and ``max_backoff`` (seconds) for ``follow``'s reconnections,
+    which wait at least a server's ``Retry-After``, up to ``max_retry_after`` seconds.
     ``http`` lets you bring your own ``httpx.AsyncClient`` (its base URL is ignored).
     """
 

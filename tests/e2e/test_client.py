@@ -111,6 +111,28 @@ def test_unmapped_and_non_json_errors() -> None:
     assert busy.headers["Retry-After"] == "7"
 
 
+async def test_a_retry_after_of_days_is_waited_only_up_to_max_retry_after() -> None:
+    final = Task(id="t1", name="sleep", state=TaskState.SUCCEEDED, event_id="1-0").to_dict()
+    answers = [
+        httpx.Response(
+            503, json={"error": {"code": "unavailable", "message": "busy"}}, headers={"Retry-After": "999999"}
+        ),
+        httpx.Response(
+            200,
+            headers={"content-type": "text/event-stream"},
+            text=f"id: 1-0\nevent: task.succeeded\ndata: {json.dumps(final)}\n\n",
+        ),
+    ]
+    transport = httpx.MockTransport(lambda request: answers.pop(0))
+    async with (
+        httpx.AsyncClient(transport=transport) as http,
+        AsyncClient("http://hub", http=http, max_retry_after=0.01, backoff=0.01) as client,
+    ):
+        with anyio.fail_after(30):  # (it would wait 11 days for the Retry-After)
+            snapshots = [s async for s in client.follow("t1")]
+    assert [s.state for s in snapshots] == [TaskState.SUCCEEDED] and not answers
+
+
 async def test_unreachable_server_raises_connection_failed() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     async with AsyncClient(url, retries=2, backoff=0.01) as client:
