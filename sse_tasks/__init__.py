@@ -1,5 +1,6 @@
 """sse_tasks: run work after the response and stream every status change over SSE."""
 
+import importlib as _importlib
 import typing as _typing
 
 from ._core.context import TaskContext, current_task
@@ -19,33 +20,43 @@ from ._core.errors import (
     UnsupportedMediaType,
 )
 from ._core.models import OutputChunk, Task, TaskEvent, TaskState
-from ._hub import TaskHub, TrackedTask
-from ._runner import Executor, InProcessExecutor, LocalExecutor
-from .brokers import Broker, MemoryBroker, broker_from_url
-from .web.auth import Access, RedactTokens, TaskTokens, owner_only, tokens_only
-from .web.cors import CORSMiddleware
-from .web.render import HtmlRenderer, TaskCard
 
 if _typing.TYPE_CHECKING:
+    from ._hub import TaskHub, TrackedTask
+    from ._runner import Executor, InProcessExecutor, LocalExecutor
+    from .brokers import Broker, MemoryBroker, broker_from_url
     from .client import APIError, AsyncClient, Client, ConnectionFailed
+    from .web.auth import Access, RedactTokens, TaskTokens, owner_only, tokens_only
+    from .web.cors import CORSMiddleware
+    from .web.render import HtmlRenderer, TaskCard
 
 __version__ = "0.1.0"
 
-# The client's names are imported on first use: httpx imports its own command line
-# (click, rich, pygments) with it, which a server or worker process never needs.
-_CLIENT_NAMES = frozenset({"APIError", "AsyncClient", "Client", "ConnectionFailed"})
+# Names beyond the task model are imported on first use: a worker process or the
+# ``sse-tasks watch`` client never needs the web stack (starlette, uvicorn), and a server
+# or a worker never needs the client (httpx imports its own command line with it).
+_LAZY = {
+    **dict.fromkeys(("TaskHub", "TrackedTask"), "_hub"),
+    **dict.fromkeys(("Executor", "InProcessExecutor", "LocalExecutor"), "_runner"),
+    **dict.fromkeys(("Broker", "MemoryBroker", "broker_from_url"), "brokers"),
+    **dict.fromkeys(("APIError", "AsyncClient", "Client", "ConnectionFailed"), "client"),
+    **dict.fromkeys(("Access", "RedactTokens", "TaskTokens", "owner_only", "tokens_only"), "web.auth"),
+    "CORSMiddleware": "web.cors",
+    **dict.fromkeys(("HtmlRenderer", "TaskCard"), "web.render"),
+}
 
 
 def __getattr__(name: str) -> object:
-    if name in _CLIENT_NAMES:
-        from . import client
-
-        return getattr(client, name)
-    raise AttributeError(f"module 'sse_tasks' has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sse_tasks' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # (looked up once)
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_CLIENT_NAMES})
+    return sorted({*globals(), *_LAZY})
 
 
 __all__ = [

@@ -22,6 +22,18 @@ def test_private_modules_are_not_exported() -> None:
     assert public - modules - public_modules <= set(sse_tasks.__all__)
 
 
+def test_an_engines_worker_hook_loads_neither_the_web_stack_nor_the_client() -> None:
+    """``import sse_tasks`` loads the task model alone: a worker process of an engine never
+    imports starlette or uvicorn, nor ``sse-tasks watch`` the server."""
+    code = (
+        "import sys, sse_tasks, sse_tasks.client\n"
+        "print(sorted(m for m in ('starlette', 'uvicorn', 'sse_starlette') if m in sys.modules))\n"
+        "print(sse_tasks.TaskHub.__module__, 'starlette' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.splitlines() == ["[]", "sse_tasks._hub True"], out.stdout + out.stderr
+
+
 def test_the_client_is_imported_on_first_use() -> None:
     """A server or worker process never loads httpx (nor the command line httpx loads with it)."""
     code = (
