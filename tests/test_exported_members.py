@@ -22,27 +22,26 @@ def test_private_modules_are_not_exported() -> None:
     assert public - modules - public_modules <= set(sse_tasks.__all__)
 
 
-def test_an_engines_worker_hook_loads_neither_the_web_stack_nor_the_client() -> None:
-    """``import sse_tasks`` loads the task model alone: a worker process of an engine never
-    imports starlette or uvicorn, nor ``sse-tasks watch`` the server."""
+@pytest.mark.parametrize(
+    ("imported", "name", "module", "never"),
+    [
+        # An engine's worker process (and ``sse-tasks watch``) never loads the web stack.
+        ("sse_tasks.client", "TaskHub", "sse_tasks._hub", ("starlette", "uvicorn", "sse_starlette")),
+        # A server or worker process never loads httpx (nor the command line it brings).
+        ("sse_tasks", "Client", "sse_tasks.client", ("httpx", "httpx_sse", "rich", "pygments")),
+    ],
+    ids=["the web stack", "the client"],
+)
+def test_what_sse_tasks_imports_beyond_the_task_model_waits_for_first_use(
+    imported: str, name: str, module: str, never: tuple[str, ...]
+) -> None:
     code = (
-        "import sys, sse_tasks, sse_tasks.client\n"
-        "print(sorted(m for m in ('starlette', 'uvicorn', 'sse_starlette') if m in sys.modules))\n"
-        "print(sse_tasks.TaskHub.__module__, 'starlette' in sys.modules)\n"
+        f"import sys, sse_tasks, {imported}\n"
+        f"print(sorted(m for m in {never!r} if m in sys.modules))\n"
+        f"print(sse_tasks.{name}.__module__, {never[0]!r} in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.splitlines() == ["[]", "sse_tasks._hub True"], out.stdout + out.stderr
-
-
-def test_the_client_is_imported_on_first_use() -> None:
-    """A server or worker process never loads httpx (nor the command line httpx loads with it)."""
-    code = (
-        "import sys, sse_tasks\n"
-        "print(sorted(m for m in ('httpx', 'httpx_sse', 'rich', 'pygments') if m in sys.modules))\n"
-        "print(sse_tasks.Client.__module__, 'httpx' in sys.modules)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.splitlines() == ["[]", "sse_tasks.client True"], out.stdout + out.stderr
+    assert out.stdout.splitlines() == ["[]", f"{module} True"], out.stdout + out.stderr
 
 
 def test_an_unknown_name_is_an_attribute_error() -> None:
