@@ -118,8 +118,8 @@ class Publisher:
 
 
 def result_error(result: Any) -> dict[str, str] | None:
-    """The error a task whose ``result`` is not JSON ends ``failed`` with (see
-    :func:`unencodable`), or None if it is JSON (as deep as a snapshot holds it)."""
+    """The error a task whose ``result`` is not JSON, or too large, ends ``failed`` with
+    (see :func:`unencodable`), or None if it is JSON (as deep as a snapshot holds it)."""
     try:
         if len(codec.dumps({"result": result})) > MAX_RESULT_BYTES:
             check_result_size(result)
@@ -129,8 +129,9 @@ def result_error(result: Any) -> dict[str, str] | None:
 
 
 def unencodable(exc: BaseException) -> dict[str, str]:
-    """The error of a task that ran but whose result could not be encoded as JSON: the
-    encoding error's type (``TypeError``, ``ValueError``) and a message saying so."""
+    """The error of a task that ran but whose result could not be encoded as JSON (or is
+    over ``MAX_RESULT_BYTES``): the error's type (``TypeError``, ``ValueError``,
+    ``ResultTooLarge``) and a message saying so."""
     error = error_of(exc)
     cannot = "be stored" if isinstance(exc, ResultTooLarge) else "be encoded as JSON"
     message = f"the task ran, but its result could not {cannot}: {error['message']}"
