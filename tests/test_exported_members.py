@@ -27,10 +27,12 @@ def test_private_modules_are_not_exported() -> None:
     [
         # An engine's worker process (and ``sse-tasks watch``) never loads the web stack.
         ("sse_tasks.client", "TaskHub", "sse_tasks._hub", ("starlette", "uvicorn", "sse_starlette")),
+        # Nor ``sse-tasks watch`` and ``submit``: ``serve`` is imported when it runs.
+        ("sse_tasks.cli", "TaskHub", "sse_tasks._hub", ("starlette", "uvicorn", "sse_starlette")),
         # A server or worker process never loads httpx (nor the command line it brings).
         ("sse_tasks", "Client", "sse_tasks.client", ("httpx", "httpx_sse", "rich", "pygments")),
     ],
-    ids=["the web stack", "the client"],
+    ids=["the web stack", "the command line", "the client"],
 )
 def test_what_sse_tasks_imports_beyond_the_task_model_waits_for_first_use(
     imported: str, name: str, module: str, never: tuple[str, ...]

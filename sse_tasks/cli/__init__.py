@@ -2,22 +2,53 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
 import click
 
-from .app import create_server_app, load_hub, log_config, served_app
-from .config import ServeConfig
-from .serve import serve
+if TYPE_CHECKING:
+    from .app import create_server_app, load_hub, log_config, served_app
+    from .config import ServeConfig
 
 __all__ = ["ServeConfig", "create_server_app", "load_hub", "log_config", "main", "served_app"]
 
+# The server's names are imported on first use: ``watch`` and ``submit`` are clients,
+# and start without the server's stack (starlette, uvicorn) and the app it loads.
+_SERVER_NAMES = {
+    "ServeConfig": "config",
+    **dict.fromkeys(("create_server_app", "load_hub", "log_config", "served_app"), "app"),
+}
 
-@click.group(context_settings={"auto_envvar_prefix": "SSE_TASKS", "help_option_names": ["-h", "--help"]})
+
+def __getattr__(name: str) -> object:
+    module = _SERVER_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sse_tasks.cli' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
+class _Commands(click.Group):
+    """The group, with ``serve`` imported only when it is run or listed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), "serve"})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "serve":
+            from .serve import serve
+
+            return serve
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(
+    cls=_Commands,
+    context_settings={"auto_envvar_prefix": "SSE_TASKS", "help_option_names": ["-h", "--help"]},
+)
 @click.version_option(package_name="sse-tasks")
 def main() -> None:
     """Run work after the response and stream its status over Server-Sent Events."""
-
-
-main.add_command(serve)
 
 
 def _client_headers(headers: tuple[str, ...]) -> dict[str, str]:
