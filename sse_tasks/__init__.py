@@ -1,6 +1,5 @@
 """sse_tasks: run work after the response and stream every status change over SSE."""
 
-import importlib as _importlib
 import typing as _typing
 
 from ._core.context import TaskContext, current_task
@@ -19,6 +18,7 @@ from ._core.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from ._core.lazy import lazy_names as _lazy_names
 from ._core.models import OutputChunk, Task, TaskEvent, TaskState
 
 if _typing.TYPE_CHECKING:
@@ -46,17 +46,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sse_tasks' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value  # (looked up once)
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = _lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = [

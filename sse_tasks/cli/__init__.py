@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 import click
+
+from .._core.lazy import lazy_names as _lazy_names
 
 if TYPE_CHECKING:
     from .app import create_server_app, load_hub, log_config, served_app
@@ -21,11 +22,7 @@ _SERVER_NAMES = {
 }
 
 
-def __getattr__(name: str) -> object:
-    module = _SERVER_NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sse_tasks.cli' has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{module}", __name__), name)
+__getattr__, __dir__ = _lazy_names(__name__, _SERVER_NAMES, globals())
 
 
 class _Commands(click.Group):
