@@ -32,10 +32,11 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import anyio
 import httpx
-from httpx_sse import aconnect_sse, connect_sse
+from httpx_sse import SSEError, aconnect_sse, connect_sse
 
 from ._core import codec
 from ._core.errors import NotFound, SSETasksError, TaskGone, Unavailable, error_class
+from ._core.event_stream import Event, EventReader
 from ._core.following import Following, FollowingTasks, MalformedAnswer, split_task_url, task_from_data
 from ._core.models import OutputChunk, Task, TaskState
 from ._core.text import ascii_int
@@ -43,6 +44,9 @@ from ._core.text import ascii_int
 __all__ = ["APIError", "AsyncClient", "Client", "ConnectionFailed", "OutputChunk", "split_task_url"]
 
 _DEFAULT_TIMEOUT = 10.0
+#: Characters one event of a stream may take, its lines together: many times the largest
+#: the server sends (a snapshot carries a result of at most 1 MiB and bounded metadata).
+DEFAULT_MAX_EVENT_SIZE = 16 * 1024 * 1024
 _T = TypeVar("_T")
 # What ``follow`` returns, as the generators they are (to close one left early).
 _AsyncItems = AsyncGenerator["Task | OutputChunk", None]
@@ -107,6 +111,31 @@ def _tasks_of(body: Any) -> list[Task]:
     return [_task(item) for item in items]
 
 
+def _reader(response: httpx.Response, max_event_size: int) -> EventReader:
+    """The reader of a stream's events (``SSEError``, which ``follow`` retries, if the
+    answer is not a stream)."""
+    content_type = response.headers.get("content-type", "").partition(";")[0]
+    if "text/event-stream" not in content_type.lower():
+        raise SSEError(f"expected an event stream (text/event-stream), got {content_type[:100]!r}")
+    return EventReader(max_event_size)
+
+
+async def _aread_events(response: httpx.Response, max_event_size: int) -> AsyncIterator[Event]:
+    """The events of a stream, each at most ``max_event_size`` characters (``APIError``
+    for a longer one: a line without end would otherwise be held without end)."""
+    reader = _reader(response, max_event_size)
+    async for text in response.aiter_text():
+        for event in _answer(reader.feed, text):
+            yield event
+
+
+def _read_events(response: httpx.Response, max_event_size: int) -> Iterator[Event]:
+    """:func:`_aread_events`, synchronous."""
+    reader = _reader(response, max_event_size)
+    for text in response.iter_text():
+        yield from _answer(reader.feed, text)
+
+
 def _answer(parse: Callable[..., _T], *args: Any) -> _T:
     """``parse(*args)``: a snapshot or chunk, or ``APIError`` for what is neither."""
     try:
@@ -131,9 +160,12 @@ class _Base:
         backoff: float = 0.5,
         max_backoff: float = 10.0,
         max_retry_after: float = 300.0,
+        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
     ) -> None:
         if retries < 0 or backoff < 0 or max_backoff < 0 or max_retry_after < 0:
             raise ValueError("retries, backoff, max_backoff and max_retry_after must be >= 0")
+        if max_event_size < 1:
+            raise ValueError("max_event_size must be at least 1")
         self.base_url = base_url.rstrip("/")
         #: ``base_url`` as messages show it: without a password it may carry.
         self.shown_url = _without_password(self.base_url)
@@ -141,6 +173,7 @@ class _Base:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.max_retry_after = max_retry_after
+        self.max_event_size = max_event_size
         self._headers = dict(headers or {})
         self._params = dict(params or {})
         self._timeout = timeout
@@ -265,7 +298,9 @@ class AsyncClient(_Base):
     ``stream_timeout`` (the longest silence on a stream before it counts as broken), and
     ``retries``, ``backoff`` and ``max_backoff`` (seconds) for ``follow``'s reconnections,
     which wait at least a server's ``Retry-After``, up to ``max_retry_after`` seconds.
-    ``http`` lets you bring your own ``httpx.AsyncClient`` (its base URL is ignored).
+    An event of a stream longer than ``max_event_size`` characters raises ``APIError``
+    (the server's are far smaller). ``http`` lets you bring your own ``httpx.AsyncClient``
+    (its base URL is ignored).
     """
 
     def __init__(self, base_url: str, *, http: httpx.AsyncClient | None = None, **options: Any) -> None:
@@ -391,7 +426,7 @@ class AsyncClient(_Base):
                         error_text = refusal.message
                     else:
                         resumed_from = following.last_event_id
-                        async for event in source.aiter_sse():
+                        async for event in _aread_events(response, self.max_event_size):
                             item = _answer(following.feed, event.event, event.id, event.data)
                             if event.data:  # not the "retry:" that opens a stream
                                 followed = True
@@ -489,7 +524,7 @@ class AsyncClient(_Base):
                         error_text = refusal.message
                     else:
                         received, resumed_from = False, following.last_event_id
-                        async for event in source.aiter_sse():
+                        async for event in _aread_events(response, self.max_event_size):
                             item = _answer(following.feed, event.event, event.id, event.data)
                             if event.data:  # not the "retry:" that opens a stream
                                 received = True
@@ -650,7 +685,7 @@ class Client(_Base):
                         error_text = refusal.message
                     else:
                         resumed_from = following.last_event_id
-                        for event in source.iter_sse():
+                        for event in _read_events(response, self.max_event_size):
                             item = _answer(following.feed, event.event, event.id, event.data)
                             if event.data:  # not the "retry:" that opens a stream
                                 followed = True
@@ -733,7 +768,7 @@ class Client(_Base):
                         error_text = refusal.message
                     else:
                         received, resumed_from = False, following.last_event_id
-                        for event in source.iter_sse():
+                        for event in _read_events(response, self.max_event_size):
                             item = _answer(following.feed, event.event, event.id, event.data)
                             if event.data:  # not the "retry:" that opens a stream
                                 received = True

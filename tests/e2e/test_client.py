@@ -133,6 +133,58 @@ async def test_a_retry_after_of_days_is_waited_only_up_to_max_retry_after() -> N
     assert [s.state for s in snapshots] == [TaskState.SUCCEEDED] and not answers
 
 
+class Endless:
+    """A stream body that never ends its line: ``data: xxx…`` in 64 KiB pieces."""
+
+    PIECE = b"x" * 65536
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield b"retry: 1000\n\nid: 1-0\nevent: task.running\ndata: "
+        while self.sent < 10_000:  # 640 MiB: far past any bound the test sets
+            self.sent += 1
+            yield self.PIECE
+
+    async def pieces(self) -> AsyncIterator[bytes]:
+        for piece in self:
+            yield piece
+
+
+def endless_server(body: Endless, asynchronous: bool) -> httpx.MockTransport:
+    """Its streams are ``body``; its other answers, those of a task ``t1`` queued."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/tasks":
+            return httpx.Response(200, json={"tasks": [], "cursor": "c0"})
+        if request.url.path == "/tasks/t1":
+            return httpx.Response(200, json=Task(id="t1", name="sleep", event_id="0-1").to_dict())
+        content = body.pieces() if asynchronous else iter(body)
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=content)
+
+    return httpx.MockTransport(answer)
+
+
+@pytest.mark.parametrize("follow", ["follow", "follow_tasks"])
+async def test_a_line_without_end_raises_once_an_event_passes_max_event_size(follow: str) -> None:
+    """What the client holds of a stream is bounded: a server that never ends a line gets
+    an ``APIError`` once it has sent ``max_event_size`` characters, not the client's memory."""
+    body = Endless()
+    async with httpx.AsyncClient(transport=endless_server(body, asynchronous=True)) as http:
+        client = AsyncClient("http://hub", http=http, max_event_size=1 << 20)
+        items = client.follow("t1") if follow == "follow" else client.follow_tasks(task_ids=["t1"])
+        with pytest.raises(APIError, match=r"longer than 1048576 characters \(max_event_size\)"):
+            [item async for item in items]
+    assert 16 <= body.sent <= 18  # 1 MiB in 64 KiB pieces, and no more
+    sync_body = Endless()
+    with httpx.Client(transport=endless_server(sync_body, asynchronous=False)) as sync_http:
+        sync = Client("http://hub", http=sync_http, max_event_size=1 << 20)
+        with pytest.raises(APIError, match="max_event_size"):
+            list(sync.follow("t1") if follow == "follow" else sync.follow_tasks(task_ids=["t1"]))
+    assert 16 <= sync_body.sent <= 18
+
+
 async def test_unreachable_server_raises_connection_failed() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     async with AsyncClient(url, retries=2, backoff=0.01) as client:
