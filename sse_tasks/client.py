@@ -44,9 +44,11 @@ from ._core.text import ascii_int
 __all__ = ["APIError", "AsyncClient", "Client", "ConnectionFailed", "OutputChunk", "split_task_url"]
 
 _DEFAULT_TIMEOUT = 10.0
-#: Characters one event of a stream may take, its lines together: many times the largest
-#: the server sends (a snapshot carries a result of at most 1 MiB and bounded metadata).
+#: Characters one event of a stream may take, its lines together. The largest a hub with
+#: its default bounds sends is an output chunk of 1 MiB: at most 6 Mi characters of JSON.
 DEFAULT_MAX_EVENT_SIZE = 16 * 1024 * 1024
+#: A stream is asked for as is: its reads stay within ``max_event_size``.
+_STREAM_HEADERS = {"Accept": "text/event-stream", "Cache-Control": "no-cache", "Accept-Encoding": "identity"}
 _T = TypeVar("_T")
 # What ``follow`` returns, as the generators they are (to close one left early).
 _AsyncItems = AsyncGenerator["Task | OutputChunk", None]
@@ -112,11 +114,19 @@ def _tasks_of(body: Any) -> list[Task]:
 
 
 def _reader(response: httpx.Response, max_event_size: int) -> EventReader:
-    """The reader of a stream's events (``SSEError``, which ``follow`` retries, if the
-    answer is not a stream)."""
+    """The reader of a stream's events. ``SSEError`` (which ``follow`` retries) if the
+    answer is not a stream; ``APIError`` if it came compressed although the client asked
+    for it as is (httpx would inflate each read whole, past any bound)."""
     content_type = response.headers.get("content-type", "").partition(";")[0]
     if "text/event-stream" not in content_type.lower():
         raise SSEError(f"expected an event stream (text/event-stream), got {content_type[:100]!r}")
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise APIError(
+            f"the stream came compressed (Content-Encoding: {encoding[:50]}), although the client "
+            "asked for it as is (Accept-Encoding: identity)",
+            status_code=response.status_code,
+        )
     return EventReader(max_event_size)
 
 
@@ -124,16 +134,22 @@ async def _aread_events(response: httpx.Response, max_event_size: int) -> AsyncI
     """The events of a stream, each at most ``max_event_size`` characters (``APIError``
     for a longer one: a line without end would otherwise be held without end)."""
     reader = _reader(response, max_event_size)
-    async for text in response.aiter_text():
-        for event in _answer(reader.feed, text):
-            yield event
+    try:
+        async for text in response.aiter_text():
+            for event in reader.feed(text):
+                yield event
+    except MalformedAnswer as exc:
+        raise APIError(str(exc), status_code=200) from None
 
 
 def _read_events(response: httpx.Response, max_event_size: int) -> Iterator[Event]:
     """:func:`_aread_events`, synchronous."""
     reader = _reader(response, max_event_size)
-    for text in response.iter_text():
-        yield from _answer(reader.feed, text)
+    try:
+        for text in response.iter_text():
+            yield from reader.feed(text)
+    except MalformedAnswer as exc:
+        raise APIError(str(exc), status_code=200) from None
 
 
 def _answer(parse: Callable[..., _T], *args: Any) -> _T:
@@ -192,7 +208,7 @@ class _Base:
 
     def _stream(self, task_id: str, last_event_id: str | None) -> dict[str, Any]:
         """The request that opens the task's stream, resuming after ``last_event_id``."""
-        headers = {**self._headers, "Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        headers = {**self._headers, **_STREAM_HEADERS}
         if last_event_id:
             headers["Last-Event-ID"] = last_event_id
         url = self.base_url + self._task_path(task_id) + "/events"
@@ -242,7 +258,7 @@ class _Base:
         self, selection: dict[str, str | builtins.list[str]], last_event_id: str | None
     ) -> dict[str, Any]:
         """The request that opens ``/events`` for ``selection``, resuming after ``last_event_id``."""
-        headers = {**self._headers, "Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        headers = {**self._headers, **_STREAM_HEADERS}
         if last_event_id:
             headers["Last-Event-ID"] = last_event_id
         params = {**self._params, **selection}

@@ -5,14 +5,16 @@ without end what a broken or hostile server sends without a line break. An
 :class:`EventReader` splits the text into lines as the SSE specification does (CRLF, LF
 or CR, one leading byte order mark skipped), decodes their fields as httpx-sse does
 (an event is dispatched at a blank line if any of its fields was given; the last event
-id carries over) and raises :class:`EventTooLarge` once the event being read, its
-lines together, is longer than ``max_size`` characters. Comment lines (heartbeats) are
-bounded one by one and never kept.
+id carries over), but takes ``retry`` only as ASCII digits, as the specification says,
+and raises :class:`EventTooLarge` once the event being read, its lines together, is
+longer than ``max_size`` characters. Comment lines (heartbeats) are bounded one by one
+and never kept.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import NamedTuple
 
 from .following import MalformedAnswer
@@ -36,59 +38,78 @@ class EventTooLarge(MalformedAnswer):
     """An event (or a line) of the stream is longer than the reader's bound."""
 
 
+class _Text:
+    """Text written in pieces, held as few objects: a server sending a character at a
+    time would otherwise have each kept as an object of its own, dozens of bytes apiece
+    (``io.StringIO`` keeps up to 100,000 such pieces before it joins them)."""
+
+    JOIN_EVERY = 64
+
+    def __init__(self) -> None:
+        self._joined: list[str] = []
+        self._pieces: list[str] = []
+        self.size = 0
+
+    def write(self, piece: str) -> None:
+        self._pieces.append(piece)
+        self.size += len(piece)
+        if len(self._pieces) >= self.JOIN_EVERY:
+            self._joined.append("".join(self._pieces))
+            self._pieces.clear()
+
+    def value(self) -> str:
+        return "".join(self._joined) + "".join(self._pieces)
+
+
 class EventReader:
-    """Feed it the stream's text as it comes; it returns the events that text completes."""
+    """Feed it the stream's text as it comes; it yields the events that text completes
+    (each before a later line of the same text can raise)."""
 
     def __init__(self, max_size: int) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         self.max_size = max_size
-        self._partial: list[str] = []  # the line not ended yet, in pieces
-        self._partial_size = 0
+        self._partial = _Text()  # the line not ended yet
         self._size = 0  # characters of the event's lines read so far
         self._started = False
         self._after_cr = False  # the last text ended with CR: a LF first in the next is its pair
         self._event = ""
-        self._data: list[str] = []
+        self._data = _Text()  # each data line, then LF
         self._id = ""
         self._retry: int | None = None
 
-    def feed(self, text: str) -> list[Event]:
+    def feed(self, text: str) -> Iterator[Event]:
         if not self._started and text:
             self._started = True
             text = text.removeprefix("\ufeff")
         if self._after_cr and text:
             self._after_cr = False
             text = text.removeprefix("\n")
-        events: list[Event] = []
         start = 0
         for end in _BREAK.finditer(text):
             line = self._ended(text[start : end.start()])
             start = end.end()
             event = self._line(line)
             if event is not None:
-                events.append(event)
+                yield event
         rest = text[start:]
         if rest:
             self._add(rest)
         elif text.endswith("\r"):
             self._after_cr = True
-        return events
 
     def _add(self, piece: str) -> None:
-        self._partial.append(piece)
-        self._partial_size += len(piece)
-        self._check(self._size + self._partial_size)
+        self._check(self._size + self._partial.size + len(piece))
+        self._partial.write(piece)
 
     def _ended(self, last: str) -> str:
         """The line whose last piece is ``last``."""
-        if not self._partial:
+        if not self._partial.size:
             self._check(self._size + len(last))
             return last
         self._add(last)
-        line = "".join(self._partial)
-        self._partial.clear()
-        self._partial_size = 0
+        line = self._partial.value()
+        self._partial = _Text()
         return line
 
     def _check(self, size: int) -> None:
@@ -109,7 +130,8 @@ class EventReader:
         if field == "event":
             self._event = value
         elif field == "data":
-            self._data.append(value)
+            self._data.write(value)
+            self._data.write("\n")
         elif field == "id":
             if "\0" not in value:
                 self._id = value
@@ -120,8 +142,9 @@ class EventReader:
 
     def _dispatch(self) -> Event | None:
         self._size = 0
-        if not (self._event or self._data or self._id or self._retry is not None):
+        if not (self._event or self._data.size or self._id or self._retry is not None):
             return None
-        event = Event(self._event or "message", "\n".join(self._data), self._id, self._retry)
-        self._event, self._data, self._retry = "", [], None  # the id carries over
+        data = self._data.value()[:-1]
+        event = Event(self._event or "message", data, self._id, self._retry)
+        self._event, self._data, self._retry = "", _Text(), None  # the id carries over
         return event

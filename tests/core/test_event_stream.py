@@ -3,6 +3,8 @@ split anywhere, and no event longer than its bound held."""
 
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder  # the reference, in a test only
 
@@ -86,15 +88,39 @@ def test_an_event_or_line_over_the_bound_raises_before_it_is_held(pieces: list[s
     reader = EventReader(100)
     with pytest.raises(EventTooLarge, match="longer than 100 characters"):
         for piece in pieces:
-            reader.feed(piece)
+            list(reader.feed(piece))
+
+
+def test_the_events_before_a_line_over_the_bound_are_yielded_first() -> None:
+    events = EventReader(40).feed("id: 9\nevent: task.succeeded\ndata: {}\n\ndata: " + "x" * 50)
+    assert next(events) == Event("task.succeeded", "{}", "9", None)
+    with pytest.raises(EventTooLarge):
+        next(events)
+
+
+def test_what_is_held_is_about_the_bound_however_small_the_pieces() -> None:
+    """A server sending a character at a time (each a piece of its own, as httpx reads
+    chunked answers) makes the reader hold about the characters, not an object each."""
+    bound = 50_000
+    reader = EventReader(bound)
+    list(reader.feed("data: "))
+    tracemalloc.start()
+    try:
+        with pytest.raises(EventTooLarge):
+            for i in range(bound + 1):
+                list(reader.feed(chr(0x20AC + i % 16)))  # a new one-character str each time
+        held = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert held < 4 * bound + (1 << 20), held  # at most 4 bytes a character, plus a little
 
 
 def test_comments_and_events_under_the_bound_never_add_up() -> None:
     """The bound is per event: heartbeats and many events of 90 characters pass."""
     reader = EventReader(100)
     for _ in range(1000):
-        assert reader.feed(": " + "h" * 90 + "\n") == []
-        assert reader.feed("data: " + "x" * 84 + "\n\n") == [Event("message", "x" * 84, "", None)]
+        assert list(reader.feed(": " + "h" * 90 + "\n")) == []
+        assert list(reader.feed("data: " + "x" * 84 + "\n\n")) == [Event("message", "x" * 84, "", None)]
 
 
 def test_the_bound_must_be_positive() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import os
 import subprocess
@@ -160,6 +161,7 @@ def endless_server(body: Endless, asynchronous: bool) -> httpx.MockTransport:
             return httpx.Response(200, json={"tasks": [], "cursor": "c0"})
         if request.url.path == "/tasks/t1":
             return httpx.Response(200, json=Task(id="t1", name="sleep", event_id="0-1").to_dict())
+        assert request.headers["accept-encoding"] == "identity"  # streams are asked for as is
         content = body.pieces() if asynchronous else iter(body)
         return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=content)
 
@@ -183,6 +185,17 @@ async def test_a_line_without_end_raises_once_an_event_passes_max_event_size(fol
         with pytest.raises(APIError, match="max_event_size"):
             list(sync.follow("t1") if follow == "follow" else sync.follow_tasks(task_ids=["t1"]))
     assert 16 <= sync_body.sent <= 18
+
+
+async def test_a_stream_compressed_although_asked_for_as_is_is_refused() -> None:
+    """httpx would inflate each read whole: a few KiB of gzip can be a gigabyte of text."""
+    packed = gzip.compress(b"data: " + b"x" * (8 << 20))
+    headers = {"content-type": "text/event-stream", "content-encoding": "gzip"}
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, headers=headers, content=packed))
+    async with httpx.AsyncClient(transport=transport) as http:
+        client = AsyncClient("http://hub", http=http)
+        with pytest.raises(APIError, match=r"came compressed \(Content-Encoding: gzip\)"):
+            [item async for item in client.follow("t1")]
 
 
 async def test_unreachable_server_raises_connection_failed() -> None:
