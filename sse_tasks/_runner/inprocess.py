@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import math
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -155,6 +158,13 @@ class InProcessExecutor(LocalExecutor):
                 except TaskCancelled:
                     outcome = TaskState.CANCELLED
                 except Exception as exc:
+                    changes["error"] = error_of(exc.exception if isinstance(exc, _Escaped) else exc)
+                except BaseException as exc:
+                    # SystemExit, KeyboardInterrupt, GeneratorExit, or a cancellation the
+                    # task's own code raised (a future cancelled elsewhere) fail the task;
+                    # the hub goes on. Its own cancellation (DELETE, the shutdown) goes up.
+                    if await _being_cancelled(exc):
+                        raise
                     changes["error"] = error_of(exc)
                 finally:
                     if run.start_output is None:  # output was reported: publish all of it first
@@ -190,7 +200,9 @@ class InProcessExecutor(LocalExecutor):
             if registered.is_async:
                 return await call()
             try:
-                return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+                return await anyio.to_thread.run_sync(
+                    functools.partial(_in_thread, call), abandon_on_cancel=True
+                )
             except anyio.get_cancelled_exc_class():
                 run.halt()  # the thread stops at its next progress()/check()
                 raise
@@ -226,6 +238,45 @@ class InProcessExecutor(LocalExecutor):
             logger.exception("task %s: output could not be published", run.job.task.id)
         finally:
             run.output_abandoned()
+
+
+class _Escaped(Exception):
+    """A ``BaseException`` a task raised in its worker thread (``SystemExit``, …), carried
+    to the event loop as an ``Exception``: a ``GeneratorExit`` raised there through the
+    thread's future would break the awaiting coroutine."""
+
+    def __init__(self, exception: BaseException) -> None:
+        super().__init__(exception)
+        self.exception = exception
+
+
+def _in_thread(call: Callable[[], Any]) -> Any:
+    """``call()`` in a worker thread, its ``BaseException`` (but a cancel) as :class:`_Escaped`."""
+    try:
+        return call()
+    except (Exception, TaskCancelled):
+        raise
+    except BaseException as exc:
+        raise _Escaped(exc) from exc
+
+
+async def _being_cancelled(exc: BaseException) -> bool:
+    """True if ``exc`` is this task being cancelled (a cancel scope around it, the hub's
+    shutdown); False for anything else, such as a ``CancelledError`` that the task's own
+    code raised by awaiting a future cancelled elsewhere."""
+    if not isinstance(exc, anyio.get_cancelled_exc_class()):
+        return False
+    try:
+        current = asyncio.current_task()
+    except RuntimeError:  # not on asyncio
+        current = None
+    if current is not None and sys.version_info >= (3, 11) and current.cancelling():
+        return True
+    try:  # a cancelled scope cancels again at every checkpoint inside it
+        await anyio.lowlevel.checkpoint()
+    except anyio.get_cancelled_exc_class():
+        return True
+    return False
 
 
 def output_batches(chunks: list[OutputChunk]) -> Iterator[list[OutputChunk]]:

@@ -46,7 +46,8 @@ class Param:
     where: Literal["query", "header"] = "query"
 
     def get(self, request: Request) -> str | None:
-        """Its value in ``request`` (the first, if repeated), or None."""
+        """Its value in ``request``, or None: a repeated query parameter's last value (as
+        Starlette reads it), a repeated header's first."""
         self._check(request)
         source = request.headers if self.where == "header" else request.query_params
         return source.get(self.name)

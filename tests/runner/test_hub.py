@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -263,6 +266,52 @@ async def test_failures_timeouts_and_bad_results(make_hub: Any) -> None:
     assert results["odd"].error is not None and results["odd"].error["type"] == "TypeError"
     assert results["boom"].error == {"type": "KeyError", "message": "'missing'"}
     assert all(r.state is TaskState.FAILED for r in results.values())
+
+
+def _exits() -> None:
+    sys.exit(3)  # a command line's parser, say
+
+
+def _interrupted() -> None:
+    raise KeyboardInterrupt
+
+
+def _generator_exit() -> None:
+    raise GeneratorExit
+
+
+async def _awaits_a_future_cancelled_elsewhere() -> None:
+    future = asyncio.get_running_loop().create_future()
+    future.cancel()  # a client library's request, cancelled by someone else
+    await future
+
+
+#: A task raising each (plain functions run in a worker thread), and the error type it ends with.
+RAISED: dict[str, tuple[Callable[[], Any], str]] = {
+    "sys.exit in a thread": (_exits, "SystemExit"),
+    "KeyboardInterrupt in a thread": (_interrupted, "KeyboardInterrupt"),
+    "GeneratorExit in a thread": (_generator_exit, "GeneratorExit"),
+    "a future cancelled elsewhere": (_awaits_a_future_cancelled_elsewhere, "CancelledError"),
+}
+
+
+@pytest.mark.parametrize("raised", RAISED, ids=RAISED)
+async def test_a_base_exception_a_task_raises_fails_it_and_the_hub_goes_on(
+    make_hub: Any, raised: str
+) -> None:
+    """A task's own ``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit`` or
+    ``CancelledError`` is its failure: it neither stops the executor (later tasks ran
+    no more) nor the hub (every later submit was refused)."""
+    hub: TaskHub = make_hub()
+    body, error_type = RAISED[raised]
+    hub.register(body, name="raises")
+    async with hub:
+        failed = await finished(hub, (await hub.submit("raises")).id)
+        after = [await hub.submit("sleep", seconds=0) for _ in range(3)]  # more than one worker's worth
+        states = [(await finished(hub, task.id)).state for task in after]
+    assert failed.state is TaskState.FAILED and failed.error is not None
+    assert failed.error["type"] == error_type
+    assert states == [TaskState.SUCCEEDED] * 3
 
 
 async def test_a_surrogate_in_the_owner_is_cleaned(make_hub: Any) -> None:
