@@ -131,6 +131,13 @@ async def tight(ctx: dict[str, Any], calls: int = 2000) -> dict[str, Any]:
     return {"calls": calls, "seconds": seconds, "blocking": len(blocking), "first": blocking[:3]}
 
 
+async def cancelled_elsewhere(ctx: dict[str, Any]) -> None:
+    """Awaits a future something else cancelled: a ``CancelledError`` of the job's own."""
+    future = asyncio.get_running_loop().create_future()
+    future.cancel()
+    await future
+
+
 async def ready(ctx: dict[str, Any]) -> None:
     print("arq tasks ready", flush=True)  # the tests wait for this line
     sys.stdout.flush()
@@ -139,7 +146,7 @@ async def ready(ctx: dict[str, Any]) -> None:
 class WorkerSettings:
     functions: ClassVar[list[Any]] = [
         *(add, fail, odd, steps, talk, stubborn, touch),
-        *(burst, gated, retried, tight),
+        *(burst, gated, retried, tight, cancelled_elsewhere),
     ]
     redis_settings = RedisSettings.from_dsn(os.environ.get("ARQ_REDIS_URL", "redis://127.0.0.1:6379/5"))
     queue_name = QUEUE

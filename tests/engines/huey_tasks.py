@@ -41,6 +41,16 @@ def unreadable() -> None:
     raise Unreadable
 
 
+class Unrepresentable(Exception):
+    def __repr__(self) -> str:
+        raise ValueError("no repr")
+
+
+def unrepresentable() -> None:
+    """Huey builds its error result with ``repr()`` before its post-execute hooks."""
+    raise Unrepresentable("raised")
+
+
 def make(name: str) -> RedisHuey:
     """An app with the contract's tasks and ``flaky`` (one retry), hooked."""
     app = RedisHuey(name, url=os.environ["HUEY_REDIS_URL"], results=False)
@@ -49,6 +59,7 @@ def make(name: str) -> RedisHuey:
     _WRAPPERS[name]["vetoed"] = app.task(name="vetoed")(touch)
     _WRAPPERS[name]["exits"] = app.task(name="exits")(exits)
     _WRAPPERS[name]["unreadable"] = app.task(name="unreadable")(unreadable)
+    _WRAPPERS[name]["unrepresentable"] = app.task(name="unrepresentable")(unrepresentable)
     sse_tasks.huey.connect(app)
 
     @app.pre_execute("veto")  # after the hook's: the task has started when it is cancelled

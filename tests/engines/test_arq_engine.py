@@ -115,6 +115,20 @@ async def test_a_retry_goes_back_to_queued_and_runs_again(arq_hub: tuple[httpx.A
 
 
 @group("arq")
+async def test_a_cancelled_error_of_the_jobs_own_fails_it(arq_hub: tuple[httpx.AsyncClient, Events]) -> None:
+    """A ``CancelledError`` the job's own code raised (nobody cancelled the job) is its
+    failure, not a cancel; arq runs it again, and the hook leaves the finished task be."""
+    if sys.version_info < (3, 11):
+        pytest.skip("Python 3.10 cannot tell a task's own CancelledError from a cancel")
+    http, events = arq_hub
+    task_id = await post(http, "cancelled_elsewhere")
+    final = (await events.end(task_id)).json()
+    assert final["state"] == "failed" and final["error"]["type"] == "CancelledError", final
+    after = await post(http, "add", a=1)
+    assert (await events.end(after)).json()["result"] == 2  # the worker goes on
+
+
+@group("arq")
 async def test_progress_in_a_tight_loop_does_no_io_and_is_coalesced(
     arq_hub: tuple[httpx.AsyncClient, Events], arq_urls: dict[str, str]
 ) -> None:

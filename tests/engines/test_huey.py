@@ -2,7 +2,8 @@
 enqueuing process itself, Huey's own ``revoke_by_id`` of queued work shows as ``cancelled``,
 a retry (``retries=``) goes back to ``queued`` with its number, a task another
 pre-execute hook cancels ends ``cancelled``, and one that raises ``SystemExit`` (which
-Huey lets out of its worker thread) ends ``failed``."""
+Huey lets out of its worker thread) or an exception whose ``repr()`` fails (Huey's error
+result, before its post-execute hooks) ends ``failed``."""
 
 from __future__ import annotations
 
@@ -109,7 +110,10 @@ async def test_a_task_that_raises_system_exit_ends_failed_and_the_consumer_goes_
         exited = await post(http, "exits", code=3)
         unreadable = await post(http, "unreadable")
         assert (await events.end(exited)).json()["error"] == {"type": "SystemExit", "message": "3"}
+        unrepresentable = await post(http, "unrepresentable")
         error = (await events.end(unreadable)).json()["error"]
         assert error == {"type": "Unreadable", "message": "(the exception's message could not be read)"}
+        error = (await events.end(unrepresentable)).json()["error"]
+        assert error == {"type": "Unrepresentable", "message": "raised"}
         after = await post(http, "add", a=1)
         assert (await events.end(after)).json()["result"] == 2

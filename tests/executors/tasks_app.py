@@ -45,6 +45,12 @@ def fail(message: str = "boom") -> None:
     raise RuntimeError(message)
 
 
+@app.task(shared=False, name="exits")
+def exits(code: int = 3) -> None:
+    """Raises ``SystemExit``, which Celery lets through (a prefork child then exits)."""
+    raise SystemExit(code)
+
+
 @app.task(shared=False, name="steps")
 def steps(n: int = 5, interval: float = 0.0, meta: bool = False) -> dict[str, int]:
     """Progress through our context (and metadata with ``meta``)."""

@@ -253,6 +253,21 @@ async def test_failure_retries_expiry_and_ignore(
             await assert_ended_with(http, final_event)
 
 
+async def test_a_task_raising_system_exit_ends_failed_not_cancelled(
+    celery_worker: Any, celery_hub: Any, live_server: Any
+) -> None:
+    """Celery lets ``SystemExit`` through its task (its state is none): the task failed.
+    The prefork child exits; the pool starts another, which runs the next task."""
+    celery_worker("prefork", concurrency=1)
+    server = live_server(celery_hub())
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as http, Events(http) as events:
+        exited = (await http.post("/tasks", json={"name": "exits", "params": {"code": 3}})).json()["id"]
+        final = (await events.finished(exited))[exited].json()
+        assert final["state"] == "failed" and final["error"] == {"type": "SystemExit", "message": "3"}, final
+        after = (await http.post("/tasks", json={"name": "add", "params": {"a": 1}})).json()["id"]
+        assert (await events.finished(after))[after].json()["result"] == 2
+
+
 @pytest.mark.parametrize("pool", ["prefork", "threads"])
 async def test_a_result_that_is_not_json_fails_the_task_with_the_encoding_error(
     pool: str, celery_worker: Any, celery_hub: Any, live_server: Any

@@ -136,7 +136,10 @@ class ArqHook:
             most = function.max_tries if function.max_tries is not None else self.max_tries
             await asyncio.shield(run.requeue(f"retry {job_try} of {most - 1}"))
             raise
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            if not _being_cancelled():  # the task's own (a future cancelled elsewhere): it failed
+                await asyncio.shield(run.finish(TaskState.FAILED, error=error_of(exc)))
+                raise
             # An abort (DELETE, arq's job.abort()), a timeout, or the worker stopping.
             timeout = function.timeout_s if function.timeout_s is not None else self.job_timeout
             if time.monotonic() - begun >= timeout:
@@ -151,6 +154,10 @@ class ArqHook:
             raise
         except Exception as exc:
             await run.finish(TaskState.FAILED, error=error_of(exc))
+            raise
+        except BaseException as exc:
+            # SystemExit, KeyboardInterrupt, its own: arq's worker stops on it, the task failed.
+            await asyncio.shield(run.finish(TaskState.FAILED, error=error_of(exc)))
             raise
         finally:
             run.leave()
@@ -238,6 +245,14 @@ def hooked(
         else:
             setattr(settings, name, value)
     return settings
+
+
+def _being_cancelled() -> bool:
+    """True if the job's asyncio task is being cancelled (an abort, a timeout, the worker
+    stopping); False for a ``CancelledError`` the job's own code raised (a future
+    cancelled elsewhere). Python 3.10 cannot tell them apart: every one is a cancel."""
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)
+    return cancelling is None or bool(cancelling())
 
 
 def _wrap(function: Function) -> Function:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
+import sys
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -333,6 +334,10 @@ class CeleryHook:
                 if state == celery_states.FAILURE and isinstance(retval, BaseException):
                     error = error_of(retval)
                 run.finish(TaskState.FAILED, error=error)
+            elif state is None and (escaping := sys.exc_info()[1]) is not None:
+                # It raised what Celery lets through (SystemExit, KeyboardInterrupt, a
+                # BaseException of its own): this signal is sent as that goes up.
+                run.finish(TaskState.FAILED, error=error_of(escaping))
             else:
                 # Ignored or rejected by the task itself: Celery sent no outcome.
                 message = f"ended in Celery state {state}" if state else None

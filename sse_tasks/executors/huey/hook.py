@@ -345,8 +345,9 @@ def _cancellable(
 ) -> Callable[[], Any]:
     """``execute``, with our cooperative cancel (a ``BaseException`` Huey would let out of
     the worker) as Huey's ``CancelExecution``, never retried; any other ``BaseException``
-    but ``KeyboardInterrupt`` (Huey's own stop, its interrupted signal) is ``escaped``,
-    then raised on."""
+    but ``KeyboardInterrupt`` (Huey's own stop, its interrupted signal), and an exception
+    whose ``repr()`` fails (Huey's error result takes it before the post-execute hooks),
+    is ``escaped``, then raised on."""
 
     def wrapped() -> Any:  # not functools.wraps: a copy of its attributes per task, unread
         setattr(task, _ENTERED, True)
@@ -354,13 +355,24 @@ def _cancellable(
             return execute()
         except TaskCancelled:
             raise CancelExecution(retry=False) from None
-        except (Exception, KeyboardInterrupt):
+        except (Exception, KeyboardInterrupt) as exc:
+            if not _representable(exc):
+                escaped(task, exc)  # Huey's error result fails on it: no post-execute hook runs
             raise  # Huey's post-execute hooks and interrupted signal see these
         except BaseException as exc:
             escaped(task, exc)
             raise
 
     return wrapped
+
+
+def _representable(exc: BaseException) -> bool:
+    """True if ``repr(exc)`` works (Huey calls it for every error before its hooks)."""
+    try:
+        repr(exc)
+    except BaseException:
+        return False
+    return True
 
 
 def _guarded(handler: Callable[..., None], name: str) -> Callable[..., None]:
