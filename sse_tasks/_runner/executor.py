@@ -42,6 +42,12 @@ class LocalExecutor(abc.ABC):
     def running(self) -> int:
         """Jobs running here now."""
 
+    @property
+    def accepting(self) -> bool:
+        """True while :meth:`submit` takes jobs (an executor whose workers stopped does not):
+        the hub then answers 503 and stores nothing."""
+        return True
+
     def begin_shutdown(self) -> None:  # noqa: B027 - optional hook
         """Jobs taken from now on are not run: they end ``cancelled``."""
 

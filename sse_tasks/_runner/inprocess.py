@@ -71,6 +71,10 @@ class InProcessExecutor(LocalExecutor):
         self._send = send
         group.start_soon(self._serve, receive)
 
+    @property
+    def accepting(self) -> bool:
+        return self._send is not None
+
     def submit(self, job: Job) -> None:
         if self._send is None:
             raise RuntimeError("the executor is not running")

@@ -46,6 +46,8 @@ class _Here:
         self.runner = runner
 
     async def queue(self, job: Job) -> Task:
+        if not self.runner.executor.accepting:  # it logged why it stopped
+            raise Unavailable("the hub's executor has stopped (see the server's log)", code="not_running")
         event = await self.runner.broker.publish(job.task, "task.queued")
         if event is None:  # pragma: no cover - a fresh id cannot be terminal
             raise RuntimeError("broker refused a new task")

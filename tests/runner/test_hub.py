@@ -14,6 +14,7 @@ import pytest
 from _support import finished, wait_for
 
 from sse_tasks import (
+    InProcessExecutor,
     InvalidRequest,
     NotFound,
     SSETasksError,
@@ -312,6 +313,23 @@ async def test_a_base_exception_a_task_raises_fails_it_and_the_hub_goes_on(
     assert failed.state is TaskState.FAILED and failed.error is not None
     assert failed.error["type"] == error_type
     assert states == [TaskState.SUCCEEDED] * 3
+
+
+class _Stopped(InProcessExecutor):
+    """An executor whose workers have stopped (a fault): it takes no more jobs."""
+
+    @property
+    def accepting(self) -> bool:
+        return False
+
+
+async def test_a_stopped_executor_gets_503_and_nothing_is_stored(make_hub: Any) -> None:
+    hub: TaskHub = make_hub(executor=_Stopped())
+    async with hub:
+        with pytest.raises(Unavailable, match="executor has stopped") as refused:
+            await hub.submit("sleep", seconds=0)
+        assert refused.value.code == "not_running"
+        assert await hub.list_tasks() == []
 
 
 async def test_a_surrogate_in_the_owner_is_cleaned(make_hub: Any) -> None:
