@@ -39,7 +39,7 @@ from ._core.errors import NotFound, SSETasksError, TaskGone, Unavailable, error_
 from ._core.event_stream import Event, EventReader
 from ._core.following import Following, FollowingTasks, MalformedAnswer, split_task_url, task_from_data
 from ._core.models import OutputChunk, Task, TaskState
-from ._core.text import ascii_int
+from ._core.text import ascii_int, escape_controls
 
 __all__ = ["APIError", "AsyncClient", "Client", "ConnectionFailed", "OutputChunk", "split_task_url"]
 
@@ -79,7 +79,7 @@ def error_from_response(response: httpx.Response) -> SSETasksError:
     except (ValueError, KeyError, TypeError, RecursionError):
         code, message = "", response.text[:200] or response.reason_phrase
     # One line, shown as sent: a server's line breaks or terminal escapes are not obeyed.
-    message = _CONTROL.sub(lambda char: f"\\x{ord(char[0]):02x}", message)
+    message = escape_controls(message)
     message = f"{message} ({response.request.method} {response.request.url} → {status})"
     if status == 503:
         seconds = _retry_after(response.headers)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def clean_text(text: str) -> str:
@@ -29,6 +32,12 @@ def short_text(value: object) -> str:
     if len(text) > MAX_MESSAGE_LENGTH:
         return text[: MAX_MESSAGE_LENGTH - 1] + "…"
     return text
+
+
+def escape_controls(text: str) -> str:
+    """``text`` on one line, each control character (an escape, a bell, a line break) written
+    as ``\\xNN``: a server's or a task's text is shown on a terminal, never obeyed."""
+    return _CONTROL.sub(lambda char: f"\\x{ord(char[0]):02x}", text)
 
 
 def has_lone_surrogate(value: Any) -> bool:

@@ -10,13 +10,13 @@ import functools
 import json
 import sys
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import IO, Any, Protocol
 
 from .._core import codec
 from .._core.errors import SSETasksError
 from .._core.models import OutputChunk, Task, TaskState
-from .._core.text import has_lone_surrogate
+from .._core.text import escape_controls, has_lone_surrogate
 from ..client import Client
 
 #: Exit codes of ``sse-tasks watch``: the task's outcome, usable in scripts.
@@ -46,26 +46,30 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:
-    if start is None:
+    if start is None or not end:
         return None
-    parse = datetime.fromisoformat
-    finish = parse(end.replace("Z", "+00:00")) if end else None
-    if finish is None:
-        return None
-    return (finish - parse(start.replace("Z", "+00:00"))).total_seconds()
+    return (_utc(end) - _utc(start)).total_seconds()
+
+
+def _utc(moment: str) -> datetime:
+    """A snapshot's time; one without its offset (not the server's) is taken as UTC."""
+    parsed = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
 
 
 def outcome(task: Task) -> str:
-    """One line saying how a finished task ended."""
+    """One line saying how a finished task ended (a server's text shown, never obeyed)."""
     took = _seconds(task.started_at or task.created_at, task.finished_at)
     timing = f" in {took:.1f}s" if took is not None else ""
+    who = escape_controls(f"{task.name} {task.id}")
     if task.state is TaskState.SUCCEEDED:
-        return f"{task.name} {task.id} succeeded{timing}: {json.dumps(task.result)}"
+        return f"{who} succeeded{timing}: {json.dumps(task.result)}"  # JSON escapes them itself
     if task.state is TaskState.FAILED:
         error = task.error or {}
-        kind, message = error.get("type", "Error"), error.get("message", "")
-        return f"{task.name} {task.id} failed{timing}: {kind}: {message}"
-    return f"{task.name} {task.id} {task.state}{timing}" + (f": {task.message}" if task.message else "")
+        kind, message = str(error.get("type", "Error")), str(error.get("message", ""))
+        return f"{who} failed{timing}: {escape_controls(kind)}: {escape_controls(message)}"
+    said = f": {escape_controls(task.message)}" if task.message else ""
+    return f"{who} {task.state}{timing}{said}"
 
 
 def note(message: str) -> None:
@@ -108,7 +112,7 @@ class View(Protocol):
 
 def log_line(chunk: OutputChunk) -> str:
     """How a log chunk is shown: ``info: 10 of 50 words``."""
-    return f"{chunk.level or 'info'}: {chunk.text}"
+    return escape_controls(f"{chunk.level or 'info'}: {chunk.text}")
 
 
 class LineView:
@@ -145,9 +149,9 @@ class LineView:
             line = outcome(task)
         else:
             percent = f" {task.progress * 100:.0f}%" if task.progress is not None else ""
-            line = f"{task.name} {task.id} {task.state}{percent}"
+            line = f"{escape_controls(f'{task.name} {task.id}')} {task.state}{percent}"
             if task.message:
-                line += f" {task.message}"
+                line += f" {escape_controls(task.message)}"
         key = (task.state, task.progress, task.message)
         if key != self.last:
             self.last = key
@@ -187,12 +191,13 @@ class BarView:
         self.console = Console()
         self.progress = OutputProgress(
             SpinnerColumn(),
-            TextColumn("[bold]{task.description}"),
+            # A server's name and message are text, not rich markup ("[/var/data]").
+            TextColumn("{task.description}", style="bold", markup=False),
             BarColumn(),
             TaskProgressColumn(),
-            TextColumn("{task.fields[state]}"),
+            TextColumn("{task.fields[state]}", markup=False),
             TimeElapsedColumn(),
-            TextColumn("{task.fields[message]}"),
+            TextColumn("{task.fields[message]}", markup=False),
             console=self.console,
         )
         self.bar: Any = None
@@ -210,15 +215,15 @@ class BarView:
             completed = 100.0
         if self.bar is None:
             self.progress.start()
-            self.bar = self.progress.add_task(task.name, total=total, state="", message="")
+            self.bar = self.progress.add_task(escape_controls(task.name), total=total, state="", message="")
         self.seen = True
         self.progress.update(
             self.bar,
-            description=task.name,
+            description=escape_controls(task.name),
             total=total,
             completed=completed,
             state=str(task.state),
-            message=task.message or "",
+            message=escape_controls(task.message or ""),
         )
         if task.terminal:
             self.close()

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from _support import LiveServer, free_port, submit_sync
 
-from sse_tasks import TaskContext, TaskHub
+from sse_tasks import OutputChunk, Task, TaskContext, TaskHub, TaskState
 from sse_tasks.cli.watch import LineView, make_view, parse_params
 from sse_tasks.demo import generated_text, register_demo_tasks, word
 
@@ -368,3 +368,55 @@ def test_values_are_strict_json_or_text() -> None:
     }
     with pytest.raises(ValueError, match="not valid text"):
         parse_params(("x=\udcff",))  # a byte the terminal's encoding could not decode
+
+
+ESCAPES = "\x1b]0;pwned\x07\x1b[2J"
+
+
+def _hostile(state: TaskState, **fields: Any) -> Task:
+    """A snapshot whose server put terminal escapes in every text it shows."""
+    return Task(
+        id="T1",
+        name=f"job{ESCAPES}",
+        state=state,
+        message=f"copying [/var/data] [bold red]{ESCAPES}",
+        started_at="2026-01-01T00:00:00Z",
+        **fields,
+    )
+
+
+def test_a_servers_text_is_shown_never_obeyed_in_lines() -> None:
+    """Names, messages, errors and log lines come out with their control characters
+    written as ``\\xNN``; a time without its offset is taken as UTC, not a crash."""
+    out = io.StringIO()
+    view = LineView(out)
+    view.update(_hostile(TaskState.RUNNING, progress=0.5))
+    view.output(OutputChunk(task_id="T1", seq=0, kind="log", text=f"step{ESCAPES}", level=f"info{ESCAPES}"))
+    error = {"type": f"Err{ESCAPES}", "message": f"boom{ESCAPES}"}
+    view.update(_hostile(TaskState.FAILED, error=error, finished_at="2026-01-01T00:00:01"))
+    shown = out.getvalue()
+    assert "\x1b" not in shown and "\x07" not in shown, shown
+    assert shown.count("\\x1b]0;pwned\\x07\\x1b[2J") == 7, shown  # 2 names, message, log (2), error (2)
+    assert "failed in 1.0s: Err\\x1b" in shown
+
+
+def test_a_servers_text_is_not_markup_on_the_bar(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``[/var/data]`` in a message is text: rich read it as a closing tag and its refresh
+    died; ``[bold red]`` styled it; escapes reached the terminal."""
+    import rich.console
+
+    screen = io.StringIO()
+    real = rich.console.Console
+    monkeypatch.setattr(rich.console, "Console", lambda: real(file=screen, force_terminal=True, width=200))
+    view = make_view(_Terminal())
+    view.update(_hostile(TaskState.RUNNING, progress=0.5))
+    view.progress.refresh()  # type: ignore[attr-defined]
+    view.update(_hostile(TaskState.SUCCEEDED, result=1, finished_at="2026-01-01T00:00:01Z"))
+    shown = screen.getvalue()
+    assert "[/var/data] [bold red]" in shown and "\\x1b]0;pwned" in shown
+    assert "\x1b]0;pwned" not in shown and "\x1b[2J" not in shown
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
