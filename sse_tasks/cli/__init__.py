@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -37,6 +37,15 @@ class _Commands(click.Group):
 
             return serve
         return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            # A command's bad option or value is one line, "Error: …", like every other
+            # configuration error: without its context click would not print the usage.
+            exc.ctx = None
+            raise
 
 
 @click.group(

@@ -118,12 +118,12 @@ def cli(
 
 
 def error_line(done: subprocess.CompletedProcess[str]) -> str:
-    """The one ``Error: …`` line of a refused command (click's usage lines aside)."""
+    """The one ``Error: …`` line of a refused command: nothing else, click's usage lines
+    included, and exit status 2."""
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     assert done.stdout == ""
-    usage = ("Usage: ", "Try '")
-    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith(usage)]
+    lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("Error: "), done.stderr
     return lines[0]
