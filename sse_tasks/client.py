@@ -47,6 +47,11 @@ _DEFAULT_TIMEOUT = 10.0
 #: Characters one event of a stream may take, its lines together. The largest a hub with
 #: its default bounds sends is an output chunk of 1 MiB: at most 6 Mi characters of JSON.
 DEFAULT_MAX_EVENT_SIZE = 16 * 1024 * 1024
+#: Bytes an answer that is not a stream may take: a page of 100 tasks (``list``'s
+#: default) with results of 1 MiB each, the most a task may return, is well under it.
+DEFAULT_MAX_ANSWER_SIZE = 256 * 1024 * 1024
+#: Bytes of an error answer read (its JSON is a few hundred); the rest is left unread.
+_ERROR_BYTES = 64 * 1024
 #: A stream is asked for as is: its reads stay within ``max_event_size``.
 _STREAM_HEADERS = {"Accept": "text/event-stream", "Cache-Control": "no-cache", "Accept-Encoding": "identity"}
 _T = TypeVar("_T")
@@ -113,6 +118,63 @@ def _tasks_of(body: Any) -> list[Task]:
     return [_task(item) for item in items]
 
 
+class _Answer:
+    """The body of an answer that is not a stream, read within bounds: at most ``limit``
+    bytes (an error's first :data:`_ERROR_BYTES` only), all of it by ``deadline``
+    (monotonic): a server that never ends one, or trickles it, gets an error."""
+
+    def __init__(self, response: httpx.Response, limit: int, timeout: float) -> None:
+        self.response = response
+        self.limit = _ERROR_BYTES if response.status_code >= 400 else limit
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def take(self, chunk: bytes) -> bool:
+        """Keep ``chunk``; False once an error answer's first bytes are in (read no more)."""
+        self.size += len(chunk)
+        if self.size > self.limit:
+            if self.response.status_code >= 400:
+                self.chunks.append(chunk[: len(chunk) - (self.size - self.limit)])
+                return False
+            raise APIError(
+                f"the server's answer is larger than {self.limit} bytes (max_answer_size)",
+                status_code=self.response.status_code,
+            )
+        self.chunks.append(chunk)
+        if time.monotonic() > self.deadline:
+            raise httpx.ReadTimeout(f"the answer took longer than {self.timeout:g} s")
+        return True
+
+    def read(self) -> httpx.Response:
+        """The answer with its body read (and decoded: its encoding headers dropped)."""
+        dropped = ("content-encoding", "content-length", "transfer-encoding")
+        headers = [(k, v) for k, v in self.response.headers.multi_items() if k.lower() not in dropped]
+        body = b"".join(self.chunks)
+        return httpx.Response(
+            self.response.status_code, headers=headers, content=body, request=self.response.request
+        )
+
+
+async def _aread_answer(response: httpx.Response, limit: int, within: float) -> httpx.Response:
+    """``response`` read whole, at most ``limit`` bytes in ``within`` seconds (:class:`_Answer`)."""
+    answer = _Answer(response, limit, within)
+    async for chunk in response.aiter_bytes():
+        if not answer.take(chunk):
+            break
+    return answer.read()
+
+
+def _read_answer(response: httpx.Response, limit: int, within: float) -> httpx.Response:
+    """:func:`_aread_answer`, synchronous."""
+    answer = _Answer(response, limit, within)
+    for chunk in response.iter_bytes():
+        if not answer.take(chunk):
+            break
+    return answer.read()
+
+
 def _reader(response: httpx.Response, max_event_size: int) -> EventReader:
     """The reader of a stream's events. ``SSEError`` (which ``follow`` retries) if the
     answer is not a stream; ``APIError`` if it came compressed although the client asked
@@ -177,11 +239,12 @@ class _Base:
         max_backoff: float = 10.0,
         max_retry_after: float = 300.0,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+        max_answer_size: int = DEFAULT_MAX_ANSWER_SIZE,
     ) -> None:
         if retries < 0 or backoff < 0 or max_backoff < 0 or max_retry_after < 0:
             raise ValueError("retries, backoff, max_backoff and max_retry_after must be >= 0")
-        if max_event_size < 1:
-            raise ValueError("max_event_size must be at least 1")
+        if max_event_size < 1 or max_answer_size < 1:
+            raise ValueError("max_event_size and max_answer_size must be at least 1")
         self.base_url = base_url.rstrip("/")
         #: ``base_url`` as messages show it: without a password it may carry.
         self.shown_url = _without_password(self.base_url)
@@ -190,6 +253,7 @@ class _Base:
         self.max_backoff = max_backoff
         self.max_retry_after = max_retry_after
         self.max_event_size = max_event_size
+        self.max_answer_size = max_answer_size
         self._headers = dict(headers or {})
         self._params = dict(params or {})
         self._timeout = timeout
@@ -315,8 +379,9 @@ class AsyncClient(_Base):
     ``retries``, ``backoff`` and ``max_backoff`` (seconds) for ``follow``'s reconnections,
     which wait at least a server's ``Retry-After``, up to ``max_retry_after`` seconds.
     An event of a stream longer than ``max_event_size`` characters raises ``APIError``
-    (the server's are far smaller). ``http`` lets you bring your own ``httpx.AsyncClient``
-    (its base URL is ignored).
+    (the server's are far smaller), and so does an answer of more than
+    ``max_answer_size`` bytes; ``timeout`` bounds a whole answer, not each read.
+    ``http`` lets you bring your own ``httpx.AsyncClient`` (its base URL is ignored).
     """
 
     def __init__(self, base_url: str, *, http: httpx.AsyncClient | None = None, **options: Any) -> None:
@@ -337,14 +402,15 @@ class AsyncClient(_Base):
 
     async def _request(self, method: str, path: str, action: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = await self._http.request(
+            async with self._http.stream(
                 method,
                 self.base_url + path,
                 headers=self._headers,
                 params={**self._params, **kwargs.pop("params", {})},
                 timeout=self._timeout,
                 **kwargs,
-            )
+            ) as streamed:
+                response = await _aread_answer(streamed, self.max_answer_size, self._timeout)
         except httpx.TransportError as exc:
             raise self._unreachable(action, exc) from exc
         return self._check(response)
@@ -436,7 +502,7 @@ class AsyncClient(_Base):
                         yield await self.get(task_id)
                         return
                     if response.status_code >= 400:
-                        await response.aread()
+                        response = await _aread_answer(response, self.max_answer_size, self._timeout)
                         refusal = self._refusal(task_id, response, followed)
                         retry_after = _retry_after(refusal.headers)
                         error_text = refusal.message
@@ -534,7 +600,7 @@ class AsyncClient(_Base):
                 ) as source:
                     response = source.response
                     if response.status_code >= 400:
-                        await response.aread()
+                        response = await _aread_answer(response, self.max_answer_size, self._timeout)
                         refusal = self._refusal(what, response, False)
                         retry_after = _retry_after(refusal.headers)
                         error_text = refusal.message
@@ -618,14 +684,15 @@ class Client(_Base):
 
     def _request(self, method: str, path: str, action: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self._http.request(
+            with self._http.stream(
                 method,
                 self.base_url + path,
                 headers=self._headers,
                 params={**self._params, **kwargs.pop("params", {})},
                 timeout=self._timeout,
                 **kwargs,
-            )
+            ) as streamed:
+                response = _read_answer(streamed, self.max_answer_size, self._timeout)
         except httpx.TransportError as exc:
             raise self._unreachable(action, exc) from exc
         return self._check(response)
@@ -695,7 +762,7 @@ class Client(_Base):
                         yield self.get(task_id)
                         return
                     if response.status_code >= 400:
-                        response.read()
+                        response = _read_answer(response, self.max_answer_size, self._timeout)
                         refusal = self._refusal(task_id, response, followed)
                         retry_after = _retry_after(refusal.headers)
                         error_text = refusal.message
@@ -778,7 +845,7 @@ class Client(_Base):
                 with connect_sse(self._http, **self._events(selection, following.last_event_id)) as source:
                     response = source.response
                     if response.status_code >= 400:
-                        response.read()
+                        response = _read_answer(response, self.max_answer_size, self._timeout)
                         refusal = self._refusal(what, response, False)
                         retry_after = _retry_after(refusal.headers)
                         error_text = refusal.message

@@ -187,6 +187,58 @@ async def test_a_line_without_end_raises_once_an_event_passes_max_event_size(fol
     assert 16 <= sync_body.sent <= 18
 
 
+class Pieces:
+    """A body sent in ``count`` pieces of ``size`` bytes, ``pause`` seconds apart; ``sent``
+    says how many the client took."""
+
+    def __init__(self, first: bytes, size: int, count: int = 100_000, pause: float = 0.0) -> None:
+        self.first, self.piece, self.count, self.pause = first, b"x" * size, count, pause
+        self.sent = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.first
+        while self.sent < self.count:
+            self.sent += 1
+            if self.pause:
+                time.sleep(self.pause)
+            yield self.piece
+
+
+def pieces_server(status: int, body: Pieces) -> httpx.MockTransport:
+    headers = {"content-type": "application/json"}
+    return httpx.MockTransport(lambda request: httpx.Response(status, headers=headers, content=iter(body)))
+
+
+def test_an_answer_without_end_raises_once_it_passes_max_answer_size() -> None:
+    body = Pieces(b'{"id": "', 65536)
+    with httpx.Client(transport=pieces_server(200, body)) as http:
+        client = Client("http://hub", http=http, max_answer_size=1 << 20)
+        with pytest.raises(APIError, match=r"larger than 1048576 bytes \(max_answer_size\)"):
+            client.get("t1")
+    assert 16 <= body.sent <= 17  # 1 MiB in 64 KiB pieces, and no more
+
+
+def test_an_error_answer_is_read_only_as_far_as_its_first_64_kib() -> None:
+    """A 404 whose body never ends is still a ``NotFound``, to ``get`` and to ``follow``."""
+    for call in ("get", "follow"):
+        body = Pieces(b'{"error": {"code": "not_found", "message": "gone"}}', 4096)
+        with httpx.Client(transport=pieces_server(404, body)) as http:
+            client = Client("http://hub", http=http)
+            with pytest.raises(NotFound):
+                client.get("t1") if call == "get" else list(client.follow("t1"))
+        assert body.sent <= 17, call  # 64 KiB
+
+
+def test_timeout_bounds_the_whole_answer_not_each_read() -> None:
+    """A server trickling its answer a few bytes at a time is given up after ``timeout``."""
+    body = Pieces(b'{"id": "', 1, pause=0.01)
+    with httpx.Client(transport=pieces_server(200, body)) as http:
+        client = Client("http://hub", http=http, timeout=0.3)
+        with pytest.raises(ConnectionFailed, match=r"took longer than 0\.3 s"):
+            client.get("t1")
+    assert body.sent < body.count
+
+
 async def test_a_stream_compressed_although_asked_for_as_is_is_refused() -> None:
     """httpx would inflate each read whole: a few KiB of gzip can be a gigabyte of text."""
     packed = gzip.compress(b"data: " + b"x" * (8 << 20))
