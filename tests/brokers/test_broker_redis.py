@@ -646,6 +646,47 @@ async def test_ids_of_the_layout_before_output_streams_resync(
         assert (await http.get("/tasks")).json()["cursor"].split("-")[0] != "0ld0ld00"
 
 
+#: What another program (or a damaged Redis) may leave under a task's key: none of it
+#: is a snapshot. Each is written with ``redis-py``: (command, arguments after the key).
+NOT_RECORDS = {
+    "not JSON": ("hset", ("d", "{not json")),
+    "the wrong shape": ("hset", ("d", '{"id": 5, "state": "weird"}')),
+    "not UTF-8": ("hset", ("d", b"\xff\xfe")),
+    "not a hash": ("set", ("x",)),
+}
+
+
+async def test_a_task_record_that_is_not_a_snapshot_is_no_task_never_a_500(
+    private_redis: Redis, live_server: Callable[..., LiveServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record the broker did not write is taken as no task: its ``GET`` is a 404, the
+    list and the other tasks are served, and each is logged once, not per request."""
+    server = live_server(redis_hub(private_redis.url))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        tasks = [await submit(http, "sleep", seconds=0) for _ in range(len(NOT_RECORDS) + 1)]
+        for task in tasks:
+            await collect(http, f"/tasks/{task['id']}/events")
+        spoiled = dict(zip(NOT_RECORDS, tasks, strict=False))
+        with private_redis.client() as client:
+            for kind, task in spoiled.items():
+                command, args = NOT_RECORDS[kind]
+                key = f"{private_redis.prefix}:task:{task['id']}"
+                if command == "set":
+                    client.delete(key)
+                getattr(client, command)(key, *args)
+        for _ in range(2):
+            listed = await http.get("/tasks")
+            assert listed.status_code == 200, listed.text
+            assert [t["id"] for t in listed.json()["tasks"]] == [tasks[-1]["id"]]
+            for kind, task in spoiled.items():
+                for path in ("", "/output", "/events"):
+                    answer = await http.get(f"/tasks/{task['id']}{path}")
+                    assert answer.status_code == 404, (kind, path, answer.text)
+                    assert answer.json()["error"]["code"] == "not_found"
+    warned = [r for r in caplog.records if "taken as no task" in r.getMessage()]
+    assert sorted(r.getMessage().split("'")[1] for r in warned) == sorted(t["id"] for t in spoiled.values())
+
+
 @pytest.mark.parametrize("one_millisecond", [False, True], ids=["apart", "one-millisecond"])
 async def test_finished_tasks_beyond_max_tasks_expire_oldest_first(
     private_redis: Redis, one_millisecond: bool

@@ -82,7 +82,7 @@ from .leases import LeaseKeeper
 from .link import UNREACHABLE, Link, call, unavailable
 from .options import option, split_options
 from .reader import MAX_BACKOFF, MIN_BACKOFF, StreamKey, StreamReader, key
-from .records import chunks_of, data, task_of, text
+from .records import chunks_of, data, task_or_none, text
 from .scripts import Script, Scripts
 from .tokens import Tokens
 from .wire import NO_SETINFO, AsyncWire
@@ -169,6 +169,8 @@ class RedisBroker(Broker):
             self.lease, self._keys, self._scripts, self._link, self.get, self._fail_lapsed
         )
         self._observer: EventObserver | None = None
+        #: Ids of records warned about as not snapshots (see ``task_or_none``).
+        self._malformed: set[str] = set()
         self._redis: Redis | None = None
         self._wire: AsyncWire | None = None
         self._group: TaskGroup | None = None
@@ -555,9 +557,10 @@ class RedisBroker(Broker):
         return chunks_of(reply)
 
     async def get(self, task_id: str) -> Task | None:
-        async with self._connection() as db:
-            fields = await call(db.hmget(self._keys.task(task_id), ["d", "i", "t"]))
-        task = task_of(fields)
+        async with self._connection() as db, db.pipeline(transaction=False) as pipe:
+            pipe.hmget(self._keys.task(task_id), ["d", "i", "t"])
+            (fields,) = await call(pipe.execute(raise_on_error=False))
+        task = task_or_none(fields, task_id, self._malformed)
         if task is not None:
             await self._reader.check_epoch([task])
         return task
@@ -594,13 +597,16 @@ class RedisBroker(Broker):
                 async with db.pipeline(transaction=False) as pipe:
                     for task_id in ids:
                         pipe.hmget(keys.task(text(task_id)), ["s", "m", "d", "i", "t"])
-                    rows = await call(pipe.execute())
-            for row in rows:
+                    rows = await call(pipe.execute(raise_on_error=False))
+            for task_id, row in zip(ids, rows, strict=True):
+                if isinstance(row, Exception):
+                    task_or_none(row, text(task_id), self._malformed)  # warned about, skipped
+                    continue
                 if row[2] is None:
                     continue  # expired, not yet swept from the index
                 if want_state not in (None, row[0]) or want_name not in (None, row[1]):
                     continue
-                task = task_of(row[2:])
+                task = task_or_none(row[2:], text(task_id), self._malformed)
                 if task is not None and all(tag in task.tags for tag in tags):
                     found.append(task)
                     if len(found) >= limit:

@@ -10,7 +10,7 @@ import anyio
 
 from ..._core.models import OutputChunk, Task
 from .reader import MAX_BACKOFF, MIN_BACKOFF
-from .records import chunks_of, task_of, text
+from .records import chunks_of, task_or_none, text
 from .wire import AsyncWire, Command
 from .writing import Started, Write, Writing, final_write, requeue_write
 
@@ -91,7 +91,7 @@ class AsyncWriter(Writing):
 
     async def get(self, task_id: str) -> Task | None:
         """The stored snapshot, or None if unknown or expired."""
-        return task_of((await self._send([self._get(task_id)]))[0])
+        return task_or_none((await self._send([self._get(task_id)]))[0], task_id, self._malformed)
 
     async def stored_output(self, task_id: str) -> list[OutputChunk]:
         """The task's stored output chunks, in order."""

@@ -33,7 +33,7 @@ from ..._core.models import (
 from .keys import Keys
 from .link import UNREACHABLE, Link, call, unavailable
 from .outputs import Followed, OutputFollows, Request, snapshot_task
-from .records import task_of, text
+from .records import task_or_none, text
 from .scripts import Scripts
 from .wire import deadline, drop
 
@@ -98,6 +98,7 @@ class StreamReader:
         #: True while an event this process wrote is still to be read: the streams'
         #: wake-up waits for it (a task's state changes, each a write, go out together).
         self.expecting = expecting
+        self._malformed: set[str] = set()  # ids of records warned about (``task_or_none``)
         self.epoch: str | None = None
         self.read_from = "0-0"  # stream id the reader continues after
         self.generation = 0  # bumped whenever the log restarts
@@ -221,8 +222,11 @@ class StreamReader:
             async with db.pipeline(transaction=False) as pipe:
                 for task_id in ids:
                     pipe.hmget(self.keys.task(text(task_id)), ["d", "i", "t"])
-                rows = await pipe.execute()
-        return [task for row in rows if (task := task_of(row)) is not None and not task.terminal]
+                rows = await pipe.execute(raise_on_error=False)
+        tasks = (
+            task_or_none(row, text(task_id), self._malformed) for task_id, row in zip(ids, rows, strict=True)
+        )
+        return [task for task in tasks if task is not None and not task.terminal]
 
     # -- following -------------------------------------------------------------------
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ..._core import codec
 from ..._core.models import MAX_RESULT_BYTES, OutputChunk, Task, check_result_size
+
+logger = logging.getLogger("sse_tasks.redis")
 
 #: The fields of a snapshot that may hold a float (any JSON); the others are text,
 #: integers, None or lists of text.
@@ -23,13 +26,38 @@ def data(task: Task) -> bytes:
     return encoded
 
 
-def task_of(fields: list[Any]) -> Task | None:
-    """A snapshot from the hash fields ``d``, ``i``, ``t``."""
+class MalformedRecord(ValueError):
+    """A task record the broker did not write: another program's, or damaged."""
+
+
+def task_of(fields: Any) -> Task | None:
+    """A snapshot from the hash fields ``d``, ``i``, ``t``; None if none is stored.
+    Raises :class:`MalformedRecord` for a record that is not one (Redis's own error
+    reply for a key that is not a hash included)."""
+    if isinstance(fields, Exception):  # a pipeline's reply: WRONGTYPE, say
+        raise MalformedRecord(f"a task key that is not a task record ({fields})")
     raw, event_id, event_type = fields
     if raw is None:
         return None
-    record = codec.loads(raw)
-    return Task.from_record({**record, "event_id": text(event_id), "event_type": text(event_type)})
+    try:
+        record = codec.loads(raw)
+        return Task.from_record({**record, "event_id": text(event_id), "event_type": text(event_type)})
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise MalformedRecord(f"a task record that is not a snapshot ({type(exc).__name__}: {exc})") from None
+
+
+def task_or_none(fields: Any, task_id: str, warned: set[str]) -> Task | None:
+    """:func:`task_of`, with a record that is not a snapshot taken as no task: warned
+    about once per id (up to 1,000 ids in ``warned``), never an error for its reader."""
+    try:
+        return task_of(fields)
+    except MalformedRecord as exc:
+        if task_id not in warned:
+            if len(warned) >= 1000:
+                warned.clear()
+            warned.add(task_id)
+            logger.warning("task %r: %s; taken as no task", task_id[:200], exc)
+        return None
 
 
 def chunks_of(reply: list[Any]) -> list[OutputChunk]:

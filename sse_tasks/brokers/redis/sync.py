@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..._core.models import OutputChunk, Task
 from .reader import MAX_BACKOFF, MIN_BACKOFF
-from .records import chunks_of, task_of, text
+from .records import chunks_of, task_or_none, text
 from .wire import Command, Wire
 from .writing import Started, Write, Writing, final_write, requeue_write
 
@@ -111,7 +111,7 @@ class SyncWriter(Writing):
 
     def get(self, task_id: str) -> Task | None:
         """The stored snapshot, or None if unknown or expired."""
-        return task_of(self._send([self._get(task_id)])[0])
+        return task_or_none(self._send([self._get(task_id)])[0], task_id, self._malformed)
 
     def stored_output(self, task_id: str) -> list[OutputChunk]:
         """The task's stored output chunks, in order."""

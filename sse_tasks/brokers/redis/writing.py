@@ -41,6 +41,7 @@ class Writing:
         self._scripts = Scripts()
         self._lease_ms = max(1, round(broker.lease * 1000))
         self._client_name = f"sse-tasks-{broker.worker_id}-worker"
+        self._malformed: set[str] = set()  # ids of records warned about (``task_or_none``)
         s = self._scripts
         #: The scripts a writer runs, loaded again if Redis lost them (``Wire.send``).
         self._sources = tuple(script.source for script in (s.publish, s.output, s.renew, s.chunks))
