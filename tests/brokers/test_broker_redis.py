@@ -687,6 +687,40 @@ async def test_a_task_record_that_is_not_a_snapshot_is_no_task_never_a_500(
     assert sorted(r.getMessage().split("'")[1] for r in warned) == sorted(t["id"] for t in spoiled.values())
 
 
+async def _queued_on(events: AsyncIterator[SSEEvent], task_id: str) -> None:
+    """Read ``events`` up to ``task_id``'s ``task.queued``."""
+    async for event in events:
+        if event.event == "task.queued" and event.json()["id"] == task_id:
+            return
+
+
+async def test_a_log_entry_that_is_not_a_snapshot_breaks_no_later_output_stream(
+    private_redis: Redis, live_server: Callable[..., LiveServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another program's ``task.progress`` entry, with no snapshot in it, for a finished
+    task: a process following every task's output followed it as running, and each
+    later ``/events?output=1`` failed decoding it (the reader restarted, no answer)."""
+    server = live_server(redis_hub(private_redis.url))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        finished = await submit(http, "sleep", seconds=0)
+        await collect(http, f"/tasks/{finished['id']}/events")
+        async with http.stream("GET", "/events", params={"output": "1"}) as first:
+            assert first.status_code == 200
+            events = sse_events(first)
+            with private_redis.client() as client:
+                epoch = client.get(f"{private_redis.prefix}:log:epoch")
+                fields = {"e": epoch, "t": "task.progress", "k": finished["id"], "d": "{garbage"}
+                client.xadd(f"{private_redis.prefix}:log", fields)  # type: ignore[arg-type]
+            after = await submit(http, "sleep", seconds=0)
+            await _queued_on(events, after["id"])  # read after the entry: it was read too
+            for _ in range(2):
+                async with http.stream("GET", "/events", params={"output": "1"}) as later:
+                    assert later.status_code == 200
+                    another = await submit(http, "sleep", seconds=0)
+                    await _queued_on(sse_events(later), another["id"])
+    assert not [r for r in caplog.records if "reader failed" in r.getMessage()]
+
+
 @pytest.mark.parametrize("one_millisecond", [False, True], ids=["apart", "one-millisecond"])
 async def test_finished_tasks_beyond_max_tasks_expire_oldest_first(
     private_redis: Redis, one_millisecond: bool

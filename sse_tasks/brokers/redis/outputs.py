@@ -21,7 +21,7 @@ from collections.abc import Callable
 import anyio
 
 from ..._core.log import OutputFollow
-from ..._core.models import Task, TaskEvent
+from ..._core.models import MalformedEvent, Task, TaskEvent
 
 StreamKey = tuple[int, int]
 
@@ -141,8 +141,7 @@ class OutputFollows:
             if self.all_since is None:
                 self.all_since = since
             self.all += 1
-            running = [followed.task for followed in self.tasks.values() if followed.by_all]
-            answer = OutputFollow(self.all_since, self.release_all, running)
+            answer = OutputFollow(self.all_since, self.release_all, self._running())
         else:
             self.add(task.id, since, task)
             joined = self.join(task.id)
@@ -153,6 +152,20 @@ class OutputFollows:
         else:
             request.answer = answer
         request.done.set()
+
+    def _running(self) -> list[Task]:
+        """The tasks followed as running; one whose latest log entry is not a snapshot
+        (another program wrote it: it was logged as it was read) is followed no more."""
+        running = []
+        for task_id, followed in list(self.tasks.items()):
+            if not followed.by_all:
+                continue
+            try:
+                running.append(followed.task)
+            except MalformedEvent:
+                followed.by_all = False
+                self.drop(task_id)
+        return running
 
     def streams(self) -> list[bytes]:
         return [followed.key for followed in self.tasks.values()]
