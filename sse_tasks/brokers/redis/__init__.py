@@ -69,6 +69,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..._core import codec
@@ -557,9 +558,12 @@ class RedisBroker(Broker):
         return chunks_of(reply)
 
     async def get(self, task_id: str) -> Task | None:
-        async with self._connection() as db, db.pipeline(transaction=False) as pipe:
-            pipe.hmget(self._keys.task(task_id), ["d", "i", "t"])
-            (fields,) = await call(pipe.execute(raise_on_error=False))
+        fields: list[Any] | ResponseError
+        async with self._connection() as db:
+            try:
+                fields = await call(db.hmget(self._keys.task(task_id), ["d", "i", "t"]))
+            except ResponseError as exc:  # WRONGTYPE: a key that is not a task record
+                fields = exc
         task = task_or_none(fields, task_id, self._malformed)
         if task is not None:
             await self._reader.check_epoch([task])
