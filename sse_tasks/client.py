@@ -125,7 +125,8 @@ class _Answer:
 
     def __init__(self, response: httpx.Response, limit: int, timeout: float) -> None:
         self.response = response
-        self.limit = _ERROR_BYTES if response.status_code >= 400 else limit
+        self.error = response.status_code >= 400
+        self.limit = _ERROR_BYTES if self.error else limit
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
         self.chunks: list[bytes] = []
@@ -135,7 +136,7 @@ class _Answer:
         """Keep ``chunk``; False once an error answer's first bytes are in (read no more)."""
         self.size += len(chunk)
         if self.size > self.limit:
-            if self.response.status_code >= 400:
+            if self.error:
                 self.chunks.append(chunk[: len(chunk) - (self.size - self.limit)])
                 return False
             raise APIError(
