@@ -8,16 +8,21 @@ The task's context (``current_task()``) never blocks and never touches Redis: pr
 keeps the latest value, output is queued in order, and the cancel flag is the one the
 keeper last read. One :class:`AsyncKeeper` task per event loop publishes what falls due
 (``running`` after ``start_delay``, progress at most every ``progress_interval`` per task,
-output as written), reads the stored state of running tasks every ``check_interval``
-and renews their leases every quarter lease (each in one round trip for all of them). A
-sync task (run in taskiq's thread pool) reports through the same calls, which hand over
-to the loop thread-safely. A task that ends within ``start_delay`` stores ``running``
-and its outcome in one round trip.
+output as written) and reads the stored state of running tasks every ``check_interval``
+(in one round trip for all of them). A sync task (run in taskiq's thread pool) reports
+through the same calls, which hand over to the loop thread-safely. A task that ends
+within ``start_delay`` stores ``running`` and its outcome in one round trip.
+
+The leases are kept off the loop: the keeper's thread renews them every quarter lease
+through a blocking writer, and stores a ``running`` the loop has not stored in time. A
+task that holds the loop (sync code in an ``async def``) is then neither presumed dead
+while it runs nor left ``queued`` for good when its worker is killed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import logging
 import math
@@ -30,7 +35,7 @@ from .._core.context import CURRENT, TaskContext
 from .._core.models import MAX_METADATA_BYTES, OutputChunk, Task, TaskState, utcnow
 from .._runner.job import unencodable
 from .worker import _budget
-from .writer import AsyncWorkerWriter, Started
+from .writer import AsyncWorkerWriter, Started, WorkerWriter
 
 logger = logging.getLogger("sse_tasks.worker")
 
@@ -74,6 +79,8 @@ class AsyncRun:
         self._outbox: list[OutputChunk] = []
         self._start: Started | None = None
         self._start_due = math.inf
+        #: Set while the keeper's thread stores ``_start`` (the loop held it past its due).
+        self._handed: concurrent.futures.Future[None] | None = None
         self._checked = time.monotonic()  # the worker read its state as it took the message
 
     @staticmethod
@@ -169,22 +176,59 @@ class AsyncRun:
             if self._pending and not self.ended and now >= self._last + self.keeper.progress_interval:
                 await self._send_progress()
 
+    async def _take_start(self) -> Started | None:
+        """Take the pending ``running`` (None if stored), once the keeper's thread is done
+        storing it: nothing of this run is written before its ``running``."""
+        while True:
+            with self._lock:
+                start, self._start, handed = self._start, None, self._handed
+            if start is not None or handed is None:
+                return start
+            await asyncio.wrap_future(handed)
+
     async def _started(self) -> bool:
-        if self._start is None:
+        start = await self._take_start()
+        if start is None:
             return not self.ended
-        running, queued = self._start
+        running, queued = start
         try:
             stored = await self.writer.running(running, create=queued, retry_for=1.0)
         except self.writer.unreachable:
             logger.warning("task %s started; not stored as running yet: Redis unreachable", running.id)
-            self._start_due = time.monotonic() + 1.0
+            with self._lock:
+                self._start, self._start_due = start, time.monotonic() + 1.0
             return False
-        self._start = None
-        if stored is None:  # finished while it waited (cancelled)
-            self.ended = self._cancelled = True
-            return False
-        self.task = stored
-        return True
+        self._stored_running(stored)
+        return not self.ended
+
+    def _stored_running(self, stored: Task | None) -> None:
+        with self._lock:
+            if stored is None:  # finished while it waited (cancelled)
+                self.ended = self._cancelled = True
+            elif not self.ended:
+                self.task = stored
+
+    def overdue_start(self, now: float) -> Started | None:
+        """For the keeper's thread: the pending ``running`` if its due passed by ``now``
+        (the loop is held), taken so that the loop waits for the thread to store it; give
+        the answer to :meth:`started_elsewhere`."""
+        with self._lock:
+            if self.ended or self._start is None or self._handed is not None or now < self._start_due:
+                return None
+            start, self._start, self._handed = self._start, None, concurrent.futures.Future()
+            return start
+
+    def started_elsewhere(self, start: Started, stored: Task | None, *, failed: bool = False) -> None:
+        """The keeper's thread stored ``start`` (``stored``: the answer), or ``failed`` to."""
+        if failed:  # tried again in a second, by whichever of the two comes first
+            with self._lock:
+                self._start, self._start_due = start, time.monotonic() + 1.0
+        else:
+            self._stored_running(stored)
+        with self._lock:
+            handed, self._handed = self._handed, None
+        if handed is not None:
+            handed.set_result(None)
 
     async def _send_output(self) -> None:
         while self._outbox and not self.ended:
@@ -222,7 +266,7 @@ class AsyncRun:
         """True if the keeper should read the stored state now (a cancel): not for an
         ended run, one whose ``running`` is not stored yet, or one read a moment ago (a
         short task is never read again)."""
-        if self.ended or self._cancelled or self._start is not None:
+        if self.ended or self._cancelled or self._start is not None or self._handed is not None:
             return False
         if now - self._checked < self.keeper.check_interval:
             return False
@@ -239,6 +283,9 @@ class AsyncRun:
         async with self._io:
             if self.ended:
                 return None
+            start = await self._take_start()
+            if start is None and self.ended:
+                return None
             await self._send_output()
             with self._lock:
                 self.ended = True
@@ -249,7 +296,6 @@ class AsyncRun:
                     started_at=None,
                     output_chunks=self._budget.chunks,
                 )
-            start, self._start = self._start, None
             try:
                 return await self.writer.requeue(queued, started=start, retry_for=self.writer.outage_grace)
             except self.writer.unreachable:
@@ -266,6 +312,7 @@ class AsyncRun:
         async with self._io:
             if self.ended:
                 return
+            start = await self._take_start()
             await self._send_output()
             with self._lock:
                 if self.ended:
@@ -277,7 +324,6 @@ class AsyncRun:
                 final = self.task.evolve(
                     state=state, finished_at=utcnow(), output_chunks=self._budget.chunks, **changes
                 )
-            start, self._start = self._start, None
             if start is not None:
                 final = final.evolve(started_at=start[0].started_at)
             try:
@@ -304,16 +350,20 @@ class AsyncRun:
 
 
 class AsyncKeeper:
-    """One task per event loop: publishes what is due, reads cancels, renews leases."""
+    """One task per event loop: publishes what is due and reads cancels; and one thread
+    beside it that renews the leases and stores a ``running`` the held loop could not,
+    through ``blocking`` (a writer to the same store, for that thread alone)."""
 
     def __init__(
         self,
         writer: AsyncWorkerWriter,
+        blocking: WorkerWriter,
         *,
         progress_interval: float = 0.1,
         check_interval: float = 0.1,
     ) -> None:
         self.writer = writer
+        self.blocking = blocking
         self.progress_interval = progress_interval
         self.check_interval = check_interval
         self.runs: dict[str, AsyncRun] = {}
@@ -322,24 +372,36 @@ class AsyncKeeper:
         self._task: asyncio.Task[None] | None = None
         self._wake_at = -math.inf  # when the keeper wakes by itself (-inf: it is awake)
         self._timer: asyncio.TimerHandle | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     def ensure_started(self) -> None:
-        """Start the keeper's task on the running loop (again on another loop)."""
+        """Start the keeper's task on the running loop (again on another loop), and its thread."""
         loop = asyncio.get_running_loop()
+        if self._thread is None or not self._thread.is_alive():
+            self._stopping = threading.Event()
+            self._thread = threading.Thread(
+                target=self._guard, args=(self._stopping,), name="sse-tasks-leases", daemon=True
+            )
+            self._thread.start()
         if self._task is not None and self._loop is loop and not self._task.done():
             return
         self._loop, self._event = loop, asyncio.Event()
         self._task = loop.create_task(self._main(), name="sse-tasks-keeper")
 
     async def stop(self) -> None:
-        """Cancel the keeper's task (a worker shutting down)."""
+        """Cancel the keeper's task and end its thread (a worker shutting down)."""
         task, self._task = self._task, None
+        thread, self._thread = self._thread, None
+        self._stopping.set()
         if task is not None:
             task.cancel()
             try:
                 await task
             except asyncio.CancelledError:
                 pass
+        if thread is not None:
+            await asyncio.to_thread(thread.join, 5.0)
 
     def wake(self, due: float = -math.inf) -> None:
         """Work falls due at ``due`` (monotonic): make the keeper wake by then (from the loop
@@ -367,21 +429,20 @@ class AsyncKeeper:
     async def _main(self) -> None:
         assert self._event is not None and self._loop is not None
         event, loop = self._event, self._loop
-        renew_every = self.writer.lease / 4
-        next_renewal = time.monotonic() + renew_every
         next_check = time.monotonic() + self.check_interval
         while True:
             runs = list(self.runs.values())
             dues = [due for due in (run.due() for run in runs) if due is not None]
-            wake_at = min([next_renewal, next_check if runs else math.inf, *dues])
+            wake_at = min([next_check if runs else math.inf, *dues])
             timeout = max(wake_at - time.monotonic(), 0.005)
             self._wake_at = time.monotonic() + timeout
             # A timer rather than wait_for(): wake() moves it (no task per sleep).
-            self._timer = loop.call_later(timeout, event.set)
+            self._timer = None if timeout == math.inf else loop.call_later(timeout, event.set)
             try:
                 await event.wait()
             finally:
-                self._timer.cancel()
+                if self._timer is not None:
+                    self._timer.cancel()
                 self._timer = None
             self._wake_at = -math.inf
             event.clear()
@@ -397,14 +458,44 @@ class AsyncKeeper:
             if now >= next_check:
                 next_check = now + self.check_interval
                 await self._check([run for run in runs if run.wants_check(now)])
+
+    def _guard(self, stopping: threading.Event) -> None:
+        """The keeper's thread: renews the leases of the runs every quarter lease, and
+        stores the ``running`` of a run whose loop is held a tick past its due."""
+        renew_every = self.blocking.lease / 4
+        tick = min(renew_every / 2, 0.25)
+        next_renewal = time.monotonic() + renew_every
+        while not stopping.wait(tick):
+            now = time.monotonic()
+            runs = list(self.runs.values())
+            for run in runs:
+                start = run.overdue_start(now - tick)
+                if start is not None:
+                    self._store_start(run, start)
             if now >= next_renewal:
                 next_renewal = now + renew_every
                 try:
-                    await self.writer.renew(run.task.id for run in runs if not run.ended)
-                except self.writer.unreachable:
+                    self.blocking.renew([run.task.id for run in runs if not run.ended])
+                except self.blocking.unreachable:
                     pass
                 except Exception:
                     logger.exception("sse_tasks keeper: renewing leases failed")
+
+    def _store_start(self, run: AsyncRun, start: Started) -> None:
+        running, queued = start
+        try:
+            stored = self.blocking.running(running, create=queued)
+        except Exception as exc:
+            if not isinstance(exc, self.blocking.unreachable):
+                logger.exception("sse_tasks keeper: storing task %s running failed", running.id)
+            run.started_elsewhere(start, None, failed=True)
+            return
+        run.started_elsewhere(start, stored)
+        logger.warning(
+            "task %s holds the worker's event loop (blocking code in an async task?): "
+            "its running state was stored from the keeper's thread",
+            running.id,
+        )
 
     async def _check(self, runs: list[AsyncRun]) -> None:
         """Read the stored state of ``runs`` in one round trip."""

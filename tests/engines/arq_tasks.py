@@ -69,6 +69,12 @@ async def stubborn(ctx: dict[str, Any], seconds: float = 60.0, marker: str = "")
     return "never cancelled"
 
 
+async def hog(ctx: dict[str, Any], seconds: float) -> str:
+    """Holds the worker's event loop for ``seconds``: blocking code in an async job."""
+    time.sleep(seconds)  # noqa: ASYNC251 - the point of it
+    return "held"
+
+
 async def gated(ctx: dict[str, Any], gate: str, seconds: float = 60.0) -> str:
     """Waits (at most ``seconds``) until the file ``gate`` exists."""
     deadline = time.monotonic() + seconds
@@ -145,7 +151,7 @@ async def ready(ctx: dict[str, Any]) -> None:
 
 class WorkerSettings:
     functions: ClassVar[list[Any]] = [
-        *(add, fail, odd, steps, talk, stubborn, touch),
+        *(add, fail, odd, steps, talk, stubborn, hog, touch),
         *(burst, gated, retried, tight, cancelled_elsewhere),
     ]
     redis_settings = RedisSettings.from_dsn(os.environ.get("ARQ_REDIS_URL", "redis://127.0.0.1:6379/5"))

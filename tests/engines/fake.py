@@ -63,6 +63,12 @@ def stubborn(seconds: float = 60.0, marker: str = "") -> str:
     return "never cancelled"
 
 
+def hog(seconds: float) -> str:
+    """Holds its thread (an asyncio engine's event loop) for ``seconds``, reporting nothing."""
+    time.sleep(seconds)
+    return "held"
+
+
 def touch(marker: str) -> str:
     Path(marker).write_text("ran")
     return "touched"
@@ -74,7 +80,9 @@ def odd(kind: str) -> Any:
     return ODD_RESULTS[kind][0]()
 
 
-TASKS: dict[str, Callable[..., Any]] = {f.__name__: f for f in (add, fail, steps, talk, stubborn, touch, odd)}
+TASKS: dict[str, Callable[..., Any]] = {
+    f.__name__: f for f in (add, fail, steps, talk, stubborn, hog, touch, odd)
+}
 
 
 @dataclass

@@ -84,6 +84,13 @@ async def stubborn(seconds: float = 60.0, marker: str = "") -> str:
     return "never cancelled"
 
 
+@broker.task(task_name="hog")
+async def hog(seconds: float) -> str:
+    """Holds the worker's event loop for ``seconds``: blocking code in an async task."""
+    time.sleep(seconds)  # noqa: ASYNC251 - the point of it
+    return "held"
+
+
 @broker.task(task_name="touch")
 async def touch(marker: str) -> str:
     await anyio.Path(marker).write_text("ran")

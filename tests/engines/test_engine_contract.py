@@ -318,10 +318,16 @@ async def test_a_message_the_hub_answered_503_for_is_discarded_unrun(
 
 
 async def test_worker_death_fails_the_task_within_the_lease(engine: Engine, live_server: Any) -> None:
+    """Even a task that holds its worker's thread (an asyncio engine's event loop) from its
+    start: it is not presumed dead while it holds it for longer than a lease, and when its
+    worker is killed, it ends ``failed`` within the lease (never ``queued`` for good)."""
     dying = engine.dying()
     url = f"{engine.url}?lease={LEASE}"  # the hub sweeps lapsed leases as often
     async with served(engine, live_server, url=url) as (http, events):
-        task_id = dying.enqueue("stubborn", seconds=60)
+        held = dying.enqueue("hog", seconds=2 * LEASE)
+        assert (await events.end(held)).event == "task.succeeded"
+        assert events.types(held) == ["queued", "running", "succeeded"]
+        task_id = dying.enqueue("hog", seconds=60)
         await events.state(task_id, "task.running")
         dying.kill()  # nobody reports or renews any more
         killed = time.monotonic()

@@ -245,6 +245,13 @@ def replacing(self: Any, a: int = 2) -> Any:
     raise self.replace(add.s(a, 10))
 
 
+@app.task(shared=False, name="hog")
+def hog(seconds: float) -> str:
+    """Holds its worker thread for ``seconds``, reporting nothing."""
+    time.sleep(seconds)
+    return "held"
+
+
 @app.task(shared=False, name="stubborn")
 def stubborn(seconds: float = 60.0, marker: str = "") -> str:
     """Checks for a cancel inside ``except Exception: pass`` (which must not swallow it);

@@ -26,7 +26,7 @@ from ..._core.errors import TaskCancelled
 from ..._core.models import MAX_METADATA_BYTES, TaskState, valid_task_id
 from ...brokers import is_redis_url
 from ...brokers.redis import RedisBroker
-from ...engines import AsyncKeeper, AsyncRun, AsyncWriter, error_of
+from ...engines import AsyncKeeper, AsyncRun, AsyncWriter, SyncWriter, error_of
 from .message import HUB_KWARG, TAGS_KWARG, _setting, functions_of, queued_snapshot
 
 logger = logging.getLogger("sse_tasks.arq")
@@ -45,6 +45,7 @@ class ArqHook:
     def __init__(
         self,
         writer: AsyncWriter,
+        blocking: SyncWriter,
         *,
         job_timeout: float,
         max_tries: int,
@@ -57,6 +58,7 @@ class ArqHook:
         start_delay: float = 0.05,
     ) -> None:
         self.writer = writer
+        self.blocking = blocking
         self.job_timeout = job_timeout
         self.max_tries = max_tries
         self.retry_jobs = retry_jobs
@@ -64,7 +66,9 @@ class ArqHook:
         self.max_output_chunks = max_output_chunks
         self.max_metadata_bytes = max_metadata_bytes
         self.start_delay = start_delay
-        self.keeper = AsyncKeeper(writer, progress_interval=progress_interval, check_interval=check_interval)
+        self.keeper = AsyncKeeper(
+            writer, blocking, progress_interval=progress_interval, check_interval=check_interval
+        )
         #: arq's main task (it runs ``on_startup``): cancelled when the worker is told to stop.
         self.main_task: asyncio.Task[Any] | None = None
 
@@ -90,6 +94,7 @@ class ArqHook:
     async def stop(self) -> None:
         await self.keeper.stop()
         await self.writer.close()
+        await asyncio.to_thread(self.blocking.close)
 
     async def run(
         self, function: Function, ctx: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -207,8 +212,10 @@ def hooked(
         url = hub_url or os.environ.get("SSE_TASKS_BROKER") or ""
         if not is_redis_url(url):
             raise RuntimeError("sse_tasks.arq: SSE_TASKS_BROKER (or hub_url) must be the hub's Redis URL")
+        broker = RedisBroker(url)
         hook = ArqHook(
-            AsyncWriter(RedisBroker(url)),
+            AsyncWriter(broker),
+            SyncWriter(broker),
             job_timeout=job_timeout,
             max_tries=max_tries,
             retry_jobs=retry_jobs,

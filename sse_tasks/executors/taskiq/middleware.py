@@ -18,6 +18,7 @@ raises ``TaskCancelled``), and a cancelled message still queued is discarded whe
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -34,7 +35,7 @@ from ..._core.models import Task, TaskState, utcnow, valid_task_id
 from ..._core.text import clean_text
 from ...brokers import is_redis_url
 from ...brokers.redis import RedisBroker
-from ...engines import AsyncKeeper, AsyncRun, AsyncWriter, error_of
+from ...engines import AsyncKeeper, AsyncRun, AsyncWriter, SyncWriter, error_of
 from ...engines.tags import TAGS_KEY, sent_tags
 from .progress import route_set_progress
 
@@ -90,6 +91,7 @@ class StatusMiddleware(TaskiqMiddleware):
         self.max_output_bytes = max_output_bytes
         self.max_output_chunks = max_output_chunks
         self._writer: AsyncWriter | None = None
+        self._blocking: SyncWriter | None = None
         self._keeper: AsyncKeeper | None = None
 
     @property
@@ -102,8 +104,12 @@ class StatusMiddleware(TaskiqMiddleware):
     @property
     def keeper(self) -> AsyncKeeper:
         if self._keeper is None:
+            self._blocking = SyncWriter(self.hub_broker)
             self._keeper = AsyncKeeper(
-                self.writer, progress_interval=self.progress_interval, check_interval=self.check_interval
+                self.writer,
+                self._blocking,
+                progress_interval=self.progress_interval,
+                check_interval=self.check_interval,
             )
         return self._keeper
 
@@ -114,6 +120,9 @@ class StatusMiddleware(TaskiqMiddleware):
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
+        if self._blocking is not None:
+            await asyncio.to_thread(self._blocking.close)
+            self._blocking = None
 
     # -- senders -----------------------------------------------------------------------
 

@@ -1,0 +1,116 @@
+"""An asyncio engine's run and keeper against a real redis-server: what a task that holds
+the worker's event loop leaves in the store, and the hand-off between the keeper's thread
+and the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import anyio.to_thread
+import pytest
+from _support import broker_url_of
+from anyio import wait_all_tasks_blocked
+
+from sse_tasks import Task, TaskState
+from sse_tasks.brokers.redis import RedisBroker
+from sse_tasks.engines import AsyncKeeper, AsyncRun, AsyncWriter, SyncWriter
+
+pytestmark = pytest.mark.anyio
+
+LEASE = 1.0
+HOLD = 20.0  # the most a test holds the loop waiting for the keeper's thread
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # the asyncio engines' keeper is asyncio's
+
+
+@dataclass
+class Worker:
+    keeper: AsyncKeeper
+    writer: AsyncWriter
+    blocking: SyncWriter
+
+    def run(self, task_id: str) -> AsyncRun:
+        run = AsyncRun(Task(id=task_id, name="work"), {}, self.writer, self.keeper)
+        self.keeper.runs[task_id] = run
+        return run
+
+    def events(self, task_id: str) -> list[str]:
+        [log] = self.blocking.wire.send([("XRANGE", self.blocking.broker.keys.events, "-", "+")])
+        fields = [dict(zip(flat[::2], flat[1::2], strict=True)) for _, flat in log]
+        return [f[b"t"].decode().removeprefix("task.") for f in fields if f[b"k"] == task_id.encode()]
+
+    def lease(self, task_id: str) -> float | None:
+        [score] = self.blocking.wire.send([("ZSCORE", self.blocking.broker.keys.leases, task_id)])
+        return None if score is None else float(score)
+
+    def hold_until(self, done: Callable[[], bool]) -> None:
+        """Hold the event loop (as blocking code in an async task does) until ``done()``."""
+        deadline = time.monotonic() + HOLD
+        while not done():
+            assert time.monotonic() < deadline, "the keeper's thread did not act while the loop was held"
+            time.sleep(0.01)
+
+
+@pytest.fixture(params=["redis"])
+async def worker(request: pytest.FixtureRequest) -> AsyncIterator[Worker]:
+    broker = RedisBroker(f"{broker_url_of(request)}?lease={LEASE}")
+    writer, blocking = AsyncWriter(broker), SyncWriter(broker)
+    keeper = AsyncKeeper(writer, blocking)
+    keeper.ensure_started()
+    try:
+        yield Worker(keeper, writer, blocking)
+    finally:
+        await keeper.stop()
+        await writer.close()
+        blocking.close()
+
+
+async def test_a_held_loop_still_stores_running_and_renews_the_lease(worker: Worker) -> None:
+    run = worker.run("held-1")
+    run.begin(0.0)  # due now: the keeper's task would store it, but the loop is held
+    worker.hold_until(lambda: worker.events("held-1") == ["queued", "running"])
+    first = worker.lease("held-1")
+    assert first is not None
+    worker.hold_until(lambda: (worker.lease("held-1") or 0) > first)  # renewed from the thread
+    assert run.task.state is TaskState.RUNNING and run.task.event_id  # the stored snapshot
+
+    await run.finish(TaskState.SUCCEEDED, result=1)
+    await worker.writer.settle()
+    assert worker.events("held-1") == ["queued", "running", "succeeded"]
+    assert worker.lease("held-1") is None
+
+
+async def test_the_loop_writes_nothing_before_the_thread_has_stored_running(worker: Worker) -> None:
+    run = worker.run("held-2")
+    run.begin(0.0)
+    run.output("output", "first words", None)
+    start = run.overdue_start(time.monotonic())  # as the keeper's thread takes it
+    assert start is not None
+    assert run.overdue_start(time.monotonic()) is None  # taken once
+
+    finishing = asyncio.ensure_future(run.finish(TaskState.SUCCEEDED, result=2))
+    await wait_all_tasks_blocked()
+    assert not finishing.done()  # waits for the thread's store: output needs a stored task
+    stored = await anyio.to_thread.run_sync(lambda: worker.blocking.running(start[0], create=start[1]))
+    await anyio.to_thread.run_sync(run.started_elsewhere, start, stored)
+    await finishing
+    await worker.writer.settle()
+    assert worker.events("held-2") == ["queued", "running", "succeeded"]
+    assert [chunk.text for chunk in await worker.writer.stored_output("held-2")] == ["first words"]
+
+
+async def test_a_start_the_thread_could_not_store_is_stored_by_the_loop(worker: Worker) -> None:
+    run = worker.run("held-3")
+    run.begin(0.0)
+    start = run.overdue_start(time.monotonic())
+    assert start is not None
+    run.started_elsewhere(start, None, failed=True)  # Redis did not answer the thread
+    await run.finish(TaskState.SUCCEEDED, result=3)
+    await worker.writer.settle()
+    assert worker.events("held-3") == ["queued", "running", "succeeded"]
