@@ -35,6 +35,9 @@ from .models import Task, TaskEvent
 COALESCE_WINDOW = 0.002
 #: Root paths whose last joined chunk is kept at once (see :meth:`EventLog.joined`).
 _JOINED_ROOTS = 8
+#: Why a stream behind the log is behind, unless the log restarted since (see
+#: :attr:`EventLog.behind`).
+FELL_BEHIND = "fell behind the retained history"
 
 
 class EventLog:
@@ -52,6 +55,7 @@ class EventLog:
         self._base: Any = None
         self._base_position = 0
         self._reached: Any = None  # see reach()
+        self._restarted: str | None = None  # why the log last restarted
         # Waiters: one future each. A stream waits most of its life, so this is a cost
         # per idle stream: a future, no coroutine.
         self._futures: dict[asyncio.Future[None], None] = {}
@@ -103,10 +107,11 @@ class EventLog:
         if self._reached is None or key > self._reached:
             self._reached = key
 
-    def restart(self, base: Any) -> None:
+    def restart(self, base: Any, reason: str = FELL_BEHIND) -> None:
         """Forget every event: the history now continues after key ``base``.
 
-        Every reader finds itself behind (``position < first``) and resyncs.
+        Every reader finds itself behind (``position < first``) and resyncs; ``reason``
+        says why (:attr:`behind`).
         """
         position = self.head + 1
         self._events.clear()
@@ -114,7 +119,16 @@ class EventLog:
         self._first = self._base_position = position
         self._base = base
         self._reached = None
+        self._restarted = reason
         self.wake()
+
+    @property
+    def behind(self) -> str:
+        """Why a reader before :attr:`first` is behind: the reason of the last
+        :meth:`restart` until the ring trims after it, then :data:`FELL_BEHIND`."""
+        if self._restarted is not None and self._first == self._base_position:
+            return self._restarted
+        return FELL_BEHIND
 
     def append(self, event: TaskEvent) -> None:
         """Add ``event`` (its key must exceed every key held) and wake the waiters."""

@@ -422,7 +422,7 @@ async def _follow(
             return
     while True:
         if position < log.first:
-            chunk, finished = await _resync_behind(plan, seen, single)
+            chunk, finished = await _resync_behind(plan, seen, single, log.behind)
             if chunk:
                 yield chunk
             if finished:
@@ -477,17 +477,19 @@ def _coalesced(events: list[TaskEvent], stats: HubStats) -> list[TaskEvent]:
     return kept
 
 
-async def _resync_behind(plan: StreamPlan, seen: dict[str, Any], single: str | None) -> tuple[bytes, bool]:
+async def _resync_behind(
+    plan: StreamPlan, seen: dict[str, Any], single: str | None, reason: str
+) -> tuple[bytes, bool]:
     """The stream fell further behind than the log holds (or the broker's history
-    restarted, e.g. a flushed Redis): ``reset`` and the current snapshots, from the
-    log's position now. Returns them, and whether the stream ends there (its task is
-    finished or gone, or the broker is unavailable)."""
+    restarted, e.g. a flushed Redis: ``reason`` says which): ``reset`` and the current
+    snapshots, from the log's position now. Returns them, and whether the stream ends
+    there (its task is finished or gone, or the broker is unavailable)."""
     runner = plan.runner
     seen.clear()
     plan.mark()
     try:
         if single is None:
-            chunk = await _resync(plan, "fell behind the retained history", seen)
+            chunk = await _resync(plan, reason, seen)
             runner.stats.count_frames(chunk)
             return chunk, False
         task = await runner.find(single)
@@ -497,7 +499,7 @@ async def _resync_behind(plan: StreamPlan, seen: dict[str, Any], single: str | N
             return gone, True
         plan.replayed.clear()
         resynced = await _snapshot_and_output(plan, task, after=-1)
-        chunk = reset_frame("fell behind the retained history") + resynced
+        chunk = reset_frame(reason) + resynced
         runner.stats.count_frames(chunk)
         if not task.terminal:
             seen[single] = _key(runner, task)

@@ -571,9 +571,10 @@ async def test_a_flushed_redis_resyncs_streams_never_continues_them(
             after = await submit(http, "fail", message="after")
             with anyio.fail_after(10):
                 await live.ended.wait()
-        # The open stream was told to drop what it held, then went on in the new history.
-        kinds = [e.event for e in live.events if e.event]
-        assert "reset" in kinds
+        # The open stream was told to drop what it held, and why, then went on in the new
+        # history.
+        resets = [e.json()["reason"] for e in live.events if e.event == "reset"]
+        assert resets == ["the broker's history was flushed or replaced"]
         assert task_events(live.events)[-1].json()["id"] == after["id"]
         cursor = (await http.get("/tasks")).json()["cursor"]
         assert cursor.split("-")[0] != old_id.split("-")[0]

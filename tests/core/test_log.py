@@ -240,3 +240,15 @@ def test_streams_under_two_root_paths_woken_in_turn_each_share_their_chunk() -> 
     for n in range(20):  # many root paths keep the cache bounded, and every answer right
         root = f"/p{n}"
         assert log.joined(0, log.read(0), root) == b"".join(e.frame(root) for e in log.read(0))
+
+
+def test_a_reader_behind_a_restart_is_told_why_until_the_ring_trims() -> None:
+    log = EventLog(maxlen=2)
+    assert log.behind == "fell behind the retained history"
+    log.restart(0, "the broker's history was flushed or replaced")
+    assert log.behind == "the broker's history was flushed or replaced"
+    for key in range(1, 3):
+        log.append(event(key))
+    assert log.behind == "the broker's history was flushed or replaced"  # nothing trimmed yet
+    log.append(event(3))
+    assert log.behind == "fell behind the retained history"

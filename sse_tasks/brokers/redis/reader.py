@@ -139,19 +139,19 @@ class StreamReader:
         if epoch != self.epoch:
             if self.epoch is not None:
                 logger.warning("Redis holds a different history (flushed or replaced): streams resync")
-            self._adopt(epoch, head)
+            self._adopt(epoch, head, "the broker's history was flushed or replaced")
         elif reader and intact != "1":
             logger.warning("events were trimmed while this process could not read them: streams resync")
-            self._adopt(epoch, head)
+            self._adopt(epoch, head, "events were trimmed while this server could not read them")
         return epoch, head
 
-    def _adopt(self, epoch: str, head: str) -> None:
+    def _adopt(self, epoch: str, head: str, reason: str) -> None:
         self.epoch = epoch
         self.read_from = head
         self.generation += 1
         self.follows.rebase(key(head))
         self.merge.clear()
-        self.log.restart(key(head))
+        self.log.restart(key(head), reason)
 
     # -- output followed here -----------------------------------------------------------
 
