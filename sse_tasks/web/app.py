@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +24,11 @@ from .sse import StreamEndpoint
 
 logger = logging.getLogger("sse_tasks")
 
+#: The least time between two warnings of a prefix left in the path, in seconds: a client
+#: can neither fill the log with them nor, by sending one first, silence the warning a
+#: real misconfiguration (every hub URL answered 404) deserves.
+PREFIX_WARNING_EVERY = 60.0
+
 # A hub path behind one or more segments: what a dispatcher that forwards the whole
 # path, without adding its prefix to ``root_path``, makes of ``/jobs/tasks/<id>``.
 _PREFIXED = re.compile(
@@ -35,9 +42,12 @@ def _note_unstripped_prefix(request: Request) -> None:
     path = str(request.scope["path"])
     route_path = path[len(root_path) :] if root_path and path.startswith(root_path) else path
     match = _PREFIXED.fullmatch(route_path)
-    if match is None or not isinstance(app, HubApp) or app.warned_prefix:
+    if match is None or not isinstance(app, HubApp):
         return
-    app.warned_prefix = True  # once per app: a client cannot fill the log
+    now = time.monotonic()
+    if now - app.prefix_warned_at < PREFIX_WARNING_EVERY:
+        return
+    app.prefix_warned_at = now
     logger.warning(
         "sse_tasks: %s reached the hub with %r still in its path (root_path %r): whatever forwards "
         "to hub.app must add its prefix to the ASGI root_path, as Starlette's Mount(%r, hub.app) "
@@ -76,8 +86,9 @@ class HubApp(Starlette):
     def __init__(self, streams: Sequence[Route], cors: Middleware | None, **options: Any) -> None:
         super().__init__(**options)
         self._own_middleware = list(self.user_middleware)
-        #: Whether the app logged that it was reached with a prefix left in the path.
-        self.warned_prefix = False
+        #: When the app last logged that it was reached with a prefix left in the path
+        #: (``time.monotonic()``).
+        self.prefix_warned_at = -math.inf
         self._streams: list[tuple[Route, ASGIApp]] = []
         for route in streams:
             app: ASGIApp = route.app
