@@ -8,6 +8,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
 from typing import Any
 
 from . import codec
@@ -129,6 +130,28 @@ def utcnow() -> str:
     # submit benchmark; the formatted second is cached, the microseconds appended.
     second, micro = divmod(time.time_ns() // 1000, 1_000_000)
     return f"{_utc_second(second)}.{micro:06d}Z"
+
+
+def utc_time(moment: Any) -> str | None:
+    """``moment`` in the snapshot's ISO 8601 form (UTC, microseconds, ``Z``): a
+    ``datetime`` (naive: UTC) or an ISO 8601 string, such as a time an engine's message
+    carries; None for anything else (the caller takes another time)."""
+    if isinstance(moment, str):
+        if len(moment) > 40:
+            return None
+        if moment.endswith("Z"):  # Python 3.10's fromisoformat reads only "+00:00"
+            moment = moment[:-1] + "+00:00"
+        try:
+            moment = datetime.fromisoformat(moment)
+        except ValueError:
+            return None
+    if not isinstance(moment, datetime):
+        return None
+    when: datetime = moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    try:
+        return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    except (ValueError, OverflowError):  # beyond the years a datetime holds, once in UTC
+        return None
 
 
 @functools.lru_cache(maxsize=1)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from _support import finished
@@ -20,6 +22,7 @@ from sse_tasks._core.models import (
     event_type_for,
     reset_frame,
     task_path,
+    utc_time,
     utcnow,
     valid_task_id,
 )
@@ -254,3 +257,32 @@ async def test_the_ids_a_hub_makes_are_url_safe_and_within_the_limits() -> None:
 )
 def test_valid_task_id(task_id: object, valid: bool) -> None:
     assert valid_task_id(task_id) is valid
+
+
+ONE_HOUR_EAST = timezone(timedelta(hours=1))
+
+
+@pytest.mark.parametrize(
+    ("moment", "expected"),
+    [
+        ("2026-12-07T15:44:17.123456Z", "2026-12-07T15:44:17.123456Z"),
+        ("2026-12-07T16:44:17+01:00", "2026-12-07T15:44:17.000000Z"),
+        ("2026-12-07T15:44:17", "2026-12-07T15:44:17.000000Z"),  # naive: UTC
+        (datetime(2026, 12, 7, 15, 44, 17), "2026-12-07T15:44:17.000000Z"),
+        (
+            datetime(2026, 12, 7, 16, 44, 17, tzinfo=timezone(timedelta(hours=1))),
+            "2026-12-07T15:44:17.000000Z",
+        ),
+        ("0001-01-01T00:00:00+01:00", None),  # before the first year, in UTC
+        ("9999-12-31T23:59:59-01:00", None),  # after the last
+        ("<b>now</b>", None),
+        ("", None),
+        ("2026-12-07T15:44:17\ud800", None),
+        ("2026-12-07T15:44:17.123456Z" + " " * 20, None),
+        (1765122257, None),
+        (None, None),
+        (["2026-12-07"], None),
+    ],
+)
+def test_a_time_from_a_message_is_taken_only_as_a_utc_time(moment: Any, expected: str | None) -> None:
+    assert utc_time(moment) == expected

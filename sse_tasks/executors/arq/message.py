@@ -5,12 +5,11 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timezone
 from typing import Any
 
 from arq.worker import Function, func
 
-from ..._core.models import Task, utcnow
+from ..._core.models import Task, utc_time, utcnow
 from ..._core.text import clean_text
 from ...engines.tags import TAGS_KEY, sent_tags
 
@@ -61,14 +60,10 @@ def queued_snapshot(job_id: str, name: str, hub: Any, enqueue_time: Any, tags: A
             id=job_id,
             name=name,
             owner=clean_text(str(owner)) if owner else None,
-            created_at=created if isinstance(created, str) and len(created) <= 40 else utcnow(),
+            created_at=utc_time(created) or utcnow(),
             tags=checked,
         )
-    if isinstance(enqueue_time, datetime):
-        created_at = enqueue_time.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    else:
-        created_at = utcnow()
-    return Task(id=job_id, name=name, created_at=created_at, tags=checked)
+    return Task(id=job_id, name=name, created_at=utc_time(enqueue_time) or utcnow(), tags=checked)
 
 
 def names(functions: Iterable[str]) -> str:

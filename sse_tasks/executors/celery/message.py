@@ -6,7 +6,7 @@ from typing import Any
 
 from celery import Celery
 
-from ..._core.models import Task, utcnow, valid_task_id
+from ..._core.models import Task, utc_time, utcnow, valid_task_id
 from ..._core.text import clean_text
 from ...engines.tags import TAGS_KEY, sent_tags
 
@@ -26,7 +26,7 @@ def valid_task(task_id: Any, name: Any) -> bool:
 def created_at_of(headers: Any) -> str:
     """When the message was sent (its header), else now."""
     created = headers.get(CREATED_HEADER) if isinstance(headers, dict) else None
-    return created if isinstance(created, str) and len(created) <= 40 else utcnow()
+    return utc_time(created) or utcnow()
 
 
 def sent_snapshot(task_id: str, name: str, request: Any) -> Task:

@@ -11,7 +11,7 @@ import inspect
 import logging
 import os
 import threading
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import rq
@@ -20,7 +20,7 @@ from rq.job import Retry
 from rq.utils import import_job_class
 
 from ..._core.errors import TaskCancelled
-from ..._core.models import OutputChunk, Task, TaskState, valid_task_id
+from ..._core.models import OutputChunk, Task, TaskState, utc_time, utcnow, valid_task_id
 from ..._core.text import short_text
 from ...brokers import is_redis_url
 from ...brokers.redis import RedisBroker
@@ -178,9 +178,7 @@ class Worker(rq.Worker):
                 id=job.id,
                 name=short_text(name) if isinstance(name, str) and name else name_of(job),
                 owner=short_text(owner) if owner else None,
-                created_at=created
-                if isinstance(created, str) and len(created) <= 40
-                else iso_time(job.enqueued_at),
+                created_at=utc_time(created) or iso_time(job.enqueued_at),
                 tags=tags,
             )
         return Task(id=job.id, name=name_of(job), created_at=iso_time(job.enqueued_at), tags=tags)
@@ -252,8 +250,4 @@ def name_of(job: rq.job.Job) -> str:
 
 def iso_time(moment: datetime | None) -> str:
     """``moment`` (RQ's naive UTC, or now) in the snapshot's ISO 8601 form."""
-    if moment is None:
-        moment = datetime.now(timezone.utc)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return utc_time(moment) or utcnow()

@@ -31,7 +31,7 @@ from taskiq.exceptions import NoResultError
 
 from ..._core.context import CURRENT
 from ..._core.errors import TaskCancelled
-from ..._core.models import Task, TaskState, utcnow, valid_task_id
+from ..._core.models import Task, TaskState, utc_time, utcnow, valid_task_id
 from ..._core.text import clean_text
 from ...brokers import is_redis_url
 from ...brokers.redis import RedisBroker
@@ -260,6 +260,6 @@ def _queued(message: TaskiqMessage) -> Task:
         id=message.task_id,
         name=message.task_name,
         owner=clean_text(str(owner)) if owner else None,
-        created_at=created if isinstance(created, str) and len(created) <= 40 else utcnow(),
+        created_at=utc_time(created) or utcnow(),
         tags=sent_tags(labels.get(TAGS_LABEL), message.task_id),
     )
