@@ -387,12 +387,10 @@ def _taskiq(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[],
 
 def _arq(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[], None]]) -> Engine:
     pytest.importorskip("arq")
-    import json
     import os
-    import subprocess
 
     from arq.connections import RedisSettings
-    from arq_workers import start_arq_worker
+    from arq_workers import enqueue_job, start_arq_worker
 
     from sse_tasks.arq import ArqExecutor
 
@@ -409,21 +407,7 @@ def _arq(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[], No
         return ArqExecutor(arq_tasks.WorkerSettings, redis_settings=dead)
 
     def enqueue_on(queue: str, name: str, **params: Any) -> str:
-        """arq's own ``enqueue_job``, from another process (no hub involved)."""
-        script = (
-            "import asyncio, json, sys\n"
-            "from arq.connections import RedisSettings, create_pool\n"
-            "async def main():\n"
-            "    pool = await create_pool(RedisSettings.from_dsn(sys.argv[1]))\n"
-            "    params = json.loads(sys.argv[4])\n"
-            "    job = await pool.enqueue_job(sys.argv[3], _queue_name=sys.argv[2], **params)\n"
-            "    print(job.job_id)\n"
-            "asyncio.run(main())\n"
-        )
-        args = [sys.executable, "-W", "ignore", "-c", script, urls["ARQ_REDIS_URL"], queue, name]
-        args.append(json.dumps(params))
-        done = subprocess.run(args, capture_output=True, text=True, timeout=30, check=True)
-        return done.stdout.strip().splitlines()[-1]
+        return enqueue_job(urls["ARQ_REDIS_URL"], queue, name, **params)
 
     def enqueue(name: str, **params: Any) -> str:
         return enqueue_on(arq_tasks.QUEUE, name, **params)

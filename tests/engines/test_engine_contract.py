@@ -324,7 +324,7 @@ async def test_worker_death_fails_the_task_within_the_lease(engine: Engine, live
     dying = engine.dying()
     url = f"{engine.url}?lease={LEASE}"  # the hub sweeps lapsed leases as often
     async with served(engine, live_server, url=url) as (http, events):
-        held = dying.enqueue("hog", seconds=2 * LEASE)
+        held = dying.enqueue("hog", seconds=1.5 * LEASE)  # past the lease: renewed meanwhile
         assert (await events.end(held)).event == "task.succeeded"
         assert events.types(held) == ["queued", "running", "succeeded"]
         task_id = dying.enqueue("hog", seconds=60)
