@@ -169,7 +169,10 @@ class AsyncRun:
             now = time.monotonic()
             if self.ended:
                 return
-            if self._start is not None and (now >= self._start_due or self._outbox or self._pending):
+            handed = self._handed is not None  # the thread is storing ``running``: wait for it
+            if handed or (
+                self._start is not None and (now >= self._start_due or self._outbox or self._pending)
+            ):
                 if not await self._started():
                     return
             await self._send_output()
@@ -181,10 +184,35 @@ class AsyncRun:
         storing it: nothing of this run is written before its ``running``."""
         while True:
             with self._lock:
-                start, self._start, handed = self._start, None, self._handed
-            if start is not None or handed is None:
-                return start
-            await asyncio.wrap_future(handed)
+                handed = self._handed
+                if handed is None:
+                    start, self._start = self._start, None
+                    return start
+            # Shielded: a cancel of this wait (a job's timeout) must not cancel the future
+            # the thread completes.
+            await asyncio.shield(asyncio.wrap_future(handed))
+
+    async def _last_start(self) -> Started | None:
+        """Before this attempt's last writes: its pending ``running``, taken (None if
+        stored), to store with them; stored first if output waits (output goes to a task
+        that is stored, and runs)."""
+        if self._outbox or self._handed is not None:
+            await self._started()
+        return await self._take_start()
+
+    async def _output_then(self, start: Started | None) -> None:
+        """Send the output written, giving ``start`` back if that fails."""
+        try:
+            await self._send_output()
+        except BaseException:
+            if start is not None:
+                self._give_back(start)
+            raise
+
+    def _give_back(self, start: Started) -> None:
+        """``start`` was not stored: stored later (in a second), or with the outcome."""
+        with self._lock:
+            self._start, self._start_due = start, time.monotonic() + 1.0
 
     async def _started(self) -> bool:
         start = await self._take_start()
@@ -195,9 +223,11 @@ class AsyncRun:
             stored = await self.writer.running(running, create=queued, retry_for=1.0)
         except self.writer.unreachable:
             logger.warning("task %s started; not stored as running yet: Redis unreachable", running.id)
-            with self._lock:
-                self._start, self._start_due = start, time.monotonic() + 1.0
+            self._give_back(start)
             return False
+        except BaseException:
+            self._give_back(start)
+            raise
         self._stored_running(stored)
         return not self.ended
 
@@ -221,13 +251,12 @@ class AsyncRun:
     def started_elsewhere(self, start: Started, stored: Task | None, *, failed: bool = False) -> None:
         """The keeper's thread stored ``start`` (``stored``: the answer), or ``failed`` to."""
         if failed:  # tried again in a second, by whichever of the two comes first
-            with self._lock:
-                self._start, self._start_due = start, time.monotonic() + 1.0
+            self._give_back(start)
         else:
             self._stored_running(stored)
         with self._lock:
             handed, self._handed = self._handed, None
-        if handed is not None:
+        if handed is not None and not handed.done():
             handed.set_result(None)
 
     async def _send_output(self) -> None:
@@ -283,10 +312,10 @@ class AsyncRun:
         async with self._io:
             if self.ended:
                 return None
-            start = await self._take_start()
+            start = await self._last_start()
             if start is None and self.ended:
                 return None
-            await self._send_output()
+            await self._output_then(start)
             with self._lock:
                 self.ended = True
                 queued = self.task.evolve(
@@ -312,8 +341,8 @@ class AsyncRun:
         async with self._io:
             if self.ended:
                 return
-            start = await self._take_start()
-            await self._send_output()
+            start = await self._last_start()
+            await self._output_then(start)
             with self._lock:
                 if self.ended:
                     return
@@ -374,6 +403,7 @@ class AsyncKeeper:
         self._timer: asyncio.TimerHandle | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._complained_at = -math.inf
 
     def ensure_started(self) -> None:
         """Start the keeper's task on the running loop (again on another loop), and its thread."""
@@ -468,27 +498,27 @@ class AsyncKeeper:
         while not stopping.wait(tick):
             now = time.monotonic()
             runs = list(self.runs.values())
-            for run in runs:
-                start = run.overdue_start(now - tick)
-                if start is not None:
-                    self._store_start(run, start)
-            if now >= next_renewal:
-                next_renewal = now + renew_every
-                try:
+            try:
+                if now >= next_renewal:  # first: a slow write of a start must not delay it
+                    next_renewal = now + renew_every
                     self.blocking.renew([run.task.id for run in runs if not run.ended])
-                except self.blocking.unreachable:
-                    pass
-                except Exception:
-                    logger.exception("sse_tasks keeper: renewing leases failed")
+                for run in runs:
+                    start = run.overdue_start(now - tick)
+                    if start is not None:
+                        self._store_start(run, start)
+            except self.blocking.unreachable:
+                pass
+            except Exception:
+                self._complain("sse_tasks keeper: its thread failed a turn")
 
     def _store_start(self, run: AsyncRun, start: Started) -> None:
         running, queued = start
         try:
             stored = self.blocking.running(running, create=queued)
-        except Exception as exc:
-            if not isinstance(exc, self.blocking.unreachable):
-                logger.exception("sse_tasks keeper: storing task %s running failed", running.id)
+        except BaseException as exc:
             run.started_elsewhere(start, None, failed=True)
+            if not isinstance(exc, self.blocking.unreachable):
+                raise
             return
         run.started_elsewhere(start, stored)
         logger.warning(
@@ -496,6 +526,14 @@ class AsyncKeeper:
             "its running state was stored from the keeper's thread",
             running.id,
         )
+
+    def _complain(self, what: str) -> None:
+        """Log the error being handled with ``what``, at most once a minute (a fault that
+        lasts fails every turn of the thread)."""
+        now = time.monotonic()
+        if now - self._complained_at >= 60.0:
+            self._complained_at = now
+            logger.exception(what)
 
     async def _check(self, runs: list[AsyncRun]) -> None:
         """Read the stored state of ``runs`` in one round trip."""

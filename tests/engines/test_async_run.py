@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio.to_thread
 import pytest
@@ -114,3 +115,66 @@ async def test_a_start_the_thread_could_not_store_is_stored_by_the_loop(worker: 
     await run.finish(TaskState.SUCCEEDED, result=3)
     await worker.writer.settle()
     assert worker.events("held-3") == ["queued", "running", "succeeded"]
+
+
+async def test_output_and_progress_wait_for_the_thread_to_store_running(worker: Worker) -> None:
+    """Nobody stored the task: its output would be refused (and the run taken for
+    cancelled) if it reached Redis before the ``running`` the thread is storing."""
+    run = worker.run("held-4")
+    run.begin(0.0)
+    run.output("output", "first words", None)
+    run.report(0.5, "half")
+    start = run.overdue_start(time.monotonic())
+    assert start is not None
+
+    flushing = asyncio.ensure_future(run.flush())  # what the keeper does with output waiting
+    await wait_all_tasks_blocked()
+    assert not flushing.done()
+    stored = await anyio.to_thread.run_sync(lambda: worker.blocking.running(start[0], create=start[1]))
+    await anyio.to_thread.run_sync(run.started_elsewhere, start, stored)
+    await flushing
+    assert not run.cancelled
+    assert worker.events("held-4") == ["queued", "running", "progress"]
+    assert [chunk.text for chunk in await worker.writer.stored_output("held-4")] == ["first words"]
+
+
+async def test_a_waiter_cancelled_during_the_hand_off_leaves_the_thread_unharmed(worker: Worker) -> None:
+    """A job's timeout cancels its ``finish`` while it waits for the thread: the thread's
+    hand-back still works, and the run can still end."""
+    run = worker.run("held-5")
+    run.begin(0.0)
+    start = run.overdue_start(time.monotonic())
+    assert start is not None
+    finishing = asyncio.ensure_future(run.finish(TaskState.SUCCEEDED, result=5))
+    await wait_all_tasks_blocked()
+    finishing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await finishing
+    stored = await anyio.to_thread.run_sync(lambda: worker.blocking.running(start[0], create=start[1]))
+    await anyio.to_thread.run_sync(run.started_elsewhere, start, stored)  # no InvalidStateError
+    await run.finish(TaskState.FAILED, error={"type": "Timeout", "message": "too long"})
+    await worker.writer.settle()
+    assert worker.events("held-5") == ["queued", "running", "failed"]
+
+
+async def test_a_start_whose_write_failed_is_stored_later(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only when Redis is unreachable: any failed write of ``running`` gives it back."""
+    run = worker.run("held-6")
+    run.begin(0.0)
+    calls: list[Task] = []
+    running = worker.writer.running
+
+    async def once_refused(task: Task, **options: Any) -> Task | None:
+        calls.append(task)
+        if len(calls) == 1:
+            raise RuntimeError("OOM command not allowed")
+        return await running(task, **options)
+
+    monkeypatch.setattr(worker.writer, "running", once_refused)
+    with pytest.raises(RuntimeError):
+        await run.flush()
+    await run.finish(TaskState.SUCCEEDED, result=6)
+    await worker.writer.settle()
+    assert worker.events("held-6") == ["queued", "running", "succeeded"]
