@@ -264,8 +264,9 @@ def test_an_app_that_raises_while_imported(app_dir: Path) -> None:
     ],
 )
 def test_a_bad_option_value(args: list[str], says: str) -> None:
-    # Told before the server's stack is imported: uvicorn cannot be, here.
-    assert says in error_line(cli("serve", *args, block=("uvicorn",)))
+    # Told before the server's stack is imported: uvicorn and the stream responses
+    # cannot be, here.
+    assert says in error_line(cli("serve", *args, block=("uvicorn", "sse_starlette")))
 
 
 def wait_until_serving(proc: subprocess.Popen[bytes], url: str) -> None:
