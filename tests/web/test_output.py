@@ -425,3 +425,46 @@ async def test_the_authorization_hook_filters_output_like_snapshots(
         refused = await http.get(f"/tasks/{secret_id}/output", headers=bob)
         assert refused.status_code == 404
         assert (await http.get(f"/tasks/{secret_id}/output", headers=alice)).text == generated_text(5)
+
+
+async def test_every_tasks_output_resumed_on_another_worker_misses_nothing(
+    broker_url: str, make_hub: HubFactory, live_server: ServerFactory
+) -> None:
+    """``/events?output=1`` read on worker A, then resumed on worker B, whose reader is
+    already past the resume id (it reads another task's output for a per-task stream):
+    B's first such stream still sends every chunk after the id, once, in order."""
+    if broker_url.startswith("memory"):
+        pytest.skip("one process: memory:// has no other worker")
+    words = 400
+    worker_a, worker_b = live_server(make_hub()), live_server(make_hub())
+    async with (
+        httpx.AsyncClient(base_url=worker_a.url, timeout=60) as on_a,
+        httpx.AsyncClient(base_url=worker_b.url, timeout=60) as on_b,
+    ):
+        other = (await submit(on_a, "generate", words=words, delay=0.01))["id"]
+        task_id = (await submit(on_a, "generate", words=words, delay=0.01))["id"]
+        seqs: list[int] = []
+        with anyio.fail_after(120):
+            async with on_b.stream("GET", f"/tasks/{other}/events") as followed:
+                assert followed.status_code == 200
+                last_id = ""
+                async with on_a.stream("GET", "/events?output=1") as response:
+                    async for event in sse_events(response):
+                        last_id = event.id or last_id
+                        if event.event == "task.output" and event.json()["id"] == task_id:
+                            seqs.append(event.json()["seq"])
+                            if len(seqs) >= 10:
+                                break
+                headers = {"Last-Event-ID": last_id}
+                async with on_b.stream("GET", "/events?output=1", headers=headers) as response:
+                    async for event in sse_events(response):
+                        assert event.event != "reset"
+                        data = event.json() if event.data else {}
+                        if data.get("id") != task_id:
+                            continue
+                        if event.event == "task.output":
+                            seqs.append(data["seq"])
+                        elif event.event == "task.succeeded":
+                            break
+    assert seqs == list(range(len(seqs))), "a chunk was lost or repeated across the resume"
+    assert len(seqs) == words + words // 10

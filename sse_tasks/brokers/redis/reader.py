@@ -207,10 +207,13 @@ class StreamReader:
                 follows.pending[:0] = pending  # answered after the reconnection
                 raise
         since = key(self.read_from)
-        for request in pending:
-            follows.answer(request, since)
+        # Followed before the answers are made: an ``?output=1`` stream's answer names the
+        # running tasks, whose output since its resume id it reads back from their streams
+        # (this reader may already be past that id, reading another task's output).
         for task in running:
             follows.add(task.id, since, task).by_all = True
+        for request in pending:
+            follows.answer(request, since)
 
     async def _running(self) -> list[Task]:
         """The tasks that may write output now: those leased to a worker (read on a command
