@@ -809,14 +809,26 @@ def test_cluster_urls_name_nodes_and_no_other_database() -> None:
     assert broker.pool_arguments(asyncio=False)[1]["startup_nodes"] == [("127.0.0.1", 7000), ("::1", 7001)]
     assert RedisBroker("redis+cluster://h:1?prefix={app}:tasks").key_prefix == "{app}:tasks"
     assert RedisBroker("redis+cluster://h:1?prefix=app{}").key_prefix == "{app{}}"  # {} is no tag
+    assert RedisBroker("redis+cluster://h:1?prefix=a}b").key_prefix == "{a}b}"  # tag "a": one slot
+    assert RedisBroker("redis+cluster://h:1?db=0").key_prefix == "{sse_tasks}"
     for bad in (
         "redis+cluster://h:1/2",
         "redis+cluster://h:1?db=2",
+        "redis+cluster://h:1?db=0&db=1",
         "redis+cluster://h:1,h",
         "redis+cluster://h:1,:2",
+        "redis+cluster://h:99999",
+        "redis+cluster://h:0",
+        "redis+cluster://h:1,h:70000",
+        "redis+cluster://h:\u00b2",
     ):
         with pytest.raises(ValueError, match="Redis Cluster URL"):
             RedisBroker(bad)
+    # A prefix that makes no hash tag would spread the keys over the slots (a 500 on every
+    # request, the scripts' keys in several slots): refused.
+    for prefix in ("", "}", "}{", "}x"):
+        with pytest.raises(ValueError, match="no hash tag"):
+            RedisBroker("redis+cluster://h:1", prefix=prefix)
 
 
 async def test_a_slot_moved_to_another_master_is_found_again(

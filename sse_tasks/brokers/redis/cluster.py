@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
@@ -69,10 +69,14 @@ class ClusterURL:
         self.nodes: list[Node] = []
         for host_port in hosts.split(","):
             host, colon, port = host_port.strip().rpartition(":")
-            if not colon or not host or not port.isdigit():
-                raise ValueError(f"Redis Cluster URL {url!r}: each node is host:port, not {host_port!r}")
+            if not colon or not host or not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+                raise ValueError(
+                    f"Redis Cluster URL {url!r}: each node is host:port (a port from 1 to 65535), "
+                    f"not {host_port!r}"
+                )
             self.nodes.append((host.strip("[]"), int(port)))
-        if parts.path.strip("/") not in ("", "0") or "db=" in parts.query:
+        databases = parse_qs(parts.query).get("db", [])
+        if parts.path.strip("/") not in ("", "0") or any(db != "0" for db in databases):
             raise ValueError(f"Redis Cluster URL {url!r}: a cluster has only database 0")
         first = _address(self.nodes[0])
         netloc = f"{credentials}@{first}" if credentials else first
@@ -89,10 +93,25 @@ def is_cluster(url: str) -> bool:
 
 def hash_tagged(prefix: str) -> str:
     """``prefix`` as a hash tag: every key under it hashes to one slot. A prefix with a tag
-    of its own (``{app}:tasks``) keeps it; an empty ``{}`` is no tag to Redis."""
-    start = prefix.find("{")
-    end = prefix.find("}", start + 1) if start >= 0 else -1
-    return prefix if end > start + 1 else "{" + prefix + "}"
+    of its own (``{app}:tasks``) keeps it; an empty ``{}`` is no tag to Redis. Raises
+    ``ValueError`` for a prefix that makes no tag (empty, or starting with ``}``): its
+    keys would spread over the cluster's slots, which the broker's scripts cannot reach."""
+    tagged = prefix if _tag(prefix) else "{" + prefix + "}"
+    if not _tag(tagged):
+        raise ValueError(
+            f"prefix {prefix!r} makes no hash tag on a Redis Cluster (every key of the broker must "
+            "hash to one slot): use a prefix that is not empty and does not start with '}'"
+        )
+    return tagged
+
+
+def _tag(key: str) -> str:
+    """The hash tag Redis finds in ``key``: between its first ``{`` and the next ``}``."""
+    start = key.find("{")
+    if start < 0:
+        return ""
+    end = key.find("}", start + 1)
+    return key[start + 1 : end] if end > start + 1 else ""
 
 
 def _owner(slots: Any, slot: int, asked: Node) -> Node | None:
