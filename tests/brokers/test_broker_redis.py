@@ -824,6 +824,10 @@ def test_cluster_urls_name_nodes_and_no_other_database() -> None:
     ):
         with pytest.raises(ValueError, match="Redis Cluster URL"):
             RedisBroker(bad)
+    # redis-py's own settings are checked as the broker is made, not at its first connect.
+    for bad in ("redis://h:1/0?socket_timeout=abc", "redis+cluster://h:1?health_check_interval=x"):
+        with pytest.raises(ValueError, match="Redis URL: Invalid value for"):
+            RedisBroker(bad)
     # A prefix that makes no hash tag would spread the keys over the slots (a 500 on every
     # request, the scripts' keys in several slots): refused.
     for prefix in ("", "}", "}{", "}x"):

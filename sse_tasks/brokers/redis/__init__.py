@@ -68,6 +68,7 @@ from anyio.abc import TaskGroup
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -149,6 +150,10 @@ class RedisBroker(Broker):
         #: that keeps all of them in one slot.
         self.key_prefix = hash_tagged(self.prefix) if is_cluster(self.url) else self.prefix
         self._pool_url, self._pool_extra = self.pool_arguments(asyncio=True)
+        try:  # redis-py's own settings in the URL: a bad value is told here, not at connect
+            parse_url(self._pool_url)  # type: ignore[no-untyped-call,unused-ignore]
+        except ValueError as exc:
+            raise ValueError(f"Redis URL: {exc}") from None
         self.log = EventLog(self.history)
         #: Names this process's Redis connections (``CLIENT LIST``: ``sse-tasks-<id>``).
         self.worker_id = f"{os.getpid()}-{secrets.token_hex(3)}"
