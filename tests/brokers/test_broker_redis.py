@@ -953,6 +953,38 @@ async def test_a_delete_during_an_outage_cancels_a_task_running_or_queued_here(
         assert (await http.get(f"/tasks/{waiting['id']}")).json()["started_at"] is None  # never ran
 
 
+async def test_a_history_that_went_back_resyncs_streams(
+    private_redis: Redis, live_server: Callable[..., LiveServer]
+) -> None:
+    """Redis restarted from an older snapshot (as a failover to a replica that had not
+    received the latest writes): the same history, without its last events. An open
+    stream is told so (``reset``), never continued as if the lost task still existed."""
+    server = live_server(redis_hub(private_redis.url))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        kept = await submit(http, "fail", message="kept")
+        await collect(http, f"/tasks/{kept['id']}/events")
+        private_redis.client().save()  # what the restart goes back to
+        live = Follower(http, "/events")
+        async with anyio.create_task_group() as group:
+            group.start_soon(live.run, lambda e: e.event == "reset")
+            await live.opened.wait()
+            lost = await submit(http, "fail", message="lost")
+
+            async def lost_seen() -> bool:
+                return any(e.event == "task.failed" for e in live.of(lost["id"]))
+
+            await wait_for(lost_seen)
+            private_redis.stop(save=False)
+            private_redis.start()
+            with anyio.fail_after(15):
+                await live.ended.wait()
+        assert [e.json()["reason"] for e in live.events if e.event == "reset"] == [
+            "the broker's history went back: writes were lost"
+        ]
+        assert (await http.get(f"/tasks/{lost['id']}")).status_code == 404
+        assert (await http.get(f"/tasks/{kept['id']}")).json()["state"] == "failed"
+
+
 @ON_BOTH
 async def test_a_flush_resets_a_per_task_stream_then_ends_it(
     private_redis: Redis, live_server: Callable[..., LiveServer]

@@ -140,6 +140,9 @@ class StreamReader:
             if self.epoch is not None:
                 logger.warning("Redis holds a different history (flushed or replaced): streams resync")
             self._adopt(epoch, head, "the broker's history was flushed or replaced")
+        elif reader and intact == "2":
+            logger.warning("Redis's history went back (writes lost in a failover or restart): streams resync")
+            self._adopt(epoch, head, "the broker's history went back: writes were lost")
         elif reader and intact != "1":
             logger.warning("events were trimmed while this process could not read them: streams resync")
             self._adopt(epoch, head, "events were trimmed while this server could not read them")

@@ -1,5 +1,7 @@
 -- head: the last event id given (`last`; the log's own newest if that is lost).
--- intact: 1 if nothing after id `after` was trimmed from the log. Trimming takes the
+-- intact: 1 if nothing after id `after` was trimmed from the log; 2 if the history went
+-- back before `after` (a failover to a replica that had not received the latest writes,
+-- or a restart from an older snapshot: `after` was given, the head is older). Trimming takes the
 -- oldest entries, so that holds while nothing was ever trimmed, or while the oldest
 -- entry left is at most `after` (`after` may be an output event's id, which is not
 -- in the log itself: if it falls just before the oldest entry, the answer is 0).
@@ -23,3 +25,4 @@ if redis.call('EXISTS', events) == 1 then
 elseif after ~= '0-0' then
   intact = 0
 end
+if after ~= '0-0' and before(head, after) then intact = 2 end
