@@ -149,9 +149,12 @@ def utc_time(moment: Any) -> str | None:
         return None
     when: datetime = moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
     try:
-        return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        utc = when.astimezone(timezone.utc)
     except (ValueError, OverflowError):  # beyond the years a datetime holds, once in UTC
         return None
+    if utc.year < 1000:  # strftime would not pad the year to four digits
+        return None
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @functools.lru_cache(maxsize=1)

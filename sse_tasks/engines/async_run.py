@@ -460,10 +460,14 @@ class AsyncKeeper:
         assert self._event is not None and self._loop is not None
         event, loop = self._event, self._loop
         next_check = time.monotonic() + self.check_interval
+        # Outcomes sent without waiting are checked (and a lost one sent again) at every
+        # turn, and at least every quarter lease, runs or none: an idle worker's last one too.
+        settle_every = self.writer.lease / 4
+        next_settle = time.monotonic() + settle_every
         while True:
             runs = list(self.runs.values())
             dues = [due for due in (run.due() for run in runs) if due is not None]
-            wake_at = min([next_check if runs else math.inf, *dues])
+            wake_at = min([next_settle, next_check if runs else math.inf, *dues])
             timeout = max(wake_at - time.monotonic(), 0.005)
             self._wake_at = time.monotonic() + timeout
             # A timer rather than wait_for(): wake() moves it (no task per sleep).
@@ -478,6 +482,7 @@ class AsyncKeeper:
             event.clear()
             runs = list(self.runs.values())
             await self._each([run.flush() for run in runs if (run.due() or math.inf) <= time.monotonic()])
+            next_settle = time.monotonic() + settle_every
             try:
                 await self.writer.settle()  # outcomes sent without waiting: answered, or sent again
             except self.writer.unreachable:
@@ -522,8 +527,8 @@ class AsyncKeeper:
             return
         run.started_elsewhere(start, stored)
         logger.warning(
-            "task %s holds the worker's event loop (blocking code in an async task?): "
-            "its running state was stored from the keeper's thread",
+            "task %s: its running state was stored from the keeper's thread, the worker's event "
+            "loop not having done it in time (blocking code in an async task?)",
             running.id,
         )
 

@@ -275,6 +275,7 @@ ONE_HOUR_EAST = timezone(timedelta(hours=1))
         ),
         ("0001-01-01T00:00:00+01:00", None),  # before the first year, in UTC
         ("9999-12-31T23:59:59-01:00", None),  # after the last
+        ("0999-01-01T00:00:00Z", None),  # a year of three digits: not the snapshot's form
         ("<b>now</b>", None),
         ("", None),
         ("2026-12-07T15:44:17\ud800", None),

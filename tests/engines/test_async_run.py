@@ -178,3 +178,24 @@ async def test_a_start_whose_write_failed_is_stored_later(
     await run.finish(TaskState.SUCCEEDED, result=6)
     await worker.writer.settle()
     assert worker.events("held-6") == ["queued", "running", "succeeded"]
+
+
+async def test_an_idle_keeper_still_checks_the_outcomes_it_sent(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no run left, the keeper still settles what it sent without waiting (a last
+    outcome whose connection failed is sent again), at least every quarter lease."""
+    settled, calls = anyio.Event(), []
+    settle = worker.writer.settle
+
+    async def counted() -> None:
+        calls.append(time.monotonic())
+        if len(calls) >= 2:
+            settled.set()
+        await settle()
+
+    monkeypatch.setattr(worker.writer, "settle", counted)
+    worker.keeper.wake()
+    with anyio.fail_after(10 * LEASE):
+        await settled.wait()
+    assert not worker.keeper.runs
