@@ -23,7 +23,10 @@ def _arq(created: Any) -> str:
     return str(message.queued_snapshot("t-1", "work", {"created_at": created}, None).created_at)
 
 
-ADAPTERS: dict[str, tuple[str, Callable[[Any], str]]] = {"celery": ("celery", _celery), "arq": ("arq", _arq)}
+ADAPTERS: dict[str, tuple[str, Callable[[Any], str]]] = {
+    "celery": ("celery", _celery),
+    "arq": ("arq", _arq),
+}
 
 
 @pytest.mark.parametrize("engine", sorted(ADAPTERS))
@@ -40,3 +43,14 @@ def test_a_sent_time_is_kept_in_the_snapshot_s_form(engine: str) -> None:
     package, created_at = ADAPTERS[engine]
     pytest.importorskip(package)
     assert created_at("2026-12-07T16:44:17+01:00") == "2026-12-07T15:44:17.000000Z"
+
+
+@pytest.mark.parametrize(
+    ("stamp", "expected"), [(10**20, None), (-5, None), (1765122257123, "2025-12-07T15:44:17.123000Z")]
+)
+def test_dramatiq_s_own_timestamp_is_taken_only_if_it_is_a_time(stamp: int, expected: str | None) -> None:
+    pytest.importorskip("dramatiq")
+    from sse_tasks.executors.dramatiq.message import created_at
+
+    sent = type("Message", (), {"message_timestamp": stamp})()
+    assert created_at(sent) == expected

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
+from datetime import datetime, timezone
 from typing import Any
 
-from ..._core.models import Task
+from ..._core.models import Task, utc_time
 from ..._core.text import clean_text
 from ...engines.tags import TAGS_KEY, sent_tags
 
@@ -21,8 +21,10 @@ def created_at(message: Any) -> str | None:
     millis = getattr(message, "message_timestamp", None)
     if not isinstance(millis, int) or millis <= 0:
         return None
-    seconds, rest = divmod(millis, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest * 1000:06d}Z"
+    try:
+        return utc_time(datetime.fromtimestamp(millis / 1000, tz=timezone.utc))
+    except (OverflowError, OSError, ValueError):  # a sender's timestamp beyond any date
+        return None
 
 
 def queued_snapshot(message: Any) -> Task:
