@@ -985,6 +985,49 @@ async def test_a_history_that_went_back_resyncs_streams(
         assert (await http.get(f"/tasks/{kept['id']}")).json()["state"] == "failed"
 
 
+async def test_a_history_that_went_back_is_told_even_after_new_writes(redis_url: str, redis_db: int) -> None:
+    """The reader's check on reconnecting, as Redis answers it (``sync.lua``): a log entry
+    it read is gone though nothing was trimmed past it, even once later writes took the
+    last id given past it (a failover that lost writes, then a worker's write); and a
+    ``last`` that was merely lost (evicted) is no history that went back."""
+    from redis.asyncio import Redis as AsyncRedis
+
+    from sse_tasks import Task
+    from sse_tasks.brokers.redis.scripts import Scripts
+    from sse_tasks.brokers.redis.sync import SyncWriter
+
+    url = redis_url.rsplit("/", 1)[0] + f"/{redis_db}"
+    broker = RedisBroker(url)
+    writer, keys, sync = SyncWriter(broker), broker.keys, Scripts().sync
+    client = AsyncRedis.from_url(url)
+    try:
+        first = writer.create(Task(id="kept", name="work"))
+        lost = writer.create(Task(id="lost", name="work"))
+        assert first is not None and first.event_id and lost is not None and lost.event_id
+        kept_id, lost_id = (str(e.event_id).partition("-")[2] for e in (first, lost))
+
+        async def intact(after: str, seen: str) -> int:
+            reply = await sync(client, keys.history, {"new_epoch": "x", "after": after, "seen": seen})
+            return int(reply[2])
+
+        assert await intact(lost_id, lost_id) == 1
+        await client.xdel(keys.events, lost_id)  # the history went back: "lost" never happened
+        await client.set(keys.last, kept_id)
+        assert await intact(lost_id, lost_id) == 2
+        assert writer.create(Task(id="later", name="work")) is not None  # the last id passes it
+        assert await intact(lost_id, lost_id) == 2
+        # ``last`` evicted while the reader stood at an output id past the log's newest:
+        # nothing went back.
+        later_id = (await client.xrevrange(keys.events, count=1))[0][0].decode()
+        await client.delete(keys.last)
+        past = f"{int(later_id.split('-')[0]) + 5}-0"
+        assert await intact(past, later_id) == 1
+    finally:
+        writer.close()
+        await client.aclose()
+        await broker.close()
+
+
 @ON_BOTH
 async def test_a_flush_resets_a_per_task_stream_then_ends_it(
     private_redis: Redis, live_server: Callable[..., LiveServer]

@@ -101,6 +101,7 @@ class StreamReader:
         self._malformed: set[str] = set()  # ids of records warned about (``task_or_none``)
         self.epoch: str | None = None
         self.read_from = "0-0"  # stream id the reader continues after
+        self.log_read = "0-0"  # the last entry of the log itself it read (see ``sync.lua``)
         self.generation = 0  # bumped whenever the log restarts
         self.ready = anyio.Event()  # connected once
         self.tried = anyio.Event()  # the first attempt to connect is over
@@ -129,7 +130,7 @@ class StreamReader:
         The reader also checks that nothing after its position was trimmed while it
         was away; if something was, the log restarts and every stream resyncs.
         """
-        args = {"new_epoch": secrets.token_hex(4), "after": self.read_from}
+        args = {"new_epoch": secrets.token_hex(4), "after": self.read_from, "seen": self.log_read}
         if client is None:
             async with self.connect() as db:
                 reply = await call(self.scripts.sync(db, self.keys.history, args))
@@ -150,7 +151,7 @@ class StreamReader:
 
     def _adopt(self, epoch: str, head: str, reason: str) -> None:
         self.epoch = epoch
-        self.read_from = head
+        self.read_from, self.log_read = head, "0-0"
         self.generation += 1
         self.follows.rebase(key(head))
         self.merge.clear()
@@ -357,6 +358,7 @@ class StreamReader:
             if fields.get(b"e") != epoch:
                 await self.sync(client, reader=True)
                 return
+            self.log_read = self.read_from
             state = self.event(raw_id, fields, entry_key)
             if state is None:
                 continue

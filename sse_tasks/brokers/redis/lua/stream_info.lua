@@ -1,7 +1,8 @@
 -- head: the last event id given (`last`; the log's own newest if that is lost).
 -- intact: 1 if nothing after id `after` was trimmed from the log; 2 if the history went
 -- back before `after` (a failover to a replica that had not received the latest writes,
--- or a restart from an older snapshot: `after` was given, the head is older). Trimming takes the
+-- or a restart from an older snapshot: `after` was given, the last id given is older;
+-- sync.lua also checks the last log entry read). Trimming takes the
 -- oldest entries, so that holds while nothing was ever trimmed, or while the oldest
 -- entry left is at most `after` (`after` may be an output event's id, which is not
 -- in the log itself: if it falls just before the oldest entry, the answer is 0).
@@ -11,7 +12,8 @@ local function before(a, b)  -- id a < id b
   if a_ms ~= b_ms then return a_ms < b_ms end
   return tonumber(string.sub(a, a_dash + 1)) < tonumber(string.sub(b, b_dash + 1))
 end
-local head, intact = redis.call('GET', last) or '0-0', 1
+local given = redis.call('GET', last)
+local head, intact = given or '0-0', 1
 if redis.call('EXISTS', events) == 1 then
   local info = redis.call('XINFO', 'STREAM', events)
   local fields = {}
@@ -25,4 +27,6 @@ if redis.call('EXISTS', events) == 1 then
 elseif after ~= '0-0' then
   intact = 0
 end
-if after ~= '0-0' and before(head, after) then intact = 2 end
+-- (Only from `last` itself: the log's own newest, when `last` is lost, may be older than
+-- an output id, which only `last` counts.)
+if given and after ~= '0-0' and before(head, after) then intact = 2 end
