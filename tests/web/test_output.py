@@ -441,6 +441,7 @@ async def test_every_tasks_output_resumed_on_another_worker_misses_nothing(
         httpx.AsyncClient(base_url=worker_a.url, timeout=60) as on_a,
         httpx.AsyncClient(base_url=worker_b.url, timeout=60) as on_b,
     ):
+        cursor = (await on_a.get("/tasks")).json()["cursor"]  # A's stream takes it all from here
         other = (await submit(on_a, "generate", words=words, delay=0.01))["id"]
         task_id = (await submit(on_a, "generate", words=words, delay=0.01))["id"]
         seqs: list[int] = []
@@ -448,7 +449,8 @@ async def test_every_tasks_output_resumed_on_another_worker_misses_nothing(
             async with on_b.stream("GET", f"/tasks/{other}/events") as followed:
                 assert followed.status_code == 200
                 last_id = ""
-                async with on_a.stream("GET", "/events?output=1") as response:
+                params = {"output": "1", "last_event_id": cursor}
+                async with on_a.stream("GET", "/events", params=params) as response:
                     async for event in sse_events(response):
                         last_id = event.id or last_id
                         if event.event == "task.output" and event.json()["id"] == task_id:
