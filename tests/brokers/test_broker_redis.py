@@ -1028,6 +1028,59 @@ async def test_a_history_that_went_back_is_told_even_after_new_writes(redis_url:
         await broker.close()
 
 
+async def test_a_flush_told_by_a_concurrent_sync_is_not_taken_for_lost_writes(
+    redis_url: str, redis_db: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two syncs in flight after a flush (the reader's and a submit's): the one answered
+    second judged the reader's positions of the old history. It must not restart the
+    log again as a history that went back: the one reason told is the flush."""
+    import contextlib
+
+    from redis.asyncio import Redis as AsyncRedis
+
+    from sse_tasks._core.log import EventLog
+    from sse_tasks.brokers.redis.keys import Keys
+    from sse_tasks.brokers.redis.link import Link
+    from sse_tasks.brokers.redis.reader import StreamReader
+    from sse_tasks.brokers.redis.scripts import Scripts
+
+    url = redis_url.rsplit("/", 1)[0] + f"/{redis_db}"
+    client = AsyncRedis.from_url(url)
+
+    @contextlib.asynccontextmanager
+    async def connect() -> AsyncIterator[AsyncRedis]:
+        yield client
+
+    scripts, keys, log = Scripts(), Keys("concurrent-sync"), EventLog(100)
+    reader = StreamReader(log, keys, scripts, Link(), connect, lambda event: None, "here")
+    try:
+        await reader.sync()
+        seen = await client.xadd(keys.events, {"e": "1"})
+        await client.set(keys.last, seen)
+        reader.read_from = reader.log_read = seen.decode()
+        await client.delete(keys.epoch, keys.last, keys.events)  # the flush
+
+        real, taken, turn = scripts.sync, anyio.Event(), anyio.Event()
+
+        async def held(db: AsyncRedis, history: dict[str, str], args: dict[str, str]) -> Any:
+            taken.set()  # the reader's arguments are the old history's positions
+            await turn.wait()
+            return await real(db, history, args)
+
+        monkeypatch.setattr(scripts, "sync", held)
+        async with anyio.create_task_group() as group:
+            group.start_soon(functools.partial(reader.sync, client, reader=True))
+            await taken.wait()
+            monkeypatch.setattr(scripts, "sync", real)
+            await reader.sync()  # a submit's: adopts the new history first
+            turn.set()
+        assert log.behind == "the broker's history was flushed or replaced"
+        assert reader.generation == 2
+    finally:
+        await client.delete(keys.epoch, keys.last, keys.events)
+        await client.aclose()
+
+
 @ON_BOTH
 async def test_a_flush_resets_a_per_task_stream_then_ends_it(
     private_redis: Redis, live_server: Callable[..., LiveServer]

@@ -131,6 +131,7 @@ class StreamReader:
         was away; if something was, the log restarts and every stream resyncs.
         """
         args = {"new_epoch": secrets.token_hex(4), "after": self.read_from, "seen": self.log_read}
+        generation = self.generation
         if client is None:
             async with self.connect() as db:
                 reply = await call(self.scripts.sync(db, self.keys.history, args))
@@ -141,6 +142,8 @@ class StreamReader:
             if self.epoch is not None:
                 logger.warning("Redis holds a different history (flushed or replaced): streams resync")
             self._adopt(epoch, head, "the broker's history was flushed or replaced")
+        elif generation != self.generation:
+            pass  # adopted meanwhile (a concurrent sync): ``intact`` judged positions of before
         elif reader and intact == "2":
             logger.warning("Redis's history went back (writes lost in a failover or restart): streams resync")
             self._adopt(epoch, head, "the broker's history went back: writes were lost")
