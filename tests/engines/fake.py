@@ -121,6 +121,9 @@ class FakeWorkers:
         self.writer = SyncWriter(RedisBroker(broker_url))
         self.runs: dict[int, WorkerRun] = {}
         self.keeper = Keeper(self.runs, self.writer)
+        self.killed = threading.Event()
+        # A killed process's hog ends with it; these threads are joined instead.
+        self.tasks = {**TASKS, "hog": self._hog}
         self.threads = [threading.Thread(target=self._work, daemon=True) for _ in range(threads)]
         for thread in self.threads:
             thread.start()
@@ -140,6 +143,7 @@ class FakeWorkers:
         """The workers die mid-task: nothing more is reported, no lease renewed."""
         for run in list(self.runs.values()):
             run.end(cancelled=True)  # stores nothing; the body stops at its next check()
+        self.killed.set()
         self.close()
 
     def close(self) -> None:
@@ -149,6 +153,10 @@ class FakeWorkers:
             thread.join(10)
         self.keeper.stop()
         self.writer.close()
+
+    def _hog(self, seconds: float) -> str:
+        self.killed.wait(seconds)  # holds its thread as ``hog`` does, until the kill
+        return "held"
 
     def _work(self) -> None:
         while (message := self.messages.get()) is not None:
@@ -163,6 +171,6 @@ class FakeWorkers:
         self.keeper.ensure_started()
         run.start()
         try:
-            run.execute(TASKS[queued.name])
+            run.execute(self.tasks[queued.name])
         finally:
             self.runs.pop(id(run), None)
