@@ -50,6 +50,7 @@ class Worker:
     proc: subprocess.Popen[bytes]
     log: Path
     pool: str
+    queue: str = "celery"  # the Celery queue it consumes
     stopped: bool = field(default=False)
 
     def text(self) -> str:
@@ -117,7 +118,7 @@ def start_worker(
         proc = subprocess.Popen(
             command, cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    worker = Worker(proc, log, pool)
+    worker = Worker(proc, log, pool, env.get("TASKS_APP_QUEUE", "celery"))
     try:
         worker.wait_for(" ready.")
     except BaseException:
@@ -142,6 +143,47 @@ def celery_worker(celery_urls: dict[str, str]) -> Iterator[WorkerFactory]:
     yield start
     for worker in workers:
         worker.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """One test process runs every test on :func:`shared_celery_worker`: each pool's
+    worker starts once in a run, not once per test."""
+    for item in items:
+        if "shared_celery_worker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("celery-shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_celery_workers() -> Iterator[dict[str, Worker]]:
+    """The session's shared workers, by pool (see :func:`shared_celery_worker`)."""
+    workers: dict[str, Worker] = {}
+    yield workers
+    for worker in workers.values():
+        worker.stop()
+
+
+@pytest.fixture
+def shared_celery_worker(
+    shared_celery_workers: dict[str, Worker],
+    celery_urls: dict[str, str],
+    tasks_app: ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Callable[[str], Worker]:
+    """``shared_celery_worker(pool)``: the session's worker of ``pool`` (concurrency 2), for a
+    test that neither configures, stops nor kills it. Each consumes a queue of its own
+    (``shared-<pool>``), the default queue of the test's sends and of its own (retries,
+    replacements): the workers a test starts for itself never take another's tasks."""
+
+    def use(pool: str) -> Worker:
+        queue = f"shared-{pool}"
+        worker = shared_celery_workers.get(pool)
+        if worker is None or worker.proc.poll() is not None:
+            worker = start_worker({**celery_urls, "TASKS_APP_QUEUE": queue}, pool, 2)
+            shared_celery_workers[pool] = worker
+        monkeypatch.setitem(tasks_app.app.conf, "task_default_queue", queue)
+        return worker
+
+    return use
 
 
 @pytest.fixture

@@ -19,9 +19,9 @@ TERMINAL = {"task.succeeded", "task.failed", "task.cancelled"}
 
 @pytest.mark.parametrize("pool", ["prefork", "threads"])
 async def test_a_task_that_replaces_itself_goes_on_to_the_replacement_s_outcome(
-    pool: str, tasks_app: ModuleType, celery_worker: Any, celery_hub: Any, live_server: Any
+    pool: str, tasks_app: ModuleType, shared_celery_worker: Any, celery_hub: Any, live_server: Any
 ) -> None:
-    celery_worker(pool)
+    shared_celery_worker(pool)
     server = live_server(celery_hub())
     sent = tasks_app.replacing.delay(a=5)
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
@@ -37,11 +37,11 @@ async def test_a_task_that_replaces_itself_goes_on_to_the_replacement_s_outcome(
 
 @pytest.mark.parametrize("pool", ["prefork", "threads"])
 async def test_a_task_celery_discards_before_its_sender_stored_it_still_ends_cancelled(
-    pool: str, tasks_app: ModuleType, celery_worker: Any, celery_hub: Any, live_server: Any
+    pool: str, tasks_app: ModuleType, shared_celery_worker: Any, celery_hub: Any, live_server: Any
 ) -> None:
     from datetime import datetime, timedelta, timezone
 
-    celery_worker(pool)
+    shared_celery_worker(pool)
     server = live_server(celery_hub())
     past = datetime.now(timezone.utc) - timedelta(seconds=60)
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:

@@ -29,9 +29,9 @@ async def follow(url: str, task_id: str) -> list[Any]:
 
 @pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
 async def test_delay_from_any_code_streams_queued_running_progress_succeeded(
-    pool: str, tasks_app: ModuleType, celery_worker: Any, celery_hub: Any, live_server: Any
+    pool: str, tasks_app: ModuleType, shared_celery_worker: Any, celery_hub: Any, live_server: Any
 ) -> None:
-    celery_worker(pool)
+    shared_celery_worker(pool)
     hub = celery_hub()
     server = live_server(hub)
     events: list[Any] = []

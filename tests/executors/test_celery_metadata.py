@@ -19,9 +19,9 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_metadata_from_the_context_and_update_state(
-    tasks_app: ModuleType, celery_worker: Any, celery_hub: Any, live_server: Any
+    tasks_app: ModuleType, shared_celery_worker: Any, celery_hub: Any, live_server: Any
 ) -> None:
-    celery_worker("threads")
+    shared_celery_worker("threads")
     server = live_server(celery_hub())
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
         posted = await http.post("/tasks", json={"name": "annotate", "tags": ["user:42", "celery"]})
@@ -43,9 +43,9 @@ async def test_metadata_from_the_context_and_update_state(
 
 
 async def test_tags_in_the_message_header_of_a_task_sent_by_celery(
-    tasks_app: ModuleType, celery_worker: Any, celery_urls: dict[str, str], celery_db: None
+    tasks_app: ModuleType, shared_celery_worker: Any, celery_urls: dict[str, str], celery_db: None
 ) -> None:
-    celery_worker("threads")
+    shared_celery_worker("threads")
     tagged = tasks_app.add.apply_async(args=(1, 2), headers={"sse_tasks_tags": ["user:7", "batch/1"]}).id
     refused = tasks_app.add.apply_async(args=(1, 2), headers={"sse_tasks_tags": ["no spaces"]}).id
     broker = RedisBroker(celery_urls["SSE_TASKS_BROKER"])

@@ -392,8 +392,10 @@ async def test_delete_of_a_waiting_task_is_discarded_by_the_worker_that_takes_it
     assert f"touch[{task_id}] succeeded" not in worker.text()
 
 
-async def test_delete_of_a_finished_task_409(celery_worker: Any, celery_hub: Any, live_server: Any) -> None:
-    celery_worker("threads")
+async def test_delete_of_a_finished_task_409(
+    shared_celery_worker: Any, celery_hub: Any, live_server: Any
+) -> None:
+    shared_celery_worker("threads")
     server = live_server(celery_hub())
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         ok = await http.post("/tasks", json={"name": "add", "params": {"a": 1}})
@@ -417,9 +419,9 @@ def _same(a: list[SSEEvent], b: list[SSEEvent]) -> None:
 
 
 async def test_stream_rules_resume_204_reset_global_filter_and_list_order(
-    celery_worker: Any, celery_hub: Any, live_server: Any
+    shared_celery_worker: Any, celery_hub: Any, live_server: Any
 ) -> None:
-    celery_worker("threads")
+    shared_celery_worker("threads")
     server = live_server(celery_hub())
     async with httpx.AsyncClient(base_url=server.url, timeout=STREAM_TIMEOUT) as http:
         cursor = (await http.get("/tasks")).json()["cursor"]
@@ -566,9 +568,9 @@ class WorkerFirst(RedisBroker):
 
 
 async def test_owner_travels_to_a_worker_created_snapshot_and_other_callers_are_refused(
-    celery_worker: Any, celery_hub: Any, live_server: Any, celery_urls: dict[str, str]
+    shared_celery_worker: Any, celery_hub: Any, live_server: Any, celery_urls: dict[str, str]
 ) -> None:
-    celery_worker("threads")
+    shared_celery_worker("threads")
     broker = WorkerFirst(celery_urls["SSE_TASKS_BROKER"])
     hub = celery_hub(
         broker=broker,

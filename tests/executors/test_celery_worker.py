@@ -139,9 +139,9 @@ def lease_url(celery_urls: dict[str, str]) -> str:
 
 @pytest.mark.parametrize("pool", POOLS)
 async def test_progress_from_update_state_and_the_context_streams_rate_limited_and_output_streams(
-    pool: str, tasks_app: ModuleType, celery_worker: Any, celery_hub: Any, live_server: Any
+    pool: str, tasks_app: ModuleType, shared_celery_worker: Any, celery_hub: Any, live_server: Any
 ) -> None:
-    celery_worker(pool)
+    shared_celery_worker(pool)
     server = live_server(celery_hub())
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http, Events(http) as events:
         # Reports spaced wider than progress_interval (0.1 s): each one is published.
@@ -210,9 +210,9 @@ async def test_progress_from_update_state_and_the_context_streams_rate_limited_a
 
 @pytest.mark.parametrize("pool", POOLS)
 async def test_failure_retries_expiry_and_ignore(
-    pool: str, tasks_app: ModuleType, celery_worker: Any, celery_hub: Any, live_server: Any
+    pool: str, tasks_app: ModuleType, shared_celery_worker: Any, celery_hub: Any, live_server: Any
 ) -> None:
-    celery_worker(pool)
+    shared_celery_worker(pool)
     server = live_server(celery_hub())
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http, Events(http) as events:
         failed = tasks_app.fail.delay(message="it broke").id
@@ -325,11 +325,16 @@ async def test_the_output_bounds_hold_for_the_task_across_its_retries(
 
 @pytest.mark.parametrize("pool", POOLS)
 async def test_a_finished_task_never_changes_again(
-    pool: str, tasks_app: ModuleType, celery_worker: Any, celery_hub: Any, live_server: Any, tmp_path: Path
+    pool: str,
+    tasks_app: ModuleType,
+    shared_celery_worker: Any,
+    celery_hub: Any,
+    live_server: Any,
+    tmp_path: Path,
 ) -> None:
     from sse_tasks._core.models import OutputChunk, TaskState
 
-    celery_worker(pool)
+    shared_celery_worker(pool)
     server = live_server(celery_hub())
     marker = tmp_path / "racy.done"
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http, Events(http) as events:
@@ -492,23 +497,23 @@ import sys
 from celery import Celery
 
 app = Celery("plain", broker=sys.argv[1])  # no sse_tasks anywhere in this process
-print(app.send_task("add", kwargs={"a": 2, "b": 2}).id)
+print(app.send_task("add", kwargs={"a": 2, "b": 2}, queue=sys.argv[2]).id)
 """
 
 
 @pytest.mark.parametrize("pool", POOLS)
 async def test_a_task_no_hooked_sender_stored_is_stored_by_the_worker(
     pool: str,
-    celery_worker: Any,
+    shared_celery_worker: Any,
     celery_hub: Any,
     celery_urls: dict[str, str],
     live_server: Any,
 ) -> None:
-    celery_worker(pool)
+    worker = shared_celery_worker(pool)
     server = live_server(celery_hub())
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http, Events(http) as events:
         with anyio.fail_after(WAIT):
-            command = [sys.executable, "-c", PLAIN_SENDER, celery_urls["CELERY_BROKER_URL"]]
+            command = [sys.executable, "-c", PLAIN_SENDER, celery_urls["CELERY_BROKER_URL"], worker.queue]
             sent = await anyio.run_process(command)
         task_id = sent.stdout.decode().strip()
         final = (await events.finished(task_id))[task_id]
