@@ -24,9 +24,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """``--dist loadgroup``: suffix each ``xdist_group`` test's id with ``@<group>``, the key
     pytest-xdist schedules a group's tests to one process by. pytest-xdist 3.8 writes it to
     ``item._nodeid``, which pytest 9 no longer reads (its ids are ``item._id``): without this
-    the groups are ignored. A no-op where xdist's own suffix took."""
+    the groups are ignored. A no-op where xdist's own suffix took.
+
+    A module's browser tests are a group of their own (unless in one already): one process
+    runs them, so its Chromium (module-scoped) starts once, not once in each process."""
     if not getattr(config.option, "loadgroup", False):  # set on xdist's workers under --dist loadgroup
         return
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()) and item.get_closest_marker("xdist_group") is None:
+            module = getattr(item, "module", None)
+            item.add_marker(pytest.mark.xdist_group(f"browser-{getattr(module, '__name__', '')}"))
     for item in items:
         groups = sorted(
             {
