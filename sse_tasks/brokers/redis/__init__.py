@@ -185,7 +185,7 @@ class RedisBroker(Broker):
         self._writes_done = anyio.Event()
         self._logging = 0  # state changes in flight (their events come back through the log)
         #: The history (epoch) and key of the newest state change this process stored.
-        self._written: tuple[str | None, StreamKey] | None = None
+        self._written: tuple[str | None, int, StreamKey] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -400,10 +400,10 @@ class RedisBroker(Broker):
         """A state change this process writes is not read back yet (see the reader)."""
         if self._logging:
             return True
-        written, newest = self._written, self.log.newest
-        if written is None or newest is None or written[0] != self._reader.epoch:
-            return False  # (one of an older history is never read back)
-        return bool(written[1] > newest)
+        written, newest, reader = self._written, self.log.newest, self._reader
+        if written is None or newest is None or written[:2] != (reader.epoch, reader.generation):
+            return False  # one from before the log restarted (lost, or before its base) never is
+        return bool(written[2] > newest)
 
     async def _publish(
         self, task: Task, event_type: str, *, lapsed_only: bool = False, leased: bool = True
@@ -414,9 +414,9 @@ class RedisBroker(Broker):
         finally:
             self._logging -= 1
         if event is not None:
-            epoch, written = self._reader.epoch, self._written
-            if written is None or written[0] != epoch or event.key > written[1]:
-                self._written = (epoch, event.key)
+            history, written = (self._reader.epoch, self._reader.generation), self._written
+            if written is None or written[:2] != history or event.key > written[2]:
+                self._written = (*history, event.key)
         return event
 
     async def _publish_state(
