@@ -220,11 +220,13 @@ class Sender:
 
 
 def throughput_run(
-    s: Stack, sender: Sender, pool: str, hooks: bool, scale: Scale, quiet: float
-) -> dict[str, Any]:
+    s: Stack, sender: Sender, pool: str, hooks: bool, scale: Scale, quiet: float, keep: bool = False
+) -> tuple[dict[str, Any], subprocess.Popen[bytes] | None]:
+    """One run on a fresh worker; ``keep``: the worker records success stamps and is left
+    running, and returned."""
     s.flush()
     sender.hooked(hooks)
-    worker = s.worker(pool, hooks)
+    worker = s.worker(pool, hooks, stamps=keep)
     try:
         s.warm(sender, worker, scale.warmup)
         others_before = harness.wait_quiet(quiet) if quiet > 0 else float("nan")
@@ -237,7 +239,8 @@ def throughput_run(
         measured = window.close()
         check_hub(s, hooks, scale.warmup + scale.tasks)
     finally:
-        s.procs.stop(worker)
+        if not keep:  # kept or not, an error leaves it to the stack's close
+            s.procs.stop(worker, scale.grace(15.0))
     per_task = 1e6 / scale.tasks
     return {
         "pool": pool,
@@ -250,7 +253,7 @@ def throughput_run(
         "sender_cpu_us_per_task": measured["client_cpu"] * per_task,
         "other_cpu_pct": measured["other_cpu_pct"],
         "other_cpu_pct_before": others_before,
-    }
+    }, worker if keep else None
 
 
 def check_hub(s: Stack, hooks: bool, tasks: int) -> None:
@@ -270,15 +273,21 @@ def check_hub(s: Stack, hooks: bool, tasks: int) -> None:
         time.sleep(0.01)
 
 
-def throughput(s: Stack, scale: Scale, quiet: float) -> dict[str, Any]:
+def throughput(s: Stack, scale: Scale, quiet: float) -> tuple[dict[str, Any], subprocess.Popen[bytes] | None]:
+    """Every pool's runs; in a smoke run, the last worker if it is a hooked prefork one,
+    kept for :func:`latency`."""
     sender = Sender(s.celery_url, s.hub_url)
     out: dict[str, Any] = {}
+    kept = None
     try:
         for pool in scale.pools:
             runs: list[dict[str, Any]] = []
             for rep in range(scale.repeat):
                 for hooks in (False, True):  # alternately
-                    run = throughput_run(s, sender, pool, hooks, scale, quiet)
+                    # The very last run's: a worker kept earlier would take the next runs' tasks.
+                    last = pool == scale.pools[-1] and hooks and rep == scale.repeat - 1
+                    keep = scale.smoke and pool == "prefork" and last
+                    run, kept = throughput_run(s, sender, pool, hooks, scale, quiet, keep)
                     runs.append(run)
                     label = "with" if hooks else "without"
                     print(
@@ -289,7 +298,7 @@ def throughput(s: Stack, scale: Scale, quiet: float) -> dict[str, Any]:
             out[pool] = {"runs": runs, **summary(runs)}
     finally:
         sender.close()
-    return out
+    return out, kept
 
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -370,11 +379,13 @@ async def _follow(
     return streams, ids
 
 
-def latency(s: Stack, scale: Scale) -> dict[str, Any]:
-    s.flush()
+def latency(s: Stack, scale: Scale, worker: subprocess.Popen[bytes] | None = None) -> dict[str, Any]:
+    """On ``worker`` (prefork, hooked, recording stamps) if given, else on a fresh one."""
+    if worker is None:
+        s.flush()
+        worker = s.worker("prefork", hooks=True, stamps=True)  # starts while the server does
     sender = Sender(s.celery_url, s.hub_url)
     sender.hooked(True)
-    worker = s.worker("prefork", hooks=True, stamps=True)  # starts while the server does
     server = s.server(port := harness.free_port())
     try:
         s.warm(sender, worker, min(20, scale.warmup))
@@ -388,7 +399,7 @@ def latency(s: Stack, scale: Scale) -> dict[str, Any]:
             time.sleep(0.05)
     finally:
         sender.close()
-        s.procs.stop(worker)
+        s.procs.stop(worker, scale.grace(15.0))
         s.procs.stop(server)
     missing = [i for i in ids if i not in stamps]
     if missing:
@@ -421,13 +432,28 @@ class Scale:
     latency_tasks: int = 200
     pools: tuple[str, ...] = ("prefork", "threads")
     timeout: float = 120.0
+    #: Nothing is measured (``--smoke``): a worker is killed once its run is over, not
+    #: given time to exit, and the delay is taken on the last hooked prefork worker of
+    #: the throughput runs (started recording stamps) rather than on one more.
+    smoke: bool = False
+
+    def grace(self, seconds: float) -> float:
+        """How long a stopped worker may take to exit: ``seconds``, none in a smoke run."""
+        return 0.0 if self.smoke else seconds
 
 
 SCALES = {
     "full": Scale(),
     "quick": Scale(tasks=500, latency_tasks=50),
     "smoke": Scale(
-        tasks=20, repeat=1, warmup=5, followers=3, latency_tasks=3, pools=("threads",), timeout=30.0
+        tasks=20,
+        repeat=1,
+        warmup=5,
+        followers=3,
+        latency_tasks=3,
+        pools=("prefork",),
+        timeout=30.0,
+        smoke=True,
     ),
 }
 
@@ -438,9 +464,9 @@ def run(scale: Scale, pin: bool = True, quiet: float = 0.0) -> dict[str, Any]:
     try:
         results: dict[str, Any] = {"scale": asdict(scale), "pinned": s.cpu is not None}
         print(f"== tasks per second: {scale.tasks} no-op tasks, concurrency 2, {scale.repeat} repetitions")
-        results["throughput"] = throughput(s, scale, quiet)
+        results["throughput"], kept = throughput(s, scale, quiet)
         print(f"== task_success → task.succeeded: {scale.followers} followers, {scale.latency_tasks} tasks")
-        results["latency"] = latency(s, scale)
+        results["latency"] = latency(s, scale, kept)
     finally:
         s.close()
     results["seconds"] = time.monotonic() - started

@@ -576,12 +576,22 @@ class EngineScale:
     followers: int = 100
     latency_tasks: int = 200
     timeout: float = 120.0
+    #: Nothing is measured (``--smoke``): a worker is killed once its run is over, not
+    #: given time to exit, and the delay is taken on the last hooked throughput worker
+    #: (started recording stamps) rather than on one more.
+    smoke: bool = False
+
+    def grace(self, seconds: float) -> float:
+        """How long a stopped worker may take to exit: ``seconds``, none in a smoke run."""
+        return 0.0 if self.smoke else seconds
 
 
 ENGINE_SCALES = {
     "full": EngineScale(),
     "quick": EngineScale(tasks=500, latency_tasks=50),
-    "smoke": EngineScale(tasks=10, repeat=1, warmup=2, followers=3, latency_tasks=3, timeout=30.0),
+    "smoke": EngineScale(
+        tasks=10, repeat=1, warmup=2, followers=3, latency_tasks=3, timeout=30.0, smoke=True
+    ),
 }
 #: The environment variable a benchmark worker reads: CPU milliseconds each task spends.
 WORK_ENV = "BENCH_WORK_MS"
@@ -756,14 +766,19 @@ def _check_hub(s: EngineStack, hooks: bool, tasks: int) -> None:
         time.sleep(0.01)
 
 
-def engine_throughput(s: EngineStack, engine: Engine, scale: EngineScale, quiet: float) -> dict[str, Any]:
+def engine_throughput(
+    s: EngineStack, engine: Engine, scale: EngineScale, quiet: float, keep: bool = False
+) -> tuple[dict[str, Any], subprocess.Popen[bytes] | None]:
     """Tasks per second without and with the hook, alternately, ``scale.repeat`` times: a
-    fresh warmed-up worker per run; medians, and the ratio of each repetition."""
+    fresh warmed-up worker per run; medians, and the ratio of each repetition. ``keep``:
+    the last worker (hooked) records success stamps and is left running, and returned."""
     runs: list[dict[str, Any]] = []
+    kept = None
     for rep in range(scale.repeat):
         for hooks in (False, True):
+            last = keep and hooks and rep == scale.repeat - 1
             s.flush()
-            worker = engine.worker(hooks)
+            worker = engine.worker(hooks, stamps=last)
             try:
                 engine.run(hooks, scale.warmup, timeout=60)
                 if quiet > 0:
@@ -778,7 +793,11 @@ def engine_throughput(s: EngineStack, engine: Engine, scale: EngineScale, quiet:
             finally:
                 # Measured: no need to wait long for it (RQ 3 can hang 15 s in its
                 # teardown, joining its pub/sub thread, when stopped soon after start).
-                s.procs.stop(worker, grace=2.0)
+                # Kept or not, an error leaves it to the stack's close.
+                if not last:
+                    s.procs.stop(worker, grace=scale.grace(2.0))
+            if last:
+                kept = worker
             run = {
                 "hooks": hooks,
                 "tasks": scale.tasks,
@@ -807,7 +826,7 @@ def engine_throughput(s: EngineStack, engine: Engine, scale: EngineScale, quiet:
         "worker_cpu_ms_per_task": {"without": cpu_without, "with": cpu_with},
         "redis_cpu_ms_per_task": {"without": redis_without, "with": redis_with},
         "ratio_per_repetition": [b["tasks_per_s"] / a["tasks_per_s"] for a, b in pairs],
-    }
+    }, kept
 
 
 async def _follow_engine(
@@ -851,11 +870,15 @@ async def _follow_engine(
     return streams, ids
 
 
-def engine_latency(s: EngineStack, engine: Engine, scale: EngineScale) -> dict[str, Any]:
+def engine_latency(
+    s: EngineStack, engine: Engine, scale: EngineScale, worker: subprocess.Popen[bytes] | None = None
+) -> dict[str, Any]:
     """From the engine's success (the worker's stamp, taken before the hook publishes) to
-    each of ``scale.followers`` streams seeing ``task.succeeded``: p50/p99 over all."""
-    s.flush()
-    worker = engine.worker(True, stamps=True)
+    each of ``scale.followers`` streams seeing ``task.succeeded``: p50/p99 over all. On
+    ``worker`` (hooked, recording stamps) if given, else on a fresh one."""
+    if worker is None:
+        s.flush()
+        worker = engine.worker(True, stamps=True)
     port = free_port()
     server = s.procs.spawn("server", engine.serve_command(port), s.cpu, s.env(**engine.server_env()))
     try:
@@ -866,7 +889,7 @@ def engine_latency(s: EngineStack, engine: Engine, scale: EngineScale) -> dict[s
         )
         stamps = engine.stamps(ids, scale.timeout)
     finally:
-        s.procs.stop(worker)
+        s.procs.stop(worker, scale.grace(15.0))
         s.procs.stop(server)
     missing = [i for i in ids if i not in stamps]
     if missing:
@@ -906,13 +929,17 @@ def run_engines(
     try:
         for name, make in makers.items():
             found: dict[str, Any] = {"throughput": {}}
-            for work in work_ms:
+            kept = None
+            for index, work in enumerate(work_ms):
                 os.environ[WORK_ENV] = str(work)
                 what = f"{scale.tasks} tasks of {work:g} ms, {scale.repeat} repetitions"
                 print(f"== {name}: tasks per second, {what}")
+                keep = latency and scale.smoke and index == len(work_ms) - 1
                 engine = make(s)
                 try:
-                    found["throughput"][f"{work:g}ms"] = engine_throughput(s, engine, scale, quiet)
+                    found["throughput"][f"{work:g}ms"], kept = engine_throughput(
+                        s, engine, scale, quiet, keep
+                    )
                 finally:
                     engine.close()
             os.environ.pop(WORK_ENV, None)
@@ -921,7 +948,7 @@ def run_engines(
                 print(f"== {name}: success → task.succeeded, {what}")
                 engine = make(s)
                 try:
-                    found["latency"] = engine_latency(s, engine, scale)
+                    found["latency"] = engine_latency(s, engine, scale, kept)
                 finally:
                     engine.close()
             results["engines"][name] = found
