@@ -1,6 +1,7 @@
 """Selective streams: ``python -m benchmarks.selective [--quick] [--repeat 3] [--profile DIR]``.
 
-Two measurements on sse_tasks ``memory://``, a fresh server per count:
+Two measurements on sse_tasks ``memory://``, a fresh server per count (``--smoke``: one
+server for all):
 
 - **Idle selective streams on a busy hub.** ``N`` streams ``GET /events?task=<id>`` of
   a ``sleep`` task that publishes nothing more, and one subscriber on ``/events``; the
@@ -22,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -41,13 +44,16 @@ class Size(NamedTuple):
     fanout_messages: int  # the burst sent to them
     settle: float  # seconds for things to settle before a burst
     rss_settle: float  # before reading the RSS
+    fresh: bool = True  # a fresh server per measurement (else one for the whole run)
 
 
 SIZES = {
     "full": Size([0, 1000, 5000, 10_000], 20_000, [1000, 3000, 10_000], 200, 0.3, 1.0),
     "quick": Size([0, 1000, 5000], 5000, [1000, 3000, 10_000], 50, 0.3, 1.0),
-    "smoke": Size([0, 5], 20, [5], 5, 0.05, 0.05),
+    "smoke": Size([0, 5], 20, [5], 5, 0.05, 0.05, fresh=False),
 }
+#: The server of one measurement, as a context manager.
+Serve = Callable[[], AbstractContextManager[Server]]
 
 
 async def idle_selective(
@@ -119,7 +125,7 @@ async def selective(
     run: Run,
     rss_settle: float,
     repeat: int,
-    cpu: int | None,
+    serve: Serve,
     profile: Path | None,
 ) -> list[dict[str, Any]]:
     """:func:`idle_selective` at each count, medians of ``repeat`` runs."""
@@ -128,7 +134,7 @@ async def selective(
         runs = []
         for attempt in range(repeat):
             stem = profile / f"selective-{n}" if profile and n == max(counts) and attempt == 0 else None
-            with Server("sse_tasks", cpu) as server:
+            with serve() as server:
                 runs.append(await idle_selective(server, run, n, messages, rss_settle, stem))
         result = dict(runs[0])
         for key in (
@@ -163,15 +169,15 @@ async def selective(
 
 
 async def curve(
-    counts: list[int], messages: int, run: Run, rss_settle: float, cpu: int | None
+    counts: list[int], messages: int, run: Run, rss_settle: float, serve: Serve
 ) -> list[dict[str, Any]]:
     """At each count: server CPU per delivery of a burst to every subscriber, and the RSS
-    growth per idle stream (each on a fresh server)."""
+    growth per idle stream (each on a server of its own)."""
     results = []
     for n in counts:
-        with Server("sse_tasks", cpu) as server:
+        with serve() as server:
             fanned = await burst(server, run, n, messages)
-        with Server("sse_tasks", cpu) as server:
+        with serve() as server:
             rss = await rss_per_stream(server, run, (n,), rss_settle)
         kept = (
             "server_us_per_delivery",
@@ -198,18 +204,24 @@ async def curve(
 
 async def measure(args: argparse.Namespace, cpu: int | None) -> dict[str, Any]:
     size = SIZES[harness.level(args)]
-    run = Run(timeout=args.timeout, settle=size.settle)
+    run = Run(timeout=args.timeout, settle=size.settle, fresh=size.fresh)
     out: dict[str, Any] = {}
-    if not args.skip_selective:
-        messages = args.messages or size.messages
-        print(f"idle selective streams, one /events subscriber, a burst of {messages:,} progress events:")
-        out["selective"] = await selective(
-            args.idle or size.idle, messages, run, size.rss_settle, args.repeat, cpu, args.profile
-        )
-    if not args.skip_curve:
-        messages = args.fanout_messages or size.fanout_messages
-        print(f"fan-out burst of {messages} to every subscriber; idle RSS per stream:")
-        out["curve"] = await curve(args.fanout or size.fanout, messages, run, size.rss_settle, cpu)
+    with contextlib.ExitStack() as stack:
+        shared = None if run.fresh else stack.enter_context(Server("sse_tasks", cpu))
+
+        def serve() -> AbstractContextManager[Server]:
+            return Server("sse_tasks", cpu) if shared is None else contextlib.nullcontext(shared)
+
+        if not args.skip_selective:
+            messages = args.messages or size.messages
+            print(f"idle selective streams, one /events subscriber, a burst of {messages:,} progress events:")
+            out["selective"] = await selective(
+                args.idle or size.idle, messages, run, size.rss_settle, args.repeat, serve, args.profile
+            )
+        if not args.skip_curve:
+            messages = args.fanout_messages or size.fanout_messages
+            print(f"fan-out burst of {messages} to every subscriber; idle RSS per stream:")
+            out["curve"] = await curve(args.fanout or size.fanout, messages, run, size.rss_settle, serve)
     return out
 
 
