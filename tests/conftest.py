@@ -46,10 +46,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item._id = type(node_id).parse(f"{item.nodeid}@{'_'.join(groups)}")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--no-machine-speed",
+        action="store_true",
+        help="leave out the machine's speed after the tests (over a second of CPU): for runs a test starts",
+    )
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     """The machine's speed beside the suite's time: a shared machine may run far slower
     for hours, and every test with it, so two runs' times compare only with this."""
     if hasattr(config, "workerinput"):  # an xdist worker: the controller reports
+        return
+    if config.getoption("no_machine_speed"):
         return
     seconds = reference_loop_seconds()
     version = ".".join(map(str, sys.version_info[:3]))

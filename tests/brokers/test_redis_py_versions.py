@@ -48,6 +48,9 @@ def test_the_broker_works_on_the_oldest_redis_py_of_each_major_version(major: in
     assert version.startswith(f"{major}."), version
     command = [
         *(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0", "--no-cov", "-q"),
+        # (no Hypothesis, which none of these tests uses, nor the machine's speed, which
+        # only the outer run reports: two seconds of CPU between them)
+        *("-p", "no:hypothesispytest", "--no-machine-speed"),
         *TESTS[major],  # (-k: not the memory broker, which never imports redis-py)
     ]
     result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=100)
