@@ -143,7 +143,7 @@ def _celery(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[],
 
     from sse_tasks.celery import CeleryExecutor
 
-    request.getfixturevalue("celery_threads")
+    threads = request.getfixturevalue("celery_threads")
     app = request.getfixturevalue("tasks_app").app
     urls = request.getfixturevalue("celery_urls")
 
@@ -173,7 +173,8 @@ def _celery(request: pytest.FixtureRequest, url: str, cleanup: list[Callable[[],
 
     def revoked(task_id: str) -> None:
         deadline = time.monotonic() + 30
-        while not any(task_id in ids for ids in (app.control.inspect(timeout=1).revoked() or {}).values()):
+        inspect = app.control.inspect(destination=[threads.name], timeout=1)  # not another test's worker
+        while not any(task_id in ids for ids in (inspect.revoked() or {}).values()):
             assert time.monotonic() < deadline, "the worker never took in the revoke"
 
     def tagged(tags: list[str], name: str, **params: Any) -> str:

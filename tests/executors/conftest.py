@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,7 @@ class Worker:
     log: Path
     pool: str
     queue: str = "celery"  # the Celery queue it consumes
+    name: str = ""  # its node name, a control command's destination
     stopped: bool = field(default=False)
 
     def text(self) -> str:
@@ -110,7 +112,7 @@ def start_worker(
         "--without-mingle",
         "--without-heartbeat",
         "--loglevel=INFO",
-        f"--hostname={pool}-{os.getpid()}-{time.monotonic_ns()}@%h",
+        f"--hostname={pool}-{os.getpid()}-{time.monotonic_ns()}@{socket.gethostname()}",
     ]
     path = os.pathsep.join([str(cwd), str(HERE.parent), os.environ.get("PYTHONPATH", "")])
     full_env = {**os.environ, **env, "PYTHONPATH": path}
@@ -118,7 +120,7 @@ def start_worker(
         proc = subprocess.Popen(
             command, cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    worker = Worker(proc, log, pool, env.get("TASKS_APP_QUEUE", "celery"))
+    worker = Worker(proc, log, pool, env.get("TASKS_APP_QUEUE", "celery"), command[-1].partition("=")[2])
     try:
         worker.wait_for(" ready.")
     except BaseException:
@@ -145,12 +147,25 @@ def celery_worker(celery_urls: dict[str, str]) -> Iterator[WorkerFactory]:
         worker.stop()
 
 
+@pytest.hookimpl(tryfirst=True)  # before the root conftest turns groups into ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """One test process runs every test on :func:`shared_celery_worker`: each pool's
     worker starts once in a run, not once per test."""
     for item in items:
         if "shared_celery_worker" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("celery-shared"))
+
+
+#: Whether a test's own code passed (see ``pytest_runtest_makereport``).
+PASSED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Iterator[None]:
+    report: pytest.TestReport = yield
+    if report.when == "call":
+        item.stash[PASSED] = report.passed
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -168,11 +183,14 @@ def shared_celery_worker(
     celery_urls: dict[str, str],
     tasks_app: ModuleType,
     monkeypatch: pytest.MonkeyPatch,
-) -> Callable[[str], Worker]:
+    request: pytest.FixtureRequest,
+) -> Iterator[Callable[[str], Worker]]:
     """``shared_celery_worker(pool)``: the session's worker of ``pool`` (concurrency 2), for a
     test that neither configures, stops nor kills it. Each consumes a queue of its own
     (``shared-<pool>``), the default queue of the test's sends and of its own (retries,
     replacements): the workers a test starts for itself never take another's tasks."""
+
+    used: list[str] = []
 
     def use(pool: str) -> Worker:
         queue = f"shared-{pool}"
@@ -181,9 +199,17 @@ def shared_celery_worker(
             worker = start_worker({**celery_urls, "TASKS_APP_QUEUE": queue}, pool, 2)
             shared_celery_workers[pool] = worker
         monkeypatch.setitem(tasks_app.app.conf, "task_default_queue", queue)
+        used.append(pool)
         return worker
 
-    return use
+    yield use
+    # A passing test waited for every task it sent to end. One that failed may have left
+    # some running or waiting in the worker: it goes, so none reaches the next test.
+    if not request.node.stash.get(PASSED, False):
+        for pool in used:
+            worker = shared_celery_workers.pop(pool, None)
+            if worker is not None:
+                worker.kill()
 
 
 @pytest.fixture
