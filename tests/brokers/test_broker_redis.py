@@ -1031,12 +1031,15 @@ async def test_a_history_that_went_back_is_told_even_after_new_writes(redis_url:
         await broker.close()
 
 
-async def test_a_flush_told_by_a_concurrent_sync_is_not_taken_for_lost_writes(
-    redis_url: str, redis_db: int, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("late", ["script", "reply"])
+async def test_a_flush_told_by_a_concurrent_sync_is_not_undone_by_the_readers(
+    late: str, redis_url: str, redis_db: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two syncs in flight after a flush (the reader's and a submit's): the one answered
-    second judged the reader's positions of the old history. It must not restart the
-    log again as a history that went back: the one reason told is the flush."""
+    """Two syncs in flight around a flush (the reader's and a submit's), the submit's
+    adopting the new history first. The reader's, answered after it, judged what came
+    before: its positions in the old history (``script``: run after the flush, it would
+    take them for lost writes) or the old history itself (``reply``: run before the
+    flush, it would adopt it again). The log restarts once, for the flush."""
     import contextlib
 
     from redis.asyncio import Redis as AsyncRedis
@@ -1056,31 +1059,39 @@ async def test_a_flush_told_by_a_concurrent_sync_is_not_taken_for_lost_writes(
 
     scripts, keys, log = Scripts(), Keys("concurrent-sync"), EventLog(100)
     reader = StreamReader(log, keys, scripts, Link(), connect, lambda event: None, "here")
+
+    async def flush() -> None:
+        await client.delete(keys.epoch, keys.last, keys.events)
+
     try:
         await reader.sync()
         seen = await client.xadd(keys.events, {"e": "1"})
         await client.set(keys.last, seen)
         reader.read_from = reader.log_read = seen.decode()
-        await client.delete(keys.epoch, keys.last, keys.events)  # the flush
-
+        if late == "script":
+            await flush()
         real, taken, turn = scripts.sync, anyio.Event(), anyio.Event()
 
         async def held(db: AsyncRedis, history: dict[str, str], args: dict[str, str]) -> Any:
-            taken.set()  # the reader's arguments are the old history's positions
+            reply = await real(db, history, args) if late == "reply" else None
+            taken.set()  # the reader's arguments (and, late == "reply", its answer) are taken
             await turn.wait()
-            return await real(db, history, args)
+            return reply if late == "reply" else await real(db, history, args)
 
         monkeypatch.setattr(scripts, "sync", held)
         async with anyio.create_task_group() as group:
             group.start_soon(functools.partial(reader.sync, client, reader=True))
             await taken.wait()
             monkeypatch.setattr(scripts, "sync", real)
+            if late == "reply":
+                await flush()
             await reader.sync()  # a submit's: adopts the new history first
             turn.set()
         assert log.behind == "the broker's history was flushed or replaced"
         assert reader.generation == 2
+        assert reader.epoch == (await client.get(keys.epoch)).decode()
     finally:
-        await client.delete(keys.epoch, keys.last, keys.events)
+        await flush()
         await client.aclose()
 
 

@@ -130,20 +130,25 @@ class StreamReader:
         The reader also checks that nothing after its position was trimmed while it
         was away; if something was, the log restarts and every stream resyncs.
         """
-        args = {"new_epoch": secrets.token_hex(4), "after": self.read_from, "seen": self.log_read}
-        generation = self.generation
-        if client is None:
-            async with self.connect() as db:
-                reply = await call(self.scripts.sync(db, self.keys.history, args))
-        else:
-            reply = await call(self.scripts.sync(client, self.keys.history, args))
+        # A reply judges the positions its call was sent with: one whose log restarted
+        # meanwhile (a concurrent sync adopted a history) is asked again, once.
+        for _ in range(2):
+            generation = self.generation
+            args = {"new_epoch": secrets.token_hex(4), "after": self.read_from, "seen": self.log_read}
+            if client is None:
+                async with self.connect() as db:
+                    reply = await call(self.scripts.sync(db, self.keys.history, args))
+            else:
+                reply = await call(self.scripts.sync(client, self.keys.history, args))
+            if generation == self.generation:
+                break
         epoch, head, intact = (text(part) for part in reply)
-        if epoch != self.epoch:
+        if generation != self.generation:
+            pass  # restarted again meanwhile: judge nothing (the reader syncs again if need be)
+        elif epoch != self.epoch:
             if self.epoch is not None:
                 logger.warning("Redis holds a different history (flushed or replaced): streams resync")
             self._adopt(epoch, head, "the broker's history was flushed or replaced")
-        elif generation != self.generation:
-            pass  # adopted meanwhile (a concurrent sync): ``intact`` judged positions of before
         elif reader and intact == "2":
             logger.warning("Redis's history went back (writes lost in a failover or restart): streams resync")
             self._adopt(epoch, head, "the broker's history went back: writes were lost")
