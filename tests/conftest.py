@@ -27,7 +27,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     the groups are ignored. A no-op where xdist's own suffix took.
 
     A module's browser tests are a group of their own (unless in one already): one process
-    runs them, so its Chromium (module-scoped) starts once, not once in each process."""
+    runs them, so its Chromium (module-scoped) starts once, not once in each process.
+
+    Grouped tests come first: xdist hands out work in collection order, and a group is
+    one piece of work, the longest of all; the single tests after them fill the gaps,
+    rather than a late group running alone at the end."""
     if not getattr(config.option, "loadgroup", False):  # set on xdist's workers under --dist loadgroup
         return
     for item in items:
@@ -44,6 +48,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         node_id = getattr(item, "_id", None)
         if groups and node_id is not None and "@" not in item.nodeid:
             item._id = type(node_id).parse(f"{item.nodeid}@{'_'.join(groups)}")
+    items.sort(key=lambda item: "@" not in item.nodeid)  # stable: the same order everywhere
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
