@@ -99,6 +99,7 @@ def start_worker(
     env: dict[str, str], pool: str = "prefork", concurrency: int = 2, app: str = "tasks_app", cwd: Path = HERE
 ) -> Worker:
     log = Path(tempfile.mkstemp(prefix=f"celery-{pool}-", suffix=".log")[1])
+    name = f"{pool}-{os.getpid()}-{time.monotonic_ns()}@{socket.gethostname()}"
     command = [
         sys.executable,
         "-m",
@@ -112,7 +113,7 @@ def start_worker(
         "--without-mingle",
         "--without-heartbeat",
         "--loglevel=INFO",
-        f"--hostname={pool}-{os.getpid()}-{time.monotonic_ns()}@{socket.gethostname()}",
+        f"--hostname={name}",
     ]
     path = os.pathsep.join([str(cwd), str(HERE.parent), os.environ.get("PYTHONPATH", "")])
     full_env = {**os.environ, **env, "PYTHONPATH": path}
@@ -120,7 +121,7 @@ def start_worker(
         proc = subprocess.Popen(
             command, cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    worker = Worker(proc, log, pool, env.get("TASKS_APP_QUEUE", "celery"), command[-1].partition("=")[2])
+    worker = Worker(proc, log, pool, env.get("TASKS_APP_QUEUE", "celery"), name)
     try:
         worker.wait_for(" ready.")
     except BaseException:
