@@ -828,6 +828,19 @@ def test_cluster_urls_name_nodes_and_no_other_database() -> None:
     for bad in ("redis://h:1/0?socket_timeout=abc", "redis+cluster://h:1?health_check_interval=x"):
         with pytest.raises(ValueError, match="Redis URL: Invalid value for"):
             RedisBroker(bad)
+    # Those redis-py checks only as it makes a connection (each started a reader that
+    # failed for ever, and a request answered 500), for the hub's and the workers' clients.
+    for bad, told in (
+        ("rediss://h:1/0?ssl_cert_reqs=bogus", "Invalid SSL Certificate Requirements Flag: bogus"),
+        ("rediss+cluster://h:1?ssl_cert_reqs=bogus", "Invalid SSL Certificate Requirements Flag: bogus"),
+        ("redis://h:1/0?ssl_cert_reqs=none", "'ssl_cert_reqs' is not a setting of a redis:// connection"),
+        ("redis+cluster://h:1?ssl_ca_certs=x", "'ssl_ca_certs' is not a setting of a redis\\+cluster://"),
+        ("redis://h:1/0?protocol=9", "protocol must be either 2 or 3"),
+    ):
+        with pytest.raises(ValueError, match=f"^Redis URL: {told}"):
+            RedisBroker(bad)
+    for good in ("rediss://h:1/0?ssl_cert_reqs=none", "rediss+cluster://h:1?ssl_cert_reqs=required"):
+        RedisBroker(good)
     # A prefix that makes no hash tag would spread the keys over the slots (a 500 on every
     # request, the scripts' keys in several slots): refused.
     for prefix in ("", "}", "}{", "}x"):

@@ -161,6 +161,11 @@ def test_an_unknown_broker() -> None:
     assert "'bogus://y'" in from_env
 
 
+def test_a_redis_setting_redis_py_refuses_only_as_it_connects() -> None:
+    line = error_line(cli("serve", "--port", "0", "--broker", "rediss://127.0.0.1:1/0?ssl_cert_reqs=bogus"))
+    assert "--broker" in line and "Invalid SSL Certificate Requirements Flag: bogus" in line
+
+
 def test_metrics_without_prometheus_client() -> None:
     line = error_line(cli("serve", "--port", "0", "--metrics", block=("prometheus_client",)))
     assert "pip install 'sse-tasks[metrics]'" in line

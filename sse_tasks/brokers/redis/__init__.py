@@ -82,7 +82,7 @@ from .cluster import ClusterURL, hash_tagged, is_cluster, pool_arguments
 from .keys import Keys
 from .leases import LeaseKeeper
 from .link import UNREACHABLE, Link, call, unavailable
-from .options import option, split_options
+from .options import check_settings, option, split_options
 from .reader import MAX_BACKOFF, MIN_BACKOFF, StreamKey, StreamReader, key
 from .records import chunks_of, data, task_or_none, text
 from .scripts import Script, Scripts
@@ -152,6 +152,8 @@ class RedisBroker(Broker):
         self._pool_url, self._pool_extra = self.pool_arguments(asyncio=True)
         try:  # redis-py's own settings in the URL: a bad value is told here, not at connect
             parse_url(self._pool_url)  # type: ignore[no-untyped-call,unused-ignore]
+            check_settings(self._pool_url, self._pool_extra, asyncio=True, given=self.url)  # the hub's
+            check_settings(*self.pool_arguments(asyncio=False), asyncio=False, given=self.url)  # workers'
         except ValueError as exc:
             raise ValueError(f"Redis URL: {exc}") from None
         self.log = EventLog(self.history)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import redis
+import redis.asyncio
+from redis.exceptions import RedisError
 
 URL_OPTIONS = ("history", "retention", "max_tasks", "lease", "outage_grace", "prefix", "max_connections")
 
@@ -28,3 +33,20 @@ def option(given: Any, query: dict[str, str], name: str, default: Any, kind: typ
             message = f"broker URL option {name}={query[name]!r} is not a valid {kind.__name__}"
             raise ValueError(message) from None
     return default
+
+
+def check_settings(url: str, extra: dict[str, Any], *, asyncio: bool, given: str) -> None:
+    """Make, never open, a connection as a redis-py pool would from ``url`` and ``extra``
+    (``from_url``'s arguments): redis-py checks some settings only there (``ssl_cert_reqs``,
+    ``protocol``, a setting ``redis://`` does not take). Raises ``ValueError`` naming it;
+    ``given``: the URL as the user gave it."""
+    pool_class = redis.asyncio.ConnectionPool if asyncio else redis.ConnectionPool
+    pool = pool_class.from_url(url, **extra)
+    try:
+        pool.connection_class(**pool.connection_kwargs)
+    except TypeError as exc:  # an unexpected keyword argument: a setting of another scheme
+        name = re.search(r"argument '(\w+)'", str(exc))
+        setting = repr(name.group(1)) if name else "a setting"
+        raise ValueError(f"{setting} is not a setting of a {urlsplit(given).scheme}:// connection") from None
+    except RedisError as exc:
+        raise ValueError(str(exc)) from None
