@@ -51,6 +51,8 @@ def test_connect_needs_the_hubs_redis_and_hooks_an_app_once() -> None:
     app = _app("connected")
     with pytest.raises(ValueError, match="Redis broker URL"):
         connect(app, "memory://")
+    with pytest.raises(ValueError, match="Redis URL: Invalid SSL"):  # told here, not per task
+        connect(app, "rediss://127.0.0.1:1/0?ssl_cert_reqs=bogus")
     hook = connect(app, "redis://127.0.0.1:1/0")  # nothing listens: nothing is written yet
     assert connect(app, "redis://127.0.0.1:1/0") is hook
     hook.close()

@@ -70,7 +70,8 @@ class HueyHook:
         max_output_chunks: int = 10_000,
     ) -> None:
         self.huey = huey
-        self.broker = broker
+        # Made now, not with the writer: a bad URL is told where the app is made.
+        self.broker = broker if isinstance(broker, RedisBroker) else RedisBroker(broker)
         self.progress_interval = progress_interval
         self.check_interval = check_interval
         self.start_delay = start_delay
@@ -90,8 +91,7 @@ class HueyHook:
             return writer
         with self._lock:
             if self._writer is None:
-                broker = self.broker if isinstance(self.broker, RedisBroker) else RedisBroker(self.broker)
-                self._writer = SyncWriter(broker)
+                self._writer = SyncWriter(self.broker)
                 self._keeper = Keeper(self.runs, self._writer)
             return self._writer
 
