@@ -796,7 +796,7 @@ def test_every_engine_hook_takes_a_cluster_url() -> None:
     from sse_tasks.executors.huey.hook import connect
 
     hook = connect(huey.MemoryHuey("cluster-url"), "redis+cluster://127.0.0.1:1,127.0.0.1:2")
-    assert hook.broker == "redis+cluster://127.0.0.1:1,127.0.0.1:2"
+    assert hook.broker.url == "redis+cluster://127.0.0.1:1,127.0.0.1:2"
 
 
 def test_cluster_urls_name_nodes_and_no_other_database() -> None:
