@@ -883,6 +883,77 @@ async def test_submissions_get_503_while_redis_is_unreachable() -> None:
             assert (await http.get("/tasks")).status_code == 503
 
 
+async def test_a_redis_out_of_memory_answers_503_and_runs_nothing(private_redis: Redis) -> None:
+    """Redis refusing writes (``maxmemory`` reached, no eviction) is a broker that cannot
+    serve now: a 503 with ``Retry-After`` and the task never runs, never a 500."""
+    hub = redis_hub(private_redis.url)
+    async with hub:
+        transport = httpx.ASGITransport(app=hub.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            before = await submit(http, "fail")
+            with private_redis.client() as client:
+                client.config_set("maxmemory-policy", "noeviction")
+                client.config_set("maxmemory", 1)
+                try:
+                    response = await http.post("/tasks", json={"name": "count", "params": {"n": 1}})
+                    assert response.status_code == 503, response.text
+                    assert response.json()["error"]["code"] == "broker_unavailable"
+                    assert response.headers["retry-after"].isdigit()
+                    listed = await http.get("/tasks")  # reads go on
+                    assert [t["id"] for t in listed.json()["tasks"]] == [before["id"]]
+                finally:
+                    client.config_set("maxmemory", 0)
+            after = await submit(http, "count", n=1, interval=0)
+            await wait_for(lambda: _is(http, after["id"], "succeeded"))
+            assert {t["name"] for t in (await http.get("/tasks")).json()["tasks"]} == {"fail", "count"}
+
+
+async def test_a_redis_busy_with_a_script_answers_503(private_redis: Redis) -> None:
+    """``BUSY`` (another client's script runs past ``busy-reply-threshold``) is an error
+    redis-py has no class for: the hub answers 503 and a worker's writer takes it as
+    Redis unreachable (its writes wait and retry), never as a broken record or a 500."""
+    from sse_tasks.brokers.redis.sync import SyncWriter
+
+    hub = redis_hub(private_redis.url)
+    writer = SyncWriter(RedisBroker(private_redis.url))
+    with private_redis.client() as client:
+        client.config_set("busy-reply-threshold", 10)
+    spinning = "local t = redis.call('TIME') while redis.call('TIME')[1] - t[1] < 20 do end"
+
+    def spin() -> None:
+        with private_redis.client() as spinner:
+            with pytest.raises(redis.exceptions.ResponseError):  # killed below
+                spinner.eval(spinning, 0)
+
+    def busy() -> bool:
+        with private_redis.client() as client:
+            try:
+                client.ping()
+            except redis.exceptions.ResponseError as exc:
+                return str(exc).startswith("BUSY")
+        return False
+
+    async with hub:
+        transport = httpx.ASGITransport(app=hub.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            async with anyio.create_task_group() as group:
+                group.start_soon(functools.partial(anyio.to_thread.run_sync, spin, abandon_on_cancel=True))
+                try:
+                    await wait_for(lambda: anyio.to_thread.run_sync(busy))
+                    response = await http.post("/tasks", json={"name": "fail"})
+                    assert response.status_code == 503, response.text
+                    assert response.json()["error"]["code"] == "broker_unavailable"
+                    assert (await http.get("/tasks/nope")).status_code == 503
+                    with pytest.raises(writer.unreachable):
+                        await anyio.to_thread.run_sync(writer.get, "nope")
+                finally:
+                    with private_redis.client() as client:
+                        client.script_kill()
+            after = await submit(http, "fail")
+            await wait_for(lambda: _is(http, after["id"], "failed"))
+    writer.close()
+
+
 # -- the command line --------------------------------------------------------------------
 
 

@@ -12,13 +12,35 @@ from ..._core.errors import Unavailable
 
 T = TypeVar("T")
 
-#: Errors that mean Redis cannot be reached now (not that a command is wrong).
+
+class NotServing(redis.exceptions.RedisError):
+    """Redis answered that it cannot serve now, with an error redis-py has no class for
+    (``BUSY``: a script runs too long; ``MISCONF``: writes refused after a failed save;
+    ``NOREPLICAS``): see :func:`not_serving`."""
+
+
+#: Errors that mean Redis cannot be reached or serve now (not that a command is wrong).
 UNREACHABLE = (
     redis.exceptions.ConnectionError,  # includes BusyLoadingError (restarting)
     redis.exceptions.TimeoutError,
     redis.exceptions.ReadOnlyError,  # a replica during failover
+    redis.exceptions.OutOfMemoryError,  # maxmemory reached with a no-eviction policy
+    redis.exceptions.ClusterDownError,  # includes MasterDownError (a replica cut off)
+    redis.exceptions.TryAgainError,
+    NotServing,
     OSError,
 )
+
+#: The first words of the error replies :class:`NotServing` stands for.
+_NOT_SERVING = frozenset({"BUSY", "MISCONF", "NOREPLICAS"})
+
+
+def not_serving(exc: redis.exceptions.ResponseError) -> redis.exceptions.RedisError:
+    """``exc``, or a :class:`NotServing` (one of :data:`UNREACHABLE`) if its reply says
+    Redis cannot serve now."""
+    if str(exc).split(" ", 1)[0] in _NOT_SERVING:
+        return NotServing(str(exc))
+    return exc
 
 
 def unavailable(exc: BaseException) -> Unavailable:
@@ -33,6 +55,10 @@ async def call(awaitable: Awaitable[T]) -> T:
         return await awaitable
     except UNREACHABLE as exc:
         raise unavailable(exc) from None
+    except redis.exceptions.ResponseError as exc:
+        if isinstance(not_serving(exc), NotServing):
+            raise unavailable(exc) from None
+        raise
 
 
 class Link:

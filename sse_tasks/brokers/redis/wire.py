@@ -46,6 +46,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .link import not_serving
+
 if sys.version_info >= (3, 11):
     from asyncio import timeout as _timeout
 else:  # pragma: no cover - redis-py requires async-timeout before 3.11.3
@@ -239,6 +241,9 @@ class Wire:
                 self._drop_idle()  # see _send
                 connection, waited = self._make(), False
                 continue
+            except ResponseError as exc:  # the handshake's: a command's reply is returned
+                connection.disconnect()
+                raise not_serving(exc) from None
             except BaseException:
                 connection.disconnect()
                 raise
@@ -309,6 +314,9 @@ class Wire:
                 self._drop_idle()
                 connection, waited = self._make(), False
                 continue
+            except ResponseError as exc:  # the handshake's: a command's reply is returned
+                connection.disconnect()
+                raise not_serving(exc) from None
             except BaseException:
                 connection.disconnect()
                 raise
@@ -393,7 +401,7 @@ def _read(connection: Any) -> Any:
     try:
         return connection.read_response()
     except ResponseError as exc:
-        return exc
+        return not_serving(exc)
 
 
 class AsyncWire:
@@ -532,6 +540,9 @@ class AsyncWire:
                 raise RedisTimeoutError(
                     f"Redis did not take a write within {self._reply_timeout:g} s"
                 ) from None
+            except ResponseError as exc:  # the handshake's: a command's reply is returned
+                await drop(connection)
+                raise not_serving(exc) from None
             except BaseException:
                 await drop(connection)
                 raise
@@ -559,6 +570,9 @@ class AsyncWire:
             except asyncio.TimeoutError:  # (TimeoutError from 3.11)
                 await drop(connection)
                 raise RedisTimeoutError(f"Redis did not answer within {self._reply_timeout:g} s") from None
+            except ResponseError as exc:  # the handshake's: a command's reply is returned
+                await drop(connection)
+                raise not_serving(exc) from None
             except BaseException:
                 await drop(connection)
                 raise
@@ -584,7 +598,7 @@ async def _read_async(connection: Any) -> Any:
     try:
         return await connection.read_response()
     except ResponseError as exc:
-        return exc
+        return not_serving(exc)
 
 
 async def drop(connection: Any) -> None:
