@@ -908,6 +908,23 @@ async def test_a_redis_out_of_memory_answers_503_and_runs_nothing(private_redis:
             assert {t["name"] for t in (await http.get("/tasks")).json()["tasks"]} == {"fail", "count"}
 
 
+async def test_a_redis_user_denied_the_scripts_answers_503_naming_it(private_redis: Redis) -> None:
+    """An ACL that denies the broker's scripts: 503s that say so, never a 500 per request."""
+    with private_redis.client() as client:
+        client.acl_setuser(
+            "limited", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-evalsha"]
+        )
+    url = private_redis.url.replace("redis://", "redis://limited:pw@")
+    hub = redis_hub(url)
+    async with hub:
+        transport = httpx.ASGITransport(app=hub.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            response = await http.post("/tasks", json={"name": "fail"})
+            assert response.status_code == 503, response.text
+            assert "no permissions to run the 'evalsha' command" in response.json()["error"]["message"]
+            assert (await http.get("/tasks")).status_code == 503  # its reader cannot sync either
+
+
 async def test_a_redis_busy_with_a_script_answers_503(private_redis: Redis) -> None:
     """``BUSY`` (another client's script runs past ``busy-reply-threshold``) is an error
     redis-py has no class for: the hub answers 503 and a worker's writer takes it as

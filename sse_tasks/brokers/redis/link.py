@@ -27,6 +27,7 @@ UNREACHABLE = (
     redis.exceptions.OutOfMemoryError,  # maxmemory reached with a no-eviction policy
     redis.exceptions.ClusterDownError,  # includes MasterDownError (a replica cut off)
     redis.exceptions.TryAgainError,
+    redis.exceptions.NoPermissionError,  # an ACL denies a command the broker needs
     NotServing,
     OSError,
 )
