@@ -688,6 +688,43 @@ async def test_a_task_record_that_is_not_a_snapshot_is_no_task_never_a_500(
     assert sorted(r.getMessage().split("'")[1] for r in warned) == sorted(t["id"] for t in spoiled.values())
 
 
+@pytest.mark.parametrize("shared", ["tasks", "leases", "log"])
+async def test_a_shared_key_of_another_kind_answers_503_never_a_500(
+    private_redis: Redis, shared: str
+) -> None:
+    """One of the broker's own keys overwritten by another program (a string where a
+    sorted set or the log's stream should be): requests that need it answer 503 naming
+    it, as for any Redis that cannot serve, and the broker serves again once it is gone."""
+    hub = redis_hub(private_redis.url)
+    async with hub:
+        transport = httpx.ASGITransport(app=hub.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            before = await submit(http, "fail")
+            await wait_for(lambda: _is(http, before["id"], "failed"))
+            key = f"{private_redis.prefix}:{shared}"
+            with private_redis.client() as client:
+                client.delete(key)
+                client.set(key, "another program's")
+            response = await http.post("/tasks", json={"name": "fail"})
+            assert response.status_code == 503, response.text
+            assert "another kind of value" in response.json()["error"]["message"]
+            if shared == "tasks":
+                assert (await http.get("/tasks")).status_code == 503
+            with private_redis.client() as client:
+                client.delete(key)
+            after = await wait_for(lambda: _accepted(http))
+            await wait_for(lambda: _is(http, after, "failed"))
+
+
+async def _accepted(http: httpx.AsyncClient) -> str | None:
+    """The id of a ``fail`` task the hub took, or None while it answers 503."""
+    response = await http.post("/tasks", json={"name": "fail"})
+    if response.status_code == 503:
+        return None
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
 async def _queued_on(events: AsyncIterator[SSEEvent], task_id: str) -> None:
     """Read ``events`` up to ``task_id``'s ``task.queued``."""
     async for event in events:

@@ -59,7 +59,7 @@ import logging
 import math
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -565,12 +565,10 @@ class RedisBroker(Broker):
         return chunks_of(reply)
 
     async def get(self, task_id: str) -> Task | None:
-        fields: list[Any] | ResponseError
         async with self._connection() as db:
-            try:
-                fields = await call(db.hmget(self._keys.task(task_id), ["d", "i", "t"]))
-            except ResponseError as exc:  # WRONGTYPE: a key that is not a task record
-                fields = exc
+            # WRONGTYPE here is one task's key that is not a task record: no task (404),
+            # where another of the broker's keys of the wrong kind is a broker that cannot serve.
+            fields = await call(_replied(db.hmget(self._keys.task(task_id), ["d", "i", "t"])))
         task = task_or_none(fields, task_id, self._malformed)
         if task is not None:
             await self._reader.check_epoch([task])
@@ -624,3 +622,13 @@ class RedisBroker(Broker):
                         break
         await self._reader.check_epoch(found)
         return found
+
+
+async def _replied(command: Awaitable[Any]) -> Any:
+    """``command``'s reply, or Redis's ``WRONGTYPE`` error, returned (see :meth:`RedisBroker.get`)."""
+    try:
+        return await command
+    except ResponseError as exc:
+        if not str(exc).startswith("WRONGTYPE"):
+            raise
+        return exc

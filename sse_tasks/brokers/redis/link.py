@@ -16,7 +16,8 @@ T = TypeVar("T")
 class NotServing(redis.exceptions.RedisError):
     """Redis answered that it cannot serve now, with an error redis-py has no class for
     (``BUSY``: a script runs too long; ``MISCONF``: writes refused after a failed save;
-    ``NOREPLICAS``): see :func:`not_serving`."""
+    ``NOREPLICAS``), or that a key of the broker holds another kind of value
+    (``WRONGTYPE``: another program wrote it): see :func:`not_serving`."""
 
 
 #: Errors that mean Redis cannot be reached or serve now (not that a command is wrong).
@@ -33,14 +34,18 @@ UNREACHABLE = (
 )
 
 #: The first words of the error replies :class:`NotServing` stands for.
-_NOT_SERVING = frozenset({"BUSY", "MISCONF", "NOREPLICAS"})
+_NOT_SERVING = frozenset({"BUSY", "MISCONF", "NOREPLICAS", "WRONGTYPE"})
 
 
 def not_serving(exc: redis.exceptions.ResponseError) -> redis.exceptions.RedisError:
     """``exc``, or a :class:`NotServing` (one of :data:`UNREACHABLE`) if its reply says
     Redis cannot serve now."""
-    if str(exc).split(" ", 1)[0] in _NOT_SERVING:
-        return NotServing(str(exc))
+    message = str(exc)
+    word = message.split(" ", 1)[0]
+    if word == "WRONGTYPE":
+        message = f"a key of the broker holds another kind of value (another program's?): {message}"
+    if word in _NOT_SERVING:
+        return NotServing(message)
     return exc
 
 
@@ -57,8 +62,9 @@ async def call(awaitable: Awaitable[T]) -> T:
     except UNREACHABLE as exc:
         raise unavailable(exc) from None
     except redis.exceptions.ResponseError as exc:
-        if isinstance(not_serving(exc), NotServing):
-            raise unavailable(exc) from None
+        told = not_serving(exc)
+        if isinstance(told, NotServing):
+            raise unavailable(told) from None
         raise
 
 

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import anyio
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from ..._core import codec
 from ..._core.errors import Unavailable
@@ -31,7 +32,7 @@ from ..._core.models import (
     json_frame,
 )
 from .keys import Keys
-from .link import UNREACHABLE, Link, call, unavailable
+from .link import UNREACHABLE, Link, call, not_serving, unavailable
 from .outputs import Followed, OutputFollows, Request, snapshot_task
 from .records import task_or_none, text
 from .scripts import Scripts
@@ -515,6 +516,9 @@ async def _command(connection: Any, *args: Any) -> Any:
     try:
         await connection.send_command(*args, check_health=False)
         return await connection.read_response()
+    except ResponseError as exc:
+        await drop(connection)
+        raise not_serving(exc) from None
     except BaseException:
         await drop(connection)
         raise
