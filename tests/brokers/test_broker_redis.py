@@ -942,7 +942,34 @@ async def test_a_redis_out_of_memory_answers_503_and_runs_nothing(private_redis:
                     client.config_set("maxmemory", 0)
             after = await submit(http, "count", n=1, interval=0)
             await wait_for(lambda: _is(http, after["id"], "succeeded"))
-            assert {t["name"] for t in (await http.get("/tasks")).json()["tasks"]} == {"fail", "count"}
+            listed = {t["id"] for t in (await http.get("/tasks")).json()["tasks"]}
+            assert listed == {before["id"], after["id"]}  # the refused one stored nothing
+
+
+async def test_an_outcome_posted_while_redis_refuses_writes_is_sent_again(private_redis: Redis) -> None:
+    """A worker's outcome sent without waiting, answered "out of memory": kept and sent
+    again once Redis takes writes, not dropped (the task would end ``WorkerLost``)."""
+    from sse_tasks.brokers.redis.sync import SyncWriter
+
+    writer = SyncWriter(RedisBroker(private_redis.url))
+    try:
+        queued = Task(id="posted-under-oom", name="work")
+        assert writer.create(queued) is not None
+        with private_redis.client() as client:
+            client.config_set("maxmemory-policy", "noeviction")
+            client.config_set("maxmemory", 1)
+            try:
+                done = queued.evolve(state=TaskState.SUCCEEDED, result=1)
+                writer.final(done, retry_for=60, wait=False)
+                with pytest.raises(writer.unreachable):
+                    writer.settle()  # its answer: kept to be sent again
+                assert writer.get(queued.id).state is TaskState.QUEUED
+            finally:
+                client.config_set("maxmemory", 0)
+        writer.settle()
+        assert writer.get(queued.id).state is TaskState.SUCCEEDED
+    finally:
+        writer.close()
 
 
 async def test_a_redis_user_denied_the_scripts_answers_503_naming_it(private_redis: Redis) -> None:
@@ -972,7 +999,8 @@ async def test_a_redis_busy_with_a_script_answers_503(private_redis: Redis) -> N
     writer = SyncWriter(RedisBroker(private_redis.url))
     with private_redis.client() as client:
         client.config_set("busy-reply-threshold", 10)
-    spinning = "local t = redis.call('TIME') while redis.call('TIME')[1] - t[1] < 20 do end"
+    # Spins until killed (a minute at most, should the test die before it kills it).
+    spinning = "local t = redis.call('TIME') while redis.call('TIME')[1] - t[1] < 60 do end"
 
     def spin() -> None:
         with private_redis.client() as spinner:
@@ -1001,11 +1029,11 @@ async def test_a_redis_busy_with_a_script_answers_503(private_redis: Redis) -> N
                     with pytest.raises(writer.unreachable):
                         await anyio.to_thread.run_sync(writer.get, "nope")
                 finally:
+                    writer.close()
                     with private_redis.client() as client:
                         client.script_kill()
             after = await submit(http, "fail")
             await wait_for(lambda: _is(http, after["id"], "failed"))
-    writer.close()
 
 
 # -- the command line --------------------------------------------------------------------

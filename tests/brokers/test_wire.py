@@ -52,7 +52,7 @@ def _check(replies: list[Any]) -> None:
     pairs = replies[5]
     fields = pairs if isinstance(pairs, dict) else dict(zip(pairs[::2], pairs[1::2], strict=True))
     assert fields == {b"x": b"\x00\xff", b"y": b"7"}
-    assert isinstance(replies[6], redis.exceptions.RedisError) and "WRONGTYPE" in str(replies[6])
+    assert isinstance(replies[6], redis.exceptions.ResponseError) and "WRONGTYPE" in str(replies[6])
     assert b"maxmemory" in replies[7] and replies[8] == 1
 
 

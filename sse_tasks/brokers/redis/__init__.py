@@ -81,7 +81,7 @@ from ..base import Broker, EventObserver
 from .cluster import ClusterURL, hash_tagged, is_cluster, pool_arguments
 from .keys import Keys
 from .leases import LeaseKeeper
-from .link import UNREACHABLE, Link, call, unavailable
+from .link import UNREACHABLE, Link, call, unavailable, wrong_kind
 from .options import check_settings, option, split_options
 from .reader import MAX_BACKOFF, MIN_BACKOFF, StreamKey, StreamReader, key
 from .records import chunks_of, data, task_or_none, text
@@ -480,6 +480,11 @@ class RedisBroker(Broker):
                     raise unavailable(exc) from None
                 await anyio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
+            except ResponseError as exc:
+                wrong = wrong_kind(exc)
+                if wrong is None:
+                    raise
+                raise wrong from None
 
     async def _run(
         self, script: Script, keys: dict[str, str], args: dict[str, Any], rest: Sequence[Any]

@@ -250,6 +250,10 @@ def pool_arguments(url: str, key_prefix: str, *, asyncio: bool) -> tuple[str, di
         return url, {}
     cluster = ClusterURL(url)
     classes = _ASYNC if asyncio else _SYNC
-    connection_class = classes[urlsplit(cluster.url).scheme]
+    parts = urlsplit(cluster.url)
+    connection_class = classes[parts.scheme]
     slot = key_slot(key_prefix.encode())
-    return cluster.url, {"connection_class": connection_class, "startup_nodes": cluster.nodes, "slot": slot}
+    # The class makes its TLS connections itself: given rediss://, redis-py's asyncio
+    # pool before 8 would put its own SSLConnection in the class's place.
+    plain = urlunsplit(("redis", *parts[1:]))
+    return plain, {"connection_class": connection_class, "startup_nodes": cluster.nodes, "slot": slot}

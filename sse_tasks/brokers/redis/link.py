@@ -16,8 +16,8 @@ T = TypeVar("T")
 class NotServing(redis.exceptions.RedisError):
     """Redis answered that it cannot serve now, with an error redis-py has no class for
     (``BUSY``: a script runs too long; ``MISCONF``: writes refused after a failed save;
-    ``NOREPLICAS``), or that a key of the broker holds another kind of value
-    (``WRONGTYPE``: another program wrote it): see :func:`not_serving`."""
+    ``NOREPLICAS``; before redis-py 6 also ``MASTERDOWN``, ``CLUSTERDOWN`` and
+    ``TRYAGAIN``): see :func:`not_serving`."""
 
 
 #: Errors that mean Redis cannot be reached or serve now (not that a command is wrong).
@@ -34,19 +34,24 @@ UNREACHABLE = (
 )
 
 #: The first words of the error replies :class:`NotServing` stands for.
-_NOT_SERVING = frozenset({"BUSY", "MISCONF", "NOREPLICAS", "WRONGTYPE"})
+_NOT_SERVING = frozenset({"BUSY", "MISCONF", "NOREPLICAS", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN"})
 
 
 def not_serving(exc: redis.exceptions.ResponseError) -> redis.exceptions.RedisError:
     """``exc``, or a :class:`NotServing` (one of :data:`UNREACHABLE`) if its reply says
     Redis cannot serve now."""
-    message = str(exc)
-    word = message.split(" ", 1)[0]
-    if word == "WRONGTYPE":
-        message = f"a key of the broker holds another kind of value (another program's?): {message}"
-    if word in _NOT_SERVING:
-        return NotServing(message)
+    if str(exc).split(" ", 1)[0] in _NOT_SERVING:
+        return NotServing(str(exc))
     return exc
+
+
+def wrong_kind(exc: redis.exceptions.ResponseError) -> Unavailable | None:
+    """The 503 for ``WRONGTYPE``: one of the broker's keys holds another kind of value
+    (another program wrote it). Not an outage: nothing retries it, no wait ends it."""
+    if not str(exc).startswith("WRONGTYPE"):
+        return None
+    message = f"a key of the task broker in Redis holds another kind of value (another program's?): {exc}"
+    return Unavailable(message, code="broker_unavailable", retry_after=2)
 
 
 def unavailable(exc: BaseException) -> Unavailable:
@@ -62,9 +67,11 @@ async def call(awaitable: Awaitable[T]) -> T:
     except UNREACHABLE as exc:
         raise unavailable(exc) from None
     except redis.exceptions.ResponseError as exc:
-        told = not_serving(exc)
-        if isinstance(told, NotServing):
-            raise unavailable(told) from None
+        if isinstance(not_serving(exc), NotServing):
+            raise unavailable(exc) from None
+        wrong = wrong_kind(exc)
+        if wrong is not None:
+            raise wrong from None
         raise
 
 

@@ -45,8 +45,11 @@ def check_settings(url: str, extra: dict[str, Any], *, asyncio: bool, given: str
     try:
         pool.connection_class(**pool.connection_kwargs)
     except TypeError as exc:  # an unexpected keyword argument: a setting of another scheme
-        name = re.search(r"argument '(\w+)'", str(exc))
-        setting = repr(name.group(1)) if name else "a setting"
-        raise ValueError(f"{setting} is not a setting of a {urlsplit(given).scheme}:// connection") from None
+        name = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        if name is None:
+            raise ValueError(str(exc)) from None
+        raise ValueError(
+            f"{name.group(1)!r} is not a setting of a {urlsplit(given).scheme}:// connection"
+        ) from None
     except RedisError as exc:
         raise ValueError(str(exc)) from None

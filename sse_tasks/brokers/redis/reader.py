@@ -32,7 +32,7 @@ from ..._core.models import (
     json_frame,
 )
 from .keys import Keys
-from .link import UNREACHABLE, Link, call, not_serving, unavailable
+from .link import UNREACHABLE, Link, call, not_serving, unavailable, wrong_kind
 from .outputs import Followed, OutputFollows, Request, snapshot_task
 from .records import task_or_none, text
 from .scripts import Scripts
@@ -518,7 +518,7 @@ async def _command(connection: Any, *args: Any) -> Any:
         return await connection.read_response()
     except ResponseError as exc:
         await drop(connection)
-        raise not_serving(exc) from None
+        raise (wrong_kind(exc) or not_serving(exc)) from None
     except BaseException:
         await drop(connection)
         raise

@@ -46,7 +46,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .link import not_serving
+from .link import UNREACHABLE, not_serving
 
 if sys.version_info >= (3, 11):
     from asyncio import timeout as _timeout
@@ -83,6 +83,20 @@ def _pack(connection: Any, commands: Sequence[Command]) -> list[bytes]:
         except TypeError:
             pass
     return list(connection.pack_commands([tuple(command) for command in commands]))
+
+
+def _refused(replies: list[Any]) -> bool:
+    """True if Redis answered one of ``replies`` that it cannot serve now (out of memory,
+    read-only, busy: :data:`~.link.UNREACHABLE`): the batch is to be sent again."""
+    return any(isinstance(reply, UNREACHABLE) for reply in replies)
+
+
+def _unrefused(replies: list[Any]) -> list[Any]:
+    """``replies``; raises the first that says Redis cannot serve now (see :func:`_refused`)."""
+    for reply in replies:
+        if isinstance(reply, UNREACHABLE):
+            raise reply
+    return replies
 
 
 def _lost(replies: list[Any], scripts: Sequence[str]) -> bool:
@@ -270,8 +284,8 @@ class Wire:
             unsent, self._unsent = self._unsent, []
         for index, (_, (commands, scripts)) in enumerate(unsent):
             try:
-                _log_errors(self.send(commands, scripts))
-            except (RedisConnectionError, RedisTimeoutError, OSError):
+                _log_errors(_unrefused(self.send(commands, scripts)))
+            except UNREACHABLE:
                 with self._lock:
                     self._unsent[:0] = _still_due(unsent[index:])
                 raise
@@ -292,9 +306,9 @@ class Wire:
             with self._lock:
                 self._unsent.append(owed)
             raise
-        if _lost(replies, scripts):
+        if _lost(replies, scripts) or _refused(replies):
             with self._lock:
-                self._unsent.append(owed)  # Redis lost the scripts: sent again, loaded first
+                self._unsent.append(owed)  # sent again (the scripts loaded first if Redis lost them)
         else:
             _log_errors(replies)
         return connection
@@ -460,8 +474,8 @@ class AsyncWire:
         unsent, self._unsent = self._unsent, []
         for index, (_, (commands, scripts)) in enumerate(unsent):
             try:
-                _log_errors(await self.send(commands, scripts))
-            except (RedisConnectionError, RedisTimeoutError, OSError):
+                _log_errors(_unrefused(await self.send(commands, scripts)))
+            except UNREACHABLE:
                 self._unsent[:0] = _still_due(unsent[index:])
                 raise
 
@@ -516,7 +530,7 @@ class AsyncWire:
             await drop(connection)
             self._unsent.append(owed)
             raise
-        if _lost(replies, scripts):
+        if _lost(replies, scripts) or _refused(replies):
             self._unsent.append(owed)
         else:
             _log_errors(replies)
