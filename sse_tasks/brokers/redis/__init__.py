@@ -634,6 +634,6 @@ async def _replied(command: Awaitable[Any]) -> Any:
     try:
         return await command
     except ResponseError as exc:
-        if not str(exc).startswith("WRONGTYPE"):
+        if wrong_kind(exc) is None:
             raise
         return exc
