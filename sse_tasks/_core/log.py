@@ -27,7 +27,7 @@ import asyncio
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from .models import Task, TaskEvent
 
@@ -335,3 +335,201 @@ class OutputFollow:
         close, self._close = self._close, None
         if close is not None:
             close()
+
+
+class PartKey(NamedTuple):
+    """The key of an event in a partitioned log: its partition and its key there.
+
+    Keys compare only within one partition: a task's events stay in its partition, so a
+    per-task stream compares its own task's keys alone; a stream of many tasks keeps a
+    :class:`Vector`."""
+
+    partition: int
+    key: Any
+
+
+class Vector:
+    """A position in a partitioned log: for each partition, the key of the last event
+    taken there (None: none of that partition's history yet).
+
+    Processes read the partitions each in order but interleave them as events arrive,
+    so a stream of many tasks resumes from a vector, never from one event's key."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: Sequence[Any]) -> None:
+        self.parts = tuple(parts)
+
+    def has(self, key: PartKey) -> bool:
+        """Whether the event of ``key`` is at or before this position."""
+        part = self.parts[key.partition]
+        return part is not None and key.key <= part
+
+    def behind(self, other: Vector) -> bool:
+        """Whether this position lacks an event ``other`` has, in some partition."""
+        return any(
+            theirs is not None and (mine is None or mine < theirs)
+            for mine, theirs in zip(self.parts, other.parts, strict=True)
+        )
+
+    def advanced(self, key: PartKey) -> Vector:
+        """This position moved past the event of ``key`` (never back)."""
+        parts = list(self.parts)
+        if not self.has(key):
+            parts[key.partition] = key.key
+        return Vector(parts)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vector) and other.parts == self.parts
+
+    def __hash__(self) -> int:
+        return hash(self.parts)
+
+    def __repr__(self) -> str:
+        return f"Vector{self.parts!r}"
+
+
+def reached(position: Any, key: Any) -> bool:
+    """Whether a stream at ``position`` (an event's key or a :class:`Vector`) has taken the
+    event of ``key`` already."""
+    if isinstance(position, Vector):
+        return position.has(key)
+    if isinstance(position, PartKey) and position.partition != key.partition:
+        return False
+    return bool(key <= position)
+
+
+def before(position: Any, since: Any) -> bool:
+    """Whether a stream at ``position`` lacks some event at or before ``since`` (an
+    event's key or a :class:`Vector`): what it resumes from starts before ``since``."""
+    if isinstance(since, Vector):
+        if isinstance(position, Vector):
+            return position.behind(since)
+        return True
+    return not reached(position, since) and not (
+        isinstance(position, PartKey) and position.partition != since.partition
+    )
+
+
+def order(key: Any) -> Any:
+    """A sort key that puts keys of different partitions roughly in time order (each
+    partition's ids come from its own clock); within a partition, the exact order."""
+    return (key.key, key.partition) if isinstance(key, PartKey) else key
+
+
+class PartitionedLog(EventLog):
+    """An :class:`EventLog` fed by several partitions, each totally ordered, interleaved
+    as their events arrive; keys are :class:`PartKey`.
+
+    Each event appended is renumbered with the log's position after it, a
+    :class:`Vector` named by ``name`` (the broker's encoding): a stream of many tasks
+    sends those ids, and resumes from them (:meth:`resume`). A stream of one task
+    resumes within its task's partition (:meth:`position_after`).
+    """
+
+    def __init__(self, maxlen: int, partitions: int, name: Callable[[Vector], str]) -> None:
+        if partitions < 1:
+            raise ValueError("partitions must be at least 1")
+        super().__init__(maxlen)
+        self.partitions = partitions
+        self.name = name
+        self._part_keys: list[list[Any]] = [[] for _ in range(partitions)]
+        self._part_positions: list[list[int]] = [[] for _ in range(partitions)]
+        # Per partition: everything after this key is held (None: all of its history).
+        self._part_floor: list[Any] = [None] * partitions
+        self._vector: list[Any] = [None] * partitions  # the position after the newest event
+
+    @property
+    def vector(self) -> Vector:
+        """The position after the newest event held (and every key :meth:`reach` was told)."""
+        return Vector(self._vector)
+
+    def newest_in(self, partition: int) -> Any:
+        """The newest key of ``partition`` held or reached (None: none since the start)."""
+        return self._vector[partition]
+
+    def floor_in(self, partition: int) -> Any:
+        """The key of ``partition`` after which the log holds all of its events (None: all)."""
+        return self._part_floor[partition]
+
+    @property
+    def newest(self) -> Any:
+        return self.vector
+
+    @property
+    def floor(self) -> Any:
+        return Vector(self._part_floor)
+
+    def reach(self, key: Any) -> None:
+        partition, local = key
+        current = self._vector[partition]
+        if current is None or local > current:
+            self._vector[partition] = local
+
+    def restart(self, base: Any, reason: str = FELL_BEHIND) -> None:
+        """Forget every event; ``base`` is the :class:`Vector` the history continues after."""
+        super().restart(base, reason)
+        for keys, positions in zip(self._part_keys, self._part_positions, strict=True):
+            keys.clear()
+            positions.clear()
+        self._part_floor = list(base.parts)
+        self._vector = list(base.parts)
+
+    def append(self, event: TaskEvent) -> None:
+        partition, local = event.key
+        head = self.head
+        self._part_keys[partition].append(local)
+        self._part_positions[partition].append(head)
+        self._vector[partition] = local
+        event.id = self.name(Vector(self._vector))
+        first = self._first
+        super().append(event)
+        if self._first != first:
+            self._trim(self._first)
+
+    def _trim(self, first: int) -> None:
+        for partition, positions in enumerate(self._part_positions):
+            drop = bisect_right(positions, first - 1)
+            if drop:
+                keys = self._part_keys[partition]
+                self._part_floor[partition] = keys[drop - 1]
+                del keys[:drop]
+                del positions[:drop]
+
+    def position_after(self, key: Any) -> int | None:
+        """Position of the first event of ``key``'s partition after it; None when the log
+        does not hold all of that partition's events after it."""
+        partition, local = key
+        if not 0 <= partition < self.partitions:
+            return None
+        newest, floor = self._vector[partition], self._part_floor[partition]
+        if newest is not None and local > newest:
+            return None  # not read here yet (or not from this log)
+        if floor is not None and local < floor:
+            return None
+        keys = self._part_keys[partition]
+        index = bisect_right(keys, local)
+        return self._part_positions[partition][index] if index < len(keys) else self.head
+
+    def resume(self, vector: Vector) -> tuple[int, int] | None:
+        """Where a stream at ``vector`` continues: ``(start, until)``, the first event it
+        lacks and the position from which it lacks every event (before it, the events it
+        has are to be skipped); None when the log does not hold all it lacks."""
+        if len(vector.parts) != self.partitions:
+            return None
+        start, until = self.head, self._first
+        for partition, local in enumerate(vector.parts):
+            keys, positions = self._part_keys[partition], self._part_positions[partition]
+            if local is None:
+                if self._part_floor[partition] is not None:
+                    return None
+                index = 0
+            else:
+                if self.position_after(PartKey(partition, local)) is None:
+                    return None
+                index = bisect_right(keys, local)
+            if index < len(keys):
+                start = min(start, positions[index])
+            if index:
+                until = max(until, positions[index - 1] + 1)
+        return start, max(start, until)

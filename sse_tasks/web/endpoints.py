@@ -29,6 +29,7 @@ from .._core.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from .._core.log import reached
 from .._core.models import MAX_TASK_ID_LENGTH, Task, TaskState, check_tags, task_path
 from .._core.text import ascii_int
 from .auth import Gate
@@ -235,11 +236,11 @@ async def task_events(web: Web, request: Request) -> Response | SSEStream:
     task = await web.gate.task("follow", request, request.path_params["task_id"])
     plan.selection = Selection(task_ids=frozenset({task.id}), output=True)
     plan.single = task
-    resume = Resume(runner, _last_event_id(request))
+    resume = Resume(runner, _last_event_id(request), task)
     terminal_key = runner.parse_event_id(task.event_id or "") if task.terminal else None
     # Inside a replay (``<id>~<seq>``) the terminal snapshot is still to come: no 204.
     plain = resume.output_seq is None
-    if resume.valid and plain and terminal_key is not None and resume.key >= terminal_key:
+    if resume.valid and plain and terminal_key is not None and reached(resume.key, terminal_key):
         return Response(status_code=204)  # tells EventSource to stop reconnecting
     return web.open_stream(request, await task_stream(plan, resume))
 

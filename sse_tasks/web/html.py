@@ -31,6 +31,7 @@ from starlette.responses import Response
 
 from .._core import codec
 from .._core.errors import NotFound
+from .._core.log import reached
 from .._core.models import OUTPUT_EVENT, RESET_EVENT, OutputChunk, Task
 from .operations import LAST_EVENT_ID, LAST_EVENT_ID_HEADER
 from .proxy import mount_path
@@ -194,10 +195,11 @@ async def html_stream(
     plan.selection = Selection(task_ids=frozenset({task.id}), output=True)
     plan.single = task
     raw = LAST_EVENT_ID_HEADER.get(request) or LAST_EVENT_ID.get(request) or None
-    resume = Resume(runner, raw)
+    resume = Resume(runner, raw, task)
     translator = Translator(make_dialect(task), task.id)
     terminal_key = runner.parse_event_id(task.event_id or "") if task.terminal else None
-    if resume.valid and resume.output_seq is None and terminal_key is not None and resume.key >= terminal_key:
+    plain = resume.output_seq is None
+    if resume.valid and plain and terminal_key is not None and reached(resume.key, terminal_key):
         # The page has everything: the card again and the end, no output (not a 204,
         # which would make htmx's extension open a fresh EventSource).
         opening = retry_frame(tools.settings.retry) + translator.dialect.state(task, task.event_id)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._core.errors import Unavailable
-from .._core.log import OutputFollow
+from .._core.log import OutputFollow, PartitionedLog, PartKey, Vector, before, order, reached
 from .._core.models import (
     MAX_EVENT_ID_LENGTH,
     OUTPUT_EVENT,
@@ -86,10 +86,12 @@ class Resume:
     """A client's ``Last-Event-ID``, parsed by the broker.
 
     A per-task stream numbers the output it replays from storage ``<event id>~<seq>``:
-    the client has the task as of that event, and its output up to chunk ``seq``.
+    the client has the task as of that event, and its output up to chunk ``seq``. A
+    per-task stream (``task``) resumed from a position of many tasks (a :class:`Vector`)
+    resumes from its task's partition in it.
     """
 
-    def __init__(self, runner: TaskBackend, raw: str | None) -> None:
+    def __init__(self, runner: TaskBackend, raw: str | None, task: Task | None = None) -> None:
         self.raw = raw
         self.given = raw is not None
         self.key: Any = None
@@ -99,6 +101,10 @@ class Resume:
             self.output_seq = ascii_int(seq) if tilde else None
             if not tilde or self.output_seq is not None:
                 self.key = runner.parse_event_id(event_id)
+        if isinstance(self.key, Vector) and task is not None:
+            own = _key(runner, task)
+            part = self.key.parts[own.partition] if isinstance(own, PartKey) else None
+            self.key = PartKey(own.partition, part) if part is not None else None
 
     @property
     def valid(self) -> bool:
@@ -118,6 +124,8 @@ class StreamPlan:
         "selection",
         "settings",
         "single",
+        "until",
+        "vector",
     )
 
     def __init__(
@@ -130,6 +138,11 @@ class StreamPlan:
         self.single: Task | None = None  # the task of a per-task stream
         self.backlog: list[TaskEvent] = []  # history from the broker, older than the log
         self.replayed: dict[str, int] = {}  # task id -> last output seq replayed from storage
+        # A stream of many tasks resumed in a partitioned log: its own position, and the
+        # log's position from which the log's own ids (and shared frames) are right for
+        # it; until then it skips what it has and numbers what it sends itself.
+        self.vector: Vector | None = None
+        self.until = 0
         self.mark()
 
     def mark(self) -> None:
@@ -225,7 +238,7 @@ def _gap(plan: StreamPlan, after: Any, since: Any) -> bool:
     read from the broker (``plan.backlog``) holds none."""
     if since is _UNKNOWN:
         return True
-    return since is not None and (after < since or bool(plan.backlog))
+    return since is not None and (before(after, since) or bool(plan.backlog))
 
 
 async def _backfill_output(plan: StreamPlan, after: Any, position: int, tasks: Sequence[Task]) -> int | None:
@@ -250,7 +263,12 @@ async def _backfill_output(plan: StreamPlan, after: Any, position: int, tasks: S
         for chunk in await runner.output(task.id):
             key = runner.parse_event_id(chunk.event_id or "")
             # (What is newer than the log's head is still to come through the log.)
-            if key is not None and after < key and (newest is None or key <= newest) and key not in have:
+            if (
+                key is not None
+                and not reached(after, key)
+                and (newest is None or reached(newest, key))
+                and key not in have
+            ):
                 events.append(TaskEvent(chunk.event_id or "", key, OUTPUT_EVENT, task, chunk))
     events.sort(key=lambda event: event.key)
     plan.backlog = events
@@ -339,6 +357,8 @@ def _key(runner: TaskBackend, task: Task) -> Any:
 async def _resume_position(runner: TaskBackend, key: Any, plan: StreamPlan) -> int | None:
     """Where in the log to continue after ``key``; None means resync."""
     log = runner.log
+    if isinstance(key, Vector):
+        return await _resume_vector(runner, key, plan)
     position = log.position_after(key)
     if position is not None:
         return position
@@ -348,6 +368,29 @@ async def _resume_position(runner: TaskBackend, key: Any, plan: StreamPlan) -> i
     plan.backlog = backlog
     last = backlog[-1].key if backlog else key
     return log.position_after(last)
+
+
+async def _resume_vector(runner: TaskBackend, vector: Vector, plan: StreamPlan) -> int | None:
+    """Where a stream of many tasks continues after ``vector`` in a partitioned log; None
+    means resync. The stream skips what it has until the log's ids are right for it."""
+    log = runner.log
+    if not isinstance(log, PartitionedLog):
+        return None
+    resumed = log.resume(vector)
+    if resumed is None:
+        backlog = await runner.events_after(vector)
+        if backlog is None:
+            return None
+        ahead = vector
+        for event in backlog:
+            ahead = ahead.advanced(event.key)
+        resumed = log.resume(ahead)
+        if resumed is None:
+            return None
+        plan.backlog = backlog
+    plan.vector = vector
+    plan.until = resumed[1]
+    return resumed[0]
 
 
 async def _resync(plan: StreamPlan, reason: str, seen: dict[str, Any]) -> bytes:
@@ -367,7 +410,7 @@ async def _resync(plan: StreamPlan, reason: str, seen: dict[str, Any]) -> bytes:
         )
     keyed = sorted(
         ((k, t) for t in tasks if selection.covers(t) and (k := _key(runner, t)) is not None),
-        key=lambda item: item[0],
+        key=lambda item: order(item[0]),
     )
     parts = [reset_frame(reason)]
     for key, task in keyed:
@@ -443,12 +486,15 @@ async def _follow(
                 yield b""  # woken with nothing new (a heartbeat is due, or closing)
             continue
         start = position  # where in the log ``events`` were read (-1: no longer the log's slice)
+        if plan.vector is not None and position >= plan.until:
+            plan.vector = None  # the log's own ids are right for this stream from here
         position += len(events)
         if log.head - position + len(events) > coalesce_after:
             events = _coalesced(events, stats)
             start = -1
         if (
             takes_all
+            and plan.vector is None
             and not seen
             and not plan.replayed
             and (takes_output or not any(e.type == OUTPUT_EVENT for e in events))
@@ -522,7 +568,12 @@ def _select(
     selection, replayed, root = plan.selection, plan.replayed, plan.root_path
     parts: list[bytes] = []
     finished = False
+    vector = plan.vector
     for event in events:
+        if vector is not None:
+            if vector.has(event.key):
+                continue  # the stream has it (resumed in a partitioned log)
+            vector = plan.vector = vector.advanced(event.key)
         output = event.type == OUTPUT_EVENT
         if output and not selection.output:
             continue  # output this stream does not carry (checked first: nothing is decoded)
@@ -547,9 +598,17 @@ def _select(
             frame = event.frame(root)
         except MalformedEvent:
             continue  # a broker's entry that cannot be decoded (logged there)
+        if vector is not None:
+            frame = _renumbered(frame, plan.runner.log, vector)
         parts.append(frame)
         if single is not None and not output and task.terminal:
             finished = True
             break
     plan.runner.stats.events_delivered += len(parts)
     return b"".join(parts), finished
+
+
+def _renumbered(frame: bytes, log: Any, vector: Vector) -> bytes:
+    """``frame`` (an event's, ``id:`` first) numbered with ``vector``, a position in ``log``."""
+    assert isinstance(log, PartitionedLog)
+    return b"id: " + log.name(vector).encode() + frame[frame.index(b"\n") :]
