@@ -264,7 +264,7 @@ class EventLog:
         cached = self._joined.get(root_path)
         if cached is not None and cached[:2] == (position, len(events)):
             return cached[2]
-        chunk = b"".join([event.frame(root_path) for event in events])
+        chunk = b"".join([event.stream_frame(root_path) for event in events])
         if root_path not in self._joined and len(self._joined) >= _JOINED_ROOTS:
             self._joined.clear()
         self._joined[root_path] = (position, len(events), chunk)
@@ -411,6 +411,11 @@ def before(position: Any, since: Any) -> bool:
     )
 
 
+def local_key(key: Any) -> Any:
+    """``key`` within its partition (itself, in a log of one partition)."""
+    return key.key if isinstance(key, PartKey) else key
+
+
 def order(key: Any) -> Any:
     """A sort key that puts keys of different partitions roughly in time order (each
     partition's ids come from its own clock); within a partition, the exact order."""
@@ -421,10 +426,10 @@ class PartitionedLog(EventLog):
     """An :class:`EventLog` fed by several partitions, each totally ordered, interleaved
     as their events arrive; keys are :class:`PartKey`.
 
-    Each event appended is renumbered with the log's position after it, a
+    Each event appended gets the log's position after it (``event.position``), a
     :class:`Vector` named by ``name`` (the broker's encoding): a stream of many tasks
-    sends those ids, and resumes from them (:meth:`resume`). A stream of one task
-    resumes within its task's partition (:meth:`position_after`).
+    sends those ids, and resumes from them (:meth:`resume`). A stream of one task sends
+    its events' own ids and resumes within its task's partition (:meth:`position_after`).
     """
 
     def __init__(self, maxlen: int, partitions: int, name: Callable[[Vector], str]) -> None:
@@ -447,6 +452,11 @@ class PartitionedLog(EventLog):
     def newest_in(self, partition: int) -> Any:
         """The newest key of ``partition`` held or reached (None: none since the start)."""
         return self._vector[partition]
+
+    def first_in(self, partition: int) -> int:
+        """Position of the oldest event of ``partition`` held (:attr:`head` if none)."""
+        positions = self._part_positions[partition]
+        return positions[0] if positions else self.head
 
     def floor_in(self, partition: int) -> Any:
         """The key of ``partition`` after which the log holds all of its events (None: all)."""
@@ -481,7 +491,7 @@ class PartitionedLog(EventLog):
         self._part_keys[partition].append(local)
         self._part_positions[partition].append(head)
         self._vector[partition] = local
-        event.id = self.name(Vector(self._vector))
+        event.position = self.name(Vector(self._vector))
         first = self._first
         super().append(event)
         if self._first != first:

@@ -323,7 +323,7 @@ class TaskEvent:
     The SSE frame is encoded once per mount point and shared by every subscriber.
     """
 
-    __slots__ = ("_frames", "chunk", "id", "key", "task", "type")
+    __slots__ = ("_frames", "chunk", "id", "key", "position", "task", "type")
 
     def __init__(self, id: str, key: Any, type: str, task: Task, chunk: OutputChunk | None = None) -> None:
         self.id = id
@@ -334,6 +334,9 @@ class TaskEvent:
         self.task = task
         #: For ``task.output``: the chunk, which is the event's data.
         self.chunk = chunk
+        #: In a partitioned log, the id of the log's position after this event (see
+        #: :class:`~sse_tasks._core.log.PartitionedLog`): streams of many tasks send it.
+        self.position: str | None = None
         self._frames: dict[str, bytes] = {}
 
     @property
@@ -360,6 +363,18 @@ class TaskEvent:
             self._frames[root_path] = frame
         return frame
 
+    def stream_frame(self, root_path: str = "") -> bytes:
+        """The frame a stream of many tasks sends: :meth:`frame`, numbered with
+        :attr:`position` where the log set one."""
+        position = self.position
+        if position is None:
+            return self.frame(root_path)
+        key = "\0" + root_path  # (no mount's path holds a NUL)
+        frame = self._frames.get(key)
+        if frame is None:
+            frame = self._frames[key] = renumbered(self.frame(root_path), position)
+        return frame
+
     def __repr__(self) -> str:
         return f"TaskEvent(id={self.id!r}, type={self.type!r}, task={self.task.id!r})"
 
@@ -373,6 +388,11 @@ def json_frame(event_id: str | None, event_type: str, data: bytes) -> bytes:
     """One SSE frame whose ``data`` is compact JSON already (it holds no CR or LF)."""
     head = f"id: {event_id}\n" if event_id is not None else ""
     return b"".join((head.encode(), b"event: ", event_type.encode(), b"\ndata: ", data, b"\n\n"))
+
+
+def renumbered(frame: bytes, event_id: str) -> bytes:
+    """An event's ``frame`` (its ``id:`` line first) numbered ``event_id`` instead."""
+    return b"id: " + event_id.encode() + frame[frame.index(b"\n") :]
 
 
 def reset_frame(reason: str) -> bytes:

@@ -27,6 +27,7 @@ from .._core.models import (
     Task,
     TaskEvent,
     encode_frame,
+    renumbered,
     reset_frame,
 )
 from .._core.text import ascii_int
@@ -150,7 +151,7 @@ class StreamPlan:
         log = self.runner.log
         self.position = log.head
         last = log.last
-        self.marker = last.id if last is not None else None
+        self.marker = (last.position or last.id) if last is not None else None
 
 
 def snapshot_frame(task: Task, root_path: str, event_id: str | None = None) -> bytes:
@@ -331,6 +332,8 @@ async def _global_body(plan: StreamPlan, resume: Resume, since: Any, tasks: Sequ
     position = plan.position
     seen: dict[str, Any] = {}
     opening = [retry_frame(plan.settings.retry)]
+    if isinstance(resume.key, PartKey):
+        resume.key = None  # one partition's event: no position in the others
     if resume.given:
         resumed = None
         if resume.valid:
@@ -503,7 +506,7 @@ async def _follow(
                 if start >= 0:  # every stream woken at this position sends these bytes
                     joined = log.joined(start, events, root)
                 else:
-                    joined = b"".join([event.frame(root) for event in events])
+                    joined = b"".join([event.stream_frame(root) for event in events])
             except MalformedEvent:
                 pass  # one cannot be decoded: _select leaves it out
             else:
@@ -595,7 +598,7 @@ def _select(
                     if event.key <= seen_key:
                         continue
                     del seen[task.id]
-            frame = event.frame(root)
+            frame = event.frame(root) if single is not None else event.stream_frame(root)
         except MalformedEvent:
             continue  # a broker's entry that cannot be decoded (logged there)
         if vector is not None:
@@ -611,4 +614,4 @@ def _select(
 def _renumbered(frame: bytes, log: Any, vector: Vector) -> bytes:
     """``frame`` (an event's, ``id:`` first) numbered with ``vector``, a position in ``log``."""
     assert isinstance(log, PartitionedLog)
-    return b"id: " + log.name(vector).encode() + frame[frame.index(b"\n") :]
+    return renumbered(frame, log.name(vector))

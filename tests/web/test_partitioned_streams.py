@@ -58,7 +58,8 @@ class Process(FakeBackend):
 
     def feed(self, partition: int, local: int, task_id: str, state: TaskState) -> None:
         event_type = event_type_for(state)
-        task = Task(id=task_id, name="count", state=state, event_id=f"k:{partition}.{local}", event_type=event_type)
+        event_id = f"k:{partition}.{local}"
+        task = Task(id=task_id, name="count", state=state, event_id=event_id, event_type=event_type)
         self.tasks[task_id] = task
         self.log.append(TaskEvent(task.event_id or "", PartKey(partition, local), event_type, task))
 
@@ -66,7 +67,8 @@ class Process(FakeBackend):
 def histories(rng: random.Random, tasks: int = 12) -> list[History]:
     """Each partition's events: its tasks' queued, running, progress and succeeded."""
     parts: list[History] = [[] for _ in range(PARTITIONS)]
-    pending = {f"t{n}": [TaskState.QUEUED, TaskState.RUNNING, TaskState.RUNNING, TaskState.SUCCEEDED] for n in range(tasks)}
+    states = [TaskState.QUEUED, TaskState.RUNNING, TaskState.RUNNING, TaskState.SUCCEEDED]
+    pending = {f"t{n}": list(states) for n in range(tasks)}
     while pending:
         task_id = rng.choice(sorted(pending))
         partition = int(task_id[1:]) % PARTITIONS
@@ -99,7 +101,8 @@ async def frames(backend: Process, body: Any) -> list[tuple[str, str, str]]:
     for frame in b"".join(chunks).decode().split("\n\n"):
         fields = dict(line.split(": ", 1) for line in frame.splitlines() if ": " in line)
         if "event" in fields:
-            task_id = fields["data"].split('"id":"', 1)[1].split('"', 1)[0] if '"id":"' in fields["data"] else ""
+            data = fields["data"]
+            task_id = data.split('"id":"', 1)[1].split('"', 1)[0] if '"id":"' in data else ""
             out.append((fields.get("id", ""), fields["event"], task_id))
     return out
 

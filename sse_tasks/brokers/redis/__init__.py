@@ -83,7 +83,7 @@ from .keys import Keys
 from .leases import LeaseKeeper
 from .link import UNREACHABLE, Link, call, unavailable, wrong_kind
 from .options import check_settings, option, split_options
-from .reader import MAX_BACKOFF, MIN_BACKOFF, StreamKey, StreamReader, key
+from .reader import MAX_BACKOFF, MIN_BACKOFF, Ring, StreamKey, StreamReader, key
 from .records import chunks_of, data, task_or_none, text
 from .scripts import Script, Scripts
 from .tokens import Tokens
@@ -95,6 +95,8 @@ logger = logging.getLogger("sse_tasks.redis")
 
 #: Seconds (at least) a refused id is remembered: a message can reach a worker that late.
 REFUSAL_TTL = 86400.0
+#: Partitions at most: the id of a position in the log names one stream id in each.
+MAX_PARTITIONS = 12
 
 
 class RedisBroker(Broker):
@@ -118,9 +120,19 @@ class RedisBroker(Broker):
         prefix: namespace of every key, so several apps can share one database.
         max_connections: Redis connections for reads, and as many for writes (the reader
             has its own).
+        partitions: how many partitions the log and the tasks are split into (see
+            :mod:`.partitioned`); 1 by default, 3 on a Redis Cluster. Every process of a
+            deployment must use the same number.
 
     Raises ``ValueError`` for an option out of range.
     """
+
+    def __new__(cls, url: str = "redis://127.0.0.1:6379/0", **options: Any) -> RedisBroker:
+        if cls is RedisBroker and _partitions(url, options.get("partitions")) > 1:
+            from .partitioned import PartitionedRedisBroker
+
+            cls = PartitionedRedisBroker
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -133,7 +145,33 @@ class RedisBroker(Broker):
         outage_grace: float | None = None,
         prefix: str | None = None,
         max_connections: int | None = None,
+        partitions: int | None = None,
     ) -> None:
+        self._configure(
+            url, history, retention, max_tasks, lease, outage_grace, prefix, max_connections, partitions
+        )
+        if self.partitions != 1:
+            raise ValueError("a RedisBroker of one partition was asked for several")
+        self.log = EventLog(self.history)
+        #: What the reader appends to: :attr:`log`, or this partition's view of a
+        #: partitioned broker's log (:meth:`share_log`).
+        self._ring: Ring = self.log
+        self._setup()
+
+    def _configure(
+        self,
+        url: str,
+        history: int | None,
+        retention: float | None,
+        max_tasks: int | None,
+        lease: float | None,
+        outage_grace: float | None,
+        prefix: str | None,
+        max_connections: int | None,
+        partitions: int | None,
+    ) -> None:
+        """Read and check the options (keyword arguments, else the URL's query)."""
+        self.partitions = _partitions(url, partitions)
         self.url, query = split_options(url)
         self.history = int(option(history, query, "history", 10_000, int))
         self.retention = option(retention, query, "retention", 3600.0, float)
@@ -156,15 +194,16 @@ class RedisBroker(Broker):
             check_settings(*self.pool_arguments(asyncio=False), asyncio=False, given=self.url)  # workers'
         except ValueError as exc:
             raise ValueError(f"Redis URL: {exc}") from None
-        self.log = EventLog(self.history)
         #: Names this process's Redis connections (``CLIENT LIST``: ``sse-tasks-<id>``).
         self.worker_id = f"{os.getpid()}-{secrets.token_hex(3)}"
+
+    def _setup(self) -> None:
         self._keys = Keys(self.key_prefix)
         self._scripts = Scripts()
         self._tokens = Tokens()
         self._link = Link()
         self._reader = StreamReader(
-            self.log,
+            self._ring,
             self._keys,
             self._scripts,
             self._link,
@@ -197,10 +236,15 @@ class RedisBroker(Broker):
         If Redis is unreachable the server starts anyway: requests that need Redis
         get 503 until the reader connects.
         """
+        await self.launch(observer)
+        await self.first_connect()
+
+    async def launch(self, observer: EventObserver) -> None:
+        """:meth:`start` without waiting for the reader to connect."""
         self._observer = observer
         self._closing = False
         self._reader.reset()
-        self.log.reopen()
+        self._ring.reopen()
         self._redis = self._client(self.max_connections, socket_timeout=5.0)
         name = f"sse-tasks-{self.worker_id}"
         self._wire = AsyncWire(self._pool_url, self._pool_extra, name, limit=self.max_connections)
@@ -213,6 +257,10 @@ class RedisBroker(Broker):
         reader = self._client(1, socket_timeout=None, retries=0, single=True)
         group.start_soon(self._reader.run, reader)
         group.start_soon(self._leases.run, self._redis)
+
+    async def first_connect(self) -> None:
+        """Wait (5 s at most) until the reader's first attempt to connect is over; log
+        a warning if it failed."""
         with anyio.move_on_after(5.0):
             await self._reader.tried.wait()
         if not self._reader.ready.is_set():
@@ -297,12 +345,27 @@ class RedisBroker(Broker):
 
     # -- ids and history -------------------------------------------------------------
 
-    def parse_event_id(self, event_id: str) -> StreamKey | None:
+    def parse_event_id(self, event_id: str) -> Any | None:
         return self._reader.parse_event_id(event_id)
 
     async def cursor(self) -> str:
         epoch, head = await self._reader.sync()
         return f"{epoch}-{head}"
+
+    @property
+    def history_epoch(self) -> str | None:
+        """The epoch of the history the reader follows (None before it first synced)."""
+        return self._reader.epoch
+
+    async def head(self) -> tuple[str, StreamKey]:
+        """The history's epoch and the key of its newest event, as Redis has them now."""
+        epoch, head = await self._reader.sync()
+        return epoch, key(head)
+
+    def share_log(self, ring: Ring) -> None:
+        """Append to ``ring`` (a partition's view of a partitioned broker's log) rather
+        than to a log of its own; before :meth:`start`."""
+        self._ring = self._reader.log = ring
 
     async def events_after(self, key: Any) -> list[TaskEvent] | None:
         return await self._reader.events_after(key, self.history)
@@ -394,15 +457,15 @@ class RedisBroker(Broker):
     async def read_back(self) -> None:
         """Wait (5 s at most) until the reader has appended this process's last write."""
         with anyio.move_on_after(5.0):
-            while self._expecting() and not self.log.closed:
+            while self._expecting() and not self._ring.closed:
                 with anyio.move_on_after(0.05):
-                    await self.log.wait(self.log.head)
+                    await self._ring.wait(self._ring.head)
 
     def _expecting(self) -> bool:
         """A state change this process writes is not read back yet (see the reader)."""
         if self._logging:
             return True
-        written, newest, reader = self._written, self.log.newest, self._reader
+        written, newest, reader = self._written, self._ring.newest, self._reader
         if written is None or newest is None or written[:2] != (reader.epoch, reader.generation):
             return False  # one from before the log restarted (lost, or before its base) never is
         return bool(written[2] > newest)
@@ -627,6 +690,15 @@ class RedisBroker(Broker):
                         break
         await self._reader.check_epoch(found)
         return found
+
+
+def _partitions(url: str, given: int | None) -> int:
+    """The partition count of a broker (see :mod:`.partitioned`), checked."""
+    default = 3 if is_cluster(url) else 1
+    partitions = int(option(given, split_options(url)[1], "partitions", default, int))
+    if not 1 <= partitions <= MAX_PARTITIONS:
+        raise ValueError(f"partitions must be from 1 to {MAX_PARTITIONS}, not {partitions}")
+    return partitions
 
 
 async def _replied(command: Awaitable[Any]) -> Any:

@@ -10,7 +10,16 @@ import redis
 import redis.asyncio
 from redis.exceptions import RedisError
 
-URL_OPTIONS = ("history", "retention", "max_tasks", "lease", "outage_grace", "prefix", "max_connections")
+URL_OPTIONS = (
+    "history",
+    "retention",
+    "max_tasks",
+    "lease",
+    "outage_grace",
+    "prefix",
+    "max_connections",
+    "partitions",
+)
 
 
 def split_options(url: str) -> tuple[str, dict[str, str]]:

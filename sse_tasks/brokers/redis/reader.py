@@ -13,7 +13,7 @@ import logging
 import secrets
 from bisect import bisect_right
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 from redis.asyncio import Redis
@@ -21,7 +21,7 @@ from redis.exceptions import ResponseError
 
 from ..._core import codec
 from ..._core.errors import Unavailable
-from ..._core.log import EventLog, OutputFollow
+from ..._core.log import OutputFollow, local_key
 from ..._core.models import (
     OUTPUT_EVENT,
     MalformedEvent,
@@ -74,13 +74,43 @@ EXPECT_WINDOW = 0.010
 _CATCH_UP = 5.0  # seconds a resuming stream waits for this process to read up to its id
 
 
+class Ring(Protocol):
+    """What the reader appends to: the process's :class:`EventLog`, or one partition's view
+    of a partitioned log (its keys are that partition's stream keys)."""
+
+    @property
+    def first(self) -> int: ...
+    @property
+    def head(self) -> int: ...
+    @property
+    def newest(self) -> Any: ...
+    @property
+    def floor(self) -> Any: ...
+    @property
+    def closed(self) -> bool: ...
+    def append(self, event: TaskEvent) -> None: ...
+    def restart(self, base: Any, reason: str = ...) -> None: ...
+    def reach(self, key: Any) -> None: ...
+    def read(self, position: int, limit: int | None = None) -> list[TaskEvent]: ...
+    def hold(
+        self,
+        window: float,
+        quiet: float,
+        expecting: Callable[[], bool] | None = None,
+        expect_window: float = 0.0,
+    ) -> None: ...
+    def release(self) -> None: ...
+    async def wait(self, position: int) -> None: ...
+    def reopen(self) -> None: ...
+
+
 class StreamReader:
     """One ``XREAD BLOCK`` connection per process, appending every event of the log, and
     of the output streams followed here (:mod:`.outputs`), in order to ``log``."""
 
     def __init__(
         self,
-        log: EventLog,
+        log: Ring,
         keys: Keys,
         scripts: Scripts,
         link: Link,
@@ -371,6 +401,7 @@ class StreamReader:
             state = self.event(raw_id, fields, entry_key)
             if state is None:
                 continue
+            state_key = state.key  # (a partition's log keys the event anew)
             log.append(state)
             self.observe(state)
             task_id = state.entry_task_id
@@ -383,12 +414,12 @@ class StreamReader:
                 elif follows.following_all:
                     followed.by_all = True  # followed by a per-task stream first
             elif follows.following_all and task_id is not None and not state.terminal:
-                followed = follows.add(task_id, state.key, state)
+                followed = follows.add(task_id, state_key, state)
                 followed.by_all = True
                 last = entries[-1]
                 bound = last[0] if last[0] is not None else sent_key(last[1][0])
                 self.merge.positions[followed.key] = stream_id(bound)
-                if bound > state.key:
+                if bound > state_key:
                     found: Any = await client.xrange(followed.key, "(" + text(raw_id), stream_id(bound))
                     if found:
                         extra: list[Entry] = [(sent_key(f[0]), (f[0], _flat(f[1])), task_id) for f in found]
@@ -464,7 +495,7 @@ class StreamReader:
             # The log's oldest event is output (not in the stored log): the history
             # joins the log there if it reaches up to it.
             first = log.read(log.first, 1)
-            if generation != self.generation or not first or first[0].key != floor:
+            if generation != self.generation or not first or local_key(first[0].key) != floor:
                 return None
             if first[0].type != OUTPUT_EVENT:
                 return None

@@ -1,0 +1,376 @@
+"""``?partitions=N``: the log split over N partitions, so that no single key carries the
+cluster and adding Redis shards adds capacity.
+
+Each partition is a whole broker of its own (:class:`~sse_tasks.brokers.redis.RedisBroker`
+under the prefix ``<prefix>.<n>``: its log, its tasks, its leases, its reader), and
+a task lives in one of them, chosen by its id (CRC-32 of the id, modulo N), with
+all of its keys: its events stay totally ordered there. On a Redis Cluster each
+partition's keys carry a hash tag of their own, picked so that the partitions' slots
+spread evenly over the slot space (with ``redis-cli --cluster create``'s even ranges,
+over the masters): every script still runs on one slot.
+
+Every partition's reader appends to one :class:`~sse_tasks._core.log.PartitionedLog`,
+interleaved as the events arrive, so streams fan out from one ring as with one
+partition. A stream of many tasks sends the log's position after each event, a
+:class:`~sse_tasks._core.log.Vector` of one stream id per partition; its
+``Last-Event-ID`` resumes it on any process, which interleaves the partitions its own
+way. Ids: ``<digest>_<ms>-<seq>_<ms>-<seq>…`` (``digest``: of the partitions' epochs,
+so an id from another history, or another partition count, does not parse); a task's
+own event ids stay its partition's, ``<epoch>-<ms>-<seq>``.
+
+Processes of one deployment must agree on N: a task's partition depends on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+from ..._core.log import FELL_BEHIND, OutputFollow, PartitionedLog, PartKey, Vector
+from ..._core.models import OutputChunk, Task, TaskEvent, TaskState
+from ..base import EventObserver
+from . import RedisBroker
+from .cluster import is_cluster
+from .reader import StreamKey, stream_key
+
+
+def partition_of(task_id: str, partitions: int) -> int:
+    """The partition of ``task_id`` among ``partitions`` (the same in every process)."""
+    return zlib.crc32(task_id.encode("utf-8", "surrogatepass")) % partitions
+
+
+def partition_prefixes(prefix: str, partitions: int, cluster: bool) -> list[str]:
+    """Each partition's key prefix: ``<prefix>.<n>``; on a cluster with a suffix that puts
+    partition ``n``'s hash tag in the middle of the ``n``-th of N even slot ranges."""
+    if partitions == 1:
+        return [prefix]
+    prefixes = []
+    for partition in range(partitions):
+        name = f"{prefix}.{partition}"
+        if cluster:
+            low = partition * REDIS_CLUSTER_HASH_SLOTS // partitions
+            high = (partition + 1) * REDIS_CLUSTER_HASH_SLOTS // partitions
+            width = max(1, (high - low) // 4)
+            middle = (low + high) // 2
+            suffix = 0
+            while abs(key_slot(f"{name}.{suffix}".encode()) - middle) > width // 2:
+                suffix += 1
+            name = f"{name}.{suffix}"
+        prefixes.append(name)
+    return prefixes
+
+
+class PartitionView:
+    """One partition's reader's window on the shared :class:`PartitionedLog`: the keys it
+    is given and answers are its own stream's (:data:`StreamKey`); the events it
+    appends get their :class:`PartKey`."""
+
+    def __init__(self, log: PartitionedLog, partition: int) -> None:
+        self._log = log
+        self.partition = partition
+
+    @property
+    def newest(self) -> Any:
+        return self._log.newest_in(self.partition)
+
+    @property
+    def floor(self) -> Any:
+        return self._log.floor_in(self.partition)
+
+    @property
+    def first(self) -> int:
+        """Position of this partition's oldest event held (the head if none)."""
+        return self._log.first_in(self.partition)
+
+    @property
+    def head(self) -> int:
+        return self._log.head
+
+    @property
+    def closed(self) -> bool:
+        return self._log.closed
+
+    def append(self, event: TaskEvent) -> None:
+        event.key = PartKey(self.partition, event.key)
+        self._log.append(event)
+
+    def restart(self, base: StreamKey, reason: str = FELL_BEHIND) -> None:
+        """The partition's history starts again after ``base``: the whole log restarts
+        (every stream resyncs), the other partitions' positions kept."""
+        parts = list(self._log.vector.parts)
+        parts[self.partition] = base
+        self._log.restart(Vector(parts), reason)
+
+    def reach(self, key: StreamKey) -> None:
+        self._log.reach(PartKey(self.partition, key))
+
+    def read(self, position: int, limit: int | None = None) -> list[TaskEvent]:
+        return self._log.read(position, limit)
+
+    def hold(self, *args: Any, **kwargs: Any) -> None:
+        self._log.hold(*args, **kwargs)
+
+    def release(self) -> None:
+        self._log.release()
+
+    async def wait(self, position: int) -> None:
+        await self._log.wait(position)
+
+    def reopen(self) -> None:
+        self._log.reopen()
+
+
+def _placed(partition: int, event: TaskEvent) -> TaskEvent:
+    """``event`` of ``partition`` keyed in the partitioned log."""
+    if not isinstance(event.key, PartKey):
+        event.key = PartKey(partition, event.key)
+    return event
+
+
+def _placed_follow(partition: int, follow: OutputFollow) -> OutputFollow:
+    since = None if follow.since is None else PartKey(partition, follow.since)
+    return OutputFollow(since, follow.close, follow.tasks)
+
+
+class Partitions:
+    """The partitions of one broker: a :class:`RedisBroker` each, the shared log, and the
+    ids of positions in it."""
+
+    def __init__(self, parts: Sequence[RedisBroker], history: int) -> None:
+        self.parts = list(parts)
+        self.log = PartitionedLog(history, len(self.parts), self.name)
+        self._digests: dict[tuple[str, ...], str] = {}
+
+    def of(self, task_id: str) -> RedisBroker:
+        """The partition ``task_id`` lives in."""
+        return self.parts[partition_of(task_id, len(self.parts))]
+
+    def index(self, task_id: str) -> int:
+        return partition_of(task_id, len(self.parts))
+
+    # -- ids -------------------------------------------------------------------------
+
+    def _epochs(self) -> tuple[str, ...]:
+        return tuple(part.history_epoch or "" for part in self.parts)
+
+    def _digest(self, epochs: tuple[str, ...]) -> str:
+        digest = self._digests.get(epochs)
+        if digest is None:
+            if len(self._digests) > 64:
+                self._digests.clear()
+            digest = hashlib.blake2s("|".join(epochs).encode(), digest_size=5).hexdigest()
+            self._digests[epochs] = digest
+        return digest
+
+    def name(self, vector: Vector, epochs: tuple[str, ...] | None = None) -> str:
+        """The id of a position in the log (in the partitions' histories ``epochs``: by
+        default those their readers follow)."""
+        parts = ("x" if part is None else f"{part[0]}-{part[1]}" for part in vector.parts)
+        return "_".join((self._digest(epochs or self._epochs()), *parts))
+
+    def parse(self, event_id: str) -> Any | None:
+        """A position (:class:`Vector`) or one partition's event key (:class:`PartKey`)."""
+        digest, underscore, rest = event_id.partition("_")
+        if underscore:
+            texts = rest.split("_")
+            if digest != self._digest(self._epochs()) or len(texts) != len(self.parts):
+                return None
+            parts = [None if text == "x" else stream_key(text) for text in texts]
+            if any(part is None and text != "x" for part, text in zip(parts, texts, strict=True)):
+                return None
+            return Vector(parts)
+        epoch, _, stream_id = event_id.partition("-")
+        for partition, part in enumerate(self.parts):
+            if part.history_epoch == epoch and epoch:
+                key = stream_key(stream_id)
+                return None if key is None else PartKey(partition, key)
+        return None
+
+    async def cursor(self) -> str:
+        heads = [await part.head() for part in self.parts]
+        epochs = tuple(epoch for epoch, _ in heads)
+        return self.name(Vector([key for _, key in heads]), epochs)
+
+    # -- reading across partitions -----------------------------------------------------
+
+    async def events_after(self, position: Any) -> list[TaskEvent] | None:
+        """History the log does not hold: of one partition (a :class:`PartKey`), or of
+        each partition where the log does not reach back to ``position``."""
+        if isinstance(position, PartKey):
+            found = await self.parts[position.partition].events_after(position.key)
+            return None if found is None else [_placed(position.partition, e) for e in found]
+        if not isinstance(position, Vector) or len(position.parts) != len(self.parts):
+            return None
+        events: list[TaskEvent] = []
+        for partition, local in enumerate(position.parts):
+            if local is None:
+                return None
+            if self.log.position_after(PartKey(partition, local)) is not None:
+                continue
+            found = await self.parts[partition].events_after(local)
+            if found is None:
+                return None
+            events.extend(_placed(partition, event) for event in found)
+        return events
+
+    async def follow_all(self) -> OutputFollow:
+        """Every partition's running tasks' output, for one ``?output=1`` stream."""
+        follows: list[OutputFollow] = []
+
+        def close() -> None:
+            for follow in follows:
+                follow.close()
+
+        try:
+            for part in self.parts:
+                follows.append(await part.follow_output(None))
+        except BaseException:
+            close()
+            raise
+        since = Vector([follow.since for follow in follows])
+        return OutputFollow(since, close, [task for follow in follows for task in follow.tasks])
+
+    async def list_tasks(self, **filters: Any) -> list[Task]:
+        """Each partition's newest tasks, merged newest first (by creation time: each
+        partition orders its own exactly)."""
+        limit = filters["limit"]
+        found: list[Task] = []
+        for part in self.parts:
+            found.extend(await part.list_tasks(**filters))
+        found.sort(key=lambda task: task.created_at, reverse=True)
+        return found[:limit]
+
+
+async def start_all(parts: Sequence[RedisBroker], observer: EventObserver) -> None:
+    """Start every partition, then wait for their readers together (a few seconds at most)."""
+    for part in parts:
+        await part.launch(observer)
+    async with anyio.create_task_group() as group:
+        for part in parts:
+            group.start_soon(part.first_connect)
+
+
+class PartitionedRedisBroker(RedisBroker):
+    """A :class:`RedisBroker` of several partitions (``RedisBroker(url, partitions=N)`` with
+    N > 1 makes one): each task's reads and writes go to its partition; the log, the
+    cursor and the list of tasks span them all."""
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        history: int | None = None,
+        retention: float | None = None,
+        max_tasks: int | None = None,
+        lease: float | None = None,
+        outage_grace: float | None = None,
+        prefix: str | None = None,
+        max_connections: int | None = None,
+        partitions: int | None = None,
+    ) -> None:
+        self._configure(
+            url, history, retention, max_tasks, lease, outage_grace, prefix, max_connections, partitions
+        )
+        prefixes = partition_prefixes(self.prefix, self.partitions, is_cluster(self.url))
+        parts = [
+            RedisBroker(
+                self.url,
+                history=self.history,
+                retention=self.retention,
+                max_tasks=self.max_tasks,
+                lease=self.lease,
+                outage_grace=self.outage_grace,
+                prefix=part_prefix,
+                max_connections=self.max_connections,
+                partitions=1,
+            )
+            for part_prefix in prefixes
+        ]
+        self._partitions = Partitions(parts, self.history)
+        self.log = self._partitions.log
+        for index, part in enumerate(parts):
+            part.share_log(PartitionView(self._partitions.log, index))
+
+    @property
+    def parts(self) -> list[RedisBroker]:
+        """The partitions, each a :class:`RedisBroker` of its own keys."""
+        return self._partitions.parts
+
+    def part_of(self, task_id: str) -> RedisBroker:
+        """The partition ``task_id`` lives in."""
+        return self._partitions.of(task_id)
+
+    async def start(self, observer: EventObserver) -> None:
+        self.log.reopen()
+        await start_all(self.parts, observer)
+
+    async def close(self) -> None:
+        # Their task groups were entered in order: they are left in the reverse order.
+        for part in reversed(self.parts):
+            await part.close()
+
+    async def read_back(self) -> None:
+        for part in self.parts:
+            await part.read_back()
+
+    def parse_event_id(self, event_id: str) -> Any | None:
+        return self._partitions.parse(event_id)
+
+    async def cursor(self) -> str:
+        return await self._partitions.cursor()
+
+    async def events_after(self, key: Any) -> list[TaskEvent] | None:
+        return await self._partitions.events_after(key)
+
+    async def follow_output(self, task: Task | None) -> OutputFollow:
+        if task is None:
+            return await self._partitions.follow_all()
+        index = self._partitions.index(task.id)
+        return _placed_follow(index, await self.parts[index].follow_output(task))
+
+    async def publish(self, task: Task, event_type: str) -> TaskEvent | None:
+        return self._placed(task.id, await self.part_of(task.id).publish(task, event_type))
+
+    async def publish_sent(self, task: Task) -> TaskEvent | None:
+        return self._placed(task.id, await self.part_of(task.id).publish_sent(task))
+
+    async def publish_output(self, task: Task, chunk: OutputChunk) -> TaskEvent | None:
+        return self._placed(task.id, await self.part_of(task.id).publish_output(task, chunk))
+
+    async def publish_outputs(self, task: Task, chunks: Sequence[OutputChunk]) -> list[TaskEvent] | None:
+        events = await self.part_of(task.id).publish_outputs(task, chunks)
+        index = self._partitions.index(task.id)
+        return None if events is None else [_placed(index, event) for event in events]
+
+    async def keep_outputs(self, task: Task, chunks: Sequence[OutputChunk]) -> bool:
+        return await self.part_of(task.id).keep_outputs(task, chunks)
+
+    async def refuse(self, task_id: str) -> bool:
+        return await self.part_of(task_id).refuse(task_id)
+
+    async def output(self, task_id: str) -> list[OutputChunk]:
+        return await self.part_of(task_id).output(task_id)
+
+    async def get(self, task_id: str) -> Task | None:
+        return await self.part_of(task_id).get(task_id)
+
+    async def expired(self, task_id: str) -> bool:
+        return await self.part_of(task_id).expired(task_id)
+
+    async def list_tasks(
+        self,
+        *,
+        state: TaskState | None = None,
+        name: str | None = None,
+        tags: Sequence[str] = (),
+        limit: int = 100,
+    ) -> list[Task]:
+        return await self._partitions.list_tasks(state=state, name=name, tags=tags, limit=limit)
+
+    def _placed(self, task_id: str, event: TaskEvent | None) -> TaskEvent | None:
+        return None if event is None else _placed(self._partitions.index(task_id), event)
