@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import pytest
 
@@ -19,6 +19,8 @@ redis = pytest.importorskip("redis")
 from _support import free_port  # noqa: E402
 from redis.backoff import NoBackoff  # noqa: E402
 from redis.retry import Retry  # noqa: E402
+
+from sse_tasks.brokers.redis.partitioned import partition_of, partition_prefixes  # noqa: E402
 
 
 def _binary(name: str) -> str:
@@ -45,7 +47,9 @@ class Redis(Protocol):
     #: The prefix the broker's keys get on it (``sse_tasks``; a cluster's is a hash tag).
     prefix: str
 
-    def client(self) -> Any: ...
+    def client(self, prefix: str | None = None) -> Any: ...
+
+    def prefix_of(self, task_id: str) -> tuple[str, int]: ...
 
     def flush(self) -> None: ...
 
@@ -80,8 +84,12 @@ class RedisServer:
             self.close()
             raise
 
-    def client(self) -> Any:
+    def client(self, prefix: str | None = None) -> Any:
         return redis.Redis(port=self.port, socket_timeout=5)
+
+    def prefix_of(self, task_id: str) -> tuple[str, int]:
+        """The prefix of the keys of ``task_id``, and its partition (one here)."""
+        return self.prefix, 0
 
     def flush(self) -> None:
         with self.client() as client:
@@ -113,7 +121,13 @@ class RedisCluster:
     """A Redis Cluster of three masters (three ``redis-server --cluster-enabled yes``, joined
     with ``redis-cli --cluster create``), for a test or a session."""
 
-    prefix = "{sse_tasks}"
+    #: The broker's partitions on a cluster (its default), and the key prefix of each.
+    partitions = 3
+    prefixes: ClassVar[list[str]] = [
+        "{" + name + "}" for name in partition_prefixes("sse_tasks", 3, cluster=True)
+    ]
+    #: The prefix of the first partition's keys.
+    prefix = prefixes[0]
 
     def __init__(self, *extra: str) -> None:
         cli = _binary("redis-cli")
@@ -145,9 +159,15 @@ class RedisCluster:
                     raise RuntimeError("the Redis Cluster did not come up")
                 time.sleep(0.05)
 
-    def owner(self) -> RedisServer:
-        """The node that holds the broker's keys (their hash tag's slot)."""
-        slot = redis.crc.key_slot(self.prefix.encode())
+    def prefix_of(self, task_id: str) -> tuple[str, int]:
+        """The prefix of the keys of ``task_id`` (its partition's hash tag), and its partition."""
+        part = partition_of(task_id, self.partitions)
+        return self.prefixes[part], part
+
+    def owner(self, prefix: str | None = None) -> RedisServer:
+        """The node that holds the keys under ``prefix`` (its hash tag's slot; by default
+        the first partition's)."""
+        slot = redis.crc.key_slot((prefix or self.prefix).encode())
         with self.nodes[0].client() as client:
             for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
                 if start <= slot <= end:
@@ -171,9 +191,9 @@ class RedisCluster:
                     client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", new_id)
         assert self.owner() is target
 
-    def client(self) -> Any:
-        """A client of the node holding the broker's keys."""
-        return self.owner().client()
+    def client(self, prefix: str | None = None) -> Any:
+        """A client of the node holding the keys under ``prefix`` (the first partition's)."""
+        return self.owner(prefix).client()
 
     def flush(self) -> None:
         for node in self.nodes:

@@ -427,9 +427,11 @@ class PartitionedLog(EventLog):
     as their events arrive; keys are :class:`PartKey`.
 
     Each event appended gets the log's position after it (``event.position``), a
-    :class:`Vector` named by ``name`` (the broker's encoding): a stream of many tasks
-    sends those ids, and resumes from them (:meth:`resume`). A stream of one task sends
-    its events' own ids and resumes within its task's partition (:meth:`position_after`).
+    :class:`Vector` named by ``name`` (the broker's encoding): streams send those ids, so
+    any id a stream sent resumes any stream. A stream of many tasks resumes from the
+    whole position (:meth:`resume`), a stream of one task from its task's partition in
+    it (:meth:`position_after`); a task's own event id (a snapshot's) is a key in its
+    partition, which only a stream of that task resumes from.
     """
 
     def __init__(self, maxlen: int, partitions: int, name: Callable[[Vector], str]) -> None:

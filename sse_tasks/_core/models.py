@@ -335,7 +335,7 @@ class TaskEvent:
         #: For ``task.output``: the chunk, which is the event's data.
         self.chunk = chunk
         #: In a partitioned log, the id of the log's position after this event (see
-        #: :class:`~sse_tasks._core.log.PartitionedLog`): streams of many tasks send it.
+        #: :class:`~sse_tasks._core.log.PartitionedLog`): streams send it.
         self.position: str | None = None
         self._frames: dict[str, bytes] = {}
 
@@ -364,8 +364,8 @@ class TaskEvent:
         return frame
 
     def stream_frame(self, root_path: str = "") -> bytes:
-        """The frame a stream of many tasks sends: :meth:`frame`, numbered with
-        :attr:`position` where the log set one."""
+        """The frame a stream sends: :meth:`frame`, numbered with :attr:`position` where
+        the log set one."""
         position = self.position
         if position is None:
             return self.frame(root_path)

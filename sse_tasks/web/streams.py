@@ -598,7 +598,7 @@ def _select(
                     if event.key <= seen_key:
                         continue
                     del seen[task.id]
-            frame = event.frame(root) if single is not None else event.stream_frame(root)
+            frame = event.stream_frame(root)
         except MalformedEvent:
             continue  # a broker's entry that cannot be decoded (logged there)
         if vector is not None:

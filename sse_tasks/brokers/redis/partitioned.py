@@ -23,6 +23,7 @@ Processes of one deployment must agree on N: a task's partition depends on it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import zlib
 from collections.abc import Sequence
@@ -52,7 +53,8 @@ def partition_prefixes(prefix: str, partitions: int, cluster: bool) -> list[str]
     prefixes = []
     for partition in range(partitions):
         name = f"{prefix}.{partition}"
-        if cluster:
+        # (A prefix with a hash tag of its own keeps every partition in its one slot.)
+        if cluster and "{" not in prefix:
             low = partition * REDIS_CLUSTER_HASH_SLOTS // partitions
             high = (partition + 1) * REDIS_CLUSTER_HASH_SLOTS // partitions
             width = max(1, (high - low) // 4)
@@ -310,9 +312,11 @@ class PartitionedRedisBroker(RedisBroker):
         await start_all(self.parts, observer)
 
     async def close(self) -> None:
-        # Their task groups were entered in order: they are left in the reverse order.
-        for part in reversed(self.parts):
-            await part.close()
+        # Their task groups were entered in order: they are left in the reverse order,
+        # every one of them, whatever the others raise.
+        async with contextlib.AsyncExitStack() as stack:
+            for part in self.parts:
+                stack.push_async_callback(part.close)
 
     async def read_back(self) -> None:
         for part in self.parts:

@@ -574,6 +574,7 @@ class StateEvent(TaskEvent):
         self.type = type
         self.chunk = None
         self._frames = {}
+        self.position = None
         self._raw_task = raw_task
         self._task: Task | None = None
         #: The entry's ``k``: its task's id, known without decoding the snapshot.
@@ -611,6 +612,7 @@ class OutputEvent(TaskEvent):
         self.key = key
         self.type = OUTPUT_EVENT
         self._frames = {}
+        self.position = None
         self._raw_chunk = raw_chunk
         self._task_id = followed.task_id  # of the stream it was read from
         self._snapshot = followed.snapshot
