@@ -7,7 +7,7 @@ import anyio.lowlevel
 import pytest
 
 from sse_tasks import Task, TaskEvent
-from sse_tasks._core.log import EventLog
+from sse_tasks._core.log import EventLog, PartitionedLog, PartKey, Vector
 
 pytestmark = pytest.mark.anyio
 
@@ -252,3 +252,61 @@ def test_a_reader_behind_a_restart_is_told_why_until_the_ring_trims() -> None:
     assert log.behind == "the broker's history was flushed or replaced"  # nothing trimmed yet
     log.append(event(3))
     assert log.behind == "fell behind the retained history"
+
+
+def placed(partition: int, n: int) -> TaskEvent:
+    return TaskEvent(
+        f"{partition}-{n}", PartKey(partition, n), "task.progress", Task(id=f"t{partition}", name="n")
+    )
+
+
+def vector_name(vector: Vector) -> str:
+    return "v" + ".".join(str(part) for part in vector.parts)
+
+
+def test_a_partitioned_log_positions_each_event_and_resumes_per_partition() -> None:
+    log = PartitionedLog(100, 2, vector_name)
+    log.restart(Vector([0, 0]))
+    for partition, n in [(0, 1), (1, 1), (1, 2), (0, 2), (1, 3)]:
+        log.append(placed(partition, n))
+    assert [e.position for e in log.read(log.first)] == ["v1.0", "v1.1", "v1.2", "v2.2", "v2.3"]
+    assert [e.id for e in log.read(log.first)] == ["0-1", "1-1", "1-2", "0-2", "1-3"]  # their own ids
+    assert log.position_after(PartKey(0, 1)) == log.first + 3  # partition 0's next event
+    assert log.position_after(PartKey(1, 3)) == log.head
+    assert log.position_after(PartKey(1, 4)) is None  # not read here (yet)
+    assert log.position_after(PartKey(2, 1)) is None  # no such partition
+    # A position another process sent (it had 0-2 before 1-2): start at the first event it
+    # lacks, and skip what it has until the position past the last of those.
+    assert log.resume(Vector([2, 1])) == (log.first + 2, log.first + 4)
+    assert log.resume(Vector([2, 3])) == (log.head, log.head)
+    assert log.resume(Vector([0, 0])) == (log.first, log.first)
+    assert log.resume(Vector([0])) is None  # another partition count
+    assert log.newest == Vector([2, 3]) and log.floor == Vector([0, 0])
+
+
+def test_a_partitioned_log_knows_what_it_trimmed_in_each_partition() -> None:
+    log = PartitionedLog(8, 2, vector_name)
+    log.restart(Vector([0, 0]))
+    for n in range(1, 21):
+        log.append(placed(0, n))
+    log.append(placed(1, 1))
+    assert log.floor_in(0) is not None and log.floor_in(0) > 1
+    assert log.floor_in(1) == 0  # nothing of partition 1 trimmed
+    assert log.resume(Vector([1, 0])) is None  # partition 0's events after 1 are gone
+    floor = log.floor_in(0)
+    assert log.resume(Vector([floor, 0])) is not None
+    assert log.position_after(PartKey(1, 0)) == log.first_in(1)
+
+
+def test_a_partitioned_log_reaches_a_key_it_holds_nothing_up_to() -> None:
+    log = PartitionedLog(10, 2, vector_name)
+    log.restart(Vector([5, 5]))
+    assert log.position_after(PartKey(0, 7)) is None  # newer than read here
+    log.reach(PartKey(0, 7))  # the broker checked: nothing up to 7 is for this log
+    assert log.position_after(PartKey(0, 7)) == log.head
+    log.append(placed(0, 8))
+    assert log.read(log.first)[0].position == "v8.5"
+    log.restart(Vector([8, 9]), "flushed")
+    assert len(log) == 0 and log.behind == "flushed" and log.vector == Vector([8, 9])
+    with pytest.raises(ValueError):
+        PartitionedLog(10, 0, vector_name)

@@ -83,6 +83,7 @@ from .keys import Keys
 from .leases import LeaseKeeper
 from .link import UNREACHABLE, Link, call, unavailable, wrong_kind
 from .options import check_settings, option, split_options
+from .partitioned import Partitions, PartitionView, partition_prefixes, placed, placed_follow, start_all
 from .reader import MAX_BACKOFF, MIN_BACKOFF, Ring, StreamKey, StreamReader, key
 from .records import chunks_of, data, task_or_none, text
 from .scripts import Script, Scripts
@@ -129,8 +130,6 @@ class RedisBroker(Broker):
 
     def __new__(cls, url: str = "redis://127.0.0.1:6379/0", **options: Any) -> RedisBroker:
         if cls is RedisBroker and _partitions(url, options.get("partitions")) > 1:
-            from .partitioned import PartitionedRedisBroker
-
             cls = PartitionedRedisBroker
         return super().__new__(cls)
 
@@ -361,6 +360,20 @@ class RedisBroker(Broker):
         """The history's epoch and the key of its newest event, as Redis has them now."""
         epoch, head = await self._reader.sync()
         return epoch, key(head)
+
+    @property
+    def parts(self) -> list[RedisBroker]:
+        """The partitions, each a :class:`RedisBroker` of its own keys (this one alone,
+        unless ``partitions`` > 1)."""
+        return [self]
+
+    def part_of(self, task_id: str) -> RedisBroker:
+        """The partition ``task_id`` lives in."""
+        return self
+
+    def partition_index(self, task_id: str) -> int:
+        """The index in :attr:`parts` of the partition ``task_id`` lives in."""
+        return 0
 
     def share_log(self, ring: Ring) -> None:
         """Append to ``ring`` (a partition's view of a partitioned broker's log) rather
@@ -690,6 +703,130 @@ class RedisBroker(Broker):
                         break
         await self._reader.check_epoch(found)
         return found
+
+
+class PartitionedRedisBroker(RedisBroker):
+    """A :class:`RedisBroker` of several partitions (``RedisBroker(url, partitions=N)`` with
+    N > 1 makes one): each task's reads and writes go to its partition; the log, the
+    cursor and the list of tasks span them all."""
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        history: int | None = None,
+        retention: float | None = None,
+        max_tasks: int | None = None,
+        lease: float | None = None,
+        outage_grace: float | None = None,
+        prefix: str | None = None,
+        max_connections: int | None = None,
+        partitions: int | None = None,
+    ) -> None:
+        self._configure(
+            url, history, retention, max_tasks, lease, outage_grace, prefix, max_connections, partitions
+        )
+        prefixes = partition_prefixes(self.prefix, self.partitions, is_cluster(self.url))
+        parts = [
+            RedisBroker(
+                self.url,
+                history=self.history,
+                retention=self.retention,
+                max_tasks=self.max_tasks,
+                lease=self.lease,
+                outage_grace=self.outage_grace,
+                prefix=part_prefix,
+                max_connections=self.max_connections,
+                partitions=1,
+            )
+            for part_prefix in prefixes
+        ]
+        self._partitions: Partitions[RedisBroker] = Partitions(parts, self.history)
+        self.log = self._partitions.log
+        for index, part in enumerate(parts):
+            part.share_log(PartitionView(self._partitions.log, index))
+
+    @property
+    def parts(self) -> list[RedisBroker]:
+        return self._partitions.parts
+
+    def part_of(self, task_id: str) -> RedisBroker:
+        return self._partitions.of(task_id)
+
+    def partition_index(self, task_id: str) -> int:
+        return self._partitions.index(task_id)
+
+    async def start(self, observer: EventObserver) -> None:
+        self.log.reopen()
+        await start_all(self.parts, observer)
+
+    async def close(self) -> None:
+        # Their task groups were entered in order: they are left in the reverse order,
+        # every one of them, whatever the others raise.
+        async with contextlib.AsyncExitStack() as stack:
+            for part in self.parts:
+                stack.push_async_callback(part.close)
+
+    async def read_back(self) -> None:
+        for part in self.parts:
+            await part.read_back()
+
+    def parse_event_id(self, event_id: str) -> Any | None:
+        return self._partitions.parse(event_id)
+
+    async def cursor(self) -> str:
+        return await self._partitions.cursor()
+
+    async def events_after(self, key: Any) -> list[TaskEvent] | None:
+        return await self._partitions.events_after(key)
+
+    async def follow_output(self, task: Task | None) -> OutputFollow:
+        if task is None:
+            return await self._partitions.follow_all()
+        index = self._partitions.index(task.id)
+        return placed_follow(index, await self.parts[index].follow_output(task))
+
+    async def publish(self, task: Task, event_type: str) -> TaskEvent | None:
+        return self._placed(task.id, await self.part_of(task.id).publish(task, event_type))
+
+    async def publish_sent(self, task: Task) -> TaskEvent | None:
+        return self._placed(task.id, await self.part_of(task.id).publish_sent(task))
+
+    async def publish_output(self, task: Task, chunk: OutputChunk) -> TaskEvent | None:
+        return self._placed(task.id, await self.part_of(task.id).publish_output(task, chunk))
+
+    async def publish_outputs(self, task: Task, chunks: Sequence[OutputChunk]) -> list[TaskEvent] | None:
+        events = await self.part_of(task.id).publish_outputs(task, chunks)
+        index = self._partitions.index(task.id)
+        return None if events is None else [placed(index, event) for event in events]
+
+    async def keep_outputs(self, task: Task, chunks: Sequence[OutputChunk]) -> bool:
+        return await self.part_of(task.id).keep_outputs(task, chunks)
+
+    async def refuse(self, task_id: str) -> bool:
+        return await self.part_of(task_id).refuse(task_id)
+
+    async def output(self, task_id: str) -> list[OutputChunk]:
+        return await self.part_of(task_id).output(task_id)
+
+    async def get(self, task_id: str) -> Task | None:
+        return await self.part_of(task_id).get(task_id)
+
+    async def expired(self, task_id: str) -> bool:
+        return await self.part_of(task_id).expired(task_id)
+
+    async def list_tasks(
+        self,
+        *,
+        state: TaskState | None = None,
+        name: str | None = None,
+        tags: Sequence[str] = (),
+        limit: int = 100,
+    ) -> list[Task]:
+        return await self._partitions.list_tasks(state=state, name=name, tags=tags, limit=limit)
+
+    def _placed(self, task_id: str, event: TaskEvent | None) -> TaskEvent | None:
+        return None if event is None else placed(self._partitions.index(task_id), event)
 
 
 def _partitions(url: str, given: int | None) -> int:

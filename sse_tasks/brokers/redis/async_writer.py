@@ -12,7 +12,7 @@ from ..._core.models import OutputChunk, Task
 from .reader import MAX_BACKOFF, MIN_BACKOFF
 from .records import chunks_of, task_or_none, text
 from .wire import AsyncWire, Command
-from .writing import Started, Write, Writing, final_write, requeue_write
+from .writing import Routes, Started, Write, Writing, each_async, final_write, requeue_write
 
 if TYPE_CHECKING:
     from . import RedisBroker
@@ -27,6 +27,11 @@ class AsyncWriter(Writing):
     are retried with backoff for up to ``retry_for`` seconds while Redis is unreachable.
     One writer per event loop (its connections belong to the loop that opened them).
     """
+
+    def __new__(cls, broker: RedisBroker) -> AsyncWriter:
+        if cls is AsyncWriter and broker.partitions > 1:
+            cls = PartitionedAsyncWriter
+        return super().__new__(cls)
 
     def __init__(self, broker: RedisBroker) -> None:
         super().__init__(broker)
@@ -146,3 +151,75 @@ class AsyncWriter(Writing):
                     raise
                 await anyio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
+
+
+class PartitionedAsyncWriter(AsyncWriter):
+    """:class:`AsyncWriter` over a partitioned broker (``AsyncWriter(broker)`` makes one)."""
+
+    def __init__(self, broker: RedisBroker) -> None:
+        self.broker = broker
+        self.lease = broker.lease
+        self.outage_grace = broker.outage_grace
+        self._routes: Routes[AsyncWriter] = Routes(broker, AsyncWriter)
+
+    async def receive(self, queued: Task) -> str | None:
+        return await self._routes.of(queued.id).receive(queued)
+
+    async def create(self, queued: Task) -> Task | None:
+        return await self._routes.of(queued.id).create(queued)
+
+    async def running(
+        self, running: Task, *, create: Task | None = None, retry_for: float = 0.0
+    ) -> Task | None:
+        return await self._routes.of(running.id).running(running, create=create, retry_for=retry_for)
+
+    async def progress(self, task: Task) -> Task | None:
+        return await self._routes.of(task.id).progress(task)
+
+    async def output(self, chunk: OutputChunk, *, retry_for: float = 0.0) -> str | None:
+        return await self._routes.of(chunk.task_id).output(chunk, retry_for=retry_for)
+
+    async def final(
+        self,
+        task: Task,
+        *,
+        started: Started | None = None,
+        create: Task | None = None,
+        retry_for: float = 0.0,
+        wait: bool = True,
+    ) -> Task | None:
+        writer = self._routes.of(task.id)
+        return await writer.final(task, started=started, create=create, retry_for=retry_for, wait=wait)
+
+    async def requeue(
+        self, task: Task, *, started: Started | None = None, retry_for: float = 0.0
+    ) -> Task | None:
+        return await self._routes.of(task.id).requeue(task, started=started, retry_for=retry_for)
+
+    async def renew(self, task_ids: Iterable[str]) -> None:
+        for writer, ids in self._routes.split(task_ids):
+            await writer.renew(ids)
+
+    async def get(self, task_id: str) -> Task | None:
+        return await self._routes.of(task_id).get(task_id)
+
+    async def stored_output(self, task_id: str) -> list[OutputChunk]:
+        return await self._routes.of(task_id).stored_output(task_id)
+
+    async def finished(self, task_id: str) -> bool:
+        return await self._routes.of(task_id).finished(task_id)
+
+    async def finished_ids(self, task_ids: Iterable[str]) -> set[str]:
+        found: set[str] = set()
+        for writer, ids in self._routes.split(task_ids):
+            found |= await writer.finished_ids(ids)
+        return found
+
+    async def cancelled_ids(self) -> list[str]:
+        return [task_id for writer in self._routes.writers for task_id in await writer.cancelled_ids()]
+
+    async def settle(self) -> None:
+        await each_async(self._routes.writers, lambda writer: writer.settle())
+
+    async def close(self) -> None:
+        await each_async(self._routes.writers, lambda writer: writer.close())

@@ -23,20 +23,17 @@ Processes of one deployment must agree on N: a task's partition depends on it.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from ..._core.log import FELL_BEHIND, OutputFollow, PartitionedLog, PartKey, Vector
-from ..._core.models import OutputChunk, Task, TaskEvent, TaskState
+from ..._core.models import Task, TaskEvent, TaskState
 from ..base import EventObserver
-from . import RedisBroker
-from .cluster import is_cluster
 from .reader import StreamKey, stream_key
 
 
@@ -127,28 +124,51 @@ class PartitionView:
         self._log.reopen()
 
 
-def _placed(partition: int, event: TaskEvent) -> TaskEvent:
+def placed(partition: int, event: TaskEvent) -> TaskEvent:
     """``event`` of ``partition`` keyed in the partitioned log."""
     if not isinstance(event.key, PartKey):
         event.key = PartKey(partition, event.key)
     return event
 
 
-def _placed_follow(partition: int, follow: OutputFollow) -> OutputFollow:
+def placed_follow(partition: int, follow: OutputFollow) -> OutputFollow:
     since = None if follow.since is None else PartKey(partition, follow.since)
     return OutputFollow(since, follow.close, follow.tasks)
 
 
-class Partitions:
-    """The partitions of one broker: a :class:`RedisBroker` each, the shared log, and the
-    ids of positions in it."""
+class Part(Protocol):
+    """What a partition is to this module (a :class:`~sse_tasks.brokers.redis.RedisBroker`)."""
 
-    def __init__(self, parts: Sequence[RedisBroker], history: int) -> None:
+    @property
+    def history_epoch(self) -> str | None: ...
+    async def head(self) -> tuple[str, StreamKey]: ...
+    async def events_after(self, key: Any) -> list[TaskEvent] | None: ...
+    async def follow_output(self, task: Task | None) -> OutputFollow: ...
+    async def list_tasks(
+        self,
+        *,
+        state: TaskState | None = None,
+        name: str | None = None,
+        tags: Sequence[str] = (),
+        limit: int = 100,
+    ) -> list[Task]: ...
+    async def launch(self, observer: EventObserver) -> None: ...
+    async def first_connect(self) -> None: ...
+
+
+P = TypeVar("P", bound=Part)
+
+
+class Partitions(Generic[P]):
+    """The partitions of one broker (a :class:`Part` each), the shared log, and the ids of
+    positions in it."""
+
+    def __init__(self, parts: Sequence[P], history: int) -> None:
         self.parts = list(parts)
         self.log = PartitionedLog(history, len(self.parts), self.name)
         self._digests: dict[tuple[str, ...], str] = {}
 
-    def of(self, task_id: str) -> RedisBroker:
+    def of(self, task_id: str) -> P:
         """The partition ``task_id`` lives in."""
         return self.parts[partition_of(task_id, len(self.parts))]
 
@@ -205,7 +225,7 @@ class Partitions:
         each partition where the log does not reach back to ``position``."""
         if isinstance(position, PartKey):
             found = await self.parts[position.partition].events_after(position.key)
-            return None if found is None else [_placed(position.partition, e) for e in found]
+            return None if found is None else [placed(position.partition, e) for e in found]
         if not isinstance(position, Vector) or len(position.parts) != len(self.parts):
             return None
         events: list[TaskEvent] = []
@@ -217,7 +237,7 @@ class Partitions:
             found = await self.parts[partition].events_after(local)
             if found is None:
                 return None
-            events.extend(_placed(partition, event) for event in found)
+            events.extend(placed(partition, event) for event in found)
         return events
 
     async def follow_all(self) -> OutputFollow:
@@ -248,133 +268,10 @@ class Partitions:
         return found[:limit]
 
 
-async def start_all(parts: Sequence[RedisBroker], observer: EventObserver) -> None:
+async def start_all(parts: Sequence[Part], observer: EventObserver) -> None:
     """Start every partition, then wait for their readers together (a few seconds at most)."""
     for part in parts:
         await part.launch(observer)
     async with anyio.create_task_group() as group:
         for part in parts:
             group.start_soon(part.first_connect)
-
-
-class PartitionedRedisBroker(RedisBroker):
-    """A :class:`RedisBroker` of several partitions (``RedisBroker(url, partitions=N)`` with
-    N > 1 makes one): each task's reads and writes go to its partition; the log, the
-    cursor and the list of tasks span them all."""
-
-    def __init__(
-        self,
-        url: str = "redis://127.0.0.1:6379/0",
-        *,
-        history: int | None = None,
-        retention: float | None = None,
-        max_tasks: int | None = None,
-        lease: float | None = None,
-        outage_grace: float | None = None,
-        prefix: str | None = None,
-        max_connections: int | None = None,
-        partitions: int | None = None,
-    ) -> None:
-        self._configure(
-            url, history, retention, max_tasks, lease, outage_grace, prefix, max_connections, partitions
-        )
-        prefixes = partition_prefixes(self.prefix, self.partitions, is_cluster(self.url))
-        parts = [
-            RedisBroker(
-                self.url,
-                history=self.history,
-                retention=self.retention,
-                max_tasks=self.max_tasks,
-                lease=self.lease,
-                outage_grace=self.outage_grace,
-                prefix=part_prefix,
-                max_connections=self.max_connections,
-                partitions=1,
-            )
-            for part_prefix in prefixes
-        ]
-        self._partitions = Partitions(parts, self.history)
-        self.log = self._partitions.log
-        for index, part in enumerate(parts):
-            part.share_log(PartitionView(self._partitions.log, index))
-
-    @property
-    def parts(self) -> list[RedisBroker]:
-        """The partitions, each a :class:`RedisBroker` of its own keys."""
-        return self._partitions.parts
-
-    def part_of(self, task_id: str) -> RedisBroker:
-        """The partition ``task_id`` lives in."""
-        return self._partitions.of(task_id)
-
-    async def start(self, observer: EventObserver) -> None:
-        self.log.reopen()
-        await start_all(self.parts, observer)
-
-    async def close(self) -> None:
-        # Their task groups were entered in order: they are left in the reverse order,
-        # every one of them, whatever the others raise.
-        async with contextlib.AsyncExitStack() as stack:
-            for part in self.parts:
-                stack.push_async_callback(part.close)
-
-    async def read_back(self) -> None:
-        for part in self.parts:
-            await part.read_back()
-
-    def parse_event_id(self, event_id: str) -> Any | None:
-        return self._partitions.parse(event_id)
-
-    async def cursor(self) -> str:
-        return await self._partitions.cursor()
-
-    async def events_after(self, key: Any) -> list[TaskEvent] | None:
-        return await self._partitions.events_after(key)
-
-    async def follow_output(self, task: Task | None) -> OutputFollow:
-        if task is None:
-            return await self._partitions.follow_all()
-        index = self._partitions.index(task.id)
-        return _placed_follow(index, await self.parts[index].follow_output(task))
-
-    async def publish(self, task: Task, event_type: str) -> TaskEvent | None:
-        return self._placed(task.id, await self.part_of(task.id).publish(task, event_type))
-
-    async def publish_sent(self, task: Task) -> TaskEvent | None:
-        return self._placed(task.id, await self.part_of(task.id).publish_sent(task))
-
-    async def publish_output(self, task: Task, chunk: OutputChunk) -> TaskEvent | None:
-        return self._placed(task.id, await self.part_of(task.id).publish_output(task, chunk))
-
-    async def publish_outputs(self, task: Task, chunks: Sequence[OutputChunk]) -> list[TaskEvent] | None:
-        events = await self.part_of(task.id).publish_outputs(task, chunks)
-        index = self._partitions.index(task.id)
-        return None if events is None else [_placed(index, event) for event in events]
-
-    async def keep_outputs(self, task: Task, chunks: Sequence[OutputChunk]) -> bool:
-        return await self.part_of(task.id).keep_outputs(task, chunks)
-
-    async def refuse(self, task_id: str) -> bool:
-        return await self.part_of(task_id).refuse(task_id)
-
-    async def output(self, task_id: str) -> list[OutputChunk]:
-        return await self.part_of(task_id).output(task_id)
-
-    async def get(self, task_id: str) -> Task | None:
-        return await self.part_of(task_id).get(task_id)
-
-    async def expired(self, task_id: str) -> bool:
-        return await self.part_of(task_id).expired(task_id)
-
-    async def list_tasks(
-        self,
-        *,
-        state: TaskState | None = None,
-        name: str | None = None,
-        tags: Sequence[str] = (),
-        limit: int = 100,
-    ) -> list[Task]:
-        return await self._partitions.list_tasks(state=state, name=name, tags=tags, limit=limit)
-
-    def _placed(self, task_id: str, event: TaskEvent | None) -> TaskEvent | None:
-        return None if event is None else _placed(self._partitions.index(task_id), event)

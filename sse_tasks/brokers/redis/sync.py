@@ -17,7 +17,7 @@ from ..._core.models import OutputChunk, Task
 from .reader import MAX_BACKOFF, MIN_BACKOFF
 from .records import chunks_of, task_or_none, text
 from .wire import Command, Wire
-from .writing import Started, Write, Writing, final_write, requeue_write
+from .writing import Routes, Started, Write, Writing, each, final_write, requeue_write
 
 if TYPE_CHECKING:
     from . import RedisBroker
@@ -32,6 +32,11 @@ class SyncWriter(Writing):
     unreachable (each carries a token, so a retry that had in fact succeeded is not
     applied twice); then the ``redis`` errors in :attr:`unreachable` propagate.
     """
+
+    def __new__(cls, broker: RedisBroker) -> SyncWriter:
+        if cls is SyncWriter and broker.partitions > 1:
+            cls = PartitionedSyncWriter
+        return super().__new__(cls)
 
     def __init__(self, broker: RedisBroker) -> None:
         super().__init__(broker)
@@ -192,3 +197,94 @@ class SyncWriter(Writing):
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
+
+
+class PartitionedSyncWriter(SyncWriter):
+    """:class:`SyncWriter` over a partitioned broker (``SyncWriter(broker)`` makes one)."""
+
+    def __init__(self, broker: RedisBroker) -> None:
+        self.broker = broker
+        self.lease = broker.lease
+        self.outage_grace = broker.outage_grace
+        self._routes: Routes[SyncWriter] = Routes(broker, SyncWriter)
+
+    def receive(self, queued: Task) -> str | None:
+        return self._routes.of(queued.id).receive(queued)
+
+    def create(self, queued: Task) -> Task | None:
+        return self._routes.of(queued.id).create(queued)
+
+    def running(self, running: Task, *, create: Task | None = None, retry_for: float = 0.0) -> Task | None:
+        return self._routes.of(running.id).running(running, create=create, retry_for=retry_for)
+
+    def progress(self, task: Task) -> Task | None:
+        return self._routes.of(task.id).progress(task)
+
+    def output(self, chunk: OutputChunk, *, retry_for: float = 0.0) -> str | None:
+        return self._routes.of(chunk.task_id).output(chunk, retry_for=retry_for)
+
+    def final(
+        self,
+        task: Task,
+        *,
+        started: Started | None = None,
+        create: Task | None = None,
+        retry_for: float = 0.0,
+        wait: bool = True,
+    ) -> Task | None:
+        writer = self._routes.of(task.id)
+        return writer.final(task, started=started, create=create, retry_for=retry_for, wait=wait)
+
+    def requeue(self, task: Task, *, started: Started | None = None, retry_for: float = 0.0) -> Task | None:
+        return self._routes.of(task.id).requeue(task, started=started, retry_for=retry_for)
+
+    def renew(self, task_ids: Iterable[str]) -> None:
+        for writer, ids in self._routes.split(task_ids):
+            writer.renew(ids)
+
+    def get(self, task_id: str) -> Task | None:
+        return self._routes.of(task_id).get(task_id)
+
+    def stored_output(self, task_id: str) -> list[OutputChunk]:
+        return self._routes.of(task_id).stored_output(task_id)
+
+    def finished(self, task_id: str) -> bool:
+        return self._routes.of(task_id).finished(task_id)
+
+    def finished_ids(self, task_ids: Iterable[str]) -> set[str]:
+        return {found for writer, ids in self._routes.split(task_ids) for found in writer.finished_ids(ids)}
+
+    def cancelled_ids(self) -> list[str]:
+        return [task_id for writer in self._routes.writers for task_id in writer.cancelled_ids()]
+
+    def state(self, task_id: str) -> str | None:
+        return self._routes.of(task_id).state(task_id)
+
+    def settle(self) -> None:
+        each(self._routes.writers, lambda writer: writer.settle())
+
+    def close(self) -> None:
+        each(self._routes.writers, lambda writer: writer.close())
+
+    def publish(
+        self,
+        task: Task,
+        event_type: str,
+        *,
+        lease: str,
+        requeue: bool = False,
+        create: Task | None = None,
+        retry_for: float = 0.0,
+    ) -> Task | None:
+        writer = self._routes.of(task.id)
+        return writer.publish(
+            task, event_type, lease=lease, requeue=requeue, create=create, retry_for=retry_for
+        )
+
+    def publish_many(self, items: Sequence[Write], *, retry_for: float = 0.0) -> list[Task | None]:
+        stored: list[Task | None] = [None] * len(items)
+        for writer, positions in self._routes.split_items(items):
+            answers = writer.publish_many([items[p] for p in positions], retry_for=retry_for)
+            for position, answer in zip(positions, answers, strict=True):
+                stored[position] = answer
+        return stored

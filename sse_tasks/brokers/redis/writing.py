@@ -4,8 +4,8 @@ which differ only in how they wait (each on a :class:`~.wire.Wire` of its kind).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..._core.models import OutputChunk, Task, TaskState, event_type_for
 from .keys import Keys
@@ -146,3 +146,55 @@ def after(started: Started | None, item: Write) -> Write:
     running, queued = started
     task, event_type, options = item
     return (task, event_type, {**options, "started": running, "create": options.get("create") or queued})
+
+
+W = TypeVar("W")
+
+
+class Routes(Generic[W]):
+    """One writer per partition, and which one a task's writes go to."""
+
+    def __init__(self, broker: RedisBroker, make: Callable[[RedisBroker], W]) -> None:
+        self.writers: list[W] = [make(part) for part in broker.parts]
+        self._index: Callable[[str], int] = broker.partition_index
+
+    def of(self, task_id: str) -> W:
+        return self.writers[self._index(task_id)]
+
+    def split(self, task_ids: Iterable[str]) -> list[tuple[W, list[str]]]:
+        """``task_ids`` by partition: each partition's writer and its ids."""
+        groups: dict[int, list[str]] = {}
+        for task_id in task_ids:
+            groups.setdefault(self._index(task_id), []).append(task_id)
+        return [(self.writers[index], ids) for index, ids in groups.items()]
+
+    def split_items(self, items: Sequence[Write]) -> list[tuple[W, list[int]]]:
+        """The positions of ``items`` by partition (each partition's in order)."""
+        groups: dict[int, list[int]] = {}
+        for position, (task, _, _) in enumerate(items):
+            groups.setdefault(self._index(task.id), []).append(position)
+        return [(self.writers[index], positions) for index, positions in groups.items()]
+
+
+def each(writers: Sequence[W], call: Callable[[W], object]) -> None:
+    """``call`` each of ``writers``, every one whatever the others raise; then raise the
+    first error."""
+    error: BaseException | None = None
+    for writer in writers:
+        try:
+            call(writer)
+        except Exception as exc:
+            error = error or exc
+    if error is not None:
+        raise error
+
+
+async def each_async(writers: Sequence[W], call: Callable[[W], Awaitable[object]]) -> None:
+    error: BaseException | None = None
+    for writer in writers:
+        try:
+            await call(writer)
+        except Exception as exc:
+            error = error or exc
+    if error is not None:
+        raise error
