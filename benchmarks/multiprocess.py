@@ -6,13 +6,15 @@ tasks (2,200 chunks each: the words and a log line every 10) submitted to one pr
 (2) clients on the other processes **B…**, while one process (**idle**) has no client
 at all. Every process is ``sse-tasks serve --app benchmarks.multiprocess_app:hub`` on
 one throwaway ``redis-server`` (``--cluster``: and on a local Redis Cluster of three
-masters, ``redis+cluster://``); the same workload on one ``memory://`` process (its
-followers on it) is the yardstick, measured in the same run.
+masters, ``redis+cluster://``, with its default three partitions and with one); the
+same workload on one ``memory://`` process (its followers on it) is the yardstick,
+measured in the same run.
 
 Each follower checks every chunk of every task arrives once and in order. Reported,
 per system: wall time from the first submit until every follower has every chunk and
 every task's end; CPU µs per chunk of the producer, of a follower process, of the idle
-process and of redis-server (``/proc``, whole process trees); delivery latency
+process, of redis-server (all nodes of a cluster) and of the busiest node (``/proc``,
+whole process trees); delivery latency
 p50/p99 of the log lines (stamped when written, ``benchmarks/multiprocess_app.py``)
 to followers on another process; and each ratio against memory. The servers share
 the first CPU, the client the second (``--no-pin``: not pinned).
@@ -131,6 +133,7 @@ async def run_once(
     cpu: int | None,
     helpers: Sequence[int] = (),
     timeout: float = 120.0,
+    nodes: Sequence[int] = (),
     profile: Path | None = None,
 ) -> dict[str, Any]:
     """One run: ``processes`` = 1 (memory: everything on it) or ≥ 3 (A, followers, idle)."""
@@ -175,6 +178,7 @@ async def run_once(
                 await profiles.enter_async_context(harness.profiled(deployment.servers[index].pid, stem))
             cpus0 = [deployment.cpu(i) for i in range(processes)]
             helper0 = harness.cpu_seconds(helpers)
+            nodes0 = [harness.cpu_seconds([node]) for node in nodes]
             start = time.monotonic_ns()
             try:
                 await asyncio.gather(*(submit(conn) for conn in conns))  # 20 clients at once
@@ -184,6 +188,9 @@ async def run_once(
             ends = await _done(streams, deployment, procs, timeout)
             used = [deployment.cpu(i) - cpus0[i] for i in range(processes)]
             helper = harness.cpu_seconds(helpers) - helper0
+            busiest = max(
+                (harness.cpu_seconds([n]) - n0 for n, n0 in zip(nodes, nodes0, strict=True)), default=helper
+            )
         wall = (max(ends) - start) / 1e9
     finally:
         for stream in streams:
@@ -208,6 +215,7 @@ async def run_once(
         "follower_cpu_us_per_chunk": per_chunk(statistics.mean(used[i] for i in serving)),
         "idle_cpu_us_per_chunk": per_chunk(used[idle]) if processes > 1 else float("nan"),
         "redis_cpu_us_per_chunk": per_chunk(helper) if helpers else float("nan"),
+        "redis_busiest_cpu_us_per_chunk": per_chunk(busiest) if helpers else float("nan"),
         "latency_p50_ms": round(latency["p50_ms"], 2),
         "latency_p99_ms": round(latency["p99_ms"], 2),
     }
@@ -236,14 +244,21 @@ async def measure_redis(
 
 
 async def measure_cluster(
-    size: tuple[int, int, int], processes: int, cpu: int | None, profile: Path | None = None
+    size: tuple[int, int, int],
+    processes: int,
+    cpu: int | None,
+    profile: Path | None = None,
+    partitions: int | None = None,
 ) -> dict[str, Any]:
-    """The redis:// workload on a local Redis Cluster of three masters (its CPU: all three)."""
+    """The redis:// workload on a local Redis Cluster of three masters (its CPU: all three;
+    the busiest one's too), with ``partitions`` (default: the broker's, three)."""
     procs = harness.Processes("multiprocess-cluster")
     try:
         nodes, url = harness.start_redis_cluster(procs, cpu, "--maxclients", "1000")
         pids = procs.pids(nodes)
-        return await run_once(procs, url, processes, *size, cpu, pids, profile=profile)
+        if partitions is not None:
+            url += f"?partitions={partitions}"
+        return await run_once(procs, url, processes, *size, cpu, pids, profile=profile, nodes=pids)
     finally:
         procs.close()
 
@@ -255,6 +270,7 @@ ROWS = (
     ("follower_cpu_us_per_chunk", "follower process CPU µs/chunk"),
     ("idle_cpu_us_per_chunk", "idle process CPU µs/chunk"),
     ("redis_cpu_us_per_chunk", "redis-server CPU µs/chunk"),
+    ("redis_busiest_cpu_us_per_chunk", "busiest Redis node CPU µs/chunk"),
     ("latency_p50_ms", "latency p50 ms (log lines)"),
     ("latency_p99_ms", "latency p99 ms (log lines)"),
 )
@@ -324,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         runs: dict[str, list[dict[str, Any]]] = {"memory": [], "redis": []}
         if args.cluster:
             runs["cluster"] = []
+            runs["cluster-1"] = []  # the cluster with one partition: one master carries it
         for _ in range(args.repeat):
             for system in runs:
                 if args.quiet_wait:
@@ -332,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
                     runs[system].append(await measure_memory(size, cpu, args.profile))
                 elif system == "cluster":
                     runs[system].append(await measure_cluster(size, args.processes, cpu, args.profile))
+                elif system == "cluster-1":
+                    runs[system].append(await measure_cluster(size, args.processes, cpu, args.profile, 1))
                 else:
                     runs[system].append(await measure_redis(size, args.processes, cpu, args.profile))
         return {system: harness.median_of(found) for system, found in runs.items()}

@@ -1451,3 +1451,28 @@ async def test_a_unix_socket_url_reaches_redis(redis_socket: str) -> None:
 
     with redis.Redis(unix_socket_path=redis_socket, db=2) as client:
         assert client.dbsize() > 0  # in database 2, through the socket
+
+
+async def test_a_cluster_spreads_the_partitions_over_its_masters(redis_cluster: Any) -> None:
+    """Three partitions (the default) on three masters: each master holds the keys of some
+    tasks, each task's keys in one slot, and the list spans them all."""
+    broker = RedisBroker(redis_cluster.url, prefix="spread")
+    assert len(broker.parts) == 3
+    await broker.start(lambda event: None)
+    try:
+        tasks = [Task(id=f"spread-{n}", name="job") for n in range(30)]
+        for task in tasks:
+            assert await broker.publish(task, "task.queued") is not None
+        held: dict[int, set[str]] = {}
+        for node in redis_cluster.nodes:
+            with node.client() as client:
+                held[node.port] = {key.decode().rsplit(":", 1)[1] for key in client.keys("{spread.*:task:*")}
+        assert all(held.values()), held  # every master holds some of them
+        assert sorted(task_id for ids in held.values() for task_id in ids) == sorted(t.id for t in tasks)
+        assert {t.id for t in await broker.list_tasks(limit=100)} == {t.id for t in tasks}
+        for task in tasks:  # and each is where its partition is
+            part = broker.part_of(task.id)
+            assert part.keys.task(task.id).startswith(part.key_prefix)
+            assert await broker.get(task.id) is not None
+    finally:
+        await broker.close()

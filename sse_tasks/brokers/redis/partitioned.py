@@ -2,7 +2,7 @@
 cluster and adding Redis shards adds capacity.
 
 Each partition is a whole broker of its own (:class:`~sse_tasks.brokers.redis.RedisBroker`
-under the prefix ``<prefix>.<n>``: its log, its tasks, its leases, its reader), and
+under the prefix ``<prefix>.<N>.<n>``: its log, its tasks, its leases, its reader), and
 a task lives in one of them, chosen by its id (CRC-32 of the id, modulo N), with
 all of its keys: its events stay totally ordered there. On a Redis Cluster each
 partition's keys carry a hash tag of their own, picked so that the partitions' slots
@@ -43,15 +43,15 @@ def partition_of(task_id: str, partitions: int) -> int:
 
 
 def partition_prefixes(prefix: str, partitions: int, cluster: bool) -> list[str]:
-    """Each partition's key prefix: ``<prefix>.<n>``; on a cluster with a suffix that puts
+    """Each partition's key prefix: ``<prefix>.<N>.<n>``; on a cluster with a suffix that puts
     partition ``n``'s hash tag in the middle of the ``n``-th of N even slot ranges."""
     if partitions == 1:
         return [prefix]
     prefixes = []
     for partition in range(partitions):
-        name = f"{prefix}.{partition}"
-        # (A prefix with a hash tag of its own keeps every partition in its one slot.)
-        if cluster and "{" not in prefix:
+        name = f"{prefix}.{partitions}.{partition}"  # another count: other keys
+        # (A prefix with a brace makes the tag itself: every partition keeps that slot.)
+        if cluster and "{" not in prefix and "}" not in prefix:
             low = partition * REDIS_CLUSTER_HASH_SLOTS // partitions
             high = (partition + 1) * REDIS_CLUSTER_HASH_SLOTS // partitions
             width = max(1, (high - low) // 4)
