@@ -1476,3 +1476,35 @@ async def test_a_cluster_spreads_the_partitions_over_its_masters(redis_cluster: 
             assert await broker.get(task.id) is not None
     finally:
         await broker.close()
+
+
+async def test_ids_of_another_partition_count_resync(
+    redis_cluster: Any, live_server: Callable[..., LiveServer]
+) -> None:
+    """An upgrade that changes the partitions (one before, the default three after) starts a
+    new history: every id of the old layout answers ``reset``, never a continuation."""
+    before = live_server(redis_hub(redis_cluster.url + "?partitions=1&prefix=upgrade"))
+    async with httpx.AsyncClient(base_url=before.url, timeout=30) as http:
+        task = await submit(http, "fail")
+        _, events = await collect(http, f"/tasks/{task['id']}/events")
+        last = task_events(events)[-1]
+        assert last.event == "task.failed" and not is_position(last.id)
+        cursor = (await http.get("/tasks")).json()["cursor"]
+    after = live_server(redis_hub(redis_cluster.url + "?prefix=upgrade"))
+    async with httpx.AsyncClient(base_url=after.url, timeout=30) as http:
+        position = (await http.get("/tasks")).json()["cursor"]
+        assert is_position(position)
+        for stale in (last.id, cursor):
+            _, events = await collect(
+                http, f"/events?last_event_id={stale}", until=lambda e: e.event == "reset"
+            )
+            assert [e.event for e in events if e.event] == ["reset"]
+            assert events[-1].json()["reason"] == "unknown or malformed Last-Event-ID"
+        assert (await http.get(f"/tasks/{task['id']}")).status_code == 404  # in the old keys
+        # The new layout's own positions resume as they should.
+        fresh = await submit(http, "fail")
+        _, events = await collect(
+            http, f"/events?last_event_id={position}", until=lambda e: e.event == "task.failed"
+        )
+        assert [e.event for e in task_events(events)] == ["task.queued", "task.running", "task.failed"]
+        assert all(e.json()["id"] == fresh["id"] for e in task_events(events))
