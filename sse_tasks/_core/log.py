@@ -445,6 +445,7 @@ class PartitionedLog(EventLog):
         # Per partition: everything after this key is held (None: all of its history).
         self._part_floor: list[Any] = [None] * partitions
         self._vector: list[Any] = [None] * partitions  # the position after the newest event
+        self._holders: dict[int, Callable[[], bool] | None] = {}  # see hold_for()
 
     @property
     def vector(self) -> Vector:
@@ -454,6 +455,30 @@ class PartitionedLog(EventLog):
     def newest_in(self, partition: int) -> Any:
         """The newest key of ``partition`` held or reached (None: none since the start)."""
         return self._vector[partition]
+
+    def hold_for(
+        self,
+        partition: int,
+        window: float,
+        quiet: float,
+        expecting: Callable[[], bool] | None = None,
+        expect_window: float = 0.0,
+    ) -> None:
+        """:meth:`hold` by ``partition``'s reader: the wake-up waits while any partition's
+        reader fetches (one reader's release does not end another's hold)."""
+        self._holders[partition] = expecting
+        if len(self._holders) > 1:
+            expecting = self._any_expecting
+        self.hold(window, quiet, expecting, expect_window)
+
+    def release_for(self, partition: int) -> None:
+        """:meth:`release` by ``partition``'s reader: the hold ends with the last one's."""
+        self._holders.pop(partition, None)
+        if not self._holders:
+            self.release()
+
+    def _any_expecting(self) -> bool:
+        return any(expecting is not None and expecting() for expecting in self._holders.values())
 
     def first_in(self, partition: int) -> int:
         """Position of the oldest event of ``partition`` held (:attr:`head` if none)."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
@@ -111,11 +111,17 @@ class PartitionView:
     def read(self, position: int, limit: int | None = None) -> list[TaskEvent]:
         return self._log.read(position, limit)
 
-    def hold(self, *args: Any, **kwargs: Any) -> None:
-        self._log.hold(*args, **kwargs)
+    def hold(
+        self,
+        window: float,
+        quiet: float,
+        expecting: Callable[[], bool] | None = None,
+        expect_window: float = 0.0,
+    ) -> None:
+        self._log.hold_for(self.partition, window, quiet, expecting, expect_window)
 
     def release(self) -> None:
-        self._log.release()
+        self._log.release_for(self.partition)
 
     async def wait(self, position: int) -> None:
         await self._log.wait(position)
