@@ -310,3 +310,30 @@ def test_a_partitioned_log_reaches_a_key_it_holds_nothing_up_to() -> None:
     assert len(log) == 0 and log.behind == "flushed" and log.vector == Vector([8, 9])
     with pytest.raises(ValueError):
         PartitionedLog(10, 0, vector_name)
+
+
+async def test_a_partitioned_log_is_held_until_every_partitions_reader_releases_it() -> None:
+    log = PartitionedLog(100, 2, vector_name)
+    log.restart(Vector([0, 0]))
+    woken_with: list[int] = []
+
+    async def record() -> None:
+        await log.wait(log.head)
+        woken_with.append(len(log))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(record)
+        await anyio.wait_all_tasks_blocked()
+        log.append(placed(0, 1))
+        log.hold_for(0, 30.0, 30.0)  # both readers fetch more
+        log.hold_for(1, 30.0, 30.0, lambda: True)
+        log.append(placed(1, 1))
+        log.release_for(0)  # one is done: the other still fetches
+        for _ in range(5):
+            await anyio.lowlevel.checkpoint()
+        assert woken_with == []
+        log.release_for(1)
+        with anyio.fail_after(1):
+            while not woken_with:
+                await anyio.lowlevel.checkpoint()
+    assert woken_with == [2]  # both partitions' events in one wake-up
