@@ -307,6 +307,45 @@ async def test_output_followed_on_another_process_mid_generation_is_whole_then_e
         assert ids_and_types(all_events(rest)) == ids_and_types(resumed[index + 1 :])
 
 
+async def test_every_tasks_output_followed_on_another_process_resumes_exactly(
+    clients: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    """``/events?output=1`` on B while tasks write on A (on a cluster: in several
+    partitions): every chunk once, in order; resumed on A, which interleaves the
+    partitions its own way, from an id B sent part way, exactly the rest."""
+    on_a, on_b = clients
+    cursor = (await on_b.get("/tasks")).json()["cursor"]
+    tasks = [await submit(on_a, "generate", words=30, delay=0.005) for _ in range(4)]
+    ids = {task["id"] for task in tasks}
+
+    def all_done(had: list[SSEEvent] = []) -> Callable[[SSEEvent], bool]:  # noqa: B006
+        """Whether every task has ended, with those ended in ``had`` (read before)."""
+        finished = {e.json()["id"] for e in had if e.event == "task.succeeded"}
+
+        def done(event: SSEEvent) -> bool:
+            if event.event == "task.succeeded" and event.json()["id"] in ids:
+                finished.add(event.json()["id"])
+            return finished == ids
+
+        return done
+
+    url = "/events?output=1&name=generate"
+    _, whole = await collect(on_b, f"{url}&last_event_id={cursor}", until=all_done())
+    assert not [e for e in whole if e.event == "reset"]
+    mine = [e for e in all_events(whole) if e.json()["id"] in ids]
+    for task_id in ids:
+        assert chunk_seqs([e for e in mine if e.json()["id"] == task_id]) == list(range(33))
+    assert_ordered_without_duplicates(all_events(whole))
+    last_end = max(i for i, e in enumerate(mine) if e.event == "task.succeeded")
+    for cut in range(0, last_end, 5):  # (a resume past every end would wait for ever)
+        with anyio.fail_after(30):
+            resume = f"{url}&last_event_id={mine[cut].id}"
+            _, rest = await collect(on_a, resume, until=all_done(mine[: cut + 1]))
+        assert not [e for e in rest if e.event == "reset"]
+        again = mine[: cut + 1] + [e for e in all_events(rest) if e.json()["id"] in ids]
+        assert sorted(ids_and_types(again)) == sorted(ids_and_types(mine))  # each once
+
+
 def all_events(events: list[SSEEvent]) -> list[SSEEvent]:
     """The task's events, output included."""
     return [e for e in events if e.event and e.event.startswith("task.")]
@@ -406,6 +445,12 @@ async def test_history_older_than_the_local_ring_comes_from_redis(
         url = f"/events?task={task['id']}&last_event_id={full[5].id}"
         _, rest = await collect(on_later, url, until=lambda e: e.event in TERMINAL)
         assert ids_and_types(task_events(rest)) == ids_and_types(full[6:])
+        assert not [e for e in rest if e.event == "reset"]
+        # The task's own stream too (on a cluster: from its partition's history, its
+        # events numbered with their own ids, each a key in its partition).
+        headers = {"last-event-id": full[5].id or ""}
+        _, rest = await collect(on_later, f"/tasks/{task['id']}/events", headers=headers)
+        assert [(e.event, e.data) for e in task_events(rest)] == [(e.event, e.data) for e in full[6:]]
         assert not [e for e in rest if e.event == "reset"]
 
 

@@ -745,6 +745,7 @@ class PartitionedRedisBroker(RedisBroker):
         self.log = self._partitions.log
         for index, part in enumerate(parts):
             part.share_log(PartitionView(self._partitions.log, index))
+            part.worker_id = self.worker_id  # one name for the process's connections
 
     @property
     def parts(self) -> list[RedisBroker]:
