@@ -401,9 +401,11 @@ async def _resync(plan: StreamPlan, reason: str, seen: dict[str, Any]) -> bytes:
 
     Snapshots carry the id of the newest event before the stream's position, so a
     client that reconnects after them resumes exactly there; live events a snapshot
-    already includes are skipped through ``seen``.
+    already includes are skipped through ``seen``. What a resume had planned (history
+    to send first, a position of its own) is dropped: the snapshots replace it.
     """
     runner, selection = plan.runner, plan.selection
+    plan.backlog, plan.vector = [], None
     marker = plan.marker or await runner.cursor()
     if selection.task_ids is not None:
         tasks = [t for t in [await runner.find(i) for i in selection.task_ids] if t]
