@@ -411,6 +411,19 @@ def before(position: Any, since: Any) -> bool:
     )
 
 
+def latest(keys: Sequence[Any], log: EventLog) -> Any:
+    """The latest of ``keys`` (events' keys) in ``log``: in a partitioned log, a
+    :class:`Vector` of the latest of each partition (None where there is none)."""
+    if not isinstance(log, PartitionedLog):
+        return max(keys)
+    parts: list[Any] = [None] * log.partitions
+    for key in keys:
+        part = parts[key.partition]
+        if part is None or key.key > part:
+            parts[key.partition] = key.key
+    return Vector(parts)
+
+
 def local_key(key: Any) -> Any:
     """``key`` within its partition (itself, in a log of one partition)."""
     return key.key if isinstance(key, PartKey) else key
@@ -444,6 +457,7 @@ class PartitionedLog(EventLog):
         self._part_positions: list[list[int]] = [[] for _ in range(partitions)]
         # Per partition: everything after this key is held (None: all of its history).
         self._part_floor: list[Any] = [None] * partitions
+        self._part_trimmed = [False] * partitions  # some of the partition's events trimmed
         self._vector: list[Any] = [None] * partitions  # the position after the newest event
         self._holders: dict[int, Callable[[], bool] | None] = {}  # see hold_for()
 
@@ -489,6 +503,14 @@ class PartitionedLog(EventLog):
         """The key of ``partition`` after which the log holds all of its events (None: all)."""
         return self._part_floor[partition]
 
+    def oldest_in(self, partition: int) -> Any:
+        """As :attr:`EventLog.floor` for one partition: the key of its oldest event held
+        once some of its events were trimmed, else the key it holds everything after."""
+        keys = self._part_keys[partition]
+        if keys and self._part_trimmed[partition]:
+            return keys[0]
+        return self._part_floor[partition]
+
     @property
     def newest(self) -> Any:
         return self.vector
@@ -510,6 +532,7 @@ class PartitionedLog(EventLog):
             keys.clear()
             positions.clear()
         self._part_floor = list(base.parts)
+        self._part_trimmed = [False] * self.partitions
         self._vector = list(base.parts)
 
     def append(self, event: TaskEvent) -> None:
@@ -517,7 +540,9 @@ class PartitionedLog(EventLog):
         head = self.head
         self._part_keys[partition].append(local)
         self._part_positions[partition].append(head)
-        self._vector[partition] = local
+        newest = self._vector[partition]
+        if newest is None or local > newest:  # (never back behind what reach() was told)
+            self._vector[partition] = local
         event.position = self.name(Vector(self._vector))
         first = self._first
         super().append(event)
@@ -530,6 +555,7 @@ class PartitionedLog(EventLog):
             if drop:
                 keys = self._part_keys[partition]
                 self._part_floor[partition] = keys[drop - 1]
+                self._part_trimmed[partition] = True
                 del keys[:drop]
                 del positions[:drop]
 

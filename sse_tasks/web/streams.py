@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._core.errors import Unavailable
-from .._core.log import OutputFollow, PartitionedLog, PartKey, Vector, before, order, reached
+from .._core.log import OutputFollow, PartitionedLog, PartKey, Vector, before, latest, order, reached
 from .._core.models import (
     MAX_EVENT_ID_LENGTH,
     OUTPUT_EVENT,
@@ -102,10 +102,15 @@ class Resume:
             self.output_seq = ascii_int(seq) if tilde else None
             if not tilde or self.output_seq is not None:
                 self.key = runner.parse_event_id(event_id)
-        if isinstance(self.key, Vector) and task is not None:
+        if task is not None and isinstance(self.key, (Vector, PartKey)):
             own = _key(runner, task)
-            part = self.key.parts[own.partition] if isinstance(own, PartKey) else None
-            self.key = PartKey(own.partition, part) if part is not None else None
+            if not isinstance(own, PartKey):
+                self.key = None
+            elif isinstance(self.key, Vector):
+                part = self.key.parts[own.partition]
+                self.key = PartKey(own.partition, part) if part is not None else None
+            elif self.key.partition != own.partition:
+                self.key = None  # another partition's event: no position in this task's
 
     @property
     def valid(self) -> bool:
@@ -314,16 +319,16 @@ async def _follow_chosen(runner: TaskBackend, task_ids: frozenset[str]) -> Outpu
         for follow in follows:
             follow.close()
 
-    since: Any = _UNKNOWN if len(unfinished) < len(tasks) else None
     try:
         for task in unfinished:
-            follow = await runner.follow_output(task)
-            follows.append(follow)
-            if since is not _UNKNOWN and follow.since is not None and (since is None or since < follow.since):
-                since = follow.since
+            follows.append(await runner.follow_output(task))
     except BaseException:
         close()
         raise
+    since: Any = _UNKNOWN if len(unfinished) < len(tasks) else None
+    sinces = [follow.since for follow in follows if follow.since is not None]
+    if since is None and sinces:
+        since = latest(sinces, runner.log)
     return OutputFollow(since, close, tasks)
 
 

@@ -7,7 +7,7 @@ import anyio.lowlevel
 import pytest
 
 from sse_tasks import Task, TaskEvent
-from sse_tasks._core.log import EventLog, PartitionedLog, PartKey, Vector
+from sse_tasks._core.log import EventLog, PartitionedLog, PartKey, Vector, latest
 
 pytestmark = pytest.mark.anyio
 
@@ -337,3 +337,20 @@ async def test_a_partitioned_log_is_held_until_every_partitions_reader_releases_
             while not woken_with:
                 await anyio.lowlevel.checkpoint()
     assert woken_with == [2]  # both partitions' events in one wake-up
+
+
+def test_a_partitioned_logs_oldest_held_key_and_latest_keys() -> None:
+    log = PartitionedLog(8, 2, vector_name)
+    log.restart(Vector([0, 0]))
+    assert log.oldest_in(0) == 0  # nothing trimmed: the base
+    for n in range(1, 21):
+        log.append(placed(0, n))
+    # Some trimmed: the oldest still held (where a reader's history joins the log).
+    assert log.oldest_in(0) == log.read(log.first_in(0), 1)[0].key.key > log.floor_in(0)
+    assert log.oldest_in(1) == 0
+    assert latest([PartKey(0, 5), PartKey(1, 7), PartKey(0, 9)], log) == Vector([9, 7])
+    assert latest([3, 9, 4], EventLog()) == 9
+    # What reach() was told is never taken back by an older key of the partition.
+    log.reach(PartKey(1, 50))
+    log.append(placed(1, 40))
+    assert log.newest_in(1) == 50 and log.vector.parts[1] == 50

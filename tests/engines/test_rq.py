@@ -203,3 +203,34 @@ def test_a_job_meta_anyone_wrote_cannot_stop_the_worker(rq_workers: dict[str, An
     finally:
         reader.close()
         connection.close()
+
+
+async def test_jobs_report_through_a_partitioned_broker(
+    live_server: Any, rq_workers: dict[str, Any], redis_url: str, redis_db: int
+) -> None:
+    """A forking worker lends its horse a connection of each partition's: on a broker of
+    two partitions every job runs and streams to its end, in either partition."""
+    from rq_workers import start_rq_worker
+
+    from sse_tasks.brokers.redis import RedisBroker
+
+    hub_url = redis_url.rsplit("/", 1)[0] + f"/{redis_db}?partitions=2"
+    partitions = RedisBroker(hub_url)  # (never started: which partition a task is in)
+    connection = redis.Redis.from_url(rq_workers["url"])
+    own = rq.Queue(f"partitioned-{redis_db}", connection=connection)
+    worker = start_rq_worker(rq_workers["url"], hub_url, own.name)
+    try:
+        async with await follow(live_server, own, hub_url) as http:
+            cursor = (await http.get("/tasks")).json()["cursor"]
+            async with http.stream("GET", "/events", params={"last_event_id": cursor}) as response:
+                events = Events(http, response)
+                posted: list[str] = []
+                while len({partitions.partition_index(task_id) for task_id in posted}) < 2:
+                    assert len(posted) < 30, "every task in one partition"
+                    posted.append(await post(http, "meta_steps", n=2, interval=0))
+                for task_id in posted:
+                    final = await events.end(task_id)
+                    assert events.types(task_id)[0] == "queued" and final.json()["result"] == 2
+    finally:
+        worker.stop()
+        connection.close()

@@ -11,8 +11,8 @@ import pytest
 from _fake_backend import FakeBackend
 
 from sse_tasks import Task, TaskState
-from sse_tasks._core.log import PartitionedLog, PartKey, Vector
-from sse_tasks._core.models import TaskEvent, event_type_for
+from sse_tasks._core.log import OutputFollow, PartitionedLog, PartKey, Vector
+from sse_tasks._core.models import OutputChunk, TaskEvent, event_type_for
 from sse_tasks.web.settings import WebSettings
 from sse_tasks.web.streams import Resume, Selection, StreamPlan, global_stream, task_stream
 
@@ -202,3 +202,39 @@ async def test_a_task_stream_resumes_from_a_global_id_in_its_own_partition() -> 
         ("task.succeeded", "t1"),
     ]
     assert Resume(backend, name(Vector([2, 3, 0])), task).key == PartKey(1, 3)
+    # Another partition's event id says nothing of this task's: a reset, not a guess.
+    assert Resume(backend, "k:0.1", task).key is None
+    assert Resume(backend, "k:1.1", task).key == PartKey(1, 1)
+    assert Resume(backend, "k:0.1").key == PartKey(0, 1)  # (a stream of many tasks resets it)
+
+
+class Following(Process):
+    """A process whose log holds each task's output only from its follow's key on."""
+
+    __slots__ = ("read", "since")
+
+    def __init__(self, since: dict[str, PartKey]) -> None:
+        super().__init__()
+        self.since = since
+        self.read: list[str] = []
+
+    async def follow_output(self, task: Task | None, /) -> OutputFollow:
+        return OutputFollow(None if task is None else self.since[task.id])
+
+    async def output(self, task_id: str, /) -> list[OutputChunk]:
+        self.read.append(task_id)
+        return []
+
+
+async def test_chosen_tasks_in_several_partitions_read_the_output_the_log_lacks() -> None:
+    """``?task=a&task=b&output=1`` resumed where the log lacks a's output (followed here
+    from later than the client's position in a's partition) reads it from storage, though
+    b's partition is quiet: each partition is judged on its own."""
+    backend = Following({"t0": PartKey(0, 9), "t1": PartKey(1, 7)})
+    backend.feed(0, 1, "t0", TaskState.RUNNING)
+    backend.feed(1, 7, "t1", TaskState.RUNNING)
+    selection = Selection(task_ids=frozenset({"t0", "t1"}), output=True)
+    resume_id = name(Vector([1, 7, 0]))  # a's output from 2 on: not in this log
+    plan = stream(backend, resume_id, selection)
+    await global_stream(plan, Resume(backend, resume_id))
+    assert "t0" in backend.read

@@ -83,7 +83,15 @@ from .keys import Keys
 from .leases import LeaseKeeper
 from .link import UNREACHABLE, Link, call, unavailable, wrong_kind
 from .options import check_settings, option, split_options
-from .partitioned import Partitions, PartitionView, partition_prefixes, placed, placed_follow, start_all
+from .partitioned import (
+    Partitions,
+    PartitionView,
+    partition_prefixes,
+    placed,
+    placed_follow,
+    read_back_all,
+    start_all,
+)
 from .reader import MAX_BACKOFF, MIN_BACKOFF, Ring, StreamKey, StreamReader, key
 from .records import chunks_of, data, task_or_none, text
 from .scripts import Script, Scripts
@@ -769,8 +777,7 @@ class PartitionedRedisBroker(RedisBroker):
                 stack.push_async_callback(part.close)
 
     async def read_back(self) -> None:
-        for part in self.parts:
-            await part.read_back()
+        await read_back_all(self.parts)
 
     def parse_event_id(self, event_id: str) -> Any | None:
         return self._partitions.parse(event_id)

@@ -79,7 +79,9 @@ class PartitionView:
 
     @property
     def floor(self) -> Any:
-        return self._log.floor_in(self.partition)
+        """As :attr:`EventLog.floor`: the oldest key held once some were trimmed (the
+        reader reads history up to it, and joins the log at it)."""
+        return self._log.oldest_in(self.partition)
 
     @property
     def first(self) -> int:
@@ -160,6 +162,8 @@ class Part(Protocol):
     ) -> list[Task]: ...
     async def launch(self, observer: EventObserver) -> None: ...
     async def first_connect(self) -> None: ...
+    async def read_back(self) -> None: ...
+    async def close(self) -> None: ...
 
 
 P = TypeVar("P", bound=Part)
@@ -275,9 +279,25 @@ class Partitions(Generic[P]):
 
 
 async def start_all(parts: Sequence[Part], observer: EventObserver) -> None:
-    """Start every partition, then wait for their readers together (a few seconds at most)."""
-    for part in parts:
-        await part.launch(observer)
+    """Start every partition, then wait for their readers together (a few seconds at most).
+    If one cannot start, those started are closed again (in the reverse order)."""
+    started: list[Part] = []
+    try:
+        for part in parts:
+            await part.launch(observer)
+            started.append(part)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            for part in reversed(started):
+                await part.close()
+        raise
     async with anyio.create_task_group() as group:
         for part in parts:
             group.start_soon(part.first_connect)
+
+
+async def read_back_all(parts: Sequence[Part]) -> None:
+    """Every partition's :meth:`read_back`, together (each waits 5 s at most)."""
+    async with anyio.create_task_group() as group:
+        for part in parts:
+            group.start_soon(part.read_back)

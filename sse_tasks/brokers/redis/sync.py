@@ -145,6 +145,19 @@ class SyncWriter(Writing):
         state = self._send([self._state(task_id)])[0]
         return None if state is None else text(state)
 
+    def lend(self) -> bool:
+        """Before a ``fork``: offer the child a connection of this process's (see
+        :meth:`.wire.Wire.lend`); :meth:`reclaim` once the child has ended."""
+        return self.wire.lend()
+
+    def adopt(self) -> None:
+        """In the child forked after :meth:`lend`: the lent connection is its own."""
+        self.wire.adopt()
+
+    def reclaim(self, *, child_alive: bool = False) -> None:
+        """The child forked after :meth:`lend` has ended (``child_alive``: it may still run)."""
+        self.wire.reclaim(child_alive=child_alive)
+
     def settle(self) -> None:
         """Read what Redis answered writes sent without waiting (``final(wait=False)``),
         and send again those a lost connection never answered; raises one of
@@ -259,6 +272,15 @@ class PartitionedSyncWriter(SyncWriter):
 
     def state(self, task_id: str) -> str | None:
         return self._routes.of(task_id).state(task_id)
+
+    def lend(self) -> bool:
+        return any([writer.lend() for writer in self._routes.writers])  # (every one of them)
+
+    def adopt(self) -> None:
+        each(self._routes.writers, lambda writer: writer.adopt())
+
+    def reclaim(self, *, child_alive: bool = False) -> None:
+        each(self._routes.writers, lambda writer: writer.reclaim(child_alive=child_alive))
 
     def settle(self) -> None:
         each(self._routes.writers, lambda writer: writer.settle())

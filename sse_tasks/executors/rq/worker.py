@@ -130,13 +130,13 @@ class Worker(rq.Worker):
         try:
             try:
                 self._admit(job)
-                self.writer.wire.lend()  # the horse writes on this process's connection
+                self.writer.lend()  # the horse writes on this process's connection
             except self.writer.unreachable:
                 logger.warning("job %s: the hub's Redis is unreachable; run unreported", job.id)
             super().execute_job(job, queue)
             reaped = not self.horse_pid  # RQ waited for the horse to end
         finally:
-            self.writer.wire.reclaim(child_alive=not reaped)
+            self.writer.reclaim(child_alive=not reaped)
 
     def _admit(self, job: rq.job.Job) -> None:
         """Find a task the hub sent refused (or store it ``queued``) and set up its attempt,
@@ -224,7 +224,7 @@ class Worker(rq.Worker):
     # -- the work horse --------------------------------------------------------------
 
     def main_work_horse(self, job: rq.job.Job, queue: rq.Queue) -> None:
-        self.writer.wire.adopt()  # before any thread of the horse writes
+        self.writer.adopt()  # before any thread of the horse writes
         super().main_work_horse(job, queue)
 
     def perform_job(self, job: rq.job.Job, queue: rq.Queue, execution: Any) -> bool:
