@@ -180,7 +180,7 @@ class Partitions(Generic[P]):
 
     def of(self, task_id: str) -> P:
         """The partition ``task_id`` lives in."""
-        return self.parts[partition_of(task_id, len(self.parts))]
+        return self.parts[self.index(task_id)]
 
     def index(self, task_id: str) -> int:
         return partition_of(task_id, len(self.parts))

@@ -288,21 +288,6 @@ class PartitionedSyncWriter(SyncWriter):
     def close(self) -> None:
         each(self._routes.writers, lambda writer: writer.close())
 
-    def publish(
-        self,
-        task: Task,
-        event_type: str,
-        *,
-        lease: str,
-        requeue: bool = False,
-        create: Task | None = None,
-        retry_for: float = 0.0,
-    ) -> Task | None:
-        writer = self._routes.of(task.id)
-        return writer.publish(
-            task, event_type, lease=lease, requeue=requeue, create=create, retry_for=retry_for
-        )
-
     def publish_many(self, items: Sequence[Write], *, retry_for: float = 0.0) -> list[Task | None]:
         stored: list[Task | None] = [None] * len(items)
         for writer, positions in self._routes.split_items(items):
